@@ -1,0 +1,59 @@
+//! Sizes, limits and wire constants, defined once for kernel and userspace.
+
+/// Most backends one session can be sharded across.
+pub const MAX_SHARDS: usize = 16;
+/// Slots in the default consistent-hash (Maglev) table; a prime, as Maglev requires.
+pub const MAGLEV_SIZE: u32 = 65_537;
+/// Entries of the backends array (backend ids are `0..MAX_BACKENDS`).
+pub const MAX_BACKENDS: u32 = 4_096;
+/// Entries of the services hash map.
+pub const MAX_SERVICES: u32 = 1_024;
+/// Entries of the per-session shard-set hash map (placed sessions).
+pub const MAX_SESSIONS: u32 = 1_048_576;
+/// Entries of the per-session per-CPU counters (LRU: the least recently seen are evicted).
+pub const MAX_SESSION_STATS: u32 = 262_144;
+
+/// Backend id that means "none": a Maglev slot with no backend, an empty shard.
+pub const NO_BACKEND: u32 = u32::MAX;
+
+/// The shardline header's magic, `"SH"`, big endian on the wire.
+pub const HEADER_MAGIC: u16 = 0x5348;
+/// The only shardline header version this dataplane understands.
+pub const HEADER_VERSION: u8 = 1;
+/// Length of the shardline header: magic (2), version (1), flags (1), session (8), key (8).
+pub const HEADER_LEN: usize = 20;
+
+/// EtherType of IPv4.
+pub const ETH_P_IPV4: u16 = 0x0800;
+/// EtherType of IPv6.
+pub const ETH_P_IPV6: u16 = 0x86DD;
+/// EtherType of an 802.1Q VLAN tag.
+pub const ETH_P_8021Q: u16 = 0x8100;
+/// EtherType of an 802.1ad (QinQ) service tag.
+pub const ETH_P_8021AD: u16 = 0x88A8;
+/// Ethernet header length without VLAN tags.
+pub const ETH_HLEN: usize = 14;
+/// Length of one VLAN tag.
+pub const VLAN_HLEN: usize = 4;
+/// Fixed IPv4 header length (no options).
+pub const IPV4_HLEN: usize = 20;
+/// Fixed IPv6 header length.
+pub const IPV6_HLEN: usize = 40;
+/// UDP header length.
+pub const UDP_HLEN: usize = 8;
+/// Minimal TCP header length.
+pub const TCP_HLEN: usize = 20;
+
+/// IP protocol number of TCP.
+pub const IPPROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+pub const IPPROTO_UDP: u8 = 17;
+/// IP protocol number of IPv4-in-IP encapsulation.
+pub const IPPROTO_IPIP: u8 = 4;
+/// IP protocol number of IPv6-in-IP encapsulation.
+pub const IPPROTO_IPV6: u8 = 41;
+/// Hop limit / TTL of the outer header shardline writes.
+pub const ENCAP_TTL: u8 = 64;
+
+/// Name of the directory under the bpffs mount where the daemon pins its maps.
+pub const PIN_DIR: &str = "shardline";

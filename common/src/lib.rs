@@ -1,0 +1,23 @@
+//! Everything the XDP program and the daemon must agree on, written once.
+//!
+//! - [`consts`]: sizes, limits and wire constants.
+//! - [`maps`]: the `repr(C)` keys and values of the BPF maps.
+//! - [`hash`]: the hash functions (session, request key, rendezvous score).
+//! - [`packet`]: bounds-checked, allocation-free parsing of Ethernet/IPv4/IPv6/UDP/TCP and the
+//!   shardline header.
+//! - [`route`]: the routing decision (service → session → shard set or Maglev → backend), generic
+//!   over where the tables live, so userspace replays the kernel's decision bit for bit.
+//! - [`verdict`]: XDP actions and the per-reason counter indices.
+//! - [`checksum`]: the internet checksum for the outer IPv4 header.
+//! - `maglev` (feature `user`): the Maglev table builder the daemon fills the default table with.
+#![cfg_attr(not(feature = "user"), no_std)]
+
+pub mod checksum;
+pub mod consts;
+pub mod hash;
+#[cfg(feature = "user")]
+pub mod maglev;
+pub mod maps;
+pub mod packet;
+pub mod route;
+pub mod verdict;

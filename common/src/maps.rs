@@ -1,0 +1,221 @@
+//! Keys and values of the BPF maps. `repr(C)`, `Copy`, fixed-width fields with explicit
+//! padding, no `bool` or `Option`, so the kernel and userspace agree on every byte.
+
+use crate::consts::{MAX_SHARDS, NO_BACKEND};
+
+/// How a service finds the session and the request key of a packet.
+pub mod session_mode {
+    /// UDP payload starts with the shardline header carrying `session_id` and `key`.
+    pub const HEADER: u8 = 0;
+    /// Session = client source address; key = hash of the 5-tuple.
+    pub const FLOW: u8 = 1;
+}
+
+/// How a service's packets reach the chosen backend.
+pub mod forward_mode {
+    /// IPIP / IP6IP6 encapsulation to the backend's address, then `XDP_TX`.
+    pub const ENCAP: u8 = 0;
+    /// Destination MAC rewrite only, for backends on the same L2 segment holding the VIP.
+    pub const L2DSR: u8 = 1;
+}
+
+/// Bits of [`Backend::flags`].
+pub mod backend_flags {
+    /// The slot holds a configured backend.
+    pub const PRESENT: u32 = 1;
+    /// [`super::Backend::addr4`] is set.
+    pub const HAS_V4: u32 = 2;
+    /// [`super::Backend::addr6`] is set.
+    pub const HAS_V6: u32 = 4;
+}
+
+/// Key of the services map: destination address, port and protocol of a virtual service.
+/// IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`). A key with port 0 and protocol 0
+/// marks "this address is a VIP", so malformed packets to it are dropped rather than passed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// Virtual IP, IPv4-mapped for IPv4.
+    pub addr: [u8; 16],
+    /// Destination port, host byte order.
+    pub port: u16,
+    /// IP protocol number (6 TCP, 17 UDP).
+    pub proto: u8,
+    /// Explicit padding, always zero.
+    pub _pad: u8,
+}
+
+impl ServiceKey {
+    /// The "address is a VIP" marker key for `addr`.
+    pub const fn vip_marker(addr: [u8; 16]) -> Self {
+        Self {
+            addr,
+            port: 0,
+            proto: 0,
+            _pad: 0,
+        }
+    }
+}
+
+/// Value of the services map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Service {
+    /// Service id, part of every [`SessionKey`].
+    pub id: u32,
+    /// One of [`session_mode`].
+    pub mode: u8,
+    /// One of [`forward_mode`].
+    pub forward: u8,
+    /// Explicit padding, always zero.
+    pub _pad: [u8; 2],
+}
+
+/// Value of the backends array, indexed by backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    /// IPv4 address (outer destination of IPIP).
+    pub addr4: [u8; 4],
+    /// [`backend_flags`] bits.
+    pub flags: u32,
+    /// IPv6 address (outer destination of IP6IP6).
+    pub addr6: [u8; 16],
+    /// MAC of the next hop towards the backend (the backend itself on a shared segment).
+    pub mac: [u8; 6],
+    /// Explicit padding, always zero.
+    pub _pad: [u8; 2],
+}
+
+/// Key of the per-session shard-set map and of the per-session counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey {
+    /// [`Service::id`].
+    pub service: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+    /// Session id: the header's `session_id`, or the hash of the client address in flow mode.
+    pub session: u64,
+}
+
+/// How a session's keys are partitioned across its shard set.
+pub mod scheme {
+    /// Rendezvous hashing of the request key over the shard set.
+    pub const HASH: u32 = 0;
+}
+
+/// Value of the per-session shard-set map: the backends a placed session is sharded across.
+/// Replaced with one map update carrying a new generation, never edited in place.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardSet {
+    /// Monotonic generation of this placement.
+    pub generation: u64,
+    /// Number of valid entries in `backends` (0 means: use the default table).
+    pub count: u32,
+    /// One of [`scheme`].
+    pub scheme: u32,
+    /// Backend ids; entries at `count` and beyond are [`NO_BACKEND`].
+    pub backends: [u32; MAX_SHARDS],
+}
+
+impl Default for ShardSet {
+    fn default() -> Self {
+        Self {
+            generation: 0,
+            count: 0,
+            scheme: scheme::HASH,
+            backends: [NO_BACKEND; MAX_SHARDS],
+        }
+    }
+}
+
+/// The single entry of the globals array: which Maglev half is live and the encap source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Globals {
+    /// Which half (0 or 1) of the double-buffered Maglev table packets read.
+    pub maglev_active: u32,
+    /// Reserved, always zero.
+    pub flags: u32,
+    /// Source address of IPIP outer headers.
+    pub src4: [u8; 4],
+    /// Explicit padding, always zero.
+    pub _pad: [u8; 4],
+    /// Source address of IP6IP6 outer headers.
+    pub src6: [u8; 16],
+}
+
+/// A packets/bytes pair, one per CPU in the per-CPU counter maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// Packets counted.
+    pub packets: u64,
+    /// Bytes counted (frame length as received).
+    pub bytes: u64,
+}
+
+/// IPv4-mapped IPv6 form of an IPv4 address, as stored in [`ServiceKey::addr`].
+#[inline(always)]
+pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+
+    // SAFETY: all are repr(C), Copy, with every padding byte an explicit field.
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for Service {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for SessionKey {}
+    unsafe impl aya::Pod for ShardSet {}
+    unsafe impl aya::Pod for Globals {}
+    unsafe impl aya::Pod for Counter {}
+
+    impl ServiceKey {
+        /// Key for a service on `addr:port` with protocol `proto`.
+        pub fn new(addr: std::net::IpAddr, port: u16, proto: u8) -> Self {
+            Self {
+                addr: ip_to_16(addr),
+                port,
+                proto,
+                _pad: 0,
+            }
+        }
+    }
+
+    /// An address in the 16-byte form the maps use (IPv4-mapped for IPv4).
+    pub fn ip_to_16(addr: std::net::IpAddr) -> [u8; 16] {
+        match addr {
+            std::net::IpAddr::V4(a) => v4_mapped(a.octets()),
+            std::net::IpAddr::V6(a) => a.octets(),
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+pub use user::ip_to_16;
+
+#[cfg(test)]
+mod tests {
+    use core::mem::size_of;
+
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<ServiceKey>(), 20);
+        assert_eq!(size_of::<Service>(), 8);
+        assert_eq!(size_of::<Backend>(), 32);
+        assert_eq!(size_of::<SessionKey>(), 16);
+        assert_eq!(size_of::<ShardSet>(), 16 + 4 * MAX_SHARDS);
+        assert_eq!(size_of::<Globals>(), 32);
+        assert_eq!(size_of::<Counter>(), 16);
+    }
+}

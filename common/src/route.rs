@@ -1,0 +1,217 @@
+//! The routing decision: packet → service → (session, request key) → shard set or default
+//! Maglev table → backend. Generic over [`Tables`], so the XDP program (map lookups) and
+//! userspace (a replay against a copy of the maps) run this one function.
+
+use crate::{
+    consts::{IPPROTO_TCP, IPPROTO_UDP, MAX_SHARDS, NO_BACKEND},
+    hash::{addr_hash, flow_hash, maglev_slot, rendezvous_score},
+    maps::{
+        backend_flags, forward_mode, session_mode, Backend, Service, ServiceKey, SessionKey,
+        ShardSet,
+    },
+    packet::{parse_header, parse_l3, parse_l4, HeaderError, L3Error, PacketBytes, L3},
+    verdict::{Action, Reason},
+};
+
+/// Where the routing tables live: BPF maps in the kernel, a snapshot or the pinned maps in
+/// userspace.
+pub trait Tables {
+    /// The service for a destination (or the VIP marker, see [`ServiceKey::vip_marker`]).
+    fn service(&self, key: &ServiceKey) -> Option<Service>;
+    /// For a placed session, the member of its shard set that owns `request_key` (see
+    /// [`pick_shard`]); `None` for a session the daemon has not placed.
+    fn placed_backend(&self, key: &SessionKey, request_key: u64) -> Option<u32>;
+    /// The backend id in slot `slot` of the live half of the default Maglev table.
+    fn maglev(&self, slot: u32) -> u32;
+    /// The backend with id `id`, if configured.
+    fn backend(&self, id: u32) -> Option<Backend>;
+}
+
+/// The outcome of routing one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Why; implies the action ([`Reason::action`]).
+    pub reason: Reason,
+    /// Chosen backend id, [`NO_BACKEND`] unless forwarded.
+    pub backend_id: u32,
+    /// The chosen backend (default unless forwarded).
+    pub backend: Backend,
+    /// The matched service (default if none).
+    pub service: Service,
+    /// The session the packet belongs to (zero if no service matched).
+    pub session: SessionKey,
+    /// The request key partitioned across the session's shards.
+    pub key: u64,
+    /// Offset of the IP header (the L2 header length), valid when forwarded.
+    pub l3_off: usize,
+    /// IP packet length from its header, valid when forwarded.
+    pub ip_len: usize,
+    /// Whether the packet is IPv6.
+    pub v6: bool,
+}
+
+impl Decision {
+    #[inline(always)]
+    fn not_routed(reason: Reason) -> Self {
+        Self {
+            reason,
+            backend_id: NO_BACKEND,
+            backend: Backend::default(),
+            service: Service::default(),
+            session: SessionKey::default(),
+            key: 0,
+            l3_off: 0,
+            ip_len: 0,
+            v6: false,
+        }
+    }
+
+    /// The XDP action for this decision.
+    pub fn action(&self) -> Action {
+        self.reason.action()
+    }
+}
+
+/// Routes one packet. Never panics and never reads outside the packet.
+#[inline(always)]
+pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
+    let l3 = match parse_l3(p) {
+        Ok(l3) => l3,
+        Err(e) => return Decision::not_routed(l3_error_reason(e, t)),
+    };
+    if l3.proto != IPPROTO_UDP && l3.proto != IPPROTO_TCP {
+        let vip = is_vip(t, &l3.dst);
+        return Decision::not_routed(if vip {
+            Reason::NotL4
+        } else {
+            Reason::NotService
+        });
+    }
+    let Some((sport, dport, payload_off)) = parse_l4(p, &l3) else {
+        let vip = is_vip(t, &l3.dst);
+        return Decision::not_routed(if vip {
+            Reason::MalformedL4
+        } else {
+            Reason::NotService
+        });
+    };
+    let skey = ServiceKey {
+        addr: l3.dst,
+        port: dport,
+        proto: l3.proto,
+        _pad: 0,
+    };
+    let Some(service) = t.service(&skey) else {
+        return Decision::not_routed(Reason::NotService);
+    };
+    let (session, key) = match request_identity(p, &l3, &service, sport, dport, payload_off) {
+        Ok(id) => id,
+        Err(reason) => return Decision::not_routed(reason),
+    };
+    let session = SessionKey {
+        service: service.id,
+        _pad: 0,
+        session,
+    };
+    let mut d = Decision::not_routed(Reason::NoBackend);
+    d.service = service;
+    d.session = session;
+    d.key = key;
+    d.l3_off = l3.off;
+    d.ip_len = l3.end - l3.off;
+    d.v6 = l3.v6;
+
+    let backend_id = match t.placed_backend(&session, key) {
+        Some(id) => id,
+        None => t.maglev(maglev_slot(session.session, key)),
+    };
+    let Some(backend) = t.backend(backend_id) else {
+        return d;
+    };
+    if backend.flags & backend_flags::PRESENT == 0 {
+        return d;
+    }
+    d.backend_id = backend_id;
+    d.backend = backend;
+    let family = if l3.v6 {
+        backend_flags::HAS_V6
+    } else {
+        backend_flags::HAS_V4
+    };
+    d.reason = if service.forward == forward_mode::ENCAP && backend.flags & family == 0 {
+        Reason::NoBackendAddress
+    } else {
+        Reason::Forwarded
+    };
+    d
+}
+
+/// The (session, request key) of a packet for `service`.
+#[inline(always)]
+fn request_identity<P: PacketBytes + ?Sized>(
+    p: &P,
+    l3: &L3,
+    service: &Service,
+    sport: u16,
+    dport: u16,
+    payload_off: usize,
+) -> Result<(u64, u64), Reason> {
+    if service.mode == session_mode::HEADER {
+        if l3.proto != IPPROTO_UDP {
+            return Err(Reason::MalformedL4);
+        }
+        return match parse_header(p, payload_off, l3.end) {
+            Ok(h) => Ok((h.session, h.key)),
+            Err(HeaderError::Short) => Err(Reason::ShortPayload),
+            Err(HeaderError::BadMagic) => Err(Reason::BadMagic),
+            Err(HeaderError::BadVersion) => Err(Reason::BadVersion),
+        };
+    }
+    Ok((
+        addr_hash(&l3.src),
+        flow_hash(&l3.src, &l3.dst, sport, dport, l3.proto),
+    ))
+}
+
+#[inline(always)]
+fn is_vip<T: Tables>(t: &T, addr: &[u8; 16]) -> bool {
+    t.service(&ServiceKey::vip_marker(*addr)).is_some()
+}
+
+#[inline(always)]
+fn l3_error_reason<T: Tables>(e: L3Error, t: &T) -> Reason {
+    match e {
+        L3Error::NotIp => Reason::NotIp,
+        L3Error::Malformed(Some(dst)) if is_vip(t, &dst) => Reason::MalformedIp,
+        L3Error::Malformed(_) => Reason::MalformedNotVip,
+        L3Error::Fragment(dst) if is_vip(t, &dst) => Reason::Fragment,
+        L3Error::TooManyExtHeaders(dst) if is_vip(t, &dst) => Reason::TooManyExtHeaders,
+        L3Error::Fragment(_) | L3Error::TooManyExtHeaders(_) => Reason::NotService,
+    }
+}
+
+/// The member of `set` that owns `key`: rendezvous hashing over the first `count` backends.
+/// `None` for an empty set (the session falls back to the default table).
+#[inline(always)]
+pub fn pick_shard(set: &ShardSet, key: u64) -> Option<u32> {
+    let mut best = NO_BACKEND;
+    let mut best_score = 0u64;
+    let mut i = 0;
+    while i < MAX_SHARDS {
+        if i as u32 >= set.count {
+            break;
+        }
+        let b = set.backends[i];
+        let score = rendezvous_score(key, b);
+        if best == NO_BACKEND || score > best_score {
+            best = b;
+            best_score = score;
+        }
+        i += 1;
+    }
+    if best == NO_BACKEND {
+        None
+    } else {
+        Some(best)
+    }
+}

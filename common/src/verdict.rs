@@ -1,0 +1,144 @@
+//! What the dataplane does with a packet and why. Every reason has a per-CPU counter.
+
+/// The XDP action taken, with the kernel's numeric values.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `XDP_ABORTED`: a program error (never returned on purpose).
+    Aborted = 0,
+    /// `XDP_DROP`.
+    Drop = 1,
+    /// `XDP_PASS`: hand the packet to the kernel stack untouched.
+    Pass = 2,
+    /// `XDP_TX`: send the rewritten packet back out of the receiving interface.
+    Tx = 3,
+    /// `XDP_REDIRECT`.
+    Redirect = 4,
+}
+
+impl Action {
+    /// The action for a raw XDP return code, `Aborted` for unknown codes.
+    pub const fn from_code(code: u32) -> Self {
+        match code {
+            1 => Self::Drop,
+            2 => Self::Pass,
+            3 => Self::Tx,
+            4 => Self::Redirect,
+            _ => Self::Aborted,
+        }
+    }
+
+    /// Lower-case name as the tracer prints it (`tx`, `pass`, …).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Aborted => "aborted",
+            Self::Drop => "drop",
+            Self::Pass => "pass",
+            Self::Tx => "tx",
+            Self::Redirect => "redirect",
+        }
+    }
+}
+
+/// Why a packet got its action; the index of its per-CPU counter.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Sent to a backend.
+    Forwarded = 0,
+    /// Not IPv4 or IPv6 (ARP, QinQ, runt frames): passed.
+    NotIp = 1,
+    /// IP, but no service matches destination, port and protocol: passed.
+    NotService = 2,
+    /// To a VIP, but neither UDP nor TCP (ICMP, …): passed to the stack.
+    NotL4 = 3,
+    /// Malformed IP header to an address that is not a VIP (or unreadable): passed, the
+    /// kernel stack drops it.
+    MalformedNotVip = 4,
+    /// Malformed IPv4/IPv6 header (bad IHL or version, lengths that lie) to a VIP: dropped.
+    MalformedIp = 5,
+    /// Truncated or inconsistent UDP/TCP header to a VIP: dropped.
+    MalformedL4 = 6,
+    /// IP fragment to a VIP: dropped (fragments carry no ports to route by).
+    Fragment = 7,
+    /// Header-mode packet whose payload does not start with the shardline magic: dropped.
+    BadMagic = 8,
+    /// Header-mode packet with an unsupported shardline header version: dropped.
+    BadVersion = 9,
+    /// Header-mode packet whose payload is shorter than the shardline header: dropped.
+    ShortPayload = 10,
+    /// No backend for the request (empty table slot, unknown backend id): dropped.
+    NoBackend = 11,
+    /// The chosen backend has no address of the packet's family: dropped.
+    NoBackendAddress = 12,
+    /// Growing the packet for encapsulation failed: dropped.
+    EncapFailed = 13,
+    /// IPv6 extension header chain to a VIP longer than the dataplane walks: dropped.
+    TooManyExtHeaders = 14,
+}
+
+/// Number of [`Reason`]s: the length of the per-reason counter array.
+pub const REASON_COUNT: u32 = 15;
+
+impl Reason {
+    /// Every reason, in counter order.
+    pub const ALL: [Reason; REASON_COUNT as usize] = [
+        Self::Forwarded,
+        Self::NotIp,
+        Self::NotService,
+        Self::NotL4,
+        Self::MalformedNotVip,
+        Self::MalformedIp,
+        Self::MalformedL4,
+        Self::Fragment,
+        Self::BadMagic,
+        Self::BadVersion,
+        Self::ShortPayload,
+        Self::NoBackend,
+        Self::NoBackendAddress,
+        Self::EncapFailed,
+        Self::TooManyExtHeaders,
+    ];
+
+    /// The action this reason implies.
+    pub const fn action(self) -> Action {
+        match self {
+            Self::Forwarded => Action::Tx,
+            Self::NotIp | Self::NotService | Self::NotL4 | Self::MalformedNotVip => Action::Pass,
+            _ => Action::Drop,
+        }
+    }
+
+    /// snake_case name used in metrics and the tracer.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Forwarded => "forwarded",
+            Self::NotIp => "not_ip",
+            Self::NotService => "not_service",
+            Self::NotL4 => "not_l4",
+            Self::MalformedNotVip => "malformed_not_vip",
+            Self::MalformedIp => "malformed_ip",
+            Self::MalformedL4 => "malformed_l4",
+            Self::Fragment => "fragment",
+            Self::BadMagic => "bad_magic",
+            Self::BadVersion => "bad_version",
+            Self::ShortPayload => "short_payload",
+            Self::NoBackend => "no_backend",
+            Self::NoBackendAddress => "no_backend_address",
+            Self::EncapFailed => "encap_failed",
+            Self::TooManyExtHeaders => "too_many_ext_headers",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_in_counter_order() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+}

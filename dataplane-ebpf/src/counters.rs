@@ -1,0 +1,41 @@
+//! Per-CPU counters: no atomics, no contention; userspace sums the CPUs.
+
+use shardline_common::{
+    maps::{Counter, SessionKey},
+    verdict::Reason,
+};
+
+use crate::maps::{BACKEND_STATS, REASONS, SESSION_STATS};
+
+/// Counts one packet under `reason`.
+#[inline(always)]
+pub fn count_reason(reason: Reason) {
+    if let Some(c) = REASONS.get_ptr_mut(reason as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Counts one forwarded packet of `bytes` for backend `id` and for `session`.
+#[inline(always)]
+pub fn count_forwarded(id: u32, session: &SessionKey, bytes: u64) {
+    if let Some(c) = BACKEND_STATS.get_ptr_mut(id) {
+        // SAFETY: per-CPU slot.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+    match SESSION_STATS.get_ptr_mut(session) {
+        // SAFETY: per-CPU value of an LRU per-CPU hash.
+        Some(c) => unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        },
+        None => {
+            // A full table evicts the least recently used session; losing a racing insert on
+            // another CPU only loses that CPU's first packet count.
+            let _ = SESSION_STATS.insert(session, &Counter { packets: 1, bytes }, 0);
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The backend-side decapsulator: strips the IPIP / IP6IP6 outer header of packets whose inner
+//! destination is a local VIP and passes the inner packet to the stack, for kernels without
+//! ipip / ip6tnl devices (as Katran ships its own decap program).
+
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_xdp_adjust_head, macros::map, maps::HashMap,
+    maps::PerCpuArray, programs::XdpContext,
+};
+use shardline_common::{
+    consts::{
+        ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_HLEN, IPV6_HLEN,
+        VLAN_HLEN,
+    },
+    maps::v4_mapped,
+    packet::{parse_l2, PacketBytes},
+};
+
+use crate::packet::XdpPacket;
+
+/// Local VIPs (IPv4-mapped for IPv4) whose encapsulated packets are decapsulated.
+#[map]
+pub static DECAP_VIPS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(1024, 0);
+
+/// Per-CPU counters: index 0 decapsulated, 1 passed untouched.
+#[map]
+pub static DECAP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+/// Decapsulates if the frame is IPIP / IP6IP6 to a local VIP; always passes.
+#[inline(always)]
+pub fn run(ctx: &XdpContext) -> u32 {
+    let done = try_decap(ctx).is_some();
+    if let Some(c) = DECAP_STATS.get_ptr_mut(if done { 0 } else { 1 }) {
+        // SAFETY: per-CPU slot.
+        unsafe { *c += 1 };
+    }
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn try_decap(ctx: &XdpContext) -> Option<()> {
+    let pkt = XdpPacket(ctx);
+    let (l3, ethertype) = parse_l2(&pkt)?;
+    let outer_len = match ethertype {
+        ETH_P_IPV4 => {
+            let h: [u8; IPV4_HLEN] = pkt.load(l3)?;
+            // Only option-less outer headers: shardline writes none.
+            if h[0] != 0x45 || h[9] != IPPROTO_IPIP {
+                return None;
+            }
+            let inner: [u8; IPV4_HLEN] = pkt.load(l3 + IPV4_HLEN)?;
+            is_local_vip(&v4_mapped([inner[16], inner[17], inner[18], inner[19]]))?;
+            IPV4_HLEN
+        }
+        ETH_P_IPV6 => {
+            let h: [u8; IPV6_HLEN] = pkt.load(l3)?;
+            if h[0] >> 4 != 6 || h[6] != IPPROTO_IPV6 {
+                return None;
+            }
+            let inner: [u8; IPV6_HLEN] = pkt.load(l3 + IPV6_HLEN)?;
+            let mut dst = [0u8; 16];
+            dst.copy_from_slice(&inner[24..40]);
+            is_local_vip(&dst)?;
+            IPV6_HLEN
+        }
+        _ => return None,
+    };
+    if l3 == ETH_HLEN + VLAN_HLEN {
+        strip::<{ ETH_HLEN + VLAN_HLEN }>(ctx, outer_len)
+    } else {
+        strip::<ETH_HLEN>(ctx, outer_len)
+    }
+}
+
+#[inline(always)]
+fn is_local_vip(addr: &[u8; 16]) -> Option<()> {
+    // SAFETY: value read only for presence.
+    unsafe { DECAP_VIPS.get(addr) }.map(|_| ())
+}
+
+/// Moves the L2 header forward over the outer IP header, then drops the bytes before it.
+#[inline(always)]
+fn strip<const L2: usize>(ctx: &XdpContext, outer_len: usize) -> Option<()> {
+    let pkt = XdpPacket(ctx);
+    let l2: [u8; L2] = pkt.load(0)?;
+    pkt.store(outer_len, &l2)?;
+    // SAFETY: plain helper call on the program's own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer_len as i32) } != 0 {
+        return None;
+    }
+    Some(())
+}

@@ -1,0 +1,49 @@
+//! The load balancer's maps. All are pinned by name under the daemon's pin directory, so a
+//! restarted daemon adopts them and the dataplane keeps routing while it is away.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray},
+};
+use shardline_common::{
+    consts::{MAGLEV_SIZE, MAX_BACKENDS, MAX_SERVICES, MAX_SESSIONS, MAX_SESSION_STATS},
+    maps::{Backend, Counter, Globals, Service, ServiceKey, SessionKey, ShardSet},
+    verdict::REASON_COUNT,
+};
+
+/// Virtual services by (VIP, port, protocol), plus one VIP marker per address.
+#[map]
+pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::pinned(MAX_SERVICES, 0);
+
+/// Backends by id.
+#[map]
+pub static BACKENDS: Array<Backend> = Array::pinned(MAX_BACKENDS, 0);
+
+/// Shard sets of placed sessions. No preallocation: an update swaps in a new element and the
+/// old one is freed after an RCU grace period, so a reader never sees a half-written value.
+#[map]
+pub static SESSIONS: HashMap<SessionKey, ShardSet> =
+    HashMap::pinned(MAX_SESSIONS, BPF_F_NO_PREALLOC);
+
+/// The default Maglev table, double-buffered: slots `[h * MAGLEV_SIZE, (h + 1) * MAGLEV_SIZE)`
+/// are half `h`; `GLOBALS.maglev_active` names the live half, so a swap is one word write.
+#[map]
+pub static MAGLEV: Array<u32> = Array::pinned(2 * MAGLEV_SIZE, 0);
+
+/// One entry: the live Maglev half and the encapsulation source addresses.
+#[map]
+pub static GLOBALS: Array<Globals> = Array::pinned(1, 0);
+
+/// Packets per [`shardline_common::verdict::Reason`], per CPU.
+#[map]
+pub static REASONS: PerCpuArray<u64> = PerCpuArray::pinned(REASON_COUNT, 0);
+
+/// Forwarded packets and bytes per backend id, per CPU.
+#[map]
+pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_BACKENDS, 0);
+
+/// Forwarded packets and bytes per session, per CPU; the least recently seen are evicted.
+#[map]
+pub static SESSION_STATS: LruPerCpuHashMap<SessionKey, Counter> =
+    LruPerCpuHashMap::pinned(MAX_SESSION_STATS, 0);

@@ -1,0 +1,411 @@
+//! The daemon's TOML configuration: interface, services, backends and static session
+//! placements, validated so that an error names the field and says what is wrong.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use shardline_common::consts::{MAX_BACKENDS, MAX_SHARDS};
+
+/// Errors reading or validating a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has fields of the wrong type.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, naming the line and the field.
+        message: String,
+    },
+    /// A field has a value the daemon cannot use.
+    #[error("invalid config: `{field}`: {problem}")]
+    Invalid {
+        /// Path of the field, e.g. `services[0].mode`.
+        field: String,
+        /// What is wrong and what would be right.
+        problem: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpAttachMode {
+    /// Native (driver) mode, falling back to generic with a warning.
+    #[default]
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (SKB) mode only.
+    Generic,
+}
+
+/// How a service finds sessions and request keys.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionMode {
+    /// The shardline header at the start of the UDP payload.
+    Header,
+    /// Session = client address, key = 5-tuple hash.
+    Flow,
+}
+
+/// How packets reach backends.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardMode {
+    /// IPIP / IP6IP6 to the backend's address.
+    #[default]
+    Encap,
+    /// MAC rewrite only (backends on this segment holding the VIP).
+    L2dsr,
+}
+
+/// Transport protocol of a service.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+}
+
+impl Protocol {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Udp => 17,
+            Self::Tcp => 6,
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Interface the XDP program is attached to.
+    pub interface: String,
+    /// Attach mode (default `auto`).
+    #[serde(default)]
+    pub xdp_mode: XdpAttachMode,
+    /// Directory on bpffs for pinned maps and the program link.
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+    /// Outer source addresses for encapsulation.
+    #[serde(default)]
+    pub encap: Encap,
+    /// Virtual services.
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+    /// Backends.
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    /// Sessions placed on a fixed shard set.
+    #[serde(default)]
+    pub sessions: Vec<SessionConfig>,
+}
+
+fn default_pin_dir() -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/shardline")
+}
+
+/// Outer source addresses of encapsulated packets.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encap {
+    /// IPv4 source of IPIP packets (required if any backend has `ipv4` and a service encaps).
+    pub source_v4: Option<Ipv4Addr>,
+    /// IPv6 source of IP6IP6 packets.
+    pub source_v6: Option<Ipv6Addr>,
+}
+
+/// One virtual service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Name, referenced by sessions.
+    pub name: String,
+    /// Virtual IP.
+    pub vip: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// `udp` or `tcp`.
+    pub protocol: Protocol,
+    /// `header` (UDP only) or `flow`.
+    pub mode: SessionMode,
+    /// `encap` (default) or `l2dsr`.
+    #[serde(default)]
+    pub forward: ForwardMode,
+}
+
+/// One backend.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Id, `0..4096`, unique.
+    pub id: u32,
+    /// IPv4 address (IPIP destination).
+    pub ipv4: Option<Ipv4Addr>,
+    /// IPv6 address (IP6IP6 destination).
+    pub ipv6: Option<Ipv6Addr>,
+    /// MAC of the next hop towards it, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// Relative weight in the default table (0 drains it). Default 1.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// A session placed on a fixed shard set.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Service name.
+    pub service: String,
+    /// Session id (header mode) or client address (flow mode).
+    pub session: SessionId,
+    /// Backend ids, at most 16.
+    pub backends: Vec<u32>,
+}
+
+/// A session as written in the config: a number (header mode) or a client address (flow mode).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum SessionId {
+    /// Header-mode session id.
+    Id(u64),
+    /// Flow-mode client address.
+    Addr(IpAddr),
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every cross-field rule; the first broken one is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.interface.is_empty() {
+            return Err(invalid("interface", "must name a network interface"));
+        }
+        let mut names = HashSet::new();
+        let mut keys = HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            if !names.insert(s.name.as_str()) {
+                return Err(invalid(
+                    format!("services[{i}].name"),
+                    format!("duplicate name {:?}", s.name),
+                ));
+            }
+            if s.port == 0 {
+                return Err(invalid(format!("services[{i}].port"), "must be 1-65535"));
+            }
+            if s.mode == SessionMode::Header && s.protocol != Protocol::Udp {
+                return Err(invalid(
+                    format!("services[{i}].mode"),
+                    "header mode needs protocol = \"udp\"",
+                ));
+            }
+            if !keys.insert((s.vip, s.port, s.protocol.number())) {
+                return Err(invalid(
+                    format!("services[{i}]"),
+                    "another service has the same vip, port and protocol",
+                ));
+            }
+            if s.forward == ForwardMode::Encap {
+                let needs = match s.vip {
+                    IpAddr::V4(_) if self.encap.source_v4.is_none() => Some("encap.source_v4"),
+                    IpAddr::V6(_) if self.encap.source_v6.is_none() => Some("encap.source_v6"),
+                    _ => None,
+                };
+                if let Some(field) = needs {
+                    return Err(invalid(
+                        field,
+                        format!("required by services[{i}] (forward = \"encap\")"),
+                    ));
+                }
+            }
+        }
+        let mut ids = HashSet::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            if b.id >= MAX_BACKENDS {
+                return Err(invalid(
+                    format!("backends[{i}].id"),
+                    format!("must be below {MAX_BACKENDS}"),
+                ));
+            }
+            if !ids.insert(b.id) {
+                return Err(invalid(
+                    format!("backends[{i}].id"),
+                    format!("duplicate id {}", b.id),
+                ));
+            }
+            parse_mac(&b.mac).map_err(|p| invalid(format!("backends[{i}].mac"), p))?;
+            if b.ipv4.is_none() && b.ipv6.is_none() {
+                return Err(invalid(
+                    format!("backends[{i}]"),
+                    "needs ipv4, ipv6 or both",
+                ));
+            }
+        }
+        let services: HashMap<&str, &ServiceConfig> =
+            self.services.iter().map(|s| (s.name.as_str(), s)).collect();
+        for (i, s) in self.sessions.iter().enumerate() {
+            let Some(service) = services.get(s.service.as_str()) else {
+                return Err(invalid(
+                    format!("sessions[{i}].service"),
+                    format!("no service named {:?}", s.service),
+                ));
+            };
+            match (&s.session, service.mode) {
+                (SessionId::Id(_), SessionMode::Header)
+                | (SessionId::Addr(_), SessionMode::Flow) => {}
+                (SessionId::Id(_), SessionMode::Flow) => {
+                    return Err(invalid(
+                        format!("sessions[{i}].session"),
+                        "a flow-mode session is a client address",
+                    ));
+                }
+                (SessionId::Addr(_), SessionMode::Header) => {
+                    return Err(invalid(
+                        format!("sessions[{i}].session"),
+                        "a header-mode session is a number",
+                    ));
+                }
+            }
+            if s.backends.is_empty() || s.backends.len() > MAX_SHARDS {
+                return Err(invalid(
+                    format!("sessions[{i}].backends"),
+                    format!("needs 1 to {MAX_SHARDS} backend ids"),
+                ));
+            }
+            let mut seen = HashSet::new();
+            for id in &s.backends {
+                if !ids.contains(id) {
+                    return Err(invalid(
+                        format!("sessions[{i}].backends"),
+                        format!("unknown backend id {id}"),
+                    ));
+                }
+                if !seen.insert(id) {
+                    return Err(invalid(
+                        format!("sessions[{i}].backends"),
+                        format!("backend id {id} listed twice"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    if parts.len() != 6 {
+        return Err(format!(
+            "{text:?} is not a MAC address like 02:00:00:00:00:01"
+        ));
+    }
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        *byte = u8::from_str_radix(part, 16)
+            .map_err(|_| format!("{text:?} is not a MAC address like 02:00:00:00:00:01"))?;
+    }
+    Ok(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        interface = "eth0"
+        [encap]
+        source_v4 = "10.0.0.2"
+        [[services]]
+        name = "kv"
+        vip = "10.100.0.1"
+        port = 7000
+        protocol = "udp"
+        mode = "header"
+        [[backends]]
+        id = 1
+        ipv4 = "10.0.0.11"
+        mac = "02:00:00:00:00:11"
+        [[sessions]]
+        service = "kv"
+        session = 42
+        backends = [1]
+    "#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn accepts_a_good_config() {
+        let c = Config::parse(GOOD, "test.toml").unwrap();
+        assert_eq!(c.backends[0].weight, 1);
+        assert_eq!(c.xdp_mode, XdpAttachMode::Auto);
+        assert_eq!(c.sessions[0].session, SessionId::Id(42));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(err(&GOOD.replace("mode = \"header\"", "mode = \"sideways\"")).contains("mode"));
+        assert!(
+            err(&GOOD.replace("protocol = \"udp\"", "protocol = \"tcp\""))
+                .contains("services[0].mode")
+        );
+        assert!(err(&GOOD.replace("02:00:00:00:00:11", "nope")).contains("backends[0].mac"));
+        assert!(
+            err(&GOOD.replace("backends = [1]", "backends = [7]")).contains("unknown backend id 7")
+        );
+        assert!(err(&GOOD.replace("session = 42", "session = \"10.0.0.1\""))
+            .contains("sessions[0].session"));
+        assert!(err(&GOOD.replace("source_v4 = \"10.0.0.2\"", "")).contains("encap.source_v4"));
+        assert!(err(&GOOD.replace("port = 7000", "port = 70000")).contains("port"));
+        assert!(err(&format!("{GOOD}\nbogus = 1")).contains("bogus"));
+    }
+}

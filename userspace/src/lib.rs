@@ -1,0 +1,15 @@
+//! shardline's userspace: the daemon, the CLI's building blocks and the netns lab.
+//!
+//! - [`objects`]: the eBPF objects built by `build.rs`, embedded.
+//! - [`config`]: the TOML configuration and its validation.
+//! - [`snapshot`]: the routing tables a configuration implies, in memory (also a replay
+//!   `Tables`).
+//! - [`loader`]: loading, attaching and adopting the XDP program and its pinned link.
+//! - [`maps`]: typed access to the pinned maps: apply a snapshot, read counters, live replay.
+//! - [`testrun`]: running packets through the loaded program with `BPF_PROG_TEST_RUN`.
+pub mod config;
+pub mod loader;
+pub mod maps;
+pub mod objects;
+pub mod snapshot;
+pub mod testrun;

@@ -1,0 +1,209 @@
+//! Loading the embedded eBPF objects, attaching XDP, and adopting what an earlier daemon left
+//! pinned: the maps (by name, through aya's pinning) and the program's link, so a restarted
+//! daemon swaps its program in atomically and the dataplane never stops routing.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        ProgramError, Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+use tracing::{info, warn};
+
+use crate::{config::XdpAttachMode, objects};
+
+/// Errors loading or attaching programs.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    /// The pin directory could not be created.
+    #[error("cannot create pin directory {path}: {source} (is bpffs mounted at /sys/fs/bpf? `mount -t bpf bpf /sys/fs/bpf`)")]
+    PinDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The object could not be loaded (maps created or adopted).
+    #[error("cannot load the eBPF object: {0} (root and a BPF-enabled kernel are required)")]
+    Load(#[from] aya::EbpfError),
+    /// The program was rejected or could not be attached.
+    #[error("{what}: {source}")]
+    Program {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: ProgramError,
+    },
+    /// The link could not be pinned or unpinned.
+    #[error("cannot pin the XDP link at {path}: {source}")]
+    Pin {
+        /// The pin path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+fn prog_err(what: impl Into<String>) -> impl FnOnce(ProgramError) -> LoaderError {
+    let what = what.into();
+    move |source| LoaderError::Program { what, source }
+}
+
+/// Name of the XDP program in the load-balancer object.
+pub const LB_PROGRAM: &str = "shardline";
+
+/// Loads the load-balancer object with its maps pinned in (or adopted from) `pin_dir`, and
+/// loads its program into the kernel (not attached).
+pub fn load_balancer(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
+    std::fs::create_dir_all(pin_dir).map_err(|source| LoaderError::PinDir {
+        path: pin_dir.to_owned(),
+        source,
+    })?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .load(objects::LB_OBJECT)?;
+    xdp_program(&mut ebpf, LB_PROGRAM)?
+        .load()
+        .map_err(prog_err("verifier rejected the program"))?;
+    Ok(ebpf)
+}
+
+/// Loads the auxiliary object (decap and pass programs), no pinning.
+pub fn load_aux() -> Result<Ebpf, LoaderError> {
+    Ok(EbpfLoader::new().load(objects::AUX_OBJECT)?)
+}
+
+/// The XDP program `name` of `ebpf`.
+pub fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, LoaderError> {
+    let program = ebpf.program_mut(name).ok_or_else(|| LoaderError::Program {
+        what: format!("program {name} missing from the object"),
+        source: ProgramError::NotLoaded,
+    })?;
+    program
+        .try_into()
+        .map_err(prog_err(format!("program {name} is not XDP")))
+}
+
+/// Where the load balancer's link on `interface` is pinned.
+pub fn link_pin_path(pin_dir: &Path, interface: &str) -> PathBuf {
+    pin_dir.join(format!("link_{interface}"))
+}
+
+/// How the program ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// A pinned link existed; the new program replaced the old one atomically on it.
+    Adopted,
+    /// Attached fresh in native (driver) mode.
+    Native,
+    /// Attached fresh in generic (SKB) mode.
+    Generic,
+}
+
+/// Attaches the loaded load-balancer program to `interface` and pins its link, or adopts the
+/// link an earlier daemon pinned (program replaced atomically, no gap in routing).
+pub fn attach_balancer(
+    ebpf: &mut Ebpf,
+    interface: &str,
+    mode: XdpAttachMode,
+    pin_dir: &Path,
+) -> Result<Attached, LoaderError> {
+    let pin = link_pin_path(pin_dir, interface);
+    let program = xdp_program(ebpf, LB_PROGRAM)?;
+    if pin.exists() {
+        let adopted = PinnedLink::from_pin(&pin)
+            .map_err(|e| LoaderError::Pin {
+                path: pin.clone(),
+                source: Box::new(e),
+            })
+            .and_then(|pinned| {
+                let link =
+                    XdpLink::try_from(FdLink::from(pinned)).map_err(|e| LoaderError::Pin {
+                        path: pin.clone(),
+                        source: Box::new(e),
+                    })?;
+                program
+                    .attach_to_link(link)
+                    .map_err(prog_err("replacing the program on the pinned link"))
+            });
+        match adopted {
+            Ok(_) => {
+                info!(interface, pin = %pin.display(), "adopted the pinned XDP link");
+                return Ok(Attached::Adopted);
+            }
+            Err(e) => {
+                warn!(error = %e, "pinned XDP link unusable; removing it and attaching fresh");
+                let _ = std::fs::remove_file(&pin);
+            }
+        }
+    }
+    let (id, how) = match mode {
+        XdpAttachMode::Native => (
+            attach(program, interface, XdpMode::Driver)?,
+            Attached::Native,
+        ),
+        XdpAttachMode::Generic => (attach(program, interface, XdpMode::Skb)?, Attached::Generic),
+        XdpAttachMode::Auto => match attach(program, interface, XdpMode::Driver) {
+            Ok(id) => (id, Attached::Native),
+            Err(e) => {
+                warn!(interface, error = %e, "native XDP unavailable, falling back to generic mode");
+                (attach(program, interface, XdpMode::Skb)?, Attached::Generic)
+            }
+        },
+    };
+    let link = program
+        .take_link(id)
+        .map_err(prog_err("taking the XDP link"))?;
+    let fd_link = FdLink::try_from(link).map_err(|e| LoaderError::Pin {
+        path: pin.clone(),
+        source: Box::new(e),
+    })?;
+    fd_link.pin(&pin).map_err(|e| LoaderError::Pin {
+        path: pin.clone(),
+        source: Box::new(e),
+    })?;
+    info!(interface, mode = ?how, pin = %pin.display(), "attached XDP program and pinned its link");
+    Ok(how)
+}
+
+fn attach(
+    program: &mut Xdp,
+    interface: &str,
+    mode: XdpMode,
+) -> Result<aya::programs::xdp::XdpLinkId, LoaderError> {
+    program
+        .attach(interface, mode)
+        .map_err(prog_err(format!("attaching XDP to {interface} ({mode:?})")))
+}
+
+/// Detaches the load balancer from `interface` by removing its pinned link, and removes the
+/// pinned maps: the dataplane stops routing. Missing pins are not an error.
+pub fn teardown(pin_dir: &Path, interface: Option<&str>) -> io::Result<()> {
+    if let Some(interface) = interface {
+        remove_if_present(&link_pin_path(pin_dir, interface))?;
+    }
+    if pin_dir.exists() {
+        for entry in std::fs::read_dir(pin_dir)? {
+            remove_if_present(&entry?.path())?;
+        }
+        std::fs::remove_dir(pin_dir)?;
+    }
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}

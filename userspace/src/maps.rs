@@ -1,0 +1,245 @@
+//! Typed access to the load balancer's pinned maps: writing a [`Snapshot`] (build-then-flip
+//! for the Maglev table), reading the per-CPU counters, and a [`Tables`] view that replays the
+//! kernel's decision against the live maps.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use shardline_common::{
+    consts::{MAGLEV_SIZE, NO_BACKEND},
+    maps::{Backend, Counter, Globals, Service, ServiceKey, SessionKey, ShardSet},
+    route::{pick_shard, Tables},
+    verdict::{Reason, REASON_COUNT},
+};
+
+use crate::snapshot::Snapshot;
+
+/// Errors opening or writing the maps.
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    /// A pinned map could not be opened.
+    #[error("cannot open pinned map {path}: {source} (is the daemon's pin directory right, and bpffs mounted?)")]
+    Open {
+        /// The pin path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// A map operation failed.
+    #[error("{op} on map {map} failed: {source}")]
+    Op {
+        /// What was being done.
+        op: &'static str,
+        /// The map's name.
+        map: &'static str,
+        /// The cause.
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+fn op(op: &'static str, map: &'static str) -> impl FnOnce(aya::maps::MapError) -> MapsError {
+    move |source| MapsError::Op { op, map, source }
+}
+
+/// The pinned maps of one load balancer.
+pub struct DataplaneMaps {
+    services: HashMap<MapData, ServiceKey, Service>,
+    backends: Array<MapData, Backend>,
+    sessions: HashMap<MapData, SessionKey, ShardSet>,
+    maglev: Array<MapData, u32>,
+    globals: Array<MapData, Globals>,
+    reasons: PerCpuArray<MapData, u64>,
+    backend_stats: PerCpuArray<MapData, Counter>,
+    session_stats: PerCpuHashMap<MapData, SessionKey, Counter>,
+}
+
+fn open(dir: &Path, name: &str) -> Result<Map, MapsError> {
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path).map_err(|source| MapsError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    Map::from_map_data(data).map_err(|source| MapsError::Open { path, source })
+}
+
+macro_rules! typed {
+    ($dir:expr, $name:literal) => {
+        open($dir, $name)?.try_into().map_err(op("open", $name))?
+    };
+}
+
+impl DataplaneMaps {
+    /// Opens the maps pinned in `dir` (by a loaded program or an earlier daemon).
+    pub fn open(dir: &Path) -> Result<Self, MapsError> {
+        Ok(Self {
+            services: typed!(dir, "SERVICES"),
+            backends: typed!(dir, "BACKENDS"),
+            sessions: typed!(dir, "SESSIONS"),
+            maglev: typed!(dir, "MAGLEV"),
+            globals: typed!(dir, "GLOBALS"),
+            reasons: typed!(dir, "REASONS"),
+            backend_stats: typed!(dir, "BACKEND_STATS"),
+            session_stats: typed!(dir, "SESSION_STATS"),
+        })
+    }
+
+    /// The globals entry as the dataplane sees it.
+    pub fn globals(&self) -> Result<Globals, MapsError> {
+        self.globals.get(&0, 0).map_err(op("read", "GLOBALS"))
+    }
+
+    /// Makes the maps hold exactly `snap`, in an order that never routes to a missing entry:
+    /// new backends first, then the Maglev table (built in the idle half, flipped with one
+    /// globals write), then session placements, then services (which turn routing on), and
+    /// only then the removal of what `snap` no longer has. Each element update is atomic.
+    pub fn apply(&mut self, snap: &Snapshot) -> Result<(), MapsError> {
+        let max = shardline_common::consts::MAX_BACKENDS;
+        for id in 0..max {
+            if let Some(want) = snap.backends.get(&id) {
+                if self.backends.get(&id, 0).map_err(op("read", "BACKENDS"))? != *want {
+                    self.backends
+                        .set(id, want, 0)
+                        .map_err(op("write", "BACKENDS"))?;
+                }
+            }
+        }
+        self.swap_maglev(&snap.maglev, &snap.globals)?;
+        for (k, v) in &snap.sessions {
+            self.sessions
+                .insert(k, v, 0)
+                .map_err(op("write", "SESSIONS"))?;
+        }
+        for (k, v) in &snap.services {
+            self.services
+                .insert(k, v, 0)
+                .map_err(op("write", "SERVICES"))?;
+        }
+        let stale: Vec<ServiceKey> = self
+            .services
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !snap.services.contains_key(k))
+            .collect();
+        for k in stale {
+            self.services.remove(&k).map_err(op("delete", "SERVICES"))?;
+        }
+        let stale: Vec<SessionKey> = self
+            .sessions
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !snap.sessions.contains_key(k))
+            .collect();
+        for k in stale {
+            self.sessions.remove(&k).map_err(op("delete", "SESSIONS"))?;
+        }
+        for id in 0..max {
+            if !snap.backends.contains_key(&id)
+                && self.backends.get(&id, 0).map_err(op("read", "BACKENDS"))? != Backend::default()
+            {
+                self.backends
+                    .set(id, Backend::default(), 0)
+                    .map_err(op("write", "BACKENDS"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Build-then-flip: fills the idle half with `table`, then publishes it (and `globals`'
+    /// encap sources) with one globals update. Unchanged tables are not rewritten.
+    pub fn swap_maglev(&mut self, table: &[u32], globals: &Globals) -> Result<(), MapsError> {
+        let current = self.globals()?;
+        let live = current.maglev_active & 1;
+        let live_table = self.read_maglev_half(live)?;
+        let mut next = *globals;
+        if live_table == table {
+            next.maglev_active = live;
+        } else {
+            let idle = live ^ 1;
+            for (slot, id) in table.iter().enumerate() {
+                self.maglev
+                    .set(idle * MAGLEV_SIZE + slot as u32, id, 0)
+                    .map_err(op("write", "MAGLEV"))?;
+            }
+            next.maglev_active = idle;
+        }
+        if next != current {
+            self.globals
+                .set(0, next, 0)
+                .map_err(op("write", "GLOBALS"))?;
+        }
+        Ok(())
+    }
+
+    fn read_maglev_half(&self, half: u32) -> Result<Vec<u32>, MapsError> {
+        (0..MAGLEV_SIZE)
+            .map(|slot| {
+                self.maglev
+                    .get(&(half * MAGLEV_SIZE + slot), 0)
+                    .map_err(op("read", "MAGLEV"))
+            })
+            .collect()
+    }
+
+    /// Packets per reason, summed over CPUs.
+    pub fn reason_counts(&self) -> Result<Vec<(Reason, u64)>, MapsError> {
+        (0..REASON_COUNT)
+            .map(|i| {
+                let per_cpu = self.reasons.get(&i, 0).map_err(op("read", "REASONS"))?;
+                Ok((Reason::ALL[i as usize], per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Forwarded packets and bytes of backend `id`, summed over CPUs.
+    pub fn backend_counter(&self, id: u32) -> Result<Counter, MapsError> {
+        let per_cpu = self
+            .backend_stats
+            .get(&id, 0)
+            .map_err(op("read", "BACKEND_STATS"))?;
+        Ok(sum(per_cpu.iter()))
+    }
+
+    /// Forwarded packets and bytes of every session the LRU still holds, summed over CPUs.
+    pub fn session_counters(&self) -> Result<StdHashMap<SessionKey, Counter>, MapsError> {
+        let mut out = StdHashMap::new();
+        for entry in self.session_stats.iter() {
+            let (k, per_cpu) = entry.map_err(op("iterate", "SESSION_STATS"))?;
+            out.insert(k, sum(per_cpu.iter()));
+        }
+        Ok(out)
+    }
+}
+
+fn sum<'a>(values: impl Iterator<Item = &'a Counter>) -> Counter {
+    values.fold(Counter::default(), |a, c| Counter {
+        packets: a.packets + c.packets,
+        bytes: a.bytes + c.bytes,
+    })
+}
+
+/// Replays against the live maps, one lookup syscall per table read.
+impl Tables for DataplaneMaps {
+    fn service(&self, key: &ServiceKey) -> Option<Service> {
+        self.services.get(key, 0).ok()
+    }
+
+    fn placed_backend(&self, key: &SessionKey, request_key: u64) -> Option<u32> {
+        pick_shard(&self.sessions.get(key, 0).ok()?, request_key)
+    }
+
+    fn maglev(&self, slot: u32) -> u32 {
+        let half = self.globals().map(|g| g.maglev_active & 1).unwrap_or(0);
+        self.maglev
+            .get(&(half * MAGLEV_SIZE + slot), 0)
+            .unwrap_or(NO_BACKEND)
+    }
+
+    fn backend(&self, id: u32) -> Option<Backend> {
+        self.backends.get(&id, 0).ok()
+    }
+}

@@ -1,0 +1,136 @@
+//! The complete routing tables computed from a configuration, in memory: what the daemon writes
+//! into the maps, and a [`Tables`] the userspace replay can run `decide` against.
+
+use std::collections::HashMap;
+
+use shardline_common::{
+    consts::{MAGLEV_SIZE, MAX_SHARDS, NO_BACKEND},
+    maglev::{self, Weighted},
+    maps::{
+        backend_flags, forward_mode, ip_to_16, scheme, session_mode, Backend, Globals, Service,
+        ServiceKey, SessionKey, ShardSet,
+    },
+    route::{pick_shard, Tables},
+};
+
+use crate::config::{parse_mac, Config, ForwardMode, SessionId, SessionMode};
+
+/// Every table the dataplane reads, as plain collections.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Services and VIP markers.
+    pub services: HashMap<ServiceKey, Service>,
+    /// Backends by id.
+    pub backends: HashMap<u32, Backend>,
+    /// Shard sets of placed sessions.
+    pub sessions: HashMap<SessionKey, ShardSet>,
+    /// The default Maglev table (one half's worth of slots).
+    pub maglev: Vec<u32>,
+    /// Encapsulation sources (the live-half index is the writer's business).
+    pub globals: Globals,
+}
+
+impl Snapshot {
+    /// Computes the tables of a validated configuration. Service ids are 1-based positions in
+    /// `config.services`; static sessions get generation 1.
+    pub fn from_config(config: &Config) -> Self {
+        let mut snap = Snapshot::default();
+        for (i, s) in config.services.iter().enumerate() {
+            let key = ServiceKey::new(s.vip, s.port, s.protocol.number());
+            let service = Service {
+                id: i as u32 + 1,
+                mode: match s.mode {
+                    SessionMode::Header => session_mode::HEADER,
+                    SessionMode::Flow => session_mode::FLOW,
+                },
+                forward: match s.forward {
+                    ForwardMode::Encap => forward_mode::ENCAP,
+                    ForwardMode::L2dsr => forward_mode::L2DSR,
+                },
+                _pad: [0; 2],
+            };
+            snap.services.insert(key, service);
+            snap.services
+                .insert(ServiceKey::vip_marker(ip_to_16(s.vip)), Service::default());
+        }
+        for b in &config.backends {
+            let mut backend = Backend {
+                mac: parse_mac(&b.mac).unwrap_or_default(),
+                flags: backend_flags::PRESENT,
+                ..Default::default()
+            };
+            if let Some(a) = b.ipv4 {
+                backend.addr4 = a.octets();
+                backend.flags |= backend_flags::HAS_V4;
+            }
+            if let Some(a) = b.ipv6 {
+                backend.addr6 = a.octets();
+                backend.flags |= backend_flags::HAS_V6;
+            }
+            snap.backends.insert(b.id, backend);
+        }
+        let weighted: Vec<Weighted> = config
+            .backends
+            .iter()
+            .map(|b| Weighted {
+                id: b.id,
+                weight: b.weight,
+            })
+            .collect();
+        snap.maglev = maglev::build(&weighted, MAGLEV_SIZE);
+        for s in &config.sessions {
+            let Some(pos) = config.services.iter().position(|x| x.name == s.service) else {
+                continue;
+            };
+            let session = match s.session {
+                SessionId::Id(id) => id,
+                SessionId::Addr(a) => shardline_common::hash::addr_hash(&ip_to_16(a)),
+            };
+            let mut set = ShardSet {
+                generation: 1,
+                scheme: scheme::HASH,
+                ..Default::default()
+            };
+            for (slot, id) in s.backends.iter().take(MAX_SHARDS).enumerate() {
+                set.backends[slot] = *id;
+            }
+            set.count = s.backends.len().min(MAX_SHARDS) as u32;
+            snap.sessions.insert(
+                SessionKey {
+                    service: pos as u32 + 1,
+                    _pad: 0,
+                    session,
+                },
+                set,
+            );
+        }
+        if let Some(a) = config.encap.source_v4 {
+            snap.globals.src4 = a.octets();
+        }
+        if let Some(a) = config.encap.source_v6 {
+            snap.globals.src6 = a.octets();
+        }
+        snap
+    }
+}
+
+impl Tables for Snapshot {
+    fn service(&self, key: &ServiceKey) -> Option<Service> {
+        self.services.get(key).copied()
+    }
+
+    fn placed_backend(&self, key: &SessionKey, request_key: u64) -> Option<u32> {
+        pick_shard(self.sessions.get(key)?, request_key)
+    }
+
+    fn maglev(&self, slot: u32) -> u32 {
+        self.maglev
+            .get(slot as usize)
+            .copied()
+            .unwrap_or(NO_BACKEND)
+    }
+
+    fn backend(&self, id: u32) -> Option<Backend> {
+        self.backends.get(&id).copied()
+    }
+}

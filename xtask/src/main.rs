@@ -1,0 +1,122 @@
+//! `cargo xtask`: the one entry point for preparing a machine and building, testing,
+//! benchmarking and running shardline, so CI and developers run the same commands.
+//!
+//! Layout:
+//! - `main.rs`: command-line parsing (clap) and dispatch.
+//! - [`setup`]: idempotent machine preparation: nightly `rust-src`, Debian packages,
+//!   bpf-linker built against nightly's LLVM, and the bpffs mount.
+//! - [`commands`]: `test`, `lab`, `bench` and `daemon`, each a setup/build followed by a run.
+//! - [`run`]: spawning child processes, echoing each command and naming it in errors.
+
+mod commands;
+mod run;
+mod setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Developer tasks for shardline.
+#[derive(Parser)]
+#[command(bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install or check everything a build and test run needs (idempotent).
+    Setup,
+    /// Setup, then `cargo fmt --check`, clippy with -D warnings and release tests (needs root).
+    Test {
+        /// Passed verbatim to `cargo test`, e.g. `-- lab_ -- --nocapture`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Setup, release build, then `shardline lab` with the given flags.
+    Lab {
+        /// How long the lab runs, in seconds (shardline's default if omitted).
+        #[arg(long, value_name = "SECS")]
+        duration: Option<u64>,
+        /// How many client sessions the lab opens (shardline's default if omitted).
+        #[arg(long, value_name = "N")]
+        sessions: Option<u64>,
+        /// Further arguments for `shardline lab`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Setup, release build, criterion benchmarks, then the dataplane benchmark if built.
+    Bench {
+        /// Reduced criterion settings for a fast smoke run.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Release build, then run `shardline daemon` with the given arguments.
+    Daemon {
+        /// Arguments for `shardline daemon`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup => setup::setup(),
+        Cmd::Test { args } => commands::test(&args),
+        Cmd::Lab {
+            duration,
+            sessions,
+            args,
+        } => commands::lab(duration, sessions, &args),
+        Cmd::Bench { quick } => commands::bench(quick),
+        Cmd::Daemon { args } => commands::daemon(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cmd {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+            .expect("arguments parse")
+            .command
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_forwards_everything_after_the_first_separator() {
+        let Cmd::Test { args } = parse(&["test", "--", "lab_", "--", "--nocapture"]) else {
+            panic!("expected test");
+        };
+        assert_eq!(args, ["lab_", "--", "--nocapture"]);
+    }
+
+    #[test]
+    fn lab_keeps_its_own_flags_and_forwards_unknown_ones() {
+        let Cmd::Lab {
+            duration,
+            sessions,
+            args,
+        } = parse(&["lab", "--duration", "5", "--backends", "3"])
+        else {
+            panic!("expected lab");
+        };
+        assert_eq!((duration, sessions), (Some(5), None));
+        assert_eq!(args, ["--backends", "3"]);
+    }
+
+    #[test]
+    fn daemon_forwards_flags() {
+        let Cmd::Daemon { args } = parse(&["daemon", "--config", "x.toml"]) else {
+            panic!("expected daemon");
+        };
+        assert_eq!(args, ["--config", "x.toml"]);
+    }
+}
