@@ -6,10 +6,20 @@
 //!   `Tables`).
 //! - [`loader`]: loading, attaching and adopting the XDP program and its pinned link.
 //! - [`maps`]: typed access to the pinned maps: apply a snapshot, read counters, live replay.
+//! - [`daemon`]: `shardline daemon`.
+//! - [`decap`]: `shardline decap`, the backend-side decapsulator.
+//! - [`netns`]: network namespaces for the lab and the tests.
+//! - [`lab`]: the netns lab (topology, echo backends, client sessions).
+//! - [`signals`]: waiting for SIGINT / SIGTERM.
 //! - [`testrun`]: running packets through the loaded program with `BPF_PROG_TEST_RUN`.
 pub mod config;
+pub mod daemon;
+pub mod decap;
+pub mod lab;
 pub mod loader;
 pub mod maps;
+pub mod netns;
 pub mod objects;
+pub mod signals;
 pub mod snapshot;
 pub mod testrun;

@@ -1,1 +1,256 @@
-fn main() {}
+//! The `shardline` binary: the daemon, the backend decapsulator, the netns lab, and the small
+//! tools around them.
+
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use shardline::{
+    config::{Config, XdpAttachMode},
+    lab::{self, Lab, LabOptions},
+    loader,
+    maps::DataplaneMaps,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "shardline",
+    version,
+    about = "Predictive session sharding at line rate"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the XDP dataplane (or adopt the pinned one) and keep it configured.
+    Daemon {
+        /// The TOML configuration (see shardline.example.toml).
+        #[arg(long, default_value = "shardline.toml")]
+        config: PathBuf,
+        /// Write this file once the dataplane routes (for scripts and the lab).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Run the netns lab: client, load balancer and backends on this machine, with live traffic.
+    Lab {
+        /// How long to send traffic, in seconds.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Client sessions (half header mode, half flow mode).
+        #[arg(long, default_value_t = 8)]
+        sessions: u32,
+        /// Backends.
+        #[arg(long, default_value_t = 4)]
+        backends: u32,
+    },
+    /// Strip shardline's IPIP / IP6IP6 encapsulation for local VIPs (run on each backend).
+    Decap {
+        /// Interface receiving encapsulated traffic.
+        #[arg(long)]
+        iface: String,
+        /// VIPs served by this host (repeat for several).
+        #[arg(long = "vip")]
+        vips: Vec<IpAddr>,
+        /// Attach a plain XDP_PASS instead (what a veth peer needs for native XDP_TX).
+        #[arg(long)]
+        pass: bool,
+        /// auto (native, falling back to generic), native or generic.
+        #[arg(long, default_value = "auto", value_parser = parse_mode)]
+        mode: XdpAttachMode,
+        /// Write this file once attached.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Print the dataplane's counters from the pinned maps.
+    Stats {
+        /// The daemon's configuration (for its pin directory).
+        #[arg(long, default_value = "shardline.toml")]
+        config: PathBuf,
+    },
+    /// Detach the dataplane and remove its pinned maps (routing stops).
+    Detach {
+        /// The daemon's configuration.
+        #[arg(long, default_value = "shardline.toml")]
+        config: PathBuf,
+    },
+    /// The lab's backend service: UDP/TCP echo that answers with this backend's id.
+    #[command(hide = true)]
+    Echo {
+        /// Backend id to answer with.
+        #[arg(long)]
+        id: u32,
+        /// Addresses to bind (the VIPs).
+        #[arg(long = "bind", required = true)]
+        bind: Vec<IpAddr>,
+        /// UDP ports, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        udp: Vec<u16>,
+        /// TCP ports, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        tcp: Vec<u16>,
+        /// Write this file once listening.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+}
+
+fn parse_mode(s: &str) -> Result<XdpAttachMode, String> {
+    match s {
+        "auto" => Ok(XdpAttachMode::Auto),
+        "native" => Ok(XdpAttachMode::Native),
+        "generic" => Ok(XdpAttachMode::Generic),
+        _ => Err(format!("{s:?}: expected auto, native or generic")),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+    };
+    match cli.command {
+        Command::Daemon { config, ready_file } => {
+            runtime()?.block_on(shardline::daemon::run(&config, ready_file))
+        }
+        Command::Decap {
+            iface,
+            vips,
+            pass,
+            mode,
+            ready_file,
+        } => runtime()?.block_on(shardline::decap::run(&iface, &vips, pass, mode, ready_file)),
+        Command::Lab {
+            duration,
+            sessions,
+            backends,
+        } => run_lab(duration, sessions, backends),
+        Command::Stats { config } => stats(&Config::load(&config)?),
+        Command::Detach { config } => {
+            let config = Config::load(&config)?;
+            loader::teardown(&config.pin_dir, Some(&config.interface))
+                .with_context(|| format!("removing {}", config.pin_dir.display()))?;
+            println!(
+                "detached from {} and removed {}",
+                config.interface,
+                config.pin_dir.display()
+            );
+            Ok(())
+        }
+        Command::Echo {
+            id,
+            bind,
+            udp,
+            tcp,
+            ready_file,
+        } => {
+            let handles = lab::echo::serve(id, &bind, &udp, &tcp)?;
+            if let Some(path) = ready_file {
+                std::fs::write(path, b"ready\n")?;
+            }
+            for h in handles {
+                let _ = h.join();
+            }
+            Ok(())
+        }
+    }
+}
+
+fn stats(config: &Config) -> anyhow::Result<()> {
+    let maps = DataplaneMaps::open(&config.pin_dir)?;
+    for (reason, n) in maps.reason_counts()? {
+        println!("{:<22} {n}", reason.name());
+    }
+    for b in &config.backends {
+        let c = maps.backend_counter(b.id)?;
+        println!(
+            "backend {:<14} packets {:<12} bytes {}",
+            b.id, c.packets, c.bytes
+        );
+    }
+    Ok(())
+}
+
+fn run_lab(duration: u64, sessions: u32, backends: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "the lab needs root (network namespaces, BPF)"
+    );
+    anyhow::ensure!((1..=64).contains(&sessions), "--sessions must be 1 to 64");
+    anyhow::ensure!((1..=16).contains(&backends), "--backends must be 1 to 16");
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
+    let opts = LabOptions {
+        tag: format!("{}", std::process::id()),
+        backends,
+        sessions,
+        exe: std::env::current_exe()?,
+    };
+    println!(
+        "lab: building {backends} backends, {sessions} sessions (namespaces sl-*-{})",
+        opts.tag
+    );
+    let lab = Lab::start(&opts)?;
+    println!("lab: daemon routing; sending traffic for {duration} s (Ctrl-C stops early)");
+    let labels: Vec<String> = lab.sessions.iter().map(|s| s.label.clone()).collect();
+    let print = |elapsed: Duration, report: &lab::Report| {
+        println!(
+            "\n t={:>3}s  answered {}  lost {}",
+            elapsed.as_secs(),
+            report.observations.len(),
+            report.lost
+        );
+        println!(
+            " {:<28} {:>8}  backends (id: answers)",
+            "session", "answers"
+        );
+        for (i, per_backend) in report.by_session() {
+            let total: u64 = per_backend.values().sum();
+            let spread: Vec<String> = per_backend
+                .iter()
+                .map(|(b, n)| format!("{b}: {n}"))
+                .collect();
+            println!(" {:<28} {:>8}  {}", labels[i], total, spread.join("  "));
+        }
+    };
+    let stop_flag = Arc::clone(&stop);
+    let report = lab.drive(
+        Duration::from_secs(duration),
+        &move || stop_flag.load(Ordering::Relaxed),
+        &mut |t, r| print(t, r),
+    )?;
+    let used: std::collections::BTreeSet<u32> =
+        report.observations.iter().map(|o| o.backend).collect();
+    println!(
+        "\nlab: done: {} answers from backends {:?}, {} lost; tearing down",
+        report.observations.len(),
+        used,
+        report.lost
+    );
+    drop(lab);
+    anyhow::ensure!(
+        !report.observations.is_empty(),
+        "no request was answered: see the logs above"
+    );
+    Ok(())
+}

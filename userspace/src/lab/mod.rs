@@ -1,0 +1,342 @@
+//! The netns lab, shardline's main job on one machine: a client, a load balancer running the
+//! daemon with XDP on its interface, and backends that decapsulate and answer with their id.
+//!
+//! - [`topology`]: namespaces, the bridge, addresses.
+//! - [`echo`]: the backends' UDP/TCP echo service.
+//! - [`traffic`]: the client's sessions and requests.
+
+pub mod echo;
+pub mod topology;
+pub mod traffic;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Child,
+    time::{Duration, Instant},
+};
+
+use topology::{backend4, backend6, backend_mac, Topology, LB4, LB6, VIP4, VIP6};
+
+use crate::{config::Config, netns::NetnsError, snapshot::Snapshot};
+
+/// UDP port of the header-mode service.
+pub const HEADER_PORT: u16 = 7000;
+/// UDP port of the flow-mode UDP service.
+pub const UDP_FLOW_PORT: u16 = 5353;
+/// TCP port of the flow-mode TCP service.
+pub const TCP_FLOW_PORT: u16 = 8080;
+
+/// Errors building or running the lab.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// Building the network failed.
+    #[error("building the lab network: {0}")]
+    Network(#[from] NetnsError),
+    /// A lab process did not become ready.
+    #[error("{what} did not become ready within {seconds} s{log}")]
+    NotReady {
+        /// Which process.
+        what: String,
+        /// How long we waited.
+        seconds: u64,
+        /// Its log, if any.
+        log: String,
+    },
+    /// A file of the lab could not be written.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The generated configuration is invalid (a bug).
+    #[error("lab config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// How to build a lab.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    /// Unique tag for namespace and pin names.
+    pub tag: String,
+    /// Number of backends.
+    pub backends: u32,
+    /// Number of client sessions (half header mode, half flow mode).
+    pub sessions: u32,
+    /// The `shardline` executable to run the daemon, decap and echo processes with.
+    pub exe: PathBuf,
+}
+
+/// A running lab. Dropping it stops every process and removes every namespace and pin.
+pub struct Lab {
+    /// The network (dropped last: fields drop in order).
+    children: Vec<(String, Child)>,
+    /// The daemon's configuration.
+    pub config: Config,
+    /// Where the daemon pins its maps.
+    pub pin_dir: PathBuf,
+    /// The client sessions.
+    pub sessions: Vec<traffic::Session>,
+    work_dir: PathBuf,
+    /// The namespaces.
+    pub topology: Topology,
+}
+
+/// The daemon configuration of a lab with `backends` backends, pinning under `pin_dir`.
+/// Odd header sessions are placed on two backends each; the rest use the default table.
+pub fn lab_config(backends: u32, sessions: &[traffic::Session], pin_dir: &Path) -> String {
+    let mut s = format!(
+        "interface = \"eth0\"\npin_dir = \"{}\"\n\n[encap]\nsource_v4 = \"{LB4}\"\nsource_v6 = \"{LB6}\"\n",
+        pin_dir.display()
+    );
+    for (name, vip, port, protocol, mode) in [
+        ("kv", VIP4.to_string(), HEADER_PORT, "udp", "header"),
+        ("kv6", VIP6.to_string(), HEADER_PORT, "udp", "header"),
+        ("dns", VIP4.to_string(), UDP_FLOW_PORT, "udp", "flow"),
+        ("web", VIP4.to_string(), TCP_FLOW_PORT, "tcp", "flow"),
+    ] {
+        s += &format!(
+            "\n[[services]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = {port}\nprotocol = \"{protocol}\"\nmode = \"{mode}\"\n"
+        );
+    }
+    for id in 1..=backends {
+        s += &format!(
+            "\n[[backends]]\nid = {id}\nipv4 = \"{}\"\nipv6 = \"{}\"\nmac = \"{}\"\n",
+            backend4(id),
+            backend6(id),
+            backend_mac(id)
+        );
+    }
+    for session in sessions {
+        if let traffic::SessionKind::Header { id } = session.kind {
+            if id % 2 == 1 && backends >= 2 {
+                let service = if session.vip.is_ipv6() { "kv6" } else { "kv" };
+                let a = (id as u32 % backends) + 1;
+                let b = ((id as u32 + 1) % backends) + 1;
+                s += &format!("\n[[sessions]]\nservice = \"{service}\"\nsession = {id}\nbackends = [{a}, {b}]\n");
+            }
+        }
+    }
+    s
+}
+
+impl Lab {
+    /// Builds the network and starts the daemon, the decapsulators and the echo services,
+    /// returning once all of them are ready.
+    pub fn start(opts: &LabOptions) -> Result<Self, LabError> {
+        let topology = Topology::build(&opts.tag, opts.backends, opts.sessions)?;
+        let work_dir = std::env::temp_dir().join(format!("shardline-lab-{}", opts.tag));
+        let _ = std::fs::remove_dir_all(&work_dir);
+        std::fs::create_dir_all(&work_dir).map_err(|source| LabError::Io {
+            path: work_dir.clone(),
+            source,
+        })?;
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/shardline-lab-{}", opts.tag));
+        let sessions = traffic::sessions(opts.sessions);
+        let text = lab_config(opts.backends, &sessions, &pin_dir);
+        let config = Config::parse(&text, "lab config")?;
+        let config_path = work_dir.join("shardline.toml");
+        std::fs::write(&config_path, &text).map_err(|source| LabError::Io {
+            path: config_path.clone(),
+            source,
+        })?;
+        let mut lab = Self {
+            children: Vec::new(),
+            config,
+            pin_dir,
+            sessions,
+            work_dir,
+            topology,
+        };
+        let exe = opts.exe.to_string_lossy().into_owned();
+
+        // Native XDP_TX on a veth reaches the peer only if the peer runs XDP too.
+        lab.spawn(
+            "switch port XDP_PASS",
+            Which::Switch,
+            &exe,
+            &["decap", "--iface", "p-lb", "--pass"],
+        )?;
+        for id in 1..=opts.backends {
+            let which = Which::Backend(id as usize - 1);
+            let (v4, v6) = (VIP4.to_string(), VIP6.to_string());
+            lab.spawn(
+                &format!("decap on backend {id}"),
+                which,
+                &exe,
+                &["decap", "--iface", "eth0", "--vip", &v4, "--vip", &v6],
+            )?;
+            let (id_s, udp, tcp) = (
+                id.to_string(),
+                format!("{HEADER_PORT},{UDP_FLOW_PORT}"),
+                TCP_FLOW_PORT.to_string(),
+            );
+            lab.spawn(
+                &format!("echo on backend {id}"),
+                which,
+                &exe,
+                &[
+                    "echo", "--id", &id_s, "--bind", &v4, "--bind", &v6, "--udp", &udp, "--tcp",
+                    &tcp,
+                ],
+            )?;
+        }
+        let config_arg = config_path.to_string_lossy().into_owned();
+        lab.spawn(
+            "daemon",
+            Which::Lb,
+            &exe,
+            &["daemon", "--config", &config_arg],
+        )?;
+        Ok(lab)
+    }
+
+    fn spawn(
+        &mut self,
+        what: &str,
+        which: Which,
+        exe: &str,
+        args: &[&str],
+    ) -> Result<(), LabError> {
+        let ready = self.work_dir.join(format!("ready-{}", self.children.len()));
+        let log = self.work_dir.join(format!("log-{}", self.children.len()));
+        let ns = match which {
+            Which::Switch => &self.topology.switch,
+            Which::Lb => &self.topology.lb,
+            Which::Backend(i) => &self.topology.backends[i],
+        };
+        let log_file = std::fs::File::create(&log).map_err(|source| LabError::Io {
+            path: log.clone(),
+            source,
+        })?;
+        let mut cmd = ns.command(exe);
+        cmd.args(args)
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdin(std::process::Stdio::null());
+        cmd.stdout(log_file.try_clone().map_err(|source| LabError::Io {
+            path: log.clone(),
+            source,
+        })?);
+        cmd.stderr(log_file);
+        let child = cmd.spawn().map_err(|source| LabError::Io {
+            path: PathBuf::from(exe),
+            source,
+        })?;
+        self.children.push((what.to_owned(), child));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            let exited = self
+                .children
+                .last_mut()
+                .and_then(|(_, c)| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(LabError::NotReady {
+                    what: what.to_owned(),
+                    seconds: 30,
+                    log: format!(":\n{log}"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// The tables the daemon was configured with, for replaying its decisions.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::from_config(&self.config)
+    }
+
+    /// Runs the client's sessions for `duration` (or until `stop` says so), calling `tick`
+    /// about once a second with everything observed so far.
+    pub fn drive(
+        &self,
+        duration: Duration,
+        stop: &(dyn Fn() -> bool + Sync),
+        tick: &mut (dyn FnMut(Duration, &Report) + Send),
+    ) -> Result<Report, LabError> {
+        let client = &self.topology.client;
+        let sessions = self.sessions.clone();
+        std::thread::scope(|scope| {
+            let worker = scope.spawn(|| -> Result<Report, LabError> {
+                client.enter_current_thread()?;
+                let mut rng = rand::thread_rng();
+                let mut report = Report::default();
+                let start = Instant::now();
+                let mut next_tick = Duration::from_secs(1);
+                while start.elapsed() < duration && !stop() {
+                    for (i, session) in sessions.iter().enumerate() {
+                        match traffic::request(i, session, &mut rng) {
+                            Ok(Some(obs)) => report.observations.push(obs),
+                            Ok(None) => report.lost += 1,
+                            Err(_) => report.errors += 1,
+                        }
+                    }
+                    if start.elapsed() >= next_tick {
+                        tick(start.elapsed(), &report);
+                        next_tick += Duration::from_secs(1);
+                    }
+                }
+                Ok(report)
+            });
+            worker.join().expect("lab traffic thread panicked")
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Which {
+    Switch,
+    Lb,
+    Backend(usize),
+}
+
+/// What the client observed.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Every answered request.
+    pub observations: Vec<traffic::Observation>,
+    /// Requests that got no answer in time.
+    pub lost: u64,
+    /// Requests that failed locally (socket errors).
+    pub errors: u64,
+}
+
+impl Report {
+    /// Per session: answered requests by backend id.
+    pub fn by_session(&self) -> BTreeMap<usize, BTreeMap<u32, u64>> {
+        let mut out: BTreeMap<usize, BTreeMap<u32, u64>> = BTreeMap::new();
+        for o in &self.observations {
+            *out.entry(o.session)
+                .or_default()
+                .entry(o.backend)
+                .or_default() += 1;
+        }
+        out
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        for (_, child) in &mut self.children {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = crate::loader::teardown(&self.pin_dir, Some(&self.config.interface));
+        let _ = std::fs::remove_dir_all(&self.work_dir);
+    }
+}

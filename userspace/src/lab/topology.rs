@@ -1,0 +1,200 @@
+//! The lab's network: a client, a load balancer and N backends, each in its own namespace,
+//! joined by a bridge in a switch namespace (one L2 segment, so `XDP_TX` out of the load
+//! balancer reaches the backends and the backends answer the client directly).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::netns::{Netns, NetnsError};
+
+/// The VIP every backend holds on its loopback.
+pub const VIP4: Ipv4Addr = Ipv4Addr::new(10, 77, 100, 1);
+/// The IPv6 VIP.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0x100, 0, 0, 0, 0, 0, 1);
+/// The load balancer's address (also the IPIP source).
+pub const LB4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+/// The load balancer's IPv6 address.
+pub const LB6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
+/// The client's main address.
+pub const CLIENT4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// The client's IPv6 address.
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+/// MTU of the client: small enough that an encapsulated frame still fits the segment's 1500.
+pub const CLIENT_MTU: &str = "1400";
+
+/// IPv4 address of backend `id` (1-based).
+pub fn backend4(id: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, 10 + id as u8)
+}
+
+/// IPv6 address of backend `id`.
+pub fn backend6(id: u32) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x10 + id as u16)
+}
+
+/// MAC of backend `id`'s interface.
+pub fn backend_mac(id: u32) -> String {
+    format!("02:77:00:00:00:{:02x}", 0x10 + id)
+}
+
+/// Extra client addresses, one per flow-mode session (flow sessions are client addresses).
+pub fn client_alias4(i: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, 100 + i as u8)
+}
+
+/// The namespaces of one lab, removed (with their interfaces) when dropped.
+pub struct Topology {
+    /// Unique tag of this lab (namespace names end with it).
+    pub tag: String,
+    /// The switch namespace holding the bridge.
+    pub switch: Netns,
+    /// The client.
+    pub client: Netns,
+    /// The load balancer.
+    pub lb: Netns,
+    /// Backends, id `i + 1` at index `i`.
+    pub backends: Vec<Netns>,
+}
+
+impl Topology {
+    /// Builds the lab with `backends` backends and `aliases` extra client IPv4 addresses.
+    pub fn build(tag: &str, backends: u32, aliases: u32) -> Result<Self, NetnsError> {
+        let switch = Netns::create(&format!("sl-sw-{tag}"))?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        let client = Netns::create(&format!("sl-client-{tag}"))?;
+        let lb = Netns::create(&format!("sl-lb-{tag}"))?;
+        let mut topo = Self {
+            tag: tag.to_owned(),
+            switch,
+            client,
+            lb,
+            backends: Vec::new(),
+        };
+        topo.plug(&topo.client, "p-client", "02:77:00:00:00:01")?;
+        topo.plug(&topo.lb, "p-lb", "02:77:00:00:00:02")?;
+        for id in 1..=backends {
+            let ns = Netns::create(&format!("sl-b{id}-{tag}"))?;
+            topo.plug(&ns, &format!("p-b{id}"), &backend_mac(id))?;
+            topo.backends.push(ns);
+        }
+
+        let c = &topo.client;
+        c.ip(&["addr", "add", &format!("{CLIENT4}/24"), "dev", "eth0"])?;
+        c.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{CLIENT6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
+        for i in 1..=aliases {
+            c.ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", client_alias4(i)),
+                "dev",
+                "eth0",
+            ])?;
+        }
+        c.ip(&["link", "set", "eth0", "mtu", CLIENT_MTU])?;
+        c.ip(&[
+            "route",
+            "add",
+            &format!("{VIP4}/32"),
+            "via",
+            &LB4.to_string(),
+        ])?;
+        c.ip(&[
+            "-6",
+            "route",
+            "add",
+            &format!("{VIP6}/128"),
+            "via",
+            &LB6.to_string(),
+        ])?;
+        // XDP rewrites frames after the stack left their checksums to the NIC: compute them in
+        // software, or the backends drop the packets as corrupt.
+        c.exec("ethtool", &["-K", "eth0", "tx", "off"])?;
+
+        topo.lb
+            .ip(&["addr", "add", &format!("{LB4}/24"), "dev", "eth0"])?;
+        topo.lb.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{LB6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
+
+        for (i, ns) in topo.backends.iter().enumerate() {
+            let id = i as u32 + 1;
+            ns.ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", backend4(id)),
+                "dev",
+                "eth0",
+            ])?;
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", backend6(id)),
+                "dev",
+                "eth0",
+                "nodad",
+            ])?;
+            ns.ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"])?;
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{VIP6}/128"),
+                "dev",
+                "lo",
+                "nodad",
+            ])?;
+            // Replies leave from the VIP towards a client the backend reaches directly.
+            ns.exec(
+                "sysctl",
+                &[
+                    "-qw",
+                    "net.ipv4.conf.all.rp_filter=0",
+                    "net.ipv4.conf.eth0.rp_filter=0",
+                ],
+            )?;
+        }
+        Ok(topo)
+    }
+
+    /// Connects `ns` to the bridge: `eth0` (with `mac`) inside it, `port` in the switch.
+    fn plug(&self, ns: &Netns, port: &str, mac: &str) -> Result<(), NetnsError> {
+        self.switch.ip(&[
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ])?;
+        self.switch
+            .ip(&["link", "set", port, "master", "br0", "up"])?;
+        ns.ip(&["link", "set", "eth0", "address", mac, "up"])?;
+        Ok(())
+    }
+
+    /// All namespaces of the lab.
+    pub fn all(&self) -> impl Iterator<Item = &Netns> {
+        [&self.switch, &self.client, &self.lb]
+            .into_iter()
+            .chain(self.backends.iter())
+    }
+}

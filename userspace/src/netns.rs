@@ -1,0 +1,147 @@
+//! Network namespaces for the lab and the tests: creation and guaranteed removal, running
+//! commands and spawning processes inside one, and moving the calling thread into one.
+//!
+//! Processes are started with `nsenter --net=…`, not `ip netns exec`: the latter remounts /sys
+//! and hides bpffs, so nothing could be pinned from inside it.
+
+use std::{
+    fs::File,
+    io,
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+};
+
+use nix::sched::{setns, CloneFlags};
+
+/// Errors managing namespaces or running commands.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// A command could not be started.
+    #[error("cannot run `{command}`: {source} (is iproute2 / util-linux installed? `cargo xtask setup`)")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A command exited unsuccessfully.
+    #[error("`{command}` failed: {stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// Entering a namespace failed.
+    #[error("cannot enter network namespace {name}: {source}")]
+    Enter {
+        /// The namespace.
+        name: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Runs `program args…`, failing with its stderr if it exits unsuccessfully.
+pub fn run(program: &str, args: &[&str]) -> Result<Output, NetnsError> {
+    let command = format!("{program} {}", args.join(" "));
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| NetnsError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(NetnsError::Failed {
+            command,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// A network namespace that is deleted (with every interface in it) when dropped.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates namespace `name` (replacing a stale one left by a crashed run) with loopback up.
+    pub fn create(name: &str) -> Result<Self, NetnsError> {
+        if Self::path_of(name).exists() {
+            let _ = run("ip", &["netns", "del", name]);
+        }
+        run("ip", &["netns", "add", name])?;
+        let ns = Self {
+            name: name.to_owned(),
+        };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn path_of(name: &str) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(name)
+    }
+
+    /// Runs `ip -n NAME args…`.
+    pub fn ip(&self, args: &[&str]) -> Result<Output, NetnsError> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    /// Runs `program args…` inside the namespace and waits for it.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Result<Output, NetnsError> {
+        let net = format!("--net={}", Self::path_of(&self.name).display());
+        let mut all = vec![net.as_str(), "--", program];
+        all.extend_from_slice(args);
+        run("nsenter", &all)
+    }
+
+    /// A command that runs `program` inside the namespace, for the caller to configure and spawn.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", Self::path_of(&self.name).display()))
+            .arg("--")
+            .arg(program);
+        cmd
+    }
+
+    /// Spawns `program args…` inside the namespace.
+    pub fn spawn(&self, program: &str, args: &[&str]) -> Result<Child, NetnsError> {
+        self.command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|source| NetnsError::Spawn {
+                command: format!("{program} {}", args.join(" ")),
+                source,
+            })
+    }
+
+    /// Moves the calling thread into the namespace (sockets it opens afterwards live there).
+    pub fn enter_current_thread(&self) -> Result<(), NetnsError> {
+        let enter = |source| NetnsError::Enter {
+            name: self.name.clone(),
+            source,
+        };
+        let file = File::open(Self::path_of(&self.name)).map_err(enter)?;
+        setns(file, CloneFlags::CLONE_NEWNET).map_err(|e| enter(io::Error::from(e)))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.name]);
+    }
+}
