@@ -4,8 +4,10 @@
 //! - [`topology`]: namespaces, the bridge, addresses.
 //! - [`echo`]: the backends' UDP/TCP echo service.
 //! - [`traffic`]: the client's sessions and requests.
+//! - [`replay`]: what the tables say each observed request should have reached.
 
 pub mod echo;
+pub mod replay;
 pub mod topology;
 pub mod traffic;
 
@@ -81,6 +83,8 @@ pub struct Lab {
     /// The client sessions.
     pub sessions: Vec<traffic::Session>,
     work_dir: PathBuf,
+    exe: String,
+    config_path: PathBuf,
     /// The namespaces.
     pub topology: Topology,
 }
@@ -143,15 +147,17 @@ impl Lab {
             path: config_path.clone(),
             source,
         })?;
+        let exe = opts.exe.to_string_lossy().into_owned();
         let mut lab = Self {
             children: Vec::new(),
             config,
             pin_dir,
             sessions,
             work_dir,
+            exe: exe.clone(),
+            config_path,
             topology,
         };
-        let exe = opts.exe.to_string_lossy().into_owned();
 
         // Native XDP_TX on a veth reaches the peer only if the peer runs XDP too.
         lab.spawn(
@@ -184,14 +190,32 @@ impl Lab {
                 ],
             )?;
         }
-        let config_arg = config_path.to_string_lossy().into_owned();
-        lab.spawn(
-            "daemon",
-            Which::Lb,
-            &exe,
-            &["daemon", "--config", &config_arg],
-        )?;
+        lab.start_daemon()?;
         Ok(lab)
+    }
+
+    /// Starts the daemon in the load-balancer namespace and waits until it routes.
+    pub fn start_daemon(&mut self) -> Result<(), LabError> {
+        let exe = self.exe.clone();
+        let config = self.config_path.to_string_lossy().into_owned();
+        self.spawn("daemon", Which::Lb, &exe, &["daemon", "--config", &config])
+    }
+
+    /// Kills the daemon with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill_daemon(&mut self) {
+        for (what, child) in &mut self.children {
+            if what == "daemon" && child.try_wait().ok().flatten().is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Whether the daemon process is running.
+    pub fn daemon_running(&mut self) -> bool {
+        self.children
+            .iter_mut()
+            .any(|(what, child)| what == "daemon" && child.try_wait().ok().flatten().is_none())
     }
 
     fn spawn(

@@ -18,6 +18,10 @@ pub const LB6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
 pub const CLIENT4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 /// The client's IPv6 address.
 pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+/// MAC of the client's interface.
+pub const CLIENT_MAC: &str = "02:77:00:00:00:01";
+/// MAC of the load balancer's interface.
+pub const LB_MAC: &str = "02:77:00:00:00:02";
 /// MTU of the client: small enough that an encapsulated frame still fits the segment's 1500.
 pub const CLIENT_MTU: &str = "1400";
 
@@ -70,8 +74,8 @@ impl Topology {
             lb,
             backends: Vec::new(),
         };
-        topo.plug(&topo.client, "p-client", "02:77:00:00:00:01")?;
-        topo.plug(&topo.lb, "p-lb", "02:77:00:00:00:02")?;
+        topo.plug(&topo.client, "p-client", CLIENT_MAC)?;
+        topo.plug(&topo.lb, "p-lb", LB_MAC)?;
         for id in 1..=backends {
             let ns = Netns::create(&format!("sl-b{id}-{tag}"))?;
             topo.plug(&ns, &format!("p-b{id}"), &backend_mac(id))?;
@@ -118,6 +122,20 @@ impl Topology {
         // software, or the backends drop the packets as corrupt.
         c.exec("ethtool", &["-K", "eth0", "tx", "off"])?;
 
+        // Static neighbours: the lab's first request must not race address resolution.
+        for addr in [LB4.to_string(), LB6.to_string()] {
+            c.ip(&[
+                "neigh",
+                "replace",
+                &addr,
+                "lladdr",
+                LB_MAC,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ])?;
+        }
         topo.lb
             .ip(&["addr", "add", &format!("{LB4}/24"), "dev", "eth0"])?;
         topo.lb.ip(&[
@@ -158,6 +176,21 @@ impl Topology {
                 "lo",
                 "nodad",
             ])?;
+            let mut clients = vec![CLIENT4.to_string(), CLIENT6.to_string()];
+            clients.extend((1..=aliases).map(|i| client_alias4(i).to_string()));
+            for addr in &clients {
+                ns.ip(&[
+                    "neigh",
+                    "replace",
+                    addr,
+                    "lladdr",
+                    CLIENT_MAC,
+                    "dev",
+                    "eth0",
+                    "nud",
+                    "permanent",
+                ])?;
+            }
             // Replies leave from the VIP towards a client the backend reaches directly.
             ns.exec(
                 "sysctl",
