@@ -409,3 +409,12 @@ mod tests {
         assert!(err(&format!("{GOOD}\nbogus = 1")).contains("bogus"));
     }
 }
+
+#[cfg(test)]
+mod example {
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let text = include_str!("../../shardline.example.toml");
+        super::Config::parse(text, "shardline.example.toml").unwrap();
+    }
+}
