@@ -190,30 +190,48 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(p: &P, off: usize) -> Result<L3, L3Error>
     })
 }
 
-/// Ports of the transport header and the offset of its payload, if the header is whole and
-/// consistent with the IP length.
+/// The transport layer of a packet, as far as routing needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L4 {
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// Offset of the transport payload.
+    pub payload_off: usize,
+    /// Offset one past the payload: the UDP length bounds a datagram, not the IP length (bytes
+    /// after it are not part of the datagram); for TCP, the IP packet's end.
+    pub payload_end: usize,
+}
+
+/// The transport header, if it is whole and consistent with the IP length.
 #[inline(always)]
-pub fn parse_l4<P: PacketBytes + ?Sized>(p: &P, l3: &L3) -> Option<(u16, u16, usize)> {
+pub fn parse_l4<P: PacketBytes + ?Sized>(p: &P, l3: &L3) -> Option<L4> {
     let sport = p.u16_at(l3.l4_off)?;
     let dport = p.u16_at(l3.l4_off + 2)?;
-    let header_len = match l3.proto {
+    let (header_len, payload_end) = match l3.proto {
         IPPROTO_UDP => {
             let len = p.u16_at(l3.l4_off + 4)? as usize;
             if len < UDP_HLEN || l3.l4_off + len > l3.end {
                 return None;
             }
-            UDP_HLEN
+            (UDP_HLEN, l3.l4_off + len)
         }
         IPPROTO_TCP => {
             let doff = ((p.u8_at(l3.l4_off + 12)? >> 4) as usize) * 4;
             if doff < TCP_HLEN || l3.l4_off + doff > l3.end || p.u8_at(l3.l4_off + 19).is_none() {
                 return None;
             }
-            doff
+            (doff, l3.end)
         }
         _ => return None,
     };
-    Some((sport, dport, l3.l4_off + header_len))
+    Some(L4 {
+        sport,
+        dport,
+        payload_off: l3.l4_off + header_len,
+        payload_end,
+    })
 }
 
 /// The shardline header at the start of a header-mode payload.
@@ -238,7 +256,7 @@ pub enum HeaderError {
     BadVersion,
 }
 
-/// Parses the shardline header at `off`, which must lie before `end` (the IP packet's end).
+/// Parses the shardline header at `off`, which must lie before `end` (the UDP payload's end).
 #[inline(always)]
 pub fn parse_header<P: PacketBytes + ?Sized>(
     p: &P,
@@ -273,4 +291,48 @@ pub fn encode_header(session: u64, key: u64) -> [u8; HEADER_LEN] {
     h[4..12].copy_from_slice(&session.to_be_bytes());
     h[12..20].copy_from_slice(&key.to_be_bytes());
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ethernet + IPv4 + UDP to port 7000 carrying `payload`, with the UDP length `udp_len`.
+    fn udp4(payload: &[u8], udp_len: u16) -> [u8; 128] {
+        let mut f = [0u8; 128];
+        f[12..14].copy_from_slice(&ETH_P_IPV4.to_be_bytes());
+        f[14] = 0x45;
+        let total = (IPV4_HLEN + UDP_HLEN + payload.len()) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[23] = IPPROTO_UDP;
+        f[36..38].copy_from_slice(&7000u16.to_be_bytes());
+        f[38..40].copy_from_slice(&udp_len.to_be_bytes());
+        f[42..42 + payload.len()].copy_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn shardline_header_is_bounded_by_the_udp_length() {
+        let header = encode_header(42, 7);
+        let whole = udp4(&header, (UDP_HLEN + HEADER_LEN) as u16);
+        let l3 = parse_l3(&whole[..]).unwrap();
+        let l4 = parse_l4(&whole[..], &l3).unwrap();
+        assert_eq!((l4.dport, l4.payload_off, l4.payload_end), (7000, 42, 62));
+        assert_eq!(
+            parse_header(&whole[..], l4.payload_off, l4.payload_end)
+                .unwrap()
+                .session,
+            42
+        );
+
+        // The IP packet still holds the header, but the datagram ends before it.
+        let empty = udp4(&header, UDP_HLEN as u16);
+        let l3 = parse_l3(&empty[..]).unwrap();
+        let l4 = parse_l4(&empty[..], &l3).unwrap();
+        assert_eq!(l4.payload_end, l4.payload_off);
+        assert_eq!(
+            parse_header(&empty[..], l4.payload_off, l4.payload_end),
+            Err(HeaderError::Short)
+        );
+    }
 }

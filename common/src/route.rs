@@ -9,7 +9,7 @@ use crate::{
         backend_flags, forward_mode, session_mode, Backend, Service, ServiceKey, SessionKey,
         ShardSet,
     },
-    packet::{parse_header, parse_l3, parse_l4, HeaderError, L3Error, PacketBytes, L3},
+    packet::{parse_header, parse_l3, parse_l4, HeaderError, L3Error, PacketBytes, L3, L4},
     verdict::{Action, Reason},
 };
 
@@ -87,7 +87,7 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
             Reason::NotService
         });
     }
-    let Some((sport, dport, payload_off)) = parse_l4(p, &l3) else {
+    let Some(l4) = parse_l4(p, &l3) else {
         let vip = is_vip(t, &l3.dst);
         return Decision::not_routed(if vip {
             Reason::MalformedL4
@@ -97,14 +97,14 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
     };
     let skey = ServiceKey {
         addr: l3.dst,
-        port: dport,
+        port: l4.dport,
         proto: l3.proto,
         _pad: 0,
     };
     let Some(service) = t.service(&skey) else {
         return Decision::not_routed(Reason::NotService);
     };
-    let (session, key) = match request_identity(p, &l3, &service, sport, dport, payload_off) {
+    let (session, key) = match request_identity(p, &l3, &l4, &service) {
         Ok(id) => id,
         Err(reason) => return Decision::not_routed(reason),
     };
@@ -151,16 +151,14 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
 fn request_identity<P: PacketBytes + ?Sized>(
     p: &P,
     l3: &L3,
+    l4: &L4,
     service: &Service,
-    sport: u16,
-    dport: u16,
-    payload_off: usize,
 ) -> Result<(u64, u64), Reason> {
     if service.mode == session_mode::HEADER {
         if l3.proto != IPPROTO_UDP {
             return Err(Reason::MalformedL4);
         }
-        return match parse_header(p, payload_off, l3.end) {
+        return match parse_header(p, l4.payload_off, l4.payload_end) {
             Ok(h) => Ok((h.session, h.key)),
             Err(HeaderError::Short) => Err(Reason::ShortPayload),
             Err(HeaderError::BadMagic) => Err(Reason::BadMagic),
@@ -169,7 +167,7 @@ fn request_identity<P: PacketBytes + ?Sized>(
     }
     Ok((
         addr_hash(&l3.src),
-        flow_hash(&l3.src, &l3.dst, sport, dport, l3.proto),
+        flow_hash(&l3.src, &l3.dst, l4.sport, l4.dport, l3.proto),
     ))
 }
 

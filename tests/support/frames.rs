@@ -2,8 +2,8 @@
 //! lengths and checksums), plus the byte-level edits tests use to break frames on purpose.
 
 use etherparse::{
-    ip_number, IpAuthHeader, IpFragOffset, IpHeaders, Ipv4Dscp, Ipv4Ecn, Ipv4Header,
-    Ipv4Options, Ipv6Extensions, Ipv6FlowLabel, Ipv6FragmentHeader, Ipv6Header, Ipv6RawExtHeader,
+    ip_number, IpAuthHeader, IpFragOffset, IpHeaders, Ipv4Dscp, Ipv4Ecn, Ipv4Header, Ipv4Options,
+    Ipv6Extensions, Ipv6FlowLabel, Ipv6FragmentHeader, Ipv6Header, Ipv6RawExtHeader,
     Ipv6RoutingExtensions, PacketBuilder, VlanId,
 };
 use shardline_common::{
@@ -19,7 +19,9 @@ pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 /// IPv4 client address of most fixtures.
 pub const CLIENT4: [u8; 4] = [192, 0, 2, 10];
 /// IPv6 client address of most fixtures.
-pub const CLIENT6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+pub const CLIENT6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
 /// The IPv4 VIP of `kv`, `web` and `dns` in `TEST_CONFIG`.
 pub const VIP4: [u8; 4] = [10, 100, 0, 1];
 /// The IPv4 VIP of the `l2` (L2 DSR) service in `TEST_CONFIG`.
@@ -180,7 +182,9 @@ impl FrameSpec {
         };
         let mut out = Vec::new();
         match &self.transport {
-            Transport::Udp { sport, dport } => step.udp(*sport, *dport).write(&mut out, &self.payload),
+            Transport::Udp { sport, dport } => {
+                step.udp(*sport, *dport).write(&mut out, &self.payload)
+            }
             Transport::Tcp {
                 sport,
                 dport,

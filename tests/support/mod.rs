@@ -1,6 +1,16 @@
 //! Shared test harness: a load balancer loaded (not attached) into its own pin directory, with
 //! a test configuration applied; cleaned up on drop, even on panic.
+//!
+//! - [`frames`]: building test frames (etherparse) and breaking them on purpose.
+//! - [`outer`]: reading a forwarded frame back: backend, rewrite, every outer field.
+//! - [`random`]: random frames and the extra tables the kernel/replay agreement run uses.
+//! - here: [`Loaded`] (run a frame, read the per-reason counters) and [`agrees`] (the kernel's
+//!   run against a replay decision).
 #![allow(dead_code)]
+
+pub mod frames;
+pub mod outer;
+pub mod random;
 
 use std::{
     path::PathBuf,
@@ -15,6 +25,13 @@ use shardline::{
     snapshot::Snapshot,
     testrun::{run_once, KernelRun},
 };
+use shardline_common::{
+    maps::forward_mode,
+    route::Decision,
+    verdict::{Action, Reason, REASON_COUNT},
+};
+
+use self::outer::{check_forwarded, Expected, Rewrite};
 
 /// Panics with the reason unless this process can use BPF: these tests must never be skipped.
 pub fn require_root() {
@@ -153,10 +170,85 @@ impl Loaded {
         let program = xdp_program(&mut self.ebpf, LB_PROGRAM).expect("program");
         run_once(program, frame).expect("BPF_PROG_TEST_RUN")
     }
+
+    /// The per-reason packet counters, summed over CPUs, indexed by `Reason as usize`.
+    pub fn reasons(&self) -> [u64; REASON_COUNT as usize] {
+        let mut out = [0; REASON_COUNT as usize];
+        for (reason, count) in self.maps.reason_counts().expect("read REASONS") {
+            out[reason as usize] = count;
+        }
+        out
+    }
+
+    /// Runs one frame and returns the kernel's answer with the one reason it counted.
+    pub fn run_counted(&mut self, frame: &[u8]) -> (KernelRun, Reason) {
+        let before = self.reasons();
+        let run = self.run(frame);
+        let after = self.reasons();
+        let counted: Vec<(Reason, u64)> = Reason::ALL
+            .iter()
+            .map(|r| (*r, after[*r as usize] - before[*r as usize]))
+            .filter(|(_, n)| *n != 0)
+            .collect();
+        match counted[..] {
+            [(reason, 1)] => (run, reason),
+            _ => panic!("one packet must count exactly one reason once, counted {counted:?}"),
+        }
+    }
 }
 
 impl Drop for Loaded {
     fn drop(&mut self) {
         let _ = teardown(&self.pin_dir, None);
     }
+}
+
+/// `bytes` as one hex string, for failure messages.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether the kernel's run of `frame` is what the replay decision `d` says: the same action; a
+/// frame not forwarded left untouched; a forwarded one correctly rewritten (see
+/// [`check_forwarded`]) for the backend `d` chose.
+pub fn agrees(want: &Expected, frame: &[u8], k: &KernelRun, d: &Decision) -> Result<(), String> {
+    if k.action != d.action() {
+        return Err(format!(
+            "kernel action {:?}, replay {:?} ({})",
+            k.action,
+            d.action(),
+            d.reason.name()
+        ));
+    }
+    if k.action != Action::Tx {
+        return if k.output == frame {
+            Ok(())
+        } else {
+            Err(format!(
+                "{:?} modified the frame: {}",
+                k.action,
+                hex(&k.output)
+            ))
+        };
+    }
+    let fwd = check_forwarded(want, frame, &k.output)
+        .map_err(|e| format!("bad rewrite: {e}; output {}", hex(&k.output)))?;
+    if fwd.backend_id != d.backend_id {
+        return Err(format!(
+            "kernel sent to backend {}, replay chose {}",
+            fwd.backend_id, d.backend_id
+        ));
+    }
+    let rewrite = match (d.service.forward, d.v6) {
+        (forward_mode::L2DSR, _) => Rewrite::L2Dsr,
+        (_, false) => Rewrite::Ipip,
+        // The outer flow label carries the request key's low 20 bits, for ECMP entropy.
+        (_, true) => Rewrite::Ip6ip6 {
+            flow_label: (d.key as u32) & 0x000f_ffff,
+        },
+    };
+    if fwd.rewrite != rewrite {
+        return Err(format!("rewrite {:?}, want {rewrite:?}", fwd.rewrite));
+    }
+    Ok(())
 }
