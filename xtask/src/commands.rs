@@ -39,11 +39,55 @@ pub fn test(cargo_test_args: &[String]) -> Result<()> {
     })?;
     // Release: the tests push real packets through the dataplane, too slow in a debug build.
     step("test", || {
-        run(cargo()
-            .args(["test", "--workspace", "--release"])
-            .args(cargo_test_args)
-            .env("RUST_BACKTRACE", "1"))
+        let (passed, failed) = run_counting_tests(
+            cargo()
+                .args(["test", "--workspace", "--release"])
+                .args(cargo_test_args)
+                .env("RUST_BACKTRACE", "1"),
+        )?;
+        // One closing line for the whole workspace: cargo's own last line belongs to whichever
+        // test binary ran last (often doc tests with nothing in them).
+        println!("xtask: {passed} passed, {failed} failed");
+        if passed == 0 {
+            bail!("no test ran");
+        }
+        Ok(())
     })
+}
+
+/// Runs a `cargo test` command, echoing its output, and sums the harness's `test result:`
+/// lines. Fails if cargo fails.
+fn run_counting_tests(cmd: &mut Command) -> Result<(u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    println!("xtask: running {cmd:?}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(child.stdout.take().context("cargo test stdout")?).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let n: u64 = n.parse().unwrap_or(0);
+                match kind {
+                    "passed" => passed += n,
+                    "failed" => failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        bail!("cargo test failed ({status}); {passed} passed, {failed} failed");
+    }
+    Ok((passed, failed))
 }
 
 /// Runs the lab. Only the flags the user gave are forwarded, so shardline owns the defaults.
