@@ -12,6 +12,10 @@ pub const MAX_SERVICES: u32 = 1_024;
 pub const MAX_SESSIONS: u32 = 1_048_576;
 /// Entries of the per-session per-CPU counters (LRU: the least recently seen are evicted).
 pub const MAX_SESSION_STATS: u32 = 262_144;
+/// Entries of the per-CPU flow table (LRU: the least recently seen flows are evicted).
+pub const MAX_FLOWS: u32 = 262_144;
+/// Default seconds a flow-table entry outlives its last packet.
+pub const DEFAULT_FLOW_IDLE_SECS: u32 = 30;
 
 /// Backend id that means "none": a Maglev slot with no backend, an empty shard.
 pub const NO_BACKEND: u32 = u32::MAX;

@@ -1,7 +1,7 @@
 //! Hash functions of the routing decision. All are pure integer arithmetic (no tables, no
 //! loops over input length) so the eBPF program runs exactly the same code as userspace.
 
-use crate::consts::MAGLEV_SIZE;
+use crate::{consts::MAGLEV_SIZE, maps::Addr};
 
 /// MurmurHash3's 64-bit finalizer: a fast bijective mixer with full avalanche.
 #[inline(always)]
@@ -17,21 +17,17 @@ pub const fn mix64(mut x: u64) -> u64 {
 /// Golden-ratio constant used to spread small integers (backend ids, ports) before mixing.
 const SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// Hash of a 16-byte address (IPv4 addresses are IPv4-mapped IPv6): the flow-mode session id.
+/// Hash of an address (IPv4 addresses are IPv4-mapped IPv6): the flow-mode session id.
 #[inline(always)]
-pub fn addr_hash(addr: &[u8; 16]) -> u64 {
-    let hi = u64::from_be_bytes([
-        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
-    ]);
-    let lo = u64::from_be_bytes([
-        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
-    ]);
+pub fn addr_hash(addr: &Addr) -> u64 {
+    let hi = (u64::from(addr[0]) << 32) | u64::from(addr[1]);
+    let lo = (u64::from(addr[2]) << 32) | u64::from(addr[3]);
     mix64(lo ^ mix64(hi ^ SPREAD))
 }
 
 /// Hash of a 5-tuple: the flow-mode request key, so one connection always lands on one shard.
 #[inline(always)]
-pub fn flow_hash(src: &[u8; 16], dst: &[u8; 16], sport: u16, dport: u16, proto: u8) -> u64 {
+pub fn flow_hash(src: &Addr, dst: &Addr, sport: u16, dport: u16, proto: u8) -> u64 {
     let ports = (u64::from(sport) << 32) | (u64::from(dport) << 8) | u64::from(proto);
     mix64(addr_hash(src) ^ addr_hash(dst).rotate_left(17) ^ ports.wrapping_mul(SPREAD))
 }
@@ -66,8 +62,8 @@ mod tests {
 
     #[test]
     fn flow_hash_depends_on_every_field() {
-        let a = [1u8; 16];
-        let b = [2u8; 16];
+        let a = [1u32; 4];
+        let b = [2u32; 4];
         let base = flow_hash(&a, &b, 1000, 80, 6);
         assert_ne!(base, flow_hash(&b, &a, 1000, 80, 6));
         assert_ne!(base, flow_hash(&a, &b, 1001, 80, 6));

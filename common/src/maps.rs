@@ -29,6 +29,37 @@ pub mod backend_flags {
     pub const HAS_V6: u32 = 4;
 }
 
+/// An IPv6 address (IPv4 addresses IPv4-mapped, `::ffff:a.b.c.d`) as four native-endian
+/// words holding the 16 address bytes in wire order. Words, not bytes, because the eBPF
+/// backend handles a byte array byte by byte: 32 live bytes spill past the 512-byte stack.
+pub type Addr = [u32; 4];
+
+/// The [`Addr`] of 16 address bytes.
+#[inline(always)]
+pub const fn addr_words(b: [u8; 16]) -> Addr {
+    [
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+        u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
+    ]
+}
+
+/// The 16 address bytes of an [`Addr`].
+#[inline(always)]
+pub const fn addr_bytes(a: &Addr) -> [u8; 16] {
+    let (w0, w1, w2, w3) = (
+        a[0].to_ne_bytes(),
+        a[1].to_ne_bytes(),
+        a[2].to_ne_bytes(),
+        a[3].to_ne_bytes(),
+    );
+    [
+        w0[0], w0[1], w0[2], w0[3], w1[0], w1[1], w1[2], w1[3], w2[0], w2[1], w2[2], w2[3], w3[0],
+        w3[1], w3[2], w3[3],
+    ]
+}
+
 /// Key of the services map: destination address, port and protocol of a virtual service.
 /// IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`). A key with port 0 and protocol 0
 /// marks "this address is a VIP", so malformed packets to it are dropped rather than passed.
@@ -36,7 +67,7 @@ pub mod backend_flags {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ServiceKey {
     /// Virtual IP, IPv4-mapped for IPv4.
-    pub addr: [u8; 16],
+    pub addr: Addr,
     /// Destination port, host byte order.
     pub port: u16,
     /// IP protocol number (6 TCP, 17 UDP).
@@ -47,7 +78,7 @@ pub struct ServiceKey {
 
 impl ServiceKey {
     /// The "address is a VIP" marker key for `addr`.
-    pub const fn vip_marker(addr: [u8; 16]) -> Self {
+    pub const fn vip_marker(addr: Addr) -> Self {
         Self {
             addr,
             port: 0,
@@ -103,6 +134,8 @@ pub struct SessionKey {
 pub mod scheme {
     /// Rendezvous hashing of the request key over the shard set.
     pub const HASH: u32 = 0;
+    /// Sorted split points: member `i` owns keys in `[splits[i - 1], splits[i])`.
+    pub const RANGE: u32 = 1;
 }
 
 /// Value of the per-session shard-set map: the backends a placed session is sharded across.
@@ -118,6 +151,11 @@ pub struct ShardSet {
     pub scheme: u32,
     /// Backend ids; entries at `count` and beyond are [`NO_BACKEND`].
     pub backends: [u32; MAX_SHARDS],
+    /// [`scheme::RANGE`] only: ascending split points; member `i < count - 1` owns keys below
+    /// `splits[i]` (and at or above `splits[i - 1]`), the last member owns the rest.
+    pub splits: [u64; MAX_SHARDS - 1],
+    /// Explicit padding, always zero.
+    pub _pad: u64,
 }
 
 impl Default for ShardSet {
@@ -127,8 +165,40 @@ impl Default for ShardSet {
             count: 0,
             scheme: scheme::HASH,
             backends: [NO_BACKEND; MAX_SHARDS],
+            splits: [u64::MAX; MAX_SHARDS - 1],
+            _pad: 0,
         }
     }
+}
+
+/// Key of the flow table: a connection's 5-tuple (addresses IPv4-mapped for IPv4).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Client address.
+    pub src: Addr,
+    /// VIP.
+    pub dst: Addr,
+    /// Client port.
+    pub sport: u16,
+    /// Service port.
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Explicit padding, always zero.
+    pub _pad: [u8; 3],
+}
+
+/// Value of the flow table: the backend an established flow sticks to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEntry {
+    /// Backend id the flow was first routed to.
+    pub backend: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+    /// `CLOCK_MONOTONIC` ns of the flow's last packet.
+    pub last_seen_ns: u64,
 }
 
 /// The single entry of the globals array: which Maglev half is live and the encap source.
@@ -137,8 +207,8 @@ impl Default for ShardSet {
 pub struct Globals {
     /// Which half (0 or 1) of the double-buffered Maglev table packets read.
     pub maglev_active: u32,
-    /// Reserved, always zero.
-    pub flags: u32,
+    /// Seconds a flow-table entry outlives its flow's last packet (0 disables stickiness).
+    pub flow_idle_secs: u32,
     /// Source address of IPIP outer headers.
     pub src4: [u8; 4],
     /// Explicit padding, always zero.
@@ -159,9 +229,12 @@ pub struct Counter {
 
 /// IPv4-mapped IPv6 form of an IPv4 address, as stored in [`ServiceKey::addr`].
 #[inline(always)]
-pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+pub const fn v4_mapped(a: [u8; 4]) -> Addr {
     [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+        0,
+        0,
+        u32::from_ne_bytes([0, 0, 0xff, 0xff]),
+        u32::from_ne_bytes(a),
     ]
 }
 
@@ -177,12 +250,14 @@ mod user {
     unsafe impl aya::Pod for ShardSet {}
     unsafe impl aya::Pod for Globals {}
     unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowEntry {}
 
     impl ServiceKey {
         /// Key for a service on `addr:port` with protocol `proto`.
         pub fn new(addr: std::net::IpAddr, port: u16, proto: u8) -> Self {
             Self {
-                addr: ip_to_16(addr),
+                addr: ip_addr(addr),
                 port,
                 proto,
                 _pad: 0,
@@ -193,18 +268,34 @@ mod user {
     /// An address in the 16-byte form the maps use (IPv4-mapped for IPv4).
     pub fn ip_to_16(addr: std::net::IpAddr) -> [u8; 16] {
         match addr {
-            std::net::IpAddr::V4(a) => v4_mapped(a.octets()),
+            std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
             std::net::IpAddr::V6(a) => a.octets(),
         }
+    }
+
+    /// An address in the [`Addr`] form the map keys use.
+    pub fn ip_addr(addr: std::net::IpAddr) -> Addr {
+        addr_words(ip_to_16(addr))
     }
 }
 
 #[cfg(feature = "user")]
-pub use user::ip_to_16;
+pub use user::{ip_addr, ip_to_16};
 
 #[cfg(test)]
 mod tests {
     use core::mem::size_of;
+
+    #[test]
+    fn addr_words_round_trip_and_map_ipv4() {
+        let b: [u8; 16] = core::array::from_fn(|i| i as u8 * 17);
+        assert_eq!(addr_bytes(&addr_words(b)), b);
+        let mapped = addr_bytes(&v4_mapped([10, 1, 2, 3]));
+        assert_eq!(
+            mapped,
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3]
+        );
+    }
 
     use super::*;
 
@@ -214,7 +305,9 @@ mod tests {
         assert_eq!(size_of::<Service>(), 8);
         assert_eq!(size_of::<Backend>(), 32);
         assert_eq!(size_of::<SessionKey>(), 16);
-        assert_eq!(size_of::<ShardSet>(), 16 + 4 * MAX_SHARDS);
+        assert_eq!(size_of::<ShardSet>(), 16 + 4 * MAX_SHARDS + 8 * MAX_SHARDS);
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<FlowEntry>(), 16);
         assert_eq!(size_of::<Globals>(), 32);
         assert_eq!(size_of::<Counter>(), 16);
     }

@@ -5,7 +5,10 @@
 //! a byte slice in userspace. Every read is a fixed-size load that fails when it would cross the
 //! end of the packet; nothing here loops over packet length.
 
-use crate::consts::*;
+use crate::{
+    consts::*,
+    maps::{addr_words, v4_mapped, Addr},
+};
 
 /// Read-only access to a packet's bytes.
 pub trait PacketBytes {
@@ -30,6 +33,18 @@ pub trait PacketBytes {
     #[inline(always)]
     fn u16_at(&self, off: usize) -> Option<u16> {
         self.load::<2>(off).map(u16::from_be_bytes)
+    }
+
+    /// The 16 bytes at `off` as an [`Addr`] (an IPv6 address).
+    #[inline(always)]
+    fn addr_at(&self, off: usize) -> Option<Addr> {
+        self.load::<16>(off).map(addr_words)
+    }
+
+    /// The 4 bytes at `off` as one native-endian word (an IPv4 address in [`Addr`] form).
+    #[inline(always)]
+    fn word_at(&self, off: usize) -> Option<u32> {
+        self.load::<4>(off).map(u32::from_ne_bytes)
     }
 
     /// The big-endian `u64` at `off`.
@@ -66,9 +81,9 @@ pub struct L3 {
     /// IPv6 (else IPv4).
     pub v6: bool,
     /// Source address, IPv4-mapped for IPv4.
-    pub src: [u8; 16],
+    pub src: Addr,
     /// Destination address, IPv4-mapped for IPv4.
-    pub dst: [u8; 16],
+    pub dst: Addr,
     /// Transport protocol (after IPv6 extension headers).
     pub proto: u8,
     /// Offset of the transport header.
@@ -83,11 +98,11 @@ pub enum L3Error {
     /// Not IPv4 or IPv6, or too short to hold an IP header.
     NotIp,
     /// Malformed header; the destination address if it could be read.
-    Malformed(Option<[u8; 16]>),
+    Malformed(Option<Addr>),
     /// A fragment to this destination.
-    Fragment([u8; 16]),
+    Fragment(Addr),
     /// More IPv6 extension headers than [`MAX_EXT_HEADERS`] to this destination.
-    TooManyExtHeaders([u8; 16]),
+    TooManyExtHeaders(Addr),
 }
 
 /// Offset of the IP header and the EtherType, after at most one 802.1Q tag.
@@ -115,9 +130,9 @@ pub fn parse_l3<P: PacketBytes + ?Sized>(p: &P) -> Result<L3, L3Error> {
 
 #[inline(always)]
 fn parse_ipv4<P: PacketBytes + ?Sized>(p: &P, off: usize) -> Result<L3, L3Error> {
-    let addrs: [u8; 8] = p.load(off + 12).ok_or(L3Error::NotIp)?;
-    let src = crate::maps::v4_mapped([addrs[0], addrs[1], addrs[2], addrs[3]]);
-    let dst = crate::maps::v4_mapped([addrs[4], addrs[5], addrs[6], addrs[7]]);
+    // The destination ends the fixed header: checked first, it bounds the other reads.
+    let dst = v4_mapped_word(p.word_at(off + 16).ok_or(L3Error::NotIp)?);
+    let src = v4_mapped_word(p.word_at(off + 12).ok_or(L3Error::NotIp)?);
     let vihl = p.u8_at(off).ok_or(L3Error::NotIp)?;
     let ihl = ((vihl & 0x0f) as usize) * 4;
     let total = p.u16_at(off + 2).ok_or(L3Error::NotIp)? as usize;
@@ -143,8 +158,8 @@ fn parse_ipv4<P: PacketBytes + ?Sized>(p: &P, off: usize) -> Result<L3, L3Error>
 #[inline(always)]
 fn parse_ipv6<P: PacketBytes + ?Sized>(p: &P, off: usize) -> Result<L3, L3Error> {
     // The fixed header ends with the destination: one bounds check covers it all.
-    let dst: [u8; 16] = p.load(off + IPV6_HLEN - 16).ok_or(L3Error::NotIp)?;
-    let src: [u8; 16] = p.load(off + 8).ok_or(L3Error::NotIp)?;
+    let dst = p.addr_at(off + IPV6_HLEN - 16).ok_or(L3Error::NotIp)?;
+    let src = p.addr_at(off + 8).ok_or(L3Error::NotIp)?;
     let first = p.u64_at(off).ok_or(L3Error::NotIp)?;
     let payload = ((first >> 16) & 0xffff) as usize;
     let end = off + IPV6_HLEN + payload;
@@ -269,15 +284,15 @@ pub fn parse_header<P: PacketBytes + ?Sized>(
     // The key ends the header: checking it first bounds every other read.
     let key = p.u64_at(off + 12).ok_or(HeaderError::Short)?;
     let session = p.u64_at(off + 4).ok_or(HeaderError::Short)?;
-    let word = p.load::<4>(off).ok_or(HeaderError::Short)?;
-    if u16::from_be_bytes([word[0], word[1]]) != HEADER_MAGIC {
+    if p.u16_at(off).ok_or(HeaderError::Short)? != HEADER_MAGIC {
         return Err(HeaderError::BadMagic);
     }
-    if word[2] != HEADER_VERSION {
+    if p.u8_at(off + 2).ok_or(HeaderError::Short)? != HEADER_VERSION {
         return Err(HeaderError::BadVersion);
     }
+    let flags = p.u8_at(off + 3).ok_or(HeaderError::Short)?;
     Ok(ShardlineHeader {
-        flags: word[3],
+        flags,
         session,
         key,
     })
@@ -335,4 +350,12 @@ mod tests {
             Err(HeaderError::Short)
         );
     }
+}
+
+/// The IPv4-mapped [`Addr`] of an IPv4 address given as one native-endian word.
+#[inline(always)]
+fn v4_mapped_word(word: u32) -> Addr {
+    let mut a = v4_mapped([0; 4]);
+    a[3] = word;
+    a
 }

@@ -3,15 +3,17 @@
 //! userspace (a replay against a copy of the maps) run this one function.
 
 use crate::{
-    consts::{IPPROTO_TCP, IPPROTO_UDP, MAX_SHARDS, NO_BACKEND},
-    hash::{addr_hash, flow_hash, maglev_slot, rendezvous_score},
+    consts::{IPPROTO_TCP, IPPROTO_UDP, NO_BACKEND},
+    hash::{addr_hash, flow_hash, maglev_slot},
     maps::{
-        backend_flags, forward_mode, session_mode, Backend, Service, ServiceKey, SessionKey,
-        ShardSet,
+        backend_flags, forward_mode, session_mode, Addr, Backend, FlowKey, Service, ServiceKey,
+        SessionKey,
     },
     packet::{parse_header, parse_l3, parse_l4, HeaderError, L3Error, PacketBytes, L3, L4},
     verdict::{Action, Reason},
 };
+
+pub use crate::partition::pick_shard;
 
 /// Where the routing tables live: BPF maps in the kernel, a snapshot or the pinned maps in
 /// userspace.
@@ -25,6 +27,10 @@ pub trait Tables {
     fn maglev(&self, slot: u32) -> u32;
     /// The backend with id `id`, if configured.
     fn backend(&self, id: u32) -> Option<Backend>;
+    /// The backend an established flow sticks to, if the flow table has a live entry.
+    fn sticky_backend(&self, flow: &FlowKey) -> Option<u32>;
+    /// Records that `flow` was routed to `backend` (the kernel's flow table; replays ignore it).
+    fn remember_flow(&self, flow: &FlowKey, backend: u32);
 }
 
 /// The outcome of routing one packet.
@@ -34,8 +40,6 @@ pub struct Decision {
     pub reason: Reason,
     /// Chosen backend id, [`NO_BACKEND`] unless forwarded.
     pub backend_id: u32,
-    /// The chosen backend (default unless forwarded).
-    pub backend: Backend,
     /// The matched service (default if none).
     pub service: Service,
     /// The session the packet belongs to (zero if no service matched).
@@ -43,9 +47,9 @@ pub struct Decision {
     /// The request key partitioned across the session's shards.
     pub key: u64,
     /// Offset of the IP header (the L2 header length), valid when forwarded.
-    pub l3_off: usize,
+    pub l3_off: u32,
     /// IP packet length from its header, valid when forwarded.
-    pub ip_len: usize,
+    pub ip_len: u32,
     /// Whether the packet is IPv6.
     pub v6: bool,
 }
@@ -56,7 +60,6 @@ impl Decision {
         Self {
             reason,
             backend_id: NO_BACKEND,
-            backend: Backend::default(),
             service: Service::default(),
             session: SessionKey::default(),
             key: 0,
@@ -117,22 +120,39 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
     d.service = service;
     d.session = session;
     d.key = key;
-    d.l3_off = l3.off;
-    d.ip_len = l3.end - l3.off;
+    d.l3_off = l3.off as u32;
+    d.ip_len = (l3.end - l3.off) as u32;
     d.v6 = l3.v6;
 
-    let backend_id = match t.placed_backend(&session, key) {
-        Some(id) => id,
-        None => t.maglev(maglev_slot(session.session, key)),
+    // An established flow keeps its backend across table changes while that backend exists.
+    let flow = (service.mode == session_mode::FLOW).then_some(FlowKey {
+        src: l3.src,
+        dst: l3.dst,
+        sport: l4.sport,
+        dport: l4.dport,
+        proto: l3.proto,
+        _pad: [0; 3],
+    });
+    let sticky = match &flow {
+        Some(f) => t
+            .sticky_backend(f)
+            .and_then(|id| present(t, id).map(|b| (id, b))),
+        None => None,
     };
-    let Some(backend) = t.backend(backend_id) else {
-        return d;
+    let (backend_id, backend) = match sticky {
+        Some(found) => found,
+        None => {
+            let id = match t.placed_backend(&session, key) {
+                Some(id) => id,
+                None => t.maglev(maglev_slot(session.session, key)),
+            };
+            let Some(backend) = present(t, id) else {
+                return d;
+            };
+            (id, backend)
+        }
     };
-    if backend.flags & backend_flags::PRESENT == 0 {
-        return d;
-    }
     d.backend_id = backend_id;
-    d.backend = backend;
     let family = if l3.v6 {
         backend_flags::HAS_V6
     } else {
@@ -143,6 +163,9 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
     } else {
         Reason::Forwarded
     };
+    if let (Some(f), None, Reason::Forwarded) = (&flow, sticky, d.reason) {
+        t.remember_flow(f, backend_id);
+    }
     d
 }
 
@@ -171,8 +194,15 @@ fn request_identity<P: PacketBytes + ?Sized>(
     ))
 }
 
+/// The backend with id `id` if it is configured (present).
 #[inline(always)]
-fn is_vip<T: Tables>(t: &T, addr: &[u8; 16]) -> bool {
+fn present<T: Tables>(t: &T, id: u32) -> Option<Backend> {
+    let backend = t.backend(id)?;
+    (backend.flags & backend_flags::PRESENT != 0).then_some(backend)
+}
+
+#[inline(always)]
+fn is_vip<T: Tables>(t: &T, addr: &Addr) -> bool {
     t.service(&ServiceKey::vip_marker(*addr)).is_some()
 }
 
@@ -185,31 +215,5 @@ fn l3_error_reason<T: Tables>(e: L3Error, t: &T) -> Reason {
         L3Error::Fragment(dst) if is_vip(t, &dst) => Reason::Fragment,
         L3Error::TooManyExtHeaders(dst) if is_vip(t, &dst) => Reason::TooManyExtHeaders,
         L3Error::Fragment(_) | L3Error::TooManyExtHeaders(_) => Reason::NotService,
-    }
-}
-
-/// The member of `set` that owns `key`: rendezvous hashing over the first `count` backends.
-/// `None` for an empty set (the session falls back to the default table).
-#[inline(always)]
-pub fn pick_shard(set: &ShardSet, key: u64) -> Option<u32> {
-    let mut best = NO_BACKEND;
-    let mut best_score = 0u64;
-    let mut i = 0;
-    while i < MAX_SHARDS {
-        if i as u32 >= set.count {
-            break;
-        }
-        let b = set.backends[i];
-        let score = rendezvous_score(key, b);
-        if best == NO_BACKEND || score > best_score {
-            best = b;
-            best_score = score;
-        }
-        i += 1;
-    }
-    if best == NO_BACKEND {
-        None
-    } else {
-        Some(best)
     }
 }

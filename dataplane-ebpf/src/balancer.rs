@@ -2,7 +2,6 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use shardline_common::{
-    maps::forward_mode,
     packet::PacketBytes,
     route::decide,
     verdict::{Action, Reason},
@@ -12,7 +11,7 @@ use crate::{
     counters::{count_forwarded, count_reason},
     maps::GLOBALS,
     packet::XdpPacket,
-    rewrite::{encapsulate, rewrite_l2},
+    rewrite::rewrite,
     tables::MapTables,
 };
 
@@ -28,12 +27,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
     let d = decide(&pkt, &MapTables { globals });
     let mut reason = d.reason;
     if reason == Reason::Forwarded {
-        let rewritten = if d.service.forward == forward_mode::L2DSR {
-            rewrite_l2(ctx, &d)
-        } else {
-            encapsulate(ctx, &d, globals)
-        };
-        if rewritten.is_err() {
+        if rewrite(ctx, &d, globals).is_err() {
             reason = Reason::EncapFailed;
         } else {
             count_forwarded(d.backend_id, &d.session, frame_len);

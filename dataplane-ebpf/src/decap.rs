@@ -11,7 +11,7 @@ use shardline_common::{
         ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_HLEN, IPV6_HLEN,
         VLAN_HLEN,
     },
-    maps::v4_mapped,
+    maps::{addr_words, v4_mapped, Addr},
     packet::{parse_l2, PacketBytes},
 };
 
@@ -19,7 +19,7 @@ use crate::packet::XdpPacket;
 
 /// Local VIPs (IPv4-mapped for IPv4) whose encapsulated packets are decapsulated.
 #[map]
-pub static DECAP_VIPS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(1024, 0);
+pub static DECAP_VIPS: HashMap<Addr, u32> = HashMap::with_max_entries(1024, 0);
 
 /// Per-CPU counters: index 0 decapsulated, 1 passed untouched.
 #[map]
@@ -56,10 +56,8 @@ fn try_decap(ctx: &XdpContext) -> Option<()> {
             if h[0] >> 4 != 6 || h[6] != IPPROTO_IPV6 {
                 return None;
             }
-            let inner: [u8; IPV6_HLEN] = pkt.load(l3 + IPV6_HLEN)?;
-            let mut dst = [0u8; 16];
-            dst.copy_from_slice(&inner[24..40]);
-            is_local_vip(&dst)?;
+            let dst: [u8; 16] = pkt.load(l3 + IPV6_HLEN + 24)?;
+            is_local_vip(&addr_words(dst))?;
             IPV6_HLEN
         }
         _ => return None,
@@ -72,7 +70,7 @@ fn try_decap(ctx: &XdpContext) -> Option<()> {
 }
 
 #[inline(always)]
-fn is_local_vip(addr: &[u8; 16]) -> Option<()> {
+fn is_local_vip(addr: &Addr) -> Option<()> {
     // SAFETY: value read only for presence.
     unsafe { DECAP_VIPS.get(addr) }.map(|_| ())
 }

@@ -7,8 +7,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use shardline_common::{
-    consts::{MAGLEV_SIZE, MAX_BACKENDS, MAX_SERVICES, MAX_SESSIONS, MAX_SESSION_STATS},
-    maps::{Backend, Counter, Globals, Service, ServiceKey, SessionKey, ShardSet},
+    consts::{MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_SERVICES, MAX_SESSIONS, MAX_SESSION_STATS},
+    maps::{
+        Backend, Counter, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey, ShardSet,
+    },
     verdict::REASON_COUNT,
 };
 
@@ -47,3 +49,8 @@ pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_BACKEND
 #[map]
 pub static SESSION_STATS: LruPerCpuHashMap<SessionKey, Counter> =
     LruPerCpuHashMap::pinned(MAX_SESSION_STATS, 0);
+
+/// Flow-mode stickiness: the backend each established flow was routed to, per CPU (no
+/// contention; RSS keeps a flow on one CPU). Least recently used flows are evicted when full.
+#[map]
+pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowEntry> = LruPerCpuHashMap::pinned(MAX_FLOWS, 0);

@@ -2,7 +2,7 @@
 //! pointer-comparison form the verifier understands.
 
 use aya_ebpf::programs::XdpContext;
-use shardline_common::packet::PacketBytes;
+use shardline_common::{maps::Addr, packet::PacketBytes};
 
 /// A borrowed XDP frame.
 pub struct XdpPacket<'a>(pub &'a XdpContext);
@@ -50,10 +50,34 @@ impl PacketBytes for XdpPacket<'_> {
         if start + off + 2 > self.end() {
             return None;
         }
-        // SAFETY: in bounds, checked just above.
+        // SAFETY: in bounds, checked just above; misaligned access as for `addr_at`.
         Some(u16::from_be(unsafe {
-            core::ptr::read_unaligned((start + off) as *const u16)
+            ((start + off) as *const u16).read()
         }))
+    }
+
+    #[inline(always)]
+    fn addr_at(&self, off: usize) -> Option<Addr> {
+        let start = self.0.data();
+        if start + off + 16 > self.end() {
+            return None;
+        }
+        let p = (start + off) as *const u32;
+        // SAFETY: the 16 bytes lie inside the frame, checked just above. Word loads, not
+        // `read_unaligned`: the eBPF backend would split those into byte loads (and spill the
+        // bytes). The packet may be misaligned for u32; the kernel allows misaligned packet
+        // access on every architecture with efficient unaligned access (x86_64, arm64).
+        Some(unsafe { [p.read(), p.add(1).read(), p.add(2).read(), p.add(3).read()] })
+    }
+
+    #[inline(always)]
+    fn word_at(&self, off: usize) -> Option<u32> {
+        let start = self.0.data();
+        if start + off + 4 > self.end() {
+            return None;
+        }
+        // SAFETY: in bounds, checked just above; misaligned access as for `addr_at`.
+        Some(unsafe { ((start + off) as *const u32).read() })
     }
 
     #[inline(always)]
@@ -62,9 +86,9 @@ impl PacketBytes for XdpPacket<'_> {
         if start + off + 8 > self.end() {
             return None;
         }
-        // SAFETY: in bounds, checked just above.
+        // SAFETY: in bounds, checked just above; misaligned access as for `addr_at`.
         Some(u64::from_be(unsafe {
-            core::ptr::read_unaligned((start + off) as *const u64)
+            ((start + off) as *const u64).read()
         }))
     }
 }

@@ -5,51 +5,60 @@ use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use shardline_common::{
     checksum::ipv4_header_checksum,
     consts::{ENCAP_TTL, ETH_HLEN, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_HLEN, IPV6_HLEN, VLAN_HLEN},
-    maps::{Backend, Globals},
+    maps::{forward_mode, Backend, Globals},
     packet::PacketBytes,
     route::Decision,
 };
 
-use crate::packet::XdpPacket;
+use crate::{maps::BACKENDS, packet::XdpPacket};
 
 /// Why a rewrite failed (counted as `encap_failed`).
 pub struct RewriteFailed;
 
-/// Encapsulates the packet towards `d.backend`, keeping its L2 header (and VLAN tag).
-#[inline(always)]
-pub fn encapsulate(ctx: &XdpContext, d: &Decision, g: &Globals) -> Result<(), RewriteFailed> {
-    if d.l3_off == ETH_HLEN + VLAN_HLEN {
-        encap_with_l2::<{ ETH_HLEN + VLAN_HLEN }>(ctx, d, g)
+/// Rewrites the packet for `d.backend_id` as its service says. A BPF subprogram of its own
+/// (not inlined): its header buffers get their own stack frame instead of adding to the
+/// routing decision's, keeping the call chain under the verifier's 512 bytes.
+#[inline(never)]
+pub fn rewrite(ctx: &XdpContext, d: &Decision, g: &Globals) -> Result<(), RewriteFailed> {
+    let backend = BACKENDS.get(d.backend_id).ok_or(RewriteFailed)?;
+    if d.service.forward == forward_mode::L2DSR {
+        return rewrite_l2(ctx, backend);
+    }
+    if d.l3_off as usize == ETH_HLEN + VLAN_HLEN {
+        encap_with_l2::<{ ETH_HLEN + VLAN_HLEN }>(ctx, d, g, backend)
     } else {
-        encap_with_l2::<ETH_HLEN>(ctx, d, g)
+        encap_with_l2::<ETH_HLEN>(ctx, d, g, backend)
     }
 }
 
+/// Encapsulates the packet towards `backend`, keeping its L2 header (and VLAN tag).
 #[inline(always)]
 fn encap_with_l2<const L2: usize>(
     ctx: &XdpContext,
     d: &Decision,
     g: &Globals,
+    backend: &Backend,
 ) -> Result<(), RewriteFailed> {
     let pkt = XdpPacket(ctx);
     let mut l2: [u8; L2] = pkt.load(0).ok_or(RewriteFailed)?;
     // First two bytes of the inner IP header: IPv4 TOS or the IPv6 traffic class.
-    let inner: [u8; 2] = pkt.load(L2).ok_or(RewriteFailed)?;
-    rewrite_macs(&mut l2, &d.backend);
+    let inner = pkt.u16_at(L2).ok_or(RewriteFailed)?;
+    rewrite_macs(&mut l2, backend);
+    let ip_len = d.ip_len as usize;
     if d.v6 {
-        if d.ip_len > u16::MAX as usize {
+        if ip_len > u16::MAX as usize {
             return Err(RewriteFailed);
         }
-        let outer = ipv6_outer(d, g, (inner[0] << 4) | (inner[1] >> 4));
+        let outer = ipv6_outer(d, g, backend, ((inner >> 4) & 0xff) as u8);
         grow(ctx, IPV6_HLEN)?;
         let pkt = XdpPacket(ctx);
         pkt.store(0, &l2).ok_or(RewriteFailed)?;
         pkt.store(L2, &outer).ok_or(RewriteFailed)?;
     } else {
-        if d.ip_len + IPV4_HLEN > u16::MAX as usize {
+        if ip_len + IPV4_HLEN > u16::MAX as usize {
             return Err(RewriteFailed);
         }
-        let outer = ipv4_outer(d, g, inner[1]);
+        let outer = ipv4_outer(ip_len, g, backend, (inner & 0xff) as u8);
         grow(ctx, IPV4_HLEN)?;
         let pkt = XdpPacket(ctx);
         pkt.store(0, &l2).ok_or(RewriteFailed)?;
@@ -60,10 +69,10 @@ fn encap_with_l2<const L2: usize>(
 
 /// Rewrites only the MACs, for a backend on this L2 segment that holds the VIP itself.
 #[inline(always)]
-pub fn rewrite_l2(ctx: &XdpContext, d: &Decision) -> Result<(), RewriteFailed> {
+fn rewrite_l2(ctx: &XdpContext, backend: &Backend) -> Result<(), RewriteFailed> {
     let pkt = XdpPacket(ctx);
     let mut macs: [u8; 12] = pkt.load(0).ok_or(RewriteFailed)?;
-    rewrite_macs(&mut macs, &d.backend);
+    rewrite_macs(&mut macs, backend);
     pkt.store(0, &macs).ok_or(RewriteFailed)
 }
 
@@ -90,8 +99,8 @@ fn grow(ctx: &XdpContext, by: usize) -> Result<(), RewriteFailed> {
 }
 
 #[inline(always)]
-fn ipv4_outer(d: &Decision, g: &Globals, tos: u8) -> [u8; IPV4_HLEN] {
-    let total = ((d.ip_len + IPV4_HLEN) as u16).to_be_bytes();
+fn ipv4_outer(ip_len: usize, g: &Globals, backend: &Backend, tos: u8) -> [u8; IPV4_HLEN] {
+    let total = ((ip_len + IPV4_HLEN) as u16).to_be_bytes();
     let mut h = [0u8; IPV4_HLEN];
     h[0] = 0x45;
     h[1] = tos;
@@ -100,7 +109,7 @@ fn ipv4_outer(d: &Decision, g: &Globals, tos: u8) -> [u8; IPV4_HLEN] {
     h[8] = ENCAP_TTL;
     h[9] = IPPROTO_IPIP;
     h[12..16].copy_from_slice(&g.src4);
-    h[16..20].copy_from_slice(&d.backend.addr4);
+    h[16..20].copy_from_slice(&backend.addr4);
     let sum = ipv4_header_checksum(&h).to_be_bytes();
     h[10] = sum[0];
     h[11] = sum[1];
@@ -108,7 +117,7 @@ fn ipv4_outer(d: &Decision, g: &Globals, tos: u8) -> [u8; IPV4_HLEN] {
 }
 
 #[inline(always)]
-fn ipv6_outer(d: &Decision, g: &Globals, traffic_class: u8) -> [u8; IPV6_HLEN] {
+fn ipv6_outer(d: &Decision, g: &Globals, backend: &Backend, traffic_class: u8) -> [u8; IPV6_HLEN] {
     // The flow label carries the request key's entropy for ECMP on the way to the backend.
     let label = (d.key as u32) & 0x000f_ffff;
     let first = 0x6000_0000u32 | (u32::from(traffic_class) << 20) | label;
@@ -118,6 +127,6 @@ fn ipv6_outer(d: &Decision, g: &Globals, traffic_class: u8) -> [u8; IPV6_HLEN] {
     h[6] = IPPROTO_IPV6;
     h[7] = ENCAP_TTL;
     h[8..24].copy_from_slice(&g.src6);
-    h[24..40].copy_from_slice(&d.backend.addr6);
+    h[24..40].copy_from_slice(&backend.addr6);
     h
 }

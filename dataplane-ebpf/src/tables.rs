@@ -1,12 +1,13 @@
 //! The maps as `shardline_common::route::Tables`, the kernel side of the shared decision.
 
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use shardline_common::{
     consts::{MAGLEV_SIZE, NO_BACKEND},
-    maps::{Backend, Globals, Service, ServiceKey, SessionKey},
+    maps::{Backend, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey},
     route::{pick_shard, Tables},
 };
 
-use crate::maps::{BACKENDS, MAGLEV, SERVICES, SESSIONS};
+use crate::maps::{BACKENDS, FLOWS, MAGLEV, SERVICES, SESSIONS};
 
 /// Lookups into the pinned maps, with the globals entry read once per packet.
 pub struct MapTables<'a> {
@@ -38,5 +39,40 @@ impl Tables for MapTables<'_> {
     #[inline(always)]
     fn backend(&self, id: u32) -> Option<Backend> {
         BACKENDS.get(id).copied()
+    }
+
+    #[inline(always)]
+    fn sticky_backend(&self, flow: &FlowKey) -> Option<u32> {
+        let idle_ns = u64::from(self.globals.flow_idle_secs) * 1_000_000_000;
+        if idle_ns == 0 {
+            return None;
+        }
+        let entry = FLOWS.get_ptr_mut(flow)?;
+        // SAFETY: helper without arguments.
+        let now = unsafe { bpf_ktime_get_ns() };
+        // SAFETY: this CPU's value of a per-CPU map; only this CPU writes it now.
+        unsafe {
+            if now.saturating_sub((*entry).last_seen_ns) > idle_ns {
+                return None;
+            }
+            (*entry).last_seen_ns = now;
+            Some((*entry).backend)
+        }
+    }
+
+    #[inline(always)]
+    fn remember_flow(&self, flow: &FlowKey, backend: u32) {
+        if self.globals.flow_idle_secs == 0 {
+            return;
+        }
+        // SAFETY: helper without arguments.
+        let now = unsafe { bpf_ktime_get_ns() };
+        let entry = FlowEntry {
+            backend,
+            _pad: 0,
+            last_seen_ns: now,
+        };
+        // A full table evicts its least recently used flow; nothing to handle.
+        let _ = FLOWS.insert(flow, &entry, 0);
     }
 }

@@ -8,7 +8,9 @@ use rand::{rngs::StdRng, Rng};
 use shardline_common::{
     consts::{ETH_HLEN, HEADER_LEN, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS},
     hash::addr_hash,
-    maps::{forward_mode, ip_to_16, session_mode, Service, ServiceKey, SessionKey, ShardSet},
+    maps::{
+        addr_words, forward_mode, ip_addr, session_mode, Service, ServiceKey, SessionKey, ShardSet,
+    },
     packet::parse_l2,
 };
 
@@ -60,10 +62,10 @@ pub fn add_edge_cases(lb: &mut Loaded) {
         (kv, SESSION_EMPTY, vec![]),
         (
             web,
-            addr_hash(&ip_to_16(IpAddr::V4(Ipv4Addr::from(PLACED_CLIENT4)))),
+            addr_hash(&ip_addr(IpAddr::V4(Ipv4Addr::from(PLACED_CLIENT4)))),
             vec![2, 4],
         ),
-        (web6, addr_hash(&PLACED_CLIENT6), vec![1, 4]),
+        (web6, addr_hash(&addr_words(PLACED_CLIENT6)), vec![1, 4]),
     ];
     let dns6 = Service {
         id: lb

@@ -113,6 +113,10 @@ pub struct Config {
     /// Directory on bpffs for pinned maps and the program link.
     #[serde(default = "default_pin_dir")]
     pub pin_dir: PathBuf,
+    /// Seconds a flow-mode connection keeps its backend after its last packet, across table
+    /// changes (0 disables stickiness). Default 30.
+    #[serde(default = "default_flow_idle_secs")]
+    pub flow_idle_secs: u32,
     /// Outer source addresses for encapsulation.
     #[serde(default)]
     pub encap: Encap,
@@ -125,6 +129,10 @@ pub struct Config {
     /// Sessions placed on a fixed shard set.
     #[serde(default)]
     pub sessions: Vec<SessionConfig>,
+}
+
+fn default_flow_idle_secs() -> u32 {
+    shardline_common::consts::DEFAULT_FLOW_IDLE_SECS
 }
 
 fn default_pin_dir() -> PathBuf {

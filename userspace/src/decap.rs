@@ -5,7 +5,7 @@ use std::{net::IpAddr, path::PathBuf};
 
 use anyhow::Context;
 use aya::maps::HashMap;
-use shardline_common::maps::ip_to_16;
+use shardline_common::maps::{ip_addr, Addr};
 use tracing::{info, warn};
 
 use crate::{
@@ -47,13 +47,13 @@ pub async fn run(
     }
     let mode = attached.with_context(|| format!("cannot attach {name} to {iface}"))?;
     if !pass {
-        let mut table: HashMap<_, [u8; 16], u32> = HashMap::try_from(
+        let mut table: HashMap<_, Addr, u32> = HashMap::try_from(
             ebpf.map_mut("DECAP_VIPS")
                 .context("DECAP_VIPS map missing")?,
         )?;
         for vip in vips {
             table
-                .insert(ip_to_16(*vip), 1, 0)
+                .insert(ip_addr(*vip), 1, 0)
                 .with_context(|| format!("adding VIP {vip}"))?;
         }
     }

@@ -10,7 +10,9 @@ use std::{
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
 use shardline_common::{
     consts::{MAGLEV_SIZE, NO_BACKEND},
-    maps::{Backend, Counter, Globals, Service, ServiceKey, SessionKey, ShardSet},
+    maps::{
+        Backend, Counter, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey, ShardSet,
+    },
     route::{pick_shard, Tables},
     verdict::{Reason, REASON_COUNT},
 };
@@ -56,6 +58,7 @@ pub struct DataplaneMaps {
     reasons: PerCpuArray<MapData, u64>,
     backend_stats: PerCpuArray<MapData, Counter>,
     session_stats: PerCpuHashMap<MapData, SessionKey, Counter>,
+    flows: PerCpuHashMap<MapData, FlowKey, FlowEntry>,
 }
 
 fn open(dir: &Path, name: &str) -> Result<Map, MapsError> {
@@ -85,6 +88,7 @@ impl DataplaneMaps {
             reasons: typed!(dir, "REASONS"),
             backend_stats: typed!(dir, "BACKEND_STATS"),
             session_stats: typed!(dir, "SESSION_STATS"),
+            flows: typed!(dir, "FLOWS"),
         })
     }
 
@@ -242,4 +246,26 @@ impl Tables for DataplaneMaps {
     fn backend(&self, id: u32) -> Option<Backend> {
         self.backends.get(&id, 0).ok()
     }
+
+    /// The freshest live entry of any CPU (the kernel consults only the CPU it runs on).
+    fn sticky_backend(&self, flow: &FlowKey) -> Option<u32> {
+        let idle_ns = u64::from(self.globals().ok()?.flow_idle_secs) * 1_000_000_000;
+        let now = monotonic_ns();
+        let per_cpu = self.flows.get(flow, 0).ok()?;
+        per_cpu
+            .iter()
+            .filter(|e| e.last_seen_ns != 0 && now.saturating_sub(e.last_seen_ns) <= idle_ns)
+            .max_by_key(|e| e.last_seen_ns)
+            .map(|e| e.backend)
+    }
+
+    /// A replay observes; it never records flows.
+    fn remember_flow(&self, _flow: &FlowKey, _backend: u32) {}
+}
+
+/// `CLOCK_MONOTONIC` in ns, the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }

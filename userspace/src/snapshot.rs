@@ -7,8 +7,8 @@ use shardline_common::{
     consts::{MAGLEV_SIZE, MAX_SHARDS, NO_BACKEND},
     maglev::{self, Weighted},
     maps::{
-        backend_flags, forward_mode, ip_to_16, scheme, session_mode, Backend, Globals, Service,
-        ServiceKey, SessionKey, ShardSet,
+        backend_flags, forward_mode, ip_addr, scheme, session_mode, Backend, FlowKey, Globals,
+        Service, ServiceKey, SessionKey, ShardSet,
     },
     route::{pick_shard, Tables},
 };
@@ -51,7 +51,7 @@ impl Snapshot {
             };
             snap.services.insert(key, service);
             snap.services
-                .insert(ServiceKey::vip_marker(ip_to_16(s.vip)), Service::default());
+                .insert(ServiceKey::vip_marker(ip_addr(s.vip)), Service::default());
         }
         for b in &config.backends {
             let mut backend = Backend {
@@ -84,7 +84,7 @@ impl Snapshot {
             };
             let session = match s.session {
                 SessionId::Id(id) => id,
-                SessionId::Addr(a) => shardline_common::hash::addr_hash(&ip_to_16(a)),
+                SessionId::Addr(a) => shardline_common::hash::addr_hash(&ip_addr(a)),
             };
             let mut set = ShardSet {
                 generation: 1,
@@ -104,6 +104,7 @@ impl Snapshot {
                 set,
             );
         }
+        snap.globals.flow_idle_secs = config.flow_idle_secs;
         if let Some(a) = config.encap.source_v4 {
             snap.globals.src4 = a.octets();
         }
@@ -133,4 +134,11 @@ impl Tables for Snapshot {
     fn backend(&self, id: u32) -> Option<Backend> {
         self.backends.get(&id).copied()
     }
+
+    /// A snapshot has no flow history: every flow is routed as new.
+    fn sticky_backend(&self, _flow: &FlowKey) -> Option<u32> {
+        None
+    }
+
+    fn remember_flow(&self, _flow: &FlowKey, _backend: u32) {}
 }
