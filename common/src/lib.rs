@@ -6,6 +6,7 @@
 //! - [`packet`]: bounds-checked, allocation-free parsing of Ethernet/IPv4/IPv6/UDP/TCP and the
 //!   shardline header.
 //! - [`partition`]: how a placed session's keys split over its shard set (hash, range).
+//! - `plan` (feature `user`): re-shard plans, what moves where between two assignments.
 //! - [`route`]: the routing decision (service → session → shard set or Maglev → backend), generic
 //!   over where the tables live, so userspace replays the kernel's decision bit for bit.
 //! - [`verdict`]: XDP actions and the per-reason counter indices.
@@ -21,5 +22,7 @@ pub mod maglev;
 pub mod maps;
 pub mod packet;
 pub mod partition;
+#[cfg(feature = "user")]
+pub mod plan;
 pub mod route;
 pub mod verdict;
