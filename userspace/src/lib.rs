@@ -11,6 +11,7 @@
 //! - [`netns`]: network namespaces for the lab and the tests.
 //! - [`lab`]: the netns lab (topology, echo backends, client sessions).
 //! - [`signals`]: waiting for SIGINT / SIGTERM.
+//! - [`reshard`]: the swap stage: atomic re-shards, their plans and handoffs.
 //! - [`testrun`]: running packets through the loaded program with `BPF_PROG_TEST_RUN`.
 pub mod config;
 pub mod daemon;
@@ -20,6 +21,7 @@ pub mod loader;
 pub mod maps;
 pub mod netns;
 pub mod objects;
+pub mod reshard;
 pub mod signals;
 pub mod snapshot;
 pub mod testrun;

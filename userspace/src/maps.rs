@@ -158,25 +158,49 @@ impl DataplaneMaps {
     pub fn swap_maglev(&mut self, table: &[u32], globals: &Globals) -> Result<(), MapsError> {
         let current = self.globals()?;
         let live = current.maglev_active & 1;
-        let live_table = self.read_maglev_half(live)?;
         let mut next = *globals;
-        if live_table == table {
-            next.maglev_active = live;
+        next.maglev_active = if self.read_maglev_half(live)? == table {
+            live
         } else {
-            let idle = live ^ 1;
-            for (slot, id) in table.iter().enumerate() {
-                self.maglev
-                    .set(idle * MAGLEV_SIZE + slot as u32, id, 0)
-                    .map_err(op("write", "MAGLEV"))?;
-            }
-            next.maglev_active = idle;
-        }
+            self.fill_idle_maglev(table)?
+        };
         if next != current {
-            self.globals
-                .set(0, next, 0)
-                .map_err(op("write", "GLOBALS"))?;
+            self.publish_globals(&next)?;
         }
         Ok(())
+    }
+
+    /// Writes `table` into the Maglev half packets are not reading and returns its index; it
+    /// goes live only when [`Self::publish_globals`] names it.
+    pub fn fill_idle_maglev(&mut self, table: &[u32]) -> Result<u32, MapsError> {
+        let idle = (self.globals()?.maglev_active & 1) ^ 1;
+        for (slot, id) in table.iter().enumerate() {
+            self.maglev
+                .set(idle * MAGLEV_SIZE + slot as u32, id, 0)
+                .map_err(op("write", "MAGLEV"))?;
+        }
+        Ok(idle)
+    }
+
+    /// Replaces the globals entry: one atomic write, the Maglev flip.
+    pub fn publish_globals(&mut self, globals: &Globals) -> Result<(), MapsError> {
+        self.globals
+            .set(0, globals, 0)
+            .map_err(op("write", "GLOBALS"))
+    }
+
+    /// Replaces one session's shard set: one atomic map update.
+    pub fn place_session(&mut self, key: &SessionKey, set: &ShardSet) -> Result<(), MapsError> {
+        self.sessions
+            .insert(key, set, 0)
+            .map_err(op("write", "SESSIONS"))
+    }
+
+    /// Writes backend `id`'s entry (zeroed: removed).
+    pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), MapsError> {
+        self.backends
+            .set(id, backend, 0)
+            .map_err(op("write", "BACKENDS"))
     }
 
     fn read_maglev_half(&self, half: u32) -> Result<Vec<u32>, MapsError> {
