@@ -95,9 +95,9 @@ pub struct L3 {
 /// Why the network layer could not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L3Error {
-    /// Not IPv4 or IPv6, or too short to hold an IP header.
+    /// Not IPv4 or IPv6 (by EtherType), or shorter than an Ethernet header.
     NotIp,
-    /// Malformed header; the destination address if it could be read.
+    /// Malformed or truncated header; the destination address if it could be read.
     Malformed(Option<Addr>),
     /// A fragment to this destination.
     Fragment(Addr),
@@ -131,19 +131,19 @@ pub fn parse_l3<P: PacketBytes + ?Sized>(p: &P) -> Result<L3, L3Error> {
 #[inline(always)]
 fn parse_ipv4<P: PacketBytes + ?Sized>(p: &P, off: usize) -> Result<L3, L3Error> {
     // The destination ends the fixed header: checked first, it bounds the other reads.
-    let dst = v4_mapped_word(p.word_at(off + 16).ok_or(L3Error::NotIp)?);
-    let src = v4_mapped_word(p.word_at(off + 12).ok_or(L3Error::NotIp)?);
-    let vihl = p.u8_at(off).ok_or(L3Error::NotIp)?;
+    let dst = v4_mapped_word(p.word_at(off + 16).ok_or(L3Error::Malformed(None))?);
+    let src = v4_mapped_word(p.word_at(off + 12).ok_or(L3Error::Malformed(None))?);
+    let vihl = p.u8_at(off).ok_or(L3Error::Malformed(None))?;
     let ihl = ((vihl & 0x0f) as usize) * 4;
-    let total = p.u16_at(off + 2).ok_or(L3Error::NotIp)? as usize;
+    let total = p.u16_at(off + 2).ok_or(L3Error::Malformed(None))? as usize;
     if vihl >> 4 != 4 || ihl < IPV4_HLEN || total < ihl || off + total > p.len() {
         return Err(L3Error::Malformed(Some(dst)));
     }
     // More-fragments flag or a non-zero offset: no reliable ports in this packet.
-    if p.u16_at(off + 6).ok_or(L3Error::NotIp)? & 0x3fff != 0 {
+    if p.u16_at(off + 6).ok_or(L3Error::Malformed(None))? & 0x3fff != 0 {
         return Err(L3Error::Fragment(dst));
     }
-    let proto = p.u8_at(off + 9).ok_or(L3Error::NotIp)?;
+    let proto = p.u8_at(off + 9).ok_or(L3Error::Malformed(None))?;
     Ok(L3 {
         off,
         v6: false,
@@ -158,9 +158,11 @@ fn parse_ipv4<P: PacketBytes + ?Sized>(p: &P, off: usize) -> Result<L3, L3Error>
 #[inline(always)]
 fn parse_ipv6<P: PacketBytes + ?Sized>(p: &P, off: usize) -> Result<L3, L3Error> {
     // The fixed header ends with the destination: one bounds check covers it all.
-    let dst = p.addr_at(off + IPV6_HLEN - 16).ok_or(L3Error::NotIp)?;
-    let src = p.addr_at(off + 8).ok_or(L3Error::NotIp)?;
-    let first = p.u64_at(off).ok_or(L3Error::NotIp)?;
+    let dst = p
+        .addr_at(off + IPV6_HLEN - 16)
+        .ok_or(L3Error::Malformed(None))?;
+    let src = p.addr_at(off + 8).ok_or(L3Error::Malformed(None))?;
+    let first = p.u64_at(off).ok_or(L3Error::Malformed(None))?;
     let payload = ((first >> 16) & 0xffff) as usize;
     let end = off + IPV6_HLEN + payload;
     if first >> 60 != 6 || end > p.len() {

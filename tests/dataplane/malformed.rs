@@ -34,9 +34,10 @@ fn truncated_frames() {
     assert_eq!(whole.len(), 65);
     // Cut at and inside each header: the IPv4 total length now lies.
     let cut: [(usize, Reason); 8] = [
-        (14, Reason::NotIp),
-        (14 + 12, Reason::NotIp),
-        (14 + 19, Reason::NotIp),
+        // IPv4 by EtherType but no whole header: unreadable, so not a VIP's; passed.
+        (14, Reason::MalformedNotVip),
+        (14 + 12, Reason::MalformedNotVip),
+        (14 + 19, Reason::MalformedNotVip),
         (34, Reason::MalformedIp),
         (38, Reason::MalformedIp),
         (42, Reason::MalformedIp),

@@ -12,6 +12,7 @@
 //! - [`lab`]: the netns lab (topology, echo backends, client sessions).
 //! - [`signals`]: waiting for SIGINT / SIGTERM.
 //! - [`reshard`]: the swap stage: atomic re-shards, their plans and handoffs.
+//! - [`trace`]: `shardline trace`, kernel vs replay verdicts for captured packets.
 //! - [`testrun`]: running packets through the loaded program with `BPF_PROG_TEST_RUN`.
 pub mod config;
 pub mod daemon;
@@ -25,3 +26,4 @@ pub mod reshard;
 pub mod signals;
 pub mod snapshot;
 pub mod testrun;
+pub mod trace;

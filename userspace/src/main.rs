@@ -84,6 +84,25 @@ enum Command {
         #[arg(long, default_value = "shardline.toml")]
         config: PathBuf,
     },
+    /// Run packets through the XDP program (BPF_PROG_TEST_RUN) and the userspace replay.
+    Trace {
+        /// A pcap or pcapng capture (Ethernet, raw IP, Linux cooked SLL/SLL2).
+        #[arg(long, conflicts_with = "hex", required_unless_present = "hex")]
+        pcap: Option<PathBuf>,
+        /// One frame as hex bytes (Ethernet first).
+        #[arg(long)]
+        hex: Option<String>,
+        /// Tables to trace with when no daemon has pinned live ones (default: the example
+        /// configuration shipped with shardline).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Point every IPv4/IPv6 packet at the first service of its family (address and port).
+        #[arg(long)]
+        retarget: bool,
+        /// One JSON object per packet.
+        #[arg(long)]
+        json: bool,
+    },
     /// The lab's backend service: UDP/TCP echo that answers with this backend's id.
     #[command(hide = true)]
     Echo {
@@ -144,6 +163,19 @@ fn main() -> anyhow::Result<()> {
             sessions,
             backends,
         } => run_lab(duration, sessions, backends),
+        Command::Trace {
+            pcap,
+            hex,
+            config,
+            retarget,
+            json,
+        } => trace(
+            pcap.as_deref(),
+            hex.as_deref(),
+            config.as_deref(),
+            retarget,
+            json,
+        ),
         Command::Stats { config } => stats(&Config::load(&config)?),
         Command::Detach { config } => {
             let config = Config::load(&config)?;
@@ -252,5 +284,82 @@ fn run_lab(duration: u64, sessions: u32, backends: u32) -> anyhow::Result<()> {
         !report.observations.is_empty(),
         "no request was answered: see the logs above"
     );
+    Ok(())
+}
+
+/// The example configuration, the tracer's default tables.
+const EXAMPLE_CONFIG: &str = include_str!("../../shardline.example.toml");
+
+fn trace(
+    pcap: Option<&std::path::Path>,
+    hex: Option<&str>,
+    config: Option<&std::path::Path>,
+    retarget: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    use shardline::trace::{
+        capture::{parse_hex, read_capture, CapturedFrame},
+        retarget::retarget as point_at_service,
+        tables_for, PrivateDataplane,
+    };
+    let config = match config {
+        Some(path) => Config::load(path)?,
+        None => Config::parse(EXAMPLE_CONFIG, "shardline.example.toml")?,
+    };
+    let frames = match (pcap, hex) {
+        (Some(path), _) => read_capture(path)?,
+        (None, Some(text)) => vec![CapturedFrame::Frame(
+            parse_hex(text).map_err(|e| anyhow::anyhow!("--hex: {e}"))?,
+        )],
+        (None, None) => anyhow::bail!("give --pcap FILE or --hex BYTES"),
+    };
+    let (tables, live) = tables_for(&config.pin_dir, &config)?;
+    let mut dataplane = PrivateDataplane::new(tables).context("loading the XDP program")?;
+    if live {
+        eprintln!(
+            "trace: using the live tables pinned in {}",
+            config.pin_dir.display()
+        );
+    }
+    if !json {
+        println!(
+            "{:>6}  {:<8} {:>8}  {:<22} agree",
+            "packet", "verdict", "backend", "reason"
+        );
+    }
+    let (mut traced, mut skipped, mut disagree) = (0usize, 0usize, 0usize);
+    for (index, captured) in frames.into_iter().enumerate() {
+        let CapturedFrame::Frame(mut frame) = captured else {
+            skipped += 1;
+            continue;
+        };
+        if retarget {
+            point_at_service(&mut frame, &config.services);
+        }
+        let Some(line) = dataplane.trace(index, &frame) else {
+            // Shorter than an Ethernet header or larger than a test-run buffer.
+            skipped += 1;
+            continue;
+        };
+        traced += 1;
+        disagree += usize::from(!line.agree);
+        if json {
+            println!("{}", serde_json::to_string(&line)?);
+        } else {
+            let backend = line
+                .backend
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:>6}  {:<8} {:>8}  {:<22} {}",
+                line.index,
+                line.verdict,
+                backend,
+                line.reason,
+                if line.agree { "yes" } else { "NO" }
+            );
+        }
+    }
+    eprintln!("trace: {traced} traced, {skipped} skipped, {disagree} disagreements between kernel and replay");
     Ok(())
 }

@@ -213,6 +213,32 @@ impl DataplaneMaps {
             .collect()
     }
 
+    /// The routing tables the maps hold now (the live Maglev half only).
+    pub fn read_snapshot(&self) -> Result<Snapshot, MapsError> {
+        let globals = self.globals()?;
+        let mut snap = Snapshot {
+            globals,
+            ..Snapshot::default()
+        };
+        for entry in self.services.iter() {
+            let (k, v) = entry.map_err(op("iterate", "SERVICES"))?;
+            snap.services.insert(k, v);
+        }
+        for entry in self.sessions.iter() {
+            let (k, v) = entry.map_err(op("iterate", "SESSIONS"))?;
+            snap.sessions.insert(k, v);
+        }
+        for id in 0..shardline_common::consts::MAX_BACKENDS {
+            let b = self.backends.get(&id, 0).map_err(op("read", "BACKENDS"))?;
+            if b != Backend::default() {
+                snap.backends.insert(id, b);
+            }
+        }
+        snap.maglev = self.read_maglev_half(globals.maglev_active & 1)?;
+        snap.globals.maglev_active = 0;
+        Ok(snap)
+    }
+
     /// Packets per reason, summed over CPUs.
     pub fn reason_counts(&self) -> Result<Vec<(Reason, u64)>, MapsError> {
         (0..REASON_COUNT)
