@@ -165,3 +165,49 @@ fn dataplane_keeps_routing_while_the_daemon_is_down_and_a_new_one_adopts_it() {
         .unwrap_or_else(|e| panic!("restarting the daemon: {e}"));
     assert_routed_as_replayed(&lab, &drive(&lab, 1));
 }
+
+#[test]
+fn sighup_reload_re_shards_a_session_without_dropping_traffic() {
+    let mut lab = start_lab(4);
+    assert_routed_as_replayed(&lab, &drive(&lab, 1));
+    // hdr-1 is placed on backends 2 and 3; move it to backend 4 alone.
+    let text = std::fs::read_to_string(
+        std::env::temp_dir()
+            .join(format!("shardline-lab-{}", lab.topology.tag))
+            .join("shardline.toml"),
+    )
+    .expect("lab config");
+    let moved = text.replacen(
+        "session = 1\nbackends = [2, 3]",
+        "session = 1\nbackends = [4]",
+        1,
+    );
+    assert_ne!(moved, text, "the lab places hdr-1 on backends 2 and 3");
+    lab.reload_config(&moved)
+        .unwrap_or_else(|e| panic!("reload: {e}"));
+    let report = drive(&lab, 1);
+    assert_routed_as_replayed(&lab, &report);
+    let hdr1 = lab
+        .sessions
+        .iter()
+        .position(|s| s.label == "hdr-1")
+        .expect("hdr-1");
+    assert_eq!(
+        report.by_session()[&hdr1]
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        [4]
+    );
+    let log = lab.daemon_log();
+    assert!(
+        log.contains("session re-sharded"),
+        "the handoff is logged: {log}"
+    );
+    // An invalid file is refused by the daemon and nothing changes.
+    assert!(lab
+        .reload_config("interface = \"eth0\"\nbogus = 1\n")
+        .is_err());
+    assert!(lab.daemon_log().contains("reload refused"));
+    assert_routed_as_replayed(&lab, &drive(&lab, 1));
+}

@@ -9,6 +9,8 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
 
+use shardline_common::plan::{maglev_plan, session_plan, SessionPlan};
+
 use crate::{
     config::Config,
     loader::{attach_balancer, load_balancer},
@@ -73,9 +75,40 @@ fn reload(path: &Path, current: &Config, maps: &mut DataplaneMaps) -> anyhow::Re
         next.interface == current.interface && next.pin_dir == current.pin_dir,
         "`interface` and `pin_dir` cannot change on reload; restart the daemon instead"
     );
-    maps.apply(&Snapshot::from_config(&next))?;
+    let before = maps.read_snapshot()?;
+    let after = Snapshot::from_config(&next);
+    maps.apply(&after)?;
+    log_moves(&before, &after);
     info!("configuration reloaded");
     Ok(next)
+}
+
+/// Logs what a reload moved: per re-placed session its plan and its previous owners (the
+/// handoff: the new owners fetch state from them), and the default table's slot moves.
+fn log_moves(before: &Snapshot, after: &Snapshot) {
+    for (key, set) in &after.sessions {
+        let old = before.sessions.get(key);
+        let plan = session_plan(old, set);
+        if plan != SessionPlan::Unchanged {
+            let previous: Vec<u32> = old
+                .map(|o| o.backends[..o.count as usize].to_vec())
+                .unwrap_or_default();
+            let current = &set.backends[..set.count as usize];
+            info!(
+                service = key.service,
+                session = key.session,
+                ?previous,
+                ?current,
+                ?plan,
+                "session re-sharded; previous owners hand their keys over"
+            );
+        }
+    }
+    let moves = maglev_plan(&before.maglev, &after.maglev);
+    if !moves.is_empty() {
+        let slots: u32 = moves.iter().map(|m| m.slots).sum();
+        info!(slots, ?moves, "default table re-sharded");
+    }
 }
 
 fn log_counters(maps: &DataplaneMaps) {

@@ -114,8 +114,21 @@ impl DataplaneMaps {
         }
         self.swap_maglev(&snap.maglev, &snap.globals)?;
         for (k, v) in &snap.sessions {
+            // A changed placement is one update carrying the next generation; an unchanged
+            // one is not rewritten.
+            let mut next = *v;
+            if let Ok(old) = self.sessions.get(k, 0) {
+                if (ShardSet {
+                    generation: old.generation,
+                    ..next
+                }) == old
+                {
+                    continue;
+                }
+                next.generation = next.generation.max(old.generation + 1);
+            }
             self.sessions
-                .insert(k, v, 0)
+                .insert(k, next, 0)
                 .map_err(op("write", "SESSIONS"))?;
         }
         for (k, v) in &snap.services {

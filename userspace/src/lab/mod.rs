@@ -211,6 +211,61 @@ impl Lab {
         }
     }
 
+    /// Replaces the daemon's configuration file with `text`, sends the daemon SIGHUP and waits
+    /// (at most 10 s) until its log says the reload was applied or refused.
+    pub fn reload_config(&mut self, text: &str) -> Result<(), LabError> {
+        // Parsed here only to track the tables; the daemon judges the file itself.
+        let config = Config::parse(text, "lab config");
+        std::fs::write(&self.config_path, text).map_err(|source| LabError::Io {
+            path: self.config_path.clone(),
+            source,
+        })?;
+        let index = self.children.iter().rposition(|(what, _)| what == "daemon");
+        let Some(index) = index else {
+            return Err(LabError::NotReady {
+                what: "daemon".into(),
+                seconds: 0,
+                log: " (not running)".into(),
+            });
+        };
+        let log = self.work_dir.join(format!("log-{index}"));
+        let seen = |needle: &str| {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches(needle)
+                .count()
+        };
+        let (applied, refused) = (seen("configuration reloaded"), seen("reload refused"));
+        let pid = nix::unistd::Pid::from_raw(self.children[index].1.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if seen("configuration reloaded") > applied {
+                self.config = config?;
+                return Ok(());
+            }
+            if seen("reload refused") > refused {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        Err(LabError::NotReady {
+            what: "configuration reload".into(),
+            seconds: 10,
+            log: format!(":\n{log}"),
+        })
+    }
+
+    /// The daemon's log so far.
+    pub fn daemon_log(&self) -> String {
+        self.children
+            .iter()
+            .rposition(|(what, _)| what == "daemon")
+            .and_then(|i| std::fs::read_to_string(self.work_dir.join(format!("log-{i}"))).ok())
+            .unwrap_or_default()
+    }
+
     /// Whether the daemon process is running.
     pub fn daemon_running(&mut self) -> bool {
         self.children
