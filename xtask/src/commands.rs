@@ -38,21 +38,56 @@ pub fn test(cargo_test_args: &[String]) -> Result<()> {
         ]))
     })?;
     // Release: the tests push real packets through the dataplane, too slow in a debug build.
+    let mut counts = (0, 0);
     step("test", || {
-        let (passed, failed) = run_counting_tests(
+        counts = run_counting_tests(
             cargo()
                 .args(["test", "--workspace", "--release"])
                 .args(cargo_test_args)
                 .env("RUST_BACKTRACE", "1"),
         )?;
-        // One closing line for the whole workspace: cargo's own last line belongs to whichever
-        // test binary ran last (often doc tests with nothing in them).
-        println!("xtask: {passed} passed, {failed} failed");
-        if passed == 0 {
-            bail!("no test ran");
-        }
         Ok(())
-    })
+    })?;
+    step("fuzz", || {
+        counts.0 += fuzz()?;
+        Ok(())
+    })?;
+    let (passed, failed) = counts;
+    // One closing line for the whole run: cargo's own last line belongs to whichever test
+    // binary ran last (often doc tests with nothing in them).
+    println!("xtask: {passed} passed, {failed} failed");
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// The cargo-fuzz targets under `fuzz/`, each run for a bounded time.
+const FUZZ_TARGETS: [&str; 2] = ["decide", "partition"];
+
+/// Runs every fuzz target for `SHARDLINE_FUZZ_SECONDS` (default 60) from its checked-in seed
+/// corpus; new inputs go to a scratch directory, so the tree stays clean. Returns how many
+/// targets ran clean; a crash fails the step (its input is left in `fuzz/artifacts`).
+fn fuzz() -> Result<u64> {
+    let seconds = std::env::var("SHARDLINE_FUZZ_SECONDS").unwrap_or_else(|_| "60".into());
+    let root = workspace_root();
+    for target in FUZZ_TARGETS {
+        let scratch = std::env::temp_dir().join(format!("shardline-fuzz-{target}"));
+        let _ = fs::remove_dir_all(&scratch);
+        fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+        let seeds = root.join("fuzz/corpus").join(target);
+        // libFuzzer needs nightly's sanitizer flags; `rustup run` picks nightly even though
+        // xtask itself runs under the stable cargo.
+        run(Command::new("rustup")
+            .current_dir(&root)
+            .args(["run", "nightly", "cargo", "fuzz", "run", target])
+            .arg(&scratch)
+            .arg(&seeds)
+            .args(["--", &format!("-max_total_time={seconds}")]))
+        .with_context(|| format!("fuzz target {target} failed"))?;
+        let _ = fs::remove_dir_all(&scratch);
+    }
+    Ok(FUZZ_TARGETS.len() as u64)
 }
 
 /// Runs a `cargo test` command, echoing its output, and sums the harness's `test result:`

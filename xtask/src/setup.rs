@@ -27,6 +27,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
 /// The bpf-linker release known to build against the nightly LLVM on these machines.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// The cargo-fuzz release the fuzz runs are tested with.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// Where the bpf filesystem must be mounted for maps to be pinned.
 const BPFFS: &str = "/sys/fs/bpf";
 
@@ -35,6 +38,7 @@ pub fn setup() -> Result<()> {
     rust_src().context("setup step rust-src failed")?;
     debian_packages().context("setup step debian packages failed")?;
     bpf_linker().context("setup step bpf-linker failed")?;
+    cargo_fuzz().context("setup step cargo-fuzz failed")?;
     bpffs().context("setup step bpffs failed")?;
     Ok(())
 }
@@ -146,6 +150,21 @@ fn bpf_linker() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// cargo-fuzz, which the bounded fuzz runs of `cargo xtask test` use (with nightly).
+fn cargo_fuzz() -> Result<()> {
+    const STEP: &str = "cargo-fuzz";
+    if probe(cargo().args(["fuzz", "--version"])).is_some() {
+        progress(STEP, "already installed");
+        return Ok(());
+    }
+    progress(STEP, &format!("installing {CARGO_FUZZ_VERSION}"));
+    run(cargo().args([
+        "install",
+        "--locked",
+        &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
+    ]))
 }
 
 fn bpf_linker_runs() -> bool {
