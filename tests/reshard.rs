@@ -249,7 +249,7 @@ fn reshards_under_load_send_every_packet_to_the_replayed_backend() {
         let mut rng = StdRng::seed_from_u64(7);
         let mut current = BTreeMap::new();
         for _ in 0..RESHARDS {
-            std::thread::sleep(Duration::from_millis(25));
+            std::thread::sleep(Duration::from_millis(80));
             let g = history.lock().expect("history").len() as u64 - 1;
             epoch.store(2 * g + 1, Ordering::SeqCst);
             applied.push(reshard_once(&mut resharder, &mut rng, &mut current));

@@ -2,7 +2,7 @@
 //! restarted daemon adopts them and the dataplane keeps routing while it is away.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray},
 };
@@ -30,8 +30,9 @@ pub static SESSIONS: HashMap<SessionKey, ShardSet> =
 
 /// The default Maglev table, double-buffered: slots `[h * MAGLEV_SIZE, (h + 1) * MAGLEV_SIZE)`
 /// are half `h`; `GLOBALS.maglev_active` names the live half, so a swap is one word write.
+/// Mmapable: the daemon fills a half with plain stores instead of one syscall per slot.
 #[map]
-pub static MAGLEV: Array<u32> = Array::pinned(2 * MAGLEV_SIZE, 0);
+pub static MAGLEV: Array<u32> = Array::pinned(2 * MAGLEV_SIZE, BPF_F_MMAPABLE);
 
 /// One entry: the live Maglev half and the encapsulation source addresses.
 #[map]

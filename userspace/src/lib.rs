@@ -5,6 +5,7 @@
 //! - [`snapshot`]: the routing tables a configuration implies, in memory (also a replay
 //!   `Tables`).
 //! - [`loader`]: loading, attaching and adopting the XDP program and its pinned link.
+//! - [`maglev_table`]: the double-buffered default table, memory-mapped.
 //! - [`maps`]: typed access to the pinned maps: apply a snapshot, read counters, live replay.
 //! - [`daemon`]: `shardline daemon`.
 //! - [`decap`]: `shardline decap`, the backend-side decapsulator.
@@ -19,6 +20,7 @@ pub mod daemon;
 pub mod decap;
 pub mod lab;
 pub mod loader;
+pub mod maglev_table;
 pub mod maps;
 pub mod netns;
 pub mod objects;

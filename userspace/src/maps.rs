@@ -17,7 +17,7 @@ use shardline_common::{
     verdict::{Reason, REASON_COUNT},
 };
 
-use crate::snapshot::Snapshot;
+use crate::{maglev_table::MaglevTable, snapshot::Snapshot};
 
 /// Errors opening or writing the maps.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,9 @@ pub enum MapsError {
         #[source]
         source: aya::maps::MapError,
     },
+    /// The Maglev table could not be mapped.
+    #[error(transparent)]
+    Maglev(#[from] crate::maglev_table::MaglevTableError),
     /// A map operation failed.
     #[error("{op} on map {map} failed: {source}")]
     Op {
@@ -53,7 +56,7 @@ pub struct DataplaneMaps {
     services: HashMap<MapData, ServiceKey, Service>,
     backends: Array<MapData, Backend>,
     sessions: HashMap<MapData, SessionKey, ShardSet>,
-    maglev: Array<MapData, u32>,
+    maglev: MaglevTable,
     globals: Array<MapData, Globals>,
     reasons: PerCpuArray<MapData, u64>,
     backend_stats: PerCpuArray<MapData, Counter>,
@@ -83,7 +86,7 @@ impl DataplaneMaps {
             services: typed!(dir, "SERVICES"),
             backends: typed!(dir, "BACKENDS"),
             sessions: typed!(dir, "SESSIONS"),
-            maglev: typed!(dir, "MAGLEV"),
+            maglev: MaglevTable::open(&dir.join("MAGLEV"))?,
             globals: typed!(dir, "GLOBALS"),
             reasons: typed!(dir, "REASONS"),
             backend_stats: typed!(dir, "BACKEND_STATS"),
@@ -187,11 +190,7 @@ impl DataplaneMaps {
     /// goes live only when [`Self::publish_globals`] names it.
     pub fn fill_idle_maglev(&mut self, table: &[u32]) -> Result<u32, MapsError> {
         let idle = (self.globals()?.maglev_active & 1) ^ 1;
-        for (slot, id) in table.iter().enumerate() {
-            self.maglev
-                .set(idle * MAGLEV_SIZE + slot as u32, id, 0)
-                .map_err(op("write", "MAGLEV"))?;
-        }
+        self.maglev.write_half(idle, table);
         Ok(idle)
     }
 
@@ -217,13 +216,7 @@ impl DataplaneMaps {
     }
 
     fn read_maglev_half(&self, half: u32) -> Result<Vec<u32>, MapsError> {
-        (0..MAGLEV_SIZE)
-            .map(|slot| {
-                self.maglev
-                    .get(&(half * MAGLEV_SIZE + slot), 0)
-                    .map_err(op("read", "MAGLEV"))
-            })
-            .collect()
+        Ok(self.maglev.read_half(half))
     }
 
     /// The routing tables the maps hold now (the live Maglev half only).
@@ -301,9 +294,10 @@ impl Tables for DataplaneMaps {
 
     fn maglev(&self, slot: u32) -> u32 {
         let half = self.globals().map(|g| g.maglev_active & 1).unwrap_or(0);
-        self.maglev
-            .get(&(half * MAGLEV_SIZE + slot), 0)
-            .unwrap_or(NO_BACKEND)
+        if slot >= MAGLEV_SIZE {
+            return NO_BACKEND;
+        }
+        self.maglev.slot(half, slot)
     }
 
     fn backend(&self, id: u32) -> Option<Backend> {
