@@ -108,38 +108,11 @@ pub fn request(
     let key: u64 = rng.gen();
     match session.kind {
         SessionKind::Header { id } => {
-            let destination = SocketAddr::new(session.vip, HEADER_PORT);
-            let socket = UdpSocket::bind(SocketAddr::new(session.source, 0))?;
-            socket.set_read_timeout(Some(REPLY_TIMEOUT))?;
-            socket.connect(destination)?;
             let mut payload = encode_header(id, key).to_vec();
             payload.extend_from_slice(b"shardline lab");
-            socket.send(&payload)?;
-            let backend = udp_answer(&socket, &payload)?;
-            Ok(backend.map(|backend| Observation {
-                session: index,
-                source: socket.local_addr().unwrap_or(destination),
-                destination,
-                key,
-                backend,
-            }))
+            udp_request(index, session, HEADER_PORT, &payload, key)
         }
-        SessionKind::FlowUdp => {
-            let destination = SocketAddr::new(session.vip, UDP_FLOW_PORT);
-            let socket = UdpSocket::bind(SocketAddr::new(session.source, 0))?;
-            socket.set_read_timeout(Some(REPLY_TIMEOUT))?;
-            socket.connect(destination)?;
-            let payload = key.to_be_bytes();
-            socket.send(&payload)?;
-            let backend = udp_answer(&socket, &payload)?;
-            Ok(backend.map(|backend| Observation {
-                session: index,
-                source: socket.local_addr().unwrap_or(destination),
-                destination,
-                key: 0,
-                backend,
-            }))
-        }
+        SessionKind::FlowUdp => udp_request(index, session, UDP_FLOW_PORT, &key.to_be_bytes(), 0),
         SessionKind::FlowTcp => {
             let destination = SocketAddr::new(session.vip, TCP_FLOW_PORT);
             let socket = socket_from(session.source)?;
@@ -163,6 +136,30 @@ pub fn request(
             }))
         }
     }
+}
+
+/// Sends `payload` from a fresh socket of `session` to its VIP on `port` and waits for the
+/// answer; `key` is recorded in the observation.
+fn udp_request(
+    index: usize,
+    session: &Session,
+    port: u16,
+    payload: &[u8],
+    key: u64,
+) -> std::io::Result<Option<Observation>> {
+    let destination = SocketAddr::new(session.vip, port);
+    let socket = UdpSocket::bind(SocketAddr::new(session.source, 0))?;
+    socket.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    socket.connect(destination)?;
+    socket.send(payload)?;
+    let backend = udp_answer(&socket, payload)?;
+    Ok(backend.map(|backend| Observation {
+        session: index,
+        source: socket.local_addr().unwrap_or(destination),
+        destination,
+        key,
+        backend,
+    }))
 }
 
 /// The backend id of the answer to `sent`, ignoring stray datagrams that echo something else.
