@@ -13,6 +13,7 @@
 //! - [`signals`]: waiting for SIGINT / SIGTERM.
 //! - [`reshard`]: the swap stage: atomic re-shards, their plans and handoffs.
 //! - [`testrun`]: running packets through the loaded program with `BPF_PROG_TEST_RUN`.
+//! - [`profile`]: a session's load profile (level, percentiles, trend, period, burstiness).
 pub mod config;
 pub mod daemon;
 pub mod decap;
@@ -21,6 +22,7 @@ pub mod loader;
 pub mod maps;
 pub mod netns;
 pub mod objects;
+pub mod profile;
 pub mod reshard;
 pub mod signals;
 pub mod snapshot;
