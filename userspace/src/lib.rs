@@ -14,9 +14,11 @@
 //! - [`reshard`]: the swap stage: atomic re-shards, their plans and handoffs.
 //! - [`testrun`]: running packets through the loaded program with `BPF_PROG_TEST_RUN`.
 //! - [`profile`]: a session's load profile (level, percentiles, trend, period, burstiness).
+//! - [`forecast`]: online forecasters, their selector and `forecast-eval`.
 pub mod config;
 pub mod daemon;
 pub mod decap;
+pub mod forecast;
 pub mod lab;
 pub mod loader;
 pub mod maps;
