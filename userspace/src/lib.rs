@@ -13,11 +13,13 @@
 //! - [`signals`]: waiting for SIGINT / SIGTERM.
 //! - [`reshard`]: the swap stage: atomic re-shards, their plans and handoffs.
 //! - [`testrun`]: running packets through the loaded program with `BPF_PROG_TEST_RUN`.
-//! - [`profile`]: a session's load profile (level, percentiles, trend, period, burstiness).
-//! - [`forecast`]: online forecasters, their selector and `forecast-eval`.
+//! - [`profile`], [`forecast`], [`decide`], [`tick`]: the predictive control loop's pure
+//!   stages — a session's load profile, online forecasters and their selector (and
+//!   `forecast-eval`), shard-count and backend decisions, and the per-tick driver.
 pub mod config;
 pub mod daemon;
 pub mod decap;
+pub mod decide;
 pub mod forecast;
 pub mod lab;
 pub mod loader;
@@ -29,3 +31,4 @@ pub mod reshard;
 pub mod signals;
 pub mod snapshot;
 pub mod testrun;
+pub mod tick;
