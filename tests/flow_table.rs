@@ -25,12 +25,27 @@ fn pin_to_cpu0() {
 /// The backend the kernel sent `frame` to, read from the per-backend counters.
 fn kernel_backend(lb: &mut Loaded, frame: &[u8]) -> u32 {
     let ids: Vec<u32> = (1..=4).collect();
-    let before: Vec<u64> = ids.iter().map(|id| lb.maps.backend_counter(*id).expect("counter").packets).collect();
+    let before: Vec<u64> = ids
+        .iter()
+        .map(|id| lb.maps.backend_counter(*id).expect("counter").packets)
+        .collect();
     let run = lb.run(frame);
     assert_eq!(run.action, Action::Tx, "flow packet not forwarded");
-    let after: Vec<u64> = ids.iter().map(|id| lb.maps.backend_counter(*id).expect("counter").packets).collect();
-    let moved: Vec<u32> = ids.iter().zip(before.iter().zip(&after)).filter(|(_, (b, a))| a > b).map(|(id, _)| *id).collect();
-    assert_eq!(moved.len(), 1, "exactly one backend counts the packet: {moved:?}");
+    let after: Vec<u64> = ids
+        .iter()
+        .map(|id| lb.maps.backend_counter(*id).expect("counter").packets)
+        .collect();
+    let moved: Vec<u32> = ids
+        .iter()
+        .zip(before.iter().zip(&after))
+        .filter(|(_, (b, a))| a > b)
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(
+        moved.len(),
+        1,
+        "exactly one backend counts the packet: {moved:?}"
+    );
     moved[0]
 }
 
@@ -40,7 +55,13 @@ fn replay(lb: &Loaded, frame: &[u8]) -> u32 {
 
 /// Rebuilds the default table with `weights` and flips to it, in the maps and the snapshot.
 fn reweight(lb: &mut Loaded, weights: &[(u32, u32)]) {
-    let w: Vec<Weighted> = weights.iter().map(|(id, weight)| Weighted { id: *id, weight: *weight }).collect();
+    let w: Vec<Weighted> = weights
+        .iter()
+        .map(|(id, weight)| Weighted {
+            id: *id,
+            weight: *weight,
+        })
+        .collect();
     lb.snapshot.maglev = build(&w, MAGLEV_SIZE);
     let mut globals = lb.maps.globals().expect("globals");
     globals.maglev_active = lb.maps.fill_idle_maglev(&lb.snapshot.maglev).expect("fill");
@@ -64,16 +85,30 @@ fn established_flows_survive_a_drain_but_not_a_removal() {
     reweight(&mut lb, &weights);
     let b = replay(&lb, &frame);
     assert_ne!(a, b, "a drained backend owns no slot");
-    assert_eq!(kernel_backend(&mut lb, &frame), a, "an established flow keeps its drained backend");
+    assert_eq!(
+        kernel_backend(&mut lb, &frame),
+        a,
+        "an established flow keeps its drained backend"
+    );
     for sport in 41_000..41_050 {
         let fresh = flow(sport);
-        assert_ne!(kernel_backend(&mut lb, &fresh), a, "a new flow never reaches a drained backend");
+        assert_ne!(
+            kernel_backend(&mut lb, &fresh),
+            a,
+            "a new flow never reaches a drained backend"
+        );
     }
 
     // Remove A: its flows move to what the tables say, and stick there.
-    lb.maps.set_backend(a, &Backend::default()).expect("remove backend");
+    lb.maps
+        .set_backend(a, &Backend::default())
+        .expect("remove backend");
     lb.snapshot.backends.remove(&a);
-    assert_eq!(kernel_backend(&mut lb, &frame), b, "a removed backend's flows move");
+    assert_eq!(
+        kernel_backend(&mut lb, &frame),
+        b,
+        "a removed backend's flows move"
+    );
     assert_eq!(kernel_backend(&mut lb, &frame), b);
 }
 
@@ -90,6 +125,10 @@ fn idle_flows_are_routed_afresh() {
     reweight(&mut lb, &weights);
     assert_eq!(kernel_backend(&mut lb, &frame), a, "still established");
     std::thread::sleep(std::time::Duration::from_millis(2_100));
-    assert_eq!(kernel_backend(&mut lb, &frame), replay(&lb, &frame), "idle for longer than flow_idle_secs");
+    assert_eq!(
+        kernel_backend(&mut lb, &frame),
+        replay(&lb, &frame),
+        "idle for longer than flow_idle_secs"
+    );
     assert_ne!(replay(&lb, &frame), a);
 }
