@@ -31,7 +31,7 @@ pub const MIN_SCORED: usize = 10;
 #[derive(Debug, Error)]
 pub enum EvalError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: String,
