@@ -14,6 +14,10 @@ use thiserror::Error;
 /// Shortest period detected (steps).
 pub const MIN_PERIOD: usize = 4;
 
+/// Longest period detected (steps): a week of 5-minute steps. It bounds the detection's cost
+/// (O(series × period)) and the seasonal models' memory.
+pub const MAX_PERIOD: usize = 2016;
+
 /// Autocorrelation a period must reach at its lag to be accepted, and by how much it must
 /// exceed the lowest autocorrelation at a shorter lag.
 pub const MIN_AUTOCORRELATION: f64 = 0.3;
@@ -134,27 +138,42 @@ pub fn slope(series: &[f64]) -> f64 {
 
 /// The autocorrelation of `series` at `lag` (its own mean removed; 0 when it is constant).
 pub fn autocorrelation(series: &[f64], lag: usize) -> f64 {
-    if lag >= series.len() {
-        return 0.0;
+    autocorrelations(series, lag)
+        .get(lag)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// The autocorrelations of `series` at lags `0..=max_lag` (0 beyond its length, and
+/// everywhere when it is constant).
+pub fn autocorrelations(series: &[f64], max_lag: usize) -> Vec<f64> {
+    let mut out = vec![0.0; max_lag + 1];
+    if series.is_empty() {
+        return out;
     }
     let mean = series.iter().sum::<f64>() / series.len() as f64;
-    let denominator: f64 = series.iter().map(|v| (v - mean).powi(2)).sum();
+    let centred: Vec<f64> = series.iter().map(|v| v - mean).collect();
+    let denominator: f64 = centred.iter().map(|v| v * v).sum();
     if denominator == 0.0 {
-        return 0.0;
+        return out;
     }
-    let numerator: f64 = series
-        .iter()
-        .zip(&series[lag..])
-        .map(|(a, b)| (a - mean) * (b - mean))
-        .sum();
-    numerator / denominator
+    for (lag, r) in out.iter_mut().enumerate().take(series.len()) {
+        let numerator: f64 = centred
+            .iter()
+            .zip(&centred[lag..])
+            .map(|(a, b)| a * b)
+            .sum();
+        *r = numerator / denominator;
+    }
+    out
 }
 
 /// The dominant season length of `series` in steps, or `None` if it is not seasonal.
 ///
-/// Periods from [`MIN_PERIOD`] up to a third of the series (three full cycles) are considered.
+/// Periods from [`MIN_PERIOD`] up to a third of the series (three full cycles) or
+/// [`MAX_PERIOD`], whichever is shorter, are considered.
 pub fn detect_period(series: &[f64]) -> Option<usize> {
-    let max_period = series.len() / 3;
+    let max_period = (series.len() / 3).min(MAX_PERIOD);
     if max_period <= MIN_PERIOD || series.iter().any(|v| !v.is_finite()) {
         return None;
     }
@@ -164,9 +183,7 @@ pub fn detect_period(series: &[f64]) -> Option<usize> {
         .enumerate()
         .map(|(t, v)| v - b * t as f64)
         .collect();
-    let acf: Vec<f64> = (0..=max_period + 1)
-        .map(|lag| autocorrelation(&detrended, lag))
-        .collect();
+    let acf = autocorrelations(&detrended, max_period + 1);
     // Lowest autocorrelation at lags 1..=lag: a period must rise above what came before it.
     let trough: Vec<f64> = acf
         .iter()
@@ -190,7 +207,7 @@ pub fn detect_period(series: &[f64]) -> Option<usize> {
     let mut peaks: Vec<(usize, f64)> = Vec::new();
     let detector = PeriodogramDetector::builder()
         .min_period(MIN_PERIOD as u32)
-        .max_period(max_period.min(u32::MAX as usize) as u32)
+        .max_period(max_period as u32)
         .threshold(0.5)
         .build();
     for peak in detector.periodogram(&detrended).peaks(0.5) {

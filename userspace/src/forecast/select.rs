@@ -110,8 +110,12 @@ impl Selector {
     }
 
     /// Ingests the next value; returns the forecasts that were made for it `horizon` steps ago
-    /// (none during the first `horizon` steps).
+    /// (none during the first `horizon` steps). A non-finite value is ignored (a missing
+    /// sample), so one bad reading cannot poison the session's state.
     pub fn update(&mut self, value: f64) -> Option<Matured> {
+        if !value.is_finite() {
+            return None;
+        }
         let h = self.pending.len() as u64;
         let slot = (self.seen % h) as usize;
         let matured = (self.seen >= h).then(|| {
@@ -234,6 +238,17 @@ mod tests {
         let w = s.weights();
         assert!(w[1] + w[4] > 0.9, "seasonal models should lead: {w:?}");
         assert!((s.forecast() - wave(601)).abs() < 3.0, "{}", s.forecast());
+    }
+
+    #[test]
+    fn ignores_missing_samples() {
+        let mut s = Selector::new(SelectorConfig::default());
+        for _ in 0..50 {
+            s.update(10.0);
+        }
+        assert!(s.update(f64::NAN).is_none());
+        assert!(s.update(f64::INFINITY).is_none());
+        assert!((s.forecast() - 10.0).abs() < 1e-9 && s.upper().is_finite());
     }
 
     #[test]
