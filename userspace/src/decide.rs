@@ -99,7 +99,7 @@ impl DecideConfig {
     }
 }
 
-/// One session's shard-count state (32 bytes).
+/// One session's shard-count state (40 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ShardState {
     shards: u8,

@@ -15,12 +15,11 @@ const RATE: f64 = 0.1;
 /// Innovations that only set the scale (a running mean) before clipping starts.
 const WARM_UP: u32 = 10;
 
-/// The running innovation scale of one model (12 bytes).
+/// The running innovation scale of one model (8 bytes).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cleaner {
     scale: f32,
     seen: u32,
-    _pad: u32,
 }
 
 impl Cleaner {
