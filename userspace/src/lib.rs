@@ -15,17 +15,24 @@
 //! - [`reshard`]: the swap stage: atomic re-shards, their plans and handoffs.
 //! - [`trace`]: `shardline trace`, kernel vs replay verdicts for captured packets.
 //! - [`testrun`]: running packets through the loaded program with `BPF_PROG_TEST_RUN`.
+//! - [`profile`], [`forecast`], [`decide`], [`tick`]: the predictive control loop's pure
+//!   stages — a session's load profile, online forecasters and their selector (and
+//!   `forecast-eval`), shard-count and backend decisions, and the per-tick driver.
 pub mod config;
 pub mod daemon;
 pub mod decap;
+pub mod decide;
+pub mod forecast;
 pub mod lab;
 pub mod loader;
 pub mod maglev_table;
 pub mod maps;
 pub mod netns;
 pub mod objects;
+pub mod profile;
 pub mod reshard;
 pub mod signals;
 pub mod snapshot;
 pub mod testrun;
+pub mod tick;
 pub mod trace;

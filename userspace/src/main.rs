@@ -103,6 +103,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replay a CSV series through every forecaster online and print their scores as JSON.
+    ForecastEval {
+        /// The CSV file (header line, one row per step).
+        #[arg(long)]
+        csv: PathBuf,
+        /// The column holding the values.
+        #[arg(long, default_value = "value")]
+        column: String,
+        /// Steps ahead to forecast.
+        #[arg(long, default_value_t = 1)]
+        horizon: usize,
+        /// Season length in steps, or `auto` to detect it (0: none).
+        #[arg(long, default_value = "auto", value_parser = parse_period)]
+        period: shardline::forecast::eval::PeriodChoice,
+    },
     /// The lab's backend service: UDP/TCP echo that answers with this backend's id.
     #[command(hide = true)]
     Echo {
@@ -130,6 +145,17 @@ fn parse_mode(s: &str) -> Result<XdpAttachMode, String> {
         "native" => Ok(XdpAttachMode::Native),
         "generic" => Ok(XdpAttachMode::Generic),
         _ => Err(format!("{s:?}: expected auto, native or generic")),
+    }
+}
+
+fn parse_period(s: &str) -> Result<shardline::forecast::eval::PeriodChoice, String> {
+    use shardline::forecast::eval::PeriodChoice;
+    match s {
+        "auto" => Ok(PeriodChoice::Auto),
+        _ => s
+            .parse()
+            .map(PeriodChoice::Fixed)
+            .map_err(|_| format!("{s:?}: expected a number of steps or auto")),
     }
 }
 
@@ -186,6 +212,16 @@ fn main() -> anyhow::Result<()> {
                 config.interface,
                 config.pin_dir.display()
             );
+            Ok(())
+        }
+        Command::ForecastEval {
+            csv,
+            column,
+            horizon,
+            period,
+        } => {
+            let report = shardline::forecast::eval::evaluate_file(&csv, &column, horizon, period)?;
+            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
         Command::Echo {

@@ -1,0 +1,158 @@
+//! Additive Holt-Winters: level, damped trend and one additive seasonal index per step of the
+//! period.
+
+use super::{damped_sum, robust::Cleaner, Forecaster};
+
+/// Additive seasonal exponential smoothing with a damped trend.
+///
+/// Holds one season of indices (as `f32`). The first season is stored raw in those slots and
+/// turned into indices (value − season mean) when it is complete, so initialisation needs no
+/// buffer beyond the season; until then the forecast is the last value. With a period below 2
+/// it is the damped Holt model. Observations are cleaned of outliers first ([`Cleaner`]).
+#[derive(Debug, Clone)]
+pub struct HoltWinters {
+    alpha: f64,
+    beta: f64,
+    gamma: f64,
+    phi: f64,
+    level: f64,
+    trend: f64,
+    last: f64,
+    seen: u64,
+    season: Box<[f32]>,
+    cleaner: Cleaner,
+}
+
+impl HoltWinters {
+    /// A model for season length `period` with level, trend and season weights `alpha`,
+    /// `beta`, `gamma` and trend damping `phi` (each clamped to 0..=1).
+    pub fn new(period: usize, alpha: f64, beta: f64, gamma: f64, phi: f64) -> Self {
+        let period = if period >= 2 { period } else { 0 };
+        Self {
+            alpha: alpha.clamp(0.001, 1.0),
+            beta: beta.clamp(0.0, 1.0),
+            gamma: gamma.clamp(0.0, 1.0),
+            phi: phi.clamp(0.0, 1.0),
+            level: 0.0,
+            trend: 0.0,
+            last: 0.0,
+            seen: 0,
+            season: vec![0.0; period].into_boxed_slice(),
+            cleaner: Cleaner::default(),
+        }
+    }
+
+    /// The defaults for season length `period`: α = 0.3, β = 0.01, γ = 0.1, φ = 0.9 (a level
+    /// that follows, a trend that barely moves and fades, a season learnt over ~10 cycles).
+    pub fn with_period(period: usize) -> Self {
+        Self::new(period, 0.3, 0.01, 0.1, 0.9)
+    }
+
+    fn period(&self) -> u64 {
+        self.season.len() as u64
+    }
+
+    fn smooth(&mut self, value: f64, index: f64) -> f64 {
+        let previous = self.level;
+        self.level = self.alpha * (value - index)
+            + (1.0 - self.alpha) * (self.level + self.phi * self.trend);
+        self.trend =
+            self.beta * (self.level - previous) + (1.0 - self.beta) * self.phi * self.trend;
+        self.level
+    }
+}
+
+impl Forecaster for HoltWinters {
+    fn update(&mut self, value: f64) {
+        let p = self.period();
+        let t = self.seen;
+        let predicted = self.forecast(1);
+        self.seen += 1;
+        self.last = value;
+        if p == 0 {
+            if t == 0 {
+                self.level = value;
+            } else {
+                let value = self.cleaner.clean(predicted, value);
+                self.smooth(value, 0.0);
+            }
+            return;
+        }
+        let slot = (t % p) as usize;
+        if t < p {
+            // First season: keep the raw values; at its end, level = mean, indices = deviations.
+            self.season[slot] = value as f32;
+            if t + 1 == p {
+                let mean = self.season.iter().map(|&v| f64::from(v)).sum::<f64>() / p as f64;
+                for s in self.season.iter_mut() {
+                    *s = (f64::from(*s) - mean) as f32;
+                }
+                self.level = mean;
+                self.trend = 0.0;
+            }
+            return;
+        }
+        // Cleaned against the forecast made before this value counted as seen.
+        let value = self.cleaner.clean(predicted, value);
+        let index = f64::from(self.season[slot]);
+        let level = self.smooth(value, index);
+        self.season[slot] = (self.gamma * (value - level) + (1.0 - self.gamma) * index) as f32;
+    }
+
+    fn forecast(&self, h: usize) -> f64 {
+        let p = self.period();
+        let h = h.max(1);
+        if self.seen == 0 {
+            return 0.0;
+        }
+        if p == 0 {
+            return if self.seen == 1 {
+                self.level
+            } else {
+                self.level + damped_sum(self.phi, h) * self.trend
+            };
+        }
+        if self.seen < p {
+            return self.last;
+        }
+        let slot = ((self.seen + h as u64 - 1) % p) as usize;
+        self.level + damped_sum(self.phi, h) * self.trend + f64::from(self.season[slot])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wave(t: usize) -> f64 {
+        [10.0, 20.0, 30.0, 20.0][t % 4] + 100.0
+    }
+
+    #[test]
+    fn learns_a_pure_season() {
+        let mut m = HoltWinters::with_period(4);
+        for t in 0..200 {
+            m.update(wave(t));
+        }
+        for h in 1..=8 {
+            assert!((m.forecast(h) - wave(200 + h - 1)).abs() < 0.5, "h = {h}");
+        }
+    }
+
+    #[test]
+    fn is_naive_during_the_first_season() {
+        let mut m = HoltWinters::with_period(10);
+        m.update(1.0);
+        m.update(4.0);
+        assert_eq!(m.forecast(3), 4.0);
+    }
+
+    #[test]
+    fn without_a_period_it_tracks_the_level() {
+        let mut m = HoltWinters::with_period(0);
+        for _ in 0..100 {
+            m.update(5.0);
+        }
+        assert!((m.forecast(4) - 5.0).abs() < 1e-9);
+    }
+}
