@@ -1,6 +1,7 @@
 //! shardline's userspace: the daemon, the CLI's building blocks and the netns lab.
 //!
 //! - [`objects`]: the eBPF objects built by `build.rs`, embedded.
+//! - [`bench`]: `shardline bench-dataplane`, the kernel-side benchmarks.
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`snapshot`]: the routing tables a configuration implies, in memory (also a replay
 //!   `Tables`).
@@ -12,6 +13,7 @@
 //! - [`lab`]: the netns lab (topology, echo backends, client sessions).
 //! - [`signals`]: waiting for SIGINT / SIGTERM.
 //! - [`testrun`]: running packets through the loaded program with `BPF_PROG_TEST_RUN`.
+pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod decap;

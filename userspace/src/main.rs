@@ -84,6 +84,15 @@ enum Command {
         #[arg(long, default_value = "shardline.toml")]
         config: PathBuf,
     },
+    /// Benchmark the dataplane (BPF_PROG_TEST_RUN), swaps, memory and veth throughput; writes JSON.
+    BenchDataplane {
+        /// Where to write the results.
+        #[arg(long, default_value = "bench/results/latest.json")]
+        out: PathBuf,
+        /// Fewer rounds and shorter traffic runs.
+        #[arg(long)]
+        quick: bool,
+    },
     /// The lab's backend service: UDP/TCP echo that answers with this backend's id.
     #[command(hide = true)]
     Echo {
@@ -154,6 +163,15 @@ fn main() -> anyhow::Result<()> {
                 config.interface,
                 config.pin_dir.display()
             );
+            Ok(())
+        }
+        Command::BenchDataplane { out, quick } => {
+            shardline::bench::run(&shardline::bench::Options {
+                quick,
+                out: out.clone(),
+                exe: std::env::current_exe()?,
+            })?;
+            println!("bench: wrote {}", out.display());
             Ok(())
         }
         Command::Echo {
