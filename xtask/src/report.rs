@@ -150,6 +150,49 @@ pub fn markdown(results: &Value) -> String {
         cell(&method["anchors_quoted_in_issue_7"]["xdp_paper"]),
     );
 
+    if let Some(diags) = results["dataplane_diagnostics"].as_array() {
+        let _ = writeln!(
+            md,
+            "Where the time goes — cheaper paths through the same program, same wrapper and \
+             subtraction:\n"
+        );
+        let _ = writeln!(md, "| path | ns/pkt | × XDP_TX | what |");
+        let _ = writeln!(md, "|---|---:|---:|---|");
+        for d in diags {
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {} | {} |",
+                cell(&d["case"]),
+                cell(&d["ns_per_pkt"]),
+                cell(&d["vs_xdp_tx"]),
+                cell(&d["what"])
+            );
+        }
+        let _ = writeln!(md);
+    }
+    let live = &results["dataplane_live_frames_check"];
+    if !live.is_null() {
+        let counted = live["counted"]
+            .as_object()
+            .map(|c| {
+                c.iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| cell(&live["error"]));
+        let _ = writeln!(
+            md,
+            "Live-frames check (`BPF_F_TEST_XDP_LIVE_FRAMES`, repeat {}, batch {}, ingress: {}): \
+             the counters saw {}. {}.\n",
+            cell(&live["repeat"]),
+            cell(&live["batch"]),
+            cell(&live["ingress"]),
+            counted,
+            cell(&live["conclusion"]),
+        );
+    }
+
     let v = &results["veth"];
     let _ = writeln!(md, "## Throughput on veth (netns lab)\n");
     let _ = writeln!(

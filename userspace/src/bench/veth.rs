@@ -63,9 +63,9 @@ impl Traffic {
 
     fn json(&self) -> Value {
         json!({
-            "forwarded_pps": self.pps().round(),
-            "answered_pps": self.answered_pps().round(),
-            "offered_pps": (self.sent as f64 / self.seconds).round(),
+            "forwarded_pps": self.pps().round() as u64,
+            "answered_pps": self.answered_pps().round() as u64,
+            "offered_pps": (self.sent as f64 / self.seconds).round() as u64,
             "sent": self.sent,
             "received_at_backends": self.at_backends,
             "answered": self.answered,
@@ -100,9 +100,9 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
     };
     let ratio_nginx = ratio(pps(&shardline), pps(&nginx));
     Ok(json!({
-        "shardline_pps": pps(&shardline),
-        "nginx_pps": pps(&nginx),
-        "tokio_proxy_pps": pps(&tokio),
+        "shardline_pps": pps(&shardline).map(|x| x as u64),
+        "nginx_pps": pps(&nginx).map(|x| x as u64),
+        "tokio_proxy_pps": pps(&tokio).map(|x| x as u64),
         "ratio": ratio_nginx,
         "ratio_vs_tokio_proxy": ratio(pps(&shardline), pps(&tokio)),
         "answered_ratio": ratio(answered(&shardline), answered(&nginx)),
@@ -119,7 +119,10 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
                   received per second (both count what arrives within 200 ms after sending stops). \
                   One sending socket, as \
                   fast as it can: offered load is what the client manages on the shared cores, \
-                  reported per run. shardline: XDP (native on veth) with IPIP to the backend's decap, \
+                  reported per run. On veth the receiving side's XDP, and everything after it, runs \
+                  in softirq on the sending core (on the sender's time unless deferred to \
+                  ksoftirqd), so shardline's offered load is bounded by its own path: compare \
+                  forwarded with offered in each run. shardline: XDP (native on veth) with IPIP to the backend's decap, \
                   answers by direct server return. nginx 1 worker and the tokio proxy (current-thread \
                   runtime) proxy both ways. All on one 2-core VM shared with other work.",
     }))
