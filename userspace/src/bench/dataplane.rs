@@ -92,6 +92,15 @@ fn udp6_header(session: u64, key: u64) -> Vec<u8> {
     out
 }
 
+/// A 64-byte frame with an ARP EtherType (the balancer passes it after the L2 parse).
+fn arp_like() -> Vec<u8> {
+    let mut f = vec![0u8; FRAME_LEN];
+    f[..6].copy_from_slice(&LB_MAC);
+    f[6..12].copy_from_slice(&CLIENT_MAC);
+    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    f
+}
+
 /// The `header_hit_v4` frame: header mode, placed session 42, 64 bytes.
 pub fn placed_header_frame() -> Vec<u8> {
     udp4(CLIENT4_PLACED, 7000, Some((42, 0x1234_5678)))
@@ -165,6 +174,15 @@ fn cases() -> Vec<Case> {
             action: Action::Tx,
             reason: Some(Reason::Forwarded),
             what: "header mode, IPv4, unknown session: SESSIONS miss, default Maglev table",
+        },
+        Case {
+            name: "diag_not_ip",
+            object: Object::Balancer,
+            program: BALANCER,
+            frame: arp_like(),
+            action: Action::Pass,
+            reason: Some(Reason::NotIp),
+            what: "diagnostic: a non-IP frame: Ethernet parse, count, pass (no map lookup but the counter)",
         },
         Case {
             name: "diag_not_service_v4",
@@ -360,5 +378,38 @@ fn check_counted(case: &Case, before: &[u64], after: &[u64]) -> Result<(), Bench
             REPEAT,
             case.reason
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_have_the_sizes_the_report_states() {
+        for case in cases() {
+            let want = if case.name == "header_hit_v6" {
+                82
+            } else {
+                FRAME_LEN
+            };
+            assert_eq!(case.frame.len(), want, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn every_issue_case_is_measured_once() {
+        let names: Vec<&str> = cases().iter().map(|c| c.name).collect();
+        for want in [
+            "xdp_pass_baseline",
+            "xdp_tx_baseline",
+            "header_hit_v4",
+            "flow_hit_v4",
+            "flow_miss_v4",
+            "header_hit_v6",
+            "default_table_v4",
+        ] {
+            assert_eq!(names.iter().filter(|n| **n == want).count(), 1, "{want}");
+        }
     }
 }

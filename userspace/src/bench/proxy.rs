@@ -60,3 +60,45 @@ pub async fn run(
     relays.abort_all();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn relays_both_ways_to_one_backend() {
+        let backend = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let backend_addr = backend.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while let Ok((n, peer)) = backend.recv_from(&mut buf).await {
+                let _ = backend.send_to(&buf[..n], peer).await;
+            }
+        });
+        let listener = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let proxy_addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let proxy = tokio::spawn(run(listener, vec![backend_addr], stopped));
+
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(proxy_addr).await.unwrap();
+        let mut buf = [0u8; 64];
+        for i in 0..3u8 {
+            client.send(&[i; 8]).await.unwrap();
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), client.recv(&mut buf))
+                .await
+                .expect("the proxy answers within 5 s")
+                .unwrap();
+            assert_eq!(&buf[..n], &[i; 8]);
+        }
+        stop.send(()).unwrap();
+        proxy.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn refuses_an_empty_backend_list() {
+        let listener = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (_stop, stopped) = oneshot::channel();
+        assert!(run(listener, Vec::new(), stopped).await.is_err());
+    }
+}
