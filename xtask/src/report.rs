@@ -390,9 +390,30 @@ pub fn finish(json_path: &Path, criterion_dir: &Path, quick: bool) -> Result<()>
         serde_json::to_string_pretty(&results).context("serialising results")? + "\n",
     )
     .with_context(|| format!("writing {}", json_path.display()))?;
+    let png_path = json_path.with_extension("png");
+    let chart = match crate::chart::dataplane_png(&results, &png_path) {
+        Ok(()) => true,
+        Err(e) => {
+            println!("xtask: no chart: {e:#}");
+            false
+        }
+    };
     let md_path = json_path.with_extension("md");
-    fs::write(&md_path, markdown(&results))
-        .with_context(|| format!("writing {}", md_path.display()))?;
+    let mut md = markdown(&results);
+    if chart {
+        let name = png_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        md = md.replacen(
+            "## Dataplane cost per packet (`BPF_PROG_TEST_RUN`)\n",
+            &format!(
+                "## Dataplane cost per packet (`BPF_PROG_TEST_RUN`)\n\n![ns per packet]({name})\n"
+            ),
+            1,
+        );
+    }
+    fs::write(&md_path, md).with_context(|| format!("writing {}", md_path.display()))?;
     println!(
         "xtask: wrote {} and {}",
         json_path.display(),
