@@ -1,7 +1,11 @@
-//! A check of `BPF_F_TEST_XDP_LIVE_FRAMES` for the balancer, not a figure of merit: inside a
-//! private network namespace with a veth pair (`XDP_PASS` attached to both ends, so the
-//! ingress queue is registered and the peer accepts redirected frames), the unwrapped
-//! `shardline` program runs in live-frames mode with `ingress_ifindex` set to one end; its
+//! A check of `BPF_F_TEST_XDP_LIVE_FRAMES` for the balancer, not a figure of merit.
+//!
+//! Without a context the kernel runs the program as if the frame arrived on queue 0 of the
+//! calling thread's namespace's loopback device (`net/bpf/test_run.c`), where an `XDP_TX` has
+//! no `ndo_xdp_xmit` to go to and an `XDP_PASS` enters that namespace's stack. So the check
+//! builds a private network namespace with a veth pair (`XDP_PASS` attached to both ends, so
+//! the ingress queue is registered and the peer accepts redirected frames) and runs the
+//! unwrapped `shardline` program in live-frames mode with `ingress_ifindex` set to one end: its
 //! `XDP_TX` becomes a transmit out of that end into the peer, whose stack drops the frames
 //! (they are addressed to a backend MAC that does not exist there). Nothing leaves the
 //! namespace. The per-reason counters then say how many repeats saw the original frame
@@ -85,6 +89,7 @@ pub fn run(frame: &[u8]) -> Result<Value, BenchError> {
                     "repeat": LIVE_REPEAT,
                     "batch": LIVE_BATCH,
                     "ingress": "one end of a veth pair in a private namespace (ingress_ifindex in ctx_in)",
+                    "default_ingress": "without ctx_in: the calling thread's namespace's loopback device, queue 0",
                     "counted": counted,
                     "every_repeat_saw_the_original_frame": every,
                     "ns_per_pkt_including_transmit": result.duration.as_nanos() as u64,
