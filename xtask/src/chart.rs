@@ -4,7 +4,14 @@
 use std::{fs, path::Path};
 
 use anyhow::{anyhow, Context, Result};
-use plotters::{coord::ranged1d::SegmentValue, prelude::*, style::FontStyle};
+use plotters::{
+    coord::ranged1d::SegmentValue,
+    prelude::*,
+    style::{
+        text_anchor::{HPos, Pos, VPos},
+        FontStyle,
+    },
+};
 use serde_json::Value;
 
 /// The font the labels are drawn with (Debian's `fonts-dejavu-core`, installed by setup).
@@ -48,7 +55,7 @@ pub fn dataplane_png(results: &Value, path: &Path) -> Result<()> {
         .margin(20)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d((0..n).into_segmented(), 0f64..top)?;
+        .build_cartesian_2d((0..n - 1).into_segmented(), 0f64..top)?;
     let names: Vec<String> = cases.iter().map(|(name, _)| name.clone()).collect();
     chart
         .configure_mesh()
@@ -77,11 +84,13 @@ pub fn dataplane_png(results: &Value, path: &Path) -> Result<()> {
         bar.set_margin(0, 0, 12, 12);
         bar
     }))?;
+    let label =
+        TextStyle::from(("sans-serif", 15).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
     chart.draw_series(cases.iter().enumerate().map(|(i, (_, ns))| {
         Text::new(
             format!("{ns:.0} ns"),
-            (SegmentValue::CenterOf(i), ns + top * 0.015),
-            ("sans-serif", 15),
+            (SegmentValue::CenterOf(i), ns + top * 0.01),
+            label.clone(),
         )
     }))?;
     let hline = |y: f64| [(SegmentValue::Exact(0), y), (SegmentValue::Exact(n), y)];
@@ -126,7 +135,9 @@ mod tests {
         dataplane_png(&results, &path)
             .unwrap_or_else(|e| panic!("{e:#} (run `cargo xtask setup` for the font)"));
         let bytes = fs::read(&path).expect("the chart was written");
-        let _ = fs::remove_file(&path);
+        if std::env::var_os("XTASK_KEEP_CHART").is_none() {
+            let _ = fs::remove_file(&path);
+        }
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     }
 }

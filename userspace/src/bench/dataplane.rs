@@ -22,7 +22,7 @@ use shardline_common::{
     verdict::{Action, Reason, REASON_COUNT},
 };
 
-use super::{median, round, BenchError, LoadedBalancer};
+use super::{median, program_err, round, BenchError, LoadedBalancer};
 use crate::loader::{load_aux, xdp_program};
 
 /// Repeats per `BPF_PROG_TEST_RUN` call (the kernel averages over them).
@@ -225,11 +225,6 @@ pub struct DataplaneResults {
     pub cases: Vec<Value>,
     /// Cheaper paths through the balancer, to locate where a forwarded packet's time goes.
     pub diagnostics: Vec<Value>,
-}
-
-fn program_err(program: &str) -> impl FnOnce(aya::programs::ProgramError) -> BenchError {
-    let program = program.to_owned();
-    move |source| BenchError::Program { program, source }
 }
 
 /// Measures every case and returns the results.

@@ -15,7 +15,7 @@ use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, XdpMode};
 use serde_json::{json, Value};
 use shardline_common::verdict::Reason;
 
-use super::{BenchError, LoadedBalancer};
+use super::{program_err, BenchError, LoadedBalancer};
 use crate::{
     loader::{load_aux, xdp_program},
     netns::Netns,
@@ -25,11 +25,6 @@ use crate::{
 pub const LIVE_REPEAT: u32 = 1_000_000;
 /// Frames per batch (the kernel's default is 64, its maximum 256).
 pub const LIVE_BATCH: u32 = 64;
-
-fn program_err(program: &str) -> impl FnOnce(aya::programs::ProgramError) -> BenchError {
-    let program = program.to_owned();
-    move |source| BenchError::Program { program, source }
-}
 
 /// `struct xdp_md` for `ctx_in`: data 0, data_end `len`, ingress on `ifindex`, queue 0.
 fn xdp_md(len: usize, ifindex: u32) -> [u8; 24] {

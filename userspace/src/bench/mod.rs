@@ -94,6 +94,12 @@ pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Benc
     move |source| BenchError::Io { what, source }
 }
 
+/// A program error with the program's name.
+pub(crate) fn program_err(program: &str) -> impl FnOnce(aya::programs::ProgramError) -> BenchError {
+    let program = program.to_owned();
+    move |source| BenchError::Program { program, source }
+}
+
 /// How long and how hard to run.
 #[derive(Clone, Debug)]
 pub struct Options {
