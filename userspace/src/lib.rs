@@ -1,6 +1,7 @@
 //! shardline's userspace: the daemon, the CLI's building blocks and the netns lab.
 //!
 //! - [`objects`]: the eBPF objects built by `build.rs`, embedded.
+//! - [`bench`]: `shardline bench-dataplane`, the kernel-side benchmarks.
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`snapshot`]: the routing tables a configuration implies, in memory (also a replay
 //!   `Tables`).
@@ -18,6 +19,7 @@
 //! - [`profile`], [`forecast`], [`decide`], [`tick`]: the predictive control loop's pure
 //!   stages — a session's load profile, online forecasters and their selector (and
 //!   `forecast-eval`), shard-count and backend decisions, and the per-tick driver.
+pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod decap;

@@ -118,6 +118,15 @@ enum Command {
         #[arg(long, default_value = "auto", value_parser = parse_period)]
         period: shardline::forecast::eval::PeriodChoice,
     },
+    /// Benchmark the dataplane (BPF_PROG_TEST_RUN), swaps, memory and veth throughput; writes JSON.
+    BenchDataplane {
+        /// Where to write the results.
+        #[arg(long, default_value = "bench/results/latest.json")]
+        out: PathBuf,
+        /// Fewer rounds and shorter traffic runs.
+        #[arg(long)]
+        quick: bool,
+    },
     /// The lab's backend service: UDP/TCP echo that answers with this backend's id.
     #[command(hide = true)]
     Echo {
@@ -222,6 +231,15 @@ fn main() -> anyhow::Result<()> {
         } => {
             let report = shardline::forecast::eval::evaluate_file(&csv, &column, horizon, period)?;
             println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::BenchDataplane { out, quick } => {
+            shardline::bench::run(&shardline::bench::Options {
+                quick,
+                out: out.clone(),
+                exe: std::env::current_exe()?,
+            })?;
+            println!("bench: wrote {}", out.display());
             Ok(())
         }
         Command::Echo {

@@ -6,6 +6,7 @@ use std::{fs, path::PathBuf, process::Command};
 use anyhow::{bail, Context, Result};
 
 use crate::{
+    report,
     run::{cargo, exec, probe, run, target_dir, workspace_root},
     setup::{is_root, setup},
 };
@@ -139,7 +140,8 @@ pub fn lab(duration: Option<u64>, sessions: Option<u64>, extra: &[String]) -> Re
     Err(exec(cmd.args(extra)))
 }
 
-/// Criterion benchmarks, then the BPF dataplane benchmark when the binary has it.
+/// Criterion benchmarks, then the kernel-side benchmarks (`shardline bench-dataplane`), then
+/// the JSON merge and the Markdown summary next to it.
 pub fn bench(quick: bool) -> Result<()> {
     setup()?;
     let shardline = build_shardline()?;
@@ -163,9 +165,15 @@ pub fn bench(quick: bool) -> Result<()> {
     if let Some(dir) = out.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    run(Command::new(&shardline)
+    let mut dataplane = Command::new(&shardline);
+    dataplane
         .current_dir(workspace_root())
-        .args(["bench-dataplane", "--out", DATAPLANE_RESULTS]))
+        .args(["bench-dataplane", "--out", DATAPLANE_RESULTS]);
+    if quick {
+        dataplane.arg("--quick");
+    }
+    run(&mut dataplane)?;
+    report::finish(&out, &target_dir().join("criterion"), quick)
 }
 
 /// Runs the daemon in the foreground with the user's arguments.

@@ -6,9 +6,13 @@
 //! - [`setup`]: idempotent machine preparation: nightly `rust-src`, Debian packages,
 //!   bpf-linker built against nightly's LLVM, and the bpffs mount.
 //! - [`commands`]: `test`, `lab`, `bench` and `daemon`, each a setup/build followed by a run.
+//! - [`chart`]: `bench`'s PNG chart of the dataplane cases (plotters).
+//! - [`report`]: `bench`'s JSON merge (criterion) and Markdown summary.
 //! - [`run`]: spawning child processes, echoing each command and naming it in errors.
 
+mod chart;
 mod commands;
+mod report;
 mod run;
 mod setup;
 

@@ -15,13 +15,15 @@ use crate::run::{cargo, output, probe, run};
 
 /// Debian packages the tests, the lab and the benchmarks call out to: `ip`/`ethtool` for
 /// namespaces and veth offloads, `nsenter` (util-linux) because `ip netns exec` hides bpffs,
-/// and nginx with its stream module as a TCP/UDP backend.
+/// nginx with its stream module as a TCP/UDP backend (and the benchmarks' comparison point), and
+/// the DejaVu fonts the benchmark chart is labelled with.
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
     "util-linux",
     "nginx",
     "libnginx-mod-stream",
+    "fonts-dejavu-core",
 ];
 
 /// The bpf-linker release known to build against the nightly LLVM on these machines.

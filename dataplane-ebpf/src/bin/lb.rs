@@ -8,6 +8,7 @@
 //! - `rewrite`: IPIP / IP6IP6 encapsulation and the L2 DSR MAC rewrite.
 //! - `counters`: per-CPU counters per reason, per backend and per session.
 //! - `balancer`: parse → decide → rewrite → count.
+//! - `restore` (bench only): undoes a rewrite so `BPF_PROG_TEST_RUN` repeats see one input.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -24,6 +25,9 @@ mod maps;
 #[path = "../packet.rs"]
 mod packet;
 #[cfg(target_arch = "bpf")]
+#[path = "../restore.rs"]
+mod restore;
+#[cfg(target_arch = "bpf")]
 #[path = "../rewrite.rs"]
 mod rewrite;
 #[cfg(target_arch = "bpf")]
@@ -38,6 +42,13 @@ mod program {
     #[xdp]
     pub fn shardline(ctx: XdpContext) -> u32 {
         crate::balancer::run(&ctx)
+    }
+
+    /// Bench only (`shardline bench-dataplane`, never attached): `shardline` with its rewrite
+    /// undone afterwards, so every `BPF_PROG_TEST_RUN` repeat routes the same input frame.
+    #[xdp]
+    pub fn shardline_bench(ctx: XdpContext) -> u32 {
+        crate::restore::restoring(&ctx, crate::balancer::run)
     }
 
     #[unsafe(link_section = "license")]

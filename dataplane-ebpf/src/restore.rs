@@ -1,0 +1,32 @@
+//! Bench-only: run a program body, then undo what it did to the frame.
+//!
+//! `BPF_PROG_TEST_RUN` with `repeat` hands the program the same buffer every time, so a program
+//! that grows the frame (encapsulation) would see its own output on the next repeat.
+//! [`restoring`] puts the frame back as it came in, so every repeat routes the same input. Its
+//! own cost is what `shardline bench-dataplane` measures by wrapping the trivial `XDP_TX`
+//! baseline the same way. Never attached to an interface.
+
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use shardline_common::{consts::ETH_HLEN, packet::PacketBytes};
+
+use crate::packet::XdpPacket;
+
+/// Runs `body` and returns its action, with the frame restored afterwards: any bytes the body
+/// added at the front are removed again and the Ethernet header (the only input bytes an
+/// encapsulation or a MAC rewrite overwrites) is written back.
+#[inline(always)]
+pub fn restoring(ctx: &XdpContext, body: impl FnOnce(&XdpContext) -> u32) -> u32 {
+    let pkt = XdpPacket(ctx);
+    let before = pkt.len();
+    let Some(l2) = pkt.load::<ETH_HLEN>(0) else {
+        return body(ctx);
+    };
+    let action = body(ctx);
+    let grown = XdpPacket(ctx).len() as i64 - before as i64;
+    if grown != 0 {
+        // SAFETY: plain helper call on the program's own context; it checks the bounds.
+        unsafe { bpf_xdp_adjust_head(ctx.ctx, grown as i32) };
+    }
+    let _ = XdpPacket(ctx).store(0, &l2);
+    action
+}
