@@ -5,6 +5,7 @@
 //! - [`hash`]: the hash functions (session, request key, rendezvous score).
 //! - [`packet`]: bounds-checked, allocation-free parsing of Ethernet/IPv4/IPv6/UDP/TCP and the
 //!   shardline header.
+//! - [`quic`]: QUIC header parsing and QUIC-LB plaintext connection ids (server id routing).
 //! - [`route`]: the routing decision (service → session → shard set or Maglev → backend), generic
 //!   over where the tables live, so userspace replays the kernel's decision bit for bit.
 //! - [`verdict`]: XDP actions and the per-reason counter indices.
@@ -19,5 +20,6 @@ pub mod hash;
 pub mod maglev;
 pub mod maps;
 pub mod packet;
+pub mod quic;
 pub mod route;
 pub mod verdict;

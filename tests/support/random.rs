@@ -76,7 +76,8 @@ pub fn add_edge_cases(lb: &mut Loaded) {
             + 1,
         mode: session_mode::FLOW,
         forward: forward_mode::ENCAP,
-        _pad: [0; 2],
+        server_id_len: 0,
+        rotation: 0,
     };
     lb.snapshot
         .services
