@@ -78,6 +78,13 @@ enum Command {
         #[arg(long, default_value = "shardline.toml")]
         config: PathBuf,
     },
+    /// Print what the servers of each quic service must put in their connection ids: the config
+    /// rotation, the server id length, and each backend's server id (its backend id).
+    QuicIds {
+        /// The daemon's configuration.
+        #[arg(long, default_value = "shardline.toml")]
+        config: PathBuf,
+    },
     /// Detach the dataplane and remove its pinned maps (routing stops).
     Detach {
         /// The daemon's configuration.
@@ -99,6 +106,21 @@ enum Command {
         /// TCP ports, comma separated.
         #[arg(long, value_delimiter = ',')]
         tcp: Vec<u16>,
+        /// Also serve QUIC on this UDP port (needs --quic-cert, --quic-key).
+        #[arg(long, requires_all = ["quic_cert", "quic_key"])]
+        quic: Option<u16>,
+        /// PEM certificate of the QUIC service.
+        #[arg(long)]
+        quic_cert: Option<PathBuf>,
+        /// PEM private key of the QUIC service.
+        #[arg(long)]
+        quic_key: Option<PathBuf>,
+        /// Config rotation codepoint of the connection ids issued (from `shardline quic-ids`).
+        #[arg(long, default_value_t = 0)]
+        rotation: u8,
+        /// Octets of the server id (the backend id) in connection ids.
+        #[arg(long, default_value_t = shardline_common::consts::QUIC_DEFAULT_SERVER_ID_LEN)]
+        server_id_len: u8,
         /// Write this file once listening.
         #[arg(long)]
         ready_file: Option<PathBuf>,
@@ -145,6 +167,10 @@ fn main() -> anyhow::Result<()> {
             backends,
         } => run_lab(duration, sessions, backends),
         Command::Stats { config } => stats(&Config::load(&config)?),
+        Command::QuicIds { config } => {
+            print!("{}", lab::quic::describe_ids(&Config::load(&config)?));
+            Ok(())
+        }
         Command::Detach { config } => {
             let config = Config::load(&config)?;
             loader::teardown(&config.pin_dir, Some(&config.interface))
@@ -161,9 +187,24 @@ fn main() -> anyhow::Result<()> {
             bind,
             udp,
             tcp,
+            quic,
+            quic_cert,
+            quic_key,
+            rotation,
+            server_id_len,
             ready_file,
         } => {
-            let handles = lab::echo::serve(id, &bind, &udp, &tcp)?;
+            let mut handles = lab::echo::serve(id, &bind, &udp, &tcp)?;
+            if let (Some(port), Some(cert), Some(key)) = (quic, quic_cert, quic_key) {
+                let cids = lab::quic::ServerIdCids {
+                    layout: shardline_common::quic::CidLayout {
+                        rotation,
+                        server_id_len,
+                    },
+                    server_id: id,
+                };
+                handles.push(lab::quic::spawn_servers(cids, &bind, port, &cert, &key)?);
+            }
             if let Some(path) = ready_file {
                 std::fs::write(path, b"ready\n")?;
             }
