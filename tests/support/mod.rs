@@ -3,6 +3,7 @@
 //!
 //! - [`frames`]: building test frames (etherparse) and breaking them on purpose.
 //! - [`outer`]: reading a forwarded frame back: backend, rewrite, every outer field.
+//! - [`quic`]: QUIC payloads and server connection ids.
 //! - [`random`]: random frames and the extra tables the kernel/replay agreement run uses.
 //! - here: [`Loaded`] (run a frame, read the per-reason counters) and [`agrees`] (the kernel's
 //!   run against a replay decision).
@@ -10,6 +11,7 @@
 
 pub mod frames;
 pub mod outer;
+pub mod quic;
 pub mod random;
 
 use std::{
@@ -47,8 +49,8 @@ pub fn require_root() {
     }
 }
 
-/// The configuration most tests route with: one header and one flow service per family,
-/// four dual-stack backends, two placed sessions.
+/// The configuration most tests route with: one header, one flow and one quic service per
+/// family, four backends (4 without IPv6), two placed sessions.
 pub const TEST_CONFIG: &str = r#"
 interface = "lo"
 [encap]
@@ -97,6 +99,22 @@ port = 9000
 protocol = "udp"
 mode = "flow"
 forward = "l2dsr"
+
+[[services]]
+name = "quic"
+vip = "10.100.0.1"
+port = 4433
+protocol = "udp"
+mode = "quic"
+cid_generation = 10
+
+[[services]]
+name = "quic6"
+vip = "fd00:100::1"
+port = 4433
+protocol = "udp"
+mode = "quic"
+cid_generation = 10
 
 [[backends]]
 id = 1
