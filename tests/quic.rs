@@ -14,14 +14,12 @@ use shardline_common::{
     hash::{addr_hash, maglev_slot},
     maps::ip_to_16,
     quic::cid_hash,
-    route::{decide, Decision, Tables},
+    route::{Decision, Tables},
     verdict::Reason,
 };
 use support::{
-    agrees,
+    expect,
     frames::{FrameSpec, CLIENT4, VIP4, VIP6},
-    hex,
-    outer::Expected,
     quic::{
         long, long_prefix, retry, server_cid, server_cid_in, short, version_negotiation,
         CLIENT_DCID, LAYOUT, QUIC_PORT,
@@ -37,21 +35,7 @@ fn expect4(lb: &mut Loaded, name: &str, sport: u16, payload: Vec<u8>, reason: Re
 }
 
 fn expect_frame(lb: &mut Loaded, name: &str, frame: &[u8], reason: Reason) -> Decision {
-    let (run, counted) = lb.run_counted(frame);
-    let d = decide(frame, &lb.snapshot);
-    assert_eq!(
-        counted,
-        reason,
-        "{name}: kernel counted {}, want {}; frame {}",
-        counted.name(),
-        reason.name(),
-        hex(frame)
-    );
-    assert_eq!(d.reason, reason, "{name}: replay reason");
-    if let Err(e) = agrees(&Expected::test_config(), frame, &run, &d) {
-        panic!("{name}: {e}; frame {}", hex(frame));
-    }
-    d
+    expect(lb, name, frame, reason).1
 }
 
 /// The backend the consistent choice (Maglev here: no quic session is placed) gives `dcid`
