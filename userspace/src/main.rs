@@ -231,6 +231,18 @@ fn stats(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The live view's row for the lab's QUIC connection, which changes its source every second.
+fn print_quic(report: &std::sync::Mutex<lab::quic::RebindingReport>) {
+    let r = report.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let total: u64 = r.answers.values().sum();
+    let spread: Vec<String> = r.answers.iter().map(|(b, n)| format!("{b}: {n}")).collect();
+    let label = format!("quic/{} rebinds", r.rebinds);
+    println!(" {label:<28} {total:>8}  {}", spread.join("  "));
+    if let Some(e) = r.error {
+        println!(" quic connection stopped: {e}");
+    }
+}
+
 fn run_lab(duration: u64, sessions: u32, backends: u32) -> anyhow::Result<()> {
     anyhow::ensure!(
         nix::unistd::geteuid().is_root(),
@@ -274,12 +286,16 @@ fn run_lab(duration: u64, sessions: u32, backends: u32) -> anyhow::Result<()> {
             println!(" {:<28} {:>8}  {}", labels[i], total, spread.join("  "));
         }
     };
+    let quic = std::sync::Mutex::new(lab::quic::RebindingReport::default());
     let stop_flag = Arc::clone(&stop);
-    let report = lab.drive(
-        Duration::from_secs(duration),
-        &move || stop_flag.load(Ordering::Relaxed),
-        &mut |t, r| print(t, r),
-    )?;
+    let stopped = move || stop_flag.load(Ordering::Relaxed);
+    let report = std::thread::scope(|scope| {
+        scope.spawn(|| lab.drive_quic(Duration::from_secs(duration), &stopped, &quic));
+        lab.drive(Duration::from_secs(duration), &stopped, &mut |t, r| {
+            print(t, r);
+            print_quic(&quic);
+        })
+    })?;
     let used: std::collections::BTreeSet<u32> =
         report.observations.iter().map(|o| o.backend).collect();
     println!(

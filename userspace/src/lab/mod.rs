@@ -356,6 +356,47 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Runs one QUIC connection from the client for `duration` (or until `stop`), moving it to
+    /// a new source port and address every second, and records who answered in `report`.
+    pub fn drive_quic(
+        &self,
+        duration: Duration,
+        stop: &(dyn Fn() -> bool + Sync),
+        report: &std::sync::Mutex<quic::RebindingReport>,
+    ) {
+        let run = || -> Result<(), String> {
+            self.topology
+                .client
+                .enter_current_thread()
+                .map_err(|e| e.to_string())?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime
+                .block_on(async {
+                    let from = [topology::CLIENT4.into(), topology::client_alias4(1).into()];
+                    let bind = std::net::SocketAddr::new(from[0], 0);
+                    let endpoint = quic::client(bind, &self.quic_cert)?;
+                    let server = std::net::SocketAddr::new(VIP4.into(), QUIC_PORT);
+                    let deadline = Instant::now() + duration;
+                    let every = Duration::from_secs(1);
+                    quic::rebinding_connection(
+                        &endpoint, server, &from, every, deadline, stop, report,
+                    )
+                    .await
+                })
+                .map_err(|e| e.to_string())
+        };
+        // A thread of its own: entering the client's namespace must not move the caller.
+        let error = std::thread::scope(|s| s.spawn(run).join())
+            .unwrap_or_else(|_| Err("the QUIC client panicked".into()))
+            .err();
+        report.lock().unwrap_or_else(|e| e.into_inner()).error = error;
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Which {
     Switch,

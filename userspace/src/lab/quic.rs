@@ -6,11 +6,12 @@
 //! backend answers with its id (u32, big endian) and the bytes, then finishes.
 
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, SocketAddr, UdpSocket},
     path::Path,
-    sync::Arc,
+    sync::{Arc, Mutex},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use quinn::{
@@ -212,6 +213,50 @@ pub async fn ask(conn: &Connection, payload: &[u8]) -> Result<u32, QuicLabError>
     Ok(u32::from_be_bytes([
         answer[0], answer[1], answer[2], answer[3],
     ]))
+}
+
+/// What the lab's rebinding QUIC connection saw so far.
+#[derive(Clone, Debug, Default)]
+pub struct RebindingReport {
+    /// Answers by backend id: one entry while the connection keeps its backend.
+    pub answers: BTreeMap<u32, u64>,
+    /// Source address changes (new port, alternating client addresses).
+    pub rebinds: u32,
+    /// Why the connection stopped early, if it did.
+    pub error: Option<String>,
+}
+
+/// Keeps one QUIC connection to `server` busy until `deadline` or `stop`, moving it to a new
+/// source port every `every`, alternating between the client addresses `from`, and records
+/// in `report` which backend answered. Call inside a tokio runtime in the client's namespace.
+pub async fn rebinding_connection(
+    endpoint: &Endpoint,
+    server: SocketAddr,
+    from: &[IpAddr],
+    every: Duration,
+    deadline: Instant,
+    stop: &(dyn Fn() -> bool + Sync),
+    report: &Mutex<RebindingReport>,
+) -> Result<(), QuicLabError> {
+    let conn = connect(endpoint, server).await?;
+    let mut next_move = Instant::now() + every;
+    let mut i = 0u64;
+    while Instant::now() < deadline && !stop() {
+        let backend = tokio::time::timeout(every, ask(&conn, &i.to_be_bytes()))
+            .await
+            .map_err(|_| QuicLabError::Connection(format!("no answer within {every:?}")))??;
+        let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
+        *r.answers.entry(backend).or_default() += 1;
+        if Instant::now() >= next_move && !from.is_empty() {
+            r.rebinds += 1;
+            let addr = from[r.rebinds as usize % from.len()];
+            endpoint.rebind(UdpSocket::bind(SocketAddr::new(addr, 0))?)?;
+            next_move += every;
+        }
+        i += 1;
+    }
+    conn.close(0u32.into(), b"done");
+    Ok(())
 }
 
 /// What `shardline quic-ids` prints: per quic service, the layout its servers must issue
