@@ -126,12 +126,7 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
         // QUIC-LB: a connection id naming a configured backend pins the packet to it, whatever
         // the client's address and the tables say, so connections survive rebinding and
         // re-sharding.
-        Some(id)
-            if t.backend(id)
-                .is_some_and(|b| b.flags & backend_flags::PRESENT != 0) =>
-        {
-            id
-        }
+        Some(id) if is_configured(t, id) => id,
         _ => match t.placed_backend(&session, key) {
             Some(id) => id,
             None => t.maglev(maglev_slot(session.session, key)),
@@ -196,6 +191,12 @@ fn request_identity<P: PacketBytes + ?Sized>(
         flow_hash(&l3.src, &l3.dst, l4.sport, l4.dport, l3.proto),
         None,
     ))
+}
+
+#[inline(always)]
+fn is_configured<T: Tables>(t: &T, id: u32) -> bool {
+    t.backend(id)
+        .is_some_and(|b| b.flags & backend_flags::PRESENT != 0)
 }
 
 #[inline(always)]

@@ -363,6 +363,35 @@ impl Config {
         Ok(())
     }
 
+    /// How the backends learn their server ids (`shardline quic-ids`, the daemon's log): per
+    /// quic service, the layout its servers must issue connection ids in, and each backend's
+    /// server id (its backend id).
+    pub fn describe_quic_ids(&self) -> String {
+        let mut out = String::new();
+        for s in &self.services {
+            let Some(layout) = s.cid_layout() else {
+                continue;
+            };
+            let len = usize::from(layout.server_id_len);
+            out += &format!(
+                "service {} ({}:{}/udp): config rotation {}, server id {} octets; a connection id \
+                 of N octets starts 0x{:02x} + (N - 1), then the server id, then the nonce\n",
+                s.name,
+                s.vip,
+                s.port,
+                layout.rotation,
+                len,
+                layout.rotation << 5,
+            );
+            for b in &self.backends {
+                let id = &b.id.to_be_bytes()[4 - len..];
+                let hex: String = id.iter().map(|x| format!("{x:02x}")).collect();
+                out += &format!("  backend {}: server id 0x{hex}\n", b.id);
+            }
+        }
+        out
+    }
+
     /// The rules of `quic` services: UDP, a server id length that holds every backend id, and
     /// the QUIC fields on no other mode.
     fn validate_quic(&self, i: usize, s: &ServiceConfig) -> Result<(), ConfigError> {
@@ -482,6 +511,13 @@ mod tests {
         let gen = quic.replace("mode = \"quic\"", "mode = \"quic\"\ncid_generation = 9");
         let c = Config::parse(&gen, "test.toml").unwrap();
         assert_eq!(c.services[0].cid_layout().unwrap().rotation, 2);
+        let ids = c.describe_quic_ids();
+        assert!(
+            ids.contains("config rotation 2, server id 2 octets"),
+            "{ids}"
+        );
+        assert!(ids.contains("starts 0x40 + (N - 1)"), "{ids}");
+        assert!(ids.contains("backend 1: server id 0x0001"), "{ids}");
         assert!(
             err(&quic.replace("protocol = \"udp\"", "protocol = \"tcp\""))
                 .contains("quic mode needs protocol")

@@ -38,6 +38,7 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
         sessions = config.sessions.len(),
         "dataplane routing"
     );
+    log_quic_ids(&config);
     if let Some(path) = ready_file {
         std::fs::write(&path, b"ready\n").with_context(|| format!("writing {}", path.display()))?;
     }
@@ -75,7 +76,15 @@ fn reload(path: &Path, current: &Config, maps: &mut DataplaneMaps) -> anyhow::Re
     );
     maps.apply(&Snapshot::from_config(&next))?;
     info!("configuration reloaded");
+    log_quic_ids(&next);
     Ok(next)
+}
+
+/// Publishes what each quic service's backends must put in their connection ids.
+fn log_quic_ids(config: &Config) {
+    for line in config.describe_quic_ids().lines() {
+        info!("{}", line.trim_start());
+    }
 }
 
 fn log_counters(maps: &DataplaneMaps) {

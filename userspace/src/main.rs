@@ -168,7 +168,7 @@ fn main() -> anyhow::Result<()> {
         } => run_lab(duration, sessions, backends),
         Command::Stats { config } => stats(&Config::load(&config)?),
         Command::QuicIds { config } => {
-            print!("{}", lab::quic::describe_ids(&Config::load(&config)?));
+            print!("{}", Config::load(&config)?.describe_quic_ids());
             Ok(())
         }
         Command::Detach { config } => {

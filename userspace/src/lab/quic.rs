@@ -26,7 +26,6 @@ use rand::RngCore;
 use shardline_common::{consts::QUIC_MAX_CID_LEN, quic::CidLayout};
 
 use super::echo::ID_LEN;
-use crate::config::Config;
 
 /// The name in the lab's self-signed certificate, which the client verifies.
 pub const SERVER_NAME: &str = "shardline-lab";
@@ -257,32 +256,4 @@ pub async fn rebinding_connection(
     }
     conn.close(0u32.into(), b"done");
     Ok(())
-}
-
-/// What `shardline quic-ids` prints: per quic service, the layout its servers must issue
-/// connection ids in, and each backend's server id.
-pub fn describe_ids(config: &Config) -> String {
-    let mut out = String::new();
-    for s in &config.services {
-        let Some(layout) = s.cid_layout() else {
-            continue;
-        };
-        let len = usize::from(layout.server_id_len);
-        out += &format!(
-            "service {} ({}:{}/udp): config rotation {}, server id {} octets; a connection id \
-             of N octets starts 0x{:02x} + (N - 1), then the server id, then the nonce\n",
-            s.name,
-            s.vip,
-            s.port,
-            layout.rotation,
-            len,
-            layout.rotation << 5,
-        );
-        for b in &config.backends {
-            let id = &b.id.to_be_bytes()[4 - len..];
-            let hex: String = id.iter().map(|x| format!("{x:02x}")).collect();
-            out += &format!("  backend {}: server id 0x{hex}\n", b.id);
-        }
-    }
-    out
 }
