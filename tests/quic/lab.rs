@@ -1,7 +1,8 @@
 //! End to end: a quinn client in the lab's client namespace talks to the quinn servers on the
 //! backends through the attached XDP program. The connection changes its source port, then its
-//! address, and the default table is re-sharded under it; every answer must still come from the
-//! backend that accepted it, which only its server id in the connection ids can explain.
+//! address (and an IPv6 one its port), and the default table is re-sharded under it; every
+//! answer must still come from the backend that accepted it, which after the re-shard only the
+//! server id in its connection ids can explain.
 
 use std::{
     future::Future,
@@ -14,7 +15,7 @@ use shardline::{
     config::{SessionConfig, SessionId},
     lab::{
         quic::{ask, client, connect},
-        topology::{client_alias4, CLIENT4, VIP4},
+        topology::{client_alias4, CLIENT4, CLIENT6, VIP4, VIP6},
         Lab, LabOptions, QUIC_PORT,
     },
     maps::DataplaneMaps,
@@ -48,7 +49,7 @@ async fn owner(conn: &Connection, phase: &str) -> u32 {
     seen.into_iter().next().unwrap_or_default()
 }
 
-fn rebind(endpoint: &Endpoint, addr: std::net::Ipv4Addr) -> SocketAddr {
+fn rebind(endpoint: &Endpoint, addr: impl Into<std::net::IpAddr>) -> SocketAddr {
     let socket = UdpSocket::bind(SocketAddr::new(addr.into(), 0)).expect("bind a client socket");
     endpoint.rebind(socket).expect("rebind the client endpoint");
     endpoint.local_addr().expect("local address")
@@ -97,6 +98,21 @@ async fn drive(lab: &Lab) {
     let alias = client_alias4(1);
     assert_eq!(rebind(&endpoint, alias).ip(), std::net::IpAddr::from(alias));
     assert_eq!(owner(&conn, "new address").await, backend);
+
+    // Over IPv6 (IP6IP6 to the backend): a new port keeps the connection's backend too.
+    let endpoint6 = client(SocketAddr::new(CLIENT6.into(), 0), &lab.quic_cert)
+        .unwrap_or_else(|e| panic!("client endpoint: {e}"));
+    let conn6 = within(
+        "IPv6 handshake",
+        connect(&endpoint6, SocketAddr::new(VIP6.into(), QUIC_PORT)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connecting over IPv6: {e}"));
+    let backend6 = owner(&conn6, "IPv6").await;
+    let before = endpoint6.local_addr().expect("local address");
+    assert_ne!(rebind(&endpoint6, CLIENT6), before);
+    assert_eq!(owner(&conn6, "IPv6, new port").await, backend6);
+    conn6.close(0u32.into(), b"done");
 
     // Re-shard: drain the connection's backend from the default table and place both client
     // addresses' quic sessions on the other backends; nothing but the server id leads there now.

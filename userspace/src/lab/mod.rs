@@ -108,6 +108,7 @@ pub fn lab_config(backends: u32, sessions: &[traffic::Session], pin_dir: &Path) 
         ("dns", VIP4.to_string(), UDP_FLOW_PORT, "udp", "flow"),
         ("web", VIP4.to_string(), TCP_FLOW_PORT, "tcp", "flow"),
         ("quic", VIP4.to_string(), QUIC_PORT, "udp", "quic"),
+        ("quic6", VIP6.to_string(), QUIC_PORT, "udp", "quic"),
     ] {
         s += &format!(
             "\n[[services]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = {port}\nprotocol = \"{protocol}\"\nmode = \"{mode}\"\n"
