@@ -61,6 +61,9 @@ pub enum LabError {
     /// The generated configuration is invalid (a bug).
     #[error("lab config: {0}")]
     Config(#[from] crate::config::ConfigError),
+    /// The QUIC service's certificate could not be made.
+    #[error("lab QUIC service: {0}")]
+    Quic(#[from] quic::QuicLabError),
 }
 
 /// How to build a lab.
@@ -158,10 +161,7 @@ impl Lab {
         let exe = opts.exe.to_string_lossy().into_owned();
         let quic_cert = work_dir.join("quic-cert.pem");
         let quic_key = work_dir.join("quic-key.pem");
-        quic::write_certificate(&quic_cert, &quic_key).map_err(|e| LabError::Io {
-            path: quic_cert.clone(),
-            source: std::io::Error::other(e),
-        })?;
+        quic::write_certificate(&quic_cert, &quic_key)?;
         let layout = config
             .services
             .iter()
