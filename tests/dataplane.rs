@@ -19,7 +19,7 @@ use shardline_common::{
     verdict::{Reason, REASON_COUNT},
 };
 use support::{
-    agrees,
+    agrees, expect,
     frames::{
         get_u16, FrameSpec, Net, Transport, DNS_PORT, L2_PORT, LB_MAC, SYN_OPTIONS, VIP4, VIP4_L2,
         VIP6, WEB_PORT,
@@ -158,27 +158,6 @@ fn first_reason_mismatches(lb: &mut Loaded, frames: &[Vec<u8>]) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // Fixtures: supported shapes, expected output bytes
 // ---------------------------------------------------------------------------------------------
-
-/// Runs `frame`; asserts the kernel counted `reason` (and took its action), that the replay
-/// agrees, and that the output is what the replay implies: untouched unless forwarded, else
-/// rewritten for the replay's backend with every outer field checked against `TEST_CONFIG`.
-fn expect(lb: &mut Loaded, name: &str, frame: &[u8], reason: Reason) -> (KernelRun, Decision) {
-    let (run, counted) = lb.run_counted(frame);
-    let d = decide(frame, &lb.snapshot);
-    assert_eq!(
-        counted,
-        reason,
-        "{name}: kernel counted {}, want {}; frame {}",
-        counted.name(),
-        reason.name(),
-        hex(frame)
-    );
-    assert_eq!(d.reason, reason, "{name}: replay reason");
-    if let Err(e) = agrees(&Expected::test_config(), frame, &run, &d) {
-        panic!("{name}: {e}; frame {}", hex(frame));
-    }
-    (run, d)
-}
 
 /// The frame the kernel must send for `input` (IP packet at `l2`) tunnelled to backend `id`,
 /// built with etherparse from `TEST_CONFIG`'s values: backend MAC, our MAC, the input's VLAN tag

@@ -61,3 +61,21 @@ pub const ENCAP_TTL: u8 = 64;
 
 /// Name of the directory under the bpffs mount where the daemon pins its maps.
 pub const PIN_DIR: &str = "shardline";
+
+/// QUIC version 1 (RFC 9000), the version whose long-header packet types are understood.
+pub const QUIC_V1: u32 = 1;
+/// Longest QUIC v1 connection id.
+pub const QUIC_MAX_CID_LEN: usize = 20;
+/// Bytes read from the start of a destination connection id: every packet a server can decrypt
+/// holds at least this many from there (header protection samples 16 bytes starting 4 after the
+/// packet number, which follows the id), so the window never passes the end of a valid packet.
+pub const QUIC_CID_WINDOW: usize = 20;
+/// Config rotation codepoint that QUIC-LB reserves for connection ids without a routable server
+/// id; the daemon never publishes it.
+pub const QUIC_ROTATION_UNROUTABLE: u8 = 0b111;
+/// Config rotation codepoints in use: a generation maps to `generation % QUIC_ROTATIONS`.
+pub const QUIC_ROTATIONS: u32 = 7;
+/// Longest server id in a connection id (backend ids are below [`MAX_BACKENDS`]).
+pub const QUIC_MAX_SERVER_ID_LEN: usize = 4;
+/// Server id length of a `quic` service that does not set one.
+pub const QUIC_DEFAULT_SERVER_ID_LEN: u8 = 2;

@@ -7,6 +7,7 @@
 //!   shardline header.
 //! - [`partition`]: how a placed session's keys split over its shard set (hash, range).
 //! - `plan` (feature `user`): re-shard plans, what moves where between two assignments.
+//! - [`quic`]: QUIC header parsing and QUIC-LB plaintext connection ids (server id routing).
 //! - [`route`]: the routing decision (service → session → shard set or Maglev → backend), generic
 //!   over where the tables live, so userspace replays the kernel's decision bit for bit.
 //! - [`verdict`]: XDP actions and the per-reason counter indices.
@@ -24,5 +25,6 @@ pub mod packet;
 pub mod partition;
 #[cfg(feature = "user")]
 pub mod plan;
+pub mod quic;
 pub mod route;
 pub mod verdict;

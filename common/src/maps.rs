@@ -9,6 +9,9 @@ pub mod session_mode {
     pub const HEADER: u8 = 0;
     /// Session = client source address; key = hash of the 5-tuple.
     pub const FLOW: u8 = 1;
+    /// UDP payload is QUIC: a connection id carrying a server id (QUIC-LB) pins the packet to
+    /// that backend; otherwise session = client source address, key = hash of the connection id.
+    pub const QUIC: u8 = 2;
 }
 
 /// How a service's packets reach the chosen backend.
@@ -98,8 +101,10 @@ pub struct Service {
     pub mode: u8,
     /// One of [`forward_mode`].
     pub forward: u8,
-    /// Explicit padding, always zero.
-    pub _pad: [u8; 2],
+    /// `quic` mode: octets of the server id in connection ids (0 otherwise).
+    pub server_id_len: u8,
+    /// `quic` mode: config rotation codepoint of connection ids carrying a server id (0 otherwise).
+    pub rotation: u8,
 }
 
 /// Value of the backends array, indexed by backend id.
@@ -303,6 +308,8 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<ServiceKey>(), 20);
         assert_eq!(size_of::<Service>(), 8);
+        assert_eq!(core::mem::offset_of!(Service, server_id_len), 6);
+        assert_eq!(core::mem::offset_of!(Service, rotation), 7);
         assert_eq!(size_of::<Backend>(), 32);
         assert_eq!(size_of::<SessionKey>(), 16);
         assert_eq!(size_of::<ShardSet>(), 16 + 4 * MAX_SHARDS + 8 * MAX_SHARDS);

@@ -10,6 +10,7 @@ use crate::{
         SessionKey,
     },
     packet::{parse_header, parse_l3, parse_l4, HeaderError, L3Error, PacketBytes, L3, L4},
+    quic::{quic_identity, CidLayout, QuicError},
     verdict::{Action, Reason},
 };
 
@@ -107,7 +108,7 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
     let Some(service) = t.service(&skey) else {
         return Decision::not_routed(Reason::NotService);
     };
-    let (session, key) = match request_identity(p, &l3, &l4, &service) {
+    let (session, key, server_id) = match request_identity(p, &l3, &l4, &service) {
         Ok(id) => id,
         Err(reason) => return Decision::not_routed(reason),
     };
@@ -139,7 +140,13 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
             .and_then(|id| present(t, id).map(|b| (id, b))),
         None => None,
     };
-    let (backend_id, backend) = match sticky {
+    // QUIC-LB: a connection id naming a configured backend pins the packet to it, whatever the
+    // client's address and the tables say, so connections survive rebinding and re-sharding.
+    let pinned = match server_id {
+        Some(id) => present(t, id).map(|b| (id, b)),
+        None => None,
+    };
+    let (backend_id, backend) = match pinned.or(sticky) {
         Some(found) => found,
         None => {
             let id = match t.placed_backend(&session, key) {
@@ -169,28 +176,43 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
     d
 }
 
-/// The (session, request key) of a packet for `service`.
+/// The (session, request key, server id the packet is pinned to) of a packet for `service`.
 #[inline(always)]
 fn request_identity<P: PacketBytes + ?Sized>(
     p: &P,
     l3: &L3,
     l4: &L4,
     service: &Service,
-) -> Result<(u64, u64), Reason> {
+) -> Result<(u64, u64, Option<u32>), Reason> {
     if service.mode == session_mode::HEADER {
         if l3.proto != IPPROTO_UDP {
             return Err(Reason::MalformedL4);
         }
         return match parse_header(p, l4.payload_off, l4.payload_end) {
-            Ok(h) => Ok((h.session, h.key)),
+            Ok(h) => Ok((h.session, h.key, None)),
             Err(HeaderError::Short) => Err(Reason::ShortPayload),
             Err(HeaderError::BadMagic) => Err(Reason::BadMagic),
             Err(HeaderError::BadVersion) => Err(Reason::BadVersion),
         };
     }
+    if service.mode == session_mode::QUIC {
+        if l3.proto != IPPROTO_UDP {
+            return Err(Reason::MalformedL4);
+        }
+        let layout = CidLayout {
+            rotation: service.rotation,
+            server_id_len: service.server_id_len,
+        };
+        return match quic_identity(p, l4.payload_off, l4.payload_end, layout) {
+            Ok(q) => Ok((addr_hash(&l3.src), q.key, q.server_id)),
+            Err(QuicError::ServerOnly) => Err(Reason::QuicServerOnly),
+            Err(_) => Err(Reason::QuicMalformed),
+        };
+    }
     Ok((
         addr_hash(&l3.src),
         flow_hash(&l3.src, &l3.dst, l4.sport, l4.dport, l3.proto),
+        None,
     ))
 }
 

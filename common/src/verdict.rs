@@ -75,10 +75,15 @@ pub enum Reason {
     EncapFailed = 13,
     /// IPv6 extension header chain to a VIP longer than the dataplane walks: dropped.
     TooManyExtHeaders = 14,
+    /// QUIC-mode datagram that is not a routable QUIC packet (truncated, fixed bit clear,
+    /// connection id longer than 20 bytes): dropped.
+    QuicMalformed = 15,
+    /// QUIC Version Negotiation or Retry packet to a VIP (only servers send them): dropped.
+    QuicServerOnly = 16,
 }
 
 /// Number of [`Reason`]s: the length of the per-reason counter array.
-pub const REASON_COUNT: u32 = 15;
+pub const REASON_COUNT: u32 = 17;
 
 impl Reason {
     /// Every reason, in counter order.
@@ -98,6 +103,8 @@ impl Reason {
         Self::NoBackendAddress,
         Self::EncapFailed,
         Self::TooManyExtHeaders,
+        Self::QuicMalformed,
+        Self::QuicServerOnly,
     ];
 
     /// The action this reason implies.
@@ -127,6 +134,8 @@ impl Reason {
             Self::NoBackendAddress => "no_backend_address",
             Self::EncapFailed => "encap_failed",
             Self::TooManyExtHeaders => "too_many_ext_headers",
+            Self::QuicMalformed => "quic_malformed",
+            Self::QuicServerOnly => "quic_server_only",
         }
     }
 }

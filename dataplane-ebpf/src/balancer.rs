@@ -2,8 +2,9 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use shardline_common::{
+    maps::Globals,
     packet::PacketBytes,
-    route::decide,
+    route::{decide, Decision},
     verdict::{Action, Reason},
 };
 
@@ -22,9 +23,8 @@ pub fn run(ctx: &XdpContext) -> u32 {
         // Unreachable for an array of one entry; pass rather than disturb traffic.
         return xdp_action::XDP_PASS;
     };
-    let pkt = XdpPacket(ctx);
-    let frame_len = pkt.len() as u64;
-    let d = decide(&pkt, &MapTables { globals });
+    let frame_len = XdpPacket(ctx).len() as u64;
+    let d = route(ctx, globals);
     let mut reason = d.reason;
     if reason == Reason::Forwarded {
         if rewrite(ctx, &d, globals).is_err() {
@@ -35,6 +35,14 @@ pub fn run(ctx: &XdpContext) -> u32 {
     }
     count_reason(reason);
     reason.action() as u32
+}
+
+/// The routing decision, as a BPF subprogram of its own: parsing and lookups get a stack frame
+/// of their own, beside the rewrite's instead of on top of it, so the deepest call chain stays
+/// under the verifier's 512 bytes.
+#[inline(never)]
+fn route(ctx: &XdpContext, globals: &Globals) -> Decision {
+    decide(&XdpPacket(ctx), &MapTables { globals })
 }
 
 /// Keeps `Action` and the kernel's numbering in step at compile time.

@@ -3,13 +3,15 @@
 //!
 //! - [`frames`]: building test frames (etherparse) and breaking them on purpose.
 //! - [`outer`]: reading a forwarded frame back: backend, rewrite, every outer field.
+//! - [`quic`]: QUIC payloads and server connection ids.
 //! - [`random`]: random frames and the extra tables the kernel/replay agreement run uses.
-//! - here: [`Loaded`] (run a frame, read the per-reason counters) and [`agrees`] (the kernel's
-//!   run against a replay decision).
+//! - here: [`Loaded`] (run a frame, read the per-reason counters), [`agrees`] (the kernel's
+//!   run against a replay decision) and [`expect`] (both, for one fixture).
 #![allow(dead_code)]
 
 pub mod frames;
 pub mod outer;
+pub mod quic;
 pub mod random;
 
 use std::{
@@ -27,7 +29,7 @@ use shardline::{
 };
 use shardline_common::{
     maps::forward_mode,
-    route::Decision,
+    route::{decide, Decision},
     verdict::{Action, Reason, REASON_COUNT},
 };
 
@@ -47,8 +49,8 @@ pub fn require_root() {
     }
 }
 
-/// The configuration most tests route with: one header and one flow service per family,
-/// four dual-stack backends, two placed sessions.
+/// The configuration most tests route with: one header, one flow and one quic service per
+/// family, four backends (4 without IPv6), two placed sessions.
 pub const TEST_CONFIG: &str = r#"
 interface = "lo"
 [encap]
@@ -97,6 +99,22 @@ port = 9000
 protocol = "udp"
 mode = "flow"
 forward = "l2dsr"
+
+[[services]]
+name = "quic"
+vip = "10.100.0.1"
+port = 4433
+protocol = "udp"
+mode = "quic"
+cid_generation = 10
+
+[[services]]
+name = "quic6"
+vip = "fd00:100::1"
+port = 4433
+protocol = "udp"
+mode = "quic"
+cid_generation = 10
 
 [[backends]]
 id = 1
@@ -251,4 +269,25 @@ pub fn agrees(want: &Expected, frame: &[u8], k: &KernelRun, d: &Decision) -> Res
         return Err(format!("rewrite {:?}, want {rewrite:?}", fwd.rewrite));
     }
     Ok(())
+}
+
+/// Runs `frame`; asserts the kernel counted `reason` (and took its action), that the replay
+/// agrees, and that the output is what the replay implies: untouched unless forwarded, else
+/// rewritten for the replay's backend with every outer field checked against `TEST_CONFIG`.
+pub fn expect(lb: &mut Loaded, name: &str, frame: &[u8], reason: Reason) -> (KernelRun, Decision) {
+    let (run, counted) = lb.run_counted(frame);
+    let d = decide(frame, &lb.snapshot);
+    assert_eq!(
+        counted,
+        reason,
+        "{name}: kernel counted {}, want {}; frame {}",
+        counted.name(),
+        reason.name(),
+        hex(frame)
+    );
+    assert_eq!(d.reason, reason, "{name}: replay reason");
+    if let Err(e) = agrees(&Expected::test_config(), frame, &run, &d) {
+        panic!("{name}: {e}; frame {}", hex(frame));
+    }
+    (run, d)
 }

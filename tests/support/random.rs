@@ -1,6 +1,7 @@
-//! Random test frames for kernel/userspace agreement: every service shape of `TEST_CONFIG`,
-//! traffic to nothing, odd but legal shapes (VLAN, IPv4 options, IPv6 extension headers,
-//! padding, fragments) and corruption (truncation, byte flips, lying length fields).
+//! Random test frames for kernel/userspace agreement: every service shape of `TEST_CONFIG`
+//! (QUIC included), traffic to nothing, odd but legal shapes (VLAN, IPv4 options, IPv6
+//! extension headers, padding, fragments) and corruption (truncation, byte flips, lying length
+//! fields).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -19,6 +20,7 @@ use super::{
         arp, header_payload, net4, net6, put_u16, with_qinq, FrameSpec, Net, Transport, V6Ext,
         CLIENT4, CLIENT6, DNS_PORT, KV_PORT, L2_PORT, SYN_OPTIONS, VIP4, VIP4_L2, VIP6, WEB_PORT,
     },
+    quic::{random_payload, QUIC_PORT},
     Loaded,
 };
 
@@ -78,7 +80,8 @@ pub fn add_edge_cases(lb: &mut Loaded) {
             + 1,
         mode: session_mode::FLOW,
         forward: forward_mode::ENCAP,
-        _pad: [0; 2],
+        server_id_len: 0,
+        rotation: 0,
     };
     lb.snapshot
         .services
@@ -104,7 +107,7 @@ pub fn add_edge_cases(lb: &mut Loaded) {
 
 /// One random frame, at least an Ethernet header long (`BPF_PROG_TEST_RUN` refuses shorter).
 pub fn frame(rng: &mut StdRng) -> Vec<u8> {
-    let spec = match rng.gen_range(0..100) {
+    let spec = match rng.gen_range(0..110) {
         0..=29 => header_mode(rng),
         30..=59 => flow_mode(rng),
         60..=79 => elsewhere(rng),
@@ -113,7 +116,8 @@ pub fn frame(rng: &mut StdRng) -> Vec<u8> {
             corrupt(rng, &mut frame);
             return frame;
         }
-        _ => ext_headers(rng),
+        85..=99 => ext_headers(rng),
+        _ => quic_mode(rng),
     };
     let mut frame = decorated(rng, spec);
     corrupt(rng, &mut frame);
@@ -187,6 +191,19 @@ fn flow_mode(rng: &mut StdRng) -> FrameSpec {
         2 => FrameSpec::new(net4(client4(rng), VIP4), udp(DNS_PORT), payload),
         3 => FrameSpec::new(net6(client6(rng), VIP6), udp(DNS_PORT), payload),
         _ => FrameSpec::new(net4(client4(rng), VIP4_L2), udp(L2_PORT), payload),
+    }
+}
+
+fn quic_mode(rng: &mut StdRng) -> FrameSpec {
+    let udp = Transport::Udp {
+        sport: rng.gen(),
+        dport: QUIC_PORT,
+    };
+    let payload = random_payload(rng);
+    if rng.gen_bool(0.5) {
+        FrameSpec::new(net6(client6(rng), VIP6), udp, payload)
+    } else {
+        FrameSpec::new(net4(client4(rng), VIP4), udp, payload)
     }
 }
 

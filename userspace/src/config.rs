@@ -8,7 +8,13 @@ use std::{
 };
 
 use serde::Deserialize;
-use shardline_common::consts::{MAX_BACKENDS, MAX_SHARDS};
+use shardline_common::{
+    consts::{
+        MAX_BACKENDS, MAX_SHARDS, QUIC_DEFAULT_SERVER_ID_LEN, QUIC_MAX_SERVER_ID_LEN,
+        QUIC_ROTATIONS,
+    },
+    quic::CidLayout,
+};
 
 /// Errors reading or validating a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +74,9 @@ pub enum SessionMode {
     Header,
     /// Session = client address, key = 5-tuple hash.
     Flow,
+    /// QUIC (UDP only): connection ids carrying a server id go to that backend; otherwise
+    /// session = client address, key = hash of the destination connection id.
+    Quic,
 }
 
 /// How packets reach backends.
@@ -166,6 +175,21 @@ pub struct ServiceConfig {
     /// `encap` (default) or `l2dsr`.
     #[serde(default)]
     pub forward: ForwardMode,
+    /// `quic` mode: octets of the server id in connection ids, 1 to 4 (default 2).
+    pub server_id_len: Option<u8>,
+    /// `quic` mode: QUIC-LB config generation (default 0); connection ids carry it mod 7 as
+    /// their config rotation. Bump it when changing `server_id_len`.
+    pub cid_generation: Option<u32>,
+}
+
+impl ServiceConfig {
+    /// How the servers of a `quic` service lay out their connection ids; `None` for other modes.
+    pub fn cid_layout(&self) -> Option<CidLayout> {
+        (self.mode == SessionMode::Quic).then(|| CidLayout {
+            rotation: (self.cid_generation.unwrap_or(0) % QUIC_ROTATIONS) as u8,
+            server_id_len: self.server_id_len.unwrap_or(QUIC_DEFAULT_SERVER_ID_LEN),
+        })
+    }
 }
 
 /// One backend.
@@ -254,6 +278,7 @@ impl Config {
                     "header mode needs protocol = \"udp\"",
                 ));
             }
+            self.validate_quic(i, s)?;
             if !keys.insert((s.vip, s.port, s.protocol.number())) {
                 return Err(invalid(
                     format!("services[{i}]"),
@@ -307,11 +332,11 @@ impl Config {
             };
             match (&s.session, service.mode) {
                 (SessionId::Id(_), SessionMode::Header)
-                | (SessionId::Addr(_), SessionMode::Flow) => {}
-                (SessionId::Id(_), SessionMode::Flow) => {
+                | (SessionId::Addr(_), SessionMode::Flow | SessionMode::Quic) => {}
+                (SessionId::Id(_), SessionMode::Flow | SessionMode::Quic) => {
                     return Err(invalid(
                         format!("sessions[{i}].session"),
-                        "a flow-mode session is a client address",
+                        "a flow- or quic-mode session is a client address",
                     ));
                 }
                 (SessionId::Addr(_), SessionMode::Header) => {
@@ -342,6 +367,73 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// How the backends learn their server ids (`shardline quic-ids`, the daemon's log): per
+    /// quic service, the layout its servers must issue connection ids in, and each backend's
+    /// server id (its backend id).
+    pub fn describe_quic_ids(&self) -> String {
+        let mut out = String::new();
+        for s in &self.services {
+            let Some(layout) = s.cid_layout() else {
+                continue;
+            };
+            let len = usize::from(layout.server_id_len);
+            out += &format!(
+                "service {} ({}:{}/udp): config rotation {}, server id {} octets; a connection id \
+                 of N octets starts 0x{:02x} + (N - 1), then the server id, then the nonce\n",
+                s.name,
+                s.vip,
+                s.port,
+                layout.rotation,
+                len,
+                layout.rotation << 5,
+            );
+            for b in &self.backends {
+                let id = &b.id.to_be_bytes()[4 - len..];
+                let hex: String = id.iter().map(|x| format!("{x:02x}")).collect();
+                out += &format!("  backend {}: server id 0x{hex}\n", b.id);
+            }
+        }
+        out
+    }
+
+    /// The rules of `quic` services: UDP, a server id length that holds every backend id, and
+    /// the QUIC fields on no other mode.
+    fn validate_quic(&self, i: usize, s: &ServiceConfig) -> Result<(), ConfigError> {
+        let Some(layout) = s.cid_layout() else {
+            if s.server_id_len.is_some() || s.cid_generation.is_some() {
+                return Err(invalid(
+                    format!("services[{i}]"),
+                    "server_id_len and cid_generation need mode = \"quic\"",
+                ));
+            }
+            return Ok(());
+        };
+        if s.protocol != Protocol::Udp {
+            return Err(invalid(
+                format!("services[{i}].mode"),
+                "quic mode needs protocol = \"udp\"",
+            ));
+        }
+        let len = usize::from(layout.server_id_len);
+        if !(1..=QUIC_MAX_SERVER_ID_LEN).contains(&len) {
+            return Err(invalid(
+                format!("services[{i}].server_id_len"),
+                format!("must be 1 to {QUIC_MAX_SERVER_ID_LEN}"),
+            ));
+        }
+        if let Some(b) = self
+            .backends
+            .iter()
+            .find(|b| len < 4 && b.id >> (8 * len) != 0)
+        {
+            return Err(invalid(
+                format!("services[{i}].server_id_len"),
+                format!("{len} octets cannot hold backend id {}", b.id),
+            ));
         }
         Ok(())
     }
@@ -415,6 +507,40 @@ mod tests {
         assert!(err(&GOOD.replace("source_v4 = \"10.0.0.2\"", "")).contains("encap.source_v4"));
         assert!(err(&GOOD.replace("port = 7000", "port = 70000")).contains("port"));
         assert!(err(&format!("{GOOD}\nbogus = 1")).contains("bogus"));
+    }
+
+    #[test]
+    fn quic_services_are_udp_with_a_server_id_that_fits() {
+        let quic = GOOD.replace("mode = \"header\"", "mode = \"quic\"");
+        let quic = quic.replace("session = 42", "session = \"192.0.2.1\"");
+        let c = Config::parse(&quic, "test.toml").unwrap();
+        let layout = c.services[0].cid_layout().unwrap();
+        assert_eq!((layout.rotation, layout.server_id_len), (0, 2));
+        let gen = quic.replace("mode = \"quic\"", "mode = \"quic\"\ncid_generation = 9");
+        let c = Config::parse(&gen, "test.toml").unwrap();
+        assert_eq!(c.services[0].cid_layout().unwrap().rotation, 2);
+        let ids = c.describe_quic_ids();
+        assert!(
+            ids.contains("config rotation 2, server id 2 octets"),
+            "{ids}"
+        );
+        assert!(ids.contains("starts 0x40 + (N - 1)"), "{ids}");
+        assert!(ids.contains("backend 1: server id 0x0001"), "{ids}");
+        assert!(
+            err(&quic.replace("protocol = \"udp\"", "protocol = \"tcp\""))
+                .contains("quic mode needs protocol")
+        );
+        let one = quic.replace("mode = \"quic\"", "mode = \"quic\"\nserver_id_len = 1");
+        assert!(err(&one.replace("id = 1", "id = 300")).contains("cannot hold backend id 300"));
+        let five = quic.replace("mode = \"quic\"", "mode = \"quic\"\nserver_id_len = 5");
+        assert!(err(&five).contains("services[0].server_id_len"));
+        assert!(
+            err(&GOOD.replace("mode = \"header\"", "mode = \"header\"\nserver_id_len = 2"))
+                .contains("need mode = \"quic\"")
+        );
+        assert!(
+            err(&quic.replace("session = \"192.0.2.1\"", "session = 1")).contains("client address")
+        );
     }
 }
 

@@ -40,6 +40,7 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
         sessions = config.sessions.len(),
         "dataplane routing"
     );
+    log_quic_ids(&config);
     if let Some(path) = ready_file {
         std::fs::write(&path, b"ready\n").with_context(|| format!("writing {}", path.display()))?;
     }
@@ -80,6 +81,7 @@ fn reload(path: &Path, current: &Config, maps: &mut DataplaneMaps) -> anyhow::Re
     maps.apply(&after)?;
     log_moves(&before, &after);
     info!("configuration reloaded");
+    log_quic_ids(&next);
     Ok(next)
 }
 
@@ -108,6 +110,13 @@ fn log_moves(before: &Snapshot, after: &Snapshot) {
     if !moves.is_empty() {
         let slots: u32 = moves.iter().map(|m| m.slots).sum();
         info!(slots, ?moves, "default table re-sharded");
+    }
+}
+
+/// Publishes what each quic service's backends must put in their connection ids.
+fn log_quic_ids(config: &Config) {
+    for line in config.describe_quic_ids().lines() {
+        info!("{}", line.trim_start());
     }
 }
 

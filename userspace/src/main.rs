@@ -78,6 +78,13 @@ enum Command {
         #[arg(long, default_value = "shardline.toml")]
         config: PathBuf,
     },
+    /// Print what the servers of each quic service must put in their connection ids: the config
+    /// rotation, the server id length, and each backend's server id (its backend id).
+    QuicIds {
+        /// The daemon's configuration.
+        #[arg(long, default_value = "shardline.toml")]
+        config: PathBuf,
+    },
     /// Detach the dataplane and remove its pinned maps (routing stops).
     Detach {
         /// The daemon's configuration.
@@ -142,6 +149,21 @@ enum Command {
         /// TCP ports, comma separated.
         #[arg(long, value_delimiter = ',')]
         tcp: Vec<u16>,
+        /// Also serve QUIC on this UDP port (needs --quic-cert, --quic-key).
+        #[arg(long, requires_all = ["quic_cert", "quic_key"])]
+        quic: Option<u16>,
+        /// PEM certificate of the QUIC service.
+        #[arg(long)]
+        quic_cert: Option<PathBuf>,
+        /// PEM private key of the QUIC service.
+        #[arg(long)]
+        quic_key: Option<PathBuf>,
+        /// Config rotation codepoint of the connection ids issued (from `shardline quic-ids`).
+        #[arg(long, default_value_t = 0)]
+        rotation: u8,
+        /// Octets of the server id (the backend id) in connection ids.
+        #[arg(long, default_value_t = shardline_common::consts::QUIC_DEFAULT_SERVER_ID_LEN)]
+        server_id_len: u8,
         /// Write this file once listening.
         #[arg(long)]
         ready_file: Option<PathBuf>,
@@ -212,6 +234,10 @@ fn main() -> anyhow::Result<()> {
             json,
         ),
         Command::Stats { config } => stats(&Config::load(&config)?),
+        Command::QuicIds { config } => {
+            print!("{}", Config::load(&config)?.describe_quic_ids());
+            Ok(())
+        }
         Command::Detach { config } => {
             let config = Config::load(&config)?;
             loader::teardown(&config.pin_dir, Some(&config.interface))
@@ -247,9 +273,24 @@ fn main() -> anyhow::Result<()> {
             bind,
             udp,
             tcp,
+            quic,
+            quic_cert,
+            quic_key,
+            rotation,
+            server_id_len,
             ready_file,
         } => {
-            let handles = lab::echo::serve(id, &bind, &udp, &tcp)?;
+            let mut handles = lab::echo::serve(id, &bind, &udp, &tcp)?;
+            if let (Some(port), Some(cert), Some(key)) = (quic, quic_cert, quic_key) {
+                let cids = lab::quic::ServerIdCids {
+                    layout: shardline_common::quic::CidLayout {
+                        rotation,
+                        server_id_len,
+                    },
+                    server_id: id,
+                };
+                handles.push(lab::quic::spawn_servers(cids, &bind, port, &cert, &key)?);
+            }
             if let Some(path) = ready_file {
                 std::fs::write(path, b"ready\n")?;
             }
@@ -274,6 +315,18 @@ fn stats(config: &Config) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The live view's row for the lab's QUIC connection, which changes its source every second.
+fn print_quic(report: &std::sync::Mutex<lab::quic::RebindingReport>) {
+    let r = report.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let total: u64 = r.answers.values().sum();
+    let spread: Vec<String> = r.answers.iter().map(|(b, n)| format!("{b}: {n}")).collect();
+    let label = format!("quic/{} rebinds", r.rebinds);
+    println!(" {label:<28} {total:>8}  {}", spread.join("  "));
+    if let Some(e) = r.error {
+        println!(" quic connection stopped: {e}");
+    }
 }
 
 fn run_lab(duration: u64, sessions: u32, backends: u32) -> anyhow::Result<()> {
@@ -319,12 +372,16 @@ fn run_lab(duration: u64, sessions: u32, backends: u32) -> anyhow::Result<()> {
             println!(" {:<28} {:>8}  {}", labels[i], total, spread.join("  "));
         }
     };
+    let quic = std::sync::Mutex::new(lab::quic::RebindingReport::default());
     let stop_flag = Arc::clone(&stop);
-    let report = lab.drive(
-        Duration::from_secs(duration),
-        &move || stop_flag.load(Ordering::Relaxed),
-        &mut |t, r| print(t, r),
-    )?;
+    let stopped = move || stop_flag.load(Ordering::Relaxed);
+    let report = std::thread::scope(|scope| {
+        scope.spawn(|| lab.drive_quic(Duration::from_secs(duration), &stopped, &quic));
+        lab.drive(Duration::from_secs(duration), &stopped, &mut |t, r| {
+            print(t, r);
+            print_quic(&quic);
+        })
+    })?;
     let used: std::collections::BTreeSet<u32> =
         report.observations.iter().map(|o| o.backend).collect();
     println!(

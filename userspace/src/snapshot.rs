@@ -10,6 +10,7 @@ use shardline_common::{
         backend_flags, forward_mode, ip_addr, scheme, session_mode, Backend, FlowKey, Globals,
         Service, ServiceKey, SessionKey, ShardSet,
     },
+    quic::CidLayout,
     route::{pick_shard, Tables},
 };
 
@@ -37,17 +38,23 @@ impl Snapshot {
         let mut snap = Snapshot::default();
         for (i, s) in config.services.iter().enumerate() {
             let key = ServiceKey::new(s.vip, s.port, s.protocol.number());
+            let layout = s.cid_layout().unwrap_or(CidLayout {
+                rotation: 0,
+                server_id_len: 0,
+            });
             let service = Service {
                 id: i as u32 + 1,
                 mode: match s.mode {
                     SessionMode::Header => session_mode::HEADER,
                     SessionMode::Flow => session_mode::FLOW,
+                    SessionMode::Quic => session_mode::QUIC,
                 },
                 forward: match s.forward {
                     ForwardMode::Encap => forward_mode::ENCAP,
                     ForwardMode::L2dsr => forward_mode::L2DSR,
                 },
-                _pad: [0; 2],
+                server_id_len: layout.server_id_len,
+                rotation: layout.rotation,
             };
             snap.services.insert(key, service);
             snap.services

@@ -3,10 +3,12 @@
 //!
 //! - [`topology`]: namespaces, the bridge, addresses.
 //! - [`echo`]: the backends' UDP/TCP echo service.
+//! - [`quic`]: the backends' QUIC echo service (QUIC-LB connection ids) and its client.
 //! - [`traffic`]: the client's sessions and requests.
 //! - [`replay`]: what the tables say each observed request should have reached.
 
 pub mod echo;
+pub mod quic;
 pub mod replay;
 pub mod topology;
 pub mod traffic;
@@ -28,6 +30,8 @@ pub const HEADER_PORT: u16 = 7000;
 pub const UDP_FLOW_PORT: u16 = 5353;
 /// TCP port of the flow-mode TCP service.
 pub const TCP_FLOW_PORT: u16 = 8080;
+/// UDP port of the quic-mode service.
+pub const QUIC_PORT: u16 = 4433;
 
 /// Errors building or running the lab.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,9 @@ pub enum LabError {
     /// The generated configuration is invalid (a bug).
     #[error("lab config: {0}")]
     Config(#[from] crate::config::ConfigError),
+    /// The QUIC service's certificate could not be made.
+    #[error("lab QUIC service: {0}")]
+    Quic(#[from] quic::QuicLabError),
 }
 
 /// How to build a lab.
@@ -78,6 +85,8 @@ pub struct Lab {
     children: Vec<(String, Child)>,
     /// The daemon's configuration.
     pub config: Config,
+    /// The QUIC service's self-signed certificate (PEM), for clients to trust.
+    pub quic_cert: PathBuf,
     /// Where the daemon pins its maps.
     pub pin_dir: PathBuf,
     /// The client sessions.
@@ -101,6 +110,8 @@ pub fn lab_config(backends: u32, sessions: &[traffic::Session], pin_dir: &Path) 
         ("kv6", VIP6.to_string(), HEADER_PORT, "udp", "header"),
         ("dns", VIP4.to_string(), UDP_FLOW_PORT, "udp", "flow"),
         ("web", VIP4.to_string(), TCP_FLOW_PORT, "tcp", "flow"),
+        ("quic", VIP4.to_string(), QUIC_PORT, "udp", "quic"),
+        ("quic6", VIP6.to_string(), QUIC_PORT, "udp", "quic"),
     ] {
         s += &format!(
             "\n[[services]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = {port}\nprotocol = \"{protocol}\"\nmode = \"{mode}\"\n"
@@ -148,9 +159,18 @@ impl Lab {
             source,
         })?;
         let exe = opts.exe.to_string_lossy().into_owned();
+        let quic_cert = work_dir.join("quic-cert.pem");
+        let quic_key = work_dir.join("quic-key.pem");
+        quic::write_certificate(&quic_cert, &quic_key)?;
+        let layout = config
+            .services
+            .iter()
+            .find_map(|s| s.cid_layout())
+            .expect("the lab config has a quic service");
         let mut lab = Self {
             children: Vec::new(),
             config,
+            quic_cert: quic_cert.clone(),
             pin_dir,
             sessions,
             work_dir,
@@ -180,13 +200,38 @@ impl Lab {
                 format!("{HEADER_PORT},{UDP_FLOW_PORT}"),
                 TCP_FLOW_PORT.to_string(),
             );
+            let (quic, rotation, sid_len) = (
+                QUIC_PORT.to_string(),
+                layout.rotation.to_string(),
+                layout.server_id_len.to_string(),
+            );
+            let (cert, key) = (quic_cert.to_string_lossy(), quic_key.to_string_lossy());
             lab.spawn(
                 &format!("echo on backend {id}"),
                 which,
                 &exe,
                 &[
-                    "echo", "--id", &id_s, "--bind", &v4, "--bind", &v6, "--udp", &udp, "--tcp",
+                    "echo",
+                    "--id",
+                    &id_s,
+                    "--bind",
+                    &v4,
+                    "--bind",
+                    &v6,
+                    "--udp",
+                    &udp,
+                    "--tcp",
                     &tcp,
+                    "--quic",
+                    &quic,
+                    "--quic-cert",
+                    &cert,
+                    "--quic-key",
+                    &key,
+                    "--rotation",
+                    &rotation,
+                    "--server-id-len",
+                    &sid_len,
                 ],
             )?;
         }
@@ -364,6 +409,47 @@ impl Lab {
             });
             worker.join().expect("lab traffic thread panicked")
         })
+    }
+}
+
+impl Lab {
+    /// Runs one QUIC connection from the client for `duration` (or until `stop`), moving it to
+    /// a new source port and address every second, and records who answered in `report`.
+    pub fn drive_quic(
+        &self,
+        duration: Duration,
+        stop: &(dyn Fn() -> bool + Sync),
+        report: &std::sync::Mutex<quic::RebindingReport>,
+    ) {
+        let run = || -> Result<(), String> {
+            self.topology
+                .client
+                .enter_current_thread()
+                .map_err(|e| e.to_string())?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime
+                .block_on(async {
+                    let from = [topology::CLIENT4.into(), topology::client_alias4(1).into()];
+                    let bind = std::net::SocketAddr::new(from[0], 0);
+                    let endpoint = quic::client(bind, &self.quic_cert)?;
+                    let server = std::net::SocketAddr::new(VIP4.into(), QUIC_PORT);
+                    let deadline = Instant::now() + duration;
+                    let every = Duration::from_secs(1);
+                    quic::rebinding_connection(
+                        &endpoint, server, &from, every, deadline, stop, report,
+                    )
+                    .await
+                })
+                .map_err(|e| e.to_string())
+        };
+        // A thread of its own: entering the client's namespace must not move the caller.
+        let error = std::thread::scope(|s| s.spawn(run).join())
+            .unwrap_or_else(|_| Err("the QUIC client panicked".into()))
+            .err();
+        report.lock().unwrap_or_else(|e| e.into_inner()).error = error;
     }
 }
 
