@@ -57,7 +57,7 @@ const LIVE_REPLAY_EVERY: usize = 60;
 fn kernel_and_replay_agree_on_random_packets() {
     let mut lb = Loaded::new(TEST_CONFIG);
     random::add_edge_cases(&mut lb);
-    let want = Expected::of_snapshot(&lb.snapshot);
+    let want = Expected::of_snapshot(&lb.tables);
     let mut rng = StdRng::seed_from_u64(0x5ead_11e5);
     let before = lb.reasons();
     let mut replayed = [0u64; REASON_COUNT as usize];
@@ -65,7 +65,7 @@ fn kernel_and_replay_agree_on_random_packets() {
     let mut failures = Vec::new();
     for i in 0..RANDOM_PACKETS {
         let frame = random::frame(&mut rng);
-        let d = decide(&frame[..], &lb.snapshot);
+        let d = decide(&frame[..], &lb.tables);
         replayed[d.reason as usize] += 1;
         let k = lb.run(&frame);
         if let Err(e) = agrees(&want, &frame, &k, &d) {
@@ -139,7 +139,7 @@ fn first_reason_mismatches(lb: &mut Loaded, frames: &[Vec<u8>]) -> Vec<String> {
     let mut out = Vec::new();
     for (i, frame) in frames.iter().enumerate() {
         let (_, counted) = lb.run_counted(frame);
-        let replay = decide(&frame[..], &lb.snapshot).reason;
+        let replay = decide(&frame[..], &lb.tables).reason;
         if counted != replay {
             out.push(format!(
                 "packet {i}: kernel {} replay {}\n  frame {}",
@@ -334,7 +334,7 @@ fn ipv6_flow_to_a_backend_without_ipv6_is_dropped() {
     // Backend 4 holds about a quarter of the Maglev slots, so some source port lands on it.
     let frame = (1024..=u16::MAX)
         .map(|sport| FrameSpec::tcp6(VIP6, sport, WEB_PORT).build())
-        .find(|f| decide(&f[..], &lb.snapshot).backend_id == 4)
+        .find(|f| decide(&f[..], &lb.tables).backend_id == 4)
         .expect("some source port maps web6 to backend 4");
     let (_, d) = expect(
         &mut lb,

@@ -50,7 +50,7 @@ fn kernel_backend(lb: &mut Loaded, frame: &[u8]) -> u32 {
 }
 
 fn replay(lb: &Loaded, frame: &[u8]) -> u32 {
-    decide(frame, &lb.snapshot).backend_id
+    decide(frame, &lb.tables).backend_id
 }
 
 /// Rebuilds the default table with `weights` and flips to it, in the maps and the snapshot.
@@ -62,10 +62,11 @@ fn reweight(lb: &mut Loaded, weights: &[(u32, u32)]) {
             weight: *weight,
         })
         .collect();
-    lb.snapshot.maglev = build(&w, MAGLEV_SIZE);
+    let table = build(&w, MAGLEV_SIZE);
     let mut globals = lb.maps.globals().expect("globals");
-    globals.maglev_active = lb.maps.fill_idle_maglev(&lb.snapshot.maglev).expect("fill");
+    globals.maglev_active = lb.maps.fill_idle_maglev(&table).expect("fill");
     lb.maps.publish_globals(&globals).expect("flip");
+    lb.tables.maglev = table;
 }
 
 fn flow(sport: u16) -> Vec<u8> {
@@ -103,7 +104,7 @@ fn established_flows_survive_a_drain_but_not_a_removal() {
     lb.maps
         .set_backend(a, &Backend::default())
         .expect("remove backend");
-    lb.snapshot.backends.remove(&a);
+    lb.tables.backends.remove(&a);
     assert_eq!(
         kernel_backend(&mut lb, &frame),
         b,

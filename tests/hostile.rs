@@ -18,7 +18,7 @@ use support::{
 
 fn check(lb: &mut Loaded, want: &Expected, frame: &[u8]) -> Result<(), TestCaseError> {
     let (run, reason) = lb.run_counted(frame);
-    let d = decide(frame, &lb.snapshot);
+    let d = decide(frame, &lb.tables);
     prop_assert_eq!(
         reason,
         d.reason,

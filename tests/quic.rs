@@ -50,7 +50,7 @@ fn hashed_backend(snap: &Snapshot, client: [u8; 4], dcid: &[u8]) -> u32 {
 #[test]
 fn initial_and_zero_rtt_share_the_hashed_backend() {
     let mut lb = Loaded::new(TEST_CONFIG);
-    let want = hashed_backend(&lb.snapshot, CLIENT4, &CLIENT_DCID);
+    let want = hashed_backend(&lb.tables, CLIENT4, &CLIENT_DCID);
     let initial = expect4(
         &mut lb,
         "Initial",
@@ -125,10 +125,7 @@ fn unknown_server_ids_and_other_rotations_fall_back_to_the_hash() {
         short(&unknown, 40),
         Reason::Forwarded,
     );
-    assert_eq!(
-        d.backend_id,
-        hashed_backend(&lb.snapshot, CLIENT4, &unknown)
-    );
+    assert_eq!(d.backend_id, hashed_backend(&lb.tables, CLIENT4, &unknown));
     for rotation in [2, 4, 7] {
         let layout = shardline_common::quic::CidLayout { rotation, ..LAYOUT };
         let cid = match rotation {
@@ -148,7 +145,7 @@ fn unknown_server_ids_and_other_rotations_fall_back_to_the_hash() {
         );
         assert_eq!(
             d.backend_id,
-            hashed_backend(&lb.snapshot, CLIENT4, &cid),
+            hashed_backend(&lb.tables, CLIENT4, &cid),
             "rotation {rotation} is not the current config's: hashed"
         );
     }
@@ -237,8 +234,12 @@ fn a_reshard_moves_hashed_packets_but_not_pinned_ones() {
         session: shardline::config::SessionId::Addr(Ipv4Addr::from(CLIENT4).into()),
         backends: vec![1, 3],
     });
-    lb.snapshot = Snapshot::from_config(&config);
-    lb.maps.apply(&lb.snapshot).expect("apply the re-shard");
+    lb.tables = Snapshot::from_config(&config);
+    let dataplane: &mut shardline::private::PrivateDataplane = &mut lb;
+    dataplane
+        .maps
+        .apply(&dataplane.tables)
+        .expect("apply the re-shard");
     let d = expect4(&mut lb, "pinned", 1, short(&pinned, 40), Reason::Forwarded);
     assert_eq!(d.backend_id, 2, "a drained backend keeps its connections");
     for n in 0..64u8 {

@@ -14,18 +14,8 @@ pub mod outer;
 pub mod quic;
 pub mod random;
 
-use std::{
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-};
-
-use aya::Ebpf;
 use shardline::{
-    config::Config,
-    loader::{load_balancer, teardown, xdp_program, LB_PROGRAM},
-    maps::DataplaneMaps,
-    snapshot::Snapshot,
-    testrun::{run_once, KernelRun},
+    config::Config, private::PrivateDataplane, snapshot::Snapshot, testrun::KernelRun,
 };
 use shardline_common::{
     maps::forward_mode,
@@ -150,14 +140,22 @@ session = 7
 backends = [2, 3]
 "#;
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
+/// A loaded, unattached load balancer in private pinned maps (see
+/// `shardline::private::PrivateDataplane`), with the tests' panicking conveniences.
+pub struct Loaded(PrivateDataplane);
 
-/// A loaded, unattached load balancer with its maps pinned in a private directory.
-pub struct Loaded {
-    pub ebpf: Ebpf,
-    pub maps: DataplaneMaps,
-    pub snapshot: Snapshot,
-    pub pin_dir: PathBuf,
+impl std::ops::Deref for Loaded {
+    type Target = PrivateDataplane;
+
+    fn deref(&self) -> &PrivateDataplane {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Loaded {
+    fn deref_mut(&mut self) -> &mut PrivateDataplane {
+        &mut self.0
+    }
 }
 
 impl Loaded {
@@ -165,28 +163,14 @@ impl Loaded {
     pub fn new(config: &str) -> Self {
         require_root();
         let config = Config::parse(config, "test config").expect("test config is valid");
-        let pin_dir = PathBuf::from(format!(
-            "/sys/fs/bpf/shardline-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = teardown(&pin_dir, None);
-        let ebpf = load_balancer(&pin_dir).unwrap_or_else(|e| panic!("loading the program: {e:?}"));
-        let mut maps = DataplaneMaps::open(&pin_dir).expect("open pinned maps");
-        let snapshot = Snapshot::from_config(&config);
-        maps.apply(&snapshot).expect("apply snapshot");
-        Self {
-            ebpf,
-            maps,
-            snapshot,
-            pin_dir,
-        }
+        let dataplane = PrivateDataplane::new("test", Snapshot::from_config(&config))
+            .unwrap_or_else(|e| panic!("loading the program: {e:?}"));
+        Self(dataplane)
     }
 
     /// Runs one frame through the kernel program.
     pub fn run(&mut self, frame: &[u8]) -> KernelRun {
-        let program = xdp_program(&mut self.ebpf, LB_PROGRAM).expect("program");
-        run_once(program, frame).expect("BPF_PROG_TEST_RUN")
+        self.0.run(frame).expect("BPF_PROG_TEST_RUN")
     }
 
     /// The per-reason packet counters, summed over CPUs, indexed by `Reason as usize`.
@@ -212,12 +196,6 @@ impl Loaded {
             [(reason, 1)] => (run, reason),
             _ => panic!("one packet must count exactly one reason once, counted {counted:?}"),
         }
-    }
-}
-
-impl Drop for Loaded {
-    fn drop(&mut self) {
-        let _ = teardown(&self.pin_dir, None);
     }
 }
 
@@ -276,7 +254,7 @@ pub fn agrees(want: &Expected, frame: &[u8], k: &KernelRun, d: &Decision) -> Res
 /// rewritten for the replay's backend with every outer field checked against `TEST_CONFIG`.
 pub fn expect(lb: &mut Loaded, name: &str, frame: &[u8], reason: Reason) -> (KernelRun, Decision) {
     let (run, counted) = lb.run_counted(frame);
-    let d = decide(frame, &lb.snapshot);
+    let d = decide(frame, &lb.tables);
     assert_eq!(
         counted,
         reason,

@@ -45,7 +45,7 @@ pub const PLACED_CLIENT6: [u8; 16] = [
 /// clients).
 pub fn add_edge_cases(lb: &mut Loaded) {
     let id = |addr: IpAddr, port: u16, proto: u8| {
-        lb.snapshot
+        lb.tables
             .services
             .get(&ServiceKey::new(addr, port, proto))
             .unwrap_or_else(|| panic!("TEST_CONFIG has a service on {addr}:{port}/{proto}"))
@@ -70,20 +70,13 @@ pub fn add_edge_cases(lb: &mut Loaded) {
         (web6, addr_hash(&addr_words(PLACED_CLIENT6)), vec![1, 4]),
     ];
     let dns6 = Service {
-        id: lb
-            .snapshot
-            .services
-            .values()
-            .map(|s| s.id)
-            .max()
-            .unwrap_or(0)
-            + 1,
+        id: lb.tables.services.values().map(|s| s.id).max().unwrap_or(0) + 1,
         mode: session_mode::FLOW,
         forward: forward_mode::ENCAP,
         server_id_len: 0,
         rotation: 0,
     };
-    lb.snapshot
+    lb.tables
         .services
         .insert(ServiceKey::new(vip6, DNS_PORT, IPPROTO_UDP), dns6);
     for (service, session, backends) in placements {
@@ -93,7 +86,7 @@ pub fn add_edge_cases(lb: &mut Loaded) {
             ..Default::default()
         };
         set.backends[..backends.len()].copy_from_slice(&backends);
-        lb.snapshot.sessions.insert(
+        lb.tables.sessions.insert(
             SessionKey {
                 service,
                 _pad: 0,
@@ -102,7 +95,11 @@ pub fn add_edge_cases(lb: &mut Loaded) {
             set,
         );
     }
-    lb.maps.apply(&lb.snapshot).expect("apply the edge cases");
+    let dataplane: &mut shardline::private::PrivateDataplane = lb;
+    dataplane
+        .maps
+        .apply(&dataplane.tables)
+        .expect("apply the edge cases");
 }
 
 /// One random frame, at least an Ethernet header long (`BPF_PROG_TEST_RUN` refuses shorter).

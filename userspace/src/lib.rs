@@ -15,6 +15,7 @@
 //! - [`signals`]: waiting for SIGINT / SIGTERM.
 //! - [`reshard`]: the swap stage: atomic re-shards, their plans and handoffs.
 //! - [`trace`]: `shardline trace`, kernel vs replay verdicts for captured packets.
+//! - [`private`]: a balancer in private pinned maps, never attached (tracer, benches, tests).
 //! - [`testrun`]: running packets through the loaded program with `BPF_PROG_TEST_RUN`.
 //! - [`profile`], [`forecast`], [`decide`], [`tick`]: the predictive control loop's pure
 //!   stages — a session's load profile, online forecasters and their selector (and
@@ -31,6 +32,7 @@ pub mod maglev_table;
 pub mod maps;
 pub mod netns;
 pub mod objects;
+pub mod private;
 pub mod profile;
 pub mod reshard;
 pub mod signals;

@@ -411,7 +411,7 @@ fn trace(
     use shardline::trace::{
         capture::{parse_hex, read_capture, CapturedFrame},
         retarget::retarget as point_at_service,
-        tables_for, PrivateDataplane,
+        tables_for, Tracer,
     };
     let config = match config {
         Some(path) => Config::load(path)?,
@@ -425,7 +425,7 @@ fn trace(
         (None, None) => anyhow::bail!("give --pcap FILE or --hex BYTES"),
     };
     let (tables, live) = tables_for(&config.pin_dir, &config)?;
-    let mut dataplane = PrivateDataplane::new(tables).context("loading the XDP program")?;
+    let mut dataplane = Tracer::new(tables).context("loading the XDP program")?;
     if live {
         eprintln!(
             "trace: using the live tables pinned in {}",

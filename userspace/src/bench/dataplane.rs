@@ -22,7 +22,7 @@ use shardline_common::{
     verdict::{Action, Reason, REASON_COUNT},
 };
 
-use super::{median, program_err, round, BenchError, LoadedBalancer};
+use super::{loaded_balancer, median, program_err, round, BenchError};
 use crate::loader::{load_aux, xdp_program};
 
 /// Repeats per `BPF_PROG_TEST_RUN` call (the kernel averages over them).
@@ -230,7 +230,7 @@ pub struct DataplaneResults {
 /// Measures every case and returns the results.
 pub fn run(quick: bool) -> Result<DataplaneResults, BenchError> {
     let rounds = if quick { 3 } else { 9 };
-    let mut lb = LoadedBalancer::new()?;
+    let mut lb = loaded_balancer()?;
     xdp_program(&mut lb.ebpf, BALANCER)?
         .load()
         .map_err(program_err(BALANCER))?;
@@ -349,7 +349,9 @@ pub fn run(quick: bool) -> Result<DataplaneResults, BenchError> {
     })
 }
 
-fn reasons(lb: &LoadedBalancer) -> Result<[u64; REASON_COUNT as usize], BenchError> {
+fn reasons(
+    lb: &crate::private::PrivateDataplane,
+) -> Result<[u64; REASON_COUNT as usize], BenchError> {
     let mut out = [0; REASON_COUNT as usize];
     for (reason, n) in lb.maps.reason_counts()? {
         out[reason as usize] = n;

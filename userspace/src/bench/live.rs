@@ -15,7 +15,7 @@ use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, XdpMode};
 use serde_json::{json, Value};
 use shardline_common::verdict::Reason;
 
-use super::{program_err, BenchError, LoadedBalancer};
+use super::{loaded_balancer, program_err, BenchError};
 use crate::{
     loader::{load_aux, xdp_program},
     netns::Netns,
@@ -40,7 +40,7 @@ pub fn run(frame: &[u8]) -> Result<Value, BenchError> {
     ns.ip(&["link", "add", "lva", "type", "veth", "peer", "name", "lvb"])?;
     ns.ip(&["link", "set", "lva", "up"])?;
     ns.ip(&["link", "set", "lvb", "up"])?;
-    let mut lb = LoadedBalancer::new()?;
+    let mut lb = loaded_balancer()?;
     std::thread::scope(|scope| {
         scope
             .spawn(|| -> Result<Value, BenchError> {

@@ -14,7 +14,7 @@ use shardline_common::{
     maps::{SessionKey, ShardSet},
 };
 
-use super::{io, round, BenchError, LoadedBalancer};
+use super::{io, loaded_balancer, open_pinned, round, BenchError};
 
 /// Sessions loaded into the SESSIONS map.
 pub const SESSIONS: u64 = 1_000_000;
@@ -60,13 +60,13 @@ fn fdinfo(fd: i32) -> Result<std::collections::HashMap<String, String>, BenchErr
 /// Runs the memory benchmark.
 pub fn run() -> Result<Value, BenchError> {
     let rss_start = status_kib("VmRSS");
-    let lb = LoadedBalancer::new()?;
+    let lb = loaded_balancer()?;
     let rss_loaded = status_kib("VmRSS");
 
     let mut backends = [NO_BACKEND; MAX_SHARDS];
     backends[0] = 1;
     backends[1] = 2;
-    let mut snapshot = lb.snapshot.clone();
+    let mut snapshot = lb.tables.clone();
     for i in 0..SESSIONS {
         snapshot.sessions.insert(
             SessionKey {
@@ -84,7 +84,8 @@ pub fn run() -> Result<Value, BenchError> {
     }
     let rss_snapshot = status_kib("VmRSS");
 
-    let mut sessions: HashMap<MapData, SessionKey, ShardSet> = lb.open_map("SESSIONS")?;
+    let mut sessions: HashMap<MapData, SessionKey, ShardSet> =
+        open_pinned(&lb.pin_dir, "SESSIONS")?;
     let t = Instant::now();
     for (k, v) in &snapshot.sessions {
         sessions.insert(k, v, 0).map_err(|source| BenchError::Map {

@@ -24,19 +24,16 @@ pub mod proxy;
 pub mod swap;
 pub mod veth;
 
-use std::{
-    path::{Path, PathBuf},
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::path::{Path, PathBuf};
 
-use aya::Ebpf;
 use serde_json::{json, Value};
 
 use crate::{
     config::Config,
-    loader::{load_balancer, teardown, LoaderError},
-    maps::{DataplaneMaps, MapsError},
+    loader::LoaderError,
+    maps::MapsError,
     netns::NetnsError,
+    private::{PrivateDataplane, PrivateError},
     snapshot::Snapshot,
 };
 
@@ -149,7 +146,7 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
         },
         "forecast_tick": {
             "status": "not built yet",
-            "why": "no forecaster exists yet, so the 1M-session forecast tick cannot be timed"
+            "why": "the tick exists (userspace/src/tick.rs); its 1M-session benchmark is not written yet"
         },
         "memory": memory,
     });
@@ -232,52 +229,14 @@ session = "192.0.2.10"
 backends = [1, 4]
 "#;
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// A load balancer loaded (not attached) with its maps pinned in a private directory and
-/// [`BENCH_CONFIG`] applied; the pins are removed on drop.
-pub struct LoadedBalancer {
-    /// The object (programs and maps).
-    pub ebpf: Ebpf,
-    /// The pinned maps.
-    pub maps: DataplaneMaps,
-    /// The tables applied.
-    pub snapshot: Snapshot,
-    /// The private pin directory.
-    pub pin_dir: PathBuf,
-}
-
-impl LoadedBalancer {
-    /// Loads the balancer into a fresh private pin directory and applies [`BENCH_CONFIG`].
-    pub fn new() -> Result<Self, BenchError> {
-        let config = Config::parse(BENCH_CONFIG, "bench config")
-            .map_err(|e| BenchError::Check(format!("bench config: {e}")))?;
-        let pin_dir = PathBuf::from(format!(
-            "/sys/fs/bpf/shardline-bench-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = teardown(&pin_dir, None);
-        let ebpf = load_balancer(&pin_dir)?;
-        let mut maps = DataplaneMaps::open(&pin_dir)?;
-        let snapshot = Snapshot::from_config(&config);
-        maps.apply(&snapshot)?;
-        Ok(Self {
-            ebpf,
-            maps,
-            snapshot,
-            pin_dir,
-        })
-    }
-
-    /// One pinned map of this balancer, opened afresh (for writes `DataplaneMaps` does not
-    /// expose one by one).
-    pub fn open_map<T>(&self, name: &str) -> Result<T, BenchError>
-    where
-        T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-    {
-        open_pinned(&self.pin_dir, name)
-    }
+/// A balancer loaded (not attached) in private pinned maps with [`BENCH_CONFIG`] applied.
+pub fn loaded_balancer() -> Result<PrivateDataplane, BenchError> {
+    let config = Config::parse(BENCH_CONFIG, "bench config")
+        .map_err(|e| BenchError::Check(format!("bench config: {e}")))?;
+    PrivateDataplane::new("bench", Snapshot::from_config(&config)).map_err(|e| match e {
+        PrivateError::Load(e) => BenchError::Loader(e),
+        PrivateError::Maps(e) => BenchError::Maps(e),
+    })
 }
 
 /// Opens the pinned map `dir/name` as `T`.
@@ -292,12 +251,6 @@ where
     let data = aya::maps::MapData::from_pin(dir.join(name)).map_err(map_err)?;
     let map = aya::maps::Map::from_map_data(data).map_err(map_err)?;
     T::try_from(map).map_err(map_err)
-}
-
-impl Drop for LoadedBalancer {
-    fn drop(&mut self) {
-        let _ = teardown(&self.pin_dir, None);
-    }
 }
 
 /// Median of `values` (sorted in place); 0 for none.

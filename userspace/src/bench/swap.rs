@@ -12,7 +12,7 @@ use shardline_common::{
     maps::{Globals, SessionKey, ShardSet},
 };
 
-use super::{median, round, BenchError, LoadedBalancer};
+use super::{loaded_balancer, median, open_pinned, round, BenchError};
 
 /// Backends of the table the swap benchmark builds.
 pub const SWAP_BACKENDS: u32 = 100;
@@ -51,7 +51,7 @@ fn placement(generation: u64, a: u32, b: u32) -> ShardSet {
 /// Runs the swap benchmark.
 pub fn run(quick: bool) -> Result<Value, BenchError> {
     let iters = if quick { 3 } else { 10 };
-    let mut lb = LoadedBalancer::new()?;
+    let mut lb = loaded_balancer()?;
     let weighted =
         |n: u32| -> Vec<Weighted> { (1..=n).map(|id| Weighted { id, weight: 1 }).collect() };
 
@@ -63,8 +63,8 @@ pub fn run(quick: bool) -> Result<Value, BenchError> {
         build_ms.push(millis(t));
     }
 
-    let mut maglev_map: Array<MapData, u32> = lb.open_map("MAGLEV")?;
-    let mut globals_map: Array<MapData, Globals> = lb.open_map("GLOBALS")?;
+    let mut maglev_map: Array<MapData, u32> = open_pinned(&lb.pin_dir, "MAGLEV")?;
+    let mut globals_map: Array<MapData, Globals> = open_pinned(&lb.pin_dir, "GLOBALS")?;
     let mut write_ms = Vec::new();
     let mut flip_us = Vec::new();
     for _ in 0..iters {
@@ -118,7 +118,8 @@ pub fn run(quick: bool) -> Result<Value, BenchError> {
         whole_ms.push(millis(t));
     }
 
-    let mut sessions: HashMap<MapData, SessionKey, ShardSet> = lb.open_map("SESSIONS")?;
+    let mut sessions: HashMap<MapData, SessionKey, ShardSet> =
+        open_pinned(&lb.pin_dir, "SESSIONS")?;
     let key = |i: u64| SessionKey {
         service: 1,
         _pad: 0,

@@ -13,7 +13,7 @@
 pub mod capture;
 pub mod retarget;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 use shardline_common::{
@@ -23,10 +23,9 @@ use shardline_common::{
 };
 
 use crate::{
-    loader::{self, load_balancer, xdp_program, LB_PROGRAM},
     maps::{DataplaneMaps, MapsError},
+    private::PrivateDataplane,
     snapshot::Snapshot,
-    testrun::run_once,
 };
 
 /// Errors setting up a trace.
@@ -34,7 +33,7 @@ use crate::{
 pub enum TraceError {
     /// The program could not be loaded.
     #[error(transparent)]
-    Load(#[from] loader::LoaderError),
+    Load(#[from] crate::private::PrivateError),
     /// The private maps could not be written or read.
     #[error(transparent)]
     Maps(#[from] MapsError),
@@ -55,45 +54,30 @@ pub struct TraceLine {
     pub agree: bool,
 }
 
-/// A load balancer loaded into private maps (removed on drop) with `tables` applied.
-pub struct PrivateDataplane {
-    ebpf: aya::Ebpf,
-    maps: DataplaneMaps,
-    tables: Snapshot,
+/// Traces frames through a [`PrivateDataplane`] and its replay.
+pub struct Tracer {
+    dataplane: PrivateDataplane,
     backends: Vec<u32>,
-    pin_dir: PathBuf,
 }
 
-impl PrivateDataplane {
-    /// Loads the program into a fresh pin directory and writes `tables` into its maps.
+impl Tracer {
+    /// Loads the program with `tables` in private maps.
     pub fn new(tables: Snapshot) -> Result<Self, TraceError> {
-        let pin_dir = PathBuf::from(format!(
-            "/sys/fs/bpf/shardline-trace-{}",
-            std::process::id()
-        ));
-        let _ = loader::teardown(&pin_dir, None);
-        let ebpf = load_balancer(&pin_dir)?;
-        let mut maps = DataplaneMaps::open(&pin_dir)?;
-        maps.apply(&tables)?;
         let mut backends: Vec<u32> = tables.backends.keys().copied().collect();
         backends.sort_unstable();
         Ok(Self {
-            ebpf,
-            maps,
-            tables,
+            dataplane: PrivateDataplane::new("trace", tables)?,
             backends,
-            pin_dir,
         })
     }
 
     /// Traces one Ethernet frame; `None` if the kernel cannot run it (shorter than an Ethernet
     /// header, or larger than a test-run buffer).
     pub fn trace(&mut self, index: usize, frame: &[u8]) -> Option<TraceLine> {
-        let reasons_before = self.maps.reason_counts().ok()?;
+        let reasons_before = self.dataplane.maps.reason_counts().ok()?;
         let backends_before = self.backend_packets();
-        let program = xdp_program(&mut self.ebpf, LB_PROGRAM).ok()?;
-        let run = run_once(program, frame).ok()?;
-        let reasons_after = self.maps.reason_counts().ok()?;
+        let run = self.dataplane.run(frame).ok()?;
+        let reasons_after = self.dataplane.maps.reason_counts().ok()?;
         let reason = reasons_before
             .iter()
             .zip(&reasons_after)
@@ -105,7 +89,7 @@ impl PrivateDataplane {
             .zip(&backends_before)
             .find(|(a, b)| a.1 > b.1)
             .map(|(a, _)| a.0);
-        let replay = decide(frame, &self.tables);
+        let replay = decide(frame, &self.dataplane.tables);
         let replay_backend = (replay.backend_id != NO_BACKEND
             && replay.reason == Reason::Forwarded)
             .then_some(replay.backend_id);
@@ -133,19 +117,14 @@ impl PrivateDataplane {
             .map(|id| {
                 (
                     *id,
-                    self.maps
+                    self.dataplane
+                        .maps
                         .backend_counter(*id)
                         .map(|c| c.packets)
                         .unwrap_or(0),
                 )
             })
             .collect()
-    }
-}
-
-impl Drop for PrivateDataplane {
-    fn drop(&mut self) {
-        let _ = loader::teardown(&self.pin_dir, None);
     }
 }
 
