@@ -47,7 +47,7 @@ impl Tables for Fixed {
 fn tables() -> Fixed {
     let vip4 = v4_mapped([10, 100, 0, 1]);
     let vip6 = addr_words([0xfd, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-    let svc = |id, mode, forward| Service { id, mode, forward, _pad: [0; 2] };
+    let svc = |id, mode, forward| Service { id, mode, forward, ..Service::default() };
     let mut services = HashMap::new();
     services.insert(ServiceKey { addr: vip4, port: 7000, proto: 17, _pad: 0 }, svc(1, session_mode::HEADER, forward_mode::ENCAP));
     services.insert(ServiceKey { addr: vip4, port: 8080, proto: 6, _pad: 0 }, svc(2, session_mode::FLOW, forward_mode::ENCAP));
