@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use shardline_common::{
     consts::{
         MAX_BACKENDS, MAX_SHARDS, QUIC_DEFAULT_SERVER_ID_LEN, QUIC_MAX_SERVER_ID_LEN,
@@ -54,7 +54,7 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError 
 }
 
 /// How the XDP program is attached.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpAttachMode {
     /// Native (driver) mode, falling back to generic with a warning.
@@ -67,7 +67,7 @@ pub enum XdpAttachMode {
 }
 
 /// How a service finds sessions and request keys.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionMode {
     /// The shardline header at the start of the UDP payload.
@@ -80,7 +80,7 @@ pub enum SessionMode {
 }
 
 /// How packets reach backends.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ForwardMode {
     /// IPIP / IP6IP6 to the backend's address.
@@ -91,7 +91,7 @@ pub enum ForwardMode {
 }
 
 /// Transport protocol of a service.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// UDP.
@@ -111,7 +111,7 @@ impl Protocol {
 }
 
 /// The whole configuration file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Interface the XDP program is attached to.
@@ -149,7 +149,7 @@ fn default_pin_dir() -> PathBuf {
 }
 
 /// Outer source addresses of encapsulated packets.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Encap {
     /// IPv4 source of IPIP packets (required if any backend has `ipv4` and a service encaps).
@@ -159,7 +159,7 @@ pub struct Encap {
 }
 
 /// One virtual service.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// Name, referenced by sessions.
@@ -193,7 +193,7 @@ impl ServiceConfig {
 }
 
 /// One backend.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// Id, `0..4096`, unique.
@@ -214,7 +214,7 @@ fn default_weight() -> u32 {
 }
 
 /// A session placed on a fixed shard set.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SessionConfig {
     /// Service name.
@@ -226,7 +226,7 @@ pub struct SessionConfig {
 }
 
 /// A session as written in the config: a number (header mode) or a client address (flow mode).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum SessionId {
     /// Header-mode session id.

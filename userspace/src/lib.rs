@@ -13,6 +13,7 @@
 //! - [`netns`]: network namespaces for the lab and the tests.
 //! - [`lab`]: the netns lab (topology, echo backends, client sessions).
 //! - [`signals`]: waiting for SIGINT / SIGTERM.
+//! - [`state`]: the replicated control state, its commands and the [`state::Control`] handle.
 //! - [`reshard`]: the swap stage: atomic re-shards, their plans and handoffs.
 //! - [`trace`]: `shardline trace`, kernel vs replay verdicts for captured packets.
 //! - [`private`]: a balancer in private pinned maps, never attached (tracer, benches, tests).
@@ -37,6 +38,7 @@ pub mod profile;
 pub mod reshard;
 pub mod signals;
 pub mod snapshot;
+pub mod state;
 pub mod testrun;
 pub mod tick;
 pub mod trace;

@@ -3,19 +3,22 @@
 //! and the maps pinned: the dataplane keeps routing while the daemon is away, and the next
 //! daemon adopts both.
 
-use std::path::{Path, PathBuf};
+pub mod applier;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
 
-use shardline_common::plan::{maglev_plan, session_plan, SessionPlan};
-
 use crate::{
     config::Config,
     loader::{attach_balancer, load_balancer},
     maps::DataplaneMaps,
-    snapshot::Snapshot,
+    state::{Command, ConfigTables, Control, ControlState, LocalControl},
 };
 
 /// Runs the daemon until SIGINT or SIGTERM; SIGHUP reloads `config_path`.
@@ -29,9 +32,10 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
         &config.pin_dir,
     )
     .with_context(|| format!("attaching to interface {:?}", config.interface))?;
-    let mut maps = DataplaneMaps::open(&config.pin_dir)?;
-    maps.apply(&Snapshot::from_config(&config))
-        .context("writing the tables")?;
+    let maps = Arc::new(Mutex::new(DataplaneMaps::open(&config.pin_dir)?));
+    let control: Arc<dyn Control> = Arc::new(LocalControl::new(ControlState::from_config(&config)));
+    applier::write(&maps, &control.local()).context("writing the tables")?;
+    tokio::spawn(applier::run(maps.clone(), control.subscribe()));
     info!(
         interface = %config.interface,
         ?attached,
@@ -53,11 +57,11 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            _ = hup.recv() => match reload(config_path, &current, &mut maps) {
+            _ = hup.recv() => match reload(config_path, &current, control.as_ref()).await {
                 Ok(next) => current = next,
                 Err(e) => error!("reload refused, keeping the running configuration: {e:#}"),
             },
-            _ = report.tick() => log_counters(&maps),
+            _ = report.tick() => log_counters(&maps.lock().expect("maps lock")),
         }
     }
     info!(
@@ -69,48 +73,19 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     Ok(())
 }
 
-/// Applies a new configuration if it is valid and compatible; nothing is written otherwise.
-fn reload(path: &Path, current: &Config, maps: &mut DataplaneMaps) -> anyhow::Result<Config> {
+/// Commits a new configuration if it is valid and compatible; nothing is written otherwise.
+async fn reload(path: &Path, current: &Config, control: &dyn Control) -> anyhow::Result<Config> {
     let next = Config::load(path)?;
     anyhow::ensure!(
         next.interface == current.interface && next.pin_dir == current.pin_dir,
         "`interface` and `pin_dir` cannot change on reload; restart the daemon instead"
     );
-    let before = maps.read_snapshot()?;
-    let after = Snapshot::from_config(&next);
-    maps.apply(&after)?;
-    log_moves(&before, &after);
+    control
+        .write(Command::LoadConfig(ConfigTables::of(&next)))
+        .await?;
     info!("configuration reloaded");
     log_quic_ids(&next);
     Ok(next)
-}
-
-/// Logs what a reload moved: per re-placed session its plan and its previous owners (the
-/// handoff: the new owners fetch state from them), and the default table's slot moves.
-fn log_moves(before: &Snapshot, after: &Snapshot) {
-    for (key, set) in &after.sessions {
-        let old = before.sessions.get(key);
-        let plan = session_plan(old, set);
-        if plan != SessionPlan::Unchanged {
-            let previous: Vec<u32> = old
-                .map(|o| o.backends[..o.count as usize].to_vec())
-                .unwrap_or_default();
-            let current = &set.backends[..set.count as usize];
-            info!(
-                service = key.service,
-                session = key.session,
-                ?previous,
-                ?current,
-                ?plan,
-                "session re-sharded; previous owners hand their keys over"
-            );
-        }
-    }
-    let moves = maglev_plan(&before.maglev, &after.maglev);
-    if !moves.is_empty() {
-        let slots: u32 = moves.iter().map(|m| m.slots).sum();
-        info!(slots, ?moves, "default table re-sharded");
-    }
 }
 
 /// Publishes what each quic service's backends must put in their connection ids.

@@ -1,0 +1,67 @@
+//! Writes every committed control state into this node's pinned maps, in order.
+//!
+//! States arrive on the control handle's `watch` channel; a burst of commits is written once,
+//! as the newest state (each map write is atomic and `DataplaneMaps::apply` orders them so no
+//! packet meets a half-written table). What a change moved is logged: per re-placed session
+//! its previous owners (the handoff), and the default table's slot moves.
+
+use std::sync::{Arc, Mutex};
+
+use shardline_common::plan::{maglev_plan, session_plan, SessionPlan};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::{maps::DataplaneMaps, snapshot::Snapshot, state::ControlState};
+
+/// Applies `state` now; then each newer state until the channel closes.
+pub async fn run(maps: Arc<Mutex<DataplaneMaps>>, mut states: watch::Receiver<Arc<ControlState>>) {
+    let mut applied = 0;
+    loop {
+        let state = states.borrow_and_update().clone();
+        if state.generation != applied || applied == 0 {
+            match write(&maps, &state) {
+                Ok(()) => applied = state.generation,
+                Err(e) => error!("writing tables of generation {}: {e:#}", state.generation),
+            }
+        }
+        if states.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes one state's tables, logging what moved.
+pub fn write(maps: &Mutex<DataplaneMaps>, state: &ControlState) -> anyhow::Result<()> {
+    let mut maps = maps.lock().expect("maps lock");
+    let before = maps.read_snapshot()?;
+    let after = state.tables();
+    maps.apply(&after)?;
+    log_moves(&before, &after);
+    Ok(())
+}
+
+fn log_moves(before: &Snapshot, after: &Snapshot) {
+    for (key, set) in &after.sessions {
+        let old = before.sessions.get(key);
+        let plan = session_plan(old, set);
+        if plan != SessionPlan::Unchanged {
+            let previous: Vec<u32> = old
+                .map(|o| o.backends[..o.count as usize].to_vec())
+                .unwrap_or_default();
+            let current = &set.backends[..set.count as usize];
+            info!(
+                service = key.service,
+                session = key.session,
+                ?previous,
+                ?current,
+                ?plan,
+                "session re-sharded; previous owners hand their keys over"
+            );
+        }
+    }
+    let moves = maglev_plan(&before.maglev, &after.maglev);
+    if !moves.is_empty() {
+        let slots: u32 = moves.iter().map(|m| m.slots).sum();
+        info!(slots, ?moves, "default table re-sharded");
+    }
+}

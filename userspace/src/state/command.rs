@@ -1,0 +1,346 @@
+//! Commands on the control state: the entries of the replicated log.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use shardline_common::consts::MAX_SHARDS;
+
+use super::{
+    session_number, valid_backend_id, BackendEntry, ConfigTables, ControlState, SessionMeta,
+    SessionRef, SESSION_STATE_LIMIT,
+};
+use crate::config::BackendConfig;
+
+/// One change to the control state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Replaces services, backends and static placements with a configuration file's. Backends
+    /// keep their health; dynamic placements of services that still exist, session metadata
+    /// and critical state are kept.
+    LoadConfig(ConfigTables),
+    /// Adds a backend or replaces its addresses and weight.
+    UpsertBackend(BackendConfig),
+    /// Sets a backend's weight in the default table.
+    SetWeight {
+        /// Backend id.
+        id: u32,
+        /// New weight.
+        weight: u32,
+    },
+    /// Marks a backend healthy or not (health checks).
+    SetHealth {
+        /// Backend id.
+        id: u32,
+        /// Passing its checks.
+        healthy: bool,
+    },
+    /// Starts or stops draining a backend.
+    Drain {
+        /// Backend id.
+        id: u32,
+        /// Draining or not.
+        draining: bool,
+    },
+    /// Removes a backend; it leaves every shard set.
+    RemoveBackend {
+        /// Backend id.
+        id: u32,
+    },
+    /// Places a session on a shard set (a re-shard).
+    Place {
+        /// The session.
+        session: SessionRef,
+        /// 1 to 16 distinct backend ids.
+        backends: Vec<u32>,
+    },
+    /// Returns a session to the default table.
+    Unplace {
+        /// The session.
+        session: SessionRef,
+    },
+    /// Sets a session's class and labels.
+    SetMeta {
+        /// The session.
+        session: SessionRef,
+        /// Its metadata.
+        meta: SessionMeta,
+    },
+    /// Writes one key of a session's critical state.
+    PutState {
+        /// The session.
+        session: SessionRef,
+        /// Key.
+        key: String,
+        /// Value.
+        value: Vec<u8>,
+    },
+    /// Deletes one key of a session's critical state.
+    DeleteState {
+        /// The session.
+        session: SessionRef,
+        /// Key.
+        key: String,
+    },
+}
+
+impl Command {
+    /// Whether applying it can change the dataplane tables.
+    pub fn routes(&self) -> bool {
+        !matches!(
+            self,
+            Command::SetMeta { .. } | Command::PutState { .. } | Command::DeleteState { .. }
+        )
+    }
+}
+
+/// What an applied command answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The state's generation after the command.
+    pub generation: u64,
+    /// For `Place`: the session's placement generation.
+    pub placement: Option<u64>,
+}
+
+/// Why a command was rejected (the state is unchanged).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum StateError {
+    /// No service has this name.
+    #[error("unknown service {0:?}")]
+    UnknownService(String),
+    /// No backend has this id.
+    #[error("unknown backend {0}")]
+    UnknownBackend(u32),
+    /// A backend id outside `0..4096`.
+    #[error("backend id {0} is out of range (0..4096)")]
+    BadBackendId(u32),
+    /// A shard set must have 1 to 16 distinct backends.
+    #[error("a shard set needs 1 to {MAX_SHARDS} distinct backends, got {0:?}")]
+    BadShardSet(Vec<u32>),
+    /// A session's critical state would exceed its limit.
+    #[error("session {session} would hold {bytes} bytes of state; the limit is {limit}")]
+    StateTooLarge {
+        /// The session, `service/number`.
+        session: String,
+        /// Bytes it would hold.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A backend needs at least one address and a valid MAC.
+    #[error("backend {id}: {problem}")]
+    BadBackend {
+        /// Backend id.
+        id: u32,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+pub(super) fn apply(state: &mut ControlState, command: &Command) -> Result<Response, StateError> {
+    let mut placement = None;
+    match command {
+        Command::LoadConfig(tables) => load_config(state, tables)?,
+        Command::UpsertBackend(config) => {
+            check_backend(config)?;
+            let entry = state
+                .backends
+                .entry(config.id)
+                .or_insert_with(|| BackendEntry {
+                    config: config.clone(),
+                    healthy: true,
+                    draining: false,
+                });
+            entry.config = config.clone();
+        }
+        Command::SetWeight { id, weight } => backend_mut(state, *id)?.config.weight = *weight,
+        Command::SetHealth { id, healthy } => backend_mut(state, *id)?.healthy = *healthy,
+        Command::Drain { id, draining } => backend_mut(state, *id)?.draining = *draining,
+        Command::RemoveBackend { id } => {
+            state
+                .backends
+                .remove(id)
+                .ok_or(StateError::UnknownBackend(*id))?;
+            for entry in state.sessions.values_mut() {
+                if entry.backends.contains(id) {
+                    entry.backends.retain(|b| b != id);
+                    entry.generation += 1;
+                }
+            }
+        }
+        Command::Place { session, backends } => {
+            known_service(state, session)?;
+            check_shard_set(state, backends)?;
+            let entry = state.sessions.entry(session.clone()).or_default();
+            if entry.backends != *backends {
+                entry.backends = backends.clone();
+                entry.generation += 1;
+            }
+            placement = Some(entry.generation);
+        }
+        Command::Unplace { session } => {
+            known_service(state, session)?;
+            if let Some(entry) = state.sessions.get_mut(session) {
+                if !entry.backends.is_empty() {
+                    entry.backends.clear();
+                    entry.generation += 1;
+                }
+            }
+        }
+        Command::SetMeta { session, meta } => {
+            known_service(state, session)?;
+            state.sessions.entry(session.clone()).or_default().meta = meta.clone();
+        }
+        Command::PutState {
+            session,
+            key,
+            value,
+        } => {
+            known_service(state, session)?;
+            let old = state
+                .kv
+                .get(session)
+                .and_then(|m| m.get(key))
+                .map_or(0, |v| key.len() + v.len());
+            let bytes = state.state_bytes(session) - old + key.len() + value.len();
+            if bytes > SESSION_STATE_LIMIT {
+                return Err(StateError::StateTooLarge {
+                    session: session.to_string(),
+                    bytes,
+                    limit: SESSION_STATE_LIMIT,
+                });
+            }
+            state
+                .kv
+                .entry(session.clone())
+                .or_default()
+                .insert(key.clone(), value.clone());
+        }
+        Command::DeleteState { session, key } => {
+            if let Some(m) = state.kv.get_mut(session) {
+                m.remove(key);
+                if m.is_empty() {
+                    state.kv.remove(session);
+                }
+            }
+        }
+    }
+    if command.routes() {
+        state.generation += 1;
+    }
+    Ok(Response {
+        generation: state.generation,
+        placement,
+    })
+}
+
+fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), StateError> {
+    for b in &tables.backends {
+        check_backend(b)?;
+    }
+    let names: Vec<&str> = tables.services.iter().map(|s| s.name.as_str()).collect();
+    let mut sessions = BTreeMap::new();
+    for s in &tables.sessions {
+        if !names.contains(&s.service.as_str()) {
+            return Err(StateError::UnknownService(s.service.clone()));
+        }
+        sessions.insert(
+            SessionRef {
+                service: s.service.clone(),
+                session: session_number(&s.session),
+            },
+            s.backends.clone(),
+        );
+    }
+    let mut backends = BTreeMap::new();
+    for b in &tables.backends {
+        let (healthy, draining) = state
+            .backends
+            .get(&b.id)
+            .map_or((true, false), |e| (e.healthy, e.draining));
+        backends.insert(
+            b.id,
+            BackendEntry {
+                config: b.clone(),
+                healthy,
+                draining,
+            },
+        );
+    }
+    for set in sessions.values() {
+        if set.is_empty()
+            || set.len() > MAX_SHARDS
+            || set.iter().any(|id| !backends.contains_key(id))
+        {
+            return Err(StateError::BadShardSet(set.clone()));
+        }
+    }
+    state.encap = tables.encap.clone();
+    state.flow_idle_secs = tables.flow_idle_secs;
+    state.services = tables.services.clone();
+    state.backends = backends;
+    state
+        .sessions
+        .retain(|s, _| names.contains(&s.service.as_str()));
+    state.kv.retain(|s, _| names.contains(&s.service.as_str()));
+    for entry in state.sessions.values_mut() {
+        let before = entry.backends.len();
+        entry.backends.retain(|id| state.backends.contains_key(id));
+        if entry.backends.len() != before {
+            entry.generation += 1;
+        }
+    }
+    for (session, set) in sessions {
+        let entry = state.sessions.entry(session).or_default();
+        if entry.backends != set {
+            entry.backends = set;
+            entry.generation += 1;
+        }
+    }
+    Ok(())
+}
+
+fn backend_mut(state: &mut ControlState, id: u32) -> Result<&mut BackendEntry, StateError> {
+    state
+        .backends
+        .get_mut(&id)
+        .ok_or(StateError::UnknownBackend(id))
+}
+
+fn known_service(state: &ControlState, session: &SessionRef) -> Result<(), StateError> {
+    state
+        .service_id(&session.service)
+        .map(|_| ())
+        .ok_or_else(|| StateError::UnknownService(session.service.clone()))
+}
+
+fn check_backend(config: &BackendConfig) -> Result<(), StateError> {
+    if !valid_backend_id(config.id) {
+        return Err(StateError::BadBackendId(config.id));
+    }
+    if config.ipv4.is_none() && config.ipv6.is_none() {
+        return Err(StateError::BadBackend {
+            id: config.id,
+            problem: "needs an ipv4 or ipv6 address".into(),
+        });
+    }
+    crate::config::parse_mac(&config.mac).map_err(|problem| StateError::BadBackend {
+        id: config.id,
+        problem,
+    })?;
+    Ok(())
+}
+
+fn check_shard_set(state: &ControlState, backends: &[u32]) -> Result<(), StateError> {
+    let mut sorted = backends.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if backends.is_empty() || backends.len() > MAX_SHARDS || sorted.len() != backends.len() {
+        return Err(StateError::BadShardSet(backends.to_vec()));
+    }
+    if let Some(id) = backends.iter().find(|id| !state.backends.contains_key(id)) {
+        return Err(StateError::UnknownBackend(*id));
+    }
+    Ok(())
+}

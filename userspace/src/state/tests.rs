@@ -1,0 +1,180 @@
+use super::*;
+use crate::config::Config;
+
+fn config() -> Config {
+    Config::parse(
+        r#"
+interface = "eth0"
+[encap]
+source_v4 = "10.0.0.2"
+[[services]]
+name = "kv"
+vip = "10.100.0.1"
+port = 7000
+protocol = "udp"
+mode = "header"
+[[backends]]
+id = 1
+ipv4 = "10.0.0.11"
+mac = "02:00:00:00:00:11"
+[[backends]]
+id = 2
+ipv4 = "10.0.0.12"
+mac = "02:00:00:00:00:12"
+[[backends]]
+id = 3
+ipv4 = "10.0.0.13"
+mac = "02:00:00:00:00:13"
+[[sessions]]
+service = "kv"
+session = 42
+backends = [1, 2]
+"#,
+        "test",
+    )
+    .unwrap()
+}
+
+fn kv(session: u64) -> SessionRef {
+    SessionRef {
+        service: "kv".into(),
+        session,
+    }
+}
+
+#[test]
+fn config_state_gives_the_config_tables() {
+    let config = config();
+    let state = ControlState::from_config(&config);
+    let ours = state.tables();
+    let theirs = Snapshot::from_config(&config);
+    assert_eq!(ours.services, theirs.services);
+    assert_eq!(ours.backends, theirs.backends);
+    assert_eq!(ours.sessions, theirs.sessions);
+    assert_eq!(ours.maglev, theirs.maglev);
+}
+
+#[test]
+fn a_rejected_command_changes_nothing() {
+    let mut state = ControlState::from_config(&config());
+    let before = state.clone();
+    for bad in [
+        Command::Place {
+            session: kv(1),
+            backends: vec![1, 9],
+        },
+        Command::Place {
+            session: kv(1),
+            backends: vec![1, 1],
+        },
+        Command::Place {
+            session: kv(1),
+            backends: vec![],
+        },
+        Command::SetWeight { id: 7, weight: 1 },
+        Command::Place {
+            session: SessionRef {
+                service: "nope".into(),
+                session: 1,
+            },
+            backends: vec![1],
+        },
+        Command::PutState {
+            session: kv(1),
+            key: "k".into(),
+            value: vec![0; SESSION_STATE_LIMIT],
+        },
+    ] {
+        assert!(state.apply(&bad).is_err(), "{bad:?} accepted");
+        assert_eq!(state, before, "{bad:?} changed the state");
+    }
+}
+
+#[test]
+fn placements_bump_their_generation_only_when_they_change() {
+    let mut state = ControlState::from_config(&config());
+    let place = |backends: Vec<u32>| Command::Place {
+        session: kv(42),
+        backends,
+    };
+    let g1 = state.apply(&place(vec![1, 3])).unwrap().placement.unwrap();
+    let g2 = state.apply(&place(vec![1, 3])).unwrap().placement.unwrap();
+    let g3 = state.apply(&place(vec![2])).unwrap().placement.unwrap();
+    assert_eq!(g1, g2);
+    assert_eq!(g3, g2 + 1);
+}
+
+#[test]
+fn unhealthy_backends_leave_shard_sets_and_the_default_table() {
+    let mut state = ControlState::from_config(&config());
+    state
+        .apply(&Command::SetHealth {
+            id: 2,
+            healthy: false,
+        })
+        .unwrap();
+    let tables = state.tables();
+    let set = tables.sessions.values().next().unwrap();
+    assert_eq!(&set.backends[..set.count as usize], &[1]);
+    assert!(!tables.maglev.contains(&2));
+    state
+        .apply(&Command::SetHealth {
+            id: 1,
+            healthy: false,
+        })
+        .unwrap();
+    assert!(
+        state.tables().sessions.is_empty(),
+        "no live shard: unplaced"
+    );
+}
+
+#[test]
+fn session_state_is_bounded_per_session() {
+    let mut state = ControlState::from_config(&config());
+    let put = |key: &str, len: usize| Command::PutState {
+        session: kv(5),
+        key: key.into(),
+        value: vec![7; len],
+    };
+    state.apply(&put("a", 4000)).unwrap();
+    // Replacing a key counts its new size only.
+    state.apply(&put("a", 4095)).unwrap();
+    let err = state.apply(&put("b", 1)).unwrap_err();
+    assert!(matches!(err, StateError::StateTooLarge { bytes: 4098, .. }));
+    assert_eq!(state.state_bytes(&kv(5)), 4096);
+}
+
+#[test]
+fn state_round_trips_through_json() {
+    let mut state = ControlState::from_config(&config());
+    state
+        .apply(&Command::PutState {
+            session: kv(1),
+            key: "cursor".into(),
+            value: b"17".to_vec(),
+        })
+        .unwrap();
+    let text = serde_json::to_string(&state).unwrap();
+    let back: ControlState = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, state);
+}
+
+#[tokio::test]
+async fn local_control_publishes_every_write() {
+    let control = LocalControl::new(ControlState::from_config(&config()));
+    let mut rx = control.subscribe();
+    control
+        .write(Command::Place {
+            session: kv(9),
+            backends: vec![3],
+        })
+        .await
+        .unwrap();
+    rx.changed().await.unwrap();
+    assert!(rx.borrow().sessions.contains_key(&kv(9)));
+    assert!(control
+        .write(Command::RemoveBackend { id: 99 })
+        .await
+        .is_err());
+}
