@@ -14,6 +14,8 @@
 //! - [`lab`]: the netns lab (topology, echo backends, client sessions).
 //! - [`signals`]: waiting for SIGINT / SIGTERM.
 //! - [`state`]: the replicated control state, its commands and the [`state::Control`] handle.
+//! - [`insight`], [`telemetry`]: what the control loop publishes (per-session views, metric
+//!   families) for the API, `top`, `plot` and `/metrics`.
 //! - [`reshard`]: the swap stage: atomic re-shards, their plans and handoffs.
 //! - [`trace`]: `shardline trace`, kernel vs replay verdicts for captured packets.
 //! - [`private`]: a balancer in private pinned maps, never attached (tracer, benches, tests).
@@ -27,6 +29,7 @@ pub mod daemon;
 pub mod decap;
 pub mod decide;
 pub mod forecast;
+pub mod insight;
 pub mod lab;
 pub mod loader;
 pub mod maglev_table;
@@ -39,6 +42,7 @@ pub mod reshard;
 pub mod signals;
 pub mod snapshot;
 pub mod state;
+pub mod telemetry;
 pub mod testrun;
 pub mod tick;
 pub mod trace;

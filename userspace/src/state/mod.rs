@@ -32,7 +32,7 @@ pub const SESSION_STATE_LIMIT: usize = 4096;
 
 /// A session, named as operators and applications name it: service name and session number
 /// (header mode: the session id; flow and quic mode: the client address's hash).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionRef {
     /// Service name.
     pub service: String,
