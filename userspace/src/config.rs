@@ -138,6 +138,43 @@ pub struct Config {
     /// Sessions placed on a fixed shard set.
     #[serde(default)]
     pub sessions: Vec<SessionConfig>,
+    /// The HTTP API (`/v1/...`, `/metrics`).
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// The HTTP API's address and credentials.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address the API listens on (default `127.0.0.1:7900`).
+    #[serde(default = "default_api_listen")]
+    pub listen: std::net::SocketAddr,
+    /// File holding the bearer token writes and state reads need (surrounding whitespace is
+    /// ignored). The environment variable `SHARDLINE_API_TOKEN` overrides it. With neither,
+    /// the API is read-only.
+    pub token_file: Option<PathBuf>,
+    /// Largest request body accepted, bytes (default 65536).
+    #[serde(default = "default_api_body_limit")]
+    pub body_limit: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_api_listen(),
+            token_file: None,
+            body_limit: default_api_body_limit(),
+        }
+    }
+}
+
+fn default_api_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 7900))
+}
+
+fn default_api_body_limit() -> usize {
+    64 * 1024
 }
 
 fn default_flow_idle_secs() -> u32 {
@@ -321,6 +358,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_api()?;
         let services: HashMap<&str, &ServiceConfig> =
             self.services.iter().map(|s| (s.name.as_str(), s)).collect();
         for (i, s) in self.sessions.iter().enumerate() {
@@ -398,6 +436,29 @@ impl Config {
             }
         }
         out
+    }
+
+    /// The API's limits: a body limit that fits a session's state and is not absurd, and a
+    /// token file that names a file (whether it is readable is checked when the API starts).
+    fn validate_api(&self) -> Result<(), ConfigError> {
+        if !(1024..=16 * 1024 * 1024).contains(&self.api.body_limit) {
+            return Err(invalid(
+                "api.body_limit",
+                "must be 1024 to 16777216 bytes (a session's state alone needs 4096)",
+            ));
+        }
+        if self
+            .api
+            .token_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(invalid(
+                "api.token_file",
+                "must name a file (leave it out to rely on SHARDLINE_API_TOKEN)",
+            ));
+        }
+        Ok(())
     }
 
     /// The rules of `quic` services: UDP, a server id length that holds every backend id, and
@@ -507,6 +568,24 @@ mod tests {
         assert!(err(&GOOD.replace("source_v4 = \"10.0.0.2\"", "")).contains("encap.source_v4"));
         assert!(err(&GOOD.replace("port = 7000", "port = 70000")).contains("port"));
         assert!(err(&format!("{GOOD}\nbogus = 1")).contains("bogus"));
+    }
+
+    #[test]
+    fn api_section_has_defaults_and_errors_name_its_fields() {
+        let c = Config::parse(GOOD, "test.toml").unwrap();
+        assert_eq!(c.api.listen.to_string(), "127.0.0.1:7900");
+        assert_eq!((c.api.token_file.as_ref(), c.api.body_limit), (None, 65536));
+        let with = |api: &str| format!("{GOOD}\n[api]\n{api}\n");
+        let c = Config::parse(&with("listen = \"0.0.0.0:80\"\ntoken_file = \"/t\""), "t").unwrap();
+        assert_eq!(c.api.token_file.as_deref(), Some(Path::new("/t")));
+        let e = err(&with("listen = \"localhost\""));
+        assert!(e.contains("listen"), "{e}");
+        let e = err(&with("body_limit = 10"));
+        assert!(e.contains("api.body_limit") && e.contains("1024"), "{e}");
+        let e = err(&with("token_file = \"\""));
+        assert!(e.contains("api.token_file"), "{e}");
+        let e = err(&with("tokn_file = \"/t\""));
+        assert!(e.contains("tokn_file"), "{e}");
     }
 
     #[test]

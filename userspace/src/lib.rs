@@ -9,6 +9,8 @@
 //! - [`maglev_table`]: the double-buffered default table, memory-mapped.
 //! - [`maps`]: typed access to the pinned maps: apply a snapshot, read counters, live replay.
 //! - [`daemon`]: `shardline daemon`.
+//! - [`api`]: the daemon's HTTP API (`/v1`, `/metrics`, OpenAPI).
+//! - [`cli`]: the operator commands over the API (`status`, `backends`, …, `top`, `plot`).
 //! - [`decap`]: `shardline decap`, the backend-side decapsulator.
 //! - [`netns`]: network namespaces for the lab and the tests.
 //! - [`lab`]: the netns lab (topology, echo backends, client sessions).
@@ -23,7 +25,9 @@
 //! - [`profile`], [`forecast`], [`decide`], [`tick`]: the predictive control loop's pure
 //!   stages — a session's load profile, online forecasters and their selector (and
 //!   `forecast-eval`), shard-count and backend decisions, and the per-tick driver.
+pub mod api;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod decap;

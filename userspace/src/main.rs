@@ -1,5 +1,5 @@
-//! The `shardline` binary: the daemon, the backend decapsulator, the netns lab, and the small
-//! tools around them.
+//! The `shardline` binary: the daemon, the operator commands over its API, the backend
+//! decapsulator, the netns lab, and the small tools around them.
 
 use std::{
     net::IpAddr,
@@ -134,6 +134,9 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Operator commands over a daemon's API (status, backends, sessions, top, plot, ...).
+    #[command(flatten)]
+    Operator(shardline::cli::Operator),
     /// The lab's backend service: UDP/TCP echo that answers with this backend's id.
     #[command(hide = true)]
     Echo {
@@ -205,6 +208,8 @@ fn main() -> anyhow::Result<()> {
             .build()
     };
     match cli.command {
+        // Exit codes are part of the operator commands' contract (see shardline::cli).
+        Command::Operator(command) => std::process::exit(shardline::cli::run(command)),
         Command::Daemon { config, ready_file } => {
             runtime()?.block_on(shardline::daemon::run(&config, ready_file))
         }

@@ -12,13 +12,16 @@ use std::{
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{
+    api::{ApiState, Token},
     config::Config,
+    insight::Insights,
     loader::{attach_balancer, load_balancer},
     maps::DataplaneMaps,
     state::{Command, ConfigTables, Control, ControlState, LocalControl},
+    telemetry::Telemetry,
 };
 
 /// Runs the daemon until SIGINT or SIGTERM; SIGHUP reloads `config_path`.
@@ -36,6 +39,9 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     let control: Arc<dyn Control> = Arc::new(LocalControl::new(ControlState::from_config(&config)));
     applier::write(&maps, &control.local()).context("writing the tables")?;
     tokio::spawn(applier::run(maps.clone(), control.subscribe()));
+    let insights = Arc::new(Insights::default());
+    let telemetry = Arc::new(Telemetry::default());
+    let api = serve_api(&config, &control, &insights, &telemetry, &maps).await?;
     info!(
         interface = %config.interface,
         ?attached,
@@ -57,7 +63,7 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            _ = hup.recv() => match reload(config_path, &current, control.as_ref()).await {
+            _ = hup.recv() => match reload(config_path, &current, control.as_ref(), &api).await {
                 Ok(next) => current = next,
                 Err(e) => error!("reload refused, keeping the running configuration: {e:#}"),
             },
@@ -73,19 +79,67 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     Ok(())
 }
 
+/// Starts the HTTP API on `[api] listen`; a daemon whose API cannot listen does not start.
+async fn serve_api(
+    config: &Config,
+    control: &Arc<dyn Control>,
+    insights: &Arc<Insights>,
+    telemetry: &Telemetry,
+    maps: &Arc<Mutex<DataplaneMaps>>,
+) -> anyhow::Result<ApiState> {
+    let token = Token::load(&config.api)?;
+    if token.is_none() {
+        warn!("no API token ([api] token_file or SHARDLINE_API_TOKEN): the API is read-only");
+    }
+    let state = ApiState::new(
+        control.clone(),
+        insights.clone(),
+        telemetry,
+        Some(maps.clone()),
+        token,
+    );
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("binding the API to {} (`api.listen`)", config.api.listen))?;
+    info!(listen = %config.api.listen, "api listening");
+    let router = crate::api::router(state.clone(), config.api.body_limit);
+    tokio::spawn(async move {
+        if let Err(e) = crate::api::serve(listener, router, std::future::pending()).await {
+            error!("the API stopped: {e}");
+        }
+    });
+    Ok(state)
+}
+
 /// Commits a new configuration if it is valid and compatible; nothing is written otherwise.
-async fn reload(path: &Path, current: &Config, control: &dyn Control) -> anyhow::Result<Config> {
+async fn reload(
+    path: &Path,
+    current: &Config,
+    control: &dyn Control,
+    api: &ApiState,
+) -> anyhow::Result<Config> {
     let next = Config::load(path)?;
     anyhow::ensure!(
         next.interface == current.interface && next.pin_dir == current.pin_dir,
         "`interface` and `pin_dir` cannot change on reload; restart the daemon instead"
     );
+    let token = Token::load(&next.api)?;
     control
         .write(Command::LoadConfig(ConfigTables::of(&next)))
         .await?;
+    // The token changes only once the new tables are committed: a refused reload keeps both.
+    api.set_token(token);
+    api_limit_note(current, &next);
     info!("configuration reloaded");
     log_quic_ids(&next);
     Ok(next)
+}
+
+/// The API keeps its listener and body limit until a restart (the token follows reloads).
+fn api_limit_note(current: &Config, next: &Config) {
+    if next.api.listen != current.api.listen || next.api.body_limit != current.api.body_limit {
+        warn!("`api.listen` and `api.body_limit` change on restart only");
+    }
 }
 
 /// Publishes what each quic service's backends must put in their connection ids.

@@ -85,6 +85,9 @@ pub struct Lab {
     children: Vec<(String, Child)>,
     /// The daemon's configuration.
     pub config: Config,
+    /// The file holding the daemon's API token (the API listens on the default address
+    /// inside the load balancer's namespace).
+    pub api_token: PathBuf,
     /// The QUIC service's self-signed certificate (PEM), for clients to trust.
     pub quic_cert: PathBuf,
     /// Where the daemon pins its maps.
@@ -151,7 +154,10 @@ impl Lab {
         })?;
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/shardline-lab-{}", opts.tag));
         let sessions = traffic::sessions(opts.sessions);
-        let text = lab_config(opts.backends, &sessions, &pin_dir);
+        let api_token = work_dir.join("api-token");
+        write_api_token(&api_token)?;
+        let text = lab_config(opts.backends, &sessions, &pin_dir)
+            + &format!("\n[api]\ntoken_file = \"{}\"\n", api_token.display());
         let config = Config::parse(&text, "lab config")?;
         let config_path = work_dir.join("shardline.toml");
         std::fs::write(&config_path, &text).map_err(|source| LabError::Io {
@@ -169,6 +175,7 @@ impl Lab {
             .expect("the lab config has a quic service");
         let mut lab = Self {
             children: Vec::new(),
+            api_token,
             config,
             quic_cert: quic_cert.clone(),
             pin_dir,
@@ -258,10 +265,15 @@ impl Lab {
 
     /// Replaces the daemon's configuration file with `text`, sends the daemon SIGHUP and waits
     /// (at most 10 s) until its log says the reload was applied or refused.
+    /// A `text` without an `[api]` section keeps the lab's.
     pub fn reload_config(&mut self, text: &str) -> Result<(), LabError> {
+        let mut text = text.to_owned();
+        if !text.contains("[api]") {
+            text += &format!("\n[api]\ntoken_file = \"{}\"\n", self.api_token.display());
+        }
         // Parsed here only to track the tables; the daemon judges the file itself.
-        let config = Config::parse(text, "lab config");
-        std::fs::write(&self.config_path, text).map_err(|source| LabError::Io {
+        let config = Config::parse(&text, "lab config");
+        std::fs::write(&self.config_path, &text).map_err(|source| LabError::Io {
             path: self.config_path.clone(),
             source,
         })?;
@@ -451,6 +463,25 @@ impl Lab {
             .err();
         report.lock().unwrap_or_else(|e| e.into_inner()).error = error;
     }
+}
+
+/// Writes a fresh random API token, readable by root only.
+fn write_api_token(path: &Path) -> Result<(), LabError> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let token: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(token.as_bytes()))
+        .map_err(|source| LabError::Io {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 #[derive(Clone, Copy)]

@@ -1,0 +1,208 @@
+//! `/v1/backends` and `/v1/services`: the backends with their health, weight and counters,
+//! and the services with their placed sessions and traffic.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use axum::{extract::State, http::StatusCode, Json};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiState, Authorized, Body, Param};
+use crate::{
+    config::{BackendConfig, ForwardMode, Protocol, SessionMode},
+    state::{BackendEntry, Command, ControlState, Response},
+};
+
+/// A backend as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackendView {
+    /// Id.
+    pub id: u32,
+    /// IPv4 address.
+    pub ipv4: Option<Ipv4Addr>,
+    /// IPv6 address.
+    pub ipv6: Option<Ipv6Addr>,
+    /// Next hop's MAC.
+    pub mac: String,
+    /// Configured weight.
+    pub weight: u32,
+    /// Weight in the default table now (0 while draining or unhealthy).
+    pub effective_weight: u32,
+    /// Passing health checks.
+    pub healthy: bool,
+    /// Draining.
+    pub draining: bool,
+    /// Packets forwarded to it (dataplane counter; absent without a dataplane).
+    pub packets: Option<u64>,
+    /// Bytes forwarded to it.
+    pub bytes: Option<u64>,
+}
+
+/// A service as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Service id (1-based, the dataplane's).
+    pub id: u32,
+    /// Name.
+    pub name: String,
+    /// Virtual IP.
+    pub vip: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// `udp` or `tcp`.
+    pub protocol: Protocol,
+    /// `header`, `flow` or `quic`.
+    pub mode: SessionMode,
+    /// `encap` or `l2dsr`.
+    pub forward: ForwardMode,
+    /// Sessions placed on a shard set.
+    pub placed_sessions: usize,
+    /// Packets of its sessions the dataplane still tracks (an LRU: recent sessions only).
+    pub packets: Option<u64>,
+}
+
+/// Body of `PUT /v1/backends/{id}/weight`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Weight {
+    /// New weight (0 takes it out of the default table).
+    pub weight: u32,
+}
+
+fn view(api: &ApiState, id: u32, b: &BackendEntry) -> BackendView {
+    let counter = api
+        .maps
+        .as_ref()
+        .and_then(|m| m.lock().ok()?.backend_counter(id).ok());
+    BackendView {
+        id,
+        ipv4: b.config.ipv4,
+        ipv6: b.config.ipv6,
+        mac: b.config.mac.clone(),
+        weight: b.config.weight,
+        effective_weight: b.effective_weight(),
+        healthy: b.healthy,
+        draining: b.draining,
+        packets: counter.map(|c| c.packets),
+        bytes: counter.map(|c| c.bytes),
+    }
+}
+
+fn find(api: &ApiState, state: &ControlState, id: u32) -> Result<BackendView, ApiError> {
+    state
+        .backends
+        .get(&id)
+        .map(|b| view(api, id, b))
+        .ok_or_else(|| crate::state::StateError::UnknownBackend(id).into())
+}
+
+pub(super) async fn list(State(api): State<ApiState>) -> Json<Vec<BackendView>> {
+    let state = api.control.local();
+    Json(
+        state
+            .backends
+            .iter()
+            .map(|(id, b)| view(&api, *id, b))
+            .collect(),
+    )
+}
+
+pub(super) async fn get(
+    State(api): State<ApiState>,
+    Param(id): Param<u32>,
+) -> Result<Json<BackendView>, ApiError> {
+    find(&api, &api.control.local(), id).map(Json)
+}
+
+pub(super) async fn add(
+    _: Authorized,
+    State(api): State<ApiState>,
+    Body(config): Body<BackendConfig>,
+) -> Result<(StatusCode, Json<BackendView>), ApiError> {
+    let id = config.id;
+    api.control.write(Command::UpsertBackend(config)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(find(&api, &api.control.local(), id)?),
+    ))
+}
+
+pub(super) async fn remove(
+    _: Authorized,
+    State(api): State<ApiState>,
+    Param(id): Param<u32>,
+) -> Result<Json<Response>, ApiError> {
+    Ok(Json(
+        api.control.write(Command::RemoveBackend { id }).await?,
+    ))
+}
+
+pub(super) async fn weight(
+    _: Authorized,
+    State(api): State<ApiState>,
+    Param(id): Param<u32>,
+    Body(Weight { weight }): Body<Weight>,
+) -> Result<Json<Response>, ApiError> {
+    Ok(Json(
+        api.control.write(Command::SetWeight { id, weight }).await?,
+    ))
+}
+
+pub(super) async fn drain(
+    _: Authorized,
+    State(api): State<ApiState>,
+    Param(id): Param<u32>,
+) -> Result<Json<Response>, ApiError> {
+    let command = Command::Drain { id, draining: true };
+    Ok(Json(api.control.write(command).await?))
+}
+
+pub(super) async fn undrain(
+    _: Authorized,
+    State(api): State<ApiState>,
+    Param(id): Param<u32>,
+) -> Result<Json<Response>, ApiError> {
+    let command = Command::Drain {
+        id,
+        draining: false,
+    };
+    Ok(Json(api.control.write(command).await?))
+}
+
+pub(super) async fn services(State(api): State<ApiState>) -> Json<Vec<ServiceView>> {
+    let state = api.control.local();
+    let mut packets: BTreeMap<u32, u64> = BTreeMap::new();
+    let counters = api
+        .maps
+        .as_ref()
+        .and_then(|m| m.lock().ok()?.session_counters().ok());
+    for (key, c) in counters.iter().flatten() {
+        *packets.entry(key.service).or_default() += c.packets;
+    }
+    Json(
+        state
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ServiceView {
+                id: i as u32 + 1,
+                name: s.name.clone(),
+                vip: s.vip,
+                port: s.port,
+                protocol: s.protocol,
+                mode: s.mode,
+                forward: s.forward,
+                placed_sessions: state
+                    .sessions
+                    .iter()
+                    .filter(|(r, e)| r.service == s.name && !e.backends.is_empty())
+                    .count(),
+                packets: counters
+                    .as_ref()
+                    .map(|_| packets.get(&(i as u32 + 1)).copied().unwrap_or(0)),
+            })
+            .collect(),
+    )
+}
