@@ -36,17 +36,23 @@ pub const EXIT_UNAVAILABLE: i32 = 3;
 /// A local failure (writing a file, the terminal).
 pub const EXIT_LOCAL: i32 = 4;
 
-/// Where the API is and how to authenticate, shared by every operator command.
+/// Where the API is and how to authenticate, shared by every operator command (and accepted
+/// after its subcommands: `shardline backends list --json`).
 #[derive(Args, Clone, Debug)]
 pub struct ApiArgs {
     /// The daemon's API.
-    #[arg(long, env = "SHARDLINE_API", default_value = "http://127.0.0.1:7900")]
+    #[arg(
+        long,
+        global = true,
+        env = "SHARDLINE_API",
+        default_value = "http://127.0.0.1:7900"
+    )]
     pub api: String,
     /// File holding the bearer token (default: the SHARDLINE_API_TOKEN variable).
-    #[arg(long, env = "SHARDLINE_API_TOKEN_FILE")]
+    #[arg(long, global = true, env = "SHARDLINE_API_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Print the API's JSON instead of tables.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
 }
 
