@@ -4,6 +4,7 @@
 //! daemon adopts both.
 
 pub mod applier;
+pub mod predict;
 
 use std::{
     path::{Path, PathBuf},
@@ -36,6 +37,10 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     let control: Arc<dyn Control> = Arc::new(LocalControl::new(ControlState::from_config(&config)));
     applier::write(&maps, &control.local()).context("writing the tables")?;
     tokio::spawn(applier::run(maps.clone(), control.subscribe()));
+    let _predict = match &config.control {
+        Some(c) => Some(predict::start(c, control.clone(), maps.clone()).await?),
+        None => None,
+    };
     info!(
         interface = %config.interface,
         ?attached,
