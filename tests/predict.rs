@@ -202,7 +202,7 @@ fn the_hook_brings_a_new_backend_in_before_the_fleet_saturates() {
 #[test]
 fn a_dead_backend_leaves_every_shard_set_within_a_health_interval() {
     let interval = Duration::from_millis(500);
-    let mut lab = start(3, PredictOptions::default());
+    let lab = start(3, PredictOptions::default());
     // The lab config places kv/1 on backends 2 and 3.
     assert_eq!(shard_set(&lab, 1), vec![2, 3]);
     let steady = Loaded {

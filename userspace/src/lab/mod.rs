@@ -353,12 +353,15 @@ impl Lab {
             .collect()
     }
 
-    /// Kills every process started for `what` (SIGKILL) and reaps it: a backend dying.
-    pub fn kill(&mut self, what: &str) {
-        for (w, child) in &mut self.children {
-            if w == what && child.try_wait().ok().flatten().is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
+    /// Kills every process started for `what` with SIGKILL: a backend dying. (The lab reaps
+    /// them when it stops; `&self` so traffic can keep flowing meanwhile.)
+    pub fn kill(&self, what: &str) {
+        for (w, child) in &self.children {
+            if w == what {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
     }
