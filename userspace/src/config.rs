@@ -138,6 +138,9 @@ pub struct Config {
     /// Sessions placed on a fixed shard set.
     #[serde(default)]
     pub sessions: Vec<SessionConfig>,
+    /// The predictive control loop (`[control]`); absent: no loop, no agents endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<crate::control::ControlConfig>,
     /// The HTTP API (`/v1/...`, `/metrics`).
     #[serde(default)]
     pub api: ApiConfig,
@@ -244,6 +247,12 @@ pub struct BackendConfig {
     /// Relative weight in the default table (0 drains it). Default 1.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Its agent's `/health` address (`host:port`), probed by the health checker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Load (packets per second) it can carry; overrides what its agent reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<f64>,
 }
 
 fn default_weight() -> u32 {
@@ -405,6 +414,17 @@ impl Config {
                     ));
                 }
             }
+        }
+        for (i, b) in self.backends.iter().enumerate() {
+            if b.capacity.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+                return Err(invalid(
+                    format!("backends[{i}].capacity"),
+                    "must be a positive number of packets per second",
+                ));
+            }
+        }
+        if let Some(control) = &self.control {
+            control.validate()?;
         }
         Ok(())
     }

@@ -25,14 +25,23 @@
 //! - [`profile`], [`forecast`], [`decide`], [`tick`]: the predictive control loop's pure
 //!   stages — a session's load profile, online forecasters and their selector (and
 //!   `forecast-eval`), shard-count and backend decisions, and the per-tick driver.
+//! - [`sample`], [`history`], [`control`], [`autoscale`]: the loop around them — per-tick
+//!   session loads from the counters, the redb history with downsampling tiers, the loop
+//!   thread (placements through [`state::Control`]) and the autoscale hook.
+//! - [`agent`]: `shardline agent` (backend resources, `/health`) and the daemon's side of it
+//!   (the `/v1/agents` router, the health checker).
+pub mod agent;
 pub mod api;
+pub mod autoscale;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod decap;
 pub mod decide;
 pub mod forecast;
+pub mod history;
 pub mod insight;
 pub mod lab;
 pub mod loader;
@@ -43,6 +52,7 @@ pub mod objects;
 pub mod private;
 pub mod profile;
 pub mod reshard;
+pub mod sample;
 pub mod signals;
 pub mod snapshot;
 pub mod state;

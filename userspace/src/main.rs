@@ -167,7 +167,75 @@ enum Command {
         /// Octets of the server id (the backend id) in connection ids.
         #[arg(long, default_value_t = shardline_common::consts::QUIC_DEFAULT_SERVER_ID_LEN)]
         server_id_len: u8,
+        /// Serve at most this many UDP requests per second (a capacity limit) and report the
+        /// load to --load-file.
+        #[arg(long, requires = "load_file")]
+        capacity: Option<u64>,
+        /// Where to write the served load every second (read by `shardline agent`).
+        #[arg(long)]
+        load_file: Option<PathBuf>,
         /// Write this file once listening.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// The lab's autoscale hook: add a backend namespace to a running lab; it registers itself.
+    #[command(hide = true)]
+    LabAddBackend {
+        /// The lab's tag.
+        #[arg(long)]
+        tag: String,
+        /// The lab's working directory.
+        #[arg(long)]
+        work_dir: PathBuf,
+        /// The new backend's capacity, requests per second.
+        #[arg(long)]
+        capacity: u64,
+        /// Client alias addresses of the lab (for static neighbours).
+        #[arg(long, default_value_t = 0)]
+        aliases: u32,
+    },
+    /// Run on a backend host: report its resources and load to the daemon, answer /health.
+    Agent {
+        /// This backend's id.
+        #[arg(long)]
+        backend: u32,
+        /// The daemon's agents endpoint, host:port (`control.listen`).
+        #[arg(long)]
+        daemon: String,
+        /// Where to serve /health.
+        #[arg(long, default_value = "0.0.0.0:7071")]
+        listen: std::net::SocketAddr,
+        /// Report interval, ms.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Account CPU and memory of this cgroup v2 directory instead of the host.
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+        /// The application's load file (JSON: load, capacity, saturated).
+        #[arg(long)]
+        load_file: Option<PathBuf>,
+        /// Report saturation above this busy-CPU fraction.
+        #[arg(long)]
+        cpu_limit: Option<f64>,
+        /// Register this backend with the daemon first (needs --mac and an address).
+        #[arg(long, requires = "mac")]
+        register: bool,
+        /// Registration: IPv4 address.
+        #[arg(long)]
+        ipv4: Option<std::net::Ipv4Addr>,
+        /// Registration: IPv6 address.
+        #[arg(long)]
+        ipv6: Option<std::net::Ipv6Addr>,
+        /// Registration: next-hop MAC.
+        #[arg(long)]
+        mac: Option<String>,
+        /// Registration: weight.
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        /// Registration: capacity, packets per second.
+        #[arg(long)]
+        capacity: Option<f64>,
+        /// Write this file once registered and serving /health.
         #[arg(long)]
         ready_file: Option<PathBuf>,
     },
@@ -273,6 +341,57 @@ fn main() -> anyhow::Result<()> {
             println!("bench: wrote {}", out.display());
             Ok(())
         }
+        Command::LabAddBackend {
+            tag,
+            work_dir,
+            capacity,
+            aliases,
+        } => {
+            let id = lab::predict::add_backend(&tag, &work_dir, capacity, aliases)?;
+            println!("lab: backend {id} added and registered");
+            Ok(())
+        }
+        Command::Agent {
+            backend,
+            daemon,
+            listen,
+            interval_ms,
+            cgroup,
+            load_file,
+            cpu_limit,
+            register,
+            ipv4,
+            ipv6,
+            mac,
+            weight,
+            capacity,
+            ready_file,
+        } => {
+            let register = register.then(|| shardline::config::BackendConfig {
+                id: backend,
+                ipv4,
+                ipv6,
+                mac: mac.unwrap_or_default(),
+                weight,
+                agent: None,
+                capacity,
+            });
+            let opts = shardline::agent::AgentOptions {
+                backend,
+                daemon,
+                listen,
+                interval: Duration::from_millis(interval_ms),
+                cgroup,
+                load_file,
+                cpu_limit,
+                register,
+            };
+            runtime()?.block_on(shardline::agent::run(opts, move || {
+                if let Some(path) = ready_file {
+                    let _ = std::fs::write(path, b"ready\n");
+                }
+            }))
+        }
         Command::Echo {
             id,
             bind,
@@ -283,9 +402,14 @@ fn main() -> anyhow::Result<()> {
             quic_key,
             rotation,
             server_id_len,
+            capacity,
+            load_file,
             ready_file,
         } => {
-            let mut handles = lab::echo::serve(id, &bind, &udp, &tcp)?;
+            let limit = capacity
+                .zip(load_file)
+                .map(|(c, f)| lab::echo::Limit::new(c, f));
+            let mut handles = lab::echo::serve(id, &bind, &udp, &tcp, limit)?;
             if let (Some(port), Some(cert), Some(key)) = (quic, quic_cert, quic_key) {
                 let cids = lab::quic::ServerIdCids {
                     layout: shardline_common::quic::CidLayout {
@@ -322,6 +446,18 @@ fn stats(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The live view's rows for the rate-shaped sessions: sent, and answers per backend.
+fn print_load(load: &std::sync::Mutex<lab::load::LoadReport>) {
+    let r = load.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (id, sent) in &r.sent {
+        let answers = r.answers.get(id).cloned().unwrap_or_default();
+        let spread: Vec<String> = answers.iter().map(|(b, n)| format!("{b}: {n}")).collect();
+        let label = format!("kv/{id} (shaped, sent {sent})");
+        let total: u64 = answers.values().sum();
+        println!(" {label:<28} {total:>8}  {}", spread.join("  "));
+    }
+}
+
 /// The live view's row for the lab's QUIC connection, which changes its source every second.
 fn print_quic(report: &std::sync::Mutex<lab::quic::RebindingReport>) {
     let r = report.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -354,8 +490,57 @@ fn run_lab(duration: u64, sessions: u32, backends: u32) -> anyhow::Result<()> {
         "lab: building {backends} backends, {sessions} sessions (namespaces sl-*-{})",
         opts.tag
     );
-    let lab = Lab::start(&opts)?;
+    let predict = lab::predict::PredictOptions {
+        hook: true,
+        ..Default::default()
+    };
+    println!(
+        "lab: predictive control on: backends serve {} req/s each, one shard carries {} req/s; \
+         session kv/100 ramps, kv/101 swings",
+        predict.backend_capacity, predict.per_shard_capacity
+    );
+    let lab = Lab::start_with(&opts, Some(predict))?;
     println!("lab: daemon routing; sending traffic for {duration} s (Ctrl-C stops early)");
+    let shaped = [
+        lab::load::Loaded {
+            id: 100,
+            shape: lab::load::Shape::Ramp {
+                from: 50.0,
+                to: 900.0,
+                secs: duration as f64 * 0.8,
+            },
+        },
+        lab::load::Loaded {
+            id: 101,
+            shape: lab::load::Shape::Periodic {
+                base: 200.0,
+                amplitude: 150.0,
+                period: 20.0,
+            },
+        },
+    ];
+    let load = std::sync::Mutex::new(lab::load::LoadReport::default());
+    let decisions_seen = std::sync::atomic::AtomicUsize::new(0);
+    let print_decisions = || {
+        let log = lab.daemon_log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                l.contains(" shards at ")
+                    || l.contains("re-sharded off")
+                    || l.contains("autoscale")
+                    || l.contains("health check")
+                    || l.contains("registered")
+                    || l.contains("saturation")
+            })
+            .collect();
+        let seen = decisions_seen.swap(lines.len(), Ordering::Relaxed);
+        for line in lines.iter().skip(seen) {
+            // The log line's message, without the timestamp and level.
+            let message = line.split_once("shardline::").map_or(*line, |(_, m)| m);
+            println!(" decision: {message}");
+        }
+    };
     let labels: Vec<String> = lab.sessions.iter().map(|s| s.label.clone()).collect();
     let print = |elapsed: Duration, report: &lab::Report| {
         println!(
@@ -382,11 +567,15 @@ fn run_lab(duration: u64, sessions: u32, backends: u32) -> anyhow::Result<()> {
     let stopped = move || stop_flag.load(Ordering::Relaxed);
     let report = std::thread::scope(|scope| {
         scope.spawn(|| lab.drive_quic(Duration::from_secs(duration), &stopped, &quic));
+        scope.spawn(|| lab.drive_load(&shaped, Duration::from_secs(duration), &stop, &load));
         lab.drive(Duration::from_secs(duration), &stopped, &mut |t, r| {
             print(t, r);
             print_quic(&quic);
+            print_load(&load);
+            print_decisions();
         })
     })?;
+    print_decisions();
     let used: std::collections::BTreeSet<u32> =
         report.observations.iter().map(|o| o.backend).collect();
     println!(

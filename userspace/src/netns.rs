@@ -84,6 +84,14 @@ impl Netns {
         Ok(ns)
     }
 
+    /// A handle on an existing namespace `name` (made by another process). Dropping it deletes
+    /// the namespace like any other; `std::mem::forget` it to leave the namespace alone.
+    pub fn adopt(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+        }
+    }
+
     /// The namespace's name.
     pub fn name(&self) -> &str {
         &self.name

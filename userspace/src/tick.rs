@@ -39,6 +39,12 @@ impl SessionState {
     pub fn shards(&self) -> u8 {
         self.shards.shards()
     }
+
+    /// Feeds a past (or prior) value to the forecaster without deciding: warming a session
+    /// from its history or its class's prior.
+    pub fn warm(&mut self, value: f64) {
+        self.selector.update(value);
+    }
 }
 
 /// A change of one session's shard count.

@@ -1,4 +1,5 @@
 //! The router in memory over a [`LocalControl`]: auth, bad input, the error shape, metrics.
+#![allow(clippy::type_complexity)] // request tables read best inline
 
 use std::sync::Arc;
 

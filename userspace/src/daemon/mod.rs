@@ -4,6 +4,7 @@
 //! daemon adopts both.
 
 pub mod applier;
+pub mod predict;
 
 use std::{
     path::{Path, PathBuf},
@@ -41,6 +42,19 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     tokio::spawn(applier::run(maps.clone(), control.subscribe()));
     let insights = Arc::new(Insights::default());
     let telemetry = Arc::new(Telemetry::default());
+    let _predict = match &config.control {
+        Some(c) => Some(
+            predict::start(
+                c,
+                control.clone(),
+                maps.clone(),
+                insights.clone(),
+                telemetry.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let api = serve_api(&config, &control, &insights, &telemetry, &maps).await?;
     info!(
         interface = %config.interface,

@@ -6,8 +6,13 @@
 //! - [`quic`]: the backends' QUIC echo service (QUIC-LB connection ids) and its client.
 //! - [`traffic`]: the client's sessions and requests.
 //! - [`replay`]: what the tables say each observed request should have reached.
+//! - [`load`]: rate-shaped sessions (a ramp, a periodic wave) for the predictive loop.
+//! - [`predict`]: the control loop's lab settings, the backends' agents and capacity limits,
+//!   and the autoscale hook's new backend.
 
 pub mod echo;
+pub mod load;
+pub mod predict;
 pub mod quic;
 pub mod replay;
 pub mod topology;
@@ -97,6 +102,7 @@ pub struct Lab {
     work_dir: PathBuf,
     exe: String,
     config_path: PathBuf,
+    predict: Option<predict::PredictOptions>,
     /// The namespaces.
     pub topology: Topology,
 }
@@ -145,6 +151,15 @@ impl Lab {
     /// Builds the network and starts the daemon, the decapsulators and the echo services,
     /// returning once all of them are ready.
     pub fn start(opts: &LabOptions) -> Result<Self, LabError> {
+        Self::start_with(opts, None)
+    }
+
+    /// As [`Self::start`], with the predictive control loop on when `predict` is given: the
+    /// daemon gets a `[control]` section, every backend a capacity limit and an agent.
+    pub fn start_with(
+        opts: &LabOptions,
+        predict: Option<predict::PredictOptions>,
+    ) -> Result<Self, LabError> {
         let topology = Topology::build(&opts.tag, opts.backends, opts.sessions)?;
         let work_dir = std::env::temp_dir().join(format!("shardline-lab-{}", opts.tag));
         let _ = std::fs::remove_dir_all(&work_dir);
@@ -154,17 +169,28 @@ impl Lab {
         })?;
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/shardline-lab-{}", opts.tag));
         let sessions = traffic::sessions(opts.sessions);
+        let exe = opts.exe.to_string_lossy().into_owned();
         let api_token = work_dir.join("api-token");
         write_api_token(&api_token)?;
-        let text = lab_config(opts.backends, &sessions, &pin_dir)
+        let mut text = lab_config(opts.backends, &sessions, &pin_dir)
             + &format!("\n[api]\ntoken_file = \"{}\"\n", api_token.display());
+        if let Some(p) = &predict {
+            for id in 1..=opts.backends {
+                let mac = format!("mac = \"{}\"\n", backend_mac(id));
+                text = text.replacen(&mac, &(mac.clone() + &predict::backend_lines(p, id)), 1);
+            }
+            text += &predict::control_section(p, &work_dir, &exe, &opts.tag, opts.sessions);
+            if let Some(seed) = &p.history_seed {
+                let path = predict::history_path(&work_dir);
+                std::fs::write(&path, seed).map_err(|source| LabError::Io { path, source })?;
+            }
+        }
         let config = Config::parse(&text, "lab config")?;
         let config_path = work_dir.join("shardline.toml");
         std::fs::write(&config_path, &text).map_err(|source| LabError::Io {
             path: config_path.clone(),
             source,
         })?;
-        let exe = opts.exe.to_string_lossy().into_owned();
         let quic_cert = work_dir.join("quic-cert.pem");
         let quic_key = work_dir.join("quic-key.pem");
         quic::write_certificate(&quic_cert, &quic_key)?;
@@ -183,6 +209,7 @@ impl Lab {
             work_dir,
             exe: exe.clone(),
             config_path,
+            predict,
             topology,
         };
 
@@ -213,34 +240,41 @@ impl Lab {
                 layout.server_id_len.to_string(),
             );
             let (cert, key) = (quic_cert.to_string_lossy(), quic_key.to_string_lossy());
-            lab.spawn(
-                &format!("echo on backend {id}"),
-                which,
-                &exe,
-                &[
-                    "echo",
-                    "--id",
-                    &id_s,
-                    "--bind",
-                    &v4,
-                    "--bind",
-                    &v6,
-                    "--udp",
-                    &udp,
-                    "--tcp",
-                    &tcp,
-                    "--quic",
-                    &quic,
-                    "--quic-cert",
-                    &cert,
-                    "--quic-key",
-                    &key,
-                    "--rotation",
-                    &rotation,
-                    "--server-id-len",
-                    &sid_len,
-                ],
-            )?;
+            let limit = lab
+                .predict
+                .as_ref()
+                .map(|p| predict::echo_limit_args(p, &lab.work_dir, id))
+                .unwrap_or_default();
+            let mut args = vec![
+                "echo",
+                "--id",
+                &id_s,
+                "--bind",
+                &v4,
+                "--bind",
+                &v6,
+                "--udp",
+                &udp,
+                "--tcp",
+                &tcp,
+                "--quic",
+                &quic,
+                "--quic-cert",
+                &cert,
+                "--quic-key",
+                &key,
+                "--rotation",
+                &rotation,
+                "--server-id-len",
+                &sid_len,
+            ];
+            args.extend(limit.iter().map(String::as_str));
+            lab.spawn(&format!("echo on backend {id}"), which, &exe, &args)?;
+            if let Some(tick_ms) = lab.predict.as_ref().map(|p| p.tick_ms) {
+                let agent = predict::agent_args(&lab.work_dir, id, tick_ms);
+                let agent: Vec<&str> = agent.iter().map(String::as_str).collect();
+                lab.spawn(&format!("agent on backend {id}"), which, &exe, &agent)?;
+            }
         }
         lab.start_daemon()?;
         Ok(lab)
@@ -312,6 +346,36 @@ impl Lab {
             seconds: 10,
             log: format!(":\n{log}"),
         })
+    }
+
+    /// The lab's working directory (configuration, logs, history, load files).
+    pub fn work_dir(&self) -> &Path {
+        &self.work_dir
+    }
+
+    /// The logs of every process started for `what` (e.g. `echo on backend 2`), joined.
+    pub fn log_of(&self, what: &str) -> String {
+        self.children
+            .iter()
+            .enumerate()
+            .filter(|(_, (w, _))| w == what)
+            .filter_map(|(i, _)| {
+                std::fs::read_to_string(self.work_dir.join(format!("log-{i}"))).ok()
+            })
+            .collect()
+    }
+
+    /// Kills every process started for `what` with SIGKILL: a backend dying. (The lab reaps
+    /// them when it stops; `&self` so traffic can keep flowing meanwhile.)
+    pub fn kill(&self, what: &str) {
+        for (w, child) in &self.children {
+            if w == what {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 
     /// The daemon's log so far.
@@ -425,6 +489,27 @@ impl Lab {
 }
 
 impl Lab {
+    /// Sends the rate-shaped `sessions` from the client for `duration` (or until `stop`).
+    pub fn drive_load(
+        &self,
+        sessions: &[load::Loaded],
+        duration: Duration,
+        stop: &std::sync::atomic::AtomicBool,
+        report: &std::sync::Mutex<load::LoadReport>,
+    ) -> Result<(), LabError> {
+        std::thread::scope(|s| {
+            s.spawn(|| -> Result<(), LabError> {
+                self.topology.client.enter_current_thread()?;
+                load::run(sessions, duration, stop, report).map_err(|source| LabError::Io {
+                    path: PathBuf::from("lab load generator"),
+                    source,
+                })
+            })
+            .join()
+            .expect("lab load thread panicked")
+        })
+    }
+
     /// Runs one QUIC connection from the client for `duration` (or until `stop`), moving it to
     /// a new source port and address every second, and records who answered in `report`.
     pub fn drive_quic(
@@ -532,6 +617,7 @@ impl Drop for Lab {
             let _ = child.kill();
             let _ = child.wait();
         }
+        predict::remove_extras(&self.topology.tag, &self.work_dir);
         let _ = crate::loader::teardown(&self.pin_dir, Some(&self.config.interface));
         let _ = std::fs::remove_dir_all(&self.work_dir);
     }

@@ -77,7 +77,7 @@ impl Topology {
         topo.plug(&topo.client, "p-client", CLIENT_MAC)?;
         topo.plug(&topo.lb, "p-lb", LB_MAC)?;
         for id in 1..=backends {
-            let ns = Netns::create(&format!("sl-b{id}-{tag}"))?;
+            let ns = Netns::create(&backend_ns_name(tag, id))?;
             topo.plug(&ns, &format!("p-b{id}"), &backend_mac(id))?;
             topo.backends.push(ns);
         }
@@ -149,79 +149,14 @@ impl Topology {
         ])?;
 
         for (i, ns) in topo.backends.iter().enumerate() {
-            let id = i as u32 + 1;
-            ns.ip(&[
-                "addr",
-                "add",
-                &format!("{}/24", backend4(id)),
-                "dev",
-                "eth0",
-            ])?;
-            ns.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{}/64", backend6(id)),
-                "dev",
-                "eth0",
-                "nodad",
-            ])?;
-            ns.ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"])?;
-            ns.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{VIP6}/128"),
-                "dev",
-                "lo",
-                "nodad",
-            ])?;
-            let mut clients = vec![CLIENT4.to_string(), CLIENT6.to_string()];
-            clients.extend((1..=aliases).map(|i| client_alias4(i).to_string()));
-            for addr in &clients {
-                ns.ip(&[
-                    "neigh",
-                    "replace",
-                    addr,
-                    "lladdr",
-                    CLIENT_MAC,
-                    "dev",
-                    "eth0",
-                    "nud",
-                    "permanent",
-                ])?;
-            }
-            // Replies leave from the VIP towards a client the backend reaches directly.
-            ns.exec(
-                "sysctl",
-                &[
-                    "-qw",
-                    "net.ipv4.conf.all.rp_filter=0",
-                    "net.ipv4.conf.eth0.rp_filter=0",
-                ],
-            )?;
+            configure_backend(ns, i as u32 + 1, aliases)?;
         }
         Ok(topo)
     }
 
     /// Connects `ns` to the bridge: `eth0` (with `mac`) inside it, `port` in the switch.
     fn plug(&self, ns: &Netns, port: &str, mac: &str) -> Result<(), NetnsError> {
-        self.switch.ip(&[
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])?;
-        self.switch
-            .ip(&["link", "set", port, "master", "br0", "up"])?;
-        ns.ip(&["link", "set", "eth0", "address", mac, "up"])?;
-        Ok(())
+        plug(&self.switch, ns, port, mac)
     }
 
     /// All namespaces of the lab.
@@ -230,4 +165,98 @@ impl Topology {
             .into_iter()
             .chain(self.backends.iter())
     }
+}
+
+/// Connects `ns` to the bridge in `switch`: `eth0` (with `mac`) inside it, `port` in the
+/// switch.
+fn plug(switch: &Netns, ns: &Netns, port: &str, mac: &str) -> Result<(), NetnsError> {
+    switch.ip(&[
+        "link",
+        "add",
+        port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        ns.name(),
+    ])?;
+    switch.ip(&["link", "set", port, "master", "br0", "up"])?;
+    ns.ip(&["link", "set", "eth0", "address", mac, "up"])?;
+    Ok(())
+}
+
+/// Gives backend `id`'s namespace its addresses, the VIPs, static neighbours for the client's
+/// `aliases` addresses and loose reverse-path filtering.
+pub fn configure_backend(ns: &Netns, id: u32, aliases: u32) -> Result<(), NetnsError> {
+    ns.ip(&[
+        "addr",
+        "add",
+        &format!("{}/24", backend4(id)),
+        "dev",
+        "eth0",
+    ])?;
+    ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{}/64", backend6(id)),
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
+    ns.ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"])?;
+    ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{VIP6}/128"),
+        "dev",
+        "lo",
+        "nodad",
+    ])?;
+    let mut clients = vec![CLIENT4.to_string(), CLIENT6.to_string()];
+    clients.extend((1..=aliases).map(|i| client_alias4(i).to_string()));
+    for addr in &clients {
+        ns.ip(&[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            CLIENT_MAC,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ])?;
+    }
+    // Replies leave from the VIP towards a client the backend reaches directly.
+    ns.exec(
+        "sysctl",
+        &[
+            "-qw",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.eth0.rp_filter=0",
+        ],
+    )?;
+    Ok(())
+}
+
+/// Name of backend `id`'s namespace in lab `tag`.
+pub fn backend_ns_name(tag: &str, id: u32) -> String {
+    format!("sl-b{id}-{tag}")
+}
+
+/// Adds backend `id` to the running lab `tag` (the autoscale hook's new backend): a namespace
+/// plugged into the lab's bridge and configured like the others.
+pub fn join_backend(tag: &str, id: u32, aliases: u32) -> Result<Netns, NetnsError> {
+    let switch = Netns::adopt(&format!("sl-sw-{tag}"));
+    let ns = Netns::create(&backend_ns_name(tag, id))?;
+    let plugged = plug(&switch, &ns, &format!("p-b{id}"), &backend_mac(id))
+        .and_then(|()| configure_backend(&ns, id, aliases));
+    // The switch belongs to the lab: never delete it from here.
+    std::mem::forget(switch);
+    plugged?;
+    Ok(ns)
 }

@@ -167,6 +167,7 @@ impl ControlState {
                 .collect(),
             sessions: Vec::new(),
             api: Default::default(),
+            control: None,
         };
         let mut snap = Snapshot::from_config(&config);
         for (session, entry) in &self.sessions {

@@ -1,0 +1,164 @@
+//! `shardline agent`, the backend-side reporter, and the daemon's side of it.
+//!
+//! - [`resources`]: /proc and cgroup v2 readers.
+//! - [`http`]: the minimal HTTP client agents, probes and the webhook use.
+//! - [`server`]: the daemon's `/v1/agents` router: reports in, registrations in.
+//! - [`health`]: the daemon's health checker, probing each agent's `/health`.
+//!
+//! An agent runs on each backend host. Every interval it reads the host's (or its cgroup's)
+//! CPU, memory and network, plus the application's own load and capacity from a small JSON
+//! file the application rewrites (see [`AppLoad`]), and pushes an [`AgentReport`] to the
+//! daemon. It answers `GET /health` so the daemon can tell a dead backend within an interval.
+//! A new backend registers through the agent ([`AgentOptions::register`]).
+
+pub mod health;
+pub mod http;
+pub mod resources;
+pub mod server;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context;
+use axum::{routing::get, Router};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::config::BackendConfig;
+
+pub use resources::Resources;
+
+/// What an application says about its own load (written by it, read by the agent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppLoad {
+    /// Requests (packets) served per second.
+    pub load: f64,
+    /// Requests per second it can serve.
+    pub capacity: f64,
+    /// Whether it had to refuse work in the last second.
+    pub saturated: bool,
+}
+
+/// One agent report, pushed to the daemon every interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentReport {
+    /// The backend's id.
+    pub backend: u32,
+    /// Where the agent answers `/health` (`host:port`).
+    pub agent: String,
+    /// Host or cgroup resources.
+    pub resources: Resources,
+    /// The application's load and capacity, if it reports them.
+    pub app: Option<AppLoad>,
+    /// Saturated: the application refused work, or CPU or memory passed the agent's limit.
+    pub saturated: bool,
+}
+
+impl AgentReport {
+    /// Capacity the placement may count on (the application's; none if unreported).
+    pub fn capacity(&self) -> Option<f64> {
+        self.app.map(|a| a.capacity).filter(|c| *c > 0.0)
+    }
+}
+
+/// How to run an agent.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The backend this agent reports for.
+    pub backend: u32,
+    /// The daemon's agents endpoint (`host:port`).
+    pub daemon: String,
+    /// Where to serve `/health`.
+    pub listen: SocketAddr,
+    /// Report interval.
+    pub interval: Duration,
+    /// A cgroup v2 directory to account CPU and memory of (default: the host's /proc).
+    pub cgroup: Option<PathBuf>,
+    /// The application's [`AppLoad`] file.
+    pub load_file: Option<PathBuf>,
+    /// Busy-CPU fraction above which the backend reports saturation (default: never).
+    pub cpu_limit: Option<f64>,
+    /// Register this backend with the daemon before reporting (a new backend joining).
+    pub register: Option<BackendConfig>,
+}
+
+/// Reads an [`AppLoad`] file; a missing or half-written file is "no report".
+pub fn read_app_load(path: &Path) -> Option<AppLoad> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// Runs the agent until the process is stopped. `ready` is called once `/health` listens.
+pub async fn run(opts: AgentOptions, ready: impl FnOnce()) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("binding {}", opts.listen))?;
+    let advertised = listener.local_addr()?.to_string();
+    let app = Router::new().route("/health", get(|| async { "ok" }));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!("agent health server stopped: {e}");
+        }
+    });
+    let timeout = opts.interval.max(Duration::from_millis(200));
+    if let Some(mut backend) = opts.register.clone() {
+        backend.agent = Some(advertised.clone());
+        loop {
+            match http::post_json(&opts.daemon, "/v1/agents/register", &backend, timeout).await {
+                Ok((200, _)) => break,
+                Ok((status, body)) => warn!(
+                    status,
+                    body = %String::from_utf8_lossy(&body),
+                    "registration refused; retrying"
+                ),
+                Err(e) => warn!("registering with {}: {e}; retrying", opts.daemon),
+            }
+            tokio::time::sleep(opts.interval).await;
+        }
+        info!(backend = backend.id, "registered with the daemon");
+    }
+    ready();
+    let source = match &opts.cgroup {
+        Some(dir) => resources::Source::Cgroup(dir.clone()),
+        None => resources::Source::Proc,
+    };
+    let mut reader = resources::Reader::new(source);
+    let mut ticks = tokio::time::interval(opts.interval);
+    let mut was_saturated = false;
+    loop {
+        ticks.tick().await;
+        let resources = match reader.read() {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("reading resources: {e}");
+                Resources::default()
+            }
+        };
+        let app = opts.load_file.as_deref().and_then(read_app_load);
+        let saturated = app.is_some_and(|a| a.saturated)
+            || opts.cpu_limit.is_some_and(|l| resources.cpu > l)
+            || (resources.mem_total > 0
+                && resources.mem_used as f64 / resources.mem_total as f64 > 0.98);
+        if saturated != was_saturated {
+            info!(
+                backend = opts.backend,
+                saturated,
+                ?app,
+                "saturation changed"
+            );
+            was_saturated = saturated;
+        }
+        let report = AgentReport {
+            backend: opts.backend,
+            agent: advertised.clone(),
+            resources,
+            app,
+            saturated,
+        };
+        if let Err(e) = http::post_json(&opts.daemon, "/v1/agents/report", &report, timeout).await {
+            warn!("pushing a report to {}: {e}", opts.daemon);
+        }
+    }
+}

@@ -1,0 +1,165 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::{
+    agent::{AgentReport, AppLoad},
+    config::Config,
+    state::ControlState,
+};
+
+fn state(backends: u32) -> ControlState {
+    let mut text = String::from(
+        "interface = \"eth0\"\n[encap]\nsource_v4 = \"10.0.0.1\"\n[[services]]\nname = \"kv\"\nvip = \"10.0.0.100\"\nport = 7000\nprotocol = \"udp\"\nmode = \"header\"\n",
+    );
+    for id in 1..=backends {
+        text += &format!("[[backends]]\nid = {id}\nipv4 = \"10.0.1.{id}\"\nmac = \"02:00:00:00:00:0{id}\"\ncapacity = 1000.0\n");
+    }
+    ControlState::from_config(&Config::parse(&text, "test").unwrap())
+}
+
+fn config() -> ControlConfig {
+    toml::from_str(
+        "per_shard_capacity = 400.0\nmin_dwell_secs = 2.0\nscale_in_delay_secs = 30.0\nhorizon = 3\n[hook]\ncommand = [\"true\"]\nlead_secs = 10.0\ncooldown_secs = 60.0\n",
+    )
+    .unwrap()
+}
+
+fn kv(n: u64) -> SessionRef {
+    SessionRef {
+        service: "kv".into(),
+        session: n,
+    }
+}
+
+/// Applies the placements as the control would.
+fn commit(state: &mut ControlState, out: &TickOutput) {
+    for p in &out.placements {
+        state.apply(&p.command).unwrap();
+    }
+}
+
+#[test]
+fn a_ramp_is_scaled_out_before_its_shards_fill() {
+    let mut st = state(4);
+    let mut core = Core::new(&config());
+    let t0 = Instant::now();
+    let mut reasons = Vec::new();
+    for step in 0..60u64 {
+        let now = t0 + Duration::from_secs(step);
+        let rate = 20.0 * step as f64; // ramps to 1180 pps
+        let out = core.tick(now, step * 1000, t0, &[(kv(1), rate)], &st);
+        commit(&mut st, &out);
+        reasons.extend(out.placements.iter().map(|p| p.reason.clone()));
+        // The measured load never exceeds what the placed shards carry.
+        let shards = st
+            .sessions
+            .get(&kv(1))
+            .map_or(1, |e| e.backends.len().max(1));
+        assert!(
+            rate <= shards as f64 * 400.0,
+            "step {step}: {rate} pps on {shards} shards"
+        );
+    }
+    assert!(st.sessions[&kv(1)].backends.len() >= 3, "{reasons:?}");
+    assert!(
+        reasons[0].contains("session kv/1 1 → 2 shards at t="),
+        "{}",
+        reasons[0]
+    );
+    assert!(reasons[0].contains("forecast peak"), "{}", reasons[0]);
+    let insight: Vec<_> = core.insights().collect();
+    assert_eq!(insight[0].session, kv(1));
+    assert_eq!(insight[0].history.len(), 60);
+    assert!(!insight[0].events.is_empty());
+}
+
+#[test]
+fn sessions_leave_an_unhealthy_backend_and_saturated_ones_get_nothing() {
+    let mut st = state(4);
+    let mut core = Core::new(&config());
+    let t0 = Instant::now();
+    st.apply(&Command::Place {
+        session: kv(7),
+        backends: vec![1, 2],
+    })
+    .unwrap();
+    core.report(AgentReport {
+        backend: 3,
+        saturated: true,
+        app: Some(AppLoad {
+            load: 1000.0,
+            capacity: 1000.0,
+            saturated: true,
+        }),
+        ..AgentReport::default()
+    });
+    st.apply(&Command::SetHealth {
+        id: 2,
+        healthy: false,
+    })
+    .unwrap();
+    let out = core.tick(t0, 0, t0, &[(kv(7), 300.0)], &st);
+    assert_eq!(out.placements.len(), 1, "{:?}", out.placements);
+    let Command::Place { backends, .. } = &out.placements[0].command else {
+        panic!()
+    };
+    assert_eq!(backends, &vec![1, 4]);
+    assert!(out.placements[0].reason.contains("unhealthy backends [2]"));
+    commit(&mut st, &out);
+    let out = core.tick(
+        t0 + Duration::from_secs(1),
+        1000,
+        t0,
+        &[(kv(7), 300.0)],
+        &st,
+    );
+    assert!(out.placements.is_empty(), "{:?}", out.placements);
+}
+
+#[test]
+fn the_hook_fires_once_per_cooldown_when_the_fleet_falls_short() {
+    let mut st = state(2);
+    let mut core = Core::new(&config());
+    let t0 = Instant::now();
+    let mut calls = Vec::new();
+    for step in 0..40u64 {
+        let now = t0 + Duration::from_secs(step);
+        let rate = 60.0 * step as f64; // to 2340 pps; 2 backends carry 2000
+        let out = core.tick(now, step * 1000, t0, &[(kv(1), rate)], &st);
+        commit(&mut st, &out);
+        if let Some(s) = out.shortfall {
+            calls.push((step, s));
+        }
+    }
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let (step, s) = &calls[0];
+    // Demand 1667 pps × 1.2 passes 2000 pps around step 28: the 10 s lead calls earlier.
+    assert!(*step < 28, "called at step {step}");
+    assert!(s.shortfall > 0.0 && s.capacity == 2000.0);
+    assert_eq!(s.healthy_backends, vec![1, 2]);
+}
+
+#[test]
+fn a_class_prior_starts_a_session_wide() {
+    let mut c = config();
+    c.classes.insert(
+        "bulk".into(),
+        ClassPrior {
+            rate: 1000.0,
+            shards: 4,
+        },
+    );
+    let mut st = state(4);
+    st.apply(&Command::SetMeta {
+        session: kv(3),
+        meta: crate::state::SessionMeta {
+            class: Some("bulk".into()),
+            ..Default::default()
+        },
+    })
+    .unwrap();
+    let mut core = Core::new(&c);
+    let t0 = Instant::now();
+    core.tick(t0, 0, t0, &[(kv(3), 900.0)], &st);
+    assert_eq!(core.insights().next().unwrap().shards, 4);
+}

@@ -1,0 +1,110 @@
+//! The *sample* stage: per-tick session loads from the dataplane's cumulative per-CPU session
+//! counters. Pure: counter totals in, rates out.
+//!
+//! Reading: [`crate::maps::DataplaneMaps::session_counters`] walks the `SESSION_STATS` per-CPU
+//! LRU hash once per tick (aya 0.14 has no batched lookup; a walk costs two syscalls per live
+//! session and returns every CPU's slot at once). At the lab's and a single node's session
+//! counts (the LRU holds at most 262,144) that is a few ms per tick; the control loop only
+//! needs the deltas, which this module computes. See `docs/predict.md` for the cost.
+
+use std::{collections::HashMap, time::Duration};
+
+use shardline_common::maps::{Counter, SessionKey};
+
+/// Turns cumulative counters into packets per second.
+#[derive(Debug, Default)]
+pub struct Sampler {
+    last: HashMap<SessionKey, u64>,
+}
+
+impl Sampler {
+    /// A sampler with no previous reading.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rates (packets per second) of every session in `counters` over `elapsed` since the
+    /// previous call, into `out` (cleared first). A session seen for the first time has no
+    /// rate yet; a counter that went backwards (an LRU eviction and re-insert) restarts from
+    /// its new value. Sessions that vanished are forgotten.
+    pub fn rates(
+        &mut self,
+        counters: &HashMap<SessionKey, Counter>,
+        elapsed: Duration,
+        out: &mut Vec<(SessionKey, f64)>,
+    ) {
+        out.clear();
+        let secs = elapsed.as_secs_f64();
+        self.last.retain(|k, _| counters.contains_key(k));
+        for (key, counter) in counters {
+            match self.last.insert(*key, counter.packets) {
+                Some(before) if secs > 0.0 => {
+                    let delta = counter
+                        .packets
+                        .checked_sub(before)
+                        .unwrap_or(counter.packets);
+                    out.push((*key, delta as f64 / secs));
+                }
+                _ => {}
+            }
+        }
+        out.sort_by_key(|(k, _)| (k.service, k.session));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(session: u64) -> SessionKey {
+        SessionKey {
+            service: 1,
+            _pad: 0,
+            session,
+        }
+    }
+
+    fn counters(pairs: &[(u64, u64)]) -> HashMap<SessionKey, Counter> {
+        pairs
+            .iter()
+            .map(|&(s, packets)| {
+                (
+                    key(s),
+                    Counter {
+                        packets,
+                        bytes: packets * 100,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn deltas_over_elapsed_time() {
+        let mut s = Sampler::new();
+        let mut out = Vec::new();
+        s.rates(&counters(&[(1, 100)]), Duration::from_secs(1), &mut out);
+        assert!(out.is_empty(), "first sight has no rate");
+        s.rates(
+            &counters(&[(1, 300), (2, 50)]),
+            Duration::from_millis(500),
+            &mut out,
+        );
+        assert_eq!(out, vec![(key(1), 400.0)]);
+        // Session 1 was evicted and re-inserted: its counter restarted at 20.
+        s.rates(
+            &counters(&[(1, 20), (2, 150)]),
+            Duration::from_secs(2),
+            &mut out,
+        );
+        assert_eq!(out, vec![(key(1), 10.0), (key(2), 50.0)]);
+        // Session 2 vanished, then came back: first sight again.
+        s.rates(&counters(&[(1, 20)]), Duration::from_secs(1), &mut out);
+        s.rates(
+            &counters(&[(1, 20), (2, 500)]),
+            Duration::from_secs(1),
+            &mut out,
+        );
+        assert_eq!(out, vec![(key(1), 0.0)]);
+    }
+}
