@@ -278,7 +278,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// Bytes of a hex string, or `None` if it is not an even number of hex digits.
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.is_ascii() {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
         return None;
     }
     (0..text.len())
