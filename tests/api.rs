@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde_json::Value;
-use shardline::lab::{Lab, LabOptions};
+use shardline::lab::{lab_config, Lab, LabOptions};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 const API: &str = "http://127.0.0.1:7900";
@@ -84,7 +84,7 @@ fn json(lab: &Lab, args: &[&str]) -> Value {
 
 #[test]
 fn cli_commands_work_against_the_lab_daemon() {
-    let lab = start_lab();
+    let mut lab = start_lab();
 
     // status
     let out = ok(&lab, &["status"]);
@@ -235,6 +235,32 @@ fn cli_commands_work_against_the_lab_daemon() {
         _ => panic!("plot: exit {code}: {err}"),
     }
     let _ = std::fs::remove_file(&png);
+
+    // SIGHUP re-reads the token: the old one is refused, the new one accepted
+    let old = std::fs::read_to_string(&lab.api_token).unwrap();
+    let old_file =
+        std::env::temp_dir().join(format!("shardline-api-old-token-{}", std::process::id()));
+    std::fs::write(&old_file, &old).unwrap();
+    std::fs::write(&lab.api_token, "a-new-token-after-reload").unwrap();
+    let text = lab_config(3, &lab.sessions, &lab.pin_dir);
+    lab.reload_config(&text)
+        .unwrap_or_else(|e| panic!("reloading: {e}"));
+    ok(&lab, &["backends", "weight", "1", "2"]);
+    let err = expect(
+        &lab,
+        false,
+        &[
+            "backends",
+            "weight",
+            "1",
+            "3",
+            "--token-file",
+            old_file.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(err.contains("bad_token"), "{err}");
+    let _ = std::fs::remove_file(&old_file);
 }
 
 /// An HTTP answer: status and body.
