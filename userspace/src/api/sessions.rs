@@ -26,27 +26,9 @@ pub struct SessionView {
     pub generation: u64,
     /// Class and labels.
     pub meta: SessionMeta,
-    /// What the control loop knows (absent until it has seen the session).
-    pub insight: Option<InsightView>,
-}
-
-/// The control loop's view of a session, without history.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct InsightView {
-    /// Shards it has now.
-    pub shards: u8,
-    /// Load of the last tick (packets per second).
-    pub rate: f64,
-    /// Point forecast for the decision horizon.
-    pub forecast: f64,
-    /// Upper bound the decision used.
-    pub upper: f64,
-    /// Forecaster trusted now.
-    pub model: String,
-    /// Recent forecast error (sMAPE, 0..2).
-    pub error: f64,
-    /// The last shard-count change.
-    pub last_event: Option<ReshardEvent>,
+    /// What the control loop knows, without history and with the last re-shard event only
+    /// (absent until it has seen the session).
+    pub insight: Option<SessionInsight>,
 }
 
 /// One session in full.
@@ -86,15 +68,12 @@ pub struct StateValue {
     pub hex: Option<String>,
 }
 
-fn insight_view(i: &SessionInsight) -> InsightView {
-    InsightView {
-        shards: i.shards,
-        rate: i.rate,
-        forecast: i.forecast,
-        upper: i.upper,
-        model: i.model.clone(),
-        error: i.error,
-        last_event: i.events.last().cloned(),
+/// An insight as lists show it: no history, the last re-shard event only.
+fn summary(i: &SessionInsight) -> SessionInsight {
+    SessionInsight {
+        history: Vec::new(),
+        events: i.events.last().cloned().into_iter().collect(),
+        ..i.clone()
     }
 }
 
@@ -110,7 +89,7 @@ fn session_view(
         backends: entry.backends,
         generation: entry.generation,
         meta: entry.meta,
-        insight: insight.map(insight_view),
+        insight: insight.map(summary),
     }
 }
 

@@ -85,7 +85,10 @@ async fn call(
     (status, value)
 }
 
-fn json(text: &str) -> Option<(&'static str, Vec<u8>)> {
+/// A request body: content type and bytes.
+type Payload = Option<(&'static str, Vec<u8>)>;
+
+fn json(text: &str) -> Payload {
     Some(("application/json", text.as_bytes().to_vec()))
 }
 
@@ -99,7 +102,7 @@ fn code(body: &Value) -> &str {
 }
 
 /// One request to every guarded route, with `body` where it takes one.
-fn guarded() -> Vec<(Method, String, Option<(&'static str, Vec<u8>)>)> {
+fn guarded() -> Vec<(Method, String, Payload)> {
     routes()
         .into_iter()
         .filter(|r| r.guarded)
@@ -156,7 +159,7 @@ async fn bad_input_is_a_json_4xx_and_changes_nothing() {
     let before = control.local();
     let t = Some(TOKEN);
     let big = format!("{{\"value\": \"{}\"}}", "x".repeat(70 * 1024));
-    let cases: Vec<(Method, &str, Option<(&str, Vec<u8>)>, StatusCode, &str)> = vec![
+    let cases: Vec<(Method, &str, Payload, StatusCode, &str)> = vec![
         (
             Method::PUT,
             "/v1/backends/1/weight",

@@ -119,11 +119,10 @@ fn cluster(api: &super::ApiArgs, action: ClusterAction) -> Result<(), CliError> 
                 .unwrap_or("");
             let value = json!({ "leader": leader, "addr": addr, "term": c["term"] });
             show(api, value, |v| match v["leader"].as_u64() {
-                Some(id) => format!(
-                    "node {id} {} (term {})\n",
-                    v["addr"].as_str().unwrap_or(""),
-                    v["term"]
-                ),
+                Some(id) => match v["addr"].as_str().filter(|a| !a.is_empty()) {
+                    Some(addr) => format!("node {id} at {addr} (term {})\n", v["term"]),
+                    None => format!("node {id} (term {})\n", v["term"]),
+                },
                 None => "no leader known\n".into(),
             })
         }

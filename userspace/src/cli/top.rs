@@ -149,7 +149,10 @@ fn draw(f: &mut Frame, view: &View) {
     ];
     let rows = sessions.iter().map(|v| {
         let i = &v["insight"];
-        let last = &i["last_event"];
+        let last = i["events"]
+            .as_array()
+            .and_then(|e| e.last())
+            .unwrap_or(&Value::Null);
         let event = if last.is_object() {
             format!(
                 "{} -> {}: {}",
@@ -214,9 +217,9 @@ mod tests {
                            "generation": 7, "backends": 4, "healthy_backends": 4, "draining_backends": 0,
                            "placed_sessions": 1, "forecast_sessions": 2}),
             sessions: json!([
-                {"service": "kv", "session": 1, "backends": [], "insight": {"shards": 1, "rate": 10.0, "forecast": 11.0, "upper": 12.0, "model": "ewma", "error": 0.05, "last_event": null}},
+                {"service": "kv", "session": 1, "backends": [], "insight": {"shards": 1, "rate": 10.0, "forecast": 11.0, "upper": 12.0, "model": "ewma", "error": 0.05, "events": []}},
                 {"service": "kv", "session": 42, "backends": [1, 2], "insight": {"shards": 2, "rate": 900.0, "forecast": 950.0, "upper": 1000.0, "model": "holt", "error": 0.1,
-                  "last_event": {"at_ms": 5, "from": 1, "to": 2, "reason": "forecast peak"}}}
+                  "events": [{"at_ms": 5, "from": 1, "to": 2, "reason": "forecast peak"}]}}
             ]),
             rates: Some((1234.0, 5.0)),
         };

@@ -13,14 +13,22 @@ use tracing::{error, info};
 
 use crate::{maps::DataplaneMaps, snapshot::Snapshot, state::ControlState};
 
-/// Applies `state` now; then each newer state until the channel closes.
-pub async fn run(maps: Arc<Mutex<DataplaneMaps>>, mut states: watch::Receiver<Arc<ControlState>>) {
+/// Applies `state` now; then each newer state until the channel closes. Each generation
+/// written is published on `written`, so a writer can wait until the dataplane routes by it.
+pub async fn run(
+    maps: Arc<Mutex<DataplaneMaps>>,
+    mut states: watch::Receiver<Arc<ControlState>>,
+    written: watch::Sender<u64>,
+) {
     let mut applied = 0;
     loop {
         let state = states.borrow_and_update().clone();
         if state.generation != applied || applied == 0 {
             match write(&maps, &state) {
-                Ok(()) => applied = state.generation,
+                Ok(()) => {
+                    applied = state.generation;
+                    written.send_replace(applied);
+                }
                 Err(e) => error!("writing tables of generation {}: {e:#}", state.generation),
             }
         }

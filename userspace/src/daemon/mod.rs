@@ -39,7 +39,8 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     let maps = Arc::new(Mutex::new(DataplaneMaps::open(&config.pin_dir)?));
     let control: Arc<dyn Control> = Arc::new(LocalControl::new(ControlState::from_config(&config)));
     applier::write(&maps, &control.local()).context("writing the tables")?;
-    tokio::spawn(applier::run(maps.clone(), control.subscribe()));
+    let (written, mut routed) = tokio::sync::watch::channel(control.local().generation);
+    tokio::spawn(applier::run(maps.clone(), control.subscribe(), written));
     let insights = Arc::new(Insights::default());
     let telemetry = Arc::new(Telemetry::default());
     let _predict = match &config.control {
@@ -77,7 +78,7 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            _ = hup.recv() => match reload(config_path, &current, control.as_ref(), &api).await {
+            _ = hup.recv() => match reload(config_path, &current, control.as_ref(), &api, &mut routed).await {
                 Ok(next) => current = next,
                 Err(e) => error!("reload refused, keeping the running configuration: {e:#}"),
             },
@@ -131,6 +132,7 @@ async fn reload(
     current: &Config,
     control: &dyn Control,
     api: &ApiState,
+    routed: &mut tokio::sync::watch::Receiver<u64>,
 ) -> anyhow::Result<Config> {
     let next = Config::load(path)?;
     anyhow::ensure!(
@@ -138,9 +140,17 @@ async fn reload(
         "`interface` and `pin_dir` cannot change on reload; restart the daemon instead"
     );
     let token = Token::load(&next.api)?;
-    control
+    let committed = control
         .write(Command::LoadConfig(ConfigTables::of(&next)))
         .await?;
+    // "Reloaded" means the dataplane routes by the new tables, not just that they committed.
+    let wait = routed.wait_for(|g| *g >= committed.generation);
+    if tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+        .await
+        .is_err()
+    {
+        warn!("the new tables are committed but not yet written into the maps after 5 s");
+    }
     // The token changes only once the new tables are committed: a refused reload keeps both.
     api.set_token(token);
     api_limit_note(current, &next);
