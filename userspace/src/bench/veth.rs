@@ -1,10 +1,10 @@
 //! Throughput on veth: packets per second answered through the netns lab topology, with
 //! shardline's XDP, nginx's stream proxy (`hash $remote_addr consistent`) and the minimal tokio
 //! proxy of [`super::proxy`] in the load balancer's namespace. One client socket sends 64-byte
-//! frames as fast as it can for a fixed time, 64 per `sendmmsg` call; the packets reaching the backends' interfaces are
-//! the forwarded rate, and a second thread counts the echo answers at the client. Every
-//! packet of a run goes to one backend (one session, one key; one client address), so the
-//! backends do the same work in all three runs. Everything is torn down afterwards.
+//! frames as fast as it can for a fixed time, 64 per `sendmmsg` call; the packets reaching the
+//! backends' interfaces are the forwarded rate, and a second thread counts the echo answers at
+//! the client. Every packet of a run goes to one backend (one session, one key; one client
+//! address), so the backends do the same work in all three runs. Everything is torn down afterwards.
 
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
