@@ -1,6 +1,7 @@
 //! The `shardline` program's body: parse → decide → rewrite → forward → count.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use aya_log_ebpf::error;
 use shardline_common::{
     maps::Globals,
     packet::PacketBytes,
@@ -21,6 +22,7 @@ use crate::{
 pub fn run(ctx: &XdpContext) -> u32 {
     let Some(globals) = GLOBALS.get(0) else {
         // Unreachable for an array of one entry; pass rather than disturb traffic.
+        log_no_globals(ctx);
         return xdp_action::XDP_PASS;
     };
     let frame_len = XdpPacket(ctx).len() as u64;
@@ -28,6 +30,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
     let mut reason = d.reason;
     if reason == Reason::Forwarded {
         if rewrite(ctx, &d, globals).is_err() {
+            log_encap_failed(ctx, d.backend_id);
             reason = Reason::EncapFailed;
         } else {
             count_forwarded(d.backend_id, &d.session, frame_len);
@@ -37,12 +40,28 @@ pub fn run(ctx: &XdpContext) -> u32 {
     reason.action() as u32
 }
 
-/// The routing decision, as a BPF subprogram of its own: parsing and lookups get a stack frame
-/// of their own, beside the rewrite's instead of on top of it, so the deepest call chain stays
-/// under the verifier's 512 bytes.
-#[inline(never)]
+/// The routing decision. Inlined, like the rewrite and the counters: on this kind of machine a
+/// BPF-to-BPF call and its return cost more than the frame they save (`shardline
+/// bench-dataplane`), and the inlined program's frame is 416 bytes, under the verifier's 512
+/// (checked with the stack probe in the README's benchmark section).
+#[inline(always)]
 fn route(ctx: &XdpContext, globals: &Globals) -> Decision {
     decide(&XdpPacket(ctx), &MapTables { globals })
+}
+
+/// Logged (aya-log, read by the daemon) when a routed packet could not be rewritten: no
+/// headroom for the outer header, or a length that does not fit it. Only on that error path, and
+/// a subprogram of its own, so the forwarding path neither runs nor carries the logging code
+/// (its frame sits beside the balancer's, not inside it).
+#[inline(never)]
+fn log_encap_failed(ctx: &XdpContext, backend: u32) {
+    error!(ctx, "encapsulation towards backend {} failed", backend);
+}
+
+/// Logged if the globals entry is missing, which an array of one entry never is.
+#[inline(never)]
+fn log_no_globals(ctx: &XdpContext) {
+    error!(ctx, "GLOBALS entry 0 missing; passing traffic");
 }
 
 /// Keeps `Action` and the kernel's numbering in step at compile time.

@@ -16,9 +16,8 @@ pub fn count_reason(reason: Reason) {
     }
 }
 
-/// Counts one forwarded packet of `bytes` for backend `id` and for `session`. Not inlined: a
-/// subprogram's frame, like the rewrite's, stays off the routing decision's stack.
-#[inline(never)]
+/// Counts one forwarded packet of `bytes` for backend `id` and for `session`.
+#[inline(always)]
 pub fn count_forwarded(id: u32, session: &SessionKey, bytes: u64) {
     if let Some(c) = BACKEND_STATS.get_ptr_mut(id) {
         // SAFETY: per-CPU slot.

@@ -62,10 +62,12 @@ fn try_decap(ctx: &XdpContext) -> Option<()> {
         }
         _ => return None,
     };
-    if l3 == ETH_HLEN + VLAN_HLEN {
-        strip::<{ ETH_HLEN + VLAN_HLEN }>(ctx, outer_len)
-    } else {
-        strip::<ETH_HLEN>(ctx, outer_len)
+    // Constant lengths, so every offset the verifier checks is a constant.
+    match (l3 == ETH_HLEN + VLAN_HLEN, outer_len == IPV6_HLEN) {
+        (false, false) => strip::<ETH_HLEN, IPV4_HLEN>(ctx),
+        (false, true) => strip::<ETH_HLEN, IPV6_HLEN>(ctx),
+        (true, false) => strip::<{ ETH_HLEN + VLAN_HLEN }, IPV4_HLEN>(ctx),
+        (true, true) => strip::<{ ETH_HLEN + VLAN_HLEN }, IPV6_HLEN>(ctx),
     }
 }
 
@@ -77,10 +79,22 @@ fn is_local_vip(addr: &Addr) -> Option<()> {
 
 /// Moves the L2 header forward over the outer IP header, then drops the bytes before it.
 #[inline(always)]
-fn strip<const L2: usize>(ctx: &XdpContext, outer_len: usize) -> Option<()> {
-    let pkt = XdpPacket(ctx);
-    let l2: [u8; L2] = pkt.load(0)?;
-    pkt.store(outer_len, &l2)?;
+fn strip<const L2: usize, const OUTER: usize>(ctx: &XdpContext) -> Option<()> {
+    let outer_len = OUTER;
+    // The outer header is at least as long as the L2 header, so old and new L2 do not overlap.
+    let span = XdpPacket(ctx).span(0, outer_len + L2)?;
+    // SAFETY: every access lies inside the outer_len + L2 bytes checked above (L2 ≤ 18, and
+    // the last word written ends at outer_len + L2).
+    unsafe {
+        let mut at = 0;
+        while at + 4 <= L2 {
+            span.set_u32(outer_len + at, span.u32(at));
+            at += 4;
+        }
+        if at < L2 {
+            span.set_u16(outer_len + at, span.u16(at));
+        }
+    }
     // SAFETY: plain helper call on the program's own context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer_len as i32) } != 0 {
         return None;

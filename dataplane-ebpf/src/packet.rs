@@ -94,15 +94,62 @@ impl PacketBytes for XdpPacket<'_> {
 }
 
 impl XdpPacket<'_> {
-    /// Writes `bytes` at `off`, or returns `None` if they would not fit in the frame.
+    /// The address of the `len` bytes at `off`, after one bounds check that covers all of them,
+    /// so a header is read or written word by word instead of byte by byte (the eBPF backend
+    /// splits `[u8; N]` copies into single-byte loads and stores). `len` must be a constant once
+    /// inlined; accesses through the span must stay inside those bytes (the verifier checks
+    /// every one against this comparison).
     #[inline(always)]
-    pub fn store<const N: usize>(&self, off: usize, bytes: &[u8; N]) -> Option<()> {
+    pub fn span(&self, off: usize, len: usize) -> Option<Span> {
         let start = self.0.data();
-        if start + off + N > self.end() {
+        if start + off + len > self.end() {
             return None;
         }
-        // SAFETY: the N bytes at start + off lie inside the frame, checked just above.
-        unsafe { core::ptr::write_unaligned((start + off) as *mut [u8; N], *bytes) };
-        Some(())
+        Some(Span(start + off))
+    }
+}
+
+/// Bytes of the frame already bounds-checked by [`XdpPacket::span`]. Word accesses may be
+/// misaligned: the kernel allows misaligned packet access on every architecture with efficient
+/// unaligned access (x86_64, arm64), and the eBPF backend would split `read_unaligned` into
+/// byte loads.
+#[derive(Clone, Copy)]
+pub struct Span(usize);
+
+impl Span {
+    /// The native-endian `u32` at `at`.
+    ///
+    /// # Safety
+    /// `at + 4` must not exceed the span's checked length.
+    #[inline(always)]
+    pub unsafe fn u32(self, at: usize) -> u32 {
+        unsafe { ((self.0 + at) as *const u32).read() }
+    }
+
+    /// The native-endian `u16` at `at`.
+    ///
+    /// # Safety
+    /// `at + 2` must not exceed the span's checked length.
+    #[inline(always)]
+    pub unsafe fn u16(self, at: usize) -> u16 {
+        unsafe { ((self.0 + at) as *const u16).read() }
+    }
+
+    /// Writes the native-endian `u32` `v` at `at`.
+    ///
+    /// # Safety
+    /// `at + 4` must not exceed the span's checked length.
+    #[inline(always)]
+    pub unsafe fn set_u32(self, at: usize, v: u32) {
+        unsafe { ((self.0 + at) as *mut u32).write(v) }
+    }
+
+    /// Writes the native-endian `u16` `v` at `at`.
+    ///
+    /// # Safety
+    /// `at + 2` must not exceed the span's checked length.
+    #[inline(always)]
+    pub unsafe fn set_u16(self, at: usize, v: u16) {
+        unsafe { ((self.0 + at) as *mut u16).write(v) }
     }
 }

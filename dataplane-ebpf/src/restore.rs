@@ -18,15 +18,27 @@ use crate::packet::XdpPacket;
 pub fn restoring(ctx: &XdpContext, body: impl FnOnce(&XdpContext) -> u32) -> u32 {
     let pkt = XdpPacket(ctx);
     let before = pkt.len();
-    let Some(l2) = pkt.load::<ETH_HLEN>(0) else {
+    let Some(eth) = pkt.span(0, ETH_HLEN) else {
         return body(ctx);
     };
+    // SAFETY: all inside the ETH_HLEN bytes checked above.
+    let saved = unsafe { [eth.u32(0), eth.u32(4), eth.u32(8)] };
+    // SAFETY: as above.
+    let ethertype = unsafe { eth.u16(12) };
     let action = body(ctx);
     let grown = XdpPacket(ctx).len() as i64 - before as i64;
     if grown != 0 {
         // SAFETY: plain helper call on the program's own context; it checks the bounds.
         unsafe { bpf_xdp_adjust_head(ctx.ctx, grown as i32) };
     }
-    let _ = XdpPacket(ctx).store(0, &l2);
+    if let Some(eth) = XdpPacket(ctx).span(0, ETH_HLEN) {
+        // SAFETY: all inside the ETH_HLEN bytes checked just above.
+        unsafe {
+            eth.set_u32(0, saved[0]);
+            eth.set_u32(4, saved[1]);
+            eth.set_u32(8, saved[2]);
+            eth.set_u16(12, ethertype);
+        }
+    }
     action
 }

@@ -158,6 +158,12 @@ impl std::ops::DerefMut for Loaded {
     }
 }
 
+impl From<PrivateDataplane> for Loaded {
+    fn from(dataplane: PrivateDataplane) -> Self {
+        Self(dataplane)
+    }
+}
+
 impl Loaded {
     /// Loads the program and applies `config`.
     pub fn new(config: &str) -> Self {

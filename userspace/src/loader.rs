@@ -65,13 +65,23 @@ pub const LB_PROGRAM: &str = "shardline";
 /// Loads the load-balancer object with its maps pinned in (or adopted from) `pin_dir`, and
 /// loads its program into the kernel (not attached).
 pub fn load_balancer(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
+    load_balancer_sized(pin_dir, &[])
+}
+
+/// [`load_balancer`] with some maps created smaller or larger than the object declares
+/// (`(map name, max_entries)`): tests fill a map to capacity without a million entries. Only
+/// for a fresh pin directory: a map already pinned there keeps its size.
+pub fn load_balancer_sized(pin_dir: &Path, sizes: &[(&str, u32)]) -> Result<Ebpf, LoaderError> {
     std::fs::create_dir_all(pin_dir).map_err(|source| LoaderError::PinDir {
         path: pin_dir.to_owned(),
         source,
     })?;
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(pin_dir)
-        .load(objects::LB_OBJECT)?;
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(pin_dir);
+    for (name, max_entries) in sizes {
+        loader.map_max_entries(name, *max_entries);
+    }
+    let mut ebpf = loader.load(objects::LB_OBJECT)?;
     xdp_program(&mut ebpf, LB_PROGRAM)?
         .load()
         .map_err(prog_err("verifier rejected the program"))?;

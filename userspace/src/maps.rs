@@ -47,6 +47,24 @@ pub enum MapsError {
     },
 }
 
+/// What [`DataplaneMaps::apply`] could not write without failing the whole snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Placed sessions left out because SESSIONS is full: their packets keep routing by the
+    /// default table until a later apply finds room.
+    pub placements_refused: Vec<SessionKey>,
+}
+
+/// Whether a map update failed because the map is full (a hash map at `max_entries` refuses a
+/// new key with E2BIG; ENOSPC and ENOMEM are what a map short of memory answers).
+pub fn is_full(e: &aya::maps::MapError) -> bool {
+    matches!(
+        e,
+        aya::maps::MapError::SyscallError(err)
+            if matches!(err.io_error.raw_os_error(), Some(libc::E2BIG | libc::ENOSPC | libc::ENOMEM))
+    )
+}
+
 fn op(op: &'static str, map: &'static str) -> impl FnOnce(aya::maps::MapError) -> MapsError {
     move |source| MapsError::Op { op, map, source }
 }
@@ -104,7 +122,11 @@ impl DataplaneMaps {
     /// new backends first, then the Maglev table (built in the idle half, flipped with one
     /// globals write), then session placements, then services (which turn routing on), and
     /// only then the removal of what `snap` no longer has. Each element update is atomic.
-    pub fn apply(&mut self, snap: &Snapshot) -> Result<(), MapsError> {
+    ///
+    /// A full SESSIONS map refuses the placements that do not fit: those sessions stay on the
+    /// default table (returned in [`Applied`]) and everything else is still written.
+    pub fn apply(&mut self, snap: &Snapshot) -> Result<Applied, MapsError> {
+        let mut applied = Applied::default();
         let max = shardline_common::consts::MAX_BACKENDS;
         for id in 0..max {
             if let Some(want) = snap.backends.get(&id) {
@@ -130,9 +152,11 @@ impl DataplaneMaps {
                 }
                 next.generation = next.generation.max(old.generation + 1);
             }
-            self.sessions
-                .insert(k, next, 0)
-                .map_err(op("write", "SESSIONS"))?;
+            match self.sessions.insert(k, next, 0) {
+                Ok(()) => {}
+                Err(e) if is_full(&e) => applied.placements_refused.push(*k),
+                Err(e) => return Err(op("write", "SESSIONS")(e)),
+            }
         }
         for (k, v) in &snap.services {
             self.services
@@ -157,6 +181,18 @@ impl DataplaneMaps {
         for k in stale {
             self.sessions.remove(&k).map_err(op("delete", "SESSIONS"))?;
         }
+        // Removals may have made room for placements refused above.
+        if !applied.placements_refused.is_empty() {
+            let mut still = Vec::new();
+            for k in applied.placements_refused {
+                match self.sessions.insert(k, snap.sessions[&k], 0) {
+                    Ok(()) => {}
+                    Err(e) if is_full(&e) => still.push(k),
+                    Err(e) => return Err(op("write", "SESSIONS")(e)),
+                }
+            }
+            applied.placements_refused = still;
+        }
         for id in 0..max {
             if !snap.backends.contains_key(&id)
                 && self.backends.get(&id, 0).map_err(op("read", "BACKENDS"))? != Backend::default()
@@ -166,7 +202,7 @@ impl DataplaneMaps {
                     .map_err(op("write", "BACKENDS"))?;
             }
         }
-        Ok(())
+        Ok(applied)
     }
 
     /// Build-then-flip: fills the idle half with `table`, then publishes it (and `globals`'
@@ -199,6 +235,16 @@ impl DataplaneMaps {
         self.globals
             .set(0, globals, 0)
             .map_err(op("write", "GLOBALS"))
+    }
+
+    /// Entries in the flow table (established flows not yet evicted).
+    pub fn flow_count(&self) -> Result<usize, MapsError> {
+        let mut n = 0;
+        for key in self.flows.keys() {
+            key.map_err(op("iterate", "FLOWS"))?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Replaces one session's shard set: one atomic map update.

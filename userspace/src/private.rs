@@ -14,7 +14,7 @@ use aya::{
 };
 
 use crate::{
-    loader::{self, load_balancer, xdp_program, LoaderError, LB_PROGRAM},
+    loader::{self, load_balancer_sized, xdp_program, LoaderError, LB_PROGRAM},
     maps::{DataplaneMaps, MapsError},
     snapshot::Snapshot,
     testrun::{run_once, KernelRun},
@@ -48,15 +48,29 @@ pub struct PrivateDataplane {
 impl PrivateDataplane {
     /// Loads the balancer into `/sys/fs/bpf/shardline-{label}-{pid}-{n}` and applies `tables`.
     pub fn new(label: &str, tables: Snapshot) -> Result<Self, PrivateError> {
+        Self::sized(label, tables, &[])
+    }
+
+    /// [`PrivateDataplane::new`] with some maps resized (`(map name, max_entries)`), e.g. a
+    /// small SESSIONS map a test can fill to capacity. The tables must fit in them.
+    pub fn sized(
+        label: &str,
+        tables: Snapshot,
+        sizes: &[(&str, u32)],
+    ) -> Result<Self, PrivateError> {
         let pin_dir = PathBuf::from(format!(
             "/sys/fs/bpf/shardline-{label}-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         ));
         let _ = loader::teardown(&pin_dir, None);
-        let ebpf = load_balancer(&pin_dir)?;
+        let ebpf = load_balancer_sized(&pin_dir, sizes)?;
         let mut maps = DataplaneMaps::open(&pin_dir)?;
-        maps.apply(&tables)?;
+        let mut tables = tables;
+        // Placements a full SESSIONS refused are not in the maps: the replay must not have them.
+        for key in maps.apply(&tables)?.placements_refused {
+            tables.sessions.remove(&key);
+        }
         Ok(Self {
             ebpf,
             maps,

@@ -4,7 +4,7 @@
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 use std::sync::atomic::AtomicU64;
@@ -28,6 +28,9 @@ pub struct Telemetry {
     pub session_shards: Family<SessionLabels, Gauge>,
     /// Recent forecast error (sMAPE) per session.
     pub forecast_error: Family<SessionLabels, Gauge<f64, AtomicU64>>,
+    /// Session placements the dataplane refused because SESSIONS was full (each refusal of
+    /// each apply): those sessions keep routing by the default table.
+    pub placements_refused: Counter,
 }
 
 impl Default for Telemetry {
@@ -41,6 +44,7 @@ impl Default for Telemetry {
             ),
             session_shards: Family::default(),
             forecast_error: Family::default(),
+            placements_refused: Counter::default(),
         }
     }
 }
@@ -67,6 +71,11 @@ impl Telemetry {
             "shardline_forecast_error",
             "Recent forecast error per session (sMAPE, 0 to 2)",
             self.forecast_error.clone(),
+        );
+        registry.register(
+            "shardline_placements_refused",
+            "Session placements refused because the SESSIONS map was full (the session stays on the default table)",
+            self.placements_refused.clone(),
         );
     }
 }

@@ -24,6 +24,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nginx",
     "libnginx-mod-stream",
     "fonts-dejavu-core",
+    // `bpftool prog dump jited` / `prog profile`: where the XDP program's time goes.
+    "bpftool",
 ];
 
 /// The bpf-linker release known to build against the nightly LLVM on these machines.

@@ -65,6 +65,7 @@ const PASS: &str = "shardline_pass";
 const TX: &str = "shardline_tx_baseline";
 const TX_RESTORING: &str = "shardline_tx_baseline_restoring";
 const BALANCER: &str = "shardline_bench";
+const NEW_FLOW: &str = "shardline_bench_new_flow";
 
 /// A UDP/IPv4 frame padded (in the UDP payload) to [`FRAME_LEN`] bytes.
 fn udp4(src: [u8; 4], dport: u16, header: Option<(u64, u64)>) -> Vec<u8> {
@@ -143,18 +144,19 @@ fn cases() -> Vec<Case> {
             frame: udp4(CLIENT4_PLACED, 5353, None),
             action: Action::Tx,
             reason: Some(Reason::Forwarded),
-            what: "flow mode, IPv4 UDP, placed client (SESSIONS hit). No flow table exists on this \
-                   branch: this is flow mode as it is (stateless 5-tuple hash), not a flow-table hit",
+            what: "flow mode, IPv4 UDP, placed client: a flow-table (FLOWS) hit from the second \
+                   repeat on, which settles the backend without the SESSIONS lookup",
         },
         Case {
-            name: "flow_miss_v4",
+            name: "flow_new_v4",
             object: Object::Balancer,
-            program: BALANCER,
+            program: NEW_FLOW,
             frame: udp4(CLIENT4_OTHER, 5353, None),
             action: Action::Tx,
             reason: Some(Reason::Forwarded),
-            what: "flow mode, IPv4 UDP, unplaced client (SESSIONS miss, Maglev). No flow table \
-                   exists on this branch: nothing is inserted, so this is not a new-flow insert",
+            what: "flow mode, IPv4 UDP, a new flow every repeat (the bench program moves the source \
+                   address on by one): FLOWS miss, SESSIONS miss, Maglev, FLOWS insert (evicting \
+                   once the table is full)",
         },
         Case {
             name: "header_hit_v6",
@@ -231,9 +233,11 @@ pub struct DataplaneResults {
 pub fn run(quick: bool) -> Result<DataplaneResults, BenchError> {
     let rounds = if quick { 3 } else { 9 };
     let mut lb = loaded_balancer()?;
-    xdp_program(&mut lb.ebpf, BALANCER)?
-        .load()
-        .map_err(program_err(BALANCER))?;
+    for name in [BALANCER, NEW_FLOW] {
+        xdp_program(&mut lb.ebpf, name)?
+            .load()
+            .map_err(program_err(name))?;
+    }
     let mut aux = load_aux()?;
     for name in [PASS, TX, TX_RESTORING] {
         xdp_program(&mut aux, name)?
@@ -402,7 +406,7 @@ mod tests {
             "xdp_tx_baseline",
             "header_hit_v4",
             "flow_hit_v4",
-            "flow_miss_v4",
+            "flow_new_v4",
             "header_hit_v6",
             "default_table_v4",
         ] {

@@ -7,11 +7,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use shardline_common::plan::{maglev_plan, session_plan, SessionPlan};
+use shardline_common::{
+    maps::SessionKey,
+    plan::{maglev_plan, session_plan, SessionPlan},
+};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-use crate::{maps::DataplaneMaps, snapshot::Snapshot, state::ControlState};
+use crate::{maps::DataplaneMaps, snapshot::Snapshot, state::ControlState, telemetry::Telemetry};
 
 /// Applies `state` now; then each newer state until the channel closes. Each generation
 /// written is published on `written`, so a writer can wait until the dataplane routes by it.
@@ -19,12 +22,13 @@ pub async fn run(
     maps: Arc<Mutex<DataplaneMaps>>,
     mut states: watch::Receiver<Arc<ControlState>>,
     written: watch::Sender<u64>,
+    telemetry: Arc<Telemetry>,
 ) {
     let mut applied = 0;
     loop {
         let state = states.borrow_and_update().clone();
         if state.generation != applied || applied == 0 {
-            match write(&maps, &state) {
+            match write(&maps, &state, &telemetry) {
                 Ok(()) => {
                     applied = state.generation;
                     written.send_replace(applied);
@@ -38,18 +42,37 @@ pub async fn run(
     }
 }
 
-/// Writes one state's tables, logging what moved.
-pub fn write(maps: &Mutex<DataplaneMaps>, state: &ControlState) -> anyhow::Result<()> {
+/// Writes one state's tables, logging what moved. Placements a full SESSIONS map refused are
+/// counted and logged once for the whole burst; those sessions keep the default table.
+pub fn write(
+    maps: &Mutex<DataplaneMaps>,
+    state: &ControlState,
+    telemetry: &Telemetry,
+) -> anyhow::Result<()> {
     let mut maps = maps.lock().expect("maps lock");
     let before = maps.read_snapshot()?;
     let after = state.tables();
-    maps.apply(&after)?;
-    log_moves(&before, &after);
+    let applied = maps.apply(&after)?;
+    let refused = applied.placements_refused.len();
+    if refused > 0 {
+        telemetry.placements_refused.inc_by(refused as u64);
+        warn!(
+            refused,
+            placed = after.sessions.len() - refused,
+            capacity = shardline_common::consts::MAX_SESSIONS,
+            first = ?applied.placements_refused.first(),
+            "SESSIONS map full: these sessions stay on the default table until there is room"
+        );
+    }
+    log_moves(&before, &after, &applied.placements_refused);
     Ok(())
 }
 
-fn log_moves(before: &Snapshot, after: &Snapshot) {
+fn log_moves(before: &Snapshot, after: &Snapshot, refused: &[SessionKey]) {
     for (key, set) in &after.sessions {
+        if refused.contains(key) {
+            continue;
+        }
         let old = before.sessions.get(key);
         let plan = session_plan(old, set);
         if plan != SessionPlan::Unchanged {

@@ -12,7 +12,10 @@ use std::{
 };
 
 use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -29,6 +32,7 @@ use crate::{
 pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let mut ebpf = load_balancer(&config.pin_dir)?;
+    forward_bpf_logs(&mut ebpf);
     let attached = attach_balancer(
         &mut ebpf,
         &config.interface,
@@ -38,11 +42,16 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     .with_context(|| format!("attaching to interface {:?}", config.interface))?;
     let maps = Arc::new(Mutex::new(DataplaneMaps::open(&config.pin_dir)?));
     let control: Arc<dyn Control> = Arc::new(LocalControl::new(ControlState::from_config(&config)));
-    applier::write(&maps, &control.local()).context("writing the tables")?;
-    let (written, mut routed) = tokio::sync::watch::channel(control.local().generation);
-    tokio::spawn(applier::run(maps.clone(), control.subscribe(), written));
-    let insights = Arc::new(Insights::default());
     let telemetry = Arc::new(Telemetry::default());
+    applier::write(&maps, &control.local(), &telemetry).context("writing the tables")?;
+    let (written, mut routed) = tokio::sync::watch::channel(control.local().generation);
+    tokio::spawn(applier::run(
+        maps.clone(),
+        control.subscribe(),
+        written,
+        telemetry.clone(),
+    ));
+    let insights = Arc::new(Insights::default());
     let _predict = match &config.control {
         Some(c) => Some(
             predict::start(
@@ -124,6 +133,34 @@ async fn serve_api(
         }
     });
     Ok(state)
+}
+
+/// Forwards the XDP program's log records (aya-log; written on error paths only, never per
+/// forwarded packet) into the daemon's log for as long as the daemon runs. Without them the
+/// dataplane still routes, so a failure here is a warning.
+fn forward_bpf_logs(ebpf: &mut aya::Ebpf) {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => logger,
+        Err(e) => return warn!("the XDP program's log records will not be read: {e}"),
+    };
+    // SAFETY: the logger owns its ring buffer's descriptor, which stays open and the same
+    // until the logger (moved into the AsyncFd) is dropped.
+    let registered = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => return warn!("the XDP program's log records will not be read: {e}"),
+    };
+    tokio::spawn(async move {
+        loop {
+            match fd.readable_mut().await {
+                Ok(mut ready) => {
+                    ready.get_inner_mut().flush();
+                    ready.clear_ready();
+                }
+                Err(e) => return warn!("stopped reading the XDP program's log records: {e}"),
+            }
+        }
+    });
 }
 
 /// Commits a new configuration if it is valid and compatible; nothing is written otherwise.
