@@ -2,6 +2,8 @@
 //!
 //! - `benches/control.rs`: Maglev table build for 10 / 100 / 1,000 backends, the hashes
 //!   (`mix64`, `flow_hash`) and `route::decide` in userspace against a `Snapshot`.
+//! - `benches/tick.rs`: one control-loop tick (ingest + forecast + decide) for 1,000,000
+//!   sessions on one core (`SHARDLINE_TICK_SESSIONS` overrides the count); see docs/predict.md.
 //!
 //! `SHARDLINE_BENCH_QUICK=1` shortens warm-up and measurement for a smoke run. The kernel-side
 //! benchmarks are `shardline bench-dataplane` (`userspace/src/bench`).

@@ -490,7 +490,11 @@ fn run_lab(duration: u64, sessions: u32, backends: u32) -> anyhow::Result<()> {
         "lab: building {backends} backends, {sessions} sessions (namespaces sl-*-{})",
         opts.tag
     );
+    // The lab's other traffic (header, flow and QUIC sessions) already runs at a few
+    // thousand requests per second: capacities sized so the shaped sessions make the difference.
     let predict = lab::predict::PredictOptions {
+        backend_capacity: 2000,
+        per_shard_capacity: 600.0,
         hook: true,
         ..Default::default()
     };
@@ -505,16 +509,16 @@ fn run_lab(duration: u64, sessions: u32, backends: u32) -> anyhow::Result<()> {
         lab::load::Loaded {
             id: 100,
             shape: lab::load::Shape::Ramp {
-                from: 50.0,
-                to: 900.0,
+                from: 100.0,
+                to: 2400.0,
                 secs: duration as f64 * 0.8,
             },
         },
         lab::load::Loaded {
             id: 101,
             shape: lab::load::Shape::Periodic {
-                base: 200.0,
-                amplitude: 150.0,
+                base: 400.0,
+                amplitude: 300.0,
                 period: 20.0,
             },
         },

@@ -3,7 +3,7 @@
 //! No threads, no I/O, time passed in.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -68,6 +68,9 @@ pub struct Core {
     last_hook: Option<Instant>,
     decisions: Vec<Decision>,
     chosen: Vec<u32>,
+    /// Backends passing their health checks this tick (saturated ones included: they keep
+    /// what they hold, they only get nothing new).
+    alive: HashSet<u32>,
 }
 
 impl Core {
@@ -106,6 +109,7 @@ impl Core {
             last_hook: None,
             decisions: Vec::new(),
             chosen: Vec::new(),
+            alive: HashSet::new(),
         }
     }
 
@@ -182,6 +186,14 @@ impl Core {
         self.decisions
             .extend(tick(&mut self.states, &self.samples, &self.decide, now));
         self.record_insights(at_ms);
+        self.alive.clear();
+        self.alive.extend(
+            state
+                .backends
+                .iter()
+                .filter(|(_, b)| b.healthy)
+                .map(|(id, _)| *id),
+        );
         let mut loads = self.backend_loads(state);
         let t = now.saturating_duration_since(start).as_secs_f64();
         let horizon = self.tick_len.as_secs_f64() * self.selector.horizon as f64;
@@ -193,7 +205,8 @@ impl Core {
                 continue; // One shard: the default table serves it.
             }
             let set = self.grow_or_shrink(&current, d.to as usize, d.upper, &mut loads);
-            if set == current || set.is_empty() {
+            // One backend is no better than the default table: wait for room for more.
+            if set == current || set.len() < 2 && current.is_empty() {
                 continue;
             }
             let reason = format!(
@@ -245,8 +258,13 @@ impl Core {
         upper: f64,
         loads: &mut [BackendLoad],
     ) -> Vec<u32> {
-        let usable = |id: &u32| loads.iter().any(|b| b.id == *id && b.healthy);
-        let mut set: Vec<u32> = current.iter().copied().filter(usable).take(to).collect();
+        let alive = &self.alive;
+        let mut set: Vec<u32> = current
+            .iter()
+            .copied()
+            .filter(|id| alive.contains(id))
+            .take(to)
+            .collect();
         if set.len() < to {
             let per_shard = upper.max(0.0) / to as f64;
             let candidates: Vec<BackendLoad> = loads
@@ -330,7 +348,7 @@ impl Core {
             let lost: Vec<u32> = current
                 .iter()
                 .copied()
-                .filter(|id| !loads.iter().any(|b| b.id == *id && b.healthy))
+                .filter(|id| !self.alive.contains(id))
                 .collect();
             let index = self.index.get(&session).copied();
             let wanted = index
@@ -345,7 +363,7 @@ impl Core {
                 .unwrap_or(0.0);
             let upper = if upper.is_finite() { upper } else { 0.0 };
             let set = self.grow_or_shrink(&current, wanted, upper, loads);
-            if set == current || set.is_empty() {
+            if set == current || set.is_empty() || set.len() < 2 && current.is_empty() {
                 continue;
             }
             let reason = if lost.is_empty() {
@@ -419,7 +437,12 @@ impl Core {
         let fleet = self.fleet.as_mut()?;
         let total: f64 = rates.iter().map(|(_, r)| r).filter(|r| r.is_finite()).sum();
         fleet.update(total);
-        let healthy: Vec<&BackendLoad> = loads.iter().filter(|b| b.healthy).collect();
+        // What the backends passing their checks carry, saturated or not (saturation is load,
+        // not loss of capacity).
+        let healthy: Vec<&BackendLoad> = loads
+            .iter()
+            .filter(|b| self.alive.contains(&b.id) && b.weight > 0)
+            .collect();
         let capacity: f64 = healthy.iter().map(|b| b.capacity).sum();
         let demand = fleet.upper() * (1.0 + self.decide.headroom);
         if !capacity.is_finite() || !demand.is_finite() || demand <= capacity {

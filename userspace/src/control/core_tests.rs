@@ -114,6 +114,64 @@ fn sessions_leave_an_unhealthy_backend_and_saturated_ones_get_nothing() {
         &st,
     );
     assert!(out.placements.is_empty(), "{:?}", out.placements);
+    // A member that saturates keeps what it holds (moving keys would not add capacity).
+    core.report(AgentReport {
+        backend: 1,
+        saturated: true,
+        ..AgentReport::default()
+    });
+    let out = core.tick(
+        t0 + Duration::from_secs(2),
+        2000,
+        t0,
+        &[(kv(7), 300.0)],
+        &st,
+    );
+    assert!(out.placements.is_empty(), "{:?}", out.placements);
+}
+
+#[test]
+fn no_single_backend_placement_when_the_fleet_is_full() {
+    let mut st = state(3);
+    let mut core = Core::new(&config());
+    for id in 1..=2 {
+        core.report(AgentReport {
+            backend: id,
+            saturated: true,
+            ..AgentReport::default()
+        });
+    }
+    let t0 = Instant::now();
+    core.tick(t0, 0, t0, &[(kv(9), 600.0)], &st);
+    // Past the first dwell: the session wants two shards.
+    let out = core.tick(
+        t0 + Duration::from_secs(3),
+        3000,
+        t0,
+        &[(kv(9), 600.0)],
+        &st,
+    );
+    assert_eq!(core.insights().next().unwrap().shards, 2);
+    // Two shards wanted, only backend 3 can take one: the default table keeps serving it.
+    assert!(out.placements.is_empty(), "{:?}", out.placements);
+    core.report(AgentReport {
+        backend: 2,
+        ..AgentReport::default()
+    });
+    let out = core.tick(
+        t0 + Duration::from_secs(4),
+        4000,
+        t0,
+        &[(kv(9), 600.0)],
+        &st,
+    );
+    commit(&mut st, &out);
+    assert_eq!(
+        st.sessions[&kv(9)].backends.len(),
+        2,
+        "{:?}",
+        out.placements
+    );
 }
 
 #[test]
