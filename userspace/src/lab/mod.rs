@@ -15,6 +15,7 @@ pub mod load;
 pub mod predict;
 pub mod quic;
 pub mod replay;
+pub mod run;
 pub mod topology;
 pub mod traffic;
 
