@@ -138,6 +138,9 @@ pub struct Config {
     /// Sessions placed on a fixed shard set.
     #[serde(default)]
     pub sessions: Vec<SessionConfig>,
+    /// Raft membership and storage (none: a cluster of one).
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 fn default_flow_idle_secs() -> u32 {
@@ -260,6 +263,9 @@ impl Config {
         if self.interface.is_empty() {
             return Err(invalid("interface", "must name a network interface"));
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         let mut names = HashSet::new();
         let mut keys = HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
@@ -369,6 +375,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The `[cluster]` section, or the defaults of a cluster of one.
+    pub fn cluster(&self) -> crate::cluster::ClusterConfig {
+        self.cluster.clone().unwrap_or_default()
     }
 
     /// How the backends learn their server ids (`shardline quic-ids`, the daemon's log): per

@@ -13,6 +13,8 @@
 //! - [`netns`]: network namespaces for the lab and the tests.
 //! - [`lab`]: the netns lab (topology, echo backends, client sessions).
 //! - [`signals`]: waiting for SIGINT / SIGTERM.
+//! - [`cluster`]: the Raft cluster behind [`state::Control`]: log and snapshots in redb, peers
+//!   over HTTP, forwarded writes and linearizable reads.
 //! - [`state`]: the replicated control state, its commands and the [`state::Control`] handle.
 //! - [`insight`], [`telemetry`]: what the control loop publishes (per-session views, metric
 //!   families) for the API, `top`, `plot` and `/metrics`.
@@ -24,6 +26,7 @@
 //!   stages — a session's load profile, online forecasters and their selector (and
 //!   `forecast-eval`), shard-count and backend decisions, and the per-tick driver.
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod decap;

@@ -13,14 +13,27 @@ use tracing::{error, info};
 
 use crate::{maps::DataplaneMaps, snapshot::Snapshot, state::ControlState};
 
-/// Applies `state` now; then each newer state until the channel closes.
-pub async fn run(maps: Arc<Mutex<DataplaneMaps>>, mut states: watch::Receiver<Arc<ControlState>>) {
+/// Applies the current state, then each newer one, until the channel closes. A state of
+/// generation 0 (nothing committed yet) is not written: the pinned maps keep routing.
+pub async fn run(maps: Arc<Mutex<DataplaneMaps>>, states: watch::Receiver<Arc<ControlState>>) {
+    run_reporting(maps, states, watch::channel(0).0).await
+}
+
+/// [`run`], publishing the generation last written on `written` (readiness waits on it).
+pub async fn run_reporting(
+    maps: Arc<Mutex<DataplaneMaps>>,
+    mut states: watch::Receiver<Arc<ControlState>>,
+    written: watch::Sender<u64>,
+) {
     let mut applied = 0;
     loop {
         let state = states.borrow_and_update().clone();
-        if state.generation != applied || applied == 0 {
+        if state.generation != applied {
             match write(&maps, &state) {
-                Ok(()) => applied = state.generation,
+                Ok(()) => {
+                    applied = state.generation;
+                    written.send_replace(applied);
+                }
                 Err(e) => error!("writing tables of generation {}: {e:#}", state.generation),
             }
         }

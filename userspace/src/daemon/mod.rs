@@ -15,10 +15,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
 
 use crate::{
+    cluster::Cluster,
     config::Config,
     loader::{attach_balancer, load_balancer},
     maps::DataplaneMaps,
-    state::{Command, ConfigTables, Control, ControlState, LocalControl},
+    state::{Command, ConfigTables, Control},
 };
 
 /// Runs the daemon until SIGINT or SIGTERM; SIGHUP reloads `config_path`.
@@ -33,9 +34,26 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     )
     .with_context(|| format!("attaching to interface {:?}", config.interface))?;
     let maps = Arc::new(Mutex::new(DataplaneMaps::open(&config.pin_dir)?));
-    let control: Arc<dyn Control> = Arc::new(LocalControl::new(ControlState::from_config(&config)));
-    applier::write(&maps, &control.local()).context("writing the tables")?;
-    tokio::spawn(applier::run(maps.clone(), control.subscribe()));
+    // The replicated state as this node last applied it (empty on first start: the pinned
+    // maps keep routing until the configuration or the leader's state arrives).
+    let cluster = Cluster::start(&config)
+        .await
+        .context("starting the raft node")?;
+    let control: Arc<dyn Control> = cluster.clone();
+    let (written, mut routed) = tokio::sync::watch::channel(0);
+    tokio::spawn(applier::run_reporting(
+        maps.clone(),
+        control.subscribe(),
+        written,
+    ));
+    let seeded = {
+        let (cluster, config) = (cluster.clone(), config.clone());
+        tokio::spawn(async move {
+            if let Err(e) = cluster.seed(&config).await {
+                error!("loading the configuration into the replicated state: {e}");
+            }
+        })
+    };
     info!(
         interface = %config.interface,
         ?attached,
@@ -46,7 +64,16 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     );
     log_quic_ids(&config);
     if let Some(path) = ready_file {
-        std::fs::write(&path, b"ready\n").with_context(|| format!("writing {}", path.display()))?;
+        // Ready once the configuration is seeded (if this node leads) and the maps hold a
+        // committed state.
+        tokio::spawn(async move {
+            let _ = seeded.await;
+            if routed.wait_for(|g| *g > 0).await.is_ok() {
+                if let Err(e) = std::fs::write(&path, b"ready\n") {
+                    error!("writing {}: {e}", path.display());
+                }
+            }
+        });
     }
 
     let mut term = signal(SignalKind::terminate())?;
@@ -68,6 +95,7 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
         "stopping; the program stays attached and the maps pinned in {}",
         current.pin_dir.display()
     );
+    cluster.shutdown().await;
     // Dropping `ebpf` closes our descriptors only: the pinned link keeps the program attached.
     drop(ebpf);
     Ok(())

@@ -166,6 +166,7 @@ impl ControlState {
                 })
                 .collect(),
             sessions: Vec::new(),
+            cluster: None,
         };
         let mut snap = Snapshot::from_config(&config);
         for (session, entry) in &self.sessions {
