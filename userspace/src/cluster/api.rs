@@ -1,7 +1,7 @@
-//! The peer endpoint: raft RPCs, and the internal calls a follower forwards to the leader
-//! (writes, linearizable reads, membership changes), plus status and this node's applied
-//! state. Internal handlers act on this node only and never forward again, so a request
-//! crosses at most one hop. Not the public API: mount it on the peer address only.
+//! The peer endpoint: raft RPCs; writes, linearizable reads and membership changes (any node:
+//! a follower forwards to the leader's `/cluster/leader/…` twin, which acts on that node only,
+//! so a request crosses at most one hop); status, metrics and this node's applied state. Not
+//! the public API (no authentication): bind it to the peer network only.
 
 use std::sync::Arc;
 
@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::{network, Cluster, NodeId, TypeConfig};
 use crate::state::{ClusterStatus, Command, Control, ControlError, ControlState, Response};
 
-/// Paths of the internal calls.
+/// Paths of the internal calls. `LEADER_*` act on the receiving node only (the forwarding
+/// target); the others forward to the leader when needed.
 pub mod path {
     /// POST a [`Command`](crate::state::Command): `Result<Response, ControlError>`.
     pub const WRITE: &str = "/cluster/write";
@@ -28,6 +29,16 @@ pub mod path {
     pub const ADD: &str = "/cluster/add";
     /// POST a node id: `Result<(), ControlError>`.
     pub const REMOVE: &str = "/cluster/remove";
+    /// [`WRITE`] on this node only.
+    pub const LEADER_WRITE: &str = "/cluster/leader/write";
+    /// [`READ`] on this node only.
+    pub const LEADER_READ: &str = "/cluster/leader/read";
+    /// [`ADD`] on this node only.
+    pub const LEADER_ADD: &str = "/cluster/leader/add";
+    /// [`REMOVE`] on this node only.
+    pub const LEADER_REMOVE: &str = "/cluster/leader/remove";
+    /// GET: openraft's metrics of this node (snapshot, log indexes, replication).
+    pub const METRICS: &str = "/cluster/metrics";
     /// GET: this node's [`ClusterStatus`](crate::state::ClusterStatus).
     pub const STATUS: &str = "/cluster/status";
     /// GET: this node's applied state (no round trip; may be behind the leader).
@@ -53,6 +64,11 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
         .route(path::READ, post(read))
         .route(path::ADD, post(add))
         .route(path::REMOVE, post(remove))
+        .route(path::LEADER_WRITE, post(leader_write))
+        .route(path::LEADER_READ, post(leader_read))
+        .route(path::LEADER_ADD, post(leader_add))
+        .route(path::LEADER_REMOVE, post(leader_remove))
+        .route(path::METRICS, get(metrics))
         .route(path::STATUS, get(status))
         .route(path::LOCAL, get(local))
         .with_state(cluster)
@@ -81,23 +97,42 @@ async fn snapshot(
     Json(c.raft.install_snapshot(req).await)
 }
 
-async fn write(
-    State(c): Shared,
-    Json(command): Json<Command>,
-) -> Json<Result<Response, ControlError>> {
+type Answer<T> = Json<Result<T, ControlError>>;
+
+async fn write(State(c): Shared, Json(command): Json<Command>) -> Answer<Response> {
+    Json(c.write(command).await)
+}
+
+async fn read(State(c): Shared) -> Answer<ControlState> {
+    Json(c.read().await.map(|s| (*s).clone()))
+}
+
+async fn add(State(c): Shared, Json(m): Json<AddMember>) -> Answer<()> {
+    Json(c.add_member(m.id, m.addr).await)
+}
+
+async fn remove(State(c): Shared, Json(id): Json<NodeId>) -> Answer<()> {
+    Json(c.remove_member(id).await)
+}
+
+async fn leader_write(State(c): Shared, Json(command): Json<Command>) -> Answer<Response> {
     Json(c.write_here(command).await)
 }
 
-async fn read(State(c): Shared) -> Json<Result<ControlState, ControlError>> {
+async fn leader_read(State(c): Shared) -> Answer<ControlState> {
     Json(c.read_here().await.map(|s| (*s).clone()))
 }
 
-async fn add(State(c): Shared, Json(m): Json<AddMember>) -> Json<Result<(), ControlError>> {
+async fn leader_add(State(c): Shared, Json(m): Json<AddMember>) -> Answer<()> {
     Json(c.add_here(m.id, m.addr).await)
 }
 
-async fn remove(State(c): Shared, Json(id): Json<NodeId>) -> Json<Result<(), ControlError>> {
+async fn leader_remove(State(c): Shared, Json(id): Json<NodeId>) -> Answer<()> {
     Json(c.remove_here(id).await)
+}
+
+async fn metrics(State(c): Shared) -> Json<openraft::RaftMetrics<NodeId, openraft::BasicNode>> {
+    Json(c.raft.metrics().borrow().clone())
 }
 
 async fn status(State(c): Shared) -> Json<ClusterStatus> {

@@ -398,14 +398,15 @@ struct Retry;
 #[async_trait]
 impl Control for Cluster {
     async fn write(&self, command: Command) -> Result<Response, ControlError> {
-        self.routed(api::path::WRITE, &command, || {
+        self.routed(api::path::LEADER_WRITE, &command, || {
             self.write_here(command.clone())
         })
         .await
     }
 
     async fn read(&self) -> Result<Arc<ControlState>, ControlError> {
-        self.routed(api::path::READ, &(), || self.read_here()).await
+        self.routed(api::path::LEADER_READ, &(), || self.read_here())
+            .await
     }
 
     fn local(&self) -> Arc<ControlState> {
@@ -449,12 +450,14 @@ impl Control for Cluster {
             id,
             addr: addr.clone(),
         };
-        self.routed(api::path::ADD, &body, || self.add_here(id, addr.clone()))
-            .await
+        self.routed(api::path::LEADER_ADD, &body, || {
+            self.add_here(id, addr.clone())
+        })
+        .await
     }
 
     async fn remove_member(&self, id: u64) -> Result<(), ControlError> {
-        self.routed(api::path::REMOVE, &id, || self.remove_here(id))
+        self.routed(api::path::LEADER_REMOVE, &id, || self.remove_here(id))
             .await
     }
 }
