@@ -35,7 +35,6 @@ pub struct Node {
 
 /// The namespaces, the nodes and their files.
 pub struct TestCluster {
-    tag: String,
     switch: Netns,
     pub nodes: Vec<Node>,
     work: PathBuf,
@@ -65,7 +64,6 @@ impl TestCluster {
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).expect("work dir");
         let mut cluster = Self {
-            tag: tag.clone(),
             switch,
             nodes: Vec::new(),
             work,

@@ -181,3 +181,55 @@ impl ClusterConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn parse(cluster: &str) -> Result<Config, String> {
+        Config::parse(&format!("interface = \"lo\"\n[cluster]\n{cluster}"), "test")
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn no_section_is_a_cluster_of_one_with_a_data_dir_per_pin_dir() {
+        let config = Config::parse("interface = \"lo\"\npin_dir = \"/sys/fs/bpf/x\"", "t").unwrap();
+        let cluster = config.cluster();
+        assert_eq!(cluster.node_id, 1);
+        assert!(cluster.members.is_empty() && cluster.listen.is_none());
+        assert_eq!(
+            cluster.data_dir(&config.pin_dir),
+            std::path::Path::new("/var/lib/shardline/x")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let members = "listen = \"10.0.0.1:7946\"\nmembers = [{ id = 1, addr = \"10.0.0.1:7946\" }, { id = 2, addr = \"10.0.0.2:7946\" }]";
+        assert!(parse(members).is_ok());
+        for (text, field) in [
+            ("node_id = 0", "cluster.node_id"),
+            (
+                "election_timeout_ms = [500, 400]",
+                "cluster.election_timeout_ms",
+            ),
+            ("heartbeat_ms = 900", "cluster.heartbeat_ms"),
+            ("members = [{ id = 1, addr = \"a:1\" }]", "cluster.listen"),
+            (
+                "listen = \"10.0.0.1:7946\"\nmembers = [{ id = 2, addr = \"b:1\" }]",
+                "cluster.members",
+            ),
+            (
+                "listen = \"10.0.0.1:7946\"\nmembers = [{ id = 1, addr = \"nope\" }]",
+                "cluster.members[0].addr",
+            ),
+            (
+                "listen = \"10.0.0.1:7946\"\njoin = true\nmembers = [{ id = 1, addr = \"a:1\" }]",
+                "cluster.join",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(&format!("`{field}`")), "{text}: {err}");
+        }
+    }
+}

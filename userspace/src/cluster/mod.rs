@@ -379,16 +379,26 @@ impl Cluster {
                 ));
             }
         }
-        if self.raft.current_leader().await != Some(self.id) {
-            return Ok(());
+        // A fresh leader answers "not the leader" until its first entry commits: ask again.
+        loop {
+            if self.raft.current_leader().await != Some(self.id) {
+                return Ok(());
+            }
+            let seeded = match self.read_here().await {
+                Ok(state) if alone || (state.services.is_empty() && state.backends.is_empty()) => {
+                    self.write_here(Command::LoadConfig(ConfigTables::of(config)))
+                        .await
+                        .map(|_| info!("replicated state loaded from the configuration file"))
+                }
+                other => other.map(|_| ()),
+            };
+            match seeded {
+                Err(ControlError::NotLeader { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                done => return done,
+            }
         }
-        let state = self.read_here().await?;
-        if alone || (state.services.is_empty() && state.backends.is_empty()) {
-            self.write_here(Command::LoadConfig(ConfigTables::of(config)))
-                .await?;
-            info!("replicated state loaded from the configuration file");
-        }
-        Ok(())
     }
 }
 

@@ -40,7 +40,7 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
         .await
         .context("starting the raft node")?;
     let control: Arc<dyn Control> = cluster.clone();
-    let (written, mut routed) = tokio::sync::watch::channel(0);
+    let (written, routed) = tokio::sync::watch::channel(0);
     tokio::spawn(applier::run_reporting(
         maps.clone(),
         control.subscribe(),
@@ -66,6 +66,7 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     if let Some(path) = ready_file {
         // Ready once the configuration is seeded (if this node leads) and the maps hold a
         // committed state.
+        let mut routed = routed.clone();
         tokio::spawn(async move {
             let _ = seeded.await;
             if routed.wait_for(|g| *g > 0).await.is_ok() {
@@ -84,7 +85,7 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            _ = hup.recv() => match reload(config_path, &current, control.as_ref()).await {
+            _ = hup.recv() => match reload(config_path, &current, control.as_ref(), routed.clone()).await {
                 Ok(next) => current = next,
                 Err(e) => error!("reload refused, keeping the running configuration: {e:#}"),
             },
@@ -102,15 +103,28 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
 }
 
 /// Commits a new configuration if it is valid and compatible; nothing is written otherwise.
-async fn reload(path: &Path, current: &Config, control: &dyn Control) -> anyhow::Result<Config> {
+/// Returns once this node's maps route with it.
+async fn reload(
+    path: &Path,
+    current: &Config,
+    control: &dyn Control,
+    mut routed: tokio::sync::watch::Receiver<u64>,
+) -> anyhow::Result<Config> {
     let next = Config::load(path)?;
     anyhow::ensure!(
         next.interface == current.interface && next.pin_dir == current.pin_dir,
         "`interface` and `pin_dir` cannot change on reload; restart the daemon instead"
     );
-    control
+    let committed = control
         .write(Command::LoadConfig(ConfigTables::of(&next)))
         .await?;
+    let wait = routed.wait_for(|g| *g >= committed.generation);
+    if tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+        .await
+        .is_err()
+    {
+        anyhow::bail!("committed, but the maps were not written within 5 s (see the errors above)");
+    }
     info!("configuration reloaded");
     log_quic_ids(&next);
     Ok(next)
