@@ -10,7 +10,7 @@ use super::BenchError;
 use crate::{
     cluster::Cluster,
     config::Config,
-    state::{Command, Control, SessionRef},
+    state::{Command, ConfigTables, Control, SessionRef},
 };
 
 /// Runs the measurement; `quick` shortens it.
@@ -68,9 +68,10 @@ async fn start(dir: &std::path::Path) -> Result<Vec<Arc<Cluster>>, String> {
         "bench",
     )
     .map_err(|e| e.to_string())?;
-    for node in &nodes {
-        node.seed(&config).await.map_err(|e| e.to_string())?;
-    }
+    nodes[0]
+        .write(Command::LoadConfig(ConfigTables::of(&config)))
+        .await
+        .map_err(|e| format!("loading the tables: {e}"))?;
     Ok(nodes)
 }
 
@@ -110,9 +111,9 @@ async fn latencies(node: &Cluster, n: u64, base: u64) -> Result<Value, BenchErro
 
 async fn bench(nodes: &[Arc<Cluster>], quick: bool) -> Result<Value, BenchError> {
     let leader_id = nodes[0]
-        .raft()
-        .current_leader()
+        .status()
         .await
+        .leader
         .ok_or_else(|| BenchError::Check("no leader".into()))?;
     let leader = nodes.iter().find(|n| n.id() == leader_id).expect("leader");
     let follower = nodes
