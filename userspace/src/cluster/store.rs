@@ -323,6 +323,9 @@ pub struct StateMachine {
     snapshots: u64,
 }
 
+/// A stored snapshot: its metadata and the serialized state.
+type StoredSnapshot = (SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>);
+
 #[derive(Serialize, Deserialize)]
 struct SnapshotRecord {
     meta: SnapshotMeta<NodeId, openraft::BasicNode>,
@@ -353,9 +356,7 @@ impl StateMachine {
         self.publish.clone()
     }
 
-    fn stored_snapshot(
-        &self,
-    ) -> Result<Option<(SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>)>, AnyError> {
+    fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, AnyError> {
         let Some(record) = get_meta::<SnapshotRecord>(&self.db, SNAPSHOT_META)? else {
             return Ok(None);
         };
@@ -375,11 +376,9 @@ fn save_snapshot(
     db: &Database,
     meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
     data: &[u8],
-) -> Result<(), StorageError<NodeId>> {
+) -> Result<(), AnyError> {
     let record = encode(&SnapshotRecord { meta: meta.clone() });
     put_meta(db, &[(SNAPSHOT_META, &record), (SNAPSHOT_DATA, data)])
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
-    Ok(())
 }
 
 /// Builds a snapshot of the state as it was when the builder was made.
@@ -399,7 +398,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.membership.clone(),
             snapshot_id: self.id.clone(),
         };
-        save_snapshot(&self.db, &meta, &data)?;
+        save_snapshot(&self.db, &meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -473,7 +473,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let state: ControlState = decode(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any(e)))?;
-        save_snapshot(&self.db, meta, &data)?;
+        save_snapshot(&self.db, meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.state = Arc::new(state);
