@@ -141,6 +141,9 @@ pub struct Config {
     /// The predictive control loop (`[control]`); absent: no loop, no agents endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<crate::control::ControlConfig>,
+    /// Raft membership and storage (none: a cluster of one).
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// The HTTP API (`/v1/...`, `/metrics`).
     #[serde(default)]
     pub api: ApiConfig,
@@ -306,6 +309,9 @@ impl Config {
         if self.interface.is_empty() {
             return Err(invalid("interface", "must name a network interface"));
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         let mut names = HashSet::new();
         let mut keys = HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
@@ -427,6 +433,11 @@ impl Config {
             control.validate()?;
         }
         Ok(())
+    }
+
+    /// The `[cluster]` section, or the defaults of a cluster of one.
+    pub fn cluster(&self) -> crate::cluster::ClusterConfig {
+        self.cluster.clone().unwrap_or_default()
     }
 
     /// How the backends learn their server ids (`shardline quic-ids`, the daemon's log): per

@@ -15,6 +15,8 @@
 //! - [`netns`]: network namespaces for the lab and the tests.
 //! - [`lab`]: the netns lab (topology, echo backends, client sessions).
 //! - [`signals`]: waiting for SIGINT / SIGTERM.
+//! - [`cluster`]: the Raft cluster behind [`state::Control`]: log and snapshots in redb, peers
+//!   over HTTP, forwarded writes and linearizable reads.
 //! - [`state`]: the replicated control state, its commands and the [`state::Control`] handle.
 //! - [`insight`], [`telemetry`]: what the control loop publishes (per-session views, metric
 //!   families) for the API, `top`, `plot` and `/metrics`.
@@ -35,6 +37,7 @@ pub mod api;
 pub mod autoscale;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod daemon;

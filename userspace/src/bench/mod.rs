@@ -9,6 +9,7 @@
 //! - [`veth`]: packets per second through the netns lab, shardline against nginx's stream
 //!   proxy and a minimal tokio UDP proxy.
 //! - [`proxy`]: the minimal tokio UDP proxy `veth` compares against.
+//! - [`raft`]: commit latency and throughput of session-state writes on a 3-node cluster.
 //! - [`machine`]: what the numbers were measured on.
 //!
 //! Every figure here comes from a measurement in this run; what cannot be measured yet is
@@ -21,6 +22,7 @@ pub mod live;
 pub mod machine;
 pub mod memory;
 pub mod proxy;
+pub mod raft;
 pub mod swap;
 pub mod veth;
 
@@ -127,6 +129,8 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
     let memory = memory::run()?;
     println!("bench: throughput on veth (netns lab)");
     let veth = veth::run(opts)?;
+    println!("bench: raft commit latency and throughput (3 nodes on loopback)");
+    let raft = raft::run(opts.quick).unwrap_or_else(|e| json!({ "error": e.to_string() }));
     let results = json!({
         "machine": machine,
         "command": if opts.quick { "cargo xtask bench --quick" } else { "cargo xtask bench" },
@@ -140,10 +144,7 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
         "control": {
             "status": "filled in by `cargo xtask bench` from the criterion run of the shardline-bench crate"
         },
-        "raft": {
-            "status": "not built yet",
-            "why": "no raft replication exists yet (the replicate stage is a later issue)"
-        },
+        "raft": raft,
         "forecast_tick": {
             "status": "not built yet",
             "why": "the tick exists (userspace/src/tick.rs); its 1M-session benchmark is not written yet"

@@ -16,8 +16,9 @@ use tracing::{error, info, warn};
 
 use crate::{maps::DataplaneMaps, snapshot::Snapshot, state::ControlState, telemetry::Telemetry};
 
-/// Applies `state` now; then each newer state until the channel closes. Each generation
-/// written is published on `written`, so a writer can wait until the dataplane routes by it.
+/// Applies the current state, then each newer one, until the channel closes, publishing each
+/// generation written on `written` (readiness and reloads wait on it). A state of generation 0
+/// (nothing committed yet) is not written: the pinned maps keep routing as they are.
 pub async fn run(
     maps: Arc<Mutex<DataplaneMaps>>,
     mut states: watch::Receiver<Arc<ControlState>>,
@@ -27,7 +28,7 @@ pub async fn run(
     let mut applied = 0;
     loop {
         let state = states.borrow_and_update().clone();
-        if state.generation != applied || applied == 0 {
+        if state.generation != applied {
             match write(&maps, &state, &telemetry) {
                 Ok(()) => {
                     applied = state.generation;

@@ -20,11 +20,12 @@ use tracing::{error, info, warn};
 
 use crate::{
     api::{ApiState, Token},
+    cluster::Cluster,
     config::Config,
     insight::Insights,
     loader::{attach_balancer, load_balancer},
     maps::DataplaneMaps,
-    state::{Command, ConfigTables, Control, ControlState, LocalControl},
+    state::{Command, ConfigTables, Control},
     telemetry::Telemetry,
 };
 
@@ -41,16 +42,28 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     )
     .with_context(|| format!("attaching to interface {:?}", config.interface))?;
     let maps = Arc::new(Mutex::new(DataplaneMaps::open(&config.pin_dir)?));
-    let control: Arc<dyn Control> = Arc::new(LocalControl::new(ControlState::from_config(&config)));
+    // The replicated state as this node last applied it (empty on first start: the pinned
+    // maps keep routing until the configuration or the leader's state arrives).
+    let cluster = Cluster::start(&config)
+        .await
+        .context("starting the raft node")?;
+    let control: Arc<dyn Control> = cluster.clone();
     let telemetry = Arc::new(Telemetry::default());
-    applier::write(&maps, &control.local(), &telemetry).context("writing the tables")?;
-    let (written, mut routed) = tokio::sync::watch::channel(control.local().generation);
+    let (written, routed) = tokio::sync::watch::channel(0);
     tokio::spawn(applier::run(
         maps.clone(),
         control.subscribe(),
         written,
         telemetry.clone(),
     ));
+    let seeded = {
+        let (cluster, config) = (cluster.clone(), config.clone());
+        tokio::spawn(async move {
+            if let Err(e) = cluster.seed(&config).await {
+                error!("loading the configuration into the replicated state: {e}");
+            }
+        })
+    };
     let insights = Arc::new(Insights::default());
     let _predict = match &config.control {
         Some(c) => Some(
@@ -76,7 +89,17 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     );
     log_quic_ids(&config);
     if let Some(path) = ready_file {
-        std::fs::write(&path, b"ready\n").with_context(|| format!("writing {}", path.display()))?;
+        // Ready once the configuration is seeded (if this node leads) and the maps hold a
+        // committed state.
+        let mut routed = routed.clone();
+        tokio::spawn(async move {
+            let _ = seeded.await;
+            if routed.wait_for(|g| *g > 0).await.is_ok() {
+                if let Err(e) = std::fs::write(&path, b"ready\n") {
+                    error!("writing {}: {e}", path.display());
+                }
+            }
+        });
     }
 
     let mut term = signal(SignalKind::terminate())?;
@@ -87,7 +110,7 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            _ = hup.recv() => match reload(config_path, &current, control.as_ref(), &api, &mut routed).await {
+            _ = hup.recv() => match reload(config_path, &current, control.as_ref(), &api, routed.clone()).await {
                 Ok(next) => current = next,
                 Err(e) => error!("reload refused, keeping the running configuration: {e:#}"),
             },
@@ -98,6 +121,7 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
         "stopping; the program stays attached and the maps pinned in {}",
         current.pin_dir.display()
     );
+    cluster.shutdown().await;
     // Dropping `ebpf` closes our descriptors only: the pinned link keeps the program attached.
     drop(ebpf);
     Ok(())
@@ -164,12 +188,13 @@ fn forward_bpf_logs(ebpf: &mut aya::Ebpf) {
 }
 
 /// Commits a new configuration if it is valid and compatible; nothing is written otherwise.
+/// Returns once this node's maps route with it.
 async fn reload(
     path: &Path,
     current: &Config,
     control: &dyn Control,
     api: &ApiState,
-    routed: &mut tokio::sync::watch::Receiver<u64>,
+    mut routed: tokio::sync::watch::Receiver<u64>,
 ) -> anyhow::Result<Config> {
     let next = Config::load(path)?;
     anyhow::ensure!(
@@ -180,17 +205,17 @@ async fn reload(
     let committed = control
         .write(Command::LoadConfig(ConfigTables::of(&next)))
         .await?;
+    // The token changes only once the new tables are committed: a refused reload keeps both.
+    api.set_token(token);
+    api_limit_note(current, &next);
     // "Reloaded" means the dataplane routes by the new tables, not just that they committed.
     let wait = routed.wait_for(|g| *g >= committed.generation);
     if tokio::time::timeout(std::time::Duration::from_secs(5), wait)
         .await
         .is_err()
     {
-        warn!("the new tables are committed but not yet written into the maps after 5 s");
+        anyhow::bail!("committed, but the maps were not written within 5 s (see the errors above)");
     }
-    // The token changes only once the new tables are committed: a refused reload keeps both.
-    api.set_token(token);
-    api_limit_note(current, &next);
     info!("configuration reloaded");
     log_quic_ids(&next);
     Ok(next)

@@ -619,6 +619,7 @@ impl Drop for Lab {
             let _ = child.wait();
         }
         predict::remove_extras(&self.topology.tag, &self.work_dir);
+        let _ = std::fs::remove_dir_all(self.config.cluster().data_dir(&self.pin_dir));
         let _ = crate::loader::teardown(&self.pin_dir, Some(&self.config.interface));
         let _ = std::fs::remove_dir_all(&self.work_dir);
     }

@@ -168,6 +168,7 @@ impl ControlState {
             sessions: Vec::new(),
             api: Default::default(),
             control: None,
+            cluster: None,
         };
         let mut snap = Snapshot::from_config(&config);
         for (session, entry) in &self.sessions {

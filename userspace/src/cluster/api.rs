@@ -1,0 +1,144 @@
+//! The peer endpoint: raft RPCs; writes, linearizable reads and membership changes (any node:
+//! a follower forwards to the leader's `/cluster/leader/…` twin, which acts on that node only,
+//! so a request crosses at most one hop); status, metrics and this node's applied state. Not
+//! the public API (no authentication): bind it to the peer network only.
+
+use std::sync::Arc;
+
+use axum::{extract::State, routing::get, routing::post, Json, Router};
+use openraft::{
+    error::{InstallSnapshotError, RaftError},
+    raft::{
+        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
+        InstallSnapshotResponse, VoteRequest, VoteResponse,
+    },
+};
+use serde::{Deserialize, Serialize};
+
+use super::{network, Cluster, NodeId, TypeConfig};
+use crate::state::{ClusterStatus, Command, Control, ControlError, ControlState, Response};
+
+/// Paths of the internal calls. `LEADER_*` act on the receiving node only (the forwarding
+/// target); the others forward to the leader when needed.
+pub mod path {
+    /// POST a [`Command`](crate::state::Command): `Result<Response, ControlError>`.
+    pub const WRITE: &str = "/cluster/write";
+    /// POST `null`: `Result<ControlState, ControlError>`, linearizable.
+    pub const READ: &str = "/cluster/read";
+    /// POST an [`AddMember`](super::AddMember): `Result<(), ControlError>`.
+    pub const ADD: &str = "/cluster/add";
+    /// POST a node id: `Result<(), ControlError>`.
+    pub const REMOVE: &str = "/cluster/remove";
+    /// [`WRITE`] on this node only.
+    pub const LEADER_WRITE: &str = "/cluster/leader/write";
+    /// [`READ`] on this node only.
+    pub const LEADER_READ: &str = "/cluster/leader/read";
+    /// [`ADD`] on this node only.
+    pub const LEADER_ADD: &str = "/cluster/leader/add";
+    /// [`REMOVE`] on this node only.
+    pub const LEADER_REMOVE: &str = "/cluster/leader/remove";
+    /// GET: openraft's metrics of this node (snapshot, log indexes, replication).
+    pub const METRICS: &str = "/cluster/metrics";
+    /// GET: this node's [`ClusterStatus`](crate::state::ClusterStatus).
+    pub const STATUS: &str = "/cluster/status";
+    /// GET: this node's applied state (no round trip; may be behind the leader).
+    pub const LOCAL: &str = "/cluster/local";
+}
+
+/// A node to add: id and peer address.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AddMember {
+    /// Node id.
+    pub id: NodeId,
+    /// Its peer address, `host:port`.
+    pub addr: String,
+}
+
+/// The peer endpoint's routes over `cluster`.
+pub fn router(cluster: Arc<Cluster>) -> Router {
+    Router::new()
+        .route(network::path::APPEND, post(append))
+        .route(network::path::VOTE, post(vote))
+        .route(network::path::SNAPSHOT, post(snapshot))
+        .route(path::WRITE, post(write))
+        .route(path::READ, post(read))
+        .route(path::ADD, post(add))
+        .route(path::REMOVE, post(remove))
+        .route(path::LEADER_WRITE, post(leader_write))
+        .route(path::LEADER_READ, post(leader_read))
+        .route(path::LEADER_ADD, post(leader_add))
+        .route(path::LEADER_REMOVE, post(leader_remove))
+        .route(path::METRICS, get(metrics))
+        .route(path::STATUS, get(status))
+        .route(path::LOCAL, get(local))
+        .with_state(cluster)
+}
+
+type Shared = State<Arc<Cluster>>;
+
+async fn append(
+    State(c): Shared,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
+    Json(c.raft.append_entries(req).await)
+}
+
+async fn vote(
+    State(c): Shared,
+    Json(req): Json<VoteRequest<NodeId>>,
+) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
+    Json(c.raft.vote(req).await)
+}
+
+async fn snapshot(
+    State(c): Shared,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
+    Json(c.raft.install_snapshot(req).await)
+}
+
+type Answer<T> = Json<Result<T, ControlError>>;
+
+async fn write(State(c): Shared, Json(command): Json<Command>) -> Answer<Response> {
+    Json(c.write(command).await)
+}
+
+async fn read(State(c): Shared) -> Answer<ControlState> {
+    Json(c.read().await.map(|s| (*s).clone()))
+}
+
+async fn add(State(c): Shared, Json(m): Json<AddMember>) -> Answer<()> {
+    Json(c.add_member(m.id, m.addr).await)
+}
+
+async fn remove(State(c): Shared, Json(id): Json<NodeId>) -> Answer<()> {
+    Json(c.remove_member(id).await)
+}
+
+async fn leader_write(State(c): Shared, Json(command): Json<Command>) -> Answer<Response> {
+    Json(c.write_here(command).await)
+}
+
+async fn leader_read(State(c): Shared) -> Answer<ControlState> {
+    Json(c.read_here().await.map(|s| (*s).clone()))
+}
+
+async fn leader_add(State(c): Shared, Json(m): Json<AddMember>) -> Answer<()> {
+    Json(c.add_here(m.id, m.addr).await)
+}
+
+async fn leader_remove(State(c): Shared, Json(id): Json<NodeId>) -> Answer<()> {
+    Json(c.remove_here(id).await)
+}
+
+async fn metrics(State(c): Shared) -> Json<openraft::RaftMetrics<NodeId, openraft::BasicNode>> {
+    Json(c.raft.metrics().borrow().clone())
+}
+
+async fn status(State(c): Shared) -> Json<ClusterStatus> {
+    Json(c.status().await)
+}
+
+async fn local(State(c): Shared) -> Json<ControlState> {
+    Json((*c.local()).clone())
+}

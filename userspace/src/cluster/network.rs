@@ -1,0 +1,123 @@
+//! Raft RPCs to peers over HTTP: one `reqwest` client shared by every connection, JSON bodies,
+//! the peer's answer carried as `Result<_, RaftError>` so a remote refusal stays typed.
+
+use std::time::Duration;
+
+use openraft::{
+    error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable},
+    network::{RPCOption, RaftNetwork, RaftNetworkFactory},
+    raft::{
+        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
+        InstallSnapshotResponse, VoteRequest, VoteResponse,
+    },
+    BasicNode,
+};
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::{NodeId, TypeConfig};
+
+/// Paths of the raft RPCs on a peer's endpoint.
+pub mod path {
+    /// AppendEntries.
+    pub const APPEND: &str = "/raft/append";
+    /// RequestVote.
+    pub const VOTE: &str = "/raft/vote";
+    /// One chunk of InstallSnapshot.
+    pub const SNAPSHOT: &str = "/raft/snapshot";
+}
+
+/// Makes a connection per peer; all share one HTTP client (and its connection pool).
+#[derive(Clone)]
+pub struct Network {
+    client: reqwest::Client,
+}
+
+impl Network {
+    /// Over `client`.
+    pub fn new(client: reqwest::Client) -> Self {
+        Self { client }
+    }
+}
+
+/// One peer.
+pub struct Connection {
+    client: reqwest::Client,
+    target: NodeId,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+        Connection {
+            client: self.client.clone(),
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+impl Connection {
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let url = format!("http://{}{path}", self.addr);
+        let reply = self
+            .client
+            .post(url)
+            .timeout(option.hard_ttl().max(Duration::from_millis(50)))
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        let result: Result<Resp, RaftError<NodeId, E>> = reply
+            .json()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(path::APPEND, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(path::SNAPSHOT, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(path::VOTE, &rpc, &option).await
+    }
+}
