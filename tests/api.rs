@@ -196,7 +196,7 @@ fn cli_commands_work_against_the_lab_daemon() {
     ok(&lab, &["state", "delete", "kv/1", "cart"]);
     expect(&lab, true, &["state", "get", "kv/1", "cart"], 1);
 
-    // cluster (a single in-memory node: membership changes are refused)
+    // cluster (one node; adding an unreachable node or removing an unknown one is refused)
     let out = ok(&lab, &["cluster"]);
     assert!(out.contains("term 1") && out.contains("leader"), "{out}");
     assert!(ok(&lab, &["cluster", "leader"]).starts_with("node 1"));

@@ -85,8 +85,11 @@ impl Client {
         Ok(Self {
             base,
             token: token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()),
+            // Connecting is quick or fails; an answer may take a while (a membership change
+            // waits for the new node to answer and catch up).
             agent: ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(10))
+                .timeout_connect(Duration::from_secs(5))
+                .timeout(Duration::from_secs(60))
                 .build(),
         })
     }

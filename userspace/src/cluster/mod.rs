@@ -256,6 +256,27 @@ impl Cluster {
 
     /// Adds a learner, waits until it caught up, promotes it; never forwards.
     pub async fn add_here(&self, id: NodeId, addr: String) -> Result<(), ControlError> {
+        // A node that cannot be reached would be added as a learner that never catches up (and
+        // the call would wait for it forever): check first (a node just started gets a few
+        // seconds to listen), change nothing if it is not there.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let probe = self
+                .client
+                .get(format!("http://{addr}{}", api::path::STATUS))
+                .timeout(std::time::Duration::from_secs(2))
+                .send()
+                .await;
+            match probe {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(ControlError::Membership(format!(
+                        "node {id} does not answer at {addr} (is its daemon running with `cluster.listen` there?): {e}"
+                    )));
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
         let learner = self.raft.add_learner(id, BasicNode::new(addr), true).await;
         self.membership_result(learner)?;
         let promote = self
