@@ -38,7 +38,7 @@ pub fn criterion_results(criterion_dir: &Path, quick: bool) -> Value {
     }
     json!({
         "unit": "ns",
-        "tool": "criterion (crate shardline-bench, benches/control.rs)",
+        "tool": "criterion (crate shardline-bench, benches/control.rs and benches/tick.rs)",
         "quick": quick,
         "benchmarks": benches,
     })
@@ -353,19 +353,52 @@ pub fn markdown(results: &Value) -> String {
         cell(&mem["notes"]),
     );
 
-    let _ = writeln!(md, "## Not measured yet\n");
-    for (label, key) in [
-        ("Raft replication", "raft"),
-        ("Forecaster tick over 1,000,000 sessions", "forecast_tick"),
-    ] {
+    let raft = &results["raft"];
+    let _ = writeln!(md, "## Raft replication (3 nodes)\n");
+    if raft["error"].is_null() {
+        let _ = writeln!(md, "{}\n", cell(&raft["setup"]));
+        let _ = writeln!(md, "| commit latency | p50 | p99 |\n|---|---|---|");
+        for (label, key) in [
+            ("one writer on the leader", "commit_latency_leader"),
+            (
+                "one writer through a follower",
+                "commit_latency_via_follower",
+            ),
+        ] {
+            let _ = writeln!(
+                md,
+                "| {label} | {} µs | {} µs |",
+                cell(&raft[key]["p50_us"]),
+                cell(&raft[key]["p99_us"])
+            );
+        }
         let _ = writeln!(
             md,
-            "- **{label}**: {} — {}.",
-            cell(&results[key]["status"]),
-            cell(&results[key]["why"])
+            "\nThroughput: {} writes/s with {} concurrent writers.\n\nPublished, for scale: {}; {}.\n",
+            cell(&raft["throughput"]["writes_per_second"]),
+            cell(&raft["throughput"]["writers"]),
+            cell(&raft["published"]["openraft"]),
+            cell(&raft["published"]["etcd"]),
         );
+    } else {
+        let _ = writeln!(md, "Failed: {}\n", cell(&raft["error"]));
     }
+    let _ = writeln!(md, "## Control-loop tick over 1,000,000 sessions\n");
+    let _ = writeln!(
+        md,
+        "One tick (ingest + forecast + decide) on one core, criterion median: {}.\n",
+        duration(results["forecast_tick"]["median_ns"].as_f64())
+    );
     md
+}
+
+/// The 1M-session tick from criterion's `control_tick` group, if it ran.
+fn forecast_tick(control: &Value) -> Value {
+    control["benchmarks"]
+        .as_object()
+        .and_then(|b| b.iter().find(|(id, _)| id.starts_with("control_tick/")))
+        .map(|(id, v)| json!({ "benchmark": id, "median_ns": v["median_ns"], "mean_ns": v["mean_ns"] }))
+        .unwrap_or_else(|| json!({ "status": "criterion's control_tick group did not run" }))
 }
 
 fn duration(ns: Option<f64>) -> String {
@@ -385,6 +418,7 @@ pub fn finish(json_path: &Path, criterion_dir: &Path, quick: bool) -> Result<()>
     let mut results: Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not JSON", json_path.display()))?;
     results["control"] = criterion_results(criterion_dir, quick);
+    results["forecast_tick"] = forecast_tick(&results["control"]);
     fs::write(
         json_path,
         serde_json::to_string_pretty(&results).context("serialising results")? + "\n",
