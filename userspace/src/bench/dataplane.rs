@@ -148,7 +148,7 @@ fn cases() -> Vec<Case> {
                    repeat on, which settles the backend without the SESSIONS lookup",
         },
         Case {
-            name: "flow_new_v4",
+            name: "flow_miss_v4",
             object: Object::Balancer,
             program: NEW_FLOW,
             frame: udp4(CLIENT4_OTHER, 5353, None),
@@ -406,7 +406,7 @@ mod tests {
             "xdp_tx_baseline",
             "header_hit_v4",
             "flow_hit_v4",
-            "flow_new_v4",
+            "flow_miss_v4",
             "header_hit_v6",
             "default_table_v4",
         ] {
