@@ -58,9 +58,19 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     ));
     let seeded = {
         let (cluster, config) = (cluster.clone(), config.clone());
+        // Until the replicated state holds tables: the leader (whichever node it is by then)
+        // loads them from its file; a follower waits for them. One failed attempt (no quorum
+        // yet, a leader change mid-commit) must not leave the cluster empty for good.
         tokio::spawn(async move {
-            if let Err(e) = cluster.seed(&config).await {
-                error!("loading the configuration into the replicated state: {e}");
+            loop {
+                match cluster.seed(&config).await {
+                    Ok(()) if cluster.local().generation > 0 => return,
+                    Ok(()) => {}
+                    Err(e) => {
+                        warn!("loading the configuration into the replicated state: {e}; retrying")
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }
         })
     };
