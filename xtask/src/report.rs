@@ -355,7 +355,9 @@ pub fn markdown(results: &Value) -> String {
 
     let raft = &results["raft"];
     let _ = writeln!(md, "## Raft replication (3 nodes)\n");
-    if raft["error"].is_null() {
+    if !raft["status"].is_null() {
+        let _ = writeln!(md, "{} — {}.\n", cell(&raft["status"]), cell(&raft["why"]));
+    } else if raft["error"].is_null() {
         let _ = writeln!(md, "{}\n", cell(&raft["setup"]));
         let _ = writeln!(md, "| commit latency | p50 | p99 |\n|---|---|---|");
         for (label, key) in [
