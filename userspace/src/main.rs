@@ -124,6 +124,13 @@ enum Command {
         /// Fewer rounds and shorter traffic runs.
         #[arg(long)]
         quick: bool,
+        /// Only the per-packet cost (`BPF_PROG_TEST_RUN`): a table on stdout and the JSON
+        /// with that section alone, for iterating on the XDP program.
+        #[arg(long)]
+        per_packet_only: bool,
+        /// A per-packet case to run (repeatable; the baselines always run). Default: all.
+        #[arg(long = "case", value_name = "NAME")]
+        cases: Vec<String>,
     },
     /// Operator commands over a daemon's API (status, backends, sessions, top, plot, ...).
     #[command(flatten)]
@@ -323,9 +330,16 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
-        Command::BenchDataplane { out, quick } => {
+        Command::BenchDataplane {
+            out,
+            quick,
+            per_packet_only,
+            cases,
+        } => {
             shardline::bench::run(&shardline::bench::Options {
                 quick,
+                per_packet_only,
+                cases,
                 out: out.clone(),
                 exe: std::env::current_exe()?,
             })?;

@@ -229,8 +229,31 @@ pub struct DataplaneResults {
     pub diagnostics: Vec<Value>,
 }
 
-/// Measures every case and returns the results.
-pub fn run(quick: bool) -> Result<DataplaneResults, BenchError> {
+/// The cases and diagnostics as a plain-text table: ns/packet (measured and net of the
+/// wrapper) and the ratio to the `XDP_TX` baseline.
+pub fn table(results: &DataplaneResults) -> String {
+    let mut out = format!(
+        "{:<24} {:>10} {:>10} {:>8}\n",
+        "case", "ns/pkt", "measured", "x XDP_TX"
+    );
+    for v in results.cases.iter().chain(&results.diagnostics) {
+        out += &format!(
+            "{:<24} {:>10.1} {:>10.1} {:>8.2}\n",
+            v["case"].as_str().unwrap_or("?"),
+            v["ns_per_pkt"].as_f64().unwrap_or(f64::NAN),
+            v["ns_per_pkt_measured"].as_f64().unwrap_or(f64::NAN),
+            v["vs_xdp_tx"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+    out + &format!(
+        "wrapper cost {} ns/pkt (subtracted from the shardline cases)\n",
+        results.wrapper["ns_per_pkt"]
+    )
+}
+
+/// Measures every case (or, if `only` names any, those and the baselines) and returns the
+/// results.
+pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError> {
     let rounds = if quick { 3 } else { 9 };
     let mut lb = loaded_balancer()?;
     for name in [BALANCER, NEW_FLOW] {
@@ -244,7 +267,16 @@ pub fn run(quick: bool) -> Result<DataplaneResults, BenchError> {
             .load()
             .map_err(program_err(name))?;
     }
-    let cases = cases();
+    let mut cases = cases();
+    if !only.is_empty() {
+        if let Some(unknown) = only.iter().find(|n| !cases.iter().any(|c| c.name == **n)) {
+            return Err(BenchError::Check(format!(
+                "no per-packet case named {unknown:?}; cases: {}",
+                cases.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        cases.retain(|c| c.object == Object::Aux || only.iter().any(|n| n == c.name));
+    }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..rounds {
         for (i, case) in cases.iter().enumerate() {

@@ -104,6 +104,10 @@ pub(crate) fn program_err(program: &str) -> impl FnOnce(aya::programs::ProgramEr
 pub struct Options {
     /// Fewer rounds and shorter traffic runs (the whole run stays well under five minutes).
     pub quick: bool,
+    /// Only the per-packet cost: printed as a table, and the JSON holds that section alone.
+    pub per_packet_only: bool,
+    /// Per-packet cases to run (besides the baselines); empty: all of them.
+    pub cases: Vec<String>,
     /// Where to write the JSON results.
     pub out: PathBuf,
     /// The `shardline` executable, for the processes of the netns lab.
@@ -119,7 +123,20 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
     }
     let machine = machine::describe();
     println!("bench: dataplane cost per packet (BPF_PROG_TEST_RUN)");
-    let dataplane = dataplane::run(opts.quick)?;
+    let dataplane = dataplane::run(opts.quick, &opts.cases)?;
+    if opts.per_packet_only {
+        print!("{}", dataplane::table(&dataplane));
+        let results = json!({
+            "machine": machine,
+            "command": "shardline bench-dataplane --per-packet-only",
+            "dataplane_method": dataplane.method,
+            "dataplane_wrapper": dataplane.wrapper,
+            "dataplane": dataplane.cases,
+            "dataplane_diagnostics": dataplane.diagnostics,
+        });
+        write_results(&opts.out, &results)?;
+        return Ok(results);
+    }
     println!("bench: live-frames mode check");
     let live = live::run(&dataplane::placed_header_frame())
         .unwrap_or_else(|e| json!({ "error": e.to_string() }));
@@ -150,13 +167,16 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
         },
         "memory": memory,
     });
-    let text = serde_json::to_string_pretty(&results).expect("JSON values serialise");
-    if let Some(dir) = opts.out.parent() {
+    write_results(&opts.out, &results)?;
+    Ok(results)
+}
+
+fn write_results(out: &Path, results: &Value) -> Result<(), BenchError> {
+    let text = serde_json::to_string_pretty(results).expect("JSON values serialise");
+    if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     }
-    std::fs::write(&opts.out, text + "\n")
-        .map_err(io(format!("writing {}", opts.out.display())))?;
-    Ok(results)
+    std::fs::write(out, text + "\n").map_err(io(format!("writing {}", out.display())))
 }
 
 /// The configuration the kernel benchmarks route with: header-mode services over IPv4 and
