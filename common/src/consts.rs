@@ -12,6 +12,10 @@ pub const MAX_SERVICES: u32 = 1_024;
 pub const MAX_SESSIONS: u32 = 1_048_576;
 /// Entries of the per-session per-CPU counters (LRU: the least recently seen are evicted).
 pub const MAX_SESSION_STATS: u32 = 262_144;
+/// Entries of the per-CPU counters of placed sessions, indexed by [`crate::maps::ShardSet::stats_slot`];
+/// slot 0 is never assigned (it means "none"), so this many less one sessions count by slot and
+/// the rest in the LRU counters.
+pub const MAX_SESSION_SLOTS: u32 = 65_536;
 /// Entries of the per-CPU flow table (LRU: the least recently seen flows are evicted).
 pub const MAX_FLOWS: u32 = 262_144;
 /// Default seconds a flow-table entry outlives its last packet.

@@ -159,8 +159,12 @@ pub struct ShardSet {
     /// [`scheme::RANGE`] only: ascending split points; member `i < count - 1` owns keys below
     /// `splits[i]` (and at or above `splits[i - 1]`), the last member owns the rest.
     pub splits: [u64; MAX_SHARDS - 1],
+    /// The session's slot in the per-CPU session counters array (0: none, count in the LRU).
+    /// Dataplane bookkeeping the daemon assigns when it writes the map; not part of a placement,
+    /// so snapshots and replicated state carry 0.
+    pub stats_slot: u32,
     /// Explicit padding, always zero.
-    pub _pad: u64,
+    pub _pad: u32,
 }
 
 impl Default for ShardSet {
@@ -171,6 +175,7 @@ impl Default for ShardSet {
             scheme: scheme::HASH,
             backends: [NO_BACKEND; MAX_SHARDS],
             splits: [u64::MAX; MAX_SHARDS - 1],
+            stats_slot: 0,
             _pad: 0,
         }
     }
@@ -200,10 +205,33 @@ pub struct FlowKey {
 pub struct FlowEntry {
     /// Backend id the flow was first routed to.
     pub backend: u32,
-    /// Explicit padding, always zero.
-    pub _pad: u32,
+    /// The session's counters slot when the flow was first routed ([`ShardSet::stats_slot`]),
+    /// so a flow-table hit counts without looking the session up.
+    pub stats_slot: u32,
     /// `CLOCK_MONOTONIC` ns of the flow's last packet.
     pub last_seen_ns: u64,
+}
+
+/// Value of the per-CPU session counters array: the packets and bytes of the placed session
+/// that owns the slot. The dataplane counts here only when `owner` is the packet's session, so
+/// a stale slot (in a flow entry, or reused by another session) falls back to the LRU counters
+/// instead of counting for the wrong session.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotCounter {
+    /// The session counting in this slot ([`SlotCounter::FREE`] when none).
+    pub owner: SessionKey,
+    /// Packets and bytes forwarded.
+    pub counter: Counter,
+}
+
+impl SlotCounter {
+    /// The owner of a free slot: a service id no service has.
+    pub const FREE: SessionKey = SessionKey {
+        service: u32::MAX,
+        _pad: u32::MAX,
+        session: u64::MAX,
+    };
 }
 
 /// The single entry of the globals array: which Maglev half is live and the encap source.
@@ -257,6 +285,7 @@ mod user {
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowEntry {}
+    unsafe impl aya::Pod for SlotCounter {}
 
     impl ServiceKey {
         /// Key for a service on `addr:port` with protocol `proto`.
@@ -317,5 +346,6 @@ mod tests {
         assert_eq!(size_of::<FlowEntry>(), 16);
         assert_eq!(size_of::<Globals>(), 32);
         assert_eq!(size_of::<Counter>(), 16);
+        assert_eq!(size_of::<SlotCounter>(), 32);
     }
 }

@@ -3,7 +3,6 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use aya_log_ebpf::error;
 use shardline_common::{
-    maps::Globals,
     packet::PacketBytes,
     route::{decide, Decision},
     verdict::{Action, Reason},
@@ -26,14 +25,15 @@ pub fn run(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     let frame_len = XdpPacket(ctx).len() as u64;
-    let d = route(ctx, globals);
+    let tables = MapTables::new(globals);
+    let d = route(ctx, &tables);
     let mut reason = d.reason;
     if reason == Reason::Forwarded {
         if rewrite(ctx, &d, globals).is_err() {
             log_encap_failed(ctx, d.backend_id);
             reason = Reason::EncapFailed;
         } else {
-            count_forwarded(d.backend_id, &d.session, frame_len);
+            count_forwarded(d.backend_id, &d.session, tables.stats_slot.get(), frame_len);
         }
     }
     count_reason(reason);
@@ -45,8 +45,8 @@ pub fn run(ctx: &XdpContext) -> u32 {
 /// bench-dataplane`), and the inlined program's frame is 416 bytes, under the verifier's 512
 /// (checked with the stack probe in the README's benchmark section).
 #[inline(always)]
-fn route(ctx: &XdpContext, globals: &Globals) -> Decision {
-    decide(&XdpPacket(ctx), &MapTables { globals })
+fn route(ctx: &XdpContext, tables: &MapTables) -> Decision {
+    decide(&XdpPacket(ctx), tables)
 }
 
 /// Logged (aya-log, read by the daemon) when a routed packet could not be rewritten: no

@@ -5,7 +5,7 @@ use shardline_common::{
     verdict::Reason,
 };
 
-use crate::maps::{BACKEND_STATS, REASONS, SESSION_STATS};
+use crate::maps::{BACKEND_STATS, REASONS, SESSION_SLOT_STATS, SESSION_STATS};
 
 /// Counts one packet under `reason`.
 #[inline(always)]
@@ -16,14 +16,27 @@ pub fn count_reason(reason: Reason) {
     }
 }
 
-/// Counts one forwarded packet of `bytes` for backend `id` and for `session`.
+/// Counts one forwarded packet of `bytes` for backend `id` and for `session`: in counters
+/// slot `slot` when `session` owns it, else in the LRU counters.
 #[inline(always)]
-pub fn count_forwarded(id: u32, session: &SessionKey, bytes: u64) {
+pub fn count_forwarded(id: u32, session: &SessionKey, slot: u32, bytes: u64) {
     if let Some(c) = BACKEND_STATS.get_ptr_mut(id) {
         // SAFETY: per-CPU slot.
         unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes;
+        }
+    }
+    if slot != 0 {
+        if let Some(c) = SESSION_SLOT_STATS.get_ptr_mut(slot) {
+            // SAFETY: per-CPU slot; the daemon writes the owner only while the slot is free.
+            unsafe {
+                if (*c).owner == *session {
+                    (*c).counter.packets += 1;
+                    (*c).counter.bytes += bytes;
+                    return;
+                }
+            }
         }
     }
     match SESSION_STATS.get_ptr_mut(session) {

@@ -1,5 +1,7 @@
 //! The maps as `shardline_common::route::Tables`, the kernel side of the shared decision.
 
+use core::cell::Cell;
+
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use shardline_common::{
     consts::{MAGLEV_SIZE, NO_BACKEND},
@@ -13,6 +15,19 @@ use crate::maps::{BACKENDS, FLOWS, MAGLEV, SERVICES, SESSIONS};
 pub struct MapTables<'a> {
     /// The globals entry for this packet.
     pub globals: &'a Globals,
+    /// The session's counters slot, as the shard set or flow entry looked up names it (0: none).
+    pub stats_slot: Cell<u32>,
+}
+
+impl<'a> MapTables<'a> {
+    /// Tables for one packet.
+    #[inline(always)]
+    pub fn new(globals: &'a Globals) -> Self {
+        Self {
+            globals,
+            stats_slot: Cell::new(0),
+        }
+    }
 }
 
 impl Tables for MapTables<'_> {
@@ -27,6 +42,7 @@ impl Tables for MapTables<'_> {
     fn placed_backend(&self, key: &SessionKey, request_key: u64) -> Option<u32> {
         // SAFETY: SESSIONS has BPF_F_NO_PREALLOC, so elements are never reused under readers.
         let set = unsafe { SESSIONS.get(key) }?;
+        self.stats_slot.set(set.stats_slot);
         pick_shard(set, request_key)
     }
 
@@ -56,6 +72,7 @@ impl Tables for MapTables<'_> {
                 return None;
             }
             (*entry).last_seen_ns = now;
+            self.stats_slot.set((*entry).stats_slot);
             Some((*entry).backend)
         }
     }
@@ -69,7 +86,7 @@ impl Tables for MapTables<'_> {
         let now = unsafe { bpf_ktime_get_ns() };
         let entry = FlowEntry {
             backend,
-            _pad: 0,
+            stats_slot: self.stats_slot.get(),
             last_seen_ns: now,
         };
         // A full table evicts its least recently used flow; nothing to handle.

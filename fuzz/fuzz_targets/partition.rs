@@ -17,6 +17,7 @@ fuzz_target!(|input: (u8, u8, [u32; MAX_SHARDS], [u64; MAX_SHARDS - 1], u64)| {
         scheme: u32::from(scheme % 3),
         backends,
         splits,
+        stats_slot: 0,
         _pad: 0,
     };
     let members = &set.backends[..(set.count as usize).min(MAX_SHARDS)];

@@ -59,6 +59,7 @@ pub mod sample;
 pub mod signals;
 pub mod snapshot;
 pub mod state;
+pub mod stats_slots;
 pub mod telemetry;
 pub mod testrun;
 pub mod tick;

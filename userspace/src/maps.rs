@@ -7,17 +7,18 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use shardline_common::{
     consts::{MAGLEV_SIZE, NO_BACKEND},
     maps::{
         Backend, Counter, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey, ShardSet,
+        SlotCounter,
     },
     route::{pick_shard, Tables},
     verdict::{Reason, REASON_COUNT},
 };
 
-use crate::{maglev_table::MaglevTable, snapshot::Snapshot};
+use crate::{maglev_table::MaglevTable, snapshot::Snapshot, stats_slots::StatsSlots};
 
 /// Errors opening or writing the maps.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +80,10 @@ pub struct DataplaneMaps {
     reasons: PerCpuArray<MapData, u64>,
     backend_stats: PerCpuArray<MapData, Counter>,
     session_stats: PerCpuHashMap<MapData, SessionKey, Counter>,
+    slot_stats: PerCpuArray<MapData, SlotCounter>,
     flows: PerCpuHashMap<MapData, FlowKey, FlowEntry>,
+    /// Free counters slots, built from SESSIONS on first use.
+    slots: Option<StatsSlots>,
 }
 
 fn open(dir: &Path, name: &str) -> Result<Map, MapsError> {
@@ -109,7 +113,9 @@ impl DataplaneMaps {
             reasons: typed!(dir, "REASONS"),
             backend_stats: typed!(dir, "BACKEND_STATS"),
             session_stats: typed!(dir, "SESSION_STATS"),
+            slot_stats: typed!(dir, "SESSION_SLOT_STATS"),
             flows: typed!(dir, "FLOWS"),
+            slots: None,
         })
     }
 
@@ -142,9 +148,11 @@ impl DataplaneMaps {
             // A changed placement is one update carrying the next generation; an unchanged
             // one is not rewritten.
             let mut next = *v;
-            if let Ok(old) = self.sessions.get(k, 0) {
+            let old = self.sessions.get(k, 0).ok();
+            if let Some(old) = old {
                 if (ShardSet {
                     generation: old.generation,
+                    stats_slot: old.stats_slot,
                     ..next
                 }) == old
                 {
@@ -152,7 +160,7 @@ impl DataplaneMaps {
                 }
                 next.generation = next.generation.max(old.generation + 1);
             }
-            match self.sessions.insert(k, next, 0) {
+            match self.write_placement(k, next, old) {
                 Ok(()) => {}
                 Err(e) if is_full(&e) => applied.placements_refused.push(*k),
                 Err(e) => return Err(op("write", "SESSIONS")(e)),
@@ -179,13 +187,13 @@ impl DataplaneMaps {
             .filter(|k| !snap.sessions.contains_key(k))
             .collect();
         for k in stale {
-            self.sessions.remove(&k).map_err(op("delete", "SESSIONS"))?;
+            self.remove_placement(&k)?;
         }
         // Removals may have made room for placements refused above.
         if !applied.placements_refused.is_empty() {
             let mut still = Vec::new();
             for k in applied.placements_refused {
-                match self.sessions.insert(k, snap.sessions[&k], 0) {
+                match self.write_placement(&k, snap.sessions[&k], None) {
                     Ok(()) => {}
                     Err(e) if is_full(&e) => still.push(k),
                     Err(e) => return Err(op("write", "SESSIONS")(e)),
@@ -249,9 +257,135 @@ impl DataplaneMaps {
 
     /// Replaces one session's shard set: one atomic map update.
     pub fn place_session(&mut self, key: &SessionKey, set: &ShardSet) -> Result<(), MapsError> {
-        self.sessions
-            .insert(key, set, 0)
+        let old = self.sessions.get(key, 0).ok();
+        self.write_placement(key, *set, old)
             .map_err(op("write", "SESSIONS"))
+    }
+
+    /// Removes one session's shard set (its packets go back to the default table); its
+    /// counters move back to the LRU counters. Removing an unplaced session does nothing.
+    pub fn unplace_session(&mut self, key: &SessionKey) -> Result<(), MapsError> {
+        self.remove_placement(key)
+    }
+
+    /// Writes `set` for `key` with one SESSIONS update, keeping the counters slot `old` names
+    /// or giving the session a free one. A new slot starts from the session's LRU counters,
+    /// which are then dropped, so the session's totals carry on (less the packets of the few
+    /// microseconds between the two); with no slot free the session keeps counting in the LRU.
+    fn write_placement(
+        &mut self,
+        key: &SessionKey,
+        mut set: ShardSet,
+        old: Option<ShardSet>,
+    ) -> Result<(), MapError> {
+        let kept = old.map_or(0, |o| o.stats_slot);
+        if kept != 0 {
+            set.stats_slot = kept;
+            return self.sessions.insert(key, set, 0);
+        }
+        let Some(slot) = self.free_slots()?.take() else {
+            set.stats_slot = 0;
+            return self.sessions.insert(key, set, 0);
+        };
+        let seed = match self.session_stats.get(key, 0) {
+            Ok(per_cpu) => Some(per_cpu.to_vec()),
+            Err(MapError::KeyNotFound) => None,
+            Err(e) => return Err(self.give_back(slot, e)),
+        };
+        let owned = per_cpu_from(seed.as_deref(), |c| SlotCounter {
+            owner: *key,
+            counter: c,
+        })?;
+        if let Err(e) = self.slot_stats.set(slot, owned, 0) {
+            return Err(self.give_back(slot, e));
+        }
+        set.stats_slot = slot;
+        if let Err(e) = self.sessions.insert(key, set, 0) {
+            let _ = self.free_slot(slot);
+            return Err(e);
+        }
+        if seed.is_some() {
+            match self.session_stats.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes `key`'s shard set, then folds its slot's counters into the LRU counters (where
+    /// its packets now count) and frees the slot.
+    fn remove_placement(&mut self, key: &SessionKey) -> Result<(), MapsError> {
+        let slot = match self.sessions.get(key, 0) {
+            Ok(set) => set.stats_slot,
+            Err(MapError::KeyNotFound) => return Ok(()),
+            Err(e) => return Err(op("read", "SESSIONS")(e)),
+        };
+        match self.sessions.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(op("delete", "SESSIONS")(e)),
+        }
+        if slot == 0 {
+            return Ok(());
+        }
+        let counted = self
+            .slot_stats
+            .get(&slot, 0)
+            .map_err(op("read", "SESSION_SLOT_STATS"))?;
+        if counted.iter().any(|c| c.owner == *key) {
+            let mut total: Vec<Counter> = match self.session_stats.get(key, 0) {
+                Ok(per_cpu) => per_cpu.to_vec(),
+                Err(MapError::KeyNotFound) => vec![Counter::default(); counted.len()],
+                Err(e) => return Err(op("read", "SESSION_STATS")(e)),
+            };
+            for (t, c) in total.iter_mut().zip(counted.iter()) {
+                if c.owner == *key {
+                    t.packets += c.counter.packets;
+                    t.bytes += c.counter.bytes;
+                }
+            }
+            let total = PerCpuValues::try_from(total)
+                .map_err(|e| op("write", "SESSION_STATS")(syscall_error("per-CPU values", e)))?;
+            // A full LRU makes room by evicting its least recently seen session.
+            self.session_stats
+                .insert(key, total, 0)
+                .map_err(op("write", "SESSION_STATS"))?;
+        }
+        self.free_slot(slot)
+            .map_err(op("write", "SESSION_SLOT_STATS"))
+    }
+
+    /// The slot allocator, built from the slots SESSIONS names on first use.
+    fn free_slots(&mut self) -> Result<&mut StatsSlots, MapError> {
+        if self.slots.is_none() {
+            let mut used = Vec::new();
+            for entry in self.sessions.iter() {
+                used.push(entry?.1.stats_slot);
+            }
+            self.slots = Some(StatsSlots::new(used));
+        }
+        Ok(self.slots.as_mut().expect("built above"))
+    }
+
+    /// Marks `slot` free in the map (no owner) and in the allocator.
+    fn free_slot(&mut self, slot: u32) -> Result<(), MapError> {
+        let free = per_cpu_from(None, |c| SlotCounter {
+            owner: SlotCounter::FREE,
+            counter: c,
+        })?;
+        self.slot_stats.set(slot, free, 0)?;
+        if let Some(slots) = self.slots.as_mut() {
+            slots.release(slot);
+        }
+        Ok(())
+    }
+
+    /// Returns a slot that was never published and passes `e` on.
+    fn give_back(&mut self, slot: u32, e: MapError) -> MapError {
+        if let Some(slots) = self.slots.as_mut() {
+            slots.release(slot);
+        }
+        e
     }
 
     /// Writes backend `id`'s entry (zeroed: removed).
@@ -278,7 +412,7 @@ impl DataplaneMaps {
         }
         for entry in self.sessions.iter() {
             let (k, v) = entry.map_err(op("iterate", "SESSIONS"))?;
-            snap.sessions.insert(k, v);
+            snap.sessions.insert(k, ShardSet { stats_slot: 0, ..v });
         }
         for id in 0..shardline_common::consts::MAX_BACKENDS {
             let b = self.backends.get(&id, 0).map_err(op("read", "BACKENDS"))?;
@@ -310,15 +444,50 @@ impl DataplaneMaps {
         Ok(sum(per_cpu.iter()))
     }
 
-    /// Forwarded packets and bytes of every session the LRU still holds, summed over CPUs.
+    /// Forwarded packets and bytes of every session the LRU still holds or a counters slot
+    /// holds, summed over CPUs (a placed session's packets count in its slot; the ones before
+    /// or after it had a slot in the LRU).
     pub fn session_counters(&self) -> Result<StdHashMap<SessionKey, Counter>, MapsError> {
         let mut out = StdHashMap::new();
         for entry in self.session_stats.iter() {
             let (k, per_cpu) = entry.map_err(op("iterate", "SESSION_STATS"))?;
             out.insert(k, sum(per_cpu.iter()));
         }
+        for entry in self.sessions.iter() {
+            let (k, set) = entry.map_err(op("iterate", "SESSIONS"))?;
+            if set.stats_slot == 0 {
+                continue;
+            }
+            let per_cpu = match self.slot_stats.get(&set.stats_slot, 0) {
+                Ok(v) => v,
+                Err(MapError::OutOfBounds { .. }) => continue,
+                Err(e) => return Err(op("read", "SESSION_SLOT_STATS")(e)),
+            };
+            let counted = sum(per_cpu.iter().filter(|c| c.owner == k).map(|c| &c.counter));
+            if counted != Counter::default() || out.contains_key(&k) {
+                let total = out.entry(k).or_default();
+                total.packets += counted.packets;
+                total.bytes += counted.bytes;
+            }
+        }
         Ok(out)
     }
+}
+
+/// One value per possible CPU: `seed`'s counters (zeros without one) made into `T`s.
+fn per_cpu_from<T: aya::Pod>(
+    seed: Option<&[Counter]>,
+    make: impl Fn(Counter) -> T,
+) -> Result<PerCpuValues<T>, MapError> {
+    let cpus = aya::util::nr_cpus().map_err(|(call, io_error)| syscall_error(call, io_error))?;
+    let values: Vec<T> = (0..cpus)
+        .map(|cpu| make(seed.and_then(|s| s.get(cpu).copied()).unwrap_or_default()))
+        .collect();
+    PerCpuValues::try_from(values).map_err(|e| syscall_error("per-CPU values", e))
+}
+
+fn syscall_error(call: &'static str, io_error: std::io::Error) -> MapError {
+    MapError::SyscallError(aya::sys::SyscallError { call, io_error })
 }
 
 fn sum<'a>(values: impl Iterator<Item = &'a Counter>) -> Counter {

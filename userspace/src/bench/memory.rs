@@ -19,7 +19,7 @@ use super::{io, loaded_balancer, open_pinned, round, BenchError};
 /// Sessions loaded into the SESSIONS map.
 pub const SESSIONS: u64 = 1_000_000;
 
-const MAPS: [&str; 8] = [
+const MAPS: [&str; 9] = [
     "SERVICES",
     "BACKENDS",
     "SESSIONS",
@@ -28,6 +28,7 @@ const MAPS: [&str; 8] = [
     "REASONS",
     "BACKEND_STATS",
     "SESSION_STATS",
+    "SESSION_SLOT_STATS",
 ];
 
 /// A `/proc/self/status` field in KiB.
