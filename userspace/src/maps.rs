@@ -295,8 +295,8 @@ impl DataplaneMaps {
         let owned = per_cpu_from(seed.as_deref(), |c| SlotCounter {
             owner: *key,
             counter: c,
-        })?;
-        if let Err(e) = self.slot_stats.set(slot, owned, 0) {
+        });
+        if let Err(e) = owned.and_then(|owned| self.slot_stats.set(slot, owned, 0)) {
             return Err(self.give_back(slot, e));
         }
         set.stats_slot = slot;
