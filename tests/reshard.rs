@@ -380,3 +380,14 @@ fn reshards_under_load_send_every_packet_to_the_replayed_backend() {
         .all(|h| h.previous.generation < h.current.generation));
     lab.kill_daemon();
 }
+
+/// The benchmark's swap-under-traffic run (`shardline::bench::misroute`): Maglev flips and
+/// session re-placements racing packets on another core misroute none of them.
+#[test]
+fn swaps_racing_packets_misroute_none() {
+    support::require_root();
+    let r = shardline::bench::misroute::run(true).expect("swap under traffic");
+    assert!(r["swaps"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert_eq!(r["misrouted"], 0, "{r}");
+    assert_eq!(r["not_forwarded"], 0, "{r}");
+}

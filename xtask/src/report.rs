@@ -285,6 +285,19 @@ pub fn markdown(results: &Value) -> String {
         cell(&s["flips_timed"]),
         cell(&s["notes"]),
     );
+    let t = &s["during_traffic"];
+    if t.is_object() {
+        let _ = writeln!(
+            md,
+            "**Misrouted during swaps: {}** of {} packets ({} of them a placed session's) sent              while {} swaps ran; not forwarded: {}. {} (`tests/reshard.rs` asserts the same on              the lab's real traffic: zero misrouted.)\n",
+            cell(&t["misrouted"]),
+            cell(&t["packets"]),
+            cell(&t["placed_session_packets"]),
+            cell(&t["swaps"]),
+            cell(&t["not_forwarded"]),
+            cell(&t["notes"]),
+        );
+    }
 
     let _ = writeln!(md, "## Control plane (criterion)\n");
     let c = &results["control"];

@@ -102,6 +102,11 @@ fn arp_like() -> Vec<u8> {
     f
 }
 
+/// A 64-byte header-mode request to `kv` (IPv4) for `session` with request key `key`.
+pub fn header_frame_v4(session: u64, key: u64) -> Vec<u8> {
+    udp4(CLIENT4_PLACED, 7000, Some((session, key)))
+}
+
 /// The `header_hit_v4` frame: header mode, placed session 42, 64 bytes.
 pub fn placed_header_frame() -> Vec<u8> {
     udp4(CLIENT4_PLACED, 7000, Some((42, 0x1234_5678)))

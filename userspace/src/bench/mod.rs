@@ -21,6 +21,7 @@ pub mod dataplane;
 pub mod live;
 pub mod machine;
 pub mod memory;
+pub mod misroute;
 pub mod proxy;
 pub mod raft;
 pub mod swap;
@@ -141,7 +142,9 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
     let live = live::run(&dataplane::placed_header_frame())
         .unwrap_or_else(|e| json!({ "error": e.to_string() }));
     println!("bench: re-sharding swap cost");
-    let swap = swap::run(opts.quick)?;
+    let mut swap = swap::run(opts.quick)?;
+    println!("bench: packets misrouted while the tables swap");
+    swap["during_traffic"] = misroute::run(opts.quick)?;
     println!("bench: memory with 1,000,000 sessions");
     let memory = memory::run()?;
     println!("bench: throughput on veth (netns lab)");
