@@ -142,7 +142,11 @@ pub fn lab(duration: Option<u64>, sessions: Option<u64>, extra: &[String]) -> Re
 
 /// Criterion benchmarks, then the kernel-side benchmarks (`shardline bench-dataplane`), then
 /// the JSON merge and the Markdown summary next to it.
-pub fn bench(quick: bool) -> Result<()> {
+pub fn bench(quick: bool, report_only: bool) -> Result<()> {
+    let out = workspace_root().join(DATAPLANE_RESULTS);
+    if report_only {
+        return report::finish(&out, &target_dir().join("criterion"), quick);
+    }
     setup()?;
     let shardline = build_shardline()?;
     let mut criterion = cargo();
@@ -161,7 +165,6 @@ pub fn bench(quick: bool) -> Result<()> {
         );
         return Ok(());
     }
-    let out = workspace_root().join(DATAPLANE_RESULTS);
     if let Some(dir) = out.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -54,6 +54,10 @@ enum Cmd {
         /// Reduced criterion settings for a fast smoke run.
         #[arg(long)]
         quick: bool,
+        /// Measure nothing: render the summary and chart again from the last run's
+        /// `bench/results/latest.json` and criterion output (after a change to the report).
+        #[arg(long)]
+        report_only: bool,
     },
     /// Release build, then run `shardline daemon` with the given arguments.
     Daemon {
@@ -72,7 +76,7 @@ fn main() -> Result<()> {
             sessions,
             args,
         } => commands::lab(duration, sessions, &args),
-        Cmd::Bench { quick } => commands::bench(quick),
+        Cmd::Bench { quick, report_only } => commands::bench(quick, report_only),
         Cmd::Daemon { args } => commands::daemon(&args),
     }
 }

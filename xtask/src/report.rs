@@ -289,7 +289,9 @@ pub fn markdown(results: &Value) -> String {
     if t.is_object() {
         let _ = writeln!(
             md,
-            "**Misrouted during swaps: {}** of {} packets ({} of them a placed session's) sent              while {} swaps ran; not forwarded: {}. {} (`tests/reshard.rs` asserts the same on              the lab's real traffic: zero misrouted.)\n",
+            "**Misrouted during swaps: {}** of {} packets ({} of them a placed session's) sent \
+             while {} swaps ran; not forwarded: {}. {} (`tests/reshard.rs` asserts the same on \
+             the lab's real traffic: zero misrouted.)\n",
             cell(&t["misrouted"]),
             cell(&t["packets"]),
             cell(&t["placed_session_packets"]),

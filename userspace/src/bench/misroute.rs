@@ -201,7 +201,7 @@ pub fn run(quick: bool) -> Result<Value, BenchError> {
         "swaps": flips,
         "misrouted": misrouted,
         "not_forwarded": not_forwarded,
-        "notes": "one thread flips the Maglev halves (backends 1-4 / 1-3) and re-places a \
+        "notes": "One thread flips the Maglev halves (backends 1-4 / 1-3) and re-places a \
                   session ([1,2,3] / [2,4]) in a loop while another runs header-mode packets \
                   (a quarter of them the placed session, the rest 1,000 unplaced sessions) \
                   through the balancer with BPF_PROG_TEST_RUN; misrouted = encapsulated to a \
