@@ -150,6 +150,13 @@ fn a_placed_session_counts_in_its_slot_and_its_total_carries_on() {
 
     // The other session never moved.
     assert_eq!(packets(&lb, &placed), 5);
+
+    // A handle that assigns no slots (the CLI's) reads them through SESSIONS: same totals.
+    let fresh = DataplaneMaps::open(&lb.pin_dir).expect("reopen the pins");
+    assert_eq!(
+        fresh.session_counters().expect("read through SESSIONS"),
+        lb.maps.session_counters().expect("read the slots in use"),
+    );
 }
 
 #[test]

@@ -453,6 +453,34 @@ impl DataplaneMaps {
             let (k, per_cpu) = entry.map_err(op("iterate", "SESSION_STATS"))?;
             out.insert(k, sum(per_cpu.iter()));
         }
+        let mut count = |owner: SessionKey, per_cpu: &[SlotCounter]| {
+            let counted = sum(per_cpu
+                .iter()
+                .filter(|c| c.owner == owner)
+                .map(|c| &c.counter));
+            if counted != Counter::default() || out.contains_key(&owner) {
+                let total = out.entry(owner).or_default();
+                total.packets += counted.packets;
+                total.bytes += counted.bytes;
+            }
+        };
+        if let Some(slots) = &self.slots {
+            // This handle assigns the slots: read the ones in use, not all of SESSIONS.
+            for slot in slots.in_use() {
+                let per_cpu = self
+                    .slot_stats
+                    .get(&slot, 0)
+                    .map_err(op("read", "SESSION_SLOT_STATS"))?;
+                if let Some(owner) = per_cpu
+                    .iter()
+                    .map(|c| c.owner)
+                    .find(|o| *o != SlotCounter::FREE)
+                {
+                    count(owner, &per_cpu);
+                }
+            }
+            return Ok(out);
+        }
         for entry in self.sessions.iter() {
             let (k, set) = entry.map_err(op("iterate", "SESSIONS"))?;
             if set.stats_slot == 0 {
@@ -463,12 +491,7 @@ impl DataplaneMaps {
                 Err(MapError::OutOfBounds { .. }) => continue,
                 Err(e) => return Err(op("read", "SESSION_SLOT_STATS")(e)),
             };
-            let counted = sum(per_cpu.iter().filter(|c| c.owner == k).map(|c| &c.counter));
-            if counted != Counter::default() || out.contains_key(&k) {
-                let total = out.entry(k).or_default();
-                total.packets += counted.packets;
-                total.bytes += counted.bytes;
-            }
+            count(k, &per_cpu);
         }
         Ok(out)
     }

@@ -2,9 +2,10 @@
 //! counters. Pure: counter totals in, rates out.
 //!
 //! Reading: [`crate::maps::DataplaneMaps::session_counters`] walks the `SESSION_STATS` per-CPU
-//! LRU hash (unplaced sessions) and the placed sessions' `SESSION_SLOT_STATS` slots once per tick (aya 0.14 has no batched lookup; a walk costs two syscalls per live
-//! session and returns every CPU's slot at once). At the lab's and a single node's session
-//! counts (the LRU holds at most 262,144) that is a few ms per tick; the control loop only
+//! LRU hash (sessions on the default table) and reads the placed sessions' `SESSION_SLOT_STATS`
+//! slots once per tick (aya 0.14 has no batched lookup; that is two syscalls per live session,
+//! each returning every CPU's values at once). At the lab's and a single node's session counts
+//! (at most 262,144 in the LRU and 65,535 slots) that is a few ms per tick; the control loop only
 //! needs the deltas, which this module computes. See `docs/predict.md` for the cost.
 
 use std::{collections::HashMap, time::Duration};

@@ -49,6 +49,16 @@ impl StatsSlots {
         }
     }
 
+    /// The slots in use, ascending.
+    pub fn in_use(&self) -> impl Iterator<Item = u32> + '_ {
+        self.in_use
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, u)| **u)
+            .map(|(slot, _)| slot as u32)
+    }
+
     /// How many slots are free.
     pub fn free(&self) -> usize {
         self.free.len()
@@ -65,6 +75,15 @@ mod tests {
         assert_eq!(slots.take(), Some(2));
         assert_eq!(slots.take(), Some(4));
         assert_eq!(slots.free(), MAX_SESSION_SLOTS as usize - 5);
+    }
+
+    #[test]
+    fn in_use_lists_the_taken_slots_not_the_freed_ones() {
+        let mut slots = StatsSlots::new([5]);
+        let a = slots.take().unwrap();
+        let b = slots.take().unwrap();
+        slots.release(a);
+        assert_eq!(slots.in_use().collect::<Vec<_>>(), vec![b, 5]);
     }
 
     #[test]
