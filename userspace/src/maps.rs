@@ -344,8 +344,7 @@ impl DataplaneMaps {
                     t.bytes += c.counter.bytes;
                 }
             }
-            let total = PerCpuValues::try_from(total)
-                .map_err(|e| op("write", "SESSION_STATS")(syscall_error("per-CPU values", e)))?;
+            let total = per_cpu_from(Some(&total), |c| c).map_err(op("write", "SESSION_STATS"))?;
             // A full LRU makes room by evicting its least recently seen session.
             self.session_stats
                 .insert(key, total, 0)

@@ -12,14 +12,18 @@ use std::{
 use aya::maps::{Array, HashMap, MapData};
 use serde_json::{json, Value};
 use shardline_common::{
-    consts::{MAGLEV_SIZE, MAX_SHARDS, NO_BACKEND},
-    maglev::{self, Weighted},
+    consts::MAGLEV_SIZE,
     maps::{Globals, SessionKey, ShardSet},
     route::decide,
     verdict::Action,
 };
 
-use super::{dataplane::header_frame_v4, loaded_balancer, BenchError};
+use super::{
+    dataplane::header_frame_v4,
+    loaded_balancer,
+    swap::{map_err, placement, table_over},
+    BenchError,
+};
 use crate::snapshot::Snapshot;
 
 /// The bench configuration's placed `kv` session.
@@ -30,31 +34,6 @@ const PLACED: SessionKey = SessionKey {
 };
 /// Unplaced sessions in the traffic mix (routed by the default table).
 const UNPLACED: u64 = 1_000;
-
-fn map_err(what: &'static str) -> impl Fn(aya::maps::MapError) -> BenchError {
-    move |source| BenchError::Map {
-        what: what.into(),
-        source,
-    }
-}
-
-fn placement(backends: &[u32], generation: u64) -> ShardSet {
-    let mut set = ShardSet {
-        generation,
-        count: backends.len() as u32,
-        backends: [NO_BACKEND; MAX_SHARDS],
-        ..ShardSet::default()
-    };
-    set.backends[..backends.len()].copy_from_slice(backends);
-    set
-}
-
-fn table(backends: u32) -> Vec<u32> {
-    let weighted: Vec<Weighted> = (1..=backends)
-        .map(|id| Weighted { id, weight: 1 })
-        .collect();
-    maglev::build(&weighted, MAGLEV_SIZE)
-}
 
 /// The backend an IPIP-encapsulated frame goes to, by its outer destination address.
 fn outer_backend(frame: &[u8], by_addr: &StdHashMap<[u8; 4], u32>) -> Option<u32> {
@@ -72,7 +51,7 @@ pub fn run(quick: bool) -> Result<Value, BenchError> {
     let mut lb = loaded_balancer()?;
 
     // Both halves hold a complete table, so every flip is between two valid tables.
-    let tables = [table(4), table(3)];
+    let tables = [table_over(4), table_over(3)];
     let sets = [placement(&[1, 2, 3], 1_000), placement(&[2, 4], 1_001)];
     let mut maglev_map: Array<MapData, u32> = super::open_pinned(&lb.pin_dir, "MAGLEV")?;
     for (half, t) in tables.iter().enumerate() {

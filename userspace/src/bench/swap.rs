@@ -21,7 +21,8 @@ pub const SESSION_UPDATES: u64 = 10_000;
 /// Flips timed one by one for the distribution.
 pub const FLIPS: usize = 1_000;
 
-fn map_err(what: &'static str) -> impl Fn(aya::maps::MapError) -> BenchError {
+/// A map error with what was being done (shared with [`super::misroute`]).
+pub(super) fn map_err(what: &'static str) -> impl Fn(aya::maps::MapError) -> BenchError {
     move |source| BenchError::Map {
         what: what.into(),
         source,
@@ -36,30 +37,36 @@ fn micros(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e6
 }
 
-fn placement(generation: u64, a: u32, b: u32) -> ShardSet {
-    let mut backends = [NO_BACKEND; MAX_SHARDS];
-    backends[0] = a;
-    backends[1] = b;
-    ShardSet {
+/// A hash-scheme shard set over `backends` at `generation`.
+pub(super) fn placement(backends: &[u32], generation: u64) -> ShardSet {
+    let mut set = ShardSet {
         generation,
-        count: 2,
-        backends,
+        count: backends.len() as u32,
+        backends: [NO_BACKEND; MAX_SHARDS],
         ..ShardSet::default()
-    }
+    };
+    set.backends[..backends.len()].copy_from_slice(backends);
+    set
+}
+
+/// The Maglev table over backends `1..=backends`, all of weight 1.
+pub(super) fn table_over(backends: u32) -> Vec<u32> {
+    let weighted: Vec<Weighted> = (1..=backends)
+        .map(|id| Weighted { id, weight: 1 })
+        .collect();
+    maglev::build(&weighted, MAGLEV_SIZE)
 }
 
 /// Runs the swap benchmark.
 pub fn run(quick: bool) -> Result<Value, BenchError> {
     let iters = if quick { 3 } else { 10 };
     let mut lb = loaded_balancer()?;
-    let weighted =
-        |n: u32| -> Vec<Weighted> { (1..=n).map(|id| Weighted { id, weight: 1 }).collect() };
 
     let mut build_ms = Vec::new();
     let mut table = Vec::new();
     for _ in 0..iters {
         let t = Instant::now();
-        table = maglev::build(&weighted(SWAP_BACKENDS), MAGLEV_SIZE);
+        table = table_over(SWAP_BACKENDS);
         build_ms.push(millis(t));
     }
 
@@ -112,7 +119,7 @@ pub fn run(quick: bool) -> Result<Value, BenchError> {
     let globals = lb.maps.globals()?;
     let mut whole_ms = Vec::new();
     for i in 0..iters {
-        let next = maglev::build(&weighted(SWAP_BACKENDS - 1 - (i as u32 % 2)), MAGLEV_SIZE);
+        let next = table_over(SWAP_BACKENDS - 1 - (i as u32 % 2));
         let t = Instant::now();
         lb.maps.swap_maglev(&next, &globals)?;
         whole_ms.push(millis(t));
@@ -128,14 +135,14 @@ pub fn run(quick: bool) -> Result<Value, BenchError> {
     let t = Instant::now();
     for i in 0..SESSION_UPDATES {
         sessions
-            .insert(key(i), placement(1, 1, 2), 0)
+            .insert(key(i), placement(&[1, 2], 1), 0)
             .map_err(map_err("inserting into SESSIONS"))?;
     }
     let insert_ms = millis(t);
     let t = Instant::now();
     for i in 0..SESSION_UPDATES {
         sessions
-            .insert(key(i), placement(2, 2, 3), 0)
+            .insert(key(i), placement(&[2, 3], 2), 0)
             .map_err(map_err("updating SESSIONS"))?;
     }
     let update_ms = millis(t);
