@@ -4,7 +4,7 @@ fn main() {
     // bpf-linker passes `-bpf-expand-memcpy-in-order` by default, which stops LLVM from
     // expanding small memsets: zeroing a 32-byte struct then becomes a call to
     // compiler_builtins' byte-at-a-time `memset`, about 160 instructions on every packet that
-    // is not forwarded (measured with `shardline bench-dataplane`).
+    // is not forwarded (measured with `shardline-bench`).
     println!("cargo:rustc-link-arg-bins=--disable-expand-memcpy-in-order");
     if let Ok(linker) = which::which("bpf-linker") {
         println!("cargo:rerun-if-changed={}", linker.display());

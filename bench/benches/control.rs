@@ -4,7 +4,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use etherparse::PacketBuilder;
-use shardline::{bench::BENCH_CONFIG, config::Config, snapshot::Snapshot};
+use shardline::{config::Config, snapshot::Snapshot};
+use shardline_bench::suite::BENCH_CONFIG;
 use shardline_common::{
     consts::MAGLEV_SIZE,
     hash::{flow_hash, mix64},

@@ -8,9 +8,9 @@ use std::{
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use shardline::{
-    decide::DecideConfig,
-    forecast::SelectorConfig,
-    tick::{tick, SessionState},
+    control::forecast::SelectorConfig,
+    control::sizing::SizingConfig,
+    control::tick::{tick, SessionState},
 };
 
 /// Sessions per tick (`SHARDLINE_TICK_SESSIONS` overrides, for a smaller smoke run).
@@ -28,11 +28,11 @@ fn one_tick(c: &mut Criterion) {
         horizon: 3,
         ..SelectorConfig::default()
     };
-    let config = DecideConfig {
+    let config = SizingConfig {
         per_shard_capacity: 1000.0,
         min_dwell: Duration::from_secs(10),
         scale_in_delay: Duration::from_secs(60),
-        ..DecideConfig::default()
+        ..SizingConfig::default()
     };
     let mut states = vec![SessionState::new(selector, 1, t0); n];
     // Cumulative packet counters as the sampler reads them, and the rates derived from them.

@@ -6,7 +6,9 @@
 //!   sessions on one core (`SHARDLINE_TICK_SESSIONS` overrides the count); see docs/predict.md.
 //!
 //! `SHARDLINE_BENCH_QUICK=1` shortens warm-up and measurement for a smoke run. The kernel-side
-//! benchmarks are `shardline bench-dataplane` (`userspace/src/bench`).
+//! benchmarks are `shardline-bench` ([`suite`]), a binary of this crate.
+
+pub mod suite;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! `BPF_PROG_TEST_RUN` with `repeat` hands the program the same buffer every time, so a program
 //! that grows the frame (encapsulation) would see its own output on the next repeat.
 //! [`restoring`] puts the frame back as it came in, so every repeat routes the same input. Its
-//! own cost is what `shardline bench-dataplane` measures by wrapping the trivial `XDP_TX`
+//! own cost is what `shardline-bench` measures by wrapping the trivial `XDP_TX`
 //! baseline the same way. Never attached to an interface.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};

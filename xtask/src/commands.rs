@@ -1,14 +1,14 @@
 //! The build-and-run commands: `test`, `lab`, `bench` and `daemon`. Each one prepares what it
 //! needs (setup, a release build) and then hands over to cargo or the shardline binary.
 
-use std::{fs, path::PathBuf, process::Command};
+use std::{fs, process::Command};
 
 use anyhow::{bail, Context, Result};
 
 use crate::{
     report,
-    run::{cargo, exec, probe, run, target_dir, workspace_root},
-    setup::{is_root, setup},
+    run::{cargo, exec, run, target_dir, workspace_root},
+    setup::{is_root, setup, Purpose},
 };
 
 /// Where `bench` asks the dataplane benchmark to write, relative to the workspace root.
@@ -24,7 +24,8 @@ pub fn test(cargo_test_args: &[String]) -> Result<()> {
              namespaces. Rerun as root (for example `sudo -E env PATH=\"$PATH\" cargo xtask test`)."
         );
     }
-    step("setup", setup)?;
+    step("setup", || setup(Purpose::Everything))?;
+    step("cycles", || crate::cycles::check(false))?;
     step("fmt", || {
         run(cargo().args(["fmt", "--all", "--", "--check"]))
     })?;
@@ -37,6 +38,11 @@ pub fn test(cargo_test_args: &[String]) -> Result<()> {
             "-D",
             "warnings",
         ]))
+    })?;
+    // The end-to-end tests start these binaries (the daemon, the lab's processes), found next
+    // to the test executable in the same release target directory.
+    step("build", || {
+        build(&["shardline-cli", "shardline-lab", "shardline-bench"])
     })?;
     // Release: the tests push real packets through the dataplane, too slow in a debug build.
     let mut counts = (0, 0);
@@ -128,9 +134,10 @@ fn run_counting_tests(cmd: &mut Command) -> Result<(u64, u64)> {
 
 /// Runs the lab. Only the flags the user gave are forwarded, so shardline owns the defaults.
 pub fn lab(duration: Option<u64>, sessions: Option<u64>, extra: &[String]) -> Result<()> {
-    setup()?;
-    let mut cmd = Command::new(build_shardline()?);
-    cmd.current_dir(workspace_root()).arg("lab");
+    setup(Purpose::Lab)?;
+    build(&["shardline-cli", "shardline-lab"])?;
+    let mut cmd = Command::new(target_dir().join("release/shardline-lab"));
+    cmd.current_dir(workspace_root()).arg("run");
     if let Some(secs) = duration {
         cmd.arg("--duration").arg(secs.to_string());
     }
@@ -140,15 +147,15 @@ pub fn lab(duration: Option<u64>, sessions: Option<u64>, extra: &[String]) -> Re
     Err(exec(cmd.args(extra)))
 }
 
-/// Criterion benchmarks, then the kernel-side benchmarks (`shardline bench-dataplane`), then
+/// Criterion benchmarks, then the kernel-side benchmarks (`shardline-bench`), then
 /// the JSON merge and the Markdown summary next to it.
 pub fn bench(quick: bool, report_only: bool) -> Result<()> {
     let out = workspace_root().join(DATAPLANE_RESULTS);
     if report_only {
         return report::finish(&out, &target_dir().join("criterion"), quick);
     }
-    setup()?;
-    let shardline = build_shardline()?;
+    setup(Purpose::Everything)?;
+    build(&["shardline-cli", "shardline-lab", "shardline-bench"])?;
     let mut criterion = cargo();
     criterion.args(["bench", "-p", "shardline-bench"]);
     if quick {
@@ -157,21 +164,13 @@ pub fn bench(quick: bool, report_only: bool) -> Result<()> {
     }
     run(&mut criterion)?;
 
-    let has_dataplane_bench = probe(Command::new(&shardline).arg("help"))
-        .is_some_and(|help| help.contains("bench-dataplane"));
-    if !has_dataplane_bench {
-        println!(
-            "xtask: dataplane benchmark skipped: `shardline bench-dataplane` is not built yet"
-        );
-        return Ok(());
-    }
     if let Some(dir) = out.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut dataplane = Command::new(&shardline);
+    let mut dataplane = Command::new(target_dir().join("release/shardline-bench"));
     dataplane
         .current_dir(workspace_root())
-        .args(["bench-dataplane", "--out", DATAPLANE_RESULTS]);
+        .args(["--out", DATAPLANE_RESULTS]);
     if quick {
         dataplane.arg("--quick");
     }
@@ -181,16 +180,42 @@ pub fn bench(quick: bool, report_only: bool) -> Result<()> {
 
 /// Runs the daemon in the foreground with the user's arguments.
 pub fn daemon(args: &[String]) -> Result<()> {
-    let mut cmd = Command::new(build_shardline()?);
+    setup(Purpose::Lab)?;
+    build(&["shardline-cli"])?;
+    let mut cmd = Command::new(target_dir().join("release/shardline"));
     cmd.current_dir(workspace_root()).arg("daemon").args(args);
     Err(exec(&mut cmd))
 }
 
-/// Builds the shardline binary in release mode (which builds the eBPF object through its
-/// build script) and returns its path.
-fn build_shardline() -> Result<PathBuf> {
-    run(cargo().args(["build", "--release", "-p", "shardline"])).context("building shardline")?;
-    Ok(target_dir().join("release/shardline"))
+/// Builds `packages`' binaries in release mode (the library's build script builds the eBPF
+/// object). A first build on a fresh 2-core machine takes several minutes, so a line with the
+/// elapsed time is printed every 30 s while it runs.
+fn build(packages: &[&str]) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--bins"]);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let mut next = 30;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                let secs = started.elapsed().as_secs();
+                if secs >= next {
+                    println!("xtask: still building ({secs} s so far; a first build takes about 8 minutes on 2 cores)");
+                    next += 30;
+                }
+            }
+        })
+    };
+    let result = run(&mut cmd).with_context(|| format!("building {}", packages.join(", ")));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = ticker.join();
+    result
 }
 
 /// Runs one named step of `test`, so a failure says which step it was.

@@ -5,6 +5,7 @@
 //! - `main.rs`: command-line parsing (clap) and dispatch.
 //! - [`setup`]: idempotent machine preparation: nightly `rust-src`, Debian packages,
 //!   bpf-linker built against nightly's LLVM, and the bpffs mount.
+//! - [`cycles`]: `cycles`, the import graph of each crate's top-level modules.
 //! - [`commands`]: `test`, `lab`, `bench` and `daemon`, each a setup/build followed by a run.
 //! - [`chart`]: `bench`'s PNG chart of the dataplane cases (plotters).
 //! - [`report`]: `bench`'s JSON merge (criterion) and Markdown summary.
@@ -12,6 +13,7 @@
 
 mod chart;
 mod commands;
+mod cycles;
 mod report;
 mod run;
 mod setup;
@@ -37,7 +39,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Setup, release build, then `shardline lab` with the given flags.
+    /// Setup (what the lab needs), release build, then `shardline-lab run` with the given flags.
     Lab {
         /// How long the lab runs, in seconds (shardline's default if omitted).
         #[arg(long, value_name = "SECS")]
@@ -45,7 +47,7 @@ enum Cmd {
         /// How many client sessions the lab opens (shardline's default if omitted).
         #[arg(long, value_name = "N")]
         sessions: Option<u64>,
-        /// Further arguments for `shardline lab`.
+        /// Further arguments for `shardline-lab run`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -59,6 +61,8 @@ enum Cmd {
         #[arg(long)]
         report_only: bool,
     },
+    /// Print each crate's top-level module graph; fail on an import cycle.
+    Cycles,
     /// Release build, then run `shardline daemon` with the given arguments.
     Daemon {
         /// Arguments for `shardline daemon`.
@@ -69,7 +73,8 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Cmd::Setup => setup::setup(),
+        Cmd::Setup => setup::setup(setup::Purpose::Everything),
+        Cmd::Cycles => cycles::check(true),
         Cmd::Test { args } => commands::test(&args),
         Cmd::Lab {
             duration,

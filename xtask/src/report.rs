@@ -1,5 +1,5 @@
 //! `bench`'s reporting: merges criterion's estimates into the JSON results that
-//! `shardline bench-dataplane` wrote, and renders that JSON as the Markdown summary the README
+//! `shardline-bench` wrote, and renders that JSON as the Markdown summary the README
 //! links to. Only numbers found in those files are printed; anything missing says so.
 
 use std::{fmt::Write as _, fs, path::Path};

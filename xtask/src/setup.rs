@@ -13,20 +13,29 @@ use anyhow::{bail, Context, Result};
 
 use crate::run::{cargo, output, probe, run};
 
-/// Debian packages the tests, the lab and the benchmarks call out to: `ip`/`ethtool` for
-/// namespaces and veth offloads, `nsenter` (util-linux) because `ip netns exec` hides bpffs,
-/// nginx with its stream module as a TCP/UDP backend (and the benchmarks' comparison point), and
-/// the DejaVu fonts the benchmark chart is labelled with.
-const DEBIAN_PACKAGES: &[&str] = &[
-    "iproute2",
-    "ethtool",
-    "util-linux",
+/// Debian packages the lab needs: `ip`/`ethtool` for namespaces and veth offloads, `nsenter`
+/// (util-linux) because `ip netns exec` hides bpffs.
+const LAB_PACKAGES: &[&str] = &["iproute2", "ethtool", "util-linux"];
+
+/// Debian packages only the tests and the benchmarks call out to: nginx with its stream module
+/// as a TCP/UDP backend (and the benchmarks' comparison point), the DejaVu fonts the benchmark
+/// chart is labelled with, and bpftool (`prog dump jited` / `prog profile`: where the XDP
+/// program's time goes).
+const TEST_PACKAGES: &[&str] = &[
     "nginx",
     "libnginx-mod-stream",
     "fonts-dejavu-core",
-    // `bpftool prog dump jited` / `prog profile`: where the XDP program's time goes.
     "bpftool",
 ];
+
+/// What the machine is being prepared for: the lab needs less than the tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// `cargo xtask lab` and `daemon`: the toolchain pieces, the lab's packages and bpffs.
+    Lab,
+    /// `cargo xtask test`, `bench` and `setup`: everything, cargo-fuzz included.
+    Everything,
+}
 
 /// The bpf-linker release known to build against the nightly LLVM on these machines.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -37,14 +46,32 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Where the bpf filesystem must be mounted for maps to be pinned.
 const BPFFS: &str = "/sys/fs/bpf";
 
-/// Runs every setup step in order, stopping at the first failure.
-pub fn setup() -> Result<()> {
-    rust_src().context("setup step rust-src failed")?;
-    debian_packages().context("setup step debian packages failed")?;
-    bpf_linker().context("setup step bpf-linker failed")?;
-    cargo_fuzz().context("setup step cargo-fuzz failed")?;
+/// Runs every setup step `purpose` needs in order, stopping at the first failure.
+pub fn setup(purpose: Purpose) -> Result<()> {
+    timed("rust-src (nightly)", rust_src).context("setup step rust-src failed")?;
+    let mut packages = LAB_PACKAGES.to_vec();
+    if purpose == Purpose::Everything {
+        packages.extend_from_slice(TEST_PACKAGES);
+    }
+    timed("debian packages", || debian_packages(&packages))
+        .context("setup step debian packages failed")?;
+    timed("bpf-linker", bpf_linker).context("setup step bpf-linker failed")?;
+    if purpose == Purpose::Everything {
+        timed("cargo-fuzz", cargo_fuzz).context("setup step cargo-fuzz failed")?;
+    }
     bpffs().context("setup step bpffs failed")?;
     Ok(())
+}
+
+/// Runs one step, printing how long it took when that was long enough to notice (installs).
+fn timed(step: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    let started = std::time::Instant::now();
+    let result = f();
+    let secs = started.elapsed().as_secs();
+    if secs >= 2 {
+        println!("setup: {step} ... done in {secs} s");
+    }
+    result
 }
 
 /// Whether xtask runs with effective uid 0, read from /proc to avoid a libc dependency.
@@ -92,9 +119,9 @@ fn rust_src() -> Result<()> {
     run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
-fn debian_packages() -> Result<()> {
+fn debian_packages(packages: &[&str]) -> Result<()> {
     const STEP: &str = "debian packages";
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|pkg| !dpkg_installed(pkg))
@@ -134,7 +161,7 @@ fn bpf_linker() -> Result<()> {
     let major = link_nightly_llvm(&prefix)?;
     progress(
         STEP,
-        &format!("installing {BPF_LINKER_VERSION} against nightly's LLVM {major}"),
+        &format!("installing {BPF_LINKER_VERSION} against nightly's LLVM {major} (about a minute)"),
     );
     run(cargo()
         .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}")])
@@ -163,7 +190,10 @@ fn cargo_fuzz() -> Result<()> {
         progress(STEP, "already installed");
         return Ok(());
     }
-    progress(STEP, &format!("installing {CARGO_FUZZ_VERSION}"));
+    progress(
+        STEP,
+        &format!("installing {CARGO_FUZZ_VERSION} (about two minutes)"),
+    );
     run(cargo().args([
         "install",
         "--locked",

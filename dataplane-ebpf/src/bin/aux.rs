@@ -1,6 +1,6 @@
 //! The auxiliary object, with no pinned maps: the backend-side decapsulator, a plain
 //! `XDP_PASS` (what a veth peer needs attached for native `XDP_TX` to reach it), and the
-//! trivial baselines `shardline bench-dataplane` measures the balancer against.
+//! trivial baselines `shardline-bench` measures the balancer against.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 

@@ -47,7 +47,7 @@ mod program {
         crate::balancer::run(&ctx)
     }
 
-    /// Bench only (`shardline bench-dataplane`, never attached): `shardline` with its rewrite
+    /// Bench only (`shardline-bench`, never attached): `shardline` with its rewrite
     /// undone afterwards, so every `BPF_PROG_TEST_RUN` repeat routes the same input frame.
     #[xdp]
     pub fn shardline_bench(ctx: XdpContext) -> u32 {

@@ -1,0 +1,41 @@
+//! `shardline-bench`: the kernel-side benchmarks (per-packet cost under `BPF_PROG_TEST_RUN`,
+//! swaps, memory, veth throughput against nginx and a tokio proxy, Raft), written as one JSON
+//! file. `cargo xtask bench` runs it after criterion and renders the summary.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use shardline_bench::suite::{self, Options};
+
+/// Benchmark the dataplane (BPF_PROG_TEST_RUN), swaps, memory and veth throughput; writes JSON.
+#[derive(Parser)]
+#[command(name = "shardline-bench", version)]
+struct Args {
+    /// Where to write the results.
+    #[arg(long, default_value = "bench/results/latest.json")]
+    out: PathBuf,
+    /// Fewer rounds and shorter traffic runs.
+    #[arg(long)]
+    quick: bool,
+    /// Only the per-packet cost (`BPF_PROG_TEST_RUN`): a table on stdout and the JSON with
+    /// that section alone, for iterating on the XDP program.
+    #[arg(long)]
+    per_packet_only: bool,
+    /// A per-packet case to run (repeatable; the baselines always run). Default: all.
+    #[arg(long = "case", value_name = "NAME")]
+    cases: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    shardline::logging::init(shardline::logging::LogFormat::Text);
+    let args = Args::parse();
+    suite::run(&Options {
+        quick: args.quick,
+        per_packet_only: args.per_packet_only,
+        cases: args.cases,
+        out: args.out.clone(),
+        bins: shardline_lab::Binaries::locate()?,
+    })?;
+    println!("bench: wrote {}", args.out.display());
+    Ok(())
+}

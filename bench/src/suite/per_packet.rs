@@ -1,0 +1,453 @@
+//! Dataplane cost per packet: `BPF_PROG_TEST_RUN` with `repeat` = 1,000,000 on 64-byte frames,
+//! for the trivial baselines and for shardline's cases, interleaved round by round so load
+//! from other processes lands on every case alike. The kernel reports the mean time per repeat
+//! in whole nanoseconds; each case's figure is the median over rounds.
+//!
+//! The balancer encapsulates (grows the frame with `bpf_xdp_adjust_head`), and `repeat` reuses
+//! one buffer, so it runs as `shardline_bench`: the same program body followed by a wrapper
+//! that undoes the rewrite (see `dataplane-ebpf/src/restore.rs`). The wrapper's own cost is
+//! measured on the `XDP_TX` baseline wrapped the same way, and subtracted. Live-frames mode
+//! (`BPF_F_TEST_XDP_LIVE_FRAMES`) is not used for the figures: the kernel does not rewrite a
+//! recycled page's contents, only its pointers, so a program that rewrites the frame may see
+//! its own output again; and `XDP_PASS` / `XDP_TX` there include the stack or the transmit.
+//!
+//! Every shardline repeat is checked: the per-reason counters must have grown by exactly
+//! `repeat` under the expected reason, or the benchmark fails instead of reporting.
+
+use aya::programs::{TestRun, TestRunOptions};
+use etherparse::PacketBuilder;
+use serde_json::{json, Value};
+use shardline_common::{
+    packet::encode_header,
+    verdict::{Action, Reason, REASON_COUNT},
+};
+
+use super::{loaded_balancer, median, program_err, round, BenchError};
+use shardline::loader::{load_aux, xdp_program};
+
+/// Repeats per `BPF_PROG_TEST_RUN` call (the kernel averages over them).
+pub const REPEAT: u32 = 1_000_000;
+/// Frame length of the IPv4 cases (without FCS).
+pub const FRAME_LEN: usize = 64;
+/// 10 GbE line rate for 64-byte frames: 10^10 / ((64 + 20) * 8) packets per second.
+pub const LINE_RATE_MPPS: f64 = 14.880_952;
+/// Time budget per packet at that line rate, in nanoseconds.
+pub const LINE_RATE_NS: f64 = 67.2;
+
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const VIP4: [u8; 4] = [10, 100, 0, 1];
+const VIP6: [u8; 16] = [0xfd, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01];
+const CLIENT4_PLACED: [u8; 4] = [192, 0, 2, 10];
+const CLIENT4_OTHER: [u8; 4] = [192, 0, 2, 77];
+const CLIENT6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// Which object a program lives in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Object {
+    Aux,
+    Balancer,
+}
+
+struct Case {
+    name: &'static str,
+    object: Object,
+    program: &'static str,
+    frame: Vec<u8>,
+    action: Action,
+    reason: Option<Reason>,
+    what: &'static str,
+}
+
+const PASS: &str = "shardline_pass";
+const TX: &str = "shardline_tx_baseline";
+const TX_RESTORING: &str = "shardline_tx_baseline_restoring";
+const BALANCER: &str = "shardline_bench";
+const NEW_FLOW: &str = "shardline_bench_new_flow";
+
+/// A UDP/IPv4 frame padded (in the UDP payload) to [`FRAME_LEN`] bytes.
+fn udp4(src: [u8; 4], dport: u16, header: Option<(u64, u64)>) -> Vec<u8> {
+    let mut payload = vec![0u8; FRAME_LEN - 14 - 20 - 8];
+    if let Some((session, key)) = header {
+        payload[..20].copy_from_slice(&encode_header(session, key));
+    }
+    let mut out = Vec::with_capacity(FRAME_LEN);
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(src, VIP4, 64)
+        .udp(40_000, dport)
+        .write(&mut out, &payload)
+        .expect("etherparse writes the frame");
+    out
+}
+
+/// The smallest UDP/IPv6 frame carrying a shardline header: 82 bytes.
+fn udp6_header(session: u64, key: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv6(CLIENT6, VIP6, 64)
+        .udp(40_000, 7000)
+        .write(&mut out, &encode_header(session, key))
+        .expect("etherparse writes the frame");
+    out
+}
+
+/// A 64-byte frame with an ARP EtherType (the balancer passes it after the L2 parse).
+fn arp_like() -> Vec<u8> {
+    let mut f = vec![0u8; FRAME_LEN];
+    f[..6].copy_from_slice(&LB_MAC);
+    f[6..12].copy_from_slice(&CLIENT_MAC);
+    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    f
+}
+
+/// A 64-byte header-mode request to `kv` (IPv4) for `session` with request key `key`.
+pub fn header_frame_v4(session: u64, key: u64) -> Vec<u8> {
+    udp4(CLIENT4_PLACED, 7000, Some((session, key)))
+}
+
+/// The `header_hit_v4` frame: header mode, placed session 42, 64 bytes.
+pub fn placed_header_frame() -> Vec<u8> {
+    udp4(CLIENT4_PLACED, 7000, Some((42, 0x1234_5678)))
+}
+
+fn cases() -> Vec<Case> {
+    let header_placed = placed_header_frame();
+    vec![
+        Case {
+            name: "xdp_pass_baseline",
+            object: Object::Aux,
+            program: PASS,
+            frame: header_placed.clone(),
+            action: Action::Pass,
+            reason: None,
+            what: "trivial program returning XDP_PASS",
+        },
+        Case {
+            name: "xdp_tx_baseline",
+            object: Object::Aux,
+            program: TX,
+            frame: header_placed.clone(),
+            action: Action::Tx,
+            reason: None,
+            what: "trivial forwarder: swap the MACs, XDP_TX",
+        },
+        Case {
+            name: "header_hit_v4",
+            object: Object::Balancer,
+            program: BALANCER,
+            frame: header_placed,
+            action: Action::Tx,
+            reason: Some(Reason::Forwarded),
+            what: "header mode, IPv4, placed session (SESSIONS hit, rendezvous over 3 shards), IPIP encap",
+        },
+        Case {
+            name: "flow_hit_v4",
+            object: Object::Balancer,
+            program: BALANCER,
+            frame: udp4(CLIENT4_PLACED, 5353, None),
+            action: Action::Tx,
+            reason: Some(Reason::Forwarded),
+            what: "flow mode, IPv4 UDP, placed client: a flow-table (FLOWS) hit from the second \
+                   repeat on, which settles the backend without the SESSIONS lookup",
+        },
+        Case {
+            name: "flow_miss_v4",
+            object: Object::Balancer,
+            program: NEW_FLOW,
+            frame: udp4(CLIENT4_OTHER, 5353, None),
+            action: Action::Tx,
+            reason: Some(Reason::Forwarded),
+            what: "flow mode, IPv4 UDP, a new flow every repeat (the bench program moves the source \
+                   address on by one): FLOWS miss, SESSIONS miss, Maglev, FLOWS insert (evicting \
+                   once the table is full)",
+        },
+        Case {
+            name: "header_hit_v6",
+            object: Object::Balancer,
+            program: BALANCER,
+            frame: udp6_header(7, 0x1234_5678),
+            action: Action::Tx,
+            reason: Some(Reason::Forwarded),
+            what: "header mode, IPv6 (82-byte frame, the smallest carrying the header), placed \
+                   session, IP6IP6 encap",
+        },
+        Case {
+            name: "default_table_v4",
+            object: Object::Balancer,
+            program: BALANCER,
+            frame: udp4(CLIENT4_PLACED, 7000, Some((999_999, 0x1234_5678))),
+            action: Action::Tx,
+            reason: Some(Reason::Forwarded),
+            what: "header mode, IPv4, unknown session: SESSIONS miss, default Maglev table",
+        },
+        Case {
+            name: "diag_not_ip",
+            object: Object::Balancer,
+            program: BALANCER,
+            frame: arp_like(),
+            action: Action::Pass,
+            reason: Some(Reason::NotIp),
+            what: "diagnostic: a non-IP frame: Ethernet parse, count, pass (no map lookup but the counter)",
+        },
+        Case {
+            name: "diag_not_service_v4",
+            object: Object::Balancer,
+            program: BALANCER,
+            frame: udp4(CLIENT4_PLACED, 9, None),
+            action: Action::Pass,
+            reason: Some(Reason::NotService),
+            what: "diagnostic: UDP to a VIP port with no service: parse, one SERVICES miss, count, pass",
+        },
+        Case {
+            name: "diag_bad_magic_v4",
+            object: Object::Balancer,
+            program: BALANCER,
+            frame: udp4(CLIENT4_PLACED, 7000, None),
+            action: Action::Drop,
+            reason: Some(Reason::BadMagic),
+            what: "diagnostic: header-mode service, payload without the magic: parse, SERVICES hit, \
+                   header check, count, drop (no session lookup, no encap)",
+        },
+        Case {
+            name: "xdp_tx_baseline_restoring",
+            object: Object::Aux,
+            program: TX_RESTORING,
+            frame: placed_header_frame(),
+            action: Action::Tx,
+            reason: None,
+            what: "the XDP_TX baseline inside the bench wrapper: wrapper cost = this - xdp_tx_baseline",
+        },
+    ]
+}
+
+/// The measured cases and how they were measured, as JSON.
+pub struct DataplaneResults {
+    /// Method, repeat, rounds, anchors.
+    pub method: Value,
+    /// The wrapper's measured cost.
+    pub wrapper: Value,
+    /// One object per case.
+    pub cases: Vec<Value>,
+    /// Cheaper paths through the balancer, to locate where a forwarded packet's time goes.
+    pub diagnostics: Vec<Value>,
+}
+
+/// The cases and diagnostics as a plain-text table: ns/packet (measured and net of the
+/// wrapper) and the ratio to the `XDP_TX` baseline.
+pub fn table(results: &DataplaneResults) -> String {
+    let mut out = format!(
+        "{:<24} {:>10} {:>10} {:>8}\n",
+        "case", "ns/pkt", "measured", "x XDP_TX"
+    );
+    for v in results.cases.iter().chain(&results.diagnostics) {
+        out += &format!(
+            "{:<24} {:>10.1} {:>10.1} {:>8.2}\n",
+            v["case"].as_str().unwrap_or("?"),
+            v["ns_per_pkt"].as_f64().unwrap_or(f64::NAN),
+            v["ns_per_pkt_measured"].as_f64().unwrap_or(f64::NAN),
+            v["vs_xdp_tx"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+    out + &format!(
+        "wrapper cost {} ns/pkt (subtracted from the shardline cases)\n",
+        results.wrapper["ns_per_pkt"]
+    )
+}
+
+/// Measures every case (or, if `only` names any, those and the baselines) and returns the
+/// results.
+pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError> {
+    let rounds = if quick { 3 } else { 9 };
+    let mut lb = loaded_balancer()?;
+    for name in [BALANCER, NEW_FLOW] {
+        xdp_program(&mut lb.ebpf, name)?
+            .load()
+            .map_err(program_err(name))?;
+    }
+    let mut aux = load_aux()?;
+    for name in [PASS, TX, TX_RESTORING] {
+        xdp_program(&mut aux, name)?
+            .load()
+            .map_err(program_err(name))?;
+    }
+    let mut cases = cases();
+    if !only.is_empty() {
+        if let Some(unknown) = only.iter().find(|n| !cases.iter().any(|c| c.name == **n)) {
+            return Err(BenchError::Check(format!(
+                "no per-packet case named {unknown:?}; cases: {}",
+                cases.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        cases.retain(|c| c.object == Object::Aux || only.iter().any(|n| n == c.name));
+    }
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for round in 0..rounds {
+        for (i, case) in cases.iter().enumerate() {
+            let before = reasons(&lb)?;
+            let program = match case.object {
+                Object::Aux => xdp_program(&mut aux, case.program)?,
+                Object::Balancer => xdp_program(&mut lb.ebpf, case.program)?,
+            };
+            let result = program
+                .test_run(TestRunOptions {
+                    data_in: Some(&case.frame),
+                    repeat: REPEAT,
+                    ..TestRunOptions::new()
+                })
+                .map_err(program_err(case.program))?;
+            if Action::from_code(result.return_value) != case.action {
+                return Err(BenchError::Check(format!(
+                    "{}: {} returned {:?}, expected {:?}",
+                    case.name,
+                    case.program,
+                    Action::from_code(result.return_value),
+                    case.action
+                )));
+            }
+            if case.object == Object::Balancer {
+                check_counted(case, &before, &reasons(&lb)?)?;
+            }
+            samples[i].push(result.duration.as_nanos() as f64);
+        }
+        println!("bench:   round {}/{rounds} done", round + 1);
+    }
+    let medians: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
+    let by_name = |name: &str| {
+        cases
+            .iter()
+            .position(|c| c.name == name)
+            .map(|i| medians[i])
+            .unwrap_or(0.0)
+    };
+    let tx = by_name("xdp_tx_baseline");
+    let wrapper = (by_name("xdp_tx_baseline_restoring") - tx).max(0.0);
+    let mut out = Vec::new();
+    let mut diagnostics = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        if case.program == TX_RESTORING {
+            continue;
+        }
+        let raw = medians[i];
+        let net = if case.object == Object::Balancer {
+            (raw - wrapper).max(0.0)
+        } else {
+            raw
+        };
+        let mut v = json!({
+            "case": case.name,
+            "ns_per_pkt": round(net, 1),
+            "vs_xdp_tx": if tx > 0.0 { round(net / tx, 2) } else { 0.0 },
+            "mpps_per_core": if net > 0.0 { round(1000.0 / net, 2) } else { 0.0 },
+            "vs_10gbe_64b_line_rate": if net > 0.0 { round(LINE_RATE_NS / net, 2) } else { 0.0 },
+            "ns_per_pkt_measured": raw,
+            "ns_per_pkt_min": samples[i].iter().copied().fold(f64::INFINITY, f64::min),
+            "frame_bytes": case.frame.len(),
+            "program": case.program,
+            "what": case.what,
+        });
+        let target = match case.name {
+            "header_hit_v4" => Some(2.0),
+            "flow_hit_v4" => Some(2.5),
+            _ => None,
+        };
+        if let (Some(t), Some(obj)) = (target, v.as_object_mut()) {
+            obj.insert("target_vs_xdp_tx".into(), json!(t));
+            obj.insert("meets_target".into(), json!(tx > 0.0 && net / tx <= t));
+        }
+        if case.name.starts_with("diag_") {
+            diagnostics.push(v);
+        } else {
+            out.push(v);
+        }
+    }
+    Ok(DataplaneResults {
+        method: json!({
+            "mode": "BPF_PROG_TEST_RUN, repeat mode (not live frames), bench-only restoring wrapper",
+            "repeat": REPEAT,
+            "rounds": rounds,
+            "statistic": "median over rounds of the kernel's mean ns per repeat (whole ns)",
+            "ns_per_pkt": "baselines: as measured; shardline cases: measured inside the restoring \
+                           wrapper minus the wrapper's cost measured on xdp_tx_baseline (the \
+                           wrapper's bpf_xdp_adjust_head undo is not in that subtraction, so the \
+                           shardline figures are upper bounds)",
+            "verified": "every shardline repeat counted exactly once as `forwarded` in the per-CPU \
+                         reason counters",
+            "line_rate": format!("10 GbE, 64-byte frames: {LINE_RATE_MPPS:.2} Mpps, {LINE_RATE_NS} ns/pkt"),
+            "anchors_quoted_in_issue_7": {
+                "katran": "about 5.1x and 6.7x the XDP_TX baseline, about 100 ns/pkt",
+                "xdp_paper": "24 Mpps per core XDP_DROP, 16-17 Mpps XDP_TX",
+            },
+        }),
+        wrapper: json!({
+            "ns_per_pkt": round(wrapper, 1),
+            "measured_as": "median(xdp_tx_baseline_restoring) - median(xdp_tx_baseline)",
+            "xdp_tx_baseline_restoring_ns": by_name("xdp_tx_baseline_restoring"),
+        }),
+        cases: out,
+        diagnostics,
+    })
+}
+
+fn reasons(
+    lb: &shardline::private::PrivateDataplane,
+) -> Result<[u64; REASON_COUNT as usize], BenchError> {
+    let mut out = [0; REASON_COUNT as usize];
+    for (reason, n) in lb.maps.reason_counts()? {
+        out[reason as usize] = n;
+    }
+    Ok(out)
+}
+
+/// Fails unless exactly [`REPEAT`] packets were counted, all under the case's reason.
+fn check_counted(case: &Case, before: &[u64], after: &[u64]) -> Result<(), BenchError> {
+    let counted: Vec<(Reason, u64)> = Reason::ALL
+        .iter()
+        .map(|r| (*r, after[*r as usize] - before[*r as usize]))
+        .filter(|(_, n)| *n != 0)
+        .collect();
+    match (case.reason, &counted[..]) {
+        (Some(want), [(got, n)]) if *got == want && *n == u64::from(REPEAT) => Ok(()),
+        _ => Err(BenchError::Check(format!(
+            "{}: expected {} repeats counted as {:?}, the counters say {counted:?}; the measurement \
+             would not be of the path it names",
+            case.name,
+            REPEAT,
+            case.reason
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_have_the_sizes_the_report_states() {
+        for case in cases() {
+            let want = if case.name == "header_hit_v6" {
+                82
+            } else {
+                FRAME_LEN
+            };
+            assert_eq!(case.frame.len(), want, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn every_issue_case_is_measured_once() {
+        let names: Vec<&str> = cases().iter().map(|c| c.name).collect();
+        for want in [
+            "xdp_pass_baseline",
+            "xdp_tx_baseline",
+            "header_hit_v4",
+            "flow_hit_v4",
+            "flow_miss_v4",
+            "header_hit_v6",
+            "default_table_v4",
+        ] {
+            assert_eq!(names.iter().filter(|n| **n == want).count(), 1, "{want}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Commit latency and throughput of session-state writes (`PutState`, 64-byte values) on a
+//! 3-node cluster in this process, talking raft over HTTP on loopback, each node with its own
+//! redb store (fsync per log write) in a temporary directory.
+
+use std::{sync::Arc, time::Instant};
+
+use serde_json::{json, Value};
+
+use super::BenchError;
+use shardline::{
+    cluster::Cluster,
+    config::Config,
+    state::{Command, ConfigTables, Control, SessionRef},
+};
+
+/// Runs the measurement; `quick` shortens it.
+pub fn run(quick: bool) -> Result<Value, BenchError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(super::io("building a tokio runtime"))?
+        .block_on(measure(quick))
+}
+
+async fn measure(quick: bool) -> Result<Value, BenchError> {
+    let dir = std::env::temp_dir().join(format!("shardline-bench-raft-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let nodes = start(&dir).await;
+    let result = match &nodes {
+        Ok(nodes) => bench(nodes, quick).await,
+        Err(e) => Err(BenchError::Check(e.clone())),
+    };
+    for node in nodes.iter().flatten() {
+        node.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn start(dir: &std::path::Path) -> Result<Vec<Arc<Cluster>>, String> {
+    let ports: Vec<u16> = (0..3)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(|e| format!("picking a port: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let members: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{{ id = {}, addr = \"127.0.0.1:{p}\" }}", i + 1))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let text = format!(
+            "interface = \"lo\"\npin_dir = \"/sys/fs/bpf/unused\"\n[[services]]\nname = \"kv\"\nvip = \"10.100.0.1\"\nport = 7000\nprotocol = \"udp\"\nmode = \"header\"\nforward = \"l2dsr\"\n[cluster]\nnode_id = {}\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nmembers = [{}]\n",
+            i + 1,
+            dir.join(format!("node{}", i + 1)).display(),
+            members.join(", ")
+        );
+        let config = Config::parse(&text, "bench").map_err(|e| e.to_string())?;
+        let node = Cluster::start(&config).await.map_err(|e| e.to_string())?;
+        nodes.push(node);
+    }
+    let config = Config::parse(
+        "interface = \"lo\"\n[[services]]\nname = \"kv\"\nvip = \"10.100.0.1\"\nport = 7000\nprotocol = \"udp\"\nmode = \"header\"\nforward = \"l2dsr\"\n",
+        "bench",
+    )
+    .map_err(|e| e.to_string())?;
+    nodes[0]
+        .write(Command::LoadConfig(ConfigTables::of(&config)))
+        .await
+        .map_err(|e| format!("loading the tables: {e}"))?;
+    Ok(nodes)
+}
+
+fn put(i: u64) -> Command {
+    Command::PutState {
+        session: SessionRef {
+            service: "kv".into(),
+            session: i % 1000,
+        },
+        key: format!("k{}", i % 16),
+        value: vec![(i % 251) as u8; 64],
+    }
+}
+
+fn percentiles(mut us: Vec<f64>) -> Value {
+    us.sort_by(f64::total_cmp);
+    let at = |q: f64| us[((us.len() as f64 - 1.0) * q).round() as usize];
+    json!({
+        "samples": us.len(),
+        "p50_us": at(0.50).round(),
+        "p99_us": at(0.99).round(),
+        "max_us": at(1.0).round(),
+    })
+}
+
+async fn latencies(node: &Cluster, n: u64, base: u64) -> Result<Value, BenchError> {
+    let mut us = Vec::new();
+    for i in 0..n {
+        let start = Instant::now();
+        node.write(put(base + i))
+            .await
+            .map_err(|e| BenchError::Check(format!("write: {e}")))?;
+        us.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(percentiles(us))
+}
+
+async fn bench(nodes: &[Arc<Cluster>], quick: bool) -> Result<Value, BenchError> {
+    let leader_id = nodes[0]
+        .status()
+        .await
+        .leader
+        .ok_or_else(|| BenchError::Check("no leader".into()))?;
+    let leader = nodes.iter().find(|n| n.id() == leader_id).expect("leader");
+    let follower = nodes
+        .iter()
+        .find(|n| n.id() != leader_id)
+        .expect("follower");
+    let n = if quick { 300 } else { 2000 };
+    let sequential = latencies(leader, n, 0).await?;
+    let forwarded = latencies(follower, n / 2, 1_000_000).await?;
+    let writers = 64u64;
+    let per = if quick { 40 } else { 200 };
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let node = leader.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per {
+                node.write(put(2_000_000 + w * per + i)).await?;
+            }
+            Ok::<_, shardline::state::ControlError>(())
+        }));
+    }
+    for t in tasks {
+        t.await
+            .map_err(|e| BenchError::Check(e.to_string()))?
+            .map_err(|e| BenchError::Check(format!("write: {e}")))?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "setup": "3 nodes in one process, raft over HTTP/1.1 on 127.0.0.1, one redb store per node (fsync per log append), PutState of 64-byte values",
+        "commit_latency_leader": sequential,
+        "commit_latency_via_follower": forwarded,
+        "throughput": {
+            "writers": writers,
+            "writes": writers * per,
+            "seconds": (secs * 1000.0).round() / 1000.0,
+            "writes_per_second": ((writers * per) as f64 / secs).round(),
+        },
+        "published": {
+            "openraft": "openraft 0.8 README: about 48,000 writes/s with a single writer (in-memory store, no network: the protocol's own cost)",
+            "etcd": "etcd v2.2.0 benchmarks (3 members, GCE n1-highcpu-2, local SSD): 64-byte key, 1 client to the leader 55 writes/s (p90 24.5 ms); 256 clients 4,581 writes/s (p90 70.5 ms)",
+        },
+    }))
+}

@@ -1,0 +1,89 @@
+//! `shardline agent`.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use clap::Args;
+use shardline::{
+    agent::{self, AgentOptions},
+    config::BackendConfig,
+};
+
+/// Run on a backend host: report its resources and load to the daemon, answer /health.
+#[derive(Args)]
+pub struct AgentArgs {
+    /// This backend's id.
+    #[arg(long)]
+    backend: u32,
+    /// The daemon's agents endpoint, host:port (`control.listen`).
+    #[arg(long)]
+    daemon: String,
+    /// Where to serve /health.
+    #[arg(long, default_value = "0.0.0.0:7071")]
+    listen: SocketAddr,
+    /// Report interval, ms.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+    /// Account CPU and memory of this cgroup v2 directory instead of the host.
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
+    /// The application's load file (JSON: load, capacity, saturated).
+    #[arg(long)]
+    load_file: Option<PathBuf>,
+    /// Report saturation above this busy-CPU fraction.
+    #[arg(long)]
+    cpu_limit: Option<f64>,
+    /// Register this backend with the daemon first (needs --mac and an address).
+    #[arg(long, requires = "mac")]
+    register: bool,
+    /// Registration: IPv4 address.
+    #[arg(long)]
+    ipv4: Option<Ipv4Addr>,
+    /// Registration: IPv6 address.
+    #[arg(long)]
+    ipv6: Option<Ipv6Addr>,
+    /// Registration: next-hop MAC.
+    #[arg(long)]
+    mac: Option<String>,
+    /// Registration: weight.
+    #[arg(long, default_value_t = 1)]
+    weight: u32,
+    /// Registration: capacity, packets per second.
+    #[arg(long)]
+    capacity: Option<f64>,
+    /// Write this file once registered and serving /health.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+/// Runs the agent until it is killed.
+pub fn run(a: AgentArgs) -> anyhow::Result<()> {
+    let register = a.register.then(|| BackendConfig {
+        id: a.backend,
+        ipv4: a.ipv4,
+        ipv6: a.ipv6,
+        mac: a.mac.unwrap_or_default(),
+        weight: a.weight,
+        agent: None,
+        capacity: a.capacity,
+    });
+    let opts = AgentOptions {
+        backend: a.backend,
+        daemon: a.daemon,
+        listen: a.listen,
+        interval: Duration::from_millis(a.interval_ms),
+        cgroup: a.cgroup,
+        load_file: a.load_file,
+        cpu_limit: a.cpu_limit,
+        register,
+    };
+    let ready_file = a.ready_file;
+    super::runtime()?.block_on(agent::run(opts, move || {
+        if let Some(path) = ready_file {
+            let _ = std::fs::write(path, b"ready\n");
+        }
+    }))
+}

@@ -1,0 +1,179 @@
+//! `shardline plot SESSION --out FILE.png`: a session's measured load, point forecast and
+//! upper bound over time, with its re-shard events as vertical lines (plotters, bitmap).
+
+use std::{path::Path, sync::OnceLock};
+
+use plotters::{prelude::*, style::FontStyle};
+use serde_json::Value;
+
+use super::CliError;
+use shardline::state::SessionRef;
+
+/// The font labels are drawn with (Debian's `fonts-dejavu-core`, installed by setup).
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+fn register_font() -> Result<(), CliError> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            let font = std::fs::read(FONT)
+                .map_err(|e| format!("reading {FONT} (install fonts-dejavu-core): {e}"))?;
+            plotters::style::register_font(
+                "sans-serif",
+                FontStyle::Normal,
+                Box::leak(font.into_boxed_slice()),
+            )
+            .map_err(|_| format!("{FONT} is not a usable font"))
+        })
+        .clone()
+        .map_err(CliError::Local)
+}
+
+/// Draws `detail` (the API's `GET /v1/sessions/{service}/{session}`) into the PNG at `out`.
+pub fn draw(session: &SessionRef, detail: &Value, out: &Path) -> Result<(), CliError> {
+    let samples: Vec<[f64; 4]> = detail["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            Some([
+                s["at_ms"].as_f64()?,
+                s["actual"].as_f64()?,
+                s["forecast"].as_f64()?,
+                s["upper"].as_f64()?,
+            ])
+        })
+        .collect();
+    if samples.is_empty() {
+        return Err(CliError::Refused {
+            status: 404,
+            code: "no_history".into(),
+            message: format!(
+                "session {session} has no samples yet: the control loop has not forecast it"
+            ),
+        });
+    }
+    register_font()?;
+    let t0 = samples[0][0];
+    let secs = |ms: f64| (ms - t0) / 1000.0;
+    let end = secs(samples[samples.len() - 1][0]).max(1.0);
+    let top = samples
+        .iter()
+        .flat_map(|s| s[1..].iter().copied())
+        .filter(|v| v.is_finite())
+        .fold(1.0, f64::max)
+        * 1.1;
+    let events: Vec<(f64, String)> = detail["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                secs(e["at_ms"].as_f64()?),
+                format!("{}→{}", e["from"], e["to"]),
+            ))
+        })
+        .filter(|(t, _)| (0.0..=end).contains(t))
+        .collect();
+    let fail =
+        |e: &dyn std::fmt::Display| CliError::Local(format!("drawing {}: {e}", out.display()));
+
+    let root = BitMapBackend::new(out, (1100, 550)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("shardline: session {session}, load and forecast"),
+            ("sans-serif", 22),
+        )
+        .margin(20)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..end, 0f64..top)
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("packets per second")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| fail(&e))?;
+    let series = [
+        (1, "actual", BLUE),
+        (2, "forecast", RGBColor(230, 120, 0)),
+        (3, "upper bound (p95)", RGBColor(200, 0, 0)),
+    ];
+    for (column, name, color) in series {
+        let points = samples.iter().map(|s| (secs(s[0]), s[column]));
+        chart
+            .draw_series(LineSeries::new(
+                points,
+                color.stroke_width(if column == 1 { 2 } else { 1 }),
+            ))
+            .map_err(|e| fail(&e))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    let grey = RGBColor(90, 90, 90);
+    for (t, label) in &events {
+        chart
+            .draw_series(LineSeries::new(vec![(*t, 0.0), (*t, top)], grey.mix(0.6)))
+            .map_err(|e| fail(&e))?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                label.clone(),
+                (*t, top * 0.97),
+                ("sans-serif", 13),
+            )))
+            .map_err(|e| fail(&e))?;
+    }
+    if !events.is_empty() {
+        chart
+            .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())
+            .map_err(|e| fail(&e))?
+            .label("re-shard (shards before→after)")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn draws_history_and_events_into_a_png() {
+        let history: Vec<Value> = (0..120)
+            .map(|i| {
+                let load = 500.0 + 400.0 * ((i as f64) / 10.0).sin();
+                json!({"at_ms": 1_000_000 + i * 1000, "actual": load, "forecast": load * 1.05, "upper": load * 1.3})
+            })
+            .collect();
+        let detail = json!({"history": history, "events": [{"at_ms": 1_030_000, "from": 1, "to": 2, "reason": "peak"}]});
+        let out = std::env::temp_dir().join(format!("shardline-plot-{}.png", std::process::id()));
+        let session = SessionRef {
+            service: "kv".into(),
+            session: 42,
+        };
+        draw(&session, &detail, &out).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+        assert!(
+            bytes.len() > 10_000,
+            "suspiciously small: {} bytes",
+            bytes.len()
+        );
+        std::fs::remove_file(&out).unwrap();
+        let empty = draw(&session, &json!({"history": []}), &out).unwrap_err();
+        assert_eq!(empty.exit_code(), super::super::EXIT_REFUSED);
+    }
+}

@@ -1,0 +1,143 @@
+//! The lab's backend service: UDP and TCP echo servers that prefix every answer with the
+//! backend's id, so the client learns which backend served each request.
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    thread,
+    time::Duration,
+};
+
+/// A backend's capacity limit: UDP requests beyond `capacity` per second are dropped, and each
+/// second the served rate, the capacity and whether any request was refused are written to
+/// `load_file` as an [`shardline::agent::AppLoad`] (for the backend's agent to report).
+#[derive(Debug)]
+pub struct Limit {
+    capacity: u64,
+    served: AtomicU64,
+    refused: AtomicU64,
+    load_file: PathBuf,
+}
+
+impl Limit {
+    /// A limit of `capacity` requests per second, reported to `load_file`.
+    pub fn new(capacity: u64, load_file: PathBuf) -> Arc<Self> {
+        Arc::new(Self {
+            capacity,
+            served: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            load_file,
+        })
+    }
+
+    fn admit(&self) -> bool {
+        if self.served.fetch_add(1, Ordering::Relaxed) < self.capacity {
+            true
+        } else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Every second: writes the load file and resets the window; logs saturation changes.
+    fn report_loop(self: Arc<Self>, id: u32) {
+        let mut was = false;
+        loop {
+            thread::sleep(Duration::from_secs(1));
+            let refused = self.refused.swap(0, Ordering::Relaxed);
+            let served = self.served.swap(0, Ordering::Relaxed).min(self.capacity);
+            let load = shardline::agent::AppLoad {
+                load: served as f64,
+                capacity: self.capacity as f64,
+                saturated: refused > 0,
+            };
+            if load.saturated != was {
+                if load.saturated {
+                    eprintln!(
+                        "backend {id} saturated: refused {refused} requests over {} per second",
+                        self.capacity
+                    );
+                } else {
+                    eprintln!("backend {id} no longer saturated");
+                }
+                was = load.saturated;
+            }
+            let tmp = self.load_file.with_extension("tmp");
+            let json = serde_json::to_vec(&load).expect("serializable");
+            if std::fs::write(&tmp, json).is_ok() {
+                let _ = std::fs::rename(&tmp, &self.load_file);
+            }
+        }
+    }
+}
+
+/// Length of a TCP request; the answer is [`ID_LEN`] + this.
+pub const TCP_REQUEST_LEN: usize = 32;
+/// Length of the backend-id prefix of every answer (u32, big endian).
+pub const ID_LEN: usize = 4;
+
+/// Serves UDP on every `udp` port and TCP on every `tcp` port of every address in `bind` until
+/// the process is killed. Binding the VIPs themselves makes UDP answers leave from the VIP (an
+/// unbound socket would answer from the host's own address, which the client would not accept).
+/// Sockets are bound before this returns, so a caller can signal readiness.
+/// With a `limit`, UDP requests are counted and capped (see [`Limit`]).
+pub fn serve(
+    id: u32,
+    bind: &[IpAddr],
+    udp: &[u16],
+    tcp: &[u16],
+    limit: Option<Arc<Limit>>,
+) -> std::io::Result<Vec<thread::JoinHandle<()>>> {
+    let mut handles = Vec::new();
+    if let Some(limit) = &limit {
+        let limit = limit.clone();
+        handles.push(thread::spawn(move || limit.report_loop(id)));
+    }
+    for addr in bind {
+        for port in udp {
+            let socket = UdpSocket::bind(SocketAddr::new(*addr, *port))?;
+            let limit = limit.clone();
+            handles.push(thread::spawn(move || udp_loop(id, socket, limit)));
+        }
+        for port in tcp {
+            let listener = TcpListener::bind(SocketAddr::new(*addr, *port))?;
+            handles.push(thread::spawn(move || tcp_accept(id, listener)));
+        }
+    }
+    Ok(handles)
+}
+
+fn udp_loop(id: u32, socket: UdpSocket, limit: Option<Arc<Limit>>) {
+    let mut buf = [0u8; 2048];
+    loop {
+        let Ok((n, peer)) = socket.recv_from(&mut buf[ID_LEN..]) else {
+            continue;
+        };
+        if limit.as_ref().is_some_and(|l| !l.admit()) {
+            continue;
+        }
+        buf[..ID_LEN].copy_from_slice(&id.to_be_bytes());
+        let _ = socket.send_to(&buf[..ID_LEN + n], peer);
+    }
+}
+
+fn tcp_accept(id: u32, listener: TcpListener) {
+    for stream in listener.incoming().flatten() {
+        thread::spawn(move || {
+            let mut stream = stream;
+            let mut req = [0u8; TCP_REQUEST_LEN];
+            while stream.read_exact(&mut req).is_ok() {
+                let mut answer = id.to_be_bytes().to_vec();
+                answer.extend_from_slice(&req);
+                if stream.write_all(&answer).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}

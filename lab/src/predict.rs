@@ -1,0 +1,265 @@
+//! The lab's predictive side: a `[control]` section for the daemon, a capacity limit and a
+//! `shardline agent` on every backend, and the autoscale hook's action — a new backend
+//! namespace on the lab's bridge that registers itself (`shardline-lab add-backend`).
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    netns::{Netns, NetnsError},
+    Binaries,
+};
+use crate::{
+    topology::{backend4, backend6, backend_mac, backend_ns_name, join_backend, LB4, VIP4, VIP6},
+    HEADER_PORT, UDP_FLOW_PORT,
+};
+
+/// Port of the daemon's agents' endpoint in the lab.
+pub const AGENTS_PORT: u16 = 7070;
+/// Port every backend's agent serves `/health` on.
+pub const AGENT_PORT: u16 = 7071;
+
+/// The control loop's settings in a lab.
+#[derive(Debug, Clone)]
+pub struct PredictOptions {
+    /// Requests per second each backend serves before refusing (its capacity limit).
+    pub backend_capacity: u64,
+    /// `control.per_shard_capacity`.
+    pub per_shard_capacity: f64,
+    /// Call the hook (a new backend) when the fleet falls short.
+    pub hook: bool,
+    /// Tick and health-check interval, ms.
+    pub tick_ms: u64,
+    /// History file contents to start from (e.g. garbage, for the corruption test).
+    pub history_seed: Option<Vec<u8>>,
+    /// `control.history_on_corrupt`.
+    pub on_corrupt: &'static str,
+}
+
+impl Default for PredictOptions {
+    fn default() -> Self {
+        Self {
+            backend_capacity: 400,
+            per_shard_capacity: 250.0,
+            hook: false,
+            tick_ms: 500,
+            history_seed: None,
+            on_corrupt: "recover",
+        }
+    }
+}
+
+/// Where the daemon's agents' endpoint listens.
+pub fn agents_endpoint() -> String {
+    format!("{LB4}:{AGENTS_PORT}")
+}
+
+/// The history file of a lab working in `work_dir`.
+pub fn history_path(work_dir: &Path) -> PathBuf {
+    work_dir.join("history.redb")
+}
+
+/// The load file backend `id`'s echo writes and its agent reads.
+pub fn load_file(work_dir: &Path, id: u32) -> PathBuf {
+    work_dir.join(format!("load-{id}.json"))
+}
+
+/// Extra lines of backend `id`'s `[[backends]]` table.
+pub fn backend_lines(opts: &PredictOptions, id: u32) -> String {
+    format!(
+        "agent = \"{}:{AGENT_PORT}\"\ncapacity = {:.1}\n",
+        backend4(id),
+        opts.backend_capacity as f64
+    )
+}
+
+/// The `[control]` section (appended last to the lab's configuration).
+pub fn control_section(
+    opts: &PredictOptions,
+    work_dir: &Path,
+    exe: &str,
+    tag: &str,
+    aliases: u32,
+) -> String {
+    let mut s = format!(
+        "\n[control]\ntick_ms = {tick}\nhorizon = 6\nper_shard_capacity = {cap:.1}\nheadroom = 0.25\nmin_dwell_secs = 2.0\nscale_in_delay_secs = 30.0\nlisten = \"{listen}\"\nhealth_interval_ms = {tick}\nhistory_path = \"{history}\"\nhistory_on_corrupt = \"{corrupt}\"\n",
+        tick = opts.tick_ms,
+        cap = opts.per_shard_capacity,
+        listen = agents_endpoint(),
+        history = history_path(work_dir).display(),
+        corrupt = opts.on_corrupt,
+    );
+    if opts.hook {
+        s += &format!(
+            "\n[control.hook]\ncommand = [\"{exe}\", \"add-backend\", \"--tag\", \"{tag}\", \"--work-dir\", \"{}\", \"--capacity\", \"{}\", \"--aliases\", \"{aliases}\"]\nlead_secs = 15.0\ncooldown_secs = 20.0\n",
+            work_dir.display(),
+            opts.backend_capacity
+        );
+    }
+    s
+}
+
+/// Echo arguments that add the capacity limit.
+pub fn echo_limit_args(opts: &PredictOptions, work_dir: &Path, id: u32) -> Vec<String> {
+    vec![
+        "--capacity".into(),
+        opts.backend_capacity.to_string(),
+        "--load-file".into(),
+        load_file(work_dir, id).display().to_string(),
+    ]
+}
+
+/// Arguments of backend `id`'s agent.
+pub fn agent_args(work_dir: &Path, id: u32, interval_ms: u64) -> Vec<String> {
+    vec![
+        "agent".into(),
+        "--backend".into(),
+        id.to_string(),
+        "--daemon".into(),
+        agents_endpoint(),
+        "--listen".into(),
+        format!("{}:{AGENT_PORT}", backend4(id)),
+        "--interval-ms".into(),
+        interval_ms.to_string(),
+        "--load-file".into(),
+        load_file(work_dir, id).display().to_string(),
+    ]
+}
+
+/// File listing the backends the hook added (`id pid pid pid` per line), for the lab to stop.
+pub fn extras_file(work_dir: &Path) -> PathBuf {
+    work_dir.join("extra-backends")
+}
+
+/// `shardline-lab add-backend`: the hook's action. Adds the next backend id to lab `tag`,
+/// starts its decapsulator, echo (with the capacity limit) and agent (which registers it with
+/// the daemon), and returns once it is registered.
+pub fn add_backend(
+    tag: &str,
+    work_dir: &Path,
+    capacity: u64,
+    aliases: u32,
+) -> Result<u32, NetnsError> {
+    let existing = std::fs::read_to_string(extras_file(work_dir)).unwrap_or_default();
+    let mut id = 1;
+    while Path::new("/var/run/netns")
+        .join(backend_ns_name(tag, id))
+        .exists()
+        || existing
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(&id.to_string()))
+    {
+        id += 1;
+    }
+    let ns = join_backend(tag, id, aliases)?;
+    let bins = Binaries::locate().map_err(|e| NetnsError::Spawn {
+        command: "a lab backend's processes".into(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()),
+    })?;
+    let opts = PredictOptions {
+        backend_capacity: capacity,
+        ..PredictOptions::default()
+    };
+    let (v4, v6) = (VIP4.to_string(), VIP6.to_string());
+    let mut echo: Vec<String> = [
+        "echo",
+        "--id",
+        &id.to_string(),
+        "--bind",
+        &v4,
+        "--bind",
+        &v6,
+        "--udp",
+        &format!("{HEADER_PORT},{UDP_FLOW_PORT}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    echo.extend(echo_limit_args(&opts, work_dir, id));
+    let mut agent = agent_args(work_dir, id, 500);
+    agent.extend(
+        [
+            "--register",
+            "--ipv4",
+            &backend4(id).to_string(),
+            "--ipv6",
+            &backend6(id).to_string(),
+            "--mac",
+            &backend_mac(id),
+            "--capacity",
+            &capacity.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let ready = work_dir.join(format!("ready-extra-{id}"));
+    agent.extend(["--ready-file".into(), ready.display().to_string()]);
+    let decap: Vec<String> = ["decap", "--iface", "eth0", "--vip", &v4, "--vip", &v6]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut pids = Vec::new();
+    for (what, exe, args) in [
+        ("decap", &bins.shardline, decap),
+        ("echo", &bins.lab, echo),
+        ("agent", &bins.shardline, agent),
+    ] {
+        let log = work_dir.join(format!("extra-{id}-{what}.log"));
+        let file = std::fs::File::create(&log).map_err(|e| io(&log, e))?;
+        let child = ns
+            .command(&exe.to_string_lossy())
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().map_err(|e| io(&log, e))?)
+            .stderr(file)
+            .spawn()
+            .map_err(|e| io(&log, e))?;
+        pids.push(child.id());
+        // Give the decapsulator its XDP program before the echo binds.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let line = format!(
+        "{id} {}\n",
+        pids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut all = existing;
+    all.push_str(&line);
+    let _ = std::fs::write(extras_file(work_dir), all);
+    // The namespace outlives this process: the lab removes it.
+    std::mem::forget(ns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(id)
+}
+
+fn io(path: &Path, e: std::io::Error) -> NetnsError {
+    NetnsError::Spawn {
+        command: format!("a lab backend process logging to {}", path.display()),
+        source: e,
+    }
+}
+
+/// Stops what [`add_backend`] started in lab `tag` and removes its namespaces.
+pub fn remove_extras(tag: &str, work_dir: &Path) {
+    let text = std::fs::read_to_string(extras_file(work_dir)).unwrap_or_default();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(id) = fields.next().and_then(|f| f.parse::<u32>().ok()) else {
+            continue;
+        };
+        for pid in fields.filter_map(|f| f.parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        drop(Netns::adopt(&backend_ns_name(tag, id)));
+    }
+}

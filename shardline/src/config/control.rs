@@ -1,0 +1,313 @@
+//! The `[control]` section of the configuration: the predictive loop, its history, the agents'
+//! endpoint, health checks and the autoscale hook. Every field has a default; an absent section
+//! leaves the loop off.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+
+/// Most shards a session can have (the dataplane's shard-set size).
+pub const MAX_SHARDS: u8 = shardline_common::consts::MAX_SHARDS as u8;
+
+/// Longest period detected (steps): a week of 5-minute steps. It bounds the detection's cost
+/// (O(series × period)) and the seasonal models' memory.
+pub const MAX_PERIOD: usize = 2016;
+
+/// Most downsampling tiers a history store keeps.
+pub const MAX_TIERS: usize = 4;
+
+/// What the daemon does with a history file it cannot read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnCorrupt {
+    /// Move it aside to `<file>.corrupt` and start empty, with a warning.
+    #[default]
+    Recover,
+    /// Refuse to start.
+    Refuse,
+}
+
+/// `[control]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Tick length, ms (default 1000).
+    #[serde(default = "d_tick_ms")]
+    pub tick_ms: u64,
+    /// Forecast horizon of shard decisions, in ticks (default 3).
+    #[serde(default = "d_horizon")]
+    pub horizon: usize,
+    /// Season length in ticks for the seasonal models; 0 for none (default).
+    #[serde(default)]
+    pub period: usize,
+    /// Load (packets per second) one shard carries at full use (default 1000).
+    #[serde(default = "d_capacity")]
+    pub per_shard_capacity: f64,
+    /// Spare capacity over the upper forecast (default 0.2).
+    #[serde(default = "d_headroom")]
+    pub headroom: f64,
+    /// Extra margin a scale-in must leave (default 0.1).
+    #[serde(default = "d_hysteresis")]
+    pub hysteresis: f64,
+    /// Least seconds between two changes of a session (default 10).
+    #[serde(default = "d_dwell")]
+    pub min_dwell_secs: f64,
+    /// Seconds the forecast must stay low before a scale-in (default 60).
+    #[serde(default = "d_scale_in")]
+    pub scale_in_delay_secs: f64,
+    /// CPU core the loop's thread is pinned to (default: the last core).
+    pub core: Option<usize>,
+    /// Address of the agents' endpoint (`/v1/agents`), e.g. `0.0.0.0:7070`.
+    pub listen: Option<SocketAddr>,
+    /// Health-check interval, ms (default 1000).
+    #[serde(default = "d_health_ms")]
+    pub health_interval_ms: u64,
+    /// History file (redb); none keeps no history.
+    pub history_path: Option<PathBuf>,
+    /// Downsampling tiers, finest first (default 1 s for an hour, 1 min for a week).
+    #[serde(default = "d_tiers")]
+    pub history_tiers: Vec<TierConfig>,
+    /// `recover` (default: move a corrupt file aside, start empty) or `refuse`.
+    #[serde(default)]
+    pub history_on_corrupt: OnCorrupt,
+    /// The autoscale hook.
+    pub hook: Option<HookConfig>,
+    /// Priors by session class (`interactive`, `bulk`, …).
+    #[serde(default)]
+    pub classes: BTreeMap<String, ClassPrior>,
+}
+
+/// One downsampling tier.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// Bucket width, seconds.
+    pub step_secs: u64,
+    /// Age after which buckets are deleted, seconds.
+    pub keep_secs: u64,
+}
+
+/// `[control.hook]`: what to call when healthy backends will not carry the forecast load.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// A program and its arguments; gets the shortfall JSON on stdin and in
+    /// `SHARDLINE_SHORTFALL`.
+    pub command: Option<Vec<String>>,
+    /// An `http://host:port/path` URL; gets the shortfall JSON by POST.
+    pub webhook: Option<String>,
+    /// How far ahead the fleet's load is forecast for the hook, seconds (default 30).
+    #[serde(default = "d_lead")]
+    pub lead_secs: f64,
+    /// Least seconds between two calls (default 30).
+    #[serde(default = "d_lead")]
+    pub cooldown_secs: f64,
+}
+
+/// A class's prior for a new session.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClassPrior {
+    /// Expected load (packets per second) before any sample.
+    #[serde(default)]
+    pub rate: f64,
+    /// Shards a new session starts with (default 1).
+    #[serde(default = "d_shards")]
+    pub shards: u8,
+}
+
+fn d_tick_ms() -> u64 {
+    1000
+}
+fn d_horizon() -> usize {
+    3
+}
+fn d_capacity() -> f64 {
+    1000.0
+}
+fn d_headroom() -> f64 {
+    0.2
+}
+fn d_hysteresis() -> f64 {
+    0.1
+}
+fn d_dwell() -> f64 {
+    10.0
+}
+fn d_scale_in() -> f64 {
+    60.0
+}
+fn d_health_ms() -> u64 {
+    1000
+}
+fn d_lead() -> f64 {
+    30.0
+}
+fn d_shards() -> u8 {
+    1
+}
+/// The default history tiers: 1 s buckets for an hour, 1 min buckets for a week.
+pub fn default_tiers() -> Vec<TierConfig> {
+    vec![
+        TierConfig {
+            step_secs: 1,
+            keep_secs: 3600,
+        },
+        TierConfig {
+            step_secs: 60,
+            keep_secs: 7 * 24 * 3600,
+        },
+    ]
+}
+
+fn d_tiers() -> Vec<TierConfig> {
+    default_tiers()
+}
+
+fn invalid(field: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: format!("control.{field}"),
+        problem: problem.into(),
+    }
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+impl ControlConfig {
+    /// Checks every field's range; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(10..=3_600_000).contains(&self.tick_ms) {
+            return Err(invalid("tick_ms", "must be 10 to 3600000"));
+        }
+        if !(1..=3600).contains(&self.horizon) {
+            return Err(invalid("horizon", "must be 1 to 3600 ticks"));
+        }
+        if self.period > MAX_PERIOD {
+            return Err(invalid("period", format!("must be at most {MAX_PERIOD}")));
+        }
+        if !(self.per_shard_capacity.is_finite() && self.per_shard_capacity > 0.0) {
+            return Err(invalid(
+                "per_shard_capacity",
+                format!(
+                    "must be positive and finite, got {}",
+                    self.per_shard_capacity
+                ),
+            ));
+        }
+        for (name, v) in [("headroom", self.headroom), ("hysteresis", self.hysteresis)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(invalid(name, format!("must be within 0..1, got {v}")));
+            }
+        }
+        for (name, v) in [
+            ("min_dwell_secs", self.min_dwell_secs),
+            ("scale_in_delay_secs", self.scale_in_delay_secs),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(invalid(name, "must be a non-negative number of seconds"));
+            }
+        }
+        if self.health_interval_ms < 10 {
+            return Err(invalid("health_interval_ms", "must be at least 10"));
+        }
+        if self.history_tiers.is_empty() || self.history_tiers.len() > MAX_TIERS {
+            return Err(invalid(
+                "history_tiers",
+                format!("needs 1 to {MAX_TIERS} tiers"),
+            ));
+        }
+        for (i, t) in self.history_tiers.iter().enumerate() {
+            if t.step_secs == 0 || t.keep_secs < t.step_secs {
+                return Err(invalid(
+                    &format!("history_tiers[{i}]"),
+                    "needs step_secs ≥ 1 and keep_secs ≥ step_secs",
+                ));
+            }
+        }
+        if let Some(hook) = &self.hook {
+            if hook.command.is_none() == hook.webhook.is_none() {
+                return Err(invalid("hook", "set exactly one of `command` or `webhook`"));
+            }
+            if hook.command.as_ref().is_some_and(|c| c.is_empty()) {
+                return Err(invalid("hook.command", "needs a program"));
+            }
+            if let Some(url) = &hook.webhook {
+                check_http_url(url).map_err(|problem| invalid("hook.webhook", problem))?;
+            }
+            for (name, v) in [
+                ("hook.lead_secs", hook.lead_secs),
+                ("hook.cooldown_secs", hook.cooldown_secs),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(invalid(name, "must be a non-negative number of seconds"));
+                }
+            }
+        }
+        for (name, prior) in &self.classes {
+            if !(1..=MAX_SHARDS).contains(&prior.shards) {
+                return Err(invalid(
+                    &format!("classes.{name}.shards"),
+                    format!("must be 1 to {MAX_SHARDS}"),
+                ));
+            }
+            if !(prior.rate.is_finite() && prior.rate >= 0.0) {
+                return Err(invalid(&format!("classes.{name}.rate"), "must be ≥ 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The tick length.
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms)
+    }
+}
+
+/// Checks that `url` is an `http://` or `https://` URL with a host.
+pub fn check_http_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url:?}: expected http://host[:port]/path or https://…"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return Err(format!("{url:?}: no host"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_errors_name_the_field() {
+        let c = ControlConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.tick(), Duration::from_secs(1));
+        assert_eq!(c.history_tiers, default_tiers());
+        let bad: ControlConfig = toml::from_str("headroom = 2.0").unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("control.headroom"), "{e}");
+        let bad: ControlConfig =
+            toml::from_str("[hook]\ncommand = [\"x\"]\nwebhook = \"http://a:1/\"").unwrap();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("control.hook"));
+        let bad: ControlConfig = toml::from_str("[classes.bulk]\nshards = 40").unwrap();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("control.classes.bulk.shards"));
+        assert!(toml::from_str::<ControlConfig>("tick = 5").is_err());
+    }
+}

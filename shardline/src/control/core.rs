@@ -1,0 +1,529 @@
+//! The loop's pure core: one tick turns session loads, agent reports and the control state into
+//! placement commands (with their reasons), an optional hook call and per-session insights.
+//! No threads, no I/O, time passed in.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    agent::AgentReport,
+    control::forecast::{Selector, SelectorConfig},
+    control::hook::Shortfall,
+    control::insight::{ReshardEvent, Sample, SessionInsight, HISTORY_SAMPLES},
+    control::placement::{choose_backends, BackendLoad},
+    control::sizing::SizingConfig,
+    control::tick::{tick, Decision, SessionState},
+    state::{Command, ControlState, SessionRef},
+};
+
+use crate::config::control::{ClassPrior, ControlConfig};
+
+/// Reshard events kept per session.
+const EVENTS_KEPT: usize = 64;
+/// How long a placement this loop wrote may take to show in the state before it is retried.
+const PENDING_FOR: Duration = Duration::from_secs(5);
+
+/// A placement command and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    /// The command (`Place`).
+    pub command: Command,
+    /// Why, for logs and insights.
+    pub reason: String,
+}
+
+/// What one tick produced.
+#[derive(Debug, Default)]
+pub struct TickOutput {
+    /// Placements to commit, in order.
+    pub placements: Vec<Placement>,
+    /// A hook call, if the fleet falls short.
+    pub shortfall: Option<Shortfall>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Extra {
+    rate: f64,
+    error: f64,
+    history: VecDeque<Sample>,
+    events: Vec<ReshardEvent>,
+}
+
+/// The control loop's memory.
+pub struct Core {
+    decide: SizingConfig,
+    selector: SelectorConfig,
+    classes: BTreeMap<String, ClassPrior>,
+    tick_len: Duration,
+    hook_lead: Option<(Duration, Duration)>,
+    index: HashMap<SessionRef, usize>,
+    refs: Vec<SessionRef>,
+    states: Vec<SessionState>,
+    samples: Vec<f64>,
+    extras: Vec<Extra>,
+    reports: BTreeMap<u32, AgentReport>,
+    pending: HashMap<SessionRef, (Vec<u32>, Instant)>,
+    fleet: Option<Selector>,
+    last_hook: Option<Instant>,
+    decisions: Vec<Decision>,
+    chosen: Vec<u32>,
+    /// Backends passing their health checks this tick (saturated ones included: they keep
+    /// what they hold, they only get nothing new).
+    alive: HashSet<u32>,
+}
+
+impl Core {
+    /// A core configured by `[control]`.
+    pub fn new(config: &ControlConfig) -> Self {
+        let tick_len = config.tick();
+        let hook_lead = config.hook.as_ref().map(|h| {
+            (
+                Duration::from_secs_f64(h.lead_secs),
+                Duration::from_secs_f64(h.cooldown_secs),
+            )
+        });
+        let fleet = hook_lead.map(|(lead, _)| {
+            let steps = (lead.as_secs_f64() / tick_len.as_secs_f64())
+                .ceil()
+                .max(1.0) as usize;
+            Selector::new(SelectorConfig {
+                horizon: steps,
+                ..config.selector()
+            })
+        });
+        Self {
+            decide: config.sizing(),
+            selector: config.selector(),
+            classes: config.classes.clone(),
+            tick_len,
+            hook_lead,
+            index: HashMap::new(),
+            refs: Vec::new(),
+            states: Vec::new(),
+            samples: Vec::new(),
+            extras: Vec::new(),
+            reports: BTreeMap::new(),
+            pending: HashMap::new(),
+            fleet,
+            last_hook: None,
+            decisions: Vec::new(),
+            chosen: Vec::new(),
+            alive: HashSet::new(),
+        }
+    }
+
+    /// Takes a backend's latest report.
+    pub fn report(&mut self, report: AgentReport) {
+        self.reports.insert(report.backend, report);
+    }
+
+    /// Warms a session's forecaster with past loads (a restart reading its history).
+    pub fn warm(
+        &mut self,
+        session: &SessionRef,
+        values: &[f64],
+        state: &ControlState,
+        now: Instant,
+    ) {
+        let i = self.session(session, state, now);
+        for v in values.iter().filter(|v| v.is_finite()) {
+            self.states[i].warm(*v);
+        }
+    }
+
+    /// Number of sessions known.
+    pub fn sessions(&self) -> usize {
+        self.refs.len()
+    }
+
+    fn session(&mut self, session: &SessionRef, state: &ControlState, now: Instant) -> usize {
+        if let Some(&i) = self.index.get(session) {
+            return i;
+        }
+        let entry = state.sessions.get(session);
+        let prior = entry
+            .and_then(|e| e.meta.class.as_ref())
+            .and_then(|c| self.classes.get(c))
+            .copied();
+        let placed = entry.map(|e| e.backends.len()).unwrap_or(0) as u8;
+        let shards = if placed > 0 {
+            placed
+        } else {
+            prior.map(|p| p.shards).unwrap_or(1)
+        };
+        let mut s = SessionState::new(self.selector, shards, now);
+        if let Some(p) = prior.filter(|p| p.rate > 0.0) {
+            // The class's expected load stands in for the first sample.
+            s.warm(p.rate);
+        }
+        let i = self.refs.len();
+        self.index.insert(session.clone(), i);
+        self.refs.push(session.clone());
+        self.states.push(s);
+        self.samples.push(f64::NAN);
+        self.extras.push(Extra::default());
+        i
+    }
+
+    /// One tick at `now` (`at_ms` is the same instant in Unix ms, `start` the loop's start for
+    /// messages): `rates` are this tick's loads, `state` the control state as applied.
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        at_ms: u64,
+        start: Instant,
+        rates: &[(SessionRef, f64)],
+        state: &ControlState,
+    ) -> TickOutput {
+        let mut out = TickOutput::default();
+        self.samples.fill(f64::NAN);
+        for (session, rate) in rates {
+            let i = self.session(session, state, now);
+            self.samples[i] = *rate;
+        }
+        self.decisions.clear();
+        self.decisions
+            .extend(tick(&mut self.states, &self.samples, &self.decide, now));
+        self.record_insights(at_ms);
+        self.alive.clear();
+        self.alive.extend(
+            state
+                .backends
+                .iter()
+                .filter(|(_, b)| b.healthy)
+                .map(|(id, _)| *id),
+        );
+        let mut loads = self.backend_loads(state);
+        let t = now.saturating_duration_since(start).as_secs_f64();
+        let horizon = self.tick_len.as_secs_f64() * self.selector.horizon as f64;
+        let decisions = std::mem::take(&mut self.decisions);
+        for d in &decisions {
+            let session = self.refs[d.session].clone();
+            let current = self.current(&session, state, now);
+            if d.to <= 1 && current.is_empty() {
+                continue; // One shard: the default table serves it.
+            }
+            let set = self.grow_or_shrink(&current, d.to as usize, d.upper, &mut loads);
+            // One backend is no better than the default table: wait for room for more.
+            if set == current || set.len() < 2 && current.is_empty() {
+                continue;
+            }
+            let reason = format!(
+                "session {session} {} → {} shards at t={t:.0}s, forecast peak {:.0} pps at t+{horizon:.0}s ({} pps per shard, {:.0}% headroom)",
+                current.len().max(1),
+                set.len(),
+                d.upper,
+                self.decide.per_shard_capacity,
+                self.decide.headroom * 100.0
+            );
+            self.emit(
+                &mut out,
+                d.session,
+                session,
+                current.len(),
+                set,
+                reason,
+                at_ms,
+                now,
+            );
+        }
+        self.decisions = decisions;
+        self.repair(&mut out, state, &mut loads, at_ms, now);
+        out.shortfall = self.fleet_check(now, at_ms, rates, &loads);
+        out
+    }
+
+    /// The session's shard set as this loop last wrote it, or as the state says.
+    fn current(&mut self, session: &SessionRef, state: &ControlState, now: Instant) -> Vec<u32> {
+        let applied = state
+            .sessions
+            .get(session)
+            .map(|e| e.backends.clone())
+            .unwrap_or_default();
+        match self.pending.get(session) {
+            Some((set, _)) if *set == applied => {
+                self.pending.remove(session);
+                applied
+            }
+            Some((set, at)) if now.saturating_duration_since(*at) < PENDING_FOR => set.clone(),
+            _ => applied,
+        }
+    }
+
+    fn grow_or_shrink(
+        &mut self,
+        current: &[u32],
+        to: usize,
+        upper: f64,
+        loads: &mut [BackendLoad],
+    ) -> Vec<u32> {
+        let alive = &self.alive;
+        let mut set: Vec<u32> = current
+            .iter()
+            .copied()
+            .filter(|id| alive.contains(id))
+            .take(to)
+            .collect();
+        if set.len() < to {
+            let per_shard = upper.max(0.0) / to as f64;
+            let candidates: Vec<BackendLoad> = loads
+                .iter()
+                .filter(|b| !set.contains(&b.id))
+                .copied()
+                .collect();
+            choose_backends(&candidates, to - set.len(), per_shard, &mut self.chosen);
+            set.extend(self.chosen.iter().copied());
+            for b in loads.iter_mut().filter(|b| self.chosen.contains(&b.id)) {
+                b.committed += per_shard;
+            }
+        }
+        set
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        out: &mut TickOutput,
+        index: usize,
+        session: SessionRef,
+        from: usize,
+        set: Vec<u32>,
+        reason: String,
+        at_ms: u64,
+        now: Instant,
+    ) {
+        let events = &mut self.extras[index].events;
+        if events.len() >= EVENTS_KEPT {
+            events.remove(0);
+        }
+        events.push(ReshardEvent {
+            at_ms,
+            from: from.max(1) as u8,
+            to: set.len() as u8,
+            reason: reason.clone(),
+        });
+        self.pending.insert(session.clone(), (set.clone(), now));
+        out.placements.push(Placement {
+            command: Command::Place {
+                session,
+                backends: set,
+            },
+            reason,
+        });
+    }
+
+    /// Re-shards placed sessions that lost a backend (unhealthy or removed) or hold fewer
+    /// shards than decided (the fleet was short when they grew).
+    fn repair(
+        &mut self,
+        out: &mut TickOutput,
+        state: &ControlState,
+        loads: &mut [BackendLoad],
+        at_ms: u64,
+        now: Instant,
+    ) {
+        let mut candidates: Vec<SessionRef> = state
+            .sessions
+            .iter()
+            .filter(|(_, e)| !e.backends.is_empty())
+            .map(|(s, _)| s.clone())
+            .collect();
+        // Sessions wider than one shard by their class's prior, not yet placed.
+        candidates.extend(
+            (0..self.refs.len())
+                .filter(|&i| self.states[i].shards() > 1)
+                .map(|i| self.refs[i].clone())
+                .filter(|s| state.sessions.get(s).is_none_or(|e| e.backends.is_empty())),
+        );
+        for session in candidates {
+            if out
+                .placements
+                .iter()
+                .any(|p| matches!(&p.command, Command::Place { session: s, .. } if *s == session))
+            {
+                continue;
+            }
+            let current = self.current(&session, state, now);
+            let lost: Vec<u32> = current
+                .iter()
+                .copied()
+                .filter(|id| !self.alive.contains(id))
+                .collect();
+            let index = self.index.get(&session).copied();
+            let wanted = index
+                .map(|i| self.states[i].shards() as usize)
+                .unwrap_or(current.len())
+                .max(1);
+            if lost.is_empty() && (current.len() >= wanted || (current.is_empty() && wanted <= 1)) {
+                continue;
+            }
+            let upper = index
+                .map(|i| self.states[i].selector().upper())
+                .unwrap_or(0.0);
+            let upper = if upper.is_finite() { upper } else { 0.0 };
+            let set = self.grow_or_shrink(&current, wanted, upper, loads);
+            if set == current || set.is_empty() || set.len() < 2 && current.is_empty() {
+                continue;
+            }
+            let reason = if lost.is_empty() {
+                format!("session {session} {} → {} shards: backends free again for the decided {wanted}", current.len(), set.len())
+            } else {
+                format!("session {session} re-sharded off unhealthy backends {lost:?}: {current:?} → {set:?}")
+            };
+            match index {
+                Some(i) => self.emit(out, i, session, current.len(), set, reason, at_ms, now),
+                None => {
+                    self.pending.insert(session.clone(), (set.clone(), now));
+                    out.placements.push(Placement {
+                        command: Command::Place {
+                            session,
+                            backends: set,
+                        },
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Every backend as the placement sees it: healthy means passing health checks, not
+    /// draining and not reporting saturation; committed load is the larger of what it reports
+    /// serving and this loop's forecasts of the shards it holds.
+    fn backend_loads(&self, state: &ControlState) -> Vec<BackendLoad> {
+        let mut committed: HashMap<u32, f64> = HashMap::new();
+        for (session, entry) in &state.sessions {
+            let Some(&i) = self.index.get(session) else {
+                continue;
+            };
+            let upper = self.states[i].selector().upper();
+            if entry.backends.is_empty() || !upper.is_finite() {
+                continue;
+            }
+            for id in &entry.backends {
+                *committed.entry(*id).or_default() += upper / entry.backends.len() as f64;
+            }
+        }
+        state
+            .backends
+            .iter()
+            .map(|(id, b)| {
+                let report = self.reports.get(id);
+                let capacity = b
+                    .config
+                    .capacity
+                    .or_else(|| report.and_then(AgentReport::capacity))
+                    .unwrap_or(f64::INFINITY);
+                let serving = report.and_then(|r| r.app).map(|a| a.load).unwrap_or(0.0);
+                BackendLoad {
+                    id: *id,
+                    weight: b.config.weight,
+                    healthy: b.healthy && !b.draining && !report.is_some_and(|r| r.saturated),
+                    capacity,
+                    committed: committed.get(id).copied().unwrap_or(0.0).max(serving),
+                }
+            })
+            .collect()
+    }
+
+    fn fleet_check(
+        &mut self,
+        now: Instant,
+        at_ms: u64,
+        rates: &[(SessionRef, f64)],
+        loads: &[BackendLoad],
+    ) -> Option<Shortfall> {
+        let (lead, cooldown) = self.hook_lead?;
+        let fleet = self.fleet.as_mut()?;
+        let total: f64 = rates.iter().map(|(_, r)| r).filter(|r| r.is_finite()).sum();
+        fleet.update(total);
+        // What the backends passing their checks carry, saturated or not (saturation is load,
+        // not loss of capacity).
+        let healthy: Vec<&BackendLoad> = loads
+            .iter()
+            .filter(|b| self.alive.contains(&b.id) && b.weight > 0)
+            .collect();
+        let capacity: f64 = healthy.iter().map(|b| b.capacity).sum();
+        let demand = fleet.upper() * (1.0 + self.decide.headroom);
+        if !capacity.is_finite() || !demand.is_finite() || demand <= capacity {
+            return None;
+        }
+        if self
+            .last_hook
+            .is_some_and(|t| now.saturating_duration_since(t) < cooldown)
+        {
+            return None;
+        }
+        self.last_hook = Some(now);
+        Some(Shortfall {
+            at_ms,
+            shortfall: demand - capacity,
+            demand,
+            capacity,
+            lead_secs: lead.as_secs_f64(),
+            healthy_backends: healthy.iter().map(|b| b.id).collect(),
+        })
+    }
+
+    fn record_insights(&mut self, at_ms: u64) {
+        let h = self.selector.horizon;
+        for (i, extra) in self.extras.iter_mut().enumerate() {
+            let actual = self.samples[i];
+            if !actual.is_finite() {
+                continue;
+            }
+            let selector = self.states[i].selector();
+            extra.rate = actual;
+            // The forecast made `horizon` ticks ago was for now.
+            if extra.history.len() >= h {
+                let then = extra.history[extra.history.len() - h].forecast;
+                let denom = (actual.abs() + then.abs()) / 2.0;
+                let e = if denom > 0.0 {
+                    (actual - then).abs() / denom
+                } else {
+                    0.0
+                };
+                extra.error = 0.9 * extra.error + 0.1 * e;
+            }
+            if extra.history.len() >= HISTORY_SAMPLES {
+                extra.history.pop_front();
+            }
+            extra.history.push_back(Sample {
+                at_ms,
+                actual,
+                forecast: selector.forecast(),
+                upper: selector.upper(),
+            });
+        }
+    }
+
+    /// The insight of every session that had a sample this tick.
+    pub fn insights(&self) -> impl Iterator<Item = SessionInsight> + '_ {
+        (0..self.refs.len())
+            .filter(|&i| self.samples[i].is_finite())
+            .map(|i| {
+                let selector = self.states[i].selector();
+                let weights = selector.weights();
+                let best = (0..weights.len())
+                    .max_by(|&a, &b| weights[a].total_cmp(&weights[b]))
+                    .unwrap_or(0);
+                let e = &self.extras[i];
+                SessionInsight {
+                    session: self.refs[i].clone(),
+                    shards: self.states[i].shards(),
+                    rate: e.rate,
+                    forecast: selector.forecast(),
+                    upper: selector.upper(),
+                    model: crate::control::forecast::MODEL_NAMES[best].to_owned(),
+                    error: e.error,
+                    history: e.history.iter().copied().collect(),
+                    events: e.events.clone(),
+                }
+            })
+    }
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

@@ -1,0 +1,331 @@
+//! `shardline forecast-eval`: replay one series through every forecaster online and score them.
+//!
+//! Each h-step forecast is made from the values before it only (the replay feeds the
+//! [`Selector`] one value at a time and scores what it said `h` steps earlier). Metrics:
+//!
+//! - **sMAPE**, in percent (0..=200): the mean of `200·|F − A| / (|F| + |A|)`, a term being 0
+//!   when both are 0.
+//! - **MASE**: the mean absolute h-step error divided by the *in-sample one-step naive MAE*,
+//!   the mean of `|yₜ − yₜ₋₁|` over the whole series (Hyndman & Koehler 2006). One scale for
+//!   every model and horizon, so values compare across them; a constant series has no scale
+//!   and its MASE is `null`.
+//! - **coverage**: the share of actual values at or under the model's upper bound (its
+//!   forecast plus the running 95th percentile of its own h-step residuals, the same estimator
+//!   the selector uses).
+//!
+//! The period (`--period auto`) is detected on the first half of the series only, so the
+//! second half is scored with a period chosen without it.
+
+use std::{collections::VecDeque, fs, path::Path};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use super::{quantile::EwQuantile, Selector, SelectorConfig, MODELS};
+use crate::control::profile;
+
+/// Scored forecasts a series must yield at least (beyond the horizon).
+pub const MIN_SCORED: usize = 10;
+
+/// What went wrong reading or evaluating a series.
+#[derive(Debug, Error)]
+pub enum EvalError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file has no header line.
+    #[error("{path} is empty: expected a header line such as `timestamp,value`")]
+    Empty {
+        /// The file.
+        path: String,
+    },
+    /// The requested column is not in the header.
+    #[error("{path} has no column {column:?} (columns: {found}); pick one with --column")]
+    MissingColumn {
+        /// The file.
+        path: String,
+        /// The column asked for.
+        column: String,
+        /// The header's columns, comma separated.
+        found: String,
+    },
+    /// A cell of the column is not a finite number.
+    #[error("{path} line {line}: {text:?} in column {column:?} is not a finite number")]
+    BadValue {
+        /// The file.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+        /// The column.
+        column: String,
+        /// The cell.
+        text: String,
+    },
+    /// Too few values for the horizon.
+    #[error(
+        "{path} has {points} values; horizon {horizon} needs at least {needed} \
+         (horizon + {MIN_SCORED} scored forecasts)"
+    )]
+    TooFewPoints {
+        /// The file.
+        path: String,
+        /// Values read.
+        points: usize,
+        /// The horizon.
+        horizon: usize,
+        /// Values needed.
+        needed: usize,
+    },
+    /// The horizon is 0.
+    #[error("horizon must be at least 1 step")]
+    ZeroHorizon,
+}
+
+/// How the seasonal models get their period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeriodChoice {
+    /// Detected on the first half of the series ([`profile::detect_period`]).
+    Auto,
+    /// This many steps (0: no seasonality).
+    Fixed(usize),
+}
+
+/// One model's scores.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Scores {
+    /// Symmetric MAPE, percent.
+    pub smape: f64,
+    /// Mean absolute scaled error (`None` for a constant series).
+    pub mase: Option<f64>,
+    /// Share of actuals at or under the upper bound.
+    pub coverage: f64,
+}
+
+/// Scores of every model, keyed as `forecast-eval` prints them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ModelScores {
+    /// Last value.
+    pub naive: Scores,
+    /// Same step of the last season.
+    pub seasonal_naive: Scores,
+    /// Exponential smoothing.
+    pub ewma: Scores,
+    /// Damped trend.
+    pub holt: Scores,
+    /// Additive seasonal, damped trend.
+    pub holt_winters: Scores,
+    /// The selector's forecast and bound: what the daemon decides with.
+    pub selected: Scores,
+}
+
+/// The report `forecast-eval` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// The file evaluated.
+    pub file: String,
+    /// Steps ahead.
+    pub horizon: usize,
+    /// Forecasts scored.
+    pub points: usize,
+    /// The season length used (0: none).
+    pub period: usize,
+    /// Scores per model.
+    pub models: ModelScores,
+}
+
+/// Reads column `column` of a CSV file with a header line (unquoted or double-quoted cells,
+/// comma separated, blank lines skipped).
+pub fn read_csv(path: &Path, column: &str) -> Result<Vec<f64>, EvalError> {
+    let name = path.display().to_string();
+    let text = fs::read_to_string(path).map_err(|source| EvalError::Read {
+        path: name.clone(),
+        source,
+    })?;
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let (_, header) = lines
+        .next()
+        .ok_or(EvalError::Empty { path: name.clone() })?;
+    let header: Vec<&str> = header.split(',').map(unquote).collect();
+    let index =
+        header
+            .iter()
+            .position(|h| *h == column)
+            .ok_or_else(|| EvalError::MissingColumn {
+                path: name.clone(),
+                column: column.to_owned(),
+                found: header.join(","),
+            })?;
+    let mut values = Vec::new();
+    for (i, line) in lines {
+        let cell = line.split(',').nth(index).map(unquote).unwrap_or("");
+        match cell.parse::<f64>() {
+            Ok(v) if v.is_finite() => values.push(v),
+            _ => {
+                return Err(EvalError::BadValue {
+                    path: name,
+                    line: i + 1,
+                    column: column.to_owned(),
+                    text: cell.to_owned(),
+                })
+            }
+        }
+    }
+    Ok(values)
+}
+
+fn unquote(cell: &str) -> &str {
+    let cell = cell.trim();
+    cell.strip_prefix('"')
+        .and_then(|c| c.strip_suffix('"'))
+        .unwrap_or(cell)
+}
+
+/// Running sums for one model's scores.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    smape: f64,
+    abs: f64,
+    covered: usize,
+    n: usize,
+}
+
+impl Tally {
+    fn add(&mut self, forecast: f64, upper: f64, actual: f64) {
+        let denominator = forecast.abs() + actual.abs();
+        if denominator > 0.0 {
+            self.smape += 200.0 * (forecast - actual).abs() / denominator;
+        }
+        self.abs += (forecast - actual).abs();
+        self.covered += usize::from(actual <= upper);
+        self.n += 1;
+    }
+
+    fn scores(&self, scale: f64) -> Scores {
+        let n = self.n.max(1) as f64;
+        Scores {
+            smape: self.smape / n,
+            mase: (scale > 0.0).then(|| self.abs / n / scale),
+            coverage: self.covered as f64 / n,
+        }
+    }
+}
+
+/// Replays `series` and scores every model at `horizon`; `file` only names it in the report.
+pub fn evaluate(
+    file: &str,
+    series: &[f64],
+    horizon: usize,
+    period: PeriodChoice,
+) -> Result<Report, EvalError> {
+    if horizon == 0 {
+        return Err(EvalError::ZeroHorizon);
+    }
+    let needed = horizon + MIN_SCORED;
+    if series.len() < needed {
+        return Err(EvalError::TooFewPoints {
+            path: file.to_owned(),
+            points: series.len(),
+            horizon,
+            needed,
+        });
+    }
+    let period = match period {
+        PeriodChoice::Fixed(p) => p,
+        PeriodChoice::Auto => profile::detect_period(&series[..series.len() / 2]).unwrap_or(0),
+    };
+    let mut selector = Selector::new(SelectorConfig {
+        horizon,
+        period,
+        ..SelectorConfig::default()
+    });
+    // Each base model's own bound, for its coverage: the selector's estimator on its residuals.
+    let mut quantiles = [EwQuantile::default(); MODELS];
+    let mut uppers: VecDeque<[f64; MODELS]> = VecDeque::with_capacity(horizon + 1);
+    let mut tallies = [Tally::default(); MODELS];
+    let mut selected = Tally::default();
+    for &actual in series {
+        if let Some(m) = selector.update(actual) {
+            let upper = uppers.pop_front().unwrap_or([f64::INFINITY; MODELS]);
+            for i in 0..MODELS {
+                tallies[i].add(m.models[i], upper[i], actual);
+                quantiles[i].update(actual - m.models[i]);
+            }
+            selected.add(m.selected, m.upper, actual);
+        }
+        let forecasts = selector.model_forecasts();
+        let mut upper = [0.0; MODELS];
+        for i in 0..MODELS {
+            // Round through f32 as the selector stores its pending forecasts.
+            upper[i] = f64::from(forecasts[i] as f32) + quantiles[i].value();
+        }
+        uppers.push_back(upper);
+    }
+    let scale =
+        series.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f64>() / (series.len() - 1) as f64;
+    let s = tallies.map(|t| t.scores(scale));
+    Ok(Report {
+        file: file.to_owned(),
+        horizon,
+        points: selected.n,
+        period,
+        models: ModelScores {
+            naive: s[0],
+            seasonal_naive: s[1],
+            ewma: s[2],
+            holt: s[3],
+            holt_winters: s[4],
+            selected: selected.scores(scale),
+        },
+    })
+}
+
+/// Reads `path` and evaluates its column `column` (what the CLI runs).
+pub fn evaluate_file(
+    path: &Path,
+    column: &str,
+    horizon: usize,
+    period: PeriodChoice,
+) -> Result<Report, EvalError> {
+    let series = read_csv(path, column)?;
+    evaluate(&path.display().to_string(), &series, horizon, period)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_a_perfectly_seasonal_series() {
+        let series: Vec<f64> = (0..400).map(|t| [5.0, 1.0, 3.0, 8.0][t % 4]).collect();
+        let r = evaluate("wave", &series, 2, PeriodChoice::Fixed(4)).unwrap();
+        assert_eq!(r.points, 398);
+        assert!(r.models.seasonal_naive.smape < 5.0, "{:?}", r.models);
+        assert!(r.models.selected.mase.unwrap() < r.models.naive.mase.unwrap());
+    }
+
+    #[test]
+    fn refuses_short_series_and_zero_horizon() {
+        let e = evaluate("short", &[1.0; 12], 3, PeriodChoice::Auto).unwrap_err();
+        assert!(e.to_string().contains("needs at least 13"), "{e}");
+        assert!(matches!(
+            evaluate("x", &[1.0; 50], 0, PeriodChoice::Auto),
+            Err(EvalError::ZeroHorizon)
+        ));
+    }
+
+    #[test]
+    fn constant_series_has_no_mase() {
+        let r = evaluate("flat", &[2.0; 40], 1, PeriodChoice::Fixed(0)).unwrap();
+        assert_eq!(r.models.naive.mase, None);
+        assert_eq!(r.models.naive.smape, 0.0);
+    }
+}

@@ -1,0 +1,56 @@
+//! The *forecast* stage: online, per-session forecasters behind one trait.
+//!
+//! - [`Forecaster`]: the trait every model implements (`update` one value, `forecast` h steps).
+//! - [`naive`], [`seasonal_naive`], [`ewma`], [`holt`], [`holt_winters`]: one model per file.
+//! - [`select`]: the online ensemble that weights the models by their recent h-step error and
+//!   bounds the result with a streaming residual quantile; this is what decisions use.
+//! - [`quantile`]: the O(1) exponentially weighted quantile estimator behind that bound.
+//! - [`robust`]: outlier cleaning of observations before the smoothing models learn them.
+//! - [`eval`]: the offline replay behind `shardline forecast-eval` (sMAPE, MASE, coverage).
+//!
+//! Why hand-written models rather than a crate: a shard decision is made for every session on
+//! every tick, so each model must update in O(1) time and memory from one new value. The
+//! maintained Rust forecasting crates (`augurs-ets`, `augurs-mstl`) fit a model to a whole
+//! series and refit to add data; none offers a per-value online update, so the recursions here
+//! are the textbook ones (Brown, Holt, Gardner's damped trend, Holt-Winters additive) written
+//! out. Period *detection*, which runs once over a history, does use `augurs-seasons` (see
+//! [`crate::control::profile`]). Everything is deterministic: no clocks, no randomness.
+
+pub mod eval;
+pub mod ewma;
+pub mod holt;
+pub mod holt_winters;
+pub mod naive;
+pub mod quantile;
+pub mod robust;
+pub mod seasonal_naive;
+pub mod select;
+
+pub use ewma::Ewma;
+pub use holt::Holt;
+pub use holt_winters::HoltWinters;
+pub use naive::Naive;
+pub use seasonal_naive::SeasonalNaive;
+pub use select::{Matured, Selector, SelectorConfig, MODELS, MODEL_NAMES};
+
+/// An online forecaster: fed one value per step, asked for the value `h` steps ahead.
+///
+/// Implementations keep O(1) state (at most one season of values for seasonal models) and do
+/// O(1) work per call, so a daemon can run one per session.
+pub trait Forecaster {
+    /// Ingests the next value of the series.
+    fn update(&mut self, value: f64);
+    /// The forecast of the value `h ≥ 1` steps after the last one ingested (`h = 0` is read as
+    /// 1). Before any value was ingested it is 0.
+    fn forecast(&self, h: usize) -> f64;
+}
+
+/// `φ + φ² + … + φʰ`: how much of a damped trend accumulates over `h` steps.
+pub(crate) fn damped_sum(phi: f64, h: usize) -> f64 {
+    let h = h.max(1) as i32;
+    if (phi - 1.0).abs() < 1e-12 {
+        f64::from(h)
+    } else {
+        phi * (1.0 - phi.powi(h)) / (1.0 - phi)
+    }
+}

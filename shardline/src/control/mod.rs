@@ -1,0 +1,237 @@
+//! The predictive control loop: samples and agent reports in, placements out. Its stages, in
+//! the order a tick runs them:
+//!
+//! 1. [`sample`]: per-session loads from the dataplane's counters.
+//! 2. [`profile`]: a session's load profile (level, period) from its history.
+//! 3. [`forecast`]: online forecasters and the selector that picks among them.
+//! 4. [`sizing`]: how many shards a session needs, with brakes against flapping.
+//! 5. [`placement`]: which backends take new shards.
+//! 6. [`tick`]: the per-tick driver of forecast and sizing over every session.
+//! 7. [`core`]: one whole tick, pure (the stages above, placements, hook, insights).
+//! 8. [`hook`]: the autoscale hook, told when the fleet cannot take the shards asked for.
+//!
+//! Around them: [`history`] (the redb history with downsampling tiers) and [`insight`] (the
+//! per-session views the loop publishes for the API, `top` and `plot`). The `[control]`
+//! section itself is [`crate::config::control`].
+//!
+//! Threads: the loop runs on a thread of its own pinned to one core ([`core_affinity`]),
+//! blocking on crossbeam channels — [`TickInput`]s from the sampler (a tokio task reading the
+//! dataplane's session counters every tick) and [`AgentReport`]s from the agents' endpoint. Its
+//! placements are committed through the [`Control`] handle by a tokio task (in order, one tick
+//! at a time), and only while this node is the leader; followers keep forecasting so a new
+//! leader starts warm. The history store is written from the loop thread after each tick.
+
+pub mod core;
+pub mod forecast;
+pub mod history;
+pub mod hook;
+pub mod insight;
+pub mod placement;
+pub mod profile;
+pub mod sample;
+pub mod sizing;
+pub mod tick;
+
+use std::{
+    sync::Arc,
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use crossbeam_channel::{select, Receiver};
+use tracing::{info, warn};
+
+pub use self::core::{Core, Placement, TickOutput};
+use self::{forecast::SelectorConfig, sizing::SizingConfig};
+use crate::{
+    agent::AgentReport,
+    config::control::ControlConfig,
+    control::history::History,
+    control::insight::Insights,
+    state::{Control, SessionRef},
+    telemetry::{SessionLabels, Telemetry},
+};
+
+/// What the `[control]` section means to each stage.
+impl ControlConfig {
+    /// The shard decision's knobs.
+    pub fn sizing(&self) -> SizingConfig {
+        SizingConfig {
+            per_shard_capacity: self.per_shard_capacity,
+            headroom: self.headroom,
+            hysteresis: self.hysteresis,
+            min_dwell: Duration::from_secs_f64(self.min_dwell_secs.max(0.0)),
+            scale_in_delay: Duration::from_secs_f64(self.scale_in_delay_secs.max(0.0)),
+        }
+    }
+
+    /// The per-session forecaster's knobs.
+    pub fn selector(&self) -> SelectorConfig {
+        SelectorConfig {
+            horizon: self.horizon,
+            period: self.period,
+            ..SelectorConfig::default()
+        }
+    }
+
+    /// The history tiers.
+    pub fn tiers(&self) -> Vec<history::Tier> {
+        history::downsample::tiers(&self.history_tiers)
+    }
+}
+
+/// One tick's loads, from the sampler.
+#[derive(Debug, Clone)]
+pub struct TickInput {
+    /// When the counters were read.
+    pub at: Instant,
+    /// Packets per second per session since the previous reading.
+    pub rates: Vec<(SessionRef, f64)>,
+}
+
+/// Everything the loop thread talks to.
+pub struct LoopHandles {
+    /// Where placements are committed.
+    pub control: Arc<dyn Control>,
+    /// The runtime the commits (and hook calls) run on.
+    pub runtime: tokio::runtime::Handle,
+    /// Per-session views for the API.
+    pub insights: Arc<Insights>,
+    /// Metric families.
+    pub telemetry: Arc<Telemetry>,
+    /// The history store, if configured.
+    pub history: Option<History>,
+}
+
+/// Unix time in ms.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Starts the loop thread; it ends when the samples channel closes.
+pub fn spawn(
+    config: ControlConfig,
+    mut handles: LoopHandles,
+    samples: Receiver<TickInput>,
+    reports: Receiver<AgentReport>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("shardline-control".into())
+        .spawn(move || {
+            pin(config.core);
+            let mut core = Core::new(&config);
+            let start = Instant::now();
+            if let Some(history) = &handles.history {
+                warm(&mut core, history, handles.control.as_ref(), start);
+            }
+            let hook_timeout = Duration::from_secs(60);
+            let (commits, mut queue) = tokio::sync::mpsc::unbounded_channel::<Vec<Placement>>();
+            let control = handles.control.clone();
+            handles.runtime.spawn(async move {
+                while let Some(batch) = queue.recv().await {
+                    for p in batch {
+                        if let Err(e) = control.write(p.command.clone()).await {
+                            warn!("placement not committed ({}): {e}", p.reason);
+                        }
+                    }
+                }
+            });
+            loop {
+                select! {
+                    recv(reports) -> r => match r {
+                        Ok(r) => core.report(r),
+                        Err(_) => return,
+                    },
+                    recv(samples) -> s => {
+                        let Ok(input) = s else { return };
+                        let at_ms = unix_ms();
+                        let state = handles.control.local();
+                        let began = Instant::now();
+                        let out = core.tick(input.at, at_ms, start, &input.rates, &state);
+                        handles.telemetry.tick_seconds.observe(began.elapsed().as_secs_f64());
+                        let leader = handles.runtime.block_on(handles.control.status()).role == "leader";
+                        publish(&core, &handles);
+                        if leader && !out.placements.is_empty() {
+                            for p in &out.placements {
+                                info!("{}", p.reason);
+                            }
+                            let _ = commits.send(out.placements);
+                        }
+                        if let (true, Some(shortfall), Some(hook)) = (leader, out.shortfall, config.hook.clone()) {
+                            warn!(shortfall = shortfall.shortfall, demand = shortfall.demand, capacity = shortfall.capacity,
+                                "healthy backends will not carry the forecast load within {} s; calling the autoscale hook", shortfall.lead_secs);
+                            handles.runtime.spawn(async move {
+                                match crate::control::hook::fire(&hook, &shortfall, hook_timeout).await {
+                                    Ok(()) => info!("autoscale hook done"),
+                                    Err(e) => warn!("autoscale hook failed: {e}"),
+                                }
+                            });
+                        }
+                        if let Some(history) = &mut handles.history {
+                            if let Err(e) = history.record(at_ms, &input.rates) {
+                                warn!("recording history: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+        })
+}
+
+/// Pins the calling thread to `core` (default: the last one), so the loop's cache stays warm
+/// and the tokio workers do not preempt it.
+fn pin(core: Option<usize>) {
+    let Some(ids) = core_affinity::get_core_ids() else {
+        return;
+    };
+    let wanted = core.unwrap_or(ids.len().saturating_sub(1));
+    match ids.into_iter().find(|c| c.id == wanted) {
+        Some(id) if core_affinity::set_for_current(id) => {
+            info!(core = wanted, "control loop pinned")
+        }
+        _ => warn!(
+            core = wanted,
+            "cannot pin the control loop to this core; running unpinned"
+        ),
+    }
+}
+
+fn warm(core: &mut Core, history: &History, control: &dyn Control, now: Instant) {
+    match history.load(0) {
+        Ok(series) => {
+            let state = control.local();
+            for (session, points) in &series {
+                let values: Vec<f64> = points.iter().map(|p| p.1).collect();
+                core.warm(session, &values, &state, now);
+            }
+            info!(
+                sessions = series.len(),
+                "forecasters warmed from the history"
+            );
+        }
+        Err(e) => warn!("reading the history: {e}; starting cold"),
+    }
+}
+
+fn publish(core: &Core, handles: &LoopHandles) {
+    for insight in core.insights() {
+        let labels = SessionLabels {
+            service: insight.session.service.clone(),
+            session: insight.session.session.to_string(),
+        };
+        handles
+            .telemetry
+            .session_shards
+            .get_or_create(&labels)
+            .set(i64::from(insight.shards));
+        handles
+            .telemetry
+            .forecast_error
+            .get_or_create(&labels)
+            .set(insight.error);
+        handles.insights.publish(insight);
+    }
+}

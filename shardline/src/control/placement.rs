@@ -1,0 +1,85 @@
+//! The *placement* stage: which backends take a session's new shards.
+//!
+//! Pure: the loads come in, the chosen ids go out. Ranking is by free capacity scaled by
+//! weight, deterministic on ties, and never picks a backend that is unhealthy, drained or
+//! already too full for one more shard.
+
+/// A backend as the placement sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackendLoad {
+    /// The backend's id.
+    pub id: u32,
+    /// Its configured weight (0 drains it: no new shards).
+    pub weight: u32,
+    /// Whether health checks pass.
+    pub healthy: bool,
+    /// Capacity it reports, in the series' unit.
+    pub capacity: f64,
+    /// Load already committed to it (forecasts of the shards it holds).
+    pub committed: f64,
+}
+
+impl BackendLoad {
+    /// Predicted free capacity: reported capacity − committed load.
+    pub fn free(&self) -> f64 {
+        self.capacity - self.committed
+    }
+}
+
+/// Picks up to `count` distinct backends for new shards that each bring `per_shard_load`.
+///
+/// Unhealthy, drained (weight 0) and saturated backends (free capacity below
+/// `per_shard_load`, or none at all) get nothing. The rest are ranked by free capacity scaled
+/// by weight (ties by id, so the choice is deterministic); `out` is cleared and filled with
+/// the chosen ids, best first. Fewer than `count` ids means the fleet cannot take the shards.
+pub fn choose_backends(
+    backends: &[BackendLoad],
+    count: usize,
+    per_shard_load: f64,
+    out: &mut Vec<u32>,
+) {
+    out.clear();
+    let mut eligible: Vec<(f64, u32)> = backends
+        .iter()
+        .filter(|b| b.healthy && b.weight > 0 && b.free() > 0.0 && b.free() >= per_shard_load)
+        .map(|b| (b.free() * f64::from(b.weight), b.id))
+        .collect();
+    eligible.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    eligible.dedup_by_key(|e| e.1);
+    out.extend(eligible.iter().take(count).map(|e| e.1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(id: u32, weight: u32, healthy: bool, capacity: f64, committed: f64) -> BackendLoad {
+        BackendLoad {
+            id,
+            weight,
+            healthy,
+            capacity,
+            committed,
+        }
+    }
+
+    #[test]
+    fn backends_by_weighted_free_capacity() {
+        let fleet = [
+            backend(1, 1, true, 1000.0, 900.0),  // free 100
+            backend(2, 1, true, 1000.0, 200.0),  // free 800
+            backend(3, 2, true, 1000.0, 600.0),  // free 400, weight 2 → 800, id ties break
+            backend(4, 1, false, 1000.0, 0.0),   // unhealthy
+            backend(5, 0, true, 1000.0, 0.0),    // drained
+            backend(6, 1, true, 1000.0, 1000.0), // saturated
+            backend(7, 1, true, 1000.0, 950.0),  // free 50 < per-shard load
+        ];
+        let mut out = Vec::new();
+        choose_backends(&fleet, 3, 80.0, &mut out);
+        assert_eq!(out, vec![2, 3, 1]);
+        choose_backends(&fleet, 16, 80.0, &mut out);
+        assert_eq!(out, vec![2, 3, 1], "only three can take a shard");
+        choose_backends(&fleet, 1, 500.0, &mut out);
+        assert_eq!(out, vec![2]);
+    }
+}

@@ -1,0 +1,338 @@
+//! The *profile* stage: what a session's load series looks like — level, spread, trend,
+//! seasonality and burstiness — from its history. Pure: a slice in, numbers out.
+//!
+//! Period detection (`auto`) combines two classic views (as AUTOPERIOD, Vlachos et al. 2005,
+//! does): `augurs-seasons`' Welch periodogram proposes candidate periods, and the
+//! autocorrelation of the detrended series confirms one (a local maximum at least
+//! [`MIN_AUTOCORRELATION`] high and as far above the trough before it), which also corrects the periodogram's coarse period grid (the peak may lie anywhere between
+//! the neighbouring bins). If no
+//! candidate is confirmed the autocorrelation is scanned directly.
+
+use augurs_seasons::PeriodogramDetector;
+use thiserror::Error;
+
+/// Shortest period detected (steps).
+pub const MIN_PERIOD: usize = 4;
+
+pub use crate::config::control::MAX_PERIOD;
+
+/// Autocorrelation a period must reach at its lag to be accepted, and by how much it must
+/// exceed the lowest autocorrelation at a shorter lag.
+pub const MIN_AUTOCORRELATION: f64 = 0.3;
+
+/// Why a series cannot be profiled.
+#[derive(Debug, Error, PartialEq)]
+pub enum ProfileError {
+    /// No values.
+    #[error("the series is empty: a profile needs at least one value")]
+    Empty,
+    /// A value is NaN or infinite.
+    #[error("value {index} of the series is not finite ({value}); clean the input first")]
+    NonFinite {
+        /// Position in the series.
+        index: usize,
+        /// The value.
+        value: f64,
+    },
+}
+
+/// How to obtain the period of a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeriodSpec {
+    /// Detect it ([`detect_period`]).
+    Auto,
+    /// Known: this many steps.
+    Fixed(usize),
+    /// Treat the series as non-seasonal.
+    None,
+}
+
+/// A session's load profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// Number of values.
+    pub count: usize,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Median (linear interpolation between order statistics).
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest value.
+    pub peak: f64,
+    /// Least-squares trend, in units per step.
+    pub slope: f64,
+    /// Season length in steps, if any.
+    pub period: Option<usize>,
+    /// Coefficient of variation (standard deviation / mean; 0 when the mean is 0).
+    pub cv: f64,
+    /// Peak / mean (0 when the mean is 0).
+    pub peak_to_mean: f64,
+}
+
+impl Profile {
+    /// Profiles `series`, finding its period as `period` says.
+    pub fn of(series: &[f64], period: PeriodSpec) -> Result<Self, ProfileError> {
+        if series.is_empty() {
+            return Err(ProfileError::Empty);
+        }
+        if let Some((index, &value)) = series.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(ProfileError::NonFinite { index, value });
+        }
+        let n = series.len() as f64;
+        let mean = series.iter().sum::<f64>() / n;
+        let variance = series.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        let mut sorted = series.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let peak = sorted[sorted.len() - 1];
+        let ratio = |x: f64| if mean == 0.0 { 0.0 } else { x / mean };
+        Ok(Self {
+            count: series.len(),
+            mean,
+            p50: percentile(&sorted, 0.50),
+            p95: percentile(&sorted, 0.95),
+            p99: percentile(&sorted, 0.99),
+            peak,
+            slope: slope(series),
+            period: match period {
+                PeriodSpec::Auto => detect_period(series),
+                PeriodSpec::Fixed(p) => (p >= 2).then_some(p),
+                PeriodSpec::None => None,
+            },
+            cv: ratio(variance.sqrt()),
+            peak_to_mean: ratio(peak),
+        })
+    }
+}
+
+/// The `q` quantile (0..=1) of ascending `sorted`, interpolating linearly between ranks.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
+}
+
+/// Least-squares slope of the series against its step index (0 for fewer than 2 values).
+pub fn slope(series: &[f64]) -> f64 {
+    let n = series.len() as f64;
+    if series.len() < 2 {
+        return 0.0;
+    }
+    let mean_t = (n - 1.0) / 2.0;
+    let mean_y = series.iter().sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for (t, y) in series.iter().enumerate() {
+        let dt = t as f64 - mean_t;
+        num += dt * (y - mean_y);
+        den += dt * dt;
+    }
+    num / den
+}
+
+/// The autocorrelation of `series` at `lag` (its own mean removed; 0 when it is constant).
+pub fn autocorrelation(series: &[f64], lag: usize) -> f64 {
+    autocorrelations(series, lag)
+        .get(lag)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// The autocorrelations of `series` at lags `0..=max_lag` (0 beyond its length, and
+/// everywhere when it is constant).
+pub fn autocorrelations(series: &[f64], max_lag: usize) -> Vec<f64> {
+    let mut out = vec![0.0; max_lag + 1];
+    if series.is_empty() {
+        return out;
+    }
+    let mean = series.iter().sum::<f64>() / series.len() as f64;
+    let centred: Vec<f64> = series.iter().map(|v| v - mean).collect();
+    let denominator: f64 = centred.iter().map(|v| v * v).sum();
+    if denominator == 0.0 {
+        return out;
+    }
+    for (lag, r) in out.iter_mut().enumerate().take(series.len()) {
+        let numerator: f64 = centred
+            .iter()
+            .zip(&centred[lag..])
+            .map(|(a, b)| a * b)
+            .sum();
+        *r = numerator / denominator;
+    }
+    out
+}
+
+/// The dominant season length of `series` in steps, or `None` if it is not seasonal.
+///
+/// Periods from [`MIN_PERIOD`] up to a third of the series (three full cycles) or
+/// [`MAX_PERIOD`], whichever is shorter, are considered.
+pub fn detect_period(series: &[f64]) -> Option<usize> {
+    let max_period = (series.len() / 3).min(MAX_PERIOD);
+    if max_period <= MIN_PERIOD || series.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let b = slope(series);
+    let detrended: Vec<f64> = series
+        .iter()
+        .enumerate()
+        .map(|(t, v)| v - b * t as f64)
+        .collect();
+    let acf = autocorrelations(&detrended, max_period + 1);
+    // Lowest autocorrelation at lags 1..=lag: a period must rise above what came before it.
+    let trough: Vec<f64> = acf
+        .iter()
+        .skip(1)
+        .scan(f64::INFINITY, |low, &r| {
+            *low = low.min(r);
+            Some(*low)
+        })
+        .collect();
+    // A confirmed period: a local maximum of the autocorrelation, strong enough, and standing
+    // that much above the trough before it (so the slow decline of a smooth series, with a
+    // wiggle of noise on it, is no period).
+    let confirmed = |lag: usize| {
+        let r = acf[lag];
+        (r >= MIN_AUTOCORRELATION
+            && r >= acf[lag - 1]
+            && r >= acf[lag + 1]
+            && r - trough[lag - 1] >= MIN_AUTOCORRELATION)
+            .then_some((lag, r))
+    };
+    let mut peaks: Vec<(usize, f64)> = Vec::new();
+    let detector = PeriodogramDetector::builder()
+        .min_period(MIN_PERIOD as u32)
+        .max_period(max_period as u32)
+        .threshold(0.5)
+        .build();
+    for peak in detector.periodogram(&detrended).peaks(0.5) {
+        // The periodogram's grid is coarse at long periods (a bin at 256 steps may stand for
+        // 288): look for the autocorrelation's peak anywhere between the neighbouring bins.
+        let p = peak.period as usize;
+        let neighbours = [peak.prev_period as usize, peak.next_period as usize];
+        let lo = neighbours
+            .iter()
+            .copied()
+            .filter(|&n| n > 0 && n < p)
+            .max()
+            .unwrap_or(p - p / 4)
+            .max(MIN_PERIOD);
+        let hi = neighbours
+            .iter()
+            .copied()
+            .filter(|&n| n > p)
+            .min()
+            .unwrap_or(p + p / 4)
+            .min(max_period);
+        peaks.extend((lo..=hi).filter_map(confirmed));
+    }
+    if peaks.is_empty() {
+        peaks.extend((MIN_PERIOD..=max_period).filter_map(confirmed));
+    }
+    let (lag, r) = peaks.into_iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
+    // A multiple of the period peaks almost as high as the period itself (noise can put it a
+    // hair above): prefer the shortest whole fraction of the best lag that has a confirmed
+    // peak within 10 % of its height (the highest such lag near that fraction).
+    for k in (2..=lag / MIN_PERIOD).rev() {
+        let target = lag / k;
+        let reach = (target / 10).max(1);
+        let lo = target.saturating_sub(reach).max(MIN_PERIOD);
+        let near = (lo..=target + reach)
+            .filter_map(confirmed)
+            .filter(|&(_, rk)| rk >= 0.9 * r)
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((fraction, _)) = near {
+            return Some(fraction);
+        }
+    }
+    Some(lag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SplitMix64: deterministic noise without the lattice structure of simpler hashes.
+    fn splitmix64(x: u64) -> u64 {
+        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn seasonal(n: usize, period: usize) -> Vec<f64> {
+        (0..n)
+            .map(|t| {
+                let phase = std::f64::consts::TAU * t as f64 / period as f64;
+                // A trend and a little deterministic, aperiodic noise.
+                let noise = (splitmix64(t as u64) >> 11) as f64 / (1u64 << 53) as f64;
+                100.0 + 20.0 * phase.sin() + 0.01 * t as f64 + 4.0 * noise
+            })
+            .collect()
+    }
+
+    #[test]
+    fn summary_statistics() {
+        let series: Vec<f64> = (1..=100).map(f64::from).collect();
+        let p = Profile::of(&series, PeriodSpec::None).unwrap();
+        assert_eq!(p.count, 100);
+        assert!((p.mean - 50.5).abs() < 1e-12);
+        assert!((p.p50 - 50.5).abs() < 1e-12);
+        assert!((p.p95 - 95.05).abs() < 1e-9);
+        assert!((p.p99 - 99.01).abs() < 1e-9);
+        assert_eq!(p.peak, 100.0);
+        assert!((p.slope - 1.0).abs() < 1e-12);
+        assert!((p.peak_to_mean - 100.0 / 50.5).abs() < 1e-12);
+        assert!(p.cv > 0.5 && p.cv < 0.6, "{}", p.cv);
+        assert_eq!(p.period, None);
+    }
+
+    #[test]
+    fn bursty_series_scores_higher() {
+        let flat = vec![10.0; 100];
+        let mut bursty = vec![1.0; 100];
+        bursty[50] = 500.0;
+        let flat = Profile::of(&flat, PeriodSpec::None).unwrap();
+        let bursty = Profile::of(&bursty, PeriodSpec::None).unwrap();
+        assert_eq!(flat.cv, 0.0);
+        assert!(bursty.cv > 3.0 && bursty.peak_to_mean > 50.0);
+    }
+
+    #[test]
+    fn detects_periods() {
+        for period in [7, 12, 24, 48] {
+            let series = seasonal(period * 12, period);
+            assert_eq!(detect_period(&series), Some(period), "period {period}");
+            let p = Profile::of(&series, PeriodSpec::Auto).unwrap();
+            assert_eq!(p.period, Some(period));
+        }
+        // The autocorrelation is flat at a long period's peak: noise may move it a step.
+        for period in [96, 288] {
+            let found = detect_period(&seasonal(period * 8, period)).expect("a period");
+            assert!(
+                found.abs_diff(period) <= 1,
+                "period {period}: found {found}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_period_in_a_line_or_a_constant() {
+        let line: Vec<f64> = (0..500).map(f64::from).collect();
+        assert_eq!(detect_period(&line), None);
+        assert_eq!(detect_period(&[3.0; 500]), None);
+        assert_eq!(detect_period(&[1.0, 2.0]), None);
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        assert_eq!(Profile::of(&[], PeriodSpec::Auto), Err(ProfileError::Empty));
+        assert!(matches!(
+            Profile::of(&[1.0, f64::NAN], PeriodSpec::Auto),
+            Err(ProfileError::NonFinite { index: 1, .. })
+        ));
+    }
+}

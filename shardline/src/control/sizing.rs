@@ -1,0 +1,257 @@
+//! The *sizing* stage: how many shards a session needs.
+//!
+//! Pure and clock-free: every function takes `now`. The shard count follows the selector's
+//! upper forecast, `ceil(upper / per-shard capacity × (1 + headroom))` clamped to
+//! 1..=[`MAX_SHARDS`], with three brakes against flapping:
+//!
+//! - **dwell**: no change until `min_dwell` has passed since the last one;
+//! - **hysteresis**: a scale-in target must fit the smaller set with `hysteresis` to spare
+//!   (it is computed with the capacity reduced by that fraction), so a forecast hovering at a
+//!   boundary does not bounce between two counts;
+//! - **scale-in delay**: a lower count is taken only after the forecast stayed low for
+//!   `scale_in_delay`, and then the highest count asked for during that time.
+//!
+//! Scale-out is taken as soon as the dwell allows: the forecast already looks ahead.
+
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+pub use crate::config::control::MAX_SHARDS;
+
+/// Why a decision configuration is refused.
+#[derive(Debug, Error, PartialEq)]
+pub enum SizingError {
+    /// Capacity must be a positive finite number.
+    #[error("per-shard capacity must be positive and finite, got {0}")]
+    Capacity(f64),
+    /// Headroom and hysteresis are fractions.
+    #[error("{name} must be within 0..1, got {value}")]
+    Fraction {
+        /// Which setting.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+    },
+}
+
+/// The knobs of the shard-count decision.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SizingConfig {
+    /// Load one shard carries at full use, in the series' unit.
+    pub per_shard_capacity: f64,
+    /// Spare capacity kept on top of the upper forecast (0.2 = 20 %).
+    pub headroom: f64,
+    /// Extra margin a scale-in target must leave (0.1 = 10 %).
+    pub hysteresis: f64,
+    /// Least time between two changes of one session.
+    pub min_dwell: Duration,
+    /// How long the forecast must stay low before scaling in.
+    pub scale_in_delay: Duration,
+}
+
+impl Default for SizingConfig {
+    fn default() -> Self {
+        Self {
+            per_shard_capacity: 1.0,
+            headroom: 0.2,
+            hysteresis: 0.1,
+            min_dwell: Duration::from_secs(60),
+            scale_in_delay: Duration::from_secs(600),
+        }
+    }
+}
+
+impl SizingConfig {
+    /// Checks the settings' ranges.
+    pub fn validate(&self) -> Result<(), SizingError> {
+        if !(self.per_shard_capacity.is_finite() && self.per_shard_capacity > 0.0) {
+            return Err(SizingError::Capacity(self.per_shard_capacity));
+        }
+        for (name, value) in [("headroom", self.headroom), ("hysteresis", self.hysteresis)] {
+            if !(0.0..1.0).contains(&value) {
+                return Err(SizingError::Fraction { name, value });
+            }
+        }
+        Ok(())
+    }
+
+    /// Shards needed for `upper` with the headroom: `ceil(upper / capacity × (1 + headroom))`,
+    /// clamped to 1..=[`MAX_SHARDS`] (a non-finite forecast asks for the maximum).
+    pub fn shards_for(&self, upper: f64) -> u8 {
+        self.count(upper / self.per_shard_capacity * (1.0 + self.headroom))
+    }
+
+    /// Shards a scale-in may go down to: as [`Self::shards_for`] with the capacity reduced by
+    /// the hysteresis.
+    fn shards_to_shrink_to(&self, upper: f64) -> u8 {
+        self.count(
+            upper / (self.per_shard_capacity * (1.0 - self.hysteresis)) * (1.0 + self.headroom),
+        )
+    }
+
+    fn count(&self, needed: f64) -> u8 {
+        if needed.is_nan() {
+            return MAX_SHARDS;
+        }
+        needed.ceil().clamp(1.0, f64::from(MAX_SHARDS)) as u8
+    }
+}
+
+/// One session's shard-count state (40 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShardState {
+    shards: u8,
+    /// Highest count asked for while the forecast has been low.
+    low_max: u8,
+    last_change: Option<Instant>,
+    low_since: Option<Instant>,
+}
+
+impl ShardState {
+    /// A session starting with `shards` shards at `now` (the dwell applies from `now`).
+    pub fn new(shards: u8, now: Instant) -> Self {
+        Self {
+            shards: shards.clamp(1, MAX_SHARDS),
+            low_max: 0,
+            last_change: Some(now),
+            low_since: None,
+        }
+    }
+
+    /// The current shard count (0 for a state never decided).
+    pub fn shards(&self) -> u8 {
+        self.shards
+    }
+
+    /// Decides the shard count at `now` for the upper forecast `upper`; returns the new count
+    /// if it changed.
+    pub fn decide(&mut self, config: &SizingConfig, upper: f64, now: Instant) -> Option<u8> {
+        let wanted = config.shards_for(upper);
+        if self.shards == 0 {
+            // First decision: nothing to flap from.
+            self.apply(wanted, now);
+            return Some(wanted);
+        }
+        let dwelt = self
+            .last_change
+            .is_none_or(|t| now.saturating_duration_since(t) >= config.min_dwell);
+        if wanted > self.shards {
+            self.low_since = None;
+            if dwelt {
+                self.apply(wanted, now);
+                return Some(wanted);
+            }
+            return None;
+        }
+        let shrink_to = config.shards_to_shrink_to(upper);
+        if shrink_to >= self.shards {
+            self.low_since = None;
+            return None;
+        }
+        let since = *self.low_since.get_or_insert(now);
+        self.low_max = self.low_max.max(shrink_to);
+        if dwelt && now.saturating_duration_since(since) >= config.scale_in_delay {
+            let target = self.low_max;
+            self.apply(target, now);
+            return Some(target);
+        }
+        None
+    }
+
+    fn apply(&mut self, shards: u8, now: Instant) {
+        self.shards = shards;
+        self.last_change = Some(now);
+        self.low_since = None;
+        self.low_max = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> SizingConfig {
+        SizingConfig {
+            per_shard_capacity: 100.0,
+            headroom: 0.2,
+            hysteresis: 0.1,
+            min_dwell: Duration::from_secs(30),
+            scale_in_delay: Duration::from_secs(120),
+        }
+    }
+
+    #[test]
+    fn shard_count_formula_and_clamp() {
+        let c = config();
+        assert_eq!(c.shards_for(0.0), 1);
+        assert_eq!(c.shards_for(-5.0), 1);
+        assert_eq!(c.shards_for(250.0), 3); // 250 × 1.2 / 100 = 3.0
+        assert_eq!(c.shards_for(251.0), 4);
+        assert_eq!(c.shards_for(1e9), MAX_SHARDS);
+        assert_eq!(c.shards_for(f64::INFINITY), MAX_SHARDS);
+        assert_eq!(c.shards_for(f64::NAN), MAX_SHARDS);
+        assert!(c.validate().is_ok());
+        assert!(SizingConfig { headroom: 1.5, ..c }.validate().is_err());
+        assert!(SizingConfig {
+            per_shard_capacity: 0.0,
+            ..c
+        }
+        .validate()
+        .is_err());
+    }
+
+    #[test]
+    fn dwell_holds_back_a_second_change() {
+        let c = config();
+        let t0 = Instant::now();
+        let mut s = ShardState::default();
+        assert_eq!(s.decide(&c, 100.0, t0), Some(2));
+        // Load jumps 10 s later: the dwell holds it back until 30 s.
+        assert_eq!(s.decide(&c, 500.0, t0 + Duration::from_secs(10)), None);
+        assert_eq!(s.shards(), 2);
+        assert_eq!(s.decide(&c, 500.0, t0 + Duration::from_secs(30)), Some(6));
+    }
+
+    #[test]
+    fn hysteresis_ignores_a_forecast_hovering_at_a_boundary() {
+        let c = config();
+        let t0 = Instant::now();
+        let mut s = ShardState::new(3, t0);
+        // 3 shards cover up to 250 with the headroom. At 160, 2 shards would do (1.92), but
+        // not with the 10 % hysteresis margin (2.13): the count stays put.
+        for i in 0..100 {
+            let upper = if i % 2 == 0 { 249.0 } else { 160.0 };
+            let now = t0 + Duration::from_secs(60 * i);
+            assert_eq!(s.decide(&c, upper, now), None, "step {i}");
+        }
+        assert_eq!(s.shards(), 3);
+    }
+
+    #[test]
+    fn scale_in_waits_for_the_delay_and_takes_the_highest_low() {
+        let c = config();
+        let t0 = Instant::now();
+        let mut s = ShardState::new(8, t0);
+        let at = |secs| t0 + Duration::from_secs(secs);
+        assert_eq!(s.decide(&c, 100.0, at(60)), None); // low since 60 s, wants 2
+        assert_eq!(s.decide(&c, 200.0, at(120)), None); // wants 3
+        assert_eq!(s.decide(&c, 100.0, at(179)), None);
+        assert_eq!(s.decide(&c, 100.0, at(180)), Some(3));
+        // A spike during the wait restarts it.
+        let mut s = ShardState::new(8, t0);
+        assert_eq!(s.decide(&c, 100.0, at(60)), None);
+        assert_eq!(s.decide(&c, 650.0, at(100)), None); // 8 still needed: the wait restarts
+        assert_eq!(s.decide(&c, 100.0, at(200)), None);
+        assert_eq!(s.decide(&c, 100.0, at(319)), None);
+        assert_eq!(s.decide(&c, 100.0, at(320)), Some(2));
+    }
+
+    #[test]
+    fn scale_out_is_immediate_once_dwelt() {
+        let c = config();
+        let t0 = Instant::now();
+        let mut s = ShardState::new(1, t0);
+        assert_eq!(s.decide(&c, 1000.0, t0 + Duration::from_secs(31)), Some(12));
+    }
+}

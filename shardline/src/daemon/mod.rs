@@ -1,0 +1,260 @@
+//! `shardline daemon`: loads (or adopts) the dataplane, writes the configured tables, and keeps
+//! them in step with the configuration until told to stop. Stopping leaves the program attached
+//! and the maps pinned: the dataplane keeps routing while the daemon is away, and the next
+//! daemon adopts both.
+
+pub mod applier;
+pub mod predict;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use anyhow::Context;
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
+use tracing::{error, info, warn};
+
+use crate::{
+    api::{ApiState, Token},
+    cluster::Cluster,
+    config::Config,
+    control::insight::Insights,
+    loader::{attach_balancer, load_balancer},
+    maps::DataplaneMaps,
+    state::{Command, ConfigTables, Control},
+    telemetry::Telemetry,
+};
+
+/// Runs the daemon until SIGINT or SIGTERM; SIGHUP reloads `config_path`.
+pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let mut ebpf = load_balancer(&config.pin_dir)?;
+    forward_bpf_logs(&mut ebpf);
+    let attached = attach_balancer(
+        &mut ebpf,
+        &config.interface,
+        config.xdp_mode,
+        &config.pin_dir,
+    )
+    .with_context(|| format!("attaching to interface {:?}", config.interface))?;
+    let maps = Arc::new(Mutex::new(DataplaneMaps::open(&config.pin_dir)?));
+    // The replicated state as this node last applied it (empty on first start: the pinned
+    // maps keep routing until the configuration or the leader's state arrives).
+    let cluster = Cluster::start(&config)
+        .await
+        .context("starting the raft node")?;
+    let control: Arc<dyn Control> = cluster.clone();
+    let telemetry = Arc::new(Telemetry::default());
+    let (written, routed) = tokio::sync::watch::channel(0);
+    tokio::spawn(applier::run(
+        maps.clone(),
+        control.subscribe(),
+        written,
+        telemetry.clone(),
+    ));
+    let seeded = {
+        let (cluster, config) = (cluster.clone(), config.clone());
+        // Until the replicated state holds tables: the leader (whichever node it is by then)
+        // loads them from its file; a follower waits for them. One failed attempt (no quorum
+        // yet, a leader change mid-commit) must not leave the cluster empty for good.
+        tokio::spawn(async move {
+            loop {
+                match cluster.seed(&config).await {
+                    Ok(()) if cluster.local().generation > 0 => return,
+                    Ok(()) => {}
+                    Err(e) => {
+                        warn!("loading the configuration into the replicated state: {e}; retrying")
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let insights = Arc::new(Insights::default());
+    let _predict = match &config.control {
+        Some(c) => Some(
+            predict::start(
+                c,
+                control.clone(),
+                maps.clone(),
+                insights.clone(),
+                telemetry.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let api = serve_api(&config, &control, &insights, &telemetry, &maps).await?;
+    info!(
+        interface = %config.interface,
+        ?attached,
+        services = config.services.len(),
+        backends = config.backends.len(),
+        sessions = config.sessions.len(),
+        "dataplane routing"
+    );
+    log_quic_ids(&config);
+    if let Some(path) = ready_file {
+        // Ready once the configuration is seeded (if this node leads) and the maps hold a
+        // committed state.
+        let mut routed = routed.clone();
+        tokio::spawn(async move {
+            let _ = seeded.await;
+            if routed.wait_for(|g| *g > 0).await.is_ok() {
+                if let Err(e) = std::fs::write(&path, b"ready\n") {
+                    error!("writing {}: {e}", path.display());
+                }
+            }
+        });
+    }
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut report = tokio::time::interval(std::time::Duration::from_secs(10));
+    let mut current = config;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => match reload(config_path, &current, control.as_ref(), &api, routed.clone()).await {
+                Ok(next) => current = next,
+                Err(e) => error!("reload refused, keeping the running configuration: {e:#}"),
+            },
+            _ = report.tick() => log_counters(&maps.lock().expect("maps lock")),
+        }
+    }
+    info!(
+        "stopping; the program stays attached and the maps pinned in {}",
+        current.pin_dir.display()
+    );
+    cluster.shutdown().await;
+    // Dropping `ebpf` closes our descriptors only: the pinned link keeps the program attached.
+    drop(ebpf);
+    Ok(())
+}
+
+/// Starts the HTTP API on `[api] listen`; a daemon whose API cannot listen does not start.
+async fn serve_api(
+    config: &Config,
+    control: &Arc<dyn Control>,
+    insights: &Arc<Insights>,
+    telemetry: &Telemetry,
+    maps: &Arc<Mutex<DataplaneMaps>>,
+) -> anyhow::Result<ApiState> {
+    let token = Token::load(&config.api)?;
+    if token.is_none() {
+        warn!("no API token ([api] token_file or SHARDLINE_API_TOKEN): the API is read-only");
+    }
+    let state = ApiState::new(
+        control.clone(),
+        insights.clone(),
+        telemetry,
+        Some(maps.clone()),
+        token,
+    );
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("binding the API to {} (`api.listen`)", config.api.listen))?;
+    info!(listen = %config.api.listen, "api listening");
+    let router = crate::api::router(state.clone(), config.api.body_limit);
+    tokio::spawn(async move {
+        if let Err(e) = crate::api::serve(listener, router, std::future::pending()).await {
+            error!("the API stopped: {e}");
+        }
+    });
+    Ok(state)
+}
+
+/// Forwards the XDP program's log records (aya-log; written on error paths only, never per
+/// forwarded packet) into the daemon's log for as long as the daemon runs. Without them the
+/// dataplane still routes, so a failure here is a warning.
+fn forward_bpf_logs(ebpf: &mut aya::Ebpf) {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => logger,
+        Err(e) => return warn!("the XDP program's log records will not be read: {e}"),
+    };
+    // SAFETY: the logger owns its ring buffer's descriptor, which stays open and the same
+    // until the logger (moved into the AsyncFd) is dropped.
+    let registered = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => return warn!("the XDP program's log records will not be read: {e}"),
+    };
+    tokio::spawn(async move {
+        loop {
+            match fd.readable_mut().await {
+                Ok(mut ready) => {
+                    ready.get_inner_mut().flush();
+                    ready.clear_ready();
+                }
+                Err(e) => return warn!("stopped reading the XDP program's log records: {e}"),
+            }
+        }
+    });
+}
+
+/// Commits a new configuration if it is valid and compatible; nothing is written otherwise.
+/// Returns once this node's maps route with it.
+async fn reload(
+    path: &Path,
+    current: &Config,
+    control: &dyn Control,
+    api: &ApiState,
+    mut routed: tokio::sync::watch::Receiver<u64>,
+) -> anyhow::Result<Config> {
+    let next = Config::load(path)?;
+    anyhow::ensure!(
+        next.interface == current.interface && next.pin_dir == current.pin_dir,
+        "`interface` and `pin_dir` cannot change on reload; restart the daemon instead"
+    );
+    let token = Token::load(&next.api)?;
+    let committed = control
+        .write(Command::LoadConfig(ConfigTables::of(&next)))
+        .await?;
+    // The token changes only once the new tables are committed: a refused reload keeps both.
+    api.set_token(token);
+    api_limit_note(current, &next);
+    // "Reloaded" means the dataplane routes by the new tables, not just that they committed.
+    let wait = routed.wait_for(|g| *g >= committed.generation);
+    if tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+        .await
+        .is_err()
+    {
+        anyhow::bail!("committed, but the maps were not written within 5 s (see the errors above)");
+    }
+    info!("configuration reloaded");
+    log_quic_ids(&next);
+    Ok(next)
+}
+
+/// The API keeps its listener and body limit until a restart (the token follows reloads).
+fn api_limit_note(current: &Config, next: &Config) {
+    if next.api.listen != current.api.listen || next.api.body_limit != current.api.body_limit {
+        warn!("`api.listen` and `api.body_limit` change on restart only");
+    }
+}
+
+/// Publishes what each quic service's backends must put in their connection ids.
+fn log_quic_ids(config: &Config) {
+    for line in config.describe_quic_ids().lines() {
+        info!("{}", line.trim_start());
+    }
+}
+
+fn log_counters(maps: &DataplaneMaps) {
+    match maps.reason_counts() {
+        Ok(counts) => {
+            let summary: Vec<String> = counts
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, n)| format!("{}={n}", r.name()))
+                .collect();
+            info!(counters = %summary.join(" "), "dataplane");
+        }
+        Err(e) => error!("reading counters: {e}"),
+    }
+}

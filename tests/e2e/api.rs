@@ -1,0 +1,458 @@
+//! The operator surface against a daemon in the netns lab: every CLI command (tables, --json,
+//! exit codes), the API's refusals (no or wrong token, bad JSON, wrong types, oversized bodies,
+//! unknown backends → a JSON 4xx and no state change), `/metrics` through a Prometheus text
+//! parser, and the OpenAPI description.
+
+use std::{
+    process::Output,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use serde_json::Value;
+use shardline_lab::{lab_config, Lab, LabOptions};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+const API: &str = "http://127.0.0.1:7900";
+
+fn start_lab() -> Lab {
+    crate::support::require_root();
+    let opts = LabOptions {
+        tag: format!(
+            "a{}{}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ),
+        backends: 3,
+        sessions: 4,
+        bins: crate::support::bins(),
+    };
+    Lab::start(&opts).unwrap_or_else(|e| panic!("starting the lab: {e}"))
+}
+
+/// Runs `shardline ARGS` in the load balancer's namespace, with the token or without.
+fn cli(lab: &Lab, token: bool, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = lab.topology.lb.command(&crate::support::shardline_bin());
+    cmd.args(args)
+        .env_remove("SHARDLINE_API_TOKEN")
+        .env_remove("SHARDLINE_API");
+    if token {
+        cmd.env("SHARDLINE_API_TOKEN_FILE", &lab.api_token);
+    } else {
+        cmd.env_remove("SHARDLINE_API_TOKEN_FILE");
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("running shardline");
+    let (out, err) = (
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    );
+    (status.code().unwrap_or(-1), out, err)
+}
+
+/// Runs the command and asserts its exit code; returns stdout.
+fn ok(lab: &Lab, args: &[&str]) -> String {
+    expect(lab, true, args, 0)
+}
+
+fn expect(lab: &Lab, token: bool, args: &[&str], code: i32) -> String {
+    let (got, out, err) = cli(lab, token, args);
+    assert_eq!(
+        got,
+        code,
+        "shardline {}: exit {got}, want {code}\nstdout:\n{out}\nstderr:\n{err}",
+        args.join(" ")
+    );
+    if code == 0 {
+        out
+    } else {
+        err
+    }
+}
+
+fn json(lab: &Lab, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = ok(lab, &all);
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("shardline {}: not JSON ({e}):\n{out}", all.join(" ")))
+}
+
+#[test]
+fn cli_commands_work_against_the_lab_daemon() {
+    let mut lab = start_lab();
+
+    // status
+    let out = ok(&lab, &["status"]);
+    assert!(
+        out.contains("node 1 (leader, term 1)") && out.contains("api: writable"),
+        "{out}"
+    );
+    let status = json(&lab, &["status"]);
+    assert_eq!(status["cluster"]["role"], "leader");
+    assert_eq!(status["backends"], 3);
+
+    // backends: list, add, weight, drain, undrain, remove
+    let out = ok(&lab, &["backends"]);
+    assert!(out.starts_with("ID") && out.lines().count() == 4, "{out}");
+    assert_eq!(
+        json(&lab, &["backends", "list"]).as_array().map(Vec::len),
+        Some(3)
+    );
+    ok(
+        &lab,
+        &[
+            "backends",
+            "add",
+            "--id",
+            "9",
+            "--ipv4",
+            "10.1.0.9",
+            "--mac",
+            "02:00:00:00:00:09",
+            "--weight",
+            "2",
+        ],
+    );
+    ok(&lab, &["backends", "weight", "9", "5"]);
+    let out = ok(&lab, &["backends", "drain", "9"]);
+    assert!(out.starts_with("ok: generation"), "{out}");
+    let b9 = |lab: &Lab| {
+        json(lab, &["backends"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == 9)
+            .cloned()
+    };
+    let b = b9(&lab).expect("backend 9 added");
+    assert_eq!(
+        (
+            b["weight"].as_u64(),
+            b["draining"].as_bool(),
+            b["effective_weight"].as_u64()
+        ),
+        (Some(5), Some(true), Some(0))
+    );
+    ok(&lab, &["backends", "drain", "9", "--undo"]);
+    assert_eq!(b9(&lab).unwrap()["draining"], false);
+    ok(&lab, &["backends", "remove", "9"]);
+    assert!(b9(&lab).is_none());
+    let err = expect(&lab, true, &["backends", "drain", "99"], 1);
+    assert!(err.contains("unknown_backend"), "{err}");
+
+    // services
+    let out = ok(&lab, &["services"]);
+    for name in ["kv", "kv6", "dns", "web", "quic"] {
+        assert!(out.contains(name), "{out}");
+    }
+    assert_eq!(json(&lab, &["services"])[0]["name"], "kv");
+
+    // sessions: the lab places kv/1 on backends 2 and 3
+    let out = ok(&lab, &["sessions"]);
+    assert!(out.contains("kv") && out.contains("2,3"), "{out}");
+    let list = json(&lab, &["sessions", "list"]);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["service"] == "kv" && s["session"] == 1),
+        "{list}"
+    );
+    let out = ok(&lab, &["sessions", "show", "kv/1"]);
+    assert!(out.contains("shard set   2,3"), "{out}");
+    expect(&lab, true, &["sessions", "show", "kv/77"], 1);
+    expect(&lab, true, &["sessions", "show", "kv"], 2);
+
+    // reshard
+    ok(&lab, &["reshard", "kv/1", "--backends", "1,3"]);
+    assert_eq!(
+        json(&lab, &["sessions", "show", "kv/1"])["backends"],
+        serde_json::json!([1, 3])
+    );
+    let err = expect(&lab, true, &["reshard", "kv/1", "--backends", "1,42"], 1);
+    assert!(err.contains("unknown_backend"), "{err}");
+    ok(&lab, &["reshard", "kv/1", "--default"]);
+    assert_eq!(
+        json(&lab, &["sessions", "show", "kv/1"])["backends"],
+        serde_json::json!([])
+    );
+
+    // state
+    ok(&lab, &["state", "put", "kv/1", "cart", "3 items"]);
+    assert_eq!(ok(&lab, &["state", "get", "kv/1", "cart"]), "3 items\n");
+    assert_eq!(
+        json(&lab, &["state", "get", "kv/1", "cart"])["hex"],
+        "33206974656d73"
+    );
+    ok(&lab, &["state", "put", "kv/1", "raw", "00ff", "--hex"]);
+    assert_eq!(ok(&lab, &["state", "get", "kv/1", "raw"]), "hex:00ff\n");
+    let err = expect(&lab, false, &["state", "get", "kv/1", "cart"], 1);
+    assert!(err.contains("missing_token"), "{err}");
+    ok(&lab, &["state", "delete", "kv/1", "cart"]);
+    expect(&lab, true, &["state", "get", "kv/1", "cart"], 1);
+
+    // cluster (one node; adding an unreachable node or removing an unknown one is refused)
+    let out = ok(&lab, &["cluster"]);
+    assert!(out.contains("term 1") && out.contains("leader"), "{out}");
+    assert!(ok(&lab, &["cluster", "leader"]).starts_with("node 1"));
+    assert_eq!(json(&lab, &["cluster", "members"])["members"][0]["id"], 1);
+    let err = expect(&lab, true, &["cluster", "add", "2", "10.9.0.2:7901"], 1);
+    assert!(err.contains("membership"), "{err}");
+    expect(&lab, true, &["cluster", "remove", "2"], 1);
+
+    // no token: refused, nothing changed
+    let before = json(&lab, &["backends"]);
+    let err = expect(&lab, false, &["backends", "drain", "1"], 1);
+    assert!(err.contains("missing_token"), "{err}");
+    assert_eq!(json(&lab, &["backends"]), before);
+
+    // an unreachable daemon, and bad arguments
+    expect(&lab, true, &["status", "--api", "http://127.0.0.1:1"], 3);
+    expect(&lab, true, &["backends", "weight", "1"], 2);
+
+    // top, one frame
+    let out = ok(&lab, &["top", "--once"]);
+    assert!(
+        out.contains("shardline top") && out.contains("kv/1"),
+        "{out}"
+    );
+
+    // plot: a PNG once the control loop has samples, a refusal naming why until then
+    let png = std::env::temp_dir().join(format!("shardline-api-plot-{}.png", std::process::id()));
+    let (code, _, err) = cli(
+        &lab,
+        true,
+        &["plot", "kv/1", "--out", png.to_str().unwrap()],
+    );
+    match code {
+        0 => assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG")),
+        1 => assert!(err.contains("no_history"), "{err}"),
+        _ => panic!("plot: exit {code}: {err}"),
+    }
+    let _ = std::fs::remove_file(&png);
+
+    // SIGHUP re-reads the token: the old one is refused, the new one accepted
+    let old = std::fs::read_to_string(&lab.api_token).unwrap();
+    let old_file =
+        std::env::temp_dir().join(format!("shardline-api-old-token-{}", std::process::id()));
+    std::fs::write(&old_file, &old).unwrap();
+    std::fs::write(&lab.api_token, "a-new-token-after-reload").unwrap();
+    let text = lab_config(3, &lab.sessions, &lab.pin_dir);
+    lab.reload_config(&text)
+        .unwrap_or_else(|e| panic!("reloading: {e}"));
+    ok(&lab, &["backends", "weight", "1", "2"]);
+    let err = expect(
+        &lab,
+        false,
+        &[
+            "backends",
+            "weight",
+            "1",
+            "3",
+            "--token-file",
+            old_file.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(err.contains("bad_token"), "{err}");
+    let _ = std::fs::remove_file(&old_file);
+}
+
+/// An HTTP answer (status and body), or why there was none.
+fn try_request(
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &str)>,
+) -> Result<(u16, String), String> {
+    let method_ = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    let mut req = reqwest::blocking::Client::new().request(method_, format!("{API}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some((content_type, text)) = body {
+        req = req
+            .header("Content-Type", content_type)
+            .body(text.to_owned());
+    }
+    let answer = req.send().map_err(|e| format!("{method} {path}: {e}"))?;
+    let status = answer.status().as_u16();
+    Ok((status, answer.text().unwrap_or_default()))
+}
+
+/// An HTTP answer: status and body; panics if there is none.
+fn request(
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &str)>,
+) -> (u16, String) {
+    try_request(method, path, token, body).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Asserts a JSON error with `status` and `code`.
+fn refused(answer: (u16, String), status: u16, code: &str, what: &str) {
+    let (got, body) = answer;
+    assert_eq!(got, status, "{what}: {body}");
+    let v: Value =
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("{what}: not JSON: {body}"));
+    assert_eq!(v["error"]["code"], code, "{what}: {body}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{what}: {body}"
+    );
+}
+
+#[test]
+fn the_api_refuses_bad_requests_without_changing_state_and_serves_metrics() {
+    let lab = start_lab();
+    let token = std::fs::read_to_string(&lab.api_token).unwrap();
+    let lb = &lab.topology.lb;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            lb.enter_current_thread()
+                .expect("entering the load balancer's namespace");
+            let t = Some(token.as_str());
+            let state = || {
+                (
+                    request("GET", "/v1/backends", t, None).1,
+                    request("GET", "/v1/sessions", t, None).1,
+                )
+            };
+            let before = state();
+            let jsn = "application/json";
+            let add = r#"{"id": 9, "ipv4": "10.1.0.9", "mac": "02:00:00:00:00:09"}"#;
+            refused(
+                request("POST", "/v1/backends", None, Some((jsn, add))),
+                401,
+                "missing_token",
+                "no token",
+            );
+            refused(
+                request("POST", "/v1/backends", Some("wrong"), Some((jsn, add))),
+                401,
+                "bad_token",
+                "wrong token",
+            );
+            refused(
+                request("DELETE", "/v1/backends/1", Some("wrong"), None),
+                401,
+                "bad_token",
+                "wrong token, delete",
+            );
+            refused(
+                request("GET", "/v1/sessions/kv/1/state/k", None, None),
+                401,
+                "missing_token",
+                "state read",
+            );
+            refused(
+                request("POST", "/v1/backends", t, Some((jsn, "{\"id\": 9,"))),
+                400,
+                "bad_json",
+                "malformed JSON",
+            );
+            refused(
+                request(
+                    "POST",
+                    "/v1/backends",
+                    t,
+                    Some((jsn, r#"{"id": "nine", "mac": "x"}"#)),
+                ),
+                422,
+                "bad_json_data",
+                "wrong types",
+            );
+            refused(
+                request("POST", "/v1/backends", t, Some(("text/plain", add))),
+                415,
+                "missing_content_type",
+                "no JSON content type",
+            );
+            let big = format!(r#"{{"value": "{}"}}"#, "x".repeat(80 * 1024));
+            // The daemon answers 413 before reading the whole body and closes the connection;
+            // the client may see that as a reset while still sending, so a few tries may be
+            // needed to read the answer itself.
+            let answer = (0..5)
+                .find_map(|_| {
+                    try_request("PUT", "/v1/sessions/kv/1/state/k", t, Some((jsn, &big))).ok()
+                })
+                .expect("no answer to an oversized body in 5 tries");
+            refused(answer, 413, "body_too_large", "oversized body");
+            refused(
+                request(
+                    "PUT",
+                    "/v1/backends/99/weight",
+                    t,
+                    Some((jsn, r#"{"weight": 1}"#)),
+                ),
+                404,
+                "unknown_backend",
+                "unknown backend",
+            );
+            refused(
+                request(
+                    "PUT",
+                    "/v1/sessions/kv/1/placement",
+                    t,
+                    Some((jsn, r#"{"backends": [1, 99]}"#)),
+                ),
+                404,
+                "unknown_backend",
+                "unknown backend in a shard set",
+            );
+            refused(
+                request("GET", "/v1/nowhere", None, None),
+                404,
+                "no_route",
+                "unknown route",
+            );
+            assert_eq!(state(), before, "a refused request changed the state");
+
+            let (status, text) = request("GET", "/metrics", None, None);
+            assert_eq!(status, 200);
+            let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+                .expect("Prometheus text");
+            for family in shardline::api::metrics::FAMILIES {
+                assert!(
+                    scrape.docs.contains_key(*family),
+                    "{family} missing from /metrics:\n{text}"
+                );
+            }
+            let has = |metric: &str, label: &str, value: &str| {
+                scrape
+                    .samples
+                    .iter()
+                    .any(|s| s.metric == metric && s.labels.get(label) == Some(value))
+            };
+            assert!(
+                has("shardline_dataplane_packets_total", "reason", "no_backend"),
+                "{text}"
+            );
+            assert!(
+                has("shardline_backend_packets_total", "backend", "3"),
+                "{text}"
+            );
+            assert!(
+                has("shardline_service_packets_total", "service", "kv"),
+                "{text}"
+            );
+            assert!(has("shardline_raft_role", "role", "leader"), "{text}");
+
+            let (status, doc) = request("GET", "/v1/openapi.json", None, None);
+            assert_eq!(status, 200);
+            let doc: Value = serde_json::from_str(&doc).unwrap();
+            assert!(
+                doc["paths"]["/v1/sessions/{service}/{session}/placement"]["put"].is_object(),
+                "{doc}"
+            );
+        })
+        .join()
+        .expect("the HTTP checks panicked");
+    });
+}

@@ -1,0 +1,133 @@
+//! Flow-mode stickiness under `BPF_PROG_TEST_RUN`: an established flow keeps its backend across
+//! table changes, even a drain, until its backend is removed or the flow goes idle.
+
+use crate::support::{
+    frames::{FrameSpec, VIP4, WEB_PORT},
+    Loaded, TEST_CONFIG,
+};
+use shardline_common::{
+    consts::MAGLEV_SIZE,
+    maglev::{build, Weighted},
+    maps::Backend,
+    route::decide,
+    verdict::Action,
+};
+
+/// BPF_PROG_TEST_RUN runs on the calling CPU and the flow table is per CPU: stay on one.
+fn pin_to_cpu0() {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(0).expect("cpu 0");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin to CPU 0");
+}
+
+/// The backend the kernel sent `frame` to, read from the per-backend counters.
+fn kernel_backend(lb: &mut Loaded, frame: &[u8]) -> u32 {
+    let ids: Vec<u32> = (1..=4).collect();
+    let before: Vec<u64> = ids
+        .iter()
+        .map(|id| lb.maps.backend_counter(*id).expect("counter").packets)
+        .collect();
+    let run = lb.run(frame);
+    assert_eq!(run.action, Action::Tx, "flow packet not forwarded");
+    let after: Vec<u64> = ids
+        .iter()
+        .map(|id| lb.maps.backend_counter(*id).expect("counter").packets)
+        .collect();
+    let moved: Vec<u32> = ids
+        .iter()
+        .zip(before.iter().zip(&after))
+        .filter(|(_, (b, a))| a > b)
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(
+        moved.len(),
+        1,
+        "exactly one backend counts the packet: {moved:?}"
+    );
+    moved[0]
+}
+
+fn replay(lb: &Loaded, frame: &[u8]) -> u32 {
+    decide(frame, &lb.tables).backend_id
+}
+
+/// Rebuilds the default table with `weights` and flips to it, in the maps and the snapshot.
+fn reweight(lb: &mut Loaded, weights: &[(u32, u32)]) {
+    let w: Vec<Weighted> = weights
+        .iter()
+        .map(|(id, weight)| Weighted {
+            id: *id,
+            weight: *weight,
+        })
+        .collect();
+    let table = build(&w, MAGLEV_SIZE);
+    let mut globals = lb.maps.globals().expect("globals");
+    globals.maglev_active = lb.maps.fill_idle_maglev(&table).expect("fill");
+    lb.maps.publish_globals(&globals).expect("flip");
+    lb.tables.maglev = table;
+}
+
+fn flow(sport: u16) -> Vec<u8> {
+    FrameSpec::tcp4(VIP4, sport, WEB_PORT).build()
+}
+
+#[test]
+fn established_flows_survive_a_drain_but_not_a_removal() {
+    pin_to_cpu0();
+    let mut lb = Loaded::new(TEST_CONFIG);
+    let frame = flow(40_000);
+    let a = kernel_backend(&mut lb, &frame);
+    assert_eq!(a, replay(&lb, &frame), "a new flow follows the tables");
+
+    // Drain A: the tables now send this flow elsewhere, the established flow stays.
+    let weights: Vec<(u32, u32)> = (1..=4).map(|id| (id, u32::from(id != a))).collect();
+    reweight(&mut lb, &weights);
+    let b = replay(&lb, &frame);
+    assert_ne!(a, b, "a drained backend owns no slot");
+    assert_eq!(
+        kernel_backend(&mut lb, &frame),
+        a,
+        "an established flow keeps its drained backend"
+    );
+    for sport in 41_000..41_050 {
+        let fresh = flow(sport);
+        assert_ne!(
+            kernel_backend(&mut lb, &fresh),
+            a,
+            "a new flow never reaches a drained backend"
+        );
+    }
+
+    // Remove A: its flows move to what the tables say, and stick there.
+    lb.maps
+        .set_backend(a, &Backend::default())
+        .expect("remove backend");
+    lb.tables.backends.remove(&a);
+    assert_eq!(
+        kernel_backend(&mut lb, &frame),
+        b,
+        "a removed backend's flows move"
+    );
+    assert_eq!(kernel_backend(&mut lb, &frame), b);
+}
+
+#[test]
+fn idle_flows_are_routed_afresh() {
+    pin_to_cpu0();
+    let mut lb = Loaded::new(TEST_CONFIG);
+    let mut globals = lb.maps.globals().expect("globals");
+    globals.flow_idle_secs = 1;
+    lb.maps.publish_globals(&globals).expect("globals");
+    let frame = flow(42_000);
+    let a = kernel_backend(&mut lb, &frame);
+    let weights: Vec<(u32, u32)> = (1..=4).map(|id| (id, u32::from(id != a))).collect();
+    reweight(&mut lb, &weights);
+    assert_eq!(kernel_backend(&mut lb, &frame), a, "still established");
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    assert_eq!(
+        kernel_backend(&mut lb, &frame),
+        replay(&lb, &frame),
+        "idle for longer than flow_idle_secs"
+    );
+    assert_ne!(replay(&lb, &frame), a);
+}

@@ -1,0 +1,35 @@
+//! shardline's end-to-end tests, one module per feature, linked once. Every test that needs
+//! root, bpffs or network namespaces fails loudly without them (see [`support::require_root`]);
+//! none is skipped.
+//!
+//! - [`dataplane`]: the XDP program under `BPF_PROG_TEST_RUN`: fixtures and kernel/replay
+//!   agreement on random packets.
+//! - [`hostile`]: malformed and adversarial packets (proptest).
+//! - [`flow_table`]: flow-mode stickiness across table changes.
+//! - [`maps_full`]: full maps are counted, never errors.
+//! - [`session_counters`]: per-session counters in slots.
+//! - [`quic`]: QUIC-LB connection-id routing, fixtures and a quinn connection through the lab.
+//! - [`trace`]: `shardline trace` on captures.
+//! - [`netns`]: real traffic through the attached program in network namespaces.
+//! - [`reshard`]: live re-shards under traffic, zero misrouted.
+//! - [`predict`]: the predictive loop in the lab.
+//! - [`tick`]: the control tick's allocation-free path.
+//! - [`forecast_eval`]: `shardline forecast-eval` on real series.
+//! - [`api`]: the HTTP API and the operator CLI against a lab daemon.
+//! - [`cluster`]: the Raft cluster of daemons in namespaces.
+
+mod api;
+mod cluster;
+mod dataplane;
+mod flow_table;
+mod forecast_eval;
+mod hostile;
+mod maps_full;
+mod netns;
+mod predict;
+mod quic;
+mod reshard;
+mod session_counters;
+mod support;
+mod tick;
+mod trace;

@@ -1,0 +1,211 @@
+//! End to end in network namespaces: real UDP and TCP traffic from a client namespace through
+//! the attached XDP program to backend namespaces, which answer the client directly.
+
+use std::{
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use shardline_lab::{
+    replay::expected_backend,
+    traffic::{self, SessionKind},
+    Lab, LabOptions, Report,
+};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn start_lab(sessions: u32) -> Lab {
+    crate::support::require_root();
+    let opts = LabOptions {
+        tag: format!(
+            "t{}{}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ),
+        backends: 4,
+        sessions,
+        bins: crate::support::bins(),
+    };
+    Lab::start(&opts).unwrap_or_else(|e| panic!("starting the lab: {e}"))
+}
+
+fn drive(lab: &Lab, seconds: u64) -> Report {
+    lab.drive(Duration::from_secs(seconds), &|| false, &mut |_, _| {})
+        .unwrap_or_else(|e| panic!("driving traffic: {e}"))
+}
+
+/// Asserts every answer came from the backend the daemon's tables name, and nearly nothing
+/// was lost; returns the number of answers.
+fn assert_routed_as_replayed(lab: &Lab, report: &Report) -> usize {
+    let snapshot = lab.snapshot();
+    let mut wrong = Vec::new();
+    for obs in &report.observations {
+        let session = &lab.sessions[obs.session];
+        let expected = expected_backend(&snapshot, session, obs);
+        if expected != Some(obs.backend) {
+            wrong.push((
+                session.label.clone(),
+                obs.source,
+                obs.key,
+                obs.backend,
+                expected,
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} answers from the wrong backend, e.g. {:?}",
+        wrong.len(),
+        report.observations.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    let total = report.observations.len() as u64 + report.lost;
+    assert!(total > 0, "no request was sent");
+    // Neighbours are static in the lab, so a loss is a reply that missed its 500 ms deadline on
+    // a loaded machine; more than 1 % is a bug.
+    assert!(
+        report.lost * 100 <= total,
+        "{} of {total} requests lost",
+        report.lost
+    );
+    assert_eq!(report.errors, 0, "socket errors on the client");
+    report.observations.len()
+}
+
+#[test]
+fn traffic_reaches_the_replayed_backend_and_answers_return() {
+    let lab = start_lab(8);
+    let report = drive(&lab, 3);
+    let answered = assert_routed_as_replayed(&lab, &report);
+    let by_session = report.by_session();
+    assert_eq!(
+        by_session.len(),
+        8,
+        "every session is answered: {by_session:?}"
+    );
+    let used: std::collections::BTreeSet<u32> =
+        report.observations.iter().map(|o| o.backend).collect();
+    assert_eq!(
+        used.len(),
+        4,
+        "traffic spreads over the four backends: {used:?}"
+    );
+    // Placed sessions (odd header sessions) stay on their two shards.
+    for (i, session) in lab.sessions.iter().enumerate() {
+        if let SessionKind::Header { id } = session.kind {
+            if id % 2 == 1 {
+                assert_eq!(
+                    by_session[&i].len(),
+                    2,
+                    "{} is placed on 2 shards: {:?}",
+                    session.label,
+                    by_session[&i]
+                );
+            }
+        }
+    }
+    assert!(answered > 100, "only {answered} answers in 3 s");
+}
+
+#[test]
+fn the_same_key_always_lands_on_the_same_backend() {
+    let lab = start_lab(4);
+    let sessions = lab.sessions.clone();
+    let client = &lab.topology.client;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                client
+                    .enter_current_thread()
+                    .expect("enter client namespace");
+                for (i, session) in sessions.iter().enumerate() {
+                    if !matches!(session.kind, SessionKind::Header { .. }) {
+                        continue;
+                    }
+                    for key in [1u64, 0xdead_beef, u64::MAX] {
+                        let mut backends = std::collections::BTreeSet::new();
+                        for _ in 0..20 {
+                            let mut rng = rand::rngs::mock::StepRng::new(key, 0);
+                            if let Some(obs) =
+                                traffic::request(i, session, &mut rng).expect("request")
+                            {
+                                assert_eq!(obs.key, key);
+                                backends.insert(obs.backend);
+                            }
+                        }
+                        assert_eq!(
+                            backends.len(),
+                            1,
+                            "{} key {key:#x} reached {backends:?}",
+                            session.label
+                        );
+                    }
+                }
+            })
+            .join()
+            .expect("client thread");
+    });
+}
+
+#[test]
+fn dataplane_keeps_routing_while_the_daemon_is_down_and_a_new_one_adopts_it() {
+    let mut lab = start_lab(4);
+    assert_routed_as_replayed(&lab, &drive(&lab, 1));
+    lab.kill_daemon();
+    assert!(!lab.daemon_running());
+    let during = drive(&lab, 2);
+    assert!(
+        !during.observations.is_empty(),
+        "nothing answered while the daemon was down"
+    );
+    assert_routed_as_replayed(&lab, &during);
+    lab.start_daemon()
+        .unwrap_or_else(|e| panic!("restarting the daemon: {e}"));
+    assert_routed_as_replayed(&lab, &drive(&lab, 1));
+}
+
+#[test]
+fn sighup_reload_re_shards_a_session_without_dropping_traffic() {
+    let mut lab = start_lab(4);
+    assert_routed_as_replayed(&lab, &drive(&lab, 1));
+    // hdr-1 is placed on backends 2 and 3; move it to backend 4 alone.
+    let text = std::fs::read_to_string(
+        std::env::temp_dir()
+            .join(format!("shardline-lab-{}", lab.topology.tag))
+            .join("shardline.toml"),
+    )
+    .expect("lab config");
+    let moved = text.replacen(
+        "session = 1\nbackends = [2, 3]",
+        "session = 1\nbackends = [4]",
+        1,
+    );
+    assert_ne!(moved, text, "the lab places hdr-1 on backends 2 and 3");
+    lab.reload_config(&moved)
+        .unwrap_or_else(|e| panic!("reload: {e}"));
+    let report = drive(&lab, 1);
+    assert_routed_as_replayed(&lab, &report);
+    let hdr1 = lab
+        .sessions
+        .iter()
+        .position(|s| s.label == "hdr-1")
+        .expect("hdr-1");
+    assert_eq!(
+        report.by_session()[&hdr1]
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        [4]
+    );
+    let log = lab.daemon_log();
+    assert!(
+        log.contains("session re-sharded"),
+        "the handoff is logged: {log}"
+    );
+    // An invalid file is refused by the daemon and nothing changes.
+    assert!(lab
+        .reload_config("interface = \"eth0\"\nbogus = 1\n")
+        .is_err());
+    assert!(lab.daemon_log().contains("reload refused"));
+    assert_routed_as_replayed(&lab, &drive(&lab, 1));
+}

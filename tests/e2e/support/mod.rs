@@ -1,0 +1,288 @@
+//! Shared test harness: a load balancer loaded (not attached) into its own pin directory, with
+//! a test configuration applied; cleaned up on drop, even on panic.
+//!
+//! - [`frames`]: building test frames (etherparse) and breaking them on purpose.
+//! - [`outer`]: reading a forwarded frame back: backend, rewrite, every outer field.
+//! - [`quic`]: QUIC payloads and server connection ids.
+//! - [`random`]: random frames and the extra tables the kernel/replay agreement run uses.
+//! - here: [`Loaded`] (run a frame, read the per-reason counters), [`agrees`] (the kernel's
+//!   run against a replay decision) and [`expect`] (both, for one fixture).
+#![allow(dead_code)]
+
+pub mod frames;
+pub mod outer;
+pub mod quic;
+pub mod random;
+
+use shardline::{
+    config::Config, private::PrivateDataplane, snapshot::Snapshot, testrun::KernelRun,
+};
+use shardline_common::{
+    maps::forward_mode,
+    route::{decide, Decision},
+    verdict::{Action, Reason, REASON_COUNT},
+};
+
+use self::outer::{check_forwarded, Expected, Rewrite};
+
+/// The `shardline` and `shardline-lab` binaries the lab and the CLI tests start. `cargo xtask
+/// test` builds them before the tests; panics with what to build when they are missing.
+pub fn bins() -> shardline_lab::Binaries {
+    shardline_lab::Binaries::locate().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The `shardline` binary's path, as a string for `Command::new` and `Netns::command`.
+pub fn shardline_bin() -> String {
+    bins().shardline.to_string_lossy().into_owned()
+}
+
+/// Panics with the reason unless this process can use BPF: these tests must never be skipped.
+pub fn require_root() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test needs root (BPF maps, BPF_PROG_TEST_RUN, network namespaces); run `cargo xtask test` as root");
+    }
+    if !std::path::Path::new("/sys/fs/bpf").join(".").exists()
+        || !std::fs::read_to_string("/proc/mounts")
+            .unwrap_or_default()
+            .contains(" /sys/fs/bpf bpf ")
+    {
+        panic!("bpffs is not mounted at /sys/fs/bpf; run `cargo xtask setup` (mount -t bpf bpf /sys/fs/bpf)");
+    }
+}
+
+/// The configuration most tests route with: one header, one flow and one quic service per
+/// family, four backends (4 without IPv6), two placed sessions.
+pub const TEST_CONFIG: &str = r#"
+interface = "lo"
+[encap]
+source_v4 = "10.0.0.2"
+source_v6 = "fd00::2"
+
+[[services]]
+name = "kv"
+vip = "10.100.0.1"
+port = 7000
+protocol = "udp"
+mode = "header"
+
+[[services]]
+name = "web"
+vip = "10.100.0.1"
+port = 8080
+protocol = "tcp"
+mode = "flow"
+
+[[services]]
+name = "kv6"
+vip = "fd00:100::1"
+port = 7000
+protocol = "udp"
+mode = "header"
+
+[[services]]
+name = "dns"
+vip = "10.100.0.1"
+port = 5353
+protocol = "udp"
+mode = "flow"
+
+[[services]]
+name = "web6"
+vip = "fd00:100::1"
+port = 8080
+protocol = "tcp"
+mode = "flow"
+
+[[services]]
+name = "l2"
+vip = "10.100.0.2"
+port = 9000
+protocol = "udp"
+mode = "flow"
+forward = "l2dsr"
+
+[[services]]
+name = "quic"
+vip = "10.100.0.1"
+port = 4433
+protocol = "udp"
+mode = "quic"
+cid_generation = 10
+
+[[services]]
+name = "quic6"
+vip = "fd00:100::1"
+port = 4433
+protocol = "udp"
+mode = "quic"
+cid_generation = 10
+
+[[backends]]
+id = 1
+ipv4 = "10.0.0.11"
+ipv6 = "fd00::11"
+mac = "02:00:00:00:00:11"
+
+[[backends]]
+id = 2
+ipv4 = "10.0.0.12"
+ipv6 = "fd00::12"
+mac = "02:00:00:00:00:12"
+
+[[backends]]
+id = 3
+ipv4 = "10.0.0.13"
+ipv6 = "fd00::13"
+mac = "02:00:00:00:00:13"
+
+[[backends]]
+id = 4
+ipv4 = "10.0.0.14"
+mac = "02:00:00:00:00:14"
+
+[[sessions]]
+service = "kv"
+session = 42
+backends = [1, 2, 3]
+
+[[sessions]]
+service = "kv6"
+session = 7
+backends = [2, 3]
+"#;
+
+/// A loaded, unattached load balancer in private pinned maps (see
+/// `shardline::private::PrivateDataplane`), with the tests' panicking conveniences.
+pub struct Loaded(PrivateDataplane);
+
+impl std::ops::Deref for Loaded {
+    type Target = PrivateDataplane;
+
+    fn deref(&self) -> &PrivateDataplane {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Loaded {
+    fn deref_mut(&mut self) -> &mut PrivateDataplane {
+        &mut self.0
+    }
+}
+
+impl From<PrivateDataplane> for Loaded {
+    fn from(dataplane: PrivateDataplane) -> Self {
+        Self(dataplane)
+    }
+}
+
+impl Loaded {
+    /// Loads the program and applies `config`.
+    pub fn new(config: &str) -> Self {
+        require_root();
+        let config = Config::parse(config, "test config").expect("test config is valid");
+        let dataplane = PrivateDataplane::new("test", Snapshot::from_config(&config))
+            .unwrap_or_else(|e| panic!("loading the program: {e:?}"));
+        Self(dataplane)
+    }
+
+    /// Runs one frame through the kernel program.
+    pub fn run(&mut self, frame: &[u8]) -> KernelRun {
+        self.0.run(frame).expect("BPF_PROG_TEST_RUN")
+    }
+
+    /// The per-reason packet counters, summed over CPUs, indexed by `Reason as usize`.
+    pub fn reasons(&self) -> [u64; REASON_COUNT as usize] {
+        let mut out = [0; REASON_COUNT as usize];
+        for (reason, count) in self.maps.reason_counts().expect("read REASONS") {
+            out[reason as usize] = count;
+        }
+        out
+    }
+
+    /// Runs one frame and returns the kernel's answer with the one reason it counted.
+    pub fn run_counted(&mut self, frame: &[u8]) -> (KernelRun, Reason) {
+        let before = self.reasons();
+        let run = self.run(frame);
+        let after = self.reasons();
+        let counted: Vec<(Reason, u64)> = Reason::ALL
+            .iter()
+            .map(|r| (*r, after[*r as usize] - before[*r as usize]))
+            .filter(|(_, n)| *n != 0)
+            .collect();
+        match counted[..] {
+            [(reason, 1)] => (run, reason),
+            _ => panic!("one packet must count exactly one reason once, counted {counted:?}"),
+        }
+    }
+}
+
+/// `bytes` as one hex string, for failure messages.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether the kernel's run of `frame` is what the replay decision `d` says: the same action; a
+/// frame not forwarded left untouched; a forwarded one correctly rewritten (see
+/// [`check_forwarded`]) for the backend `d` chose.
+pub fn agrees(want: &Expected, frame: &[u8], k: &KernelRun, d: &Decision) -> Result<(), String> {
+    if k.action != d.action() {
+        return Err(format!(
+            "kernel action {:?}, replay {:?} ({})",
+            k.action,
+            d.action(),
+            d.reason.name()
+        ));
+    }
+    if k.action != Action::Tx {
+        return if k.output == frame {
+            Ok(())
+        } else {
+            Err(format!(
+                "{:?} modified the frame: {}",
+                k.action,
+                hex(&k.output)
+            ))
+        };
+    }
+    let fwd = check_forwarded(want, frame, &k.output)
+        .map_err(|e| format!("bad rewrite: {e}; output {}", hex(&k.output)))?;
+    if fwd.backend_id != d.backend_id {
+        return Err(format!(
+            "kernel sent to backend {}, replay chose {}",
+            fwd.backend_id, d.backend_id
+        ));
+    }
+    let rewrite = match (d.service.forward, d.v6) {
+        (forward_mode::L2DSR, _) => Rewrite::L2Dsr,
+        (_, false) => Rewrite::Ipip,
+        // The outer flow label carries the request key's low 20 bits, for ECMP entropy.
+        (_, true) => Rewrite::Ip6ip6 {
+            flow_label: (d.key as u32) & 0x000f_ffff,
+        },
+    };
+    if fwd.rewrite != rewrite {
+        return Err(format!("rewrite {:?}, want {rewrite:?}", fwd.rewrite));
+    }
+    Ok(())
+}
+
+/// Runs `frame`; asserts the kernel counted `reason` (and took its action), that the replay
+/// agrees, and that the output is what the replay implies: untouched unless forwarded, else
+/// rewritten for the replay's backend with every outer field checked against `TEST_CONFIG`.
+pub fn expect(lb: &mut Loaded, name: &str, frame: &[u8], reason: Reason) -> (KernelRun, Decision) {
+    let (run, counted) = lb.run_counted(frame);
+    let d = decide(frame, &lb.tables);
+    assert_eq!(
+        counted,
+        reason,
+        "{name}: kernel counted {}, want {}; frame {}",
+        counted.name(),
+        reason.name(),
+        hex(frame)
+    );
+    assert_eq!(d.reason, reason, "{name}: replay reason");
+    if let Err(e) = agrees(&Expected::test_config(), frame, &run, &d) {
+        panic!("{name}: {e}; frame {}", hex(frame));
+    }
+    (run, d)
+}
