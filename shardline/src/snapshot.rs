@@ -14,7 +14,7 @@ use shardline_common::{
     route::{pick_shard, Tables},
 };
 
-use crate::config::{parse_mac, Config, ForwardMode, SessionId, SessionMode};
+use crate::config::{parse_mac, Config, ConfigTables, ForwardMode, SessionId, SessionMode};
 
 /// Every table the dataplane reads, as plain collections.
 #[derive(Clone, Debug, Default)]
@@ -32,9 +32,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Computes the tables of a validated configuration. Service ids are 1-based positions in
-    /// `config.services`; static sessions get generation 1.
+    /// Computes the tables of a validated configuration.
     pub fn from_config(config: &Config) -> Self {
+        Self::from_tables(&ConfigTables::of(config))
+    }
+
+    /// Computes the tables of validated table inputs. Service ids are 1-based positions in
+    /// `config.services`; static sessions get generation 1.
+    pub fn from_tables(config: &ConfigTables) -> Self {
         let mut snap = Snapshot::default();
         for (i, s) in config.services.iter().enumerate() {
             let key = ServiceKey::new(s.vip, s.port, s.protocol.number());

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::SessionRef;
+use crate::config::SessionRef;
 
 /// Samples kept per session for plots (at one per tick: the last hour at 1 s).
 pub const HISTORY_SAMPLES: usize = 3600;

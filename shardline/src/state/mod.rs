@@ -22,29 +22,14 @@ use shardline_common::consts::{MAX_BACKENDS, MAX_SHARDS};
 pub use command::{Command, Response, StateError};
 pub use control::{ClusterStatus, Control, ControlError, LocalControl, Member};
 
+pub use crate::config::{session_number, ConfigTables, SessionRef};
 use crate::{
-    config::{BackendConfig, Config, Encap, ServiceConfig, SessionConfig, SessionId},
+    config::{BackendConfig, Config, Encap, ServiceConfig},
     snapshot::Snapshot,
 };
 
 /// Bytes of critical state one session may keep (keys plus values).
 pub const SESSION_STATE_LIMIT: usize = 4096;
-
-/// A session, named as operators and applications name it: service name and session number
-/// (header mode: the session id; flow and quic mode: the client address's hash).
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct SessionRef {
-    /// Service name.
-    pub service: String,
-    /// Session number.
-    pub session: u64,
-}
-
-impl std::fmt::Display for SessionRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.service, self.session)
-    }
-}
 
 /// A backend as the cluster knows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -150,12 +135,9 @@ impl ControlState {
     /// set (a set with none left is unplaced: the default table routes it) and draining or
     /// unhealthy ones get no share of the default table.
     pub fn tables(&self) -> Snapshot {
-        let config = Config {
-            interface: String::new(),
-            xdp_mode: Default::default(),
-            pin_dir: Default::default(),
-            flow_idle_secs: self.flow_idle_secs,
+        let tables = ConfigTables {
             encap: self.encap.clone(),
+            flow_idle_secs: self.flow_idle_secs,
             services: self.services.clone(),
             backends: self
                 .backends
@@ -166,11 +148,8 @@ impl ControlState {
                 })
                 .collect(),
             sessions: Vec::new(),
-            api: Default::default(),
-            control: None,
-            cluster: None,
         };
-        let mut snap = Snapshot::from_config(&config);
+        let mut snap = Snapshot::from_tables(&tables);
         for (session, entry) in &self.sessions {
             let Some(service) = self.service_id(&session.service) else {
                 continue;
@@ -202,44 +181,6 @@ impl ControlState {
             );
         }
         snap
-    }
-}
-
-/// The part of a configuration file that is replicated state.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ConfigTables {
-    /// Encapsulation sources.
-    pub encap: Encap,
-    /// Flow stickiness window, seconds.
-    pub flow_idle_secs: u32,
-    /// Services.
-    pub services: Vec<ServiceConfig>,
-    /// Backends.
-    pub backends: Vec<BackendConfig>,
-    /// Static placements.
-    pub sessions: Vec<SessionConfig>,
-}
-
-impl ConfigTables {
-    /// The replicated part of a (validated) configuration.
-    pub fn of(config: &Config) -> Self {
-        Self {
-            encap: config.encap.clone(),
-            flow_idle_secs: config.flow_idle_secs,
-            services: config.services.clone(),
-            backends: config.backends.clone(),
-            sessions: config.sessions.clone(),
-        }
-    }
-}
-
-/// The session number a configured session id stands for.
-pub fn session_number(id: &SessionId) -> u64 {
-    match id {
-        SessionId::Id(n) => *n,
-        SessionId::Addr(a) => {
-            shardline_common::hash::addr_hash(&shardline_common::maps::ip_addr(*a))
-        }
     }
 }
 

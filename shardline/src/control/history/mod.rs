@@ -26,7 +26,7 @@ use thiserror::Error;
 
 pub use downsample::{default_tiers, Bucket, Tier};
 
-use crate::state::SessionRef;
+use crate::config::SessionRef;
 
 /// Version of the on-disk layout; a file with another version is refused as corrupt.
 pub const FORMAT: u64 = 1;
