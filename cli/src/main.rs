@@ -8,7 +8,7 @@ mod operator;
 
 use clap::{Parser, Subcommand};
 
-use crate::cmd::{agent, daemon, decap, detach, forecast_eval, quic_ids, stats, trace};
+use crate::cmd::{agent, daemon, decap, detach, doctor, forecast_eval, quic_ids, stats, trace};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,8 @@ enum Command {
     Decap(decap::DecapArgs),
     /// Run on a backend host: report its resources and load to the daemon, answer /health.
     Agent(agent::AgentArgs),
+    /// Check whether this host can run the dataplane, and what to do where it cannot.
+    Doctor(doctor::DoctorArgs),
     /// Print the dataplane's counters from the pinned maps.
     Stats(stats::StatsArgs),
     /// Print what the servers of each quic service must put in their connection ids: the config
@@ -56,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         Command::Daemon(args) => daemon::run(args),
         Command::Decap(args) => decap::run(args),
         Command::Agent(args) => agent::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Stats(args) => stats::run(args),
         Command::QuicIds(args) => quic_ids::run(args),
         Command::Detach(args) => detach::run(args),

@@ -24,6 +24,7 @@
 //! - [`api`]: the daemon's HTTP API (`/v1`, `/metrics`, OpenAPI) and the typed views the
 //!   operator CLI parses.
 //! - [`daemon`]: `shardline daemon`: the wiring of all of the above.
+//! - [`doctor`]: `shardline doctor`, whether this host can run the dataplane and how well.
 //! - [`decap`], [`trace`]: `shardline decap` (the backend-side decapsulator) and `shardline
 //!   trace` (kernel vs replay verdicts for captured packets).
 pub mod agent;
@@ -33,6 +34,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod decap;
+pub mod doctor;
 pub mod loader;
 pub mod logging;
 pub mod maglev_table;

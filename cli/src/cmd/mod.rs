@@ -4,6 +4,7 @@ pub mod agent;
 pub mod daemon;
 pub mod decap;
 pub mod detach;
+pub mod doctor;
 pub mod forecast_eval;
 pub mod quic_ids;
 pub mod stats;

@@ -32,6 +32,8 @@ use crate::{
 /// Runs the daemon until SIGINT or SIGTERM; SIGHUP reloads `config_path`.
 pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
+    crate::doctor::preflight(&crate::doctor::Host::default(), &config)
+        .map_err(anyhow::Error::msg)?;
     let mut ebpf = load_balancer(&config.pin_dir)?;
     forward_bpf_logs(&mut ebpf);
     let attached = attach_balancer(
