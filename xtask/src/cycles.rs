@@ -147,10 +147,13 @@ fn crate_paths(text: &str) -> Vec<String> {
                     '}' => depth -= 1,
                     _ => {}
                 }
-                if depth == 0 {
-                    break;
-                }
-                if depth == 1 && c == ',' {
+                if depth == 0 || (depth == 1 && c == ',') {
+                    if at_top && !item.is_empty() {
+                        out.push(std::mem::take(&mut item));
+                    }
+                    if depth == 0 {
+                        break;
+                    }
                     at_top = true;
                     item.clear();
                     continue;
