@@ -2,6 +2,7 @@
 //! daemon with XDP on its interface, and backends that decapsulate and answer with their id.
 //!
 //! - [`topology`]: namespaces, the bridge, addresses.
+//! - [`config`]: the daemon's configuration, built as a `Config` value.
 //! - [`echo`]: the backends' UDP/TCP echo service.
 //! - [`quic`]: the backends' QUIC echo service (QUIC-LB connection ids) and its client.
 //! - [`traffic`]: the client's sessions and requests.
@@ -11,6 +12,7 @@
 //!   and the autoscale hook's new backend.
 
 pub mod bins;
+pub mod config;
 pub mod echo;
 pub mod load;
 pub mod netns;
@@ -29,7 +31,8 @@ use std::{
 };
 
 pub use bins::Binaries;
-use topology::{backend4, backend6, backend_mac, Topology, LB4, LB6, VIP4, VIP6};
+pub use config::lab_config;
+use topology::{Topology, VIP4, VIP6};
 
 use shardline::{config::Config, snapshot::Snapshot};
 
@@ -72,6 +75,9 @@ pub enum LabError {
     /// The generated configuration is invalid (a bug).
     #[error("lab config: {0}")]
     Config(#[from] shardline::config::ConfigError),
+    /// The generated configuration cannot be written as TOML (a bug).
+    #[error("writing the lab config as TOML: {0}")]
+    ConfigToml(#[from] toml::ser::Error),
     /// The QUIC service's certificate could not be made.
     #[error("lab QUIC service: {0}")]
     Quic(#[from] quic::QuicLabError),
@@ -113,46 +119,6 @@ pub struct Lab {
     pub topology: Topology,
 }
 
-/// The daemon configuration of a lab with `backends` backends, pinning under `pin_dir`.
-/// Odd header sessions are placed on two backends each; the rest use the default table.
-pub fn lab_config(backends: u32, sessions: &[traffic::Session], pin_dir: &Path) -> String {
-    let mut s = format!(
-        "interface = \"eth0\"\npin_dir = \"{}\"\n\n[encap]\nsource_v4 = \"{LB4}\"\nsource_v6 = \"{LB6}\"\n",
-        pin_dir.display()
-    );
-    for (name, vip, port, protocol, mode) in [
-        ("kv", VIP4.to_string(), HEADER_PORT, "udp", "header"),
-        ("kv6", VIP6.to_string(), HEADER_PORT, "udp", "header"),
-        ("dns", VIP4.to_string(), UDP_FLOW_PORT, "udp", "flow"),
-        ("web", VIP4.to_string(), TCP_FLOW_PORT, "tcp", "flow"),
-        ("quic", VIP4.to_string(), QUIC_PORT, "udp", "quic"),
-        ("quic6", VIP6.to_string(), QUIC_PORT, "udp", "quic"),
-    ] {
-        s += &format!(
-            "\n[[services]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = {port}\nprotocol = \"{protocol}\"\nmode = \"{mode}\"\n"
-        );
-    }
-    for id in 1..=backends {
-        s += &format!(
-            "\n[[backends]]\nid = {id}\nipv4 = \"{}\"\nipv6 = \"{}\"\nmac = \"{}\"\n",
-            backend4(id),
-            backend6(id),
-            backend_mac(id)
-        );
-    }
-    for session in sessions {
-        if let traffic::SessionKind::Header { id } = session.kind {
-            if id % 2 == 1 && backends >= 2 {
-                let service = if session.vip.is_ipv6() { "kv6" } else { "kv" };
-                let a = (id as u32 % backends) + 1;
-                let b = ((id as u32 + 1) % backends) + 1;
-                s += &format!("\n[[sessions]]\nservice = \"{service}\"\nsession = {id}\nbackends = [{a}, {b}]\n");
-            }
-        }
-    }
-    s
-}
-
 impl Lab {
     /// Builds the network and starts the daemon, the decapsulators and the echo services,
     /// returning once all of them are ready.
@@ -179,25 +145,21 @@ impl Lab {
         let lab_exe = opts.bins.lab.to_string_lossy().into_owned();
         let api_token = work_dir.join("api-token");
         write_api_token(&api_token)?;
-        let mut text = lab_config(opts.backends, &sessions, &pin_dir)
-            + &format!("\n[api]\ntoken_file = \"{}\"\n", api_token.display());
-        if let Some(p) = &predict {
-            for id in 1..=opts.backends {
-                let mac = format!("mac = \"{}\"\n", backend_mac(id));
-                text = text.replacen(&mac, &(mac.clone() + &predict::backend_lines(p, id)), 1);
-            }
-            text += &predict::control_section(p, &work_dir, &lab_exe, &opts.tag, opts.sessions);
-            if let Some(seed) = &p.history_seed {
-                let path = predict::history_path(&work_dir);
-                std::fs::write(&path, seed).map_err(|source| LabError::Io { path, source })?;
-            }
+        let config = config::daemon_config(
+            opts,
+            &sessions,
+            &work_dir,
+            &pin_dir,
+            &api_token,
+            predict.as_ref(),
+        );
+        config.validate()?;
+        if let Some(seed) = predict.as_ref().and_then(|p| p.history_seed.as_ref()) {
+            let path = predict::history_path(&work_dir);
+            std::fs::write(&path, seed).map_err(|source| LabError::Io { path, source })?;
         }
-        let config = Config::parse(&text, "lab config")?;
         let config_path = work_dir.join("shardline.toml");
-        std::fs::write(&config_path, &text).map_err(|source| LabError::Io {
-            path: config_path.clone(),
-            source,
-        })?;
+        write_config(&config_path, &toml::to_string(&config)?)?;
         let quic_cert = work_dir.join("quic-cert.pem");
         let quic_key = work_dir.join("quic-key.pem");
         quic::write_certificate(&quic_cert, &quic_key)?;
@@ -304,20 +266,27 @@ impl Lab {
         }
     }
 
-    /// Replaces the daemon's configuration file with `text`, sends the daemon SIGHUP and waits
-    /// (at most 10 s) until its log says the reload was applied or refused.
-    /// A `text` without an `[api]` section keeps the lab's.
-    pub fn reload_config(&mut self, text: &str) -> Result<(), LabError> {
+    /// Makes `config` the daemon's configuration, as [`Self::reload_config_text`] does with
+    /// its TOML. A `config` without an API token file keeps the lab's.
+    pub fn reload_config(&mut self, config: &Config) -> Result<(), LabError> {
+        let mut config = config.clone();
+        if config.api.token_file.is_none() {
+            config.api.token_file = Some(self.api_token.clone());
+        }
+        self.reload_config_text(&toml::to_string(&config)?)
+    }
+
+    /// Replaces the daemon's configuration file with `text` (which may be invalid, to see it
+    /// refused), sends the daemon SIGHUP and waits (at most 10 s) until its log says the reload
+    /// was applied or refused. A `text` without an `[api]` section keeps the lab's.
+    pub fn reload_config_text(&mut self, text: &str) -> Result<(), LabError> {
         let mut text = text.to_owned();
         if !text.contains("[api]") {
             text += &format!("\n[api]\ntoken_file = \"{}\"\n", self.api_token.display());
         }
         // Parsed here only to track the tables; the daemon judges the file itself.
         let config = Config::parse(&text, "lab config");
-        std::fs::write(&self.config_path, &text).map_err(|source| LabError::Io {
-            path: self.config_path.clone(),
-            source,
-        })?;
+        write_config(&self.config_path, &text)?;
         let index = self.children.iter().rposition(|(what, _)| what == "daemon");
         let Some(index) = index else {
             return Err(LabError::NotReady {
@@ -555,6 +524,14 @@ impl Lab {
             .err();
         report.lock().unwrap_or_else(|e| e.into_inner()).error = error;
     }
+}
+
+/// Writes the daemon's configuration file.
+fn write_config(path: &Path, text: &str) -> Result<(), LabError> {
+    std::fs::write(path, text).map_err(|source| LabError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Writes a fresh random API token, readable by root only.

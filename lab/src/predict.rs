@@ -3,8 +3,14 @@
 //! namespace on the lab's bridge that registers itself (`shardline-lab add-backend`).
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
+};
+
+use shardline::config::{
+    control::{ControlConfig, HookConfig, OnCorrupt},
+    BackendConfig,
 };
 
 use crate::{
@@ -35,7 +41,7 @@ pub struct PredictOptions {
     /// History file contents to start from (e.g. garbage, for the corruption test).
     pub history_seed: Option<Vec<u8>>,
     /// `control.history_on_corrupt`.
-    pub on_corrupt: &'static str,
+    pub on_corrupt: OnCorrupt,
 }
 
 impl Default for PredictOptions {
@@ -46,14 +52,14 @@ impl Default for PredictOptions {
             hook: false,
             tick_ms: 500,
             history_seed: None,
-            on_corrupt: "recover",
+            on_corrupt: OnCorrupt::Recover,
         }
     }
 }
 
 /// Where the daemon's agents' endpoint listens.
-pub fn agents_endpoint() -> String {
-    format!("{LB4}:{AGENTS_PORT}")
+pub fn agents_endpoint() -> SocketAddr {
+    SocketAddr::new(LB4.into(), AGENTS_PORT)
 }
 
 /// The history file of a lab working in `work_dir`.
@@ -66,39 +72,54 @@ pub fn load_file(work_dir: &Path, id: u32) -> PathBuf {
     work_dir.join(format!("load-{id}.json"))
 }
 
-/// Extra lines of backend `id`'s `[[backends]]` table.
-pub fn backend_lines(opts: &PredictOptions, id: u32) -> String {
-    format!(
-        "agent = \"{}:{AGENT_PORT}\"\ncapacity = {:.1}\n",
-        backend4(id),
-        opts.backend_capacity as f64
-    )
+/// Gives `backend` its agent (whose `/health` the daemon probes) and the capacity limit its
+/// echo enforces, so the loop plans with what the backend will really carry.
+pub fn add_agent(opts: &PredictOptions, backend: &mut BackendConfig) {
+    backend.agent = Some(format!("{}:{AGENT_PORT}", backend4(backend.id)));
+    backend.capacity = Some(opts.backend_capacity as f64);
 }
 
-/// The `[control]` section (appended last to the lab's configuration).
-pub fn control_section(
+/// The daemon's `[control]` section in a lab. Ticks and health checks share `tick_ms`, and the
+/// horizon, dwell and scale-in delay are short, so the loop reacts within a test's minutes;
+/// with `opts.hook`, the hook runs `exe add-backend` on lab `tag` (`aliases` client aliases).
+pub fn control_config(
     opts: &PredictOptions,
     work_dir: &Path,
-    exe: &str,
+    exe: &Path,
     tag: &str,
     aliases: u32,
-) -> String {
-    let mut s = format!(
-        "\n[control]\ntick_ms = {tick}\nhorizon = 6\nper_shard_capacity = {cap:.1}\nheadroom = 0.25\nmin_dwell_secs = 2.0\nscale_in_delay_secs = 30.0\nlisten = \"{listen}\"\nhealth_interval_ms = {tick}\nhistory_path = \"{history}\"\nhistory_on_corrupt = \"{corrupt}\"\n",
-        tick = opts.tick_ms,
-        cap = opts.per_shard_capacity,
-        listen = agents_endpoint(),
-        history = history_path(work_dir).display(),
-        corrupt = opts.on_corrupt,
-    );
-    if opts.hook {
-        s += &format!(
-            "\n[control.hook]\ncommand = [\"{exe}\", \"add-backend\", \"--tag\", \"{tag}\", \"--work-dir\", \"{}\", \"--capacity\", \"{}\", \"--aliases\", \"{aliases}\"]\nlead_secs = 15.0\ncooldown_secs = 20.0\n",
-            work_dir.display(),
-            opts.backend_capacity
-        );
+) -> ControlConfig {
+    let hook = opts.hook.then(|| HookConfig {
+        command: Some(vec![
+            exe.to_string_lossy().into_owned(),
+            "add-backend".into(),
+            "--tag".into(),
+            tag.into(),
+            "--work-dir".into(),
+            work_dir.to_string_lossy().into_owned(),
+            "--capacity".into(),
+            opts.backend_capacity.to_string(),
+            "--aliases".into(),
+            aliases.to_string(),
+        ]),
+        webhook: None,
+        lead_secs: 15.0,
+        cooldown_secs: 20.0,
+    });
+    ControlConfig {
+        tick_ms: opts.tick_ms,
+        horizon: 6,
+        per_shard_capacity: opts.per_shard_capacity,
+        headroom: 0.25,
+        min_dwell_secs: 2.0,
+        scale_in_delay_secs: 30.0,
+        listen: Some(agents_endpoint()),
+        health_interval_ms: opts.tick_ms,
+        history_path: Some(history_path(work_dir)),
+        history_on_corrupt: opts.on_corrupt,
+        hook,
+        ..ControlConfig::default()
     }
-    s
 }
 
 /// Echo arguments that add the capacity limit.
@@ -118,7 +139,7 @@ pub fn agent_args(work_dir: &Path, id: u32, interval_ms: u64) -> Vec<String> {
         "--backend".into(),
         id.to_string(),
         "--daemon".into(),
-        agents_endpoint(),
+        agents_endpoint().to_string(),
         "--listen".into(),
         format!("{}:{AGENT_PORT}", backend4(id)),
         "--interval-ms".into(),
