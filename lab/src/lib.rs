@@ -3,6 +3,8 @@
 //!
 //! - [`topology`]: namespaces, the bridge, addresses.
 //! - [`config`]: the daemon's configuration, built as a `Config` value.
+//! - `children`: the processes the lab starts, their logs and ready files.
+//! - `drive`: traffic from the client (requests, shaped load, a migrating QUIC connection).
 //! - [`echo`]: the backends' UDP/TCP echo service.
 //! - [`quic`]: the backends' QUIC echo service (QUIC-LB connection ids) and its client.
 //! - [`traffic`]: the client's sessions and requests.
@@ -12,7 +14,9 @@
 //!   and the autoscale hook's new backend.
 
 pub mod bins;
+mod children;
 pub mod config;
+mod drive;
 pub mod echo;
 pub mod load;
 pub mod netns;
@@ -24,19 +28,20 @@ pub mod topology;
 pub mod traffic;
 
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
-    process::Child,
     time::{Duration, Instant},
 };
 
 pub use bins::Binaries;
 pub use config::lab_config;
-use topology::{Topology, VIP4, VIP6};
-
+pub use drive::Report;
 use shardline::{config::Config, snapshot::Snapshot};
 
-use crate::netns::NetnsError;
+use crate::{
+    children::Children,
+    netns::NetnsError,
+    topology::{Topology, VIP4, VIP6},
+};
 
 /// UDP port of the header-mode service.
 pub const HEADER_PORT: u16 = 7000;
@@ -98,8 +103,8 @@ pub struct LabOptions {
 
 /// A running lab. Dropping it stops every process and removes every namespace and pin.
 pub struct Lab {
-    /// The network (dropped last: fields drop in order).
-    children: Vec<(String, Child)>,
+    /// The processes, stopped first (by `drop`), before the namespaces they run in.
+    children: Children,
     /// The daemon's configuration.
     pub config: Config,
     /// The file holding the daemon's API token (the API listens on the default address
@@ -115,7 +120,7 @@ pub struct Lab {
     bins: Binaries,
     config_path: PathBuf,
     predict: Option<predict::PredictOptions>,
-    /// The namespaces.
+    /// The namespaces (dropped last: fields drop in order).
     pub topology: Topology,
 }
 
@@ -169,7 +174,7 @@ impl Lab {
             .find_map(|s| s.cid_layout())
             .expect("the lab config has a quic service");
         let mut lab = Self {
-            children: Vec::new(),
+            children: Children::new(&work_dir),
             api_token,
             config,
             quic_cert: quic_cert.clone(),
@@ -183,18 +188,18 @@ impl Lab {
         };
 
         // Native XDP_TX on a veth reaches the peer only if the peer runs XDP too.
-        lab.spawn(
+        lab.children.spawn(
             "switch port XDP_PASS",
-            Which::Switch,
+            &lab.topology.switch,
             &exe,
             &["decap", "--iface", "p-lb", "--pass"],
         )?;
         for id in 1..=opts.backends {
-            let which = Which::Backend(id as usize - 1);
+            let ns = &lab.topology.backends[id as usize - 1];
             let (v4, v6) = (VIP4.to_string(), VIP6.to_string());
-            lab.spawn(
+            lab.children.spawn(
                 &format!("decap on backend {id}"),
-                which,
+                ns,
                 &exe,
                 &["decap", "--iface", "eth0", "--vip", &v4, "--vip", &v6],
             )?;
@@ -238,11 +243,13 @@ impl Lab {
                 &sid_len,
             ];
             args.extend(limit.iter().map(String::as_str));
-            lab.spawn(&format!("echo on backend {id}"), which, &lab_exe, &args)?;
+            lab.children
+                .spawn(&format!("echo on backend {id}"), ns, &lab_exe, &args)?;
             if let Some(tick_ms) = lab.predict.as_ref().map(|p| p.tick_ms) {
                 let agent = predict::agent_args(&lab.work_dir, id, tick_ms);
                 let agent: Vec<&str> = agent.iter().map(String::as_str).collect();
-                lab.spawn(&format!("agent on backend {id}"), which, &exe, &agent)?;
+                lab.children
+                    .spawn(&format!("agent on backend {id}"), ns, &exe, &agent)?;
             }
         }
         lab.start_daemon()?;
@@ -253,17 +260,14 @@ impl Lab {
     pub fn start_daemon(&mut self) -> Result<(), LabError> {
         let exe = self.bins.shardline.to_string_lossy().into_owned();
         let config = self.config_path.to_string_lossy().into_owned();
-        self.spawn("daemon", Which::Lb, &exe, &["daemon", "--config", &config])
+        let args = ["daemon", "--config", &config];
+        self.children
+            .spawn("daemon", &self.topology.lb, &exe, &args)
     }
 
     /// Kills the daemon with SIGKILL (no chance to clean up) and reaps it.
     pub fn kill_daemon(&mut self) {
-        for (what, child) in &mut self.children {
-            if what == "daemon" && child.try_wait().ok().flatten().is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+        self.children.kill_and_reap("daemon");
     }
 
     /// Makes `config` the daemon's configuration, as [`Self::reload_config_text`] does with
@@ -287,15 +291,14 @@ impl Lab {
         // Parsed here only to track the tables; the daemon judges the file itself.
         let config = Config::parse(&text, "lab config");
         write_config(&self.config_path, &text)?;
-        let index = self.children.iter().rposition(|(what, _)| what == "daemon");
-        let Some(index) = index else {
+        let Some((index, pid)) = self.children.last("daemon") else {
             return Err(LabError::NotReady {
                 what: "daemon".into(),
                 seconds: 0,
                 log: " (not running)".into(),
             });
         };
-        let log = self.work_dir.join(format!("log-{index}"));
+        let log = self.children.log_path(index);
         let seen = |needle: &str| {
             std::fs::read_to_string(&log)
                 .unwrap_or_default()
@@ -303,7 +306,6 @@ impl Lab {
                 .count()
         };
         let (applied, refused) = (seen("configuration reloaded"), seen("reload refused"));
-        let pid = nix::unistd::Pid::from_raw(self.children[index].1.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -331,198 +333,28 @@ impl Lab {
 
     /// The logs of every process started for `what` (e.g. `echo on backend 2`), joined.
     pub fn log_of(&self, what: &str) -> String {
-        self.children
-            .iter()
-            .enumerate()
-            .filter(|(_, (w, _))| w == what)
-            .filter_map(|(i, _)| {
-                std::fs::read_to_string(self.work_dir.join(format!("log-{i}"))).ok()
-            })
-            .collect()
+        self.children.logs(what)
     }
 
     /// Kills every process started for `what` with SIGKILL: a backend dying. (The lab reaps
     /// them when it stops; `&self` so traffic can keep flowing meanwhile.)
     pub fn kill(&self, what: &str) {
-        for (w, child) in &self.children {
-            if w == what {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(child.id() as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
+        self.children.kill(what);
     }
 
     /// The daemon's log so far.
     pub fn daemon_log(&self) -> String {
-        self.children
-            .iter()
-            .rposition(|(what, _)| what == "daemon")
-            .and_then(|i| std::fs::read_to_string(self.work_dir.join(format!("log-{i}"))).ok())
-            .unwrap_or_default()
+        self.children.last_log("daemon")
     }
 
     /// Whether the daemon process is running.
     pub fn daemon_running(&mut self) -> bool {
-        self.children
-            .iter_mut()
-            .any(|(what, child)| what == "daemon" && child.try_wait().ok().flatten().is_none())
-    }
-
-    fn spawn(
-        &mut self,
-        what: &str,
-        which: Which,
-        exe: &str,
-        args: &[&str],
-    ) -> Result<(), LabError> {
-        let ready = self.work_dir.join(format!("ready-{}", self.children.len()));
-        let log = self.work_dir.join(format!("log-{}", self.children.len()));
-        let ns = match which {
-            Which::Switch => &self.topology.switch,
-            Which::Lb => &self.topology.lb,
-            Which::Backend(i) => &self.topology.backends[i],
-        };
-        let log_file = std::fs::File::create(&log).map_err(|source| LabError::Io {
-            path: log.clone(),
-            source,
-        })?;
-        let mut cmd = ns.command(exe);
-        cmd.args(args)
-            .arg("--ready-file")
-            .arg(&ready)
-            .stdin(std::process::Stdio::null());
-        cmd.stdout(log_file.try_clone().map_err(|source| LabError::Io {
-            path: log.clone(),
-            source,
-        })?);
-        cmd.stderr(log_file);
-        let child = cmd.spawn().map_err(|source| LabError::Io {
-            path: PathBuf::from(exe),
-            source,
-        })?;
-        self.children.push((what.to_owned(), child));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ready.exists() {
-            let exited = self
-                .children
-                .last_mut()
-                .and_then(|(_, c)| c.try_wait().ok().flatten());
-            if exited.is_some() || Instant::now() > deadline {
-                let log = std::fs::read_to_string(&log).unwrap_or_default();
-                return Err(LabError::NotReady {
-                    what: what.to_owned(),
-                    seconds: 30,
-                    log: format!(":\n{log}"),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
+        self.children.running("daemon")
     }
 
     /// The tables the daemon was configured with, for replaying its decisions.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::from_config(&self.config)
-    }
-
-    /// Runs the client's sessions for `duration` (or until `stop` says so), calling `tick`
-    /// about once a second with everything observed so far.
-    pub fn drive(
-        &self,
-        duration: Duration,
-        stop: &(dyn Fn() -> bool + Sync),
-        tick: &mut (dyn FnMut(Duration, &Report) + Send),
-    ) -> Result<Report, LabError> {
-        let client = &self.topology.client;
-        let sessions = self.sessions.clone();
-        std::thread::scope(|scope| {
-            let worker = scope.spawn(|| -> Result<Report, LabError> {
-                client.enter_current_thread()?;
-                let mut rng = rand::thread_rng();
-                let mut report = Report::default();
-                let start = Instant::now();
-                let mut next_tick = Duration::from_secs(1);
-                while start.elapsed() < duration && !stop() {
-                    for (i, session) in sessions.iter().enumerate() {
-                        match traffic::request(i, session, &mut rng) {
-                            Ok(Some(obs)) => report.observations.push(obs),
-                            Ok(None) => report.lost += 1,
-                            Err(_) => report.errors += 1,
-                        }
-                    }
-                    if start.elapsed() >= next_tick {
-                        tick(start.elapsed(), &report);
-                        next_tick += Duration::from_secs(1);
-                    }
-                }
-                Ok(report)
-            });
-            worker.join().expect("lab traffic thread panicked")
-        })
-    }
-}
-
-impl Lab {
-    /// Sends the rate-shaped `sessions` from the client for `duration` (or until `stop`).
-    pub fn drive_load(
-        &self,
-        sessions: &[load::Loaded],
-        duration: Duration,
-        stop: &std::sync::atomic::AtomicBool,
-        report: &std::sync::Mutex<load::LoadReport>,
-    ) -> Result<(), LabError> {
-        std::thread::scope(|s| {
-            s.spawn(|| -> Result<(), LabError> {
-                self.topology.client.enter_current_thread()?;
-                load::run(sessions, duration, stop, report).map_err(|source| LabError::Io {
-                    path: PathBuf::from("lab load generator"),
-                    source,
-                })
-            })
-            .join()
-            .expect("lab load thread panicked")
-        })
-    }
-
-    /// Runs one QUIC connection from the client for `duration` (or until `stop`), moving it to
-    /// a new source port and address every second, and records who answered in `report`.
-    pub fn drive_quic(
-        &self,
-        duration: Duration,
-        stop: &(dyn Fn() -> bool + Sync),
-        report: &std::sync::Mutex<quic::RebindingReport>,
-    ) {
-        let run = || -> Result<(), String> {
-            self.topology
-                .client
-                .enter_current_thread()
-                .map_err(|e| e.to_string())?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime
-                .block_on(async {
-                    let from = [topology::CLIENT4.into(), topology::client_alias4(1).into()];
-                    let bind = std::net::SocketAddr::new(from[0], 0);
-                    let endpoint = quic::client(bind, &self.quic_cert)?;
-                    let server = std::net::SocketAddr::new(VIP4.into(), QUIC_PORT);
-                    let deadline = Instant::now() + duration;
-                    let every = Duration::from_secs(1);
-                    quic::rebinding_connection(
-                        &endpoint, server, &from, every, deadline, stop, report,
-                    )
-                    .await
-                })
-                .map_err(|e| e.to_string())
-        };
-        // A thread of its own: entering the client's namespace must not move the caller.
-        let error = std::thread::scope(|s| s.spawn(run).join())
-            .unwrap_or_else(|_| Err("the QUIC client panicked".into()))
-            .err();
-        report.lock().unwrap_or_else(|e| e.into_inner()).error = error;
     }
 }
 
@@ -553,54 +385,9 @@ fn write_api_token(path: &Path) -> Result<(), LabError> {
         })
 }
 
-#[derive(Clone, Copy)]
-enum Which {
-    Switch,
-    Lb,
-    Backend(usize),
-}
-
-/// What the client observed.
-#[derive(Clone, Debug, Default)]
-pub struct Report {
-    /// Every answered request.
-    pub observations: Vec<traffic::Observation>,
-    /// Requests that got no answer in time.
-    pub lost: u64,
-    /// Requests that failed locally (socket errors).
-    pub errors: u64,
-}
-
-impl Report {
-    /// Per session: answered requests by backend id.
-    pub fn by_session(&self) -> BTreeMap<usize, BTreeMap<u32, u64>> {
-        let mut out: BTreeMap<usize, BTreeMap<u32, u64>> = BTreeMap::new();
-        for o in &self.observations {
-            *out.entry(o.session)
-                .or_default()
-                .entry(o.backend)
-                .or_default() += 1;
-        }
-        out
-    }
-}
-
 impl Drop for Lab {
     fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        for (_, child) in &mut self.children {
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.children.stop_all();
         predict::remove_extras(&self.topology.tag, &self.work_dir);
         let _ = std::fs::remove_dir_all(self.config.cluster().data_dir(&self.pin_dir));
         let _ = shardline::loader::teardown(&self.pin_dir, Some(&self.config.interface));
