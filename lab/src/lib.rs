@@ -163,10 +163,9 @@ impl Lab {
             let path = predict::history_path(&work_dir);
             std::fs::write(&path, seed).map_err(|source| LabError::Io { path, source })?;
         }
-        let config_path = work_dir.join("shardline.toml");
+        let config_path = daemon_config_path(&work_dir);
         write_config(&config_path, &toml::to_string(&config)?)?;
-        let quic_cert = work_dir.join("quic-cert.pem");
-        let quic_key = work_dir.join("quic-key.pem");
+        let (quic_cert, quic_key) = quic::certificate_paths(&work_dir);
         quic::write_certificate(&quic_cert, &quic_key)?;
         let layout = config
             .services
@@ -194,6 +193,11 @@ impl Lab {
             &exe,
             &["decap", "--iface", "p-lb", "--pass"],
         )?;
+        let quic = echo::QuicFiles {
+            cert: &quic_cert,
+            key: &quic_key,
+            layout,
+        };
         for id in 1..=opts.backends {
             let ns = &lab.topology.backends[id as usize - 1];
             let (v4, v6) = (VIP4.to_string(), VIP6.to_string());
@@ -203,46 +207,11 @@ impl Lab {
                 &exe,
                 &["decap", "--iface", "eth0", "--vip", &v4, "--vip", &v6],
             )?;
-            let (id_s, udp, tcp) = (
-                id.to_string(),
-                format!("{HEADER_PORT},{UDP_FLOW_PORT}"),
-                TCP_FLOW_PORT.to_string(),
-            );
-            let (quic, rotation, sid_len) = (
-                QUIC_PORT.to_string(),
-                layout.rotation.to_string(),
-                layout.server_id_len.to_string(),
-            );
-            let (cert, key) = (quic_cert.to_string_lossy(), quic_key.to_string_lossy());
-            let limit = lab
-                .predict
-                .as_ref()
-                .map(|p| predict::echo_limit_args(p, &lab.work_dir, id))
-                .unwrap_or_default();
-            let mut args = vec![
-                "echo",
-                "--id",
-                &id_s,
-                "--bind",
-                &v4,
-                "--bind",
-                &v6,
-                "--udp",
-                &udp,
-                "--tcp",
-                &tcp,
-                "--quic",
-                &quic,
-                "--quic-cert",
-                &cert,
-                "--quic-key",
-                &key,
-                "--rotation",
-                &rotation,
-                "--server-id-len",
-                &sid_len,
-            ];
-            args.extend(limit.iter().map(String::as_str));
+            let mut args = echo::lab_args(id, Some(&quic));
+            if let Some(p) = &lab.predict {
+                args.extend(predict::echo_limit_args(p, &lab.work_dir, id));
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             lab.children
                 .spawn(&format!("echo on backend {id}"), ns, &lab_exe, &args)?;
             if let Some(tick_ms) = lab.predict.as_ref().map(|p| p.tick_ms) {
@@ -356,6 +325,11 @@ impl Lab {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::from_config(&self.config)
     }
+}
+
+/// The daemon's configuration file in a lab working in `work_dir`.
+pub fn daemon_config_path(work_dir: &Path) -> PathBuf {
+    work_dir.join("shardline.toml")
 }
 
 /// Writes the daemon's configuration file.

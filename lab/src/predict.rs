@@ -10,16 +10,17 @@ use std::{
 
 use shardline::config::{
     control::{ControlConfig, HookConfig, OnCorrupt},
-    BackendConfig,
+    BackendConfig, Config,
 };
+use shardline_common::quic::CidLayout;
 
 use crate::{
+    daemon_config_path,
+    echo::{self, QuicFiles},
     netns::{Netns, NetnsError},
-    Binaries,
-};
-use crate::{
+    quic,
     topology::{backend4, backend6, backend_mac, backend_ns_name, join_backend, LB4, VIP4, VIP6},
-    HEADER_PORT, UDP_FLOW_PORT,
+    Binaries,
 };
 
 /// Port of the daemon's agents' endpoint in the lab.
@@ -155,8 +156,10 @@ pub fn extras_file(work_dir: &Path) -> PathBuf {
 }
 
 /// `shardline-lab add-backend`: the hook's action. Adds the next backend id to lab `tag`,
-/// starts its decapsulator, echo (with the capacity limit) and agent (which registers it with
-/// the daemon), and returns once it is registered.
+/// starts its decapsulator, echo and agent (which registers it with the daemon), and returns
+/// once it is registered. The echo serves what the first backends' do (UDP, TCP and, with the
+/// lab's certificate, QUIC) with the capacity limit: the new backend joins every service's
+/// default table.
 pub fn add_backend(
     tag: &str,
     work_dir: &Path,
@@ -183,21 +186,17 @@ pub fn add_backend(
         backend_capacity: capacity,
         ..PredictOptions::default()
     };
-    let (v4, v6) = (VIP4.to_string(), VIP6.to_string());
-    let mut echo: Vec<String> = [
-        "echo",
-        "--id",
-        &id.to_string(),
-        "--bind",
-        &v4,
-        "--bind",
-        &v6,
-        "--udp",
-        &format!("{HEADER_PORT},{UDP_FLOW_PORT}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let (cert, key) = quic::certificate_paths(work_dir);
+    let layout = quic_layout(work_dir, &cert, &key);
+    if let Err(why) = &layout {
+        eprintln!("lab: backend {id} serves UDP and TCP but no QUIC: {why}");
+    }
+    let quic = layout.ok().map(|layout| QuicFiles {
+        cert: &cert,
+        key: &key,
+        layout,
+    });
+    let mut echo = echo::lab_args(id, quic.as_ref());
     echo.extend(echo_limit_args(&opts, work_dir, id));
     let mut agent = agent_args(work_dir, id, 500);
     agent.extend(
@@ -217,6 +216,7 @@ pub fn add_backend(
     );
     let ready = work_dir.join(format!("ready-extra-{id}"));
     agent.extend(["--ready-file".into(), ready.display().to_string()]);
+    let (v4, v6) = (VIP4.to_string(), VIP6.to_string());
     let decap: Vec<String> = ["decap", "--iface", "eth0", "--vip", &v4, "--vip", &v6]
         .iter()
         .map(|s| s.to_string())
@@ -260,6 +260,21 @@ pub fn add_backend(
     Ok(id)
 }
 
+/// The connection-id layout of the lab's quic services, read from the daemon's configuration
+/// in `work_dir` (the one the first backends were started with), if the QUIC certificate and
+/// key are there too; otherwise why the new backend cannot serve QUIC.
+fn quic_layout(work_dir: &Path, cert: &Path, key: &Path) -> Result<CidLayout, String> {
+    if let Some(missing) = [cert, key].into_iter().find(|p| !p.is_file()) {
+        return Err(format!("{} is missing", missing.display()));
+    }
+    let config = Config::load(&daemon_config_path(work_dir)).map_err(|e| e.to_string())?;
+    config
+        .services
+        .iter()
+        .find_map(|s| s.cid_layout())
+        .ok_or_else(|| "the daemon's configuration has no quic service".into())
+}
+
 fn io(path: &Path, e: std::io::Error) -> NetnsError {
     NetnsError::Spawn {
         command: format!("a lab backend process logging to {}", path.display()),
@@ -282,5 +297,36 @@ pub fn remove_extras(tag: &str, work_dir: &Path) {
             );
         }
         drop(Netns::adopt(&backend_ns_name(tag, id)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hooks_backend_serves_quic_only_with_the_labs_certificate_and_config() {
+        let dir = std::env::temp_dir().join(format!("shardline-lab-hook-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = quic::certificate_paths(&dir);
+        let missing = quic_layout(&dir, &cert, &key).unwrap_err();
+        assert!(missing.contains("quic-cert.pem"), "{missing}");
+        std::fs::write(&cert, "cert").unwrap();
+        std::fs::write(&key, "key").unwrap();
+        assert!(
+            quic_layout(&dir, &cert, &key).is_err(),
+            "no daemon config yet"
+        );
+        let mut config = crate::lab_config(2, &[], Path::new("/sys/fs/bpf/x"));
+        for s in &mut config.services {
+            if s.cid_layout().is_some() {
+                s.cid_generation = Some(9);
+            }
+        }
+        let text = toml::to_string(&config).unwrap();
+        std::fs::write(daemon_config_path(&dir), text).unwrap();
+        let layout = quic_layout(&dir, &cert, &key).unwrap();
+        assert_eq!((layout.rotation, layout.server_id_len), (2, 2));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
