@@ -1,16 +1,25 @@
 //! The lab's backend service: UDP and TCP echo servers that prefix every answer with the
-//! backend's id, so the client learns which backend served each request.
+//! backend's id, so the client learns which backend served each request; and the command line
+//! ([`lab_args`]) every lab backend runs it with, so the hook's backends serve what the first
+//! ones do.
 
 use std::{
     io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
     thread,
     time::Duration,
+};
+
+use shardline_common::quic::CidLayout;
+
+use crate::{
+    topology::{VIP4, VIP6},
+    HEADER_PORT, QUIC_PORT, TCP_FLOW_PORT, UDP_FLOW_PORT,
 };
 
 /// A backend's capacity limit: UDP requests beyond `capacity` per second are dropped, and each
@@ -112,6 +121,52 @@ pub fn serve(
     Ok(handles)
 }
 
+/// What a backend's echo needs to serve QUIC too: the lab's certificate and key (PEM) and the
+/// layout its connection ids must carry the server id in (the quic services' layout).
+#[derive(Clone, Debug)]
+pub struct QuicFiles<'a> {
+    /// The certificate.
+    pub cert: &'a Path,
+    /// Its private key.
+    pub key: &'a Path,
+    /// The connection-id layout.
+    pub layout: CidLayout,
+}
+
+/// The arguments of `shardline-lab echo` on lab backend `id`: UDP on the header and flow
+/// ports, TCP on the flow port and, with `quic`, QUIC on the quic port, on both VIPs. Every
+/// backend joins every service's default table, so every one must serve all of them.
+pub fn lab_args(id: u32, quic: Option<&QuicFiles>) -> Vec<String> {
+    let mut args = vec![
+        "echo".into(),
+        "--id".into(),
+        id.to_string(),
+        "--bind".into(),
+        VIP4.to_string(),
+        "--bind".into(),
+        VIP6.to_string(),
+        "--udp".into(),
+        format!("{HEADER_PORT},{UDP_FLOW_PORT}"),
+        "--tcp".into(),
+        TCP_FLOW_PORT.to_string(),
+    ];
+    if let Some(q) = quic {
+        args.extend([
+            "--quic".into(),
+            QUIC_PORT.to_string(),
+            "--quic-cert".into(),
+            q.cert.to_string_lossy().into_owned(),
+            "--quic-key".into(),
+            q.key.to_string_lossy().into_owned(),
+            "--rotation".into(),
+            q.layout.rotation.to_string(),
+            "--server-id-len".into(),
+            q.layout.server_id_len.to_string(),
+        ]);
+    }
+    args
+}
+
 fn udp_loop(id: u32, socket: UdpSocket, limit: Option<Arc<Limit>>) {
     let mut buf = [0u8; 2048];
     loop {
@@ -139,5 +194,40 @@ fn tcp_accept(id: u32, listener: TcpListener) {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+        let i = args.iter().position(|a| a == flag)?;
+        args.get(i + 1).map(String::as_str)
+    }
+
+    #[test]
+    fn every_lab_backend_serves_udp_and_tcp_and_quic_when_given_its_files() {
+        let plain = lab_args(3, None);
+        assert_eq!(value(&plain, "--id"), Some("3"));
+        assert_eq!(value(&plain, "--udp"), Some("7000,5353"));
+        assert_eq!(value(&plain, "--tcp"), Some("8080"));
+        assert!(!plain.iter().any(|a| a == "--quic"));
+        let layout = CidLayout {
+            rotation: 2,
+            server_id_len: 3,
+        };
+        let files = QuicFiles {
+            cert: Path::new("/w/quic-cert.pem"),
+            key: Path::new("/w/quic-key.pem"),
+            layout,
+        };
+        let quic = lab_args(3, Some(&files));
+        assert_eq!(quic[..plain.len()], plain[..]);
+        assert_eq!(value(&quic, "--quic"), Some("4433"));
+        assert_eq!(value(&quic, "--quic-cert"), Some("/w/quic-cert.pem"));
+        assert_eq!(value(&quic, "--quic-key"), Some("/w/quic-key.pem"));
+        assert_eq!(value(&quic, "--rotation"), Some("2"));
+        assert_eq!(value(&quic, "--server-id-len"), Some("3"));
     }
 }

@@ -3,17 +3,24 @@
 //! namespace on the lab's bridge that registers itself (`shardline-lab add-backend`).
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use crate::{
-    netns::{Netns, NetnsError},
-    Binaries,
+use shardline::config::{
+    control::{ControlConfig, HookConfig, OnCorrupt},
+    BackendConfig, Config,
 };
+use shardline_common::quic::CidLayout;
+
 use crate::{
+    daemon_config_path,
+    echo::{self, QuicFiles},
+    netns::{Netns, NetnsError},
+    quic,
     topology::{backend4, backend6, backend_mac, backend_ns_name, join_backend, LB4, VIP4, VIP6},
-    HEADER_PORT, UDP_FLOW_PORT,
+    Binaries,
 };
 
 /// Port of the daemon's agents' endpoint in the lab.
@@ -35,7 +42,7 @@ pub struct PredictOptions {
     /// History file contents to start from (e.g. garbage, for the corruption test).
     pub history_seed: Option<Vec<u8>>,
     /// `control.history_on_corrupt`.
-    pub on_corrupt: &'static str,
+    pub on_corrupt: OnCorrupt,
 }
 
 impl Default for PredictOptions {
@@ -46,14 +53,14 @@ impl Default for PredictOptions {
             hook: false,
             tick_ms: 500,
             history_seed: None,
-            on_corrupt: "recover",
+            on_corrupt: OnCorrupt::Recover,
         }
     }
 }
 
 /// Where the daemon's agents' endpoint listens.
-pub fn agents_endpoint() -> String {
-    format!("{LB4}:{AGENTS_PORT}")
+pub fn agents_endpoint() -> SocketAddr {
+    SocketAddr::new(LB4.into(), AGENTS_PORT)
 }
 
 /// The history file of a lab working in `work_dir`.
@@ -66,39 +73,54 @@ pub fn load_file(work_dir: &Path, id: u32) -> PathBuf {
     work_dir.join(format!("load-{id}.json"))
 }
 
-/// Extra lines of backend `id`'s `[[backends]]` table.
-pub fn backend_lines(opts: &PredictOptions, id: u32) -> String {
-    format!(
-        "agent = \"{}:{AGENT_PORT}\"\ncapacity = {:.1}\n",
-        backend4(id),
-        opts.backend_capacity as f64
-    )
+/// Gives `backend` its agent (whose `/health` the daemon probes) and the capacity limit its
+/// echo enforces, so the loop plans with what the backend will really carry.
+pub fn add_agent(opts: &PredictOptions, backend: &mut BackendConfig) {
+    backend.agent = Some(format!("{}:{AGENT_PORT}", backend4(backend.id)));
+    backend.capacity = Some(opts.backend_capacity as f64);
 }
 
-/// The `[control]` section (appended last to the lab's configuration).
-pub fn control_section(
+/// The daemon's `[control]` section in a lab. Ticks and health checks share `tick_ms`, and the
+/// horizon, dwell and scale-in delay are short, so the loop reacts within a test's minutes;
+/// with `opts.hook`, the hook runs `exe add-backend` on lab `tag` (`aliases` client aliases).
+pub fn control_config(
     opts: &PredictOptions,
     work_dir: &Path,
-    exe: &str,
+    exe: &Path,
     tag: &str,
     aliases: u32,
-) -> String {
-    let mut s = format!(
-        "\n[control]\ntick_ms = {tick}\nhorizon = 6\nper_shard_capacity = {cap:.1}\nheadroom = 0.25\nmin_dwell_secs = 2.0\nscale_in_delay_secs = 30.0\nlisten = \"{listen}\"\nhealth_interval_ms = {tick}\nhistory_path = \"{history}\"\nhistory_on_corrupt = \"{corrupt}\"\n",
-        tick = opts.tick_ms,
-        cap = opts.per_shard_capacity,
-        listen = agents_endpoint(),
-        history = history_path(work_dir).display(),
-        corrupt = opts.on_corrupt,
-    );
-    if opts.hook {
-        s += &format!(
-            "\n[control.hook]\ncommand = [\"{exe}\", \"add-backend\", \"--tag\", \"{tag}\", \"--work-dir\", \"{}\", \"--capacity\", \"{}\", \"--aliases\", \"{aliases}\"]\nlead_secs = 15.0\ncooldown_secs = 20.0\n",
-            work_dir.display(),
-            opts.backend_capacity
-        );
+) -> ControlConfig {
+    let hook = opts.hook.then(|| HookConfig {
+        command: Some(vec![
+            exe.to_string_lossy().into_owned(),
+            "add-backend".into(),
+            "--tag".into(),
+            tag.into(),
+            "--work-dir".into(),
+            work_dir.to_string_lossy().into_owned(),
+            "--capacity".into(),
+            opts.backend_capacity.to_string(),
+            "--aliases".into(),
+            aliases.to_string(),
+        ]),
+        webhook: None,
+        lead_secs: 15.0,
+        cooldown_secs: 20.0,
+    });
+    ControlConfig {
+        tick_ms: opts.tick_ms,
+        horizon: 6,
+        per_shard_capacity: opts.per_shard_capacity,
+        headroom: 0.25,
+        min_dwell_secs: 2.0,
+        scale_in_delay_secs: 30.0,
+        listen: Some(agents_endpoint()),
+        health_interval_ms: opts.tick_ms,
+        history_path: Some(history_path(work_dir)),
+        history_on_corrupt: opts.on_corrupt,
+        hook,
+        ..ControlConfig::default()
     }
-    s
 }
 
 /// Echo arguments that add the capacity limit.
@@ -118,7 +140,7 @@ pub fn agent_args(work_dir: &Path, id: u32, interval_ms: u64) -> Vec<String> {
         "--backend".into(),
         id.to_string(),
         "--daemon".into(),
-        agents_endpoint(),
+        agents_endpoint().to_string(),
         "--listen".into(),
         format!("{}:{AGENT_PORT}", backend4(id)),
         "--interval-ms".into(),
@@ -134,8 +156,10 @@ pub fn extras_file(work_dir: &Path) -> PathBuf {
 }
 
 /// `shardline-lab add-backend`: the hook's action. Adds the next backend id to lab `tag`,
-/// starts its decapsulator, echo (with the capacity limit) and agent (which registers it with
-/// the daemon), and returns once it is registered.
+/// starts its decapsulator, echo and agent (which registers it with the daemon), and returns
+/// once it is registered. The echo serves what the first backends' do (UDP, TCP and, with the
+/// lab's certificate, QUIC) with the capacity limit: the new backend joins every service's
+/// default table.
 pub fn add_backend(
     tag: &str,
     work_dir: &Path,
@@ -162,21 +186,17 @@ pub fn add_backend(
         backend_capacity: capacity,
         ..PredictOptions::default()
     };
-    let (v4, v6) = (VIP4.to_string(), VIP6.to_string());
-    let mut echo: Vec<String> = [
-        "echo",
-        "--id",
-        &id.to_string(),
-        "--bind",
-        &v4,
-        "--bind",
-        &v6,
-        "--udp",
-        &format!("{HEADER_PORT},{UDP_FLOW_PORT}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let (cert, key) = quic::certificate_paths(work_dir);
+    let layout = quic_layout(work_dir, &cert, &key);
+    if let Err(why) = &layout {
+        eprintln!("lab: backend {id} serves UDP and TCP but no QUIC: {why}");
+    }
+    let quic = layout.ok().map(|layout| QuicFiles {
+        cert: &cert,
+        key: &key,
+        layout,
+    });
+    let mut echo = echo::lab_args(id, quic.as_ref());
     echo.extend(echo_limit_args(&opts, work_dir, id));
     let mut agent = agent_args(work_dir, id, 500);
     agent.extend(
@@ -196,6 +216,7 @@ pub fn add_backend(
     );
     let ready = work_dir.join(format!("ready-extra-{id}"));
     agent.extend(["--ready-file".into(), ready.display().to_string()]);
+    let (v4, v6) = (VIP4.to_string(), VIP6.to_string());
     let decap: Vec<String> = ["decap", "--iface", "eth0", "--vip", &v4, "--vip", &v6]
         .iter()
         .map(|s| s.to_string())
@@ -239,6 +260,21 @@ pub fn add_backend(
     Ok(id)
 }
 
+/// The connection-id layout of the lab's quic services, read from the daemon's configuration
+/// in `work_dir` (the one the first backends were started with), if the QUIC certificate and
+/// key are there too; otherwise why the new backend cannot serve QUIC.
+fn quic_layout(work_dir: &Path, cert: &Path, key: &Path) -> Result<CidLayout, String> {
+    if let Some(missing) = [cert, key].into_iter().find(|p| !p.is_file()) {
+        return Err(format!("{} is missing", missing.display()));
+    }
+    let config = Config::load(&daemon_config_path(work_dir)).map_err(|e| e.to_string())?;
+    config
+        .services
+        .iter()
+        .find_map(|s| s.cid_layout())
+        .ok_or_else(|| "the daemon's configuration has no quic service".into())
+}
+
 fn io(path: &Path, e: std::io::Error) -> NetnsError {
     NetnsError::Spawn {
         command: format!("a lab backend process logging to {}", path.display()),
@@ -261,5 +297,36 @@ pub fn remove_extras(tag: &str, work_dir: &Path) {
             );
         }
         drop(Netns::adopt(&backend_ns_name(tag, id)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hooks_backend_serves_quic_only_with_the_labs_certificate_and_config() {
+        let dir = std::env::temp_dir().join(format!("shardline-lab-hook-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = quic::certificate_paths(&dir);
+        let missing = quic_layout(&dir, &cert, &key).unwrap_err();
+        assert!(missing.contains("quic-cert.pem"), "{missing}");
+        std::fs::write(&cert, "cert").unwrap();
+        std::fs::write(&key, "key").unwrap();
+        assert!(
+            quic_layout(&dir, &cert, &key).is_err(),
+            "no daemon config yet"
+        );
+        let mut config = crate::lab_config(2, &[], Path::new("/sys/fs/bpf/x"));
+        for s in &mut config.services {
+            if s.cid_layout().is_some() {
+                s.cid_generation = Some(9);
+            }
+        }
+        let text = toml::to_string(&config).unwrap();
+        std::fs::write(daemon_config_path(&dir), text).unwrap();
+        let layout = quic_layout(&dir, &cert, &key).unwrap();
+        assert_eq!((layout.rotation, layout.server_id_len), (2, 2));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -8,7 +8,7 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr, UdpSocket},
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
@@ -55,6 +55,14 @@ fn cert_err(e: impl std::fmt::Display) -> QuicLabError {
 
 fn conn_err(e: impl std::fmt::Display) -> QuicLabError {
     QuicLabError::Connection(e.to_string())
+}
+
+/// Where a lab working in `work_dir` keeps its QUIC service's certificate and key (PEM).
+pub fn certificate_paths(work_dir: &Path) -> (PathBuf, PathBuf) {
+    (
+        work_dir.join("quic-cert.pem"),
+        work_dir.join("quic-key.pem"),
+    )
 }
 
 /// Writes a fresh self-signed certificate for [`SERVER_NAME`] and its key, as PEM.

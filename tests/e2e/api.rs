@@ -240,8 +240,8 @@ fn cli_commands_work_against_the_lab_daemon() {
         std::env::temp_dir().join(format!("shardline-api-old-token-{}", std::process::id()));
     std::fs::write(&old_file, &old).unwrap();
     std::fs::write(&lab.api_token, "a-new-token-after-reload").unwrap();
-    let text = lab_config(3, &lab.sessions, &lab.pin_dir);
-    lab.reload_config(&text)
+    let config = lab_config(3, &lab.sessions, &lab.pin_dir);
+    lab.reload_config(&config)
         .unwrap_or_else(|e| panic!("reloading: {e}"));
     ok(&lab, &["backends", "weight", "1", "2"]);
     let err = expect(

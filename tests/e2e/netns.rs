@@ -6,6 +6,7 @@ use std::{
     time::Duration,
 };
 
+use shardline::config::SessionId;
 use shardline_lab::{
     replay::expected_backend,
     traffic::{self, SessionKind},
@@ -169,18 +170,18 @@ fn sighup_reload_re_shards_a_session_without_dropping_traffic() {
     let mut lab = start_lab(4);
     assert_routed_as_replayed(&lab, &drive(&lab, 1));
     // hdr-1 is placed on backends 2 and 3; move it to backend 4 alone.
-    let text = std::fs::read_to_string(
-        std::env::temp_dir()
-            .join(format!("shardline-lab-{}", lab.topology.tag))
-            .join("shardline.toml"),
-    )
-    .expect("lab config");
-    let moved = text.replacen(
-        "session = 1\nbackends = [2, 3]",
-        "session = 1\nbackends = [4]",
-        1,
+    let mut moved = lab.config.clone();
+    let hdr1 = moved
+        .sessions
+        .iter_mut()
+        .find(|s| s.service == "kv" && s.session == SessionId::Id(1))
+        .expect("the lab places hdr-1");
+    assert_eq!(
+        hdr1.backends,
+        [2, 3],
+        "the lab places hdr-1 on backends 2 and 3"
     );
-    assert_ne!(moved, text, "the lab places hdr-1 on backends 2 and 3");
+    hdr1.backends = vec![4];
     lab.reload_config(&moved)
         .unwrap_or_else(|e| panic!("reload: {e}"));
     let report = drive(&lab, 1);
@@ -204,7 +205,7 @@ fn sighup_reload_re_shards_a_session_without_dropping_traffic() {
     );
     // An invalid file is refused by the daemon and nothing changes.
     assert!(lab
-        .reload_config("interface = \"eth0\"\nbogus = 1\n")
+        .reload_config_text("interface = \"eth0\"\nbogus = 1\n")
         .is_err());
     assert!(lab.daemon_log().contains("reload refused"));
     assert_routed_as_replayed(&lab, &drive(&lab, 1));

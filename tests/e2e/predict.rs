@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shardline::maps::DataplaneMaps;
+use shardline::{config::control::OnCorrupt, maps::DataplaneMaps};
 use shardline_common::maps::SessionKey;
 use shardline_lab::{
     load::{LoadReport, Loaded, Shape},
@@ -252,7 +252,7 @@ fn a_corrupt_history_file_is_refused_or_recovered_never_a_panic() {
         &options(1),
         Some(PredictOptions {
             history_seed: Some(garbage.clone()),
-            on_corrupt: "refuse",
+            on_corrupt: OnCorrupt::Refuse,
             ..PredictOptions::default()
         }),
     );
@@ -272,7 +272,7 @@ fn a_corrupt_history_file_is_refused_or_recovered_never_a_panic() {
         1,
         PredictOptions {
             history_seed: Some(garbage),
-            on_corrupt: "recover",
+            on_corrupt: OnCorrupt::Recover,
             ..PredictOptions::default()
         },
     );

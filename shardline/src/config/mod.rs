@@ -295,9 +295,40 @@ mod tests {
 
 #[cfg(test)]
 mod example {
+    use super::Config;
+
+    const EXAMPLE: &str = include_str!("../../../shardline.example.toml");
+
     #[test]
     fn the_shipped_example_config_is_valid() {
-        let text = include_str!("../../../shardline.example.toml");
-        super::Config::parse(text, "shardline.example.toml").unwrap();
+        Config::parse(EXAMPLE, "shardline.example.toml").unwrap();
+    }
+
+    /// Programs (the lab, tests) build a `Config` and write it with `toml::to_string`: what
+    /// they write must be what the daemon reads back, optional sections and all.
+    #[test]
+    fn a_serialised_config_parses_back_to_the_same_value() {
+        let mut config = Config::parse(EXAMPLE, "shardline.example.toml").unwrap();
+        config.cluster = Some(super::cluster::ClusterConfig {
+            listen: Some("127.0.0.1:7946".parse().unwrap()),
+            members: vec![super::cluster::PeerConfig {
+                id: 1,
+                addr: "127.0.0.1:7946".into(),
+            }],
+            ..Default::default()
+        });
+        config.services[0].forward = super::ForwardMode::L2dsr;
+        config.sessions.push(super::SessionConfig {
+            service: "web".into(),
+            session: super::SessionId::Addr("192.0.2.7".parse().unwrap()),
+            backends: vec![2],
+        });
+        config.api.token_file = Some("/etc/shardline/token".into());
+        let minimal = Config::parse("interface = \"eth0\"", "minimal").unwrap();
+        for config in [config, minimal] {
+            let text = toml::to_string(&config).unwrap();
+            let back = Config::parse(&text, "serialised").unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(back, config, "{text}");
+        }
     }
 }
