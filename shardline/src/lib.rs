@@ -4,6 +4,7 @@
 //!
 //! - [`logging`], [`signals`]: log output and SIGINT / SIGTERM, for every binary; leaves.
 //! - [`config`]: the TOML configuration, one file per section, validated; a leaf.
+//! - [`http`]: the HTTP client (`reqwest`) agents, health probes and the webhook share.
 //! - [`snapshot`]: the routing tables a configuration or state implies, in memory (also a
 //!   replay `Tables`).
 //! - Dataplane access: [`objects`] (the eBPF objects `build.rs` embeds), [`loader`] (loading,
@@ -35,6 +36,7 @@ pub mod control;
 pub mod daemon;
 pub mod decap;
 pub mod doctor;
+pub mod http;
 pub mod loader;
 pub mod logging;
 pub mod maglev_table;

@@ -11,13 +11,17 @@ use std::{sync::Arc, time::Duration};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::{http, server::AgentsHub};
-use crate::state::{Command, Control};
+use super::server::AgentsHub;
+use crate::{
+    http,
+    state::{Command, Control},
+};
 
 /// Probes every `interval` with a timeout of half of it, so a dead backend is marked within
 /// one interval of its death. Runs until the task is dropped.
 pub async fn run(control: Arc<dyn Control>, hub: Arc<AgentsHub>, interval: Duration) {
     let timeout = interval / 2;
+    let client = http::Client::new();
     let mut ticks = tokio::time::interval(interval / 2);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -32,11 +36,12 @@ pub async fn run(control: Arc<dyn Control>, hub: Arc<AgentsHub>, interval: Durat
                 continue;
             };
             let (id, was) = (*id, backend.healthy);
+            let client = client.clone();
             probes.spawn(async move {
-                let answer = http::request(&addr, "GET", "/health", None, timeout).await;
+                let answer = client.get(&format!("http://{addr}/health"), timeout).await;
                 let result = match answer {
-                    Ok((200, _)) => Ok(()),
-                    Ok((status, _)) => Err(format!("status {status}")),
+                    Ok(answer) if answer.status == 200 => Ok(()),
+                    Ok(answer) => Err(format!("status {}", answer.status)),
                     Err(e) => Err(e.to_string()),
                 };
                 (id, was, result)

@@ -1,7 +1,6 @@
 //! `shardline agent`, the backend-side reporter, and the daemon's side of it.
 //!
 //! - [`resources`]: /proc and cgroup v2 readers.
-//! - [`http`]: the minimal HTTP client agents, probes and the webhook use.
 //! - [`server`]: the daemon's `/v1/agents` router: reports in, registrations in.
 //! - [`health`]: the daemon's health checker, probing each agent's `/health`.
 //!
@@ -12,7 +11,6 @@
 //! A new backend registers through the agent ([`AgentOptions::register`]).
 
 pub mod health;
-pub mod http;
 pub mod resources;
 pub mod server;
 
@@ -27,7 +25,7 @@ use axum::{routing::get, Router};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::config::BackendConfig;
+use crate::{config::BackendConfig, http};
 
 pub use resources::Resources;
 
@@ -103,14 +101,19 @@ pub async fn run(opts: AgentOptions, ready: impl FnOnce()) -> anyhow::Result<()>
         }
     });
     let timeout = opts.interval.max(Duration::from_millis(200));
+    let client = http::Client::new();
+    let (register_url, report_url) = (
+        format!("http://{}/v1/agents/register", opts.daemon),
+        format!("http://{}/v1/agents/report", opts.daemon),
+    );
     if let Some(mut backend) = opts.register.clone() {
         backend.agent = Some(advertised.clone());
         loop {
-            match http::post_json(&opts.daemon, "/v1/agents/register", &backend, timeout).await {
-                Ok((200, _)) => break,
-                Ok((status, body)) => warn!(
-                    status,
-                    body = %String::from_utf8_lossy(&body),
+            match client.post_json(&register_url, &backend, timeout).await {
+                Ok(answer) if answer.status == 200 => break,
+                Ok(answer) => warn!(
+                    status = answer.status,
+                    body = %String::from_utf8_lossy(&answer.body),
                     "registration refused; retrying"
                 ),
                 Err(e) => warn!("registering with {}: {e}; retrying", opts.daemon),
@@ -157,7 +160,7 @@ pub async fn run(opts: AgentOptions, ready: impl FnOnce()) -> anyhow::Result<()>
             app,
             saturated,
         };
-        if let Err(e) = http::post_json(&opts.daemon, "/v1/agents/report", &report, timeout).await {
+        if let Err(e) = client.post_json(&report_url, &report, timeout).await {
             warn!("pushing a report to {}: {e}", opts.daemon);
         }
     }

@@ -269,17 +269,25 @@ impl ControlConfig {
     }
 }
 
-/// Checks that `url` is an `http://` or `https://` URL with a host.
+/// Checks that `url` is an `http://` URL with a host: what the daemon's HTTP client (plain
+/// HTTP, no TLS) can call.
 pub fn check_http_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| format!("{url:?}: expected http://host[:port]/path or https://…"))?;
-    let host = rest.split('/').next().unwrap_or_default();
-    if host.is_empty() || host.starts_with(':') {
+    parse_http_url(url).map(drop)
+}
+
+/// Parses an `http://` URL with a host (see [`check_http_url`]).
+pub fn parse_http_url(url: &str) -> Result<reqwest::Url, String> {
+    // `Url::parse` would also take `http:host`; insist on the form the docs show.
+    if !url.starts_with("http://") {
+        return Err(format!(
+            "{url:?}: expected http://host[:port]/path (https is not supported)"
+        ));
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+    if parsed.host_str().is_none_or(str::is_empty) {
         return Err(format!("{url:?}: no host"));
     }
-    Ok(())
+    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -309,5 +317,26 @@ mod tests {
             .to_string()
             .contains("control.classes.bulk.shards"));
         assert!(toml::from_str::<ControlConfig>("tick = 5").is_err());
+    }
+
+    #[test]
+    fn webhooks_are_http_urls_with_a_host() {
+        for good in [
+            "http://10.0.0.5:9000/scale",
+            "http://example",
+            "http://[::1]:7/",
+        ] {
+            check_http_url(good).unwrap();
+        }
+        for bad in [
+            "https://x/",
+            "http:x",
+            "http://",
+            "http://:80/",
+            "http://h:port/",
+            "x",
+        ] {
+            assert!(check_http_url(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
-use crate::{agent::http, config::control::HookConfig};
+use crate::{config::control::HookConfig, http};
 
 /// What the hook is told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,17 +57,17 @@ pub enum HookError {
 }
 
 /// Calls `hook` with `shortfall`: the command gets it as JSON on stdin and in the environment
-/// variable `SHARDLINE_SHORTFALL`; the webhook by POST. Waits at most `timeout`.
+/// variable `SHARDLINE_SHORTFALL`; the webhook by POST through `client`. Waits at most
+/// `timeout`.
 pub async fn fire(
+    client: &http::Client,
     hook: &HookConfig,
     shortfall: &Shortfall,
     timeout: Duration,
 ) -> Result<(), HookError> {
     let json = serde_json::to_string(shortfall).expect("serializable");
     if let Some(url) = &hook.webhook {
-        let (addr, path) = http::split_url(url)?;
-        let (status, _) =
-            http::request(&addr, "POST", &path, Some(json.as_bytes()), timeout).await?;
+        let status = client.post_json(url, shortfall, timeout).await?.status;
         return if (200..300).contains(&status) {
             Ok(())
         } else {
@@ -137,7 +137,8 @@ mod tests {
             lead_secs: 10.0,
             cooldown_secs: 10.0,
         };
-        fire(&hook, &shortfall(), Duration::from_secs(10))
+        let client = http::Client::new();
+        fire(&client, &hook, &shortfall(), Duration::from_secs(10))
             .await
             .unwrap();
         let got: Shortfall = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
@@ -148,7 +149,7 @@ mod tests {
             ..hook
         };
         assert!(matches!(
-            fire(&failing, &shortfall(), Duration::from_secs(10)).await,
+            fire(&client, &failing, &shortfall(), Duration::from_secs(10)).await,
             Err(HookError::Failed { .. })
         ));
     }
@@ -173,9 +174,18 @@ mod tests {
             lead_secs: 10.0,
             cooldown_secs: 10.0,
         };
-        fire(&hook, &shortfall(), Duration::from_secs(5))
+        let client = http::Client::new();
+        fire(&client, &hook, &shortfall(), Duration::from_secs(5))
             .await
             .unwrap();
         assert_eq!(*got.lock().await, Some(shortfall()));
+        let refused = HookConfig {
+            webhook: Some(format!("http://{addr}/elsewhere")),
+            ..hook
+        };
+        assert!(matches!(
+            fire(&client, &refused, &shortfall(), Duration::from_secs(5)).await,
+            Err(HookError::Status(404))
+        ));
     }
 }

@@ -128,6 +128,7 @@ pub fn spawn(
                 warm(&mut core, history, handles.control.as_ref(), start);
             }
             let hook_timeout = Duration::from_secs(60);
+            let hook_client = crate::http::Client::new();
             let (commits, mut queue) = tokio::sync::mpsc::unbounded_channel::<Vec<Placement>>();
             let control = handles.control.clone();
             handles.runtime.spawn(async move {
@@ -163,8 +164,9 @@ pub fn spawn(
                         if let (true, Some(shortfall), Some(hook)) = (leader, out.shortfall, config.hook.clone()) {
                             warn!(shortfall = shortfall.shortfall, demand = shortfall.demand, capacity = shortfall.capacity,
                                 "healthy backends will not carry the forecast load within {} s; calling the autoscale hook", shortfall.lead_secs);
+                            let client = hook_client.clone();
                             handles.runtime.spawn(async move {
-                                match crate::control::hook::fire(&hook, &shortfall, hook_timeout).await {
+                                match crate::control::hook::fire(&client, &hook, &shortfall, hook_timeout).await {
                                     Ok(()) => info!("autoscale hook done"),
                                     Err(e) => warn!("autoscale hook failed: {e}"),
                                 }
