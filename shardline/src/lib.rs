@@ -3,6 +3,7 @@
 //! list; `cargo xtask cycles` checks that the top-level modules form no import cycle):
 //!
 //! - [`logging`], [`signals`]: log output and SIGINT / SIGTERM, for every binary; leaves.
+//! - [`http`]: the one HTTP client (reqwest) for agent reports, health probes and the webhook.
 //! - [`config`]: the TOML configuration, one file per section, validated; a leaf.
 //! - [`http`]: the HTTP client (`reqwest`) agents, health probes and the webhook share.
 //! - [`snapshot`]: the routing tables a configuration or state implies, in memory (also a
