@@ -166,6 +166,16 @@ fn the_daemon_counts_refused_placements_and_keeps_applying() {
     assert_eq!(telemetry.placements_refused.get(), want);
     applier::write(&maps, &state, &telemetry).expect("nor the second time");
     assert_eq!(telemetry.placements_refused.get(), 2 * want);
+    // Every applied state is a swap, and `shardline_swap_seconds` counts each one.
+    let mut registry = prometheus_client::registry::Registry::default();
+    telemetry.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode metrics");
+    let count = text
+        .lines()
+        .find_map(|l| l.strip_prefix("shardline_swap_seconds_count "))
+        .unwrap_or_else(|| panic!("no shardline_swap_seconds_count in:\n{text}"));
+    assert_eq!(count.trim(), "2", "two writes, two swaps observed:\n{text}");
 }
 
 #[test]

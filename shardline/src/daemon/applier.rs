@@ -53,7 +53,13 @@ pub fn write(
     let mut maps = maps.lock().expect("maps lock");
     let before = maps.read_snapshot()?;
     let after = state.tables();
+    // The swap: idle half and shard sets written, then the flip; what `shardline_swap_seconds`
+    // reports for every state applied.
+    let started = std::time::Instant::now();
     let applied = maps.apply(&after)?;
+    telemetry
+        .swap_seconds
+        .observe(started.elapsed().as_secs_f64());
     let refused = applied.placements_refused.len();
     if refused > 0 {
         telemetry.placements_refused.inc_by(refused as u64);
