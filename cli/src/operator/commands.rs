@@ -1,6 +1,7 @@
 //! The table-and-JSON commands: one API call each (two for `sessions show`), printed as a
 //! table for people or as the API's JSON with `--json`.
 
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::{BackendAction, CliError, Client, ClusterAction, Operator, SessionAction, StateAction};
@@ -32,9 +33,9 @@ pub fn run(command: Operator) -> Result<(), CliError> {
             let client = Client::new(&api)?;
             let path = format!("{}/placement", session_path(&session));
             let answer = if default {
-                client.send("DELETE", &path, None)?
+                client.send(Method::DELETE, &path, None)?
             } else {
-                client.send("PUT", &path, Some(json!({ "backends": backends })))?
+                client.send(Method::PUT, &path, Some(json!({ "backends": backends })))?
             };
             show(&api, answer, written)
         }
@@ -84,18 +85,18 @@ fn backends(api: &super::ApiArgs, action: BackendAction) -> Result<(), CliError>
         } => {
             let body =
                 json!({ "id": id, "ipv4": ipv4, "ipv6": ipv6, "mac": mac, "weight": weight });
-            let added = client.send("POST", "/v1/backends", Some(body))?;
+            let added = client.send(Method::POST, "/v1/backends", Some(body))?;
             return show(api, added, |b| backend_table(&json!([b])));
         }
         BackendAction::Drain { id, undo } => {
             let verb = if undo { "undrain" } else { "drain" };
-            client.send("POST", &format!("/v1/backends/{id}/{verb}"), None)?
+            client.send(Method::POST, &format!("/v1/backends/{id}/{verb}"), None)?
         }
         BackendAction::Remove { id } => {
-            client.send("DELETE", &format!("/v1/backends/{id}"), None)?
+            client.send(Method::DELETE, &format!("/v1/backends/{id}"), None)?
         }
         BackendAction::Weight { id, weight } => client.send(
-            "PUT",
+            Method::PUT,
             &format!("/v1/backends/{id}/weight"),
             Some(json!({ "weight": weight })),
         )?,
@@ -130,13 +131,13 @@ fn cluster(api: &super::ApiArgs, action: ClusterAction) -> Result<(), CliError> 
             let body = json!({ "id": id, "addr": addr });
             show(
                 api,
-                client.send("POST", "/v1/cluster/members", Some(body))?,
+                client.send(Method::POST, "/v1/cluster/members", Some(body))?,
                 members,
             )
         }
         ClusterAction::Remove { id } => show(
             api,
-            client.send("DELETE", &format!("/v1/cluster/members/{id}"), None)?,
+            client.send(Method::DELETE, &format!("/v1/cluster/members/{id}"), None)?,
             members,
         ),
     }
@@ -167,13 +168,13 @@ fn state(api: &super::ApiArgs, action: StateAction) -> Result<(), CliError> {
             };
             show(
                 api,
-                client.send("PUT", &key_path(&session, &key), Some(body))?,
+                client.send(Method::PUT, &key_path(&session, &key), Some(body))?,
                 written,
             )
         }
         StateAction::Delete { session, key } => show(
             api,
-            client.send("DELETE", &key_path(&session, &key), None)?,
+            client.send(Method::DELETE, &key_path(&session, &key), None)?,
             written,
         ),
     }
