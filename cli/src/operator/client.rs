@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::Value;
+use serde::{de::DeserializeOwned, Serialize};
 
 use super::{ApiArgs, EXIT_LOCAL, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE};
-use shardline::api::auth::TOKEN_ENV;
+use shardline::api::{auth::TOKEN_ENV, views::ErrorBody};
 
 /// Why an operator command failed; [`CliError::exit_code`] says how scripts see it.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +62,19 @@ impl CliError {
     }
 }
 
+/// An answer: the API's view it parses into, and its JSON as the daemon sent it (what
+/// `--json` prints).
+#[derive(Debug)]
+pub struct Answer<T> {
+    /// The parsed view.
+    pub view: T,
+    /// The body, unchanged.
+    pub json: String,
+}
+
+/// The body of a request that has none.
+pub const NO_BODY: Option<&()> = None;
+
 /// A daemon's API.
 pub struct Client {
     base: String,
@@ -101,18 +114,24 @@ impl Client {
     }
 
     /// `GET path`.
-    pub fn get(&self, path: &str) -> Result<Value, CliError> {
-        self.send(Method::GET, path, None)
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Answer<T>, CliError> {
+        self.send(Method::GET, path, NO_BODY)
     }
 
-    /// `method path` with an optional JSON body; the answer's JSON.
-    pub fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+    /// `method path` with an optional JSON body ([`NO_BODY`] for none); the answer as the
+    /// view `T`.
+    pub fn send<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Answer<T>, CliError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        if let Some(body) = &body {
+        if let Some(body) = body {
             request = request.json(body);
         }
         let unreachable = |e: reqwest::Error| CliError::Unreachable {
@@ -123,23 +142,22 @@ impl Client {
         let status = response.status().as_u16();
         let text = response.text().map_err(unreachable)?;
         if status < 400 {
-            return serde_json::from_str(&text).map_err(|e| CliError::Failed {
-                status,
-                code: "bad_answer".into(),
-                message: format!("the answer is not JSON: {e}"),
-            });
+            return match serde_json::from_str(&text) {
+                Ok(view) => Ok(Answer { view, json: text }),
+                Err(e) => Err(CliError::Failed {
+                    status,
+                    code: "bad_answer".into(),
+                    message: format!("the answer is not the JSON expected: {e}"),
+                }),
+            };
         }
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let code = body["error"]["code"]
-            .as_str()
-            .unwrap_or("unknown")
-            .to_owned();
-        let mut message = body["error"]["message"]
-            .as_str()
-            .unwrap_or("(no message)")
-            .to_owned();
-        if let Some(addr) = body["error"]["leader"]["addr"].as_str() {
-            message += &format!(" (retry with --api http://{addr})");
+        let (code, mut message, leader) = match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(ErrorBody { error }) => (error.code, error.message, error.leader),
+            // Not the API's error shape (a proxy, another server): say so, keep the status.
+            Err(_) => ("unknown".into(), "(no message)".into(), None),
+        };
+        if let Some(leader) = leader {
+            message += &format!(" (retry with --api http://{})", leader.addr);
         }
         if (400..500).contains(&status) && status != 421 {
             Err(CliError::Refused {
@@ -178,6 +196,7 @@ mod tests {
     };
 
     use super::*;
+    use shardline::api::views::Response;
 
     /// A daemon that gives each request the next canned `(status, body)` answer.
     fn daemon(answers: Vec<(u16, &'static str)>) -> ApiArgs {
@@ -214,20 +233,23 @@ mod tests {
             (200, "not json"),
         ]);
         let client = Client::new(&args).unwrap();
-        assert_eq!(client.get("/v1/x").unwrap()["generation"], 3);
-        let refused = client.get("/v1/x").unwrap_err();
+        let get = |path| client.get::<Response>(path);
+        let written = get("/v1/x").unwrap();
+        assert_eq!((written.view.generation, written.view.placement), (3, None));
+        assert_eq!(written.json, r#"{"generation":3,"placement":null}"#);
+        let refused = get("/v1/x").unwrap_err();
         assert_eq!(refused.exit_code(), EXIT_REFUSED);
         assert!(refused.to_string().contains("unknown_backend"), "{refused}");
-        let moved = client.get("/v1/x").unwrap_err();
+        let moved = get("/v1/x").unwrap_err();
         assert_eq!(moved.exit_code(), EXIT_UNAVAILABLE);
         assert!(
             moved.to_string().contains("retry with --api http://h:7900"),
             "{moved}"
         );
-        let failed = client.get("/v1/x").unwrap_err();
+        let failed = get("/v1/x").unwrap_err();
         assert_eq!(failed.exit_code(), EXIT_UNAVAILABLE);
         assert!(failed.to_string().contains("(no message)"), "{failed}");
-        let garbled = client.get("/v1/x").unwrap_err();
+        let garbled = get("/v1/x").unwrap_err();
         assert!(garbled.to_string().contains("bad_answer"), "{garbled}");
     }
 
@@ -242,7 +264,10 @@ mod tests {
             token_file: None,
             json: false,
         };
-        let e = Client::new(&args).unwrap().get("/v1/status").unwrap_err();
+        let e = Client::new(&args)
+            .unwrap()
+            .get::<Response>("/v1/status")
+            .unwrap_err();
         assert_eq!(e.exit_code(), EXIT_UNAVAILABLE);
         let text = e.to_string();
         assert!(
