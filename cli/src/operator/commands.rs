@@ -1,19 +1,41 @@
-//! The table-and-JSON commands: one API call each (two for `sessions show`), printed as a
-//! table for people or as the API's JSON with `--json`.
+//! The table-and-JSON commands: one API call each, printed as a table for people (see
+//! [`super::tables`]) or, with `--json`, as the API's JSON as the daemon sent it. Answers
+//! parse into the API's own views (`shardline::api::views`), the types its handlers
+//! serialise; request bodies are those types too.
 
-use serde_json::{json, Value};
+use std::path::Path;
 
-use super::{BackendAction, CliError, Client, ClusterAction, Operator, SessionAction, StateAction};
-use shardline::state::SessionRef;
+use reqwest::Method;
+use serde::Serialize;
+use shardline::{
+    api::views::{
+        BackendConfig, BackendView, ClusterStatus, NewMember, Placement, StateValue, Weight,
+    },
+    state::SessionRef,
+};
+
+use super::{
+    client::{Answer, NO_BODY},
+    tables::{backend_table, members, services, session_detail, sessions, status, written},
+    ApiArgs, BackendAction, CliError, Client, ClusterAction, Operator, SessionAction, StateAction,
+};
 
 /// Runs `command` and prints its output.
 pub fn run(command: Operator) -> Result<(), CliError> {
     match command {
         Operator::Status { api } => show(&api, Client::new(&api)?.get("/v1/status")?, status),
         Operator::Backends { api, action } => backends(&api, action.unwrap_or(BackendAction::List)),
-        Operator::Services { api } => show(&api, Client::new(&api)?.get("/v1/services")?, services),
+        Operator::Services { api } => show(
+            &api,
+            Client::new(&api)?.get("/v1/services")?,
+            |v: &Vec<_>| services(v),
+        ),
         Operator::Sessions { api, action } => match action.unwrap_or(SessionAction::List) {
-            SessionAction::List => show(&api, Client::new(&api)?.get("/v1/sessions")?, sessions),
+            SessionAction::List => show(
+                &api,
+                Client::new(&api)?.get("/v1/sessions")?,
+                |v: &Vec<_>| sessions(v),
+            ),
             SessionAction::Show { session } => show(
                 &api,
                 Client::new(&api)?.get(&session_path(&session))?,
@@ -32,9 +54,9 @@ pub fn run(command: Operator) -> Result<(), CliError> {
             let client = Client::new(&api)?;
             let path = format!("{}/placement", session_path(&session));
             let answer = if default {
-                client.send("DELETE", &path, None)?
+                client.send(Method::DELETE, &path, NO_BODY)?
             } else {
-                client.send("PUT", &path, Some(json!({ "backends": backends })))?
+                client.send(Method::PUT, &path, Some(&Placement { backends }))?
             };
             show(&api, answer, written)
         }
@@ -45,10 +67,15 @@ pub fn run(command: Operator) -> Result<(), CliError> {
             interval,
         } => super::top::run(&Client::new(&api)?, once, interval),
         Operator::Plot { api, session, out } => {
-            let detail = Client::new(&api)?.get(&session_path(&session))?;
+            let detail = Client::new(&api)?.get(&session_path(&session))?.view;
             super::plot::draw(&session, &detail, &out)?;
             if api.json {
-                println!("{}", json!({ "written": out }));
+                /// What `plot --json` prints.
+                #[derive(Serialize)]
+                struct Written<'a> {
+                    written: &'a Path,
+                }
+                print_json(&Written { written: &out });
             } else {
                 println!("wrote {}", out.display());
             }
@@ -62,19 +89,32 @@ pub fn session_path(s: &SessionRef) -> String {
     format!("/v1/sessions/{}/{}", s.service, s.session)
 }
 
-fn show(api: &super::ApiArgs, value: Value, human: fn(&Value) -> String) -> Result<(), CliError> {
+/// Prints `answer` as the daemon sent it with `--json`, else as `human` renders it.
+fn show<T>(api: &ApiArgs, answer: Answer<T>, human: impl Fn(&T) -> String) -> Result<(), CliError> {
     if api.json {
-        println!("{value}");
+        println!("{}", answer.json.trim_end());
     } else {
-        print!("{}", human(&value));
+        print!("{}", human(&answer.view));
     }
     Ok(())
 }
 
-fn backends(api: &super::ApiArgs, action: BackendAction) -> Result<(), CliError> {
+/// Prints output the CLI makes itself (not an API answer) as one line of JSON.
+fn print_json<T: Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string(value).expect("the CLI's own output serialises")
+    );
+}
+
+fn backends(api: &ApiArgs, action: BackendAction) -> Result<(), CliError> {
     let client = Client::new(api)?;
     let answer = match action {
-        BackendAction::List => return show(api, client.get("/v1/backends")?, backend_table),
+        BackendAction::List => {
+            return show(api, client.get("/v1/backends")?, |v: &Vec<_>| {
+                backend_table(v)
+            })
+        }
         BackendAction::Add {
             id,
             ipv4,
@@ -82,385 +122,181 @@ fn backends(api: &super::ApiArgs, action: BackendAction) -> Result<(), CliError>
             mac,
             weight,
         } => {
-            let body =
-                json!({ "id": id, "ipv4": ipv4, "ipv6": ipv6, "mac": mac, "weight": weight });
-            let added = client.send("POST", "/v1/backends", Some(body))?;
-            return show(api, added, |b| backend_table(&json!([b])));
+            let body = BackendConfig {
+                id,
+                ipv4,
+                ipv6,
+                mac,
+                weight,
+                agent: None,
+                capacity: None,
+            };
+            let added = client.send(Method::POST, "/v1/backends", Some(&body))?;
+            return show(api, added, |b: &BackendView| {
+                backend_table(std::slice::from_ref(b))
+            });
         }
         BackendAction::Drain { id, undo } => {
             let verb = if undo { "undrain" } else { "drain" };
-            client.send("POST", &format!("/v1/backends/{id}/{verb}"), None)?
+            client.send(Method::POST, &format!("/v1/backends/{id}/{verb}"), NO_BODY)?
         }
         BackendAction::Remove { id } => {
-            client.send("DELETE", &format!("/v1/backends/{id}"), None)?
+            client.send(Method::DELETE, &format!("/v1/backends/{id}"), NO_BODY)?
         }
         BackendAction::Weight { id, weight } => client.send(
-            "PUT",
+            Method::PUT,
             &format!("/v1/backends/{id}/weight"),
-            Some(json!({ "weight": weight })),
+            Some(&Weight { weight }),
         )?,
     };
     show(api, answer, written)
 }
 
-fn cluster(api: &super::ApiArgs, action: ClusterAction) -> Result<(), CliError> {
+/// What `cluster leader` prints with `--json` (fields in the order it always printed them).
+#[derive(Debug, PartialEq, Serialize)]
+struct LeaderView {
+    /// The leader's address (empty if unknown).
+    addr: String,
+    /// The leader's node id, if one is known.
+    leader: Option<u64>,
+    /// The term.
+    term: u64,
+}
+
+impl LeaderView {
+    fn of(c: &ClusterStatus) -> Self {
+        let addr = c
+            .members
+            .iter()
+            .find(|m| Some(m.id) == c.leader)
+            .map(|m| m.addr.clone())
+            .unwrap_or_default();
+        Self {
+            addr,
+            leader: c.leader,
+            term: c.term,
+        }
+    }
+
+    fn human(&self) -> String {
+        match (self.leader, self.addr.as_str()) {
+            (None, _) => "no leader known\n".into(),
+            (Some(id), "") => format!("node {id} (term {})\n", self.term),
+            (Some(id), addr) => format!("node {id} at {addr} (term {})\n", self.term),
+        }
+    }
+}
+
+fn cluster(api: &ApiArgs, action: ClusterAction) -> Result<(), CliError> {
     let client = Client::new(api)?;
     match action {
         ClusterAction::Members => show(api, client.get("/v1/cluster")?, members),
         ClusterAction::Leader => {
-            let c = client.get("/v1/cluster")?;
-            let leader = c["leader"].as_u64();
-            let addr = c["members"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|m| m["id"].as_u64() == leader)
-                .and_then(|m| m["addr"].as_str())
-                .unwrap_or("");
-            let value = json!({ "leader": leader, "addr": addr, "term": c["term"] });
-            show(api, value, |v| match v["leader"].as_u64() {
-                Some(id) => match v["addr"].as_str().filter(|a| !a.is_empty()) {
-                    Some(addr) => format!("node {id} at {addr} (term {})\n", v["term"]),
-                    None => format!("node {id} (term {})\n", v["term"]),
-                },
-                None => "no leader known\n".into(),
-            })
+            let leader = LeaderView::of(&client.get::<ClusterStatus>("/v1/cluster")?.view);
+            if api.json {
+                print_json(&leader);
+            } else {
+                print!("{}", leader.human());
+            }
+            Ok(())
         }
-        ClusterAction::Add { id, addr } => {
-            let body = json!({ "id": id, "addr": addr });
-            show(
-                api,
-                client.send("POST", "/v1/cluster/members", Some(body))?,
-                members,
-            )
-        }
+        ClusterAction::Add { id, addr } => show(
+            api,
+            client.send(
+                Method::POST,
+                "/v1/cluster/members",
+                Some(&NewMember { id, addr }),
+            )?,
+            members,
+        ),
         ClusterAction::Remove { id } => show(
             api,
-            client.send("DELETE", &format!("/v1/cluster/members/{id}"), None)?,
+            client.send(
+                Method::DELETE,
+                &format!("/v1/cluster/members/{id}"),
+                NO_BODY,
+            )?,
             members,
         ),
     }
 }
 
-fn state(api: &super::ApiArgs, action: StateAction) -> Result<(), CliError> {
+fn state(api: &ApiArgs, action: StateAction) -> Result<(), CliError> {
     let client = Client::new(api)?;
     let key_path = |s: &SessionRef, key: &str| format!("{}/state/{key}", session_path(s));
     match action {
-        StateAction::Get { session, key } => {
-            show(api, client.get(&key_path(&session, &key))?, |v| {
-                match v["value"].as_str() {
-                    Some(text) => format!("{text}\n"),
-                    None => format!("hex:{}\n", v["hex"].as_str().unwrap_or("")),
-                }
-            })
-        }
+        StateAction::Get { session, key } => show(
+            api,
+            client.get(&key_path(&session, &key))?,
+            |v: &StateValue| match &v.value {
+                Some(text) => format!("{text}\n"),
+                None => format!("hex:{}\n", v.hex.as_deref().unwrap_or("")),
+            },
+        ),
         StateAction::Put {
             session,
             key,
             value,
             hex,
         } => {
-            let body = if hex {
-                json!({ "hex": value })
+            let (value, hex) = if hex {
+                (None, Some(value))
             } else {
-                json!({ "value": value })
+                (Some(value), None)
+            };
+            let body = StateValue {
+                key: None,
+                value,
+                hex,
             };
             show(
                 api,
-                client.send("PUT", &key_path(&session, &key), Some(body))?,
+                client.send(Method::PUT, &key_path(&session, &key), Some(&body))?,
                 written,
             )
         }
         StateAction::Delete { session, key } => show(
             api,
-            client.send("DELETE", &key_path(&session, &key), None)?,
+            client.send(Method::DELETE, &key_path(&session, &key), NO_BODY)?,
             written,
         ),
     }
 }
 
-/// Left-aligned columns, two spaces apart.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        padded.join("  ").trim_end().to_owned() + "\n"
-    };
-    let mut out = line(headers.to_vec());
-    for row in rows {
-        out += &line(row.iter().map(String::as_str).collect());
-    }
-    out
-}
-
-/// A JSON value as a table cell: strings bare, null as `-`.
-pub fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() => format!("{f:.1}"),
-            _ => n.to_string(),
-        },
-        other => other.to_string(),
-    }
-}
-
-fn rows(v: &Value, fields: &[&str]) -> Vec<Vec<String>> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .map(|item| {
-            fields
-                .iter()
-                .map(|f| cell(&item.pointer(f).cloned().unwrap_or(Value::Null)))
-                .collect()
-        })
-        .collect()
-}
-
-fn written(v: &Value) -> String {
-    match v["placement"].as_u64() {
-        Some(p) => format!(
-            "ok: generation {}, placement generation {p}\n",
-            v["generation"]
-        ),
-        None => format!("ok: generation {}\n", v["generation"]),
-    }
-}
-
-fn status(v: &Value) -> String {
-    let c = &v["cluster"];
-    let mut out = format!(
-        "node {} ({}, term {}), leader {}, applied {}\n",
-        c["node"],
-        cell(&c["role"]),
-        c["term"],
-        cell(&c["leader"]),
-        c["applied"]
-    );
-    out += &format!(
-        "generation {}, {} services, {} backends ({} healthy, {} draining), {} placed sessions, {} forecast\n",
-        v["generation"], v["services"], v["backends"], v["healthy_backends"], v["draining_backends"],
-        v["placed_sessions"], v["forecast_sessions"]
-    );
-    let d = &v["dataplane"];
-    if d.is_object() {
-        out += &format!(
-            "dataplane: {} forwarded, {} passed, {} dropped\n",
-            d["forwarded"], d["passed"], d["dropped"]
-        );
-    }
-    out += &format!(
-        "api: {}, version {}, up {} s\n",
-        if v["writable"] == true {
-            "writable"
-        } else {
-            "read-only (no token configured)"
-        },
-        cell(&v["version"]),
-        v["uptime_secs"]
-    );
-    out
-}
-
-fn backend_table(v: &Value) -> String {
-    let fields = [
-        "/id",
-        "/ipv4",
-        "/ipv6",
-        "/mac",
-        "/weight",
-        "/effective_weight",
-        "/healthy",
-        "/draining",
-        "/packets",
-        "/bytes",
-    ];
-    table(
-        &[
-            "ID",
-            "IPV4",
-            "IPV6",
-            "MAC",
-            "WEIGHT",
-            "EFFECTIVE",
-            "HEALTHY",
-            "DRAINING",
-            "PACKETS",
-            "BYTES",
-        ],
-        &rows(v, &fields),
-    )
-}
-
-fn services(v: &Value) -> String {
-    let fields = [
-        "/id",
-        "/name",
-        "/vip",
-        "/port",
-        "/protocol",
-        "/mode",
-        "/forward",
-        "/placed_sessions",
-        "/packets",
-    ];
-    table(
-        &[
-            "ID", "NAME", "VIP", "PORT", "PROTO", "MODE", "FORWARD", "PLACED", "PACKETS",
-        ],
-        &rows(v, &fields),
-    )
-}
-
-fn sessions(v: &Value) -> String {
-    let fields = [
-        "/service",
-        "/session",
-        "/backends",
-        "/generation",
-        "/meta/class",
-        "/insight/shards",
-        "/insight/rate",
-        "/insight/forecast",
-        "/insight/upper",
-        "/insight/model",
-    ];
-    table(
-        &[
-            "SERVICE", "SESSION", "BACKENDS", "GEN", "CLASS", "SHARDS", "RATE", "FORECAST",
-            "UPPER", "MODEL",
-        ],
-        &rows(v, &fields),
-    )
-}
-
-fn members(v: &Value) -> String {
-    let leader = v["leader"].as_u64();
-    let rows: Vec<Vec<String>> = v["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| {
-            let role = if m["id"].as_u64() == leader {
-                "leader"
-            } else if m["voter"] == true {
-                "voter"
-            } else {
-                "learner"
-            };
-            vec![cell(&m["id"]), cell(&m["addr"]), role.into()]
-        })
-        .collect();
-    format!(
-        "term {}, this node {} ({})\n",
-        v["term"],
-        v["node"],
-        cell(&v["role"])
-    ) + &table(&["ID", "ADDR", "ROLE"], &rows)
-}
-
-fn session_detail(v: &Value) -> String {
-    let mut out = format!("session {}/{}\n", cell(&v["service"]), v["session"]);
-    let backends = cell(&v["backends"]);
-    out += &format!(
-        "  shard set   {} (generation {})\n",
-        if backends.is_empty() {
-            "default table".into()
-        } else {
-            backends
-        },
-        v["generation"]
-    );
-    out += &format!("  class       {}\n", cell(&v["meta"]["class"]));
-    let i = &v["insight"];
-    if i.is_object() {
-        out += &format!(
-            "  forecast    {} shards, rate {} pps, forecast {} pps, upper {} pps, model {}, error {}\n",
-            i["shards"], cell(&i["rate"]), cell(&i["forecast"]), cell(&i["upper"]), cell(&i["model"]), cell(&i["error"])
-        );
-    } else {
-        out += "  forecast    none yet (the control loop has not seen this session)\n";
-    }
-    let keys: Vec<String> = v["state_keys"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, n)| format!("{k} ({n} B)"))
-        .collect();
-    out += &format!(
-        "  state       {}\n",
-        if keys.is_empty() {
-            "-".into()
-        } else {
-            keys.join(", ")
-        }
-    );
-    let history = v["history"].as_array().cloned().unwrap_or_default();
-    if !history.is_empty() {
-        out += &format!(
-            "history (last {} of {} samples)\n",
-            history.len().min(10),
-            history.len()
-        );
-        let recent = &history[history.len().saturating_sub(10)..];
-        out += &table(
-            &["AT_MS", "ACTUAL", "FORECAST", "UPPER"],
-            &rows(
-                &Value::Array(recent.to_vec()),
-                &["/at_ms", "/actual", "/forecast", "/upper"],
-            ),
-        );
-    }
-    let events = v["events"].as_array().cloned().unwrap_or_default();
-    if !events.is_empty() {
-        out += "re-shards\n";
-        out += &table(
-            &["AT_MS", "FROM", "TO", "REASON"],
-            &rows(
-                &Value::Array(events),
-                &["/at_ms", "/from", "/to", "/reason"],
-            ),
-        );
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shardline::api::views::Member;
 
     #[test]
-    fn tables_align_and_cells_read_well() {
-        let t = table(
-            &["ID", "NAME"],
-            &[vec!["1".into(), "kv".into()], vec!["10".into(), "-".into()]],
+    fn the_leader_is_found_among_the_members() {
+        let mut c = ClusterStatus {
+            node: 1,
+            role: "follower".into(),
+            term: 4,
+            leader: Some(2),
+            applied: 9,
+            members: vec![
+                Member {
+                    id: 1,
+                    addr: "a:1".into(),
+                    voter: true,
+                },
+                Member {
+                    id: 2,
+                    addr: "b:2".into(),
+                    voter: true,
+                },
+            ],
+        };
+        let leader = LeaderView::of(&c);
+        assert_eq!(leader.human(), "node 2 at b:2 (term 4)\n");
+        assert_eq!(
+            serde_json::to_string(&leader).unwrap(),
+            r#"{"addr":"b:2","leader":2,"term":4}"#
         );
-        assert_eq!(t, "ID  NAME\n1   kv\n10  -\n");
-        assert_eq!(cell(&json!(null)), "-");
-        assert_eq!(cell(&json!([1, 2])), "1,2");
-        assert_eq!(cell(&json!(1.25)), "1.2");
-        assert_eq!(cell(&json!(3)), "3");
-    }
-
-    #[test]
-    fn a_session_without_insight_says_so() {
-        let v = json!({"service": "kv", "session": 42, "backends": [1, 2], "generation": 1,
-                       "meta": {"class": null}, "insight": null, "history": [], "events": [], "state_keys": {"cart": 7}});
-        let text = session_detail(&v);
-        assert!(text.contains("shard set   1,2 (generation 1)"), "{text}");
-        assert!(text.contains("none yet"), "{text}");
-        assert!(text.contains("cart (7 B)"), "{text}");
+        assert!(members(&c).contains("2   b:2   leader"), "{}", members(&c));
+        c.leader = None;
+        assert_eq!(LeaderView::of(&c).human(), "no leader known\n");
     }
 }

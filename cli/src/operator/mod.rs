@@ -9,12 +9,14 @@
 //!
 //! - [`client`]: the HTTP client and its errors.
 //! - [`commands`]: the table and JSON commands.
+//! - [`tables`]: how each of the API's views prints as a table.
 //! - [`top`]: the live terminal view.
 //! - [`plot`]: a session's load, forecast and re-shards as a PNG.
 
 pub mod client;
 pub mod commands;
 pub mod plot;
+pub mod tables;
 pub mod top;
 
 use std::path::PathBuf;

@@ -4,10 +4,9 @@
 use std::{path::Path, sync::OnceLock};
 
 use plotters::{prelude::*, style::FontStyle};
-use serde_json::Value;
+use shardline::{api::views::SessionDetail, state::SessionRef};
 
 use super::CliError;
-use shardline::state::SessionRef;
 
 /// The font labels are drawn with (Debian's `fonts-dejavu-core`, installed by setup).
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
@@ -30,19 +29,13 @@ fn register_font() -> Result<(), CliError> {
 }
 
 /// Draws `detail` (the API's `GET /v1/sessions/{service}/{session}`) into the PNG at `out`.
-pub fn draw(session: &SessionRef, detail: &Value, out: &Path) -> Result<(), CliError> {
-    let samples: Vec<[f64; 4]> = detail["history"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| {
-            Some([
-                s["at_ms"].as_f64()?,
-                s["actual"].as_f64()?,
-                s["forecast"].as_f64()?,
-                s["upper"].as_f64()?,
-            ])
-        })
+pub fn draw(session: &SessionRef, detail: &SessionDetail, out: &Path) -> Result<(), CliError> {
+    // A sample with a number that is not finite (`null` in the API's JSON) cannot be drawn.
+    let samples: Vec<[f64; 4]> = detail
+        .history
+        .iter()
+        .map(|s| [s.at_ms as f64, s.actual, s.forecast, s.upper])
+        .filter(|s| s.iter().all(|v| v.is_finite()))
         .collect();
     if samples.is_empty() {
         return Err(CliError::Refused {
@@ -63,16 +56,10 @@ pub fn draw(session: &SessionRef, detail: &Value, out: &Path) -> Result<(), CliE
         .filter(|v| v.is_finite())
         .fold(1.0, f64::max)
         * 1.1;
-    let events: Vec<(f64, String)> = detail["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            Some((
-                secs(e["at_ms"].as_f64()?),
-                format!("{}→{}", e["from"], e["to"]),
-            ))
-        })
+    let events: Vec<(f64, String)> = detail
+        .events
+        .iter()
+        .map(|e| (secs(e.at_ms as f64), format!("{}→{}", e.from, e.to)))
         .filter(|(t, _)| (0.0..=end).contains(t))
         .collect();
     let fail =
@@ -148,17 +135,31 @@ pub fn draw(session: &SessionRef, detail: &Value, out: &Path) -> Result<(), CliE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use shardline::api::views::{ReshardEvent, Sample};
 
     #[test]
     fn draws_history_and_events_into_a_png() {
-        let history: Vec<Value> = (0..120)
+        let history: Vec<Sample> = (0..120)
             .map(|i| {
                 let load = 500.0 + 400.0 * ((i as f64) / 10.0).sin();
-                json!({"at_ms": 1_000_000 + i * 1000, "actual": load, "forecast": load * 1.05, "upper": load * 1.3})
+                Sample {
+                    at_ms: 1_000_000 + i * 1000,
+                    actual: load,
+                    forecast: load * 1.05,
+                    upper: load * 1.3,
+                }
             })
             .collect();
-        let detail = json!({"history": history, "events": [{"at_ms": 1_030_000, "from": 1, "to": 2, "reason": "peak"}]});
+        let detail = SessionDetail {
+            history,
+            events: vec![ReshardEvent {
+                at_ms: 1_030_000,
+                from: 1,
+                to: 2,
+                reason: "peak".into(),
+            }],
+            ..SessionDetail::default()
+        };
         let out = std::env::temp_dir().join(format!("shardline-plot-{}.png", std::process::id()));
         let session = SessionRef {
             service: "kv".into(),
@@ -173,7 +174,7 @@ mod tests {
             bytes.len()
         );
         std::fs::remove_file(&out).unwrap();
-        let empty = draw(&session, &json!({"history": []}), &out).unwrap_err();
+        let empty = draw(&session, &SessionDetail::default(), &out).unwrap_err();
         assert_eq!(empty.exit_code(), super::super::EXIT_REFUSED);
     }
 }

@@ -13,17 +13,20 @@ use ratatui::{
     widgets::{Block, Borders, Cell, Paragraph, Row, Table},
     Frame, Terminal,
 };
-use serde_json::Value;
+use shardline::api::views::{SessionView, StatusView};
 
-use super::{commands::cell, CliError, Client};
+use super::{
+    tables::{decimal, ids, insight_cell, opt},
+    CliError, Client,
+};
 
 /// One refresh's data.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct View {
     /// `/v1/status`.
-    pub status: Value,
+    pub status: StatusView,
     /// `/v1/sessions`.
-    pub sessions: Value,
+    pub sessions: Vec<SessionView>,
     /// Dataplane packets per second since the last refresh: forwarded, dropped.
     pub rates: Option<(f64, f64)>,
 }
@@ -35,21 +38,19 @@ pub fn run(client: &Client, once: bool, interval: f64) -> Result<(), CliError> {
             "--interval must be 0.1 to 3600 seconds".into(),
         ));
     }
-    let mut previous: Option<(Instant, Value)> = None;
+    let mut previous: Option<(Instant, StatusView)> = None;
     let mut fetch = || -> Result<View, CliError> {
-        let status = client.get("/v1/status")?;
-        let sessions = client.get("/v1/sessions")?;
+        let status: StatusView = client.get("/v1/status")?.view;
+        let sessions = client.get("/v1/sessions")?.view;
         let now = Instant::now();
         let rates = previous.as_ref().and_then(|(at, before)| {
             let dt = now.duration_since(*at).as_secs_f64();
-            let delta = |k: &str| {
-                let (a, b) = (
-                    before["dataplane"][k].as_u64()?,
-                    status["dataplane"][k].as_u64()?,
-                );
-                Some(b.saturating_sub(a) as f64 / dt)
-            };
-            Some((delta("forwarded")?, delta("dropped")?))
+            let (a, b) = (before.dataplane.as_ref()?, status.dataplane.as_ref()?);
+            let per_sec = |a: u64, b: u64| b.saturating_sub(a) as f64 / dt;
+            Some((
+                per_sec(a.forwarded, b.forwarded),
+                per_sec(a.dropped, b.dropped),
+            ))
         });
         previous = Some((now, status.clone()));
         Ok(View {
@@ -108,7 +109,7 @@ fn draw(f: &mut Frame, view: &View) {
     let [head, body] =
         Layout::vertical([Constraint::Length(4), Constraint::Min(3)]).areas(f.area());
     let s = &view.status;
-    let c = &s["cluster"];
+    let c = &s.cluster;
     let rates = match view.rates {
         Some((fwd, drop)) => format!("{fwd:.0} pps forwarded, {drop:.0} pps dropped"),
         None => "rates after the next refresh".into(),
@@ -116,12 +117,12 @@ fn draw(f: &mut Frame, view: &View) {
     let lines = vec![
         Line::from(format!(
             "node {} {} term {} leader {}  |  generation {}  |  {} backends ({} healthy, {} draining)",
-            c["node"], cell(&c["role"]), c["term"], cell(&c["leader"]), s["generation"],
-            s["backends"], s["healthy_backends"], s["draining_backends"]
+            c.node, c.role, c.term, opt(c.leader), s.generation,
+            s.backends, s.healthy_backends, s.draining_backends
         )),
         Line::from(format!(
             "{} placed sessions, {} forecast  |  dataplane: {rates}  |  q quits",
-            s["placed_sessions"], s["forecast_sessions"]
+            s.placed_sessions, s.forecast_sessions
         )),
     ];
     f.render_widget(
@@ -133,8 +134,15 @@ fn draw(f: &mut Frame, view: &View) {
         head,
     );
 
-    let mut sessions: Vec<&Value> = view.sessions.as_array().into_iter().flatten().collect();
-    let rate = |v: &Value| v["insight"]["rate"].as_f64().unwrap_or(-1.0);
+    let mut sessions: Vec<&SessionView> = view.sessions.iter().collect();
+    // Sessions the loop has not seen (or whose rate is not a number) sort last.
+    let rate = |v: &SessionView| {
+        v.insight
+            .as_ref()
+            .map(|i| i.rate)
+            .filter(|r| r.is_finite())
+            .unwrap_or(-1.0)
+    };
     sessions.sort_by(|a, b| rate(b).total_cmp(&rate(a)));
     let header = [
         "SESSION",
@@ -148,39 +156,30 @@ fn draw(f: &mut Frame, view: &View) {
         "LAST RE-SHARD",
     ];
     let rows = sessions.iter().map(|v| {
-        let i = &v["insight"];
-        let last = i["events"]
-            .as_array()
-            .and_then(|e| e.last())
-            .unwrap_or(&Value::Null);
-        let event = if last.is_object() {
-            format!(
-                "{} -> {}: {}",
-                last["from"],
-                last["to"],
-                cell(&last["reason"])
-            )
-        } else {
-            "-".into()
+        let i = v.insight.as_ref();
+        let event = match i.and_then(|i| i.events.last()) {
+            Some(last) => format!("{} -> {}: {}", last.from, last.to, last.reason),
+            None => "-".into(),
         };
-        let backends = cell(&v["backends"]);
         Row::new(vec![
-            Cell::from(format!("{}/{}", cell(&v["service"]), v["session"])),
-            Cell::from(if backends.is_empty() {
+            Cell::from(format!("{}/{}", v.service, v.session)),
+            Cell::from(if v.backends.is_empty() {
                 "default".into()
             } else {
-                backends
+                ids(&v.backends)
             }),
-            Cell::from(cell(&i["shards"])),
-            Cell::from(cell(&i["rate"])),
-            Cell::from(cell(&i["forecast"])),
-            Cell::from(cell(&i["upper"])),
-            Cell::from(cell(&i["model"])),
-            Cell::from(
-                i["error"]
-                    .as_f64()
-                    .map_or("-".into(), |e| format!("{e:.3}")),
-            ),
+            Cell::from(insight_cell(i, |i| i.shards.to_string())),
+            Cell::from(insight_cell(i, |i| decimal(i.rate))),
+            Cell::from(insight_cell(i, |i| decimal(i.forecast))),
+            Cell::from(insight_cell(i, |i| decimal(i.upper))),
+            Cell::from(insight_cell(i, |i| i.model.clone())),
+            Cell::from(insight_cell(i, |i| {
+                if i.error.is_finite() {
+                    format!("{:.3}", i.error)
+                } else {
+                    "-".into()
+                }
+            })),
             Cell::from(event),
         ])
     });
@@ -208,27 +207,77 @@ fn draw(f: &mut Frame, view: &View) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use shardline::api::views::{ClusterStatus, ReshardEvent, SessionInsight};
+
+    fn session(number: u64, backends: Vec<u32>, insight: SessionInsight) -> SessionView {
+        SessionView {
+            service: "kv".into(),
+            session: number,
+            backends,
+            insight: Some(insight),
+            ..SessionView::default()
+        }
+    }
 
     #[test]
     fn a_frame_shows_the_sessions_busiest_first() {
+        let status = StatusView {
+            version: "0.1.0".into(),
+            uptime_secs: 1,
+            writable: true,
+            cluster: ClusterStatus {
+                node: 1,
+                role: "leader".into(),
+                term: 3,
+                leader: Some(1),
+                applied: 0,
+                members: Vec::new(),
+            },
+            generation: 7,
+            services: 1,
+            backends: 4,
+            healthy_backends: 4,
+            draining_backends: 0,
+            placed_sessions: 1,
+            forecast_sessions: 2,
+            dataplane: None,
+        };
+        let idle = SessionInsight {
+            shards: 1,
+            rate: 10.0,
+            forecast: 11.0,
+            upper: 12.0,
+            model: "ewma".into(),
+            error: 0.05,
+            ..SessionInsight::default()
+        };
+        let busy = SessionInsight {
+            shards: 2,
+            rate: 900.0,
+            forecast: 950.0,
+            upper: 1000.0,
+            model: "holt".into(),
+            error: 0.1,
+            events: vec![ReshardEvent {
+                at_ms: 5,
+                from: 1,
+                to: 2,
+                reason: "forecast peak".into(),
+            }],
+            ..SessionInsight::default()
+        };
         let view = View {
-            status: json!({"cluster": {"node": 1, "role": "leader", "term": 3, "leader": 1},
-                           "generation": 7, "backends": 4, "healthy_backends": 4, "draining_backends": 0,
-                           "placed_sessions": 1, "forecast_sessions": 2}),
-            sessions: json!([
-                {"service": "kv", "session": 1, "backends": [], "insight": {"shards": 1, "rate": 10.0, "forecast": 11.0, "upper": 12.0, "model": "ewma", "error": 0.05, "events": []}},
-                {"service": "kv", "session": 42, "backends": [1, 2], "insight": {"shards": 2, "rate": 900.0, "forecast": 950.0, "upper": 1000.0, "model": "holt", "error": 0.1,
-                  "events": [{"at_ms": 5, "from": 1, "to": 2, "reason": "forecast peak"}]}}
-            ]),
+            status,
+            sessions: vec![session(1, vec![], idle), session(42, vec![1, 2], busy)],
             rates: Some((1234.0, 5.0)),
         };
         let text = render_text(&view, 120, 12);
-        assert!(text.contains("node 1 leader term 3"), "{text}");
+        assert!(text.contains("node 1 leader term 3 leader 1"), "{text}");
         assert!(text.contains("1234 pps forwarded"), "{text}");
         let busy = text.find("kv/42").expect("kv/42 shown");
         let idle = text.find("kv/1 ").expect("kv/1 shown");
         assert!(busy < idle, "busiest first:\n{text}");
         assert!(text.contains("1 -> 2: forecast peak"), "{text}");
+        assert!(text.contains("0.100"), "{text}");
     }
 }

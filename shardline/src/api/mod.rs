@@ -8,6 +8,7 @@
 //! - [`backends`], [`sessions`], [`cluster`]: the resources.
 //! - [`metrics`]: `/metrics` (the daemon's families plus dataplane counters read at scrape).
 //! - [`openapi`]: the description served at `/v1/openapi.json`, built from [`routes`].
+//! - [`views`]: every JSON shape it answers with or takes, the ones the operator CLI parses.
 //!
 //! Routes are one table ([`routes`]): the router and the OpenAPI description are both built
 //! from it, so neither can list a route the other lacks.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod sessions;
+pub mod views;
 
 use std::{
     future::Future,

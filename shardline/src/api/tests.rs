@@ -469,3 +469,50 @@ fn the_grafana_dashboard_queries_only_families_we_serve() {
     }
     assert!(seen > 10, "the dashboard queries few shardline metrics");
 }
+
+/// Parses `value` as `T` and checks that `T` writes it back the same: the view the CLI reads
+/// is the JSON the handler wrote, field for field.
+fn round_trips<T: serde::de::DeserializeOwned + serde::Serialize>(path: &str, value: Value) {
+    let view: T = serde_json::from_value(value.clone())
+        .unwrap_or_else(|e| panic!("{path}: not its view ({e}): {value}"));
+    assert_eq!(serde_json::to_value(&view).unwrap(), value, "{path}");
+}
+
+#[tokio::test]
+async fn every_answer_parses_into_its_view() {
+    use views::*;
+    let (router, _, _) = api(Some(TOKEN));
+    let t = Some(TOKEN);
+    let get = |path: &'static str| {
+        let router = router.clone();
+        async move {
+            let (status, v) = call(&router, Method::GET, path, t, None).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {v}");
+            v
+        }
+    };
+    round_trips::<StatusView>("status", get("/v1/status").await);
+    round_trips::<Vec<BackendView>>("backends", get("/v1/backends").await);
+    round_trips::<BackendView>("backend", get("/v1/backends/1").await);
+    round_trips::<Vec<ServiceView>>("services", get("/v1/services").await);
+    let sessions = get("/v1/sessions").await;
+    assert!(!sessions.as_array().unwrap().is_empty());
+    round_trips::<Vec<SessionView>>("sessions", sessions);
+    let detail = get("/v1/sessions/kv/42").await;
+    assert!(!detail["history"].as_array().unwrap().is_empty());
+    round_trips::<SessionDetail>("session", detail);
+    round_trips::<ClusterStatus>("cluster", get("/v1/cluster").await);
+    let put = json(r#"{"value": "3 items"}"#);
+    let (_, written) = call(
+        &router,
+        Method::PUT,
+        "/v1/sessions/kv/42/state/cart",
+        t,
+        put,
+    )
+    .await;
+    round_trips::<Response>("put state", written);
+    round_trips::<StateValue>("state", get("/v1/sessions/kv/42/state/cart").await);
+    let (_, refused) = call(&router, Method::DELETE, "/v1/backends/99", t, None).await;
+    round_trips::<ErrorBody>("refusal", refused);
+}

@@ -62,6 +62,31 @@ impl Protocol {
     }
 }
 
+/// Gives each enum `as_str` and `Display` by its serde name, so tables print what the
+/// configuration and the API's JSON say.
+macro_rules! named {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The name the configuration and the API use.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named!(SessionMode { Header => "header", Flow => "flow", Quic => "quic" });
+named!(ForwardMode { Encap => "encap", L2dsr => "l2dsr" });
+named!(Protocol { Udp => "udp", Tcp => "tcp" });
+
 /// Outer source addresses of encapsulated packets.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -387,4 +412,23 @@ pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
             .map_err(|_| format!("{text:?} is not a MAC address like 02:00:00:00:00:01"))?;
     }
     Ok(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_serde_names() {
+        let serde_name = |v: serde_json::Value| v.as_str().unwrap().to_owned();
+        for m in [SessionMode::Header, SessionMode::Flow, SessionMode::Quic] {
+            assert_eq!(m.to_string(), serde_name(serde_json::json!(m)));
+        }
+        for f in [ForwardMode::Encap, ForwardMode::L2dsr] {
+            assert_eq!(f.to_string(), serde_name(serde_json::json!(f)));
+        }
+        for p in [Protocol::Udp, Protocol::Tcp] {
+            assert_eq!(p.to_string(), serde_name(serde_json::json!(p)));
+        }
+    }
 }

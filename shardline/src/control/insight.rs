@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, sync::RwLock};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::SessionRef;
 
@@ -16,10 +16,13 @@ pub struct Sample {
     /// Unix time, milliseconds.
     pub at_ms: u64,
     /// Measured load (packets per second).
+    #[serde(deserialize_with = "nan_if_null")]
     pub actual: f64,
     /// Point forecast made for this tick.
+    #[serde(deserialize_with = "nan_if_null")]
     pub forecast: f64,
     /// Upper bound (p95) made for this tick.
+    #[serde(deserialize_with = "nan_if_null")]
     pub upper: f64,
 }
 
@@ -44,19 +47,29 @@ pub struct SessionInsight {
     /// Shards it has now.
     pub shards: u8,
     /// Load of the last tick (packets per second).
+    #[serde(deserialize_with = "nan_if_null")]
     pub rate: f64,
     /// Point forecast for the decision horizon.
+    #[serde(deserialize_with = "nan_if_null")]
     pub forecast: f64,
     /// Upper bound the decision used.
+    #[serde(deserialize_with = "nan_if_null")]
     pub upper: f64,
     /// Forecaster the selector trusts now.
     pub model: String,
     /// Recent forecast error (sMAPE, 0..2).
+    #[serde(deserialize_with = "nan_if_null")]
     pub error: f64,
     /// Recent samples, oldest first, at most [`HISTORY_SAMPLES`].
     pub history: Vec<Sample>,
     /// Shard-count changes, oldest first.
     pub events: Vec<ReshardEvent>,
+}
+
+/// serde_json writes a float that is not finite (a forecaster's NaN) as `null`; read it back as
+/// NaN, so one such number does not make a whole answer unreadable to the CLI.
+fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Every session's insight, shared between the control loop and its readers.
@@ -103,5 +116,28 @@ impl Insights {
                 ..s.clone()
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_finite_float_round_trips_through_json_as_nan() {
+        let sample = Sample {
+            at_ms: 1,
+            actual: f64::NAN,
+            forecast: f64::INFINITY,
+            upper: 3.0,
+        };
+        let json = serde_json::to_string(&sample).unwrap();
+        assert_eq!(
+            json,
+            r#"{"at_ms":1,"actual":null,"forecast":null,"upper":3.0}"#
+        );
+        let back: Sample = serde_json::from_str(&json).unwrap();
+        assert!(back.actual.is_nan() && back.forecast.is_nan());
+        assert_eq!((back.at_ms, back.upper), (1, 3.0));
     }
 }

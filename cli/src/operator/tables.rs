@@ -1,0 +1,375 @@
+//! How each API view prints for people: aligned tables and short summaries. The cells say
+//! `-` for what the API leaves out (`null`), and floats get one decimal.
+
+use std::fmt::Display;
+
+use shardline::api::views::{
+    BackendView, ClusterStatus, Response, ServiceView, SessionDetail, SessionInsight, SessionView,
+    StatusView,
+};
+
+/// Left-aligned columns, two spaces apart.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out += &line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// An optional value as a table cell: `-` when absent (the API's `null`).
+pub fn opt<T: Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// A rate or forecast as a table cell: one decimal; `-` if it is not finite (the API's JSON
+/// carries such a number as `null`).
+pub fn decimal(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.1}")
+    } else {
+        "-".into()
+    }
+}
+
+/// A shard set as a table cell: backend ids, comma separated (empty: the default table).
+pub fn ids(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// One field of a session's insight as a cell: `-` until the control loop has seen it.
+pub fn insight_cell(
+    i: Option<&SessionInsight>,
+    field: impl Fn(&SessionInsight) -> String,
+) -> String {
+    i.map_or_else(|| "-".into(), field)
+}
+
+/// What a write answered: the generation it made.
+pub fn written(v: &Response) -> String {
+    match v.placement {
+        Some(p) => format!(
+            "ok: generation {}, placement generation {p}\n",
+            v.generation
+        ),
+        None => format!("ok: generation {}\n", v.generation),
+    }
+}
+
+/// `shardline status`: node, cluster, counts, dataplane and API.
+pub fn status(v: &StatusView) -> String {
+    let c = &v.cluster;
+    let mut out = format!(
+        "node {} ({}, term {}), leader {}, applied {}\n",
+        c.node,
+        c.role,
+        c.term,
+        opt(c.leader),
+        c.applied
+    );
+    out += &format!(
+        "generation {}, {} services, {} backends ({} healthy, {} draining), {} placed sessions, {} forecast\n",
+        v.generation, v.services, v.backends, v.healthy_backends, v.draining_backends,
+        v.placed_sessions, v.forecast_sessions
+    );
+    if let Some(d) = &v.dataplane {
+        out += &format!(
+            "dataplane: {} forwarded, {} passed, {} dropped\n",
+            d.forwarded, d.passed, d.dropped
+        );
+    }
+    out += &format!(
+        "api: {}, version {}, up {} s\n",
+        if v.writable {
+            "writable"
+        } else {
+            "read-only (no token configured)"
+        },
+        v.version,
+        v.uptime_secs
+    );
+    out
+}
+
+/// `shardline backends`: one row per backend.
+pub fn backend_table(v: &[BackendView]) -> String {
+    let rows: Vec<Vec<String>> = v
+        .iter()
+        .map(|b| {
+            vec![
+                b.id.to_string(),
+                opt(b.ipv4),
+                opt(b.ipv6),
+                b.mac.clone(),
+                b.weight.to_string(),
+                b.effective_weight.to_string(),
+                b.healthy.to_string(),
+                b.draining.to_string(),
+                opt(b.packets),
+                opt(b.bytes),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "IPV4",
+            "IPV6",
+            "MAC",
+            "WEIGHT",
+            "EFFECTIVE",
+            "HEALTHY",
+            "DRAINING",
+            "PACKETS",
+            "BYTES",
+        ],
+        &rows,
+    )
+}
+
+/// `shardline services`: one row per service.
+pub fn services(v: &[ServiceView]) -> String {
+    let rows: Vec<Vec<String>> = v
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.to_string(),
+                s.name.clone(),
+                s.vip.to_string(),
+                s.port.to_string(),
+                s.protocol.to_string(),
+                s.mode.to_string(),
+                s.forward.to_string(),
+                s.placed_sessions.to_string(),
+                opt(s.packets),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "NAME", "VIP", "PORT", "PROTO", "MODE", "FORWARD", "PLACED", "PACKETS",
+        ],
+        &rows,
+    )
+}
+
+/// `shardline sessions`: one row per session.
+pub fn sessions(v: &[SessionView]) -> String {
+    let rows: Vec<Vec<String>> = v
+        .iter()
+        .map(|s| {
+            let i = s.insight.as_ref();
+            vec![
+                s.service.clone(),
+                s.session.to_string(),
+                ids(&s.backends),
+                s.generation.to_string(),
+                opt(s.meta.class.as_ref()),
+                insight_cell(i, |i| i.shards.to_string()),
+                insight_cell(i, |i| decimal(i.rate)),
+                insight_cell(i, |i| decimal(i.forecast)),
+                insight_cell(i, |i| decimal(i.upper)),
+                insight_cell(i, |i| i.model.clone()),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SERVICE", "SESSION", "BACKENDS", "GEN", "CLASS", "SHARDS", "RATE", "FORECAST",
+            "UPPER", "MODEL",
+        ],
+        &rows,
+    )
+}
+
+/// `shardline cluster`: the term, this node and one row per member.
+pub fn members(v: &ClusterStatus) -> String {
+    let rows: Vec<Vec<String>> = v
+        .members
+        .iter()
+        .map(|m| {
+            let role = if Some(m.id) == v.leader {
+                "leader"
+            } else if m.voter {
+                "voter"
+            } else {
+                "learner"
+            };
+            vec![m.id.to_string(), m.addr.clone(), role.into()]
+        })
+        .collect();
+    format!("term {}, this node {} ({})\n", v.term, v.node, v.role)
+        + &table(&["ID", "ADDR", "ROLE"], &rows)
+}
+
+/// `shardline sessions show`: placement, forecast, state keys, recent history, re-shards.
+pub fn session_detail(d: &SessionDetail) -> String {
+    let v = &d.view;
+    let mut out = format!("session {}/{}\n", v.service, v.session);
+    out += &format!(
+        "  shard set   {} (generation {})\n",
+        if v.backends.is_empty() {
+            "default table".into()
+        } else {
+            ids(&v.backends)
+        },
+        v.generation
+    );
+    out += &format!("  class       {}\n", opt(v.meta.class.as_ref()));
+    if let Some(i) = &v.insight {
+        out += &format!(
+            "  forecast    {} shards, rate {} pps, forecast {} pps, upper {} pps, model {}, error {}\n",
+            i.shards, decimal(i.rate), decimal(i.forecast), decimal(i.upper), i.model, decimal(i.error)
+        );
+    } else {
+        out += "  forecast    none yet (the control loop has not seen this session)\n";
+    }
+    let keys: Vec<String> = d
+        .state_keys
+        .iter()
+        .map(|(k, n)| format!("{k} ({n} B)"))
+        .collect();
+    out += &format!(
+        "  state       {}\n",
+        if keys.is_empty() {
+            "-".into()
+        } else {
+            keys.join(", ")
+        }
+    );
+    let history = &d.history;
+    if !history.is_empty() {
+        out += &format!(
+            "history (last {} of {} samples)\n",
+            history.len().min(10),
+            history.len()
+        );
+        let recent = &history[history.len().saturating_sub(10)..];
+        let rows: Vec<Vec<String>> = recent
+            .iter()
+            .map(|s| {
+                vec![
+                    s.at_ms.to_string(),
+                    decimal(s.actual),
+                    decimal(s.forecast),
+                    decimal(s.upper),
+                ]
+            })
+            .collect();
+        out += &table(&["AT_MS", "ACTUAL", "FORECAST", "UPPER"], &rows);
+    }
+    if !d.events.is_empty() {
+        out += "re-shards\n";
+        let rows: Vec<Vec<String>> = d
+            .events
+            .iter()
+            .map(|e| {
+                vec![
+                    e.at_ms.to_string(),
+                    e.from.to_string(),
+                    e.to.to_string(),
+                    e.reason.clone(),
+                ]
+            })
+            .collect();
+        out += &table(&["AT_MS", "FROM", "TO", "REASON"], &rows);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardline::api::views::{Sample, SessionMeta};
+
+    #[test]
+    fn tables_align_and_cells_read_well() {
+        let t = table(
+            &["ID", "NAME"],
+            &[vec!["1".into(), "kv".into()], vec!["10".into(), "-".into()]],
+        );
+        assert_eq!(t, "ID  NAME\n1   kv\n10  -\n");
+        assert_eq!(opt(None::<u64>), "-");
+        assert_eq!(ids(&[1, 2]), "1,2");
+        assert_eq!(decimal(1.25), "1.2");
+        assert_eq!(decimal(3.0), "3.0");
+        assert_eq!(decimal(f64::NAN), "-");
+        assert_eq!(opt(Some(3)), "3");
+    }
+
+    #[test]
+    fn a_session_without_insight_says_so() {
+        let d = SessionDetail {
+            view: SessionView {
+                service: "kv".into(),
+                session: 42,
+                backends: vec![1, 2],
+                generation: 1,
+                meta: SessionMeta::default(),
+                insight: None,
+            },
+            state_keys: [("cart".to_owned(), 7)].into(),
+            ..SessionDetail::default()
+        };
+        let text = session_detail(&d);
+        assert!(text.contains("shard set   1,2 (generation 1)"), "{text}");
+        assert!(text.contains("class       -"), "{text}");
+        assert!(text.contains("none yet"), "{text}");
+        assert!(text.contains("cart (7 B)"), "{text}");
+    }
+
+    #[test]
+    fn a_session_with_insight_shows_its_forecast_and_history() {
+        let insight = SessionInsight {
+            shards: 2,
+            rate: 900.0,
+            forecast: 950.25,
+            upper: f64::NAN,
+            model: "holt".into(),
+            error: 0.1,
+            ..SessionInsight::default()
+        };
+        let d = SessionDetail {
+            view: SessionView {
+                service: "kv".into(),
+                session: 1,
+                insight: Some(insight),
+                ..SessionView::default()
+            },
+            history: vec![Sample {
+                at_ms: 5,
+                actual: 1.0,
+                forecast: 2.0,
+                upper: 3.0,
+            }],
+            ..SessionDetail::default()
+        };
+        let text = session_detail(&d);
+        assert!(text.contains("shard set   default table"), "{text}");
+        assert!(
+            text.contains(
+                "2 shards, rate 900.0 pps, forecast 950.2 pps, upper - pps, model holt, error 0.1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("5      1.0     2.0       3.0"), "{text}");
+        assert_eq!(
+            sessions(std::slice::from_ref(&d.view)).lines().nth(1),
+            Some("kv       1                  0    -      2       900.0  950.2     -      holt")
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! Every JSON shape the API answers with or takes, in one place. The handlers serialise these
+//! very types and the operator CLI deserialises them, so the two cannot drift; each is
+//! defined beside the handler (or the state) it belongs to.
+
+pub use super::{
+    backends::{BackendView, ServiceView, Weight},
+    cluster::{DataplaneTotals, NewMember, StatusView},
+    error::{ErrorBody, ErrorDetail, LeaderHint},
+    sessions::{Placement, SessionDetail, SessionView, StateValue},
+};
+pub use crate::{
+    config::BackendConfig,
+    control::insight::{ReshardEvent, Sample, SessionInsight},
+    state::{ClusterStatus, Member, Response, SessionMeta},
+};
