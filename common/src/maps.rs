@@ -1,7 +1,7 @@
 //! Keys and values of the BPF maps. `repr(C)`, `Copy`, fixed-width fields with explicit
 //! padding, no `bool` or `Option`, so the kernel and userspace agree on every byte.
 
-use crate::consts::{MAX_SHARDS, NO_BACKEND};
+use crate::consts::{MAGLEV_SIZE, MAX_SHARDS, NO_BACKEND};
 
 /// How a service finds the session and the request key of a packet.
 pub mod session_mode {
@@ -250,6 +250,43 @@ pub struct Globals {
     pub src6: [u8; 16],
 }
 
+/// The default Maglev table is double-buffered: the `MAGLEV` array holds two halves of
+/// [`MAGLEV_SIZE`] slots, [`Globals::maglev_active`] names the one packets read, and a swap
+/// fills the other one completely before one globals write makes it live (build-then-flip).
+impl Globals {
+    /// The half (0 or 1) packets read now.
+    #[inline(always)]
+    pub const fn live_half(&self) -> u32 {
+        self.maglev_active & 1
+    }
+
+    /// The half packets do not read: where the next table is built.
+    #[inline(always)]
+    pub const fn idle_half(&self) -> u32 {
+        self.live_half() ^ 1
+    }
+
+    /// These globals with `half` live: written as one update, the flip.
+    #[inline(always)]
+    pub const fn with_live_half(self, half: u32) -> Self {
+        Self {
+            maglev_active: half & 1,
+            ..self
+        }
+    }
+}
+
+/// Index in the `MAGLEV` array of slot `slot` of half `half`; `None` for a slot past a half's
+/// end (a lookup there finds no backend, whichever side runs it).
+#[inline(always)]
+pub const fn maglev_index(half: u32, slot: u32) -> Option<u32> {
+    if slot < MAGLEV_SIZE {
+        Some((half & 1) * MAGLEV_SIZE + slot)
+    } else {
+        None
+    }
+}
+
 /// A packets/bytes pair, one per CPU in the per-CPU counter maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -332,6 +369,24 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn maglev_halves_are_disjoint_and_flip() {
+        let g = Globals::default();
+        assert_eq!((g.live_half(), g.idle_half()), (0, 1));
+        let flipped = g.with_live_half(g.idle_half());
+        assert_eq!((flipped.live_half(), flipped.idle_half()), (1, 0));
+        assert_eq!(flipped.with_live_half(3).maglev_active, 1);
+        assert_eq!(maglev_index(0, 0), Some(0));
+        assert_eq!(maglev_index(0, MAGLEV_SIZE - 1), Some(MAGLEV_SIZE - 1));
+        assert_eq!(maglev_index(1, 0), Some(MAGLEV_SIZE));
+        assert_eq!(
+            maglev_index(1, MAGLEV_SIZE - 1),
+            Some(crate::consts::MAGLEV_ENTRIES - 1)
+        );
+        assert_eq!(maglev_index(0, MAGLEV_SIZE), None);
+        assert_eq!(maglev_index(1, u32::MAX), None);
+    }
 
     #[test]
     fn layouts_have_no_implicit_padding() {

@@ -4,8 +4,8 @@ use core::cell::Cell;
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use shardline_common::{
-    consts::{MAGLEV_SIZE, NO_BACKEND},
-    maps::{Backend, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey},
+    consts::NO_BACKEND,
+    maps::{maglev_index, Backend, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey},
     route::{pick_shard, Tables},
 };
 
@@ -48,8 +48,10 @@ impl Tables for MapTables<'_> {
 
     #[inline(always)]
     fn maglev(&self, slot: u32) -> u32 {
-        let index = (self.globals.maglev_active & 1) * MAGLEV_SIZE + slot;
-        MAGLEV.get(index).copied().unwrap_or(NO_BACKEND)
+        match maglev_index(self.globals.live_half(), slot) {
+            Some(index) => MAGLEV.get(index).copied().unwrap_or(NO_BACKEND),
+            None => NO_BACKEND,
+        }
     }
 
     #[inline(always)]

@@ -9,7 +9,6 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use shardline_common::{
-    consts::{MAGLEV_SIZE, NO_BACKEND},
     maps::{
         Backend, Counter, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey, ShardSet,
         SlotCounter,
@@ -217,7 +216,7 @@ impl DataplaneMaps {
     /// encap sources) with one globals update. Unchanged tables are not rewritten.
     pub fn swap_maglev(&mut self, table: &[u32], globals: &Globals) -> Result<(), MapsError> {
         let current = self.globals()?;
-        let live = current.maglev_active & 1;
+        let live = current.live_half();
         let mut next = *globals;
         next.maglev_active = if self.read_maglev_half(live)? == table {
             live
@@ -233,7 +232,7 @@ impl DataplaneMaps {
     /// Writes `table` into the Maglev half packets are not reading and returns its index; it
     /// goes live only when [`Self::publish_globals`] names it.
     pub fn fill_idle_maglev(&mut self, table: &[u32]) -> Result<u32, MapsError> {
-        let idle = (self.globals()?.maglev_active & 1) ^ 1;
+        let idle = self.globals()?.idle_half();
         self.maglev.write_half(idle, table);
         Ok(idle)
     }
@@ -419,8 +418,8 @@ impl DataplaneMaps {
                 snap.backends.insert(id, b);
             }
         }
-        snap.maglev = self.read_maglev_half(globals.maglev_active & 1)?;
-        snap.globals.maglev_active = 0;
+        snap.maglev = self.read_maglev_half(globals.live_half())?;
+        snap.globals = globals.with_live_half(0);
         Ok(snap)
     }
 
@@ -530,10 +529,7 @@ impl Tables for DataplaneMaps {
     }
 
     fn maglev(&self, slot: u32) -> u32 {
-        let half = self.globals().map(|g| g.maglev_active & 1).unwrap_or(0);
-        if slot >= MAGLEV_SIZE {
-            return NO_BACKEND;
-        }
+        let half = self.globals().map(|g| g.live_half()).unwrap_or(0);
         self.maglev.slot(half, slot)
     }
 

@@ -199,8 +199,7 @@ impl Resharder {
         let start = Instant::now();
         let idle = self.maps.fill_idle_maglev(&table)?;
         let build = start.elapsed();
-        let mut globals = self.maps.globals()?;
-        globals.maglev_active = idle;
+        let globals = self.maps.globals()?.with_live_half(idle);
         let start = Instant::now();
         self.maps.publish_globals(&globals)?;
         let flip = start.elapsed();

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use shardline_common::{
     consts::{MAGLEV_SIZE, MAX_SHARDS, NO_BACKEND},
     maglev::{self, Weighted},
-    maps::{Globals, SessionKey, ShardSet},
+    maps::{maglev_index, Globals, SessionKey, ShardSet},
 };
 
 use super::{loaded_balancer, median, open_pinned, round, BenchError};
@@ -57,6 +57,24 @@ pub(super) fn table_over(backends: u32) -> Vec<u32> {
     maglev::build(&weighted, MAGLEV_SIZE)
 }
 
+/// Writes `table` into half `half` of the MAGLEV array, one update syscall per slot (the
+/// cost the memory-mapped table avoids).
+pub(super) fn write_half(
+    maglev_map: &mut Array<MapData, u32>,
+    half: u32,
+    table: &[u32],
+) -> Result<(), BenchError> {
+    for (slot, id) in table.iter().enumerate() {
+        let index = maglev_index(half, slot as u32).ok_or_else(|| {
+            BenchError::Check(format!("a table of {} slots overflows a half", table.len()))
+        })?;
+        maglev_map
+            .set(index, id, 0)
+            .map_err(map_err("writing MAGLEV"))?;
+    }
+    Ok(())
+}
+
 /// Runs the swap benchmark.
 pub fn run(quick: bool) -> Result<Value, BenchError> {
     let iters = if quick { 3 } else { 10 };
@@ -76,34 +94,19 @@ pub fn run(quick: bool) -> Result<Value, BenchError> {
     let mut flip_us = Vec::new();
     for _ in 0..iters {
         let g = globals_map.get(&0, 0).map_err(map_err("reading GLOBALS"))?;
-        let idle = (g.maglev_active & 1) ^ 1;
         let t = Instant::now();
-        for (slot, id) in table.iter().enumerate() {
-            maglev_map
-                .set(idle * MAGLEV_SIZE + slot as u32, id, 0)
-                .map_err(map_err("writing MAGLEV"))?;
-        }
+        write_half(&mut maglev_map, g.idle_half(), &table)?;
         write_ms.push(millis(t));
         let t = Instant::now();
         globals_map
-            .set(
-                0,
-                Globals {
-                    maglev_active: idle,
-                    ..g
-                },
-                0,
-            )
+            .set(0, g.with_live_half(g.idle_half()), 0)
             .map_err(map_err("writing GLOBALS"))?;
         flip_us.push(micros(t));
     }
     // Both halves now hold a complete table, so flipping back and forth is always valid.
     for _ in 0..FLIPS {
         let g = globals_map.get(&0, 0).map_err(map_err("reading GLOBALS"))?;
-        let next = Globals {
-            maglev_active: (g.maglev_active & 1) ^ 1,
-            ..g
-        };
+        let next = g.with_live_half(g.idle_half());
         let t = Instant::now();
         globals_map
             .set(0, next, 0)
