@@ -212,6 +212,28 @@ pub struct FlowEntry {
     pub last_seen_ns: u64,
 }
 
+impl FlowEntry {
+    /// Whether this entry still pins its flow at `now` (`CLOCK_MONOTONIC` ns) when flows stick
+    /// for `idle_secs` after their last packet ([`Globals::flow_idle_secs`]). Never with
+    /// `idle_secs == 0` (stickiness off, see [`flows_stick`]), never for an entry that was
+    /// never written (`last_seen_ns == 0`: how a per-CPU flow table reads on the CPUs that did
+    /// not see the flow), and up to and including exactly `idle_secs` of idleness. The kernel
+    /// and the replay both call this, so they agree on every boundary.
+    #[inline(always)]
+    pub const fn is_live(&self, now: u64, idle_secs: u32) -> bool {
+        flows_stick(idle_secs)
+            && self.last_seen_ns != 0
+            && now.saturating_sub(self.last_seen_ns) <= idle_secs as u64 * 1_000_000_000
+    }
+}
+
+/// Whether flow-mode stickiness is on: `flow_idle_secs = 0` turns it off (no flow is
+/// remembered and none sticks), so the dataplane skips the flow table altogether.
+#[inline(always)]
+pub const fn flows_stick(idle_secs: u32) -> bool {
+    idle_secs != 0
+}
+
 /// Value of the per-CPU session counters array: the packets and bytes of the placed session
 /// that owns the slot. The dataplane counts here only when `owner` is the packet's session, so
 /// a stale slot (in a flow entry, or reused by another session) falls back to the LRU counters
@@ -386,6 +408,52 @@ mod tests {
         );
         assert_eq!(maglev_index(0, MAGLEV_SIZE), None);
         assert_eq!(maglev_index(1, u32::MAX), None);
+    }
+
+    #[test]
+    fn flow_idle_secs_zero_disables_stickiness() {
+        let e = FlowEntry {
+            backend: 3,
+            stats_slot: 0,
+            last_seen_ns: 5_000_000_000,
+        };
+        assert!(!flows_stick(0));
+        assert!(
+            !e.is_live(e.last_seen_ns, 0),
+            "not even in the same nanosecond"
+        );
+        assert!(
+            !e.is_live(e.last_seen_ns - 1, 0),
+            "nor for a clock behind the entry"
+        );
+        assert!(e.is_live(e.last_seen_ns, 1));
+    }
+
+    #[test]
+    fn flows_stay_live_up_to_and_including_idle_secs() {
+        let e = FlowEntry {
+            backend: 3,
+            stats_slot: 0,
+            last_seen_ns: 5_000_000_000,
+        };
+        let idle = 30u32;
+        let limit = e.last_seen_ns + u64::from(idle) * 1_000_000_000;
+        assert!(e.is_live(limit, idle), "idle exactly idle_secs: still live");
+        assert!(!e.is_live(limit + 1, idle), "one ns more: expired");
+        assert!(
+            e.is_live(e.last_seen_ns - 1, idle),
+            "a clock behind the entry"
+        );
+        let longest = e.last_seen_ns + u64::from(u32::MAX) * 1_000_000_000;
+        assert!(
+            e.is_live(longest, u32::MAX),
+            "the longest window does not overflow"
+        );
+        let never = FlowEntry::default();
+        assert!(
+            !never.is_live(1, idle),
+            "a never-written per-CPU slot is no flow"
+        );
     }
 
     #[test]

@@ -539,12 +539,12 @@ impl Tables for DataplaneMaps {
 
     /// The freshest live entry of any CPU (the kernel consults only the CPU it runs on).
     fn sticky_backend(&self, flow: &FlowKey) -> Option<u32> {
-        let idle_ns = u64::from(self.globals().ok()?.flow_idle_secs) * 1_000_000_000;
+        let idle_secs = self.globals().ok()?.flow_idle_secs;
         let now = monotonic_ns();
         let per_cpu = self.flows.get(flow, 0).ok()?;
         per_cpu
             .iter()
-            .filter(|e| e.last_seen_ns != 0 && now.saturating_sub(e.last_seen_ns) <= idle_ns)
+            .filter(|e| e.is_live(now, idle_secs))
             .max_by_key(|e| e.last_seen_ns)
             .map(|e| e.backend)
     }
