@@ -16,7 +16,7 @@ use shardline_common::{
     consts::MAGLEV_SIZE,
     maglev::{self, Weighted},
     maps::{Backend, SessionKey, ShardSet},
-    partition::shard_set,
+    partition::ShardSetError,
     plan::{maglev_plan, session_plan, SessionPlan, SlotMove},
 };
 
@@ -34,9 +34,15 @@ pub enum ReshardError {
     /// The change names a backend the tables do not have.
     #[error("backend {0} is not configured")]
     UnknownBackend(u32),
-    /// A shard set needs 1 to 16 distinct backends.
-    #[error("a shard set needs 1 to 16 distinct backends, got {0:?}")]
-    BadShardSet(Vec<u32>),
+    /// The backends are not a shard set.
+    #[error("{problem} (got {backends:?})")]
+    BadShardSet {
+        /// The backends given.
+        backends: Vec<u32>,
+        /// What is wrong with them.
+        #[source]
+        problem: ShardSetError,
+    },
 }
 
 /// Which kind of atomic write a swap was.
@@ -128,26 +134,27 @@ impl Resharder {
         self.generation
     }
 
-    /// Places `session` on `backends` under `scheme` (see `maps::scheme`): one atomic update.
+    /// Places `session` on `backends` (1 to 16 distinct, configured) under `scheme` (see
+    /// `maps::scheme`): one atomic update.
     pub fn place(
         &mut self,
         session: SessionKey,
         backends: &[u32],
         scheme: u32,
     ) -> Result<Applied, ReshardError> {
-        let mut distinct = backends.to_vec();
-        distinct.sort_unstable();
-        distinct.dedup();
-        if backends.is_empty() || backends.len() > 16 || distinct.len() != backends.len() {
-            return Err(ReshardError::BadShardSet(backends.to_vec()));
-        }
+        let set =
+            ShardSet::from_members(backends, scheme, self.generation + 1).map_err(|problem| {
+                ReshardError::BadShardSet {
+                    backends: backends.to_vec(),
+                    problem,
+                }
+            })?;
         if let Some(id) = backends
             .iter()
             .find(|id| !self.tables.backends.contains_key(id))
         {
             return Err(ReshardError::UnknownBackend(*id));
         }
-        let set = shard_set(backends, scheme, self.generation + 1);
         let start = Instant::now();
         self.maps.place_session(&session, &set)?;
         let flip = start.elapsed();

@@ -7,9 +7,9 @@ use std::time::Instant;
 use aya::maps::{Array, HashMap, MapData};
 use serde_json::{json, Value};
 use shardline_common::{
-    consts::{MAGLEV_SIZE, MAX_SHARDS, NO_BACKEND},
+    consts::MAGLEV_SIZE,
     maglev::{self, Weighted},
-    maps::{maglev_index, Globals, SessionKey, ShardSet},
+    maps::{maglev_index, scheme, Globals, SessionKey, ShardSet},
 };
 
 use super::{loaded_balancer, median, open_pinned, round, BenchError};
@@ -37,16 +37,9 @@ fn micros(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e6
 }
 
-/// A hash-scheme shard set over `backends` at `generation`.
+/// A hash-scheme shard set over `backends` (1 to 16 distinct) at `generation`.
 pub(super) fn placement(backends: &[u32], generation: u64) -> ShardSet {
-    let mut set = ShardSet {
-        generation,
-        count: backends.len() as u32,
-        backends: [NO_BACKEND; MAX_SHARDS],
-        ..ShardSet::default()
-    };
-    set.backends[..backends.len()].copy_from_slice(backends);
-    set
+    ShardSet::from_members(backends, scheme::HASH, generation).expect("a valid shard set")
 }
 
 /// The Maglev table over backends `1..=backends`, all of weight 1.
