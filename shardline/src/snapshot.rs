@@ -1,5 +1,9 @@
 //! The complete routing tables computed from a configuration, in memory: what the daemon writes
 //! into the maps, and a [`Tables`] the userspace replay can run `decide` against.
+//!
+//! - [`delta`]: the writes that turn one snapshot into another, in a safe order.
+
+pub mod delta;
 
 use std::collections::HashMap;
 
@@ -27,7 +31,8 @@ pub struct Snapshot {
     pub sessions: HashMap<SessionKey, ShardSet>,
     /// The default Maglev table (one half's worth of slots).
     pub maglev: Vec<u32>,
-    /// Encapsulation sources (the live-half index is the writer's business).
+    /// Encapsulation sources and flow idle time; `maglev_active` is 0 (which half is live is
+    /// the writer's business).
     pub globals: Globals,
 }
 
