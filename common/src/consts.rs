@@ -4,6 +4,9 @@
 pub const MAX_SHARDS: usize = 16;
 /// Slots in the default consistent-hash (Maglev) table; a prime, as Maglev requires.
 pub const MAGLEV_SIZE: u32 = 65_537;
+/// Entries of the `MAGLEV` array: two halves of [`MAGLEV_SIZE`] slots, one live and one being
+/// built (see [`crate::maps::Globals::live_half`]).
+pub const MAGLEV_ENTRIES: u32 = 2 * MAGLEV_SIZE;
 /// Entries of the backends array (backend ids are `0..MAX_BACKENDS`).
 pub const MAX_BACKENDS: u32 = 4_096;
 /// Entries of the services hash map.

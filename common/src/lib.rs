@@ -1,11 +1,15 @@
 //! Everything the XDP program and the daemon must agree on, written once.
 //!
 //! - [`consts`]: sizes, limits and wire constants.
-//! - [`maps`]: the `repr(C)` keys and values of the BPF maps.
+//! - [`maps`]: the `repr(C)` keys and values of the BPF maps, and the rules that read them the
+//!   same on both sides: which Maglev half is live ([`maps::Globals::live_half`],
+//!   [`maps::maglev_index`]) and whether a flow still sticks ([`maps::FlowEntry::is_live`]).
 //! - [`hash`]: the hash functions (session, request key, rendezvous score).
 //! - [`packet`]: bounds-checked, allocation-free parsing of Ethernet/IPv4/IPv6/UDP/TCP and the
 //!   shardline header.
-//! - [`partition`]: how a placed session's keys split over its shard set (hash, range).
+//! - [`partition`]: how a placed session's keys split over its shard set (hash, range), and
+//!   what a shard set is ([`maps::ShardSet::from_members`]: 1 to `MAX_SHARDS` distinct
+//!   backends).
 //! - `plan` (feature `user`): re-shard plans, what moves where between two assignments.
 //! - [`quic`]: QUIC header parsing and QUIC-LB plaintext connection ids (server id routing).
 //! - [`route`]: the routing decision (service → session → shard set or Maglev → backend), generic

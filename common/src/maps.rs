@@ -1,7 +1,7 @@
 //! Keys and values of the BPF maps. `repr(C)`, `Copy`, fixed-width fields with explicit
 //! padding, no `bool` or `Option`, so the kernel and userspace agree on every byte.
 
-use crate::consts::{MAX_SHARDS, NO_BACKEND};
+use crate::consts::{MAGLEV_SIZE, MAX_SHARDS, NO_BACKEND};
 
 /// How a service finds the session and the request key of a packet.
 pub mod session_mode {
@@ -212,6 +212,28 @@ pub struct FlowEntry {
     pub last_seen_ns: u64,
 }
 
+impl FlowEntry {
+    /// Whether this entry still pins its flow at `now` (`CLOCK_MONOTONIC` ns) when flows stick
+    /// for `idle_secs` after their last packet ([`Globals::flow_idle_secs`]). Never with
+    /// `idle_secs == 0` (stickiness off, see [`flows_stick`]), never for an entry that was
+    /// never written (`last_seen_ns == 0`: how a per-CPU flow table reads on the CPUs that did
+    /// not see the flow), and up to and including exactly `idle_secs` of idleness. The kernel
+    /// and the replay both call this, so they agree on every boundary.
+    #[inline(always)]
+    pub const fn is_live(&self, now: u64, idle_secs: u32) -> bool {
+        flows_stick(idle_secs)
+            && self.last_seen_ns != 0
+            && now.saturating_sub(self.last_seen_ns) <= idle_secs as u64 * 1_000_000_000
+    }
+}
+
+/// Whether flow-mode stickiness is on: `flow_idle_secs = 0` turns it off (no flow is
+/// remembered and none sticks), so the dataplane skips the flow table altogether.
+#[inline(always)]
+pub const fn flows_stick(idle_secs: u32) -> bool {
+    idle_secs != 0
+}
+
 /// Value of the per-CPU session counters array: the packets and bytes of the placed session
 /// that owns the slot. The dataplane counts here only when `owner` is the packet's session, so
 /// a stale slot (in a flow entry, or reused by another session) falls back to the LRU counters
@@ -248,6 +270,43 @@ pub struct Globals {
     pub _pad: [u8; 4],
     /// Source address of IP6IP6 outer headers.
     pub src6: [u8; 16],
+}
+
+/// The default Maglev table is double-buffered: the `MAGLEV` array holds two halves of
+/// [`MAGLEV_SIZE`] slots, [`Globals::maglev_active`] names the one packets read, and a swap
+/// fills the other one completely before one globals write makes it live (build-then-flip).
+impl Globals {
+    /// The half (0 or 1) packets read now.
+    #[inline(always)]
+    pub const fn live_half(&self) -> u32 {
+        self.maglev_active & 1
+    }
+
+    /// The half packets do not read: where the next table is built.
+    #[inline(always)]
+    pub const fn idle_half(&self) -> u32 {
+        self.live_half() ^ 1
+    }
+
+    /// These globals with `half` live: written as one update, the flip.
+    #[inline(always)]
+    pub const fn with_live_half(self, half: u32) -> Self {
+        Self {
+            maglev_active: half & 1,
+            ..self
+        }
+    }
+}
+
+/// Index in the `MAGLEV` array of slot `slot` of half `half`; `None` for a slot past a half's
+/// end (a lookup there finds no backend, whichever side runs it).
+#[inline(always)]
+pub const fn maglev_index(half: u32, slot: u32) -> Option<u32> {
+    if slot < MAGLEV_SIZE {
+        Some((half & 1) * MAGLEV_SIZE + slot)
+    } else {
+        None
+    }
 }
 
 /// A packets/bytes pair, one per CPU in the per-CPU counter maps.
@@ -332,6 +391,70 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn maglev_halves_are_disjoint_and_flip() {
+        let g = Globals::default();
+        assert_eq!((g.live_half(), g.idle_half()), (0, 1));
+        let flipped = g.with_live_half(g.idle_half());
+        assert_eq!((flipped.live_half(), flipped.idle_half()), (1, 0));
+        assert_eq!(flipped.with_live_half(3).maglev_active, 1);
+        assert_eq!(maglev_index(0, 0), Some(0));
+        assert_eq!(maglev_index(0, MAGLEV_SIZE - 1), Some(MAGLEV_SIZE - 1));
+        assert_eq!(maglev_index(1, 0), Some(MAGLEV_SIZE));
+        assert_eq!(
+            maglev_index(1, MAGLEV_SIZE - 1),
+            Some(crate::consts::MAGLEV_ENTRIES - 1)
+        );
+        assert_eq!(maglev_index(0, MAGLEV_SIZE), None);
+        assert_eq!(maglev_index(1, u32::MAX), None);
+    }
+
+    #[test]
+    fn flow_idle_secs_zero_disables_stickiness() {
+        let e = FlowEntry {
+            backend: 3,
+            stats_slot: 0,
+            last_seen_ns: 5_000_000_000,
+        };
+        assert!(!flows_stick(0));
+        assert!(
+            !e.is_live(e.last_seen_ns, 0),
+            "not even in the same nanosecond"
+        );
+        assert!(
+            !e.is_live(e.last_seen_ns - 1, 0),
+            "nor for a clock behind the entry"
+        );
+        assert!(e.is_live(e.last_seen_ns, 1));
+    }
+
+    #[test]
+    fn flows_stay_live_up_to_and_including_idle_secs() {
+        let e = FlowEntry {
+            backend: 3,
+            stats_slot: 0,
+            last_seen_ns: 5_000_000_000,
+        };
+        let idle = 30u32;
+        let limit = e.last_seen_ns + u64::from(idle) * 1_000_000_000;
+        assert!(e.is_live(limit, idle), "idle exactly idle_secs: still live");
+        assert!(!e.is_live(limit + 1, idle), "one ns more: expired");
+        assert!(
+            e.is_live(e.last_seen_ns - 1, idle),
+            "a clock behind the entry"
+        );
+        let longest = e.last_seen_ns + u64::from(u32::MAX) * 1_000_000_000;
+        assert!(
+            e.is_live(longest, u32::MAX),
+            "the longest window does not overflow"
+        );
+        let never = FlowEntry::default();
+        assert!(
+            !never.is_live(1, idle),
+            "a never-written per-CPU slot is no flow"
+        );
+    }
 
     #[test]
     fn layouts_have_no_implicit_padding() {

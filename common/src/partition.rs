@@ -95,8 +95,68 @@ pub fn even_splits(count: usize) -> [u64; MAX_SHARDS - 1] {
     splits
 }
 
-/// A shard set over `backends` (at most [`MAX_SHARDS`]) with scheme `scheme` and, for ranges,
-/// even split points.
+/// Why a list of backends is not a shard set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardSetError {
+    /// No backend at all (an unplaced session has no shard set; the default table routes it).
+    Empty,
+    /// More than [`MAX_SHARDS`] backends.
+    TooMany {
+        /// How many were given.
+        count: usize,
+    },
+    /// A backend named twice.
+    Duplicate {
+        /// The backend id.
+        id: u32,
+    },
+}
+
+impl core::fmt::Display for ShardSetError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Empty => write!(f, "a shard set needs at least one backend"),
+            Self::TooMany { count } => write!(
+                f,
+                "a shard set holds at most {MAX_SHARDS} backends, got {count}"
+            ),
+            Self::Duplicate { id } => write!(f, "backend {id} is listed twice in a shard set"),
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+impl std::error::Error for ShardSetError {}
+
+impl ShardSet {
+    /// The shard set of 1 to [`MAX_SHARDS`] distinct backends `members` (in this order) under
+    /// `scheme_id` (one of [`scheme`]; ranges get even split points) at `generation`: the one
+    /// check every writer of placements makes.
+    pub fn from_members(
+        members: &[u32],
+        scheme_id: u32,
+        generation: u64,
+    ) -> Result<ShardSet, ShardSetError> {
+        if members.is_empty() {
+            return Err(ShardSetError::Empty);
+        }
+        if members.len() > MAX_SHARDS {
+            return Err(ShardSetError::TooMany {
+                count: members.len(),
+            });
+        }
+        for (i, id) in members.iter().enumerate() {
+            if members[..i].contains(id) {
+                return Err(ShardSetError::Duplicate { id: *id });
+            }
+        }
+        Ok(shard_set(members, scheme_id, generation))
+    }
+}
+
+/// A shard set over `backends` with scheme `scheme` and, for ranges, even split points,
+/// unchecked: members past [`MAX_SHARDS`] are cut off. Fixtures use it; writers of placements
+/// use [`ShardSet::from_members`].
 pub fn shard_set(backends: &[u32], scheme_id: u32, generation: u64) -> ShardSet {
     let mut set = ShardSet {
         generation,
@@ -139,6 +199,29 @@ mod tests {
             }
             assert_eq!(range_owner(&set, u64::MAX), ids[n - 1]);
         }
+    }
+
+    #[test]
+    fn from_members_takes_one_to_max_shards_distinct_backends() {
+        let all: [u32; MAX_SHARDS + 1] = core::array::from_fn(|i| i as u32);
+        assert_eq!(
+            ShardSet::from_members(&[], scheme::HASH, 1),
+            Err(ShardSetError::Empty)
+        );
+        assert_eq!(
+            ShardSet::from_members(&all, scheme::HASH, 1),
+            Err(ShardSetError::TooMany {
+                count: MAX_SHARDS + 1
+            })
+        );
+        assert_eq!(
+            ShardSet::from_members(&[4, 7, 4], scheme::HASH, 1),
+            Err(ShardSetError::Duplicate { id: 4 })
+        );
+        let one = ShardSet::from_members(&[9], scheme::HASH, 3).expect("one backend");
+        assert_eq!((one.count, one.backends[0], one.generation), (1, 9, 3));
+        let full = ShardSet::from_members(&all[..MAX_SHARDS], scheme::RANGE, 1).expect("full");
+        assert_eq!(full, shard_set(&all[..MAX_SHARDS], scheme::RANGE, 1));
     }
 
     #[test]

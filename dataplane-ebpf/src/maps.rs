@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use shardline_common::{
     consts::{
-        MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_SERVICES, MAX_SESSIONS, MAX_SESSION_SLOTS,
+        MAGLEV_ENTRIES, MAX_BACKENDS, MAX_FLOWS, MAX_SERVICES, MAX_SESSIONS, MAX_SESSION_SLOTS,
         MAX_SESSION_STATS,
     },
     maps::{
@@ -32,11 +32,11 @@ pub static BACKENDS: Array<Backend> = Array::pinned(MAX_BACKENDS, 0);
 pub static SESSIONS: HashMap<SessionKey, ShardSet> =
     HashMap::pinned(MAX_SESSIONS, BPF_F_NO_PREALLOC);
 
-/// The default Maglev table, double-buffered: slots `[h * MAGLEV_SIZE, (h + 1) * MAGLEV_SIZE)`
-/// are half `h`; `GLOBALS.maglev_active` names the live half, so a swap is one word write.
+/// The default Maglev table, double-buffered: `maps::maglev_index` places a half's slots and
+/// `GLOBALS` names the live half (`Globals::live_half`), so a swap is one word write.
 /// Mmapable: the daemon fills a half with plain stores instead of one syscall per slot.
 #[map]
-pub static MAGLEV: Array<u32> = Array::pinned(2 * MAGLEV_SIZE, BPF_F_MMAPABLE);
+pub static MAGLEV: Array<u32> = Array::pinned(MAGLEV_ENTRIES, BPF_F_MMAPABLE);
 
 /// One entry: the live Maglev half and the encapsulation source addresses.
 #[map]

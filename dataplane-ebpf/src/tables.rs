@@ -4,8 +4,11 @@ use core::cell::Cell;
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use shardline_common::{
-    consts::{MAGLEV_SIZE, NO_BACKEND},
-    maps::{Backend, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey},
+    consts::NO_BACKEND,
+    maps::{
+        flows_stick, maglev_index, Backend, FlowEntry, FlowKey, Globals, Service, ServiceKey,
+        SessionKey,
+    },
     route::{pick_shard, Tables},
 };
 
@@ -48,8 +51,10 @@ impl Tables for MapTables<'_> {
 
     #[inline(always)]
     fn maglev(&self, slot: u32) -> u32 {
-        let index = (self.globals.maglev_active & 1) * MAGLEV_SIZE + slot;
-        MAGLEV.get(index).copied().unwrap_or(NO_BACKEND)
+        match maglev_index(self.globals.live_half(), slot) {
+            Some(index) => MAGLEV.get(index).copied().unwrap_or(NO_BACKEND),
+            None => NO_BACKEND,
+        }
     }
 
     #[inline(always)]
@@ -59,8 +64,9 @@ impl Tables for MapTables<'_> {
 
     #[inline(always)]
     fn sticky_backend(&self, flow: &FlowKey) -> Option<u32> {
-        let idle_ns = u64::from(self.globals.flow_idle_secs) * 1_000_000_000;
-        if idle_ns == 0 {
+        let idle_secs = self.globals.flow_idle_secs;
+        // Stickiness off: not even a lookup.
+        if !flows_stick(idle_secs) {
             return None;
         }
         let entry = FLOWS.get_ptr_mut(flow)?;
@@ -68,7 +74,7 @@ impl Tables for MapTables<'_> {
         let now = unsafe { bpf_ktime_get_ns() };
         // SAFETY: this CPU's value of a per-CPU map; only this CPU writes it now.
         unsafe {
-            if now.saturating_sub((*entry).last_seen_ns) > idle_ns {
+            if !(*entry).is_live(now, idle_secs) {
                 return None;
             }
             (*entry).last_seen_ns = now;
@@ -79,7 +85,7 @@ impl Tables for MapTables<'_> {
 
     #[inline(always)]
     fn remember_flow(&self, flow: &FlowKey, backend: u32) {
-        if self.globals.flow_idle_secs == 0 {
+        if !flows_stick(self.globals.flow_idle_secs) {
             return;
         }
         // SAFETY: helper without arguments.

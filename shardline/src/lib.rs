@@ -7,13 +7,15 @@
 //! - [`config`]: the TOML configuration, one file per section, validated; a leaf.
 //! - [`http`]: the HTTP client (`reqwest`) agents, health probes and the webhook share.
 //! - [`snapshot`]: the routing tables a configuration or state implies, in memory (also a
-//!   replay `Tables`).
+//!   replay `Tables`), and the delta of writes between two of them.
 //! - Dataplane access: [`objects`] (the eBPF objects `build.rs` embeds), [`loader`] (loading,
 //!   attaching and adopting the XDP program and its pinned link), [`maglev_table`] (the
 //!   double-buffered default table, memory-mapped), [`stats_slots`] (per-session counter
 //!   slots), [`maps`] (typed access to the pinned maps), [`private`] (a balancer in private
 //!   pinned maps, never attached: tracer, benches, tests), [`testrun`] (`BPF_PROG_TEST_RUN`).
-//! - [`reshard`]: the swap stage: atomic re-shards, their plans and handoffs.
+//! - [`reshard`]: the swap stage, the one path routing changes take into the maps (the daemon's
+//!   applier and single re-shards alike): deltas from the tables in force, build-then-flip,
+//!   their plans and handoffs.
 //! - [`state`]: the replicated control state, its commands and the [`state::Control`] handle.
 //! - [`cluster`]: the Raft cluster behind [`state::Control`]: log and snapshots in redb, peers
 //!   over HTTP, forwarded writes and linearizable reads.

@@ -10,7 +10,10 @@ use std::{
 
 use aya::maps::MapData;
 use memmap2::{MmapMut, MmapOptions};
-use shardline_common::consts::MAGLEV_SIZE;
+use shardline_common::{
+    consts::{MAGLEV_ENTRIES, MAGLEV_SIZE, NO_BACKEND},
+    maps::maglev_index,
+};
 
 /// Errors mapping the table.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +55,7 @@ impl MaglevTable {
             path: name.clone(),
             source,
         })?;
-        let len = (2 * MAGLEV_SIZE as usize * STRIDE).div_ceil(4096) * 4096;
+        let len = (MAGLEV_ENTRIES as usize * STRIDE).div_ceil(4096) * 4096;
         // SAFETY: the kernel owns this memory for the map's lifetime; we keep the map's fd
         // open with the mapping and access it only through volatile stores and loads.
         let mmap = unsafe {
@@ -64,19 +67,22 @@ impl MaglevTable {
         Ok(Self { mmap, _map: map })
     }
 
-    fn slot_ptr(&self, half: u32, slot: u32) -> *const u32 {
-        let index = (half & 1) as usize * MAGLEV_SIZE as usize + slot as usize;
-        // SAFETY: index < 2 * MAGLEV_SIZE, inside the mapping.
-        unsafe { self.mmap.as_ptr().add(index * STRIDE) as *const u32 }
+    /// Where slot `slot` of half `half` lives; `None` past a half's end.
+    fn slot_ptr(&self, half: u32, slot: u32) -> Option<*const u32> {
+        let index = maglev_index(half, slot)? as usize;
+        // SAFETY: index < MAGLEV_ENTRIES, inside the mapping.
+        Some(unsafe { self.mmap.as_ptr().add(index * STRIDE) as *const u32 })
     }
 
     /// Writes `table` (at most `MAGLEV_SIZE` slots) into half `half`. The caller publishes it
     /// afterwards; a full fence orders these stores before that write.
     pub fn write_half(&mut self, half: u32, table: &[u32]) {
-        for (slot, id) in table.iter().take(MAGLEV_SIZE as usize).enumerate() {
-            let p = self.slot_ptr(half, slot as u32) as *mut u32;
+        for (slot, id) in table.iter().enumerate() {
+            let Some(p) = self.slot_ptr(half, slot as u32) else {
+                break;
+            };
             // SAFETY: in the mapping; the dataplane reads this half only after the flip.
-            unsafe { p.write_volatile(*id) };
+            unsafe { (p as *mut u32).write_volatile(*id) };
         }
         fence(Ordering::SeqCst);
     }
@@ -86,12 +92,12 @@ impl MaglevTable {
         (0..MAGLEV_SIZE).map(|slot| self.slot(half, slot)).collect()
     }
 
-    /// Slot `slot` of half `half`.
+    /// Slot `slot` of half `half` ([`NO_BACKEND`] past a half's end, as in the kernel).
     pub fn slot(&self, half: u32, slot: u32) -> u32 {
-        // SAFETY: in the mapping.
-        unsafe {
-            self.slot_ptr(half, slot.min(MAGLEV_SIZE - 1))
-                .read_volatile()
+        match self.slot_ptr(half, slot) {
+            // SAFETY: in the mapping.
+            Some(p) => unsafe { p.read_volatile() },
+            None => NO_BACKEND,
         }
     }
 }

@@ -1,15 +1,15 @@
-//! Typed access to the load balancer's pinned maps: writing a [`Snapshot`] (build-then-flip
-//! for the Maglev table), reading the per-CPU counters, and a [`Tables`] view that replays the
-//! kernel's decision against the live maps.
+//! Typed access to the load balancer's pinned maps: writing a [`TableDelta`] (build-then-flip
+//! for the Maglev table, one update per placement), reading the per-CPU counters, and a
+//! [`Tables`] view that replays the kernel's decision against the live maps.
 
 use std::{
     collections::HashMap as StdHashMap,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use shardline_common::{
-    consts::{MAGLEV_SIZE, NO_BACKEND},
     maps::{
         Backend, Counter, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey, ShardSet,
         SlotCounter,
@@ -18,7 +18,11 @@ use shardline_common::{
     verdict::{Reason, REASON_COUNT},
 };
 
-use crate::{maglev_table::MaglevTable, snapshot::Snapshot, stats_slots::StatsSlots};
+use crate::{
+    maglev_table::MaglevTable,
+    snapshot::{delta::TableDelta, Snapshot},
+    stats_slots::StatsSlots,
+};
 
 /// Errors opening or writing the maps.
 #[derive(Debug, thiserror::Error)]
@@ -48,12 +52,21 @@ pub enum MapsError {
     },
 }
 
-/// What [`DataplaneMaps::apply`] could not write without failing the whole snapshot.
+/// What [`DataplaneMaps::write_delta`] did: the placements it could not write without failing
+/// the whole change, and how long the routing-visible writes took.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Applied {
-    /// Placed sessions left out because SESSIONS is full: their packets keep routing by the
-    /// default table until a later apply finds room.
+pub struct WriteOutcome {
+    /// Placed sessions left out because SESSIONS is full: their packets keep routing as before
+    /// (by the default table for a new placement) until a later write finds room.
     pub placements_refused: Vec<SessionKey>,
+    /// Placements written, one SESSIONS update each.
+    pub placements_written: usize,
+    /// Time of those updates, together.
+    pub placement_writes: Duration,
+    /// Time filling the idle Maglev half; zero when the default table did not change.
+    pub maglev_build: Duration,
+    /// Time of the globals write that made the new default table live, if one did.
+    pub maglev_flip: Option<Duration>,
 }
 
 /// Whether a map update failed because the map is full (a hash map at `max_entries` refuses a
@@ -124,116 +137,101 @@ impl DataplaneMaps {
         self.globals.get(&0, 0).map_err(op("read", "GLOBALS"))
     }
 
-    /// Makes the maps hold exactly `snap`, in an order that never routes to a missing entry:
-    /// new backends first, then the Maglev table (built in the idle half, flipped with one
-    /// globals write), then session placements, then services (which turn routing on), and
-    /// only then the removal of what `snap` no longer has. Each element update is atomic.
+    /// Makes the maps hold exactly `snap`: [`Self::write_delta`] of the change from what they
+    /// hold now (read back whole, so this is for a start from unknown maps; the daemon's swap
+    /// stage keeps the tables in force and writes only the delta).
+    pub fn apply(&mut self, snap: &Snapshot) -> Result<WriteOutcome, MapsError> {
+        let before = self.read_snapshot()?;
+        self.write_delta(&TableDelta::between(&before, snap))
+    }
+
+    /// Writes `delta` in its order, which never routes to a missing entry: new backends first,
+    /// then the default table (built in the idle half, flipped with one globals write), then
+    /// session placements, then services (which turn routing on), and only then the removals.
+    /// Each element update is atomic.
     ///
-    /// A full SESSIONS map refuses the placements that do not fit: those sessions stay on the
-    /// default table (returned in [`Applied`]) and everything else is still written.
-    pub fn apply(&mut self, snap: &Snapshot) -> Result<Applied, MapsError> {
-        let mut applied = Applied::default();
-        let max = shardline_common::consts::MAX_BACKENDS;
-        for id in 0..max {
-            if let Some(want) = snap.backends.get(&id) {
-                if self.backends.get(&id, 0).map_err(op("read", "BACKENDS"))? != *want {
-                    self.backends
-                        .set(id, want, 0)
-                        .map_err(op("write", "BACKENDS"))?;
-                }
+    /// A full SESSIONS map refuses the placements that do not fit: those sessions keep routing
+    /// as before (returned in [`WriteOutcome`]), everything else is still written, and the room
+    /// the removals make is used before returning.
+    pub fn write_delta(&mut self, delta: &TableDelta) -> Result<WriteOutcome, MapsError> {
+        let mut out = WriteOutcome::default();
+        for (id, backend) in &delta.backends {
+            self.set_backend(*id, backend)?;
+        }
+        let current = self.globals()?;
+        let mut next = delta
+            .globals
+            .unwrap_or(current)
+            .with_live_half(current.live_half());
+        if let Some(table) = &delta.maglev {
+            let start = Instant::now();
+            self.maglev.write_half(current.idle_half(), table);
+            out.maglev_build = start.elapsed();
+            next = next.with_live_half(current.idle_half());
+        }
+        if next != current {
+            let start = Instant::now();
+            self.publish_globals(&next)?;
+            if delta.maglev.is_some() {
+                out.maglev_flip = Some(start.elapsed());
             }
         }
-        self.swap_maglev(&snap.maglev, &snap.globals)?;
-        for (k, v) in &snap.sessions {
-            // A changed placement is one update carrying the next generation; an unchanged
-            // one is not rewritten.
-            let mut next = *v;
-            let old = self.sessions.get(k, 0).ok();
-            if let Some(old) = old {
-                if (ShardSet {
-                    generation: old.generation,
-                    stats_slot: old.stats_slot,
-                    ..next
-                }) == old
-                {
-                    continue;
-                }
-                next.generation = next.generation.max(old.generation + 1);
-            }
-            match self.write_placement(k, next, old) {
-                Ok(()) => {}
-                Err(e) if is_full(&e) => applied.placements_refused.push(*k),
-                Err(e) => return Err(op("write", "SESSIONS")(e)),
+        let mut refused = Vec::new();
+        for (key, set) in &delta.sessions {
+            if !self.write_counted(key, set, &mut out)? {
+                refused.push((*key, *set));
             }
         }
-        for (k, v) in &snap.services {
+        for (k, v) in &delta.services {
             self.services
                 .insert(k, v, 0)
                 .map_err(op("write", "SERVICES"))?;
         }
-        let stale: Vec<ServiceKey> = self
-            .services
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !snap.services.contains_key(k))
-            .collect();
-        for k in stale {
-            self.services.remove(&k).map_err(op("delete", "SERVICES"))?;
+        for k in &delta.removed_services {
+            match self.services.remove(k) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(op("delete", "SERVICES")(e)),
+            }
         }
-        let stale: Vec<SessionKey> = self
-            .sessions
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !snap.sessions.contains_key(k))
-            .collect();
-        for k in stale {
-            self.remove_placement(&k)?;
+        for k in &delta.removed_sessions {
+            self.remove_placement(k)?;
         }
         // Removals may have made room for placements refused above.
-        if !applied.placements_refused.is_empty() {
-            let mut still = Vec::new();
-            for k in applied.placements_refused {
-                match self.write_placement(&k, snap.sessions[&k], None) {
-                    Ok(()) => {}
-                    Err(e) if is_full(&e) => still.push(k),
-                    Err(e) => return Err(op("write", "SESSIONS")(e)),
-                }
-            }
-            applied.placements_refused = still;
-        }
-        for id in 0..max {
-            if !snap.backends.contains_key(&id)
-                && self.backends.get(&id, 0).map_err(op("read", "BACKENDS"))? != Backend::default()
-            {
-                self.backends
-                    .set(id, Backend::default(), 0)
-                    .map_err(op("write", "BACKENDS"))?;
+        for (key, set) in refused {
+            if !self.write_counted(&key, &set, &mut out)? {
+                out.placements_refused.push(key);
             }
         }
-        Ok(applied)
+        for id in &delta.removed_backends {
+            self.set_backend(*id, &Backend::default())?;
+        }
+        Ok(out)
     }
 
-    /// Build-then-flip: fills the idle half with `table`, then publishes it (and `globals`'
-    /// encap sources) with one globals update. Unchanged tables are not rewritten.
-    pub fn swap_maglev(&mut self, table: &[u32], globals: &Globals) -> Result<(), MapsError> {
-        let current = self.globals()?;
-        let live = current.maglev_active & 1;
-        let mut next = *globals;
-        next.maglev_active = if self.read_maglev_half(live)? == table {
-            live
-        } else {
-            self.fill_idle_maglev(table)?
-        };
-        if next != current {
-            self.publish_globals(&next)?;
+    /// One placement of a delta, written and timed; `false` if a full map refused it.
+    fn write_counted(
+        &mut self,
+        key: &SessionKey,
+        set: &ShardSet,
+        out: &mut WriteOutcome,
+    ) -> Result<bool, MapsError> {
+        let old = self.sessions.get(key, 0).ok();
+        let start = Instant::now();
+        match self.write_placement(key, *set, old) {
+            Ok(()) => {
+                out.placement_writes += start.elapsed();
+                out.placements_written += 1;
+                Ok(true)
+            }
+            Err(e) if is_full(&e) => Ok(false),
+            Err(e) => Err(op("write", "SESSIONS")(e)),
         }
-        Ok(())
     }
 
     /// Writes `table` into the Maglev half packets are not reading and returns its index; it
     /// goes live only when [`Self::publish_globals`] names it.
     pub fn fill_idle_maglev(&mut self, table: &[u32]) -> Result<u32, MapsError> {
-        let idle = (self.globals()?.maglev_active & 1) ^ 1;
+        let idle = self.globals()?.idle_half();
         self.maglev.write_half(idle, table);
         Ok(idle)
     }
@@ -419,8 +417,8 @@ impl DataplaneMaps {
                 snap.backends.insert(id, b);
             }
         }
-        snap.maglev = self.read_maglev_half(globals.maglev_active & 1)?;
-        snap.globals.maglev_active = 0;
+        snap.maglev = self.read_maglev_half(globals.live_half())?;
+        snap.globals = globals.with_live_half(0);
         Ok(snap)
     }
 
@@ -530,10 +528,7 @@ impl Tables for DataplaneMaps {
     }
 
     fn maglev(&self, slot: u32) -> u32 {
-        let half = self.globals().map(|g| g.maglev_active & 1).unwrap_or(0);
-        if slot >= MAGLEV_SIZE {
-            return NO_BACKEND;
-        }
+        let half = self.globals().map(|g| g.live_half()).unwrap_or(0);
         self.maglev.slot(half, slot)
     }
 
@@ -543,12 +538,12 @@ impl Tables for DataplaneMaps {
 
     /// The freshest live entry of any CPU (the kernel consults only the CPU it runs on).
     fn sticky_backend(&self, flow: &FlowKey) -> Option<u32> {
-        let idle_ns = u64::from(self.globals().ok()?.flow_idle_secs) * 1_000_000_000;
+        let idle_secs = self.globals().ok()?.flow_idle_secs;
         let now = monotonic_ns();
         let per_cpu = self.flows.get(flow, 0).ok()?;
         per_cpu
             .iter()
-            .filter(|e| e.last_seen_ns != 0 && now.saturating_sub(e.last_seen_ns) <= idle_ns)
+            .filter(|e| e.is_live(now, idle_secs))
             .max_by_key(|e| e.last_seen_ns)
             .map(|e| e.backend)
     }

@@ -1,14 +1,20 @@
-//! The swap stage: applies re-shards to the pinned maps so that every routing-visible change is
-//! one atomic write, and keeps what moved (the plan) and who owned it before (the handoff).
+//! The swap stage: the one path by which routing changes reach a dataplane's maps, for the
+//! daemon's committed states ([`Resharder::apply`]) and for single re-shards alike
+//! ([`Resharder::place`], [`Resharder::set_default_weights`], [`Resharder::add_backend`], which
+//! build their target from the tables in force and apply it). It keeps the tables in force,
+//! what moved (the plans) and who owned it before (the handoffs).
 //!
-//! - A session's placement changes with one `SESSIONS` update carrying the next generation.
-//! - The default table is built in the idle Maglev half, then made live by one globals write.
-//! - Header mode keeps the previous owner of every moved key range known for a handoff window,
+//! - Only the delta from the tables in force is written ([`TableDelta`]), in an order that
+//!   never routes to a missing entry, and every routing-visible write is atomic:
+//! - a session's placement changes with one `SESSIONS` update carrying the next generation;
+//! - the default table is built completely in the idle Maglev half, then made live by one
+//!   globals write (build-then-flip).
+//! - Header mode keeps the previous owners of every moved session known for a handoff window,
 //!   while packets already go to the new owner: one owner per key at any instant, and the new
 //!   owner knows whom to fetch state from (see the README for why).
 
 use std::{
-    collections::BTreeMap,
+    collections::HashSet,
     time::{Duration, Instant},
 };
 
@@ -16,49 +22,91 @@ use shardline_common::{
     consts::MAGLEV_SIZE,
     maglev::{self, Weighted},
     maps::{Backend, SessionKey, ShardSet},
-    partition::shard_set,
+    partition::ShardSetError,
     plan::{maglev_plan, session_plan, SessionPlan, SlotMove},
 };
 
 use crate::{
-    maps::{DataplaneMaps, MapsError},
-    snapshot::Snapshot,
+    maps::{DataplaneMaps, MapsError, WriteOutcome},
+    snapshot::{delta::TableDelta, Snapshot},
 };
+
+/// The maps as the swap stage sees them: read back whole (at the start, or after a failed
+/// write), written as deltas. [`DataplaneMaps`] in production; an in-memory fake in tests.
+pub trait TableWriter {
+    /// The tables the maps hold now (live half 0, no counters slots).
+    fn read_tables(&self) -> Result<Snapshot, MapsError>;
+    /// Writes `delta` in its order (see [`DataplaneMaps::write_delta`]).
+    fn write_delta(&mut self, delta: &TableDelta) -> Result<WriteOutcome, MapsError>;
+}
+
+impl TableWriter for DataplaneMaps {
+    fn read_tables(&self) -> Result<Snapshot, MapsError> {
+        self.read_snapshot()
+    }
+
+    fn write_delta(&mut self, delta: &TableDelta) -> Result<WriteOutcome, MapsError> {
+        DataplaneMaps::write_delta(self, delta)
+    }
+}
+
+/// How long the previous owners of a moved session stay published, unless configured.
+pub const DEFAULT_HANDOFF_WINDOW: Duration = Duration::from_secs(2);
 
 /// Errors applying a re-shard.
 #[derive(Debug, thiserror::Error)]
 pub enum ReshardError {
-    /// A map write failed; the routing-visible state is the previous generation.
+    /// A map write failed; the tables in force are read back from the maps before the next
+    /// write.
     #[error(transparent)]
     Maps(#[from] MapsError),
     /// The change names a backend the tables do not have.
     #[error("backend {0} is not configured")]
     UnknownBackend(u32),
-    /// A shard set needs 1 to 16 distinct backends.
-    #[error("a shard set needs 1 to 16 distinct backends, got {0:?}")]
-    BadShardSet(Vec<u32>),
+    /// The backends are not a shard set.
+    #[error("{problem} (got {backends:?})")]
+    BadShardSet {
+        /// The backends given.
+        backends: Vec<u32>,
+        /// What is wrong with them.
+        #[source]
+        problem: ShardSetError,
+    },
 }
 
-/// Which kind of atomic write a swap was.
+/// Which kind of atomic write made a swap visible.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SwapKind {
-    /// One session's shard set replaced.
+    /// Nothing routing-visible changed; nothing was written.
+    Unchanged,
+    /// Placements only: one `SESSIONS` update (or delete) per session.
     Session,
-    /// The default Maglev table flipped to its other half.
+    /// The default Maglev table flipped to its other half (with whatever else changed).
     Maglev,
+    /// Backends, services or globals changed, without a flip.
+    Tables,
 }
 
-/// What one applied re-shard did.
+/// What one swap wrote.
 #[derive(Clone, Debug)]
-pub struct Applied {
+pub struct Swap {
     /// Generation now in force.
     pub generation: u64,
     /// The atomic write that made it visible.
     pub kind: SwapKind,
-    /// Time spent preparing (filling the idle Maglev half); zero for a session update.
+    /// Time spent preparing (filling the idle Maglev half); zero without a flip.
     pub build: Duration,
-    /// Time of the one routing-visible write.
+    /// Time of the routing-visible writes: the globals write of a flip, else the placement
+    /// updates.
     pub flip: Duration,
+    /// Placements a full SESSIONS map refused: those sessions keep routing as before.
+    pub placements_refused: Vec<SessionKey>,
+    /// Sessions placed that were not before (they leave the default table).
+    pub placed: Vec<SessionKey>,
+    /// Moved placements whose previous owners this swap published.
+    pub handoffs: Vec<Handoff>,
+    /// What the default table moved (empty without a flip).
+    pub maglev_moves: Vec<SlotMove>,
 }
 
 /// A moved placement whose previous owners stay known until `until`.
@@ -76,11 +124,12 @@ pub struct Handoff {
     pub until: Instant,
 }
 
-/// Applies re-shards to one dataplane's maps and tracks the tables in force.
+/// Applies routing changes to one dataplane's maps and tracks the tables in force.
 pub struct Resharder {
-    maps: DataplaneMaps,
+    /// What the maps hold (as a snapshot: live half 0, no counters slots).
     tables: Snapshot,
-    weights: BTreeMap<u32, u32>,
+    /// `tables` cannot be trusted (never read, or a write failed half way): read the maps first.
+    stale: bool,
     generation: u64,
     handoff_window: Duration,
     handoffs: Vec<Handoff>,
@@ -88,29 +137,34 @@ pub struct Resharder {
 }
 
 impl Resharder {
-    /// Starts from `tables`, which the maps must already hold (as after
-    /// [`DataplaneMaps::apply`]), with every backend at `weights` (id → weight).
-    pub fn new(
-        maps: DataplaneMaps,
-        tables: Snapshot,
-        weights: BTreeMap<u32, u32>,
-        handoff_window: Duration,
-    ) -> Self {
-        let generation = tables
-            .sessions
-            .values()
-            .map(|s| s.generation)
-            .max()
-            .unwrap_or(0);
+    /// A swap stage that reads the tables in force from the maps at its first write.
+    pub fn new(handoff_window: Duration) -> Self {
         Self {
-            maps,
-            tables,
-            weights,
-            generation,
+            tables: Snapshot::default(),
+            stale: true,
+            generation: 0,
             handoff_window,
             handoffs: Vec::new(),
             last_maglev_plan: Vec::new(),
         }
+    }
+
+    /// A swap stage starting from what `maps` hold now.
+    pub fn adopt(maps: &impl TableWriter, handoff_window: Duration) -> Result<Self, MapsError> {
+        let mut r = Self::new(handoff_window);
+        r.refresh(maps)?;
+        Ok(r)
+    }
+
+    /// Reads the tables in force back from `maps` if they are not known.
+    fn refresh(&mut self, maps: &impl TableWriter) -> Result<(), MapsError> {
+        if self.stale {
+            self.tables = maps.read_tables()?;
+            let placed = self.tables.sessions.values().map(|s| s.generation);
+            self.generation = self.generation.max(placed.max().unwrap_or(0));
+            self.stale = false;
+        }
+        Ok(())
     }
 
     /// The tables in force now (what a replay of the current generation runs against).
@@ -118,110 +172,151 @@ impl Resharder {
         &self.tables
     }
 
-    /// The maps being written.
-    pub fn maps(&self) -> &DataplaneMaps {
-        &self.maps
-    }
-
-    /// The current generation.
+    /// The current generation: one more per swap that wrote something, starting above every
+    /// placement generation the maps held.
     pub fn generation(&self) -> u64 {
         self.generation
     }
 
-    /// Places `session` on `backends` under `scheme` (see `maps::scheme`): one atomic update.
-    pub fn place(
+    /// Makes `maps` hold `target`, writing only what differs from the tables in force, and
+    /// publishes the previous owners of every moved placement until `now` + the handoff window.
+    pub fn apply(
         &mut self,
-        session: SessionKey,
-        backends: &[u32],
-        scheme: u32,
-    ) -> Result<Applied, ReshardError> {
-        let mut distinct = backends.to_vec();
-        distinct.sort_unstable();
-        distinct.dedup();
-        if backends.is_empty() || backends.len() > 16 || distinct.len() != backends.len() {
-            return Err(ReshardError::BadShardSet(backends.to_vec()));
+        maps: &mut impl TableWriter,
+        target: &Snapshot,
+        now: Instant,
+    ) -> Result<Swap, ReshardError> {
+        self.refresh(maps)?;
+        self.handoffs.retain(|h| h.until > now);
+        let delta = TableDelta::between(&self.tables, target);
+        let mut swap = Swap {
+            generation: self.generation,
+            kind: SwapKind::Unchanged,
+            build: Duration::ZERO,
+            flip: Duration::ZERO,
+            placements_refused: Vec::new(),
+            placed: Vec::new(),
+            handoffs: Vec::new(),
+            maglev_moves: Vec::new(),
+        };
+        if delta.is_empty() {
+            return Ok(swap);
         }
-        if let Some(id) = backends
-            .iter()
-            .find(|id| !self.tables.backends.contains_key(id))
-        {
-            return Err(ReshardError::UnknownBackend(*id));
-        }
-        let set = shard_set(backends, scheme, self.generation + 1);
-        let start = Instant::now();
-        self.maps.place_session(&session, &set)?;
-        let flip = start.elapsed();
+        let written = maps
+            .write_delta(&delta)
+            .inspect_err(|_| self.stale = true)?;
         self.generation += 1;
-        let previous = self.tables.sessions.insert(session, set);
-        let plan = session_plan(previous.as_ref(), &set);
-        if let Some(previous) = previous {
+        let before = std::mem::replace(&mut self.tables, target.clone());
+        self.tables.globals = target.globals.with_live_half(0);
+        let refused: HashSet<&SessionKey> = written.placements_refused.iter().collect();
+        for (key, set) in &delta.sessions {
+            if refused.contains(key) {
+                // The map kept what it had.
+                match before.sessions.get(key) {
+                    Some(old) => self.tables.sessions.insert(*key, *old),
+                    None => self.tables.sessions.remove(key),
+                };
+                continue;
+            }
+            self.tables.sessions.insert(*key, *set);
+            let Some(previous) = before.sessions.get(key) else {
+                swap.placed.push(*key);
+                continue;
+            };
+            let plan = session_plan(Some(previous), set);
             if plan != SessionPlan::Unchanged {
-                let now = Instant::now();
-                self.handoffs
-                    .retain(|h| h.until > now && h.session != session);
-                self.handoffs.push(Handoff {
-                    session,
-                    previous,
-                    current: set,
+                self.handoffs.retain(|h| h.session != *key);
+                swap.handoffs.push(Handoff {
+                    session: *key,
+                    previous: *previous,
+                    current: *set,
                     plan,
                     until: now + self.handoff_window,
                 });
             }
         }
-        Ok(Applied {
-            generation: self.generation,
-            kind: SwapKind::Session,
-            build: Duration::ZERO,
-            flip,
-        })
+        self.handoffs.extend(swap.handoffs.iter().cloned());
+        if delta.maglev.is_some() {
+            self.last_maglev_plan = maglev_plan(&before.maglev, &self.tables.maglev);
+            swap.maglev_moves = self.last_maglev_plan.clone();
+        }
+        swap.generation = self.generation;
+        swap.build = written.maglev_build;
+        (swap.kind, swap.flip) = match written.maglev_flip {
+            Some(flip) => (SwapKind::Maglev, flip),
+            None if delta.only_placements() => (SwapKind::Session, written.placement_writes),
+            None => (SwapKind::Tables, written.placement_writes),
+        };
+        swap.placements_refused = written.placements_refused;
+        Ok(swap)
     }
 
-    /// Sets backend weights (0 drains: no new default-table traffic) and swaps the default
-    /// table build-then-flip. Backends not named keep their weight.
-    pub fn set_weights(&mut self, changes: &[(u32, u32)]) -> Result<Applied, ReshardError> {
-        for (id, _) in changes {
-            if !self.tables.backends.contains_key(id) {
-                return Err(ReshardError::UnknownBackend(*id));
-            }
-        }
-        for (id, weight) in changes {
-            self.weights.insert(*id, *weight);
-        }
-        let weighted: Vec<Weighted> = self
-            .weights
+    /// Places `session` on `backends` (1 to 16 distinct, configured) under `scheme` (see
+    /// `maps::scheme`): one atomic update.
+    pub fn place(
+        &mut self,
+        maps: &mut impl TableWriter,
+        session: SessionKey,
+        backends: &[u32],
+        scheme: u32,
+        now: Instant,
+    ) -> Result<Swap, ReshardError> {
+        self.refresh(maps)?;
+        let set =
+            ShardSet::from_members(backends, scheme, self.generation + 1).map_err(|problem| {
+                ReshardError::BadShardSet {
+                    backends: backends.to_vec(),
+                    problem,
+                }
+            })?;
+        self.known(backends.iter())?;
+        let mut target = self.tables.clone();
+        target.sessions.insert(session, set);
+        self.apply(maps, &target, now)
+    }
+
+    /// Rebuilds the default table over exactly `weights` (backend id, weight; 0 drains) and
+    /// swaps it build-then-flip. A backend not named gets no share.
+    pub fn set_default_weights(
+        &mut self,
+        maps: &mut impl TableWriter,
+        weights: &[(u32, u32)],
+        now: Instant,
+    ) -> Result<Swap, ReshardError> {
+        self.refresh(maps)?;
+        self.known(weights.iter().map(|(id, _)| id))?;
+        let weighted: Vec<Weighted> = weights
             .iter()
             .map(|(id, weight)| Weighted {
                 id: *id,
                 weight: *weight,
             })
             .collect();
-        let table = maglev::build(&weighted, MAGLEV_SIZE);
-        let start = Instant::now();
-        let idle = self.maps.fill_idle_maglev(&table)?;
-        let build = start.elapsed();
-        let mut globals = self.maps.globals()?;
-        globals.maglev_active = idle;
-        let start = Instant::now();
-        self.maps.publish_globals(&globals)?;
-        let flip = start.elapsed();
-        self.generation += 1;
-        self.last_maglev_plan = maglev_plan(&self.tables.maglev, &table);
-        self.tables.maglev = table;
-        Ok(Applied {
-            generation: self.generation,
-            kind: SwapKind::Maglev,
-            build,
-            flip,
-        })
+        let mut target = self.tables.clone();
+        target.maglev = maglev::build(&weighted, MAGLEV_SIZE);
+        self.apply(maps, &target, now)
     }
 
-    /// Adds (or replaces) backend `id` with weight 0: present, but routed to only once a
-    /// placement or a weight names it.
-    pub fn add_backend(&mut self, id: u32, backend: Backend) -> Result<(), ReshardError> {
-        self.maps.set_backend(id, &backend)?;
-        self.tables.backends.insert(id, backend);
-        self.weights.entry(id).or_insert(0);
-        Ok(())
+    /// Adds (or replaces) backend `id`: present, but routed to only once a placement or the
+    /// default table names it.
+    pub fn add_backend(
+        &mut self,
+        maps: &mut impl TableWriter,
+        id: u32,
+        backend: Backend,
+        now: Instant,
+    ) -> Result<Swap, ReshardError> {
+        self.refresh(maps)?;
+        let mut target = self.tables.clone();
+        target.backends.insert(id, backend);
+        self.apply(maps, &target, now)
+    }
+
+    fn known<'a>(&self, mut ids: impl Iterator<Item = &'a u32>) -> Result<(), ReshardError> {
+        match ids.find(|id| !self.tables.backends.contains_key(id)) {
+            Some(id) => Err(ReshardError::UnknownBackend(*id)),
+            None => Ok(()),
+        }
     }
 
     /// What the last default-table swap moved.
@@ -234,3 +329,6 @@ impl Resharder {
         self.handoffs.iter().filter(move |h| h.until > now)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,10 +1,14 @@
 //! The complete routing tables computed from a configuration, in memory: what the daemon writes
 //! into the maps, and a [`Tables`] the userspace replay can run `decide` against.
+//!
+//! - [`delta`]: the writes that turn one snapshot into another, in a safe order.
+
+pub mod delta;
 
 use std::collections::HashMap;
 
 use shardline_common::{
-    consts::{MAGLEV_SIZE, MAX_SHARDS, NO_BACKEND},
+    consts::{MAGLEV_SIZE, NO_BACKEND},
     maglev::{self, Weighted},
     maps::{
         backend_flags, forward_mode, ip_addr, scheme, session_mode, Backend, FlowKey, Globals,
@@ -27,7 +31,8 @@ pub struct Snapshot {
     pub sessions: HashMap<SessionKey, ShardSet>,
     /// The default Maglev table (one half's worth of slots).
     pub maglev: Vec<u32>,
-    /// Encapsulation sources (the live-half index is the writer's business).
+    /// Encapsulation sources and flow idle time; `maglev_active` is 0 (which half is live is
+    /// the writer's business).
     pub globals: Globals,
 }
 
@@ -98,15 +103,11 @@ impl Snapshot {
                 SessionId::Id(id) => id,
                 SessionId::Addr(a) => shardline_common::hash::addr_hash(&ip_addr(a)),
             };
-            let mut set = ShardSet {
-                generation: 1,
-                scheme: scheme::HASH,
-                ..Default::default()
+            // Validated inputs always make a shard set; one that did not would leave its
+            // session on the default table rather than route by a broken set.
+            let Ok(set) = ShardSet::from_members(&s.backends, scheme::HASH, 1) else {
+                continue;
             };
-            for (slot, id) in s.backends.iter().take(MAX_SHARDS).enumerate() {
-                set.backends[slot] = *id;
-            }
-            set.count = s.backends.len().min(MAX_SHARDS) as u32;
             snap.sessions.insert(
                 SessionKey {
                     service: pos as u32 + 1,

@@ -61,8 +61,8 @@ fn reweight(lb: &mut Loaded, weights: &[(u32, u32)]) {
         })
         .collect();
     let table = build(&w, MAGLEV_SIZE);
-    let mut globals = lb.maps.globals().expect("globals");
-    globals.maglev_active = lb.maps.fill_idle_maglev(&table).expect("fill");
+    let idle = lb.maps.fill_idle_maglev(&table).expect("fill");
+    let globals = lb.maps.globals().expect("globals").with_live_half(idle);
     lb.maps.publish_globals(&globals).expect("flip");
     lb.tables.maglev = table;
 }

@@ -20,7 +20,7 @@ use load::{Record, Tally};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use shardline::{
     maps::DataplaneMaps,
-    reshard::{Applied, Resharder, SwapKind},
+    reshard::{Resharder, Swap, SwapKind},
     snapshot::Snapshot,
 };
 use shardline_common::{
@@ -52,12 +52,14 @@ fn header_key(id: u64) -> SessionKey {
     }
 }
 
-/// One re-shard, chosen at random among the kinds the issue names.
+/// One re-shard, chosen at random among the kinds the issue names, through the daemon's swap
+/// path ([`Resharder::apply`], which the convenience calls below end in).
 fn reshard_once(
     r: &mut Resharder,
+    maps: &mut DataplaneMaps,
     rng: &mut StdRng,
     current: &mut BTreeMap<u64, Vec<u32>>,
-) -> Applied {
+) -> Swap {
     let all: Vec<u32> = (1..=BACKENDS).collect();
     match rng.gen_range(0..10) {
         // Change weights, sometimes draining one backend (weight 0).
@@ -68,7 +70,8 @@ fn reshard_once(
                 let at = rng.gen_range(0..weights.len());
                 weights[at].1 = 0;
             }
-            r.set_weights(&weights).expect("set weights")
+            r.set_default_weights(maps, &weights, Instant::now())
+                .expect("set weights")
         }
         // Place a flow-mode client on a shard set (its established flows must not move).
         3 => {
@@ -76,6 +79,7 @@ fn reshard_once(
             let set: Vec<u32> = all.choose_multiple(rng, n).copied().collect();
             let session = addr_hash(&ip_addr(IpAddr::V4(client_alias4(1))));
             r.place(
+                maps,
                 SessionKey {
                     service: DNS,
                     _pad: 0,
@@ -83,6 +87,7 @@ fn reshard_once(
                 },
                 &set,
                 scheme::HASH,
+                Instant::now(),
             )
             .expect("place flow")
         }
@@ -117,7 +122,7 @@ fn reshard_once(
             } else {
                 scheme::RANGE
             };
-            r.place(header_key(id), &set, scheme)
+            r.place(maps, header_key(id), &set, scheme, Instant::now())
                 .expect("place header session")
         }
     }
@@ -182,15 +187,11 @@ fn reshards_under_load_send_every_packet_to_the_replayed_backend() {
         bins: crate::support::bins(),
     })
     .unwrap_or_else(|e| panic!("starting the lab: {e}"));
-    let maps = DataplaneMaps::open(&lab.pin_dir).expect("open the lab's maps");
-    let weights = lab
-        .config
-        .backends
-        .iter()
-        .map(|b| (b.id, b.weight))
-        .collect();
-    let mut resharder = Resharder::new(maps, lab.snapshot(), weights, Duration::from_secs(2));
-    let before = drops(resharder.maps());
+    let mut maps = DataplaneMaps::open(&lab.pin_dir).expect("open the lab's maps");
+    // Starts from what the lab's daemon wrote, as the daemon's own applier does.
+    let mut resharder =
+        Resharder::adopt(&maps, Duration::from_secs(2)).expect("read the tables in force");
+    let before = drops(&maps);
     let history = Mutex::new(vec![resharder.tables().clone()]);
     let epoch = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
@@ -250,7 +251,12 @@ fn reshards_under_load_send_every_packet_to_the_replayed_backend() {
             std::thread::sleep(Duration::from_millis(80));
             let g = history.lock().expect("history").len() as u64 - 1;
             epoch.store(2 * g + 1, Ordering::SeqCst);
-            applied.push(reshard_once(&mut resharder, &mut rng, &mut current));
+            applied.push(reshard_once(
+                &mut resharder,
+                &mut maps,
+                &mut rng,
+                &mut current,
+            ));
             history
                 .lock()
                 .expect("history")
@@ -266,7 +272,7 @@ fn reshards_under_load_send_every_packet_to_the_replayed_backend() {
     });
     let elapsed = started.elapsed();
     let history = history.into_inner().expect("history");
-    let after = drops(resharder.maps());
+    let after = drops(&maps);
     // Taken as traffic stops: checking a few hundred thousand answers below can outlast the
     // handoff window on a loaded machine.
     let live: Vec<_> = resharder.handoffs(Instant::now()).cloned().collect();
@@ -328,7 +334,7 @@ fn reshards_under_load_send_every_packet_to_the_replayed_backend() {
         .filter(|a| a.kind == SwapKind::Session)
         .map(|a| a.flip)
         .collect();
-    let maglev: Vec<&Applied> = applied
+    let maglev: Vec<&Swap> = applied
         .iter()
         .filter(|a| a.kind == SwapKind::Maglev)
         .collect();

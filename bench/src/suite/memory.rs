@@ -9,10 +9,7 @@ use std::{
 
 use aya::maps::{HashMap, MapData};
 use serde_json::{json, Map as JsonMap, Value};
-use shardline_common::{
-    consts::{MAX_SHARDS, NO_BACKEND},
-    maps::{SessionKey, ShardSet},
-};
+use shardline_common::maps::{SessionKey, ShardSet};
 
 use super::{io, loaded_balancer, open_pinned, round, BenchError};
 
@@ -64,9 +61,7 @@ pub fn run() -> Result<Value, BenchError> {
     let lb = loaded_balancer()?;
     let rss_loaded = status_kib("VmRSS");
 
-    let mut backends = [NO_BACKEND; MAX_SHARDS];
-    backends[0] = 1;
-    backends[1] = 2;
+    let set = super::swap::placement(&[1, 2], 1);
     let mut snapshot = lb.tables.clone();
     for i in 0..SESSIONS {
         snapshot.sessions.insert(
@@ -75,12 +70,7 @@ pub fn run() -> Result<Value, BenchError> {
                 _pad: 0,
                 session: 10_000_000 + i,
             },
-            ShardSet {
-                generation: 1,
-                count: 2,
-                backends,
-                ..ShardSet::default()
-            },
+            set,
         );
     }
     let rss_snapshot = status_kib("VmRSS");

@@ -12,7 +12,6 @@ use std::{
 use aya::maps::{Array, HashMap, MapData};
 use serde_json::{json, Value};
 use shardline_common::{
-    consts::MAGLEV_SIZE,
     maps::{Globals, SessionKey, ShardSet},
     route::decide,
     verdict::Action,
@@ -21,7 +20,7 @@ use shardline_common::{
 use super::{
     loaded_balancer,
     per_packet::header_frame_v4,
-    swap::{map_err, placement, table_over},
+    swap::{map_err, placement, table_over, write_half},
     BenchError,
 };
 use shardline::snapshot::Snapshot;
@@ -55,23 +54,12 @@ pub fn run(quick: bool) -> Result<Value, BenchError> {
     let sets = [placement(&[1, 2, 3], 1_000), placement(&[2, 4], 1_001)];
     let mut maglev_map: Array<MapData, u32> = super::open_pinned(&lb.pin_dir, "MAGLEV")?;
     for (half, t) in tables.iter().enumerate() {
-        for (slot, id) in t.iter().enumerate() {
-            maglev_map
-                .set(half as u32 * MAGLEV_SIZE + slot as u32, id, 0)
-                .map_err(map_err("writing MAGLEV"))?;
-        }
+        write_half(&mut maglev_map, half as u32, t)?;
     }
     let mut globals_map: Array<MapData, Globals> = super::open_pinned(&lb.pin_dir, "GLOBALS")?;
     let globals = globals_map.get(&0, 0).map_err(map_err("reading GLOBALS"))?;
     globals_map
-        .set(
-            0,
-            Globals {
-                maglev_active: 0,
-                ..globals
-            },
-            0,
-        )
+        .set(0, globals.with_live_half(0), 0)
         .map_err(map_err("writing GLOBALS"))?;
     let mut sessions: HashMap<MapData, SessionKey, ShardSet> =
         super::open_pinned(&lb.pin_dir, "SESSIONS")?;
@@ -120,14 +108,7 @@ pub fn run(quick: bool) -> Result<Value, BenchError> {
         while !stop.load(Ordering::Relaxed) {
             live ^= 1;
             globals_map
-                .set(
-                    0,
-                    Globals {
-                        maglev_active: live as u32,
-                        ..globals
-                    },
-                    0,
-                )
+                .set(0, globals.with_live_half(live as u32), 0)
                 .map_err(map_err("flipping GLOBALS"))?;
             sessions
                 .insert(PLACED, sets[live], 0)

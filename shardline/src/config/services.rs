@@ -13,6 +13,8 @@ use shardline_common::{
         MAX_BACKENDS, MAX_SHARDS, QUIC_DEFAULT_SERVER_ID_LEN, QUIC_MAX_SERVER_ID_LEN,
         QUIC_ROTATIONS,
     },
+    maps::{scheme, ShardSet},
+    partition::ShardSetError,
     quic::CidLayout,
 };
 
@@ -327,26 +329,20 @@ pub fn validate(
                 ));
             }
         }
-        if s.backends.is_empty() || s.backends.len() > MAX_SHARDS {
-            return Err(invalid(
-                format!("sessions[{i}].backends"),
-                format!("needs 1 to {MAX_SHARDS} backend ids"),
-            ));
-        }
-        let mut seen = HashSet::new();
-        for id in &s.backends {
-            if !ids.contains(id) {
-                return Err(invalid(
-                    format!("sessions[{i}].backends"),
-                    format!("unknown backend id {id}"),
-                ));
-            }
-            if !seen.insert(id) {
-                return Err(invalid(
-                    format!("sessions[{i}].backends"),
-                    format!("backend id {id} listed twice"),
-                ));
-            }
+        let field = || format!("sessions[{i}].backends");
+        ShardSet::from_members(&s.backends, scheme::HASH, 1).map_err(|e| {
+            invalid(
+                field(),
+                match e {
+                    ShardSetError::Empty | ShardSetError::TooMany { .. } => {
+                        format!("needs 1 to {MAX_SHARDS} backend ids")
+                    }
+                    ShardSetError::Duplicate { id } => format!("backend id {id} listed twice"),
+                },
+            )
+        })?;
+        if let Some(id) = s.backends.iter().find(|id| !ids.contains(id)) {
+            return Err(invalid(field(), format!("unknown backend id {id}")));
         }
     }
     for (i, b) in backends.iter().enumerate() {

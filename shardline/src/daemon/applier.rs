@@ -1,20 +1,28 @@
-//! Writes every committed control state into this node's pinned maps, in order.
+//! Writes every committed control state into this node's pinned maps, in order, through the
+//! swap stage ([`Resharder`]): the same path single re-shards take, so every change is the
+//! delta from the tables in force, built then flipped, and moved sessions publish their previous
+//! owners for the handoff window.
 //!
 //! States arrive on the control handle's `watch` channel; a burst of commits is written once,
-//! as the newest state (each map write is atomic and `DataplaneMaps::apply` orders them so no
-//! packet meets a half-written table). What a change moved is logged: per re-placed session
-//! its previous owners (the handoff), and the default table's slot moves.
+//! as the newest state (each map write is atomic and the swap stage orders them so no packet
+//! meets a half-written table). What a change moved is logged: per re-placed session its
+//! previous owners (the handoff), and the default table's slot moves.
 
-use std::sync::{Arc, Mutex};
-
-use shardline_common::{
-    maps::SessionKey,
-    plan::{maglev_plan, session_plan, SessionPlan},
+use std::{
+    sync::{Arc, Mutex},
+    time::Instant,
 };
+
+use shardline_common::{consts::MAX_SHARDS, maps::ShardSet};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::{maps::DataplaneMaps, snapshot::Snapshot, state::ControlState, telemetry::Telemetry};
+use crate::{
+    maps::DataplaneMaps,
+    reshard::{Resharder, Swap, SwapKind, DEFAULT_HANDOFF_WINDOW},
+    state::ControlState,
+    telemetry::Telemetry,
+};
 
 /// Applies the current state, then each newer one, until the channel closes, publishing each
 /// generation written on `written` (readiness and reloads wait on it). A state of generation 0
@@ -25,12 +33,14 @@ pub async fn run(
     written: watch::Sender<u64>,
     telemetry: Arc<Telemetry>,
 ) {
+    // Reads the tables in force from the pinned maps at its first write.
+    let mut resharder = Resharder::new(DEFAULT_HANDOFF_WINDOW);
     let mut applied = 0;
     loop {
         let state = states.borrow_and_update().clone();
         if state.generation != applied {
-            match write(&maps, &state, &telemetry) {
-                Ok(()) => {
+            match write(&maps, &mut resharder, &state, &telemetry) {
+                Ok(_) => {
                     applied = state.generation;
                     written.send_replace(applied);
                 }
@@ -43,63 +53,62 @@ pub async fn run(
     }
 }
 
-/// Writes one state's tables, logging what moved. Placements a full SESSIONS map refused are
-/// counted and logged once for the whole burst; those sessions keep the default table.
+/// Writes one state's tables through `resharder`, logging what moved. Placements a full
+/// SESSIONS map refused are counted and logged once for the whole burst; those sessions keep
+/// routing as before.
 pub fn write(
     maps: &Mutex<DataplaneMaps>,
+    resharder: &mut Resharder,
     state: &ControlState,
     telemetry: &Telemetry,
-) -> anyhow::Result<()> {
-    let mut maps = maps.lock().expect("maps lock");
-    let before = maps.read_snapshot()?;
-    let after = state.tables();
-    // The swap: idle half and shard sets written, then the flip; what `shardline_swap_seconds`
-    // reports for every state applied.
-    let started = std::time::Instant::now();
-    let applied = maps.apply(&after)?;
-    telemetry
-        .swap_seconds
-        .observe(started.elapsed().as_secs_f64());
-    let refused = applied.placements_refused.len();
+) -> anyhow::Result<Swap> {
+    let target = state.tables();
+    let swap = {
+        let mut maps = maps.lock().expect("maps lock");
+        resharder.apply(&mut *maps, &target, Instant::now())?
+    };
+    if swap.kind != SwapKind::Unchanged {
+        telemetry.swap_seconds.observe(swap.flip.as_secs_f64());
+    }
+    let refused = swap.placements_refused.len();
     if refused > 0 {
         telemetry.placements_refused.inc_by(refused as u64);
         warn!(
             refused,
-            placed = after.sessions.len() - refused,
+            placed = resharder.tables().sessions.len(),
             capacity = shardline_common::consts::MAX_SESSIONS,
-            first = ?applied.placements_refused.first(),
+            first = ?swap.placements_refused.first(),
             "SESSIONS map full: these sessions stay on the default table until there is room"
         );
     }
-    log_moves(&before, &after, &applied.placements_refused);
-    Ok(())
+    log_moves(&swap);
+    Ok(swap)
 }
 
-fn log_moves(before: &Snapshot, after: &Snapshot, refused: &[SessionKey]) {
-    for (key, set) in &after.sessions {
-        if refused.contains(key) {
-            continue;
-        }
-        let old = before.sessions.get(key);
-        let plan = session_plan(old, set);
-        if plan != SessionPlan::Unchanged {
-            let previous: Vec<u32> = old
-                .map(|o| o.backends[..o.count as usize].to_vec())
-                .unwrap_or_default();
-            let current = &set.backends[..set.count as usize];
-            info!(
-                service = key.service,
-                session = key.session,
-                ?previous,
-                ?current,
-                ?plan,
-                "session re-sharded; previous owners hand their keys over"
-            );
-        }
+fn log_moves(swap: &Swap) {
+    for h in &swap.handoffs {
+        info!(
+            service = h.session.service,
+            session = h.session.session,
+            previous = ?members(&h.previous),
+            current = ?members(&h.current),
+            plan = ?h.plan,
+            "session re-sharded; previous owners hand their keys over"
+        );
     }
-    let moves = maglev_plan(&before.maglev, &after.maglev);
-    if !moves.is_empty() {
-        let slots: u32 = moves.iter().map(|m| m.slots).sum();
-        info!(slots, ?moves, "default table re-sharded");
+    for key in &swap.placed {
+        info!(
+            service = key.service,
+            session = key.session,
+            "session placed; it leaves the default table"
+        );
     }
+    if !swap.maglev_moves.is_empty() {
+        let slots: u32 = swap.maglev_moves.iter().map(|m| m.slots).sum();
+        info!(slots, moves = ?swap.maglev_moves, "default table re-sharded");
+    }
+}
+
+fn members(set: &ShardSet) -> &[u32] {
+    &set.backends[..(set.count as usize).min(MAX_SHARDS)]
 }

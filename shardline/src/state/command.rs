@@ -3,7 +3,11 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use shardline_common::consts::MAX_SHARDS;
+use shardline_common::{
+    consts::MAX_SHARDS,
+    maps::{scheme, ShardSet},
+    partition::ShardSetError,
+};
 
 use super::{
     session_number, valid_backend_id, BackendEntry, ConfigTables, ControlState, SessionMeta,
@@ -269,10 +273,7 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
         );
     }
     for set in sessions.values() {
-        if set.is_empty()
-            || set.len() > MAX_SHARDS
-            || set.iter().any(|id| !backends.contains_key(id))
-        {
+        if shard_set_rule(set).is_err() || set.iter().any(|id| !backends.contains_key(id)) {
             return Err(StateError::BadShardSet(set.clone()));
         }
     }
@@ -332,11 +333,13 @@ fn check_backend(config: &BackendConfig) -> Result<(), StateError> {
     Ok(())
 }
 
+/// The common shard-set rule (1 to `MAX_SHARDS` distinct backends), whatever the scheme.
+fn shard_set_rule(backends: &[u32]) -> Result<ShardSet, ShardSetError> {
+    ShardSet::from_members(backends, scheme::HASH, 0)
+}
+
 fn check_shard_set(state: &ControlState, backends: &[u32]) -> Result<(), StateError> {
-    let mut sorted = backends.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    if backends.is_empty() || backends.len() > MAX_SHARDS || sorted.len() != backends.len() {
+    if shard_set_rule(backends).is_err() {
         return Err(StateError::BadShardSet(backends.to_vec()));
     }
     if let Some(id) = backends.iter().find(|id| !state.backends.contains_key(id)) {

@@ -17,7 +17,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_with::serde_as;
-use shardline_common::consts::{MAX_BACKENDS, MAX_SHARDS};
+use shardline_common::{
+    consts::MAX_BACKENDS,
+    maps::{scheme, SessionKey, ShardSet},
+};
 
 pub use command::{Command, Response, StateError};
 pub use control::{ClusterStatus, Control, ControlError, LocalControl, Member};
@@ -159,20 +162,14 @@ impl ControlState {
                 .iter()
                 .copied()
                 .filter(|id| self.backends.get(id).is_some_and(BackendEntry::usable))
-                .take(MAX_SHARDS)
                 .collect();
-            if live.is_empty() {
+            // None left (or, never for a committed placement, not a shard set): unplaced.
+            let Ok(set) = ShardSet::from_members(&live, scheme::HASH, entry.generation.max(1))
+            else {
                 continue;
-            }
-            let mut set = shardline_common::maps::ShardSet {
-                generation: entry.generation.max(1),
-                scheme: shardline_common::maps::scheme::HASH,
-                count: live.len() as u32,
-                ..Default::default()
             };
-            set.backends[..live.len()].copy_from_slice(&live);
             snap.sessions.insert(
-                shardline_common::maps::SessionKey {
+                SessionKey {
                     service,
                     _pad: 0,
                     session: session.session,

@@ -1,0 +1,228 @@
+//! The swap stage against maps held in memory: what it writes, what it keeps in force, and the
+//! handoffs it publishes.
+
+use std::time::{Duration, Instant};
+
+use aya::maps::MapError;
+use shardline_common::{
+    consts::MAGLEV_SIZE,
+    maglev::{build, Weighted},
+    maps::{backend_flags, scheme, Backend, SessionKey},
+    partition::{shard_set, ShardSetError},
+};
+
+use super::*;
+
+const WINDOW: Duration = Duration::from_secs(2);
+
+/// Maps held in memory: each delta is applied as the real writer applies it, SESSIONS holding
+/// at most `capacity` placements.
+struct Held {
+    tables: Snapshot,
+    capacity: usize,
+    fail: bool,
+    writes: usize,
+}
+
+impl TableWriter for Held {
+    fn read_tables(&self) -> Result<Snapshot, MapsError> {
+        Ok(self.tables.clone())
+    }
+
+    fn write_delta(&mut self, delta: &TableDelta) -> Result<WriteOutcome, MapsError> {
+        if self.fail {
+            return Err(MapsError::Op {
+                op: "write",
+                map: "SESSIONS",
+                source: MapError::KeyNotFound,
+            });
+        }
+        self.writes += 1;
+        let t = &mut self.tables;
+        let mut out = WriteOutcome::default();
+        t.backends.extend(delta.backends.iter().copied());
+        if let Some(table) = &delta.maglev {
+            t.maglev = table.clone();
+            out.maglev_flip = Some(Duration::ZERO);
+        }
+        if let Some(g) = delta.globals {
+            t.globals = g;
+        }
+        for k in &delta.removed_sessions {
+            t.sessions.remove(k);
+        }
+        for (k, set) in &delta.sessions {
+            if !t.sessions.contains_key(k) && t.sessions.len() >= self.capacity {
+                out.placements_refused.push(*k);
+            } else {
+                t.sessions.insert(*k, *set);
+                out.placements_written += 1;
+            }
+        }
+        t.services.extend(delta.services.iter().copied());
+        for k in &delta.removed_services {
+            t.services.remove(k);
+        }
+        for id in &delta.removed_backends {
+            t.backends.remove(id);
+        }
+        Ok(out)
+    }
+}
+
+fn key(session: u64) -> SessionKey {
+    SessionKey {
+        service: 1,
+        _pad: 0,
+        session,
+    }
+}
+
+fn even(ids: &[u32]) -> Vec<u32> {
+    let w: Vec<Weighted> = ids
+        .iter()
+        .map(|id| Weighted { id: *id, weight: 1 })
+        .collect();
+    build(&w, MAGLEV_SIZE)
+}
+
+/// Backends 1 to 4, session 1 on [1, 2] (generation 3).
+fn held(capacity: usize) -> Held {
+    let mut tables = Snapshot::default();
+    for id in 1..=4 {
+        let backend = Backend {
+            flags: backend_flags::PRESENT | backend_flags::HAS_V4,
+            addr4: [10, 0, 0, id as u8],
+            ..Backend::default()
+        };
+        tables.backends.insert(id, backend);
+    }
+    tables.maglev = even(&[1, 2, 3, 4]);
+    tables
+        .sessions
+        .insert(key(1), shard_set(&[1, 2], scheme::HASH, 3));
+    Held {
+        tables,
+        capacity,
+        fail: false,
+        writes: 0,
+    }
+}
+
+#[test]
+fn a_moved_placement_publishes_its_previous_owners_for_the_window() {
+    let mut maps = held(10);
+    let mut r = Resharder::adopt(&maps, WINDOW).expect("adopt");
+    assert_eq!(r.generation(), 3, "starts above the placements it found");
+    let t0 = Instant::now();
+    let mut target = r.tables().clone();
+    target
+        .sessions
+        .insert(key(1), shard_set(&[2, 3], scheme::HASH, 1));
+    let swap = r.apply(&mut maps, &target, t0).expect("apply");
+    assert_eq!(swap.kind, SwapKind::Session);
+    assert_eq!(swap.generation, 4);
+    assert_eq!(swap.handoffs.len(), 1);
+    let h = &swap.handoffs[0];
+    assert_eq!(h.previous.backends[..2], [1, 2]);
+    assert_eq!(h.current.backends[..2], [2, 3]);
+    assert!(h.previous.generation < h.current.generation);
+    assert_eq!(maps.tables.sessions[&key(1)], h.current, "the maps got it");
+    assert_eq!(
+        r.tables().sessions[&key(1)],
+        h.current,
+        "and it is in force"
+    );
+    assert_eq!(r.handoffs(t0 + WINDOW / 2).count(), 1);
+    assert_eq!(r.handoffs(t0 + WINDOW).count(), 0, "the window closed");
+}
+
+#[test]
+fn unchanged_tables_write_nothing() {
+    let mut maps = held(10);
+    let mut r = Resharder::adopt(&maps, WINDOW).expect("adopt");
+    let target = maps.tables.clone();
+    let swap = r.apply(&mut maps, &target, Instant::now()).expect("apply");
+    assert_eq!(swap.kind, SwapKind::Unchanged);
+    assert_eq!((maps.writes, swap.generation), (0, 3));
+}
+
+#[test]
+fn refused_placements_stay_out_of_the_tables_in_force_and_are_tried_again() {
+    let mut maps = held(2);
+    let mut r = Resharder::new(WINDOW);
+    let mut target = maps.tables.clone();
+    for s in 2..=4 {
+        target
+            .sessions
+            .insert(key(s), shard_set(&[3], scheme::HASH, 1));
+    }
+    let swap = r.apply(&mut maps, &target, Instant::now()).expect("apply");
+    assert_eq!(swap.placed, [key(2)]);
+    assert_eq!(swap.placements_refused, [key(3), key(4)]);
+    assert_eq!(r.tables().sessions.len(), 2, "what the maps hold");
+    let again = r.apply(&mut maps, &target, Instant::now()).expect("again");
+    assert_eq!(again.placements_refused, [key(3), key(4)], "tried again");
+    assert_eq!(maps.writes, 2);
+}
+
+#[test]
+fn a_failed_write_reads_the_maps_back_before_the_next() {
+    let mut maps = held(10);
+    let mut r = Resharder::adopt(&maps, WINDOW).expect("adopt");
+    let mut target = r.tables().clone();
+    target.backends.remove(&4);
+    maps.fail = true;
+    assert!(r.apply(&mut maps, &target, Instant::now()).is_err());
+    // Meanwhile the maps changed in a way the stage did not see.
+    maps.fail = false;
+    maps.tables.sessions.remove(&key(1));
+    let swap = r.apply(&mut maps, &target, Instant::now()).expect("apply");
+    assert_eq!(
+        swap.placed,
+        [key(1)],
+        "the delta is from what the maps hold"
+    );
+    assert_eq!(maps.tables.sessions.len(), 1);
+    assert!(!maps.tables.backends.contains_key(&4));
+}
+
+#[test]
+fn place_checks_the_shard_set_and_its_backends() {
+    let mut maps = held(10);
+    let mut r = Resharder::adopt(&maps, WINDOW).expect("adopt");
+    let now = Instant::now();
+    match r.place(&mut maps, key(9), &[1, 3, 1], scheme::RANGE, now) {
+        Err(ReshardError::BadShardSet { problem, .. }) => {
+            assert_eq!(problem, ShardSetError::Duplicate { id: 1 })
+        }
+        other => panic!("a duplicate was accepted: {other:?}"),
+    }
+    assert!(matches!(
+        r.place(&mut maps, key(9), &[1, 7], scheme::HASH, now),
+        Err(ReshardError::UnknownBackend(7))
+    ));
+    assert_eq!(maps.writes, 0);
+    let swap = r
+        .place(&mut maps, key(9), &[1, 3], scheme::RANGE, now)
+        .expect("place");
+    assert_eq!(
+        (swap.kind, swap.placed.as_slice()),
+        (SwapKind::Session, &[key(9)][..])
+    );
+    assert_eq!(maps.tables.sessions[&key(9)].scheme, scheme::RANGE);
+}
+
+#[test]
+fn new_default_weights_flip_the_table() {
+    let mut maps = held(10);
+    let mut r = Resharder::adopt(&maps, WINDOW).expect("adopt");
+    let swap = r
+        .set_default_weights(&mut maps, &[(1, 1), (2, 1), (3, 1), (4, 0)], Instant::now())
+        .expect("weights");
+    assert_eq!(swap.kind, SwapKind::Maglev);
+    assert_eq!(maps.tables.maglev, even(&[1, 2, 3]));
+    assert!(swap.maglev_moves.iter().any(|m| m.from == 4), "4 drained");
+    assert!(swap.maglev_moves.iter().all(|m| m.to != 4));
+    assert_eq!(r.last_maglev_plan(), swap.maglev_moves);
+}

@@ -1,0 +1,216 @@
+//! What changes between the tables in force and a target, as the writes that make the change,
+//! grouped in the order `DataplaneMaps::write_delta` makes them so that no packet meets a
+//! half-written table: new backends, then the default table (built in the idle half, flipped by
+//! one globals write), then placements (one update each), then services (they turn routing
+//! on), and only then the removals. Pure: computed and tested in memory.
+
+use std::{collections::HashMap, hash::Hash};
+
+use shardline_common::maps::{Backend, Globals, Service, ServiceKey, SessionKey, ShardSet};
+
+use super::Snapshot;
+
+/// The writes that turn one [`Snapshot`] into another.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TableDelta {
+    /// Backends new or changed: written first, so nothing written after routes to a missing one.
+    pub backends: Vec<(u32, Backend)>,
+    /// The new default table, if it changed.
+    pub maglev: Option<Vec<u32>>,
+    /// The target's globals (encapsulation sources, flow idle time), if they changed; the live
+    /// Maglev half is the writer's business.
+    pub globals: Option<Globals>,
+    /// Placements new or changed, sorted by session; each carries a generation above the one it
+    /// replaces.
+    pub sessions: Vec<(SessionKey, ShardSet)>,
+    /// Services new or changed.
+    pub services: Vec<(ServiceKey, Service)>,
+    /// Services the target no longer has.
+    pub removed_services: Vec<ServiceKey>,
+    /// Placements the target no longer has: those sessions go back to the default table.
+    pub removed_sessions: Vec<SessionKey>,
+    /// Backends the target no longer has, cleared last (nothing routes to them by then).
+    pub removed_backends: Vec<u32>,
+}
+
+impl TableDelta {
+    /// The writes from `before` (what the maps hold) to `after`. A placement that differs only
+    /// in its generation or counters slot is unchanged; a changed one gets the generation
+    /// `after` gives it, or the one after `before`'s if that is not higher.
+    pub fn between(before: &Snapshot, after: &Snapshot) -> Self {
+        let mut backends: Vec<(u32, Backend)> = after
+            .backends
+            .iter()
+            .filter(|(id, b)| before.backends.get(id) != Some(b))
+            .map(|(id, b)| (*id, *b))
+            .collect();
+        backends.sort_unstable_by_key(|(id, _)| *id);
+        let globals = after.globals.with_live_half(0);
+        let mut sessions = Vec::new();
+        for (key, set) in &after.sessions {
+            let mut next = ShardSet {
+                stats_slot: 0,
+                ..*set
+            };
+            if let Some(old) = before.sessions.get(key) {
+                if same_placement(old, set) {
+                    continue;
+                }
+                next.generation = next.generation.max(old.generation + 1);
+            }
+            sessions.push((*key, next));
+        }
+        sessions.sort_unstable_by_key(|(key, _)| *key);
+        Self {
+            backends,
+            maglev: (after.maglev != before.maglev).then(|| after.maglev.clone()),
+            globals: (globals != before.globals.with_live_half(0)).then_some(globals),
+            sessions,
+            services: after
+                .services
+                .iter()
+                .filter(|(k, s)| before.services.get(k) != Some(s))
+                .map(|(k, s)| (*k, *s))
+                .collect(),
+            removed_services: missing(&before.services, &after.services),
+            removed_sessions: sorted(missing(&before.sessions, &after.sessions)),
+            removed_backends: sorted(missing(&before.backends, &after.backends)),
+        }
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether the only writes are placements (each one atomic SESSIONS update or delete).
+    pub fn only_placements(&self) -> bool {
+        !self.is_empty()
+            && Self {
+                sessions: Vec::new(),
+                removed_sessions: Vec::new(),
+                ..self.clone()
+            }
+            .is_empty()
+    }
+}
+
+/// The keys of `before` that `after` does not have.
+fn missing<K: Copy + Eq + Hash, V>(before: &HashMap<K, V>, after: &HashMap<K, V>) -> Vec<K> {
+    before
+        .keys()
+        .filter(|k| !after.contains_key(k))
+        .copied()
+        .collect()
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort_unstable();
+    v
+}
+
+/// Whether two shard sets route alike (generation and counters slot aside).
+fn same_placement(a: &ShardSet, b: &ShardSet) -> bool {
+    ShardSet {
+        generation: 0,
+        stats_slot: 0,
+        ..*a
+    } == ShardSet {
+        generation: 0,
+        stats_slot: 0,
+        ..*b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shardline_common::{
+        maps::{backend_flags, scheme},
+        partition::shard_set,
+    };
+
+    use super::*;
+
+    fn key(session: u64) -> SessionKey {
+        SessionKey {
+            service: 1,
+            _pad: 0,
+            session,
+        }
+    }
+
+    fn tables() -> Snapshot {
+        let mut t = Snapshot::default();
+        for id in 1..=3 {
+            t.backends.insert(
+                id,
+                Backend {
+                    flags: backend_flags::PRESENT,
+                    addr4: [10, 0, 0, id as u8],
+                    ..Backend::default()
+                },
+            );
+        }
+        t.services
+            .insert(ServiceKey::vip_marker([0, 0, 0, 1]), Service::default());
+        t.sessions
+            .insert(key(1), shard_set(&[1, 2], scheme::HASH, 4));
+        t.maglev = vec![1, 2, 3, 1, 2, 3];
+        t.globals.flow_idle_secs = 30;
+        t
+    }
+
+    #[test]
+    fn equal_tables_need_no_write() {
+        let t = tables();
+        let mut live = t.clone();
+        // What the maps say beyond the tables: the live half and the counters slot.
+        live.globals.maglev_active = 1;
+        live.sessions.get_mut(&key(1)).expect("placed").stats_slot = 7;
+        assert!(TableDelta::between(&live, &t).is_empty());
+    }
+
+    #[test]
+    fn a_re_placement_is_only_a_placement_with_a_higher_generation() {
+        let before = tables();
+        let mut after = before.clone();
+        after
+            .sessions
+            .insert(key(1), shard_set(&[2, 3], scheme::HASH, 1));
+        let delta = TableDelta::between(&before, &after);
+        assert!(delta.only_placements());
+        assert_eq!(delta.sessions.len(), 1);
+        assert_eq!(delta.sessions[0].1.generation, 5, "above the replaced 4");
+        assert_eq!(delta.sessions[0].1.backends[..2], [2, 3]);
+    }
+
+    #[test]
+    fn every_kind_of_change_lands_in_its_group() {
+        let before = tables();
+        let mut after = before.clone();
+        after.backends.remove(&3);
+        after.backends.insert(
+            4,
+            Backend {
+                flags: backend_flags::PRESENT,
+                ..Backend::default()
+            },
+        );
+        after.maglev = vec![1, 2, 4, 1, 2, 4];
+        after.globals.flow_idle_secs = 0;
+        after.sessions.clear();
+        after
+            .sessions
+            .insert(key(2), shard_set(&[4], scheme::RANGE, 1));
+        after.services.clear();
+        let delta = TableDelta::between(&before, &after);
+        assert!(!delta.only_placements());
+        assert_eq!(delta.backends.iter().map(|b| b.0).collect::<Vec<_>>(), [4]);
+        assert_eq!(delta.maglev.as_deref(), Some(&after.maglev[..]));
+        assert_eq!(delta.globals.map(|g| g.flow_idle_secs), Some(0));
+        assert_eq!(delta.sessions, [(key(2), after.sessions[&key(2)])]);
+        assert_eq!(delta.removed_sessions, [key(1)]);
+        assert_eq!(delta.removed_services.len(), 1);
+        assert_eq!(delta.removed_backends, [3]);
+    }
+}
