@@ -4,8 +4,8 @@
 //!
 //! - [`logging`], [`signals`]: log output and SIGINT / SIGTERM, for every binary; leaves.
 //! - [`http`]: the one HTTP client (reqwest) for agent reports, health probes and the webhook.
-//! - [`config`]: the TOML configuration, one file per section, validated; a leaf.
-//! - [`http`]: the HTTP client (`reqwest`) agents, health probes and the webhook share.
+//! - [`config`]: the TOML configuration, one file per section, validated: the
+//!   `shardline-config` crate, re-exported; a leaf.
 //! - [`snapshot`]: the routing tables a configuration or state implies, in memory (also a
 //!   replay `Tables`), and the delta of writes between two of them.
 //! - Dataplane access: [`objects`] (the eBPF objects `build.rs` embeds), [`loader`] (loading,
@@ -34,7 +34,7 @@
 pub mod agent;
 pub mod api;
 pub mod cluster;
-pub mod config;
+pub use shardline_config as config;
 pub mod control;
 pub mod daemon;
 pub mod decap;

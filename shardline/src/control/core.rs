@@ -14,11 +14,12 @@ use crate::{
     control::insight::{ReshardEvent, Sample, SessionInsight, HISTORY_SAMPLES},
     control::placement::{choose_backends, BackendLoad},
     control::sizing::SizingConfig,
-    control::tick::{tick, Decision, SessionState},
+    control::tick::{tick, SessionState, ShardChange},
     state::{Command, ControlState, SessionRef},
 };
 
 use crate::config::control::{ClassPrior, ControlConfig};
+use crate::control::StageConfigs;
 
 /// Reshard events kept per session.
 const EVENTS_KEPT: usize = 64;
@@ -67,7 +68,7 @@ pub struct Core {
     pending: HashMap<SessionRef, (Vec<u32>, Instant)>,
     fleet: Option<Selector>,
     last_hook: Option<Instant>,
-    decisions: Vec<Decision>,
+    decisions: Vec<ShardChange>,
     chosen: Vec<u32>,
     /// Backends passing their health checks this tick (saturated ones included: they keep
     /// what they hold, they only get nothing new).

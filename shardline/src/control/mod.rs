@@ -52,10 +52,19 @@ use crate::{
     telemetry::{SessionLabels, Telemetry},
 };
 
-/// What the `[control]` section means to each stage.
-impl ControlConfig {
+/// What the `[control]` section means to each stage (a trait because the section's type lives
+/// in the `shardline-config` leaf crate, which knows no stage).
+pub trait StageConfigs {
     /// The shard decision's knobs.
-    pub fn sizing(&self) -> SizingConfig {
+    fn sizing(&self) -> SizingConfig;
+    /// The per-session forecaster's knobs.
+    fn selector(&self) -> SelectorConfig;
+    /// The history tiers.
+    fn tiers(&self) -> Vec<history::Tier>;
+}
+
+impl StageConfigs for ControlConfig {
+    fn sizing(&self) -> SizingConfig {
         SizingConfig {
             per_shard_capacity: self.per_shard_capacity,
             headroom: self.headroom,
@@ -65,8 +74,7 @@ impl ControlConfig {
         }
     }
 
-    /// The per-session forecaster's knobs.
-    pub fn selector(&self) -> SelectorConfig {
+    fn selector(&self) -> SelectorConfig {
         SelectorConfig {
             horizon: self.horizon,
             period: self.period,
@@ -74,8 +82,7 @@ impl ControlConfig {
         }
     }
 
-    /// The history tiers.
-    pub fn tiers(&self) -> Vec<history::Tier> {
+    fn tiers(&self) -> Vec<history::Tier> {
         history::downsample::tiers(&self.history_tiers)
     }
 }

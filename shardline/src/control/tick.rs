@@ -49,7 +49,7 @@ impl SessionState {
 
 /// A change of one session's shard count.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Decision {
+pub struct ShardChange {
     /// Index of the session in the tick's slice.
     pub session: usize,
     /// Shards before.
@@ -73,7 +73,7 @@ pub fn tick<'a>(
     samples: &'a [f64],
     config: &'a SizingConfig,
     now: Instant,
-) -> impl Iterator<Item = Decision> + 'a {
+) -> impl Iterator<Item = ShardChange> + 'a {
     assert_eq!(
         states.len(),
         samples.len(),
@@ -90,7 +90,7 @@ pub fn tick<'a>(
             state.selector.update(sample);
             let from = state.shards.shards();
             let upper = state.selector.upper();
-            state.shards.decide(config, upper, now).map(|to| Decision {
+            state.shards.decide(config, upper, now).map(|to| ShardChange {
                 session,
                 from,
                 to,

@@ -15,7 +15,7 @@ use crate::{
     control::history::History,
     control::insight::Insights,
     control::sample::Sampler,
-    control::{self, LoopHandles, TickInput},
+    control::{self, LoopHandles, StageConfigs, TickInput},
     maps::DataplaneMaps,
     state::{Control, SessionRef},
     telemetry::Telemetry,

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::ConfigError;
 
 /// Most shards a session can have (the dataplane's shard-set size).
 pub const MAX_SHARDS: u8 = shardline_common::consts::MAX_SHARDS as u8;
@@ -276,14 +276,14 @@ pub fn check_http_url(url: &str) -> Result<(), String> {
 }
 
 /// Parses an `http://` URL with a host (see [`check_http_url`]).
-pub fn parse_http_url(url: &str) -> Result<reqwest::Url, String> {
+pub fn parse_http_url(url: &str) -> Result<url::Url, String> {
     // `Url::parse` would also take `http:host`; insist on the form the docs show.
     if !url.starts_with("http://") {
         return Err(format!(
             "{url:?}: expected http://host[:port]/path (https is not supported)"
         ));
     }
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(format!("{url:?}: no host"));
     }

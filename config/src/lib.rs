@@ -1,4 +1,4 @@
-//! The daemon's TOML configuration: interface, services, backends and static session
+//! shardline-config: the daemon's TOML configuration: interface, services, backends and static session
 //! placements, validated so that an error names the field and says what is wrong.
 
 use std::path::{Path, PathBuf};
@@ -297,7 +297,7 @@ mod tests {
 mod example {
     use super::Config;
 
-    const EXAMPLE: &str = include_str!("../../../shardline.example.toml");
+    const EXAMPLE: &str = include_str!("../../shardline.example.toml");
 
     #[test]
     fn the_shipped_example_config_is_valid() {

@@ -9,7 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::ConfigError;
 
 /// One node of the initial membership.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -184,7 +184,7 @@ impl ClusterConfig {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Config;
+    use crate::Config;
 
     fn parse(cluster: &str) -> Result<Config, String> {
         Config::parse(&format!("interface = \"lo\"\n[cluster]\n{cluster}"), "test")
