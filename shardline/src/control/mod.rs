@@ -22,12 +22,12 @@
 //! leader starts warm. The history store is written from the loop thread after each tick.
 
 pub mod core;
-pub mod forecast;
+pub use shardline_forecast as forecast;
 pub mod history;
 pub mod hook;
 pub mod insight;
 pub mod placement;
-pub mod profile;
+pub use shardline_forecast::profile;
 pub mod sample;
 pub mod sizing;
 pub mod tick;

@@ -90,13 +90,16 @@ pub fn tick<'a>(
             state.selector.update(sample);
             let from = state.shards.shards();
             let upper = state.selector.upper();
-            state.shards.decide(config, upper, now).map(|to| ShardChange {
-                session,
-                from,
-                to,
-                forecast: state.selector.forecast(),
-                upper,
-            })
+            state
+                .shards
+                .decide(config, upper, now)
+                .map(|to| ShardChange {
+                    session,
+                    from,
+                    to,
+                    forecast: state.selector.forecast(),
+                    upper,
+                })
         })
 }
 

@@ -14,7 +14,7 @@ use thiserror::Error;
 /// Shortest period detected (steps).
 pub const MIN_PERIOD: usize = 4;
 
-pub use crate::config::control::MAX_PERIOD;
+pub use shardline_config::control::MAX_PERIOD;
 
 /// Autocorrelation a period must reach at its lag to be accepted, and by how much it must
 /// exceed the lowest autocorrelation at a shorter lag.

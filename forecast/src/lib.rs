@@ -1,3 +1,9 @@
+//! shardline-forecast: the control loop's *profile* and *forecast* stages, pure numerics with
+//! no I/O, clocks or randomness (the `shardline` library re-exports them as
+//! `shardline::control::{profile, forecast}`).
+//!
+//! - [`profile`]: what a load series looks like (level, spread, trend, period, burstiness).
+//!
 //! The *forecast* stage: online, per-session forecasters behind one trait.
 //!
 //! - [`Forecaster`]: the trait every model implements (`update` one value, `forecast` h steps).
@@ -14,13 +20,14 @@
 //! series and refit to add data; none offers a per-value online update, so the recursions here
 //! are the textbook ones (Brown, Holt, Gardner's damped trend, Holt-Winters additive) written
 //! out. Period *detection*, which runs once over a history, does use `augurs-seasons` (see
-//! [`crate::control::profile`]). Everything is deterministic: no clocks, no randomness.
+//! [`profile`]). Everything is deterministic: no clocks, no randomness.
 
 pub mod eval;
 pub mod ewma;
 pub mod holt;
 pub mod holt_winters;
 pub mod naive;
+pub mod profile;
 pub mod quantile;
 pub mod robust;
 pub mod seasonal_naive;

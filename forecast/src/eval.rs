@@ -22,7 +22,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::{quantile::EwQuantile, Selector, SelectorConfig, MODELS};
-use crate::control::profile;
+use crate::profile;
 
 /// Scored forecasts a series must yield at least (beyond the horizon).
 pub const MIN_SCORED: usize = 10;
