@@ -165,6 +165,43 @@ fn pcapng_with_cooked_and_unsupported_link_types() {
 }
 
 #[test]
+fn pcapng_options_and_blocks_the_reader_does_not_know_are_skipped_not_fatal() {
+    use shardline_capture::{pcapng::write, LinkType};
+    crate::support::require_root();
+    let frame = kv_request();
+    // As OSPF captures from real tools carry: vendor options in every block, a custom block
+    // and a name-resolution block between the packets.
+    let odd = write::options(&[(2988, b"vendor"), (0x8001, b"x"), (1, b"comment")], false);
+    let mut file = write::section(&odd, false);
+    file.extend(write::interface(LinkType::ETHERNET, &odd, false));
+    file.extend(write::enhanced(0, &frame, &odd, false));
+    file.extend(write::block(0x0000_0bad, b"custom", false));
+    file.extend(write::block(
+        4,
+        &[1, 0, 8, 0, 10, 0, 0, 1, b'h', 0, 0, 0],
+        false,
+    ));
+    file.extend(write::enhanced(0, &frame, &[], false));
+    let path = std::env::temp_dir().join(format!("shardline-odd-{}.pcapng", std::process::id()));
+    std::fs::write(&path, &file).expect("write");
+    let out = shardline(&["trace", "--json", "--pcap", path.to_str().expect("path")]);
+    let _ = std::fs::remove_file(&path);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2, "both packets traced: {lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["verdict"] == "tx" && l["agree"] == true),
+        "{lines:?}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("2 pcapng blocks and 9 options"),
+        "skips are counted: {stderr}"
+    );
+}
+
+#[test]
 fn unreadable_input_fails_with_a_message() {
     crate::support::require_root();
     let out = shardline(&["trace", "--pcap", "/nonexistent/capture.pcap"]);
@@ -175,7 +212,7 @@ fn unreadable_input_fails_with_a_message() {
     let out = shardline(&["trace", "--pcap", bogus.to_str().expect("path")]);
     let _ = std::fs::remove_file(&bogus);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a readable pcap"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a pcap or pcapng capture"));
     let out = shardline(&["trace", "--hex", "abc"]);
     assert!(!out.status.success());
 }

@@ -70,13 +70,24 @@ pub fn test(cargo_test_args: &[String]) -> Result<()> {
 }
 
 /// The cargo-fuzz targets under `fuzz/`, each run for a bounded time.
-const FUZZ_TARGETS: [&str; 2] = ["decide", "partition"];
+const FUZZ_TARGETS: [&str; 5] = ["decide", "partition", "quic", "capture", "config"];
 
-/// Runs every fuzz target for `SHARDLINE_FUZZ_SECONDS` (default 60) from its checked-in seed
-/// corpus; new inputs go to a scratch directory, so the tree stays clean. Returns how many
-/// targets ran clean; a crash fails the step (its input is left in `fuzz/artifacts`).
+/// The whole fuzz step's budget in seconds unless `SHARDLINE_FUZZ_SECONDS` says otherwise;
+/// it is split evenly over the targets, so adding one does not lengthen CI.
+const FUZZ_BUDGET_SECONDS: u64 = 180;
+
+/// Runs every fuzz target for its share of `SHARDLINE_FUZZ_SECONDS` (default 180 in all) from
+/// its checked-in seed corpus; new inputs go to a scratch directory, so the tree stays clean.
+/// Returns how many targets ran clean; a crash fails the step (its input is left in
+/// `fuzz/artifacts`).
 fn fuzz() -> Result<u64> {
-    let seconds = std::env::var("SHARDLINE_FUZZ_SECONDS").unwrap_or_else(|_| "60".into());
+    let budget = match std::env::var("SHARDLINE_FUZZ_SECONDS") {
+        Ok(text) => text
+            .parse::<u64>()
+            .with_context(|| format!("SHARDLINE_FUZZ_SECONDS={text:?} is not a whole number"))?,
+        Err(_) => FUZZ_BUDGET_SECONDS,
+    };
+    let seconds = (budget / FUZZ_TARGETS.len() as u64).max(1);
     let root = workspace_root();
     for target in FUZZ_TARGETS {
         let scratch = std::env::temp_dir().join(format!("shardline-fuzz-{target}"));

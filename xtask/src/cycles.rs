@@ -13,7 +13,8 @@ use anyhow::{bail, Context, Result};
 use crate::run::workspace_root;
 
 /// The crates whose module graphs are checked, by source directory.
-const CRATES: [&str; 7] = [
+const CRATES: [&str; 8] = [
+    "capture/src",
     "shardline/src",
     "cli/src",
     "lab/src",

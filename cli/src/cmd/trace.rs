@@ -44,7 +44,19 @@ pub fn run(a: TraceArgs) -> anyhow::Result<()> {
         None => Config::parse(EXAMPLE_CONFIG, "shardline.example.toml")?,
     };
     let frames = match (&a.pcap, &a.hex) {
-        (Some(path), _) => read_capture(path)?,
+        (Some(path), _) => {
+            let capture = read_capture(path)?;
+            if capture.skipped_blocks + capture.skipped_options > 0 {
+                eprintln!(
+                    "trace: {} pcapng blocks and {} options without packets skipped",
+                    capture.skipped_blocks, capture.skipped_options
+                );
+            }
+            if let Some(why) = &capture.truncated {
+                eprintln!("trace: the capture ends early: {why}; the packets before it are traced");
+            }
+            capture.frames
+        }
         (None, Some(text)) => vec![CapturedFrame::Frame(
             parse_hex(text).map_err(|e| anyhow::anyhow!("--hex: {e}"))?,
         )],
