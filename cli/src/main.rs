@@ -6,9 +6,11 @@
 mod cmd;
 mod operator;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::cmd::{agent, daemon, decap, detach, doctor, forecast_eval, quic_ids, stats, trace};
+use crate::cmd::{
+    agent, daemon, decap, detach, doctor, forecast_eval, generate, quic_ids, stats, trace,
+};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +46,9 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Replay a CSV series through every forecaster online and print their scores as JSON.
     ForecastEval(forecast_eval::ForecastEvalArgs),
+    /// Write man pages or shell completions (for packaging).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
     /// Operator commands over a daemon's API (status, backends, sessions, top, plot, ...).
     #[command(flatten)]
     Operator(operator::Operator),
@@ -64,5 +69,6 @@ fn main() -> anyhow::Result<()> {
         Command::Detach(args) => detach::run(args),
         Command::Trace(args) => trace::run(args),
         Command::ForecastEval(args) => forecast_eval::run(args),
+        Command::Generate(args) => generate::run(args, Cli::command()),
     }
 }

@@ -20,6 +20,21 @@ pub struct ApiConfig {
     /// Largest request body accepted, bytes (default 65536).
     #[serde(default = "default_api_body_limit")]
     pub body_limit: usize,
+    /// Sessions that keep their own series in the per-session metric families
+    /// (`shardline_session_shards`, `shardline_forecast_error`): the top K by load; the rest
+    /// are aggregated into one `session="_other"` series (default 100, 0 to 100000).
+    #[serde(default = "default_metrics_top_sessions")]
+    pub metrics_top_sessions: usize,
+}
+
+/// Default of `[api] metrics_top_sessions`.
+pub const DEFAULT_METRICS_TOP_SESSIONS: usize = 100;
+
+/// Most sessions `[api] metrics_top_sessions` may ask series for.
+pub const MAX_METRICS_TOP_SESSIONS: usize = 100_000;
+
+fn default_metrics_top_sessions() -> usize {
+    DEFAULT_METRICS_TOP_SESSIONS
 }
 
 impl Default for ApiConfig {
@@ -28,6 +43,7 @@ impl Default for ApiConfig {
             listen: default_api_listen(),
             token_file: None,
             body_limit: default_api_body_limit(),
+            metrics_top_sessions: DEFAULT_METRICS_TOP_SESSIONS,
         }
     }
 }
@@ -48,6 +64,15 @@ impl ApiConfig {
             return Err(invalid(
                 "api.body_limit",
                 "must be 1024 to 16777216 bytes (a session's state alone needs 4096)",
+            ));
+        }
+        if self.metrics_top_sessions > MAX_METRICS_TOP_SESSIONS {
+            return Err(invalid(
+                "api.metrics_top_sessions",
+                format!(
+                    "must be 0 to {MAX_METRICS_TOP_SESSIONS} (each session kept is two series \
+                     per scrape; the rest are aggregated)"
+                ),
             ));
         }
         if self

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 pub mod api;
 pub mod cluster;
 pub mod control;
+pub mod reference;
 pub mod services;
 
 pub use self::{

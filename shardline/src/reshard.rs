@@ -331,4 +331,6 @@ impl Resharder {
 }
 
 #[cfg(test)]
+pub(crate) mod held;
+#[cfg(test)]
 mod tests;

@@ -1,13 +1,21 @@
 //! The daemon's metric families (Prometheus, via `prometheus-client`): what the control loop,
 //! the swap stage and the cluster record. Dataplane counters are not kept here: `/metrics`
-//! reads them from the per-CPU maps at scrape time.
+//! reads them from the per-CPU maps at scrape time. Per-session families are bounded: the top
+//! K sessions by load and one aggregate series ([`sessions`]).
+
+pub mod sessions;
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use std::sync::atomic::AtomicU64;
+use std::{
+    collections::HashSet,
+    sync::{atomic::AtomicU64, Mutex},
+};
+
+pub use self::sessions::{SessionRow, OTHER};
 
 /// Labels naming a session.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,10 +39,24 @@ pub struct Telemetry {
     /// Session placements the dataplane refused because SESSIONS was full (each refusal of
     /// each apply): those sessions keep routing by the default table.
     pub placements_refused: Counter,
+    /// Sessions folded into the `_other` series of the per-session families (beyond the top K).
+    pub sessions_folded: Gauge,
+    /// How many sessions keep their own per-session series (`[api] metrics_top_sessions`).
+    top_sessions: usize,
+    /// The labels exported by the last [`Telemetry::publish_sessions`], to remove the series
+    /// of sessions that left the top K.
+    exported: Mutex<HashSet<SessionLabels>>,
 }
 
 impl Default for Telemetry {
     fn default() -> Self {
+        Self::new(crate::config::api::DEFAULT_METRICS_TOP_SESSIONS)
+    }
+}
+
+impl Telemetry {
+    /// Families that export at most `top_sessions` sessions' own series (plus `_other`).
+    pub fn new(top_sessions: usize) -> Self {
         Self {
             tick_seconds: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(1e-5, 4.0, 10),
@@ -45,11 +67,47 @@ impl Default for Telemetry {
             session_shards: Family::default(),
             forecast_error: Family::default(),
             placements_refused: Counter::default(),
+            sessions_folded: Gauge::default(),
+            top_sessions,
+            exported: Mutex::default(),
         }
     }
-}
 
-impl Telemetry {
+    /// Sets the per-session families from every session's `rows`: the top K by load as they
+    /// are, the rest as one `{service="_other",session="_other"}` series (shards summed, error
+    /// weighted by load). Series of sessions no longer in the top K are removed.
+    pub fn publish_sessions(&self, rows: Vec<SessionRow>) {
+        let selection = sessions::select(rows, self.top_sessions);
+        let mut now = HashSet::with_capacity(selection.top.len() + 1);
+        for r in &selection.top {
+            self.session_shards
+                .get_or_create(&r.labels)
+                .set(i64::from(r.shards));
+            self.forecast_error.get_or_create(&r.labels).set(r.error);
+            now.insert(r.labels.clone());
+        }
+        let folded = selection.rest.as_ref().map_or(0, |r| r.sessions);
+        if let Some(rest) = selection.rest {
+            let labels = SessionLabels {
+                service: OTHER.into(),
+                session: OTHER.into(),
+            };
+            self.session_shards
+                .get_or_create(&labels)
+                .set(i64::try_from(rest.shards).unwrap_or(i64::MAX));
+            self.forecast_error.get_or_create(&labels).set(rest.error);
+            now.insert(labels);
+        }
+        self.sessions_folded
+            .set(i64::try_from(folded).unwrap_or(i64::MAX));
+        let mut exported = self.exported.lock().expect("exported lock");
+        for gone in exported.difference(&now) {
+            self.session_shards.remove(gone);
+            self.forecast_error.remove(gone);
+        }
+        *exported = now;
+    }
+
     /// Registers every family under the `shardline_` prefix.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
@@ -77,5 +135,76 @@ impl Telemetry {
             "Session placements refused because the SESSIONS map was full (the session stays on the default table)",
             self.placements_refused.clone(),
         );
+        registry.register(
+            "shardline_sessions_folded",
+            "Sessions beyond the top K by load, aggregated into the session=\"_other\" series",
+            self.sessions_folded.clone(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::{encoding::text::encode, registry::Registry};
+
+    use super::*;
+
+    fn rows(n: u32) -> Vec<SessionRow> {
+        (0..n)
+            .map(|i| SessionRow {
+                labels: SessionLabels {
+                    service: "kv".into(),
+                    session: i.to_string(),
+                },
+                rate: f64::from(i),
+                shards: 1,
+                error: 0.1,
+            })
+            .collect()
+    }
+
+    fn scrape(t: &Telemetry) -> String {
+        let mut registry = Registry::default();
+        t.register(&mut registry);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn per_session_families_hold_the_top_k_and_one_aggregate_and_forget_the_fallen() {
+        let t = Telemetry::new(3);
+        t.publish_sessions(rows(1000));
+        let text = scrape(&t);
+        let shards: Vec<_> = text
+            .lines()
+            .filter(|l| l.starts_with("shardline_session_shards{"))
+            .collect();
+        assert_eq!(shards.len(), 4, "{text}");
+        for top in ["999", "998", "997"] {
+            assert!(text.contains(&format!("session=\"{top}\"")), "{text}");
+        }
+        assert!(
+            text.contains("shardline_session_shards{service=\"_other\",session=\"_other\"} 997"),
+            "{text}"
+        );
+        assert!(text.contains("shardline_sessions_folded 997"), "{text}");
+
+        // Session 5 climbs to the top; 997 leaves it and its series goes.
+        let mut next = rows(1000);
+        next[5].rate = 1e9;
+        t.publish_sessions(next);
+        let text = scrape(&t);
+        assert!(text.contains("session=\"5\""), "{text}");
+        assert!(!text.contains("session=\"997\""), "{text}");
+        // Fewer sessions than K: no aggregate series left behind.
+        t.publish_sessions(rows(2));
+        let text = scrape(&t);
+        let series = |l: &&str| !l.starts_with('#');
+        assert!(
+            !text.lines().filter(series).any(|l| l.contains("_other")),
+            "{text}"
+        );
+        assert!(text.contains("shardline_sessions_folded 0"), "{text}");
     }
 }

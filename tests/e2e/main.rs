@@ -12,6 +12,7 @@
 //! - [`trace`]: `shardline trace` on captures.
 //! - [`netns`]: real traffic through the attached program in network namespaces.
 //! - [`reshard`]: live re-shards under traffic, zero misrouted.
+//! - [`package`]: the Debian package, unpacked with `dpkg -x`; its binary runs.
 //! - [`predict`]: the predictive loop in the lab.
 //! - [`tick`]: the control tick's allocation-free path.
 //! - [`forecast_eval`]: `shardline forecast-eval` on real series.
@@ -26,6 +27,7 @@ mod forecast_eval;
 mod hostile;
 mod maps_full;
 mod netns;
+mod package;
 mod predict;
 mod quic;
 mod reshard;

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::{
     report,
-    run::{cargo, exec, run, target_dir, workspace_root},
+    run::{cargo, exec, run, target_dir, ticking, workspace_root},
     setup::{is_root, setup, Purpose},
 };
 
@@ -44,6 +44,9 @@ pub fn test(cargo_test_args: &[String]) -> Result<()> {
     step("build", || {
         build(&["shardline-cli", "shardline-lab", "shardline-bench"])
     })?;
+    // The package test installs this package with `dpkg -x`; packing the binary just built
+    // takes seconds.
+    step("package", || crate::package::package(true).map(drop))?;
     // Release: the tests push real packets through the dataplane, too slow in a debug build.
     let mut counts = (0, 0);
     step("test", || {
@@ -201,32 +204,18 @@ pub fn daemon(args: &[String]) -> Result<()> {
 /// Builds `packages`' binaries in release mode (the library's build script builds the eBPF
 /// object). A first build on a fresh 2-core machine takes several minutes, so a line with the
 /// elapsed time is printed every 30 s while it runs.
-fn build(packages: &[&str]) -> Result<()> {
+pub(crate) fn build(packages: &[&str]) -> Result<()> {
     let mut cmd = cargo();
     cmd.args(["build", "--release", "--bins"]);
     for p in packages {
         cmd.args(["-p", p]);
     }
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ticker = {
-        let done = std::sync::Arc::clone(&done);
-        std::thread::spawn(move || {
-            let started = std::time::Instant::now();
-            let mut next = 30;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(250));
-                let secs = started.elapsed().as_secs();
-                if secs >= next {
-                    println!("xtask: still building ({secs} s so far; a first build takes about 8 minutes on 2 cores)");
-                    next += 30;
-                }
-            }
-        })
-    };
-    let result = run(&mut cmd).with_context(|| format!("building {}", packages.join(", ")));
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = ticker.join();
-    result
+    ticking(
+        "release build",
+        "a first build takes about 8 minutes on 2 cores",
+        std::time::Duration::from_secs(30),
+        || run(&mut cmd).with_context(|| format!("building {}", packages.join(", "))),
+    )
 }
 
 /// Runs one named step of `test`, so a failure says which step it was.

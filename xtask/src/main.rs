@@ -7,6 +7,7 @@
 //!   bpf-linker built against nightly's LLVM, and the bpffs mount.
 //! - [`cycles`]: `cycles`, the import graph of each crate's top-level modules.
 //! - [`commands`]: `test`, `lab`, `bench` and `daemon`, each a setup/build followed by a run.
+//! - [`package`]: `package`, the Debian package (`dpkg-deb` on a staged tree).
 //! - [`chart`]: `bench`'s PNG chart of the dataplane cases (plotters).
 //! - [`report`]: `bench`'s JSON merge (criterion) and Markdown summary.
 //! - [`run`]: spawning child processes, echoing each command and naming it in errors.
@@ -14,6 +15,7 @@
 mod chart;
 mod commands;
 mod cycles;
+mod package;
 mod report;
 mod run;
 mod setup;
@@ -63,6 +65,13 @@ enum Cmd {
     },
     /// Print each crate's top-level module graph; fail on an import cycle.
     Cycles,
+    /// Release build, then the Debian package (binary, systemd unit, example config, man pages,
+    /// completions) in `target/debian/`.
+    Package {
+        /// Package the release binary already built instead of building it.
+        #[arg(long)]
+        no_build: bool,
+    },
     /// Release build, then run `shardline daemon` with the given arguments.
     Daemon {
         /// Arguments for `shardline daemon`.
@@ -83,6 +92,7 @@ fn main() -> Result<()> {
         } => commands::lab(duration, sessions, &args),
         Cmd::Bench { quick, report_only } => commands::bench(quick, report_only),
         Cmd::Daemon { args } => commands::daemon(&args),
+        Cmd::Package { no_build } => package::package(no_build).map(drop),
     }
 }
 

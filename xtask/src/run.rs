@@ -94,6 +94,44 @@ pub fn exec(cmd: &mut Command) -> anyhow::Error {
     anyhow::Error::new(err).context(format!("could not exec `{line}`"))
 }
 
+/// Runs `f`, printing `xtask: LABEL ... still running (N s so far[; HINT])` every `every`
+/// while it runs, so a long install or a first build never looks hung.
+pub fn ticking<T>(label: &str, hint: &str, every: std::time::Duration, f: impl FnOnce() -> T) -> T {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let done = Arc::clone(&done);
+        let (label, hint) = (label.to_owned(), hint.to_owned());
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let mut next = every;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                let elapsed = started.elapsed();
+                if elapsed >= next {
+                    let hint = if hint.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {hint}")
+                    };
+                    println!(
+                        "xtask: {label} ... still running ({} s so far{hint})",
+                        elapsed.as_secs()
+                    );
+                    next += every;
+                }
+            }
+        })
+    };
+    let result = f();
+    done.store(true, Ordering::Relaxed);
+    let _ = ticker.join();
+    result
+}
+
 /// Renders `cmd` as a shell-like line, environment overrides first, for progress and errors.
 fn display(cmd: &Command) -> String {
     let envs = cmd

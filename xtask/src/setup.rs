@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::run::{cargo, output, probe, run};
+use crate::run::{cargo, output, probe, run, ticking};
 
 /// Debian packages the lab needs: `ip`/`ethtool` for namespaces and veth offloads, `nsenter`
 /// (util-linux) because `ip netns exec` hides bpffs.
@@ -63,10 +63,16 @@ pub fn setup(purpose: Purpose) -> Result<()> {
     Ok(())
 }
 
-/// Runs one step, printing how long it took when that was long enough to notice (installs).
+/// Runs one step, printing the elapsed time every 15 s while it runs (installs, builds) and how
+/// long it took when that was long enough to notice.
 fn timed(step: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     let started = std::time::Instant::now();
-    let result = f();
+    let result = ticking(
+        &format!("setup: {step}"),
+        "",
+        std::time::Duration::from_secs(15),
+        f,
+    );
     let secs = started.elapsed().as_secs();
     if secs >= 2 {
         println!("setup: {step} ... done in {secs} s");

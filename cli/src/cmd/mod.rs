@@ -6,6 +6,7 @@ pub mod decap;
 pub mod detach;
 pub mod doctor;
 pub mod forecast_eval;
+pub mod generate;
 pub mod quic_ids;
 pub mod stats;
 pub mod trace;

@@ -285,6 +285,7 @@ pub const FAMILIES: &[&str] = &[
     "shardline_swap_seconds",
     "shardline_session_shards",
     "shardline_forecast_error",
+    "shardline_sessions_folded",
     "shardline_raft_term",
     "shardline_raft_role",
     "shardline_raft_leader",

@@ -49,7 +49,7 @@ use crate::{
     control::history::History,
     control::insight::Insights,
     state::{Control, SessionRef},
-    telemetry::{SessionLabels, Telemetry},
+    telemetry::{SessionLabels, SessionRow, Telemetry},
 };
 
 /// What the `[control]` section means to each stage (a trait because the section's type lives
@@ -226,21 +226,19 @@ fn warm(core: &mut Core, history: &History, control: &dyn Control, now: Instant)
 }
 
 fn publish(core: &Core, handles: &LoopHandles) {
+    let mut rows = Vec::new();
     for insight in core.insights() {
-        let labels = SessionLabels {
-            service: insight.session.service.clone(),
-            session: insight.session.session.to_string(),
-        };
-        handles
-            .telemetry
-            .session_shards
-            .get_or_create(&labels)
-            .set(i64::from(insight.shards));
-        handles
-            .telemetry
-            .forecast_error
-            .get_or_create(&labels)
-            .set(insight.error);
+        rows.push(SessionRow {
+            labels: SessionLabels {
+                service: insight.session.service.clone(),
+                session: insight.session.session.to_string(),
+            },
+            rate: insight.rate,
+            shards: insight.shards,
+            error: insight.error,
+        });
         handles.insights.publish(insight);
     }
+    // Bounded: the top K sessions by load and one aggregate (`[api] metrics_top_sessions`).
+    handles.telemetry.publish_sessions(rows);
 }

@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     maps::DataplaneMaps,
-    reshard::{Resharder, Swap, SwapKind, DEFAULT_HANDOFF_WINDOW},
+    reshard::{Resharder, Swap, SwapKind, TableWriter, DEFAULT_HANDOFF_WINDOW},
     state::ControlState,
     telemetry::Telemetry,
 };
@@ -56,8 +56,8 @@ pub async fn run(
 /// Writes one state's tables through `resharder`, logging what moved. Placements a full
 /// SESSIONS map refused are counted and logged once for the whole burst; those sessions keep
 /// routing as before.
-pub fn write(
-    maps: &Mutex<DataplaneMaps>,
+pub fn write<W: TableWriter>(
+    maps: &Mutex<W>,
     resharder: &mut Resharder,
     state: &ControlState,
     telemetry: &Telemetry,
@@ -67,6 +67,7 @@ pub fn write(
         let mut maps = maps.lock().expect("maps lock");
         resharder.apply(&mut *maps, &target, Instant::now())?
     };
+    // Every swap that made a change visible is observed, whichever kind of write it was.
     if swap.kind != SwapKind::Unchanged {
         telemetry.swap_seconds.observe(swap.flip.as_secs_f64());
     }
@@ -111,4 +112,86 @@ fn log_moves(swap: &Swap) {
 
 fn members(set: &ShardSet) -> &[u32] {
     &set.backends[..(set.count as usize).min(MAX_SHARDS)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::Config,
+        reshard::held::Held,
+        state::{Command, SessionRef},
+    };
+
+    const CONFIG: &str = r#"
+        interface = "lo"
+        [encap]
+        source_v4 = "10.0.0.2"
+        [[services]]
+        name = "kv"
+        vip = "10.100.0.1"
+        port = 7000
+        protocol = "udp"
+        mode = "header"
+        [[backends]]
+        id = 1
+        ipv4 = "10.0.0.11"
+        mac = "02:00:00:00:00:11"
+        [[backends]]
+        id = 2
+        ipv4 = "10.0.0.12"
+        mac = "02:00:00:00:00:12"
+        [[backends]]
+        id = 3
+        ipv4 = "10.0.0.13"
+        mac = "02:00:00:00:00:13"
+        [[sessions]]
+        service = "kv"
+        session = 42
+        backends = [1]
+    "#;
+
+    fn swaps(telemetry: &Telemetry) -> u64 {
+        let mut registry = prometheus_client::registry::Registry::default();
+        telemetry.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("shardline_swap_seconds_count "))
+            .unwrap_or_else(|| panic!("no shardline_swap_seconds_count in:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn every_re_shard_moves_the_swap_count_and_an_unchanged_state_does_not() {
+        let config = Config::parse(CONFIG, "test").unwrap();
+        let mut state = ControlState::from_config(&config);
+        let maps = Mutex::new(Held::empty(1024));
+        let mut resharder = Resharder::new(DEFAULT_HANDOFF_WINDOW);
+        let telemetry = Telemetry::default();
+        write(&maps, &mut resharder, &state, &telemetry).unwrap();
+        assert_eq!(swaps(&telemetry), 1, "the first tables are a swap");
+        write(&maps, &mut resharder, &state, &telemetry).unwrap();
+        assert_eq!(swaps(&telemetry), 1, "nothing changed, nothing swapped");
+
+        let session = SessionRef {
+            service: "kv".into(),
+            session: 42,
+        };
+        for (i, backends) in [vec![1, 2], vec![1, 2, 3], vec![3]].into_iter().enumerate() {
+            state
+                .apply(&Command::Place {
+                    session: session.clone(),
+                    backends: backends.clone(),
+                })
+                .unwrap();
+            let swap = write(&maps, &mut resharder, &state, &telemetry).unwrap();
+            assert_eq!(swap.kind, SwapKind::Session, "re-shard to {backends:?}");
+            assert_eq!(swaps(&telemetry), 2 + i as u64, "re-shard to {backends:?}");
+        }
+        let writes = maps.lock().unwrap().writes;
+        assert_eq!(writes, 4, "one delta per swap");
+    }
 }

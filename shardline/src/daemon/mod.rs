@@ -50,7 +50,7 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
         .await
         .context("starting the raft node")?;
     let control: Arc<dyn Control> = cluster.clone();
-    let telemetry = Arc::new(Telemetry::default());
+    let telemetry = Arc::new(Telemetry::new(config.api.metrics_top_sessions));
     let (written, routed) = tokio::sync::watch::channel(0);
     tokio::spawn(applier::run(
         maps.clone(),

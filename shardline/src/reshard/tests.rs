@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use aya::maps::MapError;
 use shardline_common::{
     consts::MAGLEV_SIZE,
     maglev::{build, Weighted},
@@ -11,64 +10,9 @@ use shardline_common::{
     partition::{shard_set, ShardSetError},
 };
 
-use super::*;
+use super::{held::Held, *};
 
 const WINDOW: Duration = Duration::from_secs(2);
-
-/// Maps held in memory: each delta is applied as the real writer applies it, SESSIONS holding
-/// at most `capacity` placements.
-struct Held {
-    tables: Snapshot,
-    capacity: usize,
-    fail: bool,
-    writes: usize,
-}
-
-impl TableWriter for Held {
-    fn read_tables(&self) -> Result<Snapshot, MapsError> {
-        Ok(self.tables.clone())
-    }
-
-    fn write_delta(&mut self, delta: &TableDelta) -> Result<WriteOutcome, MapsError> {
-        if self.fail {
-            return Err(MapsError::Op {
-                op: "write",
-                map: "SESSIONS",
-                source: MapError::KeyNotFound,
-            });
-        }
-        self.writes += 1;
-        let t = &mut self.tables;
-        let mut out = WriteOutcome::default();
-        t.backends.extend(delta.backends.iter().copied());
-        if let Some(table) = &delta.maglev {
-            t.maglev = table.clone();
-            out.maglev_flip = Some(Duration::ZERO);
-        }
-        if let Some(g) = delta.globals {
-            t.globals = g;
-        }
-        for k in &delta.removed_sessions {
-            t.sessions.remove(k);
-        }
-        for (k, set) in &delta.sessions {
-            if !t.sessions.contains_key(k) && t.sessions.len() >= self.capacity {
-                out.placements_refused.push(*k);
-            } else {
-                t.sessions.insert(*k, *set);
-                out.placements_written += 1;
-            }
-        }
-        t.services.extend(delta.services.iter().copied());
-        for k in &delta.removed_services {
-            t.services.remove(k);
-        }
-        for id in &delta.removed_backends {
-            t.backends.remove(id);
-        }
-        Ok(out)
-    }
-}
 
 fn key(session: u64) -> SessionKey {
     SessionKey {

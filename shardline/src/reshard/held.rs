@@ -1,0 +1,83 @@
+//! Maps held in memory for tests of the swap stage and its callers (the daemon's applier): each
+//! delta is applied as the real writer applies it.
+
+use std::time::Duration;
+
+use aya::maps::MapError;
+
+use super::TableWriter;
+use crate::{
+    maps::{MapsError, WriteOutcome},
+    snapshot::{delta::TableDelta, Snapshot},
+};
+
+/// Maps held in memory: each delta is applied as the real writer applies it, SESSIONS holding
+/// at most `capacity` placements.
+pub(crate) struct Held {
+    /// The tables as written so far.
+    pub tables: Snapshot,
+    /// Placements SESSIONS holds before it refuses new ones.
+    pub capacity: usize,
+    /// Every write fails (a map error) while set.
+    pub fail: bool,
+    /// Deltas written.
+    pub writes: usize,
+}
+
+impl Held {
+    /// Empty maps with room for `capacity` placements.
+    pub fn empty(capacity: usize) -> Self {
+        Self {
+            tables: Snapshot::default(),
+            capacity,
+            fail: false,
+            writes: 0,
+        }
+    }
+}
+
+impl TableWriter for Held {
+    fn read_tables(&self) -> Result<Snapshot, MapsError> {
+        Ok(self.tables.clone())
+    }
+
+    fn write_delta(&mut self, delta: &TableDelta) -> Result<WriteOutcome, MapsError> {
+        if self.fail {
+            return Err(MapsError::Op {
+                op: "write",
+                map: "SESSIONS",
+                source: MapError::KeyNotFound,
+            });
+        }
+        self.writes += 1;
+        let t = &mut self.tables;
+        let mut out = WriteOutcome::default();
+        t.backends.extend(delta.backends.iter().copied());
+        if let Some(table) = &delta.maglev {
+            t.maglev = table.clone();
+            out.maglev_flip = Some(Duration::ZERO);
+        }
+        if let Some(g) = delta.globals {
+            t.globals = g;
+        }
+        for k in &delta.removed_sessions {
+            t.sessions.remove(k);
+        }
+        for (k, set) in &delta.sessions {
+            if !t.sessions.contains_key(k) && t.sessions.len() >= self.capacity {
+                out.placements_refused.push(*k);
+            } else {
+                t.sessions.insert(*k, *set);
+                out.placements_written += 1;
+            }
+        }
+        t.services.extend(delta.services.iter().copied());
+        for k in &delta.removed_services {
+            t.services.remove(k);
+        }
+        for id in &delta.removed_backends {
+            t.backends.remove(id);
+        }
+        Ok(out)
+    }
+}
