@@ -53,6 +53,14 @@ pub struct ClusterConfig {
     /// Log entries after which a snapshot is taken and older entries are purged (default 5000).
     #[serde(default = "default_snapshot_logs")]
     pub snapshot_logs: u64,
+    /// File holding the cluster secret every peer request carries (the same on every node;
+    /// one secret a line: the first is sent, any is accepted, for rotation). Required when
+    /// the node listens, unless `insecure = true`.
+    pub secret_file: Option<PathBuf>,
+    /// Run the peer endpoint without a secret (default false): only on a peer network no one
+    /// else reaches.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 fn default_node_id() -> u64 {
@@ -83,6 +91,8 @@ impl Default for ClusterConfig {
             heartbeat_ms: default_heartbeat_ms(),
             election_timeout_ms: default_election_ms(),
             snapshot_logs: default_snapshot_logs(),
+            secret_file: None,
+            insecure: false,
         }
     }
 }
@@ -145,6 +155,21 @@ impl ClusterConfig {
                 "required with `members` or `join` (peers must reach this node)".into(),
             ));
         }
+        if self.secret_file.is_some() && self.insecure {
+            return Err(invalid(
+                "insecure",
+                "cannot be true with `secret_file` set; choose a secret or none".into(),
+            ));
+        }
+        if self.listen.is_some() && self.secret_file.is_none() && !self.insecure {
+            return Err(invalid(
+                "secret_file",
+                "required when `listen` is set: peers prove they belong with a shared secret \
+                 (the same file on every node, e.g. 32 random bytes in hex); or set \
+                 `insecure = true` on a peer network no one else reaches"
+                    .into(),
+            ));
+        }
         let mut ids = HashSet::new();
         for (i, p) in self.members.iter().enumerate() {
             if p.id == 0 || !ids.insert(p.id) {
@@ -205,10 +230,15 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let members = "listen = \"10.0.0.1:7946\"\nmembers = [{ id = 1, addr = \"10.0.0.1:7946\" }, { id = 2, addr = \"10.0.0.2:7946\" }]";
+        let members = "listen = \"10.0.0.1:7946\"\ninsecure = true\nmembers = [{ id = 1, addr = \"10.0.0.1:7946\" }, { id = 2, addr = \"10.0.0.2:7946\" }]";
         assert!(parse(members).is_ok());
         for (text, field) in [
             ("node_id = 0", "cluster.node_id"),
+            ("listen = \"10.0.0.1:7946\"", "cluster.secret_file"),
+            (
+                "listen = \"10.0.0.1:7946\"\nsecret_file = \"/s\"\ninsecure = true",
+                "cluster.insecure",
+            ),
             (
                 "election_timeout_ms = [500, 400]",
                 "cluster.election_timeout_ms",
@@ -216,15 +246,15 @@ mod tests {
             ("heartbeat_ms = 900", "cluster.heartbeat_ms"),
             ("members = [{ id = 1, addr = \"a:1\" }]", "cluster.listen"),
             (
-                "listen = \"10.0.0.1:7946\"\nmembers = [{ id = 2, addr = \"b:1\" }]",
+                "insecure = true\nlisten = \"10.0.0.1:7946\"\nmembers = [{ id = 2, addr = \"b:1\" }]",
                 "cluster.members",
             ),
             (
-                "listen = \"10.0.0.1:7946\"\nmembers = [{ id = 1, addr = \"nope\" }]",
+                "insecure = true\nlisten = \"10.0.0.1:7946\"\nmembers = [{ id = 1, addr = \"nope\" }]",
                 "cluster.members[0].addr",
             ),
             (
-                "listen = \"10.0.0.1:7946\"\njoin = true\nmembers = [{ id = 1, addr = \"a:1\" }]",
+                "insecure = true\nlisten = \"10.0.0.1:7946\"\njoin = true\nmembers = [{ id = 1, addr = \"a:1\" }]",
                 "cluster.join",
             ),
         ] {

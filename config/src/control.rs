@@ -61,6 +61,15 @@ pub struct ControlConfig {
     pub core: Option<usize>,
     /// Address of the agents' endpoint (`/v1/agents`), e.g. `0.0.0.0:7070`.
     pub listen: Option<SocketAddr>,
+    /// Directory of the agents' bearer tokens: one file per backend, `ID.token` (one token a
+    /// line; any line is accepted, for rotation). Read on every agent request, so a new
+    /// backend's file needs no restart. An agent may report and register only for the backend
+    /// its token is for.
+    pub agent_token_dir: Option<PathBuf>,
+    /// Accept agents without tokens (default false). With neither this nor
+    /// `agent_token_dir`, the agents' endpoint refuses every request.
+    #[serde(default)]
+    pub insecure_agents: bool,
     /// Health-check interval, ms (default 1000).
     #[serde(default = "d_health_ms")]
     pub health_interval_ms: u64,
@@ -212,6 +221,12 @@ impl ControlConfig {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(invalid(name, "must be a non-negative number of seconds"));
             }
+        }
+        if self.agent_token_dir.is_some() && self.insecure_agents {
+            return Err(invalid(
+                "insecure_agents",
+                "cannot be true with `agent_token_dir` set; choose tokens or none",
+            ));
         }
         if self.health_interval_ms < 10 {
             return Err(invalid("health_interval_ms", "must be at least 10"));

@@ -316,6 +316,7 @@ mod example {
                 id: 1,
                 addr: "127.0.0.1:7946".into(),
             }],
+            secret_file: Some("/etc/shardline/cluster-secret".into()),
             ..Default::default()
         });
         config.services[0].forward = super::ForwardMode::L2dsr;

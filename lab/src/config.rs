@@ -268,6 +268,12 @@ mod tests {
         assert_eq!(control.scale_in_delay_secs, 30.0);
         assert_eq!(control.listen, Some("10.77.0.2:7070".parse().unwrap()));
         assert_eq!(
+            control.agent_token_dir,
+            Some(PathBuf::from("/tmp/lab-t1/agent-tokens")),
+            "the lab's agents use real tokens"
+        );
+        assert!(!control.insecure_agents);
+        assert_eq!(
             control.history_path,
             Some(PathBuf::from("/tmp/lab-t1/history.redb"))
         );

@@ -215,6 +215,10 @@ impl Lab {
             lab.children
                 .spawn(&format!("echo on backend {id}"), ns, &lab_exe, &args)?;
             if let Some(tick_ms) = lab.predict.as_ref().map(|p| p.tick_ms) {
+                predict::write_agent_token(&lab.work_dir, id).map_err(|source| LabError::Io {
+                    path: predict::agent_token_dir(&lab.work_dir),
+                    source,
+                })?;
                 let agent = predict::agent_args(&lab.work_dir, id, tick_ms);
                 let agent: Vec<&str> = agent.iter().map(String::as_str).collect();
                 lab.children
@@ -342,6 +346,15 @@ fn write_config(path: &Path, text: &str) -> Result<(), LabError> {
 
 /// Writes a fresh random API token, readable by root only.
 fn write_api_token(path: &Path) -> Result<(), LabError> {
+    write_secret(path).map_err(|source| LabError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes 32 fresh random bytes, in hex, to `path`, readable by root only: an API token, an
+/// agent's token or a cluster secret.
+pub fn write_secret(path: &Path) -> std::io::Result<()> {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
     let token: String = (0..32)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
@@ -353,10 +366,6 @@ fn write_api_token(path: &Path) -> Result<(), LabError> {
         .mode(0o600)
         .open(path)
         .and_then(|mut f| f.write_all(token.as_bytes()))
-        .map_err(|source| LabError::Io {
-            path: path.to_owned(),
-            source,
-        })
 }
 
 impl Drop for Lab {

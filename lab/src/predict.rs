@@ -68,6 +68,21 @@ pub fn history_path(work_dir: &Path) -> PathBuf {
     work_dir.join("history.redb")
 }
 
+/// The directory of the agents' tokens (`[control] agent_token_dir`) of a lab in `work_dir`.
+pub fn agent_token_dir(work_dir: &Path) -> PathBuf {
+    work_dir.join("agent-tokens")
+}
+
+/// Writes a fresh random token for backend `id`'s agent into the lab's token directory (the
+/// daemon reads it there; the agent is given the same file), readable by root only.
+pub fn write_agent_token(work_dir: &Path, id: u32) -> std::io::Result<PathBuf> {
+    let dir = agent_token_dir(work_dir);
+    std::fs::create_dir_all(&dir)?;
+    let path = shardline::guard::agents::token_path(&dir, id);
+    crate::write_secret(&path)?;
+    Ok(path)
+}
+
 /// The load file backend `id`'s echo writes and its agent reads.
 pub fn load_file(work_dir: &Path, id: u32) -> PathBuf {
     work_dir.join(format!("load-{id}.json"))
@@ -115,6 +130,7 @@ pub fn control_config(
         min_dwell_secs: 2.0,
         scale_in_delay_secs: 30.0,
         listen: Some(agents_endpoint()),
+        agent_token_dir: Some(agent_token_dir(work_dir)),
         health_interval_ms: opts.tick_ms,
         history_path: Some(history_path(work_dir)),
         history_on_corrupt: opts.on_corrupt,
@@ -133,8 +149,9 @@ pub fn echo_limit_args(opts: &PredictOptions, work_dir: &Path, id: u32) -> Vec<S
     ]
 }
 
-/// Arguments of backend `id`'s agent.
+/// Arguments of backend `id`'s agent (its token is [`write_agent_token`]'s file).
 pub fn agent_args(work_dir: &Path, id: u32, interval_ms: u64) -> Vec<String> {
+    let token = shardline::guard::agents::token_path(&agent_token_dir(work_dir), id);
     vec![
         "agent".into(),
         "--backend".into(),
@@ -147,6 +164,8 @@ pub fn agent_args(work_dir: &Path, id: u32, interval_ms: u64) -> Vec<String> {
         interval_ms.to_string(),
         "--load-file".into(),
         load_file(work_dir, id).display().to_string(),
+        "--token-file".into(),
+        token.display().to_string(),
     ]
 }
 
@@ -198,6 +217,7 @@ pub fn add_backend(
     });
     let mut echo = echo::lab_args(id, quic.as_ref());
     echo.extend(echo_limit_args(&opts, work_dir, id));
+    write_agent_token(work_dir, id).map_err(|e| io(&agent_token_dir(work_dir), e))?;
     let mut agent = agent_args(work_dir, id, 500);
     agent.extend(
         [

@@ -49,6 +49,7 @@ pub struct Answer {
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: reqwest::Client,
+    bearer: Option<crate::guard::Token>,
 }
 
 impl Default for Client {
@@ -66,7 +67,16 @@ impl Client {
             .build()
             // Building fails only for TLS or system resolver setup, and this client has neither.
             .expect("an HTTP client without TLS or proxies builds");
-        Self { inner }
+        Self {
+            inner,
+            bearer: None,
+        }
+    }
+
+    /// This client sending `Authorization: Bearer TOKEN` with every request (none: without).
+    pub fn with_bearer(mut self, token: Option<crate::guard::Token>) -> Self {
+        self.bearer = token;
+        self
     }
 
     /// `GET url`.
@@ -107,6 +117,9 @@ impl Client {
             }
         };
         let mut request = self.inner.request(method, parsed).timeout(timeout);
+        if let Some(token) = &self.bearer {
+            request = request.bearer_auth(token.secret());
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

@@ -3,6 +3,8 @@
 //! list; `cargo xtask cycles` checks that the top-level modules form no import cycle):
 //!
 //! - [`logging`], [`signals`]: log output and SIGINT / SIGTERM, for every binary; leaves.
+//! - [`guard`]: who may use the control channels and what they may send: bearer tokens
+//!   (operator, per agent), the cluster secret, strict JSON bodies; a leaf over `config`.
 //! - [`http`]: the one HTTP client (reqwest) for agent reports, health probes and the webhook.
 //! - [`config`]: the TOML configuration, one file per section, validated: the
 //!   `shardline-config` crate, re-exported; a leaf.
@@ -39,6 +41,7 @@ pub mod control;
 pub mod daemon;
 pub mod decap;
 pub mod doctor;
+pub mod guard;
 pub mod http;
 pub mod loader;
 pub mod logging;

@@ -2,8 +2,9 @@
 //! raft over the bridge between them. Writes through any node, linearizable reads, a leader
 //! SIGKILLed mid-stream, a restarted node catching up from disk, a new node joining through a
 //! snapshot, a partitioned minority, routing agreement of every node's pinned maps, and
-//! damaged raft files.
+//! damaged raft files; and ([`auth`]) a peer endpoint that answers only peers.
 
+mod auth;
 mod harness;
 
 use std::{collections::BTreeMap, time::Duration};

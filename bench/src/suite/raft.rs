@@ -51,13 +51,21 @@ async fn start(dir: &std::path::Path) -> Result<Vec<Arc<Cluster>>, String> {
         .enumerate()
         .map(|(i, p)| format!("{{ id = {}, addr = \"127.0.0.1:{p}\" }}", i + 1))
         .collect();
+    // The peers authenticate as in production: one secret shared by the three.
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let secret = dir.join("cluster-secret");
+    let random: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    std::fs::write(&secret, random).map_err(|e| format!("writing {}: {e}", secret.display()))?;
     let mut nodes = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let text = format!(
-            "interface = \"lo\"\npin_dir = \"/sys/fs/bpf/unused\"\n[[services]]\nname = \"kv\"\nvip = \"10.100.0.1\"\nport = 7000\nprotocol = \"udp\"\nmode = \"header\"\nforward = \"l2dsr\"\n[cluster]\nnode_id = {}\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nmembers = [{}]\n",
+            "interface = \"lo\"\npin_dir = \"/sys/fs/bpf/unused\"\n[[services]]\nname = \"kv\"\nvip = \"10.100.0.1\"\nport = 7000\nprotocol = \"udp\"\nmode = \"header\"\nforward = \"l2dsr\"\n[cluster]\nnode_id = {}\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nmembers = [{}]\nsecret_file = \"{}\"\n",
             i + 1,
             dir.join(format!("node{}", i + 1)).display(),
-            members.join(", ")
+            members.join(", "),
+            secret.display()
         );
         let config = Config::parse(&text, "bench").map_err(|e| e.to_string())?;
         let node = Cluster::start(&config).await.map_err(|e| e.to_string())?;

@@ -10,6 +10,7 @@ use clap::Args;
 use shardline::{
     agent::{self, AgentOptions},
     config::BackendConfig,
+    guard::Keyring,
 };
 
 /// Run on a backend host: report its resources and load to the daemon, answer /health.
@@ -57,6 +58,11 @@ pub struct AgentArgs {
     /// Write this file once registered and serving /health.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// File holding this backend's token, the twin of `ID.token` in the daemon's
+    /// `[control] agent_token_dir` (first line is sent). Without it the agent sends none,
+    /// which only a daemon with `insecure_agents = true` accepts.
+    #[arg(long, env = "SHARDLINE_AGENT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
 }
 
 /// Runs the agent until it is killed.
@@ -70,6 +76,11 @@ pub fn run(a: AgentArgs) -> anyhow::Result<()> {
         agent: None,
         capacity: a.capacity,
     });
+    let token = a
+        .token_file
+        .as_deref()
+        .map(|path| Keyring::read(path, "--token-file").map(|ring| ring.current().clone()))
+        .transpose()?;
     let opts = AgentOptions {
         backend: a.backend,
         daemon: a.daemon,
@@ -79,6 +90,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<()> {
         load_file: a.load_file,
         cpu_limit: a.cpu_limit,
         register,
+        token,
     };
     let ready_file = a.ready_file;
     super::runtime()?.block_on(agent::run(opts, move || {

@@ -42,6 +42,7 @@ pub struct AppLoad {
 
 /// One agent report, pushed to the daemon every interval.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AgentReport {
     /// The backend's id.
     pub backend: u32,
@@ -81,6 +82,9 @@ pub struct AgentOptions {
     pub cpu_limit: Option<f64>,
     /// Register this backend with the daemon before reporting (a new backend joining).
     pub register: Option<BackendConfig>,
+    /// This backend's token (`[control] agent_token_dir` on the daemon holds its twin); none
+    /// for a daemon with `insecure_agents = true`.
+    pub token: Option<crate::guard::Token>,
 }
 
 /// Reads an [`AppLoad`] file; a missing or half-written file is "no report".
@@ -101,7 +105,7 @@ pub async fn run(opts: AgentOptions, ready: impl FnOnce()) -> anyhow::Result<()>
         }
     });
     let timeout = opts.interval.max(Duration::from_millis(200));
-    let client = http::Client::new();
+    let client = http::Client::new().with_bearer(opts.token.clone());
     let (register_url, report_url) = (
         format!("http://{}/v1/agents/register", opts.daemon),
         format!("http://{}/v1/agents/report", opts.daemon),
@@ -160,8 +164,14 @@ pub async fn run(opts: AgentOptions, ready: impl FnOnce()) -> anyhow::Result<()>
             app,
             saturated,
         };
-        if let Err(e) = client.post_json(&report_url, &report, timeout).await {
-            warn!("pushing a report to {}: {e}", opts.daemon);
+        match client.post_json(&report_url, &report, timeout).await {
+            Ok(answer) if answer.status == 200 => {}
+            Ok(answer) => warn!(
+                status = answer.status,
+                body = %String::from_utf8_lossy(&answer.body),
+                "the daemon refused a report"
+            ),
+            Err(e) => warn!("pushing a report to {}: {e}", opts.daemon),
         }
     }
 }

@@ -83,6 +83,7 @@ pub fn parse_cgroup_bytes(text: &str) -> Option<u64> {
 
 /// What the host (or cgroup) uses, between two readings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Busy CPU, as a fraction of the CPUs available (0..1).
     pub cpu: f64,

@@ -4,8 +4,6 @@
 //! configured the API is read-only: every guarded route answers 401 `no_token_configured`
 //! rather than trusting whoever can reach the port.
 
-use std::path::PathBuf;
-
 use axum::{extract::FromRequestParts, http::request::Parts, http::StatusCode};
 
 use super::{error::ApiError, ApiState};
@@ -14,48 +12,9 @@ use crate::config::ApiConfig;
 /// Environment variable holding the token; it overrides `[api] token_file`.
 pub const TOKEN_ENV: &str = "SHARDLINE_API_TOKEN";
 
-/// Why the token could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenError {
-    /// The token file could not be read.
-    #[error("cannot read the API token file {path} (`api.token_file`): {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The token is empty once whitespace is trimmed.
-    #[error("the API token from {origin} is empty; put a long random string there")]
-    Empty {
-        /// Where it came from.
-        origin: String,
-    },
-}
-
-/// A bearer token, compared in constant time.
-#[derive(Clone)]
-pub struct Token(String);
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(..)")
-    }
-}
+pub use crate::guard::{Token, TokenError};
 
 impl Token {
-    /// A token from its text (trimmed); `origin` names it in the error if it is empty.
-    pub fn new(text: &str, origin: &str) -> Result<Self, TokenError> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Err(TokenError::Empty {
-                origin: origin.to_owned(),
-            });
-        }
-        Ok(Self(text.to_owned()))
-    }
-
     /// The token the configuration names: `SHARDLINE_API_TOKEN` if set, else `token_file`,
     /// else none (a read-only API).
     pub fn load(config: &ApiConfig) -> Result<Option<Self>, TokenError> {
@@ -67,24 +26,10 @@ impl Token {
         };
         let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
             path: path.clone(),
+            field: "api.token_file",
             source,
         })?;
         Self::new(&text, &path.display().to_string()).map(Some)
-    }
-
-    /// Whether `offered` is this token; the time taken does not depend on where they differ.
-    pub fn matches(&self, offered: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), offered.as_bytes());
-        let mut diff = (a.len() != b.len()) as u8;
-        for (i, x) in a.iter().enumerate() {
-            diff |= x ^ b.get(i).copied().unwrap_or(!x);
-        }
-        std::hint::black_box(diff) == 0
-    }
-
-    /// The token text, for clients sending it.
-    pub fn secret(&self) -> &str {
-        &self.0
     }
 }
 
@@ -106,17 +51,12 @@ impl FromRequestParts<ApiState> for Authorized {
                  or SHARDLINE_API_TOKEN and restart or reload it",
             ));
         };
-        let offered = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match offered {
+        match crate::guard::bearer(&parts.headers) {
             None => Err(unauthorized(
                 "missing_token",
                 "this route needs `Authorization: Bearer TOKEN`",
             )),
-            Some(offered) if token.matches(offered.trim()) => Ok(Authorized),
+            Some(offered) if token.matches(offered) => Ok(Authorized),
             Some(_) => Err(unauthorized(
                 "bad_token",
                 "the bearer token is not this daemon's",
@@ -128,18 +68,6 @@ impl FromRequestParts<ApiState> for Authorized {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_match_exactly() {
-        let t = Token::new(" s3cret\n", "test").unwrap();
-        assert!(t.matches("s3cret"));
-        assert!(!t.matches("s3cre"));
-        assert!(!t.matches("s3cret!"));
-        assert!(!t.matches("S3cret"));
-        assert!(!t.matches(""));
-        assert!(Token::new(" \n", "test").is_err());
-        assert_eq!(format!("{t:?}"), "Token(..)");
-    }
 
     #[test]
     fn a_token_file_is_read_and_a_missing_one_named() {

@@ -96,6 +96,7 @@ impl From<StateError> for ApiError {
             StateError::BadShardSet(_) => (StatusCode::BAD_REQUEST, "bad_shard_set"),
             StateError::StateTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "state_too_large"),
             StateError::BadBackend { .. } => (StatusCode::BAD_REQUEST, "bad_backend"),
+            StateError::Takeover { .. } => (StatusCode::CONFLICT, "takeover"),
         };
         Self::new(status, code, e.to_string())
     }

@@ -1,11 +1,18 @@
 //! The peer endpoint: raft RPCs; writes, linearizable reads and membership changes (any node:
 //! a follower forwards to the leader's `/cluster/leader/…` twin, which acts on that node only,
 //! so a request crosses at most one hop); status, metrics and this node's applied state. Not
-//! the public API (no authentication): bind it to the peer network only.
+//! the public API: every route needs the cluster secret ([`PeerAuth`]), checked before a body
+//! is read, and bodies are strict JSON of at most [`BODY_LIMIT`] bytes. Bind it to the peer
+//! network anyway.
 
 use std::sync::Arc;
 
-use axum::{extract::State, routing::get, routing::post, Json, Router};
+use axum::{
+    extract::{DefaultBodyLimit, State},
+    http::StatusCode,
+    routing::{get, post},
+    Json, Router,
+};
 use openraft::{
     error::{InstallSnapshotError, RaftError},
     raft::{
@@ -16,6 +23,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::{network, Cluster, NodeId, TypeConfig};
+use crate::guard::{peers, PeerAuth, Refusal, Strict};
 use crate::state::{ClusterStatus, Command, Control, ControlError, ControlState, Response};
 
 /// Paths of the internal calls. `LEADER_*` act on the receiving node only (the forwarding
@@ -45,8 +53,13 @@ pub mod path {
     pub const LOCAL: &str = "/cluster/local";
 }
 
+/// Largest body the peer endpoint reads, bytes: a batch of log entries or one snapshot chunk
+/// (sized from this, see `Cluster::start`) as JSON.
+pub const BODY_LIMIT: usize = 32 * 1024 * 1024;
+
 /// A node to add: id and peer address.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AddMember {
     /// Node id.
     pub id: NodeId,
@@ -54,8 +67,8 @@ pub struct AddMember {
     pub addr: String,
 }
 
-/// The peer endpoint's routes over `cluster`.
-pub fn router(cluster: Arc<Cluster>) -> Router {
+/// The peer endpoint's routes over `cluster`, open only to requests `auth` accepts.
+pub fn router(cluster: Arc<Cluster>, auth: Arc<PeerAuth>) -> Router {
     Router::new()
         .route(network::path::APPEND, post(append))
         .route(network::path::VOTE, post(vote))
@@ -71,6 +84,11 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
         .route(path::METRICS, get(metrics))
         .route(path::STATUS, get(status))
         .route(path::LOCAL, get(local))
+        .fallback(|| async {
+            Refusal::new(StatusCode::NOT_FOUND, "no_route", "no such peer route")
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(auth, peers::require))
         .with_state(cluster)
 }
 
@@ -78,28 +96,28 @@ type Shared = State<Arc<Cluster>>;
 
 async fn append(
     State(c): Shared,
-    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+    Strict(req): Strict<AppendEntriesRequest<TypeConfig>>,
 ) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
     Json(c.raft.append_entries(req).await)
 }
 
 async fn vote(
     State(c): Shared,
-    Json(req): Json<VoteRequest<NodeId>>,
+    Strict(req): Strict<VoteRequest<NodeId>>,
 ) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
     Json(c.raft.vote(req).await)
 }
 
 async fn snapshot(
     State(c): Shared,
-    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+    Strict(req): Strict<InstallSnapshotRequest<TypeConfig>>,
 ) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
     Json(c.raft.install_snapshot(req).await)
 }
 
 type Answer<T> = Json<Result<T, ControlError>>;
 
-async fn write(State(c): Shared, Json(command): Json<Command>) -> Answer<Response> {
+async fn write(State(c): Shared, Strict(command): Strict<Command>) -> Answer<Response> {
     Json(c.write(command).await)
 }
 
@@ -107,15 +125,15 @@ async fn read(State(c): Shared) -> Answer<ControlState> {
     Json(c.read().await.map(|s| (*s).clone()))
 }
 
-async fn add(State(c): Shared, Json(m): Json<AddMember>) -> Answer<()> {
+async fn add(State(c): Shared, Strict(m): Strict<AddMember>) -> Answer<()> {
     Json(c.add_member(m.id, m.addr).await)
 }
 
-async fn remove(State(c): Shared, Json(id): Json<NodeId>) -> Answer<()> {
+async fn remove(State(c): Shared, Strict(id): Strict<NodeId>) -> Answer<()> {
     Json(c.remove_member(id).await)
 }
 
-async fn leader_write(State(c): Shared, Json(command): Json<Command>) -> Answer<Response> {
+async fn leader_write(State(c): Shared, Strict(command): Strict<Command>) -> Answer<Response> {
     Json(c.write_here(command).await)
 }
 
@@ -123,11 +141,11 @@ async fn leader_read(State(c): Shared) -> Answer<ControlState> {
     Json(c.read_here().await.map(|s| (*s).clone()))
 }
 
-async fn leader_add(State(c): Shared, Json(m): Json<AddMember>) -> Answer<()> {
+async fn leader_add(State(c): Shared, Strict(m): Strict<AddMember>) -> Answer<()> {
     Json(c.add_here(m.id, m.addr).await)
 }
 
-async fn leader_remove(State(c): Shared, Json(id): Json<NodeId>) -> Answer<()> {
+async fn leader_remove(State(c): Shared, Strict(id): Strict<NodeId>) -> Answer<()> {
     Json(c.remove_here(id).await)
 }
 

@@ -34,6 +34,7 @@ pub use crate::config::cluster::{default_data_dir, ClusterConfig, PeerConfig};
 
 use crate::{
     config::Config,
+    guard::PeerAuth,
     state::{
         ClusterStatus, Command, ConfigTables, Control, ControlError, ControlState, Member,
         Response, StateError,
@@ -74,6 +75,9 @@ pub enum ClusterError {
     /// openraft refused the configuration or could not start.
     #[error("raft: {0}")]
     Raft(String),
+    /// The cluster secret could not be read.
+    #[error(transparent)]
+    Secret(#[from] crate::guard::TokenError),
     /// The peer endpoint could not bind.
     #[error("cannot listen on {addr} (cluster.listen): {source}")]
     Listen {
@@ -115,12 +119,19 @@ impl Cluster {
             election_timeout_max: max,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cc.snapshot_logs),
             max_in_snapshot_log_to_keep: cc.snapshot_logs.min(1000),
+            // A chunk travels as JSON (up to 4 bytes a byte): keep it well under the limit.
+            snapshot_max_chunk_size: api::BODY_LIMIT as u64 / 8,
             ..Default::default()
         }
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let auth = Arc::new(PeerAuth::load(&cc)?);
+        if matches!(*auth, PeerAuth::Insecure) && cc.listen.is_some() {
+            warn!("cluster.insecure = true: any host that reaches the peer endpoint is a peer");
+        }
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
+            .default_headers(auth.headers())
             .build()
             .map_err(|e| ClusterError::Raft(format!("http client: {e}")))?;
         let raft = Raft::new(
@@ -143,7 +154,7 @@ impl Cluster {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| ClusterError::Listen { addr, source })?;
-            let app = api::router(cluster.clone());
+            let app = api::router(cluster.clone(), auth.clone());
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app).await {
                     warn!("peer endpoint stopped: {e}");
@@ -371,6 +382,13 @@ impl Cluster {
             Err(e) => Ok(Err(ControlError::Unavailable(format!(
                 "forwarding to the leader at {addr}: {e}; the outcome is unknown"
             )))),
+            Ok(reply) if !reply.status().is_success() => {
+                let status = reply.status();
+                let body = reply.text().await.unwrap_or_default();
+                Ok(Err(ControlError::Unavailable(format!(
+                    "the leader at {addr} refused the forwarded request ({status}): {body}"
+                ))))
+            }
             Ok(reply) => Ok(reply.json().await.unwrap_or_else(|e| {
                 Err(ControlError::Unavailable(format!(
                     "bad answer from the leader at {addr}: {e}"

@@ -1,5 +1,8 @@
-//! Raft RPCs to peers over HTTP: one `reqwest` client shared by every connection, JSON bodies,
-//! the peer's answer carried as `Result<_, RaftError>` so a remote refusal stays typed.
+//! Raft RPCs to peers over HTTP: one `reqwest` client shared by every connection (it sends the
+//! cluster secret with every request), JSON bodies, the peer's answer carried as
+//! `Result<_, RaftError>` so a remote refusal stays typed. A peer that refuses the request
+//! itself (a wrong secret, a body it will not take) answers a JSON error instead, reported as a
+//! network error naming it, so a misconfigured node says why it cannot replicate.
 
 use std::time::Duration;
 
@@ -85,6 +88,15 @@ impl Connection {
                     RPCError::Network(NetworkError::new(&e))
                 }
             })?;
+        if !reply.status().is_success() {
+            let status = reply.status();
+            let body = reply.text().await.unwrap_or_default();
+            let refused = std::io::Error::other(format!(
+                "peer {} at {} refused {path} ({status}): {body}",
+                self.target, self.addr
+            ));
+            return Err(RPCError::Network(NetworkError::new(&refused)));
+        }
         let result: Result<Resp, RaftError<NodeId, E>> = reply
             .json()
             .await

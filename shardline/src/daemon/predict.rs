@@ -16,6 +16,7 @@ use crate::{
     control::insight::Insights,
     control::sample::Sampler,
     control::{self, LoopHandles, StageConfigs, TickInput},
+    guard::AgentAuth,
     maps::DataplaneMaps,
     state::{Control, SessionRef},
     telemetry::Telemetry,
@@ -55,7 +56,20 @@ pub async fn start(
     };
     let (report_tx, report_rx) = crossbeam_channel::bounded(1024);
     let (sample_tx, sample_rx) = crossbeam_channel::bounded::<TickInput>(4);
-    let hub = AgentsHub::new(control.clone(), report_tx);
+    let auth = AgentAuth::from_config(config);
+    match &auth {
+        AgentAuth::Tokens(dir) if !dir.is_dir() => warn!(
+            "control.agent_token_dir {} is not a directory: every agent will be refused",
+            dir.display()
+        ),
+        AgentAuth::Tokens(dir) => info!(dir = %dir.display(), "agents authenticate with per-backend tokens"),
+        AgentAuth::Insecure => warn!("control.insecure_agents = true: any host that reaches the agents' endpoint may speak for any backend"),
+        AgentAuth::Unconfigured if config.listen.is_some() => warn!(
+            "neither control.agent_token_dir nor control.insecure_agents is set: the agents' endpoint refuses every agent"
+        ),
+        AgentAuth::Unconfigured => {}
+    }
+    let hub = AgentsHub::new(control.clone(), report_tx, auth);
     if let Some(addr) = config.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -17,7 +17,7 @@ use crate::config::BackendConfig;
 
 /// One change to the control state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     /// Replaces services, backends and static placements with a configuration file's. Backends
     /// keep their health; dynamic placements of services that still exist, session metadata
@@ -25,6 +25,10 @@ pub enum Command {
     LoadConfig(ConfigTables),
     /// Adds a backend or replaces its addresses and weight.
     UpsertBackend(BackendConfig),
+    /// A backend registering through its agent: as [`Command::UpsertBackend`], but it cannot
+    /// take over: an existing id keeps its addresses (moving a backend is an operator's
+    /// `UpsertBackend`), and no other backend may already have either address.
+    RegisterBackend(BackendConfig),
     /// Sets a backend's weight in the default table.
     SetWeight {
         /// Backend id.
@@ -140,23 +144,28 @@ pub enum StateError {
         /// What is wrong.
         problem: String,
     },
+    /// A registration would take over another backend's id or address.
+    #[error("registering backend {id}: {problem}")]
+    Takeover {
+        /// The id registering.
+        id: u32,
+        /// Whose id or address it would take.
+        problem: String,
+    },
 }
 
 pub(super) fn apply(state: &mut ControlState, command: &Command) -> Result<Response, StateError> {
     let mut placement = None;
     match command {
         Command::LoadConfig(tables) => load_config(state, tables)?,
+        Command::RegisterBackend(config) => {
+            check_backend(config)?;
+            check_takeover(state, config)?;
+            upsert_backend(state, config);
+        }
         Command::UpsertBackend(config) => {
             check_backend(config)?;
-            let entry = state
-                .backends
-                .entry(config.id)
-                .or_insert_with(|| BackendEntry {
-                    config: config.clone(),
-                    healthy: true,
-                    draining: false,
-                });
-            entry.config = config.clone();
+            upsert_backend(state, config);
         }
         Command::SetWeight { id, weight } => backend_mut(state, *id)?.config.weight = *weight,
         Command::SetHealth { id, healthy } => backend_mut(state, *id)?.healthy = *healthy,
@@ -300,6 +309,59 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
         }
     }
     Ok(())
+}
+
+fn upsert_backend(state: &mut ControlState, config: &BackendConfig) {
+    let entry = state
+        .backends
+        .entry(config.id)
+        .or_insert_with(|| BackendEntry {
+            config: config.clone(),
+            healthy: true,
+            draining: false,
+        });
+    entry.config = config.clone();
+}
+
+/// A registration may refresh its own backend (same addresses) or add a new one at addresses
+/// no other backend has.
+fn check_takeover(state: &ControlState, config: &BackendConfig) -> Result<(), StateError> {
+    let takeover = |problem: String| StateError::Takeover {
+        id: config.id,
+        problem,
+    };
+    if let Some(existing) = state.backends.get(&config.id) {
+        let (ipv4, ipv6) = (existing.config.ipv4, existing.config.ipv6);
+        if (ipv4, ipv6) != (config.ipv4, config.ipv6) {
+            return Err(takeover(format!(
+                "backend {} exists at {}; an agent cannot move it (an operator can, with \
+                 `shardline backends add`)",
+                config.id,
+                addresses(ipv4, ipv6)
+            )));
+        }
+    }
+    let taken = state.backends.iter().find(|(id, b)| {
+        **id != config.id
+            && ((config.ipv4.is_some() && b.config.ipv4 == config.ipv4)
+                || (config.ipv6.is_some() && b.config.ipv6 == config.ipv6))
+    });
+    if let Some((other, b)) = taken {
+        return Err(takeover(format!(
+            "backend {other} already has {}",
+            addresses(b.config.ipv4, b.config.ipv6)
+        )));
+    }
+    Ok(())
+}
+
+fn addresses(ipv4: Option<std::net::Ipv4Addr>, ipv6: Option<std::net::Ipv6Addr>) -> String {
+    let all: Vec<String> = ipv4
+        .map(|a| a.to_string())
+        .into_iter()
+        .chain(ipv6.map(|a| a.to_string()))
+        .collect();
+    all.join(" and ")
 }
 
 fn backend_mut(state: &mut ControlState, id: u32) -> Result<&mut BackendEntry, StateError> {

@@ -178,3 +178,57 @@ async fn local_control_publishes_every_write() {
         .await
         .is_err());
 }
+
+#[test]
+fn a_registration_cannot_take_over_an_id_or_an_address() {
+    let mut state = ControlState::from_config(&config());
+    let before = state.clone();
+    let backend = |id: u32, ipv4: &str| BackendConfig {
+        id,
+        ipv4: Some(ipv4.parse().unwrap()),
+        ipv6: None,
+        mac: "02:00:00:00:00:fa".into(),
+        weight: 50,
+        agent: None,
+        capacity: None,
+    };
+    // The issue's attack: backend 1's id at another address; a new id at backend 2's address.
+    for bad in [backend(1, "10.77.0.250"), backend(9, "10.0.0.12")] {
+        let e = state
+            .apply(&Command::RegisterBackend(bad.clone()))
+            .unwrap_err();
+        assert!(matches!(e, StateError::Takeover { .. }), "{bad:?}: {e}");
+        assert_eq!(state, before, "{bad:?} changed the state");
+    }
+    let e = state
+        .apply(&Command::RegisterBackend(backend(9, "10.0.0.12")))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("backend 2 already has 10.0.0.12"),
+        "{e}"
+    );
+    // Its own backend at its own address (an agent restarting), and a new backend: accepted.
+    state
+        .apply(&Command::RegisterBackend(backend(1, "10.0.0.11")))
+        .unwrap();
+    assert_eq!(state.backends[&1].config.weight, 50);
+    state
+        .apply(&Command::RegisterBackend(backend(9, "10.0.0.19")))
+        .unwrap();
+    assert!(state.backends.contains_key(&9));
+    // An operator's upsert may still move a backend.
+    state
+        .apply(&Command::UpsertBackend(backend(1, "10.0.0.21")))
+        .unwrap();
+}
+
+#[test]
+fn commands_with_unknown_fields_do_not_decode() {
+    let ok = r#"{"op": "set_weight", "id": 1, "weight": 2}"#;
+    assert!(serde_json::from_str::<Command>(ok).is_ok());
+    let extra = r#"{"op": "set_weight", "id": 1, "weight": 2, "force": true}"#;
+    let e = serde_json::from_str::<Command>(extra).unwrap_err();
+    assert!(e.to_string().contains("unknown field `force`"), "{e}");
+    let nested = r#"{"op": "upsert_backend", "id": 1, "ipv4": "10.0.0.1", "mac": "02:00:00:00:00:01", "owner": "x"}"#;
+    assert!(serde_json::from_str::<Command>(nested).is_err());
+}

@@ -40,6 +40,8 @@ pub struct TestCluster {
     work: PathBuf,
     exe: PathBuf,
     snapshot_logs: u64,
+    /// The cluster secret every node's `[cluster] secret_file` names.
+    pub secret: String,
 }
 
 fn ip_of(id: u64) -> String {
@@ -63,12 +65,16 @@ impl TestCluster {
         let work = std::env::temp_dir().join(format!("shardline-raft-{tag}"));
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).expect("work dir");
+        let secret_file = work.join("cluster-secret");
+        shardline_lab::write_secret(&secret_file).expect("cluster secret");
+        let secret = std::fs::read_to_string(&secret_file).expect("cluster secret");
         let mut cluster = Self {
             switch,
             nodes: Vec::new(),
             work,
             exe: crate::support::bins().shardline,
             snapshot_logs,
+            secret,
         };
         for id in 1..=voters + spare {
             let ns = Netns::create(&format!("sl-r{id}-{tag}")).expect("node namespace");
@@ -116,6 +122,10 @@ impl TestCluster {
             } else {
                 "join = true".into()
             };
+            let membership = format!(
+                "{membership}\nsecret_file = \"{}\"",
+                cluster.work.join("cluster-secret").display()
+            );
             let text = node_config(&node, &membership, cluster.snapshot_logs);
             std::fs::write(&node.config, text).expect("node config");
             cluster.nodes.push(node);
@@ -200,13 +210,31 @@ impl TestCluster {
             .expect("port state");
     }
 
-    /// Calls `path` on node `id` (POST with a body, GET without); the JSON answer.
+    /// Calls `path` on node `id` (POST with a body, GET without) with the cluster secret; the
+    /// JSON answer.
     pub fn call(&self, id: u64, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let headers = format!("Authorization: Bearer {}\r\n", self.secret);
+        let (status, body) = self.raw(id, path, body.map(|b| b.to_string()), &headers)?;
+        if status != 200 {
+            return Err(format!("{}{path}: {status}: {body}", self.node(id).addr));
+        }
+        serde_json::from_str(&body).map_err(|e| format!("{path}: {e}: {body}"))
+    }
+
+    /// Sends `path` to node `id` with exactly `headers` (each ending in CRLF) and `body`
+    /// (POST, as JSON) or none (GET): the status and the body, whatever they are.
+    pub fn raw(
+        &self,
+        id: u64,
+        path: &str,
+        body: Option<String>,
+        headers: &str,
+    ) -> Result<(u16, String), String> {
         let node = self.node(id);
         std::thread::scope(|s| {
             s.spawn(|| {
                 node.ns.enter_current_thread().map_err(|e| e.to_string())?;
-                http(&node.addr, path, body.as_ref())
+                http(&node.addr, path, body.as_deref(), headers)
             })
             .join()
             .expect("http thread")
@@ -313,8 +341,13 @@ fn outcome(answer: Value) -> Result<Value, String> {
         .unwrap_or_else(|| answer.to_string()))
 }
 
-/// One HTTP/1.1 request with `Connection: close`; the JSON body of a 200 answer.
-fn http(addr: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+/// One HTTP/1.1 request with `Connection: close` and `headers`: the status and the body.
+fn http(
+    addr: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &str,
+) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect_timeout(
         &addr.parse().map_err(|e| format!("{addr}: {e}"))?,
         Duration::from_secs(2),
@@ -324,30 +357,32 @@ fn http(addr: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
     let request = match body {
-        Some(b) => {
-            let b = b.to_string();
-            format!(
-                "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
-                b.len()
-            )
-        }
-        None => format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+        Some(b) => format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+            b.len()
+        ),
+        None => format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"),
     };
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("sending to {addr}: {e}"))?;
+    // A peer may answer and close before reading a large body: write from a thread of its own
+    // and read the answer meanwhile, so it is not lost to the reset that follows.
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let sending = std::thread::spawn(move || writer.write_all(request.as_bytes()));
     let mut reply = Vec::new();
-    stream
-        .read_to_end(&mut reply)
-        .map_err(|e| format!("reading from {addr}: {e}"))?;
+    let read = stream.read_to_end(&mut reply);
+    let _ = sending.join();
+    if reply.is_empty() {
+        read.map_err(|e| format!("reading from {addr}: {e}"))?;
+    }
     let text = String::from_utf8_lossy(&reply);
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP answer from {addr}"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("{addr}{path}: {head}: {body}"));
-    }
-    serde_json::from_str(body).map_err(|e| format!("{addr}{path}: {e}: {body}"))
+        .ok_or_else(|| format!("no HTTP answer from {addr}{path}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{addr}{path}: no status in {head:?}"))?;
+    Ok((status, body.to_owned()))
 }
 
 /// A `PutState` command for session `session` of `kv`.
