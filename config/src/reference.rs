@@ -104,6 +104,8 @@ pub const KEYS: &[Key] = &[
     key("control.scale_in_delay_secs", Code, Text(">= 0"), "Seconds the forecast must stay low before a scale-in."),
     key("control.core", Derived("the last core"), Text("a CPU number"), "Core the loop's thread is pinned to (see docs/deploy.md)."),
     key("control.listen", Code, Text("`host:port`"), "Address of the agents' endpoint (`/v1/agents`); unset: no endpoint."),
+    key("control.agent_token_dir", Code, Text("a directory"), "Agents' bearer tokens, one file per backend (`ID.token`, one token a line for rotation); read per request. See docs/security.md."),
+    key("control.insecure_agents", Code, Text("`true` or `false`"), "Accept agents without tokens; with neither this nor `agent_token_dir` the agents' endpoint refuses every request."),
     key("control.health_interval_ms", Code, Int(10, i64::MAX), "Health-check interval, ms."),
     key("control.history_path", Code, Text("a file path"), "History file (redb); unset keeps no history."),
     key("control.history_tiers[].step_secs", Code, Text(">= 1"), "Bucket width of a downsampling tier, seconds (1 to 4 tiers, finest first)."),
@@ -124,6 +126,8 @@ pub const KEYS: &[Key] = &[
     key("cluster.join", Code, Text("`true` or `false`"), "Start empty and wait to be added by the leader instead of bootstrapping."),
     key("cluster.heartbeat_ms", Code, Text(">= 1, at most half the election minimum"), "Heartbeat period, ms."),
     key("cluster.election_timeout_ms", Code, Text("[min, max], 100 <= min < max"), "A follower that hears no leader for a random time in this range starts an election, ms."),
+    key("cluster.secret_file", Unset, Text("a file path"), "The cluster secret every peer request carries (same file on every node; one secret a line: the first is sent, any accepted). Required when `listen` is set, unless `insecure`."),
+    key("cluster.insecure", Code, Text("`true` or `false`"), "Run the peer endpoint without a secret: only on a peer network no one else reaches."),
     key("cluster.snapshot_logs", Code, Text(">= 1"), "Log entries after which a snapshot is taken."),
     key("api.listen", Code, Text("`host:port`"), "Address of the HTTP API and `/metrics`; keep it on a management network."),
     key("api.token_file", Code, Text("a file path"), "File holding the bearer token; `SHARDLINE_API_TOKEN` overrides it. Neither: read-only API."),
@@ -160,6 +164,7 @@ webhook = "http://127.0.0.1:9000/scale"
 [control.classes."<name>"]
 [cluster]
 listen = "127.0.0.1:7946"
+secret_file = "/etc/shardline/cluster.secret"
 [[cluster.members]]
 id = 1
 addr = "127.0.0.1:7946"
