@@ -187,8 +187,34 @@ impl Resharder {
         now: Instant,
     ) -> Result<Swap, ReshardError> {
         self.refresh(maps)?;
-        self.handoffs.retain(|h| h.until > now);
         let delta = TableDelta::between(&self.tables, target);
+        self.write(maps, delta, Some(target), now)
+    }
+
+    /// Makes the placements of `changes` (a session's new shard set, or `None` for the
+    /// default table) hold in `maps`, everything else unchanged: what [`Resharder::apply`]
+    /// does for the tables in force with those changes made, without walking every session.
+    pub fn apply_sessions(
+        &mut self,
+        maps: &mut impl TableWriter,
+        changes: &[(SessionKey, Option<ShardSet>)],
+        now: Instant,
+    ) -> Result<Swap, ReshardError> {
+        self.refresh(maps)?;
+        let delta = TableDelta::of_sessions(&self.tables, changes);
+        self.write(maps, delta, None, now)
+    }
+
+    /// Writes `delta` and records what the maps now hold: `target` whole, or (`None`) the
+    /// tables in force with the delta's placements made.
+    fn write(
+        &mut self,
+        maps: &mut impl TableWriter,
+        delta: TableDelta,
+        target: Option<&Snapshot>,
+        now: Instant,
+    ) -> Result<Swap, ReshardError> {
+        self.handoffs.retain(|h| h.until > now);
         let mut swap = Swap {
             generation: self.generation,
             kind: SwapKind::Unchanged,
@@ -206,29 +232,39 @@ impl Resharder {
             .write_delta(&delta)
             .inspect_err(|_| self.stale = true)?;
         self.generation += 1;
-        let before = std::mem::replace(&mut self.tables, target.clone());
-        self.tables.globals = target.globals.with_live_half(0);
+        let before = target.map(|target| {
+            let before = std::mem::replace(&mut self.tables, target.clone());
+            self.tables.globals = target.globals.with_live_half(0);
+            before
+        });
+        for key in &delta.removed_sessions {
+            self.tables.sessions.remove(key);
+        }
         let refused: HashSet<&SessionKey> = written.placements_refused.iter().collect();
         for (key, set) in &delta.sessions {
+            let previous = match &before {
+                Some(before) => before.sessions.get(key).copied(),
+                None => self.tables.sessions.get(key).copied(),
+            };
             if refused.contains(key) {
                 // The map kept what it had.
-                match before.sessions.get(key) {
-                    Some(old) => self.tables.sessions.insert(*key, *old),
+                match previous {
+                    Some(old) => self.tables.sessions.insert(*key, old),
                     None => self.tables.sessions.remove(key),
                 };
                 continue;
             }
             self.tables.sessions.insert(*key, *set);
-            let Some(previous) = before.sessions.get(key) else {
+            let Some(previous) = previous else {
                 swap.placed.push(*key);
                 continue;
             };
-            let plan = session_plan(Some(previous), set);
+            let plan = session_plan(Some(&previous), set);
             if plan != SessionPlan::Unchanged {
                 self.handoffs.retain(|h| h.session != *key);
                 swap.handoffs.push(Handoff {
                     session: *key,
-                    previous: *previous,
+                    previous,
                     current: *set,
                     plan,
                     until: now + self.handoff_window,
@@ -236,7 +272,7 @@ impl Resharder {
             }
         }
         self.handoffs.extend(swap.handoffs.iter().cloned());
-        if delta.maglev.is_some() {
+        if let (Some(before), Some(_)) = (&before, &delta.maglev) {
             self.last_maglev_plan = maglev_plan(&before.maglev, &self.tables.maglev);
             swap.maglev_moves = self.last_maglev_plan.clone();
         }

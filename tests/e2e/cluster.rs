@@ -362,4 +362,8 @@ fn the_raft_benchmark_measures_commits() {
     let p99 = report["commit_latency_leader"]["p99_us"].as_f64().unwrap();
     assert!(p50 > 0.0 && p99 >= p50, "{report}");
     assert!(report["throughput"]["writes_per_second"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["batched_writes_per_s"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
 }

@@ -18,9 +18,11 @@
 //! - [`forecast_eval`]: `shardline forecast-eval` on real series.
 //! - [`api`]: the HTTP API and the operator CLI against a lab daemon.
 //! - [`cluster`]: the Raft cluster of daemons in namespaces.
+//! - [`cluster_learners`]: 3 voters and 20 learners in one process on loopback.
 
 mod api;
 mod cluster;
+mod cluster_learners;
 mod dataplane;
 mod flow_table;
 mod forecast_eval;

@@ -165,9 +165,10 @@ fn the_daemon_counts_refused_placements_and_keeps_applying() {
     let mut resharder = Resharder::new(DEFAULT_HANDOFF_WINDOW);
     let telemetry = Telemetry::default();
     let want = state.tables().sessions.len() as u64 - u64::from(SESSIONS_CAP);
-    applier::write(&maps, &mut resharder, &state, &telemetry).expect("a full map is not an error");
+    applier::write(&maps, &mut resharder, &state, None, &telemetry)
+        .expect("a full map is not an error");
     assert_eq!(telemetry.placements_refused.get(), want);
-    applier::write(&maps, &mut resharder, &state, &telemetry).expect("nor the second time");
+    applier::write(&maps, &mut resharder, &state, None, &telemetry).expect("nor the second time");
     assert_eq!(telemetry.placements_refused.get(), 2 * want);
     // Every applied state is a swap, and `shardline_swap_seconds` counts each one.
     let mut registry = prometheus_client::registry::Registry::default();

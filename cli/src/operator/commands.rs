@@ -200,12 +200,16 @@ fn cluster(api: &ApiArgs, action: ClusterAction) -> Result<(), CliError> {
             }
             Ok(())
         }
-        ClusterAction::Add { id, addr } => show(
+        ClusterAction::Add { id, addr, learner } => show(
             api,
             client.send(
                 Method::POST,
                 "/v1/cluster/members",
-                Some(&NewMember { id, addr }),
+                Some(&NewMember {
+                    id,
+                    addr,
+                    voter: !learner,
+                }),
             )?,
             members,
         ),

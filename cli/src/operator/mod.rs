@@ -208,6 +208,10 @@ pub enum ClusterAction {
         id: u64,
         /// Address peers reach it at, host:port.
         addr: String,
+        /// Keep it a learner: it applies every committed state but never votes, so commits
+        /// do not wait on it (LB nodes beyond the 3 or 5 voters).
+        #[arg(long)]
+        learner: bool,
     },
     /// Remove a node.
     Remove {

@@ -55,6 +55,13 @@ pub struct NewMember {
     pub id: u64,
     /// Address peers reach it at (`host:port`).
     pub addr: String,
+    /// Promote it to voter once caught up (default); `false` keeps it a learner.
+    #[serde(default = "voter")]
+    pub voter: bool,
+}
+
+fn voter() -> bool {
+    true
 }
 
 pub(super) async fn status(State(api): State<ApiState>) -> Json<StatusView> {
@@ -102,7 +109,9 @@ pub(super) async fn add_member(
     State(api): State<ApiState>,
     Body(member): Body<NewMember>,
 ) -> Result<Json<ClusterStatus>, ApiError> {
-    api.control.add_member(member.id, member.addr).await?;
+    api.control
+        .add_member(member.id, member.addr, member.voter)
+        .await?;
     Ok(Json(api.control.status().await))
 }
 

@@ -97,6 +97,7 @@ impl From<StateError> for ApiError {
             StateError::StateTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "state_too_large"),
             StateError::BadBackend { .. } => (StatusCode::BAD_REQUEST, "bad_backend"),
             StateError::Takeover { .. } => (StatusCode::CONFLICT, "takeover"),
+            StateError::NestedBatch => (StatusCode::BAD_REQUEST, "nested_batch"),
         };
         Self::new(status, code, e.to_string())
     }

@@ -165,7 +165,7 @@ pub fn routes() -> Vec<Route> {
         route(M::PUT, "/v1/sessions/{service}/{session}/state/{key}", "Write one key of a session's critical state", guarded, Some("StateValue"), sessions::put_state),
         route(M::DELETE, "/v1/sessions/{service}/{session}/state/{key}", "Delete one key of a session's critical state", guarded, None, sessions::delete_state),
         route(M::GET, "/v1/cluster", "Role, term, leader and members", open, None, cluster::cluster),
-        route(M::POST, "/v1/cluster/members", "Add a node (learner, then voter)", guarded, Some("Member"), cluster::add_member),
+        route(M::POST, "/v1/cluster/members", "Add a node (learner, then voter unless `voter` is false)", guarded, Some("Member"), cluster::add_member),
         route(M::DELETE, "/v1/cluster/members/{id}", "Remove a node", guarded, None, cluster::remove_member),
         route(M::GET, "/v1/openapi.json", "This description", open, None, openapi::serve),
         route(M::GET, "/metrics", "Prometheus metrics (OpenMetrics text)", open, None, metrics::serve),

@@ -42,7 +42,7 @@ fn schemas() -> Value {
         },
         "Member": {
             "type": "object", "required": ["id", "addr"], "additionalProperties": false,
-            "properties": {"id": {"type": "integer", "minimum": 0}, "addr": {"type": "string", "example": "10.0.0.2:7901"}}
+            "properties": {"id": {"type": "integer", "minimum": 0}, "addr": {"type": "string", "example": "10.0.0.2:7901"}, "voter": {"type": "boolean", "default": true, "description": "false: stays a learner (applies the committed state, never votes)"}}
         },
         "Error": {
             "type": "object", "required": ["error"],

@@ -65,6 +65,13 @@ pub struct AddMember {
     pub id: NodeId,
     /// Its peer address, `host:port`.
     pub addr: String,
+    /// Promote to voter once caught up (an older peer sends none: a voter).
+    #[serde(default = "voter")]
+    pub voter: bool,
+}
+
+fn voter() -> bool {
+    true
 }
 
 /// The peer endpoint's routes over `cluster`, open only to requests `auth` accepts.
@@ -126,7 +133,7 @@ async fn read(State(c): Shared) -> Answer<ControlState> {
 }
 
 async fn add(State(c): Shared, Strict(m): Strict<AddMember>) -> Answer<()> {
-    Json(c.add_member(m.id, m.addr).await)
+    Json(c.add_member(m.id, m.addr, m.voter).await)
 }
 
 async fn remove(State(c): Shared, Strict(id): Strict<NodeId>) -> Answer<()> {
@@ -142,7 +149,7 @@ async fn leader_read(State(c): Shared) -> Answer<ControlState> {
 }
 
 async fn leader_add(State(c): Shared, Strict(m): Strict<AddMember>) -> Answer<()> {
-    Json(c.add_here(m.id, m.addr).await)
+    Json(c.add_here(m.id, m.addr, m.voter).await)
 }
 
 async fn leader_remove(State(c): Shared, Strict(id): Strict<NodeId>) -> Answer<()> {

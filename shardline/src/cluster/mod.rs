@@ -6,12 +6,14 @@
 //! - [`store`]: log, vote and snapshots in redb; the state machine.
 //! - [`network`]: raft RPCs to peers over HTTP.
 //! - [`api`]: the peer endpoint (raft RPCs, forwarded writes and reads, status, membership).
+//! - [`batch`]: group commit, so concurrent writes share log entries.
 //!
 //! Any node accepts writes: a follower forwards them to the leader. Reads are linearizable (a
 //! read index confirmed by a quorum, on the leader). A daemon without a `[cluster]` section is
 //! a cluster of one and needs no set-up.
 
 pub mod api;
+pub mod batch;
 pub mod network;
 pub mod store;
 
@@ -97,6 +99,8 @@ pub struct Cluster {
     client: reqwest::Client,
     /// How long a write or read may wait for a quorum or a leader before giving up.
     patience: Duration,
+    /// Where [`Control::write`] queues its commands.
+    group: batch::GroupCommit,
 }
 
 impl Cluster {
@@ -143,12 +147,24 @@ impl Cluster {
         )
         .await
         .map_err(|e| ClusterError::Raft(format!("starting node {}: {e}", cc.node_id)))?;
-        let cluster = Arc::new(Self {
-            id: cc.node_id,
-            raft,
-            states,
-            client,
-            patience: Duration::from_millis(2 * max + 3000),
+        let cluster = Arc::new_cyclic(|me: &std::sync::Weak<Self>| {
+            let me = me.clone();
+            Self {
+                id: cc.node_id,
+                raft,
+                states,
+                client,
+                patience: Duration::from_millis(2 * max + 3000),
+                group: batch::GroupCommit::spawn(Arc::new(move |command: Command| {
+                    let me = me.clone();
+                    Box::pin(async move {
+                        match me.upgrade() {
+                            Some(cluster) => cluster.write_routed(command).await,
+                            None => Err(ControlError::Unavailable("the node stopped".into())),
+                        }
+                    }) as batch::Commit
+                })),
+            }
         });
         if let Some(addr) = cc.listen {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -264,8 +280,13 @@ impl Cluster {
         }
     }
 
-    /// Adds a learner, waits until it caught up, promotes it; never forwards.
-    pub async fn add_here(&self, id: NodeId, addr: String) -> Result<(), ControlError> {
+    /// Adds a learner, waits until it caught up and, if `voter`, promotes it; never forwards.
+    pub async fn add_here(
+        &self,
+        id: NodeId,
+        addr: String,
+        voter: bool,
+    ) -> Result<(), ControlError> {
         // A node that cannot be reached would be added as a learner that never catches up (and
         // the call would wait for it forever): check first (a node just started gets a few
         // seconds to listen), change nothing if it is not there.
@@ -289,6 +310,9 @@ impl Cluster {
         }
         let learner = self.raft.add_learner(id, BasicNode::new(addr), true).await;
         self.membership_result(learner)?;
+        if !voter {
+            return Ok(());
+        }
         let promote = self
             .raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
@@ -443,13 +467,24 @@ impl Cluster {
 /// The request did not reach a leader; trying again is safe.
 struct Retry;
 
-#[async_trait]
-impl Control for Cluster {
-    async fn write(&self, command: Command) -> Result<Response, ControlError> {
+impl Cluster {
+    /// Commits `command` as one entry, here or through the leader.
+    async fn write_routed(&self, command: Command) -> Result<Response, ControlError> {
         self.routed(api::path::LEADER_WRITE, &command, || {
             self.write_here(command.clone())
         })
         .await
+    }
+}
+
+#[async_trait]
+impl Control for Cluster {
+    /// Group-committed with concurrent writes ([`batch`]); a batch goes as it is.
+    async fn write(&self, command: Command) -> Result<Response, ControlError> {
+        match command {
+            Command::Batch { .. } => self.write_routed(command).await,
+            command => self.group.submit(command).await,
+        }
     }
 
     async fn read(&self) -> Result<Arc<ControlState>, ControlError> {
@@ -493,13 +528,14 @@ impl Control for Cluster {
         }
     }
 
-    async fn add_member(&self, id: u64, addr: String) -> Result<(), ControlError> {
+    async fn add_member(&self, id: u64, addr: String, voter: bool) -> Result<(), ControlError> {
         let body = api::AddMember {
             id,
             addr: addr.clone(),
+            voter,
         };
         self.routed(api::path::LEADER_ADD, &body, || {
-            self.add_here(id, addr.clone())
+            self.add_here(id, addr.clone(), voter)
         })
         .await
     }

@@ -499,5 +499,6 @@ fn unchanged(state: &ControlState) -> Response {
     Response {
         generation: state.generation,
         placement: None,
+        each: Vec::new(),
     }
 }

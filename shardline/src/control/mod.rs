@@ -48,7 +48,7 @@ use crate::{
     config::control::ControlConfig,
     control::history::History,
     control::insight::Insights,
-    state::{Control, SessionRef},
+    state::{Command, Control, SessionRef},
     telemetry::{SessionLabels, SessionRow, Telemetry},
 };
 
@@ -139,11 +139,18 @@ pub fn spawn(
             let (commits, mut queue) = tokio::sync::mpsc::unbounded_channel::<Vec<Placement>>();
             let control = handles.control.clone();
             handles.runtime.spawn(async move {
+                // One tick's placements travel as one log entry.
                 while let Some(batch) = queue.recv().await {
-                    for p in batch {
-                        if let Err(e) = control.write(p.command.clone()).await {
-                            warn!("placement not committed ({}): {e}", p.reason);
+                    let commands = batch.iter().map(|p| p.command.clone()).collect();
+                    match control.write(Command::Batch { commands }).await {
+                        Ok(r) => {
+                            for (p, each) in batch.iter().zip(&r.each) {
+                                if let Err(e) = each {
+                                    warn!("placement rejected ({}): {e}", p.reason);
+                                }
+                            }
                         }
+                        Err(e) => warn!("{} placements not committed: {e}", batch.len()),
                     }
                 }
             });

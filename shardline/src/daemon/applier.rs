@@ -4,7 +4,8 @@
 //! owners for the handoff window.
 //!
 //! States arrive on the control handle's `watch` channel; a burst of commits is written once,
-//! as the newest state (each map write is atomic and the swap stage orders them so no packet
+//! as the newest state, and when only placements changed since the last state written, only
+//! the changed sessions are visited and written (the persistent maps share the rest) (each map write is atomic and the swap stage orders them so no packet
 //! meets a half-written table). What a change moved is logged: per re-placed session its
 //! previous owners (the handoff), and the default table's slot moves.
 
@@ -36,15 +37,23 @@ pub async fn run(
     // Reads the tables in force from the pinned maps at its first write.
     let mut resharder = Resharder::new(DEFAULT_HANDOFF_WINDOW);
     let mut applied = 0;
+    // The state last written whole or in part: the next one is written as its delta.
+    let mut last: Option<Arc<ControlState>> = None;
     loop {
         let state = states.borrow_and_update().clone();
         if state.generation != applied {
-            match write(&maps, &mut resharder, &state, &telemetry) {
-                Ok(_) => {
+            match write(&maps, &mut resharder, &state, last.as_deref(), &telemetry) {
+                Ok(swap) => {
                     applied = state.generation;
+                    // Refused placements are retried by the next whole write.
+                    last = swap.placements_refused.is_empty().then(|| state.clone());
                     written.send_replace(applied);
                 }
-                Err(e) => error!("writing tables of generation {}: {e:#}", state.generation),
+                Err(e) => {
+                    // The maps are read back and the next state written whole.
+                    last = None;
+                    error!("writing tables of generation {}: {e:#}", state.generation);
+                }
             }
         }
         if states.changed().await.is_err() {
@@ -53,19 +62,29 @@ pub async fn run(
     }
 }
 
-/// Writes one state's tables through `resharder`, logging what moved. Placements a full
-/// SESSIONS map refused are counted and logged once for the whole burst; those sessions keep
-/// routing as before.
+/// Writes one state's tables through `resharder`, logging what moved. With `last` (the state
+/// `resharder` wrote before) and only placements changed since, only those are computed and
+/// written (incremental apply); otherwise the whole tables are diffed against the maps.
+/// Placements a full SESSIONS map refused are counted and logged once for the whole burst;
+/// those sessions keep routing as before.
 pub fn write<W: TableWriter>(
     maps: &Mutex<W>,
     resharder: &mut Resharder,
     state: &ControlState,
+    last: Option<&ControlState>,
     telemetry: &Telemetry,
 ) -> anyhow::Result<Swap> {
-    let target = state.tables();
-    let swap = {
-        let mut maps = maps.lock().expect("maps lock");
-        resharder.apply(&mut *maps, &target, Instant::now())?
+    let changes = last.and_then(|last| state.placement_changes(last));
+    let swap = match changes {
+        Some(changes) => {
+            let mut maps = maps.lock().expect("maps lock");
+            resharder.apply_sessions(&mut *maps, &changes, Instant::now())?
+        }
+        None => {
+            let target = state.tables();
+            let mut maps = maps.lock().expect("maps lock");
+            resharder.apply(&mut *maps, &target, Instant::now())?
+        }
     };
     // Every swap that made a change visible is observed, whichever kind of write it was.
     if swap.kind != SwapKind::Unchanged {
@@ -171,9 +190,9 @@ mod tests {
         let maps = Mutex::new(Held::empty(1024));
         let mut resharder = Resharder::new(DEFAULT_HANDOFF_WINDOW);
         let telemetry = Telemetry::default();
-        write(&maps, &mut resharder, &state, &telemetry).unwrap();
+        write(&maps, &mut resharder, &state, None, &telemetry).unwrap();
         assert_eq!(swaps(&telemetry), 1, "the first tables are a swap");
-        write(&maps, &mut resharder, &state, &telemetry).unwrap();
+        write(&maps, &mut resharder, &state, None, &telemetry).unwrap();
         assert_eq!(swaps(&telemetry), 1, "nothing changed, nothing swapped");
 
         let session = SessionRef {
@@ -181,13 +200,16 @@ mod tests {
             session: 42,
         };
         for (i, backends) in [vec![1, 2], vec![1, 2, 3], vec![3]].into_iter().enumerate() {
+            let last = state.clone();
             state
                 .apply(&Command::Place {
                     session: session.clone(),
                     backends: backends.clone(),
                 })
                 .unwrap();
-            let swap = write(&maps, &mut resharder, &state, &telemetry).unwrap();
+            // Alternately the incremental path and the full diff: both swaps are observed.
+            let last = (i % 2 == 0).then_some(&last);
+            let swap = write(&maps, &mut resharder, &state, last, &telemetry).unwrap();
             assert_eq!(swap.kind, SwapKind::Session, "re-shard to {backends:?}");
             assert_eq!(swaps(&telemetry), 2 + i as u64, "re-shard to {backends:?}");
         }

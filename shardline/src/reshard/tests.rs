@@ -170,3 +170,41 @@ fn new_default_weights_flip_the_table() {
     assert!(swap.maglev_moves.iter().all(|m| m.to != 4));
     assert_eq!(r.last_maglev_plan(), swap.maglev_moves);
 }
+
+#[test]
+fn applying_only_the_changed_sessions_writes_what_a_whole_apply_writes() {
+    let changes = vec![
+        (key(1), Some(shard_set(&[3, 4], scheme::HASH, 1))),
+        (key(2), Some(shard_set(&[1], scheme::HASH, 1))),
+        (key(9), None),
+    ];
+    let t0 = Instant::now();
+    let (mut whole_maps, mut part_maps) = (held(10), held(10));
+    let mut whole = Resharder::adopt(&whole_maps, WINDOW).expect("adopt");
+    let mut part = Resharder::adopt(&part_maps, WINDOW).expect("adopt");
+    let mut target = whole.tables().clone();
+    target
+        .sessions
+        .insert(key(1), shard_set(&[3, 4], scheme::HASH, 1));
+    target
+        .sessions
+        .insert(key(2), shard_set(&[1], scheme::HASH, 1));
+    let a = whole.apply(&mut whole_maps, &target, t0).expect("apply");
+    let b = part
+        .apply_sessions(&mut part_maps, &changes, t0)
+        .expect("apply_sessions");
+    assert_eq!(whole_maps.tables.sessions, part_maps.tables.sessions);
+    assert_eq!(whole.tables().sessions, part.tables().sessions);
+    assert_eq!(whole_maps.writes, part_maps.writes);
+    assert_eq!((a.kind, a.generation), (b.kind, b.generation));
+    assert_eq!(a.placed, b.placed);
+    assert_eq!(b.handoffs.len(), 1, "session 1 moved");
+    assert_eq!(b.handoffs[0].previous.backends[..2], [1, 2]);
+    // Back to the default table.
+    let b = part
+        .apply_sessions(&mut part_maps, &[(key(1), None)], t0)
+        .expect("unplace");
+    assert_eq!(b.kind, SwapKind::Session);
+    assert!(!part_maps.tables.sessions.contains_key(&key(1)));
+    assert!(!part.tables().sessions.contains_key(&key(1)));
+}

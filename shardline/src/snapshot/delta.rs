@@ -78,6 +78,38 @@ impl TableDelta {
         }
     }
 
+    /// The writes for `changes` alone (each session's new shard set, `None`: back to the
+    /// default table) against `before`: what [`TableDelta::between`] gives for `before` with
+    /// those changes made, without walking every session.
+    pub fn of_sessions(before: &Snapshot, changes: &[(SessionKey, Option<ShardSet>)]) -> Self {
+        let mut delta = Self::default();
+        for (key, set) in changes {
+            let old = before.sessions.get(key);
+            match (set, old) {
+                (Some(set), old) => {
+                    let mut next = ShardSet {
+                        stats_slot: 0,
+                        ..*set
+                    };
+                    if let Some(old) = old {
+                        if same_placement(old, set) {
+                            continue;
+                        }
+                        next.generation = next.generation.max(old.generation + 1);
+                    }
+                    delta.sessions.push((*key, next));
+                }
+                (None, Some(_)) => delta.removed_sessions.push(*key),
+                (None, None) => {}
+            }
+        }
+        delta.sessions.sort_unstable_by_key(|(key, _)| *key);
+        delta.sessions.dedup_by_key(|(key, _)| *key);
+        delta.removed_sessions.sort_unstable();
+        delta.removed_sessions.dedup();
+        delta
+    }
+
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
@@ -182,6 +214,35 @@ mod tests {
         assert_eq!(delta.sessions.len(), 1);
         assert_eq!(delta.sessions[0].1.generation, 5, "above the replaced 4");
         assert_eq!(delta.sessions[0].1.backends[..2], [2, 3]);
+    }
+
+    #[test]
+    fn the_writes_of_some_sessions_are_what_the_whole_diff_gives() {
+        let before = tables();
+        let changes = vec![
+            // Re-placed, new, unchanged but for the generation, removed, never there.
+            (key(1), Some(shard_set(&[2, 3], scheme::HASH, 1))),
+            (key(2), Some(shard_set(&[1], scheme::HASH, 9))),
+            (key(3), None),
+        ];
+        let mut after = before.clone();
+        for (k, set) in &changes {
+            match set {
+                Some(set) => after.sessions.insert(*k, *set),
+                None => after.sessions.remove(k),
+            };
+        }
+        assert_eq!(
+            TableDelta::of_sessions(&before, &changes),
+            TableDelta::between(&before, &after)
+        );
+        let same = [(key(1), Some(shard_set(&[1, 2], scheme::HASH, 99)))];
+        assert!(TableDelta::of_sessions(&before, &same).is_empty());
+        let gone = [(key(1), None)];
+        assert_eq!(
+            TableDelta::of_sessions(&before, &gone).removed_sessions,
+            [key(1)]
+        );
     }
 
     #[test]

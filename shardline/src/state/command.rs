@@ -10,8 +10,8 @@ use shardline_common::{
 };
 
 use super::{
-    session_number, valid_backend_id, BackendEntry, ConfigTables, ControlState, SessionMeta,
-    SessionRef, SESSION_STATE_LIMIT,
+    persistent, session_number, valid_backend_id, BackendEntry, ConfigTables, ControlState, Map,
+    SessionEntry, SessionMeta, SessionRef, SESSION_STATE_LIMIT,
 };
 use crate::config::BackendConfig;
 
@@ -90,15 +90,26 @@ pub enum Command {
         /// Key.
         key: String,
     },
+    /// Several commands in one log entry, applied in order. Each one is all-or-nothing on its
+    /// own: a rejected command changes nothing and the rest still apply (its error is its
+    /// slot of [`Response::each`]). The entry commits as a whole, so no node ever holds half a
+    /// batch. A batch inside a batch is rejected ([`StateError::NestedBatch`]).
+    Batch {
+        /// The commands, in the order they apply.
+        commands: Vec<Command>,
+    },
 }
 
 impl Command {
     /// Whether applying it can change the dataplane tables.
     pub fn routes(&self) -> bool {
-        !matches!(
-            self,
-            Command::SetMeta { .. } | Command::PutState { .. } | Command::DeleteState { .. }
-        )
+        match self {
+            Command::SetMeta { .. } | Command::PutState { .. } | Command::DeleteState { .. } => {
+                false
+            }
+            Command::Batch { commands } => commands.iter().any(Command::routes),
+            _ => true,
+        }
     }
 }
 
@@ -109,6 +120,9 @@ pub struct Response {
     pub generation: u64,
     /// For `Place`: the session's placement generation.
     pub placement: Option<u64>,
+    /// For `Batch`: one result per command, in order (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub each: Vec<Result<Response, StateError>>,
 }
 
 /// Why a command was rejected (the state is unchanged).
@@ -152,11 +166,28 @@ pub enum StateError {
         /// Whose id or address it would take.
         problem: String,
     },
+    /// A `Batch` holds only plain commands.
+    #[error("a batch cannot contain a batch; flatten it")]
+    NestedBatch,
 }
 
 pub(super) fn apply(state: &mut ControlState, command: &Command) -> Result<Response, StateError> {
+    if let Command::Batch { commands } = command {
+        let each = commands.iter().map(|c| apply_one(state, c)).collect();
+        return Ok(Response {
+            generation: state.generation,
+            placement: None,
+            each,
+        });
+    }
+    apply_one(state, command)
+}
+
+/// One plain command; a batch here is nested (the outer one is unpacked by [`apply`]).
+fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, StateError> {
     let mut placement = None;
     match command {
+        Command::Batch { .. } => return Err(StateError::NestedBatch),
         Command::LoadConfig(tables) => load_config(state, tables)?,
         Command::RegisterBackend(config) => {
             check_backend(config)?;
@@ -175,8 +206,8 @@ pub(super) fn apply(state: &mut ControlState, command: &Command) -> Result<Respo
                 .backends
                 .remove(id)
                 .ok_or(StateError::UnknownBackend(*id))?;
-            for entry in state.sessions.values_mut() {
-                if entry.backends.contains(id) {
+            for session in sessions_where(state, |e| e.backends.contains(id)) {
+                if let Some(entry) = state.sessions.get_mut(&session) {
                     entry.backends.retain(|b| b != id);
                     entry.generation += 1;
                 }
@@ -245,6 +276,7 @@ pub(super) fn apply(state: &mut ControlState, command: &Command) -> Result<Respo
     Ok(Response {
         generation: state.generation,
         placement,
+        each: Vec::new(),
     })
 }
 
@@ -266,7 +298,7 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
             s.backends.clone(),
         );
     }
-    let mut backends = BTreeMap::new();
+    let mut backends = Map::new();
     for b in &tables.backends {
         let (healthy, draining) = state
             .backends
@@ -290,14 +322,16 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
     state.flow_idle_secs = tables.flow_idle_secs;
     state.services = tables.services.clone();
     state.backends = backends;
-    state
-        .sessions
-        .retain(|s, _| names.contains(&s.service.as_str()));
-    state.kv.retain(|s, _| names.contains(&s.service.as_str()));
-    for entry in state.sessions.values_mut() {
-        let before = entry.backends.len();
-        entry.backends.retain(|id| state.backends.contains_key(id));
-        if entry.backends.len() != before {
+    persistent::retain(&mut state.sessions, |s, _| {
+        names.contains(&s.service.as_str())
+    });
+    persistent::retain(&mut state.kv, |s, _| names.contains(&s.service.as_str()));
+    let known = state.backends.clone();
+    for session in sessions_where(state, |e| {
+        e.backends.iter().any(|id| !known.contains_key(id))
+    }) {
+        if let Some(entry) = state.sessions.get_mut(&session) {
+            entry.backends.retain(|id| known.contains_key(id));
             entry.generation += 1;
         }
     }
@@ -364,6 +398,16 @@ fn addresses(ipv4: Option<std::net::Ipv4Addr>, ipv6: Option<std::net::Ipv6Addr>)
     all.join(" and ")
 }
 
+/// The sessions whose entry matches (collected first: a persistent map has no `values_mut`).
+fn sessions_where(state: &ControlState, hit: impl Fn(&SessionEntry) -> bool) -> Vec<SessionRef> {
+    state
+        .sessions
+        .iter()
+        .filter(|(_, e)| hit(e))
+        .map(|(s, _)| s.clone())
+        .collect()
+}
+
 fn backend_mut(state: &mut ControlState, id: u32) -> Result<&mut BackendEntry, StateError> {
     state
         .backends
@@ -404,7 +448,7 @@ fn check_shard_set(state: &ControlState, backends: &[u32]) -> Result<(), StateEr
     if shard_set_rule(backends).is_err() {
         return Err(StateError::BadShardSet(backends.to_vec()));
     }
-    if let Some(id) = backends.iter().find(|id| !state.backends.contains_key(id)) {
+    if let Some(id) = backends.iter().find(|id| !state.backends.contains_key(*id)) {
         return Err(StateError::UnknownBackend(*id));
     }
     Ok(())

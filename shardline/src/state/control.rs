@@ -80,8 +80,8 @@ pub trait Control: Send + Sync + 'static {
     /// Cluster role, term, leader and members.
     async fn status(&self) -> ClusterStatus;
 
-    /// Adds a node as a learner, then promotes it to voter once it has caught up.
-    async fn add_member(&self, id: u64, addr: String) -> Result<(), ControlError>;
+    /// Adds a node as a learner and, if `voter`, promotes it to voter once it has caught up.
+    async fn add_member(&self, id: u64, addr: String, voter: bool) -> Result<(), ControlError>;
 
     /// Removes a node from the cluster.
     async fn remove_member(&self, id: u64) -> Result<(), ControlError>;
@@ -144,7 +144,7 @@ impl Control for LocalControl {
         }
     }
 
-    async fn add_member(&self, _id: u64, _addr: String) -> Result<(), ControlError> {
+    async fn add_member(&self, _id: u64, _addr: String, _voter: bool) -> Result<(), ControlError> {
         Err(ControlError::Membership(
             "an in-memory control has no peers".into(),
         ))

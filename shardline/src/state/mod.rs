@@ -9,14 +9,16 @@
 //! - [`command`]: what can be written, and what a write answers.
 //! - [`control`]: the [`Control`] handle the API, the CLI and the control loop write through
 //!   (a Raft cluster, or [`LocalControl`] in memory).
+//! - [`persistent`]: the maps of the state, shared between versions instead of copied.
 
 pub mod command;
 pub mod control;
+pub mod persistent;
 
 use std::collections::BTreeMap;
 
+use imbl::ordmap::DiffItem;
 use serde::{Deserialize, Serialize};
-use serde_with::serde_as;
 use shardline_common::{
     consts::MAX_BACKENDS,
     maps::{scheme, SessionKey, ShardSet},
@@ -24,6 +26,7 @@ use shardline_common::{
 
 pub use command::{Command, Response, StateError};
 pub use control::{ClusterStatus, Control, ControlError, LocalControl, Member};
+pub use persistent::Map;
 
 pub use crate::config::{session_number, ConfigTables, SessionRef};
 use crate::{
@@ -83,8 +86,8 @@ pub struct SessionEntry {
     pub meta: SessionMeta,
 }
 
-/// The replicated control state.
-#[serde_as]
+/// The replicated control state. Its maps are persistent ([`Map`]): cloning a state is cheap
+/// and shares everything a later change does not touch.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ControlState {
     /// Encapsulation sources.
@@ -94,13 +97,13 @@ pub struct ControlState {
     /// Services, in id order (service id = position + 1).
     pub services: Vec<ServiceConfig>,
     /// Backends by id.
-    pub backends: BTreeMap<u32, BackendEntry>,
+    pub backends: Map<u32, BackendEntry>,
     /// Sessions with a placement or metadata.
-    #[serde_as(as = "Vec<(_, _)>")]
-    pub sessions: BTreeMap<SessionRef, SessionEntry>,
+    #[serde(with = "persistent::pairs")]
+    pub sessions: Map<SessionRef, SessionEntry>,
     /// Per-session critical state: key → value, at most [`SESSION_STATE_LIMIT`] bytes each.
-    #[serde_as(as = "Vec<(_, _)>")]
-    pub kv: BTreeMap<SessionRef, BTreeMap<String, Vec<u8>>>,
+    #[serde(with = "persistent::pairs")]
+    pub kv: Map<SessionRef, BTreeMap<String, Vec<u8>>>,
     /// Count of applied commands that changed routing (the tables' generation).
     pub generation: u64,
 }
@@ -154,30 +157,70 @@ impl ControlState {
         };
         let mut snap = Snapshot::from_tables(&tables);
         for (session, entry) in &self.sessions {
-            let Some(service) = self.service_id(&session.service) else {
-                continue;
-            };
-            let live: Vec<u32> = entry
-                .backends
-                .iter()
-                .copied()
-                .filter(|id| self.backends.get(id).is_some_and(BackendEntry::usable))
-                .collect();
-            // None left (or, never for a committed placement, not a shard set): unplaced.
-            let Ok(set) = ShardSet::from_members(&live, scheme::HASH, entry.generation.max(1))
-            else {
-                continue;
-            };
-            snap.sessions.insert(
-                SessionKey {
-                    service,
-                    _pad: 0,
-                    session: session.session,
-                },
-                set,
-            );
+            if let Some((key, set)) = self.placement(session, entry) {
+                snap.sessions.insert(key, set);
+            }
         }
         snap
+    }
+
+    /// A session's key in the tables, if its service exists.
+    fn key_of(&self, session: &SessionRef) -> Option<SessionKey> {
+        Some(SessionKey {
+            service: self.service_id(&session.service)?,
+            _pad: 0,
+            session: session.session,
+        })
+    }
+
+    /// A session's key and shard set in the tables, or `None` if the default table routes it.
+    fn placement(
+        &self,
+        session: &SessionRef,
+        entry: &SessionEntry,
+    ) -> Option<(SessionKey, ShardSet)> {
+        let key = self.key_of(session)?;
+        let live: Vec<u32> = entry
+            .backends
+            .iter()
+            .copied()
+            .filter(|id| self.backends.get(id).is_some_and(BackendEntry::usable))
+            .collect();
+        // None left (or, never for a committed placement, not a shard set): unplaced.
+        let set = ShardSet::from_members(&live, scheme::HASH, entry.generation.max(1)).ok()?;
+        Some((key, set))
+    }
+
+    /// The placements that differ from `before`'s, if nothing else in the tables does (same
+    /// services, backends and globals): each session's new shard set, or `None` for the
+    /// default table. Visits only what changed (the maps share every untouched node), so
+    /// the applier writes a re-placement without walking every session.
+    pub fn placement_changes(
+        &self,
+        before: &ControlState,
+    ) -> Option<Vec<(SessionKey, Option<ShardSet>)>> {
+        if self.encap != before.encap
+            || self.flow_idle_secs != before.flow_idle_secs
+            || self.services != before.services
+            || !(self.backends.ptr_eq(&before.backends) || self.backends == before.backends)
+        {
+            return None;
+        }
+        let mut changes = Vec::new();
+        for item in before.sessions.diff(&self.sessions) {
+            let (session, set) = match item {
+                DiffItem::Add(session, entry)
+                | DiffItem::Update {
+                    new: (session, entry),
+                    ..
+                } => (session, self.placement(session, entry).map(|(_, set)| set)),
+                DiffItem::Remove(session, _) => (session, None),
+            };
+            if let Some(key) = self.key_of(session) {
+                changes.push((key, set));
+            }
+        }
+        Some(changes)
     }
 }
 

@@ -232,3 +232,137 @@ fn commands_with_unknown_fields_do_not_decode() {
     let nested = r#"{"op": "upsert_backend", "id": 1, "ipv4": "10.0.0.1", "mac": "02:00:00:00:00:01", "owner": "x"}"#;
     assert!(serde_json::from_str::<Command>(nested).is_err());
 }
+
+#[test]
+fn a_batch_applies_in_order_and_answers_each_command() {
+    let mut state = ControlState::from_config(&config());
+    let before = state.generation;
+    let batch = Command::Batch {
+        commands: vec![
+            Command::Place {
+                session: kv(7),
+                backends: vec![1],
+            },
+            Command::Place {
+                session: kv(7),
+                backends: vec![2, 3],
+            },
+            Command::PutState {
+                session: kv(7),
+                key: "k".into(),
+                value: b"v".to_vec(),
+            },
+        ],
+    };
+    let r = state.apply(&batch).unwrap();
+    assert_eq!(r.each.len(), 3);
+    assert_eq!(r.each[0].as_ref().unwrap().placement, Some(1));
+    assert_eq!(r.each[1].as_ref().unwrap().placement, Some(2));
+    // The later placement wins: order is kept.
+    assert_eq!(state.sessions[&kv(7)].backends, vec![2, 3]);
+    assert_eq!(state.kv[&kv(7)]["k"], b"v".to_vec());
+    // Two routing commands, two generations; the batch answers the last.
+    assert_eq!(state.generation, before + 2);
+    assert_eq!(r.generation, before + 2);
+    assert!(batch.routes());
+}
+
+#[test]
+fn a_rejected_command_in_a_batch_changes_nothing_and_the_rest_apply() {
+    let mut state = ControlState::from_config(&config());
+    let batch = Command::Batch {
+        commands: vec![
+            Command::Place {
+                session: kv(1),
+                backends: vec![1],
+            },
+            Command::Place {
+                session: kv(2),
+                backends: vec![99],
+            },
+            Command::Batch { commands: vec![] },
+            Command::Place {
+                session: kv(3),
+                backends: vec![2],
+            },
+        ],
+    };
+    let r = state.apply(&batch).unwrap();
+    assert!(r.each[0].is_ok());
+    assert_eq!(r.each[1], Err(StateError::UnknownBackend(99)));
+    assert_eq!(r.each[2], Err(StateError::NestedBatch));
+    assert!(r.each[3].is_ok());
+    assert!(!state.sessions.contains_key(&kv(2)));
+    assert_eq!(state.sessions[&kv(1)].backends, vec![1]);
+    assert_eq!(state.sessions[&kv(3)].backends, vec![2]);
+}
+
+#[test]
+fn a_batch_of_state_writes_does_not_route() {
+    let batch = Command::Batch {
+        commands: vec![Command::DeleteState {
+            session: kv(1),
+            key: "k".into(),
+        }],
+    };
+    assert!(!batch.routes());
+    let mut state = ControlState::from_config(&config());
+    let before = state.generation;
+    state.apply(&batch).unwrap();
+    assert_eq!(state.generation, before);
+}
+
+#[test]
+fn a_batch_round_trips_through_json_and_a_plain_response_keeps_its_shape() {
+    let batch = Command::Batch {
+        commands: vec![Command::Unplace { session: kv(1) }],
+    };
+    let text = serde_json::to_string(&batch).unwrap();
+    assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), batch);
+    let plain = Response {
+        generation: 3,
+        placement: None,
+        each: Vec::new(),
+    };
+    assert_eq!(
+        serde_json::to_value(&plain).unwrap(),
+        serde_json::json!({"generation": 3, "placement": null})
+    );
+}
+
+#[test]
+fn placement_changes_name_only_the_sessions_that_moved() {
+    let before = ControlState::from_config(&config());
+    let mut after = before.clone();
+    after
+        .apply(&Command::Batch {
+            commands: vec![
+                Command::Place {
+                    session: kv(7),
+                    backends: vec![3],
+                },
+                Command::Unplace { session: kv(42) },
+                Command::PutState {
+                    session: kv(8),
+                    key: "k".into(),
+                    value: vec![1],
+                },
+            ],
+        })
+        .unwrap();
+    let changes = after.placement_changes(&before).expect("only placements");
+    let tables = after.tables();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    for (key, set) in &changes {
+        assert_eq!(tables.sessions.get(key), set.as_ref(), "{key:?}");
+    }
+    assert!(changes.iter().any(|(k, s)| k.session == 42 && s.is_none()));
+    // Anything beyond placements: the whole tables are written.
+    let mut sick = after.clone();
+    sick.apply(&Command::SetHealth {
+        id: 3,
+        healthy: false,
+    })
+    .unwrap();
+    assert!(sick.placement_changes(&after).is_none());
+}

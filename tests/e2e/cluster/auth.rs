@@ -33,8 +33,11 @@ fn hostile_requests() -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// One node as the test sees it: applied state, raft position, and routing.
+type NodeView = (Value, Value, Vec<(Reason, u32)>);
+
 /// What must not change: every node's applied state and raft position, and its routing.
-fn observe(c: &TestCluster) -> Vec<(Value, Value, Vec<(Reason, u32)>)> {
+fn observe(c: &TestCluster) -> Vec<NodeView> {
     (1..=3)
         .map(|id| {
             let local = c.local(id).expect("local state");
