@@ -35,9 +35,16 @@ fn port() -> u16 {
 }
 
 async fn node(dir: &Path, id: u64, port: u16, cluster: &str) -> Arc<Cluster> {
+    // Peers authenticate with one shared secret, as a real cluster's nodes do.
+    let secret = dir.join("cluster.secret");
+    if !secret.exists() {
+        std::fs::create_dir_all(dir).expect("the test directory");
+        std::fs::write(&secret, "5e1f0b3c9a7d2e4f8a6b1c0d3e5f7a9b\n").expect("write the secret");
+    }
     let text = format!(
-        "{SERVICE}[cluster]\nnode_id = {id}\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nheartbeat_ms = 100\nelection_timeout_ms = [800, 1600]\n{cluster}\n",
+        "{SERVICE}[cluster]\nnode_id = {id}\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nsecret_file = \"{}\"\nheartbeat_ms = 100\nelection_timeout_ms = [800, 1600]\n{cluster}\n",
         dir.join(format!("node{id}")).display(),
+        secret.display(),
     );
     let config = Config::parse(&text, "test").expect("node config");
     Cluster::start(&config)
