@@ -4,10 +4,11 @@
 //! owners for the handoff window.
 //!
 //! States arrive on the control handle's `watch` channel; a burst of commits is written once,
-//! as the newest state, and when only placements changed since the last state written, only
-//! the changed sessions are visited and written (the persistent maps share the rest) (each map write is atomic and the swap stage orders them so no packet
-//! meets a half-written table). What a change moved is logged: per re-placed session its
-//! previous owners (the handoff), and the default table's slot moves.
+//! as the newest state. When only placements changed since the last state written, only the
+//! changed sessions are visited and written (the persistent maps share the rest). Each map
+//! write is atomic and the swap stage orders them, so no packet meets a half-written table.
+//! What a change moved is logged: per re-placed session its previous owners (the handoff), and
+//! the default table's slot moves.
 
 use std::{
     sync::{Arc, Mutex},
