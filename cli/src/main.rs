@@ -9,7 +9,7 @@ mod operator;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::cmd::{
-    agent, daemon, decap, detach, doctor, forecast_eval, generate, quic_ids, stats, trace,
+    agent, daemon, decap, detach, doctor, forecast_eval, generate, quic_ids, replay, stats, trace,
 };
 
 #[derive(Parser)]
@@ -46,6 +46,9 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Replay a CSV series through every forecaster online and print their scores as JSON.
     ForecastEval(forecast_eval::ForecastEvalArgs),
+    /// Replay demand series through the control loop in virtual time and compare it with
+    /// reactive, static and oracle controllers.
+    Replay(replay::ReplayArgs),
     /// Write man pages or shell completions (for packaging).
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
@@ -69,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         Command::Detach(args) => detach::run(args),
         Command::Trace(args) => trace::run(args),
         Command::ForecastEval(args) => forecast_eval::run(args),
+        Command::Replay(args) => replay::run(args),
         Command::Generate(args) => generate::run(args, Cli::command()),
     }
 }

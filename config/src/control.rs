@@ -29,10 +29,26 @@ pub enum OnCorrupt {
     Refuse,
 }
 
+/// How the loop sizes a session's shard set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Controller {
+    /// From the upper forecast over the horizon, with headroom, dwell and hysteresis
+    /// (default).
+    #[default]
+    Predictive,
+    /// The Kubernetes HPA rule on the observed rate: `ceil(observed / (capacity × 0.8))`,
+    /// 10 % tolerance, 5-minute scale-down stabilisation. For comparison and as a fallback.
+    Reactive,
+}
+
 /// `[control]`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ControlConfig {
+    /// `predictive` (default) or `reactive`: how shard counts are decided.
+    #[serde(default)]
+    pub controller: Controller,
     /// Tick length, ms (default 1000).
     #[serde(default = "d_tick_ms")]
     pub tick_ms: u64,
@@ -51,7 +67,7 @@ pub struct ControlConfig {
     /// Extra margin a scale-in must leave (default 0.1).
     #[serde(default = "d_hysteresis")]
     pub hysteresis: f64,
-    /// Least seconds between two changes of a session (default 10).
+    /// Least seconds after a change before a scale-in (default 10); scale-out never waits.
     #[serde(default = "d_dwell")]
     pub min_dwell_secs: f64,
     /// Seconds the forecast must stay low before a scale-in (default 60).

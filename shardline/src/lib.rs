@@ -27,6 +27,8 @@
 //! - [`control`]: the predictive control loop, one module per stage in the order a tick runs
 //!   them (sample → profile → forecast → sizing → placement → tick → core → hook), with its
 //!   history and insights.
+//! - [`replay`]: `shardline replay`, the control core in virtual time over a fleet model,
+//!   against reactive, static and oracle controllers.
 //! - [`api`]: the daemon's HTTP API (`/v1`, `/metrics`, OpenAPI) and the typed views the
 //!   operator CLI parses.
 //! - [`daemon`]: `shardline daemon`: the wiring of all of the above.
@@ -49,6 +51,7 @@ pub mod maglev_table;
 pub mod maps;
 pub mod objects;
 pub mod private;
+pub mod replay;
 pub mod reshard;
 pub mod signals;
 pub mod snapshot;

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod forecast_eval;
 pub mod generate;
 pub mod quic_ids;
+pub mod replay;
 pub mod stats;
 pub mod trace;
 

@@ -132,6 +132,96 @@ pub fn draw(session: &SessionRef, detail: &SessionDetail, out: &Path) -> Result<
     Ok(())
 }
 
+/// Draws a replay's demand against the capacity each controller held into the PNG at `out`,
+/// with each controller's overloaded ticks marked along the bottom.
+pub fn replay(
+    out: &Path,
+    trace: &str,
+    tick_secs: f64,
+    timeline: &shardline::replay::Timeline,
+) -> Result<(), CliError> {
+    register_font()?;
+    let ticks = timeline.demand.len();
+    let end = (ticks as f64 * tick_secs).max(1.0);
+    let top = timeline
+        .capacity
+        .iter()
+        .flatten()
+        .chain(&timeline.demand)
+        .copied()
+        .fold(1.0, f64::max)
+        * 1.1;
+    let fail =
+        |e: &dyn std::fmt::Display| CliError::Local(format!("drawing {}: {e}", out.display()));
+    let root = BitMapBackend::new(out, (1200, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("shardline replay: {trace}, demand and capacity held"),
+            ("sans-serif", 22),
+        )
+        .margin(20)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..end, 0f64..top)
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("demand / capacity")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| fail(&e))?;
+    let at = |t: usize| t as f64 * tick_secs;
+    chart
+        .draw_series(LineSeries::new(
+            timeline.demand.iter().enumerate().map(|(t, d)| (at(t), *d)),
+            BLACK.stroke_width(2),
+        ))
+        .map_err(|e| fail(&e))?
+        .label("demand")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    let colors = [
+        RGBColor(0, 90, 200),
+        RGBColor(200, 0, 0),
+        RGBColor(120, 120, 120),
+        RGBColor(0, 150, 60),
+    ];
+    for (k, kind) in shardline::replay::Kind::ALL.iter().enumerate() {
+        let color = colors[k];
+        let Some(held) = timeline.capacity.get(k) else {
+            continue;
+        };
+        chart
+            .draw_series(LineSeries::new(
+                held.iter().enumerate().map(|(t, c)| (at(t), *c)),
+                color.stroke_width(1),
+            ))
+            .map_err(|e| fail(&e))?
+            .label(format!("{} capacity (overloads marked below)", kind.name()))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        let row = top * (0.01 + 0.015 * k as f64);
+        let marks = timeline.overloaded.get(k).into_iter().flatten().enumerate();
+        chart
+            .draw_series(
+                marks
+                    .filter(|(_, over)| **over)
+                    .map(|(t, _)| Circle::new((at(t), row), 2, color.filled())),
+            )
+            .map_err(|e| fail(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

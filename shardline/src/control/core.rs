@@ -115,6 +115,12 @@ impl Core {
         }
     }
 
+    /// Replaces the rule that decides shard counts (the replay's baselines use
+    /// [`crate::control::sizing::Rule::Given`]).
+    pub fn set_rule(&mut self, rule: crate::control::sizing::Rule) {
+        self.decide.rule = rule;
+    }
+
     /// Takes a backend's latest report.
     pub fn report(&mut self, report: AgentReport) {
         self.reports.insert(report.backend, report);
@@ -132,6 +138,13 @@ impl Core {
         for v in values.iter().filter(|v| v.is_finite()) {
             self.states[i].warm(*v);
         }
+    }
+
+    /// Gives a session the shard count it takes at the next tick under
+    /// [`crate::control::sizing::Rule::Given`] (the replay's static and oracle baselines).
+    pub fn give(&mut self, session: &SessionRef, shards: u8, state: &ControlState, now: Instant) {
+        let i = self.session(session, state, now);
+        self.states[i].give(shards);
     }
 
     /// Number of sessions known.

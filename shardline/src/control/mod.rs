@@ -4,7 +4,8 @@
 //! 1. [`sample`]: per-session loads from the dataplane's counters.
 //! 2. [`profile`]: a session's load profile (level, period) from its history.
 //! 3. [`forecast`]: online forecasters and the selector that picks among them.
-//! 4. [`sizing`]: how many shards a session needs, with brakes against flapping.
+//! 4. [`sizing`]: how many shards a session needs, with brakes against flapping; or
+//!    [`reactive`], the HPA rule on the observed rate (`controller = "reactive"`).
 //! 5. [`placement`]: which backends take new shards.
 //! 6. [`tick`]: the per-tick driver of forecast and sizing over every session.
 //! 7. [`core`]: one whole tick, pure (the stages above, placements, hook, insights).
@@ -27,6 +28,7 @@ pub mod history;
 pub mod hook;
 pub mod insight;
 pub mod placement;
+pub mod reactive;
 pub use shardline_forecast::profile;
 pub mod sample;
 pub mod sizing;
@@ -45,7 +47,7 @@ pub use self::core::{Core, Placement, TickOutput};
 use self::{forecast::SelectorConfig, sizing::SizingConfig};
 use crate::{
     agent::AgentReport,
-    config::control::ControlConfig,
+    config::control::{ControlConfig, Controller},
     control::history::History,
     control::insight::Insights,
     state::{Command, Control, SessionRef},
@@ -66,6 +68,10 @@ pub trait StageConfigs {
 impl StageConfigs for ControlConfig {
     fn sizing(&self) -> SizingConfig {
         SizingConfig {
+            rule: match self.controller {
+                Controller::Predictive => sizing::Rule::Predictive,
+                Controller::Reactive => sizing::Rule::Reactive(reactive::HpaConfig::default()),
+            },
             per_shard_capacity: self.per_shard_capacity,
             headroom: self.headroom,
             hysteresis: self.hysteresis,

@@ -4,20 +4,23 @@
 //! upper forecast, `ceil(upper / per-shard capacity × (1 + headroom))` clamped to
 //! 1..=[`MAX_SHARDS`], with three brakes against flapping:
 //!
-//! - **dwell**: no change until `min_dwell` has passed since the last one;
+//! - **dwell**: no scale-in until `min_dwell` has passed since the last change;
 //! - **hysteresis**: a scale-in target must fit the smaller set with `hysteresis` to spare
 //!   (it is computed with the capacity reduced by that fraction), so a forecast hovering at a
 //!   boundary does not bounce between two counts;
 //! - **scale-in delay**: a lower count is taken only after the forecast stayed low for
 //!   `scale_in_delay`, and then the highest count asked for during that time.
 //!
-//! Scale-out is taken as soon as the dwell allows: the forecast already looks ahead.
+//! Scale-out is taken at once, dwell or not: the forecast already looks ahead, and a ramp
+//! that outgrows one step must not wait out the dwell of the step before (`shardline replay`
+//! showed a dwell-delayed second step overloading every ramp).
 
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
 pub use crate::config::control::MAX_SHARDS;
+use crate::control::reactive::HpaConfig;
 
 /// Why a decision configuration is refused.
 #[derive(Debug, Error, PartialEq)]
@@ -35,16 +38,31 @@ pub enum SizingError {
     },
 }
 
+/// Which rule decides a session's shard count.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Rule {
+    /// The upper forecast with headroom and the brakes below (the daemon's default).
+    #[default]
+    Predictive,
+    /// The HPA rule on the observed rate ([`crate::control::reactive`]).
+    Reactive(HpaConfig),
+    /// Counts given from outside each tick ([`crate::control::Core::give`]): the replay's
+    /// static and oracle baselines, which then share the loop's placement code.
+    Given,
+}
+
 /// The knobs of the shard-count decision.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SizingConfig {
+    /// Which rule decides.
+    pub rule: Rule,
     /// Load one shard carries at full use, in the series' unit.
     pub per_shard_capacity: f64,
     /// Spare capacity kept on top of the upper forecast (0.2 = 20 %).
     pub headroom: f64,
     /// Extra margin a scale-in target must leave (0.1 = 10 %).
     pub hysteresis: f64,
-    /// Least time between two changes of one session.
+    /// Least time after a change before a scale-in.
     pub min_dwell: Duration,
     /// How long the forecast must stay low before scaling in.
     pub scale_in_delay: Duration,
@@ -53,6 +71,7 @@ pub struct SizingConfig {
 impl Default for SizingConfig {
     fn default() -> Self {
         Self {
+            rule: Rule::Predictive,
             per_shard_capacity: 1.0,
             headroom: 0.2,
             hysteresis: 0.1,
@@ -138,11 +157,8 @@ impl ShardState {
             .is_none_or(|t| now.saturating_duration_since(t) >= config.min_dwell);
         if wanted > self.shards {
             self.low_since = None;
-            if dwelt {
-                self.apply(wanted, now);
-                return Some(wanted);
-            }
-            return None;
+            self.apply(wanted, now);
+            return Some(wanted);
         }
         let shrink_to = config.shards_to_shrink_to(upper);
         if shrink_to >= self.shards {
@@ -159,6 +175,18 @@ impl ShardState {
         None
     }
 
+    /// Sets the count to `shards` (clamped to 1..=[`MAX_SHARDS`]) if it differs, bypassing the
+    /// brakes: for rules that have their own ([`Rule::Reactive`]) or none ([`Rule::Given`]).
+    /// Returns the new count if it changed.
+    pub fn set(&mut self, shards: u8, now: Instant) -> Option<u8> {
+        let shards = shards.clamp(1, MAX_SHARDS);
+        if shards == self.shards {
+            return None;
+        }
+        self.apply(shards, now);
+        Some(shards)
+    }
+
     fn apply(&mut self, shards: u8, now: Instant) {
         self.shards = shards;
         self.last_change = Some(now);
@@ -173,6 +201,7 @@ mod tests {
 
     fn config() -> SizingConfig {
         SizingConfig {
+            rule: Rule::Predictive,
             per_shard_capacity: 100.0,
             headroom: 0.2,
             hysteresis: 0.1,
@@ -202,15 +231,18 @@ mod tests {
     }
 
     #[test]
-    fn dwell_holds_back_a_second_change() {
-        let c = config();
+    fn dwell_holds_back_a_scale_in_after_a_change() {
+        let c = SizingConfig {
+            scale_in_delay: Duration::ZERO,
+            ..config()
+        };
         let t0 = Instant::now();
         let mut s = ShardState::default();
-        assert_eq!(s.decide(&c, 100.0, t0), Some(2));
-        // Load jumps 10 s later: the dwell holds it back until 30 s.
-        assert_eq!(s.decide(&c, 500.0, t0 + Duration::from_secs(10)), None);
-        assert_eq!(s.shards(), 2);
-        assert_eq!(s.decide(&c, 500.0, t0 + Duration::from_secs(30)), Some(6));
+        assert_eq!(s.decide(&c, 500.0, t0), Some(6));
+        // Load drops 10 s later: the dwell holds the scale-in back until 30 s.
+        assert_eq!(s.decide(&c, 100.0, t0 + Duration::from_secs(10)), None);
+        assert_eq!(s.shards(), 6);
+        assert_eq!(s.decide(&c, 100.0, t0 + Duration::from_secs(30)), Some(2));
     }
 
     #[test]
@@ -248,10 +280,14 @@ mod tests {
     }
 
     #[test]
-    fn scale_out_is_immediate_once_dwelt() {
+    fn scale_out_is_immediate_even_within_the_dwell() {
         let c = config();
         let t0 = Instant::now();
         let mut s = ShardState::new(1, t0);
-        assert_eq!(s.decide(&c, 1000.0, t0 + Duration::from_secs(31)), Some(12));
+        assert_eq!(s.decide(&c, 300.0, t0 + Duration::from_secs(1)), Some(4));
+        // The ramp goes on a second later: the next step does not wait for the dwell.
+        assert_eq!(s.decide(&c, 1000.0, t0 + Duration::from_secs(2)), Some(12));
+        // A scale-in does.
+        assert_eq!(s.decide(&c, 10.0, t0 + Duration::from_secs(3)), None);
     }
 }

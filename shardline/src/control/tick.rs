@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use crate::{
     control::forecast::{Selector, SelectorConfig},
-    control::sizing::{ShardState, SizingConfig},
+    control::reactive::Hpa,
+    control::sizing::{Rule, ShardState, SizingConfig},
 };
 
 /// Everything the control loop keeps for one session.
@@ -19,6 +20,10 @@ use crate::{
 pub struct SessionState {
     selector: Selector,
     shards: ShardState,
+    /// [`Rule::Given`]: the count given for the next tick (0: none yet).
+    given: u8,
+    /// [`Rule::Reactive`]: the HPA's recent recommendations, allocated on first use.
+    hpa: Option<Box<Hpa>>,
 }
 
 impl SessionState {
@@ -27,7 +32,14 @@ impl SessionState {
         Self {
             selector: Selector::new(config),
             shards: ShardState::new(shards, now),
+            given: 0,
+            hpa: None,
         }
+    }
+
+    /// Gives the count [`Rule::Given`] sets at the next tick.
+    pub fn give(&mut self, shards: u8) {
+        self.given = shards;
     }
 
     /// The session's forecaster.
@@ -89,17 +101,33 @@ pub fn tick<'a>(
             }
             state.selector.update(sample);
             let from = state.shards.shards();
-            let upper = state.selector.upper();
-            state
-                .shards
-                .decide(config, upper, now)
-                .map(|to| ShardChange {
-                    session,
-                    from,
-                    to,
-                    forecast: state.selector.forecast(),
-                    upper,
-                })
+            let (changed, upper) = match config.rule {
+                Rule::Predictive => {
+                    // Never planned below what is measured now: a forecast that lags a ramp
+                    // must not size the set under the load it already carries.
+                    let upper = state.selector.upper().max(sample);
+                    (state.shards.decide(config, upper, now), upper)
+                }
+                Rule::Reactive(hpa) => {
+                    let to = state.hpa.get_or_insert_with(Box::default).decide(
+                        &hpa,
+                        config.per_shard_capacity,
+                        from,
+                        sample,
+                        now,
+                    );
+                    (state.shards.set(to, now), sample)
+                }
+                Rule::Given if state.given > 0 => (state.shards.set(state.given, now), sample),
+                Rule::Given => (None, sample),
+            };
+            changed.map(|to| ShardChange {
+                session,
+                from,
+                to,
+                forecast: state.selector.forecast(),
+                upper,
+            })
         })
 }
 

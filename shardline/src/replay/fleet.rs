@@ -1,0 +1,125 @@
+//! The replay's fleet model: backends with a capacity each, sessions whose demand spreads over
+//! their shard sets, and the accounting of overloads, shard-seconds and moved keys.
+//!
+//! - A placed session's demand spreads evenly over its shard set: what the dataplane's
+//!   rendezvous hashing converges to over many keys. An unplaced session is routed by the
+//!   default table, whose slots are hashed per request key, so its demand spreads evenly over
+//!   every usable backend.
+//! - Shard-seconds: a placed session holds its shard set's size; an unplaced one the shards
+//!   its demand needs at full per-shard capacity (at least one), since it occupies that much of
+//!   the default table's backends.
+//! - A backend is overloaded in a tick when the demand it receives exceeds its capacity; the
+//!   excess is the overloaded demand.
+//! - Keys moved by a re-shard are counted with the dataplane's own [`pick_shard`] over
+//!   [`SAMPLE_KEYS`] sample keys, old set against new.
+
+use shardline_common::{
+    hash::{maglev_slot, mix64},
+    maps::scheme,
+    partition::{pick_shard, shard_set},
+};
+
+/// Sample keys a re-shard's moved fraction is measured over.
+pub const SAMPLE_KEYS: u64 = 4096;
+
+/// Who owns a session's keys.
+#[derive(Debug, Clone, Copy)]
+pub enum Owners<'a> {
+    /// Unplaced: the default table's slot for (session, key) among these usable backends.
+    Default {
+        /// The session number.
+        session: u64,
+        /// Usable backends, in id order.
+        usable: &'a [u32],
+    },
+    /// Placed on this shard set.
+    Set(&'a [u32]),
+}
+
+impl Owners<'_> {
+    fn owner(&self, key: u64) -> Option<u32> {
+        match self {
+            Owners::Default { usable: [], .. } => None,
+            Owners::Default { session, usable } => {
+                Some(usable[maglev_slot(*session, key) as usize % usable.len()])
+            }
+            Owners::Set(set) => pick_shard(&shard_set(set, scheme::HASH, 0), key),
+        }
+    }
+}
+
+/// The fraction of a session's keys whose owner differs between `from` and `to`, as the
+/// dataplane's default table and partition decide them.
+pub fn moved_fraction(from: Owners<'_>, to: Owners<'_>) -> f64 {
+    let moved = (1..=SAMPLE_KEYS)
+        .map(mix64)
+        .filter(|&key| from.owner(key) != to.owner(key))
+        .count();
+    moved as f64 / SAMPLE_KEYS as f64
+}
+
+/// One controller's totals over a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Tally {
+    /// Backend-seconds during which a backend's demand exceeded its capacity.
+    pub overload_seconds: f64,
+    /// Demand above capacity over all demand.
+    pub overloaded_demand: f64,
+    /// All demand offered.
+    pub demand: f64,
+    /// Shard-seconds held (an unplaced session holds one shard).
+    pub shard_seconds: f64,
+    /// Placement changes that took effect.
+    pub reshards: u64,
+    /// Sum over re-shards of the fraction of the session's keys that moved.
+    pub keys_moved: f64,
+}
+
+impl Tally {
+    /// Adds one tick of `secs` seconds with `loads[i]` the demand backend `i` of `capacities`
+    /// received.
+    pub fn tick(&mut self, secs: f64, loads: &[f64], capacities: &[f64]) {
+        for (load, capacity) in loads.iter().zip(capacities) {
+            self.demand += load;
+            if *load > *capacity * (1.0 + 1e-9) {
+                self.overload_seconds += secs;
+                self.overloaded_demand += load - capacity;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moving_keys_follows_rendezvous_hashing() {
+        let set = |s| Owners::Set(s);
+        assert_eq!(moved_fraction(set(&[1, 2]), set(&[1, 2])), 0.0);
+        // Adding a member moves about its share and nothing else.
+        let grown = moved_fraction(set(&[1, 2, 3]), set(&[1, 2, 3, 4]));
+        assert!((0.2..0.3).contains(&grown), "{grown}");
+        // Replacing every member moves every key.
+        assert_eq!(moved_fraction(set(&[1]), set(&[2, 3])), 1.0);
+        // From the default table over four backends to two of them: about a quarter stay.
+        let usable = [1, 2, 3, 4];
+        let placed = moved_fraction(
+            Owners::Default {
+                session: 7,
+                usable: &usable,
+            },
+            set(&[1, 2]),
+        );
+        assert!((0.6..0.9).contains(&placed), "{placed}");
+    }
+
+    #[test]
+    fn overloads_count_backend_seconds_and_the_excess() {
+        let mut t = Tally::default();
+        t.tick(2.0, &[50.0, 150.0, 100.0], &[100.0, 100.0, 100.0]);
+        assert_eq!(t.overload_seconds, 2.0);
+        assert_eq!(t.overloaded_demand, 50.0);
+        assert_eq!(t.demand, 300.0);
+    }
+}

@@ -1,0 +1,135 @@
+use super::{report::Report, *};
+
+/// Smooth waves with steep rises: the kind of load a forecast should see coming.
+fn waves(rows: usize) -> Series {
+    Series {
+        name: "waves".into(),
+        values: (0..rows)
+            .map(|t| {
+                let phase = (t % 120) as f64 / 120.0 * std::f64::consts::TAU;
+                100.0 + 90.0 * phase.sin()
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn the_json_has_exactly_the_documented_shape() {
+    let outcome = run(&[waves(300)], &Options::default()).unwrap();
+    let json = serde_json::to_value(Report::of(&outcome)).unwrap();
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&json), ["controllers", "ticks", "trace"]);
+    assert_eq!(json["trace"], "waves");
+    assert_eq!(json["ticks"], 300);
+    assert_eq!(
+        keys(&json["controllers"]),
+        ["oracle", "predictive", "reactive", "static"]
+    );
+    for c in ["oracle", "predictive", "reactive", "static"] {
+        assert_eq!(
+            keys(&json["controllers"][c]),
+            [
+                "keys_moved_fraction",
+                "overload_seconds",
+                "overloaded_demand_fraction",
+                "reshards",
+                "shard_seconds"
+            ]
+        );
+    }
+}
+
+#[test]
+fn a_replay_is_deterministic_and_the_seed_moves_phases() {
+    let options = Options {
+        sessions: Some(5),
+        ..Options::default()
+    };
+    let a = Report::of(&run(&[waves(400)], &options).unwrap());
+    let b = Report::of(&run(&[waves(400)], &options).unwrap());
+    assert_eq!(a, b);
+    let c = Report::of(
+        &run(
+            &[waves(400)],
+            &Options {
+                seed: 2,
+                ..options.clone()
+            },
+        )
+        .unwrap(),
+    );
+    assert_ne!(a, c);
+}
+
+/// Idle, a steep ramp to the peak, a plateau and a slow decay, every 100 ticks: a load a
+/// controller that only reacts meets too late.
+fn ramps(rows: usize) -> Series {
+    Series {
+        name: "ramps".into(),
+        values: (0..rows)
+            .map(|t| match t % 100 {
+                p @ 0..40 => 5.0 + p as f64 * 0.0,
+                p @ 40..50 => 5.0 + (p - 39) as f64 * 7.5,
+                50..80 => 80.0,
+                p => 80.0 - (p - 79) as f64 * 3.75,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn prediction_beats_reaction_on_rising_load() {
+    let outcome = run(&[ramps(1200)], &Options::default()).unwrap();
+    let r = Report::of(&outcome);
+    eprintln!("{}", r.table());
+    let c = &r.controllers;
+    assert!(
+        c.predictive.overload_seconds < c.reactive.overload_seconds,
+        "{}",
+        r.table()
+    );
+    // Static holds the peak all the time and never overloads; the oracle is the cheapest.
+    assert_eq!(c.fixed.overload_seconds, 0.0, "{}", r.table());
+    assert!(
+        c.oracle.shard_seconds < c.fixed.shard_seconds,
+        "{}",
+        r.table()
+    );
+    assert!(c.predictive.reshards > 0 && c.reactive.reshards > 0);
+    assert!(c.predictive.keys_moved_fraction > 0.0);
+    assert!(c.predictive.keys_moved_fraction < 1.0);
+}
+
+#[test]
+fn bad_input_is_refused_with_what_is_wrong() {
+    let err = run(&[], &Options::default()).unwrap_err();
+    assert!(err.to_string().contains("--csv"), "{err}");
+    let flat = Series {
+        name: "flat".into(),
+        values: vec![0.0; 10],
+    };
+    let err = run(&[flat], &Options::default()).unwrap_err();
+    assert!(err.to_string().contains("series flat"), "{err}");
+    let err = run(
+        &[waves(10)],
+        &Options {
+            peak_shards: 0,
+            ..Options::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("--peak-shards"), "{err}");
+    let err = run(
+        &[waves(10)],
+        &Options {
+            tick_secs: Some(0.0),
+            ..Options::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("--tick-secs"), "{err}");
+}
