@@ -16,6 +16,7 @@
 //! - [`predict`]: the predictive loop in the lab.
 //! - [`tick`]: the control tick's allocation-free path.
 //! - [`forecast_eval`]: `shardline forecast-eval` on real series.
+//! - [`replay`]: `shardline replay`, the loop against reactive, static and oracle controllers.
 //! - [`api`]: the HTTP API and the operator CLI against a lab daemon.
 //! - [`cluster`]: the Raft cluster of daemons in namespaces.
 //! - [`cluster_learners`]: 3 voters and 20 learners in one process on loopback.
@@ -32,6 +33,7 @@ mod netns;
 mod package;
 mod predict;
 mod quic;
+mod replay;
 mod reshard;
 mod session_counters;
 mod support;
