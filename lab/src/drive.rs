@@ -12,7 +12,8 @@ use std::{
 use crate::{
     load, quic,
     topology::{self, VIP4},
-    traffic, Lab, LabError, QUIC_PORT,
+    traffic::{self, Outcome},
+    Lab, LabError, QUIC_PORT,
 };
 
 /// What the client observed.
@@ -20,13 +21,64 @@ use crate::{
 pub struct Report {
     /// Every answered request.
     pub observations: Vec<traffic::Observation>,
-    /// Requests that got no answer in time.
+    /// Requests that got no answer (every one of `losses`).
     pub lost: u64,
+    /// Every request that got no answer, with when (since the start of the drive) and why.
+    pub losses: Vec<(Duration, traffic::Loss)>,
     /// Requests that failed locally (socket errors).
     pub errors: u64,
 }
 
 impl Report {
+    /// Lost requests by reason.
+    pub fn lost_by_reason(&self) -> BTreeMap<traffic::LossReason, u64> {
+        let mut out = BTreeMap::new();
+        for (_, loss) in &self.losses {
+            *out.entry(loss.reason).or_default() += 1;
+        }
+        out
+    }
+
+    /// Lost requests without a reported reason (see [`traffic::LossReason::explained`]),
+    /// counting those a socket error kept from being sent.
+    pub fn unexplained(&self) -> u64 {
+        let explained = |l: &&(Duration, traffic::Loss)| l.1.reason.explained();
+        self.lost + self.errors - self.losses.iter().filter(explained).count() as u64
+    }
+
+    /// What the lab prints: `lost N` counts the losses without a reported reason, each
+    /// reason's count in parentheses (socket errors among them); losses with one follow on their own, as in `lost 0, not
+    /// served with a reason 12 (refused by a saturated backend: 12)`.
+    pub fn lost_summary(&self) -> String {
+        let by_reason = self.lost_by_reason();
+        let list = |explained: bool| -> (u64, String) {
+            let picked: Vec<(&traffic::LossReason, &u64)> = by_reason
+                .iter()
+                .filter(|(r, _)| r.explained() == explained)
+                .collect();
+            let total = picked.iter().map(|(_, n)| **n).sum();
+            let text: Vec<String> = picked
+                .iter()
+                .map(|(r, n)| format!("{}: {n}", r.label()))
+                .collect();
+            (total, text.join(", "))
+        };
+        let (lost, mut why) = list(false);
+        if self.errors > 0 {
+            let sep = if why.is_empty() { "" } else { ", " };
+            why += &format!("{sep}socket error: {}", self.errors);
+        }
+        let mut out = format!("lost {}", lost + self.errors);
+        if !why.is_empty() {
+            out += &format!(" ({why})");
+        }
+        let (explained, why) = list(true);
+        if explained > 0 {
+            out += &format!(", not served with a reason {explained} ({why})");
+        }
+        out
+    }
+
     /// Per session: answered requests by backend id.
     pub fn by_session(&self) -> BTreeMap<usize, BTreeMap<u32, u64>> {
         let mut out: BTreeMap<usize, BTreeMap<u32, u64>> = BTreeMap::new();
@@ -60,9 +112,12 @@ impl Lab {
                 let mut next_tick = Duration::from_secs(1);
                 while start.elapsed() < duration && !stop() {
                     for (i, session) in sessions.iter().enumerate() {
-                        match traffic::request(i, session, &mut rng) {
-                            Ok(Some(obs)) => report.observations.push(obs),
-                            Ok(None) => report.lost += 1,
+                        match traffic::attempt(i, session, &mut rng) {
+                            Ok(Outcome::Answered(obs)) => report.observations.push(obs),
+                            Ok(Outcome::Lost(loss)) => {
+                                report.lost += 1;
+                                report.losses.push((start.elapsed(), loss));
+                            }
                             Err(_) => report.errors += 1,
                         }
                     }
@@ -135,5 +190,45 @@ impl Lab {
             .unwrap_or_else(|_| Err("the QUIC client panicked".into()))
             .err();
         report.lock().unwrap_or_else(|e| e.into_inner()).error = error;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::{Loss, LossReason};
+
+    fn loss(reason: LossReason) -> (Duration, Loss) {
+        let backend = (reason == LossReason::Refused).then_some(2);
+        (
+            Duration::from_secs(1),
+            Loss {
+                session: 0,
+                reason,
+                backend,
+            },
+        )
+    }
+
+    #[test]
+    fn losses_are_printed_by_reason_and_only_unreported_ones_count_as_lost() {
+        let mut report = Report::default();
+        assert_eq!(report.lost_summary(), "lost 0");
+        report.losses = vec![loss(LossReason::Refused), loss(LossReason::Refused)];
+        report.lost = 2;
+        assert_eq!(report.unexplained(), 0);
+        assert_eq!(
+            report.lost_summary(),
+            "lost 0, not served with a reason 2 (refused by a saturated backend: 2)"
+        );
+        report.losses.push(loss(LossReason::Timeout));
+        report.lost = 3;
+        report.errors = 1;
+        assert_eq!(report.unexplained(), 2, "the timeout and the socket error");
+        assert_eq!(
+            report.lost_summary(),
+            "lost 2 (no answer in time: 1, socket error: 1), not served with a reason 2 \
+             (refused by a saturated backend: 2)"
+        );
     }
 }

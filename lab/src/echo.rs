@@ -22,7 +22,8 @@ use crate::{
     HEADER_PORT, QUIC_PORT, TCP_FLOW_PORT, UDP_FLOW_PORT,
 };
 
-/// A backend's capacity limit: UDP requests beyond `capacity` per second are dropped, and each
+/// A backend's capacity limit: UDP requests beyond `capacity` per second are refused (answered
+/// with [`REFUSED`] in the id, not served), and each
 /// second the served rate, the capacity and whether any request was refused are written to
 /// `load_file` as an [`shardline::agent::AppLoad`] (for the backend's agent to report).
 #[derive(Debug)]
@@ -89,6 +90,10 @@ impl Limit {
 pub const TCP_REQUEST_LEN: usize = 32;
 /// Length of the backend-id prefix of every answer (u32, big endian).
 pub const ID_LEN: usize = 4;
+/// Set in the id prefix of a UDP answer the backend refused over its capacity limit (the
+/// payload is echoed as usual): as an HTTP 503, the client learns why it was not served
+/// instead of waiting for an answer that never comes.
+pub const REFUSED: u32 = 1 << 31;
 
 /// Serves UDP on every `udp` port and TCP on every `tcp` port of every address in `bind` until
 /// the process is killed. Binding the VIPs themselves makes UDP answers leave from the VIP (an
@@ -173,10 +178,9 @@ fn udp_loop(id: u32, socket: UdpSocket, limit: Option<Arc<Limit>>) {
         let Ok((n, peer)) = socket.recv_from(&mut buf[ID_LEN..]) else {
             continue;
         };
-        if limit.as_ref().is_some_and(|l| !l.admit()) {
-            continue;
-        }
-        buf[..ID_LEN].copy_from_slice(&id.to_be_bytes());
+        let refused = limit.as_ref().is_some_and(|l| !l.admit());
+        let prefix = if refused { id | REFUSED } else { id };
+        buf[..ID_LEN].copy_from_slice(&prefix.to_be_bytes());
         let _ = socket.send_to(&buf[..ID_LEN + n], peer);
     }
 }

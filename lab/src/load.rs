@@ -15,7 +15,7 @@ use std::{
 use shardline_common::packet::encode_header;
 
 use crate::{
-    echo::ID_LEN,
+    echo::{ID_LEN, REFUSED},
     topology::{CLIENT4, VIP4},
     HEADER_PORT,
 };
@@ -75,6 +75,22 @@ pub struct LoadReport {
     pub answers: BTreeMap<u64, BTreeMap<u32, u64>>,
     /// Per second since the start: answers per backend, all sessions.
     pub per_second: Vec<BTreeMap<u32, u64>>,
+    /// Per session id: requests a backend refused over its capacity limit (not in `answers`).
+    pub refused: BTreeMap<u64, u64>,
+}
+
+impl LoadReport {
+    /// Per session id: requests neither answered nor refused.
+    pub fn lost(&self) -> BTreeMap<u64, u64> {
+        self.sent
+            .iter()
+            .map(|(id, sent)| {
+                let answered: u64 = self.answers.get(id).map_or(0, |a| a.values().sum());
+                let refused = self.refused.get(id).copied().unwrap_or(0);
+                (*id, sent.saturating_sub(answered + refused))
+            })
+            .collect()
+    }
 }
 
 /// Sends every session's load until `duration` passes or `stop` is set; updates `report` as
@@ -129,6 +145,9 @@ pub fn run(
                 r.sent.insert(session.id, sent[i]);
             }
         }
+        // The last requests' answers are still on their way: wait for them as a request
+        // session would, so none counts as lost for having been sent last.
+        std::thread::sleep(crate::traffic::REPLY_TIMEOUT);
         done.store(true, Ordering::Relaxed);
     });
     Ok(())
@@ -150,8 +169,12 @@ fn receive(
             continue;
         }
         let backend = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-        let second = start.elapsed().as_secs() as usize;
         let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
+        if backend & REFUSED != 0 {
+            *r.refused.entry(id).or_default() += 1;
+            continue;
+        }
+        let second = start.elapsed().as_secs() as usize;
         *r.answers.entry(id).or_default().entry(backend).or_default() += 1;
         if r.per_second.len() <= second {
             r.per_second.resize(second + 1, BTreeMap::new());

@@ -6,7 +6,7 @@ use std::{net::IpAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use shardline_common::{consts::QUIC_DEFAULT_SERVER_ID_LEN, quic::CidLayout};
-use shardline_lab::{echo, predict, quic};
+use shardline_lab::{echo, predict, quic, run};
 
 #[derive(Parser)]
 #[command(name = "shardline-lab", version, about = "shardline's netns lab")]
@@ -28,13 +28,13 @@ enum Command {
 #[derive(Args)]
 struct RunArgs {
     /// How long to send traffic, in seconds.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = run::DEFAULT_DURATION)]
     duration: u64,
     /// Client sessions (half header mode, half flow mode).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = run::DEFAULT_SESSIONS)]
     sessions: u32,
     /// Backends.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = run::DEFAULT_BACKENDS)]
     backends: u32,
 }
 
@@ -98,7 +98,7 @@ struct AddBackendArgs {
 fn main() -> anyhow::Result<()> {
     shardline::logging::init(shardline::logging::LogFormat::Text);
     match Cli::parse().command {
-        Command::Run(a) => shardline_lab::run::run(a.duration, a.sessions, a.backends),
+        Command::Run(a) => run::run(a.duration, a.sessions, a.backends),
         Command::Echo(a) => run_echo(a),
         Command::AddBackend(a) => {
             let id = predict::add_backend(&a.tag, &a.work_dir, a.capacity, a.aliases)?;

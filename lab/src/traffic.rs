@@ -11,7 +11,7 @@ use rand::Rng;
 use shardline_common::packet::encode_header;
 
 use crate::{
-    echo::{ID_LEN, TCP_REQUEST_LEN},
+    echo::{ID_LEN, REFUSED, TCP_REQUEST_LEN},
     topology::{client_alias4, CLIENT4, CLIENT6, VIP4, VIP6},
     HEADER_PORT, TCP_FLOW_PORT, UDP_FLOW_PORT,
 };
@@ -97,15 +97,87 @@ pub fn sessions(n: u32) -> Vec<Session> {
     out
 }
 
+/// Why a request got no answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LossReason {
+    /// The backend answered that it is over its capacity limit (see [`crate::echo::REFUSED`]):
+    /// a reason the backend itself reported.
+    Refused,
+    /// Nothing answered within [`REPLY_TIMEOUT`].
+    Timeout,
+    /// The TCP connection was refused or not established within [`REPLY_TIMEOUT`].
+    ConnectFailed,
+    /// The TCP connection broke (reset, closed, or an answer that was not the echo).
+    Broken,
+}
+
+impl LossReason {
+    /// Whether the loss has a reported cause (today: the backend said it refused the request).
+    /// Every other loss is unexplained, and a default lab run must have none.
+    pub fn explained(self) -> bool {
+        matches!(self, Self::Refused)
+    }
+
+    /// A short label for reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Refused => "refused by a saturated backend",
+            Self::Timeout => "no answer in time",
+            Self::ConnectFailed => "tcp connect failed",
+            Self::Broken => "tcp connection broken",
+        }
+    }
+}
+
+/// A request that got no answer, with what the replay needs to say where it went.
+#[derive(Clone, Copy, Debug)]
+pub struct Loss {
+    /// Index of the session in the driver's list.
+    pub session: usize,
+    /// Why.
+    pub reason: LossReason,
+    /// The backend that refused it ([`LossReason::Refused`]), if one said so.
+    pub backend: Option<u32>,
+}
+
+impl Loss {
+    fn outcome(session: usize, reason: LossReason, backend: Option<u32>) -> Outcome {
+        Outcome::Lost(Self {
+            session,
+            reason,
+            backend,
+        })
+    }
+}
+
+/// What became of one request.
+#[derive(Clone, Copy, Debug)]
+pub enum Outcome {
+    /// A backend answered it.
+    Answered(Observation),
+    /// Nothing served it.
+    Lost(Loss),
+}
+
 /// Sends one request for session `index` and returns what answered, or `None` if nothing did
-/// within [`REPLY_TIMEOUT`]. Flow-mode requests each use a fresh source port, so a flow
-/// session's requests spread like separate connections of one client.
+/// (see [`attempt`] for why).
 pub fn request(
     index: usize,
     session: &Session,
     rng: &mut impl Rng,
 ) -> std::io::Result<Option<Observation>> {
+    Ok(match attempt(index, session, rng)? {
+        Outcome::Answered(obs) => Some(obs),
+        Outcome::Lost(_) => None,
+    })
+}
+
+/// Sends one request for session `index` and says who answered it or why nothing did within
+/// [`REPLY_TIMEOUT`]. Flow-mode requests each use a fresh source port, so a flow session's
+/// requests spread like separate connections of one client. Errors are local socket errors.
+pub fn attempt(index: usize, session: &Session, rng: &mut impl Rng) -> std::io::Result<Outcome> {
     let key: u64 = rng.gen();
+    let lost = |reason, backend| Loss::outcome(index, reason, backend);
     match session.kind {
         SessionKind::Header { id } => {
             let mut payload = encode_header(id, key).to_vec();
@@ -117,17 +189,28 @@ pub fn request(
             let destination = SocketAddr::new(session.vip, TCP_FLOW_PORT);
             let socket = socket_from(session.source)?;
             let Ok(mut stream) = connect_from(socket, destination) else {
-                return Ok(None);
+                return Ok(lost(LossReason::ConnectFailed, None));
             };
             stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
             let mut req = [0u8; TCP_REQUEST_LEN];
             req[..8].copy_from_slice(&key.to_be_bytes());
-            stream.write_all(&req)?;
-            let mut answer = [0u8; ID_LEN + TCP_REQUEST_LEN];
-            if stream.read_exact(&mut answer).is_err() || answer[ID_LEN..] != req {
-                return Ok(None);
+            if stream.write_all(&req).is_err() {
+                return Ok(lost(LossReason::Broken, None));
             }
-            Ok(Some(Observation {
+            let mut answer = [0u8; ID_LEN + TCP_REQUEST_LEN];
+            if let Err(e) = stream.read_exact(&mut answer) {
+                let reason = match e.kind() {
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                        LossReason::Timeout
+                    }
+                    _ => LossReason::Broken,
+                };
+                return Ok(lost(reason, None));
+            }
+            if answer[ID_LEN..] != req {
+                return Ok(lost(LossReason::Broken, None));
+            }
+            Ok(Outcome::Answered(Observation {
                 session: index,
                 source: stream.local_addr()?,
                 destination,
@@ -146,23 +229,29 @@ fn udp_request(
     port: u16,
     payload: &[u8],
     key: u64,
-) -> std::io::Result<Option<Observation>> {
+) -> std::io::Result<Outcome> {
     let destination = SocketAddr::new(session.vip, port);
     let socket = UdpSocket::bind(SocketAddr::new(session.source, 0))?;
     socket.set_read_timeout(Some(REPLY_TIMEOUT))?;
     socket.connect(destination)?;
     socket.send(payload)?;
-    let backend = udp_answer(&socket, payload)?;
-    Ok(backend.map(|backend| Observation {
-        session: index,
-        source: socket.local_addr().unwrap_or(destination),
-        destination,
-        key,
-        backend,
-    }))
+    let answer = udp_answer(&socket, payload)?;
+    let lost = |reason, backend| Loss::outcome(index, reason, backend);
+    Ok(match answer {
+        None => lost(LossReason::Timeout, None),
+        Some(id) if id & REFUSED != 0 => lost(LossReason::Refused, Some(id & !REFUSED)),
+        Some(backend) => Outcome::Answered(Observation {
+            session: index,
+            source: socket.local_addr().unwrap_or(destination),
+            destination,
+            key,
+            backend,
+        }),
+    })
 }
 
-/// The backend id of the answer to `sent`, ignoring stray datagrams that echo something else.
+/// The id prefix of the answer to `sent` (a backend id, with [`REFUSED`] if it refused the
+/// request), ignoring stray datagrams that echo something else.
 fn udp_answer(socket: &UdpSocket, sent: &[u8]) -> std::io::Result<Option<u32>> {
     let mut buf = [0u8; 2048];
     loop {

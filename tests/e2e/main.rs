@@ -14,6 +14,7 @@
 //! - [`reshard`]: live re-shards under traffic, zero misrouted.
 //! - [`package`]: the Debian package, unpacked with `dpkg -x`; its binary runs.
 //! - [`predict`]: the predictive loop in the lab.
+//! - [`lab_run`]: the lab's default run loses no request without a reported reason.
 //! - [`tick`]: the control tick's allocation-free path.
 //! - [`forecast_eval`]: `shardline forecast-eval` on real series.
 //! - [`replay`]: `shardline replay`, the loop against reactive, static and oracle controllers.
@@ -28,6 +29,7 @@ mod dataplane;
 mod flow_table;
 mod forecast_eval;
 mod hostile;
+mod lab_run;
 mod maps_full;
 mod netns;
 mod package;
