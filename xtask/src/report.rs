@@ -409,7 +409,104 @@ pub fn markdown(results: &Value) -> String {
         "One tick (ingest + forecast + decide) on one core, criterion median: {}.\n",
         duration(results["forecast_tick"]["median_ns"].as_f64())
     );
+    replay_markdown(&mut md, &results["replay"]);
     md
+}
+
+/// Runs `shardline replay` (the binary at `shardline`) on every `.csv` trace in `traces` and
+/// returns, per trace, its `--json` report plus the table's goal line.
+pub fn replay_results(shardline: &Path, traces: &Path) -> Value {
+    let Ok(entries) = fs::read_dir(traces) else {
+        return json!({ "status": format!("no traces at {}", traces.display()) });
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    files.sort();
+    let mut out = Map::new();
+    for file in files {
+        let name = file
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let run = |json: bool| {
+            let mut cmd = std::process::Command::new(shardline);
+            cmd.arg("replay").arg("--csv").arg(&file);
+            if json {
+                cmd.arg("--json");
+            }
+            cmd.output()
+        };
+        let entry = match (run(true), run(false)) {
+            (Ok(j), Ok(t)) if j.status.success() && t.status.success() => {
+                let mut v: Value = serde_json::from_slice(&j.stdout).unwrap_or(Value::Null);
+                let table = String::from_utf8_lossy(&t.stdout).into_owned();
+                let goal = table
+                    .lines()
+                    .find(|l| l.starts_with("goal "))
+                    .unwrap_or("")
+                    .to_owned();
+                v["goal_met"] = json!(goal.starts_with("goal met"));
+                v["goal"] = json!(goal);
+                v
+            }
+            (Ok(j), _) => json!({ "error": String::from_utf8_lossy(&j.stderr).trim().to_owned() }),
+            (Err(e), _) => json!({ "error": e.to_string() }),
+        };
+        out.insert(name, entry);
+    }
+    json!({
+        "command": "shardline replay --csv FILE [--json] (every default)",
+        "traces": out,
+    })
+}
+
+fn replay_markdown(md: &mut String, replay: &Value) {
+    let _ = writeln!(
+        md,
+        "## Prediction against reaction (`shardline replay`)
+"
+    );
+    let Some(traces) = replay["traces"].as_object() else {
+        let _ = writeln!(md, "Not run: {}\n", cell(&replay["status"]));
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "Command: `{}`, per shipped trace (docs/replay.md). Overload in backend-seconds; cost in \
+         shard-seconds; goal: predictive ≤ ½ reactive's overload at ≤ 1.1 × its cost and ≤ 1.3 × \
+         the oracle's.\n",
+        cell(&replay["command"])
+    );
+    let _ = writeln!(
+        md,
+        "| trace | overload pred / react | cost pred / react / static / oracle | goal |\n|---|---|---|---|"
+    );
+    for (name, r) in traces {
+        let c = &r["controllers"];
+        let num = |k: &str, f: &str| {
+            c[k][f]
+                .as_f64()
+                .map(|v| format!("{v:.0}"))
+                .unwrap_or_else(|| "n/a".into())
+        };
+        let _ = writeln!(
+            md,
+            "| {name} | {} / {} | {} / {} / {} / {} | {} |",
+            num("predictive", "overload_seconds"),
+            num("reactive", "overload_seconds"),
+            num("predictive", "shard_seconds"),
+            num("reactive", "shard_seconds"),
+            num("static", "shard_seconds"),
+            num("oracle", "shard_seconds"),
+            r["goal"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| cell(&r["error"]))
+        );
+    }
+    let _ = writeln!(md);
 }
 
 /// The 1M-session tick from criterion's `control_tick` group, if it ran.
@@ -479,6 +576,22 @@ pub fn finish(json_path: &Path, criterion_dir: &Path, quick: bool) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_renders_per_trace_with_its_goal() {
+        let scores = json!({ "overload_seconds": 7.0, "shard_seconds": 100.0 });
+        let md = markdown(
+            &json!({ "replay": { "command": "shardline replay", "traces": {
+            "taxi": { "controllers": { "predictive": scores, "reactive": scores,
+                "static": scores, "oracle": scores }, "goal": "goal missed: why" } } } }),
+        );
+        assert!(
+            md.contains("| taxi | 7 / 7 | 100 / 100 / 100 / 100 | goal missed: why |"),
+            "{md}"
+        );
+        let none = markdown(&json!({}));
+        assert!(none.contains("## Prediction against reaction"), "{none}");
+    }
 
     #[test]
     fn missing_sections_render_as_not_available() {
