@@ -448,6 +448,7 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
     let mut pending: Vec<Command> = Vec::new();
     let mut arrivals: VecDeque<(usize, u32)> = VecDeque::new();
     let mut tally = Tally::default();
+    let mut saturated: Vec<bool> = Vec::new();
     let (mut held, mut flags) = (Vec::new(), Vec::new());
     let secs = setup.tick.as_secs_f64();
     let t0 = Instant::now();
@@ -519,10 +520,19 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
         // The agents report saturation (not their load: the placement then counts the
         // forecasts of the shards each backend holds, as a daemon whose applications report
         // no load does).
+        // Only changes are sent: a report replaces the previous one.
         for (index, load) in loads.iter().enumerate() {
+            let now_saturated = *load > capacities[index];
+            if saturated.get(index) == Some(&now_saturated) {
+                continue;
+            }
+            if index >= saturated.len() {
+                saturated.resize(index + 1, false);
+            }
+            saturated[index] = now_saturated;
             core.report(AgentReport {
                 backend: index as u32 + 1,
-                saturated: *load > capacities[index],
+                saturated: now_saturated,
                 ..AgentReport::default()
             });
         }
