@@ -21,7 +21,7 @@ use imbl::ordmap::DiffItem;
 use serde::{Deserialize, Serialize};
 use shardline_common::{
     consts::MAX_BACKENDS,
-    maps::{scheme, SessionKey, ShardSet},
+    maps::{backend_flags, scheme, SessionKey, ShardSet},
 };
 
 pub use command::{Command, Response, StateError};
@@ -138,8 +138,9 @@ impl ControlState {
     }
 
     /// The dataplane tables this state implies. Unhealthy backends are left out of every shard
-    /// set (a set with none left is unplaced: the default table routes it) and draining or
-    /// unhealthy ones get no share of the default table.
+    /// set (a set with none left is unplaced: the default table routes it), draining or
+    /// unhealthy ones get no share of the default table, and unhealthy ones are marked
+    /// [`backend_flags::DOWN`], so flows and QUIC connection ids naming them are re-decided.
     pub fn tables(&self) -> Snapshot {
         let tables = ConfigTables {
             encap: self.encap.clone(),
@@ -156,6 +157,11 @@ impl ControlState {
             sessions: Vec::new(),
         };
         let mut snap = Snapshot::from_tables(&tables);
+        for (id, entry) in &self.backends {
+            if let (false, Some(b)) = (entry.healthy, snap.backends.get_mut(id)) {
+                b.flags |= backend_flags::DOWN;
+            }
+        }
         for (session, entry) in &self.sessions {
             if let Some((key, set)) = self.placement(session, entry) {
                 snap.sessions.insert(key, set);

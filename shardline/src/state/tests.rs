@@ -117,6 +117,26 @@ fn unhealthy_backends_leave_shard_sets_and_the_default_table() {
     let set = tables.sessions.values().next().unwrap();
     assert_eq!(&set.backends[..set.count as usize], &[1]);
     assert!(!tables.maglev.contains(&2));
+    let down = |t: &crate::snapshot::Snapshot, id| {
+        t.backends[&id].flags & shardline_common::maps::backend_flags::DOWN != 0
+    };
+    assert!(
+        down(&tables, 2) && !down(&tables, 1),
+        "the unhealthy one is marked down, so its flows are re-decided"
+    );
+    state
+        .apply(&Command::SetHealth {
+            id: 2,
+            healthy: true,
+        })
+        .unwrap();
+    assert!(!down(&state.tables(), 2), "back up");
+    state
+        .apply(&Command::SetHealth {
+            id: 2,
+            healthy: false,
+        })
+        .unwrap();
     state
         .apply(&Command::SetHealth {
             id: 1,
