@@ -46,12 +46,16 @@ pub struct BackendEntry {
     pub healthy: bool,
     /// Draining: keeps its placed sessions' flows but gets no new share of the default table.
     pub draining: bool,
+    /// Drained: the drain timeout passed, so it has left every shard set and its flows are
+    /// re-decided (set by [`Command::DrainTimedOut`], cleared by any `Drain`).
+    #[serde(default)]
+    pub drained: bool,
 }
 
 impl BackendEntry {
-    /// Whether it may carry traffic at all.
+    /// Whether it may carry traffic at all: healthy, and not drained.
     pub fn usable(&self) -> bool {
-        self.healthy
+        self.healthy && !self.drained
     }
 
     /// Its weight in the default table: zero while unhealthy or draining.
@@ -139,8 +143,9 @@ impl ControlState {
 
     /// The dataplane tables this state implies. Unhealthy backends are left out of every shard
     /// set (a set with none left is unplaced: the default table routes it), draining or
-    /// unhealthy ones get no share of the default table, and unhealthy ones are marked
-    /// [`backend_flags::DOWN`], so flows and QUIC connection ids naming them are re-decided.
+    /// unhealthy ones get no share of the default table, and unhealthy or drained ones are
+    /// marked [`backend_flags::DOWN`], so flows and QUIC connection ids naming them are
+    /// re-decided. Drained backends leave shard sets as unhealthy ones do.
     pub fn tables(&self) -> Snapshot {
         let tables = ConfigTables {
             encap: self.encap.clone(),
@@ -158,7 +163,7 @@ impl ControlState {
         };
         let mut snap = Snapshot::from_tables(&tables);
         for (id, entry) in &self.backends {
-            if let (false, Some(b)) = (entry.healthy, snap.backends.get_mut(id)) {
+            if let (false, Some(b)) = (entry.usable(), snap.backends.get_mut(id)) {
                 b.flags |= backend_flags::DOWN;
             }
         }

@@ -150,6 +150,43 @@ fn unhealthy_backends_leave_shard_sets_and_the_default_table() {
 }
 
 #[test]
+fn a_drained_backend_keeps_its_shards_until_its_drain_times_out() {
+    let mut state = ControlState::from_config(&config());
+    let members = |t: &crate::snapshot::Snapshot| {
+        let set = t.sessions.values().next().unwrap();
+        set.backends[..set.count as usize].to_vec()
+    };
+    let before = members(&state.tables());
+    let id = before[0];
+    state.apply(&Command::Drain { id, draining: true }).unwrap();
+    let draining = state.tables();
+    assert_eq!(
+        members(&draining),
+        before,
+        "draining keeps its placed sessions"
+    );
+    assert!(
+        !draining.maglev.contains(&id),
+        "but no share of the default table"
+    );
+    state.apply(&Command::DrainTimedOut { id }).unwrap();
+    let drained = state.tables();
+    assert!(
+        !members(&drained).contains(&id),
+        "timed out: out of every shard set"
+    );
+    let flags = drained.backends[&id].flags;
+    assert_ne!(flags & shardline_common::maps::backend_flags::DOWN, 0);
+    state
+        .apply(&Command::Drain {
+            id,
+            draining: false,
+        })
+        .unwrap();
+    assert_eq!(members(&state.tables()), before, "undrained: back");
+}
+
+#[test]
 fn session_state_is_bounded_per_session() {
     let mut state = ControlState::from_config(&config());
     let put = |key: &str, len: usize| Command::PutState {
