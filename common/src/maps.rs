@@ -30,6 +30,9 @@ pub mod backend_flags {
     pub const HAS_V4: u32 = 2;
     /// [`super::Backend::addr6`] is set.
     pub const HAS_V6: u32 = 4;
+    /// Down (failing its health checks): configured, but nothing is sent to it. Flow entries
+    /// and QUIC connection ids naming it are re-decided by the tables, which leave it out.
+    pub const DOWN: u32 = 8;
 }
 
 /// An IPv6 address (IPv4 addresses IPv4-mapped, `::ffff:a.b.c.d`) as four native-endian

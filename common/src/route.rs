@@ -134,16 +134,29 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
         proto: l3.proto,
         _pad: [0; 3],
     });
+    // A flow entry or connection id naming a backend that is down or gone is re-decided by the
+    // tables (which leave such backends out) and counted as rerouted. The check is one flag
+    // test on the backend entry the hit path loads anyway.
+    let mut rerouted = false;
     let sticky = match &flow {
-        Some(f) => t
-            .sticky_backend(f)
-            .and_then(|id| present(t, id).map(|b| (id, b))),
+        Some(f) => match t.sticky_backend(f) {
+            Some(id) => {
+                let found = live(t, id).map(|b| (id, b));
+                rerouted = found.is_none();
+                found
+            }
+            None => None,
+        },
         None => None,
     };
-    // QUIC-LB: a connection id naming a configured backend pins the packet to it, whatever the
+    // QUIC-LB: a connection id naming a live backend pins the packet to it, whatever the
     // client's address and the tables say, so connections survive rebinding and re-sharding.
     let pinned = match server_id {
-        Some(id) => present(t, id).map(|b| (id, b)),
+        Some(id) => {
+            let found = live(t, id).map(|b| (id, b));
+            rerouted |= found.is_none();
+            found
+        }
         None => None,
     };
     let (backend_id, backend) = match pinned.or(sticky) {
@@ -167,10 +180,12 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
     };
     d.reason = if service.forward == forward_mode::ENCAP && backend.flags & family == 0 {
         Reason::NoBackendAddress
+    } else if rerouted {
+        Reason::Rerouted
     } else {
         Reason::Forwarded
     };
-    if let (Some(f), None, Reason::Forwarded) = (&flow, sticky, d.reason) {
+    if let (Some(f), None, true) = (&flow, sticky, d.reason.forwards()) {
         t.remember_flow(f, backend_id);
     }
     d
@@ -221,6 +236,15 @@ fn request_identity<P: PacketBytes + ?Sized>(
 fn present<T: Tables>(t: &T, id: u32) -> Option<Backend> {
     let backend = t.backend(id)?;
     (backend.flags & backend_flags::PRESENT != 0).then_some(backend)
+}
+
+/// The backend with id `id` if it is configured and not down: what a flow entry or connection
+/// id may pin a packet to.
+#[inline(always)]
+fn live<T: Tables>(t: &T, id: u32) -> Option<Backend> {
+    let backend = t.backend(id)?;
+    let wanted = backend_flags::PRESENT | backend_flags::DOWN;
+    (backend.flags & wanted == backend_flags::PRESENT).then_some(backend)
 }
 
 #[inline(always)]

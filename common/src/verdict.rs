@@ -80,10 +80,13 @@ pub enum Reason {
     QuicMalformed = 15,
     /// QUIC Version Negotiation or Retry packet to a VIP (only servers send them): dropped.
     QuicServerOnly = 16,
+    /// Sent to a backend the tables chose because the one its flow entry or QUIC connection
+    /// id named is down or not configured (the flow entry is rewritten).
+    Rerouted = 17,
 }
 
 /// Number of [`Reason`]s: the length of the per-reason counter array.
-pub const REASON_COUNT: u32 = 17;
+pub const REASON_COUNT: u32 = 18;
 
 impl Reason {
     /// Every reason, in counter order.
@@ -105,12 +108,18 @@ impl Reason {
         Self::TooManyExtHeaders,
         Self::QuicMalformed,
         Self::QuicServerOnly,
+        Self::Rerouted,
     ];
+
+    /// Whether the packet was sent to a backend ([`Self::Forwarded`] or [`Self::Rerouted`]).
+    pub const fn forwards(self) -> bool {
+        matches!(self, Self::Forwarded | Self::Rerouted)
+    }
 
     /// The action this reason implies.
     pub const fn action(self) -> Action {
         match self {
-            Self::Forwarded => Action::Tx,
+            Self::Forwarded | Self::Rerouted => Action::Tx,
             Self::NotIp | Self::NotService | Self::NotL4 | Self::MalformedNotVip => Action::Pass,
             _ => Action::Drop,
         }
@@ -136,6 +145,7 @@ impl Reason {
             Self::TooManyExtHeaders => "too_many_ext_headers",
             Self::QuicMalformed => "quic_malformed",
             Self::QuicServerOnly => "quic_server_only",
+            Self::Rerouted => "rerouted",
         }
     }
 }

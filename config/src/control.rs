@@ -89,6 +89,10 @@ pub struct ControlConfig {
     /// Health-check interval, ms (default 1000).
     #[serde(default = "d_health_ms")]
     pub health_interval_ms: u64,
+    /// Seconds a drained backend keeps its placed sessions and established flows (default
+    /// 30); then it leaves every shard set and its flows are re-decided.
+    #[serde(default = "d_drain")]
+    pub drain_timeout_secs: f64,
     /// History file (redb); none keeps no history.
     pub history_path: Option<PathBuf>,
     /// Downsampling tiers, finest first (default 1 s for an hour, 1 min for a week).
@@ -167,6 +171,9 @@ fn d_scale_in() -> f64 {
 fn d_health_ms() -> u64 {
     1000
 }
+fn d_drain() -> f64 {
+    30.0
+}
 fn d_lead() -> f64 {
     30.0
 }
@@ -233,6 +240,7 @@ impl ControlConfig {
         for (name, v) in [
             ("min_dwell_secs", self.min_dwell_secs),
             ("scale_in_delay_secs", self.scale_in_delay_secs),
+            ("drain_timeout_secs", self.drain_timeout_secs),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(invalid(name, "must be a non-negative number of seconds"));

@@ -108,6 +108,7 @@ pub const KEYS: &[Key] = &[
     key("control.agent_token_dir", Code, Text("a directory"), "Agents' bearer tokens, one file per backend (`ID.token`, one token a line for rotation); read per request. See docs/security.md."),
     key("control.insecure_agents", Code, Text("`true` or `false`"), "Accept agents without tokens; with neither this nor `agent_token_dir` the agents' endpoint refuses every request."),
     key("control.health_interval_ms", Code, Int(10, i64::MAX), "Health-check interval, ms."),
+    key("control.drain_timeout_secs", Code, Text(">= 0"), "Seconds a drained backend keeps its placed sessions and established flows; then it leaves every shard set and its flows are re-decided."),
     key("control.history_path", Code, Text("a file path"), "History file (redb); unset keeps no history."),
     key("control.history_tiers[].step_secs", Code, Text(">= 1"), "Bucket width of a downsampling tier, seconds (1 to 4 tiers, finest first)."),
     key("control.history_tiers[].keep_secs", Code, Text(">= step_secs"), "Age after which a tier's buckets are deleted, seconds."),

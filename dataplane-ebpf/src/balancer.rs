@@ -28,7 +28,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
     let tables = MapTables::new(globals);
     let d = route(ctx, &tables);
     let mut reason = d.reason;
-    if reason == Reason::Forwarded {
+    if reason.forwards() {
         if rewrite(ctx, &d, globals).is_err() {
             log_encap_failed(ctx, d.backend_id);
             reason = Reason::EncapFailed;

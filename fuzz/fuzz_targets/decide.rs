@@ -77,7 +77,7 @@ fuzz_target!(|frame: &[u8]| {
     TABLES.with(|t| {
         let d = decide(frame, t);
         assert_eq!(d, decide(frame, t), "decisions are deterministic");
-        if d.reason == Reason::Forwarded {
+        if d.reason.forwards() {
             let b = t.backends.get(&d.backend_id).expect("forwarded to a configured backend");
             assert!(b.flags & backend_flags::PRESENT != 0);
             let family = if d.v6 { backend_flags::HAS_V6 } else { backend_flags::HAS_V4 };

@@ -16,6 +16,9 @@ use crate::{
     Lab, LabError, QUIC_PORT,
 };
 
+/// How long the request sessions pause after a backend refused a request over its capacity.
+pub const REFUSED_BACKOFF: Duration = Duration::from_millis(50);
+
 /// What the client observed.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
@@ -117,6 +120,11 @@ impl Lab {
                             Ok(Outcome::Lost(loss)) => {
                                 report.lost += 1;
                                 report.losses.push((start.elapsed(), loss));
+                                if loss.reason == traffic::LossReason::Refused {
+                                    // As a client honouring a 503: retrying at once would
+                                    // only pile more work on the saturated backend.
+                                    std::thread::sleep(REFUSED_BACKOFF);
+                                }
                             }
                             Err(_) => report.errors += 1,
                         }

@@ -13,7 +13,7 @@ use shardline::snapshot::Snapshot;
 pub fn expected_backend(snapshot: &Snapshot, session: &Session, obs: &Observation) -> Option<u32> {
     let frame = frame_for(session, obs.source, obs.destination, obs.key)?;
     let d = decide(&frame[..], snapshot);
-    (d.reason == shardline_common::verdict::Reason::Forwarded).then_some(d.backend_id)
+    d.reason.forwards().then_some(d.backend_id)
 }
 
 /// An Ethernet frame carrying the first packet of the request.

@@ -6,11 +6,9 @@ use crate::support::{
     Loaded, TEST_CONFIG,
 };
 use shardline_common::{
-    consts::MAGLEV_SIZE,
-    maglev::{build, Weighted},
-    maps::Backend,
+    maps::{backend_flags, Backend},
     route::decide,
-    verdict::Action,
+    verdict::{Action, Reason},
 };
 
 /// BPF_PROG_TEST_RUN runs on the calling CPU and the flow table is per CPU: stay on one.
@@ -51,22 +49,6 @@ fn replay(lb: &Loaded, frame: &[u8]) -> u32 {
     decide(frame, &lb.tables).backend_id
 }
 
-/// Rebuilds the default table with `weights` and flips to it, in the maps and the snapshot.
-fn reweight(lb: &mut Loaded, weights: &[(u32, u32)]) {
-    let w: Vec<Weighted> = weights
-        .iter()
-        .map(|(id, weight)| Weighted {
-            id: *id,
-            weight: *weight,
-        })
-        .collect();
-    let table = build(&w, MAGLEV_SIZE);
-    let idle = lb.maps.fill_idle_maglev(&table).expect("fill");
-    let globals = lb.maps.globals().expect("globals").with_live_half(idle);
-    lb.maps.publish_globals(&globals).expect("flip");
-    lb.tables.maglev = table;
-}
-
 fn flow(sport: u16) -> Vec<u8> {
     FrameSpec::tcp4(VIP4, sport, WEB_PORT).build()
 }
@@ -81,7 +63,7 @@ fn established_flows_survive_a_drain_but_not_a_removal() {
 
     // Drain A: the tables now send this flow elsewhere, the established flow stays.
     let weights: Vec<(u32, u32)> = (1..=4).map(|id| (id, u32::from(id != a))).collect();
-    reweight(&mut lb, &weights);
+    lb.reweight(&weights);
     let b = replay(&lb, &frame);
     assert_ne!(a, b, "a drained backend owns no slot");
     assert_eq!(
@@ -121,7 +103,7 @@ fn idle_flows_are_routed_afresh() {
     let frame = flow(42_000);
     let a = kernel_backend(&mut lb, &frame);
     let weights: Vec<(u32, u32)> = (1..=4).map(|id| (id, u32::from(id != a))).collect();
-    reweight(&mut lb, &weights);
+    lb.reweight(&weights);
     assert_eq!(kernel_backend(&mut lb, &frame), a, "still established");
     std::thread::sleep(std::time::Duration::from_millis(2_100));
     assert_eq!(
@@ -130,4 +112,55 @@ fn idle_flows_are_routed_afresh() {
         "idle for longer than flow_idle_secs"
     );
     assert_ne!(replay(&lb, &frame), a);
+}
+
+/// Marks backend `id` down (`down`) or up, in the maps and the snapshot, as the daemon does.
+fn set_down(lb: &mut Loaded, id: u32, down: bool) {
+    let mut b = lb.tables.backends[&id];
+    b.flags = if down {
+        b.flags | backend_flags::DOWN
+    } else {
+        b.flags & !backend_flags::DOWN
+    };
+    lb.maps.set_backend(id, &b).expect("write the backend");
+    lb.tables.backends.insert(id, b);
+}
+
+#[test]
+fn a_down_backends_flows_are_rerouted_and_their_entries_rewritten() {
+    pin_to_cpu0();
+    let mut lb = Loaded::new(TEST_CONFIG);
+    let frame = flow(42_000);
+    let a = kernel_backend(&mut lb, &frame);
+    // A goes down: out of the default table and marked down.
+    let weights: Vec<(u32, u32)> = (1..=4).map(|id| (id, u32::from(id != a))).collect();
+    lb.reweight(&weights);
+    set_down(&mut lb, a, true);
+    let b = replay(&lb, &frame);
+    assert_ne!(a, b, "a down backend owns no slot");
+    let (_, reason) = lb.run_counted(&frame);
+    assert_eq!(
+        reason,
+        Reason::Rerouted,
+        "the flow entry named a down backend"
+    );
+    assert_eq!(
+        kernel_backend(&mut lb, &frame),
+        b,
+        "rerouted to the table's choice"
+    );
+    let (_, reason) = lb.run_counted(&frame);
+    assert_eq!(
+        reason,
+        Reason::Forwarded,
+        "the entry was rewritten: a plain hit"
+    );
+    // A comes back: the rewritten flow stays where it went, new flows may use A again.
+    set_down(&mut lb, a, false);
+    lb.reweight(&[(1, 1), (2, 1), (3, 1), (4, 1)]);
+    assert_eq!(
+        kernel_backend(&mut lb, &frame),
+        b,
+        "the rewritten entry sticks"
+    );
 }

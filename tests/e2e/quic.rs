@@ -18,7 +18,7 @@ use crate::support::{
 use shardline::{config::Config, snapshot::Snapshot};
 use shardline_common::{
     hash::{addr_hash, maglev_slot},
-    maps::ip_addr,
+    maps::{backend_flags, ip_addr},
     quic::cid_hash,
     route::{Decision, Tables},
     verdict::Reason,
@@ -112,6 +112,47 @@ fn server_ids_pin_handshake_and_short_headers_whatever_the_client_address() {
 }
 
 #[test]
+fn a_server_id_naming_a_down_backend_falls_back_to_the_hash() {
+    let mut lb = Loaded::new(TEST_CONFIG);
+    let cid = server_cid(3);
+    let d = expect4(
+        &mut lb,
+        "backend 3 up",
+        5,
+        short(&cid, 40),
+        Reason::Forwarded,
+    );
+    assert_eq!(d.backend_id, 3, "pinned while up");
+    // Down, as the daemon writes it: out of the default table, and marked.
+    lb.reweight(&[(1, 1), (2, 1), (3, 0), (4, 1)]);
+    let mut down = lb.tables.backends[&3];
+    down.flags |= backend_flags::DOWN;
+    lb.maps.set_backend(3, &down).expect("mark backend 3 down");
+    lb.tables.backends.insert(3, down);
+    let d = expect4(
+        &mut lb,
+        "backend 3 down",
+        5,
+        short(&cid, 40),
+        Reason::Rerouted,
+    );
+    assert_eq!(d.backend_id, hashed_backend(&lb.tables, CLIENT4, &cid));
+    assert_ne!(d.backend_id, 3, "never to the down backend");
+    let mut up = down;
+    up.flags &= !backend_flags::DOWN;
+    lb.maps.set_backend(3, &up).expect("mark backend 3 up");
+    lb.tables.backends.insert(3, up);
+    let d = expect4(
+        &mut lb,
+        "backend 3 up again",
+        5,
+        short(&cid, 40),
+        Reason::Forwarded,
+    );
+    assert_eq!(d.backend_id, 3, "pinned again once up");
+}
+
+#[test]
 fn unknown_server_ids_and_other_rotations_fall_back_to_the_hash() {
     let mut lb = Loaded::new(TEST_CONFIG);
     let unknown = server_cid(99);
@@ -120,7 +161,7 @@ fn unknown_server_ids_and_other_rotations_fall_back_to_the_hash() {
         "unknown id",
         5,
         short(&unknown, 40),
-        Reason::Forwarded,
+        Reason::Rerouted,
     );
     assert_eq!(d.backend_id, hashed_backend(&lb.tables, CLIENT4, &unknown));
     for rotation in [2, 4, 7] {

@@ -3,6 +3,7 @@
 //! - [`resources`]: /proc and cgroup v2 readers.
 //! - [`server`]: the daemon's `/v1/agents` router: reports in, registrations in.
 //! - [`health`]: the daemon's health checker, probing each agent's `/health`.
+//! - [`drain`]: the daemon's drain timer, ending drains after `control.drain_timeout_secs`.
 //!
 //! An agent runs on each backend host. Every interval it reads the host's (or its cgroup's)
 //! CPU, memory and network, plus the application's own load and capacity from a small JSON
@@ -10,6 +11,7 @@
 //! daemon. It answers `GET /health` so the daemon can tell a dead backend within an interval.
 //! A new backend registers through the agent ([`AgentOptions::register`]).
 
+pub mod drain;
 pub mod health;
 pub mod resources;
 pub mod server;

@@ -87,6 +87,11 @@ pub async fn start(
         hub.clone(),
         std::time::Duration::from_millis(config.health_interval_ms),
     ));
+    tokio::spawn(crate::agent::drain::run(
+        control.clone(),
+        std::time::Duration::from_secs_f64(config.drain_timeout_secs),
+        std::time::Duration::from_millis(config.health_interval_ms),
+    ));
     control::spawn(
         config.clone(),
         LoopHandles {

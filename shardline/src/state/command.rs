@@ -50,6 +50,12 @@ pub enum Command {
         /// Draining or not.
         draining: bool,
     },
+    /// A draining backend's drain timeout passed: it leaves every shard set and its flows are
+    /// re-decided. Does nothing to a backend no longer draining.
+    DrainTimedOut {
+        /// Backend id.
+        id: u32,
+    },
     /// Removes a backend; it leaves every shard set.
     RemoveBackend {
         /// Backend id.
@@ -200,7 +206,15 @@ fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, St
         }
         Command::SetWeight { id, weight } => backend_mut(state, *id)?.config.weight = *weight,
         Command::SetHealth { id, healthy } => backend_mut(state, *id)?.healthy = *healthy,
-        Command::Drain { id, draining } => backend_mut(state, *id)?.draining = *draining,
+        Command::Drain { id, draining } => {
+            let b = backend_mut(state, *id)?;
+            b.draining = *draining;
+            b.drained = false;
+        }
+        Command::DrainTimedOut { id } => {
+            let b = backend_mut(state, *id)?;
+            b.drained = b.draining;
+        }
         Command::RemoveBackend { id } => {
             state
                 .backends
@@ -300,16 +314,17 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
     }
     let mut backends = Map::new();
     for b in &tables.backends {
-        let (healthy, draining) = state
+        let (healthy, draining, drained) = state
             .backends
             .get(&b.id)
-            .map_or((true, false), |e| (e.healthy, e.draining));
+            .map_or((true, false, false), |e| (e.healthy, e.draining, e.drained));
         backends.insert(
             b.id,
             BackendEntry {
                 config: b.clone(),
                 healthy,
                 draining,
+                drained,
             },
         );
     }
@@ -353,6 +368,7 @@ fn upsert_backend(state: &mut ControlState, config: &BackendConfig) {
             config: config.clone(),
             healthy: true,
             draining: false,
+            drained: false,
         });
     entry.config = config.clone();
 }

@@ -21,7 +21,7 @@ use imbl::ordmap::DiffItem;
 use serde::{Deserialize, Serialize};
 use shardline_common::{
     consts::MAX_BACKENDS,
-    maps::{scheme, SessionKey, ShardSet},
+    maps::{backend_flags, scheme, SessionKey, ShardSet},
 };
 
 pub use command::{Command, Response, StateError};
@@ -46,12 +46,16 @@ pub struct BackendEntry {
     pub healthy: bool,
     /// Draining: keeps its placed sessions' flows but gets no new share of the default table.
     pub draining: bool,
+    /// Drained: the drain timeout passed, so it has left every shard set and its flows are
+    /// re-decided (set by [`Command::DrainTimedOut`], cleared by any `Drain`).
+    #[serde(default)]
+    pub drained: bool,
 }
 
 impl BackendEntry {
-    /// Whether it may carry traffic at all.
+    /// Whether it may carry traffic at all: healthy, and not drained.
     pub fn usable(&self) -> bool {
-        self.healthy
+        self.healthy && !self.drained
     }
 
     /// Its weight in the default table: zero while unhealthy or draining.
@@ -138,8 +142,10 @@ impl ControlState {
     }
 
     /// The dataplane tables this state implies. Unhealthy backends are left out of every shard
-    /// set (a set with none left is unplaced: the default table routes it) and draining or
-    /// unhealthy ones get no share of the default table.
+    /// set (a set with none left is unplaced: the default table routes it), draining or
+    /// unhealthy ones get no share of the default table, and unhealthy or drained ones are
+    /// marked [`backend_flags::DOWN`], so flows and QUIC connection ids naming them are
+    /// re-decided. Drained backends leave shard sets as unhealthy ones do.
     pub fn tables(&self) -> Snapshot {
         let tables = ConfigTables {
             encap: self.encap.clone(),
@@ -156,6 +162,11 @@ impl ControlState {
             sessions: Vec::new(),
         };
         let mut snap = Snapshot::from_tables(&tables);
+        for (id, entry) in &self.backends {
+            if let (false, Some(b)) = (entry.usable(), snap.backends.get_mut(id)) {
+                b.flags |= backend_flags::DOWN;
+            }
+        }
         for (session, entry) in &self.sessions {
             if let Some((key, set)) = self.placement(session, entry) {
                 snap.sessions.insert(key, set);

@@ -117,6 +117,26 @@ fn unhealthy_backends_leave_shard_sets_and_the_default_table() {
     let set = tables.sessions.values().next().unwrap();
     assert_eq!(&set.backends[..set.count as usize], &[1]);
     assert!(!tables.maglev.contains(&2));
+    let down = |t: &crate::snapshot::Snapshot, id| {
+        t.backends[&id].flags & shardline_common::maps::backend_flags::DOWN != 0
+    };
+    assert!(
+        down(&tables, 2) && !down(&tables, 1),
+        "the unhealthy one is marked down, so its flows are re-decided"
+    );
+    state
+        .apply(&Command::SetHealth {
+            id: 2,
+            healthy: true,
+        })
+        .unwrap();
+    assert!(!down(&state.tables(), 2), "back up");
+    state
+        .apply(&Command::SetHealth {
+            id: 2,
+            healthy: false,
+        })
+        .unwrap();
     state
         .apply(&Command::SetHealth {
             id: 1,
@@ -127,6 +147,43 @@ fn unhealthy_backends_leave_shard_sets_and_the_default_table() {
         state.tables().sessions.is_empty(),
         "no live shard: unplaced"
     );
+}
+
+#[test]
+fn a_drained_backend_keeps_its_shards_until_its_drain_times_out() {
+    let mut state = ControlState::from_config(&config());
+    let members = |t: &crate::snapshot::Snapshot| {
+        let set = t.sessions.values().next().unwrap();
+        set.backends[..set.count as usize].to_vec()
+    };
+    let before = members(&state.tables());
+    let id = before[0];
+    state.apply(&Command::Drain { id, draining: true }).unwrap();
+    let draining = state.tables();
+    assert_eq!(
+        members(&draining),
+        before,
+        "draining keeps its placed sessions"
+    );
+    assert!(
+        !draining.maglev.contains(&id),
+        "but no share of the default table"
+    );
+    state.apply(&Command::DrainTimedOut { id }).unwrap();
+    let drained = state.tables();
+    assert!(
+        !members(&drained).contains(&id),
+        "timed out: out of every shard set"
+    );
+    let flags = drained.backends[&id].flags;
+    assert_ne!(flags & shardline_common::maps::backend_flags::DOWN, 0);
+    state
+        .apply(&Command::Drain {
+            id,
+            draining: false,
+        })
+        .unwrap();
+    assert_eq!(members(&state.tables()), before, "undrained: back");
 }
 
 #[test]

@@ -90,8 +90,7 @@ impl Tracer {
             .find(|(a, b)| a.1 > b.1)
             .map(|(a, _)| a.0);
         let replay = decide(frame, &self.dataplane.tables);
-        let replay_backend = (replay.backend_id != NO_BACKEND
-            && replay.reason == Reason::Forwarded)
+        let replay_backend = (replay.backend_id != NO_BACKEND && replay.reason.forwards())
             .then_some(replay.backend_id);
         let agree = replay.action() == run.action
             && Some(replay.reason) == reason

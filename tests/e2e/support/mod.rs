@@ -199,6 +199,24 @@ impl Loaded {
         out
     }
 
+    /// Rebuilds the default table with `weights` (backend id, weight) and flips to it, in the
+    /// maps and the snapshot.
+    pub fn reweight(&mut self, weights: &[(u32, u32)]) {
+        use shardline_common::{
+            consts::MAGLEV_SIZE,
+            maglev::{build, Weighted},
+        };
+        let w: Vec<Weighted> = weights
+            .iter()
+            .map(|&(id, weight)| Weighted { id, weight })
+            .collect();
+        let table = build(&w, MAGLEV_SIZE);
+        let idle = self.maps.fill_idle_maglev(&table).expect("fill");
+        let globals = self.maps.globals().expect("globals").with_live_half(idle);
+        self.maps.publish_globals(&globals).expect("flip");
+        self.tables.maglev = table;
+    }
+
     /// Runs one frame and returns the kernel's answer with the one reason it counted.
     pub fn run_counted(&mut self, frame: &[u8]) -> (KernelRun, Reason) {
         let before = self.reasons();

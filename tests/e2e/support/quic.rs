@@ -87,10 +87,11 @@ pub fn version_negotiation(dcid: &[u8]) -> Vec<u8> {
     p
 }
 
-/// A random QUIC payload for the agreement run: every packet kind, server ids known, unknown
-/// and of another rotation, client ids, and broken headers.
+/// A random QUIC payload for the agreement run: every packet kind, server ids known, down,
+/// unknown and of another rotation, client ids, and broken headers.
 pub fn random_payload(rng: &mut StdRng) -> Vec<u8> {
     let server_id = match rng.gen_range(0..6) {
+        0 if rng.gen_bool(0.5) => super::random::DOWN_BACKEND,
         0 => 99,
         1 => rng.gen_range(0..0x1_0000),
         n => n,

@@ -10,7 +10,8 @@ use shardline_common::{
     consts::{ETH_HLEN, HEADER_LEN, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS},
     hash::addr_hash,
     maps::{
-        addr_words, forward_mode, ip_addr, session_mode, Service, ServiceKey, SessionKey, ShardSet,
+        addr_words, backend_flags, forward_mode, ip_addr, session_mode, Backend, Service,
+        ServiceKey, SessionKey, ShardSet,
     },
     packet::parse_l2,
 };
@@ -32,6 +33,9 @@ pub const SESSION_OUT_OF_RANGE: u64 = 44;
 pub const SESSION_V4_ONLY: u64 = 45;
 /// Header-mode session of `kv` with an empty shard set (falls back to the default table).
 pub const SESSION_EMPTY: u64 = 46;
+/// A backend that is configured but down (in no table): QUIC server ids naming it are
+/// rerouted by the fallback hash.
+pub const DOWN_BACKEND: u32 = 98;
 /// Flow-mode client of `web`, placed on backends 2 and 4.
 pub const PLACED_CLIENT4: [u8; 4] = [192, 0, 2, 77];
 /// Flow-mode client of `web6`, placed on backends 1 and 4 (4 has no IPv6).
@@ -42,7 +46,7 @@ pub const PLACED_CLIENT6: [u8; 16] = [
 /// Adds to `lb`'s snapshot and maps what `TEST_CONFIG` lacks for the random run: a flow-mode
 /// UDP service over IPv6 (`dns6`, on `DNS_PORT`), and placements that reach the rarer outcomes
 /// (unknown backend, backend without the packet's family, empty shard set, placed flow-mode
-/// clients).
+/// clients, a down backend that connection ids name).
 pub fn add_edge_cases(lb: &mut Loaded) {
     let id = |addr: IpAddr, port: u16, proto: u8| {
         lb.tables
@@ -95,6 +99,14 @@ pub fn add_edge_cases(lb: &mut Loaded) {
             set,
         );
     }
+    // Addresses of its own, so an output could only name it by mistake.
+    let down = Backend {
+        flags: backend_flags::PRESENT | backend_flags::HAS_V4 | backend_flags::DOWN,
+        addr4: [10, 0, 0, 98],
+        mac: [2, 0, 0, 0, 0, 0x98],
+        ..Backend::default()
+    };
+    lb.tables.backends.insert(DOWN_BACKEND, down);
     let dataplane: &mut shardline::private::PrivateDataplane = lb;
     dataplane
         .maps
