@@ -166,7 +166,7 @@ pub fn lab(duration: Option<u64>, sessions: Option<u64>, extra: &[String]) -> Re
 pub fn bench(quick: bool, report_only: bool) -> Result<()> {
     let out = workspace_root().join(DATAPLANE_RESULTS);
     if report_only {
-        return report::finish(&out, &target_dir().join("criterion"), quick);
+        return report::finish(&out, &target_dir().join("criterion"), quick, None);
     }
     setup(Purpose::Everything)?;
     build(&["shardline-cli", "shardline-lab", "shardline-bench"])?;
@@ -189,18 +189,12 @@ pub fn bench(quick: bool, report_only: bool) -> Result<()> {
         dataplane.arg("--quick");
     }
     run(&mut dataplane)?;
-    // The prediction goal per shipped trace, written into the same results file.
+    // The prediction goal per shipped trace, into the same results file.
     let replay = report::replay_results(
         &target_dir().join("release/shardline"),
         &workspace_root().join("../shared/data/traces"),
     );
-    let text = fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
-    let mut results: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", out.display()))?;
-    results["replay"] = replay;
-    fs::write(&out, serde_json::to_string_pretty(&results)? + "\n")
-        .with_context(|| format!("writing {}", out.display()))?;
-    report::finish(&out, &target_dir().join("criterion"), quick)
+    report::finish(&out, &target_dir().join("criterion"), quick, Some(replay))
 }
 
 /// Runs the daemon in the foreground with the user's arguments.

@@ -527,15 +527,24 @@ fn duration(ns: Option<f64>) -> String {
     }
 }
 
-/// Reads `json_path`, sets its `control` section from criterion, writes it back and writes the
+/// Reads `json_path`, sets its `control` section from criterion (and `replay`, when given; a
+/// `--report-only` run keeps the one in the file), writes it back and writes the
 /// Markdown next to it (`.md`).
-pub fn finish(json_path: &Path, criterion_dir: &Path, quick: bool) -> Result<()> {
+pub fn finish(
+    json_path: &Path,
+    criterion_dir: &Path,
+    quick: bool,
+    replay: Option<Value>,
+) -> Result<()> {
     let text = fs::read_to_string(json_path)
         .with_context(|| format!("reading {}", json_path.display()))?;
     let mut results: Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not JSON", json_path.display()))?;
     results["control"] = criterion_results(criterion_dir, quick);
     results["forecast_tick"] = forecast_tick(&results["control"]);
+    if let Some(replay) = replay {
+        results["replay"] = replay;
+    }
     fs::write(
         json_path,
         serde_json::to_string_pretty(&results).context("serialising results")? + "\n",

@@ -451,6 +451,7 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
     let mut saturated: Vec<bool> = Vec::new();
     let (mut held, mut flags) = (Vec::new(), Vec::new());
     let secs = setup.tick.as_secs_f64();
+    let trace = std::env::var_os("SHARDLINE_REPLAY_TRACE").is_some();
     let t0 = Instant::now();
     for t in 0..setup.ticks {
         let now = t0 + setup.tick * t as u32;
@@ -502,9 +503,7 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
         }
         let overloaded_before = tally.overload_seconds;
         tally.tick(secs, &loads, &capacities);
-        if tally.overload_seconds > overloaded_before
-            && std::env::var_os("SHARDLINE_REPLAY_TRACE").is_some()
-        {
+        if tally.overload_seconds > overloaded_before && trace {
             let over = loads.iter().zip(&capacities).filter(|(l, c)| l > c).count();
             eprintln!(
                 "{} t={t}: {over} backends overloaded, demand {:.0} on {shards} shards",
@@ -557,7 +556,7 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
         }
         let at_ms = (t as f64 * secs * 1000.0) as u64;
         let out = core.tick(now, at_ms, t0, &rates, &state);
-        if std::env::var_os("SHARDLINE_REPLAY_TRACE").is_some() {
+        if trace {
             for p in &out.placements {
                 eprintln!("{} t={t}: {}", kind.name(), p.reason);
             }
