@@ -27,11 +27,25 @@ fn backends() -> String {
         .collect()
 }
 
+/// A free port below the kernel's ephemeral range (32768 and up), so no outgoing connection of
+/// another test can take it between this check and the node's bind, as one can a port the
+/// kernel hands out for `:0`.
 fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 400) as u16 * 30,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let p = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(p < 32_768, "no free port below the ephemeral range");
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
 }
 
 async fn node(dir: &Path, id: u64, port: u16, cluster: &str) -> Arc<Cluster> {
