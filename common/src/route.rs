@@ -47,7 +47,8 @@ pub struct Decision {
     pub reason: Reason,
     /// Chosen backend id, [`NO_BACKEND`] unless forwarded.
     pub backend_id: u32,
-    /// The matched service (default if none).
+    /// The matched service (default if none), its ring placement left out ([`Service::unplaced`])
+    /// so every replay of a packet decides alike wherever the ring lives.
     pub service: Service,
     /// The session the packet belongs to (zero if no service matched).
     pub session: SessionKey,
@@ -124,7 +125,7 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
         session,
     };
     let mut d = Decision::not_routed(Reason::NoBackend);
-    d.service = service;
+    d.service = service.unplaced();
     d.session = session;
     d.key = key;
     d.l3_off = l3.off as u32;
