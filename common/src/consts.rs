@@ -4,13 +4,24 @@
 pub const MAX_SHARDS: usize = 16;
 /// Slots in the default consistent-hash (Maglev) table; a prime, as Maglev requires.
 pub const MAGLEV_SIZE: u32 = 65_537;
-/// Entries of the `MAGLEV` array: two halves of [`MAGLEV_SIZE`] slots, one live and one being
-/// built (see [`crate::maps::Globals::live_half`]).
-pub const MAGLEV_ENTRIES: u32 = 2 * MAGLEV_SIZE;
+/// Entries of the default table's two halves of [`MAGLEV_SIZE`] slots, one live and one being
+/// built (see [`crate::maps::Globals::live_half`]), at the start of the `MAGLEV` array.
+pub const DEFAULT_RING_ENTRIES: u32 = 2 * MAGLEV_SIZE;
+/// Entries of the `MAGLEV` array after the default table: the rings of services with a pool of
+/// their own, two halves each ([`crate::maps::Service::ring_live`]). Room for 8 pools with the
+/// largest ring, or about 2,000 with 251 slots.
+pub const POOL_RING_ENTRIES: u32 = 1 << 20;
+/// Entries of the `MAGLEV` array: the default table, then the pools' rings.
+pub const MAGLEV_ENTRIES: u32 = DEFAULT_RING_ENTRIES + POOL_RING_ENTRIES;
+/// Largest ring a pool may have (as the default table).
+pub const MAX_RING_SIZE: u32 = MAGLEV_SIZE;
 /// Entries of the backends array (backend ids are `0..MAX_BACKENDS`).
 pub const MAX_BACKENDS: u32 = 4_096;
 /// Entries of the services hash map.
 pub const MAX_SERVICES: u32 = 1_024;
+/// Entries of the pool-membership bitmap array: 64 words of 64 bits (backend ids) for each
+/// service id `0..=MAX_SERVICES`.
+pub const POOL_MEMBER_WORDS: u32 = (MAX_SERVICES + 1) * (MAX_BACKENDS / 64);
 /// Entries of the per-session shard-set hash map (placed sessions).
 pub const MAX_SESSIONS: u32 = 1_048_576;
 /// Entries of the per-session per-CPU counters (LRU: the least recently seen are evicted).

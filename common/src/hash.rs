@@ -40,10 +40,17 @@ pub const fn rendezvous_score(key: u64, backend: u32) -> u64 {
     mix64(key ^ (backend as u64 + 1).wrapping_mul(SPREAD))
 }
 
+/// The hash that picks a request's Maglev slot: modulo the default table's size for the
+/// default table, modulo a pool's ring size for a service with a pool.
+#[inline(always)]
+pub const fn ring_hash(session: u64, key: u64) -> u64 {
+    mix64(session ^ key.rotate_left(32))
+}
+
 /// Slot of the default Maglev table for a request of an unplaced session.
 #[inline(always)]
 pub const fn maglev_slot(session: u64, key: u64) -> u32 {
-    (mix64(session ^ key.rotate_left(32)) % MAGLEV_SIZE as u64) as u32
+    (ring_hash(session, key) % MAGLEV_SIZE as u64) as u32
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ pub const fn addr_bytes(a: &Addr) -> [u8; 16] {
 /// IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`). A key with port 0 and protocol 0
 /// marks "this address is a VIP", so malformed packets to it are dropped rather than passed.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
     /// Virtual IP, IPv4-mapped for IPv4.
     pub addr: Addr,
@@ -108,6 +108,45 @@ pub struct Service {
     pub server_id_len: u8,
     /// `quic` mode: config rotation codepoint of connection ids carrying a server id (0 otherwise).
     pub rotation: u8,
+    /// Slots of the service's own Maglev ring over its pool (a prime), or 0: the service has
+    /// no pool and unplaced sessions use the default table (every backend).
+    pub ring_size: u32,
+    /// Index in the `MAGLEV` array of the live half of the service's ring: where packets read.
+    /// The writer's business (snapshots carry 0); see [`Service::ring_index`].
+    pub ring_live: u32,
+    /// Index of the ring's other half, where the next ring is built before one services-map
+    /// update swaps `ring_live` and `ring_idle` (build-then-flip, per service).
+    pub ring_idle: u32,
+}
+
+impl Service {
+    /// Whether the service has a pool of its own (and so a ring).
+    #[inline(always)]
+    pub const fn has_pool(&self) -> bool {
+        self.ring_size != 0
+    }
+
+    /// Index in the `MAGLEV` array of slot `hash % ring_size` of the live ring; `None` for a
+    /// service without a pool.
+    #[inline(always)]
+    pub const fn ring_index(&self, hash: u64) -> Option<u32> {
+        if self.ring_size == 0 {
+            return None;
+        }
+        Some(
+            self.ring_live
+                .wrapping_add((hash % self.ring_size as u64) as u32),
+        )
+    }
+
+    /// This service as snapshots compare it: ring placement in the array left out.
+    pub const fn unplaced(self) -> Self {
+        Self {
+            ring_live: 0,
+            ring_idle: 0,
+            ..self
+        }
+    }
 }
 
 /// Value of the backends array, indexed by backend id.
@@ -312,6 +351,19 @@ pub const fn maglev_index(half: u32, slot: u32) -> Option<u32> {
     }
 }
 
+/// Words of the pool-membership bitmap per service: one bit per backend id.
+pub const POOL_WORDS: u32 = crate::consts::MAX_BACKENDS / 64;
+
+/// Index in the `POOL_MEMBERS` array of the word holding backend `backend`'s bit for service
+/// `service` (bit `backend % 64`); `None` past the array (no such service or backend).
+#[inline(always)]
+pub const fn pool_word(service: u32, backend: u32) -> Option<u32> {
+    if service > crate::consts::MAX_SERVICES || backend >= crate::consts::MAX_BACKENDS {
+        return None;
+    }
+    Some(service * POOL_WORDS + backend / 64)
+}
+
 /// A packets/bytes pair, one per CPU in the per-CPU counter maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -407,7 +459,7 @@ mod tests {
         assert_eq!(maglev_index(1, 0), Some(MAGLEV_SIZE));
         assert_eq!(
             maglev_index(1, MAGLEV_SIZE - 1),
-            Some(crate::consts::MAGLEV_ENTRIES - 1)
+            Some(crate::consts::DEFAULT_RING_ENTRIES - 1)
         );
         assert_eq!(maglev_index(0, MAGLEV_SIZE), None);
         assert_eq!(maglev_index(1, u32::MAX), None);
@@ -460,11 +512,39 @@ mod tests {
     }
 
     #[test]
+    fn a_pooled_service_reads_its_live_ring_and_pools_index_by_service() {
+        let none = Service::default();
+        assert!(!none.has_pool());
+        assert_eq!(none.ring_index(7), None);
+        let pooled = Service {
+            ring_size: 13,
+            ring_live: 1_000,
+            ring_idle: 1_013,
+            ..Service::default()
+        };
+        assert_eq!(pooled.ring_index(0), Some(1_000));
+        assert_eq!(pooled.ring_index(12), Some(1_012));
+        assert_eq!(pooled.ring_index(13), Some(1_000));
+        assert_eq!(pooled.unplaced().ring_live, 0);
+        assert_eq!(pooled.unplaced().ring_size, 13);
+        assert_eq!(pool_word(0, 0), Some(0));
+        assert_eq!(pool_word(2, 130), Some(2 * POOL_WORDS + 2));
+        assert_eq!(
+            pool_word(crate::consts::MAX_SERVICES, crate::consts::MAX_BACKENDS - 1),
+            Some(crate::consts::POOL_MEMBER_WORDS - 1)
+        );
+        assert_eq!(pool_word(crate::consts::MAX_SERVICES + 1, 0), None);
+        assert_eq!(pool_word(1, crate::consts::MAX_BACKENDS), None);
+    }
+
+    #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<ServiceKey>(), 20);
-        assert_eq!(size_of::<Service>(), 8);
+        assert_eq!(size_of::<Service>(), 20);
         assert_eq!(core::mem::offset_of!(Service, server_id_len), 6);
         assert_eq!(core::mem::offset_of!(Service, rotation), 7);
+        assert_eq!(core::mem::offset_of!(Service, ring_size), 8);
+        assert_eq!(core::mem::offset_of!(Service, ring_idle), 16);
         assert_eq!(size_of::<Backend>(), 32);
         assert_eq!(size_of::<SessionKey>(), 16);
         assert_eq!(size_of::<ShardSet>(), 16 + 4 * MAX_SHARDS + 8 * MAX_SHARDS);

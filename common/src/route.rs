@@ -3,8 +3,8 @@
 //! userspace (a replay against a copy of the maps) run this one function.
 
 use crate::{
-    consts::{IPPROTO_TCP, IPPROTO_UDP, NO_BACKEND},
-    hash::{addr_hash, flow_hash, maglev_slot},
+    consts::{IPPROTO_TCP, IPPROTO_UDP, MAGLEV_SIZE, NO_BACKEND},
+    hash::{addr_hash, flow_hash, ring_hash},
     maps::{
         backend_flags, forward_mode, session_mode, Addr, Backend, FlowKey, Service, ServiceKey,
         SessionKey,
@@ -26,6 +26,12 @@ pub trait Tables {
     fn placed_backend(&self, key: &SessionKey, request_key: u64) -> Option<u32>;
     /// The backend id in slot `slot` of the live half of the default Maglev table.
     fn maglev(&self, slot: u32) -> u32;
+    /// The backend id in slot `hash % ring_size` of the live half of `service`'s own ring
+    /// (only asked for a service with a pool, [`Service::has_pool`]).
+    fn pool_ring(&self, service: &Service, hash: u64) -> u32;
+    /// Whether backend `backend` is in the pool of `service` (only asked for a service with a
+    /// pool): a flow entry or connection id naming a backend outside it is re-decided.
+    fn in_pool(&self, service: &Service, backend: u32) -> bool;
     /// The backend with id `id`, if configured.
     fn backend(&self, id: u32) -> Option<Backend>;
     /// The backend an established flow sticks to, if the flow table has a live entry.
@@ -41,7 +47,8 @@ pub struct Decision {
     pub reason: Reason,
     /// Chosen backend id, [`NO_BACKEND`] unless forwarded.
     pub backend_id: u32,
-    /// The matched service (default if none).
+    /// The matched service (default if none), its ring placement left out ([`Service::unplaced`])
+    /// so every replay of a packet decides alike wherever the ring lives.
     pub service: Service,
     /// The session the packet belongs to (zero if no service matched).
     pub session: SessionKey,
@@ -118,7 +125,7 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
         session,
     };
     let mut d = Decision::not_routed(Reason::NoBackend);
-    d.service = service;
+    d.service = service.unplaced();
     d.session = session;
     d.key = key;
     d.l3_off = l3.off as u32;
@@ -134,14 +141,15 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
         proto: l3.proto,
         _pad: [0; 3],
     });
-    // A flow entry or connection id naming a backend that is down or gone is re-decided by the
-    // tables (which leave such backends out) and counted as rerouted. The check is one flag
-    // test on the backend entry the hit path loads anyway.
+    // A flow entry or connection id naming a backend that is down or gone, or outside the
+    // service's pool, is re-decided by the tables (which leave such backends out) and counted
+    // as rerouted. The check is one flag test on the backend entry the hit path loads anyway,
+    // and for a service with a pool one bit of an array the verifier inlines.
     let mut rerouted = false;
     let sticky = match &flow {
         Some(f) => match t.sticky_backend(f) {
             Some(id) => {
-                let found = live(t, id).map(|b| (id, b));
+                let found = serves(t, &service, id).map(|b| (id, b));
                 rerouted = found.is_none();
                 found
             }
@@ -153,7 +161,7 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
     // client's address and the tables say, so connections survive rebinding and re-sharding.
     let pinned = match server_id {
         Some(id) => {
-            let found = live(t, id).map(|b| (id, b));
+            let found = serves(t, &service, id).map(|b| (id, b));
             rerouted |= found.is_none();
             found
         }
@@ -164,7 +172,14 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
         None => {
             let id = match t.placed_backend(&session, key) {
                 Some(id) => id,
-                None => t.maglev(maglev_slot(session.session, key)),
+                None => {
+                    let hash = ring_hash(session.session, key);
+                    if service.has_pool() {
+                        t.pool_ring(&service, hash)
+                    } else {
+                        t.maglev((hash % MAGLEV_SIZE as u64) as u32)
+                    }
+                }
             };
             let Some(backend) = present(t, id) else {
                 return d;
@@ -245,6 +260,14 @@ fn live<T: Tables>(t: &T, id: u32) -> Option<Backend> {
     let backend = t.backend(id)?;
     let wanted = backend_flags::PRESENT | backend_flags::DOWN;
     (backend.flags & wanted == backend_flags::PRESENT).then_some(backend)
+}
+
+/// The backend with id `id` if it is live and, for a service with a pool, in that pool: what
+/// a flow entry or connection id of `service` may pin a packet to.
+#[inline(always)]
+fn serves<T: Tables>(t: &T, service: &Service, id: u32) -> Option<Backend> {
+    let backend = live(t, id)?;
+    (!service.has_pool() || t.in_pool(service, id)).then_some(backend)
 }
 
 #[inline(always)]

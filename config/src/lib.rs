@@ -12,8 +12,9 @@ pub mod services;
 pub use self::{
     api::ApiConfig,
     services::{
-        parse_mac, session_number, BackendConfig, ConfigTables, Encap, ForwardMode, Protocol,
-        ServiceConfig, SessionConfig, SessionId, SessionMode, SessionRef,
+        default_ring_size, parse_mac, session_number, BackendConfig, ConfigTables, Encap,
+        ForwardMode, PoolMember, Protocol, ServiceConfig, SessionConfig, SessionId, SessionMode,
+        SessionRef,
     },
 };
 
@@ -239,6 +240,93 @@ mod tests {
         assert!(err(&GOOD.replace("source_v4 = \"10.0.0.2\"", "")).contains("encap.source_v4"));
         assert!(err(&GOOD.replace("port = 7000", "port = 70000")).contains("port"));
         assert!(err(&format!("{GOOD}\nbogus = 1")).contains("bogus"));
+    }
+
+    /// `GOOD` with a second backend and `pool` as the service's `backends` line.
+    fn with_pool(pool: &str) -> String {
+        GOOD.replace(
+            "mode = \"header\"",
+            &format!("mode = \"header\"\n{pool}"),
+        )
+        .replace(
+            "[[sessions]]",
+            "[[backends]]\nid = 2\nipv4 = \"10.0.0.12\"\nmac = \"02:00:00:00:00:12\"\n[[sessions]]",
+        )
+    }
+
+    #[test]
+    fn a_service_names_its_pool_with_weights_and_a_ring_size() {
+        let c = Config::parse(GOOD, "t").unwrap();
+        assert_eq!(
+            (c.services[0].backends.as_ref(), c.services[0].ring_slots()),
+            (None, 0)
+        );
+        assert!(c.services[0].served_by(2));
+        let c = Config::parse(&with_pool("backends = [1, { id = 2, weight = 3 }]"), "t").unwrap();
+        let s = &c.services[0];
+        assert_eq!(
+            s.backends.as_deref(),
+            Some(&[PoolMember::Id(1), PoolMember::Weighted { id: 2, weight: 3 }][..])
+        );
+        assert_eq!(
+            s.ring_slots(),
+            251,
+            "two members: the smallest ring of 200+ slots"
+        );
+        assert!(s.served_by(1) && s.served_by(2) && !s.served_by(3));
+        let c = Config::parse(&with_pool("backends = [1]\nring_size = 13"), "t").unwrap();
+        assert_eq!(c.services[0].ring_slots(), 13);
+        assert_eq!(default_ring_size(6), 1_021);
+        assert_eq!(default_ring_size(10_000), 65_537);
+        // The configuration reads back as it was written.
+        let c = Config::parse(&with_pool("backends = [1, { id = 2, weight = 3 }]"), "t").unwrap();
+        let again: ServiceConfig =
+            toml::from_str(&toml::to_string(&c.services[0]).unwrap()).unwrap();
+        assert_eq!(again, c.services[0]);
+    }
+
+    #[test]
+    fn pool_errors_name_the_service_and_the_backend() {
+        let e = err(&with_pool("backends = [1, 9]"));
+        assert!(
+            e.contains("services[0].backends")
+                && e.contains("\"kv\"")
+                && e.contains("unknown backend id 9"),
+            "{e}"
+        );
+        let e = err(&with_pool("backends = [1, 1]"));
+        assert!(e.contains("backend id 1 listed twice"), "{e}");
+        let e = err(&with_pool("backends = []"));
+        assert!(e.contains("at least one backend"), "{e}");
+        let e = err(&with_pool("backends = [1]\nring_size = 12"));
+        assert!(
+            e.contains("services[0].ring_size") && e.contains("prime"),
+            "{e}"
+        );
+        let e = err(&with_pool("backends = [1, 2]\nring_size = 70001"));
+        assert!(e.contains("at most 65537"), "{e}");
+        let e = err(&with_pool("ring_size = 13"));
+        assert!(e.contains("has no pool"), "{e}");
+        // A static session on a backend outside its service's pool.
+        let e = err(&with_pool("backends = [2]"));
+        assert!(
+            e.contains("sessions[0].backends")
+                && e.contains("backend 1 is not in the pool of service \"kv\""),
+            "{e}"
+        );
+        // Too many large rings for the ring space.
+        let mut many = with_pool("backends = [1]\nring_size = 65537");
+        for i in 0..4 {
+            many = many.replace(
+                "[[sessions]]",
+                &format!(
+                    "[[services]]\nname = \"s{i}\"\nvip = \"10.100.0.{}\"\nport = 7000\nprotocol = \"udp\"\nmode = \"header\"\nbackends = [1]\nring_size = 65537\n[[sessions]]",
+                    i + 2
+                ),
+            );
+        }
+        let e = err(&many);
+        assert!(e.contains("the pools' rings need"), "{e}");
     }
 
     #[test]

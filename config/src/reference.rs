@@ -84,6 +84,8 @@ pub const KEYS: &[Key] = &[
     key("services[].forward", Code, Text("`encap` or `l2dsr`"), "Encapsulate to the backend, or rewrite the MAC only (direct server return on one L2)."),
     key("services[].server_id_len", Derived("2 in `quic` mode"), Text("1 to 4, `quic` mode only"), "Octets of the server id in QUIC connection ids."),
     key("services[].cid_generation", Derived("0 in `quic` mode"), Text("`quic` mode only"), "QUIC-LB config generation; bump it when changing `server_id_len`."),
+    key("services[].backends", Unset, Text("backend ids or `{ id, weight }` tables"), "The service's pool: only these backends serve it, through a Maglev ring of its own (weight default: the backend's own). Unset: every backend, through the default table."),
+    key("services[].ring_size", Derived("the smallest of 251, 509, 1021, … 65537 with 100 slots per pool member"), Text("a prime up to 65537, with `backends`"), "Slots of the pool's ring; memory is 16 bytes per slot (two halves of 8-byte array entries)."),
     key("backends[].id", Required, Text("0 to 4095, unique"), "Unique backend id."),
     key("backends[].ipv4", Unset, Text("an IPv4 address"), "IPIP destination."),
     key("backends[].ipv6", Code, Text("an IPv6 address"), "IP6IP6 destination."),
@@ -150,6 +152,8 @@ vip = "10.100.0.1"
 port = 7000
 protocol = "udp"
 mode = "header"
+backends = [1]
+ring_size = 251
 [[backends]]
 id = 1
 ipv4 = "10.0.0.11"

@@ -10,8 +10,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 use shardline_common::{
     consts::{
-        MAX_BACKENDS, MAX_SHARDS, QUIC_DEFAULT_SERVER_ID_LEN, QUIC_MAX_SERVER_ID_LEN,
-        QUIC_ROTATIONS,
+        MAX_BACKENDS, MAX_RING_SIZE, MAX_SHARDS, POOL_RING_ENTRIES, QUIC_DEFAULT_SERVER_ID_LEN,
+        QUIC_MAX_SERVER_ID_LEN, QUIC_ROTATIONS,
     },
     maps::{scheme, ShardSet},
     partition::ShardSetError,
@@ -121,6 +121,94 @@ pub struct ServiceConfig {
     /// `quic` mode: QUIC-LB config generation (default 0); connection ids carry it mod 7 as
     /// their config rotation. Bump it when changing `server_id_len`.
     pub cid_generation: Option<u32>,
+    /// The service's pool: the backends that serve it, each an id or `{ id, weight }` (the
+    /// weight in this service's ring; default the backend's own weight). Absent: every backend
+    /// serves the service through the default table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends: Option<Vec<PoolMember>>,
+    /// Slots of the pool's Maglev ring, a prime up to 65,537 (default: the smallest of 251,
+    /// 509, 1,021, … 65,537 with at least 100 slots per member). Needs `backends`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring_size: Option<u32>,
+}
+
+/// One member of a service's pool: a backend id, or a backend id with its weight in the pool.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum PoolMember {
+    /// The backend, at its own weight.
+    Id(u32),
+    /// The backend at `weight` in this service (0 drains it from this service only).
+    Weighted {
+        /// Backend id.
+        id: u32,
+        /// Weight in this service's ring.
+        weight: u32,
+    },
+}
+
+impl PoolMember {
+    /// The backend id.
+    pub fn id(&self) -> u32 {
+        match *self {
+            Self::Id(id) | Self::Weighted { id, .. } => id,
+        }
+    }
+
+    /// The weight in the pool, given the backend's own weight.
+    pub fn weight(&self, own: u32) -> u32 {
+        match *self {
+            Self::Id(_) => own,
+            Self::Weighted { weight, .. } => weight,
+        }
+    }
+}
+
+/// Ring sizes a pool gets by default: primes, each about twice the one before.
+const RING_SIZES: [u32; 9] = [251, 509, 1_021, 2_039, 4_093, 8_191, 16_381, 32_749, 65_537];
+
+/// The default ring size of a pool of `members` backends: at least 100 slots per member
+/// (Maglev's balance within about 1 %), at most the default table's 65,537.
+pub fn default_ring_size(members: usize) -> u32 {
+    let want = members.saturating_mul(100) as u64;
+    RING_SIZES
+        .iter()
+        .copied()
+        .find(|&n| u64::from(n) >= want)
+        .unwrap_or(MAX_RING_SIZE)
+}
+
+fn is_prime(n: u32) -> bool {
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
+}
+
+impl ServiceConfig {
+    /// The ids of the service's pool, `None` when every backend serves it.
+    pub fn pool_ids(&self) -> Option<Vec<u32>> {
+        self.backends
+            .as_ref()
+            .map(|pool| pool.iter().map(PoolMember::id).collect())
+    }
+
+    /// Whether backend `id` serves this service (always, for a service without a pool).
+    pub fn served_by(&self, id: u32) -> bool {
+        self.backends
+            .as_ref()
+            .is_none_or(|pool| pool.iter().any(|m| m.id() == id))
+    }
+
+    /// Slots of the pool's ring (0 for a service without a pool).
+    pub fn ring_slots(&self) -> u32 {
+        match &self.backends {
+            Some(pool) => self
+                .ring_size
+                .unwrap_or_else(|| default_ring_size(pool.len())),
+            None => 0,
+        }
+    }
 }
 
 impl ServiceConfig {
@@ -304,6 +392,7 @@ pub fn validate(
             ));
         }
     }
+    validate_pools(services, &ids)?;
     let by_name: HashMap<&str, &ServiceConfig> =
         services.iter().map(|s| (s.name.as_str(), s)).collect();
     for (i, s) in sessions.iter().enumerate() {
@@ -344,6 +433,15 @@ pub fn validate(
         if let Some(id) = s.backends.iter().find(|id| !ids.contains(id)) {
             return Err(invalid(field(), format!("unknown backend id {id}")));
         }
+        if let Some(id) = s.backends.iter().find(|id| !service.served_by(**id)) {
+            return Err(invalid(
+                field(),
+                format!(
+                    "backend {id} is not in the pool of service {:?}",
+                    service.name
+                ),
+            ));
+        }
     }
     for (i, b) in backends.iter().enumerate() {
         if b.capacity.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
@@ -352,6 +450,70 @@ pub fn validate(
                 "must be a positive number of packets per second",
             ));
         }
+    }
+    Ok(())
+}
+
+/// The rules of pools: known, distinct backend ids, a prime ring size that fits, and room in
+/// the ring space for every ring twice over (a ring being rebuilt elsewhere beside the old).
+fn validate_pools(services: &[ServiceConfig], ids: &HashSet<u32>) -> Result<(), ConfigError> {
+    let mut ring_space = 0u64;
+    for (i, s) in services.iter().enumerate() {
+        let Some(pool) = &s.backends else {
+            if s.ring_size.is_some() {
+                return Err(invalid(
+                    format!("services[{i}].ring_size"),
+                    format!(
+                        "service {:?} has no pool (`backends`) to build a ring over",
+                        s.name
+                    ),
+                ));
+            }
+            continue;
+        };
+        let field = format!("services[{i}].backends");
+        if pool.is_empty() {
+            return Err(invalid(
+                field,
+                format!("service {:?}: a pool needs at least one backend (leave `backends` out for every backend)", s.name),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for m in pool {
+            if !ids.contains(&m.id()) {
+                return Err(invalid(
+                    field,
+                    format!("service {:?}: unknown backend id {}", s.name, m.id()),
+                ));
+            }
+            if !seen.insert(m.id()) {
+                return Err(invalid(
+                    field,
+                    format!("service {:?}: backend id {} listed twice", s.name, m.id()),
+                ));
+            }
+        }
+        let size = s.ring_slots();
+        if !is_prime(size) || size > MAX_RING_SIZE || (size as usize) < pool.len() {
+            return Err(invalid(
+                format!("services[{i}].ring_size"),
+                format!(
+                    "service {:?}: {size} must be a prime of at least the pool's {} backends and at most {MAX_RING_SIZE}",
+                    s.name,
+                    pool.len()
+                ),
+            ));
+        }
+        ring_space += 2 * u64::from(size);
+    }
+    if 2 * ring_space > u64::from(POOL_RING_ENTRIES) {
+        return Err(invalid(
+            "services",
+            format!(
+                "the pools' rings need {ring_space} slots (two halves each); at most {} fit (smaller ring_size values)",
+                POOL_RING_ENTRIES / 2
+            ),
+        ));
     }
     Ok(())
 }

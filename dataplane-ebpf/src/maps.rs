@@ -9,7 +9,7 @@ use aya_ebpf::{
 use shardline_common::{
     consts::{
         MAGLEV_ENTRIES, MAX_BACKENDS, MAX_FLOWS, MAX_SERVICES, MAX_SESSIONS, MAX_SESSION_SLOTS,
-        MAX_SESSION_STATS,
+        MAX_SESSION_STATS, POOL_MEMBER_WORDS,
     },
     maps::{
         Backend, Counter, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey, ShardSet,
@@ -18,9 +18,12 @@ use shardline_common::{
     verdict::REASON_COUNT,
 };
 
-/// Virtual services by (VIP, port, protocol), plus one VIP marker per address.
+/// Virtual services by (VIP, port, protocol), plus one VIP marker per address. No
+/// preallocation: an update (a pool's ring flip rewrites its service) swaps in a new element
+/// freed after an RCU grace period, so a reader never sees a half-written service.
 #[map]
-pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::pinned(MAX_SERVICES, 0);
+pub static SERVICES: HashMap<ServiceKey, Service> =
+    HashMap::pinned(MAX_SERVICES, BPF_F_NO_PREALLOC);
 
 /// Backends by id.
 #[map]
@@ -33,10 +36,18 @@ pub static SESSIONS: HashMap<SessionKey, ShardSet> =
     HashMap::pinned(MAX_SESSIONS, BPF_F_NO_PREALLOC);
 
 /// The default Maglev table, double-buffered: `maps::maglev_index` places a half's slots and
-/// `GLOBALS` names the live half (`Globals::live_half`), so a swap is one word write.
-/// Mmapable: the daemon fills a half with plain stores instead of one syscall per slot.
+/// `GLOBALS` names the live half (`Globals::live_half`), so a swap is one word write. After it,
+/// the rings of services with a pool of their own, two halves each, the live one named by the
+/// service value (`Service::ring_index`): one array, so a pool's ring costs the same inlined
+/// lookup as the default table. Mmapable: the daemon fills a half with plain stores instead of
+/// one syscall per slot.
 #[map]
 pub static MAGLEV: Array<u32> = Array::pinned(MAGLEV_ENTRIES, BPF_F_MMAPABLE);
+
+/// Pool membership: bit `backend % 64` of word `maps::pool_word(service, backend)` is set when
+/// the backend is in the service's pool (services with a pool only).
+#[map]
+pub static POOL_MEMBERS: Array<u64> = Array::pinned(POOL_MEMBER_WORDS, 0);
 
 /// One entry: the live Maglev half and the encapsulation source addresses.
 #[map]

@@ -6,13 +6,13 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use shardline_common::{
     consts::NO_BACKEND,
     maps::{
-        flows_stick, maglev_index, Backend, FlowEntry, FlowKey, Globals, Service, ServiceKey,
-        SessionKey,
+        flows_stick, maglev_index, pool_word, Backend, FlowEntry, FlowKey, Globals, Service,
+        ServiceKey, SessionKey,
     },
     route::{pick_shard, Tables},
 };
 
-use crate::maps::{BACKENDS, FLOWS, MAGLEV, SERVICES, SESSIONS};
+use crate::maps::{BACKENDS, FLOWS, MAGLEV, POOL_MEMBERS, SERVICES, SESSIONS};
 
 /// Lookups into the pinned maps, with the globals entry read once per packet.
 pub struct MapTables<'a> {
@@ -54,6 +54,24 @@ impl Tables for MapTables<'_> {
         match maglev_index(self.globals.live_half(), slot) {
             Some(index) => MAGLEV.get(index).copied().unwrap_or(NO_BACKEND),
             None => NO_BACKEND,
+        }
+    }
+
+    #[inline(always)]
+    fn pool_ring(&self, service: &Service, hash: u64) -> u32 {
+        match service.ring_index(hash) {
+            Some(index) => MAGLEV.get(index).copied().unwrap_or(NO_BACKEND),
+            None => NO_BACKEND,
+        }
+    }
+
+    #[inline(always)]
+    fn in_pool(&self, service: &Service, backend: u32) -> bool {
+        match pool_word(service.id, backend) {
+            Some(word) => POOL_MEMBERS
+                .get(word)
+                .is_some_and(|bits| bits >> (backend % 64) & 1 != 0),
+            None => false,
         }
     }
 

@@ -23,7 +23,12 @@ struct Fixed {
     sessions: HashMap<SessionKey, ShardSet>,
     backends: HashMap<u32, Backend>,
     maglev: Vec<u32>,
+    /// The ring of service 4, whose pool is backends 1 and 2.
+    ring: Vec<u32>,
 }
+
+/// Service 4's pool.
+const POOL: [u32; 2] = [1, 2];
 
 impl Tables for Fixed {
     fn service(&self, key: &ServiceKey) -> Option<Service> {
@@ -34,6 +39,12 @@ impl Tables for Fixed {
     }
     fn maglev(&self, slot: u32) -> u32 {
         self.maglev[slot as usize]
+    }
+    fn pool_ring(&self, service: &Service, hash: u64) -> u32 {
+        self.ring[(hash % u64::from(service.ring_size)) as usize]
+    }
+    fn in_pool(&self, _service: &Service, backend: u32) -> bool {
+        POOL.contains(&backend)
     }
     fn backend(&self, id: u32) -> Option<Backend> {
         self.backends.get(&id).copied()
@@ -52,6 +63,8 @@ fn tables() -> Fixed {
     services.insert(ServiceKey { addr: vip4, port: 7000, proto: 17, _pad: 0 }, svc(1, session_mode::HEADER, forward_mode::ENCAP));
     services.insert(ServiceKey { addr: vip4, port: 8080, proto: 6, _pad: 0 }, svc(2, session_mode::FLOW, forward_mode::ENCAP));
     services.insert(ServiceKey { addr: vip6, port: 7000, proto: 17, _pad: 0 }, svc(3, session_mode::HEADER, forward_mode::L2DSR));
+    let pooled = Service { ring_size: 251, ..svc(4, session_mode::QUIC, forward_mode::ENCAP) };
+    services.insert(ServiceKey { addr: vip4, port: 4433, proto: 17, _pad: 0 }, Service { server_id_len: 2, ..pooled });
     services.insert(ServiceKey::vip_marker(vip4), Service::default());
     services.insert(ServiceKey::vip_marker(vip6), Service::default());
     let mut backends = HashMap::new();
@@ -67,7 +80,8 @@ fn tables() -> Fixed {
     sessions.insert(SessionKey { service: 1, _pad: 0, session: 43 }, shard_set(&[2, 4], 1, 1));
     sessions.insert(SessionKey { service: 3, _pad: 0, session: 7 }, shard_set(&[9], 0, 1));
     let weighted: Vec<Weighted> = (1..=4).map(|id| Weighted { id, weight: id }).collect();
-    Fixed { services, sessions, backends, maglev: build(&weighted, MAGLEV_SIZE) }
+    let pool: Vec<Weighted> = POOL.iter().map(|&id| Weighted { id, weight: 1 }).collect();
+    Fixed { services, sessions, backends, maglev: build(&weighted, MAGLEV_SIZE), ring: build(&pool, 251) }
 }
 
 fuzz_target!(|frame: &[u8]| {
@@ -82,6 +96,9 @@ fuzz_target!(|frame: &[u8]| {
             assert!(b.flags & backend_flags::PRESENT != 0);
             let family = if d.v6 { backend_flags::HAS_V6 } else { backend_flags::HAS_V4 };
             assert!(d.service.forward == forward_mode::L2DSR || b.flags & family != 0);
+            if d.service.id == 4 {
+                assert!(POOL.contains(&d.backend_id), "a pooled service stays in its pool");
+            }
             assert!(d.l3_off as usize + d.ip_len as usize <= frame.len());
         }
     });

@@ -1,14 +1,15 @@
 //! The daemon's configuration in a lab, built as a [`Config`] value (the lab writes it with
 //! `toml::to_string`, so what the daemon reads is what the lab replays against): six services
-//! on the lab's VIPs, one backend per backend namespace, the odd header sessions placed on two
+//! on the lab's VIPs, each on its own pool (the QUIC ones on two backends, the rest on every
+//! backend), one backend per backend namespace, the odd header sessions placed on two
 //! backends, the API token, and with the predictive loop its `[control]` section and each
 //! backend's agent and capacity.
 
 use std::{net::IpAddr, path::Path};
 
 use shardline::config::{
-    ApiConfig, BackendConfig, Config, Encap, ForwardMode, Protocol, ServiceConfig, SessionConfig,
-    SessionId, SessionMode, XdpAttachMode,
+    ApiConfig, BackendConfig, Config, Encap, ForwardMode, PoolMember, Protocol, ServiceConfig,
+    SessionConfig, SessionId, SessionMode, XdpAttachMode,
 };
 use shardline_common::consts::DEFAULT_FLOW_IDLE_SECS;
 
@@ -81,6 +82,8 @@ pub fn lab_config(backends: u32, sessions: &[Session], pin_dir: &Path) -> Config
             forward: ForwardMode::Encap,
             server_id_len: None,
             cid_generation: None,
+            backends: Some(pool(name, backends)),
+            ring_size: None,
         })
         .collect();
     let backend = |id| BackendConfig {
@@ -111,6 +114,30 @@ pub fn lab_config(backends: u32, sessions: &[Session], pin_dir: &Path) -> Config
         cluster: None,
         api: ApiConfig::default(),
     }
+}
+
+/// Services on the two QUIC backends only (the rest are served by every backend the lab
+/// starts with, and by the backends the autoscale hook adds, which register for them).
+pub const QUIC_POOL_SERVICES: [&str; 2] = ["quic", "quic6"];
+
+/// The services a backend the hook adds registers for: all but the QUIC ones.
+pub fn hook_backend_services() -> Vec<&'static str> {
+    SERVICES
+        .iter()
+        .map(|s| s.0)
+        .filter(|name| !QUIC_POOL_SERVICES.contains(name))
+        .collect()
+}
+
+/// The pool of service `name` in a lab of `backends` backends: the QUIC services on backends
+/// 1 and 2, every other service on every backend.
+fn pool(name: &str, backends: u32) -> Vec<PoolMember> {
+    let last = if QUIC_POOL_SERVICES.contains(&name) {
+        backends.min(2)
+    } else {
+        backends
+    };
+    (1..=last.max(1)).map(PoolMember::Id).collect()
 }
 
 /// Where `session` is placed: odd header sessions on two neighbouring backends (when there

@@ -177,8 +177,8 @@ pub fn extras_file(work_dir: &Path) -> PathBuf {
 /// `shardline-lab add-backend`: the hook's action. Adds the next backend id to lab `tag`,
 /// starts its decapsulator, echo and agent (which registers it with the daemon), and returns
 /// once it is registered. The echo serves what the first backends' do (UDP, TCP and, with the
-/// lab's certificate, QUIC) with the capacity limit: the new backend joins every service's
-/// default table.
+/// lab's certificate, QUIC) with the capacity limit; the backend registers for every service
+/// but the QUIC ones, whose pool stays on backends 1 and 2, and joins exactly those pools.
 pub fn add_backend(
     tag: &str,
     work_dir: &Path,
@@ -234,6 +234,9 @@ pub fn add_backend(
         .iter()
         .map(|s| s.to_string()),
     );
+    for service in crate::config::hook_backend_services() {
+        agent.extend(["--service".to_string(), service.to_string()]);
+    }
     let ready = work_dir.join(format!("ready-extra-{id}"));
     agent.extend(["--ready-file".into(), ready.display().to_string()]);
     let (v4, v6) = (VIP4.to_string(), VIP6.to_string());

@@ -92,6 +92,40 @@ impl MaglevTable {
         (0..MAGLEV_SIZE).map(|slot| self.slot(half, slot)).collect()
     }
 
+    /// Writes `table` at array index `start` on (a pool's ring half); `false`, writing nothing,
+    /// if it does not fit in the array. The caller publishes it afterwards; a full fence orders
+    /// these stores before that write.
+    pub fn write_at(&mut self, start: u32, table: &[u32]) -> bool {
+        let end = u64::from(start) + table.len() as u64;
+        if end > u64::from(MAGLEV_ENTRIES) {
+            return false;
+        }
+        for (i, id) in table.iter().enumerate() {
+            // SAFETY: start + i < MAGLEV_ENTRIES, inside the mapping; the dataplane reads this
+            // range only after the flip.
+            unsafe {
+                (self.mmap.as_mut_ptr().add((start as usize + i) * STRIDE) as *mut u32)
+                    .write_volatile(*id)
+            };
+        }
+        fence(Ordering::SeqCst);
+        true
+    }
+
+    /// Array entry `index` ([`NO_BACKEND`] past the array's end, as in the kernel).
+    pub fn at(&self, index: u32) -> u32 {
+        if index >= MAGLEV_ENTRIES {
+            return NO_BACKEND;
+        }
+        // SAFETY: index < MAGLEV_ENTRIES, inside the mapping.
+        unsafe { (self.mmap.as_ptr().add(index as usize * STRIDE) as *const u32).read_volatile() }
+    }
+
+    /// `len` entries from array index `start` (a pool's ring half).
+    pub fn read_at(&self, start: u32, len: u32) -> Vec<u32> {
+        (0..len).map(|i| self.at(start.saturating_add(i))).collect()
+    }
+
     /// Slot `slot` of half `half` ([`NO_BACKEND`] past a half's end, as in the kernel).
     pub fn slot(&self, half: u32, slot: u32) -> u32 {
         match self.slot_ptr(half, slot) {

@@ -10,9 +10,10 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use shardline_common::{
+    consts::{DEFAULT_RING_ENTRIES, MAGLEV_ENTRIES},
     maps::{
-        Backend, Counter, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey, ShardSet,
-        SlotCounter,
+        pool_word, Backend, Counter, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey,
+        ShardSet, SlotCounter, POOL_WORDS,
     },
     route::{pick_shard, Tables},
     verdict::{Reason, REASON_COUNT},
@@ -39,6 +40,14 @@ pub enum MapsError {
     /// The Maglev table could not be mapped.
     #[error(transparent)]
     Maglev(#[from] crate::maglev_table::MaglevTableError),
+    /// No room is left in the pools' ring space for a service's ring.
+    #[error("no room in the MAGLEV array for the {size}-slot ring of service {service} (fewer or smaller pools)")]
+    RingSpace {
+        /// Service id.
+        service: u32,
+        /// Ring slots.
+        size: u32,
+    },
     /// A map operation failed.
     #[error("{op} on map {map} failed: {source}")]
     Op {
@@ -89,6 +98,7 @@ pub struct DataplaneMaps {
     backends: Array<MapData, Backend>,
     sessions: HashMap<MapData, SessionKey, ShardSet>,
     maglev: MaglevTable,
+    pool_members: Array<MapData, u64>,
     globals: Array<MapData, Globals>,
     reasons: PerCpuArray<MapData, u64>,
     backend_stats: PerCpuArray<MapData, Counter>,
@@ -122,6 +132,7 @@ impl DataplaneMaps {
             backends: typed!(dir, "BACKENDS"),
             sessions: typed!(dir, "SESSIONS"),
             maglev: MaglevTable::open(&dir.join("MAGLEV"))?,
+            pool_members: typed!(dir, "POOL_MEMBERS"),
             globals: typed!(dir, "GLOBALS"),
             reasons: typed!(dir, "REASONS"),
             backend_stats: typed!(dir, "BACKEND_STATS"),
@@ -182,11 +193,10 @@ impl DataplaneMaps {
                 refused.push((*key, *set));
             }
         }
-        for (k, v) in &delta.services {
-            self.services
-                .insert(k, v, 0)
-                .map_err(op("write", "SERVICES"))?;
+        for (id, pool) in &delta.pools {
+            self.write_pool(*id, pool)?;
         }
+        self.write_services(delta)?;
         for k in &delta.removed_services {
             match self.services.remove(k) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
@@ -206,6 +216,94 @@ impl DataplaneMaps {
             self.set_backend(*id, &Backend::default())?;
         }
         Ok(out)
+    }
+
+    /// Writes a delta's services. A pooled service's ring goes into its idle half (a fresh
+    /// region of the ring space when it is new or changed size) and the service write that
+    /// names it live is the flip: one update, per service.
+    fn write_services(&mut self, delta: &TableDelta) -> Result<(), MapsError> {
+        let mut used = self.ring_regions()?;
+        for (k, v) in &delta.services {
+            let mut next = *v;
+            if let Some((_, ring)) = delta.rings.iter().find(|(id, _)| *id == v.id) {
+                let current = self.services.get(k, 0).ok();
+                let (live, idle) = match current {
+                    Some(c) if c.has_pool() && c.ring_size == v.ring_size => {
+                        (c.ring_idle, c.ring_live)
+                    }
+                    _ => {
+                        let start =
+                            free_region(&used, 2 * v.ring_size).ok_or(MapsError::RingSpace {
+                                service: v.id,
+                                size: v.ring_size,
+                            })?;
+                        used.push((start, 2 * v.ring_size));
+                        (start, start + v.ring_size)
+                    }
+                };
+                if !self.maglev.write_at(live, ring) {
+                    return Err(MapsError::RingSpace {
+                        service: v.id,
+                        size: v.ring_size,
+                    });
+                }
+                next.ring_live = live;
+                next.ring_idle = idle;
+            }
+            self.services
+                .insert(k, next, 0)
+                .map_err(op("write", "SERVICES"))?;
+        }
+        Ok(())
+    }
+
+    /// The ring-space regions the services in the map hold now (both halves of each), as
+    /// (start, length).
+    fn ring_regions(&self) -> Result<Vec<(u32, u32)>, MapsError> {
+        let mut used = Vec::new();
+        for entry in self.services.iter() {
+            let (_, v) = entry.map_err(op("iterate", "SERVICES"))?;
+            if v.has_pool() {
+                used.push((v.ring_live, v.ring_size));
+                used.push((v.ring_idle, v.ring_size));
+            }
+        }
+        Ok(used)
+    }
+
+    /// Writes service `service`'s pool-membership bitmap: exactly `members`.
+    fn write_pool(&mut self, service: u32, members: &[u32]) -> Result<(), MapsError> {
+        let mut words = [0u64; POOL_WORDS as usize];
+        for &id in members {
+            if let Some(w) = words.get_mut(id as usize / 64) {
+                *w |= 1 << (id % 64);
+            }
+        }
+        let Some(first) = pool_word(service, 0) else {
+            return Ok(());
+        };
+        for (i, w) in words.iter().enumerate() {
+            self.pool_members
+                .set(first + i as u32, w, 0)
+                .map_err(op("write", "POOL_MEMBERS"))?;
+        }
+        Ok(())
+    }
+
+    /// Service `service`'s pool as the bitmap holds it, ascending.
+    fn read_pool(&self, service: u32) -> Result<Vec<u32>, MapsError> {
+        let mut members = Vec::new();
+        let Some(first) = pool_word(service, 0) else {
+            return Ok(members);
+        };
+        for i in 0..POOL_WORDS {
+            let w = self
+                .pool_members
+                .get(&(first + i), 0)
+                .map_err(op("read", "POOL_MEMBERS"))?;
+            members.extend((0..64).filter(|b| w >> b & 1 != 0).map(|b| i * 64 + b));
+        }
+        Ok(members)
     }
 
     /// One placement of a delta, written and timed; `false` if a full map refused it.
@@ -405,7 +503,12 @@ impl DataplaneMaps {
         };
         for entry in self.services.iter() {
             let (k, v) = entry.map_err(op("iterate", "SERVICES"))?;
-            snap.services.insert(k, v);
+            if v.has_pool() {
+                snap.rings
+                    .insert(v.id, self.maglev.read_at(v.ring_live, v.ring_size));
+                snap.pools.insert(v.id, self.read_pool(v.id)?);
+            }
+            snap.services.insert(k, v.unplaced());
         }
         for entry in self.sessions.iter() {
             let (k, v) = entry.map_err(op("iterate", "SESSIONS"))?;
@@ -532,6 +635,19 @@ impl Tables for DataplaneMaps {
         self.maglev.slot(half, slot)
     }
 
+    fn pool_ring(&self, service: &Service, hash: u64) -> u32 {
+        match service.ring_index(hash) {
+            Some(index) => self.maglev.at(index),
+            None => shardline_common::consts::NO_BACKEND,
+        }
+    }
+
+    fn in_pool(&self, service: &Service, backend: u32) -> bool {
+        pool_word(service.id, backend)
+            .and_then(|word| self.pool_members.get(&word, 0).ok())
+            .is_some_and(|bits| bits >> (backend % 64) & 1 != 0)
+    }
+
     fn backend(&self, id: u32) -> Option<Backend> {
         self.backends.get(&id, 0).ok()
     }
@@ -552,9 +668,43 @@ impl Tables for DataplaneMaps {
     fn remember_flow(&self, _flow: &FlowKey, _backend: u32) {}
 }
 
+/// The first start in the pools' ring space of `len` free entries, given the regions in use
+/// (start, length), first fit.
+fn free_region(used: &[(u32, u32)], len: u32) -> Option<u32> {
+    let mut taken: Vec<(u32, u32)> = used.to_vec();
+    taken.sort_unstable();
+    let mut start = DEFAULT_RING_ENTRIES;
+    for (s, l) in taken {
+        if s.saturating_sub(start) >= len {
+            break;
+        }
+        start = start.max(s.saturating_add(l));
+    }
+    (u64::from(start) + u64::from(len) <= u64::from(MAGLEV_ENTRIES)).then_some(start)
+}
+
 /// `CLOCK_MONOTONIC` in ns, the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_ns() -> u64 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_region_fits_first_gap_and_refuses_when_full() {
+        let d = DEFAULT_RING_ENTRIES;
+        assert_eq!(free_region(&[], 502), Some(d));
+        assert_eq!(free_region(&[(d, 251), (d + 251, 251)], 502), Some(d + 502));
+        // A gap too small is skipped; one big enough is used.
+        let used = [(d, 100), (d + 200, 100), (d + 1000, 10)];
+        assert_eq!(free_region(&used, 100), Some(d + 100));
+        assert_eq!(free_region(&used, 101), Some(d + 300));
+        assert_eq!(free_region(&used, 701), Some(d + 1010));
+        assert_eq!(free_region(&[], MAGLEV_ENTRIES - d), Some(d));
+        assert_eq!(free_region(&[(d, 1)], MAGLEV_ENTRIES - d), None);
+    }
 }

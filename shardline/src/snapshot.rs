@@ -31,6 +31,10 @@ pub struct Snapshot {
     pub sessions: HashMap<SessionKey, ShardSet>,
     /// The default Maglev table (one half's worth of slots).
     pub maglev: Vec<u32>,
+    /// The rings of services with a pool, by service id (one half's worth of slots each).
+    pub rings: HashMap<u32, Vec<u32>>,
+    /// The pools of services with one, by service id: member backend ids, ascending.
+    pub pools: HashMap<u32, Vec<u32>>,
     /// Encapsulation sources and flow idle time; `maglev_active` is 0 (which half is live is
     /// the writer's business).
     pub globals: Globals,
@@ -65,7 +69,35 @@ impl Snapshot {
                 },
                 server_id_len: layout.server_id_len,
                 rotation: layout.rotation,
+                ring_size: s.ring_slots(),
+                ring_live: 0,
+                ring_idle: 0,
             };
+            if let Some(pool) = &s.backends {
+                let own = |id: u32| {
+                    config
+                        .backends
+                        .iter()
+                        .find(|b| b.id == id)
+                        .map_or(0, |b| b.weight)
+                };
+                // A backend drained or down everywhere (own weight 0) is drained here too.
+                let weighted: Vec<Weighted> = pool
+                    .iter()
+                    .map(|m| Weighted {
+                        id: m.id(),
+                        weight: match own(m.id()) {
+                            0 => 0,
+                            w => m.weight(w),
+                        },
+                    })
+                    .collect();
+                snap.rings
+                    .insert(service.id, maglev::build(&weighted, service.ring_size));
+                let mut ids: Vec<u32> = pool.iter().map(|m| m.id()).collect();
+                ids.sort_unstable();
+                snap.pools.insert(service.id, ids);
+            }
             snap.services.insert(key, service);
             snap.services
                 .insert(ServiceKey::vip_marker(ip_addr(s.vip)), Service::default());
@@ -144,6 +176,16 @@ impl Tables for Snapshot {
             .unwrap_or(NO_BACKEND)
     }
 
+    fn pool_ring(&self, service: &Service, hash: u64) -> u32 {
+        ring_slot(self.rings.get(&service.id), service, hash)
+    }
+
+    fn in_pool(&self, service: &Service, backend: u32) -> bool {
+        self.pools
+            .get(&service.id)
+            .is_some_and(|pool| pool.binary_search(&backend).is_ok())
+    }
+
     fn backend(&self, id: u32) -> Option<Backend> {
         self.backends.get(&id).copied()
     }
@@ -154,4 +196,16 @@ impl Tables for Snapshot {
     }
 
     fn remember_flow(&self, _flow: &FlowKey, _backend: u32) {}
+}
+
+/// Slot `hash % ring_size` of `ring` ([`NO_BACKEND`] without a ring or past its end), as the
+/// kernel reads `MAGLEV[ring_live + hash % ring_size]`.
+pub fn ring_slot(ring: Option<&Vec<u32>>, service: &Service, hash: u64) -> u32 {
+    if service.ring_size == 0 {
+        return NO_BACKEND;
+    }
+    let slot = (hash % u64::from(service.ring_size)) as usize;
+    ring.and_then(|r| r.get(slot))
+        .copied()
+        .unwrap_or(NO_BACKEND)
 }

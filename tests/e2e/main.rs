@@ -13,6 +13,7 @@
 //! - [`netns`]: real traffic through the attached program in network namespaces.
 //! - [`reshard`]: live re-shards under traffic, zero misrouted.
 //! - [`package`]: the Debian package, unpacked with `dpkg -x`; its binary runs.
+//! - [`pools`]: per-service pools and rings in the kernel; one pool's change moves no other.
 //! - [`predict`]: the predictive loop in the lab.
 //! - [`lab_run`]: the lab's default run loses no request without a reported reason.
 //! - [`tick`]: the control tick's allocation-free path.
@@ -33,6 +34,7 @@ mod lab_run;
 mod maps_full;
 mod netns;
 mod package;
+mod pools;
 mod predict;
 mod quic;
 mod replay;

@@ -212,6 +212,14 @@ port = 5353
 protocol = "udp"
 mode = "flow"
 
+[[services]]
+name = "kvpool"
+vip = "10.100.0.1"
+port = 7001
+protocol = "udp"
+mode = "header"
+backends = [1, 2, 3]
+
 [[backends]]
 id = 1
 ipv4 = "10.0.0.11"

@@ -183,6 +183,16 @@ fn cases() -> Vec<Case> {
             what: "header mode, IPv4, unknown session: SESSIONS miss, default Maglev table",
         },
         Case {
+            name: "pool_table_v4",
+            object: Object::Balancer,
+            program: BALANCER,
+            frame: udp4(CLIENT4_PLACED, 7001, Some((999_999, 0x1234_5678))),
+            action: Action::Tx,
+            reason: Some(Reason::Forwarded),
+            what: "header mode, IPv4, unknown session of a service with its own pool: SESSIONS \
+                   miss, the pool's 509-slot Maglev ring (compare default_table_v4)",
+        },
+        Case {
             name: "diag_not_ip",
             object: Object::Balancer,
             program: BALANCER,

@@ -8,7 +8,7 @@ use std::{
 
 use clap::Args;
 use shardline::{
-    agent::{self, AgentOptions},
+    agent::{self, AgentOptions, Registration},
     config::BackendConfig,
     guard::Keyring,
 };
@@ -55,6 +55,10 @@ pub struct AgentArgs {
     /// Registration: capacity, packets per second.
     #[arg(long)]
     capacity: Option<f64>,
+    /// Registration: a service this backend serves (repeatable): it joins that service's
+    /// pool. Services without a pool are served by every backend already.
+    #[arg(long = "service", value_name = "NAME", requires = "register")]
+    services: Vec<String>,
     /// Write this file once registered and serving /health.
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -67,14 +71,17 @@ pub struct AgentArgs {
 
 /// Runs the agent until it is killed.
 pub fn run(a: AgentArgs) -> anyhow::Result<()> {
-    let register = a.register.then(|| BackendConfig {
-        id: a.backend,
-        ipv4: a.ipv4,
-        ipv6: a.ipv6,
-        mac: a.mac.unwrap_or_default(),
-        weight: a.weight,
-        agent: None,
-        capacity: a.capacity,
+    let register = a.register.then(|| Registration {
+        backend: BackendConfig {
+            id: a.backend,
+            ipv4: a.ipv4,
+            ipv6: a.ipv6,
+            mac: a.mac.unwrap_or_default(),
+            weight: a.weight,
+            agent: None,
+            capacity: a.capacity,
+        },
+        services: a.services,
     });
     let token = a
         .token_file

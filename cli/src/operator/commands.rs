@@ -9,7 +9,8 @@ use reqwest::Method;
 use serde::Serialize;
 use shardline::{
     api::views::{
-        BackendConfig, BackendView, ClusterStatus, NewMember, Placement, StateValue, Weight,
+        BackendConfig, BackendView, ClusterStatus, NewMember, Placement, PoolWeight, StateValue,
+        Weight,
     },
     state::SessionRef,
 };
@@ -121,6 +122,7 @@ fn backends(api: &ApiArgs, action: BackendAction) -> Result<(), CliError> {
             ipv6,
             mac,
             weight,
+            services,
         } => {
             let body = BackendConfig {
                 id,
@@ -132,24 +134,70 @@ fn backends(api: &ApiArgs, action: BackendAction) -> Result<(), CliError> {
                 capacity: None,
             };
             let added = client.send(Method::POST, "/v1/backends", Some(&body))?;
+            for service in &services {
+                client.send::<shardline::api::views::Response, _>(
+                    Method::PUT,
+                    &pool_path(service, id),
+                    Some(&PoolWeight::default()),
+                )?;
+            }
             return show(api, added, |b: &BackendView| {
                 backend_table(std::slice::from_ref(b))
             });
         }
-        BackendAction::Drain { id, undo } => {
+        BackendAction::Drain {
+            id,
+            undo,
+            service: Some(service),
+        } => client.send(
+            Method::PUT,
+            &pool_path(&service, id),
+            Some(&PoolWeight {
+                weight: (!undo).then_some(0),
+            }),
+        )?,
+        BackendAction::Drain {
+            id,
+            undo,
+            service: None,
+        } => {
             let verb = if undo { "undrain" } else { "drain" };
             client.send(Method::POST, &format!("/v1/backends/{id}/{verb}"), NO_BODY)?
         }
-        BackendAction::Remove { id } => {
+        BackendAction::Remove {
+            id,
+            service: Some(service),
+        } => client.send(Method::DELETE, &pool_path(&service, id), NO_BODY)?,
+        BackendAction::Remove { id, service: None } => {
             client.send(Method::DELETE, &format!("/v1/backends/{id}"), NO_BODY)?
         }
-        BackendAction::Weight { id, weight } => client.send(
+        BackendAction::Weight {
+            id,
+            weight,
+            service: Some(service),
+        } => client.send(
+            Method::PUT,
+            &pool_path(&service, id),
+            Some(&PoolWeight {
+                weight: Some(weight),
+            }),
+        )?,
+        BackendAction::Weight {
+            id,
+            weight,
+            service: None,
+        } => client.send(
             Method::PUT,
             &format!("/v1/backends/{id}/weight"),
             Some(&Weight { weight }),
         )?,
     };
     show(api, answer, written)
+}
+
+/// The API path of backend `id` in service `service`'s pool.
+fn pool_path(service: &str, id: u32) -> String {
+    format!("/v1/services/{service}/backends/{id}")
 }
 
 /// What `cluster leader` prints with `--json` (fields in the order it always printed them).

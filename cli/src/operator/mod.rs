@@ -73,7 +73,7 @@ pub enum Operator {
         #[command(subcommand)]
         action: Option<BackendAction>,
     },
-    /// List services.
+    /// List services with their pools (backends, weights, health) and ring sizes.
     Services {
         #[command(flatten)]
         api: ApiArgs,
@@ -159,26 +159,41 @@ pub enum BackendAction {
         /// Weight in the default table.
         #[arg(long, default_value_t = 1)]
         weight: u32,
+        /// Also put it in these services' pools (repeatable), at its own weight.
+        #[arg(long = "service", value_name = "NAME")]
+        services: Vec<String>,
     },
-    /// Drain a backend (no new share of the default table); --undo stops draining.
+    /// Drain a backend (no new share of the default table); --undo stops draining. With
+    /// --service, drain it from that service's pool only (weight 0 there).
     Drain {
         /// Backend id.
         id: u32,
-        /// Stop draining instead.
+        /// Stop draining instead (with --service: back to its own weight there).
         #[arg(long)]
         undo: bool,
+        /// Drain it from this service only.
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
     },
-    /// Remove a backend; it leaves every shard set.
+    /// Remove a backend; it leaves every shard set. With --service, it leaves only that
+    /// service's pool.
     Remove {
         /// Backend id.
         id: u32,
+        /// Take it out of this service's pool only.
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
     },
-    /// Set a backend's weight.
+    /// Set a backend's weight (with --service: its weight in that service's pool, which it
+    /// joins if it is not in it).
     Weight {
         /// Backend id.
         id: u32,
-        /// New weight (0 takes it out of the default table).
+        /// New weight (0 takes it out of the default table, or drains it from the service).
         weight: u32,
+        /// Set its weight in this service's pool.
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
     },
 }
 

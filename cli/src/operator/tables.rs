@@ -4,8 +4,8 @@
 use std::fmt::Display;
 
 use shardline::api::views::{
-    BackendView, ClusterStatus, Response, ServiceView, SessionDetail, SessionInsight, SessionView,
-    StatusView,
+    BackendView, ClusterStatus, PoolMemberView, Response, ServiceView, SessionDetail,
+    SessionInsight, SessionView, StatusView,
 };
 
 /// Left-aligned columns, two spaces apart.
@@ -154,6 +154,11 @@ pub fn services(v: &[ServiceView]) -> String {
                 s.protocol.to_string(),
                 s.mode.to_string(),
                 s.forward.to_string(),
+                pool_cell(s.pool.as_deref()),
+                match s.ring_size {
+                    0 => "default".into(),
+                    n => n.to_string(),
+                },
                 s.placed_sessions.to_string(),
                 opt(s.packets),
             ]
@@ -161,10 +166,36 @@ pub fn services(v: &[ServiceView]) -> String {
         .collect();
     table(
         &[
-            "ID", "NAME", "VIP", "PORT", "PROTO", "MODE", "FORWARD", "PLACED", "PACKETS",
+            "ID", "NAME", "VIP", "PORT", "PROTO", "MODE", "FORWARD", "POOL", "RING", "PLACED",
+            "PACKETS",
         ],
         &rows,
     )
+}
+
+/// A service's pool as `id:weight` per member, marked `(down)` when failing its checks and
+/// `(draining)` when draining or weighted 0 here; `all` without a pool.
+fn pool_cell(pool: Option<&[PoolMemberView]>) -> String {
+    let Some(pool) = pool else {
+        return "all".into();
+    };
+    if pool.is_empty() {
+        return "none".into();
+    }
+    let members: Vec<String> = pool
+        .iter()
+        .map(|m| {
+            let mark = if !m.healthy {
+                "(down)"
+            } else if m.draining || m.weight == 0 {
+                "(draining)"
+            } else {
+                ""
+            };
+            format!("{}:{}{mark}", m.id, m.weight)
+        })
+        .collect();
+    members.join(" ")
 }
 
 /// `shardline sessions`: one row per session.

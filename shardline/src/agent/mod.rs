@@ -82,11 +82,63 @@ pub struct AgentOptions {
     pub load_file: Option<PathBuf>,
     /// Busy-CPU fraction above which the backend reports saturation (default: never).
     pub cpu_limit: Option<f64>,
-    /// Register this backend with the daemon before reporting (a new backend joining).
-    pub register: Option<BackendConfig>,
+    /// Register this backend with the daemon before reporting (a new backend joining), and
+    /// the services it serves.
+    pub register: Option<Registration>,
     /// This backend's token (`[control] agent_token_dir` on the daemon holds its twin); none
     /// for a daemon with `insecure_agents = true`.
     pub token: Option<crate::guard::Token>,
+}
+
+/// Body of `POST /v1/agents/register`: the backend, and the services whose pools it joins.
+/// On the wire a registration without services is the plain [`BackendConfig`] (as agents
+/// always sent it); with services it is `{"backend": {...}, "services": ["name", ...]}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    /// The backend.
+    pub backend: BackendConfig,
+    /// Names of the services it serves (it joins their pools).
+    pub services: Vec<String>,
+}
+
+/// The wire form of a [`Registration`] with services.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WithServices {
+    backend: BackendConfig,
+    #[serde(default)]
+    services: Vec<String>,
+}
+
+impl Serialize for Registration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.services.is_empty() {
+            return self.backend.serialize(s);
+        }
+        WithServices {
+            backend: self.backend.clone(),
+            services: self.services.clone(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Registration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = serde_json::Value::deserialize(d)?;
+        if value.get("backend").is_some() {
+            let w: WithServices = serde_json::from_value(value).map_err(D::Error::custom)?;
+            return Ok(Self {
+                backend: w.backend,
+                services: w.services,
+            });
+        }
+        Ok(Self {
+            backend: serde_json::from_value(value).map_err(D::Error::custom)?,
+            services: Vec::new(),
+        })
+    }
 }
 
 /// Reads an [`AppLoad`] file; a missing or half-written file is "no report".
@@ -112,10 +164,14 @@ pub async fn run(opts: AgentOptions, ready: impl FnOnce()) -> anyhow::Result<()>
         format!("http://{}/v1/agents/register", opts.daemon),
         format!("http://{}/v1/agents/report", opts.daemon),
     );
-    if let Some(mut backend) = opts.register.clone() {
-        backend.agent = Some(advertised.clone());
+    if let Some(mut registration) = opts.register.clone() {
+        registration.backend.agent = Some(advertised.clone());
+        let backend = &registration.backend;
         loop {
-            match client.post_json(&register_url, &backend, timeout).await {
+            match client
+                .post_json(&register_url, &registration, timeout)
+                .await
+            {
                 Ok(answer) if answer.status == 200 => break,
                 Ok(answer) => warn!(
                     status = answer.status,

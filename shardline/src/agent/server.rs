@@ -1,5 +1,5 @@
 //! The daemon's endpoint for agents: `POST /report` (an [`AgentReport`]), `POST /register` (a
-//! new backend's [`BackendConfig`], committed as `Command::RegisterBackend`, which cannot take
+//! new backend's [`Registration`], committed as `Command::RegisterBackend`, which cannot take
 //! over another backend's id or address) and `GET /` (the latest report of each backend).
 //! [`router`] returns routes relative to its mount point; the daemon nests it under
 //! `/v1/agents`.
@@ -24,9 +24,8 @@ use axum::{
 };
 use tracing::{info, warn};
 
-use super::AgentReport;
+use super::{AgentReport, Registration};
 use crate::{
-    config::BackendConfig,
     guard::{AgentAuth, Refusal, Strict},
     state::{Command, Control, ControlError},
 };
@@ -143,13 +142,56 @@ async fn report(
 async fn register(
     State(hub): State<Arc<AgentsHub>>,
     headers: HeaderMap,
-    Strict(backend): Strict<BackendConfig>,
+    Strict(Registration { backend, services }): Strict<Registration>,
 ) -> Result<Json<serde_json::Value>, Refusal> {
     let id = backend.id;
     hub.auth.check(&headers, id)?;
+    let state = hub.control.local();
+    if let Some(name) = services.iter().find(|n| state.service_id(n).is_none()) {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_service",
+            format!("no service named {name:?}"),
+        ));
+    }
     match hub.control.write(Command::RegisterBackend(backend)).await {
-        Ok(r) => {
-            info!(backend = id, "backend registered through its agent");
+        Ok(mut r) => {
+            // Join the pools it is not in yet (a member keeps the weight an operator gave it);
+            // a service without a pool is served by every backend already.
+            let state = hub.control.local();
+            let joins: Vec<Command> = services
+                .iter()
+                .filter(|name| {
+                    state
+                        .services
+                        .iter()
+                        .find(|s| s.name == **name)
+                        .is_some_and(|s| s.backends.is_some() && !s.served_by(id))
+                })
+                .map(|name| Command::JoinPool {
+                    service: name.clone(),
+                    id,
+                    weight: None,
+                })
+                .collect();
+            if !joins.is_empty() {
+                match hub.control.write(Command::Batch { commands: joins }).await {
+                    Ok(joined) => r.generation = joined.generation,
+                    Err(e) => {
+                        warn!(backend = id, "joining its services' pools: {e}");
+                        return Err(Refusal::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "unavailable",
+                            e.to_string(),
+                        ));
+                    }
+                }
+            }
+            info!(
+                backend = id,
+                ?services,
+                "backend registered through its agent"
+            );
             Ok(Json(serde_json::json!({"generation": r.generation})))
         }
         Err(e) => {

@@ -57,10 +57,40 @@ pub struct ServiceView {
     pub mode: SessionMode,
     /// `encap` or `l2dsr`.
     pub forward: ForwardMode,
+    /// The backends that serve it, with their weights and health there; `None`: every
+    /// backend, through the default table.
+    pub pool: Option<Vec<PoolMemberView>>,
+    /// Slots of the pool's Maglev ring (0 without a pool: the default table's 65,537).
+    pub ring_size: u32,
     /// Sessions placed on a shard set.
     pub placed_sessions: usize,
     /// Packets of its sessions the dataplane still tracks (an LRU: recent sessions only).
     pub packets: Option<u64>,
+}
+
+/// One backend of a service's pool as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolMemberView {
+    /// Backend id.
+    pub id: u32,
+    /// Its weight in the service's ring as configured.
+    pub weight: u32,
+    /// Its weight in the ring now (0 while it is unhealthy, draining or drained here).
+    pub effective_weight: u32,
+    /// Passing health checks.
+    pub healthy: bool,
+    /// Draining (everywhere).
+    pub draining: bool,
+}
+
+/// Body of `PUT /v1/services/{service}/backends/{id}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolWeight {
+    /// Weight in the service's ring (absent: the backend's own weight; 0 drains it from this
+    /// service only).
+    #[serde(default)]
+    pub weight: Option<u32>,
 }
 
 /// Body of `PUT /v1/backends/{id}/weight`.
@@ -194,6 +224,26 @@ pub(super) async fn services(State(api): State<ApiState>) -> Json<Vec<ServiceVie
                 protocol: s.protocol,
                 mode: s.mode,
                 forward: s.forward,
+                pool: s.backends.as_ref().map(|pool| {
+                    pool.iter()
+                        .map(|m| {
+                            let b = state.backends.get(&m.id());
+                            let own = b.map_or(0, |b| b.config.weight);
+                            PoolMemberView {
+                                id: m.id(),
+                                weight: m.weight(own),
+                                // Unhealthy or draining everywhere: no share here either.
+                                effective_weight: match b.map_or(0, |b| b.effective_weight()) {
+                                    0 => 0,
+                                    _ => m.weight(own),
+                                },
+                                healthy: b.is_some_and(|b| b.healthy),
+                                draining: b.is_some_and(|b| b.draining),
+                            }
+                        })
+                        .collect()
+                }),
+                ring_size: s.ring_slots(),
                 placed_sessions: state
                     .sessions
                     .iter()
@@ -205,4 +255,27 @@ pub(super) async fn services(State(api): State<ApiState>) -> Json<Vec<ServiceVie
             })
             .collect(),
     )
+}
+
+pub(super) async fn join_pool(
+    _: Authorized,
+    State(api): State<ApiState>,
+    Param((service, id)): Param<(String, u32)>,
+    Body(PoolWeight { weight }): Body<PoolWeight>,
+) -> Result<Json<Response>, ApiError> {
+    let command = Command::JoinPool {
+        service,
+        id,
+        weight,
+    };
+    Ok(Json(api.control.write(command).await?))
+}
+
+pub(super) async fn leave_pool(
+    _: Authorized,
+    State(api): State<ApiState>,
+    Param((service, id)): Param<(String, u32)>,
+) -> Result<Json<Response>, ApiError> {
+    let command = Command::LeavePool { service, id };
+    Ok(Json(api.control.write(command).await?))
 }

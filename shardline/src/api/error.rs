@@ -98,6 +98,8 @@ impl From<StateError> for ApiError {
             StateError::BadBackend { .. } => (StatusCode::BAD_REQUEST, "bad_backend"),
             StateError::Takeover { .. } => (StatusCode::CONFLICT, "takeover"),
             StateError::NestedBatch => (StatusCode::BAD_REQUEST, "nested_batch"),
+            StateError::OutsidePool { .. } => (StatusCode::BAD_REQUEST, "outside_pool"),
+            StateError::NoPool(_) => (StatusCode::BAD_REQUEST, "no_pool"),
         };
         Self::new(status, code, e.to_string())
     }

@@ -194,6 +194,27 @@ impl Collector for StateCollector {
             gauge,
             &placed,
         )?;
+        let mut pools = Vec::new();
+        for s in &state.services {
+            for m in s.backends.iter().flatten() {
+                let own = state
+                    .backends
+                    .get(&m.id())
+                    .map_or(0, |b| b.effective_weight());
+                let weight = if own == 0 { 0 } else { m.weight(own) };
+                pools.push((
+                    [("service", s.name.clone()), ("backend", m.id().to_string())],
+                    u64::from(weight),
+                ));
+            }
+        }
+        family(
+            &mut encoder,
+            "shardline_pool_weight",
+            "A backend's effective weight in a service's pool (services with a pool only)",
+            gauge,
+            &pools,
+        )?;
 
         let Some(maps) = &self.maps else {
             return Ok(());
@@ -295,6 +316,7 @@ pub const FAMILIES: &[&str] = &[
     "shardline_backend_draining",
     "shardline_backend_weight",
     "shardline_service_placed_sessions",
+    "shardline_pool_weight",
     "shardline_dataplane_packets",
     "shardline_backend_packets",
     "shardline_backend_bytes",

@@ -24,6 +24,11 @@ fn schemas() -> Value {
             "type": "object", "required": ["weight"], "additionalProperties": false,
             "properties": {"weight": {"type": "integer", "minimum": 0}}
         },
+        "PoolWeight": {
+            "type": "object", "additionalProperties": false,
+            "description": "The backend's weight in this service's ring; absent: its own weight. 0 drains it from this service only.",
+            "properties": {"weight": {"type": ["integer", "null"], "minimum": 0}}
+        },
         "Placement": {
             "type": "object", "required": ["backends"], "additionalProperties": false,
             "properties": {"backends": {"type": "array", "items": id, "minItems": 1, "maxItems": 16}}

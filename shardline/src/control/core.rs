@@ -219,7 +219,14 @@ impl Core {
             if d.to <= 1 && current.is_empty() {
                 continue; // One shard: the default table serves it.
             }
-            let set = self.grow_or_shrink(&current, d.to as usize, d.upper, &mut loads);
+            let set = self.grow_or_shrink(
+                &session,
+                state,
+                &current,
+                d.to as usize,
+                d.upper,
+                &mut loads,
+            );
             // One backend is no better than the default table: wait for room for more.
             if set == current || set.len() < 2 && current.is_empty() {
                 continue;
@@ -266,18 +273,30 @@ impl Core {
         }
     }
 
+    /// The session's shard set resized to `to`: the live members of `current` its service's
+    /// pool still holds, then new ones from the pool (at their weights in it).
     fn grow_or_shrink(
         &mut self,
+        session: &SessionRef,
+        state: &ControlState,
         current: &[u32],
         to: usize,
         upper: f64,
         loads: &mut [BackendLoad],
     ) -> Vec<u32> {
         let alive = &self.alive;
+        let in_pool = |b: &BackendLoad| state.pool_weight(&session.service, b.id, b.weight);
         let mut set: Vec<u32> = current
             .iter()
             .copied()
             .filter(|id| alive.contains(id))
+            .filter(|id| {
+                loads
+                    .iter()
+                    .find(|b| b.id == *id)
+                    .and_then(in_pool)
+                    .is_some_and(|w| w > 0)
+            })
             .take(to)
             .collect();
         if set.len() < to {
@@ -285,7 +304,12 @@ impl Core {
             let candidates: Vec<BackendLoad> = loads
                 .iter()
                 .filter(|b| !set.contains(&b.id))
-                .copied()
+                .filter_map(|b| {
+                    Some(BackendLoad {
+                        weight: in_pool(b)?,
+                        ..*b
+                    })
+                })
                 .collect();
             choose_backends(&candidates, to - set.len(), per_shard, &mut self.chosen);
             set.extend(self.chosen.iter().copied());
@@ -363,7 +387,13 @@ impl Core {
             let lost: Vec<u32> = current
                 .iter()
                 .copied()
-                .filter(|id| !self.alive.contains(id))
+                .filter(|id| {
+                    // Down, or out of (or drained from) the service's pool.
+                    !self.alive.contains(id)
+                        || state
+                            .pool_weight(&session.service, *id, 1)
+                            .is_none_or(|w| w == 0)
+                })
                 .collect();
             let index = self.index.get(&session).copied();
             let wanted = index
@@ -377,7 +407,7 @@ impl Core {
                 .map(|i| self.states[i].selector().upper())
                 .unwrap_or(0.0);
             let upper = if upper.is_finite() { upper } else { 0.0 };
-            let set = self.grow_or_shrink(&current, wanted, upper, loads);
+            let set = self.grow_or_shrink(&session, state, &current, wanted, upper, loads);
             if set == current || set.is_empty() || set.len() < 2 && current.is_empty() {
                 continue;
             }

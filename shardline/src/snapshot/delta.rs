@@ -23,8 +23,15 @@ pub struct TableDelta {
     /// Placements new or changed, sorted by session; each carries a generation above the one it
     /// replaces.
     pub sessions: Vec<(SessionKey, ShardSet)>,
-    /// Services new or changed.
+    /// Pool memberships new or changed, by service id (member ids ascending): written before
+    /// the services, so a flow entry of a pool never meets a membership it is not in yet.
+    pub pools: Vec<(u32, Vec<u32>)>,
+    /// Services new or changed, including every service whose ring or pool changed (writing
+    /// a pooled service is its ring's flip). Their rings' placement is the writer's business.
     pub services: Vec<(ServiceKey, Service)>,
+    /// The ring of every pooled service in `services`, by service id: built in an idle half
+    /// just before its service is written.
+    pub rings: Vec<(u32, Vec<u32>)>,
     /// Services the target no longer has.
     pub removed_services: Vec<ServiceKey>,
     /// Placements the target no longer has: those sessions go back to the default table.
@@ -61,17 +68,42 @@ impl TableDelta {
             sessions.push((*key, next));
         }
         sessions.sort_unstable_by_key(|(key, _)| *key);
+        let mut pools: Vec<(u32, Vec<u32>)> = after
+            .pools
+            .iter()
+            .filter(|(id, pool)| before.pools.get(id) != Some(pool))
+            .map(|(id, pool)| (*id, pool.clone()))
+            .collect();
+        pools.sort_unstable();
+        let ring_changed = |s: &Service| {
+            s.has_pool()
+                && (after.rings.get(&s.id) != before.rings.get(&s.id)
+                    || after.pools.get(&s.id) != before.pools.get(&s.id))
+        };
+        let mut services: Vec<(ServiceKey, Service)> = after
+            .services
+            .iter()
+            .filter(|(k, s)| {
+                before.services.get(k).map(|b| b.unplaced()) != Some(s.unplaced())
+                    || ring_changed(s)
+            })
+            .map(|(k, s)| (*k, s.unplaced()))
+            .collect();
+        services.sort_unstable_by_key(|(k, s)| (s.id, *k));
+        let mut rings: Vec<(u32, Vec<u32>)> = services
+            .iter()
+            .filter(|(_, s)| s.has_pool())
+            .filter_map(|(_, s)| Some((s.id, after.rings.get(&s.id)?.clone())))
+            .collect();
+        rings.dedup_by_key(|(id, _)| *id);
         Self {
             backends,
             maglev: (after.maglev != before.maglev).then(|| after.maglev.clone()),
             globals: (globals != before.globals.with_live_half(0)).then_some(globals),
             sessions,
-            services: after
-                .services
-                .iter()
-                .filter(|(k, s)| before.services.get(k) != Some(s))
-                .map(|(k, s)| (*k, *s))
-                .collect(),
+            pools,
+            services,
+            rings,
             removed_services: missing(&before.services, &after.services),
             removed_sessions: sorted(missing(&before.sessions, &after.sessions)),
             removed_backends: sorted(missing(&before.backends, &after.backends)),

@@ -13,7 +13,7 @@ use super::{
     persistent, session_number, valid_backend_id, BackendEntry, ConfigTables, ControlState, Map,
     SessionEntry, SessionMeta, SessionRef, SESSION_STATE_LIMIT,
 };
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, PoolMember, ServiceConfig};
 
 /// One change to the control state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,6 +58,24 @@ pub enum Command {
     },
     /// Removes a backend; it leaves every shard set.
     RemoveBackend {
+        /// Backend id.
+        id: u32,
+    },
+    /// Puts backend `id` in service `service`'s pool at `weight` (`None`: its own weight), or
+    /// changes its weight there (0 drains it from this service only). A service without a pool
+    /// gets one holding this backend alone.
+    JoinPool {
+        /// Service name.
+        service: String,
+        /// Backend id.
+        id: u32,
+        /// Weight in the service's ring.
+        weight: Option<u32>,
+    },
+    /// Takes backend `id` out of service `service`'s pool; the service's sessions leave it.
+    LeavePool {
+        /// Service name.
+        service: String,
         /// Backend id.
         id: u32,
     },
@@ -172,6 +190,17 @@ pub enum StateError {
         /// Whose id or address it would take.
         problem: String,
     },
+    /// A shard set names a backend outside its service's pool.
+    #[error("backend {id} is not in the pool of service {service:?}")]
+    OutsidePool {
+        /// Service name.
+        service: String,
+        /// Backend id.
+        id: u32,
+    },
+    /// The service has no pool to leave (every backend serves it).
+    #[error("service {0:?} has no pool (every backend serves it); `JoinPool` makes one")]
+    NoPool(String),
     /// A `Batch` holds only plain commands.
     #[error("a batch cannot contain a batch; flatten it")]
     NestedBatch,
@@ -220,6 +249,11 @@ fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, St
                 .backends
                 .remove(id)
                 .ok_or(StateError::UnknownBackend(*id))?;
+            for service in &mut state.services {
+                if let Some(pool) = &mut service.backends {
+                    pool.retain(|m| m.id() != *id);
+                }
+            }
             for session in sessions_where(state, |e| e.backends.contains(id)) {
                 if let Some(entry) = state.sessions.get_mut(&session) {
                     entry.backends.retain(|b| b != id);
@@ -227,9 +261,46 @@ fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, St
                 }
             }
         }
+        Command::JoinPool {
+            service,
+            id,
+            weight,
+        } => {
+            backend_mut(state, *id)?;
+            let s = service_mut(state, service)?;
+            let member = match weight {
+                Some(weight) => PoolMember::Weighted {
+                    id: *id,
+                    weight: *weight,
+                },
+                None => PoolMember::Id(*id),
+            };
+            let pool = s.backends.get_or_insert_with(Vec::new);
+            match pool.iter_mut().find(|m| m.id() == *id) {
+                Some(m) => *m = member,
+                None => pool.push(member),
+            }
+        }
+        Command::LeavePool { service, id } => {
+            let s = service_mut(state, service)?;
+            let pool = s
+                .backends
+                .as_mut()
+                .ok_or_else(|| StateError::NoPool(service.clone()))?;
+            let before = pool.len();
+            pool.retain(|m| m.id() != *id);
+            if pool.len() == before {
+                return Err(StateError::OutsidePool {
+                    service: service.clone(),
+                    id: *id,
+                });
+            }
+            leave_outside_pools(state);
+        }
         Command::Place { session, backends } => {
             known_service(state, session)?;
             check_shard_set(state, backends)?;
+            check_pool(state, &session.service, backends)?;
             let entry = state.sessions.entry(session.clone()).or_default();
             if entry.backends != *backends {
                 entry.backends = backends.clone();
@@ -333,6 +404,28 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
             return Err(StateError::BadShardSet(set.clone()));
         }
     }
+    for s in &tables.services {
+        if let Some(m) = s
+            .backends
+            .iter()
+            .flatten()
+            .find(|m| !backends.contains_key(&m.id()))
+        {
+            return Err(StateError::UnknownBackend(m.id()));
+        }
+    }
+    for (session, set) in &sessions {
+        let service = tables.services.iter().find(|s| s.name == session.service);
+        if let Some(id) = set
+            .iter()
+            .find(|id| !service.is_some_and(|s| s.served_by(**id)))
+        {
+            return Err(StateError::OutsidePool {
+                service: session.service.clone(),
+                id: *id,
+            });
+        }
+    }
     state.encap = tables.encap.clone();
     state.flow_idle_secs = tables.flow_idle_secs;
     state.services = tables.services.clone();
@@ -350,6 +443,7 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
             entry.generation += 1;
         }
     }
+    leave_outside_pools(state);
     for (session, set) in sessions {
         let entry = state.sessions.entry(session).or_default();
         if entry.backends != set {
@@ -358,6 +452,61 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
         }
     }
     Ok(())
+}
+
+/// Takes every placed session off the backends its service's pool no longer holds.
+fn leave_outside_pools(state: &mut ControlState) {
+    let outside = |state: &ControlState, s: &SessionRef, e: &SessionEntry| {
+        let service = state.services.iter().find(|x| x.name == s.service);
+        e.backends
+            .iter()
+            .any(|id| !service.is_some_and(|x| x.served_by(*id)))
+    };
+    let moved: Vec<SessionRef> = state
+        .sessions
+        .iter()
+        .filter(|(s, e)| outside(state, s, e))
+        .map(|(s, _)| s.clone())
+        .collect();
+    for session in moved {
+        let Some(service) = state
+            .services
+            .iter()
+            .find(|x| x.name == session.service)
+            .cloned()
+        else {
+            continue;
+        };
+        if let Some(entry) = state.sessions.get_mut(&session) {
+            entry.backends.retain(|id| service.served_by(*id));
+            entry.generation += 1;
+        }
+    }
+}
+
+fn service_mut<'a>(
+    state: &'a mut ControlState,
+    name: &str,
+) -> Result<&'a mut ServiceConfig, StateError> {
+    state
+        .services
+        .iter_mut()
+        .find(|s| s.name == name)
+        .ok_or_else(|| StateError::UnknownService(name.to_owned()))
+}
+
+/// Every backend of a shard set of `service` is in its pool.
+fn check_pool(state: &ControlState, service: &str, backends: &[u32]) -> Result<(), StateError> {
+    let Some(s) = state.services.iter().find(|s| s.name == service) else {
+        return Err(StateError::UnknownService(service.to_owned()));
+    };
+    match backends.iter().find(|id| !s.served_by(**id)) {
+        Some(id) => Err(StateError::OutsidePool {
+            service: service.to_owned(),
+            id: *id,
+        }),
+        None => Ok(()),
+    }
 }
 
 fn upsert_backend(state: &mut ControlState, config: &BackendConfig) {

@@ -133,6 +133,17 @@ impl ControlState {
             .map(|i| i as u32 + 1)
     }
 
+    /// Backend `id`'s weight in service `service`'s pool, given its own weight `own`: `own`
+    /// for a service without a pool (every backend serves it), `None` when the backend is not
+    /// in the pool or the service is unknown.
+    pub fn pool_weight(&self, service: &str, id: u32, own: u32) -> Option<u32> {
+        let s = self.services.iter().find(|s| s.name == service)?;
+        match &s.backends {
+            None => Some(own),
+            Some(pool) => pool.iter().find(|m| m.id() == id).map(|m| m.weight(own)),
+        }
+    }
+
     /// Bytes of critical state a session holds.
     pub fn state_bytes(&self, session: &SessionRef) -> usize {
         self.kv

@@ -112,15 +112,25 @@ async fn drive(lab: &Lab) {
     assert_eq!(owner(&conn6, "IPv6, new port").await, backend6);
     conn6.close(0u32.into(), b"done");
 
-    // Re-shard: drain the connection's backend from the default table and place both client
-    // addresses' quic sessions on the other backends; nothing but the server id leads there now.
+    // Re-shard: drain the connection's backend and place both client addresses' quic sessions
+    // on the other backends of the pool; nothing but the server id leads there now.
     let mut next = lab.config.clone();
     for b in &mut next.backends {
         if b.id == backend {
             b.weight = 0;
         }
     }
-    let others: Vec<u32> = (1..=4).filter(|id| *id != backend).collect();
+    // The other backends of the quic service's pool: a shard set outside it would be
+    // re-decided by the pool check on every packet naming a server outside the pool.
+    let pool = lab
+        .config
+        .services
+        .iter()
+        .find(|s| s.name == "quic")
+        .and_then(|s| s.pool_ids())
+        .unwrap_or_else(|| (1..=4).collect());
+    let others: Vec<u32> = pool.into_iter().filter(|id| *id != backend).collect();
+    assert!(!others.is_empty(), "the quic pool has another backend");
     for addr in [CLIENT4, alias] {
         next.sessions.push(SessionConfig {
             service: "quic".into(),

@@ -79,6 +79,7 @@ pub fn add_edge_cases(lb: &mut Loaded) {
         forward: forward_mode::ENCAP,
         server_id_len: 0,
         rotation: 0,
+        ..Service::default()
     };
     lb.tables
         .services

@@ -1,0 +1,193 @@
+//! Per-service pools in the kernel (`BPF_PROG_TEST_RUN`): several services on different pools,
+//! each with a Maglev ring of its own, agree with the replay on random packets and never send
+//! a packet outside their pool; a change of one service's pool rewrites that service's ring
+//! alone and moves no other service's traffic.
+
+use std::collections::BTreeMap;
+
+use rand::{rngs::StdRng, SeedableRng};
+use shardline::{
+    config::Config,
+    snapshot::{delta::TableDelta, Snapshot},
+    state::{Command, ControlState},
+};
+use shardline_common::route::decide;
+
+use crate::support::{agrees, hex, outer::Expected, random, Loaded, TEST_CONFIG};
+
+/// Random packets per test.
+const PACKETS: usize = 4_000;
+
+/// `TEST_CONFIG` with pools: `dns` on backends 1 and 2, `quic` on 2 (weight 3) and 3, `quic6`
+/// on 1 and 4 (4 has no IPv6), `l2` on 3 alone with a 13-slot ring; the other services keep
+/// every backend (the default table). `flow_idle_secs` is prepended when given.
+fn pools_config(flow_idle_secs: Option<u32>) -> String {
+    let mut config = match flow_idle_secs {
+        Some(secs) => format!("flow_idle_secs = {secs}\n{TEST_CONFIG}"),
+        None => TEST_CONFIG.to_owned(),
+    };
+    for (name, pool) in [
+        ("dns", "backends = [1, 2]"),
+        ("quic", "backends = [{ id = 2, weight = 3 }, 3]"),
+        ("quic6", "backends = [1, 4]"),
+        ("l2", "backends = [3]\nring_size = 13"),
+    ] {
+        let at = format!("name = \"{name}\"\n");
+        assert!(config.contains(&at), "TEST_CONFIG has a service {name:?}");
+        config = config.replacen(&at, &format!("{at}{pool}\n"), 1);
+    }
+    config
+}
+
+fn service_id(snap: &Snapshot, name: &str, config: &Config) -> u32 {
+    let pos = config
+        .services
+        .iter()
+        .position(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no service {name:?}"));
+    let id = pos as u32 + 1;
+    assert!(snap.services.values().any(|s| s.id == id));
+    id
+}
+
+#[test]
+fn kernel_and_replay_agree_across_services_with_different_pools() {
+    let text = pools_config(None);
+    let config = Config::parse(&text, "pools config").expect("valid");
+    let mut lb = Loaded::new(&text);
+    random::add_edge_cases(&mut lb);
+    let want = Expected::of_snapshot(&lb.tables);
+    let pooled: Vec<u32> = ["dns", "quic", "quic6", "l2"]
+        .iter()
+        .map(|n| service_id(&lb.tables, n, &config))
+        .collect();
+    let mut rng = StdRng::seed_from_u64(0x9001_5eed);
+    let mut failures = Vec::new();
+    let mut forwarded: BTreeMap<u32, BTreeMap<u32, u64>> = BTreeMap::new();
+    for i in 0..PACKETS {
+        let frame = random::frame(&mut rng);
+        let d = decide(&frame[..], &lb.tables);
+        let k = lb.run(&frame);
+        if let Err(e) = agrees(&want, &frame, &k, &d) {
+            failures.push(format!(
+                "packet {i} ({}): {e}\n  frame {}",
+                d.reason.name(),
+                hex(&frame)
+            ));
+        }
+        if i % 40 == 0 {
+            let live = decide(&frame[..], &lb.maps);
+            if live != d {
+                failures.push(format!(
+                    "packet {i}: live-map replay {live:?} != snapshot replay {d:?}"
+                ));
+            }
+        }
+        if !d.reason.forwards() {
+            continue;
+        }
+        if let Some(pool) = lb.tables.pools.get(&d.service.id) {
+            if !pool.contains(&d.backend_id) {
+                failures.push(format!(
+                    "packet {i}: service {} sent to backend {} outside its pool {pool:?}\n  frame {}",
+                    d.service.id,
+                    d.backend_id,
+                    hex(&frame)
+                ));
+            }
+        }
+        *forwarded
+            .entry(d.service.id)
+            .or_default()
+            .entry(d.backend_id)
+            .or_default() += 1;
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {PACKETS} packets wrong; the first ones:\n{}",
+        failures.len(),
+        failures[..failures.len().min(10)].join("\n")
+    );
+    // Every pooled service carried traffic, and one with two routable members used both.
+    for id in &pooled {
+        assert!(
+            forwarded.get(id).is_some_and(|b| !b.is_empty()),
+            "the random run forwarded nothing for pooled service {id}: {forwarded:?}"
+        );
+    }
+    let dns = &forwarded[&pooled[0]];
+    assert_eq!(
+        dns.keys().copied().collect::<Vec<_>>(),
+        vec![1, 2],
+        "dns spreads over exactly its pool: {dns:?}"
+    );
+    eprintln!("pools: forwarded per service and backend: {forwarded:?}");
+}
+
+#[test]
+fn a_pool_change_rewrites_one_ring_and_moves_no_other_service() {
+    // Stickiness off, so every packet is decided by the tables alone.
+    let text = pools_config(Some(0));
+    let config = Config::parse(&text, "pools config").expect("valid");
+    let mut lb = Loaded::new(&text);
+    let mut state = ControlState::from_config(&config);
+    let before = state.tables();
+    let dns = service_id(&before, "dns", &config);
+    state
+        .apply(&Command::JoinPool {
+            service: "dns".into(),
+            id: 3,
+            weight: None,
+        })
+        .expect("backend 3 joins dns");
+    let after = state.tables();
+    let delta = TableDelta::between(&before, &after);
+    let touched: Vec<u32> = delta.services.iter().map(|(_, s)| s.id).collect();
+    assert_eq!(touched, vec![dns], "only dns's service entry is rewritten");
+    assert_eq!(
+        delta.rings.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![dns]
+    );
+    assert!(delta.maglev.is_none(), "the default table is untouched");
+    assert!(delta.backends.is_empty() && delta.sessions.is_empty());
+
+    let mut rng = StdRng::seed_from_u64(0x0ddba11);
+    let frames: Vec<Vec<u8>> = (0..PACKETS).map(|_| random::frame(&mut rng)).collect();
+    let runs_before: Vec<_> = frames.iter().map(|f| lb.run(f)).collect();
+    lb.maps.write_delta(&delta).expect("write the delta");
+    lb.tables = after;
+    let want = Expected::of_snapshot(&lb.tables);
+    let mut moved_dns = 0;
+    let mut failures = Vec::new();
+    for (i, frame) in frames.iter().enumerate() {
+        let d = decide(&frame[..], &lb.tables);
+        let k = lb.run(frame);
+        if let Err(e) = agrees(&want, frame, &k, &d) {
+            failures.push(format!("packet {i}: {e}"));
+        }
+        if d.service.id == dns {
+            moved_dns += u64::from(k.output != runs_before[i].output);
+            continue;
+        }
+        if k.output != runs_before[i].output || k.action != runs_before[i].action {
+            failures.push(format!(
+                "packet {i} of service {} ({}) changed with dns's pool\n  frame {}",
+                d.service.id,
+                d.reason.name(),
+                hex(frame)
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} packets wrong; the first ones:\n{}",
+        failures.len(),
+        failures[..failures.len().min(10)].join("\n")
+    );
+    assert!(moved_dns > 0, "some dns traffic moved to its new member");
+    assert_eq!(
+        lb.maps.read_snapshot().expect("read back").rings,
+        lb.tables.rings,
+        "the maps hold the rings the tables say"
+    );
+}
