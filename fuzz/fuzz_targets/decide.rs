@@ -15,7 +15,6 @@ use shardline_common::{
     },
     partition::shard_set,
     route::{decide, pick_shard, Tables},
-    verdict::Reason,
 };
 
 struct Fixed {

@@ -120,15 +120,6 @@ pub fn lab_config(backends: u32, sessions: &[Session], pin_dir: &Path) -> Config
 /// starts with, and by the backends the autoscale hook adds, which register for them).
 pub const QUIC_POOL_SERVICES: [&str; 2] = ["quic", "quic6"];
 
-/// The services a backend the hook adds registers for: all but the QUIC ones.
-pub fn hook_backend_services() -> Vec<&'static str> {
-    SERVICES
-        .iter()
-        .map(|s| s.0)
-        .filter(|name| !QUIC_POOL_SERVICES.contains(name))
-        .collect()
-}
-
 /// The pool of service `name` in a lab of `backends` backends: the QUIC services on backends
 /// 1 and 2, every other service on every backend.
 fn pool(name: &str, backends: u32) -> Vec<PoolMember> {
@@ -204,6 +195,25 @@ mod tests {
                 lab: "/opt/bin/shardline-lab".into(),
             },
         }
+    }
+
+    #[test]
+    fn services_have_pools_and_the_hook_backend_registers_for_all_but_quic() {
+        let config = lab_config(4, &[], Path::new("/sys/fs/bpf/x"));
+        for s in &config.services {
+            let want: Vec<u32> = if QUIC_POOL_SERVICES.contains(&s.name.as_str()) {
+                vec![1, 2]
+            } else {
+                vec![1, 2, 3, 4]
+            };
+            assert_eq!(s.pool_ids(), Some(want), "{}", s.name);
+        }
+        let others: Vec<&str> = SERVICES
+            .iter()
+            .map(|s| s.0)
+            .filter(|n| !QUIC_POOL_SERVICES.contains(n))
+            .collect();
+        assert_eq!(others, predict::HOOK_BACKEND_SERVICES);
     }
 
     fn build(predict: Option<&PredictOptions>) -> Config {

@@ -25,6 +25,10 @@ use crate::{
 
 /// Port of the daemon's agents' endpoint in the lab.
 pub const AGENTS_PORT: u16 = 7070;
+/// The services a backend the hook adds registers for: every lab service but the QUIC ones
+/// (`config::QUIC_POOL_SERVICES`), whose pool stays on backends 1 and 2.
+pub const HOOK_BACKEND_SERVICES: [&str; 4] = ["kv", "kv6", "dns", "web"];
+
 /// Port every backend's agent serves `/health` on.
 pub const AGENT_PORT: u16 = 7071;
 
@@ -234,7 +238,7 @@ pub fn add_backend(
         .iter()
         .map(|s| s.to_string()),
     );
-    for service in crate::config::hook_backend_services() {
+    for service in HOOK_BACKEND_SERVICES {
         agent.extend(["--service".to_string(), service.to_string()]);
     }
     let ready = work_dir.join(format!("ready-extra-{id}"));

@@ -10,7 +10,7 @@ use std::{
 use crate::{
     agent::AgentReport,
     control::forecast::{Selector, SelectorConfig},
-    control::hook::Shortfall,
+    control::hook::{ServiceShortfall, Shortfall},
     control::insight::{ReshardEvent, Sample, SessionInsight, HISTORY_SAMPLES},
     control::placement::{choose_backends, BackendLoad},
     control::sizing::SizingConfig,
@@ -252,7 +252,7 @@ impl Core {
         }
         self.decisions = decisions;
         self.repair(&mut out, state, &mut loads, at_ms, now);
-        out.shortfall = self.fleet_check(now, at_ms, rates, &loads);
+        out.shortfall = self.fleet_check(now, at_ms, rates, &loads, state);
         out
     }
 
@@ -477,6 +477,7 @@ impl Core {
         at_ms: u64,
         rates: &[(SessionRef, f64)],
         loads: &[BackendLoad],
+        state: &ControlState,
     ) -> Option<Shortfall> {
         let (lead, cooldown) = self.hook_lead?;
         let fleet = self.fleet.as_mut()?;
@@ -490,7 +491,9 @@ impl Core {
             .collect();
         let capacity: f64 = healthy.iter().map(|b| b.capacity).sum();
         let demand = fleet.upper() * (1.0 + self.decide.headroom);
-        if !capacity.is_finite() || !demand.is_finite() || demand <= capacity {
+        let fleet_short = capacity.is_finite() && demand.is_finite() && demand > capacity;
+        let services = self.pools_short(state, &healthy);
+        if !fleet_short && services.is_empty() {
             return None;
         }
         if self
@@ -500,14 +503,51 @@ impl Core {
             return None;
         }
         self.last_hook = Some(now);
+        let shortfall = if fleet_short {
+            demand - capacity
+        } else {
+            services.iter().map(|s| s.demand - s.capacity).sum()
+        };
         Some(Shortfall {
             at_ms,
-            shortfall: demand - capacity,
+            shortfall,
             demand,
             capacity,
             lead_secs: lead.as_secs_f64(),
             healthy_backends: healthy.iter().map(|b| b.id).collect(),
+            services,
         })
+    }
+
+    /// The services with a pool whose healthy members cannot carry the upper forecasts of the
+    /// service's sessions, headroom included.
+    fn pools_short(&self, state: &ControlState, healthy: &[&BackendLoad]) -> Vec<ServiceShortfall> {
+        let mut out = Vec::new();
+        for s in state.services.iter().filter(|s| s.backends.is_some()) {
+            let upper: f64 = (0..self.refs.len())
+                .filter(|&i| self.refs[i].service == s.name)
+                .map(|i| self.states[i].selector().upper())
+                .filter(|u| u.is_finite())
+                .sum();
+            let demand = upper * (1.0 + self.decide.headroom);
+            let capacity: f64 = healthy
+                .iter()
+                .filter(|b| {
+                    state
+                        .pool_weight(&s.name, b.id, b.weight)
+                        .is_some_and(|w| w > 0)
+                })
+                .map(|b| b.capacity)
+                .sum();
+            if capacity.is_finite() && demand > capacity {
+                out.push(ServiceShortfall {
+                    service: s.name.clone(),
+                    demand,
+                    capacity,
+                });
+            }
+        }
+        out
     }
 
     fn record_insights(&mut self, at_ms: u64) {

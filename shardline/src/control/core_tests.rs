@@ -221,3 +221,48 @@ fn a_class_prior_starts_a_session_wide() {
     core.tick(t0, 0, t0, &[(kv(3), 900.0)], &st);
     assert_eq!(core.insights().next().unwrap().shards, 4);
 }
+
+#[test]
+fn a_pool_short_of_its_sessions_load_names_its_service_and_keeps_its_shards_inside() {
+    // Four backends of 1,000 pps: the fleet has room, kv's pool (backends 1 and 2) has not.
+    let mut st = state(4);
+    st.apply(&Command::LeavePool {
+        service: "kv".into(),
+        id: 1,
+    })
+    .expect_err("kv has no pool yet");
+    for id in [1, 2] {
+        st.apply(&Command::JoinPool {
+            service: "kv".into(),
+            id,
+            weight: None,
+        })
+        .unwrap();
+    }
+    let mut core = Core::new(&config());
+    let t0 = Instant::now();
+    let mut calls = Vec::new();
+    for step in 0..40u64 {
+        let now = t0 + Duration::from_secs(step);
+        let rate = 60.0 * step as f64; // to 2340 pps: 4,000 fleet-wide, 2,000 in the pool
+        let out = core.tick(now, step * 1000, t0, &[(kv(1), rate)], &st);
+        commit(&mut st, &out);
+        if let Some(set) = st.sessions.get(&kv(1)) {
+            assert!(
+                set.backends.iter().all(|id| [1, 2].contains(id)),
+                "step {step}: kv placed outside its pool on {:?}",
+                set.backends
+            );
+        }
+        if let Some(s) = out.shortfall {
+            calls.push((step, s));
+        }
+    }
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let s = &calls[0].1;
+    assert_eq!(s.services.len(), 1, "{s:?}");
+    assert_eq!(s.services[0].service, "kv");
+    assert_eq!(s.services[0].capacity, 2000.0);
+    assert!(s.services[0].demand > 2000.0 && s.shortfall > 0.0, "{s:?}");
+    assert!(s.capacity >= 4000.0, "the fleet as a whole has room: {s:?}");
+}

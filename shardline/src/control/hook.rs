@@ -26,6 +26,21 @@ pub struct Shortfall {
     pub lead_secs: f64,
     /// Healthy backends now.
     pub healthy_backends: Vec<u32>,
+    /// The services with a pool of their own whose pool falls short (a new backend should
+    /// register for these); empty when only the fleet as a whole does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceShortfall>,
+}
+
+/// One service whose pool falls short of its sessions' forecast load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceShortfall {
+    /// Service name.
+    pub service: String,
+    /// Upper forecast of its placed sessions' load, headroom included, packets per second.
+    pub demand: f64,
+    /// What its pool's healthy members can carry, packets per second.
+    pub capacity: f64,
 }
 
 /// Why a hook call failed.
@@ -121,6 +136,7 @@ mod tests {
             capacity: 2000.0,
             lead_secs: 10.0,
             healthy_backends: vec![1, 2],
+            services: Vec::new(),
         }
     }
 
