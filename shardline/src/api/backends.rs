@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState, Authorized, Body, Param};
 use crate::{
+    agent::health::ProbeState,
     config::{BackendConfig, ForwardMode, Protocol, SessionMode},
     state::{BackendEntry, Command, ControlState, Response},
 };
@@ -30,8 +31,12 @@ pub struct BackendView {
     pub weight: u32,
     /// Weight in the default table now (0 while draining or unhealthy).
     pub effective_weight: u32,
-    /// Passing health checks.
+    /// Passing health checks (the committed verdict every node routes by).
     pub healthy: bool,
+    /// This node's probe record: verdict, since when, failures in a row (absent on a node that
+    /// does not probe, or for a backend without an agent).
+    #[serde(default)]
+    pub probe: Option<ProbeState>,
     /// Draining.
     pub draining: bool,
     /// Packets forwarded to it (dataplane counter; absent without a dataplane).
@@ -84,6 +89,7 @@ fn view(api: &ApiState, id: u32, b: &BackendEntry) -> BackendView {
         weight: b.config.weight,
         effective_weight: b.effective_weight(),
         healthy: b.healthy,
+        probe: api.health.get(id),
         draining: b.draining,
         packets: counter.map(|c| c.packets),
         bytes: counter.map(|c| c.bytes),

@@ -50,6 +50,7 @@ fn api(token: Option<&str>) -> (Router, Arc<LocalControl>, ApiState) {
     let state = ApiState::new(
         control.clone(),
         insights,
+        Arc::default(),
         &Telemetry::default(),
         None,
         token.map(|t| Token::new(t, "test").unwrap()),

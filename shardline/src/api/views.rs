@@ -9,6 +9,7 @@ pub use super::{
     sessions::{Placement, SessionDetail, SessionView, StateValue},
 };
 pub use crate::{
+    agent::health::ProbeState,
     config::BackendConfig,
     control::insight::{ReshardEvent, Sample, SessionInsight},
     state::{ClusterStatus, Member, Response, SessionMeta},
