@@ -16,7 +16,9 @@ use shardline::{
 
 use super::{
     client::{Answer, NO_BODY},
-    tables::{backend_table, members, services, session_detail, sessions, status, written},
+    tables::{
+        backend_table, drained, members, services, session_detail, sessions, status, written,
+    },
     ApiArgs, BackendAction, CliError, Client, ClusterAction, Operator, SessionAction, StateAction,
 };
 
@@ -136,9 +138,12 @@ fn backends(api: &ApiArgs, action: BackendAction) -> Result<(), CliError> {
                 backend_table(std::slice::from_ref(b))
             });
         }
-        BackendAction::Drain { id, undo } => {
-            let verb = if undo { "undrain" } else { "drain" };
-            client.send(Method::POST, &format!("/v1/backends/{id}/{verb}"), NO_BODY)?
+        BackendAction::Drain { id, undo: true } => {
+            client.send(Method::POST, &format!("/v1/backends/{id}/undrain"), NO_BODY)?
+        }
+        BackendAction::Drain { id, undo: false } => {
+            let answer = client.send(Method::POST, &format!("/v1/backends/{id}/drain"), NO_BODY)?;
+            return show(api, answer, drained);
         }
         BackendAction::Remove { id } => {
             client.send(Method::DELETE, &format!("/v1/backends/{id}"), NO_BODY)?

@@ -4,8 +4,8 @@
 use std::fmt::Display;
 
 use shardline::api::views::{
-    BackendView, ClusterStatus, Response, ServiceView, SessionDetail, SessionInsight, SessionView,
-    StatusView,
+    BackendView, ClusterStatus, DrainView, Response, ServiceView, SessionDetail, SessionInsight,
+    SessionView, StatusView,
 };
 
 /// Left-aligned columns, two spaces apart.
@@ -68,6 +68,29 @@ pub fn written(v: &Response) -> String {
         ),
         None => format!("ok: generation {}\n", v.generation),
     }
+}
+
+/// `shardline backends drain ID`: the write, then what the drain waits for. Running it again
+/// on a draining backend only reports (a drain that timed out stays ended).
+pub fn drained(v: &DrainView) -> String {
+    let p = &v.progress;
+    let mut out = written(&v.written);
+    if p.timed_out {
+        out += &format!(
+            "backend {} drained: the drain timeout ended it; it is in no shard set and its \
+             flows are re-decided\n",
+            v.backend
+        );
+    } else {
+        out += &format!(
+            "backend {} draining: waiting for {} established flows and {} placed sessions \
+             (at most control.drain_timeout_secs)\n",
+            v.backend,
+            opt(p.flows_left),
+            p.placed_sessions
+        );
+    }
+    out
 }
 
 /// `shardline status`: node, cluster, counts, dataplane and API.
@@ -322,7 +345,7 @@ pub fn session_detail(d: &SessionDetail) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shardline::api::views::{ProbeState, Sample, SessionMeta};
+    use shardline::api::views::{DrainProgress, ProbeState, Sample, SessionMeta};
 
     #[test]
     fn tables_align_and_cells_read_well() {
@@ -357,6 +380,7 @@ mod tests {
                 ..ProbeState::default()
             }),
             draining: false,
+            drain: None,
             packets: None,
             bytes: None,
         };
@@ -383,6 +407,32 @@ mod tests {
         assert_eq!(duration(45), "45s");
         assert_eq!(duration(7_800), "2h10m");
         assert_eq!(duration(97_200 + 86_400 * 3), "4d03h");
+    }
+
+    #[test]
+    fn a_drain_says_what_it_waits_for() {
+        let mut v = DrainView {
+            written: Response {
+                generation: 7,
+                placement: None,
+                each: Vec::new(),
+            },
+            backend: 9,
+            progress: DrainProgress {
+                flows_left: Some(12),
+                placed_sessions: 3,
+                timed_out: false,
+            },
+        };
+        assert_eq!(
+            drained(&v),
+            "ok: generation 7\nbackend 9 draining: waiting for 12 established flows and 3 \
+             placed sessions (at most control.drain_timeout_secs)\n"
+        );
+        v.progress.flows_left = None;
+        assert!(drained(&v).contains("waiting for - established flows"));
+        v.progress.timed_out = true;
+        assert!(drained(&v).contains("backend 9 drained: the drain timeout ended it"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! defined beside the handler (or the state) it belongs to.
 
 pub use super::{
-    backends::{BackendView, ServiceView, Weight},
+    backends::{BackendView, DrainProgress, DrainView, ServiceView, Weight},
     cluster::{DataplaneTotals, NewMember, StatusView},
     error::{ErrorBody, ErrorDetail, LeaderHint},
     sessions::{Placement, SessionDetail, SessionView, StateValue},
