@@ -86,6 +86,14 @@ fn established_flows_survive_a_drain_but_not_a_removal() {
         );
     }
 
+    let flows = lb.maps.live_flows().expect("count live flows");
+    assert_eq!(
+        flows.get(&a),
+        Some(&1),
+        "fresh flows never reach it: {flows:?}"
+    );
+    let fresh_on_b = flows.get(&b).copied().unwrap_or(0);
+
     // Remove A: its flows move to what the tables say, and stick there.
     lb.maps
         .set_backend(a, &Backend::default())
@@ -101,9 +109,10 @@ fn established_flows_survive_a_drain_but_not_a_removal() {
     assert_eq!(flows.get(&a), None, "{flows:?}");
     assert_eq!(
         flows.get(&b),
-        Some(&1),
-        "the flow is now pinned to {b}: {flows:?}"
+        Some(&(fresh_on_b + 1)),
+        "the flow is now pinned to {b}, beside the fresh ones: {flows:?}"
     );
+    assert_eq!(flows.values().sum::<u64>(), 51, "{flows:?}");
 }
 
 #[test]
