@@ -84,6 +84,7 @@ pub const KEYS: &[Key] = &[
     key("services[].forward", Code, Text("`encap` or `l2dsr`"), "Encapsulate to the backend, or rewrite the MAC only (direct server return on one L2)."),
     key("services[].server_id_len", Derived("2 in `quic` mode"), Text("1 to 4, `quic` mode only"), "Octets of the server id in QUIC connection ids."),
     key("services[].cid_generation", Derived("0 in `quic` mode"), Text("`quic` mode only"), "QUIC-LB config generation; bump it when changing `server_id_len`."),
+    key("services[].probe", Derived("not probed"), Text("`tcp`, `udp` or `http`"), "Health probe of the service on each backend (its address, the service port), besides the agent's `/health`: a TCP connect, a UDP request answered, or `GET /` below 500."),
     key("backends[].id", Required, Text("0 to 4095, unique"), "Unique backend id."),
     key("backends[].ipv4", Unset, Text("an IPv4 address"), "IPIP destination."),
     key("backends[].ipv6", Code, Text("an IPv6 address"), "IP6IP6 destination."),

@@ -121,6 +121,22 @@ pub struct ServiceConfig {
     /// `quic` mode: QUIC-LB config generation (default 0); connection ids carry it mod 7 as
     /// their config rotation. Bump it when changing `server_id_len`.
     pub cid_generation: Option<u32>,
+    /// How the health checker probes the service on each backend, besides the agent's
+    /// `/health` (default: not probed).
+    #[serde(default)]
+    pub probe: Option<ServiceProbe>,
+}
+
+/// A service probe: sent straight to the backend's address and the service's port.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceProbe {
+    /// A TCP connect that completes.
+    Tcp,
+    /// A UDP datagram that gets any answer.
+    Udp,
+    /// `GET /` answered with a status below 500.
+    Http,
 }
 
 impl ServiceConfig {

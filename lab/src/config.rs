@@ -81,6 +81,7 @@ pub fn lab_config(backends: u32, sessions: &[Session], pin_dir: &Path) -> Config
             forward: ForwardMode::Encap,
             server_id_len: None,
             cid_generation: None,
+            probe: None,
         })
         .collect();
     let backend = |id| BackendConfig {

@@ -6,11 +6,15 @@
 //!
 //! - [`threshold`]: the pure fall/rise state machine of one backend's probes.
 //! - [`board`]: the probe records, shared with the API (`shardline backends` shows them).
+//! - [`service`]: the per-service probes (`services[].probe`: TCP, UDP or HTTP), sent to the
+//!   backend's address and the service port; a backend passes when its agent and every
+//!   probed service answer.
 //!
 //! Backends without a known agent address are not checked (their health is whatever the
 //! configuration and the API say). Only the leader checks: followers would race it.
 
 pub mod board;
+pub mod service;
 pub mod threshold;
 
 use std::{sync::Arc, time::Duration};
@@ -79,18 +83,35 @@ pub async fn run(shared: Shared, settings: Settings) {
         board.retain(|id| state.backends.contains_key(&id));
         let mut probes = JoinSet::new();
         for (id, backend) in &state.backends {
-            let Some(addr) = backend.config.agent.clone().or_else(|| hub.agent_of(*id)) else {
+            let agent = backend.config.agent.clone().or_else(|| hub.agent_of(*id));
+            let ip = backend.config.ipv4.map(std::net::IpAddr::V4);
+            let services: Vec<_> = state
+                .services
+                .iter()
+                .filter_map(|s| Some((s.probe?, std::net::SocketAddr::new(ip?, s.port))))
+                .collect();
+            if agent.is_none() && services.is_empty() {
                 continue;
-            };
+            }
             let (id, committed) = (*id, backend.healthy);
             let client = client.clone();
             probes.spawn(async move {
-                let answer = client.get(&format!("http://{addr}/health"), period).await;
-                let outcome = match answer {
-                    Ok(answer) if answer.status == 200 => Ok(()),
-                    Ok(answer) => Err(format!("status {}", answer.status)),
-                    Err(e) => Err(e.to_string()),
+                let mut outcome = match agent {
+                    Some(addr) => {
+                        match client.get(&format!("http://{addr}/health"), period).await {
+                            Ok(answer) if answer.status == 200 => Ok(()),
+                            Ok(answer) => Err(format!("status {}", answer.status)),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                    None => Ok(()),
                 };
+                for (kind, addr) in services {
+                    if outcome.is_err() {
+                        break;
+                    }
+                    outcome = service::probe(&client, kind, addr, period).await;
+                }
                 (id, committed, outcome)
             });
         }
