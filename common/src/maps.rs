@@ -267,6 +267,21 @@ impl FlowEntry {
             && self.last_seen_ns != 0
             && now.saturating_sub(self.last_seen_ns) <= idle_secs as u64 * 1_000_000_000
     }
+
+    /// The backend a flow is pinned to, given its entry on every CPU: the freshest entry live
+    /// at `now`, none if no CPU holds a live one. Userspace reads it this way (the replay, and
+    /// counting what a drain waits for); the kernel consults only the CPU it runs on.
+    pub fn freshest_live<'a>(
+        per_cpu: impl IntoIterator<Item = &'a FlowEntry>,
+        now: u64,
+        idle_secs: u32,
+    ) -> Option<u32> {
+        per_cpu
+            .into_iter()
+            .filter(|e| e.is_live(now, idle_secs))
+            .max_by_key(|e| e.last_seen_ns)
+            .map(|e| e.backend)
+    }
 }
 
 /// Whether flow-mode stickiness is on: `flow_idle_secs = 0` turns it off (no flow is
@@ -446,6 +461,32 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_flow_is_pinned_by_its_freshest_live_entry_on_any_cpu() {
+        let entry = |backend, last_seen_ns| FlowEntry {
+            backend,
+            stats_slot: 0,
+            last_seen_ns,
+        };
+        let s = 1_000_000_000;
+        let cpus = [entry(0, 0), entry(2, 10 * s), entry(3, 12 * s)];
+        assert_eq!(FlowEntry::freshest_live(&cpus, 20 * s, 10), Some(3));
+        // Backend 3's entry went idle past 10 s at 23 s; backend 2's at 21 s.
+        assert_eq!(FlowEntry::freshest_live(&cpus, 22 * s, 10), Some(3));
+        assert_eq!(FlowEntry::freshest_live(&cpus, 23 * s, 10), None);
+        assert_eq!(FlowEntry::freshest_live(&cpus[..2], 20 * s, 10), Some(2));
+        assert_eq!(
+            FlowEntry::freshest_live(&cpus, 20 * s, 0),
+            None,
+            "stickiness off"
+        );
+        assert_eq!(
+            FlowEntry::freshest_live(&cpus[..1], 20 * s, 10),
+            None,
+            "never written"
+        );
+    }
 
     #[test]
     fn maglev_halves_are_disjoint_and_flip() {

@@ -18,6 +18,9 @@ pub const MAX_PERIOD: usize = 2016;
 /// Most downsampling tiers a history store keeps.
 pub const MAX_TIERS: usize = 4;
 
+/// Most probes in a row `health_fall` and `health_rise` may ask for.
+pub const MAX_HEALTH_RUN: u32 = 10;
+
 /// What the daemon does with a history file it cannot read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -89,6 +92,13 @@ pub struct ControlConfig {
     /// Health-check interval, ms (default 1000).
     #[serde(default = "d_health_ms")]
     pub health_interval_ms: u64,
+    /// Failed probes in a row that take a healthy backend down (default 3); probes run every
+    /// `health_interval_ms / health_fall`, so a dead backend is still out within an interval.
+    #[serde(default = "d_fall")]
+    pub health_fall: u32,
+    /// Passing probes in a row that bring a down backend back (default 2).
+    #[serde(default = "d_rise")]
+    pub health_rise: u32,
     /// Seconds a drained backend keeps its placed sessions and established flows (default
     /// 30); then it leaves every shard set and its flows are re-decided.
     #[serde(default = "d_drain")]
@@ -170,6 +180,12 @@ fn d_scale_in() -> f64 {
 }
 fn d_health_ms() -> u64 {
     1000
+}
+fn d_fall() -> u32 {
+    3
+}
+fn d_rise() -> u32 {
+    2
 }
 fn d_drain() -> f64 {
     30.0
@@ -254,6 +270,17 @@ impl ControlConfig {
         }
         if self.health_interval_ms < 10 {
             return Err(invalid("health_interval_ms", "must be at least 10"));
+        }
+        for (name, v) in [
+            ("health_fall", self.health_fall),
+            ("health_rise", self.health_rise),
+        ] {
+            if !(1..=MAX_HEALTH_RUN).contains(&v) {
+                return Err(invalid(
+                    name,
+                    format!("must be 1 to {MAX_HEALTH_RUN} probes in a row, got {v}"),
+                ));
+            }
         }
         if self.history_tiers.is_empty() || self.history_tiers.len() > MAX_TIERS {
             return Err(invalid(

@@ -13,8 +13,8 @@ pub use self::{
     api::ApiConfig,
     services::{
         default_ring_size, parse_mac, session_number, BackendConfig, ConfigTables, Encap,
-        ForwardMode, PoolMember, Protocol, ServiceConfig, SessionConfig, SessionId, SessionMode,
-        SessionRef,
+        ForwardMode, PoolMember, Protocol, ServiceConfig, ServiceProbe, SessionConfig, SessionId,
+        SessionMode, SessionRef,
     },
 };
 
@@ -345,6 +345,18 @@ mod tests {
         assert!(e.contains("api.token_file"), "{e}");
         let e = err(&with("tokn_file = \"/t\""));
         assert!(e.contains("tokn_file"), "{e}");
+    }
+
+    #[test]
+    fn a_service_probe_is_tcp_udp_or_http() {
+        let c = Config::parse(GOOD, "test.toml").unwrap();
+        assert_eq!(c.services[0].probe, None, "not probed by default");
+        let udp = GOOD.replace("mode = \"header\"", "mode = \"header\"\nprobe = \"udp\"");
+        let c = Config::parse(&udp, "test.toml").unwrap();
+        assert_eq!(c.services[0].probe, Some(ServiceProbe::Udp));
+        let bad = GOOD.replace("mode = \"header\"", "mode = \"header\"\nprobe = \"icmp\"");
+        let e = Config::parse(&bad, "test.toml").unwrap_err().to_string();
+        assert!(e.contains("icmp") && e.contains("tcp"), "{e}");
     }
 
     #[test]

@@ -130,6 +130,22 @@ pub struct ServiceConfig {
     /// 509, 1,021, … 65,537 with at least 100 slots per member). Needs `backends`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring_size: Option<u32>,
+    /// How the health checker probes the service on each backend, besides the agent's
+    /// `/health` (default: not probed).
+    #[serde(default)]
+    pub probe: Option<ServiceProbe>,
+}
+
+/// A service probe: sent straight to the backend's address and the service's port.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceProbe {
+    /// A TCP connect that completes.
+    Tcp,
+    /// A UDP datagram that gets any answer.
+    Udp,
+    /// `GET /` answered with a status below 500.
+    Http,
 }
 
 /// One member of a service's pool: a backend id, or a backend id with its weight in the pool.

@@ -84,6 +84,7 @@ pub fn lab_config(backends: u32, sessions: &[Session], pin_dir: &Path) -> Config
             cid_generation: None,
             backends: Some(pool(name, backends)),
             ring_size: None,
+            probe: None,
         })
         .collect();
     let backend = |id| BackendConfig {

@@ -3,7 +3,7 @@
 //! [`Tables`] view that replays the kernel's decision against the live maps.
 
 use std::{
-    collections::HashMap as StdHashMap,
+    collections::{BTreeMap, HashMap as StdHashMap},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -351,6 +351,21 @@ impl DataplaneMaps {
         Ok(n)
     }
 
+    /// Established flows per backend: flow-table entries live now, each counted for the
+    /// backend its freshest live entry pins it to (what a drain waits for).
+    pub fn live_flows(&self) -> Result<BTreeMap<u32, u64>, MapsError> {
+        let idle_secs = self.globals()?.flow_idle_secs;
+        let now = monotonic_ns();
+        let mut out = BTreeMap::new();
+        for item in self.flows.iter() {
+            let (_, per_cpu) = item.map_err(op("iterate", "FLOWS"))?;
+            if let Some(backend) = FlowEntry::freshest_live(per_cpu.iter(), now, idle_secs) {
+                *out.entry(backend).or_default() += 1;
+            }
+        }
+        Ok(out)
+    }
+
     /// Replaces one session's shard set: one atomic map update.
     pub fn place_session(&mut self, key: &SessionKey, set: &ShardSet) -> Result<(), MapsError> {
         let old = self.sessions.get(key, 0).ok();
@@ -657,11 +672,7 @@ impl Tables for DataplaneMaps {
         let idle_secs = self.globals().ok()?.flow_idle_secs;
         let now = monotonic_ns();
         let per_cpu = self.flows.get(flow, 0).ok()?;
-        per_cpu
-            .iter()
-            .filter(|e| e.is_live(now, idle_secs))
-            .max_by_key(|e| e.last_seen_ns)
-            .map(|e| e.backend)
+        FlowEntry::freshest_live(per_cpu.iter(), now, idle_secs)
     }
 
     /// A replay observes; it never records flows.

@@ -26,6 +26,15 @@ pub struct SessionLabels {
     pub session: String,
 }
 
+/// Labels of `shardline_backend_health_transitions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    /// Backend id.
+    pub backend: String,
+    /// `down` or `up`.
+    pub to: String,
+}
+
 /// Metric families recorded by the daemon's stages.
 pub struct Telemetry {
     /// Seconds one control-loop tick (ingest + forecast + decide) took.
@@ -39,6 +48,8 @@ pub struct Telemetry {
     /// Session placements the dataplane refused because SESSIONS was full (each refusal of
     /// each apply): those sessions keep routing by the default table.
     pub placements_refused: Counter,
+    /// Backend health transitions the checker made (`to` is `down` or `up`).
+    pub health_transitions: Family<TransitionLabels, Counter>,
     /// Sessions folded into the `_other` series of the per-session families (beyond the top K).
     pub sessions_folded: Gauge,
     /// How many sessions keep their own per-session series (`[api] metrics_top_sessions`).
@@ -67,6 +78,7 @@ impl Telemetry {
             session_shards: Family::default(),
             forecast_error: Family::default(),
             placements_refused: Counter::default(),
+            health_transitions: Family::default(),
             sessions_folded: Gauge::default(),
             top_sessions,
             exported: Mutex::default(),
@@ -134,6 +146,11 @@ impl Telemetry {
             "shardline_placements_refused",
             "Session placements refused because the SESSIONS map was full (the session stays on the default table)",
             self.placements_refused.clone(),
+        );
+        registry.register(
+            "shardline_backend_health_transitions",
+            "Backend health transitions made by the fall/rise thresholds, by backend and the state it moved to",
+            self.health_transitions.clone(),
         );
         registry.register(
             "shardline_sessions_folded",

@@ -119,6 +119,10 @@ fn cli_commands_work_against_the_lab_daemon() {
     ok(&lab, &["backends", "weight", "9", "5"]);
     let out = ok(&lab, &["backends", "drain", "9"]);
     assert!(out.starts_with("ok: generation"), "{out}");
+    assert!(
+        out.contains("backend 9 draining: waiting for 0 established flows and 0 placed sessions"),
+        "{out}"
+    );
     let b9 = |lab: &Lab| {
         json(lab, &["backends"])
             .as_array()

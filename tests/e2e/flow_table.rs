@@ -71,6 +71,12 @@ fn established_flows_survive_a_drain_but_not_a_removal() {
         a,
         "an established flow keeps its drained backend"
     );
+    let flows = lb.maps.live_flows().expect("count live flows");
+    assert_eq!(
+        flows.get(&a),
+        Some(&1),
+        "the drain waits for the one established flow: {flows:?}"
+    );
     for sport in 41_000..41_050 {
         let fresh = flow(sport);
         assert_ne!(
@@ -79,6 +85,14 @@ fn established_flows_survive_a_drain_but_not_a_removal() {
             "a new flow never reaches a drained backend"
         );
     }
+
+    let flows = lb.maps.live_flows().expect("count live flows");
+    assert_eq!(
+        flows.get(&a),
+        Some(&1),
+        "fresh flows never reach it: {flows:?}"
+    );
+    let fresh_on_b = flows.get(&b).copied().unwrap_or(0);
 
     // Remove A: its flows move to what the tables say, and stick there.
     lb.maps
@@ -91,6 +105,14 @@ fn established_flows_survive_a_drain_but_not_a_removal() {
         "a removed backend's flows move"
     );
     assert_eq!(kernel_backend(&mut lb, &frame), b);
+    let flows = lb.maps.live_flows().expect("count live flows");
+    assert_eq!(flows.get(&a), None, "{flows:?}");
+    assert_eq!(
+        flows.get(&b),
+        Some(&(fresh_on_b + 1)),
+        "the flow is now pinned to {b}, beside the fresh ones: {flows:?}"
+    );
+    assert_eq!(flows.values().sum::<u64>(), 51, "{flows:?}");
 }
 
 #[test]

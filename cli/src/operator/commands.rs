@@ -17,7 +17,9 @@ use shardline::{
 
 use super::{
     client::{Answer, NO_BODY},
-    tables::{backend_table, members, services, session_detail, sessions, status, written},
+    tables::{
+        backend_table, drained, members, services, session_detail, sessions, status, written,
+    },
     ApiArgs, BackendAction, CliError, Client, ClusterAction, Operator, SessionAction, StateAction,
 };
 
@@ -158,11 +160,16 @@ fn backends(api: &ApiArgs, action: BackendAction) -> Result<(), CliError> {
         )?,
         BackendAction::Drain {
             id,
-            undo,
+            undo: true,
+            service: None,
+        } => client.send(Method::POST, &format!("/v1/backends/{id}/undrain"), NO_BODY)?,
+        BackendAction::Drain {
+            id,
+            undo: false,
             service: None,
         } => {
-            let verb = if undo { "undrain" } else { "drain" };
-            client.send(Method::POST, &format!("/v1/backends/{id}/{verb}"), NO_BODY)?
+            let answer = client.send(Method::POST, &format!("/v1/backends/{id}/drain"), NO_BODY)?;
+            return show(api, answer, drained);
         }
         BackendAction::Remove {
             id,

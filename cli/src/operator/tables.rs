@@ -4,7 +4,7 @@
 use std::fmt::Display;
 
 use shardline::api::views::{
-    BackendView, ClusterStatus, PoolMemberView, Response, ServiceView, SessionDetail,
+    BackendView, ClusterStatus, DrainView, PoolMemberView, Response, ServiceView, SessionDetail,
     SessionInsight, SessionView, StatusView,
 };
 
@@ -70,6 +70,29 @@ pub fn written(v: &Response) -> String {
     }
 }
 
+/// `shardline backends drain ID`: the write, then what the drain waits for. Running it again
+/// on a draining backend only reports (a drain that timed out stays ended).
+pub fn drained(v: &DrainView) -> String {
+    let p = &v.progress;
+    let mut out = written(&v.written);
+    if p.timed_out {
+        out += &format!(
+            "backend {} drained: the drain timeout ended it; it is in no shard set and its \
+             flows are re-decided\n",
+            v.backend
+        );
+    } else {
+        out += &format!(
+            "backend {} draining: waiting for {} established flows and {} placed sessions \
+             (at most control.drain_timeout_secs)\n",
+            v.backend,
+            opt(p.flows_left),
+            p.placed_sessions
+        );
+    }
+    out
+}
+
 /// `shardline status`: node, cluster, counts, dataplane and API.
 pub fn status(v: &StatusView) -> String {
     let c = &v.cluster;
@@ -107,9 +130,23 @@ pub fn status(v: &StatusView) -> String {
 
 /// `shardline backends`: one row per backend.
 pub fn backend_table(v: &[BackendView]) -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    backend_table_at(v, now_ms)
+}
+
+/// [`backend_table`] at `now_ms` (Unix ms): PROBE is this node's probe verdict and how long
+/// it has held (`down 12s`), FAILS the failed probes in a row.
+pub fn backend_table_at(v: &[BackendView], now_ms: u64) -> String {
     let rows: Vec<Vec<String>> = v
         .iter()
         .map(|b| {
+            let probe = b.probe.as_ref().map(|p| {
+                let verdict = if p.healthy { "up" } else { "down" };
+                let held = now_ms.saturating_sub(p.since_ms) / 1000;
+                format!("{verdict} {}", duration(held))
+            });
             vec![
                 b.id.to_string(),
                 opt(b.ipv4),
@@ -118,6 +155,8 @@ pub fn backend_table(v: &[BackendView]) -> String {
                 b.weight.to_string(),
                 b.effective_weight.to_string(),
                 b.healthy.to_string(),
+                opt(probe),
+                opt(b.probe.as_ref().map(|p| p.consecutive_failures)),
                 b.draining.to_string(),
                 opt(b.packets),
                 opt(b.bytes),
@@ -133,12 +172,24 @@ pub fn backend_table(v: &[BackendView]) -> String {
             "WEIGHT",
             "EFFECTIVE",
             "HEALTHY",
+            "PROBE",
+            "FAILS",
             "DRAINING",
             "PACKETS",
             "BYTES",
         ],
         &rows,
     )
+}
+
+/// Seconds as the largest two units: `45s`, `3m05s`, `2h10m`, `4d03h`.
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
 }
 
 /// `shardline services`: one row per service.
@@ -325,7 +376,7 @@ pub fn session_detail(d: &SessionDetail) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shardline::api::views::{Sample, SessionMeta};
+    use shardline::api::views::{DrainProgress, ProbeState, Sample, SessionMeta};
 
     #[test]
     fn tables_align_and_cells_read_well() {
@@ -340,6 +391,79 @@ mod tests {
         assert_eq!(decimal(3.0), "3.0");
         assert_eq!(decimal(f64::NAN), "-");
         assert_eq!(opt(Some(3)), "3");
+    }
+
+    #[test]
+    fn backends_show_the_probe_verdict_since_when_and_failures_in_a_row() {
+        let probed = BackendView {
+            id: 2,
+            ipv4: Some("10.0.0.12".parse().unwrap()),
+            ipv6: None,
+            mac: "02:00:00:00:00:12".into(),
+            weight: 100,
+            effective_weight: 0,
+            healthy: false,
+            probe: Some(ProbeState {
+                healthy: false,
+                since_ms: 1_000,
+                consecutive_failures: 4,
+                last_error: Some("connection refused".into()),
+                ..ProbeState::default()
+            }),
+            draining: false,
+            drain: None,
+            packets: None,
+            bytes: None,
+        };
+        let unprobed = BackendView {
+            id: 3,
+            probe: None,
+            healthy: true,
+            ..probed.clone()
+        };
+        let text = backend_table_at(&[probed, unprobed], 1_000 + 185_000);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].contains("HEALTHY  PROBE       FAILS  DRAINING"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("false    down 3m05s  4      false"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("true     -           -      false"),
+            "{text}"
+        );
+        assert_eq!(duration(45), "45s");
+        assert_eq!(duration(7_800), "2h10m");
+        assert_eq!(duration(97_200 + 86_400 * 3), "4d03h");
+    }
+
+    #[test]
+    fn a_drain_says_what_it_waits_for() {
+        let mut v = DrainView {
+            written: Response {
+                generation: 7,
+                placement: None,
+                each: Vec::new(),
+            },
+            backend: 9,
+            progress: DrainProgress {
+                flows_left: Some(12),
+                placed_sessions: 3,
+                timed_out: false,
+            },
+        };
+        assert_eq!(
+            drained(&v),
+            "ok: generation 7\nbackend 9 draining: waiting for 12 established flows and 3 \
+             placed sessions (at most control.drain_timeout_secs)\n"
+        );
+        v.progress.flows_left = None;
+        assert!(drained(&v).contains("waiting for - established flows"));
+        v.progress.timed_out = true;
+        assert!(drained(&v).contains("backend 9 drained: the drain timeout ended it"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState, Authorized, Body, Param};
 use crate::{
+    agent::health::ProbeState,
     config::{BackendConfig, ForwardMode, Protocol, SessionMode},
     state::{BackendEntry, Command, ControlState, Response},
 };
@@ -30,14 +31,45 @@ pub struct BackendView {
     pub weight: u32,
     /// Weight in the default table now (0 while draining or unhealthy).
     pub effective_weight: u32,
-    /// Passing health checks.
+    /// Passing health checks (the committed verdict every node routes by).
     pub healthy: bool,
+    /// This node's probe record: verdict, since when, failures in a row (absent on a node that
+    /// does not probe, or for a backend without an agent).
+    #[serde(default)]
+    pub probe: Option<ProbeState>,
     /// Draining.
     pub draining: bool,
+    /// While draining: what the drain waits for.
+    #[serde(default)]
+    pub drain: Option<DrainProgress>,
     /// Packets forwarded to it (dataplane counter; absent without a dataplane).
     pub packets: Option<u64>,
     /// Bytes forwarded to it.
     pub bytes: Option<u64>,
+}
+
+/// What a drain waits for: the established flows and placed sessions still on the backend.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DrainProgress {
+    /// Established flows still pinned to it in the flow table (absent without a dataplane).
+    pub flows_left: Option<u64>,
+    /// Sessions placed on a shard set that holds it.
+    pub placed_sessions: usize,
+    /// The drain timeout ended the drain: it has left every shard set and its flows are
+    /// re-decided, so nothing is waited for any more.
+    pub timed_out: bool,
+}
+
+/// Answer of `POST /v1/backends/{id}/drain`: the committed write and what the drain waits for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DrainView {
+    /// The write.
+    #[serde(flatten)]
+    pub written: Response,
+    /// The backend.
+    pub backend: u32,
+    /// What it waits for now.
+    pub progress: DrainProgress,
 }
 
 /// A service as the API shows it.
@@ -101,7 +133,38 @@ pub struct Weight {
     pub weight: u32,
 }
 
-fn view(api: &ApiState, id: u32, b: &BackendEntry) -> BackendView {
+/// Established flows per backend, read only when some backend drains (it walks the flow
+/// table); none without a dataplane or when the read fails.
+fn live_flows(api: &ApiState, state: &ControlState) -> Option<BTreeMap<u32, u64>> {
+    if !state.backends.values().any(|b| b.draining) {
+        return Some(BTreeMap::new());
+    }
+    let maps = api.maps.as_ref()?.lock().ok()?;
+    maps.live_flows()
+        .map_err(|e| tracing::warn!("counting the flows drains wait for: {e}"))
+        .ok()
+}
+
+/// What backend `id`'s drain waits for, given the flows per backend (`None`: unknown).
+fn progress(state: &ControlState, id: u32, flows: Option<&BTreeMap<u32, u64>>) -> DrainProgress {
+    DrainProgress {
+        flows_left: flows.map(|f| f.get(&id).copied().unwrap_or(0)),
+        placed_sessions: state
+            .sessions
+            .values()
+            .filter(|e| e.backends.contains(&id))
+            .count(),
+        timed_out: state.backends.get(&id).is_some_and(|b| b.drained),
+    }
+}
+
+fn view(
+    api: &ApiState,
+    state: &ControlState,
+    flows: Option<&BTreeMap<u32, u64>>,
+    id: u32,
+    b: &BackendEntry,
+) -> BackendView {
     let counter = api
         .maps
         .as_ref()
@@ -114,27 +177,31 @@ fn view(api: &ApiState, id: u32, b: &BackendEntry) -> BackendView {
         weight: b.config.weight,
         effective_weight: b.effective_weight(),
         healthy: b.healthy,
+        probe: api.health.get(id),
         draining: b.draining,
+        drain: b.draining.then(|| progress(state, id, flows)),
         packets: counter.map(|c| c.packets),
         bytes: counter.map(|c| c.bytes),
     }
 }
 
 fn find(api: &ApiState, state: &ControlState, id: u32) -> Result<BackendView, ApiError> {
+    let flows = live_flows(api, state);
     state
         .backends
         .get(&id)
-        .map(|b| view(api, id, b))
+        .map(|b| view(api, state, flows.as_ref(), id, b))
         .ok_or_else(|| crate::state::StateError::UnknownBackend(id).into())
 }
 
 pub(super) async fn list(State(api): State<ApiState>) -> Json<Vec<BackendView>> {
     let state = api.control.local();
+    let flows = live_flows(&api, &state);
     Json(
         state
             .backends
             .iter()
-            .map(|(id, b)| view(&api, *id, b))
+            .map(|(id, b)| view(&api, &state, flows.as_ref(), *id, b))
             .collect(),
     )
 }
@@ -184,9 +251,16 @@ pub(super) async fn drain(
     _: Authorized,
     State(api): State<ApiState>,
     Param(id): Param<u32>,
-) -> Result<Json<Response>, ApiError> {
+) -> Result<Json<DrainView>, ApiError> {
     let command = Command::Drain { id, draining: true };
-    Ok(Json(api.control.write(command).await?))
+    let written = api.control.write(command).await?;
+    let state = api.control.local();
+    let flows = live_flows(&api, &state);
+    Ok(Json(DrainView {
+        written,
+        backend: id,
+        progress: progress(&state, id, flows.as_ref()),
+    }))
 }
 
 pub(super) async fn undrain(

@@ -44,7 +44,8 @@ pub use auth::{Authorized, Token};
 pub use error::ApiError;
 
 use crate::{
-    control::insight::Insights, maps::DataplaneMaps, state::Control, telemetry::Telemetry,
+    agent::health::HealthBoard, control::insight::Insights, maps::DataplaneMaps, state::Control,
+    telemetry::Telemetry,
 };
 
 /// What the API serves from. Cheap to clone (one `Arc`).
@@ -57,6 +58,8 @@ pub struct Shared {
     pub control: Arc<dyn Control>,
     /// The control loop's per-session views.
     pub insights: Arc<Insights>,
+    /// The health checker's probe records.
+    pub health: Arc<HealthBoard>,
     /// The dataplane's maps, for counters (none when serving without a dataplane, in tests).
     pub maps: Option<Arc<Mutex<DataplaneMaps>>>,
     token: RwLock<Option<Token>>,
@@ -65,11 +68,12 @@ pub struct Shared {
 }
 
 impl ApiState {
-    /// Serves `control`, `insights` and `telemetry`'s families, plus `maps`' counters if given.
-    /// Without a `token` the API is read-only.
+    /// Serves `control`, `insights`, the probe records in `health` and `telemetry`'s families,
+    /// plus `maps`' counters if given. Without a `token` the API is read-only.
     pub fn new(
         control: Arc<dyn Control>,
         insights: Arc<Insights>,
+        health: Arc<HealthBoard>,
         telemetry: &Telemetry,
         maps: Option<Arc<Mutex<DataplaneMaps>>>,
         token: Option<Token>,
@@ -78,6 +82,7 @@ impl ApiState {
         Self(Arc::new(Shared {
             control,
             insights,
+            health,
             maps,
             token: RwLock::new(token),
             metrics,

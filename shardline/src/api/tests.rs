@@ -50,6 +50,7 @@ fn api(token: Option<&str>) -> (Router, Arc<LocalControl>, ApiState) {
     let state = ApiState::new(
         control.clone(),
         insights,
+        Arc::default(),
         &Telemetry::default(),
         None,
         token.map(|t| Token::new(t, "test").unwrap()),
@@ -363,6 +364,24 @@ async fn writes_with_the_token_change_the_state() {
     .await;
     ok(status);
     assert!(v["placement"].as_u64().is_some(), "{v}");
+    // Draining again only reports what the drain waits for: the session placed on 9 (no
+    // dataplane here, so the flows are unknown).
+    let (status, v) = call(&router, Method::POST, "/v1/backends/9/drain", t, None).await;
+    ok(status);
+    assert!(v["generation"].as_u64().is_some(), "{v}");
+    assert_eq!(v["backend"], 9, "{v}");
+    assert_eq!(
+        v["progress"],
+        serde_json::json!({"flows_left": null, "placed_sessions": 1, "timed_out": false}),
+        "{v}"
+    );
+    let (_, b) = call(&router, Method::GET, "/v1/backends/9", None, None).await;
+    assert_eq!(b["drain"], v["progress"], "{b}");
+    let (_, b) = call(&router, Method::GET, "/v1/backends/1", None, None).await;
+    assert!(
+        b["drain"].is_null(),
+        "a backend not draining has no progress: {b}"
+    );
     ok(call(
         &router,
         Method::PUT,

@@ -3,12 +3,15 @@
 //! defined beside the handler (or the state) it belongs to.
 
 pub use super::{
-    backends::{BackendView, PoolMemberView, PoolWeight, ServiceView, Weight},
+    backends::{
+        BackendView, DrainProgress, DrainView, PoolMemberView, PoolWeight, ServiceView, Weight,
+    },
     cluster::{DataplaneTotals, NewMember, StatusView},
     error::{ErrorBody, ErrorDetail, LeaderHint},
     sessions::{Placement, SessionDetail, SessionView, StateValue},
 };
 pub use crate::{
+    agent::health::ProbeState,
     config::BackendConfig,
     control::insight::{ReshardEvent, Sample, SessionInsight},
     state::{ClusterStatus, Member, Response, SessionMeta},

@@ -19,6 +19,7 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
+    agent::health::HealthBoard,
     api::{ApiState, Token},
     cluster::Cluster,
     config::Config,
@@ -77,6 +78,7 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
         })
     };
     let insights = Arc::new(Insights::default());
+    let board = Arc::new(HealthBoard::default());
     let _predict = match &config.control {
         Some(c) => Some(
             predict::start(
@@ -85,12 +87,13 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
                 maps.clone(),
                 insights.clone(),
                 telemetry.clone(),
+                board.clone(),
             )
             .await?,
         ),
         None => None,
     };
-    let api = serve_api(&config, &control, &insights, &telemetry, &maps).await?;
+    let api = serve_api(&config, &control, (&insights, &board), &telemetry, &maps).await?;
     info!(
         interface = %config.interface,
         ?attached,
@@ -143,7 +146,7 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
 async fn serve_api(
     config: &Config,
     control: &Arc<dyn Control>,
-    insights: &Arc<Insights>,
+    (insights, board): (&Arc<Insights>, &Arc<HealthBoard>),
     telemetry: &Telemetry,
     maps: &Arc<Mutex<DataplaneMaps>>,
 ) -> anyhow::Result<ApiState> {
@@ -154,6 +157,7 @@ async fn serve_api(
     let state = ApiState::new(
         control.clone(),
         insights.clone(),
+        board.clone(),
         telemetry,
         Some(maps.clone()),
         token,

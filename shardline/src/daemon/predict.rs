@@ -10,7 +10,10 @@ use anyhow::Context;
 use tracing::{info, warn};
 
 use crate::{
-    agent::{health, server::AgentsHub},
+    agent::{
+        health::{self, HealthBoard},
+        server::AgentsHub,
+    },
     config::control::ControlConfig,
     control::history::History,
     control::insight::Insights,
@@ -41,6 +44,7 @@ pub async fn start(
     maps: Arc<Mutex<DataplaneMaps>>,
     insights: Arc<Insights>,
     telemetry: Arc<Telemetry>,
+    board: Arc<HealthBoard>,
 ) -> anyhow::Result<Predict> {
     let history = match &config.history_path {
         Some(path) => {
@@ -83,9 +87,19 @@ pub async fn start(
         });
     }
     tokio::spawn(health::run(
-        control.clone(),
-        hub.clone(),
-        std::time::Duration::from_millis(config.health_interval_ms),
+        health::Shared {
+            control: control.clone(),
+            hub: hub.clone(),
+            board,
+            telemetry: telemetry.clone(),
+        },
+        health::Settings {
+            interval: std::time::Duration::from_millis(config.health_interval_ms),
+            thresholds: health::Thresholds {
+                fall: config.health_fall,
+                rise: config.health_rise,
+            },
+        },
     ));
     tokio::spawn(crate::agent::drain::run(
         control.clone(),

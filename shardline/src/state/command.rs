@@ -237,8 +237,12 @@ fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, St
         Command::SetHealth { id, healthy } => backend_mut(state, *id)?.healthy = *healthy,
         Command::Drain { id, draining } => {
             let b = backend_mut(state, *id)?;
+            // Draining a backend that is already draining (an operator re-running `drain` to
+            // see what it waits for) keeps a drain that timed out ended.
+            if b.draining != *draining {
+                b.drained = false;
+            }
             b.draining = *draining;
-            b.drained = false;
         }
         Command::DrainTimedOut { id } => {
             let b = backend_mut(state, *id)?;

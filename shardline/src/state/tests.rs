@@ -177,6 +177,10 @@ fn a_drained_backend_keeps_its_shards_until_its_drain_times_out() {
     );
     let flags = drained.backends[&id].flags;
     assert_ne!(flags & shardline_common::maps::backend_flags::DOWN, 0);
+    // Draining it again (an operator asking what the drain waits for) keeps it ended.
+    state.apply(&Command::Drain { id, draining: true }).unwrap();
+    assert!(state.backends[&id].drained, "a repeated drain revived it");
+    assert!(!members(&state.tables()).contains(&id));
     state
         .apply(&Command::Drain {
             id,
