@@ -103,6 +103,10 @@ pub struct ControlConfig {
     /// 30); then it leaves every shard set and its flows are re-decided.
     #[serde(default = "d_drain")]
     pub drain_timeout_secs: f64,
+    /// Seconds without traffic after which a session leaves the control loop's memory
+    /// (default 600); its placement stays, and traffic brings it back. 0 never forgets.
+    #[serde(default = "d_forget")]
+    pub forget_after_secs: f64,
     /// History file (redb); none keeps no history.
     pub history_path: Option<PathBuf>,
     /// Downsampling tiers, finest first (default 1 s for an hour, 1 min for a week).
@@ -190,6 +194,9 @@ fn d_rise() -> u32 {
 fn d_drain() -> f64 {
     30.0
 }
+fn d_forget() -> f64 {
+    600.0
+}
 fn d_lead() -> f64 {
     30.0
 }
@@ -257,6 +264,7 @@ impl ControlConfig {
             ("min_dwell_secs", self.min_dwell_secs),
             ("scale_in_delay_secs", self.scale_in_delay_secs),
             ("drain_timeout_secs", self.drain_timeout_secs),
+            ("forget_after_secs", self.forget_after_secs),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(invalid(name, "must be a non-negative number of seconds"));

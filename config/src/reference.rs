@@ -114,6 +114,7 @@ pub const KEYS: &[Key] = &[
     key("control.health_fall", Code, Int(1, 10), "Failed probes in a row that take a healthy backend down."),
     key("control.health_rise", Code, Int(1, 10), "Passing probes in a row that bring a down backend back."),
     key("control.drain_timeout_secs", Code, Text(">= 0"), "Seconds a drained backend keeps its placed sessions and established flows; then it leaves every shard set and its flows are re-decided."),
+    key("control.forget_after_secs", Code, Text(">= 0"), "Seconds without traffic after which a session leaves the control loop's memory; its placement stays, and traffic brings it back. 0 never forgets."),
     key("control.history_path", Code, Text("a file path"), "History file (redb); unset keeps no history."),
     key("control.history_tiers[].step_secs", Code, Text(">= 1"), "Bucket width of a downsampling tier, seconds (1 to 4 tiers, finest first)."),
     key("control.history_tiers[].keep_secs", Code, Text(">= step_secs"), "Age after which a tier's buckets are deleted, seconds."),

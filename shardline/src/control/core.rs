@@ -46,6 +46,8 @@ pub struct TickOutput {
 
 #[derive(Debug, Default, Clone)]
 struct Extra {
+    /// When the session last had traffic (a positive rate), or was first heard of.
+    active: Option<Instant>,
     rate: f64,
     error: f64,
     history: VecDeque<Sample>,
@@ -58,6 +60,8 @@ pub struct Core {
     selector: SelectorConfig,
     classes: BTreeMap<String, ClassPrior>,
     tick_len: Duration,
+    /// Idle time after which a session leaves the loop (`None`: never).
+    forget_after: Option<Duration>,
     hook_lead: Option<(Duration, Duration)>,
     index: HashMap<SessionRef, usize>,
     refs: Vec<SessionRef>,
@@ -99,6 +103,8 @@ impl Core {
             selector: config.selector(),
             classes: config.classes.clone(),
             tick_len,
+            forget_after: (config.forget_after_secs > 0.0)
+                .then(|| Duration::from_secs_f64(config.forget_after_secs)),
             hook_lead,
             index: HashMap::new(),
             refs: Vec::new(),
@@ -177,8 +183,40 @@ impl Core {
         self.refs.push(session.clone());
         self.states.push(s);
         self.samples.push(f64::NAN);
-        self.extras.push(Extra::default());
+        self.extras.push(Extra {
+            // Idle time counts from when the loop first heard of the session.
+            active: Some(now),
+            ..Extra::default()
+        });
         i
+    }
+
+    /// Drops the sessions without traffic for `forget_after` (and no placement of this loop
+    /// still in flight), so memory follows the live sessions, not every session ever seen.
+    /// A forgotten session's placement stays in the state; traffic brings it back, warmed by
+    /// nothing but its class prior and its placed shard count.
+    fn forget_idle(&mut self, now: Instant) {
+        let Some(after) = self.forget_after else {
+            return;
+        };
+        let mut i = 0;
+        while i < self.refs.len() {
+            let idle = self.extras[i]
+                .active
+                .is_some_and(|t| now.saturating_duration_since(t) >= after);
+            if !idle || self.pending.contains_key(&self.refs[i]) {
+                i += 1;
+                continue;
+            }
+            let gone = self.refs.swap_remove(i);
+            self.index.remove(&gone);
+            self.states.swap_remove(i);
+            self.samples.swap_remove(i);
+            self.extras.swap_remove(i);
+            if let Some(moved) = self.refs.get(i) {
+                self.index.insert(moved.clone(), i);
+            }
+        }
     }
 
     /// One tick at `now` (`at_ms` is the same instant in Unix ms, `start` the loop's start for
@@ -196,7 +234,11 @@ impl Core {
         for (session, rate) in rates {
             let i = self.session(session, state, now);
             self.samples[i] = *rate;
+            if *rate > 0.0 {
+                self.extras[i].active = Some(now);
+            }
         }
+        self.forget_idle(now);
         self.decisions.clear();
         self.decisions
             .extend(tick(&mut self.states, &self.samples, &self.decide, now));

@@ -266,3 +266,71 @@ fn a_pool_short_of_its_sessions_load_names_its_service_and_keeps_its_shards_insi
     assert!(s.services[0].demand > 2000.0 && s.shortfall > 0.0, "{s:?}");
     assert!(s.capacity >= 4000.0, "the fleet as a whole has room: {s:?}");
 }
+
+#[test]
+fn idle_sessions_leave_the_loop_and_come_back_with_their_placement() {
+    let mut st = state(4);
+    let cfg: ControlConfig = toml::from_str(
+        "per_shard_capacity = 400.0\nmin_dwell_secs = 2.0\nscale_in_delay_secs = 3600.0\nforget_after_secs = 30.0\n",
+    )
+    .unwrap();
+    let mut core = Core::new(&cfg);
+    let t0 = Instant::now();
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    // kv/1 grows to be placed, kv/2..=kv/100 send a little once, kv/101 keeps sending.
+    for step in 0..20u64 {
+        let mut rates = vec![(kv(1), 100.0 * step as f64), (kv(101), 10.0)];
+        if step == 0 {
+            rates.extend((2..=100).map(|n| (kv(n), 5.0)));
+        }
+        let out = core.tick(at(step), step * 1000, t0, &rates, &st);
+        commit(&mut st, &out);
+    }
+    assert_eq!(core.sessions(), 101);
+    let placed = st.sessions[&kv(1)].backends.clone();
+    assert!(placed.len() >= 2, "kv/1 placed on {placed:?}");
+    // Silence from everyone but kv/101 (kv/1 reported at zero, the others not at all).
+    let mut alive = Vec::new();
+    for step in 20..=49u64 {
+        let rates = [(kv(101), 10.0), (kv(1), 0.0)];
+        let out = core.tick(at(step), step * 1000, t0, &rates, &st);
+        commit(&mut st, &out);
+        alive.push((step, core.sessions()));
+    }
+    // kv/2..=100 were last active at 0 s and go at 30 s; kv/1, last active at 19 s, at 49 s.
+    let expected: Vec<(u64, usize)> = (20..=49u64)
+        .map(|s| {
+            (
+                s,
+                if s < 30 {
+                    101
+                } else if s < 49 {
+                    2
+                } else {
+                    1
+                },
+            )
+        })
+        .collect();
+    assert_eq!(alive, expected);
+    assert_eq!(core.insights().next().map(|i| i.session), Some(kv(101)));
+    // The placement stays, and traffic brings the session back at its placed width.
+    assert_eq!(st.sessions[&kv(1)].backends, placed);
+    let out = core.tick(at(51), 51_000, t0, &[(kv(1), 500.0), (kv(101), 10.0)], &st);
+    commit(&mut st, &out);
+    assert_eq!(core.sessions(), 2);
+    let back = core.insights().find(|i| i.session == kv(1)).unwrap();
+    assert_eq!(back.shards as usize, placed.len());
+}
+
+#[test]
+fn forget_after_zero_keeps_every_session() {
+    let st = state(2);
+    let cfg: ControlConfig = toml::from_str("forget_after_secs = 0.0\n").unwrap();
+    let mut core = Core::new(&cfg);
+    let t0 = Instant::now();
+    core.tick(t0, 0, t0, &[(kv(1), 5.0)], &st);
+    let later = t0 + Duration::from_secs(86_400);
+    core.tick(later, 86_400_000, t0, &[], &st);
+    assert_eq!(core.sessions(), 1);
+}
