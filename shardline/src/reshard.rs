@@ -12,6 +12,9 @@
 //! - Header mode keeps the previous owners of every moved session known for a handoff window,
 //!   while packets already go to the new owner: one owner per key at any instant, and the new
 //!   owner knows whom to fetch state from (see the README for why).
+//! - [`board`]: the handoffs in force, shared with the API's owners query.
+
+pub mod board;
 
 use std::{
     collections::HashSet,
@@ -51,7 +54,7 @@ impl TableWriter for DataplaneMaps {
 }
 
 /// How long the previous owners of a moved session stay published, unless configured.
-pub const DEFAULT_HANDOFF_WINDOW: Duration = Duration::from_secs(2);
+pub const DEFAULT_HANDOFF_WINDOW: Duration = Duration::from_secs(10);
 
 /// Errors applying a re-shard.
 #[derive(Debug, thiserror::Error)]

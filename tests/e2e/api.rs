@@ -176,6 +176,27 @@ fn cli_commands_work_against_the_lab_daemon() {
         json(&lab, &["sessions", "show", "kv/1"])["backends"],
         serde_json::json!([1, 3])
     );
+    // The move 2,3 → 1,3 opened a handoff window: every key names its owner under each set,
+    // and exactly the keys whose owner changed are marked moved.
+    let mut moved = 0;
+    for key in 0..64u64 {
+        let k = key.to_string();
+        let o = json(&lab, &["sessions", "owners", "kv/1", "--key", &k]);
+        assert_eq!(o["current"]["table"], "placed", "{o}");
+        assert_eq!(o["current"]["backends"], serde_json::json!([1, 3]), "{o}");
+        let (now, before) = (&o["current"]["backend"], &o["previous"]["backend"]);
+        assert_eq!(o["previous"]["backends"], serde_json::json!([2, 3]), "{o}");
+        assert_eq!(o["moved"], serde_json::json!(now != before), "{o}");
+        assert!(matches!(now.as_u64(), Some(1 | 3)), "{o}");
+        assert!(matches!(before.as_u64(), Some(2 | 3)), "{o}");
+        moved += usize::from(now != before);
+    }
+    assert!(moved > 0, "no key moved between 2,3 and 1,3");
+    let out = ok(&lab, &["sessions", "owners", "kv/1", "--key", "7"]);
+    assert!(
+        out.contains("before") && out.contains("shard set 2,3"),
+        "{out}"
+    );
     let err = expect(&lab, true, &["reshard", "kv/1", "--backends", "1,42"], 1);
     assert!(err.contains("unknown_backend"), "{err}");
     ok(&lab, &["reshard", "kv/1", "--default"]);

@@ -18,7 +18,8 @@ use shardline::{
 use super::{
     client::{Answer, NO_BODY},
     tables::{
-        backend_table, drained, members, services, session_detail, sessions, status, written,
+        backend_table, drained, members, owners, services, session_detail, sessions, status,
+        written,
     },
     ApiArgs, BackendAction, CliError, Client, ClusterAction, Operator, SessionAction, StateAction,
 };
@@ -43,6 +44,11 @@ pub fn run(command: Operator) -> Result<(), CliError> {
                 &api,
                 Client::new(&api)?.get(&session_path(&session))?,
                 session_detail,
+            ),
+            SessionAction::Owners { session, key } => show(
+                &api,
+                Client::new(&api)?.get(&format!("{}/owners?key={key}", session_path(&session)))?,
+                owners,
             ),
         },
         Operator::Cluster { api, action } => {

@@ -208,6 +208,16 @@ pub enum SessionAction {
         #[arg(value_parser = parse_session)]
         session: SessionRef,
     },
+    /// Who owns a request key of a session now, and who owned it before the last re-shard
+    /// while the handoff window is open (docs/handoff.md).
+    Owners {
+        /// The session, SERVICE/NUMBER.
+        #[arg(value_parser = parse_session)]
+        session: SessionRef,
+        /// The request key, as the shardline header carries it.
+        #[arg(long)]
+        key: u64,
+    },
 }
 
 /// `shardline cluster ...`.

@@ -4,8 +4,8 @@
 use std::fmt::Display;
 
 use shardline::api::views::{
-    BackendView, ClusterStatus, DrainView, PoolMemberView, Response, ServiceView, SessionDetail,
-    SessionInsight, SessionView, StatusView,
+    BackendView, ClusterStatus, DrainView, Owner, OwnerTable, Owners, PoolMemberView, Response,
+    ServiceView, SessionDetail, SessionInsight, SessionView, StatusView,
 };
 
 /// Left-aligned columns, two spaces apart.
@@ -299,6 +299,45 @@ pub fn members(v: &ClusterStatus) -> String {
 }
 
 /// `shardline sessions show`: placement, forecast, state keys, recent history, re-shards.
+/// `shardline sessions owners`: the key's owner now and, in the handoff window, before.
+pub fn owners(o: &Owners) -> String {
+    let who = |b: Option<u32>| b.map_or("none".to_owned(), |b| format!("backend {b}"));
+    let how = |owner: &Owner| match owner.table {
+        OwnerTable::Placed => format!(
+            "shard set {} (generation {})",
+            ids(&owner.backends),
+            owner.generation
+        ),
+        OwnerTable::Pool => "the service's pool ring".to_owned(),
+        OwnerTable::Default => "the default table".to_owned(),
+    };
+    let mut out = format!(
+        "key {} of session {}/{}\n  now      {} by {}\n",
+        o.key,
+        o.service,
+        o.session,
+        who(o.current.backend),
+        how(&o.current)
+    );
+    match &o.previous {
+        Some(p) => {
+            out += &format!(
+                "  before   {} by {} (handoff window until {} ms)\n",
+                who(p.owner.backend),
+                how(&p.owner),
+                p.until_unix_ms
+            );
+            out += if o.moved {
+                "  moved: the new owner pulls this key's data from the previous one\n"
+            } else {
+                "  not moved by the last re-shard\n"
+            };
+        }
+        None => out += "  before   no re-shard in the handoff window\n",
+    }
+    out
+}
+
 pub fn session_detail(d: &SessionDetail) -> String {
     let v = &d.view;
     let mut out = format!("session {}/{}\n", v.service, v.session);

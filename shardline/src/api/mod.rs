@@ -5,7 +5,8 @@
 //!
 //! - [`error`]: the JSON error shape and the status each failure maps to.
 //! - [`auth`]: the bearer token guarding writes and critical-state reads.
-//! - [`backends`], [`sessions`], [`cluster`]: the resources.
+//! - [`backends`], [`sessions`], [`cluster`]: the resources; [`owners`]: a key's owner now
+//!   and before the last re-shard (the handoff).
 //! - [`metrics`]: `/metrics` (the daemon's families plus dataplane counters read at scrape).
 //! - [`openapi`]: the description served at `/v1/openapi.json`, built from [`routes`].
 //! - [`views`]: every JSON shape it answers with or takes, the ones the operator CLI parses.
@@ -19,6 +20,7 @@ pub mod cluster;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+pub mod owners;
 pub mod sessions;
 pub mod views;
 
@@ -44,8 +46,8 @@ pub use auth::{Authorized, Token};
 pub use error::ApiError;
 
 use crate::{
-    agent::health::HealthBoard, control::insight::Insights, maps::DataplaneMaps, state::Control,
-    telemetry::Telemetry,
+    agent::health::HealthBoard, control::insight::Insights, maps::DataplaneMaps,
+    reshard::board::HandoffBoard, state::Control, telemetry::Telemetry,
 };
 
 /// What the API serves from. Cheap to clone (one `Arc`).
@@ -60,6 +62,8 @@ pub struct Shared {
     pub insights: Arc<Insights>,
     /// The health checker's probe records.
     pub health: Arc<HealthBoard>,
+    /// The handoffs in force, as the applier published them.
+    pub handoffs: Arc<HandoffBoard>,
     /// The dataplane's maps, for counters (none when serving without a dataplane, in tests).
     pub maps: Option<Arc<Mutex<DataplaneMaps>>>,
     token: RwLock<Option<Token>>,
@@ -68,12 +72,14 @@ pub struct Shared {
 }
 
 impl ApiState {
-    /// Serves `control`, `insights`, the probe records in `health` and `telemetry`'s families,
-    /// plus `maps`' counters if given. Without a `token` the API is read-only.
+    /// Serves `control`, `insights`, the probe records in `health`, the open `handoffs` and
+    /// `telemetry`'s families, plus `maps`' counters if given. Without a `token` the API is
+    /// read-only.
     pub fn new(
         control: Arc<dyn Control>,
         insights: Arc<Insights>,
         health: Arc<HealthBoard>,
+        handoffs: Arc<HandoffBoard>,
         telemetry: &Telemetry,
         maps: Option<Arc<Mutex<DataplaneMaps>>>,
         token: Option<Token>,
@@ -83,6 +89,7 @@ impl ApiState {
             control,
             insights,
             health,
+            handoffs,
             maps,
             token: RwLock::new(token),
             metrics,
@@ -165,6 +172,7 @@ pub fn routes() -> Vec<Route> {
         route(M::DELETE, "/v1/services/{service}/backends/{id}", "Take a backend out of a service's pool", guarded, None, backends::leave_pool),
         route(M::GET, "/v1/sessions", "Every known session: placement, shards, rate, forecast", open, None, sessions::list),
         route(M::GET, "/v1/sessions/{service}/{session}", "One session with its forecast history and re-shard events", open, None, sessions::show),
+        route(M::GET, "/v1/sessions/{service}/{session}/owners", "Who owns request key `key` now, and during the handoff window who owned it before (query: key)", open, None, sessions::owners),
         route(M::PUT, "/v1/sessions/{service}/{session}/placement", "Place a session on a shard set (manual re-shard)", guarded, Some("Placement"), sessions::place),
         route(M::DELETE, "/v1/sessions/{service}/{session}/placement", "Return a session to the default table", guarded, None, sessions::unplace),
         route(M::PUT, "/v1/sessions/{service}/{session}/meta", "Set a session's class and labels", guarded, Some("SessionMeta"), sessions::set_meta),
@@ -178,6 +186,14 @@ pub fn routes() -> Vec<Route> {
         route(M::GET, "/metrics", "Prometheus metrics (OpenMetrics text)", open, None, metrics::serve),
     ]
 }
+
+/// Required query parameters by route path: (path, name, description), for the OpenAPI
+/// description (the handlers refuse a request without them with a JSON error).
+pub const QUERY_PARAMS: &[(&str, &str, &str)] = &[(
+    "/v1/sessions/{service}/{session}/owners",
+    "key",
+    "The request key (an unsigned 64-bit integer, as the shardline header carries it)",
+)];
 
 /// The API as a router over `state`, bodies limited to `body_limit` bytes. Merge other
 /// routers into it to serve them on the same address.

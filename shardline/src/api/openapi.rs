@@ -4,7 +4,7 @@
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::routes;
+use super::{routes, QUERY_PARAMS};
 
 /// The JSON bodies routes take, by the name [`super::Route::body`] gives.
 fn schemas() -> Value {
@@ -73,6 +73,12 @@ pub fn document() -> Value {
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .chain(
+                QUERY_PARAMS
+                    .iter()
+                    .filter(|(path, _, _)| *path == r.path)
+                    .map(|(_, name, about)| json!({"name": name, "in": "query", "required": true, "description": about, "schema": {"type": "string"}})),
+            )
             .collect();
         let mut op = json!({
             "summary": r.summary,

@@ -4,9 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use axum::{extract::State, Json};
+use axum::{
+    extract::{Query, State},
+    http::StatusCode,
+    Json,
+};
 use serde::{Deserialize, Serialize};
 
+use super::owners::{owners_of, Owners};
 use super::{ApiError, ApiState, Authorized, Body, Param};
 use crate::{
     control::insight::{ReshardEvent, Sample, SessionInsight},
@@ -264,4 +269,41 @@ pub fn from_hex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
         .collect()
+}
+
+/// Query of `GET .../owners`.
+#[derive(Debug, Deserialize)]
+pub(super) struct OwnersQuery {
+    key: Option<String>,
+}
+
+pub(super) async fn owners(
+    State(api): State<ApiState>,
+    Param((service, session)): Param<(String, u64)>,
+    Query(query): Query<OwnersQuery>,
+) -> Result<Json<Owners>, ApiError> {
+    let key = query.key.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_key",
+            "pass the request key as ?key=K (an unsigned 64-bit integer)",
+        )
+    })?;
+    let key: u64 = key.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+            format!("key {key:?} is not an unsigned 64-bit integer"),
+        )
+    })?;
+    let r = SessionRef { service, session };
+    let state = api.control.local();
+    known_service(&state, &r)?;
+    Ok(Json(owners_of(
+        &state,
+        &r,
+        key,
+        &api.handoffs,
+        std::time::Instant::now(),
+    )))
 }

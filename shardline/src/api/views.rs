@@ -8,6 +8,7 @@ pub use super::{
     },
     cluster::{DataplaneTotals, NewMember, StatusView},
     error::{ErrorBody, ErrorDetail, LeaderHint},
+    owners::{Owner, OwnerTable, Owners, PreviousOwner},
     sessions::{Placement, SessionDetail, SessionView, StateValue},
 };
 pub use crate::{

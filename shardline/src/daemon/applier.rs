@@ -21,19 +21,23 @@ use tracing::{error, info, warn};
 
 use crate::{
     maps::DataplaneMaps,
-    reshard::{Resharder, Swap, SwapKind, TableWriter, DEFAULT_HANDOFF_WINDOW},
+    reshard::{
+        board::HandoffBoard, Resharder, Swap, SwapKind, TableWriter, DEFAULT_HANDOFF_WINDOW,
+    },
     state::ControlState,
     telemetry::Telemetry,
 };
 
 /// Applies the current state, then each newer one, until the channel closes, publishing each
-/// generation written on `written` (readiness and reloads wait on it). A state of generation 0
-/// (nothing committed yet) is not written: the pinned maps keep routing as they are.
+/// generation written on `written` (readiness and reloads wait on it) and each swap's handoffs
+/// on `board`. A state of generation 0 (nothing committed yet) is not written: the pinned maps
+/// keep routing as they are.
 pub async fn run(
     maps: Arc<Mutex<DataplaneMaps>>,
     mut states: watch::Receiver<Arc<ControlState>>,
     written: watch::Sender<u64>,
     telemetry: Arc<Telemetry>,
+    board: Arc<HandoffBoard>,
 ) {
     // Reads the tables in force from the pinned maps at its first write.
     let mut resharder = Resharder::new(DEFAULT_HANDOFF_WINDOW);
@@ -45,6 +49,7 @@ pub async fn run(
         if state.generation != applied {
             match write(&maps, &mut resharder, &state, last.as_deref(), &telemetry) {
                 Ok(swap) => {
+                    board.publish(&swap.handoffs, Instant::now());
                     applied = state.generation;
                     // Refused placements are retried by the next whole write.
                     last = swap.placements_refused.is_empty().then(|| state.clone());

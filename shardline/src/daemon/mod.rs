@@ -26,6 +26,7 @@ use crate::{
     control::insight::Insights,
     loader::{attach_balancer, load_balancer},
     maps::DataplaneMaps,
+    reshard::board::HandoffBoard,
     state::{Command, ConfigTables, Control},
     telemetry::Telemetry,
 };
@@ -53,11 +54,13 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     let control: Arc<dyn Control> = cluster.clone();
     let telemetry = Arc::new(Telemetry::new(config.api.metrics_top_sessions));
     let (written, routed) = tokio::sync::watch::channel(0);
+    let handoffs = Arc::new(HandoffBoard::default());
     tokio::spawn(applier::run(
         maps.clone(),
         control.subscribe(),
         written,
         telemetry.clone(),
+        handoffs.clone(),
     ));
     let seeded = {
         let (cluster, config) = (cluster.clone(), config.clone());
@@ -93,7 +96,14 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
         ),
         None => None,
     };
-    let api = serve_api(&config, &control, (&insights, &board), &telemetry, &maps).await?;
+    let api = serve_api(
+        &config,
+        &control,
+        (&insights, &board, &handoffs),
+        &telemetry,
+        &maps,
+    )
+    .await?;
     info!(
         interface = %config.interface,
         ?attached,
@@ -146,7 +156,7 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
 async fn serve_api(
     config: &Config,
     control: &Arc<dyn Control>,
-    (insights, board): (&Arc<Insights>, &Arc<HealthBoard>),
+    (insights, board, handoffs): (&Arc<Insights>, &Arc<HealthBoard>, &Arc<HandoffBoard>),
     telemetry: &Telemetry,
     maps: &Arc<Mutex<DataplaneMaps>>,
 ) -> anyhow::Result<ApiState> {
@@ -158,6 +168,7 @@ async fn serve_api(
         control.clone(),
         insights.clone(),
         board.clone(),
+        handoffs.clone(),
         telemetry,
         Some(maps.clone()),
         token,

@@ -1,0 +1,131 @@
+//! The handoffs in force, shared between the daemon's applier (which publishes each swap's)
+//! and the API (which answers "who owns key K of this session now, and who owned it before?").
+//!
+//! A backend that receives a key it has never seen asks this (`GET
+//! /v1/sessions/{service}/{session}/owners?key=K`) and pulls the key's data from the previous
+//! owner while the handoff window is open (docs/handoff.md).
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use shardline_common::maps::{SessionKey, ShardSet};
+
+use super::Handoff;
+
+/// A moved placement's previous shard set, published until the window closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The placement before the move (its generation included).
+    pub previous: ShardSet,
+    /// When the window closes.
+    pub until: Instant,
+    /// The same instant as Unix milliseconds, for answers.
+    pub until_unix_ms: u64,
+}
+
+/// The open handoffs by session. Cheap to share (`Arc`); every method takes `&self`.
+#[derive(Debug, Default)]
+pub struct HandoffBoard {
+    open: Mutex<HashMap<SessionKey, Published>>,
+}
+
+impl HandoffBoard {
+    /// Publishes a swap's handoffs at `now` (each replaces the session's earlier one) and
+    /// forgets those whose window has closed.
+    pub fn publish(&self, handoffs: &[Handoff], now: Instant) {
+        let mut open = self.open.lock().expect("handoff board lock");
+        open.retain(|_, p| p.until > now);
+        for h in handoffs.iter().filter(|h| h.until > now) {
+            open.insert(
+                h.session,
+                Published {
+                    previous: h.previous,
+                    until: h.until,
+                    until_unix_ms: unix_ms(h.until.saturating_duration_since(now)),
+                },
+            );
+        }
+    }
+
+    /// The session's open handoff at `now`, if its window has not closed.
+    pub fn get(&self, session: &SessionKey, now: Instant) -> Option<Published> {
+        let open = self.open.lock().expect("handoff board lock");
+        open.get(session).copied().filter(|p| p.until > now)
+    }
+
+    /// Number of handoffs held (closed ones included until the next publish).
+    pub fn len(&self) -> usize {
+        self.open.lock().expect("handoff board lock").len()
+    }
+
+    /// Whether no handoff is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Unix milliseconds `after` from the wall clock's now.
+fn unix_ms(after: Duration) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (now + after).as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use shardline_common::{consts::NO_BACKEND, plan::SessionPlan};
+
+    use super::*;
+
+    fn set(generation: u64, members: &[u32]) -> ShardSet {
+        let mut s = ShardSet {
+            generation,
+            count: members.len() as u32,
+            ..ShardSet::default()
+        };
+        s.backends = [NO_BACKEND; shardline_common::consts::MAX_SHARDS];
+        s.backends[..members.len()].copy_from_slice(members);
+        s
+    }
+
+    fn handoff(session: u64, previous: ShardSet, until: Instant) -> Handoff {
+        Handoff {
+            session: SessionKey {
+                service: 1,
+                _pad: 0,
+                session,
+            },
+            previous,
+            current: set(previous.generation + 1, &[9]),
+            plan: SessionPlan::Unchanged,
+            until,
+        }
+    }
+
+    #[test]
+    fn a_handoff_is_answered_until_its_window_closes_and_a_newer_one_replaces_it() {
+        let board = HandoffBoard::default();
+        let t0 = Instant::now();
+        let window = Duration::from_secs(10);
+        let h = handoff(7, set(3, &[1, 2]), t0 + window);
+        board.publish(std::slice::from_ref(&h), t0);
+        let got = board.get(&h.session, t0 + window / 2).expect("open");
+        assert_eq!(got.previous, set(3, &[1, 2]));
+        assert!(got.until_unix_ms > 0);
+        assert_eq!(board.get(&h.session, t0 + window), None, "closed");
+        // A second move of the same session names the placement just before it.
+        let again = handoff(7, set(4, &[9]), t0 + 2 * window);
+        board.publish(std::slice::from_ref(&again), t0 + window / 2);
+        assert_eq!(
+            board.get(&h.session, t0 + window).map(|p| p.previous),
+            Some(set(4, &[9]))
+        );
+        // Publishing after every window closed forgets them.
+        board.publish(&[], t0 + 3 * window);
+        assert!(board.is_empty());
+    }
+}
