@@ -398,7 +398,7 @@ mod tests {
 
     #[test]
     fn a_pool_shows_each_member_with_its_weight_and_health_for_the_service() {
-        let member = |id, weight, healthy, draining, probe_failing| PoolMemberView {
+        let member = |id, weight, healthy: bool, draining: bool, probe_failing| PoolMemberView {
             id,
             weight,
             effective_weight: if healthy && !draining { weight } else { 0 },
