@@ -1,7 +1,8 @@
 //! Per-service pools in the kernel (`BPF_PROG_TEST_RUN`): several services on different pools,
 //! each with a Maglev ring of its own, agree with the replay on random packets and never send
-//! a packet outside their pool; a change of one service's pool rewrites that service's ring
-//! alone and moves no other service's traffic.
+//! a packet outside their pool; a change of one service's pool (a member joining, or failing
+//! the service's probe) rewrites that service's ring alone and moves no other service's
+//! traffic.
 
 use std::collections::BTreeMap;
 
@@ -126,38 +127,84 @@ fn kernel_and_replay_agree_across_services_with_different_pools() {
 
 #[test]
 fn a_pool_change_rewrites_one_ring_and_moves_no_other_service() {
+    let moved = one_service_change(
+        "dns",
+        Command::JoinPool {
+            service: "dns".into(),
+            id: 3,
+            weight: None,
+        },
+    );
+    assert!(
+        moved.values().any(|to| to.contains_key(&3)),
+        "some dns traffic moved to its new member 3: {moved:?}"
+    );
+}
+
+#[test]
+fn a_failing_service_probe_moves_that_service_off_the_backend_and_nothing_else() {
+    let moved = one_service_change(
+        "quic",
+        Command::SetServiceHealth {
+            service: "quic".into(),
+            id: 2,
+            healthy: false,
+        },
+    );
+    assert!(
+        moved.get(&2).is_some_and(|to| to.keys().all(|b| *b == 3)),
+        "quic's traffic on backend 2 moved to 3, its only other member: {moved:?}"
+    );
+    assert!(
+        moved.keys().all(|from| *from == 2),
+        "only the traffic backend 2 had moved: {moved:?}"
+    );
+}
+
+/// Applies `command`, which should change service `name`'s pool alone, to the pools config's
+/// state, and checks that the delta rewrites that service's entry, ring and membership only,
+/// that kernel and replay agree before and after, and that no packet of any other service
+/// changes (output frame and action), packet by packet in the kernel. Returns how `name`'s
+/// forwarded packets moved: from backend, to backend, count.
+fn one_service_change(name: &str, command: Command) -> BTreeMap<u32, BTreeMap<u32, u64>> {
     // Stickiness off, so every packet is decided by the tables alone.
     let text = pools_config(Some(0));
     let config = Config::parse(&text, "pools config").expect("valid");
     let mut lb = Loaded::new(&text);
     let mut state = ControlState::from_config(&config);
     let before = state.tables();
-    let dns = service_id(&before, "dns", &config);
+    let id = service_id(&before, name, &config);
     state
-        .apply(&Command::JoinPool {
-            service: "dns".into(),
-            id: 3,
-            weight: None,
-        })
-        .expect("backend 3 joins dns");
+        .apply(&command)
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
     let after = state.tables();
     let delta = TableDelta::between(&before, &after);
     let touched: Vec<u32> = delta.services.iter().map(|(_, s)| s.id).collect();
-    assert_eq!(touched, vec![dns], "only dns's service entry is rewritten");
+    assert!(
+        touched.iter().all(|s| *s == id),
+        "only {name}'s service entry is rewritten: {touched:?}"
+    );
     assert_eq!(
-        delta.rings.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
-        vec![dns]
+        delta.rings.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![id],
+        "only {name}'s ring is rewritten"
+    );
+    assert!(
+        delta.pools.iter().all(|(s, _)| *s == id),
+        "only {name}'s membership changes: {:?}",
+        delta.pools
     );
     assert!(delta.maglev.is_none(), "the default table is untouched");
     assert!(delta.backends.is_empty() && delta.sessions.is_empty());
 
     let mut rng = StdRng::seed_from_u64(0x0ddba11);
     let frames: Vec<Vec<u8>> = (0..PACKETS).map(|_| random::frame(&mut rng)).collect();
+    let decided_before: Vec<_> = frames.iter().map(|f| decide(&f[..], &lb.tables)).collect();
     let runs_before: Vec<_> = frames.iter().map(|f| lb.run(f)).collect();
     lb.maps.write_delta(&delta).expect("write the delta");
     lb.tables = after;
     let want = Expected::of_snapshot(&lb.tables);
-    let mut moved_dns = 0;
+    let mut moved: BTreeMap<u32, BTreeMap<u32, u64>> = BTreeMap::new();
     let mut failures = Vec::new();
     for (i, frame) in frames.iter().enumerate() {
         let d = decide(&frame[..], &lb.tables);
@@ -165,13 +212,28 @@ fn a_pool_change_rewrites_one_ring_and_moves_no_other_service() {
         if let Err(e) = agrees(&want, frame, &k, &d) {
             failures.push(format!("packet {i}: {e}"));
         }
-        if d.service.id == dns {
-            moved_dns += u64::from(k.output != runs_before[i].output);
+        if d.service.id == id {
+            if let Some(pool) = lb.tables.pools.get(&id) {
+                if d.reason.forwards() && !pool.contains(&d.backend_id) {
+                    failures.push(format!(
+                        "packet {i}: {name} sent to {} outside its pool {pool:?}",
+                        d.backend_id
+                    ));
+                }
+            }
+            let was = &decided_before[i];
+            if d.reason.forwards() && was.reason.forwards() && d.backend_id != was.backend_id {
+                *moved
+                    .entry(was.backend_id)
+                    .or_default()
+                    .entry(d.backend_id)
+                    .or_default() += 1;
+            }
             continue;
         }
         if k.output != runs_before[i].output || k.action != runs_before[i].action {
             failures.push(format!(
-                "packet {i} of service {} ({}) changed with dns's pool\n  frame {}",
+                "packet {i} of service {} ({}) changed with {name}'s pool\n  frame {}",
                 d.service.id,
                 d.reason.name(),
                 hex(frame)
@@ -184,10 +246,12 @@ fn a_pool_change_rewrites_one_ring_and_moves_no_other_service() {
         failures.len(),
         failures[..failures.len().min(10)].join("\n")
     );
-    assert!(moved_dns > 0, "some dns traffic moved to its new member");
+    assert!(!moved.is_empty(), "no {name} traffic moved");
+    let back = lb.maps.read_snapshot().expect("read back");
     assert_eq!(
-        lb.maps.read_snapshot().expect("read back").rings,
-        lb.tables.rings,
+        back.rings, lb.tables.rings,
         "the maps hold the rings the tables say"
     );
+    assert_eq!(back.pools, lb.tables.pools, "and the memberships");
+    moved
 }

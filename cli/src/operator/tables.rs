@@ -224,7 +224,8 @@ pub fn services(v: &[ServiceView]) -> String {
     )
 }
 
-/// A service's pool as `id:weight` per member, marked `(down)` when failing its checks and
+/// A service's pool as `id:weight` per member, marked `(probe down)` when failing this
+/// service's probe (out of this pool only), `(down)` when failing its own checks and
 /// `(draining)` when draining or weighted 0 here; `all` without a pool.
 fn pool_cell(pool: Option<&[PoolMemberView]>) -> String {
     let Some(pool) = pool else {
@@ -236,7 +237,9 @@ fn pool_cell(pool: Option<&[PoolMemberView]>) -> String {
     let members: Vec<String> = pool
         .iter()
         .map(|m| {
-            let mark = if !m.healthy {
+            let mark = if m.probe_failing {
+                "(probe down)"
+            } else if !m.healthy {
                 "(down)"
             } else if m.draining || m.weight == 0 {
                 "(draining)"
@@ -430,6 +433,31 @@ mod tests {
         assert_eq!(decimal(3.0), "3.0");
         assert_eq!(decimal(f64::NAN), "-");
         assert_eq!(opt(Some(3)), "3");
+    }
+
+    #[test]
+    fn a_pool_shows_each_member_with_its_weight_and_health_for_the_service() {
+        let member = |id, weight, healthy: bool, draining: bool, probe_failing| PoolMemberView {
+            id,
+            weight,
+            effective_weight: if healthy && !draining { weight } else { 0 },
+            healthy,
+            draining,
+            probe_failing,
+            probe: None,
+        };
+        let pool = [
+            member(1, 3, true, false, false),
+            member(2, 1, false, false, true),
+            member(3, 1, false, false, false),
+            member(4, 0, true, false, false),
+        ];
+        assert_eq!(
+            pool_cell(Some(&pool)),
+            "1:3 2:1(probe down) 3:1(down) 4:0(draining)"
+        );
+        assert_eq!(pool_cell(None), "all");
+        assert_eq!(pool_cell(Some(&[])), "none");
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //! - [`threshold`]: the pure fall/rise state machine of one backend's probes.
 //! - [`board`]: the probe records, shared with the API (`shardline backends` shows them).
 //! - [`service`]: the per-service probes (`services[].probe`: TCP, UDP or HTTP), sent to the
-//!   backend's address and the service port; a backend passes when its agent and every
-//!   probed service answer.
+//!   backend's address and the service port. A backend passes when its agent and every probed
+//!   service *without a pool* answer (the default table they share cannot drop it for one of
+//!   them). A pooled service is probed on its pool's members only, each verdict through its own
+//!   fall/rise thresholds: failing takes the backend out of that service's pool alone
+//!   (`SetServiceHealth`), and it keeps serving every other service.
 //!
 //! Backends without a known agent address are not checked (their health is whatever the
 //! configuration and the API say). Only the leader checks: followers would race it.
@@ -17,7 +20,11 @@ pub mod board;
 pub mod service;
 pub mod threshold;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -27,8 +34,9 @@ pub use threshold::{ProbeState, Thresholds, Transition};
 
 use super::server::AgentsHub;
 use crate::{
+    config::{ServiceConfig, ServiceProbe},
     http,
-    state::{Command, Control},
+    state::{BackendEntry, Command, Control},
     telemetry::{Telemetry, TransitionLabels},
 };
 
@@ -81,20 +89,34 @@ pub async fn run(shared: Shared, settings: Settings) {
         }
         let state = control.local();
         board.retain(|id| state.backends.contains_key(&id));
+        board.retain_services(|service, id| {
+            state.services.iter().any(|s| {
+                s.name == service && s.probe.is_some() && s.backends.is_some() && s.served_by(id)
+            })
+        });
         let mut probes = JoinSet::new();
-        for (id, backend) in &state.backends {
-            let agent = backend.config.agent.clone().or_else(|| hub.agent_of(*id));
-            let ip = backend.config.ipv4.map(std::net::IpAddr::V4);
-            let services: Vec<_> = state
-                .services
-                .iter()
-                .filter_map(|s| Some((s.probe?, std::net::SocketAddr::new(ip?, s.port))))
-                .collect();
-            if agent.is_none() && services.is_empty() {
+        for (&id, backend) in &state.backends {
+            let plan = plan(&state.services, id, backend);
+            let agent = backend.config.agent.clone().or_else(|| hub.agent_of(id));
+            for (service, kind, addr) in plan.pooled {
+                let committed = !backend.failing.contains(&service);
+                let client = client.clone();
+                probes.spawn(async move {
+                    let outcome = service::probe(&client, kind, addr, period).await;
+                    Verdict::Service {
+                        service,
+                        id,
+                        committed,
+                        outcome,
+                    }
+                });
+            }
+            if agent.is_none() && plan.shared.is_empty() {
                 continue;
             }
-            let (id, committed) = (*id, backend.healthy);
+            let committed = backend.healthy;
             let client = client.clone();
+            let shared = plan.shared;
             probes.spawn(async move {
                 let mut outcome = match agent {
                     Some(addr) => {
@@ -106,30 +128,131 @@ pub async fn run(shared: Shared, settings: Settings) {
                     }
                     None => Ok(()),
                 };
-                for (kind, addr) in services {
+                for (kind, addr) in shared {
                     if outcome.is_err() {
                         break;
                     }
                     outcome = service::probe(&client, kind, addr, period).await;
                 }
-                (id, committed, outcome)
+                Verdict::Backend {
+                    id,
+                    committed,
+                    outcome,
+                }
             });
         }
-        while let Some(Ok((id, committed, outcome))) = probes.join_next().await {
-            let error = outcome.as_ref().err().cloned();
+        while let Some(Ok(verdict)) = probes.join_next().await {
             let now_ms = unix_ms();
-            let (transition, healthy) =
-                board.observe(id, committed, outcome, now_ms, settings.thresholds);
-            if let Some(t) = transition {
-                record(&telemetry, id, t, settings.thresholds, error.as_deref());
-            }
-            if healthy == committed {
-                continue;
-            }
-            if let Err(e) = control.write(Command::SetHealth { id, healthy }).await {
-                warn!(backend = id, "committing its health: {e}");
+            let t = settings.thresholds;
+            let command = match verdict {
+                Verdict::Backend {
+                    id,
+                    committed,
+                    outcome,
+                } => {
+                    let error = outcome.as_ref().err().cloned();
+                    let (transition, healthy) = board.observe(id, committed, outcome, now_ms, t);
+                    if let Some(tr) = transition {
+                        record(&telemetry, id, tr, t, error.as_deref());
+                    }
+                    (healthy != committed).then_some(Command::SetHealth { id, healthy })
+                }
+                Verdict::Service {
+                    service,
+                    id,
+                    committed,
+                    outcome,
+                } => {
+                    let error = outcome.as_ref().err().cloned();
+                    let (transition, healthy) =
+                        board.observe_service(&service, id, committed, outcome, now_ms, t);
+                    if let Some(tr) = transition {
+                        record_service(&service, id, tr, t, error.as_deref());
+                    }
+                    (healthy != committed).then_some(Command::SetServiceHealth {
+                        service,
+                        id,
+                        healthy,
+                    })
+                }
+            };
+            if let Some(command) = command {
+                if let Err(e) = control.write(command.clone()).await {
+                    warn!("committing {command:?}: {e}");
+                }
             }
         }
+    }
+}
+
+/// What one probe task found.
+enum Verdict {
+    /// The backend's own probes: its agent and the services without a pool.
+    Backend {
+        id: u32,
+        committed: bool,
+        outcome: Result<(), String>,
+    },
+    /// One pooled service's probe of one member.
+    Service {
+        service: String,
+        id: u32,
+        committed: bool,
+        outcome: Result<(), String>,
+    },
+}
+
+/// The service probes one backend gets.
+#[derive(Debug, Default, PartialEq)]
+struct Plan {
+    /// Probes of services without a pool: every backend serves them through the shared
+    /// default table, so failing one takes the backend down everywhere.
+    shared: Vec<(ServiceProbe, SocketAddr)>,
+    /// Probes of the pooled services whose pool holds it: failing one takes it out of that
+    /// pool only. Services whose pool does not hold it are not probed on it at all.
+    pooled: Vec<(String, ServiceProbe, SocketAddr)>,
+}
+
+/// Which service probes backend `id` gets (none without an IPv4 address).
+fn plan(services: &[ServiceConfig], id: u32, backend: &BackendEntry) -> Plan {
+    let mut plan = Plan::default();
+    let Some(ip) = backend.config.ipv4 else {
+        return plan;
+    };
+    for s in services {
+        let Some(kind) = s.probe else { continue };
+        let addr = SocketAddr::new(IpAddr::V4(ip), s.port);
+        match &s.backends {
+            None => plan.shared.push((kind, addr)),
+            Some(_) if s.served_by(id) => plan.pooled.push((s.name.clone(), kind, addr)),
+            Some(_) => {}
+        }
+    }
+    plan
+}
+
+/// Logs a pool member's transition for one service.
+fn record_service(
+    service: &str,
+    id: u32,
+    transition: Transition,
+    t: Thresholds,
+    error: Option<&str>,
+) {
+    match transition {
+        Transition::Down => warn!(
+            backend = id,
+            service,
+            "service probe failed {} times in a row (last: {}); out of this service's pool only",
+            t.fall,
+            error.unwrap_or("-")
+        ),
+        Transition::Up => info!(
+            backend = id,
+            service,
+            "service probe passes again ({} in a row); back in this service's pool",
+            t.rise
+        ),
     }
 }
 
@@ -220,5 +343,62 @@ mod tests {
         }
         board.retain(|id| id != 2);
         assert_eq!(board.get(2), None, "a removed backend is forgotten");
+    }
+
+    #[test]
+    fn a_pooled_service_is_probed_on_its_members_only() {
+        let text = r#"
+            interface = "eth0"
+            [encap]
+            source_v4 = "10.0.0.2"
+
+            [[services]]
+            name = "kv"
+            vip = "10.0.0.1"
+            port = 7000
+            protocol = "udp"
+            mode = "header"
+            probe = "udp"
+            backends = [1]
+
+            [[services]]
+            name = "web"
+            vip = "10.0.0.1"
+            port = 8080
+            protocol = "tcp"
+            mode = "flow"
+            probe = "tcp"
+
+            [[backends]]
+            id = 1
+            ipv4 = "10.1.0.1"
+            mac = "02:00:00:00:00:01"
+
+            [[backends]]
+            id = 2
+            ipv4 = "10.1.0.2"
+            mac = "02:00:00:00:00:02"
+        "#;
+        let config = crate::config::Config::parse(text, "test").expect("valid");
+        let state = crate::state::ControlState::from_config(&config);
+        let addr = |ip: &str, port| SocketAddr::new(ip.parse().unwrap(), port);
+        let one = plan(&state.services, 1, &state.backends[&1]);
+        assert_eq!(
+            one.shared,
+            vec![(ServiceProbe::Tcp, addr("10.1.0.1", 8080))]
+        );
+        assert_eq!(
+            one.pooled,
+            vec![("kv".to_owned(), ServiceProbe::Udp, addr("10.1.0.1", 7000))]
+        );
+        let two = plan(&state.services, 2, &state.backends[&2]);
+        assert_eq!(
+            two.shared,
+            vec![(ServiceProbe::Tcp, addr("10.1.0.2", 8080))]
+        );
+        assert!(
+            two.pooled.is_empty(),
+            "kv's probe never reaches backend 2: {two:?}"
+        );
     }
 }

@@ -107,12 +107,20 @@ pub struct PoolMemberView {
     pub id: u32,
     /// Its weight in the service's ring as configured.
     pub weight: u32,
-    /// Its weight in the ring now (0 while it is unhealthy, draining or drained here).
+    /// Its weight in the ring now (0 while it is unhealthy, draining, drained or failing
+    /// this service's probe).
     pub effective_weight: u32,
-    /// Passing health checks.
+    /// May carry this service's traffic: passing its own checks and this service's probe.
     pub healthy: bool,
     /// Draining (everywhere).
     pub draining: bool,
+    /// Failing this service's probe: out of this pool only, still serving other services.
+    #[serde(default)]
+    pub probe_failing: bool,
+    /// This service's probe record on this member (on the node that probes, for services with
+    /// a `probe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeState>,
 }
 
 /// Body of `PUT /v1/services/{service}/backends/{id}`.
@@ -298,22 +306,16 @@ pub(super) async fn services(State(api): State<ApiState>) -> Json<Vec<ServiceVie
                 protocol: s.protocol,
                 mode: s.mode,
                 forward: s.forward,
-                pool: s.backends.as_ref().map(|pool| {
-                    pool.iter()
-                        .map(|m| {
-                            let b = state.backends.get(&m.id());
-                            let own = b.map_or(0, |b| b.config.weight);
-                            PoolMemberView {
-                                id: m.id(),
-                                weight: m.weight(own),
-                                // Unhealthy or draining everywhere: no share here either.
-                                effective_weight: match b.map_or(0, |b| b.effective_weight()) {
-                                    0 => 0,
-                                    _ => m.weight(own),
-                                },
-                                healthy: b.is_some_and(|b| b.healthy),
-                                draining: b.is_some_and(|b| b.draining),
-                            }
+                pool: state.pool(&s.name).map(|pool| {
+                    pool.into_iter()
+                        .map(|m| PoolMemberView {
+                            id: m.id,
+                            weight: m.weight,
+                            effective_weight: m.effective_weight,
+                            healthy: m.healthy,
+                            draining: m.draining,
+                            probe_failing: m.probe_failing,
+                            probe: api.health.get_service(&s.name, m.id),
                         })
                         .collect()
                 }),

@@ -194,18 +194,12 @@ impl Collector for StateCollector {
             gauge,
             &placed,
         )?;
-        let mut pools = Vec::new();
+        let (mut weights, mut health) = (Vec::new(), Vec::new());
         for s in &state.services {
-            for m in s.backends.iter().flatten() {
-                let own = state
-                    .backends
-                    .get(&m.id())
-                    .map_or(0, |b| b.effective_weight());
-                let weight = if own == 0 { 0 } else { m.weight(own) };
-                pools.push((
-                    [("service", s.name.clone()), ("backend", m.id().to_string())],
-                    u64::from(weight),
-                ));
+            for m in state.pool(&s.name).into_iter().flatten() {
+                let labels = [("service", s.name.clone()), ("backend", m.id.to_string())];
+                weights.push((labels.clone(), u64::from(m.effective_weight)));
+                health.push((labels, u64::from(m.healthy)));
             }
         }
         family(
@@ -213,7 +207,14 @@ impl Collector for StateCollector {
             "shardline_pool_weight",
             "A backend's effective weight in a service's pool (services with a pool only)",
             gauge,
-            &pools,
+            &weights,
+        )?;
+        family(
+            &mut encoder,
+            "shardline_pool_healthy",
+            "1 while a pool member may carry the service's traffic (its own checks and the service's probe pass), else 0",
+            gauge,
+            &health,
         )?;
 
         let Some(maps) = &self.maps else {
@@ -317,6 +318,7 @@ pub const FAMILIES: &[&str] = &[
     "shardline_backend_weight",
     "shardline_service_placed_sessions",
     "shardline_pool_weight",
+    "shardline_pool_healthy",
     "shardline_dataplane_packets",
     "shardline_backend_packets",
     "shardline_backend_bytes",

@@ -10,10 +10,10 @@ use shardline_common::{
 };
 
 use super::{
-    persistent, session_number, valid_backend_id, BackendEntry, ConfigTables, ControlState, Map,
-    SessionEntry, SessionMeta, SessionRef, SESSION_STATE_LIMIT,
+    persistent, pools, session_number, valid_backend_id, BackendEntry, ConfigTables, ControlState,
+    Map, SessionEntry, SessionMeta, SessionRef, SESSION_STATE_LIMIT,
 };
-use crate::config::{BackendConfig, PoolMember, ServiceConfig};
+use crate::config::BackendConfig;
 
 /// One change to the control state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,6 +41,17 @@ pub enum Command {
         /// Backend id.
         id: u32,
         /// Passing its checks.
+        healthy: bool,
+    },
+    /// Marks a backend passing or failing one pooled service's probe: failing, it leaves that
+    /// service's ring, shard sets and membership (its flows there are re-decided) and keeps
+    /// serving every other service.
+    SetServiceHealth {
+        /// Service name (a service with a pool holding the backend).
+        service: String,
+        /// Backend id.
+        id: u32,
+        /// Passing the service's probe.
         healthy: bool,
     },
     /// Starts or stops draining a backend.
@@ -235,6 +246,11 @@ fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, St
         }
         Command::SetWeight { id, weight } => backend_mut(state, *id)?.config.weight = *weight,
         Command::SetHealth { id, healthy } => backend_mut(state, *id)?.healthy = *healthy,
+        Command::SetServiceHealth {
+            service,
+            id,
+            healthy,
+        } => pools::set_health(state, service, *id, *healthy)?,
         Command::Drain { id, draining } => {
             let b = backend_mut(state, *id)?;
             // Draining a backend that is already draining (an operator re-running `drain` to
@@ -269,42 +285,12 @@ fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, St
             service,
             id,
             weight,
-        } => {
-            backend_mut(state, *id)?;
-            let s = service_mut(state, service)?;
-            let member = match weight {
-                Some(weight) => PoolMember::Weighted {
-                    id: *id,
-                    weight: *weight,
-                },
-                None => PoolMember::Id(*id),
-            };
-            let pool = s.backends.get_or_insert_with(Vec::new);
-            match pool.iter_mut().find(|m| m.id() == *id) {
-                Some(m) => *m = member,
-                None => pool.push(member),
-            }
-        }
-        Command::LeavePool { service, id } => {
-            let s = service_mut(state, service)?;
-            let pool = s
-                .backends
-                .as_mut()
-                .ok_or_else(|| StateError::NoPool(service.clone()))?;
-            let before = pool.len();
-            pool.retain(|m| m.id() != *id);
-            if pool.len() == before {
-                return Err(StateError::OutsidePool {
-                    service: service.clone(),
-                    id: *id,
-                });
-            }
-            leave_outside_pools(state);
-        }
+        } => pools::join(state, service, *id, *weight)?,
+        Command::LeavePool { service, id } => pools::leave(state, service, *id)?,
         Command::Place { session, backends } => {
             known_service(state, session)?;
             check_shard_set(state, backends)?;
-            check_pool(state, &session.service, backends)?;
+            pools::check(state, &session.service, backends)?;
             let entry = state.sessions.entry(session.clone()).or_default();
             if entry.backends != *backends {
                 entry.backends = backends.clone();
@@ -393,6 +379,23 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
             .backends
             .get(&b.id)
             .map_or((true, false, false), |e| (e.healthy, e.draining, e.drained));
+        // A failing service probe is kept while the service still pools the backend.
+        let failing = state
+            .backends
+            .get(&b.id)
+            .map(|e| {
+                e.failing
+                    .iter()
+                    .filter(|name| {
+                        tables
+                            .services
+                            .iter()
+                            .any(|s| s.name == **name && s.backends.is_some() && s.served_by(b.id))
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         backends.insert(
             b.id,
             BackendEntry {
@@ -400,6 +403,7 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
                 healthy,
                 draining,
                 drained,
+                failing,
             },
         );
     }
@@ -447,7 +451,7 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
             entry.generation += 1;
         }
     }
-    leave_outside_pools(state);
+    pools::leave_outside(state);
     for (session, set) in sessions {
         let entry = state.sessions.entry(session).or_default();
         if entry.backends != set {
@@ -456,61 +460,6 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
         }
     }
     Ok(())
-}
-
-/// Takes every placed session off the backends its service's pool no longer holds.
-fn leave_outside_pools(state: &mut ControlState) {
-    let outside = |state: &ControlState, s: &SessionRef, e: &SessionEntry| {
-        let service = state.services.iter().find(|x| x.name == s.service);
-        e.backends
-            .iter()
-            .any(|id| !service.is_some_and(|x| x.served_by(*id)))
-    };
-    let moved: Vec<SessionRef> = state
-        .sessions
-        .iter()
-        .filter(|(s, e)| outside(state, s, e))
-        .map(|(s, _)| s.clone())
-        .collect();
-    for session in moved {
-        let Some(service) = state
-            .services
-            .iter()
-            .find(|x| x.name == session.service)
-            .cloned()
-        else {
-            continue;
-        };
-        if let Some(entry) = state.sessions.get_mut(&session) {
-            entry.backends.retain(|id| service.served_by(*id));
-            entry.generation += 1;
-        }
-    }
-}
-
-fn service_mut<'a>(
-    state: &'a mut ControlState,
-    name: &str,
-) -> Result<&'a mut ServiceConfig, StateError> {
-    state
-        .services
-        .iter_mut()
-        .find(|s| s.name == name)
-        .ok_or_else(|| StateError::UnknownService(name.to_owned()))
-}
-
-/// Every backend of a shard set of `service` is in its pool.
-fn check_pool(state: &ControlState, service: &str, backends: &[u32]) -> Result<(), StateError> {
-    let Some(s) = state.services.iter().find(|s| s.name == service) else {
-        return Err(StateError::UnknownService(service.to_owned()));
-    };
-    match backends.iter().find(|id| !s.served_by(**id)) {
-        Some(id) => Err(StateError::OutsidePool {
-            service: service.to_owned(),
-            id: *id,
-        }),
-        None => Ok(()),
-    }
 }
 
 fn upsert_backend(state: &mut ControlState, config: &BackendConfig) {
@@ -522,6 +471,7 @@ fn upsert_backend(state: &mut ControlState, config: &BackendConfig) {
             healthy: true,
             draining: false,
             drained: false,
+            failing: Default::default(),
         });
     entry.config = config.clone();
 }
@@ -577,7 +527,10 @@ fn sessions_where(state: &ControlState, hit: impl Fn(&SessionEntry) -> bool) -> 
         .collect()
 }
 
-fn backend_mut(state: &mut ControlState, id: u32) -> Result<&mut BackendEntry, StateError> {
+pub(super) fn backend_mut(
+    state: &mut ControlState,
+    id: u32,
+) -> Result<&mut BackendEntry, StateError> {
     state
         .backends
         .get_mut(&id)

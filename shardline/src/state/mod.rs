@@ -10,12 +10,15 @@
 //! - [`control`]: the [`Control`] handle the API, the CLI and the control loop write through
 //!   (a Raft cluster, or [`LocalControl`] in memory).
 //! - [`persistent`]: the maps of the state, shared between versions instead of copied.
+//! - `pools`: the pool commands (join, leave, weight, a service probe's verdict), each
+//!   confined to one service.
 
 pub mod command;
 pub mod control;
 pub mod persistent;
+mod pools;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use imbl::ordmap::DiffItem;
 use serde::{Deserialize, Serialize};
@@ -50,12 +53,21 @@ pub struct BackendEntry {
     /// re-decided (set by [`Command::DrainTimedOut`], cleared by any `Drain`).
     #[serde(default)]
     pub drained: bool,
+    /// The pooled services whose probe it fails (by name): it is out of those services' pools
+    /// only, and still serves every other (set by [`Command::SetServiceHealth`]).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub failing: BTreeSet<String>,
 }
 
 impl BackendEntry {
     /// Whether it may carry traffic at all: healthy, and not drained.
     pub fn usable(&self) -> bool {
         self.healthy && !self.drained
+    }
+
+    /// Whether it may carry `service`'s traffic: usable, and passing that service's probe.
+    pub fn serves(&self, service: &str) -> bool {
+        self.usable() && !self.failing.contains(service)
     }
 
     /// Its weight in the default table: zero while unhealthy or draining.
@@ -66,6 +78,24 @@ impl BackendEntry {
             0
         }
     }
+}
+
+/// One member of a service's pool as the control state has it ([`ControlState::pool`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolMemberState {
+    /// Backend id.
+    pub id: u32,
+    /// Its weight in the service's ring as configured (its own weight for a bare id).
+    pub weight: u32,
+    /// Its weight in the ring now: 0 while it is unhealthy, draining, drained or failing this
+    /// service's probe.
+    pub effective_weight: u32,
+    /// Whether it may carry this service's traffic (healthy, not drained, passing the probe).
+    pub healthy: bool,
+    /// Failing this service's probe (and only out of this service's pool for it).
+    pub probe_failing: bool,
+    /// Draining everywhere.
+    pub draining: bool,
 }
 
 /// What the application and the profiler said about a session.
@@ -134,14 +164,52 @@ impl ControlState {
     }
 
     /// Backend `id`'s weight in service `service`'s pool, given its own weight `own`: `own`
-    /// for a service without a pool (every backend serves it), `None` when the backend is not
-    /// in the pool or the service is unknown.
+    /// for a service without a pool (every backend serves it), 0 while it fails the service's
+    /// probe, `None` when the backend is not in the pool or the service is unknown.
     pub fn pool_weight(&self, service: &str, id: u32, own: u32) -> Option<u32> {
         let s = self.services.iter().find(|s| s.name == service)?;
         match &s.backends {
             None => Some(own),
-            Some(pool) => pool.iter().find(|m| m.id() == id).map(|m| m.weight(own)),
+            Some(pool) => pool.iter().find(|m| m.id() == id).map(|m| {
+                let failing = self
+                    .backends
+                    .get(&id)
+                    .is_some_and(|b| b.failing.contains(service));
+                if failing {
+                    0
+                } else {
+                    m.weight(own)
+                }
+            }),
         }
+    }
+
+    /// Service `service`'s pool as it stands: each member with its weight there as configured
+    /// and as the ring has it now, and its health for this service. `None` for a service
+    /// without a pool (or an unknown one).
+    pub fn pool(&self, service: &str) -> Option<Vec<PoolMemberState>> {
+        let s = self.services.iter().find(|s| s.name == service)?;
+        let pool = s.backends.as_ref()?;
+        Some(
+            pool.iter()
+                .map(|m| {
+                    let b = self.backends.get(&m.id());
+                    let own = b.map_or(0, |b| b.config.weight);
+                    let weight = m.weight(own);
+                    let serves = b.is_some_and(|b| b.serves(service));
+                    // Unhealthy, draining or failing the probe: no share of the ring.
+                    let live = b.is_some_and(|b| b.effective_weight() > 0) && serves;
+                    PoolMemberState {
+                        id: m.id(),
+                        weight,
+                        effective_weight: if live { weight } else { 0 },
+                        healthy: serves,
+                        probe_failing: b.is_some_and(|b| b.failing.contains(service)),
+                        draining: b.is_some_and(|b| b.draining),
+                    }
+                })
+                .collect(),
+        )
     }
 
     /// Bytes of critical state a session holds.
@@ -153,15 +221,35 @@ impl ControlState {
     }
 
     /// The dataplane tables this state implies. Unhealthy backends are left out of every shard
-    /// set (a set with none left is unplaced: the default table routes it), draining or
+    /// set (a set with none left is unplaced: the default table routes it), a backend failing
+    /// a pooled service's probe out of that service's shard sets, ring and membership, draining or
     /// unhealthy ones get no share of the default table, and unhealthy or drained ones are
     /// marked [`backend_flags::DOWN`], so flows and QUIC connection ids naming them are
     /// re-decided. Drained backends leave shard sets as unhealthy ones do.
     pub fn tables(&self) -> Snapshot {
+        let mut services = self.services.clone();
+        // A member failing the service's probe keeps its slot count (the ring keeps its size)
+        // at weight 0, and leaves the membership below (its flows there are re-decided).
+        let failing = |service: &str, id: u32| {
+            self.backends
+                .get(&id)
+                .is_some_and(|b| b.failing.contains(service))
+        };
+        for s in &mut services {
+            let name = s.name.clone();
+            for m in s.backends.iter_mut().flatten() {
+                if failing(&name, m.id()) {
+                    *m = crate::config::PoolMember::Weighted {
+                        id: m.id(),
+                        weight: 0,
+                    };
+                }
+            }
+        }
         let tables = ConfigTables {
             encap: self.encap.clone(),
             flow_idle_secs: self.flow_idle_secs,
-            services: self.services.clone(),
+            services,
             backends: self
                 .backends
                 .values()
@@ -176,6 +264,11 @@ impl ControlState {
         for (id, entry) in &self.backends {
             if let (false, Some(b)) = (entry.usable(), snap.backends.get_mut(id)) {
                 b.flags |= backend_flags::DOWN;
+            }
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            if let Some(pool) = snap.pools.get_mut(&(i as u32 + 1)) {
+                pool.retain(|id| !failing(&s.name, *id));
             }
         }
         for (session, entry) in &self.sessions {
@@ -206,7 +299,11 @@ impl ControlState {
             .backends
             .iter()
             .copied()
-            .filter(|id| self.backends.get(id).is_some_and(BackendEntry::usable))
+            .filter(|id| {
+                self.backends
+                    .get(id)
+                    .is_some_and(|b| b.serves(&session.service))
+            })
             .collect();
         // None left (or, never for a committed placement, not a shard set): unplaced.
         let set = ShardSet::from_members(&live, scheme::HASH, entry.generation.max(1)).ok()?;

@@ -1,7 +1,7 @@
 use super::*;
-use crate::config::{Config, PoolMember};
+use crate::config::Config;
 
-fn config() -> Config {
+pub(super) fn config() -> Config {
     Config::parse(
         r#"
 interface = "eth0"
@@ -35,7 +35,7 @@ backends = [1, 2]
     .unwrap()
 }
 
-fn kv(session: u64) -> SessionRef {
+pub(super) fn kv(session: u64) -> SessionRef {
     SessionRef {
         service: "kv".into(),
         session,
@@ -426,120 +426,4 @@ fn placement_changes_name_only_the_sessions_that_moved() {
     })
     .unwrap();
     assert!(sick.placement_changes(&after).is_none());
-}
-
-/// [`config`] with `kv` on the pool of backends 1 and 2 and a second service, `web`, without
-/// a pool.
-fn pooled() -> ControlState {
-    let mut config = config();
-    config.services[0].backends = Some(vec![PoolMember::Id(1), PoolMember::Id(2)]);
-    let mut web = config.services[0].clone();
-    web.name = "web".into();
-    web.port = 8080;
-    web.backends = None;
-    config.services.push(web);
-    ControlState::from_config(&config)
-}
-
-#[test]
-fn a_pool_bounds_placements_and_its_ring() {
-    let mut state = pooled();
-    let before = state.clone();
-    assert_eq!(
-        state.apply(&Command::Place {
-            session: kv(5),
-            backends: vec![1, 3],
-        }),
-        Err(StateError::OutsidePool {
-            service: "kv".into(),
-            id: 3
-        })
-    );
-    assert_eq!(state, before, "a refused placement changes nothing");
-    // `web` has no pool: every backend serves it.
-    let web = SessionRef {
-        service: "web".into(),
-        session: 5,
-    };
-    state
-        .apply(&Command::Place {
-            session: web,
-            backends: vec![1, 3],
-        })
-        .unwrap();
-    let tables = state.tables();
-    let kv_id = state.service_id("kv").unwrap();
-    assert_eq!(tables.pools[&kv_id], vec![1, 2]);
-    let ring = &tables.rings[&kv_id];
-    assert_eq!(ring.len(), 251);
-    assert!(
-        ring.iter().all(|id| [1, 2].contains(id)),
-        "kv's ring holds its pool only"
-    );
-    assert!(!tables.rings.contains_key(&state.service_id("web").unwrap()));
-    assert_eq!(state.pool_weight("kv", 3, 1), None);
-    assert_eq!(state.pool_weight("web", 3, 7), Some(7));
-}
-
-#[test]
-fn joining_and_leaving_a_pool_moves_only_its_service() {
-    let mut state = pooled();
-    state
-        .apply(&Command::Place {
-            session: kv(9),
-            backends: vec![1, 2],
-        })
-        .unwrap();
-    let kv_id = state.service_id("kv").unwrap();
-    state
-        .apply(&Command::JoinPool {
-            service: "kv".into(),
-            id: 3,
-            weight: Some(2),
-        })
-        .unwrap();
-    let ring = &state.tables().rings[&kv_id];
-    let threes = ring.iter().filter(|id| **id == 3).count();
-    assert!(
-        threes > ring.len() / 3,
-        "weight 2 of 4 takes about half: {threes}"
-    );
-    // Draining it from kv alone: weight 0 there, still in the pool.
-    state
-        .apply(&Command::JoinPool {
-            service: "kv".into(),
-            id: 3,
-            weight: Some(0),
-        })
-        .unwrap();
-    assert!(!state.tables().rings[&kv_id].contains(&3));
-    assert_eq!(state.pool_weight("kv", 3, 1), Some(0));
-    // Leaving: the sessions placed on it leave it too.
-    state
-        .apply(&Command::LeavePool {
-            service: "kv".into(),
-            id: 1,
-        })
-        .unwrap();
-    assert_eq!(state.sessions[&kv(9)].backends, vec![2]);
-    assert_eq!(
-        state.apply(&Command::LeavePool {
-            service: "kv".into(),
-            id: 1,
-        }),
-        Err(StateError::OutsidePool {
-            service: "kv".into(),
-            id: 1
-        })
-    );
-    assert_eq!(
-        state.apply(&Command::LeavePool {
-            service: "web".into(),
-            id: 1,
-        }),
-        Err(StateError::NoPool("web".into()))
-    );
-    // Removing a backend takes it out of every pool.
-    state.apply(&Command::RemoveBackend { id: 2 }).unwrap();
-    assert_eq!(state.tables().pools[&kv_id], vec![3]);
 }
