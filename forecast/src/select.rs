@@ -1,14 +1,31 @@
 //! The online selector: every model forecasts h steps ahead, each is scored when the actual
-//! arrives, and the forecast decisions use is the models' mix weighted by recent accuracy, with
-//! an upper bound from the mix's own recent residuals.
+//! arrives, and the forecast decisions use is whichever *candidate* — one of the models, or
+//! their mix weighted by recent accuracy — has had the smallest recent relative error, naive
+//! included, so a series the models cannot learn falls back to naive. The upper bound comes
+//! from the selected forecast's own recent residuals.
 
-use super::{quantile::EwQuantile, Ewma, Forecaster, Holt, HoltWinters, Naive, SeasonalNaive};
+use super::{
+    quantile::EwQuantile, Ewma, Forecaster, Holt, HoltWinters, Median, Naive, SeasonalNaive,
+};
 
 /// Number of base models in the bank.
-pub const MODELS: usize = 5;
+pub const MODELS: usize = 6;
 
 /// The base models' names, in bank order (the keys of `forecast-eval`'s report).
-pub const MODEL_NAMES: [&str; MODELS] = ["naive", "seasonal_naive", "ewma", "holt", "holt_winters"];
+pub const MODEL_NAMES: [&str; MODELS] = [
+    "naive",
+    "seasonal_naive",
+    "ewma",
+    "holt",
+    "holt_winters",
+    "median",
+];
+
+/// Candidates the selector chooses among: every model, then the mix ([`MIX`]).
+const CANDIDATES: usize = MODELS + 1;
+
+/// The mix's index among the candidates.
+const MIX: usize = MODELS;
 
 /// How a [`Selector`] forecasts and bounds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,24 +61,26 @@ impl Default for SelectorConfig {
 pub struct Matured {
     /// Each base model's forecast, in [`MODEL_NAMES`] order.
     pub models: [f64; MODELS],
-    /// The selected (weighted) forecast.
+    /// The selected forecast.
     pub selected: f64,
     /// The upper bound published with it.
     pub upper: f64,
 }
 
-/// A pending forecast: the bank's, the mix and its bound, stored as `f32` (28 bytes).
+/// A pending forecast: the bank's, the mix, the selection and its bound, stored as `f32`
+/// (36 bytes).
 #[derive(Debug, Clone, Copy, Default)]
 struct Pending {
     models: [f32; MODELS],
+    mix: f32,
     selected: f32,
     upper: f32,
 }
 
-/// The online ensemble over the five base models for one session.
+/// The online selector over the six base models and their mix, for one session.
 ///
-/// Memory: the fixed part is about 350 bytes; on top, `8 × period` bytes for the two seasonal
-/// models and `28 × horizon` bytes of forecasts waiting for their actuals. Each update is O(1)
+/// Memory: the fixed part is about 450 bytes; on top, `8 × period` bytes for the two seasonal
+/// models and `36 × horizon` bytes of forecasts waiting for their actuals. Each update is O(1)
 /// in the series length and allocation-free; allocation happens once, in [`Selector::new`].
 #[derive(Debug, Clone)]
 pub struct Selector {
@@ -70,8 +89,16 @@ pub struct Selector {
     ewma: Ewma,
     holt: Holt,
     holt_winters: HoltWinters,
-    /// Running mean absolute h-step error per model (bias-corrected during warm-up).
+    median: Median,
+    /// Running mean absolute h-step error per model (bias-corrected during warm-up): the mix's
+    /// weights.
     error: [f64; MODELS],
+    /// Running mean relative (`|F − A| / (|F| + |A|)`) and absolute h-step error per
+    /// candidate (models, then the mix): the choice.
+    relative: [f64; CANDIDATES],
+    absolute: [f64; CANDIDATES],
+    /// The candidate the published forecast comes from.
+    chosen: usize,
     scored: u32,
     residual: EwQuantile,
     decay: f64,
@@ -92,7 +119,11 @@ impl Selector {
             ewma: Ewma::default(),
             holt: Holt::default(),
             holt_winters: HoltWinters::with_period(config.period),
+            median: Median::default(),
             error: [0.0; MODELS],
+            relative: [0.0; CANDIDATES],
+            absolute: [0.0; CANDIDATES],
+            chosen: MIX,
             scored: 0,
             residual: EwQuantile::new(config.quantile, 0.1),
             decay: config.error_decay.clamp(1e-4, 1.0),
@@ -118,33 +149,37 @@ impl Selector {
         }
         let h = self.pending.len() as u64;
         let slot = (self.seen % h) as usize;
-        let matured = (self.seen >= h).then(|| {
-            let p = self.pending[slot];
-            Matured {
-                models: p.models.map(f64::from),
-                selected: f64::from(p.selected),
-                upper: f64::from(p.upper),
-            }
-        });
-        if let Some(m) = &matured {
-            self.score(m, value);
+        let matured = (self.seen >= h).then(|| self.pending[slot]);
+        if let Some(p) = &matured {
+            self.score(p, value);
         }
         self.naive.update(value);
         self.seasonal_naive.update(value);
         self.ewma.update(value);
         self.holt.update(value);
         self.holt_winters.update(value);
+        self.median.update(value);
         self.seen += 1;
 
         let models = self.model_forecasts();
-        self.selected = self.mix(&models);
+        let mix = self.mix(&models);
+        self.selected = if self.chosen == MIX {
+            mix
+        } else {
+            models[self.chosen]
+        };
         self.upper = self.selected + self.residual.value();
         self.pending[slot] = Pending {
             models: models.map(|v| v as f32),
+            mix: mix as f32,
             selected: self.selected as f32,
             upper: self.upper as f32,
         };
-        matured
+        matured.map(|p| Matured {
+            models: p.models.map(f64::from),
+            selected: f64::from(p.selected),
+            upper: f64::from(p.upper),
+        })
     }
 
     /// The selected forecast for `horizon` steps after the last value.
@@ -155,6 +190,12 @@ impl Selector {
     /// The upper bound decisions use: forecast + the residual quantile at this horizon.
     pub fn upper(&self) -> f64 {
         self.upper
+    }
+
+    /// The name of the candidate the forecast comes from: a model's ([`MODEL_NAMES`]) or
+    /// `"mix"`.
+    pub fn chosen(&self) -> &'static str {
+        MODEL_NAMES.get(self.chosen).copied().unwrap_or("mix")
     }
 
     /// Each model's current weight in the mix, in [`MODEL_NAMES`] order (they sum to 1).
@@ -188,6 +229,7 @@ impl Selector {
             self.ewma.forecast(h),
             self.holt.forecast(h),
             self.holt_winters.forecast(h),
+            self.median.forecast(h),
         ]
     }
 
@@ -195,16 +237,70 @@ impl Selector {
         self.weights().iter().zip(models).map(|(w, f)| w * f).sum()
     }
 
-    fn score(&mut self, matured: &Matured, actual: f64) {
+    fn score(&mut self, p: &Pending, actual: f64) {
         self.scored = self.scored.saturating_add(1);
         // A running mean until 1/decay forecasts were scored, then exponential.
         let w = (1.0 / f64::from(self.scored)).max(self.decay);
-        for (e, f) in self.error.iter_mut().zip(matured.models) {
-            *e += w * ((actual - f).abs() - *e);
+        for (e, &f) in self.error.iter_mut().zip(&p.models) {
+            *e += w * ((actual - f64::from(f)).abs() - *e);
         }
-        self.residual.update(actual - matured.selected);
+        // The choice's memory is longer than the weights': it decides between whole models,
+        // and a short one chases the lucky streaks of noisy candidates.
+        let lw = (1.0 / f64::from(self.scored)).max(CHOICE_DECAY);
+        for (c, &f) in p.models.iter().chain([&p.mix]).enumerate() {
+            let f = f64::from(f);
+            let denominator = f.abs() + actual.abs();
+            let relative = if denominator > 0.0 {
+                (f - actual).abs() / denominator
+            } else {
+                0.0
+            };
+            self.relative[c] += lw * (relative - self.relative[c]);
+            self.absolute[c] += lw * ((f - actual).abs() - self.absolute[c]);
+        }
+        self.chosen = self.choose();
+        self.residual.update(actual - f64::from(p.selected));
+    }
+
+    /// The candidate with the smallest recent error relative to naive's, counting the
+    /// relative (sMAPE-like) and the absolute (MASE-like) error equally: `rel / rel_naive +
+    /// abs / abs_naive`. Naive scores 2 by definition, so a candidate is chosen over it only
+    /// when it is better on balance. The mix keeps the choice (and has it before any score)
+    /// unless a single model beats it by [`SWITCH_MARGIN`]: a mix that is good on both errors
+    /// is not given up for a model that is slightly better on one of them for a while.
+    fn choose(&self) -> usize {
+        let ratio = |x: f64, naive: f64| {
+            if naive > 0.0 {
+                x / naive
+            } else if x > 0.0 {
+                f64::INFINITY
+            } else {
+                1.0
+            }
+        };
+        let score = |c: usize| {
+            ratio(self.relative[c], self.relative[0]) + ratio(self.absolute[c], self.absolute[0])
+        };
+        let mix = score(MIX);
+        let mut best = MIX;
+        let mut best_score = mix - SWITCH_MARGIN;
+        for c in 0..MODELS {
+            let s = score(c);
+            if s < best_score {
+                (best, best_score) = (c, s);
+            }
+        }
+        best
     }
 }
+
+/// How much lower than the mix's a model's score must be to be chosen instead: 5 % of
+/// naive's score (2).
+const SWITCH_MARGIN: f64 = 0.1;
+
+/// Weight of the newest error in each candidate's running errors for the choice (a memory of
+/// about 100 matured forecasts).
+const CHOICE_DECAY: f64 = 0.01;
 
 #[cfg(test)]
 mod tests {
