@@ -2,7 +2,8 @@
 //! arrives, and the forecast decisions use is whichever *candidate* — one of the models, or
 //! their mix weighted by recent accuracy — has had the smallest recent relative error, naive
 //! included, so a series the models cannot learn falls back to naive. The upper bound comes
-//! from the selected forecast's own recent residuals.
+//! from the selected forecast's own recent residuals against the highest value of each lead
+//! window.
 
 use super::{
     quantile::EwQuantile, Ewma, Forecaster, Holt, HoltWinters, Median, Naive, SeasonalNaive,
@@ -67,20 +68,21 @@ pub struct Matured {
     pub upper: f64,
 }
 
-/// A pending forecast: the bank's, the mix, the selection and its bound, stored as `f32`
-/// (36 bytes).
+/// A pending forecast: the bank's, the mix, the selection and its bound, stored as `f32`,
+/// and the highest value seen since it was made (40 bytes).
 #[derive(Debug, Clone, Copy, Default)]
 struct Pending {
     models: [f32; MODELS],
     mix: f32,
     selected: f32,
     upper: f32,
+    peak: f32,
 }
 
 /// The online selector over the six base models and their mix, for one session.
 ///
 /// Memory: the fixed part is about 450 bytes; on top, `8 × period` bytes for the two seasonal
-/// models and `36 × horizon` bytes of forecasts waiting for their actuals. Each update is O(1)
+/// models and `40 × horizon` bytes of forecasts waiting for their actuals. Each update is O(1)
 /// in the series length and allocation-free; allocation happens once, in [`Selector::new`].
 #[derive(Debug, Clone)]
 pub struct Selector {
@@ -149,6 +151,11 @@ impl Selector {
         }
         let h = self.pending.len() as u64;
         let slot = (self.seen % h) as usize;
+        // Every pending forecast's window (the steps after it up to its horizon) sees this
+        // value; the one made `horizon` steps ago has seen its whole window.
+        for p in self.pending.iter_mut() {
+            p.peak = p.peak.max(value as f32);
+        }
         let matured = (self.seen >= h).then(|| self.pending[slot]);
         if let Some(p) = &matured {
             self.score(p, value);
@@ -174,6 +181,7 @@ impl Selector {
             mix: mix as f32,
             selected: self.selected as f32,
             upper: self.upper as f32,
+            peak: f32::NEG_INFINITY,
         };
         matured.map(|p| Matured {
             models: p.models.map(f64::from),
@@ -187,7 +195,9 @@ impl Selector {
         self.selected
     }
 
-    /// The upper bound decisions use: forecast + the residual quantile at this horizon.
+    /// The upper bound decisions use: forecast + the residual quantile at this horizon, where
+    /// a residual is the highest value of the *whole* lead window (t+1 … t+h) over the
+    /// forecast, so the bound covers the peak of the window, not only its last step.
     pub fn upper(&self) -> f64 {
         self.upper
     }
@@ -259,7 +269,10 @@ impl Selector {
             self.absolute[c] += lw * ((f - actual).abs() - self.absolute[c]);
         }
         self.chosen = self.choose();
-        self.residual.update(actual - f64::from(p.selected));
+        // The bound covers the whole lead window: its residual is the window's highest value
+        // over the forecast (at horizon 1, the value itself).
+        self.residual
+            .update(f64::from(p.peak) - f64::from(p.selected));
     }
 
     /// The candidate with the smallest recent error relative to naive's, counting the
@@ -363,5 +376,31 @@ mod tests {
         }
         let share = f64::from(covered) / 4499.0;
         assert!(share > 0.9, "{share}");
+    }
+
+    /// Issue 20 §3: the bound covers the whole lead window (the maximum over t+1 … t+h), not
+    /// only t+h, on bursty load where the window's peak is often before its last step.
+    #[test]
+    fn upper_bound_covers_the_whole_lead_window() {
+        let series = crate::synthetic::bursts_on_a_base(4000, 5);
+        let h = 12;
+        let mut s = Selector::new(SelectorConfig {
+            horizon: h,
+            ..SelectorConfig::default()
+        });
+        let (mut covered, mut windows) = (0, 0);
+        for (t, &v) in series.iter().enumerate() {
+            s.update(v);
+            if t >= 200 && t + h < series.len() {
+                let peak = series[t + 1..=t + h]
+                    .iter()
+                    .copied()
+                    .fold(f64::MIN, f64::max);
+                covered += usize::from(peak <= s.upper());
+                windows += 1;
+            }
+        }
+        let share = covered as f64 / windows as f64;
+        assert!(share >= 0.9, "{share}");
     }
 }
