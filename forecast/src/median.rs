@@ -8,31 +8,36 @@ pub const WINDOW: usize = 5;
 /// Forecasts the median of the last [`WINDOW`] values at every horizon (of all values seen
 /// while fewer). On a flat base with isolated bursts it stays on the base, where the naive
 /// forecast repeats each burst once and the smoothing models carry a trace of it; a lasting
-/// shift passes after `WINDOW / 2 + 1` steps. 24 bytes of state, O(`WINDOW`) per update.
+/// shift passes after `WINDOW / 2 + 1` steps. 24 bytes of state; the forecast sorts the
+/// window, O(`WINDOW`²) with `WINDOW` = 5.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Median {
     recent: [f32; WINDOW],
-    seen: u64,
-    median: f64,
+    /// Where the next value goes.
+    next: u8,
+    /// Values held (up to `WINDOW`).
+    held: u8,
 }
 
 impl Forecaster for Median {
     fn update(&mut self, value: f64) {
-        self.recent[(self.seen % WINDOW as u64) as usize] = value as f32;
-        self.seen += 1;
-        let n = (self.seen as usize).min(WINDOW);
-        let mut sorted = [0f32; WINDOW];
-        sorted[..n].copy_from_slice(&self.recent[..n]);
-        sorted[..n].sort_unstable_by(f32::total_cmp);
-        self.median = if n % 2 == 1 {
-            f64::from(sorted[n / 2])
-        } else {
-            (f64::from(sorted[n / 2 - 1]) + f64::from(sorted[n / 2])) / 2.0
-        };
+        self.recent[usize::from(self.next)] = value as f32;
+        self.next = (self.next + 1) % WINDOW as u8;
+        self.held = (self.held + 1).min(WINDOW as u8);
     }
 
     fn forecast(&self, _h: usize) -> f64 {
-        self.median
+        let n = usize::from(self.held);
+        if n == 0 {
+            return 0.0;
+        }
+        let mut sorted = self.recent;
+        sorted[..n].sort_unstable_by(f32::total_cmp);
+        if n % 2 == 1 {
+            f64::from(sorted[n / 2])
+        } else {
+            (f64::from(sorted[n / 2 - 1]) + f64::from(sorted[n / 2])) / 2.0
+        }
     }
 }
 

@@ -81,7 +81,7 @@ struct Pending {
 
 /// The online selector over the six base models and their mix, for one session.
 ///
-/// Memory: the fixed part is about 450 bytes; on top, `8 × period` bytes for the two seasonal
+/// Memory: the fixed part is about 350 bytes; on top, `8 × period` bytes for the two seasonal
 /// models and `40 × horizon` bytes of forecasts waiting for their actuals. Each update is O(1)
 /// in the series length and allocation-free; allocation happens once, in [`Selector::new`].
 #[derive(Debug, Clone)]
@@ -94,21 +94,22 @@ pub struct Selector {
     median: Median,
     /// Running mean absolute h-step error per model (bias-corrected during warm-up): the mix's
     /// weights.
-    error: [f64; MODELS],
+    error: [f32; MODELS],
     /// Running mean relative (`|F − A| / (|F| + |A|)`) and absolute h-step error per
     /// candidate (models, then the mix): the choice.
-    relative: [f64; CANDIDATES],
-    absolute: [f64; CANDIDATES],
+    relative: [f32; CANDIDATES],
+    absolute: [f32; CANDIDATES],
     /// The candidate the published forecast comes from.
-    chosen: usize,
+    chosen: u8,
+    sharpness: u8,
     scored: u32,
     residual: EwQuantile,
-    decay: f64,
-    sharpness: i32,
+    decay: f32,
     pending: Box<[Pending]>,
     seen: u64,
-    selected: f64,
-    upper: f64,
+    // Stored as f32 like the pending forecasts: a session's state stays small.
+    selected: f32,
+    upper: f32,
 }
 
 impl Selector {
@@ -125,11 +126,11 @@ impl Selector {
             error: [0.0; MODELS],
             relative: [0.0; CANDIDATES],
             absolute: [0.0; CANDIDATES],
-            chosen: MIX,
+            chosen: MIX as u8,
             scored: 0,
             residual: EwQuantile::new(config.quantile, 0.1),
-            decay: config.error_decay.clamp(1e-4, 1.0),
-            sharpness: config.sharpness.clamp(1, 16),
+            decay: config.error_decay.clamp(1e-4, 1.0) as f32,
+            sharpness: config.sharpness.clamp(1, 16) as u8,
             pending: vec![Pending::default(); horizon].into_boxed_slice(),
             seen: 0,
             selected: 0.0,
@@ -170,17 +171,14 @@ impl Selector {
 
         let models = self.model_forecasts();
         let mix = self.mix(&models);
-        self.selected = if self.chosen == MIX {
-            mix
-        } else {
-            models[self.chosen]
-        };
-        self.upper = self.selected + self.residual.value();
+        let selected = models.get(usize::from(self.chosen)).copied().unwrap_or(mix);
+        self.selected = selected as f32;
+        self.upper = (selected + self.residual.value()) as f32;
         self.pending[slot] = Pending {
             models: models.map(|v| v as f32),
             mix: mix as f32,
-            selected: self.selected as f32,
-            upper: self.upper as f32,
+            selected: self.selected,
+            upper: self.upper,
             peak: f32::NEG_INFINITY,
         };
         matured.map(|p| Matured {
@@ -192,20 +190,23 @@ impl Selector {
 
     /// The selected forecast for `horizon` steps after the last value.
     pub fn forecast(&self) -> f64 {
-        self.selected
+        f64::from(self.selected)
     }
 
     /// The upper bound decisions use: forecast + the residual quantile at this horizon, where
     /// a residual is the highest value of the *whole* lead window (t+1 … t+h) over the
     /// forecast, so the bound covers the peak of the window, not only its last step.
     pub fn upper(&self) -> f64 {
-        self.upper
+        f64::from(self.upper)
     }
 
     /// The name of the candidate the forecast comes from: a model's ([`MODEL_NAMES`]) or
     /// `"mix"`.
     pub fn chosen(&self) -> &'static str {
-        MODEL_NAMES.get(self.chosen).copied().unwrap_or("mix")
+        MODEL_NAMES
+            .get(usize::from(self.chosen))
+            .copied()
+            .unwrap_or("mix")
     }
 
     /// Each model's current weight in the mix, in [`MODEL_NAMES`] order (they sum to 1).
@@ -219,13 +220,13 @@ impl Selector {
         // combination for correlated errors leans further to the best model, hence the
         // default 4 — still a mix, so no model takes over on a lucky streak. Errors are taken
         // relative to the worst, and the floor keeps a perfect model from dividing by zero.
-        let worst = self.error.iter().copied().fold(0.0, f64::max);
+        let error = self.error.map(f64::from);
+        let worst = error.iter().copied().fold(0.0, f64::max);
         if !(worst > 0.0 && worst.is_finite()) {
             return [1.0 / MODELS as f64; MODELS];
         }
-        let raw = self
-            .error
-            .map(|e| 1.0 / (e / worst + 1e-6).powi(self.sharpness));
+        let sharpness = i32::from(self.sharpness);
+        let raw = error.map(|e| 1.0 / (e / worst + 1e-6).powi(sharpness));
         let total: f64 = raw.iter().sum();
         raw.map(|w| w / total)
     }
@@ -250,9 +251,9 @@ impl Selector {
     fn score(&mut self, p: &Pending, actual: f64) {
         self.scored = self.scored.saturating_add(1);
         // A running mean until 1/decay forecasts were scored, then exponential.
-        let w = (1.0 / f64::from(self.scored)).max(self.decay);
+        let w = (1.0 / f64::from(self.scored)).max(f64::from(self.decay));
         for (e, &f) in self.error.iter_mut().zip(&p.models) {
-            *e += w * ((actual - f64::from(f)).abs() - *e);
+            *e = ewm(*e, w, (actual - f64::from(f)).abs());
         }
         // The choice's memory is longer than the weights': it decides between whole models,
         // and a short one chases the lucky streaks of noisy candidates.
@@ -265,10 +266,10 @@ impl Selector {
             } else {
                 0.0
             };
-            self.relative[c] += lw * (relative - self.relative[c]);
-            self.absolute[c] += lw * ((f - actual).abs() - self.absolute[c]);
+            self.relative[c] = ewm(self.relative[c], lw, relative);
+            self.absolute[c] = ewm(self.absolute[c], lw, (f - actual).abs());
         }
-        self.chosen = self.choose();
+        self.chosen = self.choose() as u8;
         // The bound covers the whole lead window: its residual is the window's highest value
         // over the forecast (at horizon 1, the value itself).
         self.residual
@@ -291,9 +292,8 @@ impl Selector {
                 1.0
             }
         };
-        let score = |c: usize| {
-            ratio(self.relative[c], self.relative[0]) + ratio(self.absolute[c], self.absolute[0])
-        };
+        let (rel, abs) = (self.relative.map(f64::from), self.absolute.map(f64::from));
+        let score = |c: usize| ratio(rel[c], rel[0]) + ratio(abs[c], abs[0]);
         let mix = score(MIX);
         let mut best = MIX;
         let mut best_score = mix - SWITCH_MARGIN;
@@ -305,6 +305,12 @@ impl Selector {
         }
         best
     }
+}
+
+/// One step of an exponentially weighted mean stored as `f32`: `mean + w × (x − mean)`.
+fn ewm(mean: f32, w: f64, x: f64) -> f32 {
+    let mean = f64::from(mean);
+    (mean + w * (x - mean)) as f32
 }
 
 /// How much lower than the mix's a model's score must be to be chosen instead: 5 % of
