@@ -120,6 +120,8 @@ pub struct ModelScores {
     pub holt: Scores,
     /// Additive seasonal, damped trend.
     pub holt_winters: Scores,
+    /// Moving median of the last few values.
+    pub median: Scores,
     /// The selector's forecast and bound: what the daemon decides with.
     pub selected: Scores,
 }
@@ -283,6 +285,7 @@ pub fn evaluate(
             ewma: s[2],
             holt: s[3],
             holt_winters: s[4],
+            median: s[5],
             selected: selected.scores(scale),
         },
     })
@@ -320,6 +323,39 @@ mod tests {
             evaluate("x", &[1.0; 50], 0, PeriodChoice::Auto),
             Err(EvalError::ZeroHorizon)
         ));
+    }
+
+    /// The bar of issue 20 on series shaped like the load that beat the old selector: never
+    /// more than 5 % worse than naive on sMAPE at horizons 1, 3 and 12, and an upper bound that
+    /// covers at least 90 % of actuals.
+    #[test]
+    fn never_much_worse_than_naive_on_spiky_step_and_heavy_tailed_load() {
+        use crate::synthetic;
+        let series: [(&str, Vec<f64>); 4] = [
+            ("isolated spikes", synthetic::isolated_spikes(4000, 1)),
+            ("bursts on a base", synthetic::bursts_on_a_base(4000, 2)),
+            ("steps", synthetic::steps(4000, 3)),
+            ("heavy tailed", synthetic::heavy_tailed(4000, 4)),
+        ];
+        let mut failures = Vec::new();
+        for (name, values) in &series {
+            for h in [1, 3, 12] {
+                let r = evaluate(name, values, h, PeriodChoice::Auto).unwrap();
+                let (naive, selected) = (r.models.naive, r.models.selected);
+                let line = format!(
+                    "{name} h={h}: sMAPE {:.2} vs naive {:.2} ({:.3}x), coverage {:.3}",
+                    selected.smape,
+                    naive.smape,
+                    selected.smape / naive.smape,
+                    selected.coverage
+                );
+                println!("{line}");
+                if selected.smape > 1.05 * naive.smape || selected.coverage < 0.9 {
+                    failures.push(line);
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::{robust::Cleaner, Forecaster};
 /// Observations are cleaned of outliers first ([`Cleaner`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Ewma {
-    alpha: f64,
+    alpha: f32,
     level: f64,
     seen: bool,
     cleaner: Cleaner,
@@ -16,7 +16,7 @@ impl Ewma {
     /// A smoother with weight `alpha` (clamped to 0.001..=1) on the newest value.
     pub fn new(alpha: f64) -> Self {
         Self {
-            alpha: alpha.clamp(0.001, 1.0),
+            alpha: alpha.clamp(0.001, 1.0) as f32,
             level: 0.0,
             seen: false,
             cleaner: Cleaner::default(),
@@ -35,7 +35,7 @@ impl Forecaster for Ewma {
     fn update(&mut self, value: f64) {
         if self.seen {
             let value = self.cleaner.clean(self.level, value);
-            self.level += self.alpha * (value - self.level);
+            self.level += f64::from(self.alpha) * (value - self.level);
         } else {
             self.level = value;
             self.seen = true;

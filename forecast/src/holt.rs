@@ -7,9 +7,10 @@ use super::{damped_sum, robust::Cleaner, Forecaster};
 /// observations are cleaned of outliers first ([`Cleaner`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Holt {
-    alpha: f64,
-    beta: f64,
-    phi: f64,
+    // Parameters as f32 (they are fixed, and a session's state should stay small).
+    alpha: f32,
+    beta: f32,
+    phi: f32,
     level: f64,
     trend: f64,
     seen: u8,
@@ -21,14 +22,22 @@ impl Holt {
     /// to 0..=1).
     pub fn new(alpha: f64, beta: f64, phi: f64) -> Self {
         Self {
-            alpha: alpha.clamp(0.001, 1.0),
-            beta: beta.clamp(0.0, 1.0),
-            phi: phi.clamp(0.0, 1.0),
+            alpha: alpha.clamp(0.001, 1.0) as f32,
+            beta: beta.clamp(0.0, 1.0) as f32,
+            phi: phi.clamp(0.0, 1.0) as f32,
             level: 0.0,
             trend: 0.0,
             seen: 0,
             cleaner: Cleaner::default(),
         }
+    }
+
+    fn params(&self) -> (f64, f64, f64) {
+        (
+            f64::from(self.alpha),
+            f64::from(self.beta),
+            f64::from(self.phi),
+        )
     }
 
     /// The smoothed level.
@@ -65,16 +74,15 @@ impl Forecaster for Holt {
             _ => {
                 let value = self.cleaner.clean(self.forecast(1), value);
                 let previous = self.level;
-                self.level =
-                    self.alpha * value + (1.0 - self.alpha) * (self.level + self.phi * self.trend);
-                self.trend =
-                    self.beta * (self.level - previous) + (1.0 - self.beta) * self.phi * self.trend;
+                let (alpha, beta, phi) = self.params();
+                self.level = alpha * value + (1.0 - alpha) * (self.level + phi * self.trend);
+                self.trend = beta * (self.level - previous) + (1.0 - beta) * phi * self.trend;
             }
         }
     }
 
     fn forecast(&self, h: usize) -> f64 {
-        self.level + damped_sum(self.phi, h) * self.trend
+        self.level + damped_sum(f64::from(self.phi), h) * self.trend
     }
 }
 

@@ -11,10 +11,11 @@ use super::{damped_sum, robust::Cleaner, Forecaster};
 /// it is the damped Holt model. Observations are cleaned of outliers first ([`Cleaner`]).
 #[derive(Debug, Clone)]
 pub struct HoltWinters {
-    alpha: f64,
-    beta: f64,
-    gamma: f64,
-    phi: f64,
+    // Parameters as f32 (they are fixed, and a session's state should stay small).
+    alpha: f32,
+    beta: f32,
+    gamma: f32,
+    phi: f32,
     level: f64,
     trend: f64,
     last: f64,
@@ -29,10 +30,10 @@ impl HoltWinters {
     pub fn new(period: usize, alpha: f64, beta: f64, gamma: f64, phi: f64) -> Self {
         let period = if period >= 2 { period } else { 0 };
         Self {
-            alpha: alpha.clamp(0.001, 1.0),
-            beta: beta.clamp(0.0, 1.0),
-            gamma: gamma.clamp(0.0, 1.0),
-            phi: phi.clamp(0.0, 1.0),
+            alpha: alpha.clamp(0.001, 1.0) as f32,
+            beta: beta.clamp(0.0, 1.0) as f32,
+            gamma: gamma.clamp(0.0, 1.0) as f32,
+            phi: phi.clamp(0.0, 1.0) as f32,
             level: 0.0,
             trend: 0.0,
             last: 0.0,
@@ -54,10 +55,13 @@ impl HoltWinters {
 
     fn smooth(&mut self, value: f64, index: f64) -> f64 {
         let previous = self.level;
-        self.level = self.alpha * (value - index)
-            + (1.0 - self.alpha) * (self.level + self.phi * self.trend);
-        self.trend =
-            self.beta * (self.level - previous) + (1.0 - self.beta) * self.phi * self.trend;
+        let (alpha, beta, phi) = (
+            f64::from(self.alpha),
+            f64::from(self.beta),
+            f64::from(self.phi),
+        );
+        self.level = alpha * (value - index) + (1.0 - alpha) * (self.level + phi * self.trend);
+        self.trend = beta * (self.level - previous) + (1.0 - beta) * phi * self.trend;
         self.level
     }
 }
@@ -96,7 +100,8 @@ impl Forecaster for HoltWinters {
         let value = self.cleaner.clean(predicted, value);
         let index = f64::from(self.season[slot]);
         let level = self.smooth(value, index);
-        self.season[slot] = (self.gamma * (value - level) + (1.0 - self.gamma) * index) as f32;
+        let gamma = f64::from(self.gamma);
+        self.season[slot] = (gamma * (value - level) + (1.0 - gamma) * index) as f32;
     }
 
     fn forecast(&self, h: usize) -> f64 {
@@ -109,14 +114,14 @@ impl Forecaster for HoltWinters {
             return if self.seen == 1 {
                 self.level
             } else {
-                self.level + damped_sum(self.phi, h) * self.trend
+                self.level + damped_sum(f64::from(self.phi), h) * self.trend
             };
         }
         if self.seen < p {
             return self.last;
         }
         let slot = ((self.seen + h as u64 - 1) % p) as usize;
-        self.level + damped_sum(self.phi, h) * self.trend + f64::from(self.season[slot])
+        self.level + damped_sum(f64::from(self.phi), h) * self.trend + f64::from(self.season[slot])
     }
 }
 

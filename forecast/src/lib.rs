@@ -7,9 +7,11 @@
 //! The *forecast* stage: online, per-session forecasters behind one trait.
 //!
 //! - [`Forecaster`]: the trait every model implements (`update` one value, `forecast` h steps).
-//! - [`naive`], [`seasonal_naive`], [`ewma`], [`holt`], [`holt_winters`]: one model per file.
-//! - [`select`]: the online ensemble that weights the models by their recent h-step error and
-//!   bounds the result with a streaming residual quantile; this is what decisions use.
+//! - [`naive`], [`seasonal_naive`], [`ewma`], [`holt`], [`holt_winters`], [`median`]: one
+//!   model per file.
+//! - [`select`]: the online selector that picks, by recent h-step error, one model or the
+//!   models' error-weighted mix (falling back to naive when nothing beats it) and bounds the
+//!   result with a streaming residual quantile; this is what decisions use.
 //! - [`quantile`]: the O(1) exponentially weighted quantile estimator behind that bound.
 //! - [`robust`]: outlier cleaning of observations before the smoothing models learn them.
 //! - [`eval`]: the offline replay behind `shardline forecast-eval` (sMAPE, MASE, coverage).
@@ -26,16 +28,20 @@ pub mod eval;
 pub mod ewma;
 pub mod holt;
 pub mod holt_winters;
+pub mod median;
 pub mod naive;
 pub mod profile;
 pub mod quantile;
 pub mod robust;
 pub mod seasonal_naive;
 pub mod select;
+#[cfg(test)]
+mod synthetic;
 
 pub use ewma::Ewma;
 pub use holt::Holt;
 pub use holt_winters::HoltWinters;
+pub use median::Median;
 pub use naive::Naive;
 pub use seasonal_naive::SeasonalNaive;
 pub use select::{Matured, Selector, SelectorConfig, MODELS, MODEL_NAMES};

@@ -12,8 +12,8 @@
 pub struct EwQuantile {
     tau: f32,
     rate: f32,
-    q: f64,
-    scale: f64,
+    q: f32,
+    scale: f32,
     seen: u32,
 }
 
@@ -37,18 +37,20 @@ impl EwQuantile {
         self.seen = self.seen.saturating_add(1);
         // The scale is a running mean for the first 20 observations, then exponential.
         let w = (1.0 / f64::from(self.seen)).max(0.05);
-        self.scale += w * (r.abs() - self.scale);
+        let scale = f64::from(self.scale) + w * (r.abs() - f64::from(self.scale));
+        self.scale = scale as f32;
         if self.seen == 1 {
-            self.q = r;
+            self.q = r as f32;
             return;
         }
-        let below = if r <= self.q { 1.0 } else { 0.0 };
-        self.q += f64::from(self.rate) * self.scale * (f64::from(self.tau) - below);
+        let q = f64::from(self.q);
+        let below = if r <= q { 1.0 } else { 0.0 };
+        self.q = (q + f64::from(self.rate) * scale * (f64::from(self.tau) - below)) as f32;
     }
 
     /// The current estimate (0 before any observation).
     pub fn value(&self) -> f64 {
-        self.q
+        f64::from(self.q)
     }
 }
 

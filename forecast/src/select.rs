@@ -1,14 +1,32 @@
 //! The online selector: every model forecasts h steps ahead, each is scored when the actual
-//! arrives, and the forecast decisions use is the models' mix weighted by recent accuracy, with
-//! an upper bound from the mix's own recent residuals.
+//! arrives, and the forecast decisions use is whichever *candidate* — one of the models, or
+//! their mix weighted by recent accuracy — has had the smallest recent relative error, naive
+//! included, so a series the models cannot learn falls back to naive. The upper bound comes
+//! from the selected forecast's own recent residuals against the highest value of each lead
+//! window.
 
-use super::{quantile::EwQuantile, Ewma, Forecaster, Holt, HoltWinters, Naive, SeasonalNaive};
+use super::{
+    quantile::EwQuantile, Ewma, Forecaster, Holt, HoltWinters, Median, Naive, SeasonalNaive,
+};
 
 /// Number of base models in the bank.
-pub const MODELS: usize = 5;
+pub const MODELS: usize = 6;
 
 /// The base models' names, in bank order (the keys of `forecast-eval`'s report).
-pub const MODEL_NAMES: [&str; MODELS] = ["naive", "seasonal_naive", "ewma", "holt", "holt_winters"];
+pub const MODEL_NAMES: [&str; MODELS] = [
+    "naive",
+    "seasonal_naive",
+    "ewma",
+    "holt",
+    "holt_winters",
+    "median",
+];
+
+/// Candidates the selector chooses among: every model, then the mix ([`MIX`]).
+const CANDIDATES: usize = MODELS + 1;
+
+/// The mix's index among the candidates.
+const MIX: usize = MODELS;
 
 /// How a [`Selector`] forecasts and bounds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,24 +62,27 @@ impl Default for SelectorConfig {
 pub struct Matured {
     /// Each base model's forecast, in [`MODEL_NAMES`] order.
     pub models: [f64; MODELS],
-    /// The selected (weighted) forecast.
+    /// The selected forecast.
     pub selected: f64,
     /// The upper bound published with it.
     pub upper: f64,
 }
 
-/// A pending forecast: the bank's, the mix and its bound, stored as `f32` (28 bytes).
+/// A pending forecast: the bank's, the mix, the selection and its bound, stored as `f32`,
+/// and the highest value seen since it was made (40 bytes).
 #[derive(Debug, Clone, Copy, Default)]
 struct Pending {
     models: [f32; MODELS],
+    mix: f32,
     selected: f32,
     upper: f32,
+    peak: f32,
 }
 
-/// The online ensemble over the five base models for one session.
+/// The online selector over the six base models and their mix, for one session.
 ///
 /// Memory: the fixed part is about 350 bytes; on top, `8 × period` bytes for the two seasonal
-/// models and `28 × horizon` bytes of forecasts waiting for their actuals. Each update is O(1)
+/// models and `40 × horizon` bytes of forecasts waiting for their actuals. Each update is O(1)
 /// in the series length and allocation-free; allocation happens once, in [`Selector::new`].
 #[derive(Debug, Clone)]
 pub struct Selector {
@@ -70,16 +91,25 @@ pub struct Selector {
     ewma: Ewma,
     holt: Holt,
     holt_winters: HoltWinters,
-    /// Running mean absolute h-step error per model (bias-corrected during warm-up).
-    error: [f64; MODELS],
+    median: Median,
+    /// Running mean absolute h-step error per model (bias-corrected during warm-up): the mix's
+    /// weights.
+    error: [f32; MODELS],
+    /// Running mean relative (`|F − A| / (|F| + |A|)`) and absolute h-step error per
+    /// candidate (models, then the mix): the choice.
+    relative: [f32; CANDIDATES],
+    absolute: [f32; CANDIDATES],
+    /// The candidate the published forecast comes from.
+    chosen: u8,
+    sharpness: u8,
     scored: u32,
     residual: EwQuantile,
-    decay: f64,
-    sharpness: i32,
+    decay: f32,
     pending: Box<[Pending]>,
     seen: u64,
-    selected: f64,
-    upper: f64,
+    // Stored as f32 like the pending forecasts: a session's state stays small.
+    selected: f32,
+    upper: f32,
 }
 
 impl Selector {
@@ -92,11 +122,15 @@ impl Selector {
             ewma: Ewma::default(),
             holt: Holt::default(),
             holt_winters: HoltWinters::with_period(config.period),
+            median: Median::default(),
             error: [0.0; MODELS],
+            relative: [0.0; CANDIDATES],
+            absolute: [0.0; CANDIDATES],
+            chosen: MIX as u8,
             scored: 0,
             residual: EwQuantile::new(config.quantile, 0.1),
-            decay: config.error_decay.clamp(1e-4, 1.0),
-            sharpness: config.sharpness.clamp(1, 16),
+            decay: config.error_decay.clamp(1e-4, 1.0) as f32,
+            sharpness: config.sharpness.clamp(1, 16) as u8,
             pending: vec![Pending::default(); horizon].into_boxed_slice(),
             seen: 0,
             selected: 0.0,
@@ -118,43 +152,61 @@ impl Selector {
         }
         let h = self.pending.len() as u64;
         let slot = (self.seen % h) as usize;
-        let matured = (self.seen >= h).then(|| {
-            let p = self.pending[slot];
-            Matured {
-                models: p.models.map(f64::from),
-                selected: f64::from(p.selected),
-                upper: f64::from(p.upper),
-            }
-        });
-        if let Some(m) = &matured {
-            self.score(m, value);
+        // Every pending forecast's window (the steps after it up to its horizon) sees this
+        // value; the one made `horizon` steps ago has seen its whole window.
+        for p in self.pending.iter_mut() {
+            p.peak = p.peak.max(value as f32);
+        }
+        let matured = (self.seen >= h).then(|| self.pending[slot]);
+        if let Some(p) = &matured {
+            self.score(p, value);
         }
         self.naive.update(value);
         self.seasonal_naive.update(value);
         self.ewma.update(value);
         self.holt.update(value);
         self.holt_winters.update(value);
+        self.median.update(value);
         self.seen += 1;
 
         let models = self.model_forecasts();
-        self.selected = self.mix(&models);
-        self.upper = self.selected + self.residual.value();
+        let mix = self.mix(&models);
+        let selected = models.get(usize::from(self.chosen)).copied().unwrap_or(mix);
+        self.selected = selected as f32;
+        self.upper = (selected + self.residual.value()) as f32;
         self.pending[slot] = Pending {
             models: models.map(|v| v as f32),
-            selected: self.selected as f32,
-            upper: self.upper as f32,
+            mix: mix as f32,
+            selected: self.selected,
+            upper: self.upper,
+            peak: f32::NEG_INFINITY,
         };
-        matured
+        matured.map(|p| Matured {
+            models: p.models.map(f64::from),
+            selected: f64::from(p.selected),
+            upper: f64::from(p.upper),
+        })
     }
 
     /// The selected forecast for `horizon` steps after the last value.
     pub fn forecast(&self) -> f64 {
-        self.selected
+        f64::from(self.selected)
     }
 
-    /// The upper bound decisions use: forecast + the residual quantile at this horizon.
+    /// The upper bound decisions use: forecast + the residual quantile at this horizon, where
+    /// a residual is the highest value of the *whole* lead window (t+1 … t+h) over the
+    /// forecast, so the bound covers the peak of the window, not only its last step.
     pub fn upper(&self) -> f64 {
-        self.upper
+        f64::from(self.upper)
+    }
+
+    /// The name of the candidate the forecast comes from: a model's ([`MODEL_NAMES`]) or
+    /// `"mix"`.
+    pub fn chosen(&self) -> &'static str {
+        MODEL_NAMES
+            .get(usize::from(self.chosen))
+            .copied()
+            .unwrap_or("mix")
     }
 
     /// Each model's current weight in the mix, in [`MODEL_NAMES`] order (they sum to 1).
@@ -168,13 +220,13 @@ impl Selector {
         // combination for correlated errors leans further to the best model, hence the
         // default 4 — still a mix, so no model takes over on a lucky streak. Errors are taken
         // relative to the worst, and the floor keeps a perfect model from dividing by zero.
-        let worst = self.error.iter().copied().fold(0.0, f64::max);
+        let error = self.error.map(f64::from);
+        let worst = error.iter().copied().fold(0.0, f64::max);
         if !(worst > 0.0 && worst.is_finite()) {
             return [1.0 / MODELS as f64; MODELS];
         }
-        let raw = self
-            .error
-            .map(|e| 1.0 / (e / worst + 1e-6).powi(self.sharpness));
+        let sharpness = i32::from(self.sharpness);
+        let raw = error.map(|e| 1.0 / (e / worst + 1e-6).powi(sharpness));
         let total: f64 = raw.iter().sum();
         raw.map(|w| w / total)
     }
@@ -188,6 +240,7 @@ impl Selector {
             self.ewma.forecast(h),
             self.holt.forecast(h),
             self.holt_winters.forecast(h),
+            self.median.forecast(h),
         ]
     }
 
@@ -195,16 +248,78 @@ impl Selector {
         self.weights().iter().zip(models).map(|(w, f)| w * f).sum()
     }
 
-    fn score(&mut self, matured: &Matured, actual: f64) {
+    fn score(&mut self, p: &Pending, actual: f64) {
         self.scored = self.scored.saturating_add(1);
         // A running mean until 1/decay forecasts were scored, then exponential.
-        let w = (1.0 / f64::from(self.scored)).max(self.decay);
-        for (e, f) in self.error.iter_mut().zip(matured.models) {
-            *e += w * ((actual - f).abs() - *e);
+        let w = (1.0 / f64::from(self.scored)).max(f64::from(self.decay));
+        for (e, &f) in self.error.iter_mut().zip(&p.models) {
+            *e = ewm(*e, w, (actual - f64::from(f)).abs());
         }
-        self.residual.update(actual - matured.selected);
+        // The choice's memory is longer than the weights': it decides between whole models,
+        // and a short one chases the lucky streaks of noisy candidates.
+        let lw = (1.0 / f64::from(self.scored)).max(CHOICE_DECAY);
+        for (c, &f) in p.models.iter().chain([&p.mix]).enumerate() {
+            let f = f64::from(f);
+            let denominator = f.abs() + actual.abs();
+            let relative = if denominator > 0.0 {
+                (f - actual).abs() / denominator
+            } else {
+                0.0
+            };
+            self.relative[c] = ewm(self.relative[c], lw, relative);
+            self.absolute[c] = ewm(self.absolute[c], lw, (f - actual).abs());
+        }
+        self.chosen = self.choose() as u8;
+        // The bound covers the whole lead window: its residual is the window's highest value
+        // over the forecast (at horizon 1, the value itself).
+        self.residual
+            .update(f64::from(p.peak) - f64::from(p.selected));
+    }
+
+    /// The candidate with the smallest recent error relative to naive's, counting the
+    /// relative (sMAPE-like) and the absolute (MASE-like) error equally: `rel / rel_naive +
+    /// abs / abs_naive`. Naive scores 2 by definition, so a candidate is chosen over it only
+    /// when it is better on balance. The mix keeps the choice (and has it before any score)
+    /// unless a single model beats it by [`SWITCH_MARGIN`]: a mix that is good on both errors
+    /// is not given up for a model that is slightly better on one of them for a while.
+    fn choose(&self) -> usize {
+        let ratio = |x: f64, naive: f64| {
+            if naive > 0.0 {
+                x / naive
+            } else if x > 0.0 {
+                f64::INFINITY
+            } else {
+                1.0
+            }
+        };
+        let (rel, abs) = (self.relative.map(f64::from), self.absolute.map(f64::from));
+        let score = |c: usize| ratio(rel[c], rel[0]) + ratio(abs[c], abs[0]);
+        let mix = score(MIX);
+        let mut best = MIX;
+        let mut best_score = mix - SWITCH_MARGIN;
+        for c in 0..MODELS {
+            let s = score(c);
+            if s < best_score {
+                (best, best_score) = (c, s);
+            }
+        }
+        best
     }
 }
+
+/// One step of an exponentially weighted mean stored as `f32`: `mean + w × (x − mean)`.
+fn ewm(mean: f32, w: f64, x: f64) -> f32 {
+    let mean = f64::from(mean);
+    (mean + w * (x - mean)) as f32
+}
+
+/// How much lower than the mix's a model's score must be to be chosen instead: 5 % of
+/// naive's score (2).
+const SWITCH_MARGIN: f64 = 0.1;
+
+/// Weight of the newest error in each candidate's running errors for the choice (a memory of
+/// about 100 matured forecasts).
+const CHOICE_DECAY: f64 = 0.01;
 
 #[cfg(test)]
 mod tests {
@@ -267,5 +382,31 @@ mod tests {
         }
         let share = f64::from(covered) / 4499.0;
         assert!(share > 0.9, "{share}");
+    }
+
+    /// Issue 20 §3: the bound covers the whole lead window (the maximum over t+1 … t+h), not
+    /// only t+h, on bursty load where the window's peak is often before its last step.
+    #[test]
+    fn upper_bound_covers_the_whole_lead_window() {
+        let series = crate::synthetic::bursts_on_a_base(4000, 5);
+        let h = 12;
+        let mut s = Selector::new(SelectorConfig {
+            horizon: h,
+            ..SelectorConfig::default()
+        });
+        let (mut covered, mut windows) = (0, 0);
+        for (t, &v) in series.iter().enumerate() {
+            s.update(v);
+            if t >= 200 && t + h < series.len() {
+                let peak = series[t + 1..=t + h]
+                    .iter()
+                    .copied()
+                    .fold(f64::MIN, f64::max);
+                covered += usize::from(peak <= s.upper());
+                windows += 1;
+            }
+        }
+        let share = covered as f64 / windows as f64;
+        assert!(share >= 0.9, "{share}");
     }
 }

@@ -630,10 +630,6 @@ impl Core {
             .filter(|&i| self.samples[i].is_finite())
             .map(|i| {
                 let selector = self.states[i].selector();
-                let weights = selector.weights();
-                let best = (0..weights.len())
-                    .max_by(|&a, &b| weights[a].total_cmp(&weights[b]))
-                    .unwrap_or(0);
                 let e = &self.extras[i];
                 SessionInsight {
                     session: self.refs[i].clone(),
@@ -641,7 +637,7 @@ impl Core {
                     rate: e.rate,
                     forecast: selector.forecast(),
                     upper: selector.upper(),
-                    model: crate::control::forecast::MODEL_NAMES[best].to_owned(),
+                    model: selector.chosen().to_owned(),
                     error: e.error,
                     history: e.history.iter().copied().collect(),
                     events: e.events.clone(),
