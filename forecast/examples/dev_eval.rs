@@ -1,20 +1,18 @@
 //! Development-only: `forecast-eval` over every CSV in `$SHARDLINE_EVAL_DIR` at horizons 1, 3
-//! and 12, one line per file and horizon (selected against naive). Ignored: it needs a folder
-//! of series the repository does not ship.
+//! and 12, one line per file and horizon (selected against naive). An example, not a test: it
+//! needs a folder of series the repository does not ship.
 //!
 //! ```sh
-//! SHARDLINE_EVAL_DIR=/path/to/csvs cargo test --release -p shardline-forecast \
-//!     --test dev_eval -- --ignored --nocapture
+//! SHARDLINE_EVAL_DIR=/path/to/csvs cargo run --release -p shardline-forecast --example dev_eval
 //! ```
 
 use std::path::PathBuf;
 
 use shardline_forecast::eval::{evaluate_file, PeriodChoice};
 
-#[test]
-#[ignore = "needs SHARDLINE_EVAL_DIR, a folder of timestamp,value CSV files"]
-fn evaluate_a_folder() {
-    let dir = std::env::var("SHARDLINE_EVAL_DIR").expect("SHARDLINE_EVAL_DIR");
+fn main() {
+    let dir = std::env::var("SHARDLINE_EVAL_DIR")
+        .expect("set SHARDLINE_EVAL_DIR to a folder of timestamp,value CSV files");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("reading SHARDLINE_EVAL_DIR")
         .map(|e| e.expect("listing").path())
