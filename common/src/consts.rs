@@ -35,6 +35,25 @@ pub const MAX_FLOWS: u32 = 262_144;
 /// Default seconds a flow-table entry outlives its last packet.
 pub const DEFAULT_FLOW_IDLE_SECS: u32 = 30;
 
+/// Bench only: how many sessions (header mode) or client addresses (flow mode) the
+/// `*_1m` per-packet cases cycle through, one per `BPF_PROG_TEST_RUN` repeat.
+pub const BENCH_ROTATION: u32 = 1_000_000;
+/// Bench only: the step between consecutive keys of that cycle, coprime with
+/// [`BENCH_ROTATION`] so the cycle visits every key once before repeating.
+pub const BENCH_ROTATION_STEP: u32 = 7_919;
+/// Bench only: the first session id of the header-mode cycle.
+pub const BENCH_SESSION_BASE: u32 = 10_000_000;
+/// Bench only: the first IPv4 client address of the flow-mode cycle, 10.128.0.0, as a
+/// host-order word.
+pub const BENCH_SOURCE_BASE_V4: u32 = 0x0a80_0000;
+
+/// The key after `word` in the bench cycle starting at `base` (any `word` outside the cycle
+/// lands inside it).
+#[inline(always)]
+pub const fn bench_rotate(word: u32, base: u32) -> u32 {
+    base.wrapping_add(word.wrapping_sub(base).wrapping_add(BENCH_ROTATION_STEP) % BENCH_ROTATION)
+}
+
 /// Backend id that means "none": a Maglev slot with no backend, an empty shard.
 pub const NO_BACKEND: u32 = u32::MAX;
 
@@ -97,3 +116,23 @@ pub const QUIC_ROTATIONS: u32 = 7;
 pub const QUIC_MAX_SERVER_ID_LEN: usize = 4;
 /// Server id length of a `quic` service that does not set one.
 pub const QUIC_DEFAULT_SERVER_ID_LEN: u8 = 2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bench_cycle_visits_every_key_once() {
+        let mut seen = vec![false; BENCH_ROTATION as usize];
+        let mut k = bench_rotate(0, BENCH_SESSION_BASE);
+        for _ in 0..BENCH_ROTATION {
+            let i = (k - BENCH_SESSION_BASE) as usize;
+            assert!(!seen[i], "key {k} twice");
+            seen[i] = true;
+            k = bench_rotate(k, BENCH_SESSION_BASE);
+        }
+        assert!(seen.iter().all(|s| *s));
+        let top = bench_rotate(u32::MAX, BENCH_SOURCE_BASE_V4);
+        assert!((BENCH_SOURCE_BASE_V4..BENCH_SOURCE_BASE_V4 + BENCH_ROTATION).contains(&top));
+    }
+}

@@ -20,6 +20,7 @@
 pub mod live;
 pub mod machine;
 pub mod memory;
+pub mod million;
 pub mod misroute;
 pub mod per_packet;
 pub mod proxy;

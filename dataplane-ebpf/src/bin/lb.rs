@@ -37,7 +37,9 @@ mod tables;
 #[cfg(target_arch = "bpf")]
 mod program {
     use aya_ebpf::{macros::xdp, programs::XdpContext};
-    use shardline_common::consts::ETH_HLEN;
+    use shardline_common::consts::{
+        bench_rotate, BENCH_SESSION_BASE, BENCH_SOURCE_BASE_V4, ETH_HLEN, IPV4_HLEN, UDP_HLEN,
+    };
 
     use crate::packet::XdpPacket;
 
@@ -60,6 +62,40 @@ mod program {
     pub fn shardline_bench_new_flow(ctx: XdpContext) -> u32 {
         let action = crate::restore::restoring(&ctx, crate::balancer::run);
         next_source_v4(&ctx);
+        action
+    }
+
+    /// Bench only, like `shardline_bench`, and then the frame's IPv4 source address moves on
+    /// through a cycle of `BENCH_ROTATION` addresses (`bench_rotate`): with the flow table
+    /// warmed by one pass, every repeat is a flow-table hit on a different one of a million flows.
+    #[xdp]
+    pub fn shardline_bench_rotate_source(ctx: XdpContext) -> u32 {
+        let action = crate::restore::restoring(&ctx, crate::balancer::run);
+        if let Some(src) = XdpPacket(&ctx).span(ETH_HLEN + 12, 4) {
+            // SAFETY: inside the 4 bytes checked just above.
+            unsafe {
+                let a = u32::from_be(src.u32(0));
+                src.set_u32(0, bench_rotate(a, BENCH_SOURCE_BASE_V4).to_be());
+            }
+        }
+        action
+    }
+
+    /// Bench only, like `shardline_bench` on an untagged IPv4 header-mode frame, and then the
+    /// header's session id (its low word) moves on through a cycle of `BENCH_ROTATION` sessions
+    /// (`bench_rotate`): every repeat looks up a different one of a million placed sessions.
+    #[xdp]
+    pub fn shardline_bench_rotate_session(ctx: XdpContext) -> u32 {
+        let action = crate::restore::restoring(&ctx, crate::balancer::run);
+        // The session id is bytes 4..12 of the header, big-endian; its low word is 8..12.
+        let at = ETH_HLEN + IPV4_HLEN + UDP_HLEN + 8;
+        if let Some(low) = XdpPacket(&ctx).span(at, 4) {
+            // SAFETY: inside the 4 bytes checked just above.
+            unsafe {
+                let s = u32::from_be(low.u32(0));
+                low.set_u32(0, bench_rotate(s, BENCH_SESSION_BASE).to_be());
+            }
+        }
         action
     }
 
