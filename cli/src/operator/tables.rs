@@ -157,6 +157,7 @@ pub fn backend_table_at(v: &[BackendView], now_ms: u64) -> String {
                 b.healthy.to_string(),
                 opt(probe),
                 opt(b.probe.as_ref().map(|p| p.consecutive_failures)),
+                votes(&b.votes),
                 b.draining.to_string(),
                 opt(b.packets),
                 opt(b.bytes),
@@ -174,12 +175,22 @@ pub fn backend_table_at(v: &[BackendView], now_ms: u64) -> String {
             "HEALTHY",
             "PROBE",
             "FAILS",
+            "VOTES",
             "DRAINING",
             "PACKETS",
             "BYTES",
         ],
         &rows,
     )
+}
+
+/// The LB nodes' health votes as `down/voting down` (`-`: no node votes on it).
+fn votes(v: &std::collections::BTreeMap<u64, bool>) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let down = v.values().filter(|up| !**up).count();
+    format!("{down}/{} down", v.len())
 }
 
 /// Seconds as the largest two units: `45s`, `3m05s`, `2h10m`, `4d03h`.
@@ -461,7 +472,7 @@ mod tests {
     }
 
     #[test]
-    fn backends_show_the_probe_verdict_since_when_and_failures_in_a_row() {
+    fn backends_show_the_probe_verdict_since_when_failures_in_a_row_and_votes() {
         let probed = BackendView {
             id: 2,
             ipv4: Some("10.0.0.12".parse().unwrap()),
@@ -477,12 +488,14 @@ mod tests {
                 last_error: Some("connection refused".into()),
                 ..ProbeState::default()
             }),
+            votes: [(1, false), (2, false), (3, true)].into(),
             draining: false,
             drain: None,
             packets: None,
             bytes: None,
         };
         let unprobed = BackendView {
+            votes: Default::default(),
             id: 3,
             probe: None,
             healthy: true,
@@ -491,15 +504,15 @@ mod tests {
         let text = backend_table_at(&[probed, unprobed], 1_000 + 185_000);
         let lines: Vec<&str> = text.lines().collect();
         assert!(
-            lines[0].contains("HEALTHY  PROBE       FAILS  DRAINING"),
+            lines[0].contains("HEALTHY  PROBE       FAILS  VOTES     DRAINING"),
             "{text}"
         );
         assert!(
-            lines[1].contains("false    down 3m05s  4      false"),
+            lines[1].contains("false    down 3m05s  4      2/3 down  false"),
             "{text}"
         );
         assert!(
-            lines[2].contains("true     -           -      false"),
+            lines[2].contains("true     -           -      -         false"),
             "{text}"
         );
         assert_eq!(duration(45), "45s");

@@ -1,6 +1,6 @@
 //! The daemon's health checker: it probes each backend's agent (`GET /health`), runs the
-//! outcomes through the fall/rise thresholds ([`threshold`]) and commits `SetHealth` when the
-//! verdict differs from what the control state says. An unhealthy backend leaves every shard
+//! outcomes through the fall/rise thresholds ([`threshold`]) and commits this node's vote when
+//! its verdict differs from the one it last voted. An unhealthy backend leaves every shard
 //! set and the default table at once (`ControlState::tables`); the control loop then
 //! re-shards its sessions onto healthy backends.
 //!
@@ -14,7 +14,11 @@
 //!   (`SetServiceHealth`), and it keeps serving every other service.
 //!
 //! Backends without a known agent address are not checked (their health is whatever the
-//! configuration and the API say). Only the leader checks: followers would race it.
+//! configuration and the API say). Every LB node of a cluster probes every backend it knows an
+//! agent for and commits its own verdict as a vote (`HealthVote`, the first one and then each
+//! change): a backend is down fleet-wide while more than half of the nodes voting on it see it
+//! down, so one node's false positive takes nothing out. The pooled services' probes are the
+//! leader's alone.
 
 pub mod board;
 pub mod service;
@@ -36,7 +40,7 @@ use super::server::AgentsHub;
 use crate::{
     config::{ServiceConfig, ServiceProbe},
     http,
-    state::{BackendEntry, Command, Control},
+    state::{BackendEntry, ClusterStatus, Command, Control},
     telemetry::{Telemetry, TransitionLabels},
 };
 
@@ -83,22 +87,29 @@ pub async fn run(shared: Shared, settings: Settings) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if control.status().await.role != "leader" {
+        let status = control.status().await;
+        let Some(voter) = Voter::of(&status) else {
             board.retain(|_| false);
             continue;
-        }
+        };
+        let leader = status.role == "leader";
         let state = control.local();
         board.retain(|id| state.backends.contains_key(&id));
         board.retain_services(|service, id| {
-            state.services.iter().any(|s| {
-                s.name == service && s.probe.is_some() && s.backends.is_some() && s.served_by(id)
-            })
+            leader
+                && state.services.iter().any(|s| {
+                    s.name == service
+                        && s.probe.is_some()
+                        && s.backends.is_some()
+                        && s.served_by(id)
+                })
         });
         let mut probes = JoinSet::new();
         for (&id, backend) in &state.backends {
             let plan = plan(&state.services, id, backend);
             let agent = backend.config.agent.clone().or_else(|| hub.agent_of(id));
-            for (service, kind, addr) in plan.pooled {
+            // Pooled services' verdicts are the leader's alone (not voted on yet).
+            for (service, kind, addr) in plan.pooled.into_iter().filter(|_| leader) {
                 let committed = !backend.failing.contains(&service);
                 let client = client.clone();
                 probes.spawn(async move {
@@ -114,7 +125,10 @@ pub async fn run(shared: Shared, settings: Settings) {
             if agent.is_none() && plan.shared.is_empty() {
                 continue;
             }
-            let committed = backend.healthy;
+            // What this node voted last (none yet: it votes its first verdict, whatever it
+            // is); a backend is down fleet-wide only by majority.
+            let voted = backend.votes.get(&voter.node).copied();
+            let committed = voted.unwrap_or(backend.healthy);
             let client = client.clone();
             let shared = plan.shared;
             probes.spawn(async move {
@@ -137,6 +151,7 @@ pub async fn run(shared: Shared, settings: Settings) {
                 Verdict::Backend {
                     id,
                     committed,
+                    voted: voted.is_some(),
                     outcome,
                 }
             });
@@ -148,6 +163,7 @@ pub async fn run(shared: Shared, settings: Settings) {
                 Verdict::Backend {
                     id,
                     committed,
+                    voted,
                     outcome,
                 } => {
                     let error = outcome.as_ref().err().cloned();
@@ -155,7 +171,12 @@ pub async fn run(shared: Shared, settings: Settings) {
                     if let Some(tr) = transition {
                         record(&telemetry, id, tr, t, error.as_deref());
                     }
-                    (healthy != committed).then_some(Command::SetHealth { id, healthy })
+                    (healthy != committed || !voted).then(|| Command::HealthVote {
+                        node: voter.node,
+                        id,
+                        healthy,
+                        members: voter.members.clone(),
+                    })
                 }
                 Verdict::Service {
                     service,
@@ -185,12 +206,33 @@ pub async fn run(shared: Shared, settings: Settings) {
     }
 }
 
+/// This node as a health voter: its id and the cluster's LB nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Voter {
+    node: u64,
+    members: Vec<u64>,
+}
+
+impl Voter {
+    /// Every member of the cluster (voter or learner) probes and votes; a node that is not a
+    /// member yet, or is shutting down, does not.
+    fn of(status: &ClusterStatus) -> Option<Self> {
+        let member = status.members.iter().any(|m| m.id == status.node);
+        (member && status.role != "shutdown").then(|| Self {
+            node: status.node,
+            members: status.members.iter().map(|m| m.id).collect(),
+        })
+    }
+}
+
 /// What one probe task found.
 enum Verdict {
     /// The backend's own probes: its agent and the services without a pool.
     Backend {
         id: u32,
         committed: bool,
+        /// This node has voted on it before.
+        voted: bool,
         outcome: Result<(), String>,
     },
     /// One pooled service's probe of one member.
@@ -268,14 +310,14 @@ fn record(
         Transition::Down => warn!(
             backend = id,
             fall = t.fall,
-            "health check failed {} times in a row (last: {}); removing it from every shard set",
+            "health check failed {} times in a row (last: {}); this node votes it down (it leaves every shard set once most probing LB nodes agree)",
             t.fall,
             error.unwrap_or("-")
         ),
         Transition::Up => info!(
             backend = id,
             rise = t.rise,
-            "health check passes again ({} in a row); it is back",
+            "health check passes again ({} in a row); this node votes it up",
             t.rise
         ),
     }
@@ -343,6 +385,155 @@ mod tests {
         }
         board.retain(|id| id != 2);
         assert_eq!(board.get(2), None, "a removed backend is forgotten");
+    }
+
+    /// A cluster member `node` of `members` over one shared in-memory state.
+    struct Node {
+        inner: Arc<crate::state::LocalControl>,
+        node: u64,
+        members: Vec<u64>,
+    }
+
+    #[async_trait::async_trait]
+    impl Control for Node {
+        async fn write(
+            &self,
+            command: Command,
+        ) -> Result<crate::state::Response, crate::state::ControlError> {
+            self.inner.write(command).await
+        }
+        async fn read(
+            &self,
+        ) -> Result<Arc<crate::state::ControlState>, crate::state::ControlError> {
+            self.inner.read().await
+        }
+        fn local(&self) -> Arc<crate::state::ControlState> {
+            self.inner.local()
+        }
+        fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<crate::state::ControlState>> {
+            self.inner.subscribe()
+        }
+        async fn status(&self) -> ClusterStatus {
+            let mut status = self.inner.status().await;
+            status.node = self.node;
+            status.role = if self.node == 1 { "leader" } else { "follower" }.into();
+            status.members = self
+                .members
+                .iter()
+                .map(|&id| crate::state::Member {
+                    id,
+                    addr: String::new(),
+                    voter: true,
+                })
+                .collect();
+            status
+        }
+        async fn add_member(
+            &self,
+            id: u64,
+            addr: String,
+            voter: bool,
+        ) -> Result<(), crate::state::ControlError> {
+            self.inner.add_member(id, addr, voter).await
+        }
+        async fn remove_member(&self, id: u64) -> Result<(), crate::state::ControlError> {
+            self.inner.remove_member(id).await
+        }
+    }
+
+    /// Backend 1 once `done` holds of it, within 5 s.
+    async fn until(
+        control: &crate::state::LocalControl,
+        what: &str,
+        done: impl Fn(&BackendEntry) -> bool,
+    ) -> BackendEntry {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let b = control.local().backends[&1].clone();
+            if done(&b) {
+                return b;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what}: {b:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backend_goes_down_only_when_most_probing_nodes_vote_it_down() {
+        // Backend 1's agent address refuses connections: every node's probe fails.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let agent = dead.local_addr().unwrap().to_string();
+        drop(dead);
+        let text = format!(
+            r#"
+            interface = "eth0"
+            [encap]
+            source_v4 = "10.0.0.2"
+            [[services]]
+            name = "kv"
+            vip = "10.0.0.1"
+            port = 7000
+            protocol = "udp"
+            mode = "header"
+            [[backends]]
+            id = 1
+            ipv4 = "10.1.0.1"
+            mac = "02:00:00:00:00:01"
+            agent = "{agent}"
+            "#
+        );
+        let config = crate::config::Config::parse(&text, "test").expect("valid");
+        let state = crate::state::ControlState::from_config(&config);
+        let local = Arc::new(crate::state::LocalControl::new(state));
+        let members = vec![1, 2, 3];
+        // Nodes 1 and 3 have voted it up; node 3's probes will fail later.
+        for node in [1, 3] {
+            local
+                .write(Command::HealthVote {
+                    node,
+                    id: 1,
+                    healthy: true,
+                    members: members.clone(),
+                })
+                .await
+                .unwrap();
+        }
+        let settings = Settings {
+            interval: Duration::from_millis(60),
+            thresholds: Thresholds { fall: 3, rise: 2 },
+        };
+        let checker = |node: u64| {
+            let control: Arc<dyn Control> = Arc::new(Node {
+                inner: local.clone(),
+                node,
+                members: members.clone(),
+            });
+            let (tx, _rx) = crossbeam_channel::bounded(1);
+            let hub = AgentsHub::new(control.clone(), tx, crate::guard::AgentAuth::Insecure);
+            tokio::spawn(run(
+                Shared {
+                    control,
+                    hub,
+                    board: Arc::new(HealthBoard::default()),
+                    telemetry: Arc::new(Telemetry::default()),
+                },
+                settings,
+            ))
+        };
+        let two = checker(2);
+        let b = until(&local, "node 2 votes it down", |b| {
+            b.votes.get(&2) == Some(&false)
+        })
+        .await;
+        assert!(b.healthy, "1 of 3 nodes down is no majority: {b:?}");
+        // Node 2 probes on: nothing changes.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(local.local().backends[&1].healthy);
+        let three = checker(3);
+        let b = until(&local, "2 of 3 take it down", |b| !b.healthy).await;
+        assert_eq!(b.votes, [(1, true), (2, false), (3, false)].into());
+        two.abort();
+        three.abort();
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct BackendView {
     /// does not probe, or for a backend without an agent).
     #[serde(default)]
     pub probe: Option<ProbeState>,
+    /// Each probing LB node's vote (node id: passes), which decides `healthy` by majority.
+    #[serde(default)]
+    pub votes: BTreeMap<u64, bool>,
     /// Draining.
     pub draining: bool,
     /// While draining: what the drain waits for.
@@ -186,6 +189,7 @@ fn view(
         effective_weight: b.effective_weight(),
         healthy: b.healthy,
         probe: api.health.get(id),
+        votes: b.votes.clone(),
         draining: b.draining,
         drain: b.draining.then(|| progress(state, id, flows)),
         packets: counter.map(|c| c.packets),

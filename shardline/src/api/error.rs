@@ -100,6 +100,7 @@ impl From<StateError> for ApiError {
             StateError::NestedBatch => (StatusCode::BAD_REQUEST, "nested_batch"),
             StateError::OutsidePool { .. } => (StatusCode::BAD_REQUEST, "outside_pool"),
             StateError::NoPool(_) => (StatusCode::BAD_REQUEST, "no_pool"),
+            StateError::NotAMember(_) => (StatusCode::CONFLICT, "not_a_member"),
         };
         Self::new(status, code, e.to_string())
     }

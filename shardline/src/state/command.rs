@@ -10,8 +10,8 @@ use shardline_common::{
 };
 
 use super::{
-    persistent, pools, session_number, valid_backend_id, BackendEntry, ConfigTables, ControlState,
-    Map, SessionEntry, SessionMeta, SessionRef, SESSION_STATE_LIMIT,
+    persistent, pools, session_number, valid_backend_id, votes, BackendEntry, ConfigTables,
+    ControlState, Map, SessionEntry, SessionMeta, SessionRef, SESSION_STATE_LIMIT,
 };
 use crate::config::BackendConfig;
 
@@ -42,6 +42,19 @@ pub enum Command {
         id: u32,
         /// Passing its checks.
         healthy: bool,
+    },
+    /// One LB node's health verdict on a backend: the backend is down fleet-wide while more
+    /// than half of the nodes voting on it see it down (a single node decides alone).
+    HealthVote {
+        /// The voting node's Raft id.
+        node: u64,
+        /// Backend id.
+        id: u32,
+        /// Whether the node's probes pass.
+        healthy: bool,
+        /// The cluster's LB nodes (voters and learners) as the voter sees them: votes of
+        /// other nodes are forgotten.
+        members: Vec<u64>,
     },
     /// Marks a backend passing or failing one pooled service's probe: failing, it leaves that
     /// service's ring, shard sets and membership (its flows there are re-decided) and keeps
@@ -212,6 +225,9 @@ pub enum StateError {
     /// The service has no pool to leave (every backend serves it).
     #[error("service {0:?} has no pool (every backend serves it); `JoinPool` makes one")]
     NoPool(String),
+    /// A health vote from a node outside the cluster's members.
+    #[error("node {0} is not a member of the cluster, so it cannot vote on health")]
+    NotAMember(u64),
     /// A `Batch` holds only plain commands.
     #[error("a batch cannot contain a batch; flatten it")]
     NestedBatch,
@@ -246,6 +262,12 @@ fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, St
         }
         Command::SetWeight { id, weight } => backend_mut(state, *id)?.config.weight = *weight,
         Command::SetHealth { id, healthy } => backend_mut(state, *id)?.healthy = *healthy,
+        Command::HealthVote {
+            node,
+            id,
+            healthy,
+            members,
+        } => votes::vote(state, *node, *id, *healthy, members)?,
         Command::SetServiceHealth {
             service,
             id,
@@ -375,6 +397,11 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
     }
     let mut backends = Map::new();
     for b in &tables.backends {
+        let votes = state
+            .backends
+            .get(&b.id)
+            .map(|e| e.votes.clone())
+            .unwrap_or_default();
         let (healthy, draining, drained) = state
             .backends
             .get(&b.id)
@@ -404,6 +431,7 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
                 draining,
                 drained,
                 failing,
+                votes,
             },
         );
     }
@@ -472,6 +500,7 @@ fn upsert_backend(state: &mut ControlState, config: &BackendConfig) {
             draining: false,
             drained: false,
             failing: Default::default(),
+            votes: Default::default(),
         });
     entry.config = config.clone();
 }

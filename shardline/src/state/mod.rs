@@ -12,11 +12,13 @@
 //! - [`persistent`]: the maps of the state, shared between versions instead of copied.
 //! - `pools`: the pool commands (join, leave, weight, a service probe's verdict), each
 //!   confined to one service.
+//! - `votes`: backend health by majority of the LB nodes' probes.
 
 pub mod command;
 pub mod control;
 pub mod persistent;
 mod pools;
+mod votes;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -57,6 +59,10 @@ pub struct BackendEntry {
     /// only, and still serves every other (set by [`Command::SetServiceHealth`]).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub failing: BTreeSet<String>,
+    /// Each probing LB node's verdict, by node id ([`Command::HealthVote`]; true: passes): it
+    /// is unhealthy while more than half of them see it down.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub votes: BTreeMap<u64, bool>,
 }
 
 impl BackendEntry {
