@@ -421,3 +421,42 @@ fn a_byte_heavy_packet_light_session_is_placed_on_more_shards() {
         "{reasons:?}"
     );
 }
+
+/// Bandwidth counts in the placement too: a backend whose agent reports its network nearly
+/// full gets none of a byte-heavy session's shards, however much CPU it has free.
+#[test]
+fn a_backend_with_a_full_network_gets_no_byte_heavy_shard() {
+    let mut st = state(4);
+    let cfg: ControlConfig =
+        toml::from_str("per_shard_capacity = 400.0\nper_shard_bytes = 125000.0\n").unwrap();
+    let mut core = Core::new(&cfg);
+    let network = |backend: u32, rx_bps: f64| AgentReport {
+        backend,
+        resources: crate::agent::Resources {
+            rx_bps,
+            net_capacity: 1.25e6,
+            ..Default::default()
+        },
+        ..AgentReport::default()
+    };
+    // Backend 1 carries 1.2 MB/s of its 1.25: 50 kB/s free, less than one shard's 93 kB/s.
+    core.report(network(1, 1.2e6));
+    for id in 2..=4 {
+        core.report(network(id, 0.0));
+    }
+    let t0 = Instant::now();
+    for t in 0..5u64 {
+        core.observe_bytes(&kv(2), 200.0, 200.0 * 1400.0);
+        let out = core.tick(
+            t0 + Duration::from_secs(t),
+            t * 1000,
+            t0,
+            &[(kv(2), 200.0)],
+            &st,
+        );
+        commit(&mut st, &out);
+    }
+    let mut set = st.sessions[&kv(2)].backends.clone();
+    set.sort_unstable();
+    assert_eq!(set, vec![2, 3, 4]);
+}
