@@ -32,6 +32,56 @@ pub enum OnCorrupt {
     Refuse,
 }
 
+/// `control.period`: how the seasonal models get their season length.
+///
+/// In TOML, `"auto"` (default) or a number of ticks (`0`: no season). Serialized the same way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Period {
+    /// Detected on each session's history by the loop, and redone as the history grows.
+    #[default]
+    Auto,
+    /// This many ticks for every session; 0 for none.
+    Fixed(usize),
+}
+
+impl Serialize for Period {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Auto => s.serialize_str("auto"),
+            Self::Fixed(p) => s.serialize_u64(*p as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Period;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"auto\" or a season length in ticks (0: none)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Period, E> {
+                match v {
+                    "auto" => Ok(Period::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Period, E> {
+                usize::try_from(v)
+                    .map(Period::Fixed)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Period, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+                    .and_then(|v| self.visit_u64(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// How the loop sizes a session's shard set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -58,12 +108,17 @@ pub struct ControlConfig {
     /// Forecast horizon of shard decisions, in ticks (default 3).
     #[serde(default = "d_horizon")]
     pub horizon: usize,
-    /// Season length in ticks for the seasonal models; 0 for none (default).
+    /// Season length in ticks for the seasonal models: `"auto"` (default) detects it per
+    /// session, a number fixes it (0: none).
     #[serde(default)]
-    pub period: usize,
+    pub period: Period,
     /// Load (packets per second) one shard carries at full use (default 1000).
     #[serde(default = "d_capacity")]
     pub per_shard_capacity: f64,
+    /// Bytes per second one shard carries at full use (its share of a backend's network);
+    /// unset (default): shard counts follow packets alone. Set, a session gets the larger of
+    /// the shard counts its packets and its bytes need.
+    pub per_shard_bytes: Option<f64>,
     /// Spare capacity over the upper forecast (default 0.2).
     #[serde(default = "d_headroom")]
     pub headroom: f64,
@@ -243,7 +298,7 @@ impl ControlConfig {
         if !(1..=3600).contains(&self.horizon) {
             return Err(invalid("horizon", "must be 1 to 3600 ticks"));
         }
-        if self.period > MAX_PERIOD {
+        if matches!(self.period, Period::Fixed(p) if p > MAX_PERIOD) {
             return Err(invalid("period", format!("must be at most {MAX_PERIOD}")));
         }
         if !(self.per_shard_capacity.is_finite() && self.per_shard_capacity > 0.0) {
@@ -254,6 +309,14 @@ impl ControlConfig {
                     self.per_shard_capacity
                 ),
             ));
+        }
+        if let Some(bytes) = self.per_shard_bytes {
+            if !(bytes.is_finite() && bytes > 0.0) {
+                return Err(invalid(
+                    "per_shard_bytes",
+                    format!("must be positive and finite bytes per second, got {bytes}"),
+                ));
+            }
         }
         for (name, v) in [("headroom", self.headroom), ("hysteresis", self.hysteresis)] {
             if !(0.0..1.0).contains(&v) {
@@ -384,6 +447,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("control.hook"));
+        let bad: ControlConfig = toml::from_str("per_shard_bytes = 0.0").unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("control.per_shard_bytes"), "{e}");
+        let good: ControlConfig = toml::from_str("per_shard_bytes = 1.25e7").unwrap();
+        good.validate().unwrap();
+        assert_eq!(c.per_shard_bytes, None);
         let bad: ControlConfig = toml::from_str("[classes.bulk]\nshards = 40").unwrap();
         assert!(bad
             .validate()
@@ -391,6 +460,44 @@ mod tests {
             .to_string()
             .contains("control.classes.bulk.shards"));
         assert!(toml::from_str::<ControlConfig>("tick = 5").is_err());
+    }
+
+    #[test]
+    fn period_is_auto_by_default_or_a_number_and_errors_name_the_key() {
+        assert_eq!(ControlConfig::default().period, Period::Auto);
+        let parse = |text: &str| {
+            toml::from_str::<ControlConfig>(text)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.validate().map(|()| c).map_err(|e| e.to_string()))
+        };
+        assert_eq!(parse("period = \"auto\"").unwrap().period, Period::Auto);
+        // Existing configs keep loading: a number fixes it, 0 turns the seasons off.
+        assert_eq!(parse("period = 0").unwrap().period, Period::Fixed(0));
+        assert_eq!(parse("period = 288").unwrap().period, Period::Fixed(288));
+        assert_eq!(
+            parse(&format!("period = {MAX_PERIOD}")).unwrap().period,
+            Period::Fixed(MAX_PERIOD)
+        );
+        for bad in [
+            "period = \"weekly\"".to_owned(),
+            "period = -1".to_owned(),
+            "period = 1.5".to_owned(),
+            format!("period = {}", MAX_PERIOD + 1),
+        ] {
+            let e = parse(&bad).unwrap_err();
+            assert!(e.contains("period"), "{bad}: {e}");
+        }
+        let e = parse("period = \"weekly\"").unwrap_err();
+        assert!(e.contains("\"auto\" or a season length"), "{e}");
+        // Written back as read.
+        for period in [Period::Auto, Period::Fixed(0), Period::Fixed(24)] {
+            let c = ControlConfig {
+                period,
+                ..ControlConfig::default()
+            };
+            let back: ControlConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back.period, period);
+        }
     }
 
     #[test]

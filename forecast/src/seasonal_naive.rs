@@ -21,6 +21,11 @@ impl SeasonalNaive {
             last: 0.0,
         }
     }
+
+    /// The season length (0: none).
+    pub fn period(&self) -> usize {
+        self.season.len()
+    }
 }
 
 impl Forecaster for SeasonalNaive {

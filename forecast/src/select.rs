@@ -28,6 +28,10 @@ const CANDIDATES: usize = MODELS + 1;
 /// The mix's index among the candidates.
 const MIX: usize = MODELS;
 
+/// The seasonal models' indices in the bank ([`MODEL_NAMES`]).
+const SEASONAL_NAIVE: usize = 1;
+const HOLT_WINTERS: usize = 4;
+
 /// How a [`Selector`] forecasts and bounds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SelectorConfig {
@@ -141,6 +145,49 @@ impl Selector {
     /// The horizon this selector forecasts at.
     pub fn horizon(&self) -> usize {
         self.pending.len()
+    }
+
+    /// The season length the seasonal models use (0: none).
+    pub fn period(&self) -> usize {
+        self.seasonal_naive.period()
+    }
+
+    /// Gives the seasonal models season length `period` (0 or 1: none), as the loop's period
+    /// detection found it; a no-op when it is the current one.
+    ///
+    /// The two seasonal models are rebuilt (the only allocation: `8 × period` bytes) and fed
+    /// `recent`, the series' latest values oldest first (the history the period was found
+    /// in), so they forecast from the season at once rather than after one more season
+    /// (without any, they start from the last value).
+    /// Their running errors restart at naive's: they earn their weight and their choice from
+    /// here. The other models, the bound and the forecasts in flight are kept.
+    pub fn set_period(&mut self, period: usize, recent: impl IntoIterator<Item = f64>) {
+        let period = if period >= 2 { period } else { 0 };
+        if period == self.period() {
+            return;
+        }
+        self.seasonal_naive = SeasonalNaive::new(period);
+        self.holt_winters = HoltWinters::with_period(period);
+        let mut fed = 0;
+        for v in recent.into_iter().filter(|v| v.is_finite()) {
+            self.seasonal_naive.update(v);
+            self.holt_winters.update(v);
+            fed += 1;
+        }
+        if fed == 0 && self.seen > 0 {
+            // No history given: start from the last value, as naive does, not from 0.
+            let last = self.naive.forecast(1);
+            self.seasonal_naive.update(last);
+            self.holt_winters.update(last);
+        }
+        for m in [SEASONAL_NAIVE, HOLT_WINTERS] {
+            self.error[m] = self.error[0];
+            self.relative[m] = self.relative[0];
+            self.absolute[m] = self.absolute[0];
+        }
+        if matches!(usize::from(self.chosen), SEASONAL_NAIVE | HOLT_WINTERS) {
+            self.chosen = MIX as u8;
+        }
     }
 
     /// Ingests the next value; returns the forecasts that were made for it `horizon` steps ago
@@ -382,6 +429,51 @@ mod tests {
         }
         let share = f64::from(covered) / 4499.0;
         assert!(share > 0.9, "{share}");
+    }
+
+    /// The loop's detection switches the seasons on mid-stream: warmed with the recent
+    /// history, the seasonal models lead at once; switched off, they are naive and Holt again.
+    /// The selector stays as small as it was (344 bytes on x86_64).
+    #[test]
+    fn a_period_set_mid_stream_turns_the_seasonal_models_on_and_off() {
+        assert!(
+            std::mem::size_of::<Selector>() <= 344,
+            "{}",
+            std::mem::size_of::<Selector>()
+        );
+        let wave = |t: usize| [1.0, 9.0, 3.0, 7.0, 2.0, 8.0][t % 6] * 10.0;
+        let mut s = Selector::new(SelectorConfig {
+            horizon: 2,
+            ..SelectorConfig::default()
+        });
+        let series: Vec<f64> = (0..300).map(wave).collect();
+        for &v in &series {
+            s.update(v);
+        }
+        assert_eq!(s.period(), 0);
+        let before = s.weights();
+        s.set_period(6, series.iter().copied());
+        assert_eq!(s.period(), 6);
+        // The seasonal forecasts are right at once (the history warmed them).
+        let models = s.model_forecasts();
+        assert_eq!(models[SEASONAL_NAIVE], wave(301));
+        assert!((models[HOLT_WINTERS] - wave(301)).abs() < 3.0, "{models:?}");
+        for t in 300..600 {
+            s.update(wave(t));
+        }
+        let w = s.weights();
+        assert!(
+            w[SEASONAL_NAIVE] + w[HOLT_WINTERS] > 0.9,
+            "before {before:?}, after {w:?}"
+        );
+        assert!((s.forecast() - wave(601)).abs() < 3.0, "{}", s.forecast());
+        // The same period again changes nothing; none turns them off.
+        let kept = s.weights();
+        s.set_period(6, std::iter::empty());
+        assert_eq!(s.weights(), kept);
+        s.set_period(0, std::iter::empty());
+        assert_eq!(s.period(), 0);
+        assert_eq!(s.model_forecasts()[SEASONAL_NAIVE], wave(599));
     }
 
     /// Issue 20 §3: the bound covers the whole lead window (the maximum over t+1 … t+h), not

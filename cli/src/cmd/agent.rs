@@ -37,6 +37,10 @@ pub struct AgentArgs {
     /// Report saturation above this busy-CPU fraction.
     #[arg(long)]
     cpu_limit: Option<f64>,
+    /// Bytes per second this backend's network carries, for the daemon's placement (default:
+    /// the sum of the link speeds in /sys/class/net).
+    #[arg(long)]
+    net_capacity: Option<f64>,
     /// Register this backend with the daemon first (needs --mac and an address).
     #[arg(long, requires = "mac")]
     register: bool,
@@ -96,6 +100,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<()> {
         cgroup: a.cgroup,
         load_file: a.load_file,
         cpu_limit: a.cpu_limit,
+        net_capacity: a.net_capacity,
         register,
         token,
     };

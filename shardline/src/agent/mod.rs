@@ -63,6 +63,16 @@ impl AgentReport {
     pub fn capacity(&self) -> Option<f64> {
         self.app.map(|a| a.capacity).filter(|c| *c > 0.0)
     }
+
+    /// Bytes per second the backend's network carries, if reported.
+    pub fn net_capacity(&self) -> Option<f64> {
+        Some(self.resources.net_capacity).filter(|c| c.is_finite() && *c > 0.0)
+    }
+
+    /// Bytes per second the backend's network carries now: the busier direction.
+    pub fn net_load(&self) -> f64 {
+        self.resources.rx_bps.max(self.resources.tx_bps)
+    }
 }
 
 /// How to run an agent.
@@ -82,6 +92,9 @@ pub struct AgentOptions {
     pub load_file: Option<PathBuf>,
     /// Busy-CPU fraction above which the backend reports saturation (default: never).
     pub cpu_limit: Option<f64>,
+    /// Bytes per second its network carries (default: the links' speeds,
+    /// [`resources::link_capacity`]).
+    pub net_capacity: Option<f64>,
     /// Register this backend with the daemon before reporting (a new backend joining), and
     /// the services it serves.
     pub register: Option<Registration>,
@@ -190,12 +203,13 @@ pub async fn run(opts: AgentOptions, ready: impl FnOnce()) -> anyhow::Result<()>
         None => resources::Source::Proc,
     };
     let mut reader = resources::Reader::new(source);
+    let net_capacity = opts.net_capacity.unwrap_or_else(resources::link_capacity);
     let mut ticks = tokio::time::interval(opts.interval);
     let mut was_saturated = false;
     loop {
         ticks.tick().await;
         let resources = match reader.read() {
-            Ok(r) => r,
+            Ok(r) => Resources { net_capacity, ..r },
             Err(e) => {
                 warn!("reading resources: {e}");
                 Resources::default()

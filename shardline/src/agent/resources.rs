@@ -95,6 +95,32 @@ pub struct Resources {
     pub rx_bps: f64,
     /// Sent bytes per second.
     pub tx_bps: f64,
+    /// Bytes per second the network carries each way (`--net-capacity`, else the sum of the
+    /// interfaces' link speeds); 0 when unknown. Absent from older agents' reports.
+    #[serde(default)]
+    pub net_capacity: f64,
+}
+
+/// The bytes per second the host's links carry: the sum of `/sys/class/net/*/speed` (Mbit/s)
+/// over the interfaces that are up and report one, loopback and virtual interfaces without a
+/// speed left out; 0 when none does.
+pub fn link_capacity() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return 0.0;
+    };
+    dir.flatten()
+        .filter(|e| e.file_name() != "lo")
+        .filter_map(|e| std::fs::read_to_string(e.path().join("speed")).ok())
+        .map(|t| parse_link_speed(&t))
+        .sum()
+}
+
+/// Bytes per second of a `/sys/class/net/IF/speed` text (Mbit/s; `-1` or garbage: 0).
+pub fn parse_link_speed(text: &str) -> f64 {
+    match text.trim().parse::<i64>() {
+        Ok(mbit) if mbit > 0 => mbit as f64 * 125_000.0,
+        _ => 0.0,
+    }
 }
 
 /// Where resources are read from.
@@ -190,6 +216,14 @@ fn bad(what: &str) -> std::io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_speeds_in_bytes_per_second() {
+        assert_eq!(parse_link_speed("10000\n"), 1.25e9);
+        assert_eq!(parse_link_speed("-1\n"), 0.0);
+        assert_eq!(parse_link_speed("x"), 0.0);
+        assert!(link_capacity() >= 0.0);
+    }
 
     #[test]
     fn proc_stat_cpu_line() {

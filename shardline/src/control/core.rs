@@ -1,6 +1,9 @@
 //! The loop's pure core: one tick turns session loads, agent reports and the control state into
 //! placement commands (with their reasons), an optional hook call and per-session insights.
-//! No threads, no I/O, time passed in.
+//! No threads, no I/O, time passed in. [`season`]: the period detection it runs on each
+//! session's history (`period = "auto"`).
+
+pub mod season;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
@@ -17,6 +20,7 @@ use crate::{
     control::tick::{tick, SessionState, ShardChange},
     state::{Command, ControlState, SessionRef},
 };
+use season::{PeriodChange, Schedule, Seasons};
 
 use crate::config::control::{ClassPrior, ControlConfig};
 use crate::control::StageConfigs;
@@ -42,6 +46,8 @@ pub struct TickOutput {
     pub placements: Vec<Placement>,
     /// A hook call, if the fleet falls short.
     pub shortfall: Option<Shortfall>,
+    /// Season lengths the period detection changed.
+    pub periods: Vec<PeriodChange>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -52,6 +58,8 @@ struct Extra {
     error: f64,
     history: VecDeque<Sample>,
     events: Vec<ReshardEvent>,
+    /// When `history` is next searched for a period.
+    schedule: Schedule,
 }
 
 /// The control loop's memory.
@@ -77,6 +85,7 @@ pub struct Core {
     /// Backends passing their health checks this tick (saturated ones included: they keep
     /// what they hold, they only get nothing new).
     alive: HashSet<u32>,
+    seasons: Seasons,
 }
 
 impl Core {
@@ -118,6 +127,7 @@ impl Core {
             decisions: Vec::new(),
             chosen: Vec::new(),
             alive: HashSet::new(),
+            seasons: Seasons::new(config.period),
         }
     }
 
@@ -132,17 +142,31 @@ impl Core {
         self.reports.insert(report.backend, report);
     }
 
-    /// Warms a session's forecaster with past loads (a restart reading its history).
+    /// Warms a session's forecaster with past loads, `(Unix ms, load)` oldest first (a
+    /// restart reading its history); they join its recent history, where the period
+    /// detection looks.
     pub fn warm(
         &mut self,
         session: &SessionRef,
-        values: &[f64],
+        points: &[(u64, f64)],
         state: &ControlState,
         now: Instant,
     ) {
         let i = self.session(session, state, now);
-        for v in values.iter().filter(|v| v.is_finite()) {
-            self.states[i].warm(*v);
+        for &(at_ms, actual) in points.iter().filter(|p| p.1.is_finite()) {
+            self.states[i].warm(actual);
+            let selector = self.states[i].selector();
+            let extra = &mut self.extras[i];
+            if extra.history.len() >= HISTORY_SAMPLES {
+                extra.history.pop_front();
+            }
+            extra.history.push_back(Sample {
+                at_ms,
+                actual,
+                forecast: selector.forecast(),
+                upper: selector.upper(),
+            });
+            extra.schedule.record();
         }
     }
 
@@ -151,6 +175,15 @@ impl Core {
     pub fn give(&mut self, session: &SessionRef, shards: u8, state: &ControlState, now: Instant) {
         let i = self.session(session, state, now);
         self.states[i].give(shards);
+    }
+
+    /// Takes a known session's measured packets and bytes per second of this tick into its
+    /// mean packet size, which turns its packet forecast into bytes when `per_shard_bytes`
+    /// is set (call before [`Core::tick`]; a session the loop does not know yet is skipped).
+    pub fn observe_bytes(&mut self, session: &SessionRef, packets: f64, bytes: f64) {
+        if let Some(&i) = self.index.get(session) {
+            self.states[i].observe_bytes(packets, bytes);
+        }
     }
 
     /// Number of sessions known.
@@ -243,6 +276,7 @@ impl Core {
         self.decisions
             .extend(tick(&mut self.states, &self.samples, &self.decide, now));
         self.record_insights(at_ms);
+        self.detect_periods(&mut out.periods);
         self.alive.clear();
         self.alive.extend(
             state
@@ -266,14 +300,14 @@ impl Core {
                 state,
                 &current,
                 d.to as usize,
-                d.upper,
+                (d.upper, d.bytes),
                 &mut loads,
             );
             // One backend is no better than the default table: wait for room for more.
             if set == current || set.len() < 2 && current.is_empty() {
                 continue;
             }
-            let reason = format!(
+            let mut reason = format!(
                 "session {session} {} → {} shards at t={t:.0}s, forecast peak {:.0} pps at t+{horizon:.0}s ({} pps per shard, {:.0}% headroom)",
                 current.len().max(1),
                 set.len(),
@@ -281,6 +315,13 @@ impl Core {
                 self.decide.per_shard_capacity,
                 self.decide.headroom * 100.0
             );
+            let bytes_per_shard = self.decide.per_shard_bytes;
+            if d.bytes / bytes_per_shard > d.upper / self.decide.per_shard_capacity {
+                reason += &format!(
+                    "; sized by its bytes: {:.0} B/s ({bytes_per_shard} B/s per shard)",
+                    d.bytes
+                );
+            }
             self.emit(
                 &mut out,
                 d.session,
@@ -316,14 +357,15 @@ impl Core {
     }
 
     /// The session's shard set resized to `to`: the live members of `current` its service's
-    /// pool still holds, then new ones from the pool (at their weights in it).
+    /// pool still holds, then new ones from the pool (at their weights in it) with room for
+    /// their share of `(upper, bytes)`, the session's packets and bytes per second.
     fn grow_or_shrink(
         &mut self,
         session: &SessionRef,
         state: &ControlState,
         current: &[u32],
         to: usize,
-        upper: f64,
+        (upper, bytes): (f64, f64),
         loads: &mut [BackendLoad],
     ) -> Vec<u32> {
         let alive = &self.alive;
@@ -343,6 +385,11 @@ impl Core {
             .collect();
         if set.len() < to {
             let per_shard = upper.max(0.0) / to as f64;
+            let per_shard_bytes = if bytes.is_finite() {
+                bytes.max(0.0) / to as f64
+            } else {
+                0.0
+            };
             let candidates: Vec<BackendLoad> = loads
                 .iter()
                 .filter(|b| !set.contains(&b.id))
@@ -353,10 +400,17 @@ impl Core {
                     })
                 })
                 .collect();
-            choose_backends(&candidates, to - set.len(), per_shard, &mut self.chosen);
+            choose_backends(
+                &candidates,
+                to - set.len(),
+                per_shard,
+                per_shard_bytes,
+                &mut self.chosen,
+            );
             set.extend(self.chosen.iter().copied());
             for b in loads.iter_mut().filter(|b| self.chosen.contains(&b.id)) {
                 b.committed += per_shard;
+                b.net_committed += per_shard_bytes;
             }
         }
         set
@@ -445,11 +499,17 @@ impl Core {
             if lost.is_empty() && (current.len() >= wanted || (current.is_empty() && wanted <= 1)) {
                 continue;
             }
-            let upper = index
-                .map(|i| self.states[i].selector().upper())
-                .unwrap_or(0.0);
+            let (upper, packet_bytes) = index
+                .map(|i| {
+                    (
+                        self.states[i].selector().upper(),
+                        self.states[i].packet_bytes(),
+                    )
+                })
+                .unwrap_or((0.0, 0.0));
             let upper = if upper.is_finite() { upper } else { 0.0 };
-            let set = self.grow_or_shrink(&session, state, &current, wanted, upper, loads);
+            let load = (upper, upper * packet_bytes);
+            let set = self.grow_or_shrink(&session, state, &current, wanted, load, loads);
             if set == current || set.is_empty() || set.len() < 2 && current.is_empty() {
                 continue;
             }
@@ -475,10 +535,12 @@ impl Core {
     }
 
     /// Every backend as the placement sees it: healthy means passing health checks, not
-    /// draining and not reporting saturation; committed load is the larger of what it reports
-    /// serving and this loop's forecasts of the shards it holds.
+    /// draining and not reporting saturation; committed load (packets, and bytes where its
+    /// agent reports the network's capacity) is the larger of what it reports serving and
+    /// this loop's forecasts of the shards it holds.
     fn backend_loads(&self, state: &ControlState) -> Vec<BackendLoad> {
-        let mut committed: HashMap<u32, f64> = HashMap::new();
+        // Per backend: forecast packets and bytes of the shards it holds.
+        let mut committed: HashMap<u32, (f64, f64)> = HashMap::new();
         for (session, entry) in &state.sessions {
             let Some(&i) = self.index.get(session) else {
                 continue;
@@ -487,8 +549,12 @@ impl Core {
             if entry.backends.is_empty() || !upper.is_finite() {
                 continue;
             }
+            let share = 1.0 / entry.backends.len() as f64;
+            let bytes = upper * self.states[i].packet_bytes();
             for id in &entry.backends {
-                *committed.entry(*id).or_default() += upper / entry.backends.len() as f64;
+                let c = committed.entry(*id).or_default();
+                c.0 += upper * share;
+                c.1 += bytes * share;
             }
         }
         state
@@ -502,12 +568,17 @@ impl Core {
                     .or_else(|| report.and_then(AgentReport::capacity))
                     .unwrap_or(f64::INFINITY);
                 let serving = report.and_then(|r| r.app).map(|a| a.load).unwrap_or(0.0);
+                let (packets, bytes) = committed.get(id).copied().unwrap_or_default();
                 BackendLoad {
                     id: *id,
                     weight: b.config.weight,
                     healthy: b.healthy && !b.draining && !report.is_some_and(|r| r.saturated),
                     capacity,
-                    committed: committed.get(id).copied().unwrap_or(0.0).max(serving),
+                    committed: packets.max(serving),
+                    net_capacity: report
+                        .and_then(AgentReport::net_capacity)
+                        .unwrap_or(f64::INFINITY),
+                    net_committed: bytes.max(report.map_or(0.0, AgentReport::net_load)),
                 }
             })
             .collect()
@@ -525,6 +596,7 @@ impl Core {
         let fleet = self.fleet.as_mut()?;
         let total: f64 = rates.iter().map(|(_, r)| r).filter(|r| r.is_finite()).sum();
         fleet.update(total);
+        self.seasons.fleet_sample(total);
         // What the backends passing their checks carry, saturated or not (saturation is load,
         // not loss of capacity).
         let healthy: Vec<&BackendLoad> = loads
@@ -621,6 +693,7 @@ impl Core {
                 forecast: selector.forecast(),
                 upper: selector.upper(),
             });
+            extra.schedule.record();
         }
     }
 

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::{
     agent::{AgentReport, AppLoad},
-    config::Config,
+    config::{control::Period, Config},
     state::ControlState,
 };
 
@@ -333,4 +333,130 @@ fn forget_after_zero_keeps_every_session() {
     let later = t0 + Duration::from_secs(86_400);
     core.tick(later, 86_400_000, t0, &[], &st);
     assert_eq!(core.sessions(), 1);
+}
+
+/// Deterministic noise in [0, 1) (SplitMix64).
+fn noise(t: u64) -> f64 {
+    let mut z = t
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Issue 20 §3: with no `period` configured, a session whose load repeats every 24 ticks gets
+/// its seasonal models on (and the fleet's forecaster too); a session of noise does not; and a
+/// fixed `period = 0` keeps them off.
+#[test]
+fn a_periodic_session_turns_the_seasonal_models_on_without_configuration() {
+    let periodic = |t: u64| {
+        let phase = std::f64::consts::TAU * t as f64 / 24.0;
+        300.0 + 200.0 * phase.sin() + 20.0 * noise(t)
+    };
+    let flat = |t: u64| 200.0 + 60.0 * noise(t + 1_000_000);
+    let run = |cfg: &ControlConfig, ticks: u64| {
+        let mut st = state(4);
+        let mut core = Core::new(cfg);
+        let t0 = Instant::now();
+        let mut changes = Vec::new();
+        for t in 0..ticks {
+            let rates = [(kv(1), periodic(t)), (kv(2), flat(t))];
+            let out = core.tick(t0 + Duration::from_secs(t), t * 1000, t0, &rates, &st);
+            commit(&mut st, &out);
+            changes.extend(out.periods);
+        }
+        (core, changes)
+    };
+    assert_eq!(config().period, Period::Auto, "the default");
+    let (core, changes) = run(&config(), 600);
+    assert_eq!(core.period(&kv(1)), Some(24), "{changes:?}");
+    assert_eq!(core.period(&kv(2)), Some(0), "{changes:?}");
+    assert_eq!(core.fleet_period(), Some(24), "{changes:?}");
+    let found = changes
+        .iter()
+        .find(|c| c.session == Some(kv(1)))
+        .expect("a change for kv/1");
+    // Not before a few seasons were seen (64 samples hold only 2.7 of them).
+    assert!(found.samples >= 72, "{found:?}");
+    assert!(found.to_string().contains("seasonal models on"), "{found}");
+    // The selector uses them: the seasonal models carry most of the mix's weight.
+    let weights = core.states[core.index[&kv(1)]].selector().weights();
+    assert!(weights[1] + weights[4] > 0.5, "{weights:?}");
+
+    let fixed: ControlConfig = toml::from_str("period = 0\n").unwrap();
+    let (core, changes) = run(&fixed, 600);
+    assert!(changes.is_empty(), "{changes:?}");
+    assert_eq!(core.period(&kv(1)), Some(0));
+}
+
+/// Issue 20 §3: bandwidth counts. Two sessions at the same packet rate, one of 64-byte and one
+/// of 1,400-byte packets: with `per_shard_bytes` the byte-heavy one is spread wider, and the
+/// placement says why.
+#[test]
+fn a_byte_heavy_packet_light_session_is_placed_on_more_shards() {
+    let mut st = state(4);
+    let cfg: ControlConfig =
+        toml::from_str("per_shard_capacity = 400.0\nper_shard_bytes = 125000.0\n").unwrap();
+    let mut core = Core::new(&cfg);
+    let t0 = Instant::now();
+    let mut reasons = Vec::new();
+    for t in 0..20u64 {
+        for (session, size) in [(kv(1), 64.0), (kv(2), 1400.0)] {
+            core.observe_bytes(&session, 200.0, 200.0 * size);
+        }
+        let rates = [(kv(1), 200.0), (kv(2), 200.0)];
+        let out = core.tick(t0 + Duration::from_secs(t), t * 1000, t0, &rates, &st);
+        commit(&mut st, &out);
+        reasons.extend(out.placements.into_iter().map(|p| p.reason));
+    }
+    // 200 pps need one shard (0.6 with the headroom); 280 kB/s need three (2.7).
+    assert!(st
+        .sessions
+        .get(&kv(1))
+        .is_none_or(|e| e.backends.len() <= 1));
+    assert_eq!(st.sessions[&kv(2)].backends.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[0].contains("sized by its bytes: 280000 B/s"),
+        "{reasons:?}"
+    );
+}
+
+/// Bandwidth counts in the placement too: a backend whose agent reports its network nearly
+/// full gets none of a byte-heavy session's shards, however much CPU it has free.
+#[test]
+fn a_backend_with_a_full_network_gets_no_byte_heavy_shard() {
+    let mut st = state(4);
+    let cfg: ControlConfig =
+        toml::from_str("per_shard_capacity = 400.0\nper_shard_bytes = 125000.0\n").unwrap();
+    let mut core = Core::new(&cfg);
+    let network = |backend: u32, rx_bps: f64| AgentReport {
+        backend,
+        resources: crate::agent::Resources {
+            rx_bps,
+            net_capacity: 1.25e6,
+            ..Default::default()
+        },
+        ..AgentReport::default()
+    };
+    // Backend 1 carries 1.2 MB/s of its 1.25: 50 kB/s free, less than one shard's 93 kB/s.
+    core.report(network(1, 1.2e6));
+    for id in 2..=4 {
+        core.report(network(id, 0.0));
+    }
+    let t0 = Instant::now();
+    for t in 0..5u64 {
+        core.observe_bytes(&kv(2), 200.0, 200.0 * 1400.0);
+        let out = core.tick(
+            t0 + Duration::from_secs(t),
+            t * 1000,
+            t0,
+            &[(kv(2), 200.0)],
+            &st,
+        );
+        commit(&mut st, &out);
+    }
+    let mut set = st.sessions[&kv(2)].backends.clone();
+    set.sort_unstable();
+    assert_eq!(set, vec![2, 3, 4]);
 }

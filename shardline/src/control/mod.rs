@@ -47,7 +47,7 @@ pub use self::core::{Core, Placement, TickOutput};
 use self::{forecast::SelectorConfig, sizing::SizingConfig};
 use crate::{
     agent::AgentReport,
-    config::control::{ControlConfig, Controller},
+    config::control::{ControlConfig, Controller, Period},
     control::history::History,
     control::insight::Insights,
     state::{Command, Control, SessionRef},
@@ -73,6 +73,7 @@ impl StageConfigs for ControlConfig {
                 Controller::Reactive => sizing::Rule::Reactive(reactive::HpaConfig::default()),
             },
             per_shard_capacity: self.per_shard_capacity,
+            per_shard_bytes: self.per_shard_bytes.unwrap_or(f64::INFINITY),
             headroom: self.headroom,
             hysteresis: self.hysteresis,
             min_dwell: Duration::from_secs_f64(self.min_dwell_secs.max(0.0)),
@@ -83,7 +84,11 @@ impl StageConfigs for ControlConfig {
     fn selector(&self) -> SelectorConfig {
         SelectorConfig {
             horizon: self.horizon,
-            period: self.period,
+            // `auto` starts without a season; the loop's detection sets one per session.
+            period: match self.period {
+                Period::Auto => 0,
+                Period::Fixed(p) => p,
+            },
             ..SelectorConfig::default()
         }
     }
@@ -100,6 +105,8 @@ pub struct TickInput {
     pub at: Instant,
     /// Packets per second per session since the previous reading.
     pub rates: Vec<(SessionRef, f64)>,
+    /// Bytes per second of each session in `rates`, in the same order (empty: not measured).
+    pub bytes: Vec<f64>,
 }
 
 /// Everything the loop thread talks to.
@@ -171,10 +178,16 @@ pub fn spawn(
                         let at_ms = unix_ms();
                         let state = handles.control.local();
                         let began = Instant::now();
+                        for ((session, packets), bytes) in input.rates.iter().zip(&input.bytes) {
+                            core.observe_bytes(session, *packets, *bytes);
+                        }
                         let out = core.tick(input.at, at_ms, start, &input.rates, &state);
                         handles.telemetry.tick_seconds.observe(began.elapsed().as_secs_f64());
                         let leader = handles.runtime.block_on(handles.control.status()).role == "leader";
                         publish(&core, &handles);
+                        for change in &out.periods {
+                            info!("{change}");
+                        }
                         if leader && !out.placements.is_empty() {
                             for p in &out.placements {
                                 info!("{}", p.reason);
@@ -226,8 +239,7 @@ fn warm(core: &mut Core, history: &History, control: &dyn Control, now: Instant)
         Ok(series) => {
             let state = control.local();
             for (session, points) in &series {
-                let values: Vec<f64> = points.iter().map(|p| p.1).collect();
-                core.warm(session, &values, &state, now);
+                core.warm(session, points, &state, now);
             }
             info!(
                 sessions = series.len(),

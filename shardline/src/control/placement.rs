@@ -2,7 +2,8 @@
 //!
 //! Pure: the loads come in, the chosen ids go out. Ranking is by free capacity scaled by
 //! weight, deterministic on ties, and never picks a backend that is unhealthy, drained or
-//! already too full for one more shard.
+//! already too full for one more shard: by its packets (CPU) or, where its agent reports the
+//! network's capacity, by its bytes.
 
 /// A backend as the placement sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -17,6 +18,11 @@ pub struct BackendLoad {
     pub capacity: f64,
     /// Load already committed to it (forecasts of the shards it holds).
     pub committed: f64,
+    /// Bytes per second its network carries (infinite: unknown, not counted).
+    pub net_capacity: f64,
+    /// Bytes per second already committed to its network (the larger of what it reports
+    /// carrying and the forecasts of the shards it holds).
+    pub net_committed: f64,
 }
 
 impl BackendLoad {
@@ -24,24 +30,33 @@ impl BackendLoad {
     pub fn free(&self) -> f64 {
         self.capacity - self.committed
     }
+
+    /// Predicted free network capacity, bytes per second (infinite when unknown).
+    pub fn net_free(&self) -> f64 {
+        self.net_capacity - self.net_committed
+    }
 }
 
-/// Picks up to `count` distinct backends for new shards that each bring `per_shard_load`.
+/// Picks up to `count` distinct backends for new shards that each bring `per_shard_load`
+/// (packets) and `per_shard_bytes`.
 ///
 /// Unhealthy, drained (weight 0) and saturated backends (free capacity below
-/// `per_shard_load`, or none at all) get nothing. The rest are ranked by free capacity scaled
+/// `per_shard_load`, or none at all; free network capacity below `per_shard_bytes`) get
+/// nothing. The rest are ranked by free capacity scaled
 /// by weight (ties by id, so the choice is deterministic); `out` is cleared and filled with
 /// the chosen ids, best first. Fewer than `count` ids means the fleet cannot take the shards.
 pub fn choose_backends(
     backends: &[BackendLoad],
     count: usize,
     per_shard_load: f64,
+    per_shard_bytes: f64,
     out: &mut Vec<u32>,
 ) {
     out.clear();
     let mut eligible: Vec<(f64, u32)> = backends
         .iter()
         .filter(|b| b.healthy && b.weight > 0 && b.free() > 0.0 && b.free() >= per_shard_load)
+        .filter(|b| b.net_capacity.is_infinite() || b.net_free() >= per_shard_bytes)
         .map(|b| (b.free() * f64::from(b.weight), b.id))
         .collect();
     eligible.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -60,6 +75,8 @@ mod tests {
             healthy,
             capacity,
             committed,
+            net_capacity: f64::INFINITY,
+            net_committed: 0.0,
         }
     }
 
@@ -75,11 +92,32 @@ mod tests {
             backend(7, 1, true, 1000.0, 950.0),  // free 50 < per-shard load
         ];
         let mut out = Vec::new();
-        choose_backends(&fleet, 3, 80.0, &mut out);
+        choose_backends(&fleet, 3, 80.0, 0.0, &mut out);
         assert_eq!(out, vec![2, 3, 1]);
-        choose_backends(&fleet, 16, 80.0, &mut out);
+        choose_backends(&fleet, 16, 80.0, 0.0, &mut out);
         assert_eq!(out, vec![2, 3, 1], "only three can take a shard");
-        choose_backends(&fleet, 1, 500.0, &mut out);
+        choose_backends(&fleet, 1, 500.0, 0.0, &mut out);
         assert_eq!(out, vec![2]);
+    }
+
+    /// Issue 20 §3: a backend whose network is nearly full takes no byte-heavy shard, however
+    /// much CPU it has free; a light shard still fits.
+    #[test]
+    fn a_full_network_takes_no_byte_heavy_shard() {
+        let with_net = |b: BackendLoad, capacity: f64, committed: f64| BackendLoad {
+            net_capacity: capacity,
+            net_committed: committed,
+            ..b
+        };
+        let fleet = [
+            with_net(backend(1, 1, true, 1000.0, 0.0), 1.25e8, 1.2e8), // 5 MB/s free
+            with_net(backend(2, 1, true, 1000.0, 500.0), 1.25e8, 0.0),
+            backend(3, 1, true, 1000.0, 600.0), // network unknown: not counted
+        ];
+        let mut out = Vec::new();
+        choose_backends(&fleet, 3, 100.0, 1e7, &mut out);
+        assert_eq!(out, vec![2, 3]);
+        choose_backends(&fleet, 3, 100.0, 1e6, &mut out);
+        assert_eq!(out, vec![1, 2, 3]);
     }
 }

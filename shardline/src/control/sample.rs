@@ -1,5 +1,5 @@
-//! The *sample* stage: per-tick session loads from the dataplane's cumulative per-CPU session
-//! counters. Pure: counter totals in, rates out.
+//! The *sample* stage: per-tick session loads (packets and bytes per second) from the
+//! dataplane's cumulative per-CPU session counters. Pure: counter totals in, rates out.
 //!
 //! Reading: [`crate::maps::DataplaneMaps::session_counters`] walks the `SESSION_STATS` per-CPU
 //! LRU hash (sessions on the default table) and reads the placed sessions' `SESSION_SLOT_STATS`
@@ -12,10 +12,19 @@ use std::{collections::HashMap, time::Duration};
 
 use shardline_common::maps::{Counter, SessionKey};
 
-/// Turns cumulative counters into packets per second.
+/// One session's load over a tick.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Rate {
+    /// Packets per second (what shard counts and forecasts are in).
+    pub packets: f64,
+    /// Bytes per second (what a per-shard byte capacity sizes).
+    pub bytes: f64,
+}
+
+/// Turns cumulative counters into packets and bytes per second.
 #[derive(Debug, Default)]
 pub struct Sampler {
-    last: HashMap<SessionKey, u64>,
+    last: HashMap<SessionKey, Counter>,
 }
 
 impl Sampler {
@@ -24,27 +33,30 @@ impl Sampler {
         Self::default()
     }
 
-    /// Rates (packets per second) of every session in `counters` over `elapsed` since the
-    /// previous call, into `out` (cleared first). A session seen for the first time has no
-    /// rate yet; a counter that went backwards (an LRU eviction and re-insert) restarts from
-    /// its new value. Sessions that vanished are forgotten.
+    /// Rates (packets and bytes per second) of every session in `counters` over `elapsed`
+    /// since the previous call, into `out` (cleared first). A session seen for the first time
+    /// has no rate yet; a counter that went backwards (an LRU eviction and re-insert) restarts
+    /// from its new value. Sessions that vanished are forgotten.
     pub fn rates(
         &mut self,
         counters: &HashMap<SessionKey, Counter>,
         elapsed: Duration,
-        out: &mut Vec<(SessionKey, f64)>,
+        out: &mut Vec<(SessionKey, Rate)>,
     ) {
         out.clear();
         let secs = elapsed.as_secs_f64();
         self.last.retain(|k, _| counters.contains_key(k));
         for (key, counter) in counters {
-            match self.last.insert(*key, counter.packets) {
+            match self.last.insert(*key, *counter) {
                 Some(before) if secs > 0.0 => {
-                    let delta = counter
-                        .packets
-                        .checked_sub(before)
-                        .unwrap_or(counter.packets);
-                    out.push((*key, delta as f64 / secs));
+                    let delta = |now: u64, then: u64| now.checked_sub(then).unwrap_or(now);
+                    out.push((
+                        *key,
+                        Rate {
+                            packets: delta(counter.packets, before.packets) as f64 / secs,
+                            bytes: delta(counter.bytes, before.bytes) as f64 / secs,
+                        },
+                    ));
                 }
                 _ => {}
             }
@@ -80,6 +92,14 @@ mod tests {
             .collect()
     }
 
+    /// `packets` per second of 100-byte packets (as [`counters`] counts them).
+    fn rate(packets: f64) -> Rate {
+        Rate {
+            packets,
+            bytes: packets * 100.0,
+        }
+    }
+
     #[test]
     fn deltas_over_elapsed_time() {
         let mut s = Sampler::new();
@@ -91,14 +111,14 @@ mod tests {
             Duration::from_millis(500),
             &mut out,
         );
-        assert_eq!(out, vec![(key(1), 400.0)]);
+        assert_eq!(out, vec![(key(1), rate(400.0))]);
         // Session 1 was evicted and re-inserted: its counter restarted at 20.
         s.rates(
             &counters(&[(1, 20), (2, 150)]),
             Duration::from_secs(2),
             &mut out,
         );
-        assert_eq!(out, vec![(key(1), 10.0), (key(2), 50.0)]);
+        assert_eq!(out, vec![(key(1), rate(10.0)), (key(2), rate(50.0))]);
         // Session 2 vanished, then came back: first sight again.
         s.rates(&counters(&[(1, 20)]), Duration::from_secs(1), &mut out);
         s.rates(
@@ -106,6 +126,6 @@ mod tests {
             Duration::from_secs(1),
             &mut out,
         );
-        assert_eq!(out, vec![(key(1), 0.0)]);
+        assert_eq!(out, vec![(key(1), rate(0.0))]);
     }
 }

@@ -2,7 +2,11 @@
 //!
 //! Pure and clock-free: every function takes `now`. The shard count follows the selector's
 //! upper forecast, `ceil(upper / per-shard capacity × (1 + headroom))` clamped to
-//! 1..=[`MAX_SHARDS`], with three brakes against flapping:
+//! 1..=[`MAX_SHARDS`]. With a per-shard byte capacity, bandwidth counts too: the forecast's
+//! bytes (packets × the session's mean packet size) need `ceil(bytes / per-shard bytes ×
+//! (1 + headroom))` shards, and the session gets the larger count ([`SizingConfig::shard_load`]
+//! turns the bytes into the packet rate that needs as many shards, so one set of brakes serves
+//! both). The brakes against flapping:
 //!
 //! - **dwell**: no scale-in until `min_dwell` has passed since the last change;
 //! - **hysteresis**: a scale-in target must fit the smaller set with `hysteresis` to spare
@@ -58,6 +62,8 @@ pub struct SizingConfig {
     pub rule: Rule,
     /// Load one shard carries at full use, in the series' unit.
     pub per_shard_capacity: f64,
+    /// Bytes per second one shard carries at full use; infinite: bandwidth is not counted.
+    pub per_shard_bytes: f64,
     /// Spare capacity kept on top of the upper forecast (0.2 = 20 %).
     pub headroom: f64,
     /// Extra margin a scale-in target must leave (0.1 = 10 %).
@@ -73,6 +79,7 @@ impl Default for SizingConfig {
         Self {
             rule: Rule::Predictive,
             per_shard_capacity: 1.0,
+            per_shard_bytes: f64::INFINITY,
             headroom: 0.2,
             hysteresis: 0.1,
             min_dwell: Duration::from_secs(60),
@@ -93,6 +100,19 @@ impl SizingConfig {
             }
         }
         Ok(())
+    }
+
+    /// The packet rate that needs as many shards as `packets` per second of `packet_bytes`
+    /// bytes each: `packets` itself, or, when their bytes need more shards at
+    /// `per_shard_bytes` than the packets do at `per_shard_capacity`, the rate that needs that
+    /// many. The shard count of a session is the larger of its two needs.
+    pub fn shard_load(&self, packets: f64, packet_bytes: f64) -> f64 {
+        let by_bytes = packets * packet_bytes / self.per_shard_bytes * self.per_shard_capacity;
+        if by_bytes > packets {
+            by_bytes
+        } else {
+            packets
+        }
     }
 
     /// Shards needed for `upper` with the headroom: `ceil(upper / capacity × (1 + headroom))`,
@@ -203,6 +223,7 @@ mod tests {
         SizingConfig {
             rule: Rule::Predictive,
             per_shard_capacity: 100.0,
+            per_shard_bytes: f64::INFINITY,
             headroom: 0.2,
             hysteresis: 0.1,
             min_dwell: Duration::from_secs(30),
@@ -228,6 +249,25 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    /// Issue 20 §3: bandwidth counts. 100 pps and 100 kB/s per shard, 20 % headroom: 150 pps
+    /// of 1,500-byte packets (225 kB/s) need 3 shards by their bytes where their packets need
+    /// 2; 150 pps of 100-byte packets stay at 2.
+    #[test]
+    fn a_byte_heavy_packet_light_session_gets_the_shards_its_bytes_need() {
+        let c = SizingConfig {
+            per_shard_bytes: 100_000.0,
+            ..config()
+        };
+        assert_eq!(c.shard_load(150.0, 100.0), 150.0);
+        assert_eq!(c.shards_for(c.shard_load(150.0, 100.0)), 2);
+        assert!((c.shard_load(150.0, 1500.0) - 225.0).abs() < 1e-9);
+        assert_eq!(c.shards_for(c.shard_load(150.0, 1500.0)), 3);
+        // Without a byte capacity, packets alone.
+        assert_eq!(config().shard_load(150.0, 1500.0), 150.0);
+        assert_eq!(config().shard_load(f64::INFINITY, 1500.0), f64::INFINITY);
+        assert_eq!(config().shard_load(150.0, 0.0), 150.0);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! Built for a million sessions: the states are one contiguous slice, a tick allocates nothing
 //! and touches each state once. Per session, [`SessionState`] is `size_of::<SessionState>()`
-//! bytes inline (≈ 390 on x86_64, checked by a test) plus two heap blocks sized once at
-//! creation: `8 × period` bytes of seasonal state and `40 × horizon` bytes of forecasts
-//! awaiting their actuals. Non-seasonal sessions at horizon 1 thus cost about 430 bytes
+//! bytes inline (400 on x86_64, checked by a test; the mean packet size sits in what was
+//! padding) plus two heap blocks sized once at creation (and again when the loop's period
+//! detection changes the season): `8 × period` bytes of seasonal state and `40 × horizon`
+//! bytes of forecasts awaiting their actuals. Non-seasonal sessions at horizon 1 thus cost about 430 bytes
 //! (≈ 430 MB per million); a daily season of 5-minute steps (288) adds 2.3 KB.
 
 use std::time::Instant;
@@ -24,6 +25,9 @@ pub struct SessionState {
     given: u8,
     /// [`Rule::Reactive`]: the HPA's recent recommendations, allocated on first use.
     hpa: Option<Box<Hpa>>,
+    /// Mean bytes per packet (exponentially weighted; 0 until measured): turns the packet
+    /// forecast into the bytes [`SizingConfig::shard_load`] sizes for.
+    packet_bytes: f32,
 }
 
 impl SessionState {
@@ -34,7 +38,28 @@ impl SessionState {
             shards: ShardState::new(shards, now),
             given: 0,
             hpa: None,
+            packet_bytes: 0.0,
         }
+    }
+
+    /// Takes one tick's measured `packets` and `bytes` per second into the session's mean
+    /// packet size (a tick without packets tells nothing).
+    pub fn observe_bytes(&mut self, packets: f64, bytes: f64) {
+        if !(packets > 0.0 && bytes.is_finite() && bytes >= 0.0) {
+            return;
+        }
+        let size = bytes / packets;
+        self.packet_bytes = if self.packet_bytes > 0.0 {
+            (f64::from(self.packet_bytes)
+                + PACKET_BYTES_WEIGHT * (size - f64::from(self.packet_bytes))) as f32
+        } else {
+            size as f32
+        };
+    }
+
+    /// The session's mean packet size, bytes (0 until measured).
+    pub fn packet_bytes(&self) -> f64 {
+        f64::from(self.packet_bytes)
     }
 
     /// Gives the count [`Rule::Given`] sets at the next tick.
@@ -57,7 +82,17 @@ impl SessionState {
     pub fn warm(&mut self, value: f64) {
         self.selector.update(value);
     }
+
+    /// Gives the forecaster's seasonal models season length `period` (0: none), warmed with
+    /// `recent` ([`Selector::set_period`]).
+    pub fn set_period(&mut self, period: usize, recent: impl IntoIterator<Item = f64>) {
+        self.selector.set_period(period, recent);
+    }
 }
+
+/// Weight of a tick's mean packet size in a session's running mean (a memory of about 10
+/// ticks).
+const PACKET_BYTES_WEIGHT: f64 = 0.1;
 
 /// A change of one session's shard count.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,8 +105,10 @@ pub struct ShardChange {
     pub to: u8,
     /// The selected forecast that led to it.
     pub forecast: f64,
-    /// The upper bound the count was sized for.
+    /// The upper bound (packets) the count was sized for.
     pub upper: f64,
+    /// Its bytes per second (`upper` × the mean packet size; 0 unmeasured).
+    pub bytes: f64,
 }
 
 /// Feeds `samples[i]` to `states[i]` and decides its shard count at `now`, yielding the
@@ -101,19 +138,21 @@ pub fn tick<'a>(
             }
             state.selector.update(sample);
             let from = state.shards.shards();
+            let packet_bytes = f64::from(state.packet_bytes);
             let (changed, upper) = match config.rule {
                 Rule::Predictive => {
                     // Never planned below what is measured now: a forecast that lags a ramp
                     // must not size the set under the load it already carries.
                     let upper = state.selector.upper().max(sample);
-                    (state.shards.decide(config, upper, now), upper)
+                    let load = config.shard_load(upper, packet_bytes);
+                    (state.shards.decide(config, load, now), upper)
                 }
                 Rule::Reactive(hpa) => {
                     let to = state.hpa.get_or_insert_with(Box::default).decide(
                         &hpa,
                         config.per_shard_capacity,
                         from,
-                        sample,
+                        config.shard_load(sample, packet_bytes),
                         now,
                     );
                     (state.shards.set(to, now), sample)
@@ -127,6 +166,7 @@ pub fn tick<'a>(
                 to,
                 forecast: state.selector.forecast(),
                 upper,
+                bytes: upper * packet_bytes,
             })
         })
 }
@@ -141,6 +181,50 @@ mod tests {
     fn state_stays_small() {
         let size = std::mem::size_of::<SessionState>();
         assert!(size <= 400, "SessionState grew to {size} bytes");
+    }
+
+    /// Issue 20 §3: two sessions with the same packet rate, one of small packets and one of
+    /// large ones: with a per-shard byte capacity the byte-heavy one gets more shards.
+    #[test]
+    fn a_byte_heavy_packet_light_session_gets_more_shards() {
+        let t0 = Instant::now();
+        let config = SizingConfig {
+            per_shard_capacity: 1000.0,
+            per_shard_bytes: 125_000.0, // 1 Mbit/s
+            ..SizingConfig::default()
+        };
+        let mut states = vec![SessionState::new(SelectorConfig::default(), 1, t0); 2];
+        let (packets, sizes) = (400.0, [64.0, 1400.0]);
+        for step in 0..50u64 {
+            for (state, size) in states.iter_mut().zip(sizes) {
+                state.observe_bytes(packets, packets * size);
+            }
+            let now = t0 + Duration::from_secs(step);
+            for change in tick(&mut states, &[packets; 2], &config, now) {
+                assert_eq!(change.session, 1, "{change:?}");
+                assert!(
+                    (change.bytes - change.upper * 1400.0).abs() < 1e-6,
+                    "{change:?}"
+                );
+            }
+        }
+        assert!((states[1].packet_bytes() - 1400.0).abs() < 1e-3);
+        // 400 pps need 1 shard (0.48 with the headroom); 560 kB/s need 6 (5.4).
+        assert_eq!(states[0].shards(), 1);
+        assert_eq!(states[1].shards(), 6);
+        // Packets alone (no byte capacity): both take one.
+        let mut alone = states.clone();
+        let packets_only = SizingConfig {
+            per_shard_bytes: f64::INFINITY,
+            scale_in_delay: Duration::ZERO,
+            min_dwell: Duration::ZERO,
+            ..config
+        };
+        for step in 50..60u64 {
+            let now = t0 + Duration::from_secs(step);
+            tick(&mut alone, &[packets; 2], &packets_only, now).for_each(drop);
+        }
+        assert_eq!(alone[1].shards(), 1);
     }
 
     #[test]

@@ -140,23 +140,27 @@ pub async fn start(
                 sampler.rates(&counters, now - last, &mut rates);
                 last = now;
                 let state = control.local();
-                let named = rates
+                let (named, bytes) = rates
                     .iter()
                     .filter_map(|(k, rate)| {
                         let service = state.services.get((k.service as usize).checked_sub(1)?)?;
                         Some((
-                            SessionRef {
-                                service: service.name.clone(),
-                                session: k.session,
-                            },
-                            *rate,
+                            (
+                                SessionRef {
+                                    service: service.name.clone(),
+                                    session: k.session,
+                                },
+                                rate.packets,
+                            ),
+                            rate.bytes,
                         ))
                     })
-                    .collect();
+                    .unzip();
                 if sample_tx
                     .send(TickInput {
                         at: now,
                         rates: named,
+                        bytes,
                     })
                     .is_err()
                 {
