@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use shardline_common::{
     consts::{
-        MAGLEV_ENTRIES, MAX_BACKENDS, MAX_FLOWS, MAX_SERVICES, MAX_SESSIONS, MAX_SESSION_SLOTS,
-        MAX_SESSION_STATS, POOL_MEMBER_WORDS,
+        BACKEND_STATS_ENTRIES, MAGLEV_ENTRIES, MAX_BACKENDS, MAX_FLOWS, MAX_SERVICES, MAX_SESSIONS,
+        MAX_SESSION_SLOTS, MAX_SESSION_STATS, POOL_MEMBER_WORDS,
     },
     maps::{
         Backend, Counter, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey, ShardSet,
@@ -57,9 +57,11 @@ pub static GLOBALS: Array<Globals> = Array::pinned(1, 0);
 #[map]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::pinned(REASON_COUNT, 0);
 
-/// Forwarded packets and bytes per backend id, per CPU.
+/// Forwarded packets and bytes per (service, backend), per CPU, at
+/// `maps::backend_stats_index`: a row of backend ids per service, so one inlined array update
+/// counts both ways and userspace sums a backend's column for its total.
 #[map]
-pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_BACKENDS, 0);
+pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(BACKEND_STATS_ENTRIES, 0);
 
 /// Forwarded packets and bytes of placed sessions, per CPU, by [`ShardSet::stats_slot`]: an
 /// array slot costs a few instructions where a hash lookup costs tens of nanoseconds.
