@@ -48,6 +48,9 @@ pub const BENCH_ROTATION: u32 = 1_000_000;
 /// Bench only: the step between consecutive keys of that cycle, coprime with
 /// [`BENCH_ROTATION`] so the cycle visits every key once before repeating.
 pub const BENCH_ROTATION_STEP: u32 = 7_919;
+/// Bench only: entries (service ids) of the array-of-maps ring layout the per-packet bench
+/// measures against the one big `MAGLEV` array (`BENCH_RINGS`).
+pub const BENCH_RING_SERVICES: u32 = 16;
 /// Bench only: the first session id of the header-mode cycle.
 pub const BENCH_SESSION_BASE: u32 = 10_000_000;
 /// Bench only: the first IPv4 client address of the flow-mode cycle, 10.128.0.0, as a
