@@ -19,6 +19,13 @@ pub const MAX_RING_SIZE: u32 = MAGLEV_SIZE;
 pub const MAX_BACKENDS: u32 = 4_096;
 /// Entries of the services hash map.
 pub const MAX_SERVICES: u32 = 1_024;
+/// Rows of the per-(service, backend) forwarded counters: service ids `1..SERVICE_STATS_ROWS`
+/// count in a row of their own, the services beyond share row 0 (no service has id 0), so
+/// every backend's total (the sum of its column) stays exact whatever the service count.
+pub const SERVICE_STATS_ROWS: u32 = 64;
+/// Entries of the per-(service, backend) forwarded counters: [`MAX_BACKENDS`] per row
+/// ([`crate::maps::backend_stats_index`]).
+pub const BACKEND_STATS_ENTRIES: u32 = SERVICE_STATS_ROWS * MAX_BACKENDS;
 /// Entries of the pool-membership bitmap array: 64 words of 64 bits (backend ids) for each
 /// service id `0..=MAX_SERVICES`.
 pub const POOL_MEMBER_WORDS: u32 = (MAX_SERVICES + 1) * (MAX_BACKENDS / 64);
@@ -41,6 +48,9 @@ pub const BENCH_ROTATION: u32 = 1_000_000;
 /// Bench only: the step between consecutive keys of that cycle, coprime with
 /// [`BENCH_ROTATION`] so the cycle visits every key once before repeating.
 pub const BENCH_ROTATION_STEP: u32 = 7_919;
+/// Bench only: entries (service ids) of the array-of-maps ring layout the per-packet bench
+/// measures against the one big `MAGLEV` array (`BENCH_RINGS`).
+pub const BENCH_RING_SERVICES: u32 = 16;
 /// Bench only: the first session id of the header-mode cycle.
 pub const BENCH_SESSION_BASE: u32 = 10_000_000;
 /// Bench only: the first IPv4 client address of the flow-mode cycle, 10.128.0.0, as a

@@ -379,6 +379,29 @@ pub const fn pool_word(service: u32, backend: u32) -> Option<u32> {
     Some(service * POOL_WORDS + backend / 64)
 }
 
+/// The row of the per-(service, backend) forwarded counters that service id `service` counts
+/// in: its own below [`crate::consts::SERVICE_STATS_ROWS`], else row 0, which the services
+/// beyond share.
+#[inline(always)]
+pub const fn stats_row(service: u32) -> u32 {
+    if service < crate::consts::SERVICE_STATS_ROWS {
+        service
+    } else {
+        0
+    }
+}
+
+/// Index in the `BACKEND_STATS` array of the counter of packets of service `service`
+/// forwarded to backend `backend`: row [`stats_row`], column `backend`. `None` past the
+/// backends array (no such backend).
+#[inline(always)]
+pub const fn backend_stats_index(service: u32, backend: u32) -> Option<u32> {
+    if backend >= crate::consts::MAX_BACKENDS {
+        return None;
+    }
+    Some(stats_row(service) * crate::consts::MAX_BACKENDS + backend)
+}
+
 /// A packets/bytes pair, one per CPU in the per-CPU counter maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -576,6 +599,18 @@ mod tests {
         );
         assert_eq!(pool_word(crate::consts::MAX_SERVICES + 1, 0), None);
         assert_eq!(pool_word(1, crate::consts::MAX_BACKENDS), None);
+    }
+
+    #[test]
+    fn every_service_backend_pair_has_a_counter_and_the_services_beyond_share_row_0() {
+        use crate::consts::{BACKEND_STATS_ENTRIES, MAX_BACKENDS, SERVICE_STATS_ROWS as ROWS};
+        assert_eq!(backend_stats_index(1, 0), Some(MAX_BACKENDS));
+        assert_eq!(backend_stats_index(2, 7), Some(2 * MAX_BACKENDS + 7));
+        let last = backend_stats_index(ROWS - 1, MAX_BACKENDS - 1);
+        assert_eq!(last, Some(BACKEND_STATS_ENTRIES - 1));
+        assert_eq!(backend_stats_index(ROWS, 7), Some(7));
+        assert_eq!(backend_stats_index(u32::MAX, 7), Some(7));
+        assert_eq!(backend_stats_index(1, MAX_BACKENDS), None);
     }
 
     #[test]

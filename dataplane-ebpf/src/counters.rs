@@ -1,7 +1,7 @@
 //! Per-CPU counters: no atomics, no contention; userspace sums the CPUs.
 
 use shardline_common::{
-    maps::{Counter, SessionKey},
+    maps::{backend_stats_index, Counter, SessionKey},
     verdict::Reason,
 };
 
@@ -16,11 +16,12 @@ pub fn count_reason(reason: Reason) {
     }
 }
 
-/// Counts one forwarded packet of `bytes` for backend `id` and for `session`: in counters
-/// slot `slot` when `session` owns it, else in the LRU counters.
+/// Counts one forwarded packet of `bytes` for backend `id` of the session's service, and for
+/// `session`: in counters slot `slot` when `session` owns it, else in the LRU counters.
 #[inline(always)]
 pub fn count_forwarded(id: u32, session: &SessionKey, slot: u32, bytes: u64) {
-    if let Some(c) = BACKEND_STATS.get_ptr_mut(id) {
+    let index = backend_stats_index(session.service, id).unwrap_or(u32::MAX);
+    if let Some(c) = BACKEND_STATS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot.
         unsafe {
             (*c).packets += 1;

@@ -3,13 +3,15 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
-    macros::map,
+    btf_maps,
+    macros::{btf_map, map},
     maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use shardline_common::{
     consts::{
-        MAGLEV_ENTRIES, MAX_BACKENDS, MAX_FLOWS, MAX_SERVICES, MAX_SESSIONS, MAX_SESSION_SLOTS,
-        MAX_SESSION_STATS, POOL_MEMBER_WORDS,
+        BACKEND_STATS_ENTRIES, BENCH_RING_SERVICES, MAGLEV_ENTRIES, MAX_BACKENDS, MAX_FLOWS,
+        MAX_RING_SIZE, MAX_SERVICES, MAX_SESSIONS, MAX_SESSION_SLOTS, MAX_SESSION_STATS,
+        POOL_MEMBER_WORDS,
     },
     maps::{
         Backend, Counter, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey, ShardSet,
@@ -57,9 +59,11 @@ pub static GLOBALS: Array<Globals> = Array::pinned(1, 0);
 #[map]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::pinned(REASON_COUNT, 0);
 
-/// Forwarded packets and bytes per backend id, per CPU.
+/// Forwarded packets and bytes per (service, backend), per CPU, at
+/// `maps::backend_stats_index`: a row of backend ids per service, so one inlined array update
+/// counts both ways and userspace sums a backend's column for its total.
 #[map]
-pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_BACKENDS, 0);
+pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(BACKEND_STATS_ENTRIES, 0);
 
 /// Forwarded packets and bytes of placed sessions, per CPU, by [`ShardSet::stats_slot`]: an
 /// array slot costs a few instructions where a hash lookup costs tens of nanoseconds.
@@ -76,3 +80,13 @@ pub static SESSION_STATS: LruPerCpuHashMap<SessionKey, Counter> =
 /// contention; RSS keeps a flow on one CPU). Least recently used flows are evicted when full.
 #[map]
 pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowEntry> = LruPerCpuHashMap::pinned(MAX_FLOWS, 0);
+
+/// Bench only (`shardline-bench`'s `pool_table_aom_v4` case; `shardline` never reads it, and
+/// nothing is pinned): the pools' rings laid out as an array of maps, one inner array of
+/// `MAX_RING_SIZE` slots per service id, the layout `docs/pools.md` weighs against the one big
+/// `MAGLEV` array. Fixed-size inner arrays, so the verifier can inline the inner lookup too.
+#[btf_map]
+pub static BENCH_RINGS: btf_maps::ArrayOfMaps<
+    btf_maps::Array<u32, { MAX_RING_SIZE as usize }>,
+    { BENCH_RING_SERVICES as usize },
+> = btf_maps::ArrayOfMaps::new();

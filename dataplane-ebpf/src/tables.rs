@@ -12,17 +12,19 @@ use shardline_common::{
     route::{pick_shard, Tables},
 };
 
-use crate::maps::{BACKENDS, FLOWS, MAGLEV, POOL_MEMBERS, SERVICES, SESSIONS};
+use crate::maps::{BACKENDS, BENCH_RINGS, FLOWS, MAGLEV, POOL_MEMBERS, SERVICES, SESSIONS};
 
-/// Lookups into the pinned maps, with the globals entry read once per packet.
-pub struct MapTables<'a> {
+/// Lookups into the pinned maps, with the globals entry read once per packet. `RINGS_AOM`
+/// (bench only) reads the pools' rings from `BENCH_RINGS`, the array-of-maps layout, instead
+/// of the `MAGLEV` array; a constant, so `shardline` carries no branch for it.
+pub struct MapTables<'a, const RINGS_AOM: bool = false> {
     /// The globals entry for this packet.
     pub globals: &'a Globals,
     /// The session's counters slot, as the shard set or flow entry looked up names it (0: none).
     pub stats_slot: Cell<u32>,
 }
 
-impl<'a> MapTables<'a> {
+impl<'a, const RINGS_AOM: bool> MapTables<'a, RINGS_AOM> {
     /// Tables for one packet.
     #[inline(always)]
     pub fn new(globals: &'a Globals) -> Self {
@@ -33,7 +35,7 @@ impl<'a> MapTables<'a> {
     }
 }
 
-impl Tables for MapTables<'_> {
+impl<const RINGS_AOM: bool> Tables for MapTables<'_, RINGS_AOM> {
     #[inline(always)]
     fn service(&self, key: &ServiceKey) -> Option<Service> {
         // SAFETY: the services map is only replaced element-wise by the daemon; a Service is
@@ -59,6 +61,16 @@ impl Tables for MapTables<'_> {
 
     #[inline(always)]
     fn pool_ring(&self, service: &Service, hash: u64) -> u32 {
+        if RINGS_AOM {
+            if service.ring_size == 0 {
+                return NO_BACKEND;
+            }
+            let slot = (hash % service.ring_size as u64) as u32;
+            return BENCH_RINGS
+                .get_value(service.id, &slot)
+                .copied()
+                .unwrap_or(NO_BACKEND);
+        }
         match service.ring_index(hash) {
             Some(index) => MAGLEV.get(index).copied().unwrap_or(NO_BACKEND),
             None => NO_BACKEND,

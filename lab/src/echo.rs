@@ -65,6 +65,7 @@ impl Limit {
                 load: served as f64,
                 capacity: self.capacity as f64,
                 saturated: refused > 0,
+                services: Default::default(),
             };
             if load.saturated != was {
                 if load.saturated {

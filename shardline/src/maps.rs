@@ -1,9 +1,11 @@
 //! Typed access to the load balancer's pinned maps: writing a [`TableDelta`] (build-then-flip
 //! for the Maglev table, one update per placement), reading the per-CPU counters, and a
 //! [`Tables`] view that replays the kernel's decision against the live maps.
+//!
+//! - `counters`: the per-CPU counters read back, summed over CPUs.
 
 use std::{
-    collections::{BTreeMap, HashMap as StdHashMap},
+    collections::BTreeMap,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -16,9 +18,11 @@ use shardline_common::{
         ShardSet, SlotCounter, POOL_WORDS,
     },
     route::{pick_shard, Tables},
-    verdict::{Reason, REASON_COUNT},
 };
 
+mod counters;
+
+pub use self::counters::BackendCounters;
 use crate::{
     maglev_table::MaglevTable,
     snapshot::{delta::TableDelta, Snapshot},
@@ -539,77 +543,6 @@ impl DataplaneMaps {
         snap.globals = globals.with_live_half(0);
         Ok(snap)
     }
-
-    /// Packets per reason, summed over CPUs.
-    pub fn reason_counts(&self) -> Result<Vec<(Reason, u64)>, MapsError> {
-        (0..REASON_COUNT)
-            .map(|i| {
-                let per_cpu = self.reasons.get(&i, 0).map_err(op("read", "REASONS"))?;
-                Ok((Reason::ALL[i as usize], per_cpu.iter().sum()))
-            })
-            .collect()
-    }
-
-    /// Forwarded packets and bytes of backend `id`, summed over CPUs.
-    pub fn backend_counter(&self, id: u32) -> Result<Counter, MapsError> {
-        let per_cpu = self
-            .backend_stats
-            .get(&id, 0)
-            .map_err(op("read", "BACKEND_STATS"))?;
-        Ok(sum(per_cpu.iter()))
-    }
-
-    /// Forwarded packets and bytes of every session the LRU still holds or a counters slot
-    /// holds, summed over CPUs (a placed session's packets count in its slot; the ones before
-    /// or after it had a slot in the LRU).
-    pub fn session_counters(&self) -> Result<StdHashMap<SessionKey, Counter>, MapsError> {
-        let mut out = StdHashMap::new();
-        for entry in self.session_stats.iter() {
-            let (k, per_cpu) = entry.map_err(op("iterate", "SESSION_STATS"))?;
-            out.insert(k, sum(per_cpu.iter()));
-        }
-        let mut count = |owner: SessionKey, per_cpu: &[SlotCounter]| {
-            let counted = sum(per_cpu
-                .iter()
-                .filter(|c| c.owner == owner)
-                .map(|c| &c.counter));
-            if counted != Counter::default() || out.contains_key(&owner) {
-                let total = out.entry(owner).or_default();
-                total.packets += counted.packets;
-                total.bytes += counted.bytes;
-            }
-        };
-        if let Some(slots) = &self.slots {
-            // This handle assigns the slots: read the ones in use, not all of SESSIONS.
-            for slot in slots.in_use() {
-                let per_cpu = self
-                    .slot_stats
-                    .get(&slot, 0)
-                    .map_err(op("read", "SESSION_SLOT_STATS"))?;
-                if let Some(owner) = per_cpu
-                    .iter()
-                    .map(|c| c.owner)
-                    .find(|o| *o != SlotCounter::FREE)
-                {
-                    count(owner, &per_cpu);
-                }
-            }
-            return Ok(out);
-        }
-        for entry in self.sessions.iter() {
-            let (k, set) = entry.map_err(op("iterate", "SESSIONS"))?;
-            if set.stats_slot == 0 {
-                continue;
-            }
-            let per_cpu = match self.slot_stats.get(&set.stats_slot, 0) {
-                Ok(v) => v,
-                Err(MapError::OutOfBounds { .. }) => continue,
-                Err(e) => return Err(op("read", "SESSION_SLOT_STATS")(e)),
-            };
-            count(k, &per_cpu);
-        }
-        Ok(out)
-    }
 }
 
 /// One value per possible CPU: `seed`'s counters (zeros without one) made into `T`s.
@@ -626,13 +559,6 @@ fn per_cpu_from<T: aya::Pod>(
 
 fn syscall_error(call: &'static str, io_error: std::io::Error) -> MapError {
     MapError::SyscallError(aya::sys::SyscallError { call, io_error })
-}
-
-fn sum<'a>(values: impl Iterator<Item = &'a Counter>) -> Counter {
-    values.fold(Counter::default(), |a, c| Counter {
-        packets: a.packets + c.packets,
-        bytes: a.bytes + c.bytes,
-    })
 }
 
 /// Replays against the live maps, one lookup syscall per table read.

@@ -2,7 +2,8 @@
 //! each with a Maglev ring of its own, agree with the replay on random packets and never send
 //! a packet outside their pool; a change of one service's pool (a member joining, or failing
 //! the service's probe) rewrites that service's ring alone and moves no other service's
-//! traffic.
+//! traffic; the kernel counts every forwarded packet for its (service, backend) exactly as the
+//! replay decided it.
 
 use std::collections::BTreeMap;
 
@@ -12,9 +13,15 @@ use shardline::{
     snapshot::{delta::TableDelta, Snapshot},
     state::{Command, ControlState},
 };
-use shardline_common::route::decide;
+use shardline_common::{consts::SERVICE_STATS_ROWS, route::decide, verdict::Action};
 
-use crate::support::{agrees, hex, outer::Expected, random, Loaded, TEST_CONFIG};
+use crate::support::{
+    agrees,
+    frames::{FrameSpec, DNS_PORT, L2_PORT, VIP4, VIP4_L2},
+    hex,
+    outer::Expected,
+    random, Loaded, TEST_CONFIG,
+};
 
 /// Random packets per test.
 const PACKETS: usize = 4_000;
@@ -65,6 +72,7 @@ fn kernel_and_replay_agree_across_services_with_different_pools() {
     let mut rng = StdRng::seed_from_u64(0x9001_5eed);
     let mut failures = Vec::new();
     let mut forwarded: BTreeMap<u32, BTreeMap<u32, u64>> = BTreeMap::new();
+    let mut bytes: BTreeMap<(u32, u32), u64> = BTreeMap::new();
     for i in 0..PACKETS {
         let frame = random::frame(&mut rng);
         let d = decide(&frame[..], &lb.tables);
@@ -102,6 +110,7 @@ fn kernel_and_replay_agree_across_services_with_different_pools() {
             .or_default()
             .entry(d.backend_id)
             .or_default() += 1;
+        *bytes.entry((d.service.id, d.backend_id)).or_default() += frame.len() as u64;
     }
     assert!(
         failures.is_empty(),
@@ -122,7 +131,91 @@ fn kernel_and_replay_agree_across_services_with_different_pools() {
         vec![1, 2],
         "dns spreads over exactly its pool: {dns:?}"
     );
+    // The kernel counted exactly what the replay forwarded, per (service, backend).
+    let counted = counted_pairs(&lb);
+    let replayed: BTreeMap<(u32, u32), (u64, u64)> = bytes
+        .iter()
+        .map(|(&(s, b), &n)| ((s, b), (forwarded[&s][&b], n)))
+        .collect();
+    assert_eq!(counted, replayed, "kernel counters against the replay");
     eprintln!("pools: forwarded per service and backend: {forwarded:?}");
+}
+
+/// Every non-zero per-(service, backend) forwarded counter of the kernel, as (packets,
+/// bytes), after checking that each backend's total is the sum of its services' counts.
+fn counted_pairs(lb: &Loaded) -> BTreeMap<(u32, u32), (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for &backend in lb.tables.backends.keys() {
+        let c = lb
+            .maps
+            .backend_counters(backend)
+            .expect("read BACKEND_STATS");
+        assert_eq!(
+            c.shared(),
+            Default::default(),
+            "no service shares row 0 here"
+        );
+        let mut sum = (0, 0);
+        for service in 1..SERVICE_STATS_ROWS {
+            let n = c.service(service).expect("a row of its own");
+            if n.packets != 0 || n.bytes != 0 {
+                out.insert((service, backend), (n.packets, n.bytes));
+                sum = (sum.0 + n.packets, sum.1 + n.bytes);
+            }
+        }
+        let total = lb.maps.backend_counter(backend).expect("total");
+        assert_eq!(
+            (total.packets, total.bytes),
+            sum,
+            "backend {backend}'s total"
+        );
+    }
+    out
+}
+
+#[test]
+fn forwarded_packets_count_per_service_and_backend_exactly() {
+    let text = pools_config(Some(0));
+    let config = Config::parse(&text, "pools config").expect("valid");
+    let mut lb = Loaded::new(&text);
+    let (dns, l2, kv) = (
+        service_id(&lb.tables, "dns", &config),
+        service_id(&lb.tables, "l2", &config),
+        service_id(&lb.tables, "kv", &config),
+    );
+    let mut frames = Vec::new();
+    for sport in 0..60u16 {
+        frames.push(FrameSpec::udp4(VIP4, 20_000 + sport, DNS_PORT, b"query".to_vec()).build());
+    }
+    for sport in 0..25u16 {
+        frames.push(FrameSpec::udp4(VIP4_L2, 30_000 + sport, L2_PORT, b"hello".to_vec()).build());
+    }
+    for session in 0..40u64 {
+        frames.push(FrameSpec::kv4(1_000 + session, session * 7).build());
+    }
+    let mut want: BTreeMap<(u32, u32), (u64, u64)> = BTreeMap::new();
+    for frame in &frames {
+        let d = decide(&frame[..], &lb.tables);
+        assert!(d.reason.forwards(), "test frame not forwarded: {d:?}");
+        assert_eq!(lb.run(frame).action, Action::Tx);
+        let n = want.entry((d.service.id, d.backend_id)).or_default();
+        *n = (n.0 + 1, n.1 + frame.len() as u64);
+    }
+    let got = counted_pairs(&lb);
+    assert_eq!(got, want, "kernel counters against the replay");
+    let per = |service: u32| -> BTreeMap<u32, u64> {
+        got.iter()
+            .filter(|((s, _), _)| *s == service)
+            .map(|((_, b), (p, _))| (*b, *p))
+            .collect()
+    };
+    // l2's pool is backend 3 alone; dns's is 1 and 2, and 60 flows use both; kv has no pool.
+    assert_eq!(per(l2), BTreeMap::from([(3, 25)]));
+    let dns_counts = per(dns);
+    assert_eq!(dns_counts.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(dns_counts.values().sum::<u64>(), 60);
+    assert_eq!(per(kv).values().sum::<u64>(), 40);
+    assert!(got.keys().all(|(s, _)| [dns, l2, kv].contains(s)));
 }
 
 #[test]

@@ -14,11 +14,14 @@
 //! Every shardline repeat is checked: the per-reason counters must have grown by exactly
 //! `repeat` under the expected reason, or the benchmark fails instead of reporting.
 
-use aya::programs::{TestRun, TestRunOptions};
+use aya::{
+    maps::{Array, ArrayOfMaps, MapData},
+    programs::{TestRun, TestRunOptions},
+};
 use etherparse::PacketBuilder;
 use serde_json::{json, Value};
 use shardline_common::{
-    consts::{BENCH_ROTATION, BENCH_SESSION_BASE, BENCH_SOURCE_BASE_V4},
+    consts::{BENCH_ROTATION, BENCH_SESSION_BASE, BENCH_SOURCE_BASE_V4, MAX_RING_SIZE},
     packet::encode_header,
     verdict::{Action, Reason, REASON_COUNT},
 };
@@ -76,6 +79,7 @@ const TX: &str = "shardline_tx_baseline";
 const TX_RESTORING: &str = "shardline_tx_baseline_restoring";
 const BALANCER: &str = "shardline_bench";
 const NEW_FLOW: &str = "shardline_bench_new_flow";
+const RINGS_AOM: &str = "shardline_bench_rings_aom";
 
 /// A UDP/IPv4 frame padded (in the UDP payload) to [`FRAME_LEN`] bytes.
 fn udp4(src: [u8; 4], dport: u16, header: Option<(u64, u64)>) -> Vec<u8> {
@@ -225,6 +229,17 @@ fn cases() -> Vec<Case> {
                    miss, the pool's 509-slot Maglev ring (compare default_table_v4)",
         },
         Case {
+            name: "pool_table_aom_v4",
+            object: Object::Balancer,
+            program: RINGS_AOM,
+            frame: udp4(CLIENT4_PLACED, 7001, Some((999_999, 0x1234_5678))),
+            action: Action::Tx,
+            reason: Some(Reason::Forwarded),
+            what: "pool_table_v4 with the pool's ring in an array of maps (BENCH_RINGS: outer \
+                   lookup by service id, then the inner array) instead of the one big MAGLEV \
+                   array",
+        },
+        Case {
             name: "diag_not_ip",
             object: Object::Balancer,
             program: BALANCER,
@@ -304,11 +319,12 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
     let rounds = if quick { 3 } else { 9 };
     million::stay_on_this_cpu()?;
     let mut lb = loaded_balancer()?;
-    for name in [BALANCER, NEW_FLOW] {
+    for name in [BALANCER, NEW_FLOW, RINGS_AOM] {
         xdp_program(&mut lb.ebpf, name)?
             .load()
             .map_err(program_err(name))?;
     }
+    fill_rings_aom(&mut lb)?;
     let mut aux = load_aux()?;
     for name in [PASS, TX, TX_RESTORING] {
         xdp_program(&mut aux, name)?
@@ -453,6 +469,36 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
         cases: out,
         diagnostics,
     })
+}
+
+/// Copies every pool's live ring into an inner array of `BENCH_RINGS` at its service id, for
+/// `pool_table_aom_v4`: the same ring the `MAGLEV` array holds, in the other layout.
+fn fill_rings_aom(lb: &mut PrivateDataplane) -> Result<(), BenchError> {
+    let map_err = |what: &'static str| {
+        move |source| BenchError::Map {
+            what: what.to_owned(),
+            source,
+        }
+    };
+    let map = lb
+        .ebpf
+        .map_mut("BENCH_RINGS")
+        .ok_or_else(|| BenchError::Check("the object has no BENCH_RINGS map".into()))?;
+    let mut outer: ArrayOfMaps<&mut MapData, Array<MapData, u32>> =
+        map.try_into().map_err(map_err("opening BENCH_RINGS"))?;
+    for (service, ring) in &lb.tables.rings {
+        let mut inner = Array::<MapData, u32>::create(MAX_RING_SIZE, 0)
+            .map_err(map_err("creating a ring's inner array"))?;
+        for (slot, backend) in ring.iter().enumerate() {
+            inner
+                .set(slot as u32, backend, 0)
+                .map_err(map_err("filling a ring's inner array"))?;
+        }
+        outer
+            .set(*service, &inner, 0)
+            .map_err(map_err("setting a ring in BENCH_RINGS"))?;
+    }
+    Ok(())
 }
 
 /// The million-entry balancer with its programs loaded and one pass of every selected

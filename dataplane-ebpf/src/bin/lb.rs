@@ -56,6 +56,14 @@ mod program {
         crate::restore::restoring(&ctx, crate::balancer::run)
     }
 
+    /// Bench only, like `shardline_bench` with the pools' rings read from `BENCH_RINGS` (an
+    /// array of maps, one inner array per service) instead of the `MAGLEV` array: the layout
+    /// comparison in `docs/pools.md`.
+    #[xdp]
+    pub fn shardline_bench_rings_aom(ctx: XdpContext) -> u32 {
+        crate::restore::restoring(&ctx, crate::balancer::run_with::<true>)
+    }
+
     /// Bench only, like `shardline_bench`, and then the frame's source address moves on by one:
     /// every repeat is a new flow (flow-table miss and insert) of a new client.
     #[xdp]

@@ -17,6 +17,7 @@ pub mod resources;
 pub mod server;
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -32,7 +33,7 @@ use crate::{config::BackendConfig, http};
 pub use resources::Resources;
 
 /// What an application says about its own load (written by it, read by the agent).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AppLoad {
     /// Requests (packets) served per second.
     pub load: f64,
@@ -40,6 +41,11 @@ pub struct AppLoad {
     pub capacity: f64,
     /// Whether it had to refuse work in the last second.
     pub saturated: bool,
+    /// Requests per second it can serve of each service it names, where that differs from
+    /// `capacity` (e.g. a heavier service). Optional: left out on the wire when empty, and a
+    /// daemon that predates it ignores it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, f64>,
 }
 
 /// One agent report, pushed to the daemon every interval.
@@ -61,7 +67,14 @@ pub struct AgentReport {
 impl AgentReport {
     /// Capacity the placement may count on (the application's; none if unreported).
     pub fn capacity(&self) -> Option<f64> {
-        self.app.map(|a| a.capacity).filter(|c| *c > 0.0)
+        self.app.as_ref().map(|a| a.capacity).filter(|c| *c > 0.0)
+    }
+
+    /// Capacity the placement may count on for `service`'s shards, where the application
+    /// reports one for that service (positive and finite; none otherwise).
+    pub fn service_capacity(&self, service: &str) -> Option<f64> {
+        let c = *self.app.as_ref()?.services.get(service)?;
+        (c.is_finite() && c > 0.0).then_some(c)
     }
 
     /// Bytes per second the backend's network carries, if reported.
@@ -216,7 +229,7 @@ pub async fn run(opts: AgentOptions, ready: impl FnOnce()) -> anyhow::Result<()>
             }
         };
         let app = opts.load_file.as_deref().and_then(read_app_load);
-        let saturated = app.is_some_and(|a| a.saturated)
+        let saturated = app.as_ref().is_some_and(|a| a.saturated)
             || opts.cpu_limit.is_some_and(|l| resources.cpu > l)
             || (resources.mem_total > 0
                 && resources.mem_used as f64 / resources.mem_total as f64 > 0.98);

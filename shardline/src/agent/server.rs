@@ -361,6 +361,26 @@ mac = "02:77:00:00:00:12"
     }
 
     #[tokio::test]
+    async fn a_report_may_carry_a_capacity_per_service_and_one_without_is_as_before() {
+        let f = fixture("per-service", |d| AgentAuth::Tokens(d.to_owned()));
+        let mut r = report(1);
+        r["app"] = json!({"load": 1.0, "capacity": 2000.0, "saturated": false,
+                          "services": {"kv": 500.0, "web": 0.0}});
+        let answer = post(&f, "report", Some("token-one"), r.to_string()).await;
+        assert_eq!(answer.0, 200, "{answer:?}");
+        let (_, got) = f.hub.latest().pop().expect("recorded");
+        assert_eq!(got.capacity(), Some(2000.0));
+        assert_eq!(got.service_capacity("kv"), Some(500.0));
+        assert_eq!(got.service_capacity("web"), None, "0 is no capacity");
+        assert_eq!(got.service_capacity("dns"), None);
+        // Without per-service capacities the report is the one agents always sent.
+        let mut plain = got.clone();
+        plain.app.as_mut().expect("app").services.clear();
+        let wire = serde_json::to_value(&plain).unwrap();
+        assert!(wire["app"].get("services").is_none(), "{wire}");
+    }
+
+    #[tokio::test]
     async fn unknown_fields_and_oversized_bodies_are_refused_as_json() {
         let f = fixture("bodies", |d| AgentAuth::Tokens(d.to_owned()));
         let before = f.control.local();

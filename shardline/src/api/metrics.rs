@@ -1,6 +1,6 @@
 //! `/metrics`: the daemon's families ([`Telemetry`]: tick duration, swap latency, per-session
 //! shards and forecast error), the cluster's role and term, and the dataplane's per-CPU
-//! counters summed at scrape time (per reason, per backend, per service).
+//! counters summed at scrape time (per reason, per backend, per (service, backend), per service).
 
 use std::sync::{Arc, Mutex};
 
@@ -15,9 +15,14 @@ use prometheus_client::{
     metrics::{counter::ConstCounter, family::Family, gauge::ConstGauge, gauge::Gauge, MetricType},
     registry::Registry,
 };
+use shardline_common::maps::Counter;
 
 use super::{ApiError, ApiState};
-use crate::{maps::DataplaneMaps, state::Control, telemetry::Telemetry};
+use crate::{
+    maps::{BackendCounters, DataplaneMaps},
+    state::Control,
+    telemetry::{Telemetry, OTHER},
+};
 
 /// The content type of OpenMetrics text, which Prometheus scrapes natively.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -239,15 +244,15 @@ impl Collector for StateCollector {
         let counters: Vec<_> = state
             .backends
             .keys()
-            .filter_map(|id| Some((id.to_string(), maps.backend_counter(*id).ok()?)))
+            .filter_map(|id| Some((*id, maps.backend_counters(*id).ok()?)))
             .collect();
         let packets: Vec<_> = counters
             .iter()
-            .map(|(id, c)| ([("backend", id.clone())], c.packets))
+            .map(|(id, c)| ([("backend", id.to_string())], c.total().packets))
             .collect();
         let bytes: Vec<_> = counters
             .iter()
-            .map(|(id, c)| ([("backend", id.clone())], c.bytes))
+            .map(|(id, c)| ([("backend", id.to_string())], c.total().bytes))
             .collect();
         family(
             &mut encoder,
@@ -260,6 +265,23 @@ impl Collector for StateCollector {
             &mut encoder,
             "shardline_backend_bytes",
             "Bytes forwarded to a backend",
+            MetricType::Counter,
+            &bytes,
+        )?;
+        let pairs = service_backend_series(&state, &counters);
+        let packets: Vec<_> = pairs.iter().map(|(l, c)| (l.clone(), c.packets)).collect();
+        let bytes: Vec<_> = pairs.iter().map(|(l, c)| (l.clone(), c.bytes)).collect();
+        family(
+            &mut encoder,
+            "shardline_backend_forwarded_packets",
+            "Packets of a service forwarded to a backend (service=\"_other\": the services beyond the dataplane's per-service rows, together)",
+            MetricType::Counter,
+            &packets,
+        )?;
+        family(
+            &mut encoder,
+            "shardline_backend_forwarded_bytes",
+            "Bytes of a service forwarded to a backend",
             MetricType::Counter,
             &bytes,
         )?;
@@ -301,6 +323,36 @@ impl Collector for StateCollector {
     }
 }
 
+/// The (service, backend) series of the forwarded counters: each backend that serves a
+/// service (in its pool, or any backend for a service without one) and any pair that counted,
+/// by service name; services without a counters row of their own fold into one
+/// `service="_other"` series per backend, present once it counted.
+fn service_backend_series(
+    state: &crate::state::ControlState,
+    counters: &[(u32, BackendCounters)],
+) -> Vec<([(&'static str, String); 2], Counter)> {
+    let mut out = Vec::new();
+    for (id, c) in counters {
+        let own = state.backends.get(id).map_or(0, |b| b.config.weight);
+        for (i, s) in state.services.iter().enumerate() {
+            let Some(counted) = c.service(i as u32 + 1) else {
+                continue;
+            };
+            if counted != Counter::default() || state.pool_weight(&s.name, *id, own).is_some() {
+                out.push((
+                    [("service", s.name.clone()), ("backend", id.to_string())],
+                    counted,
+                ));
+            }
+        }
+        if c.shared() != Counter::default() {
+            let labels = [("service", OTHER.to_owned()), ("backend", id.to_string())];
+            out.push((labels, c.shared()));
+        }
+    }
+    out
+}
+
 /// Every family `/metrics` can serve (for the dashboard test and the docs).
 pub const FAMILIES: &[&str] = &[
     "shardline_tick_seconds",
@@ -322,6 +374,83 @@ pub const FAMILIES: &[&str] = &[
     "shardline_dataplane_packets",
     "shardline_backend_packets",
     "shardline_backend_bytes",
+    "shardline_backend_forwarded_packets",
+    "shardline_backend_forwarded_bytes",
     "shardline_service_packets",
     "shardline_service_bytes",
 ];
+
+#[cfg(test)]
+mod tests {
+    use shardline_common::consts::SERVICE_STATS_ROWS;
+
+    use super::*;
+    use crate::{config::Config, state::ControlState};
+
+    /// Counters of backend `id` with `packets` in the given rows (100 bytes a packet).
+    fn counted(id: u32, rows: &[(usize, u64)]) -> (u32, BackendCounters) {
+        let mut c = BackendCounters {
+            rows: vec![Counter::default(); SERVICE_STATS_ROWS as usize],
+        };
+        for (row, packets) in rows {
+            c.rows[*row] = Counter {
+                packets: *packets,
+                bytes: 100 * packets,
+            };
+        }
+        (id, c)
+    }
+
+    #[test]
+    fn pairs_are_labelled_by_service_members_always_and_others_once_they_count() {
+        let config = Config::parse(
+            r#"
+interface = "eth0"
+[encap]
+source_v4 = "10.0.0.2"
+[[services]]
+name = "kv"
+vip = "10.100.0.1"
+port = 7000
+protocol = "udp"
+mode = "header"
+backends = [1]
+[[services]]
+name = "web"
+vip = "10.100.0.1"
+port = 8080
+protocol = "tcp"
+mode = "flow"
+[[backends]]
+id = 1
+ipv4 = "10.0.0.11"
+mac = "02:00:00:00:00:11"
+[[backends]]
+id = 2
+ipv4 = "10.0.0.12"
+mac = "02:00:00:00:00:12"
+"#,
+            "test",
+        )
+        .expect("valid");
+        let state = ControlState::from_config(&config);
+        // Backend 1: kv (id 1) and web (id 2) counted; backend 2: only services beyond the
+        // per-service rows (row 0). kv's pool leaves backend 2 out, web has no pool.
+        let counters = [counted(1, &[(1, 5), (2, 7)]), counted(2, &[(0, 3)])];
+        let got: Vec<_> = service_backend_series(&state, &counters)
+            .into_iter()
+            .map(|([(_, service), (_, backend)], c)| (service, backend, c.packets, c.bytes))
+            .collect();
+        let want = [
+            ("kv", "1", 5, 500),
+            ("web", "1", 7, 700),
+            ("web", "2", 0, 0),
+            (OTHER, "2", 3, 300),
+        ]
+        .map(|(s, b, p, by)| (s.to_owned(), b.to_owned(), p, by));
+        assert_eq!(got, want);
+        assert_eq!(counters[0].1.total().packets, 12);
+        assert_eq!(counters[0].1.service(2).map(|c| c.packets), Some(7));
+        assert_eq!(counters[0].1.service(SERVICE_STATS_ROWS), None);
+    }
+}

@@ -86,6 +86,9 @@ pub struct Core {
     /// what they hold, they only get nothing new).
     alive: HashSet<u32>,
     seasons: Seasons,
+    /// Load committed this tick per (service position in the state, backend): what bounds a
+    /// service's new shards on a backend whose agent reports a capacity for that service.
+    service_committed: HashMap<(usize, u32), f64>,
 }
 
 impl Core {
@@ -128,6 +131,7 @@ impl Core {
             chosen: Vec::new(),
             alive: HashSet::new(),
             seasons: Seasons::new(config.period),
+            service_committed: HashMap::new(),
         }
     }
 
@@ -390,14 +394,27 @@ impl Core {
             } else {
                 0.0
             };
+            let service = state
+                .services
+                .iter()
+                .position(|s| s.name == session.service);
+            let (reports, committed) = (&self.reports, &self.service_committed);
+            // The host's free capacity, or the service's where the agent reports one.
+            let scoped = |b: BackendLoad| {
+                let reported = reports
+                    .get(&b.id)
+                    .and_then(|r| r.service_capacity(&session.service));
+                let held = service.and_then(|i| committed.get(&(i, b.id)));
+                b.for_service(reported, held.copied().unwrap_or(0.0))
+            };
             let candidates: Vec<BackendLoad> = loads
                 .iter()
                 .filter(|b| !set.contains(&b.id))
                 .filter_map(|b| {
-                    Some(BackendLoad {
+                    Some(scoped(BackendLoad {
                         weight: in_pool(b)?,
                         ..*b
-                    })
+                    }))
                 })
                 .collect();
             choose_backends(
@@ -411,6 +428,9 @@ impl Core {
             for b in loads.iter_mut().filter(|b| self.chosen.contains(&b.id)) {
                 b.committed += per_shard;
                 b.net_committed += per_shard_bytes;
+                if let Some(i) = service {
+                    *self.service_committed.entry((i, b.id)).or_default() += per_shard;
+                }
             }
         }
         set
@@ -537,10 +557,12 @@ impl Core {
     /// Every backend as the placement sees it: healthy means passing health checks, not
     /// draining and not reporting saturation; committed load (packets, and bytes where its
     /// agent reports the network's capacity) is the larger of what it reports serving and
-    /// this loop's forecasts of the shards it holds.
-    fn backend_loads(&self, state: &ControlState) -> Vec<BackendLoad> {
+    /// this loop's forecasts of the shards it holds. Also fills `service_committed`, those
+    /// forecasts per service.
+    fn backend_loads(&mut self, state: &ControlState) -> Vec<BackendLoad> {
         // Per backend: forecast packets and bytes of the shards it holds.
         let mut committed: HashMap<u32, (f64, f64)> = HashMap::new();
+        self.service_committed.clear();
         for (session, entry) in &state.sessions {
             let Some(&i) = self.index.get(session) else {
                 continue;
@@ -551,10 +573,17 @@ impl Core {
             }
             let share = 1.0 / entry.backends.len() as f64;
             let bytes = upper * self.states[i].packet_bytes();
+            let service = state
+                .services
+                .iter()
+                .position(|s| s.name == session.service);
             for id in &entry.backends {
                 let c = committed.entry(*id).or_default();
                 c.0 += upper * share;
                 c.1 += bytes * share;
+                if let Some(s) = service {
+                    *self.service_committed.entry((s, *id)).or_default() += upper * share;
+                }
             }
         }
         state
@@ -567,7 +596,10 @@ impl Core {
                     .capacity
                     .or_else(|| report.and_then(AgentReport::capacity))
                     .unwrap_or(f64::INFINITY);
-                let serving = report.and_then(|r| r.app).map(|a| a.load).unwrap_or(0.0);
+                let serving = report
+                    .and_then(|r| r.app.as_ref())
+                    .map(|a| a.load)
+                    .unwrap_or(0.0);
                 let (packets, bytes) = committed.get(id).copied().unwrap_or_default();
                 BackendLoad {
                     id: *id,
@@ -634,7 +666,8 @@ impl Core {
     }
 
     /// The services with a pool whose healthy members cannot carry the upper forecasts of the
-    /// service's sessions, headroom included.
+    /// service's sessions, headroom included; a member counts the capacity its agent reports
+    /// for the service where it reports one (at most its host's).
     fn pools_short(&self, state: &ControlState, healthy: &[&BackendLoad]) -> Vec<ServiceShortfall> {
         let mut out = Vec::new();
         for s in state.services.iter().filter(|s| s.backends.is_some()) {
@@ -651,7 +684,12 @@ impl Core {
                         .pool_weight(&s.name, b.id, b.weight)
                         .is_some_and(|w| w > 0)
                 })
-                .map(|b| b.capacity)
+                .map(|b| {
+                    // A member's agent may say it carries less of this service than its host.
+                    let reported = self.reports.get(&b.id);
+                    let of_service = reported.and_then(|r| r.service_capacity(&s.name));
+                    of_service.map_or(b.capacity, |c| c.min(b.capacity))
+                })
                 .sum();
             if capacity.is_finite() && demand > capacity {
                 out.push(ServiceShortfall {

@@ -90,6 +90,7 @@ fn sessions_leave_an_unhealthy_backend_and_saturated_ones_get_nothing() {
             load: 1000.0,
             capacity: 1000.0,
             saturated: true,
+            ..AppLoad::default()
         }),
         ..AgentReport::default()
     });
@@ -265,6 +266,70 @@ fn a_pool_short_of_its_sessions_load_names_its_service_and_keeps_its_shards_insi
     assert_eq!(s.services[0].capacity, 2000.0);
     assert!(s.services[0].demand > 2000.0 && s.shortfall > 0.0, "{s:?}");
     assert!(s.capacity >= 4000.0, "the fleet as a whole has room: {s:?}");
+}
+
+/// A report from backend `id` whose application carries `capacity` of `kv` (its host 1,000).
+fn kv_capacity(id: u32, capacity: f64) -> AgentReport {
+    AgentReport {
+        backend: id,
+        app: Some(AppLoad {
+            capacity: 1000.0,
+            services: [("kv".to_owned(), capacity)].into(),
+            ..AppLoad::default()
+        }),
+        ..AgentReport::default()
+    }
+}
+
+#[test]
+fn a_backend_with_little_capacity_for_the_service_gets_none_of_its_shards() {
+    let mut st = state(4);
+    let mut core = Core::new(&config());
+    let t0 = Instant::now();
+    st.apply(&Command::Place {
+        session: kv(7),
+        backends: vec![1, 2],
+    })
+    .unwrap();
+    // Backend 3 ranks first on host capacity (ties by id) but carries 50 pps of kv at most.
+    core.report(kv_capacity(3, 50.0));
+    st.apply(&Command::SetHealth {
+        id: 2,
+        healthy: false,
+    })
+    .unwrap();
+    let out = core.tick(t0, 0, t0, &[(kv(7), 300.0)], &st);
+    let Command::Place { backends, .. } = &out.placements[0].command else {
+        panic!("{:?}", out.placements)
+    };
+    assert_eq!(backends, &vec![1, 4]);
+}
+
+#[test]
+fn a_pool_counts_its_members_capacity_for_the_service() {
+    let mut st = state(4);
+    for id in [1, 2] {
+        st.apply(&Command::JoinPool {
+            service: "kv".into(),
+            id,
+            weight: None,
+        })
+        .unwrap();
+    }
+    let mut core = Core::new(&config());
+    core.report(kv_capacity(1, 300.0));
+    core.report(kv_capacity(3, 10.0)); // outside the pool: not counted
+    let t0 = Instant::now();
+    let mut calls = Vec::new();
+    for step in 0..40u64 {
+        let now = t0 + Duration::from_secs(step);
+        let out = core.tick(now, step * 1000, t0, &[(kv(1), 40.0 * step as f64)], &st);
+        commit(&mut st, &out);
+        calls.extend(out.shortfall);
+    }
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].services[0].service, "kv");
+    assert_eq!(calls[0].services[0].capacity, 1300.0, "{:?}", calls[0]);
 }
 
 #[test]

@@ -35,6 +35,21 @@ impl BackendLoad {
     pub fn net_free(&self) -> f64 {
         self.net_capacity - self.net_committed
     }
+
+    /// This backend as one service's new shards see it, given what its agent reports it can
+    /// carry of that service (`capacity`, if it reports one) and the load of that service's
+    /// shards already committed to it (`committed`): whichever free capacity is smaller, the
+    /// service's or the host's, bounds it. Without a per-service capacity it is unchanged.
+    pub fn for_service(self, capacity: Option<f64>, committed: f64) -> Self {
+        match capacity {
+            Some(c) if c - committed < self.free() => Self {
+                capacity: c,
+                committed,
+                ..self
+            },
+            _ => self,
+        }
+    }
 }
 
 /// Picks up to `count` distinct backends for new shards that each bring `per_shard_load`
@@ -119,5 +134,34 @@ mod tests {
         assert_eq!(out, vec![2, 3]);
         choose_backends(&fleet, 3, 100.0, 1e6, &mut out);
         assert_eq!(out, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_per_service_capacity_bounds_that_service_by_the_smaller_free_capacity() {
+        let host = backend(1, 1, true, 1000.0, 200.0); // free 800
+        assert_eq!(
+            host.for_service(None, 50.0),
+            host,
+            "nothing reported: the host's"
+        );
+        let tight = host.for_service(Some(300.0), 250.0); // the service's free 50
+        assert_eq!(
+            (tight.capacity, tight.committed, tight.free()),
+            (300.0, 250.0, 50.0)
+        );
+        let roomy = host.for_service(Some(5000.0), 0.0); // the host's 800 is smaller
+        assert_eq!(roomy, host);
+        // Placement follows: backend 2 has more host room but little for this service.
+        let fleet = [
+            backend(1, 1, true, 1000.0, 600.0).for_service(None, 0.0), // free 400
+            backend(2, 1, true, 1000.0, 0.0).for_service(Some(150.0), 100.0), // free 50
+        ];
+        let mut out = Vec::new();
+        choose_backends(&fleet, 2, 80.0, 0.0, &mut out);
+        assert_eq!(
+            out,
+            vec![1],
+            "backend 2 cannot take an 80-unit shard of this service"
+        );
     }
 }

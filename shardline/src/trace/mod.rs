@@ -58,6 +58,8 @@ pub struct TraceLine {
 pub struct Tracer {
     dataplane: PrivateDataplane,
     backends: Vec<u32>,
+    /// Every service id the tables hold: the counter rows a traced packet can count in.
+    services: Vec<u32>,
 }
 
 impl Tracer {
@@ -65,9 +67,11 @@ impl Tracer {
     pub fn new(tables: Snapshot) -> Result<Self, TraceError> {
         let mut backends: Vec<u32> = tables.backends.keys().copied().collect();
         backends.sort_unstable();
+        let services = tables.services.values().map(|s| s.id).collect();
         Ok(Self {
             dataplane: PrivateDataplane::new("trace", tables)?,
             backends,
+            services,
         })
     }
 
@@ -118,7 +122,7 @@ impl Tracer {
                     *id,
                     self.dataplane
                         .maps
-                        .backend_counter(*id)
+                        .backend_counter_of(*id, &self.services)
                         .map(|c| c.packets)
                         .unwrap_or(0),
                 )
