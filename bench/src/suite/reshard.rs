@@ -153,17 +153,37 @@ fn place(i: u64, backends: Vec<u32>) -> Command {
     }
 }
 
-/// Commits `commands` as one entry on `leader`; the generation that carries them.
-async fn commit(leader: &Cluster, commands: Vec<Command>) -> Result<u64, BenchError> {
+/// Commits `commands` as one entry through whichever node leads. A failed attempt (no leader
+/// yet, a leader change, no quorum in time) is tried again, up to 5 times: a batch of
+/// placements is idempotent, so a retry of one whose outcome is unknown is safe.
+async fn commit(nodes: &[Node], commands: Vec<Command>) -> Result<u64, BenchError> {
     let n = commands.len();
-    let response = leader
-        .write_here(Command::Batch { commands })
-        .await
-        .map_err(|e| BenchError::Check(format!("committing a batch of {n}: {e}")))?;
-    if let Some(e) = response.each.iter().find_map(|r| r.as_ref().err()) {
-        return Err(BenchError::Check(format!("a placement was rejected: {e}")));
+    let batch = Command::Batch { commands };
+    let mut last = String::new();
+    for _ in 0..5 {
+        let leader = nodes[0].cluster.status().await.leader;
+        let Some(leader) = nodes.iter().find(|node| Some(node.cluster.id()) == leader) else {
+            last = "no leader".into();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        match leader.cluster.write_here(batch.clone()).await {
+            Ok(response) => {
+                if let Some(e) = response.each.iter().find_map(|r| r.as_ref().err()) {
+                    return Err(BenchError::Check(format!("a placement was rejected: {e}")));
+                }
+                return Ok(response.generation);
+            }
+            Err(e) => {
+                last = e.to_string();
+                println!("bench:   a batch of {n} was not committed ({last}); trying again");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
     }
-    Ok(response.generation)
+    Err(BenchError::Check(format!(
+        "committing a batch of {n}: {last}"
+    )))
 }
 
 /// Waits until `rx` holds at least `generation`.
@@ -244,24 +264,13 @@ fn check_maps(nodes: &[Node], sample: &[(u64, Vec<u32>)]) -> Result<(), BenchErr
 }
 
 async fn bench(nodes: &[Node], sessions: u64, rounds: usize) -> Result<Value, BenchError> {
-    let leader_id = nodes[0]
-        .cluster
-        .status()
-        .await
-        .leader
-        .ok_or_else(|| BenchError::Check("no leader".into()))?;
-    let leader = &nodes
-        .iter()
-        .find(|n| n.cluster.id() == leader_id)
-        .expect("the leader is a node")
-        .cluster;
     // Load: the sessions placed in entries of MOVED placements each, one after the other.
     let t = Instant::now();
     let mut generation = 0;
     let mut i = 0;
     while i < sessions {
         let end = (i + MOVED).min(sessions);
-        generation = commit(leader, (i..end).map(|i| place(i, first(i))).collect()).await?;
+        generation = commit(nodes, (i..end).map(|i| place(i, first(i))).collect()).await?;
         i = end;
     }
     arrivals(nodes, generation, t).await?;
@@ -277,7 +286,7 @@ async fn bench(nodes: &[Node], sessions: u64, rounds: usize) -> Result<Value, Be
             .collect();
         let commands = chosen.iter().map(|&i| place(i, moved(i, r))).collect();
         let t0 = Instant::now();
-        let generation = commit(leader, commands).await?;
+        let generation = commit(nodes, commands).await?;
         let committed = t0.elapsed().as_secs_f64() * 1e3;
         let (maps, applied) = arrivals(nodes, generation, t0).await?;
         let sample: Vec<(u64, Vec<u32>)> = chosen
