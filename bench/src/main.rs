@@ -24,6 +24,16 @@ struct Args {
     /// A per-packet case to run (repeatable; the baselines always run). Default: all.
     #[arg(long = "case", value_name = "NAME")]
     cases: Vec<String>,
+    /// Only the million-session cases (a decision to every raft node's maps, the full control
+    /// tick, a running daemon's memory): the JSON holds those sections alone.
+    #[arg(long)]
+    scale_only: bool,
+    /// Sessions of the million-session cases (fewer for a smoke run).
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_sessions: u64,
+    /// A million-session case to run (`reshard`, `tick`, `daemon`; repeatable). Default: all.
+    #[arg(long = "scale-case", value_name = "NAME")]
+    scale_cases: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,6 +43,9 @@ fn main() -> anyhow::Result<()> {
         quick: args.quick,
         per_packet_only: args.per_packet_only,
         cases: args.cases,
+        scale_only: args.scale_only,
+        scale_sessions: args.scale_sessions,
+        scale_cases: args.scale_cases,
         out: args.out.clone(),
         bins: shardline_lab::Binaries::locate()?,
     })?;

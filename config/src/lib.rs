@@ -86,6 +86,11 @@ pub struct Config {
     /// changes (0 disables stickiness). Default 30.
     #[serde(default = "default_flow_idle_secs")]
     pub flow_idle_secs: u32,
+    /// Seconds the previous owners of a re-placed session stay published after the move, so
+    /// the new owner can pull the moved keys' data from them (docs/handoff.md). Default 10; 0
+    /// publishes no handoff.
+    #[serde(default = "default_handoff_window_secs")]
+    pub handoff_window_secs: u32,
     /// Outer source addresses for encapsulation.
     #[serde(default)]
     pub encap: Encap,
@@ -111,6 +116,17 @@ pub struct Config {
 
 fn default_flow_idle_secs() -> u32 {
     shardline_common::consts::DEFAULT_FLOW_IDLE_SECS
+}
+
+/// The handoff window unless configured (`handoff_window_secs`), seconds.
+pub const DEFAULT_HANDOFF_WINDOW_SECS: u32 = 10;
+
+/// The longest handoff window accepted, seconds: an hour. A previous owner is asked to keep a
+/// moved key's data for the window, so a longer one is a misconfiguration, not a wish.
+pub const MAX_HANDOFF_WINDOW_SECS: u32 = 3600;
+
+fn default_handoff_window_secs() -> u32 {
+    DEFAULT_HANDOFF_WINDOW_SECS
 }
 
 fn default_pin_dir() -> PathBuf {
@@ -142,6 +158,15 @@ impl Config {
         if self.interface.is_empty() {
             return Err(invalid("interface", "must name a network interface"));
         }
+        if self.handoff_window_secs > MAX_HANDOFF_WINDOW_SECS {
+            return Err(invalid(
+                "handoff_window_secs",
+                format!(
+                    "must be 0 to {MAX_HANDOFF_WINDOW_SECS} seconds (0: publish no handoff), got {}",
+                    self.handoff_window_secs
+                ),
+            ));
+        }
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }
@@ -151,6 +176,11 @@ impl Config {
             control.validate()?;
         }
         Ok(())
+    }
+
+    /// How long the previous owners of a moved session stay published.
+    pub fn handoff_window(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.handoff_window_secs))
     }
 
     /// The `[cluster]` section, or the defaults of a cluster of one.
@@ -240,6 +270,21 @@ mod tests {
         assert!(err(&GOOD.replace("source_v4 = \"10.0.0.2\"", "")).contains("encap.source_v4"));
         assert!(err(&GOOD.replace("port = 7000", "port = 70000")).contains("port"));
         assert!(err(&format!("{GOOD}\nbogus = 1")).contains("bogus"));
+    }
+
+    #[test]
+    fn the_handoff_window_defaults_to_10_s_and_is_at_most_an_hour() {
+        let c = Config::parse(GOOD, "test.toml").unwrap();
+        assert_eq!(c.handoff_window(), std::time::Duration::from_secs(10));
+        for secs in [0, 3600] {
+            let c = Config::parse(&format!("handoff_window_secs = {secs}\n{GOOD}"), "t").unwrap();
+            assert_eq!(c.handoff_window_secs, secs);
+        }
+        let e = err(&format!("handoff_window_secs = 3601\n{GOOD}"));
+        assert!(
+            e.contains("`handoff_window_secs`") && e.contains("0 to 3600") && e.contains("3601"),
+            "{e}"
+        );
     }
 
     /// `GOOD` with a second backend and `pool` as the service's `backends` line.

@@ -74,6 +74,7 @@ pub const KEYS: &[Key] = &[
     key("xdp_mode", Code, Text("`auto`, `native` or `generic`"), "`auto` tries native (driver) XDP and falls back to generic with a warning."),
     key("pin_dir", Code, Text("a directory on bpffs"), "Where the maps and the program link are pinned; they survive daemon restarts."),
     key("flow_idle_secs", Code, Text("0 to 4294967295 (0: no stickiness)"), "Seconds a flow-mode connection keeps its backend after its last packet, across table changes."),
+    key("handoff_window_secs", Code, Int(0, 3600), "Seconds the previous owners of a re-placed session stay published (`GET …/owners`) so the new owner can pull moved keys from them (docs/handoff.md); 0 publishes none. A reload applies it to later moves."),
     key("encap.source_v4", Unset, Text("an IPv4 address"), "Outer source of IPIP packets; required when a service encapsulates to an IPv4 backend."),
     key("encap.source_v6", Code, Text("an IPv6 address"), "Outer source of IP6IP6 packets."),
     key("services[].name", Required, Text("a unique name"), "The service's name, which sessions refer to."),

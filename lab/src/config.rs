@@ -101,6 +101,7 @@ pub fn lab_config(backends: u32, sessions: &[Session], pin_dir: &Path) -> Config
         xdp_mode: XdpAttachMode::Auto,
         pin_dir: pin_dir.to_owned(),
         flow_idle_secs: DEFAULT_FLOW_IDLE_SECS,
+        handoff_window_secs: shardline::config::DEFAULT_HANDOFF_WINDOW_SECS,
         encap: Encap {
             source_v4: Some(LB4),
             source_v6: Some(LB6),

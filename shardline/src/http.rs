@@ -94,6 +94,16 @@ impl Client {
         self.request(Method::POST, url, Some(value), timeout).await
     }
 
+    /// `PUT url` with `value` as JSON.
+    pub async fn put_json<T: Serialize + ?Sized>(
+        &self,
+        url: &str,
+        value: &T,
+        timeout: Duration,
+    ) -> Result<Answer, HttpError> {
+        self.request(Method::PUT, url, Some(value), timeout).await
+    }
+
     async fn request<T: Serialize + ?Sized>(
         &self,
         method: Method,

@@ -53,8 +53,10 @@ impl TableWriter for DataplaneMaps {
     }
 }
 
-/// How long the previous owners of a moved session stay published, unless configured.
-pub const DEFAULT_HANDOFF_WINDOW: Duration = Duration::from_secs(10);
+/// How long the previous owners of a moved session stay published, unless configured
+/// (`handoff_window_secs`).
+pub const DEFAULT_HANDOFF_WINDOW: Duration =
+    Duration::from_secs(crate::config::DEFAULT_HANDOFF_WINDOW_SECS as u64);
 
 /// Errors applying a re-shard.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +108,8 @@ pub struct Swap {
     pub placements_refused: Vec<SessionKey>,
     /// Sessions placed that were not before (they leave the default table).
     pub placed: Vec<SessionKey>,
-    /// Moved placements whose previous owners this swap published.
+    /// Moved placements with their previous owners, published until the handoff window
+    /// closes (with a zero window they are listed here, for the log, and published nowhere).
     pub handoffs: Vec<Handoff>,
     /// What the default table moved (empty without a flip).
     pub maglev_moves: Vec<SlotMove>,
@@ -157,6 +160,12 @@ impl Resharder {
         let mut r = Self::new(handoff_window);
         r.refresh(maps)?;
         Ok(r)
+    }
+
+    /// Publishes the moves of later swaps for `window` (a reload's `handoff_window_secs`);
+    /// handoffs already published keep their end.
+    pub fn set_handoff_window(&mut self, window: Duration) {
+        self.handoff_window = window;
     }
 
     /// Reads the tables in force back from `maps` if they are not known.
@@ -274,7 +283,11 @@ impl Resharder {
                 });
             }
         }
-        self.handoffs.extend(swap.handoffs.iter().cloned());
+        // A zero window keeps no record: nothing is published, nothing is asked of the old
+        // owners (the moves are still in the swap, for the log).
+        if !self.handoff_window.is_zero() {
+            self.handoffs.extend(swap.handoffs.iter().cloned());
+        }
         if let (Some(before), Some(_)) = (&before, &delta.maglev) {
             self.last_maglev_plan = maglev_plan(&before.maglev, &self.tables.maglev);
             swap.maglev_moves = self.last_maglev_plan.clone();

@@ -10,6 +10,7 @@
 //! - [`package`]: `package`, the Debian package (`dpkg-deb` on a staged tree).
 //! - [`chart`]: `bench`'s PNG chart of the dataplane cases (plotters).
 //! - [`report`]: `bench`'s JSON merge (criterion) and Markdown summary.
+//! - [`scale`]: `bench`'s million-session figures: kept through the criterion merge, rendered.
 //! - [`run`]: spawning child processes, echoing each command and naming it in errors.
 
 mod chart;
@@ -18,6 +19,7 @@ mod cycles;
 mod package;
 mod report;
 mod run;
+mod scale;
 mod setup;
 
 use anyhow::Result;

@@ -409,6 +409,7 @@ pub fn markdown(results: &Value) -> String {
         "One tick (ingest + forecast + decide) on one core, criterion median: {}.\n",
         duration(results["forecast_tick"]["median_ns"].as_f64())
     );
+    crate::scale::markdown(&mut md, results);
     replay_markdown(&mut md, &results["replay"]);
     md
 }
@@ -540,7 +541,8 @@ pub fn finish(
         .with_context(|| format!("reading {}", json_path.display()))?;
     let mut results: Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not JSON", json_path.display()))?;
-    results["control"] = criterion_results(criterion_dir, quick);
+    results["control"] =
+        crate::scale::control(&results["control"], criterion_results(criterion_dir, quick));
     results["forecast_tick"] = forecast_tick(&results["control"]);
     if let Some(replay) = replay {
         results["replay"] = replay;

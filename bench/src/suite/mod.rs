@@ -10,6 +10,12 @@
 //!   proxy and a minimal tokio UDP proxy.
 //! - [`proxy`]: the minimal tokio UDP proxy `veth` compares against.
 //! - [`raft`]: commit latency and throughput of session-state writes on a 3-node cluster.
+//! - [`reshard`]: a 10,000-session decision from the leader to every node's maps, with
+//!   1,000,000 sessions placed (`raft.reshard_10k_ms`).
+//! - [`tick_full`]: a 1,000,000-session control tick with the counter read and the apply
+//!   (`control.tick_1m_full_ms`).
+//! - [`daemon_memory`]: the peak RSS of a running daemon with 1,000,000 sessions placed through
+//!   its API (`memory.daemon_rss_mib_1m_sessions`).
 //! - [`machine`]: what the numbers were measured on.
 //!
 //! Every figure here comes from a measurement in this run; what cannot be measured yet is
@@ -17,6 +23,7 @@
 //! the control plane live in the `shardline-bench` crate; `cargo xtask bench` merges their
 //! results into the same file and writes the Markdown summary.
 
+pub mod daemon_memory;
 pub mod live;
 pub mod machine;
 pub mod memory;
@@ -25,7 +32,9 @@ pub mod misroute;
 pub mod per_packet;
 pub mod proxy;
 pub mod raft;
+pub mod reshard;
 pub mod swap;
+pub mod tick_full;
 pub mod veth;
 
 use std::path::{Path, PathBuf};
@@ -110,6 +119,13 @@ pub struct Options {
     pub per_packet_only: bool,
     /// Per-packet cases to run (besides the baselines); empty: all of them.
     pub cases: Vec<String>,
+    /// Only the million-session cases (`raft.reshard_10k_ms`, `control.tick_1m_full_ms`,
+    /// `memory.daemon_rss_mib_1m_sessions`): the JSON holds those sections alone.
+    pub scale_only: bool,
+    /// Sessions of the million-session cases (1,000,000; fewer for a smoke run).
+    pub scale_sessions: u64,
+    /// Million-session cases to run (`reshard`, `tick`, `daemon`); empty: all of them.
+    pub scale_cases: Vec<String>,
     /// Where to write the JSON results.
     pub out: PathBuf,
     /// The `shardline` and `shardline-lab` executables, for the processes of the netns lab.
@@ -124,6 +140,18 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
         ));
     }
     let machine = machine::describe();
+    if opts.scale_only {
+        let (raft, control, memory) = scale(opts);
+        let results = json!({
+            "machine": machine,
+            "command": format!("shardline-bench --scale-only --scale-sessions {}", opts.scale_sessions),
+            "raft": raft,
+            "control": control,
+            "memory": memory,
+        });
+        write_results(&opts.out, &results)?;
+        return Ok(results);
+    }
     println!("bench: dataplane cost per packet (BPF_PROG_TEST_RUN)");
     let dataplane = per_packet::run(opts.quick, &opts.cases)?;
     if opts.per_packet_only {
@@ -147,11 +175,18 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
     println!("bench: packets misrouted while the tables swap");
     swap["during_traffic"] = misroute::run(opts.quick)?;
     println!("bench: memory with 1,000,000 sessions");
-    let memory = memory::run()?;
+    let mut memory = memory::run()?;
     println!("bench: throughput on veth (netns lab)");
     let veth = veth::run(opts)?;
     println!("bench: raft commit latency and throughput (3 nodes on loopback)");
-    let raft = raft::run(opts.quick).unwrap_or_else(|e| json!({ "error": e.to_string() }));
+    let mut raft = raft::run(opts.quick).unwrap_or_else(|e| json!({ "error": e.to_string() }));
+    let (reshard, tick, daemon) = scale(opts);
+    merge(&mut raft, reshard);
+    merge(&mut memory, daemon);
+    let mut control = json!({
+        "status": "filled in by `cargo xtask bench` from the criterion run of the shardline-bench crate"
+    });
+    merge(&mut control, tick);
     let results = json!({
         "machine": machine,
         "command": if opts.quick { "cargo xtask bench --quick" } else { "cargo xtask bench" },
@@ -162,9 +197,7 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
         "dataplane_live_frames_check": live,
         "veth": veth,
         "swap": swap,
-        "control": {
-            "status": "filled in by `cargo xtask bench` from the criterion run of the shardline-bench crate"
-        },
+        "control": control,
         "raft": raft,
         "forecast_tick": {
             "status": "filled in by `cargo xtask bench` from criterion's control_tick group (bench/benches/tick.rs)"
@@ -173,6 +206,41 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
     });
     write_results(&opts.out, &results)?;
     Ok(results)
+}
+
+/// The million-session cases, as fields for the `raft`, `control` and `memory` sections (a
+/// case that fails is an `error` field, not a number).
+fn scale(opts: &Options) -> (Value, Value, Value) {
+    let n = opts.scale_sessions;
+    let wanted =
+        |case: &str| opts.scale_cases.is_empty() || opts.scale_cases.iter().any(|c| c == case);
+    let failed = |case: &str, e: BenchError| json!({ case: { "error": e.to_string() } });
+    let (mut reshard, mut tick, mut daemon) = (json!({}), json!({}), json!({}));
+    if wanted("reshard") {
+        println!(
+            "bench: re-placing {} of {n} sessions on 3 raft nodes' maps",
+            reshard::MOVED
+        );
+        let rounds = if opts.quick { 3 } else { 7 };
+        reshard = reshard::run(n, rounds).unwrap_or_else(|e| failed("reshard_10k", e));
+    }
+    if wanted("tick") {
+        println!("bench: a {n}-session control tick with the counter read and the apply");
+        let ticks = if opts.quick { 3 } else { 5 };
+        tick = tick_full::run(n, ticks).unwrap_or_else(|e| failed("tick_1m_full", e));
+    }
+    if wanted("daemon") {
+        println!("bench: a running daemon's memory with {n} sessions placed through its API");
+        daemon = daemon_memory::run(opts, n).unwrap_or_else(|e| failed("daemon", e));
+    }
+    (reshard, tick, daemon)
+}
+
+/// `extra`'s fields added to the object `into`.
+fn merge(into: &mut Value, extra: Value) {
+    if let (Some(into), Value::Object(extra)) = (into.as_object_mut(), extra) {
+        into.extend(extra);
+    }
 }
 
 fn write_results(out: &Path, results: &Value) -> Result<(), BenchError> {
@@ -283,6 +351,18 @@ where
     let data = aya::maps::MapData::from_pin(dir.join(name)).map_err(map_err)?;
     let map = aya::maps::Map::from_map_data(data).map_err(map_err)?;
     T::try_from(map).map_err(map_err)
+}
+
+/// Where the daemon code a benchmark runs in-process logs: its lines at the daemon's level
+/// (info), formatted as the daemon formats them and thrown away, so the formatting is paid
+/// and a terminal's speed is not measured.
+pub fn log_sink() -> tracing::Dispatch {
+    tracing::Dispatch::new(
+        tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .with_max_level(tracing::Level::INFO)
+            .finish(),
+    )
 }
 
 /// Median of `values` (sorted in place); 0 for none.

@@ -26,7 +26,7 @@ pub fn run(quick: bool) -> Result<Value, BenchError> {
 async fn measure(quick: bool) -> Result<Value, BenchError> {
     let dir = std::env::temp_dir().join(format!("shardline-bench-raft-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let nodes = start(&dir).await;
+    let nodes = start(&dir, SEED).await;
     let result = match &nodes {
         Ok(nodes) => bench(nodes, quick).await,
         Err(e) => Err(BenchError::Check(e.clone())),
@@ -38,7 +38,12 @@ async fn measure(quick: bool) -> Result<Value, BenchError> {
     result
 }
 
-async fn start(dir: &std::path::Path) -> Result<Vec<Arc<Cluster>>, String> {
+/// The tables [`measure`] seeds the cluster with: one header-mode service, no backends.
+const SEED: &str = "interface = \"lo\"\n[[services]]\nname = \"kv\"\nvip = \"10.100.0.1\"\nport = 7000\nprotocol = \"udp\"\nmode = \"header\"\nforward = \"l2dsr\"\n";
+
+/// Starts 3 voters on loopback ports, each with its own store under `dir`, and loads the
+/// tables of `seed` (a configuration's text) into the replicated state.
+pub(super) async fn start(dir: &std::path::Path, seed: &str) -> Result<Vec<Arc<Cluster>>, String> {
     let ports: Vec<u16> = (0..3)
         .map(|_| {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -72,11 +77,7 @@ async fn start(dir: &std::path::Path) -> Result<Vec<Arc<Cluster>>, String> {
         let node = Cluster::start(&config).await.map_err(|e| e.to_string())?;
         nodes.push(node);
     }
-    let config = Config::parse(
-        "interface = \"lo\"\n[[services]]\nname = \"kv\"\nvip = \"10.100.0.1\"\nport = 7000\nprotocol = \"udp\"\nmode = \"header\"\nforward = \"l2dsr\"\n",
-        "bench",
-    )
-    .map_err(|e| e.to_string())?;
+    let config = Config::parse(seed, "bench seed").map_err(|e| e.to_string())?;
     nodes[0]
         .write(Command::LoadConfig(ConfigTables::of(&config)))
         .await

@@ -12,7 +12,7 @@
 
 use std::{
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use shardline_common::{consts::MAX_SHARDS, maps::ShardSet};
@@ -21,32 +21,32 @@ use tracing::{error, info, warn};
 
 use crate::{
     maps::DataplaneMaps,
-    reshard::{
-        board::HandoffBoard, Resharder, Swap, SwapKind, TableWriter, DEFAULT_HANDOFF_WINDOW,
-    },
+    reshard::{board::HandoffBoard, Resharder, Swap, SwapKind, TableWriter},
     state::ControlState,
     telemetry::Telemetry,
 };
 
 /// Applies the current state, then each newer one, until the channel closes, publishing each
 /// generation written on `written` (readiness and reloads wait on it) and each swap's handoffs
-/// on `board`. A state of generation 0 (nothing committed yet) is not written: the pinned maps
-/// keep routing as they are.
+/// on `board` for the window `handoff_window` holds (`handoff_window_secs`, which a reload may
+/// change; zero publishes none). A state of generation 0 (nothing committed yet) is not
+/// written: the pinned maps keep routing as they are.
 pub async fn run(
     maps: Arc<Mutex<DataplaneMaps>>,
     mut states: watch::Receiver<Arc<ControlState>>,
     written: watch::Sender<u64>,
     telemetry: Arc<Telemetry>,
-    board: Arc<HandoffBoard>,
+    (board, handoff_window): (Arc<HandoffBoard>, watch::Receiver<Duration>),
 ) {
     // Reads the tables in force from the pinned maps at its first write.
-    let mut resharder = Resharder::new(DEFAULT_HANDOFF_WINDOW);
+    let mut resharder = Resharder::new(*handoff_window.borrow());
     let mut applied = 0;
     // The state last written whole or in part: the next one is written as its delta.
     let mut last: Option<Arc<ControlState>> = None;
     loop {
         let state = states.borrow_and_update().clone();
         if state.generation != applied {
+            resharder.set_handoff_window(*handoff_window.borrow());
             match write(&maps, &mut resharder, &state, last.as_deref(), &telemetry) {
                 Ok(swap) => {
                     board.publish(&swap.handoffs, Instant::now());
@@ -144,7 +144,7 @@ mod tests {
     use super::*;
     use crate::{
         config::Config,
-        reshard::held::Held,
+        reshard::{held::Held, DEFAULT_HANDOFF_WINDOW},
         state::{Command, SessionRef},
     };
 

@@ -9,6 +9,7 @@ pub mod predict;
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use anyhow::Context;
@@ -55,12 +56,14 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     let telemetry = Arc::new(Telemetry::new(config.api.metrics_top_sessions));
     let (written, routed) = tokio::sync::watch::channel(0);
     let handoffs = Arc::new(HandoffBoard::default());
+    // A reload sends its `handoff_window_secs`; the applier reads it before each write.
+    let (window_tx, window_rx) = tokio::sync::watch::channel(config.handoff_window());
     tokio::spawn(applier::run(
         maps.clone(),
         control.subscribe(),
         written,
         telemetry.clone(),
-        handoffs.clone(),
+        (handoffs.clone(), window_rx),
     ));
     let seeded = {
         let (cluster, config) = (cluster.clone(), config.clone());
@@ -135,7 +138,7 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            _ = hup.recv() => match reload(config_path, &current, control.as_ref(), &api, routed.clone()).await {
+            _ = hup.recv() => match reload(config_path, &current, (control.as_ref(), &api, &window_tx), routed.clone()).await {
                 Ok(next) => current = next,
                 Err(e) => error!("reload refused, keeping the running configuration: {e:#}"),
             },
@@ -219,8 +222,11 @@ fn forward_bpf_logs(ebpf: &mut aya::Ebpf) {
 async fn reload(
     path: &Path,
     current: &Config,
-    control: &dyn Control,
-    api: &ApiState,
+    (control, api, handoff_window): (
+        &dyn Control,
+        &ApiState,
+        &tokio::sync::watch::Sender<Duration>,
+    ),
     mut routed: tokio::sync::watch::Receiver<u64>,
 ) -> anyhow::Result<Config> {
     let next = Config::load(path)?;
@@ -235,6 +241,7 @@ async fn reload(
     // The token changes only once the new tables are committed: a refused reload keeps both.
     api.set_token(token);
     api_limit_note(current, &next);
+    handoff_window.send_replace(next.handoff_window());
     // "Reloaded" means the dataplane routes by the new tables, not just that they committed.
     let wait = routed.wait_for(|g| *g >= committed.generation);
     if tokio::time::timeout(std::time::Duration::from_secs(5), wait)

@@ -208,3 +208,42 @@ fn applying_only_the_changed_sessions_writes_what_a_whole_apply_writes() {
     assert!(!part_maps.tables.sessions.contains_key(&key(1)));
     assert!(!part.tables().sessions.contains_key(&key(1)));
 }
+
+/// Session 1 moved from [1, 2] to [2, 3] at `t0` by a stage with `window`; its handoffs and
+/// the board they were published on.
+fn moved_with(window: Duration, t0: Instant) -> (Resharder, board::HandoffBoard) {
+    let mut maps = held(10);
+    let mut r = Resharder::adopt(&maps, window).expect("adopt");
+    let mut target = r.tables().clone();
+    target
+        .sessions
+        .insert(key(1), shard_set(&[2, 3], scheme::HASH, 1));
+    let swap = r.apply(&mut maps, &target, t0).expect("apply");
+    assert_eq!(swap.handoffs.len(), 1, "the move is in the swap either way");
+    let board = board::HandoffBoard::default();
+    board.publish(&swap.handoffs, t0);
+    (r, board)
+}
+
+#[test]
+fn a_shorter_handoff_window_closes_earlier_and_zero_keeps_no_record() {
+    let t0 = Instant::now();
+    let (long, long_board) = moved_with(Duration::from_secs(10), t0);
+    let (short, short_board) = moved_with(Duration::from_secs(2), t0);
+    let at = t0 + Duration::from_secs(3);
+    assert_eq!(
+        long.handoffs(at).count(),
+        1,
+        "the 10 s window is open at 3 s"
+    );
+    assert!(long_board.get(&key(1), at).is_some());
+    assert_eq!(short.handoffs(at).count(), 0, "the 2 s window closed");
+    assert_eq!(short_board.get(&key(1), at), None);
+    let (none, none_board) = moved_with(Duration::ZERO, t0);
+    assert_eq!(none.handoffs(t0).count(), 0, "no record with a zero window");
+    assert!(none_board.is_empty(), "nothing published");
+    // A new window applies to later moves only.
+    let mut r = short;
+    r.set_handoff_window(Duration::from_secs(10));
+    assert_eq!(r.handoffs(at).count(), 0, "the earlier move kept its end");
+}
