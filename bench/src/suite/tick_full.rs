@@ -144,19 +144,26 @@ pub fn run(sessions: u64, ticks: usize) -> Result<Value, BenchError> {
         sampler.rates(&read, Duration::from_secs(1), &mut rates);
         let after_rates = Instant::now();
         // As the daemon's sampler thread names them.
-        let named: Vec<(SessionRef, f64)> = rates
+        let (named, bytes): (Vec<(SessionRef, f64)>, Vec<f64>) = rates
             .iter()
             .filter_map(|(k, rate)| {
                 let service = state.services.get((k.service as usize).checked_sub(1)?)?;
                 Some((
-                    SessionRef {
-                        service: service.name.clone(),
-                        session: k.session,
-                    },
-                    *rate,
+                    (
+                        SessionRef {
+                            service: service.name.clone(),
+                            session: k.session,
+                        },
+                        rate.packets,
+                    ),
+                    rate.bytes,
                 ))
             })
-            .collect();
+            .unzip();
+        // As the loop thread feeds them before its tick.
+        for ((session, packets), bytes) in named.iter().zip(&bytes) {
+            core.observe_bytes(session, *packets, *bytes);
+        }
         let after_name = Instant::now();
         let at_ms = shardline::control::unix_ms();
         let out = core.tick(now, at_ms, started, &named, &state);
