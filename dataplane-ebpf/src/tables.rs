@@ -116,4 +116,9 @@ impl Tables for MapTables<'_> {
         // A full table evicts its least recently used flow; nothing to handle.
         let _ = FLOWS.insert(flow, &entry, 0);
     }
+
+    #[inline(always)]
+    fn options(&self) -> u32 {
+        self.globals.options
+    }
 }
