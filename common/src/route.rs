@@ -98,8 +98,10 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
         Ok(l3) => l3,
         Err(e) => return Decision::not_routed(l3_error_reason(e, t)),
     };
-    // The flow to route: the packet's own (UDP, TCP), or the one an ICMP error quotes.
-    let (l3, l4, icmp_error) = if l3.proto == IPPROTO_UDP || l3.proto == IPPROTO_TCP {
+    // The flow to route: the packet's own (UDP, TCP), or the one an ICMP error quotes. Each
+    // has its own copy of the rest (`ICMP_ERROR` is a constant), so the UDP/TCP path carries
+    // no test of where its flow came from.
+    if l3.proto == IPPROTO_UDP || l3.proto == IPPROTO_TCP {
         let Some(l4) = parse_l4(p, &l3) else {
             let vip = is_vip(t, &l3.dst);
             return Decision::not_routed(if vip {
@@ -108,21 +110,32 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
                 Reason::NotService
             });
         };
-        (l3, l4, false)
-    } else {
-        match other_protocol(p, &l3, t) {
-            Next::Route(flow, ports) => (flow, ports, true),
-            Next::Decided(reason) => {
-                let mut d = Decision::not_routed(reason);
-                if reason == Reason::IcmpEchoReply {
-                    d.l3_off = l3.off as u32;
-                    d.ip_len = (l3.end - l3.off) as u32;
-                    d.v6 = l3.v6;
-                }
-                return d;
+        return route_flow::<false, P, T>(p, t, &l3, &l4);
+    }
+    match other_protocol(p, &l3, t) {
+        Next::Route(flow, ports) => route_flow::<true, P, T>(p, t, &flow, &ports),
+        Next::Decided(reason) => {
+            let mut d = Decision::not_routed(reason);
+            if reason == Reason::IcmpEchoReply {
+                d.l3_off = l3.off as u32;
+                d.ip_len = (l3.end - l3.off) as u32;
+                d.v6 = l3.v6;
             }
+            d
         }
-    };
+    }
+}
+
+/// Routes the flow `l3` / `l4`: a packet's own, or (`ICMP_ERROR`) the one an ICMP error
+/// quotes, turned round.
+#[inline(always)]
+fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
+    p: &P,
+    t: &T,
+    l3: &L3,
+    l4: &L4,
+) -> Decision {
+    let icmp_error = ICMP_ERROR;
     let skey = ServiceKey {
         addr: l3.dst,
         port: l4.dport,
@@ -139,11 +152,11 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
     };
     let mut by_client = false;
     let identity = if icmp_error {
-        let (id, guessed) = quoted_identity(p, &l3, &l4, &service);
+        let (id, guessed) = quoted_identity(p, l3, l4, &service);
         by_client = guessed;
         Ok(id)
     } else {
-        request_identity(p, &l3, &l4, &service)
+        request_identity(p, l3, l4, &service)
     };
     let (session, key, server_id) = match identity {
         Ok(id) => id,
