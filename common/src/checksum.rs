@@ -1,4 +1,5 @@
-//! The internet checksum (RFC 1071) of an IPv4 header, as the kernel and the tests compute it.
+//! The internet checksum (RFC 1071) of an IPv4 header, as the kernel and the tests compute it,
+//! and its incremental update (RFC 1624) for a rewrite that changes a few words in place.
 
 /// Checksum of a 20-byte IPv4 header whose checksum field is zero (or any value: the result
 /// verifies to zero when written back). Fixed length, so the eBPF verifier sees no loop bound.
@@ -38,9 +39,86 @@ pub fn ipv4_header_checksum_words(words: [u32; 5]) -> u16 {
     !(sum as u16)
 }
 
+/// The internet checksum `check` after one 16-bit word it covers changed from `old` to `new`:
+/// RFC 1624 eqn. 3, `HC' = ~(~HC + ~m + m')`, which keeps the sum of the covered words (checksum
+/// included) exactly as it was, so a valid checksum stays valid and an invalid one stays
+/// invalid. The three values may be in either byte order, as long as it is the same for all
+/// three and the result is stored in it (RFC 1071, section 2): the eBPF program passes words
+/// as they lie in the packet.
+#[inline(always)]
+pub const fn checksum_replace16(check: u16, old: u16, new: u16) -> u16 {
+    let mut sum = (!check) as u32 + (!old) as u32 + new as u32;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The folded ones' complement sum of big-endian words (checksum field included).
+    fn folded_sum(words: &[u16]) -> u16 {
+        let mut sum: u32 = words.iter().map(|w| u32::from(*w)).sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    #[test]
+    fn an_incremental_update_matches_a_full_recompute_and_keeps_the_sum() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..20_000 {
+            // Words 1.. are data; word 0 is the checksum.
+            let mut words: Vec<u16> = (0..12).map(|_| next() as u16).collect();
+            if round % 5 == 0 {
+                words[3] = 0xffff;
+            }
+            words[0] = !folded_sum(&words[1..]);
+            assert_eq!(folded_sum(&words), 0xffff, "valid to start with");
+            let at = 1 + (next() as usize % 11);
+            let new = match round % 4 {
+                0 => 0,
+                1 => 0xffff,
+                _ => next() as u16,
+            };
+            let updated = checksum_replace16(words[0], words[at], new);
+            words[at] = new;
+            let full = !folded_sum(&words[1..]);
+            // Ones' complement has two zeros: both checksums verify.
+            assert!(
+                updated == full || (updated, full) == (0xffff, 0) || (updated, full) == (0, 0xffff),
+                "round {round}: incremental {updated:#06x}, full {full:#06x}"
+            );
+            words[0] = updated;
+            assert_eq!(folded_sum(&words), 0xffff, "round {round}: still valid");
+            // Byte order independence: the same update on byte-swapped words.
+            let swapped = checksum_replace16(
+                full.swap_bytes(),
+                0x1234u16.swap_bytes(),
+                0xfedcu16.swap_bytes(),
+            );
+            assert_eq!(
+                swapped.swap_bytes(),
+                checksum_replace16(full, 0x1234, 0xfedc)
+            );
+        }
+    }
+
+    #[test]
+    fn an_invalid_checksum_stays_as_invalid() {
+        let words = [0x1111u16, 0x0800, 0x4242, 0x0001];
+        let before = folded_sum(&words);
+        let updated = checksum_replace16(words[0], words[1], 0x0000);
+        assert_eq!(folded_sum(&[updated, 0x0000, 0x4242, 0x0001]), before);
+    }
 
     #[test]
     fn word_form_matches_the_byte_form() {

@@ -99,12 +99,49 @@ pub const TCP_HLEN: usize = 20;
 pub const IPPROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.
 pub const IPPROTO_UDP: u8 = 17;
+/// IP protocol number of ICMP.
+pub const IPPROTO_ICMP: u8 = 1;
+/// IP protocol number of ICMPv6.
+pub const IPPROTO_ICMPV6: u8 = 58;
 /// IP protocol number of IPv4-in-IP encapsulation.
 pub const IPPROTO_IPIP: u8 = 4;
 /// IP protocol number of IPv6-in-IP encapsulation.
 pub const IPPROTO_IPV6: u8 = 41;
 /// Hop limit / TTL of the outer header shardline writes.
 pub const ENCAP_TTL: u8 = 64;
+
+/// ICMP and ICMPv6 header length: type, code, checksum, then 4 octets whose meaning depends
+/// on the type (echo identifier and sequence, next-hop MTU, unused).
+pub const ICMP_HLEN: usize = 8;
+/// Octets of the offending packet's transport header an ICMP error carries at least, after
+/// its IP header (RFC 792, RFC 4443): enough for the ports.
+pub const ICMP_QUOTED_L4: usize = 8;
+/// TTL / hop limit of the echo replies the balancer sends.
+pub const ECHO_REPLY_TTL: u8 = 64;
+/// ICMP types the dataplane reads (RFC 792).
+pub mod icmp_type {
+    /// Echo reply.
+    pub const ECHO_REPLY: u8 = 0;
+    /// Destination unreachable (code 4: fragmentation needed, with the next-hop MTU).
+    pub const DEST_UNREACH: u8 = 3;
+    /// Echo request.
+    pub const ECHO: u8 = 8;
+    /// Time exceeded.
+    pub const TIME_EXCEEDED: u8 = 11;
+}
+/// ICMPv6 types the dataplane reads (RFC 4443).
+pub mod icmpv6_type {
+    /// Destination unreachable.
+    pub const DEST_UNREACH: u8 = 1;
+    /// Packet too big, with the MTU of the next link.
+    pub const PACKET_TOO_BIG: u8 = 2;
+    /// Time exceeded.
+    pub const TIME_EXCEEDED: u8 = 3;
+    /// Echo request.
+    pub const ECHO_REQUEST: u8 = 128;
+    /// Echo reply.
+    pub const ECHO_REPLY: u8 = 129;
+}
 
 /// Name of the directory under the bpffs mount where the daemon pins its maps.
 pub const PIN_DIR: &str = "shardline";

@@ -7,6 +7,8 @@
 //! - [`hash`]: the hash functions (session, request key, rendezvous score).
 //! - [`packet`]: bounds-checked, allocation-free parsing of Ethernet/IPv4/IPv6/UDP/TCP and the
 //!   shardline header.
+//! - [`icmp`]: ICMP and ICMPv6 to a VIP: echo requests to answer, and the flow an error quotes,
+//!   turned round so the decision routes it as that flow's packet.
 //! - [`partition`]: how a placed session's keys split over its shard set (hash, range), and
 //!   what a shard set is ([`maps::ShardSet::from_members`]: 1 to `MAX_SHARDS` distinct
 //!   backends).
@@ -15,13 +17,15 @@
 //! - [`route`]: the routing decision (service → session → shard set or Maglev → backend), generic
 //!   over where the tables live, so userspace replays the kernel's decision bit for bit.
 //! - [`verdict`]: XDP actions and the per-reason counter indices.
-//! - [`checksum`]: the internet checksum for the outer IPv4 header.
+//! - [`checksum`]: the internet checksum for the outer IPv4 header, and its incremental update
+//!   for in-place rewrites (echo replies).
 //! - `maglev` (feature `user`): the Maglev table builder the daemon fills the default table with.
 #![cfg_attr(not(feature = "user"), no_std)]
 
 pub mod checksum;
 pub mod consts;
 pub mod hash;
+pub mod icmp;
 #[cfg(feature = "user")]
 pub mod maglev;
 pub mod maps;

@@ -313,7 +313,14 @@ impl SlotCounter {
     };
 }
 
-/// The single entry of the globals array: which Maglev half is live and the encap source.
+/// Bits of [`Globals::options`]: dataplane behaviour the configuration switches.
+pub mod options {
+    /// Answer ICMP / ICMPv6 echo requests to a VIP (`icmp.echo_reply`).
+    pub const ECHO_REPLY: u32 = 1;
+}
+
+/// The single entry of the globals array: which Maglev half is live, the encap source and the
+/// dataplane options.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Globals {
@@ -323,8 +330,8 @@ pub struct Globals {
     pub flow_idle_secs: u32,
     /// Source address of IPIP outer headers.
     pub src4: [u8; 4],
-    /// Explicit padding, always zero.
-    pub _pad: [u8; 4],
+    /// [`options`] bits.
+    pub options: u32,
     /// Source address of IP6IP6 outer headers.
     pub src6: [u8; 16],
 }

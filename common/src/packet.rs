@@ -312,7 +312,7 @@ pub fn encode_header(session: u64, key: u64) -> [u8; HEADER_LEN] {
 
 /// The IPv4-mapped [`Addr`] of an IPv4 address given as one native-endian word.
 #[inline(always)]
-fn v4_mapped_word(word: u32) -> Addr {
+pub(crate) fn v4_mapped_word(word: u32) -> Addr {
     let mut a = v4_mapped([0; 4]);
     a[3] = word;
     a

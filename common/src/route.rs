@@ -1,13 +1,18 @@
 //! The routing decision: packet → service → (session, request key) → shard set or default
 //! Maglev table → backend. Generic over [`Tables`], so the XDP program (map lookups) and
 //! userspace (a replay against a copy of the maps) run this one function.
+//!
+//! UDP and TCP take the hot path. Every other protocol branches off right after the IP header,
+//! before any lookup: ICMP to a VIP is answered (echo requests) or, for an error quoting a flow
+//! a VIP sent, routed as that flow's own packet ([`crate::icmp`]).
 
 use crate::{
     consts::{IPPROTO_TCP, IPPROTO_UDP, MAGLEV_SIZE, NO_BACKEND},
     hash::{addr_hash, flow_hash, ring_hash},
+    icmp::{classify, is_icmp, Icmp},
     maps::{
-        backend_flags, forward_mode, session_mode, Addr, Backend, FlowKey, Service, ServiceKey,
-        SessionKey,
+        backend_flags, forward_mode, options, session_mode, Addr, Backend, FlowKey, Service,
+        ServiceKey, SessionKey,
     },
     packet::{parse_header, parse_l3, parse_l4, HeaderError, L3Error, PacketBytes, L3, L4},
     quic::{quic_identity, CidLayout, QuicError},
@@ -38,6 +43,9 @@ pub trait Tables {
     fn sticky_backend(&self, flow: &FlowKey) -> Option<u32>;
     /// Records that `flow` was routed to `backend` (the kernel's flow table; replays ignore it).
     fn remember_flow(&self, flow: &FlowKey, backend: u32);
+    /// The dataplane's [`options`] bits ([`crate::maps::Globals::options`]); only asked for
+    /// ICMP to a VIP.
+    fn options(&self) -> u32;
 }
 
 /// The outcome of routing one packet.
@@ -54,9 +62,9 @@ pub struct Decision {
     pub session: SessionKey,
     /// The request key partitioned across the session's shards.
     pub key: u64,
-    /// Offset of the IP header (the L2 header length), valid when forwarded.
+    /// Offset of the IP header (the L2 header length), valid when forwarded or answered.
     pub l3_off: u32,
-    /// IP packet length from its header, valid when forwarded.
+    /// IP packet length from its header, valid when forwarded or answered.
     pub ip_len: u32,
     /// Whether the packet is IPv6.
     pub v6: bool,
@@ -90,22 +98,44 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
         Ok(l3) => l3,
         Err(e) => return Decision::not_routed(l3_error_reason(e, t)),
     };
-    if l3.proto != IPPROTO_UDP && l3.proto != IPPROTO_TCP {
-        let vip = is_vip(t, &l3.dst);
-        return Decision::not_routed(if vip {
-            Reason::NotL4
-        } else {
-            Reason::NotService
-        });
+    // The flow to route: the packet's own (UDP, TCP), or the one an ICMP error quotes. Each
+    // has its own copy of the rest (`ICMP_ERROR` is a constant), so the UDP/TCP path carries
+    // no test of where its flow came from.
+    if l3.proto == IPPROTO_UDP || l3.proto == IPPROTO_TCP {
+        let Some(l4) = parse_l4(p, &l3) else {
+            let vip = is_vip(t, &l3.dst);
+            return Decision::not_routed(if vip {
+                Reason::MalformedL4
+            } else {
+                Reason::NotService
+            });
+        };
+        return route_flow::<false, P, T>(p, t, &l3, &l4);
     }
-    let Some(l4) = parse_l4(p, &l3) else {
-        let vip = is_vip(t, &l3.dst);
-        return Decision::not_routed(if vip {
-            Reason::MalformedL4
-        } else {
-            Reason::NotService
-        });
-    };
+    match other_protocol(p, &l3, t) {
+        Next::Route(flow, ports) => route_flow::<true, P, T>(p, t, &flow, &ports),
+        Next::Decided(reason) => {
+            let mut d = Decision::not_routed(reason);
+            if reason == Reason::IcmpEchoReply {
+                d.l3_off = l3.off as u32;
+                d.ip_len = (l3.end - l3.off) as u32;
+                d.v6 = l3.v6;
+            }
+            d
+        }
+    }
+}
+
+/// Routes the flow `l3` / `l4`: a packet's own, or (`ICMP_ERROR`) the one an ICMP error
+/// quotes, turned round.
+#[inline(always)]
+fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
+    p: &P,
+    t: &T,
+    l3: &L3,
+    l4: &L4,
+) -> Decision {
+    let icmp_error = ICMP_ERROR;
     let skey = ServiceKey {
         addr: l3.dst,
         port: l4.dport,
@@ -113,9 +143,22 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
         _pad: 0,
     };
     let Some(service) = t.service(&skey) else {
-        return Decision::not_routed(Reason::NotService);
+        // An error quoting a port no service has: the stack's, as any ICMP we do not handle.
+        return Decision::not_routed(if icmp_error {
+            Reason::NotL4
+        } else {
+            Reason::NotService
+        });
     };
-    let (session, key, server_id) = match request_identity(p, &l3, &l4, &service) {
+    let mut by_client = false;
+    let identity = if icmp_error {
+        let (id, guessed) = quoted_identity(p, l3, l4, &service);
+        by_client = guessed;
+        Ok(id)
+    } else {
+        request_identity(p, l3, l4, &service)
+    };
+    let (session, key, server_id) = match identity {
         Ok(id) => id,
         Err(reason) => return Decision::not_routed(reason),
     };
@@ -195,15 +238,76 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
     };
     d.reason = if service.forward == forward_mode::ENCAP && backend.flags & family == 0 {
         Reason::NoBackendAddress
+    } else if icmp_error {
+        if by_client {
+            Reason::IcmpForwardedByClient
+        } else {
+            Reason::IcmpForwarded
+        }
     } else if rerouted {
         Reason::Rerouted
     } else {
         Reason::Forwarded
     };
-    if let (Some(f), None, true) = (&flow, sticky, d.reason.forwards()) {
+    // An ICMP error never starts a flow: it may be forged, and it is not the client's packet.
+    if let (Some(f), None, true) = (&flow, sticky, !icmp_error && d.reason.forwards()) {
         t.remember_flow(f, backend_id);
     }
     d
+}
+
+/// What a packet that is neither UDP nor TCP leads to.
+enum Next {
+    /// Route this flow (an ICMP error's quoted flow, in the client's direction).
+    Route(L3, L4),
+    /// Not routed, for this reason (an answered echo request included).
+    Decided(Reason),
+}
+
+/// The branch for every protocol but UDP and TCP: only ICMP to a VIP is the balancer's.
+#[inline(always)]
+fn other_protocol<P: PacketBytes + ?Sized, T: Tables>(p: &P, l3: &L3, t: &T) -> Next {
+    if !is_vip(t, &l3.dst) {
+        return Next::Decided(Reason::NotService);
+    }
+    if !is_icmp(l3) {
+        return Next::Decided(Reason::NotL4);
+    }
+    Next::Decided(
+        match classify(p, l3, t.options() & options::ECHO_REPLY != 0) {
+            Icmp::Error(flow, ports) => return Next::Route(flow, ports),
+            Icmp::Echo => Reason::IcmpEchoReply,
+            Icmp::Pass => Reason::NotL4,
+            Icmp::Malformed => Reason::IcmpMalformed,
+        },
+    )
+}
+
+/// The (session, request key, no server id) of the flow an ICMP error quotes, and whether it
+/// was guessed from the client's address and ports. A flow-mode service's are exact. A
+/// header-mode service's are exact when the quoted datagram starts with a shardline header
+/// (a backend that echoes the request's header in its replies); a QUIC packet from a backend
+/// carries the client's connection id, not the server's. Those, and header-mode replies
+/// without the header, are routed by the client's address and ports as a flow-mode service
+/// would route them: the same backend for every error of one flow, not always the owner.
+#[inline(always)]
+fn quoted_identity<P: PacketBytes + ?Sized>(
+    p: &P,
+    l3: &L3,
+    l4: &L4,
+    service: &Service,
+) -> ((u64, u64, Option<u32>), bool) {
+    if service.mode == session_mode::HEADER && l3.proto == IPPROTO_UDP {
+        if let Ok(h) = parse_header(p, l4.payload_off, l4.payload_end) {
+            return ((h.session, h.key, None), false);
+        }
+    }
+    let flow = (
+        addr_hash(&l3.src),
+        flow_hash(&l3.src, &l3.dst, l4.sport, l4.dport, l3.proto),
+        None,
+    );
+    (flow, service.mode != session_mode::FLOW)
 }
 
 /// The (session, request key, server id the packet is pinned to) of a packet for `service`.

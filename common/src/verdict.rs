@@ -50,7 +50,8 @@ pub enum Reason {
     NotIp = 1,
     /// IP, but no service matches destination, port and protocol: passed.
     NotService = 2,
-    /// To a VIP, but neither UDP nor TCP (ICMP, …): passed to the stack.
+    /// To a VIP, but neither UDP, TCP nor ICMP the balancer handles (other protocols, ICMP
+    /// types it leaves alone, echo requests with answering off): passed to the stack.
     NotL4 = 3,
     /// Malformed IP header to an address that is not a VIP (or unreadable): passed, the
     /// kernel stack drops it.
@@ -83,10 +84,22 @@ pub enum Reason {
     /// Sent to a backend the tables chose because the one its flow entry or QUIC connection
     /// id named is down or not configured (the flow entry is rewritten).
     Rerouted = 17,
+    /// ICMP or ICMPv6 echo request to a VIP, answered by the balancer: turned into the echo
+    /// reply in place and sent back.
+    IcmpEchoReply = 18,
+    /// ICMP or ICMPv6 error to a VIP (destination unreachable, fragmentation needed / packet
+    /// too big, time exceeded) sent to the backend that owns the flow it quotes.
+    IcmpForwarded = 19,
+    /// ICMP or ICMPv6 error quoting a flow of a header- or QUIC-mode service whose quote does
+    /// not carry the session's key: sent to the backend the client's address and ports choose.
+    IcmpForwardedByClient = 20,
+    /// ICMP to a VIP that is truncated or inconsistent (header cut short, quoted packet not
+    /// one the VIP sent, quote shorter than its IP header and 8 transport octets): dropped.
+    IcmpMalformed = 21,
 }
 
 /// Number of [`Reason`]s: the length of the per-reason counter array.
-pub const REASON_COUNT: u32 = 18;
+pub const REASON_COUNT: u32 = 22;
 
 impl Reason {
     /// Every reason, in counter order.
@@ -109,17 +122,29 @@ impl Reason {
         Self::QuicMalformed,
         Self::QuicServerOnly,
         Self::Rerouted,
+        Self::IcmpEchoReply,
+        Self::IcmpForwarded,
+        Self::IcmpForwardedByClient,
+        Self::IcmpMalformed,
     ];
 
-    /// Whether the packet was sent to a backend ([`Self::Forwarded`] or [`Self::Rerouted`]).
+    /// Whether the packet was sent to a backend ([`Self::Forwarded`], [`Self::Rerouted`], or
+    /// an ICMP error forwarded to the owner of the flow it quotes).
     pub const fn forwards(self) -> bool {
-        matches!(self, Self::Forwarded | Self::Rerouted)
+        matches!(
+            self,
+            Self::Forwarded | Self::Rerouted | Self::IcmpForwarded | Self::IcmpForwardedByClient
+        )
     }
 
     /// The action this reason implies.
     pub const fn action(self) -> Action {
         match self {
-            Self::Forwarded | Self::Rerouted => Action::Tx,
+            Self::Forwarded
+            | Self::Rerouted
+            | Self::IcmpEchoReply
+            | Self::IcmpForwarded
+            | Self::IcmpForwardedByClient => Action::Tx,
             Self::NotIp | Self::NotService | Self::NotL4 | Self::MalformedNotVip => Action::Pass,
             _ => Action::Drop,
         }
@@ -146,6 +171,10 @@ impl Reason {
             Self::QuicMalformed => "quic_malformed",
             Self::QuicServerOnly => "quic_server_only",
             Self::Rerouted => "rerouted",
+            Self::IcmpEchoReply => "icmp_echo_reply",
+            Self::IcmpForwarded => "icmp_forwarded",
+            Self::IcmpForwardedByClient => "icmp_forwarded_by_client",
+            Self::IcmpMalformed => "icmp_malformed",
         }
     }
 }

@@ -13,8 +13,8 @@ pub use self::{
     api::ApiConfig,
     services::{
         default_ring_size, parse_mac, session_number, BackendConfig, ConfigTables, Encap,
-        ForwardMode, PoolMember, Protocol, ServiceConfig, ServiceProbe, SessionConfig, SessionId,
-        SessionMode, SessionRef,
+        ForwardMode, IcmpConfig, PoolMember, Protocol, ServiceConfig, ServiceProbe, SessionConfig,
+        SessionId, SessionMode, SessionRef,
     },
 };
 
@@ -94,6 +94,9 @@ pub struct Config {
     /// Outer source addresses for encapsulation.
     #[serde(default)]
     pub encap: Encap,
+    /// ICMP to the VIPs (`[icmp]`).
+    #[serde(default)]
+    pub icmp: IcmpConfig,
     /// Virtual services.
     #[serde(default)]
     pub services: Vec<ServiceConfig>,

@@ -77,6 +77,7 @@ pub const KEYS: &[Key] = &[
     key("handoff_window_secs", Code, Int(0, 3600), "Seconds the previous owners of a re-placed session stay published (`GET …/owners`) so the new owner can pull moved keys from them (docs/handoff.md); 0 publishes none. A reload applies it to later moves."),
     key("encap.source_v4", Unset, Text("an IPv4 address"), "Outer source of IPIP packets; required when a service encapsulates to an IPv4 backend."),
     key("encap.source_v6", Code, Text("an IPv6 address"), "Outer source of IP6IP6 packets."),
+    key("icmp.echo_reply", Code, Text("`true` or `false`"), "Answer ICMP / ICMPv6 echo requests (ping) to a VIP in the dataplane, as Katran does; `false` passes them to the host's stack."),
     key("services[].name", Required, Text("a unique name"), "The service's name, which sessions refer to."),
     key("services[].vip", Required, Text("an IP address"), "Virtual IP."),
     key("services[].port", Required, Int(1, 65535), "Port."),
@@ -152,6 +153,7 @@ pub const SAMPLE: &str = r#"
 interface = "eth0"
 [encap]
 source_v4 = "10.0.0.2"
+[icmp]
 [[services]]
 name = "kv"
 vip = "10.100.0.1"

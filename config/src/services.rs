@@ -99,6 +99,29 @@ pub struct Encap {
     pub source_v6: Option<Ipv6Addr>,
 }
 
+/// What the dataplane does with ICMP to a VIP (`[icmp]`). Errors quoting a flow a VIP sent
+/// always go to that flow's backend; this switches what is optional.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IcmpConfig {
+    /// Answer ICMP / ICMPv6 echo requests to a VIP in the dataplane (default on, as Katran
+    /// does); off, they pass to the balancer host's stack.
+    #[serde(default = "echo_reply_default")]
+    pub echo_reply: bool,
+}
+
+fn echo_reply_default() -> bool {
+    true
+}
+
+impl Default for IcmpConfig {
+    fn default() -> Self {
+        Self {
+            echo_reply: echo_reply_default(),
+        }
+    }
+}
+
 /// One virtual service.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -319,6 +342,9 @@ pub struct ConfigTables {
     pub encap: Encap,
     /// Flow stickiness window, seconds.
     pub flow_idle_secs: u32,
+    /// ICMP options (absent from records written before it existed: the defaults).
+    #[serde(default)]
+    pub icmp: IcmpConfig,
     /// Services.
     pub services: Vec<ServiceConfig>,
     /// Backends.
@@ -333,6 +359,7 @@ impl ConfigTables {
         Self {
             encap: config.encap.clone(),
             flow_idle_secs: config.flow_idle_secs,
+            icmp: config.icmp.clone(),
             services: config.services.clone(),
             backends: config.backends.clone(),
             sessions: config.sessions.clone(),

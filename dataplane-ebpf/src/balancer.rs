@@ -1,4 +1,4 @@
-//! The `shardline` program's body: parse → decide → rewrite → forward → count.
+//! The `shardline` program's body: parse → decide → rewrite (or answer) → forward → count.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use aya_log_ebpf::error;
@@ -10,6 +10,7 @@ use shardline_common::{
 
 use crate::{
     counters::{count_forwarded, count_reason},
+    echo,
     maps::GLOBALS,
     packet::XdpPacket,
     rewrite::rewrite,
@@ -41,6 +42,8 @@ pub fn run_with<const RINGS_AOM: bool>(ctx: &XdpContext) -> u32 {
         } else {
             count_forwarded(d.backend_id, &d.session, tables.stats_slot.get(), frame_len);
         }
+    } else if reason == Reason::IcmpEchoReply && echo::reply(ctx, &d).is_err() {
+        reason = Reason::IcmpMalformed;
     }
     count_reason(reason);
     reason.action() as u32

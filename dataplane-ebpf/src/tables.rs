@@ -128,4 +128,9 @@ impl<const RINGS_AOM: bool> Tables for MapTables<'_, RINGS_AOM> {
         // A full table evicts its least recently used flow; nothing to handle.
         let _ = FLOWS.insert(flow, &entry, 0);
     }
+
+    #[inline(always)]
+    fn options(&self) -> u32 {
+        self.globals.options
+    }
 }

@@ -10,7 +10,7 @@ use shardline_common::{
     consts::MAGLEV_SIZE,
     maglev::{build, Weighted},
     maps::{
-        addr_words, backend_flags, forward_mode, session_mode, v4_mapped, Backend, FlowKey,
+        addr_words, backend_flags, forward_mode, options, session_mode, v4_mapped, Backend, FlowKey,
         Service, ServiceKey, SessionKey, ShardSet,
     },
     partition::shard_set,
@@ -52,6 +52,9 @@ impl Tables for Fixed {
         None
     }
     fn remember_flow(&self, _flow: &FlowKey, _backend: u32) {}
+    fn options(&self) -> u32 {
+        options::ECHO_REPLY
+    }
 }
 
 fn tables() -> Fixed {

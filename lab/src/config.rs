@@ -8,8 +8,8 @@
 use std::{net::IpAddr, path::Path};
 
 use shardline::config::{
-    ApiConfig, BackendConfig, Config, Encap, ForwardMode, PoolMember, Protocol, ServiceConfig,
-    SessionConfig, SessionId, SessionMode, XdpAttachMode,
+    ApiConfig, BackendConfig, Config, Encap, ForwardMode, IcmpConfig, PoolMember, Protocol,
+    ServiceConfig, SessionConfig, SessionId, SessionMode, XdpAttachMode,
 };
 use shardline_common::consts::DEFAULT_FLOW_IDLE_SECS;
 
@@ -106,6 +106,7 @@ pub fn lab_config(backends: u32, sessions: &[Session], pin_dir: &Path) -> Config
             source_v4: Some(LB4),
             source_v6: Some(LB6),
         },
+        icmp: IcmpConfig::default(),
         services,
         backends: (1..=backends).map(backend).collect(),
         sessions: sessions

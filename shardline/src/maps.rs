@@ -603,6 +603,10 @@ impl Tables for DataplaneMaps {
 
     /// A replay observes; it never records flows.
     fn remember_flow(&self, _flow: &FlowKey, _backend: u32) {}
+
+    fn options(&self) -> u32 {
+        self.globals().map(|g| g.options).unwrap_or(0)
+    }
 }
 
 /// The first start in the pools' ring space of `len` free entries, given the regions in use

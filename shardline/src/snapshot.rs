@@ -11,8 +11,8 @@ use shardline_common::{
     consts::{MAGLEV_SIZE, NO_BACKEND},
     maglev::{self, Weighted},
     maps::{
-        backend_flags, forward_mode, ip_addr, scheme, session_mode, Backend, FlowKey, Globals,
-        Service, ServiceKey, SessionKey, ShardSet,
+        backend_flags, forward_mode, ip_addr, options, scheme, session_mode, Backend, FlowKey,
+        Globals, Service, ServiceKey, SessionKey, ShardSet,
     },
     quic::CidLayout,
     route::{pick_shard, Tables},
@@ -150,6 +150,9 @@ impl Snapshot {
             );
         }
         snap.globals.flow_idle_secs = config.flow_idle_secs;
+        if config.icmp.echo_reply {
+            snap.globals.options |= options::ECHO_REPLY;
+        }
         if let Some(a) = config.encap.source_v4 {
             snap.globals.src4 = a.octets();
         }
@@ -196,6 +199,10 @@ impl Tables for Snapshot {
     }
 
     fn remember_flow(&self, _flow: &FlowKey, _backend: u32) {}
+
+    fn options(&self) -> u32 {
+        self.globals.options
+    }
 }
 
 /// Slot `hash % ring_size` of `ring` ([`NO_BACKEND`] without a ring or past its end), as the

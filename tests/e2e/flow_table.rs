@@ -3,6 +3,7 @@
 
 use crate::support::{
     frames::{FrameSpec, VIP4, WEB_PORT},
+    icmp::{error_for, FRAG_NEEDED},
     Loaded, TEST_CONFIG,
 };
 use shardline_common::{
@@ -113,6 +114,46 @@ fn established_flows_survive_a_drain_but_not_a_removal() {
         "the flow is now pinned to {b}, beside the fresh ones: {flows:?}"
     );
     assert_eq!(flows.values().sum::<u64>(), 51, "{flows:?}");
+}
+
+#[test]
+fn an_icmp_error_follows_its_flows_entry_and_starts_none() {
+    pin_to_cpu0();
+    let mut lb = Loaded::new(TEST_CONFIG);
+    let request = FrameSpec::tcp4(VIP4, 43_000, WEB_PORT);
+    let a = kernel_backend(&mut lb, &request.build());
+    let weights: Vec<(u32, u32)> = (1..=4).map(|id| (id, u32::from(id != a))).collect();
+    lb.reweight(&weights);
+    let error = error_for(&request, FRAG_NEEDED, None);
+    assert_ne!(
+        replay(&lb, &error),
+        a,
+        "the tables alone send it elsewhere now"
+    );
+    assert_eq!(
+        kernel_backend(&mut lb, &error),
+        a,
+        "the error reaches the established flow's backend"
+    );
+    let live = decide(&error[..], &lb.maps);
+    assert_eq!(
+        (live.backend_id, live.reason),
+        (a, Reason::IcmpForwarded),
+        "and so says the replay against the live flow table"
+    );
+
+    // An error quoting a flow the balancer never saw follows the tables and records nothing.
+    let flows = |lb: &Loaded| {
+        lb.maps
+            .live_flows()
+            .expect("live flows")
+            .values()
+            .sum::<u64>()
+    };
+    let before = flows(&lb);
+    let unseen = error_for(&FrameSpec::tcp4(VIP4, 43_001, WEB_PORT), FRAG_NEEDED, None);
+    assert_eq!(kernel_backend(&mut lb, &unseen), replay(&lb, &unseen));
+    assert_eq!(flows(&lb), before, "an ICMP error starts no flow");
 }
 
 #[test]

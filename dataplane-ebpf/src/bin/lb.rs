@@ -6,6 +6,7 @@
 //! - `tables`: the maps as `Tables`, so the routing decision is `shardline_common::route::decide`,
 //!   the very code userspace replays.
 //! - `rewrite`: IPIP / IP6IP6 encapsulation and the L2 DSR MAC rewrite.
+//! - `echo`: ICMP / ICMPv6 echo replies written in place over the request.
 //! - `counters`: per-CPU counters per reason, per backend and per session.
 //! - `balancer`: parse → decide → rewrite → count.
 //! - `restore` (bench only): undoes a rewrite so `BPF_PROG_TEST_RUN` repeats see one input.
@@ -18,6 +19,9 @@ mod balancer;
 #[cfg(target_arch = "bpf")]
 #[path = "../counters.rs"]
 mod counters;
+#[cfg(target_arch = "bpf")]
+#[path = "../echo.rs"]
+mod echo;
 #[cfg(target_arch = "bpf")]
 #[path = "../maps.rs"]
 mod maps;

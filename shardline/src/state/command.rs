@@ -464,6 +464,7 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
     }
     state.encap = tables.encap.clone();
     state.flow_idle_secs = tables.flow_idle_secs;
+    state.icmp = tables.icmp.clone();
     state.services = tables.services.clone();
     state.backends = backends;
     persistent::retain(&mut state.sessions, |s, _| {

@@ -35,7 +35,7 @@ pub use persistent::Map;
 
 pub use crate::config::{session_number, ConfigTables, SessionRef};
 use crate::{
-    config::{BackendConfig, Config, Encap, ServiceConfig},
+    config::{BackendConfig, Config, Encap, IcmpConfig, ServiceConfig},
     snapshot::Snapshot,
 };
 
@@ -134,6 +134,9 @@ pub struct ControlState {
     pub encap: Encap,
     /// Flow stickiness window, seconds.
     pub flow_idle_secs: u32,
+    /// ICMP options (absent from states written before it existed: the defaults).
+    #[serde(default)]
+    pub icmp: IcmpConfig,
     /// Services, in id order (service id = position + 1).
     pub services: Vec<ServiceConfig>,
     /// Backends by id.
@@ -255,6 +258,7 @@ impl ControlState {
         let tables = ConfigTables {
             encap: self.encap.clone(),
             flow_idle_secs: self.flow_idle_secs,
+            icmp: self.icmp.clone(),
             services,
             backends: self
                 .backends
@@ -326,6 +330,7 @@ impl ControlState {
     ) -> Option<Vec<(SessionKey, Option<ShardSet>)>> {
         if self.encap != before.encap
             || self.flow_idle_secs != before.flow_idle_secs
+            || self.icmp != before.icmp
             || self.services != before.services
             || !(self.backends.ptr_eq(&before.backends) || self.backends == before.backends)
         {

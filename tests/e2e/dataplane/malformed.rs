@@ -289,7 +289,21 @@ fn foreign_traffic_is_passed() {
     let mut lb = Loaded::new(TEST_CONFIG);
     let mut other6 = VIP6;
     other6[15] = 9;
-    let icmp = |net| FrameSpec::new(net, Transport::Icmp, b"ping".to_vec()).build();
+    // Echo replies: ICMP the balancer leaves to the stack (requests are answered, see icmp.rs).
+    let icmp = |net: Net| {
+        let ty = if matches!(net, Net::V6 { .. }) {
+            129
+        } else {
+            0
+        };
+        let rest = [0, 1, 0, 1];
+        FrameSpec::new(
+            net,
+            Transport::IcmpRaw { ty, code: 0, rest },
+            b"pong".to_vec(),
+        )
+        .build()
+    };
     let cases: Vec<(&str, Vec<u8>, Reason)> = vec![
         ("ARP", arp(), Reason::NotIp),
         (
@@ -335,12 +349,12 @@ fn foreign_traffic_is_passed() {
             Reason::NotService,
         ),
         (
-            "ICMP to the VIP",
+            "ICMP echo reply to the VIP",
             icmp(net4([192, 0, 2, 1], VIP4)),
             Reason::NotL4,
         ),
         (
-            "ICMPv6 to the VIP",
+            "ICMPv6 echo reply to the VIP",
             icmp(net6(CLIENT6, VIP6)),
             Reason::NotL4,
         ),

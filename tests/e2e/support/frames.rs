@@ -2,9 +2,9 @@
 //! lengths and checksums), plus the byte-level edits tests use to break frames on purpose.
 
 use etherparse::{
-    ip_number, IpAuthHeader, IpFragOffset, IpHeaders, Ipv4Dscp, Ipv4Ecn, Ipv4Header, Ipv4Options,
-    Ipv6Extensions, Ipv6FlowLabel, Ipv6FragmentHeader, Ipv6Header, Ipv6RawExtHeader,
-    Ipv6RoutingExtensions, PacketBuilder, VlanId,
+    ip_number, Icmpv4Type, Icmpv6Type, IpAuthHeader, IpFragOffset, IpHeaders, Ipv4Dscp, Ipv4Ecn,
+    Ipv4Header, Ipv4Options, Ipv6Extensions, Ipv6FlowLabel, Ipv6FragmentHeader, Ipv6Header,
+    Ipv6RawExtHeader, Ipv6RoutingExtensions, PacketBuilder, VlanId,
 };
 use shardline_common::{
     checksum::ipv4_header_checksum,
@@ -105,6 +105,13 @@ pub enum Transport {
     },
     /// ICMP (v4 or v6 by the network layer) echo request.
     Icmp,
+    /// Any ICMP (v4 or v6 by the network layer) message: type, code and header octets 5 to 8,
+    /// with a valid checksum; the payload follows (an error's quoted packet).
+    IcmpRaw {
+        ty: u8,
+        code: u8,
+        rest: [u8; 4],
+    },
 }
 
 /// Everything that shapes a test frame.
@@ -165,6 +172,23 @@ impl FrameSpec {
         }
     }
 
+    /// The packet a backend sends back for this one (DSR, from the VIP): addresses and ports
+    /// swapped, everything else kept.
+    pub fn reversed(&self) -> Self {
+        let mut r = self.clone();
+        match &mut r.net {
+            Net::V4 { src, dst, .. } => std::mem::swap(src, dst),
+            Net::V6 { src, dst, .. } => std::mem::swap(src, dst),
+        }
+        match &mut r.transport {
+            Transport::Udp { sport, dport } | Transport::Tcp { sport, dport, .. } => {
+                std::mem::swap(sport, dport)
+            }
+            Transport::Icmp | Transport::IcmpRaw { .. } => {}
+        }
+        r
+    }
+
     /// Offset of the IP header in the built frame.
     pub fn l3_off(&self) -> usize {
         ETH_HLEN + if self.vlan.is_some() { VLAN_HLEN } else { 0 }
@@ -203,6 +227,22 @@ impl FrameSpec {
                     .write(&mut out, &self.payload),
                 Net::V6 { .. } => step
                     .icmpv6_echo_request(1, 1)
+                    .write(&mut out, &self.payload),
+            },
+            Transport::IcmpRaw { ty, code, rest } => match self.net {
+                Net::V4 { .. } => step
+                    .icmpv4(Icmpv4Type::Unknown {
+                        type_u8: *ty,
+                        code_u8: *code,
+                        bytes5to8: *rest,
+                    })
+                    .write(&mut out, &self.payload),
+                Net::V6 { .. } => step
+                    .icmpv6(Icmpv6Type::Unknown {
+                        type_u8: *ty,
+                        code_u8: *code,
+                        bytes5to8: *rest,
+                    })
                     .write(&mut out, &self.payload),
             },
         }

@@ -2,6 +2,7 @@
 //! a test configuration applied; cleaned up on drop, even on panic.
 //!
 //! - [`frames`]: building test frames (etherparse) and breaking them on purpose.
+//! - [`icmp`]: ICMP errors quoting a backend's packet, and the echo-reply oracle.
 //! - [`outer`]: reading a forwarded frame back: backend, rewrite, every outer field.
 //! - [`quic`]: QUIC payloads and server connection ids.
 //! - [`random`]: random frames and the extra tables the kernel/replay agreement run uses.
@@ -10,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod frames;
+pub mod icmp;
 pub mod outer;
 pub mod quic;
 pub mod random;
@@ -240,8 +242,9 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Whether the kernel's run of `frame` is what the replay decision `d` says: the same action; a
-/// frame not forwarded left untouched; a forwarded one correctly rewritten (see
-/// [`check_forwarded`]) for the backend `d` chose.
+/// frame not forwarded left untouched; an answered echo request turned into its reply (see
+/// [`icmp::check_echo_reply`]); a forwarded one correctly rewritten (see [`check_forwarded`])
+/// for the backend `d` chose.
 pub fn agrees(want: &Expected, frame: &[u8], k: &KernelRun, d: &Decision) -> Result<(), String> {
     if k.action != d.action() {
         return Err(format!(
@@ -250,6 +253,10 @@ pub fn agrees(want: &Expected, frame: &[u8], k: &KernelRun, d: &Decision) -> Res
             d.action(),
             d.reason.name()
         ));
+    }
+    if d.reason == Reason::IcmpEchoReply {
+        return icmp::check_echo_reply(frame, &k.output)
+            .map_err(|e| format!("bad echo reply: {e}; output {}", hex(&k.output)));
     }
     if k.action != Action::Tx {
         return if k.output == frame {

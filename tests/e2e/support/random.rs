@@ -1,5 +1,5 @@
 //! Random test frames for kernel/userspace agreement: every service shape of `TEST_CONFIG`
-//! (QUIC included), traffic to nothing, odd but legal shapes (VLAN, IPv4 options, IPv6
+//! (QUIC included), ICMP errors quoting what backends send back for them, traffic to nothing, odd but legal shapes (VLAN, IPv4 options, IPv6
 //! extension headers, padding, fragments) and corruption (truncation, byte flips, lying length
 //! fields).
 
@@ -21,6 +21,7 @@ use super::{
         arp, header_payload, net4, net6, put_u16, with_qinq, FrameSpec, Net, Transport, V6Ext,
         CLIENT4, CLIENT6, DNS_PORT, KV_PORT, L2_PORT, SYN_OPTIONS, VIP4, VIP4_L2, VIP6, WEB_PORT,
     },
+    icmp::{error_spec_for, FRAG_NEEDED, PACKET_TOO_BIG, PORT_UNREACHABLE6, TIME_EXCEEDED},
     quic::{random_payload, QUIC_PORT},
     Loaded,
 };
@@ -117,7 +118,7 @@ pub fn add_edge_cases(lb: &mut Loaded) {
 
 /// One random frame, at least an Ethernet header long (`BPF_PROG_TEST_RUN` refuses shorter).
 pub fn frame(rng: &mut StdRng) -> Vec<u8> {
-    let spec = match rng.gen_range(0..110) {
+    let spec = match rng.gen_range(0..125) {
         0..=29 => header_mode(rng),
         30..=59 => flow_mode(rng),
         60..=79 => elsewhere(rng),
@@ -127,7 +128,8 @@ pub fn frame(rng: &mut StdRng) -> Vec<u8> {
             return frame;
         }
         85..=99 => ext_headers(rng),
-        _ => quic_mode(rng),
+        100..=109 => quic_mode(rng),
+        _ => icmp_error(rng),
     };
     let mut frame = decorated(rng, spec);
     corrupt(rng, &mut frame);
@@ -247,6 +249,38 @@ fn elsewhere(rng: &mut StdRng) -> FrameSpec {
         _ => (net4(client4(rng), other4), Transport::Icmp),
     };
     FrameSpec::new(net, transport, payload)
+}
+
+/// An ICMP error to a VIP quoting what a backend sent back for a request of any service shape:
+/// the quote whole, cut to the IP header and 8 transport octets, cut anywhere (often too
+/// short), of every type the balancer routes and of others (any type, echo requests included).
+fn icmp_error(rng: &mut StdRng) -> FrameSpec {
+    let request = match rng.gen_range(0..3) {
+        0 => header_mode(rng),
+        1 => flow_mode(rng),
+        _ => quic_mode(rng),
+    };
+    let v6 = matches!(request.net, Net::V6 { .. });
+    let kind = match rng.gen_range(0..6) {
+        0 | 1 if v6 => PACKET_TOO_BIG,
+        0 | 1 => FRAG_NEEDED,
+        2 if v6 => PORT_UNREACHABLE6,
+        2 => (3, rng.gen_range(0..16)),
+        3 if v6 => (3, rng.gen_range(0..2)),
+        3 => TIME_EXCEEDED,
+        4 => (rng.gen(), rng.gen()),
+        _ if v6 => (4, 0),
+        _ => (12, 0),
+    };
+    let minimal = if v6 { 40 + 8 } else { 20 + 8 };
+    let whole = request.reversed().build().len() - request.l3_off();
+    let quote = match rng.gen_range(0..4) {
+        0 => None,
+        1 => Some(minimal),
+        2 => Some(rng.gen_range(0..=minimal)),
+        _ => Some(rng.gen_range(minimal..=whole.max(minimal))),
+    };
+    error_spec_for(&request, kind, quote)
 }
 
 /// IPv6 (and IPv4 fragment) shapes to the services: extension header chains of every length.

@@ -1,0 +1,163 @@
+//! ICMP test frames and the echo-reply oracle: errors quoting what a backend sent from a VIP,
+//! and the check that an answered echo request came back as exactly its reply.
+
+use shardline_common::{
+    consts::{ETH_P_IPV4, ETH_P_IPV6, IPV4_HLEN, IPV6_HLEN},
+    packet::parse_l2,
+};
+
+use super::frames::{get_u16, net4, net6, FrameSpec, Net, Transport};
+
+/// ICMP destination unreachable, code 4: fragmentation needed (next-hop MTU in octets 7-8).
+pub const FRAG_NEEDED: (u8, u8) = (3, 4);
+/// ICMP time exceeded in transit.
+pub const TIME_EXCEEDED: (u8, u8) = (11, 0);
+/// ICMPv6 packet too big (MTU in octets 5-8).
+pub const PACKET_TOO_BIG: (u8, u8) = (2, 0);
+/// ICMPv6 destination unreachable, port unreachable.
+pub const PORT_UNREACHABLE6: (u8, u8) = (1, 4);
+
+/// The router that reports errors, per family.
+pub const ROUTER4: [u8; 4] = [198, 51, 100, 1];
+/// The IPv6 router that reports errors.
+pub const ROUTER6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
+];
+
+/// An ICMP / ICMPv6 error `(type, code)` from a router to the sender of `request`'s reply (the
+/// VIP), quoting the first `quote` octets (all if `None`) of the IP packet a backend sent back
+/// for `request` (see [`error_quoting`]).
+pub fn error_for(request: &FrameSpec, kind: (u8, u8), quote: Option<usize>) -> Vec<u8> {
+    error_spec_for(request, kind, quote).build()
+}
+
+/// [`error_for`] as a spec, to decorate before building.
+pub fn error_spec_for(request: &FrameSpec, kind: (u8, u8), quote: Option<usize>) -> FrameSpec {
+    let reply = request.reversed();
+    let mut quoted = reply.build()[reply.l3_off()..].to_vec();
+    if let Some(len) = quote {
+        quoted.truncate(len);
+    }
+    error_spec(&request.net, kind, quoted)
+}
+
+/// An ICMP / ICMPv6 error `(type, code)` from a router to `request`'s destination, quoting
+/// `quoted` as it is; octets 5-8 carry an MTU of 1400 (where ICMPv4's next-hop MTU and
+/// ICMPv6's MTU both sit in those octets' low end).
+pub fn error_quoting(request: &Net, kind: (u8, u8), quoted: Vec<u8>) -> Vec<u8> {
+    error_spec(request, kind, quoted).build()
+}
+
+fn error_spec(request: &Net, (ty, code): (u8, u8), quoted: Vec<u8>) -> FrameSpec {
+    let net = match request {
+        Net::V4 { dst, .. } => net4(ROUTER4, *dst),
+        Net::V6 { dst, .. } => net6(ROUTER6, *dst),
+    };
+    let rest = [0, 0, 0x05, 0x78];
+    FrameSpec::new(net, Transport::IcmpRaw { ty, code, rest }, quoted)
+}
+
+/// The folded ones' complement sum of `bytes` (big-endian words, an odd last byte padded).
+pub fn folded_sum(bytes: &[u8]) -> u16 {
+    let mut sum: u64 = bytes
+        .chunks(2)
+        .map(|c| u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// The ICMPv6 checksum sum of the IPv6 packet `ip` (no extension headers): pseudo-header and
+/// message. 0xffff when the checksum is valid.
+pub fn icmpv6_sum(ip: &[u8]) -> u16 {
+    let len = usize::from(get_u16(ip, 4));
+    let mut bytes = ip[8..40].to_vec();
+    bytes.extend_from_slice(&(len as u32).to_be_bytes());
+    bytes.extend_from_slice(&[0, 0, 0, 58]);
+    bytes.extend_from_slice(&ip[40..40 + len]);
+    folded_sum(&bytes)
+}
+
+/// Checks that `output` is the echo reply of the echo request `input`: MACs and addresses
+/// swapped, TTL / hop limit 64, type echo reply, every other octet unchanged, and each
+/// checksum updated so its sum is the request's (a valid checksum stays valid, an invalid one
+/// stays as invalid). The checksums' own bytes are free: ones' complement has two zeros.
+pub fn check_echo_reply(input: &[u8], output: &[u8]) -> Result<(), String> {
+    let (l2, ethertype) = parse_l2(input).ok_or("input has no Ethernet header")?;
+    if output.len() != input.len() {
+        return Err(format!(
+            "an echo reply is as long as its request: {} -> {}",
+            input.len(),
+            output.len()
+        ));
+    }
+    let mut want = input.to_vec();
+    want[0..6].copy_from_slice(&input[6..12]);
+    want[6..12].copy_from_slice(&input[0..6]);
+    let ip = &input[l2..];
+    let (checksums, sums): (Vec<usize>, Vec<(&str, u16, u16)>) = match ethertype {
+        ETH_P_IPV4 => {
+            let end = l2 + usize::from(get_u16(ip, 2));
+            let icmp = l2 + IPV4_HLEN;
+            want[l2 + 8] = 64;
+            want[l2 + 12..l2 + 16].copy_from_slice(&ip[16..20]);
+            want[l2 + 16..l2 + 20].copy_from_slice(&ip[12..16]);
+            want[icmp] = 0;
+            (
+                vec![l2 + 10, icmp + 2],
+                vec![
+                    (
+                        "IPv4 header",
+                        folded_sum(&output[l2..icmp]),
+                        folded_sum(&input[l2..icmp]),
+                    ),
+                    (
+                        "ICMP message",
+                        folded_sum(&output[icmp..end]),
+                        folded_sum(&input[icmp..end]),
+                    ),
+                ],
+            )
+        }
+        ETH_P_IPV6 => {
+            let icmp = l2 + IPV6_HLEN;
+            want[l2 + 7] = 64;
+            want[l2 + 8..l2 + 24].copy_from_slice(&ip[24..40]);
+            want[l2 + 24..l2 + 40].copy_from_slice(&ip[8..24]);
+            want[icmp] = 129;
+            (
+                vec![icmp + 2],
+                vec![(
+                    "ICMPv6 message and pseudo-header",
+                    icmpv6_sum(&output[l2..]),
+                    icmpv6_sum(&input[l2..]),
+                )],
+            )
+        }
+        other => return Err(format!("EtherType {other:#06x} is not IP")),
+    };
+    for at in checksums {
+        want[at..at + 2].copy_from_slice(&output[at..at + 2]);
+    }
+    if output != want {
+        let first = output
+            .iter()
+            .zip(&want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        return Err(format!(
+            "not the echo reply: first difference at octet {first} (got {:#04x}, want {:#04x})",
+            output[first], want[first]
+        ));
+    }
+    for (what, got, want) in sums {
+        if got != want {
+            return Err(format!(
+                "{what} checksum sum {got:#06x}, the request's {want:#06x}"
+            ));
+        }
+    }
+    Ok(())
+}
