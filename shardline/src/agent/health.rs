@@ -171,7 +171,11 @@ pub async fn run(shared: Shared, settings: Settings) {
                     if let Some(tr) = transition {
                         record(&telemetry, id, tr, t, error.as_deref());
                     }
-                    (healthy != committed || !voted).then(|| Command::HealthVote {
+                    // A first vote waits until this node's own probes agree with the verdict
+                    // its record started from (a passing probe of a backend the fleet has down
+                    // is not yet a vote either way).
+                    let settled = healthy == error.is_none();
+                    (healthy != committed || (!voted && settled)).then(|| Command::HealthVote {
                         node: voter.node,
                         id,
                         healthy,
@@ -392,6 +396,8 @@ mod tests {
         inner: Arc<crate::state::LocalControl>,
         node: u64,
         members: Vec<u64>,
+        /// Every command it wrote.
+        written: Arc<std::sync::Mutex<Vec<Command>>>,
     }
 
     #[async_trait::async_trait]
@@ -400,6 +406,7 @@ mod tests {
             &self,
             command: Command,
         ) -> Result<crate::state::Response, crate::state::ControlError> {
+            self.written.lock().unwrap().push(command.clone());
             self.inner.write(command).await
         }
         async fn read(
@@ -458,12 +465,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_backend_goes_down_only_when_most_probing_nodes_vote_it_down() {
-        // Backend 1's agent address refuses connections: every node's probe fails.
-        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let agent = dead.local_addr().unwrap().to_string();
-        drop(dead);
+    /// One backend whose agent is at `agent`, and nodes 1 and 3 of 3 having voted `up`.
+    async fn voted_fleet(agent: &str, up: bool) -> Arc<crate::state::LocalControl> {
         let text = format!(
             r#"
             interface = "eth0"
@@ -485,42 +488,62 @@ mod tests {
         let config = crate::config::Config::parse(&text, "test").expect("valid");
         let state = crate::state::ControlState::from_config(&config);
         let local = Arc::new(crate::state::LocalControl::new(state));
-        let members = vec![1, 2, 3];
-        // Nodes 1 and 3 have voted it up; node 3's probes will fail later.
         for node in [1, 3] {
             local
                 .write(Command::HealthVote {
                     node,
                     id: 1,
-                    healthy: true,
-                    members: members.clone(),
+                    healthy: up,
+                    members: vec![1, 2, 3],
                 })
                 .await
                 .unwrap();
         }
+        local
+    }
+
+    type Written = Arc<std::sync::Mutex<Vec<Command>>>;
+
+    /// Runs the checker as node `node` of 3 over `local`, every 20 ms (fall 3, rise 2); the
+    /// commands it writes are logged in the second half.
+    fn checker(
+        local: &Arc<crate::state::LocalControl>,
+        node: u64,
+    ) -> (tokio::task::JoinHandle<()>, Written) {
+        let written = Written::default();
+        let control: Arc<dyn Control> = Arc::new(Node {
+            inner: local.clone(),
+            node,
+            members: vec![1, 2, 3],
+            written: written.clone(),
+        });
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let hub = AgentsHub::new(control.clone(), tx, crate::guard::AgentAuth::Insecure);
         let settings = Settings {
             interval: Duration::from_millis(60),
             thresholds: Thresholds { fall: 3, rise: 2 },
         };
-        let checker = |node: u64| {
-            let control: Arc<dyn Control> = Arc::new(Node {
-                inner: local.clone(),
-                node,
-                members: members.clone(),
-            });
-            let (tx, _rx) = crossbeam_channel::bounded(1);
-            let hub = AgentsHub::new(control.clone(), tx, crate::guard::AgentAuth::Insecure);
-            tokio::spawn(run(
-                Shared {
-                    control,
-                    hub,
-                    board: Arc::new(HealthBoard::default()),
-                    telemetry: Arc::new(Telemetry::default()),
-                },
-                settings,
-            ))
-        };
-        let two = checker(2);
+        let task = tokio::spawn(run(
+            Shared {
+                control,
+                hub,
+                board: Arc::new(HealthBoard::default()),
+                telemetry: Arc::new(Telemetry::default()),
+            },
+            settings,
+        ));
+        (task, written)
+    }
+
+    #[tokio::test]
+    async fn a_backend_goes_down_only_when_most_probing_nodes_vote_it_down() {
+        // Backend 1's agent address refuses connections: every node's probe fails.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let agent = dead.local_addr().unwrap().to_string();
+        drop(dead);
+        // Nodes 1 and 3 have voted it up; node 3's probes will fail later.
+        let local = voted_fleet(&agent, true).await;
+        let (two, _) = checker(&local, 2);
         let b = until(&local, "node 2 votes it down", |b| {
             b.votes.get(&2) == Some(&false)
         })
@@ -529,11 +552,34 @@ mod tests {
         // Node 2 probes on: nothing changes.
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(local.local().backends[&1].healthy);
-        let three = checker(3);
+        let (three, _) = checker(&local, 3);
         let b = until(&local, "2 of 3 take it down", |b| !b.healthy).await;
         assert_eq!(b.votes, [(1, true), (2, false), (3, false)].into());
         two.abort();
         three.abort();
+    }
+
+    #[tokio::test]
+    async fn a_new_node_votes_what_its_probes_settle_on_not_the_fleet_s_verdict() {
+        // An agent that answers: node 2's probes pass, while nodes 1 and 3 have it down.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent = listener.local_addr().unwrap().to_string();
+        let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let local = voted_fleet(&agent, false).await;
+        assert!(!local.local().backends[&1].healthy);
+        let (two, written) = checker(&local, 2);
+        let b = until(&local, "node 2 votes", |b| b.votes.contains_key(&2)).await;
+        assert_eq!(b.votes.get(&2), Some(&true), "node 2's first vote: {b:?}");
+        let written = written.lock().unwrap().clone();
+        assert!(
+            written
+                .iter()
+                .all(|c| matches!(c, Command::HealthVote { healthy: true, .. })),
+            "node 2 wrote {written:?}"
+        );
+        assert!(!b.healthy, "1 of 3 up: still down");
+        two.abort();
     }
 
     #[test]
