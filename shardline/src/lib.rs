@@ -43,6 +43,8 @@ pub mod control;
 pub mod daemon;
 pub mod decap;
 pub mod doctor;
+#[cfg(test)]
+mod fixtures;
 pub mod guard;
 pub mod http;
 pub mod loader;

@@ -70,32 +70,9 @@ pub fn due(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     fn state() -> ControlState {
-        let config = Config::parse(
-            r#"
-interface = "eth0"
-[encap]
-source_v4 = "10.0.0.2"
-[[services]]
-name = "kv"
-vip = "10.0.0.1"
-port = 7000
-protocol = "udp"
-mode = "header"
-[[backends]]
-id = 1
-ipv4 = "10.0.0.11"
-mac = "02:00:00:00:00:11"
-[[backends]]
-id = 2
-ipv4 = "10.0.0.12"
-mac = "02:00:00:00:00:12"
-"#,
-            "test",
-        )
-        .expect("valid");
+        let config = crate::fixtures::kv_config(&[1, 2], None);
         ControlState::from_config(&config)
     }
 

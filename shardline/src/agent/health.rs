@@ -397,7 +397,7 @@ mod tests {
         node: u64,
         members: Vec<u64>,
         /// Every command it wrote.
-        written: Arc<std::sync::Mutex<Vec<Command>>>,
+        written: Written,
     }
 
     #[async_trait::async_trait]
@@ -467,25 +467,7 @@ mod tests {
 
     /// One backend whose agent is at `agent`, and nodes 1 and 3 of 3 having voted `up`.
     async fn voted_fleet(agent: &str, up: bool) -> Arc<crate::state::LocalControl> {
-        let text = format!(
-            r#"
-            interface = "eth0"
-            [encap]
-            source_v4 = "10.0.0.2"
-            [[services]]
-            name = "kv"
-            vip = "10.0.0.1"
-            port = 7000
-            protocol = "udp"
-            mode = "header"
-            [[backends]]
-            id = 1
-            ipv4 = "10.1.0.1"
-            mac = "02:00:00:00:00:01"
-            agent = "{agent}"
-            "#
-        );
-        let config = crate::config::Config::parse(&text, "test").expect("valid");
+        let config = crate::fixtures::kv_config(&[1], Some(agent));
         let state = crate::state::ControlState::from_config(&config);
         let local = Arc::new(crate::state::LocalControl::new(state));
         for node in [1, 3] {

@@ -37,25 +37,7 @@ mod tests {
     use crate::state::Command;
 
     fn config() -> crate::config::Config {
-        crate::config::Config::parse(
-            r#"
-            interface = "eth0"
-            [encap]
-            source_v4 = "10.0.0.2"
-            [[services]]
-            name = "kv"
-            vip = "10.0.0.1"
-            port = 7000
-            protocol = "udp"
-            mode = "header"
-            [[backends]]
-            id = 1
-            ipv4 = "10.1.0.1"
-            mac = "02:00:00:00:00:01"
-            "#,
-            "test",
-        )
-        .expect("valid")
+        crate::fixtures::kv_config(&[1], None)
     }
 
     fn state() -> ControlState {
