@@ -9,6 +9,8 @@
 //!   shardline header.
 //! - [`icmp`]: ICMP and ICMPv6 to a VIP: echo requests to answer, and the flow an error quotes,
 //!   turned round so the decision routes it as that flow's packet.
+//! - [`mtu`]: whether a packet fits the egress link once encapsulated, and what the
+//!   "fragmentation needed" / "packet too big" answer to one that does not carries.
 //! - [`partition`]: how a placed session's keys split over its shard set (hash, range), and
 //!   what a shard set is ([`maps::ShardSet::from_members`]: 1 to `MAX_SHARDS` distinct
 //!   backends).
@@ -29,6 +31,7 @@ pub mod icmp;
 #[cfg(feature = "user")]
 pub mod maglev;
 pub mod maps;
+pub mod mtu;
 pub mod packet;
 pub mod partition;
 #[cfg(feature = "user")]

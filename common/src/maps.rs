@@ -317,10 +317,14 @@ impl SlotCounter {
 pub mod options {
     /// Answer ICMP / ICMPv6 echo requests to a VIP (`icmp.echo_reply`).
     pub const ECHO_REPLY: u32 = 1;
+    /// Answer a packet that would exceed the egress MTU once encapsulated with ICMP
+    /// "fragmentation needed" / ICMPv6 "packet too big" (`icmp.too_big_reply`); off, it is
+    /// forwarded as it is.
+    pub const TOO_BIG_REPLY: u32 = 2;
 }
 
-/// The single entry of the globals array: which Maglev half is live, the encap source and the
-/// dataplane options.
+/// The single entry of the globals array: which Maglev half is live, the encap source, the
+/// dataplane options and the egress MTU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Globals {
@@ -334,6 +338,15 @@ pub struct Globals {
     pub options: u32,
     /// Source address of IP6IP6 outer headers.
     pub src6: [u8; 16],
+    /// MTU of the interface the dataplane is attached to (0: unknown), for
+    /// [`crate::mtu::too_big`]. Set by the daemon when it attaches, not by the tables: table
+    /// writes keep the value in force ([`Globals::with_egress_mtu`]).
+    pub egress_mtu: u32,
+    /// The longest IPv4 packet not answered as too big ([`crate::mtu::answer_limit`] of the
+    /// MTU and the options), kept in step by [`Globals::with_egress_mtu`].
+    pub too_big_limit4: u32,
+    /// The same for IPv6.
+    pub too_big_limit6: u32,
 }
 
 /// The default Maglev table is double-buffered: the `MAGLEV` array holds two halves of
@@ -350,6 +363,30 @@ impl Globals {
     #[inline(always)]
     pub const fn idle_half(&self) -> u32 {
         self.live_half() ^ 1
+    }
+
+    /// These globals with the egress MTU `mtu` and the too-big limits that follow from it and
+    /// the options: what a table write keeps from the globals in force, since the MTU belongs
+    /// to the interface, not to the configuration. Every writer of the globals goes through it.
+    #[inline(always)]
+    pub const fn with_egress_mtu(self, mtu: u32) -> Self {
+        let answering = self.options & options::TOO_BIG_REPLY != 0;
+        Self {
+            egress_mtu: mtu,
+            too_big_limit4: crate::mtu::answer_limit(mtu, false, answering),
+            too_big_limit6: crate::mtu::answer_limit(mtu, true, answering),
+            ..self
+        }
+    }
+
+    /// The longest packet of the family not answered as too big.
+    #[inline(always)]
+    pub const fn too_big_limit(&self, v6: bool) -> u32 {
+        if v6 {
+            self.too_big_limit6
+        } else {
+            self.too_big_limit4
+        }
     }
 
     /// These globals with `half` live: written as one update, the flip.
@@ -633,7 +670,7 @@ mod tests {
         assert_eq!(size_of::<ShardSet>(), 16 + 4 * MAX_SHARDS + 8 * MAX_SHARDS);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowEntry>(), 16);
-        assert_eq!(size_of::<Globals>(), 32);
+        assert_eq!(size_of::<Globals>(), 44);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<SlotCounter>(), 32);
     }

@@ -44,8 +44,11 @@ pub trait Tables {
     /// Records that `flow` was routed to `backend` (the kernel's flow table; replays ignore it).
     fn remember_flow(&self, flow: &FlowKey, backend: u32);
     /// The dataplane's [`options`] bits ([`crate::maps::Globals::options`]); only asked for
-    /// ICMP to a VIP.
+    /// ICMP to a VIP and for a packet too big to encapsulate.
     fn options(&self) -> u32;
+    /// The longest packet of the family not answered as too big to encapsulate
+    /// ([`crate::maps::Globals::too_big_limit`]).
+    fn too_big_limit(&self, v6: bool) -> u32;
 }
 
 /// The outcome of routing one packet.
@@ -150,6 +153,18 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
             Reason::NotService
         });
     };
+    let ip_len = (l3.end - l3.off) as u32;
+    // A client packet that will not fit the egress link once encapsulated is answered, before
+    // any lookup and without starting a flow (Katran checks at the same point). On the hot
+    // path this is one compare of the length against the MTU.
+    if !icmp_error && ip_len > t.too_big_limit(l3.v6) && service.forward == forward_mode::ENCAP {
+        let mut d = Decision::not_routed(Reason::IcmpTooBig);
+        d.service = service.unplaced();
+        d.l3_off = l3.off as u32;
+        d.ip_len = ip_len;
+        d.v6 = l3.v6;
+        return d;
+    }
     let mut by_client = false;
     let identity = if icmp_error {
         let (id, guessed) = quoted_identity(p, l3, l4, &service);
@@ -172,7 +187,7 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
     d.session = session;
     d.key = key;
     d.l3_off = l3.off as u32;
-    d.ip_len = (l3.end - l3.off) as u32;
+    d.ip_len = ip_len;
     d.v6 = l3.v6;
 
     // An established flow keeps its backend across table changes while that backend exists.

@@ -96,10 +96,14 @@ pub enum Reason {
     /// ICMP to a VIP that is truncated or inconsistent (header cut short, quoted packet not
     /// one the VIP sent, quote shorter than its IP header and 8 transport octets): dropped.
     IcmpMalformed = 21,
+    /// Client packet to an encapsulating service that would exceed the egress MTU once the
+    /// outer header is added: answered with ICMP "fragmentation needed" / ICMPv6 "packet too
+    /// big" carrying the usable MTU (`icmp.too_big_reply`), sent back.
+    IcmpTooBig = 22,
 }
 
 /// Number of [`Reason`]s: the length of the per-reason counter array.
-pub const REASON_COUNT: u32 = 22;
+pub const REASON_COUNT: u32 = 23;
 
 impl Reason {
     /// Every reason, in counter order.
@@ -126,6 +130,7 @@ impl Reason {
         Self::IcmpForwarded,
         Self::IcmpForwardedByClient,
         Self::IcmpMalformed,
+        Self::IcmpTooBig,
     ];
 
     /// Whether the packet was sent to a backend ([`Self::Forwarded`], [`Self::Rerouted`], or
@@ -144,7 +149,8 @@ impl Reason {
             | Self::Rerouted
             | Self::IcmpEchoReply
             | Self::IcmpForwarded
-            | Self::IcmpForwardedByClient => Action::Tx,
+            | Self::IcmpForwardedByClient
+            | Self::IcmpTooBig => Action::Tx,
             Self::NotIp | Self::NotService | Self::NotL4 | Self::MalformedNotVip => Action::Pass,
             _ => Action::Drop,
         }
@@ -175,6 +181,7 @@ impl Reason {
             Self::IcmpForwarded => "icmp_forwarded",
             Self::IcmpForwardedByClient => "icmp_forwarded_by_client",
             Self::IcmpMalformed => "icmp_malformed",
+            Self::IcmpTooBig => "icmp_too_big",
         }
     }
 }

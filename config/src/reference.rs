@@ -78,6 +78,7 @@ pub const KEYS: &[Key] = &[
     key("encap.source_v4", Unset, Text("an IPv4 address"), "Outer source of IPIP packets; required when a service encapsulates to an IPv4 backend."),
     key("encap.source_v6", Code, Text("an IPv6 address"), "Outer source of IP6IP6 packets."),
     key("icmp.echo_reply", Code, Text("`true` or `false`"), "Answer ICMP / ICMPv6 echo requests (ping) to a VIP in the dataplane, as Katran does; `false` passes them to the host's stack."),
+    key("icmp.too_big_reply", Code, Text("`true` or `false`"), "Answer a client packet that would exceed the interface MTU once the IPIP / IP6IP6 header is added with ICMP \"fragmentation needed\" / ICMPv6 \"packet too big\" carrying the usable MTU (the interface MTU less 20 or 40), sent back from the VIP, as Katran does; the MTU is read from the interface at attach. `false` forwards such packets as they are."),
     key("services[].name", Required, Text("a unique name"), "The service's name, which sessions refer to."),
     key("services[].vip", Required, Text("an IP address"), "Virtual IP."),
     key("services[].port", Required, Int(1, 65535), "Port."),

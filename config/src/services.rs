@@ -108,9 +108,18 @@ pub struct IcmpConfig {
     /// does); off, they pass to the balancer host's stack.
     #[serde(default = "echo_reply_default")]
     pub echo_reply: bool,
+    /// Answer a client packet that would exceed the interface MTU once encapsulated with ICMP
+    /// "fragmentation needed" / ICMPv6 "packet too big" carrying the usable MTU (default on,
+    /// as Katran does); off, it is forwarded as it is (and lost if the link cannot carry it).
+    #[serde(default = "too_big_reply_default")]
+    pub too_big_reply: bool,
 }
 
 fn echo_reply_default() -> bool {
+    true
+}
+
+fn too_big_reply_default() -> bool {
     true
 }
 
@@ -118,6 +127,7 @@ impl Default for IcmpConfig {
     fn default() -> Self {
         Self {
             echo_reply: echo_reply_default(),
+            too_big_reply: too_big_reply_default(),
         }
     }
 }

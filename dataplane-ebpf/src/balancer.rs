@@ -1,4 +1,5 @@
-//! The `shardline` program's body: parse → decide → rewrite (or answer) → forward → count.
+//! The `shardline` program's body: parse → decide → rewrite (or answer: echo reply, too big)
+//! → forward → count.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use aya_log_ebpf::error;
@@ -15,6 +16,7 @@ use crate::{
     packet::XdpPacket,
     rewrite::rewrite,
     tables::MapTables,
+    too_big,
 };
 
 /// Routes one frame and returns its XDP action.
@@ -44,6 +46,8 @@ pub fn run_with<const RINGS_AOM: bool>(ctx: &XdpContext) -> u32 {
         }
     } else if reason == Reason::IcmpEchoReply && echo::reply(ctx, &d).is_err() {
         reason = Reason::IcmpMalformed;
+    } else if reason == Reason::IcmpTooBig && too_big::reply(ctx, &d, globals.egress_mtu).is_err() {
+        reason = Reason::EncapFailed;
     }
     count_reason(reason);
     reason.action() as u32

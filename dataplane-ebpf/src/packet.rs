@@ -117,6 +117,14 @@ impl XdpPacket<'_> {
 pub struct Span(usize);
 
 impl Span {
+    /// The address of the byte at `at`, for a helper that reads packet memory (its length must
+    /// stay inside the span's checked length).
+    #[allow(dead_code)] // the auxiliary object has no too-big answer
+    #[inline(always)]
+    pub fn addr(self, at: usize) -> usize {
+        self.0 + at
+    }
+
     /// The native-endian `u32` at `at`.
     ///
     /// # Safety

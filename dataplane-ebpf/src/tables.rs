@@ -133,4 +133,9 @@ impl<const RINGS_AOM: bool> Tables for MapTables<'_, RINGS_AOM> {
     fn options(&self) -> u32 {
         self.globals.options
     }
+
+    #[inline(always)]
+    fn too_big_limit(&self, v6: bool) -> u32 {
+        self.globals.too_big_limit(v6)
+    }
 }

@@ -53,7 +53,10 @@ impl Tables for Fixed {
     }
     fn remember_flow(&self, _flow: &FlowKey, _backend: u32) {}
     fn options(&self) -> u32 {
-        options::ECHO_REPLY
+        options::ECHO_REPLY | options::TOO_BIG_REPLY
+    }
+    fn too_big_limit(&self, v6: bool) -> u32 {
+        shardline_common::mtu::answer_limit(1500, v6, true)
     }
 }
 

@@ -8,8 +8,8 @@ use std::{fs, path::PathBuf};
 use serde::Serialize;
 use shardline_common::{
     consts::{
-        IPV4_HLEN, IPV6_HLEN, MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_SERVICES, MAX_SESSIONS,
-        MAX_SESSION_SLOTS, MAX_SESSION_STATS,
+        MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_SERVICES, MAX_SESSIONS, MAX_SESSION_SLOTS,
+        MAX_SESSION_STATS,
     },
     maps::{
         Backend, Counter, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey, ShardSet,
@@ -17,7 +17,11 @@ use shardline_common::{
     },
 };
 
-use crate::config::{Config, ForwardMode};
+use crate::config::Config;
+
+mod mtu;
+
+use self::mtu::mtu_check;
 
 /// Oldest kernel the dataplane is known to load on (BPF_F_XDP_HAS_FRAGS-era verifier, bpf_loop
 /// not needed; developed on 6.18).
@@ -387,44 +391,6 @@ fn virtual_kind(host: &Host, dir: &str) -> Option<String> {
                 .exists()
                 .then(|| "veth".into())
         })
-}
-
-/// The outer header leaves room for the client's packet only if the path to the backends
-/// carries `mtu + overhead`; a single-buffer program cannot attach above a page.
-fn mtu_check(iface: &str, mtu: u32, config: Option<&Config>) -> Check {
-    let encaps = config.is_none_or(|c| c.services.iter().any(|s| s.forward == ForwardMode::Encap));
-    let overhead = if encaps { IPV6_HLEN as u32 } else { 0 };
-    if mtu > MAX_SINGLE_BUFFER_MTU {
-        return check(
-            "mtu",
-            Status::Warn,
-            format!(
-                "{iface}: MTU {mtu} is over {MAX_SINGLE_BUFFER_MTU}: a single-buffer XDP program \
-                 may not attach in native mode"
-            ),
-            "lower the MTU, or use generic mode until the program is multi-buffer aware",
-        );
-    }
-    if overhead == 0 {
-        return check(
-            "mtu",
-            Status::Pass,
-            format!("{iface}: MTU {mtu}; l2dsr adds no header"),
-            "",
-        );
-    }
-    check(
-        "mtu",
-        Status::Warn,
-        format!(
-            "{iface}: MTU {mtu}; encapsulation adds {IPV4_HLEN} (IPIP) or {IPV6_HLEN} (IP6IP6) \
-             bytes, so a client packet over {} bytes does not fit a {mtu}-byte path to the \
-             backends",
-            mtu - overhead
-        ),
-        "raise the MTU of the links between the balancer and the backends by 40 bytes (or \
-         more), or clamp the clients' MSS / advertise a lower MTU on the VIP",
-    )
 }
 
 fn decap(host: &Host) -> Check {

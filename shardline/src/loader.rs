@@ -4,6 +4,7 @@
 
 use std::{
     io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::{Path, PathBuf},
 };
 
@@ -196,6 +197,39 @@ fn attach(
         .map_err(prog_err(format!("attaching XDP to {interface} ({mode:?})")))
 }
 
+/// The MTU of `interface` in this process's network namespace (`SIOCGIFMTU`; `/sys` may show
+/// another namespace's devices), which the dataplane's too-big check compares packets with
+/// ([`shardline_common::mtu`]).
+pub fn interface_mtu(interface: &str) -> io::Result<u32> {
+    let name = interface.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{interface:?} is not an interface name"),
+        ));
+    }
+    // SAFETY: plain socket(2); the descriptor is owned (and closed) by `OwnedFd` below.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: `ifreq` is plain old data; all zeroes is a valid (empty) request.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (to, from) in request.ifr_name.iter_mut().zip(name) {
+        *to = *from as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads the NUL-terminated name and writes `ifru_mtu` of `request`.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU, &mut request) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled the MTU member of the union.
+    let mtu = unsafe { request.ifr_ifru.ifru_mtu };
+    Ok(u32::try_from(mtu).unwrap_or(0))
+}
+
 /// Detaches the load balancer from `interface` by removing its pinned link, and removes the
 /// pinned maps: the dataplane stops routing. Missing pins are not an error.
 pub fn teardown(pin_dir: &Path, interface: Option<&str>) -> io::Result<()> {
@@ -215,5 +249,20 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loopback_mtu_is_read_and_bad_names_are_refused() {
+        let lo = interface_mtu("lo").expect("every namespace has lo");
+        let sys = std::fs::read_to_string("/sys/class/net/lo/mtu").expect("sysfs");
+        assert_eq!(lo.to_string(), sys.trim());
+        assert!(interface_mtu("").is_err());
+        assert!(interface_mtu("no-such-if0").is_err());
+        assert!(interface_mtu("a-name-far-too-long-for-ifnamsiz").is_err());
     }
 }

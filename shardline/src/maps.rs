@@ -147,6 +147,13 @@ impl DataplaneMaps {
         })
     }
 
+    /// Records the attached interface's MTU for the too-big check (one globals write; the
+    /// tables in force are kept).
+    pub fn set_egress_mtu(&mut self, mtu: u32) -> Result<(), MapsError> {
+        let globals = self.globals()?.with_egress_mtu(mtu);
+        self.publish_globals(&globals)
+    }
+
     /// The globals entry as the dataplane sees it.
     pub fn globals(&self) -> Result<Globals, MapsError> {
         self.globals.get(&0, 0).map_err(op("read", "GLOBALS"))
@@ -174,10 +181,13 @@ impl DataplaneMaps {
             self.set_backend(*id, backend)?;
         }
         let current = self.globals()?;
+        // The egress MTU is the interface's, written at attach ([`Self::set_egress_mtu`]):
+        // tables never change it.
         let mut next = delta
             .globals
             .unwrap_or(current)
-            .with_live_half(current.live_half());
+            .with_live_half(current.live_half())
+            .with_egress_mtu(current.egress_mtu);
         if let Some(table) = &delta.maglev {
             let start = Instant::now();
             self.maglev.write_half(current.idle_half(), table);
@@ -606,6 +616,12 @@ impl Tables for DataplaneMaps {
 
     fn options(&self) -> u32 {
         self.globals().map(|g| g.options).unwrap_or(0)
+    }
+
+    fn too_big_limit(&self, v6: bool) -> u32 {
+        self.globals()
+            .map(|g| g.too_big_limit(v6))
+            .unwrap_or(u32::MAX)
     }
 }
 

@@ -153,6 +153,11 @@ impl Snapshot {
         if config.icmp.echo_reply {
             snap.globals.options |= options::ECHO_REPLY;
         }
+        if config.icmp.too_big_reply {
+            snap.globals.options |= options::TOO_BIG_REPLY;
+        }
+        // No MTU yet (the daemon records the interface's when it attaches): nothing too big.
+        snap.globals = snap.globals.with_egress_mtu(0);
         if let Some(a) = config.encap.source_v4 {
             snap.globals.src4 = a.octets();
         }
@@ -202,6 +207,10 @@ impl Tables for Snapshot {
 
     fn options(&self) -> u32 {
         self.globals.options
+    }
+
+    fn too_big_limit(&self, v6: bool) -> u32 {
+        self.globals.too_big_limit(v6)
     }
 }
 

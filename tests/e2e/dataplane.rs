@@ -6,6 +6,7 @@
 
 mod icmp;
 mod malformed;
+mod mtu;
 
 use std::collections::BTreeMap;
 

@@ -7,6 +7,8 @@
 //!   the very code userspace replays.
 //! - `rewrite`: IPIP / IP6IP6 encapsulation and the L2 DSR MAC rewrite.
 //! - `echo`: ICMP / ICMPv6 echo replies written in place over the request.
+//! - `too_big`: ICMP "fragmentation needed" / ICMPv6 "packet too big" answers to packets that
+//!   would not fit the egress link once encapsulated.
 //! - `counters`: per-CPU counters per reason, per backend and per session.
 //! - `balancer`: parse → decide → rewrite → count.
 //! - `restore` (bench only): undoes a rewrite so `BPF_PROG_TEST_RUN` repeats see one input.
@@ -37,6 +39,9 @@ mod rewrite;
 #[cfg(target_arch = "bpf")]
 #[path = "../tables.rs"]
 mod tables;
+#[cfg(target_arch = "bpf")]
+#[path = "../too_big.rs"]
+mod too_big;
 
 #[cfg(target_arch = "bpf")]
 mod program {

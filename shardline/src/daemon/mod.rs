@@ -25,7 +25,7 @@ use crate::{
     cluster::Cluster,
     config::Config,
     control::insight::Insights,
-    loader::{attach_balancer, load_balancer},
+    loader::{attach_balancer, interface_mtu, load_balancer},
     maps::DataplaneMaps,
     reshard::board::HandoffBoard,
     state::{Command, ConfigTables, Control},
@@ -46,7 +46,15 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
         &config.pin_dir,
     )
     .with_context(|| format!("attaching to interface {:?}", config.interface))?;
-    let maps = Arc::new(Mutex::new(DataplaneMaps::open(&config.pin_dir)?));
+    let mut dataplane = DataplaneMaps::open(&config.pin_dir)?;
+    // What the too-big check compares packets with; unknown (0) turns it off.
+    let mtu = interface_mtu(&config.interface).unwrap_or_else(|e| {
+        warn!(interface = %config.interface, error = %e, "cannot read the interface MTU; packets too big to encapsulate will not be answered");
+        0
+    });
+    dataplane.set_egress_mtu(mtu)?;
+    info!(interface = %config.interface, mtu, "egress MTU recorded for the too-big check");
+    let maps = Arc::new(Mutex::new(dataplane));
     // The replicated state as this node last applied it (empty on first start: the pinned
     // maps keep routing until the configuration or the leader's state arrives).
     let cluster = Cluster::start(&config)

@@ -52,7 +52,12 @@ impl TableDelta {
             .map(|(id, b)| (*id, *b))
             .collect();
         backends.sort_unstable_by_key(|(id, _)| *id);
-        let globals = after.globals.with_live_half(0);
+        // The egress MTU is the interface's, not the tables': `after` (from a configuration)
+        // does not know it, and a table write keeps the one in force.
+        let globals = after
+            .globals
+            .with_live_half(0)
+            .with_egress_mtu(before.globals.egress_mtu);
         let mut sessions = Vec::new();
         for (key, set) in &after.sessions {
             let mut next = ShardSet {

@@ -1,5 +1,6 @@
-//! ICMP test frames and the echo-reply oracle: errors quoting what a backend sent from a VIP,
-//! and the check that an answered echo request came back as exactly its reply.
+//! ICMP test frames and the answer oracles: errors quoting what a backend sent from a VIP, the
+//! check that an answered echo request came back as exactly its reply, and the "fragmentation
+//! needed" / "packet too big" answer a packet too big to encapsulate must get.
 
 use shardline_common::{
     consts::{ETH_P_IPV4, ETH_P_IPV6, IPV4_HLEN, IPV6_HLEN},
@@ -160,4 +161,73 @@ pub fn check_echo_reply(input: &[u8], output: &[u8]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The answer to `input`, a client packet too big for an `egress_mtu` link once encapsulated,
+/// built independently of the dataplane: back to the sender's MAC (VLAN tag and EtherType
+/// kept), from the VIP to the client, TTL / hop limit 64; ICMP type 3 code 4 with next-hop MTU
+/// `egress_mtu - 20` quoting the IPv4 header and 8 octets, or ICMPv6 type 2 with MTU
+/// `egress_mtu - 40` quoting as much as fits in 1280 octets (rounded down to 4); checksums
+/// computed afresh.
+pub fn too_big_answer(input: &[u8], egress_mtu: u32) -> Result<Vec<u8>, String> {
+    let (l2, ethertype) = parse_l2(input).ok_or("input has no Ethernet header")?;
+    let ip = &input[l2..];
+    let mut out = input[6..12].to_vec();
+    out.extend_from_slice(&input[0..6]);
+    out.extend_from_slice(&input[12..l2]);
+    match ethertype {
+        ETH_P_IPV4 => {
+            let quote = &ip[..usize::from(ip[0] & 0x0f) * 4 + 8];
+            let total = (IPV4_HLEN + 8 + quote.len()) as u16;
+            let mut header = vec![0x45, 0];
+            header.extend_from_slice(&total.to_be_bytes());
+            header.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
+            header.extend_from_slice(&ip[16..20]);
+            header.extend_from_slice(&ip[12..16]);
+            let check = !folded_sum(&header);
+            header[10..12].copy_from_slice(&check.to_be_bytes());
+            let mut icmp = vec![3, 4, 0, 0, 0, 0];
+            icmp.extend_from_slice(&((egress_mtu - 20) as u16).to_be_bytes());
+            icmp.extend_from_slice(quote);
+            let check = !folded_sum(&icmp);
+            icmp[2..4].copy_from_slice(&check.to_be_bytes());
+            out.extend_from_slice(&header);
+            out.extend_from_slice(&icmp);
+        }
+        ETH_P_IPV6 => {
+            let ip_len = IPV6_HLEN + usize::from(get_u16(ip, 4));
+            let quote = &ip[..ip_len.min(1232) & !3];
+            let mut packet = vec![0x60, 0, 0, 0];
+            packet.extend_from_slice(&((8 + quote.len()) as u16).to_be_bytes());
+            packet.extend_from_slice(&[58, 64]);
+            packet.extend_from_slice(&ip[24..40]);
+            packet.extend_from_slice(&ip[8..24]);
+            packet.extend_from_slice(&[2, 0, 0, 0]);
+            packet.extend_from_slice(&(egress_mtu - 40).to_be_bytes());
+            packet.extend_from_slice(quote);
+            let check = !icmpv6_sum(&packet);
+            packet[42..44].copy_from_slice(&check.to_be_bytes());
+            out.extend_from_slice(&packet);
+        }
+        other => return Err(format!("EtherType {other:#06x} is not IP")),
+    }
+    Ok(out)
+}
+
+/// Checks that `output` is exactly [`too_big_answer`]`(input, egress_mtu)`.
+pub fn check_too_big(input: &[u8], output: &[u8], egress_mtu: u32) -> Result<(), String> {
+    let want = too_big_answer(input, egress_mtu)?;
+    if output == want {
+        return Ok(());
+    }
+    let first = output
+        .iter()
+        .zip(&want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(output.len().min(want.len()));
+    Err(format!(
+        "not the too-big answer ({} octets, want {}): first difference at octet {first}",
+        output.len(),
+        want.len()
+    ))
 }

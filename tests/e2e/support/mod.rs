@@ -187,6 +187,13 @@ impl Loaded {
         Self(dataplane)
     }
 
+    /// Records `mtu` as the egress MTU: in the maps, as the daemon does when it attaches, and in
+    /// the snapshot the replay reads.
+    pub fn set_egress_mtu(&mut self, mtu: u32) {
+        self.maps.set_egress_mtu(mtu).expect("write GLOBALS");
+        self.tables.globals = self.tables.globals.with_egress_mtu(mtu);
+    }
+
     /// Runs one frame through the kernel program.
     pub fn run(&mut self, frame: &[u8]) -> KernelRun {
         self.0.run(frame).expect("BPF_PROG_TEST_RUN")
@@ -243,7 +250,8 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Whether the kernel's run of `frame` is what the replay decision `d` says: the same action; a
 /// frame not forwarded left untouched; an answered echo request turned into its reply (see
-/// [`icmp::check_echo_reply`]); a forwarded one correctly rewritten (see [`check_forwarded`])
+/// [`icmp::check_echo_reply`]); a packet too big to encapsulate answered (see
+/// [`icmp::check_too_big`]); a forwarded one correctly rewritten (see [`check_forwarded`])
 /// for the backend `d` chose.
 pub fn agrees(want: &Expected, frame: &[u8], k: &KernelRun, d: &Decision) -> Result<(), String> {
     if k.action != d.action() {
@@ -257,6 +265,10 @@ pub fn agrees(want: &Expected, frame: &[u8], k: &KernelRun, d: &Decision) -> Res
     if d.reason == Reason::IcmpEchoReply {
         return icmp::check_echo_reply(frame, &k.output)
             .map_err(|e| format!("bad echo reply: {e}; output {}", hex(&k.output)));
+    }
+    if d.reason == Reason::IcmpTooBig {
+        return icmp::check_too_big(frame, &k.output, want.egress_mtu)
+            .map_err(|e| format!("bad too-big answer: {e}; output {}", hex(&k.output)));
     }
     if k.action != Action::Tx {
         return if k.output == frame {

@@ -27,6 +27,9 @@ pub struct Expected {
     pub src4: [u8; 4],
     pub src6: [u8; 16],
     pub backends: HashMap<u32, Peer>,
+    /// The egress MTU the dataplane was given (0: none), which a too-big answer reports less
+    /// the outer header.
+    pub egress_mtu: u32,
 }
 
 impl Expected {
@@ -48,6 +51,7 @@ impl Expected {
                 peer(3, [10, 0, 0, 13], Some(v6(0x13)), 0x13),
                 peer(4, [10, 0, 0, 14], None, 0x14),
             ]),
+            egress_mtu: 0,
         }
     }
 
@@ -69,6 +73,7 @@ impl Expected {
                     (*id, peer)
                 })
                 .collect(),
+            egress_mtu: snap.globals.egress_mtu,
         }
     }
 

@@ -37,6 +37,9 @@ pub const SESSION_EMPTY: u64 = 46;
 /// A backend that is configured but down (in no table): QUIC server ids naming it are
 /// rerouted by the fallback hash.
 pub const DOWN_BACKEND: u32 = 98;
+/// The egress MTU of the random run.
+pub const RANDOM_EGRESS_MTU: u32 = 1500;
+
 /// Flow-mode client of `web`, placed on backends 2 and 4.
 pub const PLACED_CLIENT4: [u8; 4] = [192, 0, 2, 77];
 /// Flow-mode client of `web6`, placed on backends 1 and 4 (4 has no IPv6).
@@ -47,7 +50,7 @@ pub const PLACED_CLIENT6: [u8; 16] = [
 /// Adds to `lb`'s snapshot and maps what `TEST_CONFIG` lacks for the random run: a flow-mode
 /// UDP service over IPv6 (`dns6`, on `DNS_PORT`), and placements that reach the rarer outcomes
 /// (unknown backend, backend without the packet's family, empty shard set, placed flow-mode
-/// clients, a down backend that connection ids name).
+/// clients, a down backend that connection ids name), and a 1500-octet egress MTU.
 pub fn add_edge_cases(lb: &mut Loaded) {
     let id = |addr: IpAddr, port: u16, proto: u8| {
         lb.tables
@@ -114,6 +117,9 @@ pub fn add_edge_cases(lb: &mut Loaded) {
         .maps
         .apply(&dataplane.tables)
         .expect("apply the edge cases");
+    // An Ethernet egress link, which the longest frames `flow_mode` draws do not fit once
+    // encapsulated.
+    lb.set_egress_mtu(RANDOM_EGRESS_MTU);
 }
 
 /// One random frame, at least an Ethernet header long (`BPF_PROG_TEST_RUN` refuses shorter).
@@ -185,7 +191,14 @@ fn header_mode(rng: &mut StdRng) -> FrameSpec {
 
 fn flow_mode(rng: &mut StdRng) -> FrameSpec {
     let sport = rng.gen();
-    let payload: Vec<u8> = (0..rng.gen_range(0..64)).map(|_| rng.gen()).collect();
+    // Now and then a length around what fits the 1500-octet egress MTU once encapsulated
+    // (payloads of 1440 and 1400 octets just fit over IPv4 and IPv6 TCP without options).
+    let len = if rng.gen_ratio(1, 6) {
+        rng.gen_range(1380..1475)
+    } else {
+        rng.gen_range(0..64)
+    };
+    let payload: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
     let tcp = |rng: &mut StdRng, dport| Transport::Tcp {
         sport,
         dport,
