@@ -104,7 +104,13 @@ impl TableDelta {
         Self {
             backends,
             maglev: (after.maglev != before.maglev).then(|| after.maglev.clone()),
-            globals: (globals != before.globals.with_live_half(0)).then_some(globals),
+            // The too-big limits follow from the MTU and the options: compared as derived.
+            globals: (globals
+                != before
+                    .globals
+                    .with_live_half(0)
+                    .with_egress_mtu(before.globals.egress_mtu))
+            .then_some(globals),
             sessions,
             pools,
             services,
