@@ -88,29 +88,37 @@ pub fn owners_of(
         _pad: 0,
         session: r.session,
     };
-    let tables = state.tables();
-    let current = match tables.sessions.get(&skey) {
-        Some(set) => placed_owner(set, key),
+    let tables = state.unplaced_tables();
+    let found = tables.services.values().find(|s| s.id == service);
+    let found = found.copied().unwrap_or_default();
+    let unplaced_table = if found.has_pool() {
+        OwnerTable::Pool
+    } else {
+        OwnerTable::Default
+    };
+    let current = match state.placed_set(r) {
+        Some(set) => placed_owner(&set, key),
         None => {
-            let found = tables.services.values().find(|s| s.id == service);
-            let found = found.copied().unwrap_or_default();
             let id = unplaced_backend(&tables, &found, r.session, key);
-            let table = if found.has_pool() {
-                OwnerTable::Pool
-            } else {
-                OwnerTable::Default
-            };
             Owner {
                 backend: (id != NO_BACKEND).then_some(id),
                 generation: 0,
                 backends: Vec::new(),
-                table,
+                table: unplaced_table,
             }
         }
     };
-    let previous = handoffs.get(&skey, now).map(|p| PreviousOwner {
-        owner: placed_owner(&p.previous, key),
-        until_unix_ms: p.until_unix_ms,
+    let previous = handoffs.get(&skey, now).map(|p| {
+        let mut owner = placed_owner(&p.previous, key);
+        if p.previous.generation == 0 {
+            // A first placement's previous owner: the session's home, unplaced.
+            owner.backends.clear();
+            owner.table = unplaced_table;
+        }
+        PreviousOwner {
+            owner,
+            until_unix_ms: p.until_unix_ms,
+        }
     });
     let moved = previous
         .as_ref()
@@ -270,6 +278,10 @@ backends = [3, 4]
             }
             homes.insert(home.backend.expect("the default table names a backend"));
         }
-        assert_eq!(homes.len(), 4, "sessions' homes spread over every backend: {homes:?}");
+        assert_eq!(
+            homes.len(),
+            4,
+            "sessions' homes spread over every backend: {homes:?}"
+        );
     }
 }

@@ -214,13 +214,18 @@ fn an_unplaced_session_widens_from_its_home_and_keeps_the_keys_there() {
             let was = shardline_common::route::unplaced_backend(&before, &service, s, k);
             assert_eq!(was, home, "key {k} of unplaced session {s}");
             let owner = shardline_common::route::pick_shard(&after.sessions[&key], k);
-            assert!(owner.is_some_and(|o| set.contains(&o)), "key {k}: {owner:?}");
+            assert!(
+                owner.is_some_and(|o| set.contains(&o)),
+                "key {k}: {owner:?}"
+            );
             stayed += usize::from(owner == Some(home));
         }
-        assert!((350..650).contains(&stayed), "{stayed} of 1000 keys stayed home");
+        assert!(
+            (350..650).contains(&stayed),
+            "{stayed} of 1000 keys stayed home"
+        );
     }
 }
-
 
 #[test]
 fn the_hook_fires_once_per_cooldown_when_the_fleet_falls_short() {

@@ -320,6 +320,12 @@ impl ControlState {
     }
 
     /// A session's key and shard set in the tables, or `None` if the default table routes it.
+    /// `session`'s shard set in the tables, as [`Self::tables`] would hold it (none: unplaced).
+    pub fn placed_set(&self, session: &SessionRef) -> Option<ShardSet> {
+        let entry = self.sessions.get(session)?;
+        self.placement(session, entry).map(|(_, set)| set)
+    }
+
     fn placement(
         &self,
         session: &SessionRef,
