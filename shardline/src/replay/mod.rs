@@ -433,9 +433,8 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
     }
     let mut state = fleet_state(setup.backends, setup.backend_capacity);
     let mut next_id = setup.backends + 1;
-    let mut usable: Vec<u32> = (1..=setup.backends).collect();
-    let mut capacities = vec![setup.backend_capacity; usable.len()];
-    let mut loads = vec![0.0; usable.len()];
+    let mut capacities = vec![setup.backend_capacity; setup.backends as usize];
+    let mut loads = vec![0.0; setup.backends as usize];
     let sessions = setup.demands.len();
     let refs: Vec<SessionRef> = (0..sessions)
         .map(|i| SessionRef {
@@ -444,6 +443,12 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
         })
         .collect();
     let mut rates: Vec<(SessionRef, f64)> = refs.iter().map(|r| (r.clone(), 0.0)).collect();
+    // Each session's home while unplaced, redone when backends arrive.
+    let homes_in = |state: &ControlState| -> Vec<Option<u32>> {
+        let tables = state.unplaced_tables();
+        refs.iter().map(|r| state.home(&tables, r)).collect()
+    };
+    let mut homes = homes_in(&state);
     let mut placed: Vec<Vec<u32>> = vec![Vec::new(); sessions];
     let mut pending: Vec<Command> = Vec::new();
     let mut arrivals: VecDeque<(usize, u32)> = VecDeque::new();
@@ -464,7 +469,7 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
             if state.apply(&command).is_err() || placed[i] == *backends {
                 continue;
             }
-            let before = owners(&placed[i], i, &usable);
+            let before = owners(&placed[i], homes[i]);
             tally.reshards += 1;
             tally.keys_moved += moved_fraction(before, Owners::Set(backends));
             placed[i].clone_from(backends);
@@ -473,33 +478,31 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
             let (_, count) = arrivals.pop_front().expect("just checked");
             for _ in 0..count {
                 add_backend(&mut state, next_id, setup.backend_capacity);
-                usable.push(next_id);
                 capacities.push(setup.backend_capacity);
                 loads.push(0.0);
                 next_id += 1;
             }
+            homes = homes_in(&state);
         }
         // Demand onto the backends.
         loads.fill(0.0);
-        let (mut unplaced, mut shards) = (0.0, 0usize);
+        let mut shards = 0usize;
         for (i, rate) in rates.iter_mut().enumerate() {
             let d = setup.demand(i, t);
             rate.1 = d;
             let set = &placed[i];
             if set.is_empty() {
-                // On the default table it occupies the capacity its demand needs.
-                shards += usize::from(setup.shards_for(d));
-                unplaced += d;
+                // Unplaced: all of it on its home.
+                shards += 1;
+                if let Some(home) = homes[i] {
+                    loads[home as usize - 1] += d;
+                }
             } else {
                 shards += set.len();
                 for id in set {
                     loads[*id as usize - 1] += d / set.len() as f64;
                 }
             }
-        }
-        let share = unplaced / usable.len() as f64;
-        for load in &mut loads {
-            *load += share;
         }
         let overloaded_before = tally.overload_seconds;
         tally.tick(secs, &loads, &capacities);
@@ -577,12 +580,9 @@ fn queued(arrivals: &VecDeque<(usize, u32)>) -> u32 {
     arrivals.iter().map(|(_, n)| n).sum()
 }
 
-fn owners<'a>(set: &'a [u32], session: usize, usable: &'a [u32]) -> Owners<'a> {
+fn owners(set: &[u32], home: Option<u32>) -> Owners<'_> {
     if set.is_empty() {
-        Owners::Default {
-            session: session as u64,
-            usable,
-        }
+        Owners::Home(home)
     } else {
         Owners::Set(set)
     }

@@ -25,8 +25,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use imbl::ordmap::DiffItem;
 use serde::{Deserialize, Serialize};
 use shardline_common::{
-    consts::MAX_BACKENDS,
-    maps::{backend_flags, scheme, SessionKey, ShardSet},
+    consts::{MAX_BACKENDS, NO_BACKEND},
+    maps::{backend_flags, scheme, session_mode, SessionKey, ShardSet},
+    route::unplaced_backend,
 };
 
 pub use command::{Command, Response, StateError};
@@ -236,6 +237,18 @@ impl ControlState {
     /// marked [`backend_flags::DOWN`], so flows and QUIC connection ids naming them are
     /// re-decided. Drained backends leave shard sets as unhealthy ones do.
     pub fn tables(&self) -> Snapshot {
+        let mut snap = self.unplaced_tables();
+        for (session, entry) in &self.sessions {
+            if let Some((key, set)) = self.placement(session, entry) {
+                snap.sessions.insert(key, set);
+            }
+        }
+        snap
+    }
+
+    /// [`Self::tables`] without the placements: the services, backends, default table and
+    /// pools' rings, which route every unplaced session.
+    pub fn unplaced_tables(&self) -> Snapshot {
         let mut services = self.services.clone();
         // A member failing the service's probe keeps its slot count (the ring keeps its size)
         // at weight 0, and leaves the membership below (its flows there are re-decided).
@@ -281,12 +294,20 @@ impl ControlState {
                 pool.retain(|id| !failing(&s.name, *id));
             }
         }
-        for (session, entry) in &self.sessions {
-            if let Some((key, set)) = self.placement(session, entry) {
-                snap.sessions.insert(key, set);
-            }
-        }
         snap
+    }
+
+    /// The backend an unplaced header-mode session's requests all go to, its *home*, under
+    /// `tables` (from [`Self::unplaced_tables`]); `None` for other modes, whose unplaced
+    /// sessions spread by request key, or when the table names no backend.
+    pub fn home(&self, tables: &Snapshot, session: &SessionRef) -> Option<u32> {
+        let id = self.service_id(&session.service)?;
+        let service = tables.services.values().find(|s| s.id == id)?;
+        if service.mode != session_mode::HEADER {
+            return None;
+        }
+        let home = unplaced_backend(tables, service, session.session, 0);
+        (home != NO_BACKEND).then_some(home)
     }
 
     /// A session's key in the tables, if its service exists.
@@ -299,6 +320,12 @@ impl ControlState {
     }
 
     /// A session's key and shard set in the tables, or `None` if the default table routes it.
+    /// `session`'s shard set in the tables, as [`Self::tables`] would hold it (none: unplaced).
+    pub fn placed_set(&self, session: &SessionRef) -> Option<ShardSet> {
+        let entry = self.sessions.get(session)?;
+        self.placement(session, entry).map(|(_, set)| set)
+    }
+
     fn placement(
         &self,
         session: &SessionRef,
