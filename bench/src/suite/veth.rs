@@ -125,7 +125,9 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
                   every process in the lab's namespaces, of ksoftirqd and of the bench's own client and \
                   proxy threads, summed over the run, per forwarded packet, minus the same for a \
                   baseline run in the same round and topology in which the client sends to a backend \
-                  directly (so the sender's, the backends' and the answers' work cancels). Softirq work \
+                  directly (shardline's lab: the client's route to the VIP switched to backend 1, so the same \
+                  echo answers from the VIP; the proxies' topology: backend 1's address), so the \
+                  sender's, the backends' and the answers' work cancels. Softirq work \
                   is counted where the kernel ran it (on veth, inside the sending task: this kernel \
                   accounts by ticks, so /proc/stat's softirq column, kept per run as a cross-check, \
                   would count it twice if added to process time). Median over rounds; per-run \
@@ -234,15 +236,38 @@ fn shardline_run(
     let target = SocketAddr::new(VIP4.into(), HEADER_PORT);
     wait_answering(&lab.topology.client, target)?;
     let traffic = throughput("shardline", &lab.topology, target, duration)?;
-    let cpu = (|| {
-        // The baseline's echo: backend 1 answering on its own address, as in the proxies' lab.
-        let echo = spawn_echo(opts, &lab.topology.backends[0], 1, lab.work_dir())?;
-        let _echo = Children(vec![echo]);
-        let baseline = SocketAddr::new(backend4(1).into(), ECHO_PORT);
-        wait_answering(&lab.topology.client, baseline)?;
-        cpu::measure(&lab.topology, baseline, &[("shardline", target)], plan)
-    })();
-    Ok((traffic, cpu.map_err(|e| e.to_string())))
+    // The baseline: the client sends to the VIP on backend 1 directly (its route to the VIP
+    // switched from the load balancer to the backend), so the same echo answers from the same
+    // address as through shardline, and only the load balancer's path differs.
+    let client = &lab.topology.client;
+    let route = |case: &str| -> Result<(), BenchError> {
+        let via = if case == cpu::BASELINE {
+            backend4(1)
+        } else {
+            LB4
+        };
+        client.ip(&[
+            "route",
+            "replace",
+            &format!("{VIP4}/32"),
+            "via",
+            &via.to_string(),
+        ])?;
+        wait_answering(client, target)
+    };
+    let cpu = cpu::measure(
+        &lab.topology,
+        target,
+        &[("shardline", target)],
+        &route,
+        plan,
+    );
+    let restored = route("shardline");
+    Ok((
+        traffic,
+        cpu.and_then(|c| restored.map(|()| c))
+            .map_err(|e| e.to_string()),
+    ))
 }
 
 /// Starts `shardline-lab echo` as backend `id` on its own address, UDP port [`ECHO_PORT`], and
@@ -307,7 +332,8 @@ fn proxies_run(
             if tokio_traffic.is_ok() {
                 cases.push(("tokio_proxy", SocketAddr::new(LB4.into(), TOKIO_PORT)));
             }
-            let cpu = cpu::measure(&topo, backends[0], &cases, plan).map_err(|e| e.to_string());
+            let cpu = cpu::measure(&topo, backends[0], &cases, &|_| Ok(()), plan)
+                .map_err(|e| e.to_string());
             (nginx_traffic, tokio_traffic, cpu)
         });
     drop(nginx);

@@ -95,11 +95,13 @@ pub fn fully_forwarded(sent: u64, forwarded: u64) -> bool {
 }
 
 /// Runs `plan.rounds` rounds through `topo`: in each, the baseline (`baseline`, a backend
-/// addressed directly) and then every case, one after the other at `plan.rate`.
+/// reached directly) and then every case, one after the other at `plan.rate`. `prepare` runs
+/// before each run with its case name (outside the measured time), e.g. to route the client.
 pub fn measure(
     topo: &Topology,
     baseline: SocketAddr,
     cases: &[(&str, SocketAddr)],
+    prepare: &dyn Fn(&str) -> Result<(), BenchError>,
     plan: &Plan,
 ) -> Result<Vec<Run>, BenchError> {
     let mut namespaces = vec![
@@ -114,6 +116,7 @@ pub fn measure(
     let mut runs = Vec::new();
     for round in 0..plan.rounds {
         for (case, target) in &all {
+            prepare(case)?;
             let tasks = Tasks::find(&namespaces);
             let traffic = blast(
                 topo,
