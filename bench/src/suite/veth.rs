@@ -188,7 +188,7 @@ fn cpu_json(
             .map(|x| round(x, 0))
     };
     let detail = json!({
-        "offered_pps": plan.rate,
+        "offered_pps": plan.rate.round() as u64,
         "seconds_per_run": plan.duration.as_secs(),
         "rounds": plan.rounds,
         "all_forwarded": !all_runs.is_empty() && all_runs.iter().all(|r| r.fully_forwarded()),
