@@ -2,6 +2,7 @@
 //!
 //! - [`per_packet`]: nanoseconds per packet of the XDP program under `BPF_PROG_TEST_RUN`,
 //!   against trivial `XDP_PASS` / `XDP_TX` baselines measured in the same run.
+//! - [`flow_rate`]: the new-flow rate limiter's setting for the per-packet flow cases.
 //! - [`live`]: whether `BPF_F_TEST_XDP_LIVE_FRAMES` could time the balancer (a check).
 //! - [`swap`]: the cost of a re-sharding swap: Maglev build, idle-half write, the flip, and
 //!   session placement updates.
@@ -10,6 +11,7 @@
 //!   shardline against nginx's stream proxy and a minimal tokio UDP proxy.
 //! - [`proxy`]: the minimal tokio UDP proxy `veth` compares against.
 //! - [`raft`]: commit latency and throughput of session-state writes on a 3-node cluster.
+//! - [`rings_aom`]: the pools' rings as an array of maps, for the per-packet layout comparison.
 //! - [`reshard`]: a 10,000-session decision from the leader to every node's maps, with
 //!   1,000,000 sessions placed (`raft.reshard_10k_ms`).
 //! - [`tick_full`]: a 1,000,000-session control tick with the counter read and the apply
@@ -24,6 +26,7 @@
 //! results into the same file and writes the Markdown summary.
 
 pub mod daemon_memory;
+pub mod flow_rate;
 pub mod live;
 pub mod machine;
 pub mod memory;
@@ -33,6 +36,7 @@ pub mod per_packet;
 pub mod proxy;
 pub mod raft;
 pub mod reshard;
+pub mod rings_aom;
 pub mod swap;
 pub mod tick_full;
 pub mod veth;
