@@ -47,7 +47,24 @@ pub async fn run(
         let state = states.borrow_and_update().clone();
         if state.generation != applied {
             resharder.set_handoff_window(*handoff_window.borrow());
-            match write(&maps, &mut resharder, &state, last.as_deref(), &telemetry) {
+            // Thousands of map writes (a tick's re-placements) take tens of ms: off the
+            // runtime, whose one worker also answers the raft peers (a follower that answers
+            // AppendEntries late is sent the entry again).
+            let job = {
+                let (maps, state, last, telemetry) =
+                    (maps.clone(), state.clone(), last.clone(), telemetry.clone());
+                let mut resharder = resharder;
+                tokio::task::spawn_blocking(move || {
+                    let result = write(&maps, &mut resharder, &state, last.as_deref(), &telemetry);
+                    (resharder, result)
+                })
+            };
+            let result;
+            (resharder, result) = match job.await {
+                Ok(done) => done,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            match result {
                 Ok(swap) => {
                     board.publish(&swap.handoffs, Instant::now());
                     applied = state.generation;
