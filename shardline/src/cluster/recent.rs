@@ -45,7 +45,11 @@ impl RecentLog {
 
     /// Forgets the entries up to `index` (a purge).
     pub fn purge(&mut self, index: u64) {
-        while self.entries.front().is_some_and(|e| e.log_id.index <= index) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.log_id.index <= index)
+        {
             self.entries.pop_front();
         }
     }

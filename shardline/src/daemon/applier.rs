@@ -49,13 +49,17 @@ pub async fn run(
             resharder.set_handoff_window(*handoff_window.borrow());
             // Thousands of map writes (a tick's re-placements) take tens of ms: off the
             // runtime, whose one worker also answers the raft peers (a follower that answers
-            // AppendEntries late is sent the entry again).
+            // AppendEntries late is sent the entry again). Its log lines go where this task's
+            // go.
             let job = {
                 let (maps, state, last, telemetry) =
                     (maps.clone(), state.clone(), last.clone(), telemetry.clone());
                 let mut resharder = resharder;
+                let logs = tracing::dispatcher::get_default(|d| d.clone());
                 tokio::task::spawn_blocking(move || {
-                    let result = write(&maps, &mut resharder, &state, last.as_deref(), &telemetry);
+                    let result = tracing::dispatcher::with_default(&logs, || {
+                        write(&maps, &mut resharder, &state, last.as_deref(), &telemetry)
+                    });
                     (resharder, result)
                 })
             };
