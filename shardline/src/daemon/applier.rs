@@ -66,7 +66,9 @@ pub async fn run(
             let result;
             (resharder, result) = match job.await {
                 Ok(done) => done,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Cancelled: the runtime is shutting down.
+                Err(_) => return,
             };
             match result {
                 Ok(swap) => {
