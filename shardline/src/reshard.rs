@@ -284,7 +284,6 @@ impl Resharder {
             self.tables.sessions.insert(*key, *set);
             let plan = session_plan(Some(&previous), set);
             if plan != SessionPlan::Unchanged {
-                self.handoffs.retain(|h| h.session != *key);
                 swap.handoffs.push(Handoff {
                     session: *key,
                     previous,
@@ -294,6 +293,10 @@ impl Resharder {
                 });
             }
         }
+        // A session moved again drops its earlier handoff: one pass over those published, not
+        // one per moved session (a tick may move thousands while thousands are published).
+        let moved: HashSet<&SessionKey> = swap.handoffs.iter().map(|h| &h.session).collect();
+        self.handoffs.retain(|h| !moved.contains(&h.session));
         // A zero window keeps no record: nothing is published, nothing is asked of the old
         // owners (the moves are still in the swap, for the log).
         if !self.handoff_window.is_zero() {
