@@ -18,6 +18,8 @@ use crate::{
     state::{Command, ControlState, Response, SessionEntry, SessionMeta, SessionRef, StateError},
 };
 
+pub use shardline_wire::bodies::{Placement, StateValue};
+
 /// A session in the list.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionView {
@@ -48,29 +50,6 @@ pub struct SessionDetail {
     pub events: Vec<ReshardEvent>,
     /// Critical-state keys and their sizes (values need the token).
     pub state_keys: BTreeMap<String, usize>,
-}
-
-/// Body of `PUT .../placement`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Placement {
-    /// 1 to 16 distinct backend ids.
-    pub backends: Vec<u32>,
-}
-
-/// A critical-state value: UTF-8 text in `value`, or any bytes as `hex`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StateValue {
-    /// The key (in answers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// The value as text (answers: absent if it is not UTF-8).
-    #[serde(default)]
-    pub value: Option<String>,
-    /// The value as lowercase hex.
-    #[serde(default)]
-    pub hex: Option<String>,
 }
 
 /// An insight as lists show it: no history, the last re-shard event only.

@@ -40,6 +40,8 @@ use crate::{
     snapshot::Snapshot,
 };
 
+pub use shardline_wire::bodies::SessionMeta;
+
 /// Bytes of critical state one session may keep (keys plus values).
 pub const SESSION_STATE_LIMIT: usize = 4096;
 
@@ -103,16 +105,6 @@ pub struct PoolMemberState {
     pub probe_failing: bool,
     /// Draining everywhere.
     pub draining: bool,
-}
-
-/// What the application and the profiler said about a session.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SessionMeta {
-    /// Class giving a new session its prior, e.g. `interactive`, `bulk`, `stream`.
-    pub class: Option<String>,
-    /// Free-form labels.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
 }
 
 /// A session's placement and metadata.
