@@ -458,6 +458,41 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
     let secs = setup.tick.as_secs_f64();
     let trace = std::env::var_os("SHARDLINE_REPLAY_TRACE").is_some();
     let t0 = Instant::now();
+    // Static and the oracle are told the shard counts their rule gives.
+    let give = |core: &mut Core, state: &ControlState, t: usize, now: Instant| match kind {
+        Kind::Static if t == 0 => {
+            for (i, r) in refs.iter().enumerate() {
+                let peak = setup.demands[i].peak;
+                core.give(r, setup.shards_for(peak), state, now);
+            }
+        }
+        Kind::Oracle => {
+            for (i, r) in refs.iter().enumerate() {
+                // The series ends where the run does: nothing is known past it.
+                let ahead = (t + 1..=t + setup.lead_ticks)
+                    .filter(|&u| u < setup.ticks)
+                    .map(|u| setup.demand(i, u))
+                    .fold(setup.demand(i, t), f64::max);
+                core.give(r, setup.shards_for(ahead), state, now);
+            }
+        }
+        _ => {}
+    };
+    if matches!(kind, Kind::Static | Kind::Oracle) && setup.ticks > 0 {
+        // A fixed configuration, and perfect knowledge, are in force from the first tick: an
+        // unplaced session would put all its demand on its home before either could act.
+        for (i, rate) in rates.iter_mut().enumerate() {
+            rate.1 = setup.demand(i, 0);
+        }
+        give(&mut core, &state, 0, t0);
+        for p in core.tick(t0, 0, t0, &rates, &state).placements {
+            if let Command::Place { session, backends } = &p.command {
+                if state.apply(&p.command).is_ok() {
+                    placed[session.session as usize].clone_from(backends);
+                }
+            }
+        }
+    }
     for t in 0..setup.ticks {
         let now = t0 + setup.tick * t as u32;
         // What was decided last tick is in force now.
@@ -538,25 +573,7 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
                 ..AgentReport::default()
             });
         }
-        match kind {
-            Kind::Static if t == 0 => {
-                for (i, r) in refs.iter().enumerate() {
-                    let peak = setup.demands[i].peak;
-                    core.give(r, setup.shards_for(peak), &state, now);
-                }
-            }
-            Kind::Oracle => {
-                for (i, r) in refs.iter().enumerate() {
-                    // The series ends where the run does: nothing is known past it.
-                    let ahead = (t + 1..=t + setup.lead_ticks)
-                        .filter(|&u| u < setup.ticks)
-                        .map(|u| setup.demand(i, u))
-                        .fold(setup.demand(i, t), f64::max);
-                    core.give(r, setup.shards_for(ahead), &state, now);
-                }
-            }
-            _ => {}
-        }
+        give(&mut core, &state, t, now);
         let at_ms = (t as f64 * secs * 1000.0) as u64;
         let out = core.tick(now, at_ms, t0, &rates, &state);
         if trace {
