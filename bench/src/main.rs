@@ -21,6 +21,10 @@ struct Args {
     /// that section alone, for iterating on the XDP program.
     #[arg(long)]
     per_packet_only: bool,
+    /// Only the veth throughput and CPU-per-packet comparison (shardline, nginx, the tokio
+    /// proxy): the JSON holds that section alone.
+    #[arg(long)]
+    veth_only: bool,
     /// A per-packet case to run (repeatable; the baselines always run). Default: all.
     #[arg(long = "case", value_name = "NAME")]
     cases: Vec<String>,
@@ -42,6 +46,7 @@ fn main() -> anyhow::Result<()> {
     suite::run(&Options {
         quick: args.quick,
         per_packet_only: args.per_packet_only,
+        veth_only: args.veth_only,
         cases: args.cases,
         scale_only: args.scale_only,
         scale_sessions: args.scale_sessions,

@@ -41,6 +41,11 @@ pub const MAX_SESSION_SLOTS: u32 = 65_536;
 pub const MAX_FLOWS: u32 = 262_144;
 /// Default seconds a flow-table entry outlives its last packet.
 pub const DEFAULT_FLOW_IDLE_SECS: u32 = 30;
+/// New flows per second each CPU remembers in the flow table before it routes the rest of the
+/// second's new flows statelessly, without inserting (Katran's `MAX_CONN_RATE`): under a flood
+/// of new flows (a SYN flood) every insert would evict an established flow and cost several
+/// times the rest of the packet's path. [`crate::maps::NewFlowRate::limit`] overrides it.
+pub const DEFAULT_NEW_FLOW_RATE: u32 = 125_000;
 
 /// Bench only: how many sessions (header mode) or client addresses (flow mode) the
 /// `*_1m` per-packet cases cycle through, one per `BPF_PROG_TEST_RUN` repeat.

@@ -284,6 +284,30 @@ impl FlowEntry {
     }
 }
 
+/// Value of the per-CPU new-flow rate limiter (one entry): how many new flows this CPU
+/// remembered in the current one-second window, and how many it routed without remembering.
+/// A flow routed so is decided as the replay decides it (the flow table only ever pins a flow
+/// to the backend the tables chose for its first packet), so kernel and replay still agree.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NewFlowRate {
+    /// `CLOCK_MONOTONIC` ns the current window started.
+    pub window_start_ns: u64,
+    /// New flows remembered in the current window.
+    pub admitted: u32,
+    /// New flows per second to remember; 0 means
+    /// [`crate::consts::DEFAULT_NEW_FLOW_RATE`], `u32::MAX` remembers every flow.
+    pub limit: u32,
+    /// New flows routed without being remembered (over the limit) since the map was created.
+    pub untracked: u64,
+    /// 1 from refusing a new flow until the next new flow or the next packet whose session has
+    /// no LRU counters entry: that packet's session is not inserted either (per-CPU scratch,
+    /// so no flag travels through the rest of the program and the verifier's states).
+    pub refused: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+}
+
 /// Whether flow-mode stickiness is on: `flow_idle_secs = 0` turns it off (no flow is
 /// remembered and none sticks), so the dataplane skips the flow table altogether.
 #[inline(always)]
@@ -482,6 +506,7 @@ mod user {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowEntry {}
     unsafe impl aya::Pod for SlotCounter {}
+    unsafe impl aya::Pod for NewFlowRate {}
 
     impl ServiceKey {
         /// Key for a service on `addr:port` with protocol `proto`.

@@ -230,14 +230,7 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
         None => {
             let id = match t.placed_backend(&session, key) {
                 Some(id) => id,
-                None => {
-                    let hash = ring_hash(session.session, key);
-                    if service.has_pool() {
-                        t.pool_ring(&service, hash)
-                    } else {
-                        t.maglev((hash % MAGLEV_SIZE as u64) as u32)
-                    }
-                }
+                None => unplaced_backend(t, &service, session.session, key),
             };
             let Some(backend) = present(t, id) else {
                 return d;
@@ -269,6 +262,32 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
         t.remember_flow(f, backend_id);
     }
     d
+}
+
+/// The request key an unplaced session's request is hashed by into the default table or its
+/// service's ring. In header mode none: every key of the session goes to one backend, its
+/// *home*, so it keeps its data together until the control loop gives it a shard set (which
+/// then keeps the home and widens it). Flows and QUIC connections, whose "session" is a client
+/// address, spread by their own key.
+#[inline(always)]
+pub const fn unplaced_key(mode: u8, key: u64) -> u64 {
+    if mode == session_mode::HEADER {
+        0
+    } else {
+        key
+    }
+}
+
+/// The backend the default table, or `service`'s own ring for a service with a pool, gives
+/// request `key` of unplaced session `session` ([`NO_BACKEND`] if the slot is empty).
+#[inline(always)]
+pub fn unplaced_backend<T: Tables>(t: &T, service: &Service, session: u64, key: u64) -> u32 {
+    let hash = ring_hash(session, unplaced_key(service.mode, key));
+    if service.has_pool() {
+        t.pool_ring(service, hash)
+    } else {
+        t.maglev((hash % MAGLEV_SIZE as u64) as u32)
+    }
 }
 
 /// What a packet that is neither UDP nor TCP leads to.

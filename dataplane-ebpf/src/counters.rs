@@ -1,11 +1,12 @@
 //! Per-CPU counters: no atomics, no contention; userspace sums the CPUs.
 
+use aya_ebpf::bindings::{BPF_ANY, BPF_EXIST};
 use shardline_common::{
     maps::{backend_stats_index, Counter, SessionKey},
     verdict::Reason,
 };
 
-use crate::maps::{BACKEND_STATS, REASONS, SESSION_SLOT_STATS, SESSION_STATS};
+use crate::maps::{BACKEND_STATS, NEW_FLOW_RATE, REASONS, SESSION_SLOT_STATS, SESSION_STATS};
 
 /// Counts one packet under `reason`.
 #[inline(always)]
@@ -17,7 +18,9 @@ pub fn count_reason(reason: Reason) {
 }
 
 /// Counts one forwarded packet of `bytes` for backend `id` of the session's service, and for
-/// `session`: in counters slot `slot` when `session` owns it, else in the LRU counters.
+/// `session`: in counters slot `slot` when `session` owns it, else in the LRU counters, where
+/// a refused new flow (over the new-flow rate, `NewFlowRate::refused`) counts only if its
+/// session already has an entry: a flood of new clients evicts no session's counters.
 #[inline(always)]
 pub fn count_forwarded(id: u32, session: &SessionKey, slot: u32, bytes: u64) {
     let index = backend_stats_index(session.service, id).unwrap_or(u32::MAX);
@@ -49,7 +52,19 @@ pub fn count_forwarded(id: u32, session: &SessionKey, slot: u32, bytes: u64) {
         None => {
             // A full table evicts the least recently used session; losing a racing insert on
             // another CPU only loses that CPU's first packet count.
-            let _ = SESSION_STATS.insert(session, &Counter { packets: 1, bytes }, 0);
+            // A refused new flow's session is only refreshed if present, which it is not.
+            let flags = if take_refused() { BPF_EXIST } else { BPF_ANY };
+            let _ = SESSION_STATS.insert(session, &Counter { packets: 1, bytes }, u64::from(flags));
         }
+    }
+}
+
+/// Whether this CPU refused the last new flow (and not since cleared); clears it.
+#[inline(always)]
+fn take_refused() -> bool {
+    match NEW_FLOW_RATE.get_ptr_mut(0) {
+        // SAFETY: this CPU's value of a per-CPU array; only this CPU writes it now.
+        Some(rate) => unsafe { core::mem::replace(&mut (*rate).refused, 0) != 0 },
+        None => false,
     }
 }

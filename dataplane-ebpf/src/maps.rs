@@ -14,8 +14,8 @@ use shardline_common::{
         POOL_MEMBER_WORDS,
     },
     maps::{
-        Backend, Counter, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey, ShardSet,
-        SlotCounter,
+        Backend, Counter, FlowEntry, FlowKey, Globals, NewFlowRate, Service, ServiceKey,
+        SessionKey, ShardSet, SlotCounter,
     },
     verdict::REASON_COUNT,
 };
@@ -80,6 +80,12 @@ pub static SESSION_STATS: LruPerCpuHashMap<SessionKey, Counter> =
 /// contention; RSS keeps a flow on one CPU). Least recently used flows are evicted when full.
 #[map]
 pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowEntry> = LruPerCpuHashMap::pinned(MAX_FLOWS, 0);
+
+/// The new-flow rate limiter, per CPU (one entry): above its limit a CPU routes the second's
+/// remaining new flows without inserting them into `FLOWS`. Not pinned: its state is one
+/// second's count, and a restarted daemon starting it afresh loses nothing.
+#[map]
+pub static NEW_FLOW_RATE: PerCpuArray<NewFlowRate> = PerCpuArray::with_max_entries(1, 0);
 
 /// Bench only (`shardline-bench`'s `pool_table_aom_v4` case; `shardline` never reads it, and
 /// nothing is pinned): the pools' rings laid out as an array of maps, one inner array of

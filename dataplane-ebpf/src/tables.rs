@@ -2,9 +2,12 @@
 
 use core::cell::Cell;
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_EXIST},
+    helpers::bpf_ktime_get_ns,
+};
 use shardline_common::{
-    consts::NO_BACKEND,
+    consts::{DEFAULT_NEW_FLOW_RATE, NO_BACKEND},
     maps::{
         flows_stick, maglev_index, pool_word, Backend, FlowEntry, FlowKey, Globals, Service,
         ServiceKey, SessionKey,
@@ -12,7 +15,12 @@ use shardline_common::{
     route::{pick_shard, Tables},
 };
 
-use crate::maps::{BACKENDS, BENCH_RINGS, FLOWS, MAGLEV, POOL_MEMBERS, SERVICES, SESSIONS};
+use crate::maps::{
+    BACKENDS, BENCH_RINGS, FLOWS, MAGLEV, NEW_FLOW_RATE, POOL_MEMBERS, SERVICES, SESSIONS,
+};
+
+/// The new-flow rate limiter's window.
+const WINDOW_NS: u64 = 1_000_000_000;
 
 /// Lookups into the pinned maps, with the globals entry read once per packet. `RINGS_AOM`
 /// (bench only) reads the pools' rings from `BENCH_RINGS`, the array-of-maps layout, instead
@@ -125,8 +133,11 @@ impl<const RINGS_AOM: bool> Tables for MapTables<'_, RINGS_AOM> {
             stats_slot: self.stats_slot.get(),
             last_seen_ns: now,
         };
-        // A full table evicts its least recently used flow; nothing to handle.
-        let _ = FLOWS.insert(flow, &entry, 0);
+        // A full table evicts its least recently used flow; nothing to handle. A flow over the
+        // new-flow rate is only refreshed if present, which it is not: no insert, no eviction.
+        // (One call either way: a branch around the call would have LLVM duplicate the rest of
+        // the program behind it, and the verifier walk both copies.)
+        let _ = FLOWS.insert(flow, &entry, new_flow_flags(now));
     }
 
     #[inline(always)]
@@ -138,4 +149,45 @@ impl<const RINGS_AOM: bool> Tables for MapTables<'_, RINGS_AOM> {
     fn too_big_limit(&self, v6: bool) -> u32 {
         self.globals.too_big_limit(v6)
     }
+}
+
+/// The `FLOWS` update flags for a new flow at `now`: `BPF_ANY` (insert) while this CPU has
+/// remembered fewer new flows than its limit in the current one-second window (Katran's
+/// `MAX_CONN_RATE`), else `BPF_EXIST`, which inserts nothing: the flow is routed by the tables
+/// alone, as its first packet was, and counted in `untracked`; `refused` tells the counters
+/// not to insert its session either. One inlined array access.
+#[inline(always)]
+fn new_flow_flags(now: u64) -> u64 {
+    if admit_new_flow(now) {
+        u64::from(BPF_ANY)
+    } else {
+        u64::from(BPF_EXIST)
+    }
+}
+
+/// Whether this CPU may remember one more new flow at `now` (see [`new_flow_flags`]).
+#[inline(always)]
+fn admit_new_flow(now: u64) -> bool {
+    let Some(rate) = NEW_FLOW_RATE.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: this CPU's value of a per-CPU array; only this CPU writes it now.
+    unsafe {
+        if now.wrapping_sub((*rate).window_start_ns) >= WINDOW_NS {
+            (*rate).window_start_ns = now;
+            (*rate).admitted = 0;
+        }
+        let limit = match (*rate).limit {
+            0 => DEFAULT_NEW_FLOW_RATE,
+            l => l,
+        };
+        if (*rate).admitted >= limit {
+            (*rate).untracked += 1;
+            (*rate).refused = 1;
+            return false;
+        }
+        (*rate).admitted += 1;
+        (*rate).refused = 0;
+    }
+    true
 }

@@ -183,7 +183,7 @@ pub fn daemon_config(
 mod tests {
     use std::path::PathBuf;
 
-    use shardline::config::control::OnCorrupt;
+    use shardline::config::control::{Controller, OnCorrupt};
 
     use super::*;
     use crate::{traffic, Binaries};
@@ -337,7 +337,14 @@ mod tests {
         );
         assert_eq!((hook.lead_secs, hook.cooldown_secs), (15.0, 20.0));
         assert!(hook.webhook.is_none());
+        assert_eq!(control.controller, Controller::Predictive);
         let without_hook = build(Some(&PredictOptions::default()));
         assert!(without_hook.control.unwrap().hook.is_none());
+        let reactive = build(Some(&PredictOptions {
+            controller: Controller::Reactive,
+            ..PredictOptions::default()
+        }));
+        let control = reactive.control.expect("a [control] section");
+        assert_eq!(control.controller, Controller::Reactive);
     }
 }

@@ -32,6 +32,17 @@ pub enum Shape {
         /// Ramp length, seconds.
         secs: f64,
     },
+    /// Geometric growth from `from` to `to` packets per second over `secs` (the rate is
+    /// multiplied by the same factor every second: a load that grows by its own size, as a
+    /// session going viral does), then flat.
+    Exponential {
+        /// Start rate (positive).
+        from: f64,
+        /// End rate.
+        to: f64,
+        /// Growth length, seconds.
+        secs: f64,
+    },
     /// `base + amplitude × sin(2π t / period)`.
     Periodic {
         /// Mean rate.
@@ -48,6 +59,9 @@ impl Shape {
     pub fn rate(&self, t: f64) -> f64 {
         match *self {
             Shape::Ramp { from, to, secs } => from + (to - from) * (t / secs).clamp(0.0, 1.0),
+            Shape::Exponential { from, to, secs } => {
+                from * (to / from).powf((t / secs).clamp(0.0, 1.0))
+            }
             Shape::Periodic {
                 base,
                 amplitude,
@@ -197,6 +211,14 @@ mod tests {
         assert_eq!(ramp.rate(0.0), 100.0);
         assert_eq!(ramp.rate(20.0), 300.0);
         assert_eq!(ramp.rate(100.0), 500.0);
+        let growth = Shape::Exponential {
+            from: 10.0,
+            to: 1000.0,
+            secs: 10.0,
+        };
+        assert!((growth.rate(5.0) - 100.0).abs() < 1e-9);
+        assert!((growth.rate(7.5) / growth.rate(6.5) - 10f64.powf(0.2)).abs() < 1e-9);
+        assert!((growth.rate(30.0) - 1000.0).abs() < 1e-9);
         let wave = Shape::Periodic {
             base: 100.0,
             amplitude: 150.0,

@@ -9,7 +9,7 @@ use std::{
 };
 
 use shardline::config::{
-    control::{ControlConfig, HookConfig, OnCorrupt},
+    control::{ControlConfig, Controller, HookConfig, OnCorrupt},
     BackendConfig, Config,
 };
 use shardline_common::quic::CidLayout;
@@ -47,6 +47,8 @@ pub struct PredictOptions {
     pub history_seed: Option<Vec<u8>>,
     /// `control.history_on_corrupt`.
     pub on_corrupt: OnCorrupt,
+    /// `control.controller`: the predictive loop (default) or the reactive HPA rule.
+    pub controller: Controller,
 }
 
 impl Default for PredictOptions {
@@ -58,6 +60,7 @@ impl Default for PredictOptions {
             tick_ms: 500,
             history_seed: None,
             on_corrupt: OnCorrupt::Recover,
+            controller: Controller::Predictive,
         }
     }
 }
@@ -127,6 +130,7 @@ pub fn control_config(
         cooldown_secs: 20.0,
     });
     ControlConfig {
+        controller: opts.controller,
         tick_ms: opts.tick_ms,
         horizon: 6,
         per_shard_capacity: opts.per_shard_capacity,

@@ -3,6 +3,7 @@
 //! [`Tables`] view that replays the kernel's decision against the live maps.
 //!
 //! - `counters`: the per-CPU counters read back, summed over CPUs.
+//! - `batch`: `BPF_MAP_LOOKUP_BATCH` reads (many entries per syscall).
 
 use std::{
     collections::BTreeMap,
@@ -20,6 +21,7 @@ use shardline_common::{
     route::{pick_shard, Tables},
 };
 
+mod batch;
 mod counters;
 
 pub use self::counters::BackendCounters;

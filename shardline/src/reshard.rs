@@ -22,11 +22,12 @@ use std::{
 };
 
 use shardline_common::{
-    consts::MAGLEV_SIZE,
+    consts::{MAGLEV_SIZE, NO_BACKEND},
     maglev::{self, Weighted},
-    maps::{Backend, SessionKey, ShardSet},
+    maps::{scheme, session_mode, Backend, SessionKey, ShardSet},
     partition::ShardSetError,
     plan::{maglev_plan, session_plan, SessionPlan, SlotMove},
+    route::unplaced_backend,
 };
 
 use crate::{
@@ -266,14 +267,23 @@ impl Resharder {
                 };
                 continue;
             }
-            self.tables.sessions.insert(*key, *set);
-            let Some(previous) = previous else {
-                swap.placed.push(*key);
-                continue;
+            let previous = match previous {
+                Some(previous) => previous,
+                None => {
+                    swap.placed.push(*key);
+                    // A header session's first placement moves keys off its home.
+                    match home_set(before.as_ref().unwrap_or(&self.tables), key) {
+                        Some(home) => home,
+                        None => {
+                            self.tables.sessions.insert(*key, *set);
+                            continue;
+                        }
+                    }
+                }
             };
+            self.tables.sessions.insert(*key, *set);
             let plan = session_plan(Some(&previous), set);
             if plan != SessionPlan::Unchanged {
-                self.handoffs.retain(|h| h.session != *key);
                 swap.handoffs.push(Handoff {
                     session: *key,
                     previous,
@@ -283,6 +293,10 @@ impl Resharder {
                 });
             }
         }
+        // A session moved again drops its earlier handoff: one pass over those published, not
+        // one per moved session (a tick may move thousands while thousands are published).
+        let moved: HashSet<&SessionKey> = swap.handoffs.iter().map(|h| &h.session).collect();
+        self.handoffs.retain(|h| !moved.contains(&h.session));
         // A zero window keeps no record: nothing is published, nothing is asked of the old
         // owners (the moves are still in the swap, for the log).
         if !self.handoff_window.is_zero() {
@@ -384,5 +398,18 @@ impl Resharder {
 
 #[cfg(test)]
 pub(crate) mod held;
+/// An unplaced header session's home under `tables` as a one-member shard set (generation 0),
+/// the previous owner of every key its first placement moves; `None` for other modes.
+fn home_set(tables: &Snapshot, key: &SessionKey) -> Option<ShardSet> {
+    let service = tables.services.values().find(|s| s.id == key.service)?;
+    if service.mode != session_mode::HEADER {
+        return None;
+    }
+    let home = unplaced_backend(tables, service, key.session, 0);
+    ShardSet::from_members(&[home], scheme::HASH, 0)
+        .ok()
+        .filter(|_| home != NO_BACKEND)
+}
+
 #[cfg(test)]
 mod tests;

@@ -227,3 +227,45 @@ fn a_down_backends_flows_are_rerouted_and_their_entries_rewritten() {
         "the rewritten entry sticks"
     );
 }
+
+#[test]
+fn new_flows_over_the_rate_are_routed_but_not_remembered() {
+    use shardline_bench::suite::flow_rate;
+    pin_to_cpu0();
+    let mut lb = Loaded::new(TEST_CONFIG);
+    flow_rate::set_limit(&mut lb, 2).expect("set the new-flow limit");
+    let frames: Vec<Vec<u8>> = (0..3).map(|i| flow(44_000 + i)).collect();
+    let mut first = Vec::new();
+    for (i, frame) in frames.iter().enumerate() {
+        let backend = kernel_backend(&mut lb, frame);
+        assert_eq!(
+            backend,
+            replay(&lb, frame),
+            "new flow {i} follows the tables"
+        );
+        first.push(backend);
+    }
+    assert_eq!(
+        flow_rate::untracked(&mut lb).expect("untracked"),
+        1,
+        "the third new flow in the second is over the limit of 2"
+    );
+    let remembered: u64 = lb.maps.live_flows().expect("live flows").values().sum();
+    assert_eq!(remembered, 2, "only the first two flows were inserted");
+
+    // Drain the third flow's backend: the remembered flows keep theirs, the third (still new to
+    // the flow table) follows the tables, as the replay does.
+    let c = first[2];
+    let weights: Vec<(u32, u32)> = (1..=4).map(|id| (id, u32::from(id != c))).collect();
+    lb.reweight(&weights);
+    for (i, frame) in frames.iter().enumerate().take(2) {
+        assert_eq!(kernel_backend(&mut lb, frame), first[i], "flow {i} stays");
+    }
+    let now = replay(&lb, &frames[2]);
+    assert_ne!(now, c, "a drained backend owns no slot");
+    assert_eq!(
+        kernel_backend(&mut lb, &frames[2]),
+        now,
+        "the unremembered flow moves"
+    );
+}

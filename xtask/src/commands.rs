@@ -73,7 +73,7 @@ pub fn test(cargo_test_args: &[String]) -> Result<()> {
 }
 
 /// The cargo-fuzz targets under `fuzz/`, each run for a bounded time.
-const FUZZ_TARGETS: [&str; 5] = ["decide", "partition", "quic", "capture", "config"];
+const FUZZ_TARGETS: [&str; 6] = ["decide", "partition", "quic", "capture", "config", "bodies"];
 
 /// The whole fuzz step's budget in seconds unless `SHARDLINE_FUZZ_SECONDS` says otherwise;
 /// it is split evenly over the targets, so adding one does not lengthen CI.

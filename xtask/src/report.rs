@@ -237,6 +237,25 @@ pub fn markdown(results: &Value) -> String {
         cell(&v["frame_bytes"]),
         cell(&v["notes"]),
     );
+    let cpu = &v["cpu_ns_per_pkt"];
+    let _ = writeln!(
+        md,
+        "CPU per forwarded packet, load balancer's side, at {} pkt/s offered (all forwarded: \
+         {}): shardline {} ns, nginx {} ns, tokio proxy {} ns; nginx / shardline = **{}** \
+         (target ≥ {}: {}).\n",
+        cell(&v["cpu"]["offered_pps"]),
+        cell(&v["cpu"]["all_forwarded"]),
+        cell(&cpu["shardline"]),
+        cell(&cpu["nginx"]),
+        cell(&cpu["tokio_proxy"]),
+        cell(&v["cpu_ratio"]),
+        cell(&v["cpu_target_ratio"]),
+        match v["cpu_meets_target"].as_bool() {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "not measured",
+        },
+    );
 
     let s = &results["swap"];
     let _ = writeln!(md, "## Re-sharding swap\n");

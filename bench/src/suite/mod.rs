@@ -2,14 +2,16 @@
 //!
 //! - [`per_packet`]: nanoseconds per packet of the XDP program under `BPF_PROG_TEST_RUN`,
 //!   against trivial `XDP_PASS` / `XDP_TX` baselines measured in the same run.
+//! - [`flow_rate`]: the new-flow rate limiter's setting for the per-packet flow cases.
 //! - [`live`]: whether `BPF_F_TEST_XDP_LIVE_FRAMES` could time the balancer (a check).
 //! - [`swap`]: the cost of a re-sharding swap: Maglev build, idle-half write, the flip, and
 //!   session placement updates.
 //! - [`memory`]: process RSS and BPF map memory with a million placed sessions.
-//! - [`veth`]: packets per second through the netns lab, shardline against nginx's stream
-//!   proxy and a minimal tokio UDP proxy.
+//! - [`veth`]: packets per second and CPU per forwarded packet through the netns lab,
+//!   shardline against nginx's stream proxy and a minimal tokio UDP proxy.
 //! - [`proxy`]: the minimal tokio UDP proxy `veth` compares against.
 //! - [`raft`]: commit latency and throughput of session-state writes on a 3-node cluster.
+//! - [`rings_aom`]: the pools' rings as an array of maps, for the per-packet layout comparison.
 //! - [`reshard`]: a 10,000-session decision from the leader to every node's maps, with
 //!   1,000,000 sessions placed (`raft.reshard_10k_ms`).
 //! - [`tick_full`]: a 1,000,000-session control tick with the counter read and the apply
@@ -24,6 +26,7 @@
 //! results into the same file and writes the Markdown summary.
 
 pub mod daemon_memory;
+pub mod flow_rate;
 pub mod live;
 pub mod machine;
 pub mod memory;
@@ -33,6 +36,7 @@ pub mod per_packet;
 pub mod proxy;
 pub mod raft;
 pub mod reshard;
+pub mod rings_aom;
 pub mod swap;
 pub mod tick_full;
 pub mod veth;
@@ -117,6 +121,8 @@ pub struct Options {
     pub quick: bool,
     /// Only the per-packet cost: printed as a table, and the JSON holds that section alone.
     pub per_packet_only: bool,
+    /// Only the veth comparison (throughput and CPU per packet): the JSON holds that section.
+    pub veth_only: bool,
     /// Per-packet cases to run (besides the baselines); empty: all of them.
     pub cases: Vec<String>,
     /// Only the million-session cases (`raft.reshard_10k_ms`, `control.tick_1m_full_ms`,
@@ -152,6 +158,16 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
         write_results(&opts.out, &results)?;
         return Ok(results);
     }
+    if opts.veth_only {
+        println!("bench: throughput and CPU per packet on veth (netns lab)");
+        let results = json!({
+            "machine": machine,
+            "command": if opts.quick { "shardline-bench --veth-only --quick" } else { "shardline-bench --veth-only" },
+            "veth": veth::run(opts)?,
+        });
+        write_results(&opts.out, &results)?;
+        return Ok(results);
+    }
     println!("bench: dataplane cost per packet (BPF_PROG_TEST_RUN)");
     let dataplane = per_packet::run(opts.quick, &opts.cases)?;
     if opts.per_packet_only {
@@ -176,7 +192,7 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
     swap["during_traffic"] = misroute::run(opts.quick)?;
     println!("bench: memory with 1,000,000 sessions");
     let mut memory = memory::run()?;
-    println!("bench: throughput on veth (netns lab)");
+    println!("bench: throughput and CPU per packet on veth (netns lab)");
     let veth = veth::run(opts)?;
     println!("bench: raft commit latency and throughput (3 nodes on loopback)");
     let mut raft = raft::run(opts.quick).unwrap_or_else(|e| json!({ "error": e.to_string() }));

@@ -14,22 +14,19 @@
 //! Every shardline repeat is checked: the per-reason counters must have grown by exactly
 //! `repeat` under the expected reason, or the benchmark fails instead of reporting.
 
-use aya::{
-    maps::{Array, ArrayOfMaps, MapData},
-    programs::{TestRun, TestRunOptions},
-};
+use aya::programs::{TestRun, TestRunOptions};
 use etherparse::PacketBuilder;
 use serde_json::{json, Value};
 use shardline_common::{
-    consts::{BENCH_ROTATION, BENCH_SESSION_BASE, BENCH_SOURCE_BASE_V4, MAX_RING_SIZE},
+    consts::{BENCH_ROTATION, BENCH_SESSION_BASE, BENCH_SOURCE_BASE_V4},
     packet::encode_header,
     verdict::{Action, Reason, REASON_COUNT},
 };
 
 use super::{
-    loaded_balancer, median,
+    flow_rate, loaded_balancer, median,
     million::{self, ROTATE_SESSION, ROTATE_SOURCE},
-    program_err, round, BenchError,
+    program_err, rings_aom, round, BenchError,
 };
 use shardline::{
     loader::{load_aux, xdp_program},
@@ -174,8 +171,19 @@ fn cases() -> Vec<Case> {
             action: Action::Tx,
             reason: Some(Reason::Forwarded),
             what: "flow mode, IPv4 UDP, a new flow every repeat (the bench program moves the source \
-                   address on by one): FLOWS miss, SESSIONS miss, Maglev, FLOWS insert (evicting \
-                   once the table is full)",
+                   address on by one), a flood of new flows: FLOWS miss, SESSIONS miss, Maglev, \
+                   and under the default new-flow rate (DEFAULT_NEW_FLOW_RATE per second per \
+                   CPU) a FLOWS insert, above it none (routed statelessly, counted untracked)",
+        },
+        Case {
+            name: "flow_miss_v4_tracked",
+            object: Object::Balancer,
+            program: NEW_FLOW,
+            frame: udp4(CLIENT4_OTHER, 5353, None),
+            action: Action::Tx,
+            reason: Some(Reason::Forwarded),
+            what: "flow_miss_v4 with the new-flow rate limit off: every new flow is inserted into \
+                   FLOWS (evicting once the table is full) and its client into the LRU counters",
         },
         Case {
             name: "header_hit_v4_1m",
@@ -324,7 +332,7 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
             .load()
             .map_err(program_err(name))?;
     }
-    fill_rings_aom(&mut lb)?;
+    rings_aom::fill(&mut lb)?;
     let mut aux = load_aux()?;
     for name in [PASS, TX, TX_RESTORING] {
         xdp_program(&mut aux, name)?
@@ -346,12 +354,21 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
         false => None,
     };
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut untracked = vec![0u64; cases.len()];
     for round in 0..rounds {
         for (i, case) in cases.iter().enumerate() {
             let dp = match (case.object, big.as_mut()) {
                 (Object::Million, Some(big)) => big,
                 _ => &mut lb,
             };
+            if case.program == NEW_FLOW {
+                let limit = match case.name {
+                    "flow_miss_v4_tracked" => flow_rate::UNLIMITED,
+                    _ => 0,
+                };
+                flow_rate::set_limit(dp, limit)?;
+                untracked[i] = untracked[i].wrapping_sub(flow_rate::untracked(dp)?);
+            }
             let before = reasons(dp)?;
             let program = match case.object {
                 Object::Aux => xdp_program(&mut aux, case.program)?,
@@ -375,6 +392,9 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
             }
             if case.object != Object::Aux {
                 check_counted(case, &before, &reasons(dp)?)?;
+            }
+            if case.program == NEW_FLOW {
+                untracked[i] = untracked[i].wrapping_add(flow_rate::untracked(dp)?);
             }
             samples[i].push(result.duration.as_nanos() as f64);
         }
@@ -419,6 +439,11 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
             "program": case.program,
             "what": case.what,
         });
+        if let (NEW_FLOW, Some(obj)) = (case.program, v.as_object_mut()) {
+            // The share of this case's repeats routed without a FLOWS insert (over the rate).
+            let share = untracked[i] as f64 / (f64::from(REPEAT) * rounds as f64);
+            obj.insert("new_flows_untracked_share".into(), json!(round(share, 3)));
+        }
         // Issue 19's targets.
         let target = match case.name {
             "header_hit_v4" | "default_table_v4" => Some(2.5),
@@ -471,41 +496,12 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
     })
 }
 
-/// Copies every pool's live ring into an inner array of `BENCH_RINGS` at its service id, for
-/// `pool_table_aom_v4`: the same ring the `MAGLEV` array holds, in the other layout.
-fn fill_rings_aom(lb: &mut PrivateDataplane) -> Result<(), BenchError> {
-    let map_err = |what: &'static str| {
-        move |source| BenchError::Map {
-            what: what.to_owned(),
-            source,
-        }
-    };
-    let map = lb
-        .ebpf
-        .map_mut("BENCH_RINGS")
-        .ok_or_else(|| BenchError::Check("the object has no BENCH_RINGS map".into()))?;
-    let mut outer: ArrayOfMaps<&mut MapData, Array<MapData, u32>> =
-        map.try_into().map_err(map_err("opening BENCH_RINGS"))?;
-    for (service, ring) in &lb.tables.rings {
-        let mut inner = Array::<MapData, u32>::create(MAX_RING_SIZE, 0)
-            .map_err(map_err("creating a ring's inner array"))?;
-        for (slot, backend) in ring.iter().enumerate() {
-            inner
-                .set(slot as u32, backend, 0)
-                .map_err(map_err("filling a ring's inner array"))?;
-        }
-        outer
-            .set(*service, &inner, 0)
-            .map_err(map_err("setting a ring in BENCH_RINGS"))?;
-    }
-    Ok(())
-}
-
 /// The million-entry balancer with its programs loaded and one pass of every selected
 /// million-entry case run unmeasured: the flow case's pass fills the flow table (each repeat a
 /// miss and an insert), so the measured passes are hits.
 fn warmed_million(cases: &[Case]) -> Result<PrivateDataplane, BenchError> {
     let mut big = million::balancer()?;
+    flow_rate::set_limit(&mut big, flow_rate::UNLIMITED)?;
     for case in cases.iter().filter(|c| c.object == Object::Million) {
         let program = xdp_program(&mut big.ebpf, case.program)?;
         program.load().map_err(program_err(case.program))?;

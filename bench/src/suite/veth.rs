@@ -1,102 +1,92 @@
-//! Throughput on veth: packets per second answered through the netns lab topology, with
-//! shardline's XDP, nginx's stream proxy (`hash $remote_addr consistent`) and the minimal tokio
-//! proxy of [`super::proxy`] in the load balancer's namespace. One client socket sends 64-byte
-//! frames as fast as it can for a fixed time, 64 per `sendmmsg` call; the packets reaching the
-//! backends' interfaces are the forwarded rate, and a second thread counts the echo answers at
-//! the client. Every packet of a run goes to one backend (one session, one key; one client
-//! address), so the backends do the same work in all three runs. Everything is torn down afterwards.
+//! Throughput and CPU per packet on veth, through the netns lab topology, with shardline's
+//! XDP, nginx's stream proxy (`hash $remote_addr consistent`) and the minimal tokio proxy of
+//! [`super::proxy`] in the load balancer's namespace. Every packet of a run goes to one backend
+//! (one session, one key; one client address), so the backends do the same work in all three.
+//! Everything is torn down afterwards.
+//!
+//! - Throughput: one client socket sends 64-byte frames as fast as it can for a fixed time;
+//!   the packets reaching the backends' interfaces are the forwarded rate. That figure is
+//!   bounded by the sending client on two shared cores, so:
+//! - CPU per forwarded packet ([`cpu`]): at one fixed rate that every forwarder forwards in
+//!   full, each forwarder's run against a baseline run (the client sending to a backend
+//!   directly) in the same topology and round; the CPU of every task of the lab is summed
+//!   ([`cputime`]) and the difference is the load balancer's side.
+//! - [`traffic`]: the client's side of a run, flat out or paced.
+
+mod cpu;
+mod cputime;
+mod traffic;
 
 use std::{
-    net::{IpAddr, SocketAddr, UdpSocket},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Stdio},
-    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
-use serde_json::{json, Value};
-use shardline_common::packet::encode_header;
+use serde_json::{json, Map, Value};
+pub use traffic::PAYLOAD;
+use traffic::{blast, wait_answering, Pace, Traffic};
 
 use super::{io, round, BenchError, Options};
 use shardline_lab::{
-    echo::ID_LEN,
     netns::Netns,
-    topology::{backend4, Topology, CLIENT4, LB4, VIP4},
+    topology::{backend4, Topology, LB4, VIP4},
     Lab, LabOptions, HEADER_PORT,
 };
 
-/// Payload bytes: with Ethernet, IPv4 and UDP headers, a 64-byte frame.
-pub const PAYLOAD: usize = 64 - 14 - 20 - 8;
 /// Backends in the topology.
 const BACKENDS: u32 = 4;
-/// Port the backends' echo answers on for the proxies (they reach backends by address).
+/// Port the backends' echo answers on for the proxies and the baselines (they reach backends
+/// by address).
 const ECHO_PORT: u16 = 7001;
 /// nginx's listening port in the load balancer's namespace.
 const NGINX_PORT: u16 = 7100;
 /// The tokio proxy's listening port.
 const TOKIO_PORT: u16 = 7200;
-/// Upper bound on datagrams one run sends, whatever the duration.
-const MAX_SENT: u64 = 50_000_000;
-/// How long answers still in flight are counted after sending stops.
-const GRACE: Duration = Duration::from_millis(200);
+/// Offered rate of the CPU runs: about a third of what nginx and the tokio proxy forward flat
+/// out here (≈ 32k pkt/s), so none of the three saturates; each run checks it.
+const CPU_RATE: f64 = 10_000.0;
+/// The CPU target: shardline at most a tenth of nginx's CPU per packet.
+const CPU_TARGET_RATIO: f64 = 10.0;
 
-/// What one run's client saw.
-#[derive(Clone, Copy, Debug)]
-struct Traffic {
-    sent: u64,
-    answered: u64,
-    at_backends: u64,
-    seconds: f64,
-}
+/// A result, or why there is none.
+type Outcome<T> = Result<T, String>;
 
-impl Traffic {
-    /// Packets delivered to the backends per second: what the forwarder forwarded.
-    fn pps(&self) -> f64 {
-        self.at_backends as f64 / self.seconds
-    }
-
-    fn answered_pps(&self) -> f64 {
-        self.answered as f64 / self.seconds
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "forwarded_pps": self.pps().round() as u64,
-            "answered_pps": self.answered_pps().round() as u64,
-            "offered_pps": (self.sent as f64 / self.seconds).round() as u64,
-            "sent": self.sent,
-            "received_at_backends": self.at_backends,
-            "answered": self.answered,
-            "seconds": round(self.seconds, 2),
-        })
-    }
-}
-
-/// Runs the three throughput measurements.
+/// Runs the throughput and CPU measurements.
 pub fn run(opts: &Options) -> Result<Value, BenchError> {
     let duration = Duration::from_secs(if opts.quick { 3 } else { 10 });
+    let plan = cpu::Plan {
+        rate: CPU_RATE,
+        duration: Duration::from_secs(if opts.quick { 2 } else { 4 }),
+        rounds: if opts.quick { 4 } else { 7 },
+    };
     let tag = format!("bn{}", std::process::id() % 100_000);
-    let shardline = shardline_run(opts, &tag, duration);
-    let proxies = proxies_run(opts, &tag, duration);
-    let (nginx, tokio) = match proxies {
-        Ok((n, t)) => (n, t),
+    let (shardline, shardline_cpu) = match shardline_run(opts, &tag, duration, &plan) {
+        Ok((t, c)) => (Ok(t), c),
+        Err(e) => (Err(e.to_string()), Err("not run: see shardline".to_owned())),
+    };
+    let (nginx, tokio, proxies_cpu) = match proxies_run(opts, &tag, duration, &plan) {
+        Ok(r) => r,
         Err(e) => (
             Err(e.to_string()),
             Err("not run: see nginx_error".to_owned()),
+            Err("not run: see nginx".to_owned()),
         ),
     };
-    let pps = |r: &Result<Traffic, String>| r.as_ref().ok().map(|t| t.pps().round());
-    let answered = |r: &Result<Traffic, String>| r.as_ref().ok().map(|t| t.answered_pps().round());
-    let detail = |r: &Result<Traffic, String>| match r {
+    let pps = |r: &Outcome<Traffic>| r.as_ref().ok().map(|t| t.pps().round());
+    let answered = |r: &Outcome<Traffic>| r.as_ref().ok().map(|t| t.answered_pps().round());
+    let detail = |r: &Outcome<Traffic>| match r {
         Ok(t) => t.json(),
         Err(e) => json!({ "error": e }),
     };
-    let shardline = shardline.map_err(|e| e.to_string());
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(round(a / b, 2)),
         _ => None,
     };
     let ratio_nginx = ratio(pps(&shardline), pps(&nginx));
+    let (cpu_ns, cpu_detail) = cpu_json(&plan, &shardline_cpu, &proxies_cpu);
+    let cpu_ratio = ratio(cpu_ns["nginx"].as_f64(), cpu_ns["shardline"].as_f64());
     Ok(json!({
         "shardline_pps": pps(&shardline).map(|x| x as u64),
         "nginx_pps": pps(&nginx).map(|x| x as u64),
@@ -112,6 +102,12 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
         "shardline": detail(&shardline),
         "nginx": detail(&nginx),
         "tokio_proxy": detail(&tokio),
+        "cpu_ns_per_pkt": cpu_ns,
+        "cpu_ratio": cpu_ratio,
+        "cpu_ratio_vs_tokio_proxy": ratio(cpu_ns["tokio_proxy"].as_f64(), cpu_ns["shardline"].as_f64()),
+        "cpu_target_ratio": CPU_TARGET_RATIO,
+        "cpu_meets_target": cpu_ratio.map(|r| r >= CPU_TARGET_RATIO),
+        "cpu": cpu_detail,
         "notes": "*_pps (and ratio) = packets received on the backends' interfaces per second of \
                   sending (forwarded by the load balancer); answered_pps = echo answers the client \
                   received per second (both count what arrives within 200 ms after sending stops). \
@@ -122,18 +118,115 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
                   ksoftirqd), so shardline's offered load is bounded by its own path: compare \
                   forwarded with offered in each run. shardline: XDP (native on veth) with IPIP to the backend's decap, \
                   answers by direct server return. nginx 1 worker and the tokio proxy (current-thread \
-                  runtime) proxy both ways. All on one 2-core VM shared with other work.",
+                  runtime) proxy both ways. All on one 2-core VM shared with other work. \
+                  cpu_ns_per_pkt: CPU per forwarded packet of the load balancer's side at one fixed \
+                  offered rate (cpu.offered_pps, 16 datagrams per sendmmsg call, paced; answers drained every 2 ms) that all three \
+                  forward in full (cpu.all_forwarded): the runtime (schedstat, ns) of every thread of \
+                  every process in the lab's namespaces, of ksoftirqd and of the bench's own client and \
+                  proxy threads, summed over the run, per forwarded packet, minus the same for a \
+                  baseline run in the same round and topology in which the client sends to a backend \
+                  directly (shardline's lab: the client's route to the VIP switched to backend 1, so the same \
+                  echo answers from the VIP; the proxies' topology: backend 1's address), so the \
+                  sender's, the backends' and the answers' work cancels. Softirq work \
+                  is counted where the kernel ran it (on veth, inside the sending task: this kernel \
+                  accounts by ticks, so /proc/stat's softirq column, kept per run as a cross-check, \
+                  would count it twice if added to process time). Median over rounds; per-run \
+                  figures and the per-namespace split in cpu.runs and cpu.by_role_ns_per_pkt. \
+                  shardline's side includes its XDP, the XDP_TX to the bridge, the extra bridge hop \
+                  and the IPIP decap at the backend; the proxies' includes both directions through \
+                  their namespace and process. cpu_ratio = nginx / shardline.",
     }))
 }
 
-fn payload() -> Vec<u8> {
-    let mut p = vec![0u8; PAYLOAD];
-    // Session 1 (placed by the lab config), one constant key: every packet to one backend.
-    p[..20].copy_from_slice(&encode_header(1, 0x5eed));
-    p
+/// `cpu_ns_per_pkt` (`{shardline, nginx, tokio_proxy}`) and the `cpu` detail section.
+fn cpu_json(
+    plan: &cpu::Plan,
+    shardline: &Outcome<Vec<cpu::Run>>,
+    proxies: &Outcome<Vec<cpu::Run>>,
+) -> (Value, Value) {
+    let mut ns = Map::new();
+    let mut by_role = Map::new();
+    let mut errors = Map::new();
+    for (case, runs) in [
+        ("shardline", shardline),
+        ("nginx", proxies),
+        ("tokio_proxy", proxies),
+    ] {
+        match runs {
+            Ok(runs) if runs.iter().any(|r| r.case == case) => {
+                let cost = cpu::cost(runs, case);
+                ns.insert(case.into(), json!(cost.ns_per_pkt.map(|x| round(x, 0))));
+                let roles: Map<String, Value> = cost
+                    .by_role
+                    .iter()
+                    .map(|(r, v)| ((*r).to_owned(), json!(v.map(|x| round(x, 0)))))
+                    .collect();
+                by_role.insert(case.into(), Value::Object(roles));
+            }
+            Ok(_) => {
+                ns.insert(case.into(), Value::Null);
+                errors.insert(
+                    case.into(),
+                    json!("not measured: the forwarder did not start"),
+                );
+            }
+            Err(e) => {
+                ns.insert(case.into(), Value::Null);
+                errors.insert(case.into(), json!(e));
+            }
+        }
+    }
+    let all_runs: Vec<&cpu::Run> = [shardline, proxies]
+        .into_iter()
+        .filter_map(|r| r.as_ref().ok())
+        .flatten()
+        .collect();
+    let baseline = |runs: &Outcome<Vec<cpu::Run>>| {
+        runs.as_ref()
+            .ok()
+            .and_then(|r| cpu::baseline_ns_per_pkt(r))
+            .map(|x| round(x, 0))
+    };
+    let detail = json!({
+        "offered_pps": plan.rate.round() as u64,
+        "seconds_per_run": plan.duration.as_secs(),
+        "rounds": plan.rounds,
+        "all_forwarded": !all_runs.is_empty() && all_runs.iter().all(|r| r.fully_forwarded()),
+        "baseline_ns_per_pkt": {
+            "shardline_lab": baseline(shardline),
+            "proxies_topology": baseline(proxies),
+        },
+        "by_role_ns_per_pkt": by_role,
+        "errors": errors,
+        "runs": all_runs.iter().map(|r| r.json()).collect::<Vec<_>>(),
+    });
+    (Value::Object(ns), detail)
 }
 
-fn shardline_run(opts: &Options, tag: &str, duration: Duration) -> Result<Traffic, BenchError> {
+/// A throughput run (flat out), printed.
+fn throughput(
+    name: &str,
+    topo: &Topology,
+    target: SocketAddr,
+    duration: Duration,
+) -> Result<Traffic, BenchError> {
+    let traffic = blast(topo, target, duration, Pace::FlatOut, None)?;
+    println!(
+        "bench:   {name}: {:.0} forwarded/s, {:.0} answered/s ({:.0} offered/s)",
+        traffic.pps(),
+        traffic.answered_pps(),
+        traffic.offered_pps()
+    );
+    Ok(traffic)
+}
+
+/// shardline's throughput, then its CPU rounds, in one lab.
+fn shardline_run(
+    opts: &Options,
+    tag: &str,
+    duration: Duration,
+    plan: &cpu::Plan,
+) -> Result<(Traffic, Outcome<Vec<cpu::Run>>), BenchError> {
     let lab = Lab::start(&LabOptions {
         tag: format!("{tag}x"),
         backends: BACKENDS,
@@ -141,19 +234,201 @@ fn shardline_run(opts: &Options, tag: &str, duration: Duration) -> Result<Traffi
         bins: opts.bins.clone(),
     })?;
     let target = SocketAddr::new(VIP4.into(), HEADER_PORT);
-    wait_answering(&lab.topology.client, target, &payload())?;
-    let traffic = blast(&lab.topology, target, &payload(), duration)?;
-    println!(
-        "bench:   shardline: {:.0} forwarded/s, {:.0} answered/s ({:.0} offered/s)",
-        traffic.pps(),
-        traffic.answered_pps(),
-        traffic.sent as f64 / traffic.seconds
+    wait_answering(&lab.topology.client, target)?;
+    let traffic = throughput("shardline", &lab.topology, target, duration)?;
+    // The baseline: the client sends to the VIP on backend 1 directly (its route to the VIP
+    // switched from the load balancer to the backend), so the same echo answers from the same
+    // address as through shardline, and only the load balancer's path differs.
+    let client = &lab.topology.client;
+    let route = |case: &str| -> Result<(), BenchError> {
+        let via = if case == cpu::BASELINE {
+            backend4(1)
+        } else {
+            LB4
+        };
+        client.ip(&[
+            "route",
+            "replace",
+            &format!("{VIP4}/32"),
+            "via",
+            &via.to_string(),
+        ])?;
+        wait_answering(client, target)
+    };
+    let cpu = cpu::measure(
+        &lab.topology,
+        target,
+        &[("shardline", target)],
+        &route,
+        plan,
     );
-    Ok(traffic)
+    let restored = route("shardline");
+    Ok((
+        traffic,
+        cpu.and_then(|c| restored.map(|()| c))
+            .map_err(|e| e.to_string()),
+    ))
+}
+
+/// Starts `shardline-lab echo` as backend `id` on its own address, UDP port [`ECHO_PORT`], and
+/// waits until it is ready.
+fn spawn_echo(opts: &Options, ns: &Netns, id: u32, dir: &Path) -> Result<Child, BenchError> {
+    let ready = dir.join(format!("echo-{id}.ready"));
+    let _ = std::fs::remove_file(&ready);
+    let child = ns
+        .command(&opts.bins.lab.to_string_lossy())
+        .args(["echo", "--id", &id.to_string(), "--bind"])
+        .arg(backend4(id).to_string())
+        .args(["--udp", &ECHO_PORT.to_string(), "--ready-file"])
+        .arg(&ready)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(io("starting an echo backend"))?;
+    let child = Children(vec![child]);
+    wait_file(&ready, "echo backend")?;
+    Ok(child.into_inner())
+}
+
+type ProxyResults = (Outcome<Traffic>, Outcome<Traffic>, Outcome<Vec<cpu::Run>>);
+
+/// nginx's and the tokio proxy's throughput, then their CPU rounds, in one topology with both
+/// proxies running throughout (each idle while the other or the baseline runs).
+fn proxies_run(
+    opts: &Options,
+    tag: &str,
+    duration: Duration,
+    plan: &cpu::Plan,
+) -> Result<ProxyResults, BenchError> {
+    let topo = Topology::build(&format!("{tag}p"), BACKENDS, 0)?;
+    let dir = TempDir(std::env::temp_dir().join(format!("shardline-bench-{tag}")));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).map_err(io(format!("creating {}", dir.0.display())))?;
+    let mut children = Children(Vec::new());
+    for (i, ns) in topo.backends.iter().enumerate() {
+        children.0.push(spawn_echo(opts, ns, i as u32 + 1, &dir.0)?);
+    }
+    let backends: Vec<SocketAddr> = (1..=BACKENDS)
+        .map(|id| SocketAddr::new(backend4(id).into(), ECHO_PORT))
+        .collect();
+    let nginx_target = SocketAddr::new(LB4.into(), NGINX_PORT);
+    let nginx = start_nginx(&topo, &dir.0, &backends, nginx_target);
+    let ((nginx_traffic, tokio_traffic, cpu), proxied) =
+        with_tokio_proxy(&topo, &backends, |tokio| {
+            let nginx_traffic = match &nginx {
+                Ok(_) => {
+                    throughput("nginx", &topo, nginx_target, duration).map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            let tokio_traffic = tokio.and_then(|t| {
+                throughput("tokio proxy", &topo, t, duration).map_err(|e| e.to_string())
+            });
+            let mut cases = Vec::new();
+            if nginx_traffic.is_ok() {
+                cases.push(("nginx", nginx_target));
+            }
+            if tokio_traffic.is_ok() {
+                cases.push(("tokio_proxy", SocketAddr::new(LB4.into(), TOKIO_PORT)));
+            }
+            let cpu = cpu::measure(&topo, backends[0], &cases, &|_| Ok(()), plan)
+                .map_err(|e| e.to_string());
+            (nginx_traffic, tokio_traffic, cpu)
+        });
+    drop(nginx);
+    drop(children);
+    Ok((nginx_traffic, proxied.and(tokio_traffic), cpu))
+}
+
+/// Starts nginx (one worker, UDP stream proxy to `backends`) in the load balancer's namespace
+/// and waits until it answers at `target`.
+fn start_nginx(
+    topo: &Topology,
+    dir: &Path,
+    backends: &[SocketAddr],
+    target: SocketAddr,
+) -> Result<Children, BenchError> {
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(dir, backends))
+        .map_err(io(format!("writing {}", conf.display())))?;
+    let log = dir.join("error.log");
+    let child = topo
+        .lb
+        .command("nginx")
+        .arg("-e")
+        .arg(&log)
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(io("starting nginx (is it installed? `cargo xtask setup`)"))?;
+    let nginx = Children(vec![child]);
+    wait_answering(&topo.client, target).map_err(|e| {
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        BenchError::Check(format!("{e}; nginx error log:\n{log}"))
+    })?;
+    Ok(nginx)
+}
+
+/// Runs the tokio proxy (current-thread runtime, on a thread in the load balancer's namespace)
+/// while `f` runs, `f` getting its address once it answers (or why it does not). Returns `f`'s
+/// result and whether the proxy itself ran without an error.
+fn with_tokio_proxy<R>(
+    topo: &Topology,
+    backends: &[SocketAddr],
+    f: impl FnOnce(Outcome<SocketAddr>) -> R,
+) -> (R, Outcome<()>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let listen = SocketAddr::new(LB4.into(), TOKIO_PORT);
+    let backends = backends.to_vec();
+    let lb = &topo.lb;
+    std::thread::scope(|scope| {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let proxy = scope.spawn(move || -> Result<(), BenchError> {
+            lb.enter_current_thread()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(io("building the tokio runtime"))?;
+            runtime.block_on(async move {
+                let socket = tokio::net::UdpSocket::bind(listen).await;
+                let ok = socket.is_ok();
+                let _ = ready_tx.send(ok);
+                let socket = socket.map_err(io(format!("binding {listen}")))?;
+                super::proxy::run(socket, backends, stopped)
+                    .await
+                    .map_err(io("tokio proxy"))
+            })
+        });
+        let started = match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(true) => wait_answering(&topo.client, listen)
+                .map(|()| listen)
+                .map_err(|e| e.to_string()),
+            _ => Err("the tokio proxy did not start".to_owned()),
+        };
+        let r = f(started);
+        let _ = stop.send(());
+        let proxied = proxy
+            .join()
+            .unwrap_or_else(|_| Err(BenchError::Check("the tokio proxy panicked".into())));
+        (r, proxied.map_err(|e| e.to_string()))
+    })
 }
 
 /// Child processes killed (SIGTERM, then SIGKILL) when dropped.
 struct Children(Vec<Child>);
+
+impl Children {
+    /// The last child, no longer killed on drop.
+    fn into_inner(mut self) -> Child {
+        self.0.pop().expect("a child was pushed")
+    }
+}
 
 impl Drop for Children {
     fn drop(&mut self) {
@@ -183,41 +458,6 @@ impl Drop for TempDir {
     }
 }
 
-type ProxyResults = (Result<Traffic, String>, Result<Traffic, String>);
-
-fn proxies_run(opts: &Options, tag: &str, duration: Duration) -> Result<ProxyResults, BenchError> {
-    let topo = Topology::build(&format!("{tag}p"), BACKENDS, 0)?;
-    let dir = TempDir(std::env::temp_dir().join(format!("shardline-bench-{tag}")));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).map_err(io(format!("creating {}", dir.0.display())))?;
-    let mut children = Children(Vec::new());
-    for (i, ns) in topo.backends.iter().enumerate() {
-        let id = i as u32 + 1;
-        let ready = dir.0.join(format!("echo-{id}.ready"));
-        let child = ns
-            .command(&opts.bins.lab.to_string_lossy())
-            .args(["echo", "--id", &id.to_string(), "--bind"])
-            .arg(backend4(id).to_string())
-            .args(["--udp", &ECHO_PORT.to_string(), "--ready-file"])
-            .arg(&ready)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(io("starting an echo backend"))?;
-        children.0.push(child);
-        wait_file(&ready, "echo backend")?;
-    }
-    let backends: Vec<SocketAddr> = (1..=BACKENDS)
-        .map(|id| SocketAddr::new(backend4(id).into(), ECHO_PORT))
-        .collect();
-
-    let nginx = nginx_run(&topo, &dir.0, &backends, duration).map_err(|e| e.to_string());
-    let tokio = tokio_run(&topo, &backends, duration).map_err(|e| e.to_string());
-    drop(children);
-    Ok((nginx, tokio))
-}
-
 fn nginx_conf(dir: &Path, backends: &[SocketAddr]) -> String {
     let servers: String = backends
         .iter()
@@ -235,94 +475,6 @@ fn nginx_conf(dir: &Path, backends: &[SocketAddr]) -> String {
     )
 }
 
-fn nginx_run(
-    topo: &Topology,
-    dir: &Path,
-    backends: &[SocketAddr],
-    duration: Duration,
-) -> Result<Traffic, BenchError> {
-    let conf = dir.join("nginx.conf");
-    std::fs::write(&conf, nginx_conf(dir, backends))
-        .map_err(io(format!("writing {}", conf.display())))?;
-    let log = dir.join("error.log");
-    let child = topo
-        .lb
-        .command("nginx")
-        .arg("-e")
-        .arg(&log)
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(io("starting nginx (is it installed? `cargo xtask setup`)"))?;
-    let _nginx = Children(vec![child]);
-    let target = SocketAddr::new(LB4.into(), NGINX_PORT);
-    wait_answering(&topo.client, target, &payload()).map_err(|e| {
-        let log = std::fs::read_to_string(&log).unwrap_or_default();
-        BenchError::Check(format!("{e}; nginx error log:\n{log}"))
-    })?;
-    let traffic = blast(topo, target, &payload(), duration)?;
-    println!(
-        "bench:   nginx: {:.0} forwarded/s, {:.0} answered/s ({:.0} offered/s)",
-        traffic.pps(),
-        traffic.answered_pps(),
-        traffic.sent as f64 / traffic.seconds
-    );
-    Ok(traffic)
-}
-
-fn tokio_run(
-    topo: &Topology,
-    backends: &[SocketAddr],
-    duration: Duration,
-) -> Result<Traffic, BenchError> {
-    let (stop, stopped) = tokio::sync::oneshot::channel();
-    let listen = SocketAddr::new(LB4.into(), TOKIO_PORT);
-    let backends = backends.to_vec();
-    let lb = &topo.lb;
-    std::thread::scope(|scope| {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let proxy = scope.spawn(move || -> Result<(), BenchError> {
-            lb.enter_current_thread()?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(io("building the tokio runtime"))?;
-            runtime.block_on(async move {
-                let socket = tokio::net::UdpSocket::bind(listen).await;
-                let ok = socket.is_ok();
-                let _ = ready_tx.send(ok);
-                let socket = socket.map_err(io(format!("binding {listen}")))?;
-                super::proxy::run(socket, backends, stopped)
-                    .await
-                    .map_err(io("tokio proxy"))
-            })
-        });
-        let traffic = match ready_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(true) => wait_answering(&topo.client, listen, &payload())
-                .and_then(|()| blast(topo, listen, &payload(), duration)),
-            _ => Err(BenchError::Check("the tokio proxy did not start".into())),
-        };
-        let _ = stop.send(());
-        let proxied = proxy
-            .join()
-            .unwrap_or_else(|_| Err(BenchError::Check("the tokio proxy panicked".into())));
-        let traffic = traffic?;
-        proxied?;
-        println!(
-            "bench:   tokio proxy: {:.0} forwarded/s, {:.0} answered/s ({:.0} offered/s)",
-            traffic.pps(),
-            traffic.answered_pps(),
-            traffic.sent as f64 / traffic.seconds
-        );
-        Ok(traffic)
-    })
-}
-
 fn wait_file(path: &Path, what: &str) -> Result<(), BenchError> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !path.exists() {
@@ -334,179 +486,4 @@ fn wait_file(path: &Path, what: &str) -> Result<(), BenchError> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
-}
-
-/// A client socket inside `client`'s namespace, connected to `target`.
-fn client_socket(client: &Netns, target: SocketAddr) -> Result<UdpSocket, BenchError> {
-    client.enter_current_thread()?;
-    let socket = UdpSocket::bind(SocketAddr::new(IpAddr::V4(CLIENT4), 0))
-        .map_err(io("binding the client socket"))?;
-    socket
-        .connect(target)
-        .map_err(io(format!("connecting to {target}")))?;
-    Ok(socket)
-}
-
-/// Waits (at most 10 s) until a request to `target` is answered.
-fn wait_answering(client: &Netns, target: SocketAddr, payload: &[u8]) -> Result<(), BenchError> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let socket = client_socket(client, target)?;
-                socket
-                    .set_read_timeout(Some(Duration::from_millis(200)))
-                    .map_err(io("setting a read timeout"))?;
-                let mut buf = [0u8; 2048];
-                for _ in 0..50 {
-                    let _ = socket.send(payload);
-                    if let Ok(n) = socket.recv(&mut buf) {
-                        if n == ID_LEN + payload.len() {
-                            return Ok(());
-                        }
-                    }
-                }
-                Err(BenchError::Check(format!(
-                    "nothing answered at {target} within 10 s"
-                )))
-            })
-            .join()
-            .unwrap_or_else(|_| Err(BenchError::Check("client thread panicked".into())))
-    })
-}
-
-/// Packets received so far on the backends' interfaces, summed.
-fn backend_rx(topo: &Topology) -> Result<u64, BenchError> {
-    let mut total = 0;
-    for ns in &topo.backends {
-        let out = ns.ip(&["-s", "-j", "link", "show", "eth0"])?;
-        let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-            BenchError::Check(format!(
-                "`ip -s -j link` printed no JSON in {}: {e}",
-                ns.name()
-            ))
-        })?;
-        total += v[0]["stats64"]["rx"]["packets"].as_u64().ok_or_else(|| {
-            BenchError::Check(format!("no rx packet count for eth0 in {}", ns.name()))
-        })?;
-    }
-    Ok(total)
-}
-
-/// Sends `payload` to `target` from the client namespace as fast as one socket can for
-/// `duration`, counting the answers on a second thread and the packets reaching the backends.
-fn blast(
-    topo: &Topology,
-    target: SocketAddr,
-    payload: &[u8],
-    duration: Duration,
-) -> Result<Traffic, BenchError> {
-    let client = &topo.client;
-    let rx_before = backend_rx(topo)?;
-    let mut traffic = blast_from(client, target, payload, duration)?;
-    traffic.at_backends = backend_rx(topo)?.saturating_sub(rx_before);
-    Ok(traffic)
-}
-
-fn blast_from(
-    client: &Netns,
-    target: SocketAddr,
-    payload: &[u8],
-    duration: Duration,
-) -> Result<Traffic, BenchError> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let socket = client_socket(client, target)?;
-                let receiver = socket.try_clone().map_err(io("cloning the socket"))?;
-                receiver
-                    .set_read_timeout(Some(Duration::from_millis(50)))
-                    .map_err(io("setting a read timeout"))?;
-                let stop = AtomicBool::new(false);
-                std::thread::scope(|inner| {
-                    let counter = inner.spawn(|| {
-                        let mut buf = [0u8; 2048];
-                        let mut answered = 0u64;
-                        while !stop.load(Ordering::Relaxed) {
-                            if let Ok(n) = receiver.recv(&mut buf) {
-                                if n == ID_LEN + payload.len() {
-                                    answered += 1;
-                                }
-                            }
-                        }
-                        answered
-                    });
-                    let start = Instant::now();
-                    let mut batch = SendBatch::new(payload);
-                    let mut sent = 0u64;
-                    while sent < MAX_SENT && start.elapsed() < duration {
-                        sent += batch.send(&socket);
-                    }
-                    let seconds = start.elapsed().as_secs_f64();
-                    std::thread::sleep(GRACE);
-                    stop.store(true, Ordering::Relaxed);
-                    let answered = counter.join().unwrap_or(0);
-                    Ok(Traffic {
-                        sent,
-                        answered,
-                        at_backends: 0,
-                        seconds,
-                    })
-                })
-            })
-            .join()
-            .unwrap_or_else(|_| Err(BenchError::Check("client thread panicked".into())))
-    })
-}
-
-/// Datagrams handed to the kernel per `sendmmsg` call.
-const BATCH: usize = 64;
-
-/// One `sendmmsg` batch of [`BATCH`] copies of a payload on a connected socket: one system call
-/// per 64 datagrams, so the client's syscall overhead does not bound the offered load.
-struct SendBatch<'a> {
-    iov: Vec<libc::iovec>,
-    msgs: Vec<libc::mmsghdr>,
-    _payload: &'a [u8],
-}
-
-impl<'a> SendBatch<'a> {
-    fn new(payload: &'a [u8]) -> Self {
-        let iov: Vec<libc::iovec> = (0..BATCH)
-            .map(|_| libc::iovec {
-                iov_base: payload.as_ptr() as *mut libc::c_void,
-                iov_len: payload.len(),
-            })
-            .collect();
-        // SAFETY: mmsghdr is plain data; all-zero is a valid (empty) header.
-        let msgs = (0..BATCH)
-            .map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() })
-            .collect();
-        let mut batch = Self {
-            iov,
-            msgs,
-            _payload: payload,
-        };
-        for (msg, iov) in batch.msgs.iter_mut().zip(batch.iov.iter_mut()) {
-            msg.msg_hdr.msg_iov = iov;
-            msg.msg_hdr.msg_iovlen = 1;
-        }
-        batch
-    }
-
-    /// Sends one batch; returns how many datagrams the kernel took (0 on an error such as a
-    /// full socket buffer, as a plain `send` loop would drop them).
-    fn send(&mut self, socket: &UdpSocket) -> u64 {
-        use std::os::fd::AsRawFd;
-        // SAFETY: `msgs` points at `iov`, which points at the borrowed payload; all outlive the
-        // call, and the socket is connected, so no address is needed.
-        let n = unsafe {
-            libc::sendmmsg(
-                socket.as_raw_fd(),
-                self.msgs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                0,
-            )
-        };
-        n.max(0) as u64
-    }
 }

@@ -34,10 +34,18 @@ pub fn run(command: Operator) -> Result<(), CliError> {
             Client::new(&api)?.get("/v1/services")?,
             |v: &Vec<_>| services(v),
         ),
-        Operator::Sessions { api, action } => match action.unwrap_or(SessionAction::List) {
-            SessionAction::List => show(
+        Operator::Sessions { api, action } => match action.unwrap_or(SessionAction::List {
+            service: None,
+            class: None,
+            label: Vec::new(),
+        }) {
+            SessionAction::List {
+                service,
+                class,
+                label,
+            } => show(
                 &api,
-                Client::new(&api)?.get("/v1/sessions")?,
+                Client::new(&api)?.get(&sessions_query(service, class, &label))?,
                 |v: &Vec<_>| sessions(v),
             ),
             SessionAction::Show { session } => show(
@@ -328,6 +336,27 @@ fn state(api: &ApiArgs, action: StateAction) -> Result<(), CliError> {
     }
 }
 
+/// `GET /v1/sessions` with the filters given, their values percent-encoded.
+fn sessions_query(service: Option<String>, class: Option<String>, labels: &[String]) -> String {
+    let mut url = reqwest::Url::parse("http://api/v1/sessions").expect("a valid base");
+    {
+        let mut q = url.query_pairs_mut();
+        if let Some(s) = &service {
+            q.append_pair("service", s);
+        }
+        if let Some(c) = &class {
+            q.append_pair("class", c);
+        }
+        if !labels.is_empty() {
+            q.append_pair("label", &labels.join(","));
+        }
+    }
+    match url.query() {
+        Some(query) if !query.is_empty() => format!("/v1/sessions?{query}"),
+        _ => "/v1/sessions".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,5 +392,22 @@ mod tests {
         assert!(members(&c).contains("2   b:2   leader"), "{}", members(&c));
         c.leader = None;
         assert_eq!(LeaderView::of(&c).human(), "no leader known\n");
+    }
+
+    #[test]
+    fn session_filters_become_an_encoded_query() {
+        assert_eq!(sessions_query(None, None, &[]), "/v1/sessions");
+        assert_eq!(
+            sessions_query(
+                Some("kv".into()),
+                Some("bulk load".into()),
+                &["team=a".into(), "tier=gold&x".into()]
+            ),
+            "/v1/sessions?service=kv&class=bulk+load&label=team%3Da%2Ctier%3Dgold%26x"
+        );
+        assert!(super::super::parse_label("team=a").is_ok());
+        assert!(super::super::parse_label("team").is_err());
+        assert!(super::super::parse_label("=a").is_err());
+        assert!(super::super::parse_label("a=1,b=2").is_err());
     }
 }

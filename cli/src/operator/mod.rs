@@ -200,8 +200,18 @@ pub enum BackendAction {
 /// `shardline sessions ...`.
 #[derive(Subcommand, Debug)]
 pub enum SessionAction {
-    /// List sessions.
-    List,
+    /// List sessions, all of them or those every given filter admits.
+    List {
+        /// Only this service's sessions.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only sessions of this class.
+        #[arg(long)]
+        class: Option<String>,
+        /// Only sessions carrying this label, NAME=VALUE (repeat it: every one must hold).
+        #[arg(long, value_parser = parse_label)]
+        label: Vec<String>,
+    },
     /// One session: shard set, forecast, history and re-shard events.
     Show {
         /// The session, SERVICE/NUMBER.
@@ -304,6 +314,14 @@ pub fn run(command: Operator) -> i32 {
             eprintln!("shardline: {e}");
             e.exit_code()
         }
+    }
+}
+
+/// A `--label` value: NAME=VALUE with a non-empty name and no comma (the API's separator).
+fn parse_label(text: &str) -> Result<String, String> {
+    match text.split_once('=') {
+        Some((name, _)) if !name.is_empty() && !text.contains(',') => Ok(text.to_owned()),
+        _ => Err(format!("{text:?} is not NAME=VALUE (without commas)")),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::{path::PathBuf, time::Instant};
 
-use serde::{Deserialize, Serialize};
+pub use shardline_wire::agent::Resources;
 
 /// CPU time from the `cpu` line of `/proc/stat`, in jiffies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,26 +79,6 @@ pub fn parse_cgroup_cpu_stat(text: &str) -> Option<u64> {
 /// A cgroup v2 `memory.max` or `memory.current` value (`max` is no limit: `None`).
 pub fn parse_cgroup_bytes(text: &str) -> Option<u64> {
     text.trim().parse().ok()
-}
-
-/// What the host (or cgroup) uses, between two readings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Resources {
-    /// Busy CPU, as a fraction of the CPUs available (0..1).
-    pub cpu: f64,
-    /// Memory in use, bytes.
-    pub mem_used: u64,
-    /// Memory available in total (the cgroup limit if any), bytes.
-    pub mem_total: u64,
-    /// Received bytes per second (all interfaces but lo).
-    pub rx_bps: f64,
-    /// Sent bytes per second.
-    pub tx_bps: f64,
-    /// Bytes per second the network carries each way (`--net-capacity`, else the sum of the
-    /// interfaces' link speeds); 0 when unknown. Absent from older agents' reports.
-    #[serde(default)]
-    pub net_capacity: f64,
 }
 
 /// The bytes per second the host's links carry: the sum of `/sys/class/net/*/speed` (Mbit/s)

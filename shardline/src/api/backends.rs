@@ -16,6 +16,8 @@ use crate::{
     state::{BackendEntry, Command, ControlState, Response},
 };
 
+pub use shardline_wire::bodies::{PoolWeight, Weight};
+
 /// A backend as the API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackendView {
@@ -124,24 +126,6 @@ pub struct PoolMemberView {
     /// a `probe`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeState>,
-}
-
-/// Body of `PUT /v1/services/{service}/backends/{id}`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PoolWeight {
-    /// Weight in the service's ring (absent: the backend's own weight; 0 drains it from this
-    /// service only).
-    #[serde(default)]
-    pub weight: Option<u32>,
-}
-
-/// Body of `PUT /v1/backends/{id}/weight`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Weight {
-    /// New weight (0 takes it out of the default table).
-    pub weight: u32,
 }
 
 /// Established flows per backend, read only when some backend drains (it walks the flow

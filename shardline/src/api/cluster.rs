@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, ApiState, Authorized, Body, Param};
 use crate::state::ClusterStatus;
 
+pub use shardline_wire::bodies::NewMember;
+
 /// `GET /v1/status`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatusView {
@@ -45,23 +47,6 @@ pub struct DataplaneTotals {
     pub passed: u64,
     /// Dropped (malformed, no backend, …).
     pub dropped: u64,
-}
-
-/// Body of `POST /v1/cluster/members`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewMember {
-    /// Node id.
-    pub id: u64,
-    /// Address peers reach it at (`host:port`).
-    pub addr: String,
-    /// Promote it to voter once caught up (default); `false` keeps it a learner.
-    #[serde(default = "voter")]
-    pub voter: bool,
-}
-
-fn voter() -> bool {
-    true
 }
 
 pub(super) async fn status(State(api): State<ApiState>) -> Json<StatusView> {

@@ -241,11 +241,8 @@ impl Collector for StateCollector {
                 &series,
             )?;
         }
-        let counters: Vec<_> = state
-            .backends
-            .keys()
-            .filter_map(|id| Some((*id, maps.backend_counters(*id).ok()?)))
-            .collect();
+        let ids: Vec<u32> = state.backends.keys().copied().collect();
+        let counters = maps.backends_counters(&ids).unwrap_or_default();
         let packets: Vec<_> = counters
             .iter()
             .map(|(id, c)| ([("backend", id.to_string())], c.total().packets))

@@ -31,7 +31,7 @@ use std::{
 };
 
 use axum::{
-    extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request},
+    extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request},
     handler::Handler,
     http::{request::Parts, Method, StatusCode},
     middleware::Next,
@@ -170,7 +170,7 @@ pub fn routes() -> Vec<Route> {
         route(M::GET, "/v1/services", "Every service with its pool, placed sessions and traffic", open, None, backends::services),
         route(M::PUT, "/v1/services/{service}/backends/{id}", "Put a backend in a service's pool, or set its weight there (0 drains it from the service)", guarded, Some("PoolWeight"), backends::join_pool),
         route(M::DELETE, "/v1/services/{service}/backends/{id}", "Take a backend out of a service's pool", guarded, None, backends::leave_pool),
-        route(M::GET, "/v1/sessions", "Every known session: placement, shards, rate, forecast", open, None, sessions::list),
+        route(M::GET, "/v1/sessions", "Every known session: placement, shards, rate, forecast (query: service, class, label=NAME=VALUE[,…] to filter)", open, None, sessions::list),
         route(M::GET, "/v1/sessions/{service}/{session}", "One session with its forecast history and re-shard events", open, None, sessions::show),
         route(M::GET, "/v1/sessions/{service}/{session}/owners", "Who owns request key `key` now, and during the handoff window who owned it before (query: key)", open, None, sessions::owners),
         route(M::PUT, "/v1/sessions/{service}/{session}/placement", "Place a session on a shard set (manual re-shard)", guarded, Some("Placement"), sessions::place),
@@ -267,6 +267,18 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Param<T
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let Path(value) = Path::<T>::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// Query parameters whose rejections (an unknown parameter, a bad value) are [`ApiError`]s.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(value) = Query::<T>::from_request_parts(parts, state).await?;
         Ok(Self(value))
     }
 }

@@ -11,10 +11,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use shardline_common::{
-    consts::{MAGLEV_SIZE, MAX_SHARDS, NO_BACKEND},
-    hash::ring_hash,
+    consts::{MAX_SHARDS, NO_BACKEND},
     maps::{SessionKey, ShardSet},
-    route::{pick_shard, Tables},
+    route::{pick_shard, unplaced_backend},
 };
 
 use crate::{
@@ -89,34 +88,37 @@ pub fn owners_of(
         _pad: 0,
         session: r.session,
     };
-    let tables = state.tables();
-    let current = match tables.sessions.get(&skey) {
-        Some(set) => placed_owner(set, key),
+    let tables = state.unplaced_tables();
+    let found = tables.services.values().find(|s| s.id == service);
+    let found = found.copied().unwrap_or_default();
+    let unplaced_table = if found.has_pool() {
+        OwnerTable::Pool
+    } else {
+        OwnerTable::Default
+    };
+    let current = match state.placed_set(r) {
+        Some(set) => placed_owner(&set, key),
         None => {
-            let hash = ring_hash(r.session, key);
-            let pooled = tables
-                .services
-                .values()
-                .find(|s| s.id == service && s.has_pool())
-                .copied();
-            let (id, table) = match pooled {
-                Some(s) => (tables.pool_ring(&s, hash), OwnerTable::Pool),
-                None => (
-                    tables.maglev((hash % MAGLEV_SIZE as u64) as u32),
-                    OwnerTable::Default,
-                ),
-            };
+            let id = unplaced_backend(&tables, &found, r.session, key);
             Owner {
                 backend: (id != NO_BACKEND).then_some(id),
                 generation: 0,
                 backends: Vec::new(),
-                table,
+                table: unplaced_table,
             }
         }
     };
-    let previous = handoffs.get(&skey, now).map(|p| PreviousOwner {
-        owner: placed_owner(&p.previous, key),
-        until_unix_ms: p.until_unix_ms,
+    let previous = handoffs.get(&skey, now).map(|p| {
+        let mut owner = placed_owner(&p.previous, key);
+        if p.previous.generation == 0 {
+            // A first placement's previous owner: the session's home, unplaced.
+            owner.backends.clear();
+            owner.table = unplaced_table;
+        }
+        PreviousOwner {
+            owner,
+            until_unix_ms: p.until_unix_ms,
+        }
     });
     let moved = previous
         .as_ref()
@@ -251,28 +253,35 @@ backends = [3, 4]
     }
 
     #[test]
-    fn an_unplaced_session_is_owned_by_its_pool_ring_or_the_default_table() {
+    fn an_unplaced_header_session_is_owned_by_its_home_in_its_pool_ring_or_the_default_table() {
         let st = state();
         let board = HandoffBoard::default();
         let now = Instant::now();
-        let mut seen = std::collections::BTreeSet::new();
-        for key in 0..200u64 {
-            let o = owners_of(&st, &kv(5), key, &board, now);
-            assert_eq!(o.current.table, OwnerTable::Default);
-            seen.insert(
-                o.current
-                    .backend
-                    .expect("the default table names a backend"),
-            );
+        let mut homes = std::collections::BTreeSet::new();
+        for session in 0..64u64 {
             let pooled = SessionRef {
                 service: "pooled".into(),
-                session: 5,
+                session,
             };
-            let o = owners_of(&st, &pooled, key, &board, now);
-            assert_eq!(o.current.table, OwnerTable::Pool);
-            assert!(matches!(o.current.backend, Some(3 | 4)), "{o:?}");
-            assert_eq!(o.previous, None);
+            let home = owners_of(&st, &kv(session), 0, &board, now).current;
+            let pooled_home = owners_of(&st, &pooled, 0, &board, now).current;
+            for key in 1..50u64 {
+                // Every key of an unplaced header session goes where its first one does.
+                let o = owners_of(&st, &kv(session), key, &board, now);
+                assert_eq!(o.current, home, "session {session} key {key}");
+                assert_eq!(o.current.table, OwnerTable::Default);
+                let o = owners_of(&st, &pooled, key, &board, now);
+                assert_eq!(o.current, pooled_home, "pooled {session} key {key}");
+                assert_eq!(o.current.table, OwnerTable::Pool);
+                assert!(matches!(o.current.backend, Some(3 | 4)), "{o:?}");
+                assert_eq!(o.previous, None);
+            }
+            homes.insert(home.backend.expect("the default table names a backend"));
         }
-        assert_eq!(seen.len(), 4, "keys spread over every backend: {seen:?}");
+        assert_eq!(
+            homes.len(),
+            4,
+            "sessions' homes spread over every backend: {homes:?}"
+        );
     }
 }

@@ -12,11 +12,13 @@ use axum::{
 use serde::{Deserialize, Serialize};
 
 use super::owners::{owners_of, Owners};
-use super::{ApiError, ApiState, Authorized, Body, Param};
+use super::{ApiError, ApiState, Authorized, Body, Param, QueryParams};
 use crate::{
     control::insight::{ReshardEvent, Sample, SessionInsight},
     state::{Command, ControlState, Response, SessionEntry, SessionMeta, SessionRef, StateError},
 };
+
+pub use shardline_wire::bodies::{Placement, StateValue};
 
 /// A session in the list.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -48,29 +50,6 @@ pub struct SessionDetail {
     pub events: Vec<ReshardEvent>,
     /// Critical-state keys and their sizes (values need the token).
     pub state_keys: BTreeMap<String, usize>,
-}
-
-/// Body of `PUT .../placement`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Placement {
-    /// 1 to 16 distinct backend ids.
-    pub backends: Vec<u32>,
-}
-
-/// A critical-state value: UTF-8 text in `value`, or any bytes as `hex`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StateValue {
-    /// The key (in answers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// The value as text (answers: absent if it is not UTF-8).
-    #[serde(default)]
-    pub value: Option<String>,
-    /// The value as lowercase hex.
-    #[serde(default)]
-    pub hex: Option<String>,
 }
 
 /// An insight as lists show it: no history, the last re-shard event only.
@@ -105,7 +84,53 @@ fn known_service(state: &ControlState, r: &SessionRef) -> Result<(), ApiError> {
     }
 }
 
-pub(super) async fn list(State(api): State<ApiState>) -> Json<Vec<SessionView>> {
+/// Query of `GET /v1/sessions`: every condition given must hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SessionFilter {
+    /// Only this service's sessions.
+    service: Option<String>,
+    /// Only sessions of this class.
+    class: Option<String>,
+    /// Only sessions carrying every one of these labels: `name=value` pairs, comma separated.
+    label: Option<String>,
+}
+
+impl SessionFilter {
+    /// The `label` pairs, or the error to answer for a malformed one.
+    fn labels(&self) -> Result<Vec<(&str, &str)>, ApiError> {
+        let Some(text) = &self.label else {
+            return Ok(Vec::new());
+        };
+        text.split(',')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, value)) if !name.is_empty() => Ok((name, value)),
+                _ => Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_label",
+                    format!("label {pair:?} is not NAME=VALUE (several: comma separated)"),
+                )),
+            })
+            .collect()
+    }
+
+    fn admits(&self, view: &SessionView, labels: &[(&str, &str)]) -> bool {
+        self.service.as_ref().is_none_or(|s| *s == view.service)
+            && self
+                .class
+                .as_ref()
+                .is_none_or(|c| view.meta.class.as_ref() == Some(c))
+            && labels
+                .iter()
+                .all(|(n, v)| view.meta.labels.get(*n).is_some_and(|x| x == v))
+    }
+}
+
+pub(super) async fn list(
+    State(api): State<ApiState>,
+    QueryParams(filter): QueryParams<SessionFilter>,
+) -> Result<Json<Vec<SessionView>>, ApiError> {
+    let labels = filter.labels()?;
     let state = api.control.local();
     let mut insights: BTreeMap<SessionRef, SessionInsight> = api
         .insights
@@ -119,8 +144,9 @@ pub(super) async fn list(State(api): State<ApiState>) -> Json<Vec<SessionView>> 
         .map(|(r, e)| session_view(r, Some(e), insights.remove(r).as_ref()))
         .collect();
     out.extend(insights.iter().map(|(r, i)| session_view(r, None, Some(i))));
+    out.retain(|v| filter.admits(v, &labels));
     out.sort_by(|a, b| (&a.service, a.session).cmp(&(&b.service, b.session)));
-    Json(out)
+    Ok(Json(out))
 }
 
 pub(super) async fn show(

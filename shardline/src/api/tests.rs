@@ -557,3 +557,70 @@ async fn every_answer_parses_into_its_view() {
     let (_, refused) = call(&router, Method::DELETE, "/v1/backends/99", t, None).await;
     round_trips::<ErrorBody>("refusal", refused);
 }
+
+#[tokio::test]
+async fn sessions_are_listed_by_service_class_and_labels() {
+    let (router, _, _) = api(Some(TOKEN));
+    let t = Some(TOKEN);
+    for (session, meta) in [
+        (
+            1,
+            r#"{"class": "bulk", "labels": {"team": "a", "tier": "gold"}}"#,
+        ),
+        (2, r#"{"class": "bulk", "labels": {"team": "b"}}"#),
+        (3, r#"{"class": "interactive", "labels": {"team": "a"}}"#),
+    ] {
+        let path = format!("/v1/sessions/kv/{session}/meta");
+        let (status, v) = call(&router, Method::PUT, &path, t, json(meta)).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+    }
+    let listed = |query: &'static str| {
+        let router = router.clone();
+        async move {
+            let (status, v) = call(&router, Method::GET, query, None, None).await;
+            assert_eq!(status, StatusCode::OK, "{query}: {v}");
+            v.as_array()
+                .expect("a list")
+                .iter()
+                .map(|s| {
+                    (
+                        s["service"].as_str().unwrap().to_owned(),
+                        s["session"].as_u64().unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let kv = |ids: &[u64]| {
+        ids.iter()
+            .map(|i| ("kv".to_owned(), *i))
+            .collect::<Vec<_>>()
+    };
+    // Session 42 has an insight but no metadata.
+    assert_eq!(listed("/v1/sessions").await, kv(&[1, 2, 3, 42]));
+    assert_eq!(listed("/v1/sessions?service=kv").await, kv(&[1, 2, 3, 42]));
+    assert_eq!(listed("/v1/sessions?service=dns").await, kv(&[]));
+    assert_eq!(listed("/v1/sessions?class=bulk").await, kv(&[1, 2]));
+    assert_eq!(listed("/v1/sessions?label=team=a").await, kv(&[1, 3]));
+    assert_eq!(
+        listed("/v1/sessions?label=team=a,tier=gold").await,
+        kv(&[1])
+    );
+    assert_eq!(
+        listed("/v1/sessions?class=bulk&label=team=b").await,
+        kv(&[2])
+    );
+    assert_eq!(listed("/v1/sessions?label=team=").await, kv(&[]));
+    for (query, wanted) in [
+        ("/v1/sessions?label=team", "bad_label"),
+        ("/v1/sessions?label==a", "bad_label"),
+        ("/v1/sessions?colour=red", "bad_query"),
+    ] {
+        let (status, v) = call(&router, Method::GET, query, None, None).await;
+        assert_eq!(
+            (status, code(&v)),
+            (StatusCode::BAD_REQUEST, wanted),
+            "{query}: {v}"
+        );
+    }
+}

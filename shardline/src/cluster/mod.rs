@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: the `[cluster]` section.
 //! - [`store`]: log, vote and snapshots in redb; the state machine.
+//! - `recent`: the newest log entries kept decoded, so reading them back costs no decode.
 //! - [`network`]: raft RPCs to peers over HTTP.
 //! - [`api`]: the peer endpoint (raft RPCs, forwarded writes and reads, status, membership).
 //! - [`batch`]: group commit, so concurrent writes share log entries.
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod batch;
 pub mod network;
+mod recent;
 pub mod store;
 
 use std::{

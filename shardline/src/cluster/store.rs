@@ -12,7 +12,7 @@ use std::{
     io::Cursor,
     ops::{Bound, RangeBounds},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use openraft::{
@@ -25,7 +25,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{NodeId, TypeConfig};
+use super::{recent::RecentLog, NodeId, TypeConfig};
 use crate::state::{ControlState, Response};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -168,12 +168,21 @@ fn put_meta(db: &Database, pairs: &[(&str, &[u8])]) -> Result<(), AnyError> {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// The newest entries, decoded: read back without decoding them again.
+    recent: Arc<Mutex<RecentLog>>,
 }
 
 impl LogStore {
     /// Over an opened store.
     pub fn new(db: Arc<Database>) -> Self {
-        Self { db }
+        Self {
+            db,
+            recent: Arc::default(),
+        }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentLog> {
+        self.recent.lock().expect("recent log lock")
     }
 
     fn last_entry(&self) -> Result<Option<LogId<NodeId>>, AnyError> {
@@ -210,6 +219,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .open_table(LOG)
             .map_err(|e| StorageIOError::read_logs(any(e)))?;
         let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+        if let Some(entries) = self.recent().get(bounds.0, bounds.1) {
+            return Ok(entries);
+        }
         let mut out = Vec::new();
         for item in table
             .range::<u64>(bounds)
@@ -274,6 +286,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let mut appended = Vec::new();
         let result = (|| {
             let txn = self.db.begin_write().map_err(any)?;
             {
@@ -282,12 +295,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     table
                         .insert(entry.log_id.index, encode(&entry).as_slice())
                         .map_err(any)?;
+                    appended.push(entry);
                 }
             }
             txn.commit().map_err(any)
         })();
         match result {
             Ok(()) => {
+                let mut recent = self.recent();
+                for entry in appended {
+                    recent.push(entry);
+                }
+                drop(recent);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -299,12 +318,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.recent().truncate(log_id.index);
         self.remove(Bound::Included(log_id.index), Bound::Unbounded)
             .map_err(StorageIOError::write_logs)?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.recent().purge(log_id.index);
         // Record the purge point first: a crash in between leaves entries openraft ignores.
         put_meta(&self.db, &[(PURGED, &encode(&log_id))]).map_err(StorageIOError::write_logs)?;
         self.remove(Bound::Unbounded, Bound::Included(log_id.index))

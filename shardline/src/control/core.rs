@@ -20,6 +20,7 @@ use crate::{
     control::placement::{choose_backends, BackendLoad},
     control::sizing::SizingConfig,
     control::tick::{tick, SessionState, ShardChange},
+    snapshot::Snapshot,
     state::{Command, ControlState, SessionRef},
 };
 use season::{PeriodChange, Schedule, Seasons};
@@ -295,12 +296,15 @@ impl Core {
         let t = now.saturating_duration_since(start).as_secs_f64();
         let horizon = self.tick_len.as_secs_f64() * self.selector.horizon as f64;
         let decisions = std::mem::take(&mut self.decisions);
+        // Built on the first scale-out of an unplaced session this tick, if any.
+        let mut unplaced_tables = None;
         for d in &decisions {
             let session = self.refs[d.session].clone();
-            let current = self.current(&session, state, now);
-            if d.to <= 1 && current.is_empty() {
+            if d.to <= 1 && self.current(&session, state, now).is_empty() {
                 continue; // One shard: the default table serves it.
             }
+            let (current, unplaced) =
+                self.current_or_home(&session, state, now, &mut unplaced_tables);
             let set = self.grow_or_shrink(
                 &session,
                 state,
@@ -309,8 +313,8 @@ impl Core {
                 (d.upper, d.bytes),
                 &mut loads,
             );
-            // One backend is no better than the default table: wait for room for more.
-            if set == current || set.len() < 2 && current.is_empty() {
+            // One backend is no better than the default table or the home: wait for room.
+            if set == current || set.len() < 2 && unplaced {
                 continue;
             }
             let mut reason = format!(
@@ -360,6 +364,25 @@ impl Core {
             Some((set, at)) if now.saturating_duration_since(*at) < PENDING_FOR => set.clone(),
             _ => applied,
         }
+    }
+
+    /// [`Self::current`], or for an unplaced header session its home (and `true`: unplaced).
+    /// Such a session's new set keeps the home and widens from there, so its keys there stay.
+    /// `tables` holds [`ControlState::unplaced_tables`] once built.
+    fn current_or_home(
+        &mut self,
+        session: &SessionRef,
+        state: &ControlState,
+        now: Instant,
+        tables: &mut Option<Snapshot>,
+    ) -> (Vec<u32>, bool) {
+        let mut current = self.current(session, state, now);
+        let unplaced = current.is_empty();
+        if unplaced {
+            let tables = tables.get_or_insert_with(|| state.unplaced_tables());
+            current.extend(state.home(tables, session));
+        }
+        (current, unplaced)
     }
 
     /// The session's shard set resized to `to`: the live members of `current` its service's
@@ -493,6 +516,7 @@ impl Core {
                 .map(|i| self.refs[i].clone())
                 .filter(|s| state.sessions.get(s).is_none_or(|e| e.backends.is_empty())),
         );
+        let mut unplaced_tables = None;
         for session in candidates {
             if out
                 .placements
@@ -501,7 +525,8 @@ impl Core {
             {
                 continue;
             }
-            let current = self.current(&session, state, now);
+            let (current, unplaced) =
+                self.current_or_home(&session, state, now, &mut unplaced_tables);
             let lost: Vec<u32> = current
                 .iter()
                 .copied()
@@ -518,7 +543,7 @@ impl Core {
                 .map(|i| self.states[i].shards() as usize)
                 .unwrap_or(current.len())
                 .max(1);
-            if lost.is_empty() && (current.len() >= wanted || (current.is_empty() && wanted <= 1)) {
+            if lost.is_empty() && (current.len() >= wanted || (unplaced && wanted <= 1)) {
                 continue;
             }
             let (upper, packet_bytes) = index
@@ -532,7 +557,7 @@ impl Core {
             let upper = if upper.is_finite() { upper } else { 0.0 };
             let load = (upper, upper * packet_bytes);
             let set = self.grow_or_shrink(&session, state, &current, wanted, load, loads);
-            if set == current || set.is_empty() || set.len() < 2 && current.is_empty() {
+            if set == current || set.is_empty() || set.len() < 2 && unplaced {
                 continue;
             }
             let reason = if lost.is_empty() {

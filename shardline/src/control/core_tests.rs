@@ -142,18 +142,20 @@ fn no_single_backend_placement_when_the_fleet_is_full() {
             ..AgentReport::default()
         });
     }
+    // A session whose home is backend 3, the only one with room.
+    let s = homed_on(&st, 3);
     let t0 = Instant::now();
-    core.tick(t0, 0, t0, &[(kv(9), 600.0)], &st);
+    core.tick(t0, 0, t0, &[(kv(s), 600.0)], &st);
     // Past the first dwell: the session wants two shards.
     let out = core.tick(
         t0 + Duration::from_secs(3),
         3000,
         t0,
-        &[(kv(9), 600.0)],
+        &[(kv(s), 600.0)],
         &st,
     );
     assert_eq!(core.insights().next().unwrap().shards, 2);
-    // Two shards wanted, only backend 3 can take one: the default table keeps serving it.
+    // Two shards wanted, only backend 3 can take one: its home keeps serving it.
     assert!(out.placements.is_empty(), "{:?}", out.placements);
     core.report(AgentReport {
         backend: 2,
@@ -163,16 +165,66 @@ fn no_single_backend_placement_when_the_fleet_is_full() {
         t0 + Duration::from_secs(4),
         4000,
         t0,
-        &[(kv(9), 600.0)],
+        &[(kv(s), 600.0)],
         &st,
     );
     commit(&mut st, &out);
-    assert_eq!(
-        st.sessions[&kv(9)].backends.len(),
-        2,
-        "{:?}",
-        out.placements
-    );
+    assert_eq!(st.sessions[&kv(s)].backends, [3, 2], "{:?}", out.placements);
+}
+
+/// The first session number whose home (its unplaced keys' backend) is `backend`.
+fn homed_on(st: &ControlState, backend: u32) -> u64 {
+    let tables = st.unplaced_tables();
+    (1..)
+        .find(|&s| st.home(&tables, &kv(s)) == Some(backend))
+        .expect("some session lives on every backend")
+}
+
+#[test]
+fn an_unplaced_session_widens_from_its_home_and_keeps_the_keys_there() {
+    let mut st = state(4);
+    let mut core = Core::new(&config());
+    let t0 = Instant::now();
+    for home in 1..=4 {
+        let s = homed_on(&st, home);
+        let before = st.unplaced_tables();
+        let mut out = TickOutput::default();
+        for step in 0..4u64 {
+            let now = t0 + Duration::from_secs(10 * u64::from(home) + step);
+            out = core.tick(now, step * 1000, t0, &[(kv(s), 600.0)], &st);
+            if !out.placements.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(out.placements.len(), 1, "session {s}: {:?}", out.placements);
+        commit(&mut st, &out);
+        let set = &st.sessions[&kv(s)].backends;
+        assert_eq!((set.len(), set[0]), (2, home), "session {s} on {set:?}");
+        assert!(out.placements[0].reason.contains("1 → 2 shards"));
+        // Every key was on the home; about half stay there, none goes anywhere but the set.
+        let after = st.tables();
+        let key = shardline_common::maps::SessionKey {
+            service: 1,
+            _pad: 0,
+            session: s,
+        };
+        let service = *before.services.values().find(|v| v.id == 1).unwrap();
+        let mut stayed = 0;
+        for k in 0..1000u64 {
+            let was = shardline_common::route::unplaced_backend(&before, &service, s, k);
+            assert_eq!(was, home, "key {k} of unplaced session {s}");
+            let owner = shardline_common::route::pick_shard(&after.sessions[&key], k);
+            assert!(
+                owner.is_some_and(|o| set.contains(&o)),
+                "key {k}: {owner:?}"
+            );
+            stayed += usize::from(owner == Some(home));
+        }
+        assert!(
+            (350..650).contains(&stayed),
+            "{stayed} of 1000 keys stayed home"
+        );
+    }
 }
 
 #[test]

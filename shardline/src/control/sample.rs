@@ -1,12 +1,11 @@
 //! The *sample* stage: per-tick session loads (packets and bytes per second) from the
 //! dataplane's cumulative per-CPU session counters. Pure: counter totals in, rates out.
 //!
-//! Reading: [`crate::maps::DataplaneMaps::session_counters`] walks the `SESSION_STATS` per-CPU
-//! LRU hash (sessions on the default table) and reads the placed sessions' `SESSION_SLOT_STATS`
-//! slots once per tick (aya 0.14 has no batched lookup; that is two syscalls per live session,
-//! each returning every CPU's values at once). At the lab's and a single node's session counts
-//! (at most 262,144 in the LRU and 65,535 slots) that is a few ms per tick; the control loop only
-//! needs the deltas, which this module computes. See `docs/predict.md` for the cost.
+//! Reading: [`crate::maps::DataplaneMaps::session_counters`] reads the `SESSION_STATS` per-CPU
+//! LRU hash (sessions on the default table) and the placed sessions' `SESSION_SLOT_STATS` slots
+//! once per tick with `BPF_MAP_LOOKUP_BATCH`: thousands of sessions per syscall, each with every
+//! CPU's values. The control loop only needs the deltas, which this module computes. See
+//! `docs/predict.md` for the cost.
 
 use std::{collections::HashMap, time::Duration};
 

@@ -47,7 +47,30 @@ pub async fn run(
         let state = states.borrow_and_update().clone();
         if state.generation != applied {
             resharder.set_handoff_window(*handoff_window.borrow());
-            match write(&maps, &mut resharder, &state, last.as_deref(), &telemetry) {
+            // Thousands of map writes (a tick's re-placements) take tens of ms: off the
+            // runtime, whose one worker also answers the raft peers (a follower that answers
+            // AppendEntries late is sent the entry again). Its log lines go where this task's
+            // go.
+            let job = {
+                let (maps, state, last, telemetry) =
+                    (maps.clone(), state.clone(), last.clone(), telemetry.clone());
+                let mut resharder = resharder;
+                let logs = tracing::dispatcher::get_default(|d| d.clone());
+                tokio::task::spawn_blocking(move || {
+                    let result = tracing::dispatcher::with_default(&logs, || {
+                        write(&maps, &mut resharder, &state, last.as_deref(), &telemetry)
+                    });
+                    (resharder, result)
+                })
+            };
+            let result;
+            (resharder, result) = match job.await {
+                Ok(done) => done,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Cancelled: the runtime is shutting down.
+                Err(_) => return,
+            };
+            match result {
                 Ok(swap) => {
                     board.publish(&swap.handoffs, Instant::now());
                     applied = state.generation;

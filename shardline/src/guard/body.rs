@@ -1,8 +1,6 @@
-//! The strict JSON body. serde ignores fields it does not know, so a misspelt `wieght` would
-//! be dropped silently and the request acted on without it; here any field the type does not
-//! take is refused, naming it (`serde_ignored` reports every ignored path, also inside types
-//! from other crates, such as openraft's RPCs, that cannot carry `deny_unknown_fields`).
-//! The size limit is the router's `DefaultBodyLimit`; past it the answer is 413.
+//! The strict JSON body: [`shardline_wire::strict::decode`] (any field the type does not take
+//! is refused, naming it) behind a content-type check. The size limit is the router's
+//! `DefaultBodyLimit`; past it the answer is 413.
 
 use axum::{
     body::Bytes,
@@ -10,6 +8,7 @@ use axum::{
     http::{header::CONTENT_TYPE, StatusCode},
 };
 use serde::de::DeserializeOwned;
+use shardline_wire::strict::{decode, BodyError};
 
 use super::Refusal;
 
@@ -47,50 +46,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Strict<T> {
     }
 }
 
-/// `bytes` as one JSON `T` with no field `T` does not take.
+/// `bytes` as one JSON `T` with no field `T` does not take ([`shardline_wire::strict`]), or
+/// the refusal to answer.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Refusal> {
-    let mut unknown = Vec::new();
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_ignored::deserialize(&mut de, |path| unknown.push(path.to_string()))
-        .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| {
-            use serde_json::error::Category;
-            match e.classify() {
-                Category::Data if e.to_string().starts_with("unknown field") => {
-                    unknown_field(e.to_string())
-                }
-                Category::Data => Refusal::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "bad_json_data",
-                    format!("the body does not have the expected shape: {e}"),
-                ),
-                _ => Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_json",
-                    format!("the body is not JSON: {e}"),
-                ),
-            }
-        })?;
-    if !unknown.is_empty() {
-        return Err(unknown_field(format!(
-            "unknown field{} {}",
-            if unknown.len() == 1 { "" } else { "s" },
-            unknown
-                .iter()
-                .map(|p| format!("`{p}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    Ok(value)
-}
-
-fn unknown_field(what: String) -> Refusal {
-    Refusal::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "unknown_field",
-        format!("{what}: this endpoint takes no such field; check the spelling and the version"),
-    )
+    decode(bytes).map_err(|e| {
+        let (status, code) = match &e {
+            BodyError::Syntax(_) => (StatusCode::BAD_REQUEST, "bad_json"),
+            BodyError::Shape(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad_json_data"),
+            BodyError::UnknownFields(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_field"),
+        };
+        Refusal::new(status, code, e.to_string())
+    })
 }
 
 #[cfg(test)]

@@ -1,16 +1,27 @@
 //! Reading the per-CPU counters, summed over CPUs: per reason, per (service, backend) and per
-//! session.
+//! session, in batches ([`super::batch`]): a tick's or a scrape's read is a few syscalls per
+//! map, not one or two per entry.
 
-use std::collections::HashMap as StdHashMap;
+use std::{
+    collections::HashMap as StdHashMap,
+    os::fd::{AsFd, BorrowedFd},
+};
 
-use aya::maps::MapError;
+use aya::{
+    maps::{IterableMap, MapError},
+    sys::SyscallError,
+    Pod,
+};
 use shardline_common::{
-    consts::{MAX_BACKENDS, SERVICE_STATS_ROWS},
-    maps::{backend_stats_index, stats_row, Counter, SessionKey, SlotCounter},
+    consts::{MAX_BACKENDS, MAX_SESSION_SLOTS, SERVICE_STATS_ROWS},
+    maps::{backend_stats_index, stats_row, Counter, SessionKey, ShardSet, SlotCounter},
     verdict::{Reason, REASON_COUNT},
 };
 
-use super::{op, DataplaneMaps, MapsError};
+use super::{
+    batch::{self, Span},
+    op, DataplaneMaps, MapsError,
+};
 
 /// Forwarded packets and bytes to one backend, by the counters row of the service they
 /// belonged to ([`stats_row`]).
@@ -43,12 +54,34 @@ impl BackendCounters {
 }
 
 impl DataplaneMaps {
-    /// Packets per reason, summed over CPUs.
+    /// Packets per reason, summed over CPUs: one batched read.
     pub fn reason_counts(&self) -> Result<Vec<(Reason, u64)>, MapsError> {
-        (0..REASON_COUNT)
-            .map(|i| {
-                let per_cpu = self.reasons.get(&i, 0).map_err(op("read", "REASONS"))?;
-                Ok((Reason::ALL[i as usize], per_cpu.iter().sum()))
+        let mut counts = vec![None; REASON_COUNT as usize];
+        batch::read_per_cpu::<u32, u64>(
+            fd(&self.reasons),
+            possible_cpus()?,
+            Span::Indices {
+                first: 0,
+                len: REASON_COUNT,
+            },
+            |i, per_cpu| {
+                if let Some(c) = counts.get_mut(*i as usize) {
+                    *c = Some(per_cpu.iter().sum::<u64>());
+                }
+            },
+        )
+        .map_err(batch_err("read", "REASONS"))?;
+        counts
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let n = n.ok_or_else(|| {
+                    op("read", "REASONS")(MapError::OutOfBounds {
+                        index: i as u32,
+                        max_entries: REASON_COUNT,
+                    })
+                })?;
+                Ok((Reason::ALL[i], n))
             })
             .collect()
     }
@@ -58,13 +91,60 @@ impl DataplaneMaps {
         Ok(self.backend_counters(id)?.total())
     }
 
-    /// Forwarded packets and bytes of backend `id` per service row, summed over CPUs: one
-    /// lookup per row.
+    /// Forwarded packets and bytes of backend `id` per service row, summed over CPUs.
     pub fn backend_counters(&self, id: u32) -> Result<BackendCounters, MapsError> {
-        let rows = (0..SERVICE_STATS_ROWS)
-            .map(|row| self.backend_row(row, id))
-            .collect::<Result<_, MapsError>>()?;
-        Ok(BackendCounters { rows })
+        match self.backends_counters(&[id])?.pop() {
+            Some((_, counters)) => Ok(counters),
+            None => Err(op("read", "BACKEND_STATS")(MapError::OutOfBounds {
+                index: id,
+                max_entries: MAX_BACKENDS,
+            })),
+        }
+    }
+
+    /// [`Self::backend_counters`] of each backend of `ids` that can exist (below
+    /// [`MAX_BACKENDS`]; the others are left out), in the order of `ids`: one batched read per
+    /// service row (and per run of nearby ids), however many backends, where one lookup per
+    /// row and backend would take 64 syscalls a backend.
+    pub fn backends_counters(&self, ids: &[u32]) -> Result<Vec<(u32, BackendCounters)>, MapsError> {
+        let mut sorted: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|id| *id < MAX_BACKENDS)
+            .collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut rows: StdHashMap<u32, Vec<Counter>> = sorted
+            .iter()
+            .map(|id| (*id, vec![Counter::default(); SERVICE_STATS_ROWS as usize]))
+            .collect();
+        let cpus = possible_cpus()?;
+        for row in 0..SERVICE_STATS_ROWS {
+            let base = row * MAX_BACKENDS;
+            for (first, len) in runs(&sorted) {
+                batch::read_per_cpu::<u32, Counter>(
+                    fd(&self.backend_stats),
+                    cpus,
+                    Span::Indices {
+                        first: base + first,
+                        len,
+                    },
+                    |index, per_cpu| {
+                        if let Some(counters) = rows.get_mut(&(index - base)) {
+                            counters[row as usize] = sum(per_cpu.iter());
+                        }
+                    },
+                )
+                .map_err(batch_err("read", "BACKEND_STATS"))?;
+            }
+        }
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                let rows = rows.get(id)?.clone();
+                Some((*id, BackendCounters { rows }))
+            })
+            .collect())
     }
 
     /// Forwarded packets and bytes of backend `id` for the service ids `services` alone (the
@@ -96,12 +176,39 @@ impl DataplaneMaps {
     /// Forwarded packets and bytes of every session the LRU still holds or a counters slot
     /// holds, summed over CPUs (a placed session's packets count in its slot; the ones before
     /// or after it had a slot in the LRU).
+    ///
+    /// Batched (`BPF_MAP_LOOKUP_BATCH`): the LRU whole, then the slots in use as runs of
+    /// nearby indices, a few thousand entries per syscall, where a lookup each would take two
+    /// syscalls per session.
     pub fn session_counters(&self) -> Result<StdHashMap<SessionKey, Counter>, MapsError> {
+        let cpus = possible_cpus()?;
         let mut out = StdHashMap::new();
-        for entry in self.session_stats.iter() {
-            let (k, per_cpu) = entry.map_err(op("iterate", "SESSION_STATS"))?;
-            out.insert(k, sum(per_cpu.iter()));
-        }
+        batch::read_per_cpu::<SessionKey, Counter>(
+            fd(&self.session_stats),
+            cpus,
+            Span::All,
+            |k, per_cpu| {
+                out.insert(*k, sum(per_cpu.iter()));
+            },
+        )
+        .map_err(batch_err("iterate", "SESSION_STATS"))?;
+        // The slots to read, ascending, each with its owner when SESSIONS names it (the
+        // handle that assigns the slots knows which are in use, not whose they are: the slot's
+        // own owner field says).
+        let wanted: Vec<(u32, Option<SessionKey>)> = match &self.slots {
+            Some(slots) => slots.in_use().map(|slot| (slot, None)).collect(),
+            None => {
+                let mut named = Vec::new();
+                batch::read::<SessionKey, ShardSet>(fd(&self.sessions), Span::All, |k, set| {
+                    if set.stats_slot != 0 && set.stats_slot < MAX_SESSION_SLOTS {
+                        named.push((set.stats_slot, Some(*k)));
+                    }
+                })
+                .map_err(batch_err("iterate", "SESSIONS"))?;
+                named.sort_unstable_by_key(|(slot, _)| *slot);
+                named
+            }
+        };
         let mut count = |owner: SessionKey, per_cpu: &[SlotCounter]| {
             let counted = sum(per_cpu
                 .iter()
@@ -113,36 +220,75 @@ impl DataplaneMaps {
                 total.bytes += counted.bytes;
             }
         };
-        if let Some(slots) = &self.slots {
-            // This handle assigns the slots: read the ones in use, not all of SESSIONS.
-            for slot in slots.in_use() {
-                let per_cpu = self
-                    .slot_stats
-                    .get(&slot, 0)
-                    .map_err(op("read", "SESSION_SLOT_STATS"))?;
-                if let Some(owner) = per_cpu
-                    .iter()
-                    .map(|c| c.owner)
-                    .find(|o| *o != SlotCounter::FREE)
-                {
-                    count(owner, &per_cpu);
-                }
-            }
-            return Ok(out);
-        }
-        for entry in self.sessions.iter() {
-            let (k, set) = entry.map_err(op("iterate", "SESSIONS"))?;
-            if set.stats_slot == 0 {
-                continue;
-            }
-            let per_cpu = match self.slot_stats.get(&set.stats_slot, 0) {
-                Ok(v) => v,
-                Err(MapError::OutOfBounds { .. }) => continue,
-                Err(e) => return Err(op("read", "SESSION_SLOT_STATS")(e)),
-            };
-            count(k, &per_cpu);
+        let slots: Vec<u32> = wanted.iter().map(|(slot, _)| *slot).collect();
+        let mut next = 0;
+        for (first, len) in runs(&slots) {
+            batch::read_per_cpu::<u32, SlotCounter>(
+                fd(&self.slot_stats),
+                cpus,
+                Span::Indices { first, len },
+                |slot, per_cpu| {
+                    while let Some(&(s, known)) = wanted.get(next) {
+                        if s > *slot {
+                            break;
+                        }
+                        next += 1;
+                        if s < *slot {
+                            continue;
+                        }
+                        let owner = known.or_else(|| {
+                            per_cpu
+                                .iter()
+                                .map(|c| c.owner)
+                                .find(|o| *o != SlotCounter::FREE)
+                        });
+                        if let Some(owner) = owner {
+                            count(owner, per_cpu);
+                        }
+                    }
+                },
+            )
+            .map_err(batch_err("read", "SESSION_SLOT_STATS"))?;
         }
         Ok(out)
+    }
+}
+
+/// Indices closer than this share one batched read (the ones between are read and dropped):
+/// fewer syscalls for a little more copying.
+const RUN_GAP: u32 = 64;
+
+/// `sorted` (ascending, distinct) as runs `(first, len)` covering every index, nearby ones
+/// together.
+fn runs(sorted: &[u32]) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for &i in sorted {
+        match out.last_mut() {
+            Some((first, len)) if i - (*first + *len - 1) <= RUN_GAP => *len = i - *first + 1,
+            _ => out.push((i, 1)),
+        }
+    }
+    out
+}
+
+/// The descriptor of a map, for the batched reads.
+fn fd<K: Pod, V>(map: &impl IterableMap<K, V>) -> BorrowedFd<'_> {
+    map.map().fd().as_fd()
+}
+
+/// Possible CPUs: how many copies a per-CPU value has.
+fn possible_cpus() -> Result<usize, MapsError> {
+    aya::util::nr_cpus().map_err(|(call, io_error)| {
+        op("read", "possible CPUs")(MapError::SyscallError(SyscallError { call, io_error }))
+    })
+}
+
+fn batch_err(what: &'static str, map: &'static str) -> impl FnOnce(std::io::Error) -> MapsError {
+    move |io_error| {
+        op(what, map)(MapError::SyscallError(SyscallError {
+            call: "bpf_map_lookup_batch",
+            io_error,
+        }))
     }
 }
 

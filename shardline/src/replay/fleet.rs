@@ -2,19 +2,18 @@
 //! their shard sets, and the accounting of overloads, shard-seconds and moved keys.
 //!
 //! - A placed session's demand spreads evenly over its shard set: what the dataplane's
-//!   rendezvous hashing converges to over many keys. An unplaced session is routed by the
-//!   default table, whose slots are hashed per request key, so its demand spreads evenly over
-//!   every usable backend.
-//! - Shard-seconds: a placed session holds its shard set's size; an unplaced one the shards
-//!   its demand needs at full per-shard capacity (at least one), since it occupies that much of
-//!   the default table's backends.
+//!   rendezvous hashing converges to over many keys. An unplaced (header-mode) session is
+//!   routed by the default table by its session id alone, so all its demand lands on one
+//!   backend, its home ([`crate::state::ControlState::home`]).
+//! - Shard-seconds: a placed session holds its shard set's size; an unplaced one one shard,
+//!   its home.
 //! - A backend is overloaded in a tick when the demand it receives exceeds its capacity; the
 //!   excess is the overloaded demand.
 //! - Keys moved by a re-shard are counted with the dataplane's own [`pick_shard`] over
 //!   [`SAMPLE_KEYS`] sample keys, old set against new.
 
 use shardline_common::{
-    hash::{maglev_slot, mix64},
+    hash::mix64,
     maps::scheme,
     partition::{pick_shard, shard_set},
 };
@@ -25,13 +24,8 @@ pub const SAMPLE_KEYS: u64 = 4096;
 /// Who owns a session's keys.
 #[derive(Debug, Clone, Copy)]
 pub enum Owners<'a> {
-    /// Unplaced: the default table's slot for (session, key) among these usable backends.
-    Default {
-        /// The session number.
-        session: u64,
-        /// Usable backends, in id order.
-        usable: &'a [u32],
-    },
+    /// Unplaced: every key on the session's home (`None`: the table names no backend).
+    Home(Option<u32>),
     /// Placed on this shard set.
     Set(&'a [u32]),
 }
@@ -39,10 +33,7 @@ pub enum Owners<'a> {
 impl Owners<'_> {
     fn owner(&self, key: u64) -> Option<u32> {
         match self {
-            Owners::Default { usable: [], .. } => None,
-            Owners::Default { session, usable } => {
-                Some(usable[maglev_slot(*session, key) as usize % usable.len()])
-            }
+            Owners::Home(home) => *home,
             Owners::Set(set) => pick_shard(&shard_set(set, scheme::HASH, 0), key),
         }
     }
@@ -102,16 +93,10 @@ mod tests {
         assert!((0.2..0.3).contains(&grown), "{grown}");
         // Replacing every member moves every key.
         assert_eq!(moved_fraction(set(&[1]), set(&[2, 3])), 1.0);
-        // From the default table over four backends to two of them: about a quarter stay.
-        let usable = [1, 2, 3, 4];
-        let placed = moved_fraction(
-            Owners::Default {
-                session: 7,
-                usable: &usable,
-            },
-            set(&[1, 2]),
-        );
-        assert!((0.6..0.9).contains(&placed), "{placed}");
+        // From its home to a set that keeps it: about half stay; to one without it: none.
+        let widened = moved_fraction(Owners::Home(Some(1)), set(&[1, 2]));
+        assert!((0.4..0.6).contains(&widened), "{widened}");
+        assert_eq!(moved_fraction(Owners::Home(Some(3)), set(&[1, 2])), 1.0);
     }
 
     #[test]

@@ -433,9 +433,8 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
     }
     let mut state = fleet_state(setup.backends, setup.backend_capacity);
     let mut next_id = setup.backends + 1;
-    let mut usable: Vec<u32> = (1..=setup.backends).collect();
-    let mut capacities = vec![setup.backend_capacity; usable.len()];
-    let mut loads = vec![0.0; usable.len()];
+    let mut capacities = vec![setup.backend_capacity; setup.backends as usize];
+    let mut loads = vec![0.0; setup.backends as usize];
     let sessions = setup.demands.len();
     let refs: Vec<SessionRef> = (0..sessions)
         .map(|i| SessionRef {
@@ -444,6 +443,12 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
         })
         .collect();
     let mut rates: Vec<(SessionRef, f64)> = refs.iter().map(|r| (r.clone(), 0.0)).collect();
+    // Each session's home while unplaced, redone when backends arrive.
+    let homes_in = |state: &ControlState| -> Vec<Option<u32>> {
+        let tables = state.unplaced_tables();
+        refs.iter().map(|r| state.home(&tables, r)).collect()
+    };
+    let mut homes = homes_in(&state);
     let mut placed: Vec<Vec<u32>> = vec![Vec::new(); sessions];
     let mut pending: Vec<Command> = Vec::new();
     let mut arrivals: VecDeque<(usize, u32)> = VecDeque::new();
@@ -453,6 +458,41 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
     let secs = setup.tick.as_secs_f64();
     let trace = std::env::var_os("SHARDLINE_REPLAY_TRACE").is_some();
     let t0 = Instant::now();
+    // Static and the oracle are told the shard counts their rule gives.
+    let give = |core: &mut Core, state: &ControlState, t: usize, now: Instant| match kind {
+        Kind::Static if t == 0 => {
+            for (i, r) in refs.iter().enumerate() {
+                let peak = setup.demands[i].peak;
+                core.give(r, setup.shards_for(peak), state, now);
+            }
+        }
+        Kind::Oracle => {
+            for (i, r) in refs.iter().enumerate() {
+                // The series ends where the run does: nothing is known past it.
+                let ahead = (t + 1..=t + setup.lead_ticks)
+                    .filter(|&u| u < setup.ticks)
+                    .map(|u| setup.demand(i, u))
+                    .fold(setup.demand(i, t), f64::max);
+                core.give(r, setup.shards_for(ahead), state, now);
+            }
+        }
+        _ => {}
+    };
+    if matches!(kind, Kind::Static | Kind::Oracle) && setup.ticks > 0 {
+        // A fixed configuration, and perfect knowledge, are in force from the first tick: an
+        // unplaced session would put all its demand on its home before either could act.
+        for (i, rate) in rates.iter_mut().enumerate() {
+            rate.1 = setup.demand(i, 0);
+        }
+        give(&mut core, &state, 0, t0);
+        for p in core.tick(t0, 0, t0, &rates, &state).placements {
+            if let Command::Place { session, backends } = &p.command {
+                if state.apply(&p.command).is_ok() {
+                    placed[session.session as usize].clone_from(backends);
+                }
+            }
+        }
+    }
     for t in 0..setup.ticks {
         let now = t0 + setup.tick * t as u32;
         // What was decided last tick is in force now.
@@ -464,7 +504,7 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
             if state.apply(&command).is_err() || placed[i] == *backends {
                 continue;
             }
-            let before = owners(&placed[i], i, &usable);
+            let before = owners(&placed[i], homes[i]);
             tally.reshards += 1;
             tally.keys_moved += moved_fraction(before, Owners::Set(backends));
             placed[i].clone_from(backends);
@@ -473,33 +513,31 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
             let (_, count) = arrivals.pop_front().expect("just checked");
             for _ in 0..count {
                 add_backend(&mut state, next_id, setup.backend_capacity);
-                usable.push(next_id);
                 capacities.push(setup.backend_capacity);
                 loads.push(0.0);
                 next_id += 1;
             }
+            homes = homes_in(&state);
         }
         // Demand onto the backends.
         loads.fill(0.0);
-        let (mut unplaced, mut shards) = (0.0, 0usize);
+        let mut shards = 0usize;
         for (i, rate) in rates.iter_mut().enumerate() {
             let d = setup.demand(i, t);
             rate.1 = d;
             let set = &placed[i];
             if set.is_empty() {
-                // On the default table it occupies the capacity its demand needs.
-                shards += usize::from(setup.shards_for(d));
-                unplaced += d;
+                // Unplaced: all of it on its home.
+                shards += 1;
+                if let Some(home) = homes[i] {
+                    loads[home as usize - 1] += d;
+                }
             } else {
                 shards += set.len();
                 for id in set {
                     loads[*id as usize - 1] += d / set.len() as f64;
                 }
             }
-        }
-        let share = unplaced / usable.len() as f64;
-        for load in &mut loads {
-            *load += share;
         }
         let overloaded_before = tally.overload_seconds;
         tally.tick(secs, &loads, &capacities);
@@ -535,25 +573,7 @@ fn simulate(setup: &Setup<'_>, kind: Kind, timeline: bool) -> (Tally, Vec<f64>, 
                 ..AgentReport::default()
             });
         }
-        match kind {
-            Kind::Static if t == 0 => {
-                for (i, r) in refs.iter().enumerate() {
-                    let peak = setup.demands[i].peak;
-                    core.give(r, setup.shards_for(peak), &state, now);
-                }
-            }
-            Kind::Oracle => {
-                for (i, r) in refs.iter().enumerate() {
-                    // The series ends where the run does: nothing is known past it.
-                    let ahead = (t + 1..=t + setup.lead_ticks)
-                        .filter(|&u| u < setup.ticks)
-                        .map(|u| setup.demand(i, u))
-                        .fold(setup.demand(i, t), f64::max);
-                    core.give(r, setup.shards_for(ahead), &state, now);
-                }
-            }
-            _ => {}
-        }
+        give(&mut core, &state, t, now);
         let at_ms = (t as f64 * secs * 1000.0) as u64;
         let out = core.tick(now, at_ms, t0, &rates, &state);
         if trace {
@@ -577,12 +597,9 @@ fn queued(arrivals: &VecDeque<(usize, u32)>) -> u32 {
     arrivals.iter().map(|(_, n)| n).sum()
 }
 
-fn owners<'a>(set: &'a [u32], session: usize, usable: &'a [u32]) -> Owners<'a> {
+fn owners(set: &[u32], home: Option<u32>) -> Owners<'_> {
     if set.is_empty() {
-        Owners::Default {
-            session: session as u64,
-            usable,
-        }
+        Owners::Home(home)
     } else {
         Owners::Set(set)
     }

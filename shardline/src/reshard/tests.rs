@@ -247,3 +247,38 @@ fn a_shorter_handoff_window_closes_earlier_and_zero_keeps_no_record() {
     r.set_handoff_window(Duration::from_secs(10));
     assert_eq!(r.handoffs(at).count(), 0, "the earlier move kept its end");
 }
+
+#[test]
+fn a_header_session_s_first_placement_publishes_its_home_as_the_previous_owner() {
+    let mut maps = held(10);
+    maps.tables.services.insert(
+        shardline_common::maps::ServiceKey::default(),
+        shardline_common::maps::Service {
+            id: 1,
+            mode: shardline_common::maps::session_mode::HEADER,
+            ..Default::default()
+        },
+    );
+    let mut r = Resharder::adopt(&maps, WINDOW).expect("adopt");
+    let t0 = Instant::now();
+    let home = r.tables().maglev[shardline_common::hash::maglev_slot(7, 0) as usize];
+    let other = if home == 4 { 3 } else { 4 };
+    let swap = r
+        .place(&mut maps, key(7), &[home, other], scheme::HASH, t0)
+        .expect("place");
+    assert_eq!(swap.placed, [key(7)], "still counted as newly placed");
+    assert_eq!(swap.handoffs.len(), 1, "{swap:?}");
+    let h = &swap.handoffs[0];
+    assert_eq!((h.previous.count, h.previous.backends[0]), (1, home));
+    assert_eq!(h.current.backends[..2], [home, other]);
+    assert_eq!(r.handoffs(t0 + WINDOW / 2).count(), 1);
+    // A flow-mode session's keys were spread, not on one home: nothing to publish.
+    maps.tables.services.values_mut().for_each(|s| {
+        s.mode = shardline_common::maps::session_mode::FLOW;
+    });
+    let mut r = Resharder::adopt(&maps, WINDOW).expect("adopt");
+    let swap = r
+        .place(&mut maps, key(8), &[1, 2], scheme::HASH, t0)
+        .expect("place");
+    assert_eq!((swap.placed.len(), swap.handoffs.len()), (1, 0));
+}

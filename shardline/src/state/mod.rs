@@ -25,8 +25,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use imbl::ordmap::DiffItem;
 use serde::{Deserialize, Serialize};
 use shardline_common::{
-    consts::MAX_BACKENDS,
-    maps::{backend_flags, scheme, SessionKey, ShardSet},
+    consts::{MAX_BACKENDS, NO_BACKEND},
+    maps::{backend_flags, scheme, session_mode, SessionKey, ShardSet},
+    route::unplaced_backend,
 };
 
 pub use command::{Command, Response, StateError};
@@ -38,6 +39,8 @@ use crate::{
     config::{BackendConfig, Config, Encap, IcmpConfig, ServiceConfig},
     snapshot::Snapshot,
 };
+
+pub use shardline_wire::bodies::SessionMeta;
 
 /// Bytes of critical state one session may keep (keys plus values).
 pub const SESSION_STATE_LIMIT: usize = 4096;
@@ -102,16 +105,6 @@ pub struct PoolMemberState {
     pub probe_failing: bool,
     /// Draining everywhere.
     pub draining: bool,
-}
-
-/// What the application and the profiler said about a session.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SessionMeta {
-    /// Class giving a new session its prior, e.g. `interactive`, `bulk`, `stream`.
-    pub class: Option<String>,
-    /// Free-form labels.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
 }
 
 /// A session's placement and metadata.
@@ -236,6 +229,18 @@ impl ControlState {
     /// marked [`backend_flags::DOWN`], so flows and QUIC connection ids naming them are
     /// re-decided. Drained backends leave shard sets as unhealthy ones do.
     pub fn tables(&self) -> Snapshot {
+        let mut snap = self.unplaced_tables();
+        for (session, entry) in &self.sessions {
+            if let Some((key, set)) = self.placement(session, entry) {
+                snap.sessions.insert(key, set);
+            }
+        }
+        snap
+    }
+
+    /// [`Self::tables`] without the placements: the services, backends, default table and
+    /// pools' rings, which route every unplaced session.
+    pub fn unplaced_tables(&self) -> Snapshot {
         let mut services = self.services.clone();
         // A member failing the service's probe keeps its slot count (the ring keeps its size)
         // at weight 0, and leaves the membership below (its flows there are re-decided).
@@ -281,12 +286,20 @@ impl ControlState {
                 pool.retain(|id| !failing(&s.name, *id));
             }
         }
-        for (session, entry) in &self.sessions {
-            if let Some((key, set)) = self.placement(session, entry) {
-                snap.sessions.insert(key, set);
-            }
-        }
         snap
+    }
+
+    /// The backend an unplaced header-mode session's requests all go to, its *home*, under
+    /// `tables` (from [`Self::unplaced_tables`]); `None` for other modes, whose unplaced
+    /// sessions spread by request key, or when the table names no backend.
+    pub fn home(&self, tables: &Snapshot, session: &SessionRef) -> Option<u32> {
+        let id = self.service_id(&session.service)?;
+        let service = tables.services.values().find(|s| s.id == id)?;
+        if service.mode != session_mode::HEADER {
+            return None;
+        }
+        let home = unplaced_backend(tables, service, session.session, 0);
+        (home != NO_BACKEND).then_some(home)
     }
 
     /// A session's key in the tables, if its service exists.
@@ -299,6 +312,12 @@ impl ControlState {
     }
 
     /// A session's key and shard set in the tables, or `None` if the default table routes it.
+    /// `session`'s shard set in the tables, as [`Self::tables`] would hold it (none: unplaced).
+    pub fn placed_set(&self, session: &SessionRef) -> Option<ShardSet> {
+        let entry = self.sessions.get(session)?;
+        self.placement(session, entry).map(|(_, set)| set)
+    }
+
     fn placement(
         &self,
         session: &SessionRef,
