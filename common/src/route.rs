@@ -49,6 +49,13 @@ pub trait Tables {
     /// The longest packet of the family not answered as too big to encapsulate
     /// ([`crate::maps::Globals::too_big_limit`]).
     fn too_big_limit(&self, v6: bool) -> u32;
+    /// The key an unplaced session's request is hashed by ([`unplaced_key`]). Only the
+    /// kernel's bench programs override it (with the key itself, see `dataplane-ebpf`'s
+    /// `MapTables`).
+    #[inline(always)]
+    fn unplaced_key(&self, mode: u8, key: u64) -> u64 {
+        unplaced_key(mode, key)
+    }
 }
 
 /// The outcome of routing one packet.
@@ -282,7 +289,7 @@ pub const fn unplaced_key(mode: u8, key: u64) -> u64 {
 /// request `key` of unplaced session `session` ([`NO_BACKEND`] if the slot is empty).
 #[inline(always)]
 pub fn unplaced_backend<T: Tables>(t: &T, service: &Service, session: u64, key: u64) -> u32 {
-    let hash = ring_hash(session, unplaced_key(service.mode, key));
+    let hash = ring_hash(session, t.unplaced_key(service.mode, key));
     if service.has_pool() {
         t.pool_ring(service, hash)
     } else {

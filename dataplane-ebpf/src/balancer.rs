@@ -22,19 +22,26 @@ use crate::{
 /// Routes one frame and returns its XDP action.
 #[inline(always)]
 pub fn run(ctx: &XdpContext) -> u32 {
-    run_with::<false>(ctx)
+    run_with::<false, false>(ctx)
 }
 
-/// [`run`] with the ring layout chosen: `RINGS_AOM` is the bench-only array-of-maps one.
+/// [`run`] as the bench programs run it (see `MapTables`'s `BENCH`).
 #[inline(always)]
-pub fn run_with<const RINGS_AOM: bool>(ctx: &XdpContext) -> u32 {
+pub fn run_bench(ctx: &XdpContext) -> u32 {
+    run_with::<false, true>(ctx)
+}
+
+/// [`run`] with the ring layout chosen (`RINGS_AOM` is the bench-only array-of-maps one) and
+/// `BENCH` set for the bench programs.
+#[inline(always)]
+pub fn run_with<const RINGS_AOM: bool, const BENCH: bool>(ctx: &XdpContext) -> u32 {
     let Some(globals) = GLOBALS.get(0) else {
         // Unreachable for an array of one entry; pass rather than disturb traffic.
         log_no_globals(ctx);
         return xdp_action::XDP_PASS;
     };
     let frame_len = XdpPacket(ctx).len() as u64;
-    let tables = MapTables::<RINGS_AOM>::new(globals);
+    let tables = MapTables::<RINGS_AOM, BENCH>::new(globals);
     let d = route(ctx, &tables);
     let mut reason = d.reason;
     if reason.forwards() {
@@ -58,7 +65,10 @@ pub fn run_with<const RINGS_AOM: bool>(ctx: &XdpContext) -> u32 {
 /// bench-dataplane`), and the inlined program's frame is 416 bytes, under the verifier's 512
 /// (checked with the stack probe in the README's benchmark section).
 #[inline(always)]
-fn route<const RINGS_AOM: bool>(ctx: &XdpContext, tables: &MapTables<RINGS_AOM>) -> Decision {
+fn route<const RINGS_AOM: bool, const BENCH: bool>(
+    ctx: &XdpContext,
+    tables: &MapTables<RINGS_AOM, BENCH>,
+) -> Decision {
     decide(&XdpPacket(ctx), tables)
 }
 

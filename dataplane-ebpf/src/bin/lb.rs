@@ -62,7 +62,7 @@ mod program {
     /// undone afterwards, so every `BPF_PROG_TEST_RUN` repeat routes the same input frame.
     #[xdp]
     pub fn shardline_bench(ctx: XdpContext) -> u32 {
-        crate::restore::restoring(&ctx, crate::balancer::run)
+        crate::restore::restoring(&ctx, crate::balancer::run_bench)
     }
 
     /// Bench only, like `shardline_bench` with the pools' rings read from `BENCH_RINGS` (an
@@ -70,14 +70,14 @@ mod program {
     /// comparison in `docs/pools.md`.
     #[xdp]
     pub fn shardline_bench_rings_aom(ctx: XdpContext) -> u32 {
-        crate::restore::restoring(&ctx, crate::balancer::run_with::<true>)
+        crate::restore::restoring(&ctx, crate::balancer::run_with::<true, true>)
     }
 
     /// Bench only, like `shardline_bench`, and then the frame's source address moves on by one:
     /// every repeat is a new flow (flow-table miss and insert) of a new client.
     #[xdp]
     pub fn shardline_bench_new_flow(ctx: XdpContext) -> u32 {
-        let action = crate::restore::restoring(&ctx, crate::balancer::run);
+        let action = crate::restore::restoring(&ctx, crate::balancer::run_bench);
         next_source_v4(&ctx);
         action
     }
@@ -87,7 +87,7 @@ mod program {
     /// warmed by one pass, every repeat is a flow-table hit on a different one of a million flows.
     #[xdp]
     pub fn shardline_bench_rotate_source(ctx: XdpContext) -> u32 {
-        let action = crate::restore::restoring(&ctx, crate::balancer::run);
+        let action = crate::restore::restoring(&ctx, crate::balancer::run_bench);
         if let Some(src) = XdpPacket(&ctx).span(ETH_HLEN + 12, 4) {
             // SAFETY: inside the 4 bytes checked just above.
             unsafe {
@@ -103,7 +103,7 @@ mod program {
     /// (`bench_rotate`): every repeat looks up a different one of a million placed sessions.
     #[xdp]
     pub fn shardline_bench_rotate_session(ctx: XdpContext) -> u32 {
-        let action = crate::restore::restoring(&ctx, crate::balancer::run);
+        let action = crate::restore::restoring(&ctx, crate::balancer::run_bench);
         // The session id is bytes 4..12 of the header, big-endian; its low word is 8..12.
         let at = ETH_HLEN + IPV4_HLEN + UDP_HLEN + 8;
         if let Some(low) = XdpPacket(&ctx).span(at, 4) {
