@@ -160,15 +160,20 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
             Reason::NotService
         });
     };
-    let ip_len = (l3.end - l3.off) as u32;
     // A client packet that will not fit the egress link once encapsulated is answered, before
     // any lookup and without starting a flow (Katran checks at the same point). On the hot
-    // path this is one compare of the length against the MTU.
-    if !icmp_error && ip_len > t.too_big_limit(l3.v6) && service.forward == forward_mode::ENCAP {
+    // path this is one compare of the length against the MTU. The length is computed here and
+    // again below rather than kept across the lookups: a value live across them changes the
+    // kernel's register allocation enough to blow the bench programs' verification past the
+    // verifier's million instructions (their limit is `u32::MAX`, so this folds away there).
+    if !icmp_error
+        && (l3.end - l3.off) as u32 > t.too_big_limit(l3.v6)
+        && service.forward == forward_mode::ENCAP
+    {
         let mut d = Decision::not_routed(Reason::IcmpTooBig);
         d.service = service.unplaced();
         d.l3_off = l3.off as u32;
-        d.ip_len = ip_len;
+        d.ip_len = (l3.end - l3.off) as u32;
         d.v6 = l3.v6;
         return d;
     }
@@ -194,7 +199,7 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
     d.session = session;
     d.key = key;
     d.l3_off = l3.off as u32;
-    d.ip_len = ip_len;
+    d.ip_len = (l3.end - l3.off) as u32;
     d.v6 = l3.v6;
 
     // An established flow keeps its backend across table changes while that backend exists.
