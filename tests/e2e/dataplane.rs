@@ -7,6 +7,7 @@
 mod icmp;
 mod malformed;
 mod mtu;
+mod programs;
 
 use std::collections::BTreeMap;
 

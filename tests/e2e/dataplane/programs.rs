@@ -1,0 +1,110 @@
+//! Every program in both embedded eBPF objects passes the verifier, the bench-only ones
+//! included: they share the balancer's body, so a change that fits the `shardline` program can
+//! still push them past the verifier's stack or instruction limits, and nothing else in the
+//! e2e tests loads them (`cargo xtask bench` does, too late).
+
+use std::path::PathBuf;
+
+use aya::{
+    programs::{ProgramError, Xdp},
+    EbpfLoader, VerifierLogLevel,
+};
+use shardline::{
+    loader::{teardown, LB_PROGRAM},
+    objects::{AUX_OBJECT, LB_OBJECT},
+};
+use shardline_bench::suite::million::{ROTATE_SESSION, ROTATE_SOURCE};
+
+use crate::support::require_root;
+
+/// Verifier log lines kept in a failure message: with statistics only, the verdict and the
+/// stack and instruction figures are the last few.
+const LOG_TAIL_LINES: usize = 12;
+
+/// Removes the pin directory the load-balancer object's maps were created in, even on panic.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = teardown(&self.0, None);
+    }
+}
+
+/// Loads every program of `object` (maps pinned under `pin_dir` when given) and returns the
+/// names loaded and, for each that failed, the program's name with the verifier's verdict.
+fn load_all(object: &[u8], pin_dir: Option<&PinDir>) -> (Vec<String>, Vec<String>) {
+    let mut loader = EbpfLoader::new();
+    loader.verifier_log_level(VerifierLogLevel::STATS);
+    if let Some(dir) = pin_dir {
+        std::fs::create_dir_all(&dir.0).expect("create the pin directory");
+        loader.default_map_pin_directory(&dir.0);
+    }
+    let mut ebpf = loader
+        .load(object)
+        .unwrap_or_else(|e| panic!("loading the object (maps, relocations): {e}"));
+    let mut loaded = Vec::new();
+    let mut failed = Vec::new();
+    for (name, program) in ebpf.programs_mut() {
+        let result = <&mut Xdp>::try_from(program).and_then(|xdp| xdp.load());
+        match result {
+            Ok(()) => loaded.push(name.to_owned()),
+            Err(e) => failed.push(format!("{name}: {}", verdict(&e))),
+        }
+    }
+    (loaded, failed)
+}
+
+/// What the kernel said about a program it refused: the syscall error and the verifier log's
+/// last lines.
+fn verdict(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n    ");
+            format!("{io_error}; verifier:\n    {tail}")
+        }
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn every_program_of_both_objects_loads() {
+    require_root();
+    let pins = PinDir(PathBuf::from(format!(
+        "/sys/fs/bpf/shardline-test-programs-{}",
+        std::process::id()
+    )));
+    let _ = teardown(&pins.0, None);
+    let (mut loaded, mut failed) = load_all(LB_OBJECT, Some(&pins));
+    let (aux_loaded, aux_failed) = load_all(AUX_OBJECT, None);
+    loaded.extend(aux_loaded);
+    failed.extend(aux_failed);
+    assert!(
+        failed.is_empty(),
+        "{} program(s) rejected (loaded: {loaded:?}):\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    // The objects really hold the programs the daemon, the lab and the bench look up by name.
+    for name in [
+        LB_PROGRAM,
+        "shardline_bench",
+        "shardline_bench_new_flow",
+        "shardline_bench_rings_aom",
+        ROTATE_SOURCE,
+        ROTATE_SESSION,
+        "shardline_decap",
+        "shardline_pass",
+        "shardline_tx_baseline",
+        "shardline_tx_baseline_restoring",
+    ] {
+        assert!(
+            loaded.iter().any(|l| l == name),
+            "program {name} is not in the objects (loaded: {loaded:?})"
+        );
+    }
+}
