@@ -11,6 +11,7 @@
 //! - [`quic`]: QUIC-LB connection-id routing, fixtures and a quinn connection through the lab.
 //! - [`trace`]: `shardline trace` on captures.
 //! - [`netns`]: real traffic through the attached program in network namespaces.
+//! - [`path_mtu`]: a full-size datagram over a full-size link learns the usable MTU.
 //! - [`reshard`]: live re-shards under traffic, zero misrouted.
 //! - [`package`]: the Debian package, unpacked with `dpkg -x`; its binary runs.
 //! - [`pools`]: per-service pools and rings in the kernel; one pool's change moves no other.
@@ -34,6 +35,7 @@ mod lab_run;
 mod maps_full;
 mod netns;
 mod package;
+mod path_mtu;
 mod pools;
 mod predict;
 mod quic;

@@ -15,7 +15,8 @@ use shardline_lab::{
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-fn start_lab(sessions: u32) -> Lab {
+/// A lab of four backends and `sessions` client sessions, tagged for this test.
+pub(crate) fn start_lab(sessions: u32) -> Lab {
     crate::support::require_root();
     let opts = LabOptions {
         tag: format!(
