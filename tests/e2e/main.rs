@@ -36,6 +36,7 @@ mod netns;
 mod package;
 mod pools;
 mod predict;
+mod probes;
 mod quic;
 mod replay;
 mod reshard;
