@@ -13,8 +13,8 @@ pub use self::{
     api::ApiConfig,
     services::{
         default_ring_size, parse_mac, session_number, BackendConfig, ConfigTables, Encap,
-        ForwardMode, IcmpConfig, PoolMember, Protocol, ServiceConfig, ServiceProbe, SessionConfig,
-        SessionId, SessionMode, SessionRef,
+        ForwardMode, IcmpConfig, PoolMember, ProbePath, Protocol, ServiceConfig, ServiceProbe,
+        SessionConfig, SessionId, SessionMode, SessionRef,
     },
 };
 
@@ -405,6 +405,35 @@ mod tests {
         let bad = GOOD.replace("mode = \"header\"", "mode = \"header\"\nprobe = \"icmp\"");
         let e = Config::parse(&bad, "test.toml").unwrap_err().to_string();
         assert!(e.contains("icmp") && e.contains("tcp"), "{e}");
+    }
+
+    #[test]
+    fn a_probe_travels_the_data_path_where_it_can_and_says_why_not_when_asked_to() {
+        let udp = GOOD.replace("mode = \"header\"", "mode = \"header\"\nprobe = \"udp\"");
+        let c = Config::parse(&udp, "test.toml").unwrap();
+        assert_eq!(c.services[0].probe_path, ProbePath::Auto);
+        assert!(c.services[0].probes_on_data_path(), "encap, IPv4, udp");
+        let direct = udp.replace(
+            "probe = \"udp\"",
+            "probe = \"udp\"\nprobe_path = \"direct\"",
+        );
+        let c = Config::parse(&direct, "test.toml").unwrap();
+        assert!(!c.services[0].probes_on_data_path());
+        let http = udp.replace("probe = \"udp\"", "probe = \"http\"");
+        let c = Config::parse(&http, "test.toml").unwrap();
+        assert!(!c.services[0].probes_on_data_path(), "http goes direct");
+        let forced = http.replace(
+            "probe = \"http\"",
+            "probe = \"http\"\nprobe_path = \"datapath\"",
+        );
+        let e = Config::parse(&forced, "test.toml").unwrap_err().to_string();
+        assert!(e.contains("probe_path") && e.contains("http GET"), "{e}");
+        let alone = GOOD.replace(
+            "mode = \"header\"",
+            "mode = \"header\"\nprobe_path = \"direct\"",
+        );
+        let e = Config::parse(&alone, "test.toml").unwrap_err().to_string();
+        assert!(e.contains("no probe"), "{e}");
     }
 
     #[test]

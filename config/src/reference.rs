@@ -89,7 +89,8 @@ pub const KEYS: &[Key] = &[
     key("services[].cid_generation", Derived("0 in `quic` mode"), Text("`quic` mode only"), "QUIC-LB config generation; bump it when changing `server_id_len`."),
     key("services[].backends", Unset, Text("backend ids or `{ id, weight }` tables"), "The service's pool: only these backends serve it, through a Maglev ring of its own (weight default: the backend's own). Unset: every backend, through the default table."),
     key("services[].ring_size", Derived("the smallest of 251, 509, 1021, … 65537 with 100 slots per pool member"), Text("a prime up to 65537, with `backends`"), "Slots of the pool's ring; memory is 16 bytes per slot (two halves of 8-byte array entries)."),
-    key("services[].probe", Derived("not probed"), Text("`tcp`, `udp` or `http`"), "Health probe of the service on each backend (its address, the service port), besides the agent's `/health`: a TCP connect, a UDP request answered, or `GET /` below 500."),
+    key("services[].probe", Derived("not probed"), Text("`tcp`, `udp` or `http`"), "Health probe of the service on each backend, besides the agent's `/health`: a TCP handshake, a UDP request answered, or `GET /` below 500."),
+    key("services[].probe_path", Derived("auto"), Text("`auto`, `datapath` or `direct`"), "Which way the probe travels: `datapath` encapsulates it to the backend with the VIP as inner destination (IPIP, as the balancer forwards; tcp and udp probes of encapsulating IPv4 services; needs CAP_NET_RAW), `direct` sends it to the backend's address and the service port; `auto` takes the data path where it can."),
     key("backends[].id", Required, Text("0 to 4095, unique"), "Unique backend id."),
     key("backends[].ipv4", Unset, Text("an IPv4 address"), "IPIP destination."),
     key("backends[].ipv6", Code, Text("an IPv6 address"), "IP6IP6 destination."),
@@ -163,6 +164,8 @@ protocol = "udp"
 mode = "header"
 backends = [1]
 ring_size = 251
+probe = "udp"
+probe_path = "datapath"
 [[backends]]
 id = 1
 ipv4 = "10.0.0.11"

@@ -167,9 +167,60 @@ pub struct ServiceConfig {
     /// `/health` (default: not probed).
     #[serde(default)]
     pub probe: Option<ServiceProbe>,
+    /// Which way the probe travels (default `auto`: the data path where it can).
+    #[serde(default, skip_serializing_if = "ProbePath::is_auto")]
+    pub probe_path: ProbePath,
 }
 
-/// A service probe: sent straight to the backend's address and the service's port.
+impl ServiceConfig {
+    /// Whether the probe travels the data path: encapsulated to the backend with the VIP as
+    /// inner destination, as the balancer forwards the service's packets (`probe_path`
+    /// `datapath`, or `auto` where that is possible: an encapsulating service on an IPv4 VIP
+    /// probed by TCP or UDP).
+    pub fn probes_on_data_path(&self) -> bool {
+        match self.probe_path {
+            ProbePath::Datapath => true,
+            ProbePath::Direct => false,
+            ProbePath::Auto => self.data_path_probe_refusal().is_none(),
+        }
+    }
+
+    /// Why this service's probe cannot travel the data path, if it cannot.
+    pub fn data_path_probe_refusal(&self) -> Option<&'static str> {
+        if self.forward != ForwardMode::Encap {
+            Some("only encapsulating services (forward = \"encap\") are probed on the data path")
+        } else if !self.vip.is_ipv4() {
+            Some("data-path probes are IPIP: the VIP must be IPv4")
+        } else if !matches!(self.probe, Some(ServiceProbe::Tcp | ServiceProbe::Udp)) {
+            Some("data-path probes are tcp or udp (an http GET needs a whole TCP connection)")
+        } else {
+            None
+        }
+    }
+}
+
+/// Which way a service probe travels.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbePath {
+    /// The data path where the service allows it, else direct.
+    #[default]
+    Auto,
+    /// Encapsulated to the backend with the VIP as the inner destination, as Katran's
+    /// healthcheck forwarding does: it proves the backend decapsulates and serves the VIP.
+    Datapath,
+    /// Straight to the backend's own address and the service port.
+    Direct,
+}
+
+impl ProbePath {
+    /// The default, left out when the configuration is written back.
+    pub fn is_auto(&self) -> bool {
+        *self == Self::Auto
+    }
+}
+
+/// A service probe: what the health checker sends to each backend for a service.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceProbe {
@@ -408,6 +459,17 @@ pub fn validate(
                 format!("services[{i}]"),
                 "another service has the same vip, port and protocol",
             ));
+        }
+        if s.probe_path != ProbePath::Auto && s.probe.is_none() {
+            return Err(invalid(
+                format!("services[{i}].probe_path"),
+                "set with no probe (services[].probe) to route",
+            ));
+        }
+        if s.probe_path == ProbePath::Datapath {
+            if let Some(why) = s.data_path_probe_refusal() {
+                return Err(invalid(format!("services[{i}].probe_path"), why));
+            }
         }
         if s.forward == ForwardMode::Encap {
             let needs = match s.vip {

@@ -85,6 +85,7 @@ pub fn lab_config(backends: u32, sessions: &[Session], pin_dir: &Path) -> Config
             backends: Some(pool(name, backends)),
             ring_size: None,
             probe: None,
+            probe_path: Default::default(),
         })
         .collect();
     let backend = |id| BackendConfig {

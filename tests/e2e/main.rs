@@ -38,6 +38,7 @@ mod package;
 mod path_mtu;
 mod pools;
 mod predict;
+mod probes;
 mod quic;
 mod replay;
 mod reshard;

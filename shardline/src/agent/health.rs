@@ -21,11 +21,12 @@
 //! leader's alone.
 
 pub mod board;
+pub mod datapath;
 pub mod service;
 pub mod threshold;
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, SocketAddr, SocketAddrV4},
     sync::Arc,
     time::Duration,
 };
@@ -34,11 +35,12 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 pub use board::HealthBoard;
+pub use service::Target;
 pub use threshold::{ProbeState, Thresholds, Transition};
 
 use super::server::AgentsHub;
 use crate::{
-    config::{ServiceConfig, ServiceProbe},
+    config::ServiceConfig,
     http,
     state::{BackendEntry, ClusterStatus, Command, Control},
     telemetry::{Telemetry, TransitionLabels},
@@ -109,11 +111,11 @@ pub async fn run(shared: Shared, settings: Settings) {
             let plan = plan(&state.services, id, backend);
             let agent = backend.config.agent.clone().or_else(|| hub.agent_of(id));
             // Pooled services' verdicts are the leader's alone (not voted on yet).
-            for (service, kind, addr) in plan.pooled.into_iter().filter(|_| leader) {
+            for (service, target) in plan.pooled.into_iter().filter(|_| leader) {
                 let committed = !backend.failing.contains(&service);
                 let client = client.clone();
                 probes.spawn(async move {
-                    let outcome = service::probe(&client, kind, addr, period).await;
+                    let outcome = target.probe(&client, period).await;
                     Verdict::Service {
                         service,
                         id,
@@ -142,11 +144,11 @@ pub async fn run(shared: Shared, settings: Settings) {
                     }
                     None => Ok(()),
                 };
-                for (kind, addr) in shared {
+                for target in shared {
                     if outcome.is_err() {
                         break;
                     }
-                    outcome = service::probe(&client, kind, addr, period).await;
+                    outcome = target.probe(&client, period).await;
                 }
                 Verdict::Backend {
                     id,
@@ -253,10 +255,10 @@ enum Verdict {
 struct Plan {
     /// Probes of services without a pool: every backend serves them through the shared
     /// default table, so failing one takes the backend down everywhere.
-    shared: Vec<(ServiceProbe, SocketAddr)>,
+    shared: Vec<Target>,
     /// Probes of the pooled services whose pool holds it: failing one takes it out of that
     /// pool only. Services whose pool does not hold it are not probed on it at all.
-    pooled: Vec<(String, ServiceProbe, SocketAddr)>,
+    pooled: Vec<(String, Target)>,
 }
 
 /// Which service probes backend `id` gets (none without an IPv4 address).
@@ -267,10 +269,18 @@ fn plan(services: &[ServiceConfig], id: u32, backend: &BackendEntry) -> Plan {
     };
     for s in services {
         let Some(kind) = s.probe else { continue };
-        let addr = SocketAddr::new(IpAddr::V4(ip), s.port);
+        let via_vip = match s.vip {
+            IpAddr::V4(vip) if s.probes_on_data_path() => Some(SocketAddrV4::new(vip, s.port)),
+            _ => None,
+        };
+        let target = Target {
+            kind,
+            addr: SocketAddr::new(IpAddr::V4(ip), s.port),
+            via_vip,
+        };
         match &s.backends {
-            None => plan.shared.push((kind, addr)),
-            Some(_) if s.served_by(id) => plan.pooled.push((s.name.clone(), kind, addr)),
+            None => plan.shared.push(target),
+            Some(_) if s.served_by(id) => plan.pooled.push((s.name.clone(), target)),
             Some(_) => {}
         }
     }
@@ -346,6 +356,7 @@ mod tests {
     use prometheus_client::{encoding::text::encode, registry::Registry};
 
     use super::*;
+    use crate::config::ServiceProbe;
 
     #[test]
     fn a_dead_backend_is_down_within_one_interval_and_transitions_are_counted() {
@@ -587,6 +598,7 @@ mod tests {
             protocol = "tcp"
             mode = "flow"
             probe = "tcp"
+            probe_path = "direct"
 
             [[backends]]
             id = 1
@@ -601,19 +613,25 @@ mod tests {
         let config = crate::config::Config::parse(text, "test").expect("valid");
         let state = crate::state::ControlState::from_config(&config);
         let addr = |ip: &str, port| SocketAddr::new(ip.parse().unwrap(), port);
+        let direct = |kind, ip, port| Target {
+            kind,
+            addr: addr(ip, port),
+            via_vip: None,
+        };
         let one = plan(&state.services, 1, &state.backends[&1]);
         assert_eq!(
             one.shared,
-            vec![(ServiceProbe::Tcp, addr("10.1.0.1", 8080))]
+            vec![direct(ServiceProbe::Tcp, "10.1.0.1", 8080)]
         );
-        assert_eq!(
-            one.pooled,
-            vec![("kv".to_owned(), ServiceProbe::Udp, addr("10.1.0.1", 7000))]
-        );
+        let on_data_path = Target {
+            via_vip: Some("10.0.0.1:7000".parse().unwrap()),
+            ..direct(ServiceProbe::Udp, "10.1.0.1", 7000)
+        };
+        assert_eq!(one.pooled, vec![("kv".to_owned(), on_data_path)]);
         let two = plan(&state.services, 2, &state.backends[&2]);
         assert_eq!(
             two.shared,
-            vec![(ServiceProbe::Tcp, addr("10.1.0.2", 8080))]
+            vec![direct(ServiceProbe::Tcp, "10.1.0.2", 8080)]
         );
         assert!(
             two.pooled.is_empty(),

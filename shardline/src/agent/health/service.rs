@@ -1,9 +1,13 @@
 //! Service probes (`services[].probe`): a TCP connect, a UDP request that gets an answer, or
-//! `GET /` below 500, sent straight to the backend's address and the service's port. They
-//! prove the service answers on the backend host; unlike Katran's healthcheck forwarding they
-//! do not travel the data path (encapsulated with the VIP as inner destination).
+//! `GET /` below 500. A [`Target`] says where one goes: on the data path (encapsulated with
+//! the VIP as inner destination, [`super::datapath`]) where the service allows it, else
+//! straight to the backend's address and the service's port, which proves the service answers
+//! on the backend host but not that the backend serves the VIP.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{SocketAddr, SocketAddrV4},
+    time::Duration,
+};
 
 use tokio::{net, time::timeout};
 
@@ -12,7 +16,30 @@ use crate::{config::ServiceProbe, http};
 /// What a UDP probe sends; any answer passes.
 pub const UDP_PAYLOAD: &[u8] = b"shardline-probe\n";
 
-/// Probes `addr` as `kind` says, within `limit`; the error says what failed.
+/// One service probe of one backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// TCP, UDP or HTTP.
+    pub kind: ServiceProbe,
+    /// The backend's address and the service port.
+    pub addr: SocketAddr,
+    /// The VIP and port when the probe travels the data path (to `addr`'s IP).
+    pub via_vip: Option<SocketAddrV4>,
+}
+
+impl Target {
+    /// Probes the target within `limit`; the error says what failed.
+    pub async fn probe(&self, client: &http::Client, limit: Duration) -> Result<(), String> {
+        match (self.via_vip, self.addr) {
+            (Some(vip), SocketAddr::V4(backend)) => {
+                super::datapath::probe(self.kind, *backend.ip(), vip, limit).await
+            }
+            _ => probe(client, self.kind, self.addr, limit).await,
+        }
+    }
+}
+
+/// Probes `addr` directly as `kind` says, within `limit`; the error says what failed.
 pub async fn probe(
     client: &http::Client,
     kind: ServiceProbe,
