@@ -176,7 +176,8 @@ impl DataplaneMaps {
     /// Writes `delta` in its order, which never routes to a missing entry: new backends first,
     /// then the default table (built in the idle half, flipped with one globals write), then
     /// session placements, then services (which turn routing on), and only then the removals.
-    /// Each element update is atomic.
+    /// Each element update is atomic, and each `SERVICES` / `SESSIONS` write is followed by a
+    /// bump of the fronts' epoch ([`FrontEpoch`]) before the next.
     ///
     /// A full SESSIONS map refuses the placements that do not fit: those sessions keep routing
     /// as before (returned in [`WriteOutcome`]), everything else is still written, and the room
