@@ -37,6 +37,11 @@ pub const MAX_SESSION_STATS: u32 = 262_144;
 /// slot 0 is never assigned (it means "none"), so this many less one sessions count by slot and
 /// the rest in the LRU counters.
 pub const MAX_SESSION_SLOTS: u32 = 65_536;
+/// Entries of the kernel's per-CPU services front (`crate::front`): a power of two.
+pub const SERVICE_FRONT_ENTRIES: u32 = 256;
+/// Entries of the kernel's per-CPU sessions front (`crate::front`): a power of two, about
+/// 0.5 MiB per CPU.
+pub const SESSION_FRONT_ENTRIES: u32 = 2_048;
 /// Entries of the per-CPU flow table (LRU: the least recently seen flows are evicted).
 pub const MAX_FLOWS: u32 = 262_144;
 /// Default seconds a flow-table entry outlives its last packet.

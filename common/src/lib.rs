@@ -4,6 +4,8 @@
 //! - [`maps`]: the `repr(C)` keys and values of the BPF maps, and the rules that read them the
 //!   same on both sides: which Maglev half is live ([`maps::Globals::live_half`],
 //!   [`maps::maglev_index`]) and whether a flow still sticks ([`maps::FlowEntry::is_live`]).
+//! - [`front`]: the kernel's per-CPU caches in front of the services and sessions hash maps,
+//!   and the epoch that keeps them exact.
 //! - [`hash`]: the hash functions (session, request key, rendezvous score).
 //! - [`packet`]: bounds-checked, allocation-free parsing of Ethernet/IPv4/IPv6/UDP/TCP and the
 //!   shardline header.
@@ -26,6 +28,7 @@
 
 pub mod checksum;
 pub mod consts;
+pub mod front;
 pub mod hash;
 pub mod icmp;
 #[cfg(feature = "user")]

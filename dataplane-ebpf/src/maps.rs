@@ -11,8 +11,9 @@ use shardline_common::{
     consts::{
         BACKEND_STATS_ENTRIES, BENCH_RING_SERVICES, MAGLEV_ENTRIES, MAX_BACKENDS, MAX_FLOWS,
         MAX_RING_SIZE, MAX_SERVICES, MAX_SESSIONS, MAX_SESSION_SLOTS, MAX_SESSION_STATS,
-        POOL_MEMBER_WORDS,
+        POOL_MEMBER_WORDS, SERVICE_FRONT_ENTRIES, SESSION_FRONT_ENTRIES,
     },
+    front::{ServiceEntry, SessionEntry},
     maps::{
         Backend, Counter, FlowEntry, FlowKey, Globals, NewFlowRate, Service, ServiceKey,
         SessionKey, ShardSet, SlotCounter,
@@ -26,6 +27,24 @@ use shardline_common::{
 #[map]
 pub static SERVICES: HashMap<ServiceKey, Service> =
     HashMap::pinned(MAX_SERVICES, BPF_F_NO_PREALLOC);
+
+/// The fronts' epoch (one word, `shardline_common::front`): every userspace writer of
+/// `SERVICES` or `SESSIONS` bumps it after each write, which retires every front entry filled
+/// before. Mmapable, so a bump is one atomic add, not a syscall.
+#[map]
+pub static FRONT_EPOCH: Array<u64> = Array::pinned(1, BPF_F_MMAPABLE);
+
+/// The services front: a per-CPU, direct-mapped cache of `SERVICES` (inlined lookups where the
+/// hash map costs a helper call). Not pinned: a new program starts it empty.
+#[map]
+pub static SERVICE_FRONT: PerCpuArray<ServiceEntry> =
+    PerCpuArray::with_max_entries(SERVICE_FRONT_ENTRIES, 0);
+
+/// The sessions front: a per-CPU, direct-mapped cache of `SESSIONS`, unplaced sessions
+/// included (cached as absent). Not pinned.
+#[map]
+pub static SESSION_FRONT: PerCpuArray<SessionEntry> =
+    PerCpuArray::with_max_entries(SESSION_FRONT_ENTRIES, 0);
 
 /// Backends by id.
 #[map]

@@ -8,6 +8,7 @@ use aya_ebpf::{
 };
 use shardline_common::{
     consts::{DEFAULT_NEW_FLOW_RATE, NO_BACKEND},
+    front::{self, lookup, service_index, session_index},
     maps::{
         flows_stick, maglev_index, pool_word, Backend, FlowEntry, FlowKey, Globals, Service,
         ServiceKey, SessionKey,
@@ -16,8 +17,26 @@ use shardline_common::{
 };
 
 use crate::maps::{
-    BACKENDS, BENCH_RINGS, FLOWS, MAGLEV, NEW_FLOW_RATE, POOL_MEMBERS, SERVICES, SESSIONS,
+    BACKENDS, BENCH_RINGS, FLOWS, FRONT_EPOCH, MAGLEV, NEW_FLOW_RATE, POOL_MEMBERS, SERVICES,
+    SERVICE_FRONT, SESSIONS, SESSION_FRONT,
 };
+
+/// Whether services and sessions are read through the per-CPU fronts
+/// (`shardline_common::front`): only on x86-64, whose load ordering keeps them exact.
+const FRONTS: bool = cfg!(bpf_target_arch = "x86_64");
+
+/// The fronts' stamp now: `front::stamp` of `FRONT_EPOCH`, read before the map read a front
+/// miss makes (each lookup reads its own, as each hash lookup without fronts is its own moment).
+#[inline(always)]
+fn front_stamp() -> u64 {
+    let epoch = match FRONT_EPOCH.get_ptr(0) {
+        // SAFETY: an array element; userspace bumps it with atomic stores through its mapping,
+        // so a volatile load reads one whole value, once.
+        Some(e) => unsafe { core::ptr::read_volatile(e) },
+        None => 0,
+    };
+    front::stamp(epoch)
+}
 
 /// The new-flow rate limiter's window.
 const WINDOW_NS: u64 = 1_000_000_000;
@@ -62,13 +81,29 @@ impl<const RINGS_AOM: bool, const BENCH: bool> Tables for MapTables<'_, RINGS_AO
     fn service(&self, key: &ServiceKey) -> Option<Service> {
         // SAFETY: the services map is only replaced element-wise by the daemon; a Service is
         // read whole by value.
-        unsafe { SERVICES.get(key) }.copied()
+        let map = |k: &ServiceKey| unsafe { SERVICES.get(k) };
+        // VIP markers (protocol 0) are asked for only on error paths: straight to the map, so
+        // those call sites (constant protocol) carry no front code.
+        if !FRONTS || key.proto == 0 {
+            return map(key).copied();
+        }
+        let entry = SERVICE_FRONT.get_ptr_mut(service_index(key))?;
+        // SAFETY: this CPU's entry of a per-CPU array; only this CPU writes it, and XDP runs
+        // to completion.
+        lookup(unsafe { &mut *entry }, front_stamp(), key, map).copied()
     }
 
     #[inline(always)]
     fn placed_backend(&self, key: &SessionKey, request_key: u64) -> Option<u32> {
         // SAFETY: SESSIONS has BPF_F_NO_PREALLOC, so elements are never reused under readers.
-        let set = unsafe { SESSIONS.get(key) }?;
+        let map = |k: &SessionKey| unsafe { SESSIONS.get(k) };
+        let set = if FRONTS {
+            let entry = SESSION_FRONT.get_ptr_mut(session_index(key))?;
+            // SAFETY: as in `service`.
+            lookup(unsafe { &mut *entry }, front_stamp(), key, map)?
+        } else {
+            map(key)?
+        };
         self.stats_slot.set(set.stats_slot);
         pick_shard(set, request_key)
     }

@@ -4,6 +4,7 @@
 //!
 //! - `counters`: the per-CPU counters read back, summed over CPUs.
 //! - `batch`: `BPF_MAP_LOOKUP_BATCH` reads (many entries per syscall).
+//! - `front`: the fronts' epoch, bumped after every `SERVICES` / `SESSIONS` write.
 
 use std::{
     collections::BTreeMap,
@@ -23,8 +24,12 @@ use shardline_common::{
 
 mod batch;
 mod counters;
+mod front;
 
-pub use self::counters::BackendCounters;
+pub use self::{
+    counters::BackendCounters,
+    front::{FrontEpoch, FrontEpochError},
+};
 use crate::{
     maglev_table::MaglevTable,
     snapshot::{delta::TableDelta, Snapshot},
@@ -46,6 +51,9 @@ pub enum MapsError {
     /// The Maglev table could not be mapped.
     #[error(transparent)]
     Maglev(#[from] crate::maglev_table::MaglevTableError),
+    /// The fronts' epoch could not be mapped.
+    #[error(transparent)]
+    FrontEpoch(#[from] FrontEpochError),
     /// No room is left in the pools' ring space for a service's ring.
     #[error("no room in the MAGLEV array for the {size}-slot ring of service {service} (fewer or smaller pools)")]
     RingSpace {
@@ -111,6 +119,8 @@ pub struct DataplaneMaps {
     session_stats: PerCpuHashMap<MapData, SessionKey, Counter>,
     slot_stats: PerCpuArray<MapData, SlotCounter>,
     flows: PerCpuHashMap<MapData, FlowKey, FlowEntry>,
+    /// Bumped after every SERVICES / SESSIONS write (the dataplane's fronts).
+    epoch: FrontEpoch,
     /// Free counters slots, built from SESSIONS on first use.
     slots: Option<StatsSlots>,
 }
@@ -145,6 +155,7 @@ impl DataplaneMaps {
             session_stats: typed!(dir, "SESSION_STATS"),
             slot_stats: typed!(dir, "SESSION_SLOT_STATS"),
             flows: typed!(dir, "FLOWS"),
+            epoch: FrontEpoch::open(dir)?,
             slots: None,
         })
     }
@@ -172,7 +183,8 @@ impl DataplaneMaps {
     /// Writes `delta` in its order, which never routes to a missing entry: new backends first,
     /// then the default table (built in the idle half, flipped with one globals write), then
     /// session placements, then services (which turn routing on), and only then the removals.
-    /// Each element update is atomic.
+    /// Each element update is atomic, and each `SERVICES` / `SESSIONS` write is followed by a
+    /// bump of the fronts' epoch ([`FrontEpoch`]) before the next.
     ///
     /// A full SESSIONS map refuses the placements that do not fit: those sessions keep routing
     /// as before (returned in [`WriteOutcome`]), everything else is still written, and the room
@@ -214,7 +226,9 @@ impl DataplaneMaps {
         }
         self.write_services(delta)?;
         for k in &delta.removed_services {
-            match self.services.remove(k) {
+            let removed = self.services.remove(k);
+            self.epoch.bump();
+            match removed {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(op("delete", "SERVICES")(e)),
             }
@@ -266,9 +280,9 @@ impl DataplaneMaps {
                 next.ring_live = live;
                 next.ring_idle = idle;
             }
-            self.services
-                .insert(k, next, 0)
-                .map_err(op("write", "SERVICES"))?;
+            let written = self.services.insert(k, next, 0);
+            self.epoch.bump();
+            written.map_err(op("write", "SERVICES"))?;
         }
         Ok(())
     }
@@ -331,7 +345,9 @@ impl DataplaneMaps {
     ) -> Result<bool, MapsError> {
         let old = self.sessions.get(key, 0).ok();
         let start = Instant::now();
-        match self.write_placement(key, *set, old) {
+        let written = self.write_placement(key, *set, old);
+        self.epoch.bump();
+        match written {
             Ok(()) => {
                 out.placement_writes += start.elapsed();
                 out.placements_written += 1;
@@ -385,8 +401,9 @@ impl DataplaneMaps {
     /// Replaces one session's shard set: one atomic map update.
     pub fn place_session(&mut self, key: &SessionKey, set: &ShardSet) -> Result<(), MapsError> {
         let old = self.sessions.get(key, 0).ok();
-        self.write_placement(key, *set, old)
-            .map_err(op("write", "SESSIONS"))
+        let written = self.write_placement(key, *set, old);
+        self.epoch.bump();
+        written.map_err(op("write", "SESSIONS"))
     }
 
     /// Removes one session's shard set (its packets go back to the default table); its
@@ -395,10 +412,17 @@ impl DataplaneMaps {
         self.remove_placement(key)
     }
 
-    /// Writes `set` for `key` with one SESSIONS update, keeping the counters slot `old` names
-    /// or giving the session a free one. A new slot starts from the session's LRU counters,
-    /// which are then dropped, so the session's totals carry on (less the packets of the few
-    /// microseconds between the two); with no slot free the session keeps counting in the LRU.
+    /// The fronts' epoch, for writers of `SESSIONS` or `SERVICES` outside this type (benches):
+    /// bump it after each write.
+    pub fn front_epoch(&self) -> &FrontEpoch {
+        &self.epoch
+    }
+
+    /// Writes `set` for `key` with one SESSIONS update (the caller bumps the fronts' epoch),
+    /// keeping the counters slot `old` names or giving the session a free one. A new slot
+    /// starts from the session's LRU counters, which are then dropped, so the session's totals
+    /// carry on (less the packets of the few microseconds between the two); with no slot free
+    /// the session keeps counting in the LRU.
     fn write_placement(
         &mut self,
         key: &SessionKey,
@@ -448,7 +472,9 @@ impl DataplaneMaps {
             Err(MapError::KeyNotFound) => return Ok(()),
             Err(e) => return Err(op("read", "SESSIONS")(e)),
         };
-        match self.sessions.remove(key) {
+        let removed = self.sessions.remove(key);
+        self.epoch.bump();
+        match removed {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(op("delete", "SESSIONS")(e)),
         }

@@ -67,6 +67,8 @@ pub fn balancer() -> Result<PrivateDataplane, BenchError> {
                 source,
             })?;
     }
+    // As the daemon does after its writes: retire what the dataplane's fronts hold.
+    lb.maps.front_epoch().bump();
     Ok(lb)
 }
 

@@ -75,6 +75,10 @@ pub fn run(quick: bool) -> Result<Value, BenchError> {
     sessions
         .insert(PLACED, sets[0], 0)
         .map_err(map_err("writing SESSIONS"))?;
+    // Bumped after every SESSIONS write, as the daemon does (the dataplane's fronts).
+    let epoch = shardline::maps::FrontEpoch::open(&lb.pin_dir)
+        .map_err(|e| BenchError::Check(format!("opening FRONT_EPOCH: {e}")))?;
+    epoch.bump();
 
     // Every combination of the two tables and the two placements a packet may meet.
     let replays: Vec<Snapshot> = tables
@@ -113,6 +117,7 @@ pub fn run(quick: bool) -> Result<Value, BenchError> {
             sessions
                 .insert(PLACED, sets[live], 0)
                 .map_err(map_err("re-placing a session"))?;
+            epoch.bump();
             flips.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
