@@ -25,6 +25,7 @@
 
 mod api;
 mod cluster;
+mod cluster_batch;
 mod cluster_learners;
 mod dataplane;
 mod flow_table;
