@@ -38,6 +38,10 @@ struct Args {
     /// A million-session case to run (`reshard`, `tick`, `daemon`; repeatable). Default: all.
     #[arg(long = "scale-case", value_name = "NAME")]
     scale_cases: Vec<String>,
+    /// Only the raft commit latency and throughput on 3 loopback nodes (no root needed): the
+    /// JSON holds that section alone.
+    #[arg(long)]
+    raft_only: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         scale_only: args.scale_only,
         scale_sessions: args.scale_sessions,
         scale_cases: args.scale_cases,
+        raft_only: args.raft_only,
         out: args.out.clone(),
         bins: shardline_lab::Binaries::locate()?,
     })?;

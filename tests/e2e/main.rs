@@ -26,6 +26,7 @@
 
 mod api;
 mod cluster;
+mod cluster_batch;
 mod cluster_learners;
 mod dataplane;
 mod flow_table;

@@ -132,6 +132,8 @@ pub struct Options {
     pub scale_sessions: u64,
     /// Million-session cases to run (`reshard`, `tick`, `daemon`); empty: all of them.
     pub scale_cases: Vec<String>,
+    /// Only the raft commit latency and throughput ([`raft`]): the JSON holds that section.
+    pub raft_only: bool,
     /// Where to write the JSON results.
     pub out: PathBuf,
     /// The `shardline` and `shardline-lab` executables, for the processes of the netns lab.
@@ -140,6 +142,16 @@ pub struct Options {
 
 /// Runs every kernel-side benchmark and writes the JSON results to `opts.out`.
 pub fn run(opts: &Options) -> Result<Value, BenchError> {
+    if opts.raft_only {
+        println!("bench: raft commit latency and throughput (3 nodes on loopback)");
+        let results = json!({
+            "machine": machine::describe(),
+            "command": if opts.quick { "shardline-bench --raft-only --quick" } else { "shardline-bench --raft-only" },
+            "raft": raft::run(opts.quick)?,
+        });
+        write_results(&opts.out, &results)?;
+        return Ok(results);
+    }
     if !nix::unistd::geteuid().is_root() {
         return Err(BenchError::Check(
             "shardline-bench needs root (BPF programs and maps, network namespaces)".into(),

@@ -43,7 +43,7 @@ const SEED: &str = "interface = \"lo\"\n[[services]]\nname = \"kv\"\nvip = \"10.
 
 /// Starts 3 voters on loopback ports, each with its own store under `dir`, and loads the
 /// tables of `seed` (a configuration's text) into the replicated state.
-pub(super) async fn start(dir: &std::path::Path, seed: &str) -> Result<Vec<Arc<Cluster>>, String> {
+pub async fn start(dir: &std::path::Path, seed: &str) -> Result<Vec<Arc<Cluster>>, String> {
     let ports: Vec<u16> = (0..3)
         .map(|_| {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -129,6 +129,7 @@ async fn concurrent(
     batched: bool,
 ) -> Result<(f64, Value), BenchError> {
     let start = Instant::now();
+    let cpu = cpu_seconds();
     let mut tasks = Vec::new();
     for w in 0..writers {
         let node = leader.clone();
@@ -155,7 +156,17 @@ async fn concurrent(
                 .map_err(|e| BenchError::Check(format!("write: {e}")))?,
         );
     }
-    Ok((start.elapsed().as_secs_f64(), percentiles(us)))
+    let secs = start.elapsed().as_secs_f64();
+    let mut stats = percentiles(us);
+    stats["cpu_us_per_write"] =
+        json!(((cpu_seconds() - cpu) * 1e6 / (writers * per) as f64).round());
+    Ok((secs, stats))
+}
+
+/// CPU seconds this process has used (user and system): the three nodes' work together.
+fn cpu_seconds() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
+        .map_or(0.0, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
 }
 
 async fn bench(nodes: &[Arc<Cluster>], quick: bool) -> Result<Value, BenchError> {
@@ -175,7 +186,7 @@ async fn bench(nodes: &[Arc<Cluster>], quick: bool) -> Result<Value, BenchError>
     let writers = 64u64;
     let per = if quick { 40 } else { 200 };
     // One log entry per write (the leader's own write, no group commit): the old figure.
-    let (secs, _) = concurrent(leader, writers, per, 2_000_000, false).await?;
+    let (secs, single_us) = concurrent(leader, writers, per, 2_000_000, false).await?;
     // Through `Control::write`: the group commit packs concurrent writes into few entries.
     let per_batched = if quick { 200 } else { 1000 };
     let (batched_secs, batched_us) =
@@ -190,6 +201,7 @@ async fn bench(nodes: &[Arc<Cluster>], quick: bool) -> Result<Value, BenchError>
             "writes": writers * per,
             "seconds": (secs * 1000.0).round() / 1000.0,
             "writes_per_second": ((writers * per) as f64 / secs).round(),
+            "cpu_us_per_write": single_us["cpu_us_per_write"],
             "note": "one log entry per write",
         },
         "batched_writes_per_s": batched.round(),

@@ -2,9 +2,13 @@
 //!
 //! A Raft write costs a round trip to a quorum and an fsync on each node, whatever its size.
 //! Callers [`GroupCommit::submit`] a command and await its own result; one task drains up to
-//! [`MAX_BATCH`] queued commands into one [`Command::Batch`] entry, with at most [`IN_FLIGHT`]
-//! entries in flight so the next batch fills while the previous one replicates (pipelining).
-//! A lone writer is not delayed: with nothing queued, its command goes out at once, unwrapped.
+//! [`MAX_BATCH`] queued commands (at most [`MAX_BATCH_BYTES`] of JSON) into one
+//! [`Command::Batch`] entry, with at most [`IN_FLIGHT`] entries in flight so the next batch
+//! fills while the previous one replicates (pipelining). There is no timer: a lone writer is
+//! not delayed (with nothing queued, its command goes out at once, unwrapped), and the writes
+//! that arrive while the slots are busy ride the next entry. A command that can never apply
+//! ([`Command::check`]) is refused before it is queued; in a batch, each command applies or
+//! fails on its own, so one bad write never fails the others.
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
@@ -14,6 +18,10 @@ use crate::state::{Command, ControlError, Response};
 
 /// Most commands in one log entry.
 pub const MAX_BATCH: usize = 512;
+
+/// Most JSON bytes of commands in one log entry (a command larger than this goes alone), so
+/// an entry stays far below the peer endpoint's body limit whatever the values' sizes.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// Most batches committing at once.
 pub const IN_FLIGHT: usize = 2;
@@ -42,6 +50,7 @@ impl GroupCommit {
 
     /// Commits `command` with whatever else is queued; returns its own result.
     pub async fn submit(&self, command: Command) -> Result<Response, ControlError> {
+        command.check().map_err(ControlError::Rejected)?;
         let (reply, answer) = oneshot::channel();
         self.queue
             .send((command, reply))
@@ -54,22 +63,50 @@ impl GroupCommit {
     }
 }
 
+/// JSON bytes of `command`, counted without keeping them.
+fn json_len(command: &Command) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, command);
+    count.0
+}
+
 async fn drain(mut rx: mpsc::UnboundedReceiver<(Command, Reply)>, sink: Sink) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    // A command that did not fit the last entry: the first of the next.
+    let mut held = None;
     loop {
         // Take a slot first: while both are busy the queue keeps filling the next batch.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = rx.recv().await else {
-            return;
+        let first = match held.take() {
+            Some(first) => first,
+            None => match rx.recv().await {
+                Some(first) => first,
+                None => return,
+            },
         };
+        let mut bytes = json_len(&first.0);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+            let Ok(next) = rx.try_recv() else { break };
+            let size = json_len(&next.0);
+            if bytes + size > MAX_BATCH_BYTES {
+                held = Some(next);
+                break;
             }
+            bytes += size;
+            batch.push(next);
         }
         let sink = sink.clone();
         tokio::spawn(async move {
@@ -240,5 +277,72 @@ mod tests {
         let r = group.submit(put("kv", 1)).await;
         assert!(matches!(r, Err(ControlError::Unavailable(_))));
         assert_eq!(seen.lock().unwrap()[0], put("kv", 1));
+    }
+
+    #[tokio::test]
+    async fn an_impossible_write_is_refused_before_it_takes_a_place_in_an_entry() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let group = GroupCommit::spawn(Arc::new(move |command: Command| {
+            s.lock().unwrap().push(command);
+            Box::pin(async { Err(ControlError::Unavailable("no quorum".into())) }) as Commit
+        }));
+        let mut big = put("kv", 1);
+        if let Command::PutState { value, .. } = &mut big {
+            *value = vec![0; crate::state::SESSION_STATE_LIMIT];
+        }
+        let r = group.submit(big).await;
+        assert!(
+            matches!(
+                r,
+                Err(ControlError::Rejected(StateError::StateTooLarge { .. }))
+            ),
+            "{r:?}"
+        );
+        assert!(seen.lock().unwrap().is_empty(), "it reached the log");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_values_split_a_burst_into_entries_under_the_byte_cap() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let control = Arc::new(LocalControl::new(state()));
+        let (s, c) = (sizes.clone(), control.clone());
+        let group = GroupCommit::spawn(Arc::new(move |command: Command| {
+            s.lock().unwrap().push(json_len(&command));
+            let c = c.clone();
+            Box::pin(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                c.write(command).await
+            }) as Commit
+        }));
+        // Each about 16 KB of JSON: some 64 fit an entry.
+        let writes = 300u64;
+        let tasks: Vec<_> = (0..writes)
+            .map(|n| {
+                let group = group.clone();
+                tokio::spawn(async move {
+                    let mut command = put("kv", n);
+                    if let Command::PutState { value, .. } = &mut command {
+                        *value = vec![255; 4000];
+                    }
+                    group.submit(command).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().expect("every write commits");
+        }
+        let sizes = sizes.lock().unwrap();
+        assert!(
+            sizes.len() > 1 && sizes.len() < writes as usize / 8,
+            "{} entries",
+            sizes.len()
+        );
+        // The cap plus the `Batch` wrapping.
+        assert!(
+            sizes.iter().all(|s| *s <= MAX_BATCH_BYTES + 64),
+            "{sizes:?}"
+        );
+        assert_eq!(control.local().kv.len() as u64, writes);
     }
 }

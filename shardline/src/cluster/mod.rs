@@ -173,6 +173,11 @@ impl Cluster {
                 .await
                 .map_err(|source| ClusterError::Listen { addr, source })?;
             let app = api::router(cluster.clone(), auth.clone());
+            // Answers are small and awaited: send them at once, not after the peer's delayed
+            // ACK (the client side, reqwest, sets TCP_NODELAY already).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app).await {
                     warn!("peer endpoint stopped: {e}");

@@ -2,9 +2,13 @@
 //! [`ControlState`].
 //!
 //! Every log write and vote is committed with redb's immediate durability (fsync) before
-//! openraft is told it is persisted. The state machine lives in memory and is rebuilt at start
-//! from the last snapshot plus the committed log entries after it (the committed index is
-//! persisted too, so a restarted node serves its state before hearing from a leader). Each
+//! openraft is told it is persisted; the fsync runs on a blocking thread, so the runtime's
+//! workers (the peer endpoint, replication, the API) keep running while the disk syncs. The
+//! state machine lives in memory and is rebuilt at start from the last snapshot plus the
+//! committed log entries after it. The committed index is stored too, so a restarted node
+//! serves its state before hearing from a leader, but without an fsync of its own: it reaches
+//! the disk with the next log write, and one that is a little old only means a restarted node
+//! applies fewer entries until the leader tells it more (openraft treats it as optional). Each
 //! applied batch is published on a `watch` channel for the dataplane applier.
 
 use std::{
@@ -21,7 +25,7 @@ use openraft::{
     RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
     Vote,
 };
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -154,11 +158,36 @@ fn get_meta<T: DeserializeOwned>(db: &Database, key: &str) -> Result<Option<T>, 
 }
 
 fn put_meta(db: &Database, pairs: &[(&str, &[u8])]) -> Result<(), AnyError> {
-    let txn = db.begin_write().map_err(any)?;
+    put_meta_with(db, pairs, Durability::Immediate)
+}
+
+/// As [`put_meta`] with the given durability: `None` is visible at once and reaches the disk
+/// with the next durable commit.
+fn put_meta_with(
+    db: &Database,
+    pairs: &[(&str, &[u8])],
+    durability: Durability,
+) -> Result<(), AnyError> {
+    let mut txn = db.begin_write().map_err(any)?;
+    txn.set_durability(durability).map_err(any)?;
     {
         let mut table = txn.open_table(META).map_err(any)?;
         for (k, v) in pairs {
             table.insert(*k, *v).map_err(any)?;
+        }
+    }
+    txn.commit().map_err(any)
+}
+
+/// Writes `entries` in one durable transaction.
+fn write_entries(db: &Database, entries: &[Entry<TypeConfig>]) -> Result<(), AnyError> {
+    let txn = db.begin_write().map_err(any)?;
+    {
+        let mut table = txn.open_table(LOG).map_err(any)?;
+        for entry in entries {
+            table
+                .insert(entry.log_id.index, encode(entry).as_slice())
+                .map_err(any)?;
         }
     }
     txn.commit().map_err(any)
@@ -266,8 +295,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        put_meta(&self.db, &[(COMMITTED, &encode(&committed))])
-            .map_err(StorageIOError::write_logs)?;
+        // No fsync: see the module header.
+        put_meta_with(
+            &self.db,
+            &[(COMMITTED, &encode(&committed))],
+            Durability::None,
+        )
+        .map_err(StorageIOError::write_logs)?;
         Ok(())
     }
 
@@ -286,24 +320,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut appended = Vec::new();
-        let result = (|| {
-            let txn = self.db.begin_write().map_err(any)?;
-            {
-                let mut table = txn.open_table(LOG).map_err(any)?;
-                for entry in entries {
-                    table
-                        .insert(entry.log_id.index, encode(&entry).as_slice())
-                        .map_err(any)?;
-                    appended.push(entry);
-                }
-            }
-            txn.commit().map_err(any)
-        })();
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let db = self.db.clone();
+        // The encoding and the fsync on a blocking thread; openraft waits for this call to end
+        // before its next log I/O, so appends stay in order.
+        let written = tokio::task::spawn_blocking(move || {
+            let result = write_entries(&db, &entries);
+            (entries, result)
+        })
+        .await;
+        let (entries, result) = match written {
+            Ok(done) => done,
+            Err(e) => (Vec::new(), Err(any(format!("the log writer failed: {e}")))),
+        };
         match result {
             Ok(()) => {
                 let mut recent = self.recent();
-                for entry in appended {
+                for entry in entries {
                     recent.push(entry);
                 }
                 drop(recent);

@@ -159,6 +159,25 @@ impl Command {
             _ => true,
         }
     }
+
+    /// The checks that need no state, so a write that can never apply is refused before it
+    /// takes a place in a shared log entry (a group commit) and makes that entry large: a key
+    /// and value over [`SESSION_STATE_LIMIT`] on their own. Applying checks again, with
+    /// everything else.
+    pub fn check(&self) -> Result<(), StateError> {
+        match self {
+            Command::PutState {
+                session,
+                key,
+                value,
+            } if key.len() + value.len() > SESSION_STATE_LIMIT => Err(StateError::StateTooLarge {
+                session: session.to_string(),
+                bytes: key.len() + value.len(),
+                limit: SESSION_STATE_LIMIT,
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What an applied command answers.
