@@ -21,10 +21,12 @@
 //! - [`replay`]: `shardline replay`, the loop against reactive, static and oracle controllers.
 //! - [`api`]: the HTTP API and the operator CLI against a lab daemon.
 //! - [`cluster`]: the Raft cluster of daemons in namespaces.
+//! - [`cluster_faults`]: faults under traffic in a 3-node XDP cluster behind an ECMP route.
 //! - [`cluster_learners`]: 3 voters and 20 learners in one process on loopback.
 
 mod api;
 mod cluster;
+mod cluster_faults;
 mod cluster_learners;
 mod dataplane;
 mod flow_table;
