@@ -469,8 +469,9 @@ fn control_config(node: u64, work_dir: &std::path::Path) -> ControlConfig {
     }
 }
 
-/// `Ok(value)` of a serialized `Result<T, ControlError>`, or its error as text.
-fn outcome(answer: Value) -> Result<Value, String> {
+/// `Ok(value)` of a serialized `Result<T, ControlError>` (what the peer endpoint's writes and
+/// reads answer), or its error as text.
+pub fn outcome(answer: Value) -> Result<Value, String> {
     if let Some(ok) = answer.get("Ok") {
         return Ok(ok.clone());
     }

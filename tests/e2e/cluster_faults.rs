@@ -101,7 +101,7 @@ fn a_three_node_cluster_under_traffic_survives_faults_without_misrouting() {
         let (lab, stop, acked_ref) = (&lab, &stop, &acked);
         s.spawn(move || faults::write_stream(lab, stop, acked_ref));
         let phases = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            faults::run(&lab, &timeline, start)
+            faults::run(lab, &timeline, start)
         }));
         stop.store(true, Ordering::Relaxed);
         let mut sent: Vec<Sent> = workers

@@ -59,12 +59,17 @@ pub fn call(addr: SocketAddr, request: &Request) -> Result<(u16, String), String
     let text = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}{content}Connection: close\r\n\r\n{body}"
     );
-    stream
-        .write_all(text.as_bytes())
-        .map_err(|e| format!("writing to {addr}: {e}"))?;
+    // A server may answer and close before reading a large body: write from a thread of its
+    // own and read the answer meanwhile, so it is not lost to the reset that follows.
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let sending = std::thread::spawn(move || writer.write_all(text.as_bytes()));
     let mut reply = Vec::new();
     let read = stream.read_to_end(&mut reply);
+    let sent = sending.join();
     if reply.is_empty() {
+        if let Ok(Err(e)) = sent {
+            return Err(format!("writing to {addr}: {e}"));
+        }
         read.map_err(|e| format!("reading from {addr}: {e}"))?;
     }
     let reply = String::from_utf8_lossy(&reply);
