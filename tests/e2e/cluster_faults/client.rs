@@ -149,6 +149,13 @@ fn udp(sent: &mut Sent, payload: &[u8]) -> Result<u32, Lost> {
 }
 
 fn tcp(sent: &mut Sent, key: u64) -> Result<u32, Lost> {
+    let mut stream = connect(sent)?;
+    exchange(&mut stream, key)
+}
+
+/// Opens a TCP connection from `sent.source` (port 0: `sent.source` gets the port chosen) to
+/// `sent.destination`.
+fn connect(sent: &mut Sent) -> Result<TcpStream, Lost> {
     let domain = match sent.source.ip() {
         IpAddr::V4(_) => socket2::Domain::IPV4,
         IpAddr::V6(_) => socket2::Domain::IPV6,
@@ -164,10 +171,15 @@ fn tcp(sent: &mut Sent, key: u64) -> Result<u32, Lost> {
     socket
         .connect_timeout(&sent.destination.into(), REPLY_TIMEOUT)
         .map_err(|_| Lost::Connect)?;
-    let mut stream: TcpStream = socket.into();
+    let stream: TcpStream = socket.into();
     stream
         .set_read_timeout(Some(REPLY_TIMEOUT))
         .map_err(|_| Lost::Socket)?;
+    Ok(stream)
+}
+
+/// One request on an open connection: the backend that answered it.
+fn exchange(stream: &mut TcpStream, key: u64) -> Result<u32, Lost> {
     let mut req = [0u8; TCP_REQUEST_LEN];
     req[..8].copy_from_slice(&key.to_be_bytes());
     stream.write_all(&req).map_err(|_| Lost::Broken)?;
@@ -182,4 +194,63 @@ fn tcp(sent: &mut Sent, key: u64) -> Result<u32, Lost> {
     Ok(u32::from_be_bytes([
         answer[0], answer[1], answer[2], answer[3],
     ]))
+}
+
+/// One event of a long-lived connection: when, and the backend that answered or why none did.
+pub type Event = (Duration, Result<u32, Lost>);
+
+/// What happened to a long-lived connection: when it was answered by a backend other than
+/// the one before (its first answer included), and when it broke (it is then opened again).
+pub type Life = Vec<Event>;
+
+/// Keeps one TCP connection from `source` to the TCP flow service open from inside `client`
+/// until `stop`, a request every 20 ms, and records its [`Life`]; a broken connection is
+/// opened again.
+pub fn hold(
+    client: &Netns,
+    source: IpAddr,
+    vip: IpAddr,
+    start: Instant,
+    stop: &AtomicBool,
+) -> Life {
+    client
+        .enter_current_thread()
+        .expect("entering the client namespace");
+    let mut rng = rand::thread_rng();
+    let mut life = Life::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut sent = Sent {
+            session: 0,
+            at: start.elapsed(),
+            done: start.elapsed(),
+            source: SocketAddr::new(source, 0),
+            destination: SocketAddr::new(vip, TCP_FLOW_PORT),
+            key: 0,
+            answer: Err(Lost::Socket),
+        };
+        let mut stream = match connect(&mut sent) {
+            Ok(s) => s,
+            Err(e) => {
+                life.push((start.elapsed(), Err(e)));
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let mut last = None;
+        while !stop.load(Ordering::Relaxed) {
+            match exchange(&mut stream, rng.gen()) {
+                Ok(b) if last == Some(b) => {}
+                Ok(b) => {
+                    life.push((start.elapsed(), Ok(b)));
+                    last = Some(b);
+                }
+                Err(e) => {
+                    life.push((start.elapsed(), Err(e)));
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    life
 }

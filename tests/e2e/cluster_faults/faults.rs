@@ -45,6 +45,9 @@ pub struct Phase {
     pub note: String,
     /// The backend this phase killed on purpose: its requests may be lost.
     pub killed: Option<u32>,
+    /// The backend whose established connections this phase ends on purpose (killed, or
+    /// drained past the drain timeout).
+    pub ended: Option<u32>,
 }
 
 impl Phase {
@@ -56,6 +59,7 @@ impl Phase {
             converged: None,
             note: String::new(),
             killed: None,
+            ended: None,
         }
     }
 }
@@ -208,7 +212,7 @@ fn partition(lab: &ClusterLab, timeline: &Timeline, start: Instant) -> Phase {
 /// take it out. Converged: every node has it down; then it restarts and comes back.
 fn kill_backend(lab: &ClusterLab, timeline: &Timeline, start: Instant) -> Phase {
     let mut p = Phase::begin(format!("kill backend {KILLED}"), start);
-    p.killed = Some(KILLED);
+    (p.killed, p.ended) = (Some(KILLED), Some(KILLED));
     let t0 = Instant::now();
     lab.kill_backend(KILLED);
     p.converged = backend_state(timeline, KILLED, t0, |b| !b.healthy);
@@ -247,6 +251,7 @@ fn drain(lab: &ClusterLab, timeline: &Timeline, start: Instant) -> Phase {
         .leader(&all(), ELECTION)
         .expect("a leader before the fault");
     let mut p = Phase::begin(format!("drain backend {DRAINED}"), start);
+    p.ended = Some(DRAINED);
     let t0 = Instant::now();
     let path = format!("/v1/backends/{DRAINED}/drain");
     let answer = lab
