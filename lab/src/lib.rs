@@ -9,12 +9,15 @@
 //! - [`quic`]: the backends' QUIC echo service (QUIC-LB connection ids) and its client.
 //! - [`traffic`]: the client's sessions and requests.
 //! - [`replay`]: what the tables say each observed request should have reached.
+//! - [`cluster_lab`]: three load balancers in a Raft cluster behind an ECMP route, for fault
+//!   tests.
 //! - [`load`]: rate-shaped sessions (a ramp, a periodic wave) for the predictive loop.
 //! - [`predict`]: the control loop's lab settings, the backends' agents and capacity limits,
 //!   and the autoscale hook's new backend.
 
 pub mod bins;
 mod children;
+pub mod cluster_lab;
 pub mod config;
 mod drive;
 pub mod echo;

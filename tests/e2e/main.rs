@@ -15,6 +15,7 @@
 //! - [`reshard`]: live re-shards under traffic, zero misrouted.
 //! - [`package`]: the Debian package, unpacked with `dpkg -x`; its binary runs.
 //! - [`pools`]: per-service pools and rings in the kernel; one pool's change moves no other.
+//! - [`probes`]: service probes on the data path in the lab.
 //! - [`predict`]: the predictive loop in the lab.
 //! - [`lab_run`]: the lab's default run loses no request without a reported reason.
 //! - [`tick`]: the control tick's allocation-free path.
@@ -22,11 +23,14 @@
 //! - [`replay`]: `shardline replay`, the loop against reactive, static and oracle controllers.
 //! - [`api`]: the HTTP API and the operator CLI against a lab daemon.
 //! - [`cluster`]: the Raft cluster of daemons in namespaces.
+//! - [`cluster_batch`]: group commit: concurrent writers, failing writes, a leader kill.
+//! - [`cluster_faults`]: faults under traffic in a 3-node XDP cluster behind an ECMP route.
 //! - [`cluster_learners`]: 3 voters and 20 learners in one process on loopback.
 
 mod api;
 mod cluster;
 mod cluster_batch;
+mod cluster_faults;
 mod cluster_learners;
 mod dataplane;
 mod flow_table;

@@ -4,8 +4,6 @@
 //! isolated node is still reachable by the test. Everything is removed on drop.
 
 use std::{
-    io::{Read, Write},
-    net::TcpStream,
     path::PathBuf,
     process::{Child, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -13,7 +11,10 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use shardline_lab::netns::Netns;
+use shardline_lab::{
+    cluster_lab::{http, outcome},
+    netns::Netns,
+};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -330,17 +331,6 @@ fn node_config(node: &Node, membership: &str, snapshot_logs: u64) -> String {
     )
 }
 
-/// `Ok(value)` of a serialized `Result<T, ControlError>`, or its error as text.
-fn outcome(answer: Value) -> Result<Value, String> {
-    if let Some(ok) = answer.get("Ok") {
-        return Ok(ok.clone());
-    }
-    Err(answer
-        .get("Err")
-        .map(|e| e.to_string())
-        .unwrap_or_else(|| answer.to_string()))
-}
-
 /// One HTTP/1.1 request with `Connection: close` and `headers`: the status and the body.
 fn http(
     addr: &str,
@@ -348,41 +338,14 @@ fn http(
     body: Option<&str>,
     headers: &str,
 ) -> Result<(u16, String), String> {
-    let mut stream = TcpStream::connect_timeout(
-        &addr.parse().map_err(|e| format!("{addr}: {e}"))?,
-        Duration::from_secs(2),
-    )
-    .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    let request = match body {
-        Some(b) => format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
-            b.len()
-        ),
-        None => format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"),
+    let request = http::Request {
+        method: if body.is_some() { "POST" } else { "GET" },
+        path,
+        body: body.map(str::to_owned),
+        headers: headers.to_owned(),
+        timeout: Duration::from_secs(30),
     };
-    // A peer may answer and close before reading a large body: write from a thread of its own
-    // and read the answer meanwhile, so it is not lost to the reset that follows.
-    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
-    let sending = std::thread::spawn(move || writer.write_all(request.as_bytes()));
-    let mut reply = Vec::new();
-    let read = stream.read_to_end(&mut reply);
-    let _ = sending.join();
-    if reply.is_empty() {
-        read.map_err(|e| format!("reading from {addr}: {e}"))?;
-    }
-    let text = String::from_utf8_lossy(&reply);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP answer from {addr}{path}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{addr}{path}: no status in {head:?}"))?;
-    Ok((status, body.to_owned()))
+    http::call(addr.parse().map_err(|e| format!("{addr}: {e}"))?, &request)
 }
 
 /// A `PutState` command for session `session` of `kv`.
