@@ -5,7 +5,7 @@
 //! damaged raft files; and ([`auth`]) a peer endpoint that answers only peers.
 
 mod auth;
-mod harness;
+pub(crate) mod harness;
 
 use std::{collections::BTreeMap, time::Duration};
 

@@ -21,11 +21,13 @@
 //! - [`replay`]: `shardline replay`, the loop against reactive, static and oracle controllers.
 //! - [`api`]: the HTTP API and the operator CLI against a lab daemon.
 //! - [`cluster`]: the Raft cluster of daemons in namespaces.
+//! - [`cluster_rates`]: the leader forecasts a session's load summed over the nodes it hits.
 //! - [`cluster_learners`]: 3 voters and 20 learners in one process on loopback.
 
 mod api;
 mod cluster;
 mod cluster_learners;
+mod cluster_rates;
 mod dataplane;
 mod flow_table;
 mod forecast_eval;
