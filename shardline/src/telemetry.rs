@@ -35,6 +35,20 @@ pub struct TransitionLabels {
     pub to: String,
 }
 
+/// Labels naming a cluster node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    /// Node id.
+    pub node: String,
+}
+
+/// Labels of `shardline_peer_reports_dropped_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// `duplicate`, `late`, `unknown` or `stale`.
+    pub reason: String,
+}
+
 /// Metric families recorded by the daemon's stages.
 pub struct Telemetry {
     /// Seconds one control-loop tick (ingest + forecast + decide) took.
@@ -52,6 +66,10 @@ pub struct Telemetry {
     pub health_transitions: Family<TransitionLabels, Counter>,
     /// Sessions folded into the `_other` series of the per-session families (beyond the top K).
     pub sessions_folded: Gauge,
+    /// Age of each other node's newest rates report, seconds (cluster-wide load).
+    pub peer_report_age: Family<NodeLabels, Gauge<f64, AtomicU64>>,
+    /// Rates reports not summed, by reason.
+    pub peer_reports_dropped: Family<DropLabels, Counter>,
     /// How many sessions keep their own per-session series (`[api] metrics_top_sessions`).
     top_sessions: usize,
     /// The labels exported by the last [`Telemetry::publish_sessions`], to remove the series
@@ -80,6 +98,8 @@ impl Telemetry {
             placements_refused: Counter::default(),
             health_transitions: Family::default(),
             sessions_folded: Gauge::default(),
+            peer_report_age: Family::default(),
+            peer_reports_dropped: Family::default(),
             top_sessions,
             exported: Mutex::default(),
         }
@@ -156,6 +176,16 @@ impl Telemetry {
             "shardline_sessions_folded",
             "Sessions beyond the top K by load, aggregated into the session=\"_other\" series",
             self.sessions_folded.clone(),
+        );
+        registry.register(
+            "shardline_peer_report_age_seconds",
+            "Age of each other node's newest per-session rates report (stale after two ticks: not summed)",
+            self.peer_report_age.clone(),
+        );
+        registry.register(
+            "shardline_peer_reports_dropped",
+            "Per-session rates reports not summed, by reason (duplicate, late, unknown node, stale)",
+            self.peer_reports_dropped.clone(),
         );
     }
 }

@@ -25,6 +25,7 @@
 //! - [`cluster`]: the Raft cluster of daemons in namespaces.
 //! - [`cluster_batch`]: group commit: concurrent writers, failing writes, a leader kill.
 //! - [`cluster_faults`]: faults under traffic in a 3-node XDP cluster behind an ECMP route.
+//! - [`cluster_rates`]: the leader forecasts a session's load summed over the nodes it hits.
 //! - [`cluster_learners`]: 3 voters and 20 learners in one process on loopback.
 
 mod api;
@@ -32,6 +33,7 @@ mod cluster;
 mod cluster_batch;
 mod cluster_faults;
 mod cluster_learners;
+mod cluster_rates;
 mod dataplane;
 mod flow_table;
 mod forecast_eval;

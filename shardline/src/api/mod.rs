@@ -8,6 +8,8 @@
 //! - [`backends`], [`sessions`], [`cluster`]: the resources; [`owners`]: a key's owner now
 //!   and before the last re-shard (the handoff).
 //! - [`metrics`]: `/metrics` (the daemon's families plus dataplane counters read at scrape).
+//! - [`peer_rates`]: `/cluster/rates` on the peer endpoint (not this router): the followers'
+//!   per-session rates, which the leader's loop sums.
 //! - [`openapi`]: the description served at `/v1/openapi.json`, built from [`routes`].
 //! - [`views`]: every JSON shape it answers with or takes, the ones the operator CLI parses.
 //!
@@ -21,6 +23,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod owners;
+pub mod peer_rates;
 pub mod sessions;
 pub mod views;
 

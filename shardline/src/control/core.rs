@@ -2,13 +2,16 @@
 //! placement commands (with their reasons), an optional hook call and per-session insights.
 //! No threads, no I/O, time passed in. [`season`]: the period detection it runs on each
 //! session's history (`period = "auto"`); `fleet`: the backends' loads as placement sees them
-//! and the fleet-wide shortfall the autoscale hook is told of.
+//! and the fleet-wide shortfall the autoscale hook is told of; [`classes`]: class priors
+//! learned from the class's sessions.
 
+pub mod classes;
 mod fleet;
 pub mod season;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -63,6 +66,8 @@ struct Extra {
     events: Vec<ReshardEvent>,
     /// When `history` is next searched for a period.
     schedule: Schedule,
+    /// The session's class when the loop first heard of it.
+    class: Option<Arc<str>>,
 }
 
 /// The control loop's memory.
@@ -70,6 +75,8 @@ pub struct Core {
     decide: SizingConfig,
     selector: SelectorConfig,
     classes: BTreeMap<String, ClassPrior>,
+    /// Each class's level, learned from its sessions' samples.
+    learned: classes::ClassLevels,
     tick_len: Duration,
     /// Idle time after which a session leaves the loop (`None`: never).
     forget_after: Option<Duration>,
@@ -117,6 +124,7 @@ impl Core {
             decide: config.sizing(),
             selector: config.selector(),
             classes: config.classes.clone(),
+            learned: classes::ClassLevels::default(),
             tick_len,
             forget_after: (config.forget_after_secs > 0.0)
                 .then(|| Duration::from_secs_f64(config.forget_after_secs)),
@@ -203,21 +211,25 @@ impl Core {
             return i;
         }
         let entry = state.sessions.get(session);
-        let prior = entry
-            .and_then(|e| e.meta.class.as_ref())
-            .and_then(|c| self.classes.get(c))
-            .copied();
+        let class = entry.and_then(|e| e.meta.class.as_deref());
+        let prior = class.and_then(|c| self.classes.get(c)).copied();
+        let learned = class.and_then(|c| self.learned.level(c));
+        // What the class's sessions carried stands in for the first sample; the configured
+        // rate only until the class has history.
+        let level = learned.or(prior.map(|p| p.rate)).filter(|r| *r > 0.0);
         let placed = entry.map(|e| e.backends.len()).unwrap_or(0) as u8;
         let shards = if placed > 0 {
             placed
         } else {
-            prior.map(|p| p.shards).unwrap_or(1)
+            // As wide as the class's typical session needs, at least as configured.
+            let configured = prior.map_or(1, |p| p.shards);
+            learned.map_or(configured, |l| configured.max(self.decide.shards_for(l)))
         };
         let mut s = SessionState::new(self.selector, shards, now);
-        if let Some(p) = prior.filter(|p| p.rate > 0.0) {
-            // The class's expected load stands in for the first sample.
-            s.warm(p.rate);
+        if let Some(level) = level {
+            s.warm(level);
         }
+        let class = class.map(Arc::from);
         let i = self.refs.len();
         self.index.insert(session.clone(), i);
         self.refs.push(session.clone());
@@ -226,6 +238,7 @@ impl Core {
         self.extras.push(Extra {
             // Idle time counts from when the loop first heard of the session.
             active: Some(now),
+            class,
             ..Extra::default()
         });
         i
@@ -274,6 +287,9 @@ impl Core {
         for (session, rate) in rates {
             let i = self.session(session, state, now);
             self.samples[i] = *rate;
+            if let Some(class) = &self.extras[i].class {
+                self.learned.observe(class, *rate);
+            }
             if *rate > 0.0 {
                 self.extras[i].active = Some(now);
             }

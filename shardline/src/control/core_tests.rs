@@ -275,6 +275,55 @@ fn a_class_prior_starts_a_session_wide() {
     assert_eq!(core.insights().next().unwrap().shards, 4);
 }
 
+/// Issue 20 §3: a class's sessions teach it a level; a new session of the class starts from
+/// it (no `[control.classes]` entry needed), a session of no class from its own first sample.
+#[test]
+fn a_new_session_starts_from_the_level_its_class_learned() {
+    let mut st = state(4);
+    for n in [1, 2, 3] {
+        st.apply(&Command::SetMeta {
+            session: kv(n),
+            meta: crate::state::SessionMeta {
+                class: Some("bulk".into()),
+                ..Default::default()
+            },
+        })
+        .unwrap();
+    }
+    let mut core = Core::new(&config());
+    let t0 = Instant::now();
+    for step in 0..20u64 {
+        let now = t0 + Duration::from_secs(step);
+        core.tick(now, step, t0, &[(kv(1), 2000.0), (kv(2), 1800.0)], &st);
+    }
+    let now = t0 + Duration::from_secs(20);
+    let rates = [
+        (kv(1), 2000.0),
+        (kv(2), 1800.0),
+        (kv(3), 100.0),
+        (kv(4), 100.0),
+    ];
+    let out = core.tick(now, 20, t0, &rates, &st);
+    assert!(
+        out.placements.iter().any(|p| p.reason.contains("kv/3")),
+        "placed wide at once: {:?}",
+        out.placements
+    );
+    let shards = |n: u64| {
+        core.insights()
+            .find(|i| i.session == kv(n))
+            .map(|i| i.shards)
+            .unwrap()
+    };
+    assert_eq!(shards(4), 1, "no class: one shard");
+    // ~1900 pps at 400 a shard with 20 % headroom: 6, clamped to what the fleet can take.
+    assert!(
+        shards(3) >= 4,
+        "the class's ~1900 pps started it wide: {}",
+        shards(3)
+    );
+}
+
 #[test]
 fn a_pool_short_of_its_sessions_load_names_its_service_and_keeps_its_shards_inside() {
     // Four backends of 1,000 pps: the fleet has room, kv's pool (backends 1 and 2) has not.

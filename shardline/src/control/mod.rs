@@ -1,7 +1,8 @@
 //! The predictive control loop: samples and agent reports in, placements out. Its stages, in
 //! the order a tick runs them:
 //!
-//! 1. [`sample`]: per-session loads from the dataplane's counters.
+//! 1. [`sample`]: per-session loads from the dataplane's counters; in a cluster, [`fleet`]
+//!    sums every node's on the leader.
 //! 2. [`profile`]: a session's load profile (level, period) from its history.
 //! 3. [`forecast`]: online forecasters and the selector that picks among them.
 //! 4. [`sizing`]: how many shards a session needs, with brakes against flapping; or
@@ -23,6 +24,7 @@
 //! leader starts warm. The history store is written from the loop thread after each tick.
 
 pub mod core;
+pub mod fleet;
 pub use shardline_forecast as forecast;
 pub mod history;
 pub mod hook;

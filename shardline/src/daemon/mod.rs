@@ -4,6 +4,7 @@
 //! daemon adopts both.
 
 pub mod applier;
+pub mod fleet;
 pub mod predict;
 
 use std::{
@@ -21,10 +22,11 @@ use tracing::{error, info, warn};
 
 use crate::{
     agent::health::HealthBoard,
-    api::{ApiState, Token},
+    api::{peer_rates::PeerRates, ApiState, Token},
     cluster::Cluster,
     config::Config,
     control::insight::Insights,
+    guard::PeerAuth,
     loader::{attach_balancer, interface_mtu, load_balancer},
     maps::DataplaneMaps,
     reshard::board::HandoffBoard,
@@ -57,10 +59,23 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     let maps = Arc::new(Mutex::new(dataplane));
     // The replicated state as this node last applied it (empty on first start: the pinned
     // maps keep routing until the configuration or the leader's state arrives).
-    let cluster = Cluster::start(&config)
+    // The daemon serves the peer endpoint itself, to mount the rates route beside raft's.
+    let (raft_config, peer_listener) = fleet::bind_peers(&config).await?;
+    let cluster = Cluster::start(&raft_config)
         .await
         .context("starting the raft node")?;
     let control: Arc<dyn Control> = cluster.clone();
+    let peer_auth = Arc::new(PeerAuth::load(&config.cluster())?);
+    let tick = config.control.clone().unwrap_or_default().tick();
+    let peer_rates = Arc::new(PeerRates::new(cluster.id(), control.clone(), 2 * tick));
+    if let Some(listener) = peer_listener {
+        fleet::serve_peers(
+            listener,
+            cluster.clone(),
+            peer_auth.clone(),
+            peer_rates.clone(),
+        );
+    }
     let telemetry = Arc::new(Telemetry::new(config.api.metrics_top_sessions));
     let (written, routed) = tokio::sync::watch::channel(0);
     let handoffs = Arc::new(HandoffBoard::default());
@@ -102,6 +117,13 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
                 insights.clone(),
                 telemetry.clone(),
                 board.clone(),
+                fleet::FleetTick::start(
+                    peer_rates.clone(),
+                    control.clone(),
+                    telemetry.clone(),
+                    &peer_auth,
+                    tick,
+                )?,
             )
             .await?,
         ),

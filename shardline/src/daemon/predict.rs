@@ -18,7 +18,8 @@ use crate::{
     control::history::History,
     control::insight::Insights,
     control::sample::Sampler,
-    control::{self, LoopHandles, StageConfigs, TickInput},
+    control::{self, sample::Rate, LoopHandles, StageConfigs, TickInput},
+    daemon::fleet::FleetTick,
     guard::AgentAuth,
     maps::DataplaneMaps,
     state::{Control, SessionRef},
@@ -45,6 +46,7 @@ pub async fn start(
     insights: Arc<Insights>,
     telemetry: Arc<Telemetry>,
     board: Arc<HealthBoard>,
+    mut fleet: FleetTick,
 ) -> anyhow::Result<Predict> {
     let history = match &config.history_path {
         Some(path) => {
@@ -124,6 +126,7 @@ pub async fn start(
         .spawn(move || {
             let mut sampler = Sampler::new();
             let mut rates = Vec::new();
+            let mut named: Vec<(SessionRef, Rate)> = Vec::new();
             let mut last = Instant::now();
             let mut next = last + tick;
             loop {
@@ -140,26 +143,25 @@ pub async fn start(
                 sampler.rates(&counters, now - last, &mut rates);
                 last = now;
                 let state = control.local();
-                let (named, bytes) = rates
+                named.clear();
+                named.extend(rates.iter().filter_map(|(k, rate)| {
+                    let service = state.services.get((k.service as usize).checked_sub(1)?)?;
+                    let session = SessionRef {
+                        service: service.name.clone(),
+                        session: k.session,
+                    };
+                    Some((session, *rate))
+                }));
+                // On the leader, the whole cluster's load; on a follower, its own.
+                let sampled = fleet.rates(&named, now, control::unix_ms());
+                let (packets, bytes) = sampled
                     .iter()
-                    .filter_map(|(k, rate)| {
-                        let service = state.services.get((k.service as usize).checked_sub(1)?)?;
-                        Some((
-                            (
-                                SessionRef {
-                                    service: service.name.clone(),
-                                    session: k.session,
-                                },
-                                rate.packets,
-                            ),
-                            rate.bytes,
-                        ))
-                    })
+                    .map(|(session, rate)| ((session.clone(), rate.packets), rate.bytes))
                     .unzip();
                 if sample_tx
                     .send(TickInput {
                         at: now,
-                        rates: named,
+                        rates: packets,
                         bytes,
                     })
                     .is_err()
