@@ -54,6 +54,11 @@ pub fn serve_peers(
     }
     let app =
         crate::cluster::api::router(cluster, auth.clone()).merge(peer_rates::router(rates, auth));
+    // Answers are small and awaited: send them at once, not after the peer's delayed ACK (as
+    // `Cluster::start` does when it serves the peer endpoint itself).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             warn!("peer endpoint stopped: {e}");
