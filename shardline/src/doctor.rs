@@ -9,8 +9,9 @@ use serde::Serialize;
 use shardline_common::{
     consts::{
         MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_SERVICES, MAX_SESSIONS, MAX_SESSION_SLOTS,
-        MAX_SESSION_STATS,
+        MAX_SESSION_STATS, SERVICE_FRONT_ENTRIES, SESSION_FRONT_ENTRIES,
     },
+    front::{ServiceEntry, SessionEntry},
     maps::{
         Backend, Counter, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey, ShardSet,
         SlotCounter,
@@ -442,6 +443,9 @@ pub fn map_bytes(cpus: u64) -> u64 {
             size_of::<Counter>(),
         )
         + percpu_hash(MAX_FLOWS, size_of::<FlowKey>(), size_of::<FlowEntry>())
+        // The per-CPU fronts before SERVICES and SESSIONS.
+        + u64::from(SERVICE_FRONT_ENTRIES) * sz(size_of::<ServiceEntry>()) * cpus
+        + u64::from(SESSION_FRONT_ENTRIES) * sz(size_of::<SessionEntry>()) * cpus
 }
 
 fn memory(host: &Host) -> Check {
