@@ -10,15 +10,16 @@
 //!   backend's address and the service port. A backend passes when its agent and every probed
 //!   service *without a pool* answer (the default table they share cannot drop it for one of
 //!   them). A pooled service is probed on its pool's members only, each verdict through its own
-//!   fall/rise thresholds: failing takes the backend out of that service's pool alone
-//!   (`SetServiceHealth`), and it keeps serving every other service.
+//!   fall/rise thresholds: failing takes the backend out of that service's pool alone, and it
+//!   keeps serving every other service.
 //!
 //! Backends without a known agent address are not checked (their health is whatever the
 //! configuration and the API say). Every LB node of a cluster probes every backend it knows an
 //! agent for and commits its own verdict as a vote (`HealthVote`, the first one and then each
 //! change): a backend is down fleet-wide while more than half of the nodes voting on it see it
-//! down, so one node's false positive takes nothing out. The pooled services' probes are the
-//! leader's alone.
+//! down, so one node's false positive takes nothing out. A pooled service's probe of a member
+//! is voted on the same way (`ServiceHealthVote`): the member leaves that service's pool while
+//! more than half of the nodes voting on it see the probe fail.
 
 pub mod board;
 pub mod datapath;
@@ -94,25 +95,25 @@ pub async fn run(shared: Shared, settings: Settings) {
             board.retain(|_| false);
             continue;
         };
-        let leader = status.role == "leader";
         let state = control.local();
         board.retain(|id| state.backends.contains_key(&id));
         board.retain_services(|service, id| {
-            leader
-                && state.services.iter().any(|s| {
-                    s.name == service
-                        && s.probe.is_some()
-                        && s.backends.is_some()
-                        && s.served_by(id)
-                })
+            state.services.iter().any(|s| {
+                s.name == service && s.probe.is_some() && s.backends.is_some() && s.served_by(id)
+            })
         });
         let mut probes = JoinSet::new();
         for (&id, backend) in &state.backends {
             let plan = plan(&state.services, id, backend);
             let agent = backend.config.agent.clone().or_else(|| hub.agent_of(id));
-            // Pooled services' verdicts are the leader's alone (not voted on yet).
-            for (service, target) in plan.pooled.into_iter().filter(|_| leader) {
-                let committed = !backend.failing.contains(&service);
+            // Pooled services' verdicts are voted on too, per (service, member).
+            for (service, target) in plan.pooled {
+                let voted = backend
+                    .service_votes
+                    .get(&service)
+                    .and_then(|votes| votes.get(&voter.node))
+                    .copied();
+                let committed = voted.unwrap_or(!backend.failing.contains(&service));
                 let client = client.clone();
                 probes.spawn(async move {
                     let outcome = target.probe(&client, period).await;
@@ -120,6 +121,7 @@ pub async fn run(shared: Shared, settings: Settings) {
                         service,
                         id,
                         committed,
+                        voted: voted.is_some(),
                         outcome,
                     }
                 });
@@ -188,6 +190,7 @@ pub async fn run(shared: Shared, settings: Settings) {
                     service,
                     id,
                     committed,
+                    voted,
                     outcome,
                 } => {
                     let error = outcome.as_ref().err().cloned();
@@ -196,10 +199,15 @@ pub async fn run(shared: Shared, settings: Settings) {
                     if let Some(tr) = transition {
                         record_service(&service, id, tr, t, error.as_deref());
                     }
-                    (healthy != committed).then_some(Command::SetServiceHealth {
-                        service,
-                        id,
-                        healthy,
+                    let settled = healthy == error.is_none();
+                    (healthy != committed || (!voted && settled)).then(|| {
+                        Command::ServiceHealthVote {
+                            node: voter.node,
+                            service,
+                            id,
+                            healthy,
+                            members: voter.members.clone(),
+                        }
                     })
                 }
             };
@@ -246,6 +254,8 @@ enum Verdict {
         service: String,
         id: u32,
         committed: bool,
+        /// This node has voted on it before.
+        voted: bool,
         outcome: Result<(), String>,
     },
 }
@@ -573,6 +583,55 @@ mod tests {
         );
         assert!(!b.healthy, "1 of 3 up: still down");
         two.abort();
+    }
+
+    #[tokio::test]
+    async fn followers_vote_on_a_pool_member_s_probe_and_most_of_them_take_it_out() {
+        // The service's port answers nothing: every node's probe of it fails.
+        let mute = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = mute.local_addr().unwrap().port();
+        let text = format!(
+            "interface = \"eth0\"\n[encap]\nsource_v4 = \"10.0.0.2\"\n\
+             [[services]]\nname = \"kv\"\nvip = \"10.0.0.1\"\nport = {port}\n\
+             protocol = \"udp\"\nmode = \"header\"\nprobe = \"udp\"\n\
+             probe_path = \"direct\"\nbackends = [1]\n\
+             [[backends]]\nid = 1\nipv4 = \"127.0.0.1\"\nmac = \"02:00:00:00:00:01\"\n"
+        );
+        let config = crate::config::Config::parse(&text, "test").expect("valid");
+        let state = crate::state::ControlState::from_config(&config);
+        let local = Arc::new(crate::state::LocalControl::new(state));
+        for node in [1, 3] {
+            local
+                .write(Command::ServiceHealthVote {
+                    node,
+                    service: "kv".into(),
+                    id: 1,
+                    healthy: true,
+                    members: vec![1, 2, 3],
+                })
+                .await
+                .unwrap();
+        }
+        let kv_vote = |b: &BackendEntry, node| b.service_votes.get("kv")?.get(&node).copied();
+        let (two, written) = checker(&local, 2);
+        let b = until(&local, "follower 2 votes it failing", |b| {
+            kv_vote(b, 2) == Some(false)
+        })
+        .await;
+        assert!(b.serves("kv"), "1 of 3 is no majority: {b:?}");
+        let (three, _) = checker(&local, 3);
+        let b = until(&local, "2 of 3 take it out", |b| !b.serves("kv")).await;
+        assert!(b.usable(), "out of kv's pool only: {b:?}");
+        assert!(
+            written
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|c| matches!(c, Command::ServiceHealthVote { node: 2, .. })),
+            "a follower votes, it never sets"
+        );
+        two.abort();
+        three.abort();
     }
 
     #[test]

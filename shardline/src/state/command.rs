@@ -56,6 +56,22 @@ pub enum Command {
         /// other nodes are forgotten.
         members: Vec<u64>,
     },
+    /// One LB node's verdict on a pool member's probe of one service: the member fails the
+    /// service (as [`Command::SetServiceHealth`] says) while more than half of the nodes voting
+    /// on it see the probe fail.
+    ServiceHealthVote {
+        /// The voting node.
+        node: u64,
+        /// Service name (a service with a pool holding the backend).
+        service: String,
+        /// Backend id.
+        id: u32,
+        /// This node's probes pass.
+        healthy: bool,
+        /// The cluster's LB nodes (voters and learners) as the voter sees them: votes of
+        /// other nodes are forgotten.
+        members: Vec<u64>,
+    },
     /// Marks a backend passing or failing one pooled service's probe: failing, it leaves that
     /// service's ring, shard sets and membership (its flows there are re-decided) and keeps
     /// serving every other service.
@@ -292,6 +308,13 @@ fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, St
             id,
             healthy,
         } => pools::set_health(state, service, *id, *healthy)?,
+        Command::ServiceHealthVote {
+            node,
+            service,
+            id,
+            healthy,
+            members,
+        } => votes::service_vote(state, *node, service, *id, *healthy, members)?,
         Command::Drain { id, draining } => {
             let b = backend_mut(state, *id)?;
             // Draining a backend that is already draining (an operator re-running `drain` to
@@ -425,21 +448,25 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
             .backends
             .get(&b.id)
             .map_or((true, false, false), |e| (e.healthy, e.draining, e.drained));
-        // A failing service probe is kept while the service still pools the backend.
+        // A failing service probe, and the votes on it, are kept while the service still
+        // pools the backend.
+        let pools_it = |name: &str| {
+            tables
+                .services
+                .iter()
+                .any(|s| s.name == name && s.backends.is_some() && s.served_by(b.id))
+        };
         let failing = state
             .backends
             .get(&b.id)
+            .map(|e| e.failing.iter().filter(|n| pools_it(n)).cloned().collect())
+            .unwrap_or_default();
+        let service_votes = state
+            .backends
+            .get(&b.id)
             .map(|e| {
-                e.failing
-                    .iter()
-                    .filter(|name| {
-                        tables
-                            .services
-                            .iter()
-                            .any(|s| s.name == **name && s.backends.is_some() && s.served_by(b.id))
-                    })
-                    .cloned()
-                    .collect()
+                let kept = e.service_votes.iter().filter(|(n, _)| pools_it(n));
+                kept.map(|(n, votes)| (n.clone(), votes.clone())).collect()
             })
             .unwrap_or_default();
         backends.insert(
@@ -451,6 +478,7 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
                 drained,
                 failing,
                 votes,
+                service_votes,
             },
         );
     }
@@ -521,6 +549,7 @@ fn upsert_backend(state: &mut ControlState, config: &BackendConfig) {
             drained: false,
             failing: Default::default(),
             votes: Default::default(),
+            service_votes: Default::default(),
         });
     entry.config = config.clone();
 }

@@ -66,6 +66,11 @@ pub struct BackendEntry {
     /// is unhealthy while more than half of them see it down.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub votes: BTreeMap<u64, bool>,
+    /// Each probing LB node's verdict on each pooled service's probe, by service name then
+    /// node id ([`Command::ServiceHealthVote`]): it fails the service while more than half of
+    /// them see it fail.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_votes: BTreeMap<String, BTreeMap<u64, bool>>,
 }
 
 impl BackendEntry {

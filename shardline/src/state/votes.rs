@@ -26,6 +26,31 @@ pub(super) fn vote(
     Ok(())
 }
 
+/// Records node `node`'s verdict on backend `id`'s probe of pooled `service`, forgets the
+/// votes of nodes no longer among `members`, and derives whether it fails the service.
+pub(super) fn service_vote(
+    state: &mut ControlState,
+    node: u64,
+    service: &str,
+    id: u32,
+    healthy: bool,
+    members: &[u64],
+) -> Result<(), StateError> {
+    if !members.contains(&node) {
+        return Err(StateError::NotAMember(node));
+    }
+    // Refuses what `SetServiceHealth` refuses (no such service or pool, not a member) before
+    // recording anything.
+    let current = !backend_mut(state, id)?.failing.contains(service);
+    super::pools::set_health(state, service, id, current)?;
+    let b = backend_mut(state, id)?;
+    let votes = b.service_votes.entry(service.to_owned()).or_default();
+    votes.retain(|n, _| members.contains(n));
+    votes.insert(node, healthy);
+    let fails = is_majority(votes.values().filter(|up| !**up).count(), votes.len());
+    super::pools::set_health(state, service, id, !fails)
+}
+
 /// Whether `down` of `voters` is more than half.
 fn is_majority(down: usize, voters: usize) -> bool {
     down.saturating_mul(2) > voters
@@ -111,6 +136,77 @@ mod tests {
                 members: vec![1, 2, 3],
             });
             assert!(refused.is_err(), "node {node}, backend {id}");
+        }
+        assert_eq!(s, before);
+    }
+
+    /// Backends 1 to 3, with `kv` pooled on 1 and 2.
+    fn pooled() -> ControlState {
+        let mut config = crate::fixtures::kv_config(&[1, 2, 3], None);
+        config.services[0].backends = Some(vec![
+            crate::config::PoolMember::Id(1),
+            crate::config::PoolMember::Id(2),
+        ]);
+        ControlState::from_config(&config)
+    }
+
+    /// Node `node`'s vote on backend `id`'s probe of the pooled `kv`; whether `id` serves it.
+    fn cast_kv(s: &mut ControlState, node: u64, id: u32, healthy: bool, members: &[u64]) -> bool {
+        s.apply(&Command::ServiceHealthVote {
+            node,
+            service: "kv".into(),
+            id,
+            healthy,
+            members: members.to_vec(),
+        })
+        .expect("applies");
+        s.backends[&id].serves("kv")
+    }
+
+    #[test]
+    fn a_pool_member_fails_a_service_only_when_most_probing_nodes_see_it_fail() {
+        let mut s = pooled();
+        let three = [1, 2, 3];
+        for node in three {
+            assert!(cast_kv(&mut s, node, 2, true, &three));
+        }
+        assert!(
+            cast_kv(&mut s, 1, 2, false, &three),
+            "1 of 3 is no majority"
+        );
+        assert!(
+            cast_kv(&mut s, 1, 2, false, &three),
+            "a repeated vote counts once"
+        );
+        assert!(!cast_kv(&mut s, 3, 2, false, &three), "2 of 3 is");
+        assert!(
+            s.backends[&2].usable(),
+            "it still serves every other service"
+        );
+        assert!(cast_kv(&mut s, 3, 2, true, &three), "back to 1 of 3");
+        assert!(
+            cast_kv(&mut s, 2, 1, true, &three),
+            "each member has its own count"
+        );
+        assert!(
+            !cast_kv(&mut s, 1, 1, false, &[1]),
+            "a single node is its own majority"
+        );
+    }
+
+    #[test]
+    fn a_service_vote_outside_a_pool_or_from_a_stranger_changes_nothing() {
+        let mut s = pooled();
+        let before = s.clone();
+        for (node, service, id) in [(4, "kv", 1), (1, "kv", 3), (1, "nope", 1), (1, "kv", 9)] {
+            let refused = s.apply(&Command::ServiceHealthVote {
+                node,
+                service: service.into(),
+                id,
+                healthy: false,
+                members: vec![1, 2, 3],
+            });
+            assert!(refused.is_err(), "node {node}, {service}, backend {id}");
         }
         assert_eq!(s, before);
     }
