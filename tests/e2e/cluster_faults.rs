@@ -247,7 +247,17 @@ fn judge(lab: &ClusterLab, timeline: &Timeline, phases: &[Phase], sent: &[Sent])
                 }
                 Ok(_) => Verdict::Misrouted,
                 Err(_) => {
-                    let killed = faults::phase_of(phases, r.at).and_then(|p| p.killed);
+                    // The backend killed while the request was in flight: in the phase in force
+                    // when it was sent, or one that began before its answer was due.
+                    let due = r.at + client::REPLY_TIMEOUT;
+                    let killed = faults::phase_of(phases, r.at)
+                        .and_then(|p| p.killed)
+                        .or_else(|| {
+                            phases
+                                .iter()
+                                .filter(|p| p.at > r.at && p.at <= due)
+                                .find_map(|p| p.killed)
+                        });
                     let owned = |k: u32| expected.contains(&k) || held(k);
                     if killed.is_some_and(owned) {
                         Verdict::LostToKilled
