@@ -53,6 +53,28 @@ pub const fn checksum_replace16(check: u16, old: u16, new: u16) -> u16 {
     !(sum as u16)
 }
 
+/// The folded ones' complement sum (RFC 1071) of `bytes` as big-endian 16-bit words, an odd
+/// last byte padded with zero. Over a header with a valid checksum it is `0xffff`. Userspace
+/// only (the eBPF program sums fixed-size headers with [`ipv4_header_checksum_words`]).
+pub fn ones_complement_sum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for pair in bytes.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([
+            pair[0],
+            pair.get(1).copied().unwrap_or(0),
+        ]));
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// The internet checksum (RFC 1071) of `bytes`: the complement of [`ones_complement_sum`].
+/// Computed over data whose checksum field is zero, it is the value to write there; over data
+/// with a valid checksum in place, it is zero.
+pub fn internet_checksum(bytes: &[u8]) -> u16 {
+    !ones_complement_sum(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +177,19 @@ mod tests {
             0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
         ];
         assert_eq!(ipv4_header_checksum(&h), 0xb861);
+    }
+
+    #[test]
+    fn the_slice_form_matches_the_header_form_and_verifies_to_zero() {
+        let mut h = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(internet_checksum(&h), 0xb861);
+        h[10..12].copy_from_slice(&0xb861u16.to_be_bytes());
+        assert_eq!(internet_checksum(&h), 0);
+        assert_eq!(ones_complement_sum(&h), 0xffff);
+        // An odd length pads the last byte with zero.
+        assert_eq!(ones_complement_sum(&[0x12, 0x34, 0x56]), 0x6834);
     }
 }

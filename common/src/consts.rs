@@ -37,6 +37,9 @@ pub const MAX_SESSION_STATS: u32 = 262_144;
 /// slot 0 is never assigned (it means "none"), so this many less one sessions count by slot and
 /// the rest in the LRU counters.
 pub const MAX_SESSION_SLOTS: u32 = 65_536;
+/// Entries of the handoffs hash map: sessions whose handoff window is open at once
+/// (`crate::handoff`); a move beyond them is published by the API only, unmarked.
+pub const MAX_HANDOFFS: u32 = 65_536;
 /// Entries of the kernel's per-CPU services front (`crate::front`): a power of two.
 pub const SERVICE_FRONT_ENTRIES: u32 = 256;
 /// Entries of the kernel's per-CPU sessions front (`crate::front`): a power of two, about
@@ -44,6 +47,9 @@ pub const SERVICE_FRONT_ENTRIES: u32 = 256;
 pub const SESSION_FRONT_ENTRIES: u32 = 2_048;
 /// Entries of the per-CPU flow table (LRU: the least recently seen flows are evicted).
 pub const MAX_FLOWS: u32 = 262_144;
+/// CPUs whose flow-table values a CPU without a live one looks at (`crate::flows`); a flow
+/// seen only on CPUs past this is decided afresh there, as before.
+pub const MAX_FLOW_CPUS: u32 = 64;
 /// Default seconds a flow-table entry outlives its last packet.
 pub const DEFAULT_FLOW_IDLE_SECS: u32 = 30;
 /// New flows per second each CPU remembers in the flow table before it routes the rest of the

@@ -47,6 +47,16 @@ pub const fn ring_hash(session: u64, key: u64) -> u64 {
     mix64(session ^ key.rotate_left(32))
 }
 
+/// The hash whose bits fill the host part of an IPIP packet's outer source when the source is
+/// a prefix ([`crate::encap::outer_src4`]): the session and the request key (flow mode:
+/// the 5-tuple's hash; QUIC: the connection id's), so a backend's RSS spreads its encapsulated
+/// traffic over its queues while one flow keeps one queue. Mixed apart from [`ring_hash`], so
+/// the source carries no trace of the slot that chose the backend.
+#[inline(always)]
+pub const fn encap_source_hash(session: u64, key: u64) -> u64 {
+    mix64(key ^ session.rotate_left(32) ^ SPREAD)
+}
+
 /// Slot of the default Maglev table for a request of an unplaced session.
 #[inline(always)]
 pub const fn maglev_slot(session: u64, key: u64) -> u32 {

@@ -4,8 +4,14 @@
 //! - [`maps`]: the `repr(C)` keys and values of the BPF maps, and the rules that read them the
 //!   same on both sides: which Maglev half is live ([`maps::Globals::live_half`],
 //!   [`maps::maglev_index`]) and whether a flow still sticks ([`maps::FlowEntry::is_live`]).
+//! - [`encap`]: the outer IPv4 source of an IPIP packet, fixed or from a prefix by its hash.
+//! - [`flows`]: the per-CPU flow table read across CPUs, for a flow whose packets moved CPU.
+//! - [`frame`]: what an XDP program sees of a frame (linear part, whole length), for the
+//!   replay of multi-buffer (jumbo) frames.
 //! - [`front`]: the kernel's per-CPU caches in front of the services and sessions hash maps,
 //!   and the epoch that keeps them exact.
+//! - [`handoff`]: marking a moved key's packets with its previous owner for a window after a
+//!   re-shard (the shardline header's flags byte).
 //! - [`hash`]: the hash functions (session, request key, rendezvous score).
 //! - [`packet`]: bounds-checked, allocation-free parsing of Ethernet/IPv4/IPv6/UDP/TCP and the
 //!   shardline header.
@@ -17,6 +23,8 @@
 //!   what a shard set is ([`maps::ShardSet::from_members`]: 1 to `MAX_SHARDS` distinct
 //!   backends).
 //! - `plan` (feature `user`): re-shard plans, what moves where between two assignments.
+//! - [`probe`]: data-path HTTP probes: the socket marks, the tc program's map value and the
+//!   outer header it writes.
 //! - [`quic`]: QUIC header parsing and QUIC-LB plaintext connection ids (server id routing).
 //! - [`route`]: the routing decision (service → session → shard set or Maglev → backend), generic
 //!   over where the tables live, so userspace replays the kernel's decision bit for bit.
@@ -28,7 +36,11 @@
 
 pub mod checksum;
 pub mod consts;
+pub mod encap;
+pub mod flows;
+pub mod frame;
 pub mod front;
+pub mod handoff;
 pub mod hash;
 pub mod icmp;
 #[cfg(feature = "user")]
@@ -39,6 +51,7 @@ pub mod packet;
 pub mod partition;
 #[cfg(feature = "user")]
 pub mod plan;
+pub mod probe;
 pub mod quic;
 pub mod route;
 pub mod verdict;

@@ -205,8 +205,10 @@ pub struct ShardSet {
     /// Dataplane bookkeeping the daemon assigns when it writes the map; not part of a placement,
     /// so snapshots and replicated state carry 0.
     pub stats_slot: u32,
-    /// Explicit padding, always zero.
-    pub _pad: u32,
+    /// [`crate::handoff::WINDOW_OPEN`] while the session's handoff window is open (its
+    /// previous placement is in the `HANDOFFS` map), else 0. Dataplane bookkeeping like
+    /// `stats_slot`: written by the daemon with the placement, carried as 0 by snapshots.
+    pub handoff: u32,
 }
 
 impl Default for ShardSet {
@@ -218,7 +220,7 @@ impl Default for ShardSet {
             backends: [NO_BACKEND; MAX_SHARDS],
             splits: [u64::MAX; MAX_SHARDS - 1],
             stats_slot: 0,
-            _pad: 0,
+            handoff: 0,
         }
     }
 }
@@ -300,8 +302,8 @@ pub struct NewFlowRate {
     pub limit: u32,
     /// New flows routed without being remembered (over the limit) since the map was created.
     pub untracked: u64,
-    /// 1 from refusing a new flow until the next new flow or the next packet whose session has
-    /// no LRU counters entry: that packet's session is not inserted either (per-CPU scratch,
+    /// 1 from refusing a new flow until the next new flow or the next packet counted outside a
+    /// counters slot: that packet is not counted in the LRU session counters (per-CPU scratch,
     /// so no flag travels through the rest of the program and the verifier's states).
     pub refused: u32,
     /// Explicit padding, always zero.
@@ -371,6 +373,10 @@ pub struct Globals {
     pub too_big_limit4: u32,
     /// The same for IPv6.
     pub too_big_limit6: u32,
+    /// The host bits of the IPIP outer source that come from the packet's hash, as address
+    /// bytes (`encap.source_v4_prefix`: `0.0.255.255` for a /16); all zero, every packet
+    /// leaves from `src4` (see [`crate::encap::outer_src4`]).
+    pub src4_hash_mask: [u8; 4],
 }
 
 /// The default Maglev table is double-buffered: the `MAGLEV` array holds two halves of
@@ -695,7 +701,7 @@ mod tests {
         assert_eq!(size_of::<ShardSet>(), 16 + 4 * MAX_SHARDS + 8 * MAX_SHARDS);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowEntry>(), 16);
-        assert_eq!(size_of::<Globals>(), 44);
+        assert_eq!(size_of::<Globals>(), 48);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<SlotCounter>(), 32);
     }

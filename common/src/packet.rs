@@ -20,6 +20,14 @@ pub trait PacketBytes {
         self.len() == 0
     }
 
+    /// The whole frame's length: [`len`](Self::len) (the bytes loads can reach) plus the
+    /// fragments of an XDP multi-buffer frame, which only helpers read. Asked only when an IP
+    /// header's length runs past [`len`](Self::len), so a frame held whole pays nothing for it.
+    #[inline(always)]
+    fn whole_len(&self) -> usize {
+        self.len()
+    }
+
     /// The `N` bytes at `off`, or `None` if they are not all inside the packet.
     fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]>;
 
@@ -128,6 +136,14 @@ pub fn parse_l3<P: PacketBytes + ?Sized>(p: &P) -> Result<L3, L3Error> {
     }
 }
 
+/// Whether an IP packet ending at `end` runs past the frame. The linear part is compared
+/// first: only a packet longer than it (a multi-buffer frame, or a truncated one) asks for the
+/// whole frame's length, so in the kernel only those pay the helper call.
+#[inline(always)]
+fn beyond_frame<P: PacketBytes + ?Sized>(p: &P, end: usize) -> bool {
+    end > p.len() && end > p.whole_len()
+}
+
 #[inline(always)]
 fn parse_ipv4<P: PacketBytes + ?Sized>(p: &P, off: usize) -> Result<L3, L3Error> {
     // The destination ends the fixed header: checked first, it bounds the other reads.
@@ -136,7 +152,7 @@ fn parse_ipv4<P: PacketBytes + ?Sized>(p: &P, off: usize) -> Result<L3, L3Error>
     let vihl = p.u8_at(off).ok_or(L3Error::Malformed(None))?;
     let ihl = ((vihl & 0x0f) as usize) * 4;
     let total = p.u16_at(off + 2).ok_or(L3Error::Malformed(None))? as usize;
-    if vihl >> 4 != 4 || ihl < IPV4_HLEN || total < ihl || off + total > p.len() {
+    if vihl >> 4 != 4 || ihl < IPV4_HLEN || total < ihl || beyond_frame(p, off + total) {
         return Err(L3Error::Malformed(Some(dst)));
     }
     // More-fragments flag or a non-zero offset: no reliable ports in this packet.
@@ -165,7 +181,7 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(p: &P, off: usize) -> Result<L3, L3Error>
     let first = p.u64_at(off).ok_or(L3Error::Malformed(None))?;
     let payload = ((first >> 16) & 0xffff) as usize;
     let end = off + IPV6_HLEN + payload;
-    if first >> 60 != 6 || end > p.len() {
+    if first >> 60 != 6 || beyond_frame(p, end) {
         return Err(L3Error::Malformed(Some(dst)));
     }
     let mut proto = ((first >> 8) & 0xff) as u8;

@@ -29,6 +29,16 @@ pub trait Tables {
     /// For a placed session, the member of its shard set that owns `request_key` (see
     /// [`pick_shard`]); `None` for a session the daemon has not placed.
     fn placed_backend(&self, key: &SessionKey, request_key: u64) -> Option<u32>;
+    /// The flags byte request `request_key` of placed session `key`, now owned by `owner`,
+    /// carries: [`crate::handoff::mark_for`] under the session's handoff if its window is open
+    /// now ([`crate::handoff`]), else 0. Asked right after [`Tables::placed_backend`] found the
+    /// placement, for header-mode requests only, whose shardline header is at `header_off`.
+    /// The kernel answers 0 without a lookup unless that placement's
+    /// [`crate::maps::ShardSet::handoff`] flag is set, and writes a mark into the header there
+    /// and then (every outcome after a placement is a forward or a drop), so the rest of the
+    /// program never branches on it.
+    fn handoff_mark(&self, key: &SessionKey, request_key: u64, owner: u32, header_off: usize)
+        -> u8;
     /// The backend id in slot `slot` of the live half of the default Maglev table.
     fn maglev(&self, slot: u32) -> u32;
     /// The backend id in slot `hash % ring_size` of the live half of `service`'s own ring
@@ -78,6 +88,12 @@ pub struct Decision {
     pub ip_len: u32,
     /// Whether the packet is IPv6.
     pub v6: bool,
+    /// The shardline header's flags byte as the dataplane rewrites it for a request whose key
+    /// moved in an open handoff window ([`Tables::handoff_mark`]), the UDP checksum updated
+    /// to match; 0: not marked, the packet's bytes are left as they are.
+    pub mark: u8,
+    /// Offset of the shardline header in the frame, valid when `mark` is not 0.
+    pub header_off: u16,
 }
 
 impl Decision {
@@ -92,6 +108,8 @@ impl Decision {
             l3_off: 0,
             ip_len: 0,
             v6: false,
+            mark: 0,
+            header_off: 0,
         }
     }
 
@@ -241,7 +259,14 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
         Some(found) => found,
         None => {
             let id = match t.placed_backend(&session, key) {
-                Some(id) => id,
+                Some(id) => {
+                    // Header mode, the packet's own request: mark a key that moved.
+                    if !icmp_error && service.mode == session_mode::HEADER {
+                        d.mark = t.handoff_mark(&session, key, id, l4.payload_off);
+                        d.header_off = l4.payload_off as u16;
+                    }
+                    id
+                }
                 None => unplaced_backend(t, &service, session.session, key),
             };
             let Some(backend) = present(t, id) else {

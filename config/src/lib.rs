@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 pub mod api;
 pub mod cluster;
 pub mod control;
+pub mod prefix;
 pub mod reference;
 pub mod services;
 
 pub use self::{
     api::ApiConfig,
+    prefix::Ipv4Prefix,
     services::{
         default_ring_size, parse_mac, session_number, BackendConfig, ConfigTables, Encap,
         ForwardMode, IcmpConfig, PoolMember, ProbePath, Protocol, ServiceConfig, ServiceProbe,
@@ -276,6 +278,24 @@ mod tests {
     }
 
     #[test]
+    fn an_ipip_source_prefix_stands_in_for_source_v4_and_is_checked() {
+        let prefixed = GOOD.replace(
+            "source_v4 = \"10.0.0.2\"",
+            "source_v4_prefix = \"172.16.0.0/16\"",
+        );
+        let c = Config::parse(&prefixed, "t").unwrap();
+        assert_eq!(
+            c.encap.ipip_source(),
+            Some(([172, 16, 0, 0], [0, 0, 255, 255]))
+        );
+        let fixed = Config::parse(GOOD, "t").unwrap();
+        assert_eq!(fixed.encap.ipip_source(), Some(([10, 0, 0, 2], [0; 4])));
+        let host_bits = prefixed.replace("172.16.0.0/16", "172.16.0.1/16");
+        assert!(err(&host_bits).contains("the network is 172.16.0.0/16"));
+        assert!(err(&prefixed.replace("/16", "/32")).contains("prefix length 32"));
+    }
+
+    #[test]
     fn the_handoff_window_defaults_to_10_s_and_is_at_most_an_hour() {
         let c = Config::parse(GOOD, "test.toml").unwrap();
         assert_eq!(c.handoff_window(), std::time::Duration::from_secs(10));
@@ -421,19 +441,75 @@ mod tests {
         assert!(!c.services[0].probes_on_data_path());
         let http = udp.replace("probe = \"udp\"", "probe = \"http\"");
         let c = Config::parse(&http, "test.toml").unwrap();
-        assert!(!c.services[0].probes_on_data_path(), "http goes direct");
+        assert!(
+            !c.services[0].probes_on_data_path(),
+            "auto leaves http direct: it needs a route to the VIP"
+        );
+        assert_eq!(c.services[0].probe_http_path(), "/");
         let forced = http.replace(
             "probe = \"http\"",
             "probe = \"http\"\nprobe_path = \"datapath\"",
         );
-        let e = Config::parse(&forced, "test.toml").unwrap_err().to_string();
-        assert!(e.contains("probe_path") && e.contains("http GET"), "{e}");
+        let c = Config::parse(&forced, "test.toml").unwrap();
+        assert!(
+            c.services[0].probes_on_data_path(),
+            "http on the data path when asked"
+        );
+        let l2 = forced.replace(
+            "mode = \"header\"",
+            "mode = \"header\"\nforward = \"l2dsr\"",
+        );
+        let e = Config::parse(&l2, "test.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("probe_path") && e.contains("encapsulating"),
+            "{e}"
+        );
         let alone = GOOD.replace(
             "mode = \"header\"",
             "mode = \"header\"\nprobe_path = \"direct\"",
         );
         let e = Config::parse(&alone, "test.toml").unwrap_err().to_string();
         assert!(e.contains("no probe"), "{e}");
+    }
+
+    #[test]
+    fn an_http_probe_takes_a_request_path_and_an_http_status_and_other_probes_neither() {
+        let http = GOOD.replace("mode = \"header\"", "mode = \"header\"\nprobe = \"http\"");
+        let ok = http.replace(
+            "probe = \"http\"",
+            "probe = \"http\"\nprobe_http_path = \"/healthz?deep=1\"\nprobe_http_status = 204",
+        );
+        let c = Config::parse(&ok, "test.toml").unwrap();
+        assert_eq!(c.services[0].probe_http_path(), "/healthz?deep=1");
+        assert_eq!(c.services[0].probe_http_status, Some(204));
+        for (line, field, why) in [
+            (
+                "probe_http_path = \"healthz\"",
+                "probe_http_path",
+                "start with /",
+            ),
+            ("probe_http_path = \"/a b\"", "probe_http_path", "no spaces"),
+            (
+                "probe_http_path = \"/a\\r\\nX: y\"",
+                "probe_http_path",
+                "control",
+            ),
+            ("probe_http_status = 99", "probe_http_status", "100 to 599"),
+            ("probe_http_status = 600", "probe_http_status", "100 to 599"),
+        ] {
+            let bad = http.replace("probe = \"http\"", &format!("probe = \"http\"\n{line}"));
+            let e = Config::parse(&bad, "test.toml").unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains(why), "{line}: {e}");
+        }
+        let udp = GOOD.replace(
+            "mode = \"header\"",
+            "mode = \"header\"\nprobe = \"udp\"\nprobe_http_status = 200",
+        );
+        let e = Config::parse(&udp, "test.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("probe_http_status") && e.contains("other than"),
+            "{e}"
+        );
     }
 
     #[test]

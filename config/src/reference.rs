@@ -75,8 +75,9 @@ pub const KEYS: &[Key] = &[
     key("pin_dir", Code, Text("a directory on bpffs"), "Where the maps and the program link are pinned; they survive daemon restarts."),
     key("flow_idle_secs", Code, Text("0 to 4294967295 (0: no stickiness)"), "Seconds a flow-mode connection keeps its backend after its last packet, across table changes."),
     key("handoff_window_secs", Code, Int(0, 3600), "Seconds the previous owners of a re-placed session stay published (`GET …/owners`) so the new owner can pull moved keys from them (docs/handoff.md); 0 publishes none. A reload applies it to later moves."),
-    key("encap.source_v4", Unset, Text("an IPv4 address"), "Outer source of IPIP packets; required when a service encapsulates to an IPv4 backend."),
+    key("encap.source_v4", Unset, Text("an IPv4 address"), "Outer source of IPIP packets; required when a service encapsulates to an IPv4 backend, unless `encap.source_v4_prefix` is set."),
     key("encap.source_v6", Code, Text("an IPv6 address"), "Outer source of IP6IP6 packets."),
+    key("encap.source_v4_prefix", Unset, Text("`a.b.c.d/len`, len 8 to 31, host bits zero"), "IPIP outer sources as a prefix (Katran's `IPIP_V4_PREFIX`): each packet leaves from the address whose host bits are its hash (session and request key: one flow, one source), so a backend's RSS spreads tunnelled flows over its queues; replaces `encap.source_v4` for IPIP. Backends must accept IPIP from the whole prefix."),
     key("icmp.echo_reply", Code, Text("`true` or `false`"), "Answer ICMP / ICMPv6 echo requests (ping) to a VIP in the dataplane, as Katran does; `false` passes them to the host's stack."),
     key("icmp.too_big_reply", Code, Text("`true` or `false`"), "Answer a client packet that would exceed the interface MTU once the IPIP / IP6IP6 header is added with ICMP \"fragmentation needed\" / ICMPv6 \"packet too big\" carrying the usable MTU (the interface MTU less 20 or 40), sent back from the VIP, as Katran does; the MTU is read from the interface at attach. `false` forwards such packets as they are."),
     key("services[].name", Required, Text("a unique name"), "The service's name, which sessions refer to."),
@@ -89,8 +90,10 @@ pub const KEYS: &[Key] = &[
     key("services[].cid_generation", Derived("0 in `quic` mode"), Text("`quic` mode only"), "QUIC-LB config generation; bump it when changing `server_id_len`."),
     key("services[].backends", Unset, Text("backend ids or `{ id, weight }` tables"), "The service's pool: only these backends serve it, through a Maglev ring of its own (weight default: the backend's own). Unset: every backend, through the default table."),
     key("services[].ring_size", Derived("the smallest of 251, 509, 1021, … 65537 with 100 slots per pool member"), Text("a prime up to 65537, with `backends`"), "Slots of the pool's ring; memory is 16 bytes per slot (two halves of 8-byte array entries)."),
-    key("services[].probe", Derived("not probed"), Text("`tcp`, `udp` or `http`"), "Health probe of the service on each backend, besides the agent's `/health`: a TCP handshake, a UDP request answered, or `GET /` below 500."),
-    key("services[].probe_path", Derived("auto"), Text("`auto`, `datapath` or `direct`"), "Which way the probe travels: `datapath` encapsulates it to the backend with the VIP as inner destination (IPIP, as the balancer forwards; tcp and udp probes of encapsulating IPv4 services; needs CAP_NET_RAW), `direct` sends it to the backend's address and the service port; `auto` takes the data path where it can."),
+    key("services[].probe", Derived("not probed"), Text("`tcp`, `udp` or `http`"), "Health probe of the service on each backend, besides the agent's `/health`: a TCP handshake, a UDP request answered, or an HTTP GET answered with the expected status."),
+    key("services[].probe_path", Derived("auto"), Text("`auto`, `datapath` or `direct`"), "Which way the probe travels: `datapath` encapsulates it to the backend with the VIP as inner destination (IPIP or IPv6-in-IPv6, as the balancer forwards; encapsulating services only; tcp and udp through raw sockets, needing CAP_NET_RAW; http through a marked TCP connection a tc egress program encapsulates, needing CAP_NET_ADMIN, CAP_BPF and a route to the VIP, see [health](health.md)), `direct` sends it to the backend's address and the service port; `auto` takes the data path for tcp and udp probes of encapsulating services, and sends http direct."),
+    key("services[].probe_http_path", Derived("/"), Text("an absolute path, visible ASCII, `http` probes only"), "What an `http` probe GETs (query string included)."),
+    key("services[].probe_http_status", Derived("any 2xx or 3xx"), Text("100 to 599, `http` probes only"), "The one status an `http` probe passes on."),
     key("backends[].id", Required, Text("0 to 4095, unique"), "Unique backend id."),
     key("backends[].ipv4", Unset, Text("an IPv4 address"), "IPIP destination."),
     key("backends[].ipv6", Code, Text("an IPv6 address"), "IP6IP6 destination."),
@@ -155,6 +158,7 @@ pub const SAMPLE: &str = r#"
 interface = "eth0"
 [encap]
 source_v4 = "10.0.0.2"
+source_v4_prefix = "172.16.0.0/16"
 [icmp]
 [[services]]
 name = "kv"
@@ -166,6 +170,16 @@ backends = [1]
 ring_size = 251
 probe = "udp"
 probe_path = "datapath"
+[[services]]
+name = "web"
+vip = "10.100.0.1"
+port = 80
+protocol = "tcp"
+mode = "flow"
+probe = "http"
+probe_path = "datapath"
+probe_http_path = "/healthz"
+probe_http_status = 200
 [[backends]]
 id = 1
 ipv4 = "10.0.0.11"

@@ -97,6 +97,22 @@ pub struct Encap {
     pub source_v4: Option<Ipv4Addr>,
     /// IPv6 source of IP6IP6 packets.
     pub source_v6: Option<Ipv6Addr>,
+    /// IPIP sources as a prefix instead of `source_v4`: each packet leaves from an address in
+    /// it picked by the packet's hash, so a backend's RSS spreads the tunnelled flows over its
+    /// queues (Katran's `IPIP_V4_PREFIX`).
+    pub source_v4_prefix: Option<crate::Ipv4Prefix>,
+}
+
+impl Encap {
+    /// The IPIP source address and the bits of it the packet's hash replaces (all zero: a
+    /// fixed source), as the dataplane's globals carry them; `None` with neither set.
+    pub fn ipip_source(&self) -> Option<([u8; 4], [u8; 4])> {
+        match (self.source_v4_prefix, self.source_v4) {
+            (Some(p), _) => Some((p.addr.octets(), p.host_mask())),
+            (None, Some(a)) => Some((a.octets(), [0; 4])),
+            (None, None) => None,
+        }
+    }
 }
 
 /// What the dataplane does with ICMP to a VIP (`[icmp]`). Errors quoting a flow a VIP sent
@@ -170,18 +186,28 @@ pub struct ServiceConfig {
     /// Which way the probe travels (default `auto`: the data path where it can).
     #[serde(default, skip_serializing_if = "ProbePath::is_auto")]
     pub probe_path: ProbePath,
+    /// `http` probes: the path they GET (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_http_path: Option<String>,
+    /// `http` probes: the one status that passes (default: any 2xx or 3xx).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_http_status: Option<u16>,
 }
 
 impl ServiceConfig {
     /// Whether the probe travels the data path: encapsulated to the backend with the VIP as
     /// inner destination, as the balancer forwards the service's packets (`probe_path`
-    /// `datapath`, or `auto` where that is possible: an encapsulating service on an IPv4 VIP
-    /// probed by TCP or UDP).
+    /// `datapath`, or `auto` for a tcp or udp probe of an encapsulating service). An `http`
+    /// probe takes it only when asked (`datapath`): its TCP connection leaves by the prober
+    /// host's route to the VIP, which a host may not have.
     pub fn probes_on_data_path(&self) -> bool {
         match self.probe_path {
             ProbePath::Datapath => true,
             ProbePath::Direct => false,
-            ProbePath::Auto => self.data_path_probe_refusal().is_none(),
+            ProbePath::Auto => {
+                self.data_path_probe_refusal().is_none()
+                    && matches!(self.probe, Some(ServiceProbe::Tcp | ServiceProbe::Udp))
+            }
         }
     }
 
@@ -189,14 +215,20 @@ impl ServiceConfig {
     pub fn data_path_probe_refusal(&self) -> Option<&'static str> {
         if self.forward != ForwardMode::Encap {
             Some("only encapsulating services (forward = \"encap\") are probed on the data path")
-        } else if !self.vip.is_ipv4() {
-            Some("data-path probes are IPIP: the VIP must be IPv4")
-        } else if !matches!(self.probe, Some(ServiceProbe::Tcp | ServiceProbe::Udp)) {
-            Some("data-path probes are tcp or udp (an http GET needs a whole TCP connection)")
         } else {
             None
         }
     }
+
+    /// The path an `http` probe GETs.
+    pub fn probe_http_path(&self) -> &str {
+        self.probe_http_path.as_deref().unwrap_or("/")
+    }
+}
+
+/// Whether `path` may stand in an HTTP request line: absolute, visible ASCII, no spaces.
+fn is_request_path(path: &str) -> bool {
+    path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Which way a service probe travels.
@@ -228,7 +260,8 @@ pub enum ServiceProbe {
     Tcp,
     /// A UDP datagram that gets any answer.
     Udp,
-    /// `GET /` answered with a status below 500.
+    /// `GET` of `probe_http_path` answered with the expected status (any 2xx or 3xx by
+    /// default).
     Http,
 }
 
@@ -471,9 +504,38 @@ pub fn validate(
                 return Err(invalid(format!("services[{i}].probe_path"), why));
             }
         }
+        let http = s.probe == Some(ServiceProbe::Http);
+        if let Some(path) = &s.probe_http_path {
+            if !http {
+                return Err(invalid(
+                    format!("services[{i}].probe_http_path"),
+                    "set with a probe other than \"http\"",
+                ));
+            }
+            if !is_request_path(path) {
+                return Err(invalid(
+                    format!("services[{i}].probe_http_path"),
+                    format!("{path:?} must start with / and hold no spaces or control characters"),
+                ));
+            }
+        }
+        if let Some(status) = s.probe_http_status {
+            if !http {
+                return Err(invalid(
+                    format!("services[{i}].probe_http_status"),
+                    "set with a probe other than \"http\"",
+                ));
+            }
+            if !(100..=599).contains(&status) {
+                return Err(invalid(
+                    format!("services[{i}].probe_http_status"),
+                    format!("{status} is not an HTTP status (100 to 599)"),
+                ));
+            }
+        }
         if s.forward == ForwardMode::Encap {
             let needs = match s.vip {
-                IpAddr::V4(_) if encap.source_v4.is_none() => Some("encap.source_v4"),
+                IpAddr::V4(_) if encap.ipip_source().is_none() => Some("encap.source_v4"),
                 IpAddr::V6(_) if encap.source_v6.is_none() => Some("encap.source_v6"),
                 _ => None,
             };

@@ -4,6 +4,7 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use aya_log_ebpf::error;
 use shardline_common::{
+    maps::session_mode,
     packet::PacketBytes,
     route::{decide, Decision},
     verdict::{Action, Reason},
@@ -13,7 +14,7 @@ use crate::{
     counters::{count_forwarded, count_reason},
     echo,
     maps::GLOBALS,
-    packet::XdpPacket,
+    packet::{LinearPacket, XdpPacket},
     rewrite::rewrite,
     tables::MapTables,
     too_big,
@@ -42,7 +43,7 @@ pub fn run_with<const RINGS_AOM: bool, const BENCH: bool>(ctx: &XdpContext) -> u
         return xdp_action::XDP_PASS;
     };
     let frame_len = XdpPacket(ctx).len() as u64;
-    let tables = MapTables::<RINGS_AOM, BENCH>::new(globals);
+    let tables = MapTables::<RINGS_AOM, BENCH>::new(globals, ctx);
     let d = route(ctx, &tables);
     let mut reason = d.reason;
     if reason.forwards() {
@@ -50,7 +51,21 @@ pub fn run_with<const RINGS_AOM: bool, const BENCH: bool>(ctx: &XdpContext) -> u
             log_encap_failed(ctx, d.backend_id);
             reason = Reason::EncapFailed;
         } else {
-            count_forwarded(d.backend_id, &d.session, tables.stats_slot.get(), frame_len);
+            let flow_mode = d.service.mode == session_mode::FLOW;
+            // A multi-buffer frame's bytes run past its linear part: its IP length says how far.
+            let ip_end = u64::from(d.l3_off + d.ip_len);
+            let bytes = if ip_end > frame_len {
+                ip_end
+            } else {
+                frame_len
+            };
+            count_forwarded(
+                d.backend_id,
+                &d.session,
+                tables.stats_slot.get(),
+                bytes,
+                flow_mode,
+            );
         }
     } else if reason == Reason::IcmpEchoReply && echo::reply(ctx, &d).is_err() {
         reason = Reason::IcmpMalformed;
@@ -64,16 +79,22 @@ pub fn run_with<const RINGS_AOM: bool, const BENCH: bool>(ctx: &XdpContext) -> u
     reason.action() as u32
 }
 
-/// The routing decision. Inlined, like the rewrite and the counters: on this kind of machine a
-/// BPF-to-BPF call and its return cost more than the frame they save (`shardline
-/// bench-dataplane`), and the inlined program's frame is 416 bytes, under the verifier's 512
-/// (checked with the stack probe in the README's benchmark section).
+/// The routing decision, on the whole frame (multi-buffer aware) or, in the bench programs, on
+/// its linear part only (`LinearPacket`: their frames fit a page). Inlined, like the rewrite
+/// and the counters: on this kind of machine a BPF-to-BPF call and its return cost more than
+/// the frame they save (`shardline bench-dataplane`), and the inlined program's frame is 416
+/// bytes, under the verifier's 512 (checked with the stack probe in the README's benchmark
+/// section).
 #[inline(always)]
 fn route<const RINGS_AOM: bool, const BENCH: bool>(
     ctx: &XdpContext,
     tables: &MapTables<RINGS_AOM, BENCH>,
 ) -> Decision {
-    decide(&XdpPacket(ctx), tables)
+    if BENCH {
+        decide(&LinearPacket(XdpPacket(ctx)), tables)
+    } else {
+        decide(&XdpPacket(ctx), tables)
+    }
 }
 
 /// Logged (aya-log, read by the daemon) when a routed packet could not be rewritten: no

@@ -1,6 +1,6 @@
 //! Per-CPU counters: no atomics, no contention; userspace sums the CPUs.
 
-use aya_ebpf::bindings::{BPF_ANY, BPF_EXIST};
+use aya_ebpf::bindings::BPF_ANY;
 use shardline_common::{
     maps::{backend_stats_index, Counter, SessionKey},
     verdict::Reason,
@@ -18,11 +18,11 @@ pub fn count_reason(reason: Reason) {
 }
 
 /// Counts one forwarded packet of `bytes` for backend `id` of the session's service, and for
-/// `session`: in counters slot `slot` when `session` owns it, else in the LRU counters, where
-/// a refused new flow (over the new-flow rate, `NewFlowRate::refused`) counts only if its
-/// session already has an entry: a flood of new clients evicts no session's counters.
+/// `session`: in counters slot `slot` when `session` owns it, else in the LRU counters, unless
+/// the packet is a refused new flow (over the new-flow rate, `NewFlowRate::refused`) of a
+/// `flow_mode` service.
 #[inline(always)]
-pub fn count_forwarded(id: u32, session: &SessionKey, slot: u32, bytes: u64) {
+pub fn count_forwarded(id: u32, session: &SessionKey, slot: u32, bytes: u64, flow_mode: bool) {
     let index = backend_stats_index(session.service, id).unwrap_or(u32::MAX);
     if let Some(c) = BACKEND_STATS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot.
@@ -43,6 +43,14 @@ pub fn count_forwarded(id: u32, session: &SessionKey, slot: u32, bytes: u64) {
             }
         }
     }
+    // A refused new flow's packet (over the new-flow rate) is not counted per session outside
+    // a slot: a flood of new clients then makes no LRU counters lookup and evicts no session's
+    // counters. Its packet and bytes still count for its backend above, and it counts in
+    // `NewFlowRate::untracked`. Only flow-mode services start flows, so only their packets
+    // look (the other modes' slot-less packets, `default_table_v4`'s, make no access for it).
+    if flow_mode && take_refused() {
+        return;
+    }
     match SESSION_STATS.get_ptr_mut(session) {
         // SAFETY: per-CPU value of an LRU per-CPU hash.
         Some(c) => unsafe {
@@ -52,9 +60,8 @@ pub fn count_forwarded(id: u32, session: &SessionKey, slot: u32, bytes: u64) {
         None => {
             // A full table evicts the least recently used session; losing a racing insert on
             // another CPU only loses that CPU's first packet count.
-            // A refused new flow's session is only refreshed if present, which it is not.
-            let flags = if take_refused() { BPF_EXIST } else { BPF_ANY };
-            let _ = SESSION_STATS.insert(session, &Counter { packets: 1, bytes }, u64::from(flags));
+            let _ =
+                SESSION_STATS.insert(session, &Counter { packets: 1, bytes }, u64::from(BPF_ANY));
         }
     }
 }

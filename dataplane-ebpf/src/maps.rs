@@ -101,10 +101,10 @@ pub static SESSION_STATS: LruPerCpuHashMap<SessionKey, Counter> =
 pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowEntry> = LruPerCpuHashMap::pinned(MAX_FLOWS, 0);
 
 /// The new-flow rate limiter, per CPU (one entry): above its limit a CPU routes the second's
-/// remaining new flows without inserting them into `FLOWS`. Not pinned: its state is one
-/// second's count, and a restarted daemon starting it afresh loses nothing.
+/// remaining new flows without inserting them into `FLOWS`. Pinned so the daemon exports
+/// `untracked` (`shardline_dataplane_new_flows_untracked`), which then counts since the pin.
 #[map]
-pub static NEW_FLOW_RATE: PerCpuArray<NewFlowRate> = PerCpuArray::with_max_entries(1, 0);
+pub static NEW_FLOW_RATE: PerCpuArray<NewFlowRate> = PerCpuArray::pinned(1, 0);
 
 /// Bench only (`shardline-bench`'s `pool_table_aom_v4` case; `shardline` never reads it, and
 /// nothing is pinned): the pools' rings laid out as an array of maps, one inner array of

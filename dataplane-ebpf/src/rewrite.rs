@@ -89,7 +89,8 @@ fn encap_with_l2<const L2: usize>(
             let traffic_class = ((u16::from_be_bytes(inner) >> 4) & 0xff) as u8;
             write_ipv6_outer::<L2>(out, d, g, backend, traffic_class);
         } else {
-            write_ipv4_outer::<L2>(out, ip_len, g, backend, inner[1]);
+            let src = shardline_common::encap::outer_src4(g, d.session.session, d.key);
+            write_ipv4_outer::<L2>(out, ip_len, src, backend, inner[1]);
         }
     }
     Ok(())
@@ -124,7 +125,8 @@ fn backend_mac(backend: &Backend) -> (u32, u16) {
     )
 }
 
-/// The outer IPv4 header (no options, DF clear, id 0) after `L2`.
+/// The outer IPv4 header (no options, DF clear, id 0) after `L2`, from `src` (the native word
+/// of [`shardline_common::encap::outer_src4`]).
 ///
 /// # Safety
 /// `out` must cover at least `L2 + IPV4_HLEN` bytes.
@@ -132,7 +134,7 @@ fn backend_mac(backend: &Backend) -> (u32, u16) {
 unsafe fn write_ipv4_outer<const L2: usize>(
     out: Span,
     ip_len: usize,
-    g: &Globals,
+    src: u32,
     backend: &Backend,
     tos: u8,
 ) {
@@ -141,7 +143,7 @@ unsafe fn write_ipv4_outer<const L2: usize>(
         u32::from_ne_bytes([0x45, tos, total[0], total[1]]),
         0,
         u32::from_ne_bytes([ENCAP_TTL, IPPROTO_IPIP, 0, 0]),
-        u32::from_ne_bytes(g.src4),
+        src,
         u32::from_ne_bytes(backend.addr4),
     ];
     let sum = ipv4_header_checksum_words(words).to_ne_bytes();

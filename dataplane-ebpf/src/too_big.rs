@@ -14,7 +14,7 @@
 //! the old L2 header is read whole before anything is written over it.
 
 use aya_ebpf::{
-    helpers::{bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    helpers::{bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
     programs::XdpContext,
 };
 use shardline_common::{
@@ -24,7 +24,6 @@ use shardline_common::{
         IPV4_HLEN, IPV6_HLEN, VLAN_HLEN,
     },
     mtu::{next_hop_mtu, quote_len_v4, ICMPV6_QUOTE_MAX, QUOTE_MAX_V4},
-    packet::PacketBytes,
     route::Decision,
 };
 
@@ -178,11 +177,15 @@ fn reply_v6<const L2: usize>(ctx: &XdpContext, mtu: u32) -> Result<(), TooBigFai
     Ok(())
 }
 
-/// Cuts the frame to `keep` octets, then grows it by `head` at the front.
+/// Cuts the frame to `keep` octets, then grows it by `head` at the front. The cut is measured
+/// from the whole frame's end: a multi-buffer (jumbo) frame loses its fragments first, then the
+/// rest of its linear part.
 #[inline(always)]
 fn resize(ctx: &XdpContext, keep: usize, head: usize) -> Result<(), TooBigFailed> {
-    let delta = keep as i32 - XdpPacket(ctx).len() as i32;
     // SAFETY: plain helper calls on the program's own context.
+    let whole = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as i32;
+    let delta = keep as i32 - whole;
+    // SAFETY: as above.
     let (tail, front) = unsafe {
         (
             bpf_xdp_adjust_tail(ctx.ctx, delta),

@@ -2,13 +2,21 @@
 //! and 12, one line per file and horizon (selected against naive). An example, not a test: it
 //! needs a folder of series the repository does not ship.
 //!
+//! Besides `forecast-eval`'s scores each line has the selector's coverage of the lead window's
+//! peak (`max(y[t+1..=t+h])` at or under the bound published at t, what sizing needs) and the
+//! bound's mean width over the forecast in units of the series' one-step naive MAE (MASE's
+//! scale), so a bound's coverage can be read against its cost.
+//!
 //! ```sh
 //! SHARDLINE_EVAL_DIR=/path/to/csvs cargo run --release -p shardline-forecast --example dev_eval
 //! ```
 
 use std::path::PathBuf;
 
-use shardline_forecast::eval::{evaluate_file, PeriodChoice};
+use shardline_forecast::{
+    eval::{evaluate, read_csv, PeriodChoice},
+    Selector, SelectorConfig,
+};
 
 fn main() {
     let dir = std::env::var("SHARDLINE_EVAL_DIR")
@@ -19,16 +27,22 @@ fn main() {
         .filter(|p| p.extension().is_some_and(|x| x == "csv"))
         .collect();
     files.sort();
-    println!("file h period sel_smape naive_smape ratio sel_mase naive_mase sel_cov");
+    println!(
+        "file h period sel_smape naive_smape ratio sel_mase naive_mase sel_cov window_cov width"
+    );
     for file in files {
+        let Ok(series) = read_csv(&file, "value") else {
+            continue;
+        };
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
         for h in [1, 3, 12] {
-            let Ok(r) = evaluate_file(&file, "value", h, PeriodChoice::Auto) else {
+            let Ok(r) = evaluate(&name, &series, h, PeriodChoice::Auto) else {
                 continue;
             };
             let (n, s) = (r.models.naive, r.models.selected);
+            let (window_cov, width) = window_coverage(&series, h, r.period);
             println!(
-                "{} {h} {} {:.3} {:.3} {:.3} {:.3} {:.3} {:.3}",
-                file.file_stem().unwrap().to_string_lossy(),
+                "{name} {h} {} {:.3} {:.3} {:.3} {:.3} {:.3} {:.3} {window_cov:.3} {width:.3}",
                 r.period,
                 s.smape,
                 n.smape,
@@ -39,4 +53,31 @@ fn main() {
             );
         }
     }
+}
+
+/// The share of lead windows whose peak is at or under the bound published before them, and
+/// the bound's mean width over the forecast divided by the one-step naive MAE.
+fn window_coverage(series: &[f64], h: usize, period: usize) -> (f64, f64) {
+    let mut selector = Selector::new(SelectorConfig {
+        horizon: h,
+        period,
+        ..SelectorConfig::default()
+    });
+    let (mut covered, mut width, mut windows) = (0usize, 0.0, 0usize);
+    for (t, &v) in series.iter().enumerate() {
+        selector.update(v);
+        if t + h < series.len() {
+            let peak = series[t + 1..=t + h]
+                .iter()
+                .copied()
+                .fold(f64::MIN, f64::max);
+            covered += usize::from(peak <= selector.upper());
+            width += selector.upper() - selector.forecast();
+            windows += 1;
+        }
+    }
+    let scale =
+        series.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f64>() / (series.len() - 1) as f64;
+    let windows = windows.max(1) as f64;
+    (covered as f64 / windows, width / windows / scale.max(1e-12))
 }

@@ -1,16 +1,15 @@
 //! Holt's linear trend with Gardner's damping: level plus a trend that fades with the horizon.
 
-use super::{damped_sum, robust::Cleaner, Forecaster};
+use super::{damped_sum, robust::Cleaner, Forecaster, Unit};
 
 /// Damped-trend exponential smoothing. Damping (`phi < 1`) keeps long horizons from
 /// extrapolating a short burst forever, which is what makes plain Holt dangerous for scaling;
 /// observations are cleaned of outliers first ([`Cleaner`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Holt {
-    // Parameters as f32 (they are fixed, and a session's state should stay small).
-    alpha: f32,
-    beta: f32,
-    phi: f32,
+    alpha: Unit,
+    beta: Unit,
+    phi: Unit,
     level: f64,
     trend: f64,
     seen: u8,
@@ -22,9 +21,9 @@ impl Holt {
     /// to 0..=1).
     pub fn new(alpha: f64, beta: f64, phi: f64) -> Self {
         Self {
-            alpha: alpha.clamp(0.001, 1.0) as f32,
-            beta: beta.clamp(0.0, 1.0) as f32,
-            phi: phi.clamp(0.0, 1.0) as f32,
+            alpha: Unit::new(alpha, 0.001),
+            beta: Unit::new(beta, 0.0),
+            phi: Unit::new(phi, 0.0),
             level: 0.0,
             trend: 0.0,
             seen: 0,
@@ -33,11 +32,7 @@ impl Holt {
     }
 
     fn params(&self) -> (f64, f64, f64) {
-        (
-            f64::from(self.alpha),
-            f64::from(self.beta),
-            f64::from(self.phi),
-        )
+        (self.alpha.get(), self.beta.get(), self.phi.get())
     }
 
     /// The smoothed level.
@@ -82,7 +77,7 @@ impl Forecaster for Holt {
     }
 
     fn forecast(&self, h: usize) -> f64 {
-        self.level + damped_sum(f64::from(self.phi), h) * self.trend
+        self.level + damped_sum(self.phi.get(), h) * self.trend
     }
 }
 

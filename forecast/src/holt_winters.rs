@@ -1,7 +1,7 @@
 //! Additive Holt-Winters: level, damped trend and one additive seasonal index per step of the
 //! period.
 
-use super::{damped_sum, robust::Cleaner, Forecaster};
+use super::{damped_sum, robust::Cleaner, Forecaster, Unit};
 
 /// Additive seasonal exponential smoothing with a damped trend.
 ///
@@ -11,14 +11,12 @@ use super::{damped_sum, robust::Cleaner, Forecaster};
 /// it is the damped Holt model. Observations are cleaned of outliers first ([`Cleaner`]).
 #[derive(Debug, Clone)]
 pub struct HoltWinters {
-    // Parameters as f32 (they are fixed, and a session's state should stay small).
-    alpha: f32,
-    beta: f32,
-    gamma: f32,
-    phi: f32,
+    alpha: Unit,
+    beta: Unit,
+    gamma: Unit,
+    phi: Unit,
     level: f64,
     trend: f64,
-    last: f64,
     seen: u64,
     season: Box<[f32]>,
     cleaner: Cleaner,
@@ -30,13 +28,12 @@ impl HoltWinters {
     pub fn new(period: usize, alpha: f64, beta: f64, gamma: f64, phi: f64) -> Self {
         let period = if period >= 2 { period } else { 0 };
         Self {
-            alpha: alpha.clamp(0.001, 1.0) as f32,
-            beta: beta.clamp(0.0, 1.0) as f32,
-            gamma: gamma.clamp(0.0, 1.0) as f32,
-            phi: phi.clamp(0.0, 1.0) as f32,
+            alpha: Unit::new(alpha, 0.001),
+            beta: Unit::new(beta, 0.0),
+            gamma: Unit::new(gamma, 0.0),
+            phi: Unit::new(phi, 0.0),
             level: 0.0,
             trend: 0.0,
-            last: 0.0,
             seen: 0,
             season: vec![0.0; period].into_boxed_slice(),
             cleaner: Cleaner::default(),
@@ -55,11 +52,7 @@ impl HoltWinters {
 
     fn smooth(&mut self, value: f64, index: f64) -> f64 {
         let previous = self.level;
-        let (alpha, beta, phi) = (
-            f64::from(self.alpha),
-            f64::from(self.beta),
-            f64::from(self.phi),
-        );
+        let (alpha, beta, phi) = (self.alpha.get(), self.beta.get(), self.phi.get());
         self.level = alpha * (value - index) + (1.0 - alpha) * (self.level + phi * self.trend);
         self.trend = beta * (self.level - previous) + (1.0 - beta) * phi * self.trend;
         self.level
@@ -72,7 +65,6 @@ impl Forecaster for HoltWinters {
         let t = self.seen;
         let predicted = self.forecast(1);
         self.seen += 1;
-        self.last = value;
         if p == 0 {
             if t == 0 {
                 self.level = value;
@@ -100,7 +92,7 @@ impl Forecaster for HoltWinters {
         let value = self.cleaner.clean(predicted, value);
         let index = f64::from(self.season[slot]);
         let level = self.smooth(value, index);
-        let gamma = f64::from(self.gamma);
+        let gamma = self.gamma.get();
         self.season[slot] = (gamma * (value - level) + (1.0 - gamma) * index) as f32;
     }
 
@@ -114,14 +106,16 @@ impl Forecaster for HoltWinters {
             return if self.seen == 1 {
                 self.level
             } else {
-                self.level + damped_sum(f64::from(self.phi), h) * self.trend
+                self.level + damped_sum(self.phi.get(), h) * self.trend
             };
         }
         if self.seen < p {
-            return self.last;
+            // The first season's slots still hold its raw values: the last one is the last
+            // value (no separate copy is kept).
+            return f64::from(self.season[(self.seen - 1) as usize]);
         }
         let slot = ((self.seen + h as u64 - 1) % p) as usize;
-        self.level + damped_sum(f64::from(self.phi), h) * self.trend + f64::from(self.season[slot])
+        self.level + damped_sum(self.phi.get(), h) * self.trend + f64::from(self.season[slot])
     }
 }
 

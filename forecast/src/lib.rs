@@ -7,11 +7,12 @@
 //! The *forecast* stage: online, per-session forecasters behind one trait.
 //!
 //! - [`Forecaster`]: the trait every model implements (`update` one value, `forecast` h steps).
-//! - [`naive`], [`seasonal_naive`], [`ewma`], [`holt`], [`holt_winters`], [`median`]: one
-//!   model per file.
+//! - [`naive`], [`seasonal_naive`], [`ewma`], [`holt`], [`holt_winters`], [`median`],
+//!   [`drift`]: one model per file.
 //! - [`select`]: the online selector that picks, by recent h-step error, one model or the
-//!   models' error-weighted mix (falling back to naive when nothing beats it) and bounds the
-//!   result with a streaming residual quantile; this is what decisions use.
+//!   models' error-weighted mix, falls back to naive while that choice has been losing to
+//!   naive, and bounds the result with a streaming residual quantile (with an integral term
+//!   on its misses and a floor for new series); this is what decisions use.
 //! - [`quantile`]: the O(1) exponentially weighted quantile estimator behind that bound.
 //! - [`robust`]: outlier cleaning of observations before the smoothing models learn them.
 //! - [`eval`]: the offline replay behind `shardline forecast-eval` (sMAPE, MASE, coverage).
@@ -24,6 +25,7 @@
 //! out. Period *detection*, which runs once over a history, does use `augurs-seasons` (see
 //! [`profile`]). Everything is deterministic: no clocks, no randomness.
 
+pub mod drift;
 pub mod eval;
 pub mod ewma;
 pub mod holt;
@@ -38,6 +40,7 @@ pub mod select;
 #[cfg(test)]
 mod synthetic;
 
+pub use drift::Drift;
 pub use ewma::Ewma;
 pub use holt::Holt;
 pub use holt_winters::HoltWinters;
@@ -56,6 +59,23 @@ pub trait Forecaster {
     /// The forecast of the value `h ≥ 1` steps after the last one ingested (`h = 0` is read as
     /// 1). Before any value was ingested it is 0.
     fn forecast(&self, h: usize) -> f64;
+}
+
+/// A model parameter in `0..=1` in 16 bits (steps of 1/65,535): the smoothing models keep
+/// their fixed parameters per session, and a session's state should stay small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unit(u16);
+
+impl Unit {
+    /// `x` clamped to `min..=1`.
+    pub(crate) fn new(x: f64, min: f64) -> Self {
+        Self((x.clamp(min, 1.0) * f64::from(u16::MAX)).round() as u16)
+    }
+
+    /// The value.
+    pub(crate) fn get(self) -> f64 {
+        f64::from(self.0) / f64::from(u16::MAX)
+    }
 }
 
 /// `φ + φ² + … + φʰ`: how much of a damped trend accumulates over `h` steps.

@@ -7,7 +7,11 @@
 /// is an exponentially weighted mean of `|r|`: at equilibrium a share `τ` of observations lies
 /// at or below `q`. Scaling by the residuals' own size makes one rate fit series of any unit,
 /// and the steady steps let the bound follow a regime change, which P² (built for stationary
-/// streams) does not. 16 bytes of state plus configuration.
+/// streams) does not. The first steps are larger, `max(rate, 2 / √n)` for the n-th
+/// observation (a Robbins–Monro schedule, down to `rate` after `4 / rate²` observations), so
+/// the estimate reaches the residuals' quantile within the first few dozen of them instead of
+/// creeping up from the first one: a new session or a short series is covered from its start.
+/// 16 bytes of state plus configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct EwQuantile {
     tau: f32,
@@ -45,7 +49,23 @@ impl EwQuantile {
         }
         let q = f64::from(self.q);
         let below = if r <= q { 1.0 } else { 0.0 };
-        self.q = (q + f64::from(self.rate) * scale * (f64::from(self.tau) - below)) as f32;
+        let rate = f64::from(self.rate).max(WARM_UP / f64::from(self.seen).sqrt());
+        self.q = (q + rate * scale * (f64::from(self.tau) - below)) as f32;
+    }
+
+    /// The quantile estimated.
+    pub fn tau(&self) -> f64 {
+        f64::from(self.tau)
+    }
+
+    /// Observations fed so far (saturating).
+    pub fn seen(&self) -> u32 {
+        self.seen
+    }
+
+    /// The running mean absolute observation that sizes the steps: the residuals' own scale.
+    pub fn scale(&self) -> f64 {
+        f64::from(self.scale)
     }
 
     /// The current estimate (0 before any observation).
@@ -53,6 +73,10 @@ impl EwQuantile {
         f64::from(self.q)
     }
 }
+
+/// The warm-up's step numerator: the n-th observation steps by at least `WARM_UP / √n`
+/// (scaled), so the first steps are of the residuals' own size.
+const WARM_UP: f64 = 2.0;
 
 impl Default for EwQuantile {
     /// The 95th percentile, rate 0.1.

@@ -1,16 +1,20 @@
 //! The online selector: every model forecasts h steps ahead, each is scored when the actual
 //! arrives, and the forecast decisions use is whichever *candidate* — one of the models, or
-//! their mix weighted by recent accuracy — has had the smallest recent relative error, naive
-//! included, so a series the models cannot learn falls back to naive. The upper bound comes
-//! from the selected forecast's own recent residuals against the highest value of each lead
-//! window.
+//! the mix of all but drift weighted by recent accuracy — has had the smallest recent
+//! relative error, naive included, so a series the models cannot learn falls back to naive. A
+//! guard holds the choice itself, as it was made, against naive on the same forecasts and
+//! publishes naive while the choice has been losing (and until it has shown, over at least
+//! one horizon of matured forecasts, that it wins). The upper bound comes from the selected
+//! forecast's own recent residuals against the highest value of each lead window, widened
+//! while the bound has been missing more often than its quantile allows and floored by the
+//! series' own step size until the residuals are known.
 
 use super::{
-    quantile::EwQuantile, Ewma, Forecaster, Holt, HoltWinters, Median, Naive, SeasonalNaive,
+    quantile::EwQuantile, Drift, Ewma, Forecaster, Holt, HoltWinters, Median, Naive, SeasonalNaive,
 };
 
 /// Number of base models in the bank.
-pub const MODELS: usize = 6;
+pub const MODELS: usize = 7;
 
 /// The base models' names, in bank order (the keys of `forecast-eval`'s report).
 pub const MODEL_NAMES: [&str; MODELS] = [
@@ -20,7 +24,13 @@ pub const MODEL_NAMES: [&str; MODELS] = [
     "holt",
     "holt_winters",
     "median",
+    "drift",
 ];
+
+/// Models in the mix: every model but drift (the last). Drift extrapolates, and a mix that
+/// gives it weight on a series it does not fit changes the mix's bets there; as a candidate
+/// of its own it is chosen only where it wins.
+const MIXED: usize = MODELS - 1;
 
 /// Candidates the selector chooses among: every model, then the mix ([`MIX`]).
 const CANDIDATES: usize = MODELS + 1;
@@ -73,20 +83,22 @@ pub struct Matured {
 }
 
 /// A pending forecast: the bank's, the mix, the selection and its bound, stored as `f32`,
-/// and the highest value seen since it was made (40 bytes).
+/// and the highest value seen since it was made (48 bytes).
 #[derive(Debug, Clone, Copy, Default)]
 struct Pending {
     models: [f32; MODELS],
     mix: f32,
+    /// The chosen candidate's forecast, published or not (the guard scores it).
+    choice: f32,
     selected: f32,
     upper: f32,
     peak: f32,
 }
 
-/// The online selector over the six base models and their mix, for one session.
+/// The online selector over the seven base models and the mix of six of them, for one session.
 ///
-/// Memory: the fixed part is about 350 bytes; on top, `8 × period` bytes for the two seasonal
-/// models and `40 × horizon` bytes of forecasts waiting for their actuals. Each update is O(1)
+/// Memory: the fixed part is 344 bytes; on top, `8 × period` bytes for the two seasonal
+/// models and `48 × horizon` bytes of forecasts waiting for their actuals. Each update is O(1)
 /// in the series length and allocation-free; allocation happens once, in [`Selector::new`].
 #[derive(Debug, Clone)]
 pub struct Selector {
@@ -96,30 +108,45 @@ pub struct Selector {
     holt: Holt,
     holt_winters: HoltWinters,
     median: Median,
+    drift: Drift,
     /// Running mean absolute h-step error per model (bias-corrected during warm-up): the mix's
     /// weights.
-    error: [f32; MODELS],
+    error: [f32; MIXED],
     /// Running mean relative (`|F − A| / (|F| + |A|)`) and absolute h-step error per
     /// candidate (models, then the mix): the choice.
     relative: [f32; CANDIDATES],
     absolute: [f32; CANDIDATES],
-    /// The candidate the published forecast comes from.
+    /// Running mean relative error of the chosen candidate's forecasts as they were chosen
+    /// (switches included), on the choice's memory: the guard's evidence.
+    choice_relative: f32,
+    /// The candidate chosen by the scores.
     chosen: u8,
+    /// Whether the guard publishes naive instead of `chosen` (the choice has been losing to
+    /// naive).
+    fallback: bool,
     sharpness: u8,
-    scored: u32,
+    /// Forecasts scored, saturating: only the warm-ups (the first `memory`, the guard's first
+    /// horizon) need counting.
+    scored: u16,
     residual: EwQuantile,
-    decay: f32,
+    /// The bound's coverage debt, in lead windows: misses beyond the quantile's share (5 % at
+    /// the default 0.95), paid back by covered windows, never below 0 (the bound's integral
+    /// term).
+    debt: f32,
+    /// The running errors' memory in forecasts (`1 / error_decay`).
+    memory: u16,
     pending: Box<[Pending]>,
-    seen: u64,
-    // Stored as f32 like the pending forecasts: a session's state stays small.
-    selected: f32,
-    upper: f32,
+    /// The pending slot the next value's forecast goes to (the oldest pending forecast).
+    next: u16,
+    /// Values ingested, saturating (only the first `horizon` and the warm-ups count them).
+    seen: u32,
 }
 
 impl Selector {
     /// A selector with the default model parameters for `config`.
     pub fn new(config: SelectorConfig) -> Self {
-        let horizon = config.horizon.max(1);
+        // A ring slot is a u16: a horizon of 65,535 steps is beyond any lead time.
+        let horizon = config.horizon.clamp(1, usize::from(u16::MAX));
         Self {
             naive: Naive::default(),
             seasonal_naive: SeasonalNaive::new(config.period),
@@ -127,18 +154,23 @@ impl Selector {
             holt: Holt::default(),
             holt_winters: HoltWinters::with_period(config.period),
             median: Median::default(),
-            error: [0.0; MODELS],
+            drift: Drift::default(),
+            error: [0.0; MIXED],
             relative: [0.0; CANDIDATES],
             absolute: [0.0; CANDIDATES],
+            choice_relative: 0.0,
             chosen: MIX as u8,
+            // Naive until the choice has shown it does better: a short series is not
+            // judged on a mix's warm-up.
+            fallback: true,
             scored: 0,
             residual: EwQuantile::new(config.quantile, 0.1),
-            decay: config.error_decay.clamp(1e-4, 1.0) as f32,
+            debt: 0.0,
+            memory: (1.0 / config.error_decay.clamp(1e-4, 1.0)).round() as u16,
             sharpness: config.sharpness.clamp(1, 16) as u8,
             pending: vec![Pending::default(); horizon].into_boxed_slice(),
+            next: 0,
             seen: 0,
-            selected: 0.0,
-            upper: 0.0,
         }
     }
 
@@ -197,14 +229,14 @@ impl Selector {
         if !value.is_finite() {
             return None;
         }
-        let h = self.pending.len() as u64;
-        let slot = (self.seen % h) as usize;
+        let h = self.pending.len();
+        let slot = usize::from(self.next);
         // Every pending forecast's window (the steps after it up to its horizon) sees this
         // value; the one made `horizon` steps ago has seen its whole window.
         for p in self.pending.iter_mut() {
             p.peak = p.peak.max(value as f32);
         }
-        let matured = (self.seen >= h).then(|| self.pending[slot]);
+        let matured = (self.seen as usize >= h).then(|| self.pending[slot]);
         if let Some(p) = &matured {
             self.score(p, value);
         }
@@ -214,20 +246,22 @@ impl Selector {
         self.holt.update(value);
         self.holt_winters.update(value);
         self.median.update(value);
-        self.seen += 1;
+        self.drift.update(value);
+        self.seen = self.seen.saturating_add(1);
 
         let models = self.model_forecasts();
         let mix = self.mix(&models);
-        let selected = models.get(usize::from(self.chosen)).copied().unwrap_or(mix);
-        self.selected = selected as f32;
-        self.upper = (selected + self.residual.value()) as f32;
+        let choice = models.get(usize::from(self.chosen)).copied().unwrap_or(mix);
+        let selected = if self.fallback { models[0] } else { choice };
         self.pending[slot] = Pending {
             models: models.map(|v| v as f32),
             mix: mix as f32,
-            selected: self.selected,
-            upper: self.upper,
+            choice: choice as f32,
+            selected: selected as f32,
+            upper: (selected + self.width()) as f32,
             peak: f32::NEG_INFINITY,
         };
+        self.next = ((slot + 1) % h) as u16;
         matured.map(|p| Matured {
             models: p.models.map(f64::from),
             selected: f64::from(p.selected),
@@ -237,29 +271,61 @@ impl Selector {
 
     /// The selected forecast for `horizon` steps after the last value.
     pub fn forecast(&self) -> f64 {
-        f64::from(self.selected)
+        f64::from(self.latest().selected)
     }
 
     /// The upper bound decisions use: forecast + the residual quantile at this horizon, where
     /// a residual is the highest value of the *whole* lead window (t+1 … t+h) over the
     /// forecast, so the bound covers the peak of the window, not only its last step.
     pub fn upper(&self) -> f64 {
-        f64::from(self.upper)
+        f64::from(self.latest().upper)
+    }
+
+    /// How far the bound lies above the forecast: the residual quantile, plus the coverage
+    /// debt in units of the residuals' own scale (while the bound has been missing more often
+    /// than its quantile allows), and, until the quantile has seen `1 / (1 − quantile)` lead
+    /// windows (20 at the default 0.95, the fewest in which one miss is expected), at least
+    /// `(h + 2√h)` × the series' mean absolute step: a new session's first windows have no
+    /// residuals yet (at horizon 12 the first 12 bounds are published before any), and in a
+    /// window of h steps a trend moves by up to h mean steps and a random walk by about 2√h
+    /// of them (95 %).
+    fn width(&self) -> f64 {
+        let q = self.residual.value() + f64::from(self.debt) * self.residual.scale();
+        let evidence = f64::from(self.residual.seen()) * (1.0 - self.residual.tau());
+        if evidence < 1.0 {
+            let h = self.pending.len() as f64;
+            q.max((h + 2.0 * h.sqrt()) * self.drift.spread())
+        } else {
+            q
+        }
+    }
+
+    /// The forecast made after the last value (all zeros before any): the published forecast
+    /// and bound live there only, so a session's state does not hold them twice.
+    fn latest(&self) -> &Pending {
+        let h = self.pending.len();
+        &self.pending[(usize::from(self.next) + h - 1) % h]
     }
 
     /// The name of the candidate the forecast comes from: a model's ([`MODEL_NAMES`]) or
-    /// `"mix"`.
+    /// `"mix"`; `"naive"` while the guard has fallen back to it.
     pub fn chosen(&self) -> &'static str {
+        if self.fallback {
+            return MODEL_NAMES[0];
+        }
         MODEL_NAMES
             .get(usize::from(self.chosen))
             .copied()
             .unwrap_or("mix")
     }
 
-    /// Each model's current weight in the mix, in [`MODEL_NAMES`] order (they sum to 1).
+    /// Each model's current weight in the mix, in [`MODEL_NAMES`] order (they sum to 1; drift's
+    /// is 0).
     pub fn weights(&self) -> [f64; MODELS] {
+        let mut even = [1.0 / MIXED as f64; MODELS];
+        even[MIXED..].fill(0.0);
         if self.scored == 0 {
-            return [1.0 / MODELS as f64; MODELS];
+            return even;
         }
         // Inverse error to the power `sharpness`. Bates & Granger's inverse-variance rule is
         // power 2 (the mean absolute error standing in for the deviation); the models' h-step
@@ -270,12 +336,16 @@ impl Selector {
         let error = self.error.map(f64::from);
         let worst = error.iter().copied().fold(0.0, f64::max);
         if !(worst > 0.0 && worst.is_finite()) {
-            return [1.0 / MODELS as f64; MODELS];
+            return even;
         }
         let sharpness = i32::from(self.sharpness);
         let raw = error.map(|e| 1.0 / (e / worst + 1e-6).powi(sharpness));
         let total: f64 = raw.iter().sum();
-        raw.map(|w| w / total)
+        let mut weights = [0.0; MODELS];
+        for (w, r) in weights.iter_mut().zip(raw) {
+            *w = r / total;
+        }
+        weights
     }
 
     /// Each base model's current forecast at this horizon, in [`MODEL_NAMES`] order.
@@ -288,6 +358,7 @@ impl Selector {
             self.holt.forecast(h),
             self.holt_winters.forecast(h),
             self.median.forecast(h),
+            self.drift.forecast(h),
         ]
     }
 
@@ -297,30 +368,50 @@ impl Selector {
 
     fn score(&mut self, p: &Pending, actual: f64) {
         self.scored = self.scored.saturating_add(1);
-        // A running mean until 1/decay forecasts were scored, then exponential.
-        let w = (1.0 / f64::from(self.scored)).max(f64::from(self.decay));
+        // A running mean until `memory` forecasts were scored, then exponential.
+        let w = 1.0 / f64::from(self.scored.min(self.memory));
         for (e, &f) in self.error.iter_mut().zip(&p.models) {
             *e = ewm(*e, w, (actual - f64::from(f)).abs());
         }
         // The choice's memory is longer than the weights': it decides between whole models,
         // and a short one chases the lucky streaks of noisy candidates.
         let lw = (1.0 / f64::from(self.scored)).max(CHOICE_DECAY);
-        for (c, &f) in p.models.iter().chain([&p.mix]).enumerate() {
-            let f = f64::from(f);
-            let denominator = f.abs() + actual.abs();
-            let relative = if denominator > 0.0 {
+        let relative = |f: f32| {
+            let (f, denominator) = (f64::from(f), f64::from(f).abs() + actual.abs());
+            if denominator > 0.0 {
                 (f - actual).abs() / denominator
             } else {
                 0.0
-            };
-            self.relative[c] = ewm(self.relative[c], lw, relative);
-            self.absolute[c] = ewm(self.absolute[c], lw, (f - actual).abs());
+            }
+        };
+        for (c, &f) in p.models.iter().chain([&p.mix]).enumerate() {
+            self.relative[c] = ewm(self.relative[c], lw, relative(f));
+            self.absolute[c] = ewm(self.absolute[c], lw, (f64::from(f) - actual).abs());
         }
+        self.choice_relative = ewm(self.choice_relative, lw, relative(p.choice));
         self.chosen = self.choose() as u8;
+        // The guard: the choice, as it was actually made (its switches and their timing
+        // included), is held against naive on the same forecasts. Scores of single candidates
+        // can each look better than naive while the sequence of choices is not; when the
+        // choices have been losing to naive it publishes naive, until they win again. (A
+        // hysteresis margin was tried: it did no better on the development series.)
+        let (choice, naive) = (f64::from(self.choice_relative), f64::from(self.relative[0]));
+        // Not before one horizon of the choice's forecasts has matured: at horizon h the
+        // guard hears of a bad choice h steps late, and a short series' first few scores
+        // (a trend's start, say) are no evidence for a model that extrapolates.
+        let evidence = usize::from(self.scored) >= self.pending.len();
+        self.fallback = choice > naive || !evidence;
         // The bound covers the whole lead window: its residual is the window's highest value
         // over the forecast (at horizon 1, the value itself).
         self.residual
             .update(f64::from(p.peak) - f64::from(p.selected));
+        // Its integral term (the I of Angelopoulos et al.'s conformal PID control, 2023): a
+        // window that escaped the bound adds its excess over the floor's allowance, a covered
+        // one pays the allowance back. Counted per lead window (÷ h), since at horizon h one
+        // miss is followed by up to h − 1 more published before it was seen.
+        let miss = if p.peak > p.upper { 1.0 } else { 0.0 };
+        let step = (miss - (1.0 - self.residual.tau())) / self.pending.len() as f64;
+        self.debt = (f64::from(self.debt) + step).max(0.0) as f32;
     }
 
     /// The candidate with the smallest recent error relative to naive's, counting the
@@ -369,136 +460,4 @@ const SWITCH_MARGIN: f64 = 0.1;
 const CHOICE_DECAY: f64 = 0.01;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn matures_forecasts_after_the_horizon() {
-        let mut s = Selector::new(SelectorConfig {
-            horizon: 3,
-            ..SelectorConfig::default()
-        });
-        for t in 0..3 {
-            assert!(s.update(f64::from(t)).is_none());
-        }
-        let m = s.update(3.0).expect("matured");
-        // Made after seeing the value 0: naive said 0.
-        assert_eq!(m.models[0], 0.0);
-    }
-
-    #[test]
-    fn prefers_the_model_that_fits() {
-        let mut s = Selector::new(SelectorConfig {
-            horizon: 2,
-            period: 6,
-            ..SelectorConfig::default()
-        });
-        let wave = |t: usize| [1.0, 9.0, 3.0, 7.0, 2.0, 8.0][t % 6] * 10.0;
-        for t in 0..600 {
-            s.update(wave(t));
-        }
-        let w = s.weights();
-        assert!(w[1] + w[4] > 0.9, "seasonal models should lead: {w:?}");
-        assert!((s.forecast() - wave(601)).abs() < 3.0, "{}", s.forecast());
-    }
-
-    #[test]
-    fn ignores_missing_samples() {
-        let mut s = Selector::new(SelectorConfig::default());
-        for _ in 0..50 {
-            s.update(10.0);
-        }
-        assert!(s.update(f64::NAN).is_none());
-        assert!(s.update(f64::INFINITY).is_none());
-        assert!((s.forecast() - 10.0).abs() < 1e-9 && s.upper().is_finite());
-    }
-
-    #[test]
-    fn upper_bound_covers_noise() {
-        let mut s = Selector::new(SelectorConfig::default());
-        let mut covered = 0;
-        let mut x = 0.0f64;
-        for t in 0..5000 {
-            x = (x + 0.618_033_988_749_895).fract();
-            let v = 100.0 + 10.0 * x;
-            if let Some(m) = s.update(v) {
-                if t > 500 && v <= m.upper {
-                    covered += 1;
-                }
-            }
-        }
-        let share = f64::from(covered) / 4499.0;
-        assert!(share > 0.9, "{share}");
-    }
-
-    /// The loop's detection switches the seasons on mid-stream: warmed with the recent
-    /// history, the seasonal models lead at once; switched off, they are naive and Holt again.
-    /// The selector stays as small as it was (344 bytes on x86_64).
-    #[test]
-    fn a_period_set_mid_stream_turns_the_seasonal_models_on_and_off() {
-        assert!(
-            std::mem::size_of::<Selector>() <= 344,
-            "{}",
-            std::mem::size_of::<Selector>()
-        );
-        let wave = |t: usize| [1.0, 9.0, 3.0, 7.0, 2.0, 8.0][t % 6] * 10.0;
-        let mut s = Selector::new(SelectorConfig {
-            horizon: 2,
-            ..SelectorConfig::default()
-        });
-        let series: Vec<f64> = (0..300).map(wave).collect();
-        for &v in &series {
-            s.update(v);
-        }
-        assert_eq!(s.period(), 0);
-        let before = s.weights();
-        s.set_period(6, series.iter().copied());
-        assert_eq!(s.period(), 6);
-        // The seasonal forecasts are right at once (the history warmed them).
-        let models = s.model_forecasts();
-        assert_eq!(models[SEASONAL_NAIVE], wave(301));
-        assert!((models[HOLT_WINTERS] - wave(301)).abs() < 3.0, "{models:?}");
-        for t in 300..600 {
-            s.update(wave(t));
-        }
-        let w = s.weights();
-        assert!(
-            w[SEASONAL_NAIVE] + w[HOLT_WINTERS] > 0.9,
-            "before {before:?}, after {w:?}"
-        );
-        assert!((s.forecast() - wave(601)).abs() < 3.0, "{}", s.forecast());
-        // The same period again changes nothing; none turns them off.
-        let kept = s.weights();
-        s.set_period(6, std::iter::empty());
-        assert_eq!(s.weights(), kept);
-        s.set_period(0, std::iter::empty());
-        assert_eq!(s.period(), 0);
-        assert_eq!(s.model_forecasts()[SEASONAL_NAIVE], wave(599));
-    }
-
-    /// Issue 20 §3: the bound covers the whole lead window (the maximum over t+1 … t+h), not
-    /// only t+h, on bursty load where the window's peak is often before its last step.
-    #[test]
-    fn upper_bound_covers_the_whole_lead_window() {
-        let series = crate::synthetic::bursts_on_a_base(4000, 5);
-        let h = 12;
-        let mut s = Selector::new(SelectorConfig {
-            horizon: h,
-            ..SelectorConfig::default()
-        });
-        let (mut covered, mut windows) = (0, 0);
-        for (t, &v) in series.iter().enumerate() {
-            s.update(v);
-            if t >= 200 && t + h < series.len() {
-                let peak = series[t + 1..=t + h]
-                    .iter()
-                    .copied()
-                    .fold(f64::MIN, f64::max);
-                covered += usize::from(peak <= s.upper());
-                windows += 1;
-            }
-        }
-        let share = covered as f64 / windows as f64;
-        assert!(share >= 0.9, "{share}");
-    }
-}
+mod tests;

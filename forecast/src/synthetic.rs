@@ -80,3 +80,45 @@ pub fn heavy_tailed(n: usize, seed: u64) -> Vec<f64> {
         .map(|_| 200.0 + 20.0 * ((1.0 - r.uniform()).powf(-1.0 / 1.5) - 1.0))
         .collect()
 }
+
+/// Quiet and busy stretches of 60 steps in turn: a slow random walk between 1 and 20, then
+/// noise of 50 around 1000. Smoothing wins the busy stretches on the absolute error (naive
+/// carries each step's noise), naive the quiet ones on the relative error (smoothing lags the
+/// walk, and there a small error is a large share of the value).
+pub fn quiet_and_busy(n: usize, seed: u64) -> Vec<f64> {
+    let mut r = Rng::new(seed);
+    let mut walk = 5.0f64;
+    (0..n)
+        .map(|t| {
+            if (t / 60) % 2 == 0 {
+                walk = (walk + 0.5 * r.normal()).clamp(1.0, 20.0);
+                walk
+            } else {
+                1000.0 + 50.0 * r.normal()
+            }
+        })
+        .collect()
+}
+
+/// A growing session: a level rising 1 % a step with a 12-step cycle of ±20 % of it and 3 %
+/// noise (the shape of a growing service's daily traffic, or of the classic airline series):
+/// residuals grow with the level, so a bound learnt from the past falls behind.
+pub fn growing_cycle(n: usize, seed: u64) -> Vec<f64> {
+    let mut r = Rng::new(seed);
+    (0..n)
+        .map(|t| {
+            let level = 100.0 * 1.01f64.powi(t as i32);
+            let cycle = 1.0 + 0.2 * (std::f64::consts::TAU * t as f64 / 12.0).sin();
+            level * cycle * (1.0 + 0.03 * r.normal())
+        })
+        .collect()
+}
+
+/// A steady ramp: 1,000 plus 5 a step with noise of 1 (a session whose load grows at a constant
+/// rate). Naive is a horizon behind at every step.
+pub fn ramp(n: usize, seed: u64) -> Vec<f64> {
+    let mut r = Rng::new(seed);
+    (0..n)
+        .map(|t| 1000.0 + 5.0 * t as f64 + r.normal())
+        .collect()
+}

@@ -36,6 +36,9 @@ impl Tables for Fixed {
     fn placed_backend(&self, key: &SessionKey, request_key: u64) -> Option<u32> {
         pick_shard(self.sessions.get(key)?, request_key)
     }
+    fn handoff_mark(&self, _key: &SessionKey, _request_key: u64, _owner: u32, _at: usize) -> u8 {
+        0
+    }
     fn maglev(&self, slot: u32) -> u32 {
         self.maglev[slot as usize]
     }

@@ -18,7 +18,7 @@ fuzz_target!(|input: (u8, u8, [u32; MAX_SHARDS], [u64; MAX_SHARDS - 1], u64)| {
         backends,
         splits,
         stats_slot: 0,
-        _pad: 0,
+        handoff: 0,
     };
     let members = &set.backends[..(set.count as usize).min(MAX_SHARDS)];
     match pick_shard(&set, key) {

@@ -86,6 +86,8 @@ pub fn lab_config(backends: u32, sessions: &[Session], pin_dir: &Path) -> Config
             ring_size: None,
             probe: None,
             probe_path: Default::default(),
+            probe_http_path: None,
+            probe_http_status: None,
         })
         .collect();
     let backend = |id| BackendConfig {
@@ -106,6 +108,7 @@ pub fn lab_config(backends: u32, sessions: &[Session], pin_dir: &Path) -> Config
         encap: Encap {
             source_v4: Some(LB4),
             source_v6: Some(LB6),
+            source_v4_prefix: None,
         },
         icmp: IcmpConfig::default(),
         services,

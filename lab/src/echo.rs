@@ -1,5 +1,7 @@
 //! The lab's backend service: UDP and TCP echo servers that prefix every answer with the
-//! backend's id, so the client learns which backend served each request; and the command line
+//! backend's id, so the client learns which backend served each request (and, for a
+//! header-mode request the dataplane marked after a re-shard, which backend owned its key
+//! before: "moved from X", [`split_prefix`]); and the command line
 //! ([`lab_args`]) every lab backend runs it with, so the hook's backends serve what the first
 //! ones do.
 
@@ -95,6 +97,34 @@ pub const ID_LEN: usize = 4;
 /// payload is echoed as usual): as an HTTP 503, the client learns why it was not served
 /// instead of waiting for an answer that never comes.
 pub const REFUSED: u32 = 1 << 31;
+/// Bits of the id prefix holding the backend id (ids are below 4096).
+pub const ID_MASK: u32 = 0xffff;
+/// Shift of the handoff mark in the id prefix: the flags byte a header-mode request arrived
+/// with when the dataplane marked it (`shardline_common::handoff`), so the answer says "moved
+/// from X". The echoed request has the byte back at 0, as the client sent it.
+pub const MARK_SHIFT: u32 = 16;
+
+/// An answer's id prefix split: the backend id, whether it refused the request, and the
+/// handoff mark of the request (0: not marked; see `shardline_common::handoff::previous_of`).
+pub const fn split_prefix(prefix: u32) -> (u32, bool, u8) {
+    (
+        prefix & ID_MASK,
+        prefix & REFUSED != 0,
+        (prefix >> MARK_SHIFT) as u8,
+    )
+}
+
+/// The handoff mark of a marked header-mode request in `payload` (0 for any other payload),
+/// cleared in `payload`: the mark moves from the echoed request into the answer's prefix.
+fn take_mark(payload: &mut [u8]) -> u8 {
+    let flags = shardline_common::handoff::FLAGS_OFFSET;
+    let is_header = payload.len() >= shardline_common::consts::HEADER_LEN
+        && payload[..2] == shardline_common::consts::HEADER_MAGIC.to_be_bytes();
+    if !is_header || payload[flags] & shardline_common::handoff::MOVED == 0 {
+        return 0;
+    }
+    std::mem::take(&mut payload[flags])
+}
 
 /// Serves UDP on every `udp` port and TCP on every `tcp` port of every address in `bind` until
 /// the process is killed. Binding the VIPs themselves makes UDP answers leave from the VIP (an
@@ -174,13 +204,15 @@ pub fn lab_args(id: u32, quic: Option<&QuicFiles>) -> Vec<String> {
 }
 
 fn udp_loop(id: u32, socket: UdpSocket, limit: Option<Arc<Limit>>) {
-    let mut buf = [0u8; 2048];
+    // Room for a jumbo frame's datagram (a 9000-octet lab segment), echoed whole.
+    let mut buf = vec![0u8; 16 * 1024];
     loop {
         let Ok((n, peer)) = socket.recv_from(&mut buf[ID_LEN..]) else {
             continue;
         };
         let refused = limit.as_ref().is_some_and(|l| !l.admit());
-        let prefix = if refused { id | REFUSED } else { id };
+        let mark = take_mark(&mut buf[ID_LEN..ID_LEN + n]);
+        let prefix = (if refused { id | REFUSED } else { id }) | u32::from(mark) << MARK_SHIFT;
         buf[..ID_LEN].copy_from_slice(&prefix.to_be_bytes());
         let _ = socket.send_to(&buf[..ID_LEN + n], peer);
     }
@@ -209,6 +241,21 @@ mod tests {
     fn value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
         let i = args.iter().position(|a| a == flag)?;
         args.get(i + 1).map(String::as_str)
+    }
+
+    #[test]
+    fn a_marked_request_is_echoed_as_sent_and_its_mark_answered_in_the_prefix() {
+        let mut marked = shardline_common::packet::encode_header(42, 7).to_vec();
+        marked[3] = shardline_common::handoff::mark(2);
+        let mut plain = shardline_common::packet::encode_header(42, 7).to_vec();
+        assert_eq!(take_mark(&mut marked), 0x82);
+        assert_eq!(marked, plain, "echoed as the client sent it");
+        assert_eq!(take_mark(&mut plain), 0);
+        let mut short = vec![0x53, 0x48, 1, 0x82];
+        assert_eq!(take_mark(&mut short), 0, "not a header");
+        let prefix = 5 | REFUSED | 0x82 << MARK_SHIFT;
+        assert_eq!(split_prefix(prefix), (5, true, 0x82));
+        assert_eq!(split_prefix(5), (5, false, 0));
     }
 
     #[test]

@@ -140,7 +140,17 @@ impl Lab {
         opts: &LabOptions,
         predict: Option<predict::PredictOptions>,
     ) -> Result<Self, LabError> {
-        let topology = Topology::build(&opts.tag, opts.backends, opts.sessions)?;
+        Self::start_on(opts, predict, None)
+    }
+
+    /// As [`Self::start_with`], on a segment whose links run at `mtu` when given
+    /// ([`Topology::build_with_mtu`]; e.g. `topology::JUMBO_MTU`, 9000-octet frames).
+    pub fn start_on(
+        opts: &LabOptions,
+        predict: Option<predict::PredictOptions>,
+        mtu: Option<u32>,
+    ) -> Result<Self, LabError> {
+        let topology = Topology::build_with_mtu(&opts.tag, opts.backends, opts.sessions, mtu)?;
         let work_dir = std::env::temp_dir().join(format!("shardline-lab-{}", opts.tag));
         let _ = std::fs::remove_dir_all(&work_dir);
         std::fs::create_dir_all(&work_dir).map_err(|source| LabError::Io {

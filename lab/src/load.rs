@@ -15,7 +15,7 @@ use std::{
 use shardline_common::packet::encode_header;
 
 use crate::{
-    echo::{ID_LEN, REFUSED},
+    echo::{split_prefix, ID_LEN},
     topology::{CLIENT4, VIP4},
     HEADER_PORT,
 };
@@ -182,9 +182,10 @@ fn receive(
         if n < ID_LEN {
             continue;
         }
-        let backend = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let (backend, refused, _) =
+            split_prefix(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
         let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
-        if backend & REFUSED != 0 {
+        if refused {
             *r.refused.entry(id).or_default() += 1;
             continue;
         }

@@ -36,6 +36,10 @@ struct RunArgs {
     /// Backends.
     #[arg(long, default_value_t = run::DEFAULT_BACKENDS)]
     backends: u32,
+    /// MTU of every link of the segment (the client's is 100 octets under it, room for the
+    /// encapsulation), e.g. 9000 for jumbo frames; default: the veth default, 1500.
+    #[arg(long)]
+    mtu: Option<u32>,
 }
 
 #[derive(Args)]
@@ -98,7 +102,7 @@ struct AddBackendArgs {
 fn main() -> anyhow::Result<()> {
     shardline::logging::init(shardline::logging::LogFormat::Text);
     match Cli::parse().command {
-        Command::Run(a) => run::run(a.duration, a.sessions, a.backends),
+        Command::Run(a) => run::run(a.duration, a.sessions, a.backends, a.mtu),
         Command::Echo(a) => run_echo(a),
         Command::AddBackend(a) => {
             let id = predict::add_backend(&a.tag, &a.work_dir, a.capacity, a.aliases)?;

@@ -146,15 +146,36 @@ pub fn drive_default(
     })
 }
 
+/// The segment MTUs `shardline-lab run --mtu` accepts: the client's link runs
+/// [`crate::topology::CLIENT_MTU_MARGIN`] under the segment and must still carry IPv6 (1280);
+/// 9000 is [`crate::topology::JUMBO_MTU`].
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> =
+    1280 + crate::topology::CLIENT_MTU_MARGIN..=crate::topology::JUMBO_MTU;
+
+/// Refuses `shardline-lab run` arguments out of range, naming the flag and the range.
+fn check_args(sessions: u32, backends: u32, mtu: Option<u32>) -> anyhow::Result<()> {
+    anyhow::ensure!((1..=64).contains(&sessions), "--sessions must be 1 to 64");
+    anyhow::ensure!((1..=16).contains(&backends), "--backends must be 1 to 16");
+    if let Some(mtu) = mtu {
+        anyhow::ensure!(
+            MTU_RANGE.contains(&mtu),
+            "--mtu must be {} to {} (IPv6's 1280 plus the encapsulation margin, up to jumbo frames)",
+            MTU_RANGE.start(),
+            MTU_RANGE.end()
+        );
+    }
+    Ok(())
+}
+
 /// `shardline-lab run`: builds the lab, drives its sessions for `duration` seconds and prints the
-/// live per-session view and the control loop's decisions.
-pub fn run(duration: u64, sessions: u32, backends: u32) -> anyhow::Result<()> {
+/// live per-session view and the control loop's decisions; every link at `mtu` when given
+/// ([`MTU_RANGE`]).
+pub fn run(duration: u64, sessions: u32, backends: u32, mtu: Option<u32>) -> anyhow::Result<()> {
     anyhow::ensure!(
         nix::unistd::geteuid().is_root(),
         "the lab needs root (network namespaces, BPF)"
     );
-    anyhow::ensure!((1..=64).contains(&sessions), "--sessions must be 1 to 64");
-    anyhow::ensure!((1..=16).contains(&backends), "--backends must be 1 to 16");
+    check_args(sessions, backends, mtu)?;
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
@@ -174,7 +195,10 @@ pub fn run(duration: u64, sessions: u32, backends: u32) -> anyhow::Result<()> {
          session kv/100 ramps, kv/101 swings",
         predict.backend_capacity, predict.per_shard_capacity
     );
-    let lab = Lab::start_with(&opts, Some(predict))?;
+    if let Some(mtu) = mtu {
+        println!("lab: every link at MTU {mtu}");
+    }
+    let lab = Lab::start_on(&opts, Some(predict), mtu)?;
     println!("lab: daemon routing; sending traffic for {duration} s (Ctrl-C stops early)");
     let decisions_seen = std::sync::atomic::AtomicUsize::new(0);
     let print_decisions = || {
@@ -264,4 +288,27 @@ fn print_final(report: &RunReport) {
         "lab: {} lost without a reason; torn down",
         report.unexplained()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_out_of_range_are_refused_with_the_flag_named() {
+        check_args(4, 4, None).expect("the defaults");
+        check_args(4, 4, Some(9000)).expect("jumbo frames");
+        check_args(4, 4, Some(1500)).expect("the veth default");
+        for (sessions, backends, mtu, flag) in [
+            (0, 4, None, "--sessions"),
+            (4, 17, None, "--backends"),
+            (4, 4, Some(1379), "--mtu"),
+            (4, 4, Some(9001), "--mtu"),
+        ] {
+            let e = check_args(sessions, backends, mtu)
+                .expect_err(flag)
+                .to_string();
+            assert!(e.contains(flag), "{e}");
+        }
+    }
 }

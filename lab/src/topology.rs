@@ -25,6 +25,13 @@ pub const LB_MAC: &str = "02:77:00:00:00:02";
 /// MTU of the client: small enough that an encapsulated frame still fits the segment's 1500.
 pub const CLIENT_MTU: &str = "1400";
 
+/// What the client's MTU leaves under the segment's: room for the outer header (40 octets for
+/// IP6IP6) and then some, as [`CLIENT_MTU`] does under 1500.
+pub const CLIENT_MTU_MARGIN: u32 = 100;
+
+/// The segment MTU of a jumbo lab ([`Topology::build_with_mtu`]): what data centres commonly run.
+pub const JUMBO_MTU: u32 = 9000;
+
 /// IPv4 address of backend `id` (1-based).
 pub fn backend4(id: u32) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 0, 10 + id as u8)
@@ -60,8 +67,21 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Builds the lab with `backends` backends and `aliases` extra client IPv4 addresses.
+    /// Builds the lab with `backends` backends and `aliases` extra client IPv4 addresses, on a
+    /// 1500-octet segment.
     pub fn build(tag: &str, backends: u32, aliases: u32) -> Result<Self, NetnsError> {
+        Self::build_with_mtu(tag, backends, aliases, None)
+    }
+
+    /// As [`Self::build`], with every link of the segment (both ends of every veth, so the
+    /// bridge too) at `mtu` when given, e.g. [`JUMBO_MTU`], and the client [`CLIENT_MTU_MARGIN`]
+    /// under it. Set before any XDP program attaches: a veth with XDP caps its peer's MTU.
+    pub fn build_with_mtu(
+        tag: &str,
+        backends: u32,
+        aliases: u32,
+        mtu: Option<u32>,
+    ) -> Result<Self, NetnsError> {
         let switch = Netns::create(&format!("sl-sw-{tag}"))?;
         switch.ip(&["link", "add", "br0", "type", "bridge"])?;
         switch.ip(&["link", "set", "br0", "up"])?;
@@ -74,11 +94,17 @@ impl Topology {
             lb,
             backends: Vec::new(),
         };
-        topo.plug(&topo.client, "p-client", CLIENT_MAC)?;
-        topo.plug(&topo.lb, "p-lb", LB_MAC)?;
+        plug(&topo.switch, &topo.client, "p-client", CLIENT_MAC, mtu)?;
+        plug(&topo.switch, &topo.lb, "p-lb", LB_MAC, mtu)?;
         for id in 1..=backends {
             let ns = Netns::create(&backend_ns_name(tag, id))?;
-            topo.plug(&ns, &format!("p-b{id}"), &backend_mac(id))?;
+            plug(
+                &topo.switch,
+                &ns,
+                &format!("p-b{id}"),
+                &backend_mac(id),
+                mtu,
+            )?;
             topo.backends.push(ns);
         }
 
@@ -102,7 +128,11 @@ impl Topology {
                 "eth0",
             ])?;
         }
-        c.ip(&["link", "set", "eth0", "mtu", CLIENT_MTU])?;
+        let client_mtu = mtu.map_or_else(
+            || CLIENT_MTU.to_owned(),
+            |m| (m - CLIENT_MTU_MARGIN).to_string(),
+        );
+        c.ip(&["link", "set", "eth0", "mtu", &client_mtu])?;
         c.ip(&[
             "route",
             "add",
@@ -154,11 +184,6 @@ impl Topology {
         Ok(topo)
     }
 
-    /// Connects `ns` to the bridge: `eth0` (with `mac`) inside it, `port` in the switch.
-    fn plug(&self, ns: &Netns, port: &str, mac: &str) -> Result<(), NetnsError> {
-        plug(&self.switch, ns, port, mac)
-    }
-
     /// All namespaces of the lab.
     pub fn all(&self) -> impl Iterator<Item = &Netns> {
         [&self.switch, &self.client, &self.lb]
@@ -168,8 +193,14 @@ impl Topology {
 }
 
 /// Connects `ns` to the bridge in `switch`: `eth0` (with `mac`) inside it, `port` in the
-/// switch.
-fn plug(switch: &Netns, ns: &Netns, port: &str, mac: &str) -> Result<(), NetnsError> {
+/// switch, both at `mtu` when given (else the veth default, 1500).
+fn plug(
+    switch: &Netns,
+    ns: &Netns,
+    port: &str,
+    mac: &str,
+    mtu: Option<u32>,
+) -> Result<(), NetnsError> {
     switch.ip(&[
         "link",
         "add",
@@ -182,6 +213,11 @@ fn plug(switch: &Netns, ns: &Netns, port: &str, mac: &str) -> Result<(), NetnsEr
         "netns",
         ns.name(),
     ])?;
+    if let Some(mtu) = mtu {
+        let mtu = mtu.to_string();
+        switch.ip(&["link", "set", port, "mtu", &mtu])?;
+        ns.ip(&["link", "set", "eth0", "mtu", &mtu])?;
+    }
     switch.ip(&["link", "set", port, "master", "br0", "up"])?;
     ns.ip(&["link", "set", "eth0", "address", mac, "up"])?;
     Ok(())
@@ -253,7 +289,7 @@ pub fn backend_ns_name(tag: &str, id: u32) -> String {
 pub fn join_backend(tag: &str, id: u32, aliases: u32) -> Result<Netns, NetnsError> {
     let switch = Netns::adopt(&format!("sl-sw-{tag}"));
     let ns = Netns::create(&backend_ns_name(tag, id))?;
-    let plugged = plug(&switch, &ns, &format!("p-b{id}"), &backend_mac(id))
+    let plugged = plug(&switch, &ns, &format!("p-b{id}"), &backend_mac(id), None)
         .and_then(|()| configure_backend(&ns, id, aliases));
     // The switch belongs to the lab: never delete it from here.
     std::mem::forget(switch);

@@ -11,7 +11,7 @@ use rand::Rng;
 use shardline_common::packet::encode_header;
 
 use crate::{
-    echo::{ID_LEN, REFUSED, TCP_REQUEST_LEN},
+    echo::{ID_LEN, ID_MASK, REFUSED, TCP_REQUEST_LEN},
     topology::{client_alias4, CLIENT4, CLIENT6, VIP4, VIP6},
     HEADER_PORT, TCP_FLOW_PORT, UDP_FLOW_PORT,
 };
@@ -59,6 +59,9 @@ pub struct Observation {
     pub key: u64,
     /// Backend id from the answer.
     pub backend: u32,
+    /// The handoff mark the request reached the backend with (header mode; 0: not marked),
+    /// as the echo reports it ([`crate::echo::split_prefix`]).
+    pub mark: u8,
 }
 
 /// The lab's sessions: `n` of them, half header mode (alternating IPv4 / IPv6), half flow mode
@@ -172,6 +175,20 @@ pub fn request(
     })
 }
 
+/// Sends header-mode session `index`'s request for `key` (a header session's only) and says
+/// who answered it, with the handoff mark it arrived with, or why nothing did.
+pub fn header_request(index: usize, session: &Session, key: u64) -> std::io::Result<Outcome> {
+    let SessionKind::Header { id } = session.kind else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a keyed request needs a header-mode session",
+        ));
+    };
+    let mut payload = encode_header(id, key).to_vec();
+    payload.extend_from_slice(b"shardline lab");
+    udp_request(index, session, HEADER_PORT, &payload, key)
+}
+
 /// Sends one request for session `index` and says who answered it or why nothing did within
 /// [`REPLY_TIMEOUT`]. Flow-mode requests each use a fresh source port, so a flow session's
 /// requests spread like separate connections of one client. Errors are local socket errors.
@@ -216,6 +233,7 @@ pub fn attempt(index: usize, session: &Session, rng: &mut impl Rng) -> std::io::
                 destination,
                 key: 0,
                 backend: u32::from_be_bytes([answer[0], answer[1], answer[2], answer[3]]),
+                mark: 0,
             }))
         }
     }
@@ -239,13 +257,14 @@ fn udp_request(
     let lost = |reason, backend| Loss::outcome(index, reason, backend);
     Ok(match answer {
         None => lost(LossReason::Timeout, None),
-        Some(id) if id & REFUSED != 0 => lost(LossReason::Refused, Some(id & !REFUSED)),
-        Some(backend) => Outcome::Answered(Observation {
+        Some(id) if id & REFUSED != 0 => lost(LossReason::Refused, Some(id & ID_MASK)),
+        Some(id) => Outcome::Answered(Observation {
             session: index,
             source: socket.local_addr().unwrap_or(destination),
             destination,
             key,
-            backend,
+            backend: id & ID_MASK,
+            mark: crate::echo::split_prefix(id).2,
         }),
     })
 }

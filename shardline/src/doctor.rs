@@ -24,12 +24,13 @@ mod mtu;
 
 use self::mtu::mtu_check;
 
-/// Oldest kernel the dataplane is known to load on (BPF_F_XDP_HAS_FRAGS-era verifier, bpf_loop
-/// not needed; developed on 6.18).
-pub const MIN_KERNEL: (u32, u32) = (5, 18);
+/// Oldest kernel the dataplane is known to load on: 5.19 for `bpf_map_lookup_percpu_elem` (a
+/// flow seen on another CPU adopts that CPU's entry); developed on 6.18.
+pub const MIN_KERNEL: (u32, u32) = (5, 19);
 
-/// Largest MTU a single-buffer XDP program attaches under in native mode: a 4 KiB page less
-/// the XDP headroom and the skb_shared_info tail.
+/// Largest MTU a frame fits one buffer under in native mode: a 4 KiB page less the XDP
+/// headroom and the skb_shared_info tail. Above it a frame arrives in several buffers, which the
+/// programs (`xdp.frags`) take, on a driver with multi-buffer XDP.
 pub const MAX_SINGLE_BUFFER_MTU: u32 = 3498;
 
 /// Drivers with native (driver-mode) XDP in mainline kernels. Anything else runs in generic
@@ -210,13 +211,13 @@ pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
 
 fn kernel(host: &Host) -> Check {
     let release = host.read("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let fix = "upgrade to Linux 5.18 or newer (developed on 6.18)";
+    let fix = "upgrade to Linux 5.19 or newer (developed on 6.18)";
     match kernel_version(&release) {
         Some(v) if v >= MIN_KERNEL => check("kernel", Status::Pass, release.trim().into(), fix),
         Some(_) => check(
             "kernel",
             Status::Fail,
-            format!("{} is older than 5.18", release.trim()),
+            format!("{} is older than 5.19", release.trim()),
             fix,
         ),
         None => check(
@@ -375,7 +376,7 @@ fn interface(host: &Host, iface: &str, config: Option<&Config>) -> Vec<Check> {
         .read(&format!("{dir}/mtu"))
         .and_then(|m| m.trim().parse::<u32>().ok())
     {
-        out.push(mtu_check(iface, mtu, config));
+        out.push(mtu_check(iface, mtu, driver.as_deref(), config));
     }
     out
 }
@@ -586,7 +587,7 @@ mod tests {
         let checks = run(&h, Some("eth9"), None);
         let get = |name: &str| checks.iter().find(|c| c.check == name).unwrap().clone();
         assert_eq!(get("kernel").status, Status::Fail);
-        assert!(get("kernel").fix.contains("5.18"));
+        assert!(get("kernel").fix.contains("5.19"));
         assert_eq!(get("bpffs").status, Status::Fail);
         assert!(get("bpffs").fix.contains("mount -t bpf"));
         assert_eq!(get("interface").status, Status::Fail);

@@ -13,7 +13,8 @@
 //! - Dataplane access: [`objects`] (the eBPF objects `build.rs` embeds), [`loader`] (loading,
 //!   attaching and adopting the XDP program and its pinned link), [`maglev_table`] (the
 //!   double-buffered default table, memory-mapped), [`stats_slots`] (per-session counter
-//!   slots), [`maps`] (typed access to the pinned maps), [`private`] (a balancer in private
+//!   slots), [`handoff_map`] (the previous placements of sessions in a handoff window),
+//!   [`maps`] (typed access to the pinned maps), [`private`] (a balancer in private
 //!   pinned maps, never attached: tracer, benches, tests), [`testrun`] (`BPF_PROG_TEST_RUN`).
 //! - [`reshard`]: the swap stage, the one path routing changes take into the maps (the daemon's
 //!   applier and single re-shards alike): deltas from the tables in force, build-then-flip,
@@ -46,6 +47,7 @@ pub mod doctor;
 #[cfg(test)]
 mod fixtures;
 pub mod guard;
+pub mod handoff_map;
 pub mod http;
 pub mod loader;
 pub mod logging;

@@ -16,8 +16,8 @@ use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashM
 use shardline_common::{
     consts::{DEFAULT_RING_ENTRIES, MAGLEV_ENTRIES},
     maps::{
-        pool_word, Backend, Counter, FlowEntry, FlowKey, Globals, Service, ServiceKey, SessionKey,
-        ShardSet, SlotCounter, POOL_WORDS,
+        pool_word, Backend, Counter, FlowEntry, FlowKey, Globals, NewFlowRate, Service, ServiceKey,
+        SessionKey, ShardSet, SlotCounter, POOL_WORDS,
     },
     route::{pick_shard, Tables},
 };
@@ -31,6 +31,7 @@ pub use self::{
     front::{FrontEpoch, FrontEpochError},
 };
 use crate::{
+    handoff_map::HandoffMap,
     maglev_table::MaglevTable,
     snapshot::{delta::TableDelta, Snapshot},
     stats_slots::StatsSlots,
@@ -119,8 +120,12 @@ pub struct DataplaneMaps {
     session_stats: PerCpuHashMap<MapData, SessionKey, Counter>,
     slot_stats: PerCpuArray<MapData, SlotCounter>,
     flows: PerCpuHashMap<MapData, FlowKey, FlowEntry>,
+    /// The new-flow rate limiter, `None` in pins made before it was pinned.
+    new_flow_rate: Option<PerCpuArray<MapData, NewFlowRate>>,
     /// Bumped after every SERVICES / SESSIONS write (the dataplane's fronts).
     epoch: FrontEpoch,
+    /// The previous placements of sessions in a handoff window.
+    handoffs: HandoffMap,
     /// Free counters slots, built from SESSIONS on first use.
     slots: Option<StatsSlots>,
 }
@@ -155,7 +160,12 @@ impl DataplaneMaps {
             session_stats: typed!(dir, "SESSION_STATS"),
             slot_stats: typed!(dir, "SESSION_SLOT_STATS"),
             flows: typed!(dir, "FLOWS"),
+            new_flow_rate: match dir.join("NEW_FLOW_RATE").exists() {
+                true => Some(typed!(dir, "NEW_FLOW_RATE")),
+                false => None,
+            },
             epoch: FrontEpoch::open(dir)?,
+            handoffs: HandoffMap::new(typed!(dir, "HANDOFFS")),
             slots: None,
         })
     }
@@ -412,6 +422,11 @@ impl DataplaneMaps {
         self.remove_placement(key)
     }
 
+    /// The previous placements of sessions in a handoff window (`HANDOFFS`).
+    pub fn handoffs(&mut self) -> &mut HandoffMap {
+        &mut self.handoffs
+    }
+
     /// The fronts' epoch, for writers of `SESSIONS` or `SERVICES` outside this type (benches):
     /// bump it after each write.
     pub fn front_epoch(&self) -> &FrontEpoch {
@@ -607,6 +622,16 @@ impl Tables for DataplaneMaps {
 
     fn placed_backend(&self, key: &SessionKey, request_key: u64) -> Option<u32> {
         pick_shard(&self.sessions.get(key, 0).ok()?, request_key)
+    }
+
+    /// As the kernel: only a placement with the window flag, a handoff open by the clock.
+    fn handoff_mark(&self, key: &SessionKey, request_key: u64, owner: u32, _at: usize) -> u8 {
+        match self.sessions.get(key, 0) {
+            Ok(set) if set.handoff != 0 => {
+                self.handoffs.mark(key, request_key, owner, monotonic_ns())
+            }
+            _ => 0,
+        }
     }
 
     fn maglev(&self, slot: u32) -> u32 {

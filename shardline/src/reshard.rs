@@ -13,16 +13,21 @@
 //!   while packets already go to the new owner: one owner per key at any instant, and the new
 //!   owner knows whom to fetch state from (see the README for why).
 //! - [`board`]: the handoffs in force, shared with the API's owners query.
+//! - `publish`: the same handoffs in the dataplane (`HANDOFFS` and the placements' window
+//!   flag), so packets of moved keys reach their new owner marked with the previous one.
 
 pub mod board;
+pub mod placed;
+mod publish;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
 use shardline_common::{
     consts::{MAGLEV_SIZE, NO_BACKEND},
+    handoff::Handoff as MapHandoff,
     maglev::{self, Weighted},
     maps::{scheme, session_mode, Backend, SessionKey, ShardSet},
     partition::ShardSetError,
@@ -32,6 +37,7 @@ use shardline_common::{
 
 use crate::{
     maps::{DataplaneMaps, MapsError, WriteOutcome},
+    reshard::placed::PlacedSets,
     snapshot::{delta::TableDelta, Snapshot},
 };
 
@@ -42,6 +48,13 @@ pub trait TableWriter {
     fn read_tables(&self) -> Result<Snapshot, MapsError>;
     /// Writes `delta` in its order (see [`DataplaneMaps::write_delta`]).
     fn write_delta(&mut self, delta: &TableDelta) -> Result<WriteOutcome, MapsError>;
+    /// Writes (`Some`) or removes (`None`) `session`'s entry in `HANDOFFS`; `false` when a
+    /// full map refused a new entry.
+    fn write_handoff(
+        &mut self,
+        session: &SessionKey,
+        handoff: Option<&MapHandoff>,
+    ) -> Result<bool, MapsError>;
 }
 
 impl TableWriter for DataplaneMaps {
@@ -51,6 +64,27 @@ impl TableWriter for DataplaneMaps {
 
     fn write_delta(&mut self, delta: &TableDelta) -> Result<WriteOutcome, MapsError> {
         DataplaneMaps::write_delta(self, delta)
+    }
+
+    fn write_handoff(
+        &mut self,
+        session: &SessionKey,
+        handoff: Option<&MapHandoff>,
+    ) -> Result<bool, MapsError> {
+        let map = self.handoffs();
+        let written = match handoff {
+            Some(h) => map.publish(session, h),
+            None => map.remove(session),
+        };
+        match written {
+            Ok(()) => Ok(true),
+            Err(e) if crate::maps::is_full(&e) => Ok(false),
+            Err(source) => Err(MapsError::Op {
+                op: "write",
+                map: "HANDOFFS",
+                source,
+            }),
+        }
     }
 }
 
@@ -133,13 +167,18 @@ pub struct Handoff {
 
 /// Applies routing changes to one dataplane's maps and tracks the tables in force.
 pub struct Resharder {
-    /// What the maps hold (as a snapshot: live half 0, no counters slots).
+    /// What the maps hold (as a snapshot: live half 0, no counters slots) but the placements,
+    /// which are in `placed`: `tables.sessions` stays empty.
     tables: Snapshot,
+    /// The placements the maps hold, compact (a million of them on a large node).
+    placed: PlacedSets,
     /// `tables` cannot be trusted (never read, or a write failed half way): read the maps first.
     stale: bool,
     generation: u64,
     handoff_window: Duration,
     handoffs: Vec<Handoff>,
+    /// Sessions whose placement in the maps carries the window flag, with the window's end.
+    flagged: HashMap<SessionKey, Instant>,
     last_maglev_plan: Vec<SlotMove>,
 }
 
@@ -148,10 +187,12 @@ impl Resharder {
     pub fn new(handoff_window: Duration) -> Self {
         Self {
             tables: Snapshot::default(),
+            placed: PlacedSets::default(),
             stale: true,
             generation: 0,
             handoff_window,
             handoffs: Vec::new(),
+            flagged: HashMap::new(),
             last_maglev_plan: Vec::new(),
         }
     }
@@ -172,17 +213,37 @@ impl Resharder {
     /// Reads the tables in force back from `maps` if they are not known.
     fn refresh(&mut self, maps: &impl TableWriter) -> Result<(), MapsError> {
         if self.stale {
-            self.tables = maps.read_tables()?;
-            let placed = self.tables.sessions.values().map(|s| s.generation);
+            let mut tables = maps.read_tables()?;
+            // The window flag is the dataplane's, not a placement's: a window found open (a
+            // restart) stays open one more window, then closes.
+            let reopened = Instant::now() + self.handoff_window;
+            for (key, set) in tables.sessions.iter_mut() {
+                if set.handoff != 0 {
+                    set.handoff = 0;
+                    self.flagged.entry(*key).or_insert(reopened);
+                }
+            }
+            let placed = tables.sessions.values().map(|s| s.generation);
             self.generation = self.generation.max(placed.max().unwrap_or(0));
+            self.placed = std::mem::take(&mut tables.sessions).into_iter().collect();
+            self.tables = tables;
             self.stale = false;
         }
         Ok(())
     }
 
-    /// The tables in force now (what a replay of the current generation runs against).
-    pub fn tables(&self) -> &Snapshot {
-        &self.tables
+    /// The tables in force now (what a replay of the current generation runs against), built
+    /// whole: every placement is copied out of the compact [`Resharder::placed`].
+    pub fn tables(&self) -> Snapshot {
+        Snapshot {
+            sessions: self.placed.to_map(),
+            ..self.tables.clone()
+        }
+    }
+
+    /// The placements in force now.
+    pub fn placed(&self) -> &PlacedSets {
+        &self.placed
     }
 
     /// The current generation: one more per swap that wrote something, starting above every
@@ -200,7 +261,7 @@ impl Resharder {
         now: Instant,
     ) -> Result<Swap, ReshardError> {
         self.refresh(maps)?;
-        let delta = TableDelta::between(&self.tables, target);
+        let delta = TableDelta::between_placed(&self.tables, &self.placed, target);
         self.write(maps, delta, Some(target), now)
     }
 
@@ -214,7 +275,7 @@ impl Resharder {
         now: Instant,
     ) -> Result<Swap, ReshardError> {
         self.refresh(maps)?;
-        let delta = TableDelta::of_sessions(&self.tables, changes);
+        let delta = TableDelta::of_sessions(&self.placed, changes);
         self.write(maps, delta, None, now)
     }
 
@@ -223,11 +284,12 @@ impl Resharder {
     fn write(
         &mut self,
         maps: &mut impl TableWriter,
-        delta: TableDelta,
+        mut delta: TableDelta,
         target: Option<&Snapshot>,
         now: Instant,
     ) -> Result<Swap, ReshardError> {
         self.handoffs.retain(|h| h.until > now);
+        self.close_windows(maps, now)?;
         let mut swap = Swap {
             generation: self.generation,
             kind: SwapKind::Unchanged,
@@ -241,30 +303,39 @@ impl Resharder {
         if delta.is_empty() {
             return Ok(swap);
         }
+        self.flag_moves(maps, &mut delta, now)?;
         let written = maps
             .write_delta(&delta)
             .inspect_err(|_| self.stale = true)?;
+        self.forget_removed(maps, &delta.removed_sessions)?;
         self.generation += 1;
+        // A whole write: the tables but the placements are the target's; the placements are
+        // made below, from the delta (which lists every one that differs).
         let before = target.map(|target| {
-            let before = std::mem::replace(&mut self.tables, target.clone());
+            let tables = Snapshot {
+                services: target.services.clone(),
+                backends: target.backends.clone(),
+                sessions: HashMap::new(),
+                maglev: target.maglev.clone(),
+                rings: target.rings.clone(),
+                pools: target.pools.clone(),
+                globals: target.globals,
+                handoffs: target.handoffs.clone(),
+            };
+            let before = std::mem::replace(&mut self.tables, tables);
             self.tables.globals = target.globals.with_live_half(0);
             before
         });
         for key in &delta.removed_sessions {
-            self.tables.sessions.remove(key);
+            self.placed.remove(key);
         }
         let refused: HashSet<&SessionKey> = written.placements_refused.iter().collect();
         for (key, set) in &delta.sessions {
-            let previous = match &before {
-                Some(before) => before.sessions.get(key).copied(),
-                None => self.tables.sessions.get(key).copied(),
-            };
+            // The tables in force carry no window flag (see `refresh`).
+            let set = &ShardSet { handoff: 0, ..*set };
+            let previous = self.placed.get(key);
             if refused.contains(key) {
                 // The map kept what it had.
-                match previous {
-                    Some(old) => self.tables.sessions.insert(*key, old),
-                    None => self.tables.sessions.remove(key),
-                };
                 continue;
             }
             let previous = match previous {
@@ -275,13 +346,13 @@ impl Resharder {
                     match home_set(before.as_ref().unwrap_or(&self.tables), key) {
                         Some(home) => home,
                         None => {
-                            self.tables.sessions.insert(*key, *set);
+                            self.placed.insert(*key, *set);
                             continue;
                         }
                     }
                 }
             };
-            self.tables.sessions.insert(*key, *set);
+            self.placed.insert(*key, *set);
             let plan = session_plan(Some(&previous), set);
             if plan != SessionPlan::Unchanged {
                 swap.handoffs.push(Handoff {
@@ -336,7 +407,7 @@ impl Resharder {
                 }
             })?;
         self.known(backends.iter())?;
-        let mut target = self.tables.clone();
+        let mut target = self.tables();
         target.sessions.insert(session, set);
         self.apply(maps, &target, now)
     }
@@ -358,7 +429,7 @@ impl Resharder {
                 weight: *weight,
             })
             .collect();
-        let mut target = self.tables.clone();
+        let mut target = self.tables();
         target.maglev = maglev::build(&weighted, MAGLEV_SIZE);
         self.apply(maps, &target, now)
     }
@@ -373,7 +444,7 @@ impl Resharder {
         now: Instant,
     ) -> Result<Swap, ReshardError> {
         self.refresh(maps)?;
-        let mut target = self.tables.clone();
+        let mut target = self.tables();
         target.backends.insert(id, backend);
         self.apply(maps, &target, now)
     }

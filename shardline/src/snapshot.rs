@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use shardline_common::{
     consts::{MAGLEV_SIZE, NO_BACKEND},
+    handoff::{mark_for, Handoff},
     maglev::{self, Weighted},
     maps::{
         backend_flags, forward_mode, ip_addr, options, scheme, session_mode, Backend, FlowKey,
@@ -38,6 +39,10 @@ pub struct Snapshot {
     /// Encapsulation sources and flow idle time; `maglev_active` is 0 (which half is live is
     /// the writer's business).
     pub globals: Globals,
+    /// Handoffs open at the snapshot's instant, by session, for replays that mark as the
+    /// kernel does (`shardline_common::handoff`). Not routing: deltas and the daemon's tables
+    /// leave them out; the swap stage publishes them beside the placements.
+    pub handoffs: HashMap<SessionKey, Handoff>,
 }
 
 impl Snapshot {
@@ -158,8 +163,9 @@ impl Snapshot {
         }
         // No MTU yet (the daemon records the interface's when it attaches): nothing too big.
         snap.globals = snap.globals.with_egress_mtu(0);
-        if let Some(a) = config.encap.source_v4 {
-            snap.globals.src4 = a.octets();
+        if let Some((src, hash_mask)) = config.encap.ipip_source() {
+            snap.globals.src4 = src;
+            snap.globals.src4_hash_mask = hash_mask;
         }
         if let Some(a) = config.encap.source_v6 {
             snap.globals.src6 = a.octets();
@@ -175,6 +181,13 @@ impl Tables for Snapshot {
 
     fn placed_backend(&self, key: &SessionKey, request_key: u64) -> Option<u32> {
         pick_shard(self.sessions.get(key)?, request_key)
+    }
+
+    /// Every handoff a snapshot holds is open (see [`Snapshot::handoffs`]).
+    fn handoff_mark(&self, key: &SessionKey, request_key: u64, owner: u32, _at: usize) -> u8 {
+        self.handoffs
+            .get(key)
+            .map_or(0, |h| mark_for(h, request_key, owner))
     }
 
     fn maglev(&self, slot: u32) -> u32 {

@@ -3,81 +3,22 @@
 //! unknown backends → a JSON 4xx and no state change), `/metrics` through a Prometheus text
 //! parser, and the OpenAPI description.
 
-use std::{
-    process::Output,
-    sync::atomic::{AtomicU32, Ordering},
-};
-
 use serde_json::Value;
+
+use crate::support::cli::{cli, expect, json, ok};
 use shardline_lab::{lab_config, Lab, LabOptions};
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
 const API: &str = "http://127.0.0.1:7900";
 
 fn start_lab() -> Lab {
     crate::support::require_root();
     let opts = LabOptions {
-        tag: format!(
-            "a{}{}",
-            std::process::id() % 100_000,
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ),
+        tag: crate::support::unique_tag("a"),
         backends: 3,
         sessions: 4,
         bins: crate::support::bins(),
     };
     Lab::start(&opts).unwrap_or_else(|e| panic!("starting the lab: {e}"))
-}
-
-/// Runs `shardline ARGS` in the load balancer's namespace, with the token or without.
-fn cli(lab: &Lab, token: bool, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = lab.topology.lb.command(&crate::support::shardline_bin());
-    cmd.args(args)
-        .env_remove("SHARDLINE_API_TOKEN")
-        .env_remove("SHARDLINE_API");
-    if token {
-        cmd.env("SHARDLINE_API_TOKEN_FILE", &lab.api_token);
-    } else {
-        cmd.env_remove("SHARDLINE_API_TOKEN_FILE");
-    }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().expect("running shardline");
-    let (out, err) = (
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    );
-    (status.code().unwrap_or(-1), out, err)
-}
-
-/// Runs the command and asserts its exit code; returns stdout.
-fn ok(lab: &Lab, args: &[&str]) -> String {
-    expect(lab, true, args, 0)
-}
-
-fn expect(lab: &Lab, token: bool, args: &[&str], code: i32) -> String {
-    let (got, out, err) = cli(lab, token, args);
-    assert_eq!(
-        got,
-        code,
-        "shardline {}: exit {got}, want {code}\nstdout:\n{out}\nstderr:\n{err}",
-        args.join(" ")
-    );
-    if code == 0 {
-        out
-    } else {
-        err
-    }
-}
-
-fn json(lab: &Lab, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = ok(lab, &all);
-    serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("shardline {}: not JSON ({e}):\n{out}", all.join(" ")))
 }
 
 #[test]

@@ -18,6 +18,8 @@ use shardline::{
 };
 use shardline_bench::suite::raft;
 
+use crate::support::cluster::leader_among;
+
 /// Generous: a loaded 2-core machine runs the other engineers' builds too.
 const CONVERGE: Duration = Duration::from_secs(60);
 
@@ -68,22 +70,6 @@ where
             }
         });
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-async fn leader_among(nodes: &[Arc<Cluster>]) -> Arc<Cluster> {
-    let deadline = tokio::time::Instant::now() + CONVERGE;
-    loop {
-        for n in nodes {
-            if n.status().await.role == "leader" {
-                return n.clone();
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no leader among the voters within {CONVERGE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Waits until `node`'s applied state holds every value of `acked` (write number → value).
@@ -178,7 +164,7 @@ fn concurrent_writers_each_get_their_own_answer_and_every_node_holds_the_values(
         assert_eq!(acked.len(), (WRITERS * per) as usize - bad);
         // Fewer entries than writes: the writes were group-committed. (`generation` does not
         // move for state writes, so count the log instead.)
-        let applied = leader_among(&nodes).await.status().await.applied;
+        let applied = leader_among(&nodes, CONVERGE).await.status().await.applied;
         assert!(
             applied < acked.len() as u64 / 2,
             "{applied} log entries for {} writes: not batched",
@@ -193,7 +179,7 @@ fn concurrent_writers_each_get_their_own_answer_and_every_node_holds_the_values(
 #[test]
 fn a_leader_kill_in_the_middle_loses_no_acknowledged_write() {
     with_cluster("batch-kill", |nodes| async move {
-        let leader = leader_among(&nodes).await;
+        let leader = leader_among(&nodes, CONVERGE).await;
         let followers: Vec<_> = nodes
             .iter()
             .filter(|n| n.id() != leader.id())
@@ -252,7 +238,7 @@ fn a_leader_kill_in_the_middle_loses_no_acknowledged_write() {
             "the survivors acknowledged only {} writes within {CONVERGE:?} of the kill",
             after_kill.load(Ordering::SeqCst)
         );
-        let next = leader_among(&followers).await;
+        let next = leader_among(&followers, CONVERGE).await;
         assert_ne!(next.id(), leader.id());
         let state = next
             .read()

@@ -10,6 +10,8 @@ use shardline::{
     state::{Command, ConfigTables, Control, ControlState, SessionRef},
 };
 
+use crate::support::cluster::leader_among;
+
 const VOTERS: u64 = 3;
 const LEARNERS: u64 = 20;
 /// Generous: a loaded 2-core machine runs the other engineers' builds too.
@@ -96,22 +98,6 @@ async fn converge(node: &Cluster, want: &ControlState) {
     }
 }
 
-async fn leader_among(nodes: &[Arc<Cluster>]) -> Arc<Cluster> {
-    let deadline = tokio::time::Instant::now() + CONVERGE;
-    loop {
-        for n in nodes {
-            if n.status().await.role == "leader" {
-                return n.clone();
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no leader among the voters within {CONVERGE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A burst of re-placements: `writers` concurrent writers (group-committed) plus one tick's
 /// worth as one batch entry.
 async fn burst(via: &Arc<Cluster>, round: u64) {
@@ -168,7 +154,7 @@ fn learners_apply_what_the_voters_commit_through_a_leader_kill() {
             for id in 1..=VOTERS {
                 voters.push(node(&dir, id, ports[id as usize - 1], &membership).await);
             }
-            let leader = leader_among(&voters).await;
+            let leader = leader_among(&voters, CONVERGE).await;
             let tables = Config::parse(&format!("{SERVICE}{}", backends()), "test").unwrap();
             leader
                 .write(Command::LoadConfig(ConfigTables::of(&tables)))
@@ -216,7 +202,7 @@ fn learners_apply_what_the_voters_commit_through_a_leader_kill() {
                 .filter(|v| v.id() != leader.id())
                 .cloned()
                 .collect();
-            let next = leader_among(&rest).await;
+            let next = leader_among(&rest, CONVERGE).await;
             assert_ne!(next.id(), leader.id());
             burst(&next, 2).await;
             let want = next.read().await.expect("new leader read");

@@ -4,7 +4,10 @@
 //! The reason a packet was counted under is read from the `REASONS` per-CPU counters: per
 //! packet for fixtures (a delta of exactly one), as totals for the random run.
 
+mod encap_source;
+mod handoff;
 mod icmp;
+mod jumbo;
 mod malformed;
 mod mtu;
 mod programs;

@@ -14,9 +14,15 @@ use shardline_common::{
 
 /// BPF_PROG_TEST_RUN runs on the calling CPU and the flow table is per CPU: stay on one.
 fn pin_to_cpu0() {
+    pin_to_cpu(0);
+}
+
+/// Runs this thread (and so the next BPF_PROG_TEST_RUN) on `cpu`.
+fn pin_to_cpu(cpu: usize) {
     let mut set = nix::sched::CpuSet::new();
-    set.set(0).expect("cpu 0");
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin to CPU 0");
+    set.set(cpu).expect("a CPU number");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .unwrap_or_else(|e| panic!("pin to CPU {cpu}: {e}"));
 }
 
 /// The backend the kernel sent `frame` to, read from the per-backend counters.
@@ -114,6 +120,54 @@ fn established_flows_survive_a_drain_but_not_a_removal() {
         "the flow is now pinned to {b}, beside the fresh ones: {flows:?}"
     );
     assert_eq!(flows.values().sum::<u64>(), 51, "{flows:?}");
+}
+
+/// A flow whose packets move CPU (veth: XDP runs on the sender's CPU) keeps its backend: the
+/// new CPU's value of the key is zeroed, so it adopts the live one of the CPU that saw the flow.
+#[test]
+fn an_established_flow_keeps_its_backend_on_another_cpu() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipped: one CPU, no other to move the flow to");
+        return;
+    }
+    pin_to_cpu0();
+    let mut lb = Loaded::new(TEST_CONFIG);
+    let frame = flow(45_000);
+    let a = kernel_backend(&mut lb, &frame);
+    let weights: Vec<(u32, u32)> = (1..=4).map(|id| (id, u32::from(id != a))).collect();
+    lb.reweight(&weights);
+    assert_ne!(
+        replay(&lb, &frame),
+        a,
+        "the tables alone send it elsewhere now"
+    );
+
+    pin_to_cpu(1);
+    assert_eq!(
+        kernel_backend(&mut lb, &frame),
+        a,
+        "CPU 1 adopts CPU 0's live entry instead of routing the flow afresh"
+    );
+    assert_eq!(
+        decide(&frame[..], &lb.maps).backend_id,
+        a,
+        "and so says the replay against the live flow table"
+    );
+    pin_to_cpu0();
+    assert_eq!(kernel_backend(&mut lb, &frame), a, "and back on CPU 0");
+    let flows = lb.maps.live_flows().expect("count live flows");
+    assert_eq!(
+        flows.get(&a),
+        Some(&1),
+        "one flow, however many CPUs: {flows:?}"
+    );
+
+    // A flow first seen on CPU 1 after the drain follows the tables there.
+    pin_to_cpu(1);
+    let fresh = flow(45_001);
+    assert_eq!(kernel_backend(&mut lb, &fresh), replay(&lb, &fresh));
+    pin_to_cpu0();
 }
 
 #[test]
@@ -250,8 +304,28 @@ fn new_flows_over_the_rate_are_routed_but_not_remembered() {
         1,
         "the third new flow in the second is over the limit of 2"
     );
+    assert_eq!(
+        lb.maps
+            .new_flows_untracked()
+            .expect("untracked, as /metrics reads it"),
+        Some(1),
+        "the daemon reads the same count from the pinned limiter"
+    );
     let remembered: u64 = lb.maps.live_flows().expect("live flows").values().sum();
     assert_eq!(remembered, 2, "only the first two flows were inserted");
+    // The three flows share a client, so a session: its counters hold the remembered flows'
+    // packets, not the refused one's (a flood makes no per-session counters lookup).
+    let counted: u64 = lb
+        .maps
+        .session_counters()
+        .expect("session counters")
+        .values()
+        .map(|c| c.packets)
+        .sum();
+    assert_eq!(
+        counted, 2,
+        "the refused flow's packet is not counted per session"
+    );
 
     // Drain the third flow's backend: the remembered flows keep theirs, the third (still new to
     // the flow table) follows the tables, as the replay does.

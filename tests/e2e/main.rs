@@ -12,6 +12,7 @@
 //! - [`trace`]: `shardline trace` on captures.
 //! - [`netns`]: real traffic through the attached program in network namespaces.
 //! - [`path_mtu`]: a full-size datagram over a full-size link learns the usable MTU.
+//! - [`jumbo`]: datagrams in 9000-octet frames through a jumbo lab.
 //! - [`reshard`]: live re-shards under traffic, zero misrouted.
 //! - [`package`]: the Debian package, unpacked with `dpkg -x`; its binary runs.
 //! - [`pools`]: per-service pools and rings in the kernel; one pool's change moves no other.
@@ -37,7 +38,9 @@ mod cluster_rates;
 mod dataplane;
 mod flow_table;
 mod forecast_eval;
+mod handoff;
 mod hostile;
+mod jumbo;
 mod lab_run;
 mod maps_full;
 mod netns;

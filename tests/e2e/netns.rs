@@ -1,10 +1,7 @@
 //! End to end in network namespaces: real UDP and TCP traffic from a client namespace through
 //! the attached XDP program to backend namespaces, which answer the client directly.
 
-use std::{
-    sync::atomic::{AtomicU32, Ordering},
-    time::Duration,
-};
+use std::time::Duration;
 
 use shardline::config::SessionId;
 use shardline_lab::{
@@ -13,17 +10,13 @@ use shardline_lab::{
     Lab, LabOptions, Report,
 };
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
+use crate::support::client::in_client;
 
 /// A lab of four backends and `sessions` client sessions, tagged for this test.
 pub(crate) fn start_lab(sessions: u32) -> Lab {
     crate::support::require_root();
     let opts = LabOptions {
-        tag: format!(
-            "t{}{}",
-            std::process::id() % 100_000,
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ),
+        tag: crate::support::unique_tag("t"),
         backends: 4,
         sessions,
         bins: crate::support::bins(),
@@ -113,39 +106,28 @@ fn traffic_reaches_the_replayed_backend_and_answers_return() {
 fn the_same_key_always_lands_on_the_same_backend() {
     let lab = start_lab(4);
     let sessions = lab.sessions.clone();
-    let client = &lab.topology.client;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                client
-                    .enter_current_thread()
-                    .expect("enter client namespace");
-                for (i, session) in sessions.iter().enumerate() {
-                    if !matches!(session.kind, SessionKind::Header { .. }) {
-                        continue;
-                    }
-                    for key in [1u64, 0xdead_beef, u64::MAX] {
-                        let mut backends = std::collections::BTreeSet::new();
-                        for _ in 0..20 {
-                            let mut rng = rand::rngs::mock::StepRng::new(key, 0);
-                            if let Some(obs) =
-                                traffic::request(i, session, &mut rng).expect("request")
-                            {
-                                assert_eq!(obs.key, key);
-                                backends.insert(obs.backend);
-                            }
-                        }
-                        assert_eq!(
-                            backends.len(),
-                            1,
-                            "{} key {key:#x} reached {backends:?}",
-                            session.label
-                        );
+    in_client(&lab, || {
+        for (i, session) in sessions.iter().enumerate() {
+            if !matches!(session.kind, SessionKind::Header { .. }) {
+                continue;
+            }
+            for key in [1u64, 0xdead_beef, u64::MAX] {
+                let mut backends = std::collections::BTreeSet::new();
+                for _ in 0..20 {
+                    let mut rng = rand::rngs::mock::StepRng::new(key, 0);
+                    if let Some(obs) = traffic::request(i, session, &mut rng).expect("request") {
+                        assert_eq!(obs.key, key);
+                        backends.insert(obs.backend);
                     }
                 }
-            })
-            .join()
-            .expect("client thread");
+                assert_eq!(
+                    backends.len(),
+                    1,
+                    "{} key {key:#x} reached {backends:?}",
+                    session.label
+                );
+            }
+        }
     });
 }
 

@@ -15,10 +15,11 @@ use std::{
 use shardline::maps::DataplaneMaps;
 use shardline_common::{packet::encode_header, verdict::Reason};
 use shardline_lab::{
-    echo::ID_LEN,
     topology::{CLIENT4, CLIENT6, VIP4, VIP6},
     Lab, HEADER_PORT,
 };
+
+use crate::support::client::{echo_answer, in_client};
 
 /// The MTU of every lab link in this test: the client's, the balancer's and the backends'.
 const LINK_MTU: u32 = 1500;
@@ -98,18 +99,7 @@ fn a_1500_octet_datagram_over_a_1500_octet_link_is_answered_with_the_usable_mtu(
         .unwrap_or_else(|e| panic!("setting the client's MTU: {e}"));
     for family in [V4, V6] {
         let before = too_big_count(&lab);
-        let oversized = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    lab.topology
-                        .client
-                        .enter_current_thread()
-                        .expect("enter the client namespace");
-                    learn_and_use_the_path_mtu(&family)
-                })
-                .join()
-                .expect("client thread")
-        });
+        let oversized = in_client(&lab, || learn_and_use_the_path_mtu(&family));
         let counted = too_big_count(&lab) - before;
         assert_eq!(
             counted, oversized,
@@ -187,7 +177,7 @@ fn learn_and_use_the_path_mtu(f: &Family) -> u64 {
         socket
             .send(&fits)
             .expect("send a datagram of the usable size");
-        if let Some(backend) = answer(&socket, &fits) {
+        if let Some(backend) = echo_answer(&socket, &fits, WAIT) {
             assert!(
                 (1..=4).contains(&backend),
                 "{}: answered by backend {backend}",
@@ -207,32 +197,6 @@ fn request(session: u64, len: usize) -> Vec<u8> {
     let mut payload = encode_header(session, 0x6d74_7531).to_vec();
     payload.resize(len, 0xa5);
     payload
-}
-
-/// The backend id of the echo of `sent`, if one arrives within [`WAIT`]; other datagrams and
-/// queued errors are skipped.
-fn answer(socket: &UdpSocket, sent: &[u8]) -> Option<u32> {
-    let deadline = Instant::now() + WAIT;
-    let mut buf = vec![0u8; 2 * LINK_MTU as usize];
-    while Instant::now() < deadline {
-        match socket.recv(&mut buf) {
-            Ok(n) if n == ID_LEN + sent.len() && buf[ID_LEN..n] == *sent => {
-                return Some(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
-            }
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return None
-            }
-            // An error the kernel reports ahead of the answer (a late ICMP error): keep reading.
-            Err(_) => {}
-        }
-    }
-    None
 }
 
 /// The first ICMP error in the socket's error queue within [`WAIT`], skipping errors of

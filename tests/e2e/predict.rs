@@ -8,7 +8,7 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        atomic::{AtomicBool, AtomicU32, Ordering},
+        atomic::{AtomicBool, Ordering},
         Mutex,
     },
     time::{Duration, Instant},
@@ -25,16 +25,10 @@ use shardline_lab::{
     Lab, LabError, LabOptions,
 };
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
 fn options(backends: u32) -> LabOptions {
     crate::support::require_root();
     LabOptions {
-        tag: format!(
-            "p{}{}",
-            std::process::id() % 100_000,
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ),
+        tag: crate::support::unique_tag("p"),
         backends,
         sessions: 2,
         bins: crate::support::bins(),

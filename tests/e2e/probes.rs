@@ -2,18 +2,20 @@
 //! the VIP alone (their echo binds the VIP, not their own address), so only a probe
 //! encapsulated to the backend with the VIP as inner destination can pass. A backend whose
 //! decapsulator stops fails its probes and leaves the probed services' pools (every lab
-//! service has a pool), while its agent's `/health` still answers.
+//! service has a pool), while its agent's `/health` still answers. [`http`] does the same for
+//! `http` probes, whose whole TCP connection the daemon's tc program encapsulates.
 
-use std::{
-    sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, Instant},
-};
+mod http;
+
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shardline::config::{Protocol, ServiceProbe, SessionMode};
-use shardline_lab::{predict::PredictOptions, topology::backend4, Lab, LabOptions};
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
+use shardline_lab::{
+    predict::PredictOptions,
+    topology::{backend4, backend6},
+    Lab, LabOptions,
+};
 
 /// Backends of the lab.
 const BACKENDS: u32 = 3;
@@ -23,11 +25,7 @@ const VICTIM: u64 = 2;
 fn start_lab() -> Lab {
     crate::support::require_root();
     let opts = LabOptions {
-        tag: format!(
-            "p{}{}",
-            std::process::id() % 100_000,
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ),
+        tag: crate::support::unique_tag("p"),
         backends: BACKENDS,
         sessions: 2,
         bins: crate::support::bins(),
@@ -38,24 +36,10 @@ fn start_lab() -> Lab {
 
 /// `shardline ARGS --json` in the load balancer's namespace.
 fn list(lab: &Lab, args: &[&str]) -> Vec<Value> {
-    let out = lab
-        .topology
-        .lb
-        .command(&crate::support::shardline_bin())
-        .args(args)
-        .arg("--json")
-        .env_remove("SHARDLINE_API_TOKEN")
-        .env_remove("SHARDLINE_API")
-        .env("SHARDLINE_API_TOKEN_FILE", &lab.api_token)
-        .output()
-        .expect("running shardline backends");
-    assert!(
-        out.status.success(),
-        "shardline {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    v.as_array().expect("a list").clone()
+    crate::support::cli::json(lab, args)
+        .as_array()
+        .expect("a list")
+        .clone()
 }
 
 /// The pool members of the services named `probed`: (service, member) pairs.
@@ -111,12 +95,49 @@ fn probes_passed(b: &Value, n: u64) -> bool {
     b["probe"]["consecutive_successes"].as_u64().unwrap_or(0) >= n
 }
 
+/// A backend's id in a listing.
+fn id(m: &Value) -> Option<u64> {
+    m["id"].as_u64()
+}
+
+/// Checks `view` once the victim left: on each of its services its last probe error names
+/// `path` (how the probe travelled), its address on the VIP's family (an IPv6 VIP's probe goes
+/// to the backend's IPv6 address) and each of `also`, and it carries no weight; every other
+/// member is healthy with no failure counted.
+fn only_the_victim_left(view: &[(String, Value)], path: &str, also: &[&str]) {
+    for (service, m) in view {
+        if id(m) != Some(VICTIM) {
+            assert!(healthy(m), "{service}: only the victim leaves: {m}");
+            assert_eq!(
+                m["probe"]["consecutive_failures"].as_u64(),
+                Some(0),
+                "{service}: {m}"
+            );
+            continue;
+        }
+        let error = m["probe"]["last_error"].as_str().unwrap_or("");
+        let backend = if service.ends_with('6') {
+            backend6(VICTIM as u32).to_string()
+        } else {
+            backend4(VICTIM as u32).to_string()
+        };
+        assert!(
+            error.contains(path) && error.contains(&backend),
+            "{service}: the probe's error names {path} and the backend {backend}: {error:?}"
+        );
+        for word in also {
+            assert!(error.contains(word), "{service}: {word:?} in {error:?}");
+        }
+        assert_eq!(m["effective_weight"].as_u64(), Some(0), "{service}: {m}");
+    }
+}
+
 #[test]
 fn data_path_probes_pass_through_decapsulation_and_take_down_a_backend_that_stops_it() {
     let mut lab = start_lab();
     let mut config = lab.config.clone();
     let mut probed = Vec::new();
-    for s in config.services.iter_mut().filter(|s| s.vip.is_ipv4()) {
+    for s in config.services.iter_mut() {
         match (s.mode, s.protocol) {
             (SessionMode::Header, Protocol::Udp) => s.probe = Some(ServiceProbe::Udp),
             (SessionMode::Flow, Protocol::Tcp) => s.probe = Some(ServiceProbe::Tcp),
@@ -131,23 +152,22 @@ fn data_path_probes_pass_through_decapsulation_and_take_down_a_backend_that_stop
     }
     assert_eq!(
         probed.len(),
-        2,
-        "a udp and a tcp service probed: {probed:?}"
+        3,
+        "udp over IPv4 and IPv6 and a tcp service probed: {probed:?}"
     );
     lab.reload_config(&config)
         .unwrap_or_else(|e| panic!("reloading with probes: {e}"));
 
     // Health runs every 500 ms over 3 falls: a probe every ~170 ms. Ten passes in a row on
-    // every member of both services, which a direct probe cannot pass here.
+    // every member of every probed service, which a direct probe cannot pass here.
     let interval = Duration::from_millis(PredictOptions::default().tick_ms);
-    let id = |m: &Value| m["id"].as_u64();
     let view = until(
         &lab,
         &probed,
         "every member passes its data-path probes",
         interval * 20,
         |v| {
-            v.len() == 2 * BACKENDS as usize
+            v.len() == probed.len() * BACKENDS as usize
                 && v.iter().all(|(_, m)| healthy(m) && probes_passed(m, 10))
         },
     );
@@ -160,7 +180,7 @@ fn data_path_probes_pass_through_decapsulation_and_take_down_a_backend_that_stop
     let view = until(
         &lab,
         &probed,
-        "the backend without decapsulation leaves both pools",
+        "the backend without decapsulation leaves every probed pool",
         interval * 10,
         |v| {
             v.iter()
@@ -169,23 +189,7 @@ fn data_path_probes_pass_through_decapsulation_and_take_down_a_backend_that_stop
         },
     );
     let took = started.elapsed();
-    for (service, m) in &view {
-        if id(m) == Some(VICTIM) {
-            let error = m["probe"]["last_error"].as_str().unwrap_or("");
-            assert!(
-                error.contains("data-path") && error.contains(&backend4(VICTIM as u32).to_string()),
-                "{service}: the probe's error names the data path and the backend: {error:?}"
-            );
-            assert_eq!(m["effective_weight"].as_u64(), Some(0), "{service}: {m}");
-        } else {
-            assert!(healthy(m), "{service}: only the victim leaves: {m}");
-            assert_eq!(
-                m["probe"]["consecutive_failures"].as_u64(),
-                Some(0),
-                "{service}: {m}"
-            );
-        }
-    }
+    only_the_victim_left(&view, "data-path", &[]);
     // Its agent still answers: it serves the services it is not probed for.
     let backends = list(&lab, &["backends", "list"]);
     let victim = backends
@@ -193,5 +197,5 @@ fn data_path_probes_pass_through_decapsulation_and_take_down_a_backend_that_stop
         .find(|b| id(b) == Some(VICTIM))
         .expect("listed");
     assert!(healthy(victim), "the backend itself stays up: {victim}");
-    eprintln!("backend {VICTIM} left both pools {took:?} after its decapsulator stopped");
+    eprintln!("backend {VICTIM} left every probed pool {took:?} after its decapsulator stopped");
 }

@@ -192,7 +192,7 @@ fn reshards_under_load_send_every_packet_to_the_replayed_backend() {
     let mut resharder =
         Resharder::adopt(&maps, Duration::from_secs(2)).expect("read the tables in force");
     let before = drops(&maps);
-    let history = Mutex::new(vec![resharder.tables().clone()]);
+    let history = Mutex::new(vec![resharder.tables()]);
     let epoch = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let mut applied = Vec::new();
@@ -257,10 +257,7 @@ fn reshards_under_load_send_every_packet_to_the_replayed_backend() {
                 &mut rng,
                 &mut current,
             ));
-            history
-                .lock()
-                .expect("history")
-                .push(resharder.tables().clone());
+            history.lock().expect("history").push(resharder.tables());
             epoch.store(2 * g + 2, Ordering::SeqCst);
         }
         std::thread::sleep(Duration::from_millis(300));

@@ -110,6 +110,36 @@ fn hex_input_forwards_to_a_placed_shard() {
 }
 
 #[test]
+fn a_jumbo_frame_traces_whole_with_kernel_and_replay_in_agreement() {
+    crate::support::require_root();
+    // A 9000-octet frame: past a page, so the program sees a linear part and fragments.
+    let mut frame = Vec::new();
+    let mut payload = encode_header(42, 7).to_vec();
+    payload.resize(9000 - 14 - 20 - 8, 0x5a);
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([192, 0, 2, 1], [10, 100, 0, 1], 64)
+        .udp(40_000, 7000)
+        .write(&mut frame, &payload)
+        .expect("build frame");
+    let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+    let lines = json_lines(&shardline(&["trace", "--json", "--hex", &hex]));
+    assert_eq!(lines.len(), 1);
+    let line = &lines[0];
+    assert_eq!(
+        (
+            line["verdict"].as_str(),
+            line["reason"].as_str(),
+            line["multi_buffer"].as_bool()
+        ),
+        (Some("tx"), Some("forwarded"), Some(true)),
+        "{line}"
+    );
+    assert_eq!(line["agree"], true, "{line}");
+    assert_eq!(line["replay"]["reason"], "forwarded", "{line}");
+    assert_eq!(line["replay"]["backend"], line["backend"], "{line}");
+}
+
+#[test]
 fn pcapng_with_cooked_and_unsupported_link_types() {
     crate::support::require_root();
     let path = std::env::temp_dir().join(format!("shardline-trace-{}.pcapng", std::process::id()));

@@ -73,6 +73,11 @@ fn cell(v: &Value) -> String {
     }
 }
 
+/// A number without its fraction, or [`cell`] of anything else.
+fn whole(v: &Value) -> String {
+    v.as_f64().map_or_else(|| cell(v), |x| format!("{x:.0}"))
+}
+
 /// The Markdown summary of `results`.
 pub fn markdown(results: &Value) -> String {
     let mut md = String::new();
@@ -433,55 +438,6 @@ pub fn markdown(results: &Value) -> String {
     md
 }
 
-/// Runs `shardline replay` (the binary at `shardline`) on every `.csv` trace in `traces` and
-/// returns, per trace, its `--json` report plus the table's goal line.
-pub fn replay_results(shardline: &Path, traces: &Path) -> Value {
-    let Ok(entries) = fs::read_dir(traces) else {
-        return json!({ "status": format!("no traces at {}", traces.display()) });
-    };
-    let mut files: Vec<_> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
-        .collect();
-    files.sort();
-    let mut out = Map::new();
-    for file in files {
-        let name = file
-            .file_stem()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let run = |json: bool| {
-            let mut cmd = std::process::Command::new(shardline);
-            cmd.arg("replay").arg("--csv").arg(&file);
-            if json {
-                cmd.arg("--json");
-            }
-            cmd.output()
-        };
-        let entry = match (run(true), run(false)) {
-            (Ok(j), Ok(t)) if j.status.success() && t.status.success() => {
-                let mut v: Value = serde_json::from_slice(&j.stdout).unwrap_or(Value::Null);
-                let table = String::from_utf8_lossy(&t.stdout).into_owned();
-                let goal = table
-                    .lines()
-                    .find(|l| l.starts_with("goal "))
-                    .unwrap_or("")
-                    .to_owned();
-                v["goal_met"] = json!(goal.starts_with("goal met"));
-                v["goal"] = json!(goal);
-                v
-            }
-            (Ok(j), _) => json!({ "error": String::from_utf8_lossy(&j.stderr).trim().to_owned() }),
-            (Err(e), _) => json!({ "error": e.to_string() }),
-        };
-        out.insert(name, entry);
-    }
-    json!({
-        "command": "shardline replay --csv FILE [--json] (every default)",
-        "traces": out,
-    })
-}
-
 fn replay_markdown(md: &mut String, replay: &Value) {
     let _ = writeln!(
         md,
@@ -494,10 +450,13 @@ fn replay_markdown(md: &mut String, replay: &Value) {
     };
     let _ = writeln!(
         md,
-        "Command: `{}`, per shipped trace (docs/replay.md). Overload in backend-seconds; cost in \
+        "`shardline-bench`'s replay suite: `shardline replay` with every default on each shipped \
+         trace ({} rows; docs/replay.md), met on {} of {}. Overload in backend-seconds; cost in \
          shard-seconds; goal: predictive ≤ ½ reactive's overload at ≤ 1.1 × its cost and ≤ 1.3 × \
          the oracle's.\n",
-        cell(&replay["command"])
+        replay["rows"].as_str().unwrap_or("all"),
+        cell(&replay["goal_met"]),
+        cell(&replay["traces_replayed"])
     );
     let _ = writeln!(
         md,
@@ -520,10 +479,24 @@ fn replay_markdown(md: &mut String, replay: &Value) {
             num("reactive", "shard_seconds"),
             num("static", "shard_seconds"),
             num("oracle", "shard_seconds"),
-            r["goal"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| cell(&r["error"]))
+            match (r["goal_met"].as_bool(), r["why_missed"].as_str()) {
+                (Some(true), _) => "met".to_owned(),
+                (_, Some(why)) => format!("missed: {why}"),
+                _ => cell(&r["error"]),
+            }
+        );
+    }
+    let speed = &replay["speed"];
+    if speed.is_object() {
+        let _ = writeln!(
+            md,
+            "\nSpeed: {} sessions × {} ticks × 4 controllers in {} s: {} session-ticks/s; 100,000 \
+             sessions over 86,400 ticks would take {} s (target: 60 s).",
+            whole(&speed["sessions"]),
+            whole(&speed["ticks"]),
+            cell(&speed["seconds"]),
+            whole(&speed["session_ticks_per_sec"]),
+            whole(&speed["projected_secs_100k_sessions_86400_ticks"])
         );
     }
     let _ = writeln!(md);
@@ -550,12 +523,7 @@ fn duration(ns: Option<f64>) -> String {
 /// Reads `json_path`, sets its `control` section from criterion (and `replay`, when given; a
 /// `--report-only` run keeps the one in the file), writes it back and writes the
 /// Markdown next to it (`.md`).
-pub fn finish(
-    json_path: &Path,
-    criterion_dir: &Path,
-    quick: bool,
-    replay: Option<Value>,
-) -> Result<()> {
+pub fn finish(json_path: &Path, criterion_dir: &Path, quick: bool) -> Result<()> {
     let text = fs::read_to_string(json_path)
         .with_context(|| format!("reading {}", json_path.display()))?;
     let mut results: Value = serde_json::from_str(&text)
@@ -563,9 +531,6 @@ pub fn finish(
     results["control"] =
         crate::scale::control(&results["control"], criterion_results(criterion_dir, quick));
     results["forecast_tick"] = forecast_tick(&results["control"]);
-    if let Some(replay) = replay {
-        results["replay"] = replay;
-    }
     fs::write(
         json_path,
         serde_json::to_string_pretty(&results).context("serialising results")? + "\n",
@@ -610,15 +575,19 @@ mod tests {
     #[test]
     fn replay_renders_per_trace_with_its_goal() {
         let scores = json!({ "overload_seconds": 7.0, "shard_seconds": 100.0 });
-        let md = markdown(
-            &json!({ "replay": { "command": "shardline replay", "traces": {
+        let md = markdown(&json!({ "replay": { "rows": "all", "goal_met": 0,
+            "traces_replayed": 1, "traces": {
             "taxi": { "controllers": { "predictive": scores, "reactive": scores,
-                "static": scores, "oracle": scores }, "goal": "goal missed: why" } } } }),
-        );
+                "static": scores, "oracle": scores }, "goal_met": false, "why_missed": "why" } },
+            "speed": { "sessions": 1000, "ticks": 4032, "seconds": 200.0,
+                "session_ticks_per_sec": 20160.0,
+                "projected_secs_100k_sessions_86400_ticks": 428571.0 } } }));
         assert!(
-            md.contains("| taxi | 7 / 7 | 100 / 100 / 100 / 100 | goal missed: why |"),
+            md.contains("| taxi | 7 / 7 | 100 / 100 / 100 / 100 | missed: why |"),
             "{md}"
         );
+        assert!(md.contains("met on 0 of 1"), "{md}");
+        assert!(md.contains("20160 session-ticks/s"), "{md}");
         let none = markdown(&json!({}));
         assert!(none.contains("## Prediction against reaction"), "{none}");
     }

@@ -18,6 +18,7 @@
 //!   (`control.tick_1m_full_ms`).
 //! - [`daemon_memory`]: the peak RSS of a running daemon with 1,000,000 sessions placed through
 //!   its API (`memory.daemon_rss_mib_1m_sessions`).
+//! - [`replay`]: issue 20's goal per shipped trace under `shardline replay`, and its speed.
 //! - [`machine`]: what the numbers were measured on.
 //!
 //! Every figure here comes from a measurement in this run; what cannot be measured yet is
@@ -35,6 +36,7 @@ pub mod misroute;
 pub mod per_packet;
 pub mod proxy;
 pub mod raft;
+pub mod replay;
 pub mod reshard;
 pub mod rings_aom;
 pub mod swap;
@@ -208,6 +210,9 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
     let veth = veth::run(opts)?;
     println!("bench: raft commit latency and throughput (3 nodes on loopback)");
     let mut raft = raft::run(opts.quick).unwrap_or_else(|e| json!({ "error": e.to_string() }));
+    println!("bench: shardline replay on the shipped traces (issue 20's goal, speed)");
+    let replay = replay::run(opts.quick).unwrap_or_else(|e| json!({ "error": e.to_string() }));
+    print!("{}", replay::summary(&replay));
     let (reshard, tick, daemon) = scale(opts);
     merge(&mut raft, reshard);
     merge(&mut memory, daemon);
@@ -231,6 +236,7 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
             "status": "filled in by `cargo xtask bench` from criterion's control_tick group (bench/benches/tick.rs)"
         },
         "memory": memory,
+        "replay": replay,
     });
     write_results(&opts.out, &results)?;
     Ok(results)

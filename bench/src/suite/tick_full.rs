@@ -206,7 +206,7 @@ pub fn run(sessions: u64, ticks: usize) -> Result<Value, BenchError> {
         stages.total.push(ms(done - began));
         stages.placements.push(placements);
     }
-    let placed = resharder.tables().sessions.len();
+    let placed = resharder.placed().len();
     let mut by_stage = BTreeMap::new();
     for (name, values) in [
         ("read_counters", &mut stages.read),

@@ -17,5 +17,6 @@ pub struct DaemonArgs {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
+    shardline::daemon::limit_malloc_arenas();
     super::runtime()?.block_on(shardline::daemon::run(&args.config, args.ready_file))
 }

@@ -9,7 +9,7 @@ use shardline::{
     trace::{
         capture::{parse_hex, read_capture, CapturedFrame},
         retarget::retarget as point_at_service,
-        tables_for, Tracer,
+        tables_for, TraceLine, Tracer,
     },
 };
 
@@ -71,10 +71,7 @@ pub fn run(a: TraceArgs) -> anyhow::Result<()> {
         );
     }
     if !a.json {
-        println!(
-            "{:>6}  {:<8} {:>8}  {:<22} agree",
-            "packet", "verdict", "backend", "reason"
-        );
+        println!("{}", TraceLine::TEXT_HEADER);
     }
     let (mut traced, mut skipped, mut disagree) = (0usize, 0usize, 0usize);
     for (index, captured) in frames.into_iter().enumerate() {
@@ -95,18 +92,7 @@ pub fn run(a: TraceArgs) -> anyhow::Result<()> {
         if a.json {
             println!("{}", serde_json::to_string(&line)?);
         } else {
-            let backend = line
-                .backend
-                .map(|b| b.to_string())
-                .unwrap_or_else(|| "-".into());
-            println!(
-                "{:>6}  {:<8} {:>8}  {:<22} {}",
-                line.index,
-                line.verdict,
-                backend,
-                line.reason,
-                if line.agree { "yes" } else { "NO" }
-            );
+            print!("{}", line.text());
         }
     }
     eprintln!("trace: {traced} traced, {skipped} skipped, {disagree} disagreements between kernel and replay");

@@ -1,6 +1,9 @@
 //! The auxiliary object, with no pinned maps: the backend-side decapsulator, a plain
-//! `XDP_PASS` (what a veth peer needs attached for native `XDP_TX` to reach it), and the
-//! trivial baselines `shardline-bench` measures the balancer against.
+//! `XDP_PASS` (what a veth peer needs attached for native `XDP_TX` to reach it), the trivial
+//! baselines `shardline-bench` measures the balancer against, and the prober host's tc egress
+//! program for data-path HTTP probes. The XDP programs are multi-buffer aware
+//! (`#[xdp(frags)]`): a veth refuses XDP on its peer when the peer's MTU exceeds a page unless
+//! the program takes fragments, and the lab's backends receive jumbo frames.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -11,35 +14,49 @@ mod decap;
 #[path = "../packet.rs"]
 mod packet;
 #[cfg(target_arch = "bpf")]
+#[path = "../probe_encap.rs"]
+mod probe_encap;
+#[cfg(target_arch = "bpf")]
 #[path = "../restore.rs"]
 mod restore;
 
 #[cfg(target_arch = "bpf")]
 mod program {
-    use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+    use aya_ebpf::{
+        bindings::xdp_action,
+        macros::{classifier, xdp},
+        programs::{TcContext, XdpContext},
+    };
 
     use crate::packet::XdpPacket;
 
     /// Strips IPIP / IP6IP6 outer headers of packets for local VIPs.
-    #[xdp]
+    #[xdp(frags)]
+    #[inline(always)]
     pub fn shardline_decap(ctx: XdpContext) -> u32 {
         crate::decap::run(&ctx)
     }
 
+    /// tc egress of the prober's host: encapsulates data-path HTTP probes to their backend.
+    #[classifier]
+    pub fn shardline_probe_encap(ctx: TcContext) -> i32 {
+        crate::probe_encap::run(&ctx)
+    }
+
     /// Passes every packet.
-    #[xdp]
+    #[xdp(frags)]
     pub fn shardline_pass(_ctx: XdpContext) -> u32 {
         xdp_action::XDP_PASS
     }
 
     /// Bench baseline: the least a forwarder does, swap the MACs and send the frame back out.
-    #[xdp]
+    #[xdp(frags)]
     pub fn shardline_tx_baseline(ctx: XdpContext) -> u32 {
         swap_macs_tx(&ctx)
     }
 
     /// Bench baseline wrapped like `shardline_bench`, to measure the wrapper's own cost.
-    #[xdp]
+    #[xdp(frags)]
     pub fn shardline_tx_baseline_restoring(ctx: XdpContext) -> u32 {
         crate::restore::restoring(&ctx, swap_macs_tx)
     }

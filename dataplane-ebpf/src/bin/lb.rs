@@ -5,6 +5,8 @@
 //! - `packet`: the XDP frame as `PacketBytes`, plus bounds-checked stores.
 //! - `tables`: the maps as `Tables`, so the routing decision is `shardline_common::route::decide`,
 //!   the very code userspace replays.
+//! - `handoff`: the previous placements of sessions in a handoff window, and the mark a moved
+//!   key's packet carries to its new owner.
 //! - `rewrite`: IPIP / IP6IP6 encapsulation and the L2 DSR MAC rewrite.
 //! - `echo`: ICMP / ICMPv6 echo replies written in place over the request.
 //! - `too_big`: ICMP "fragmentation needed" / ICMPv6 "packet too big" answers to packets that
@@ -12,6 +14,9 @@
 //! - `counters`: per-CPU counters per reason, per backend and per session.
 //! - `balancer`: parse → decide → rewrite → count.
 //! - `restore` (bench only): undoes a rewrite so `BPF_PROG_TEST_RUN` repeats see one input.
+//!
+//! Every program is loaded with `BPF_F_XDP_HAS_FRAGS` (`#[xdp(frags)]`, section `xdp.frags`):
+//! it attaches where the MTU exceeds a page and sees a jumbo frame whole (see `packet`).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -24,6 +29,9 @@ mod counters;
 #[cfg(target_arch = "bpf")]
 #[path = "../echo.rs"]
 mod echo;
+#[cfg(target_arch = "bpf")]
+#[path = "../handoff.rs"]
+mod handoff;
 #[cfg(target_arch = "bpf")]
 #[path = "../maps.rs"]
 mod maps;
@@ -52,15 +60,18 @@ mod program {
 
     use crate::packet::XdpPacket;
 
-    /// Routes every packet received on the attached interface.
-    #[xdp]
+    /// Routes every packet received on the attached interface. Multi-buffer aware (`frags`):
+    /// a frame longer than a page (a jumbo frame) arrives whole, headers in its linear part.
+    /// Inlined into the section's entry, so the packet path makes no BPF-to-BPF call.
+    #[xdp(frags)]
+    #[inline(always)]
     pub fn shardline(ctx: XdpContext) -> u32 {
         crate::balancer::run(&ctx)
     }
 
     /// Bench only (`shardline-bench`, never attached): `shardline` with its rewrite
     /// undone afterwards, so every `BPF_PROG_TEST_RUN` repeat routes the same input frame.
-    #[xdp]
+    #[xdp(frags)]
     pub fn shardline_bench(ctx: XdpContext) -> u32 {
         crate::restore::restoring(&ctx, crate::balancer::run_bench)
     }
@@ -68,14 +79,14 @@ mod program {
     /// Bench only, like `shardline_bench` with the pools' rings read from `BENCH_RINGS` (an
     /// array of maps, one inner array per service) instead of the `MAGLEV` array: the layout
     /// comparison in `docs/pools.md`.
-    #[xdp]
+    #[xdp(frags)]
     pub fn shardline_bench_rings_aom(ctx: XdpContext) -> u32 {
         crate::restore::restoring(&ctx, crate::balancer::run_with::<true, true>)
     }
 
     /// Bench only, like `shardline_bench`, and then the frame's source address moves on by one:
     /// every repeat is a new flow (flow-table miss and insert) of a new client.
-    #[xdp]
+    #[xdp(frags)]
     pub fn shardline_bench_new_flow(ctx: XdpContext) -> u32 {
         let action = crate::restore::restoring(&ctx, crate::balancer::run_bench);
         next_source_v4(&ctx);
@@ -85,7 +96,7 @@ mod program {
     /// Bench only, like `shardline_bench`, and then the frame's IPv4 source address moves on
     /// through a cycle of `BENCH_ROTATION` addresses (`bench_rotate`): with the flow table
     /// warmed by one pass, every repeat is a flow-table hit on a different one of a million flows.
-    #[xdp]
+    #[xdp(frags)]
     pub fn shardline_bench_rotate_source(ctx: XdpContext) -> u32 {
         let action = crate::restore::restoring(&ctx, crate::balancer::run_bench);
         if let Some(src) = XdpPacket(&ctx).span(ETH_HLEN + 12, 4) {
@@ -101,7 +112,7 @@ mod program {
     /// Bench only, like `shardline_bench` on an untagged IPv4 header-mode frame, and then the
     /// header's session id (its low word) moves on through a cycle of `BENCH_ROTATION` sessions
     /// (`bench_rotate`): every repeat looks up a different one of a million placed sessions.
-    #[xdp]
+    #[xdp(frags)]
     pub fn shardline_bench_rotate_session(ctx: XdpContext) -> u32 {
         let action = crate::restore::restoring(&ctx, crate::balancer::run_bench);
         // The session id is bytes 4..12 of the header, big-endian; its low word is 8..12.

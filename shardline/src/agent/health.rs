@@ -7,7 +7,8 @@
 //! - [`threshold`]: the pure fall/rise state machine of one backend's probes.
 //! - [`board`]: the probe records, shared with the API (`shardline backends` shows them).
 //! - [`service`]: the per-service probes (`services[].probe`: TCP, UDP or HTTP), sent to the
-//!   backend's address and the service port. A backend passes when its agent and every probed
+//!   backend's address and the service port, or through the data path ([`datapath`]: to the
+//!   VIP, encapsulated to the backend; [`get`] is the HTTP exchange either way). A backend passes when its agent and every probed
 //!   service *without a pool* answer (the default table they share cannot drop it for one of
 //!   them). A pooled service is probed on its pool's members only, each verdict through its own
 //!   fall/rise thresholds: failing takes the backend out of that service's pool alone, and it
@@ -23,11 +24,12 @@
 
 pub mod board;
 pub mod datapath;
+pub mod get;
 pub mod service;
 pub mod threshold;
 
 use std::{
-    net::{IpAddr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     sync::Arc,
     time::Duration,
 };
@@ -39,9 +41,10 @@ pub use board::HealthBoard;
 pub use service::Target;
 pub use threshold::{ProbeState, Thresholds, Transition};
 
+use self::get::HttpCheck;
 use super::server::AgentsHub;
 use crate::{
-    config::ServiceConfig,
+    config::{ServiceConfig, ServiceProbe},
     http,
     state::{BackendEntry, ClusterStatus, Command, Control},
     telemetry::{Telemetry, TransitionLabels},
@@ -114,9 +117,8 @@ pub async fn run(shared: Shared, settings: Settings) {
                     .and_then(|votes| votes.get(&voter.node))
                     .copied();
                 let committed = voted.unwrap_or(!backend.failing.contains(&service));
-                let client = client.clone();
                 probes.spawn(async move {
-                    let outcome = target.probe(&client, period).await;
+                    let outcome = target.probe(period).await;
                     Verdict::Service {
                         service,
                         id,
@@ -150,7 +152,7 @@ pub async fn run(shared: Shared, settings: Settings) {
                     if outcome.is_err() {
                         break;
                     }
-                    outcome = target.probe(&client, period).await;
+                    outcome = target.probe(period).await;
                 }
                 Verdict::Backend {
                     id,
@@ -271,22 +273,44 @@ struct Plan {
     pooled: Vec<(String, Target)>,
 }
 
-/// Which service probes backend `id` gets (none without an IPv4 address).
+/// Which service probes backend `id` gets. A service's probe goes to the backend's address of
+/// the VIP's family when it travels the data path (an IPv6 VIP's probe is encapsulated in
+/// IPv6, as the balancer forwards its packets), else straight to the backend's IPv4 address
+/// (its IPv6 one when it has no IPv4); a backend without a usable address is not probed for
+/// the service.
 fn plan(services: &[ServiceConfig], id: u32, backend: &BackendEntry) -> Plan {
     let mut plan = Plan::default();
-    let Some(ip) = backend.config.ipv4 else {
-        return plan;
-    };
+    let (v4, v6) = (backend.config.ipv4, backend.config.ipv6);
+    // Validated with the configuration; a MAC that does not parse cannot be steered to.
+    let mac = crate::config::parse_mac(&backend.config.mac).unwrap_or_default();
     for s in services {
         let Some(kind) = s.probe else { continue };
-        let via_vip = match s.vip {
-            IpAddr::V4(vip) if s.probes_on_data_path() => Some(SocketAddrV4::new(vip, s.port)),
+        let http = (kind == ServiceProbe::Http).then(|| HttpCheck::of(s));
+        let on_data_path = match s.vip {
+            IpAddr::V4(_) if s.probes_on_data_path() => v4.map(IpAddr::V4),
+            IpAddr::V6(_) if s.probes_on_data_path() => v6.map(IpAddr::V6),
             _ => None,
         };
-        let target = Target {
-            kind,
-            addr: SocketAddr::new(IpAddr::V4(ip), s.port),
-            via_vip,
+        let target = match on_data_path {
+            Some(ip) => Target {
+                kind,
+                addr: SocketAddr::new(ip, s.port),
+                via_vip: Some(SocketAddr::new(s.vip, s.port)),
+                http,
+                mac,
+            },
+            None => {
+                let Some(ip) = v4.map(IpAddr::V4).or(v6.map(IpAddr::V6)) else {
+                    continue;
+                };
+                Target {
+                    kind,
+                    addr: SocketAddr::new(ip, s.port),
+                    via_vip: None,
+                    http,
+                    mac,
+                }
+            }
         };
         match &s.backends {
             None => plan.shared.push(target),
@@ -366,7 +390,6 @@ mod tests {
     use prometheus_client::{encoding::text::encode, registry::Registry};
 
     use super::*;
-    use crate::config::ServiceProbe;
 
     #[test]
     fn a_dead_backend_is_down_within_one_interval_and_transitions_are_counted() {
@@ -640,6 +663,7 @@ mod tests {
             interface = "eth0"
             [encap]
             source_v4 = "10.0.0.2"
+            source_v6 = "fd00::2"
 
             [[services]]
             name = "kv"
@@ -659,9 +683,18 @@ mod tests {
             probe = "tcp"
             probe_path = "direct"
 
+            [[services]]
+            name = "kv6"
+            vip = "fd00::1"
+            port = 7001
+            protocol = "udp"
+            mode = "header"
+            probe = "udp"
+
             [[backends]]
             id = 1
             ipv4 = "10.1.0.1"
+            ipv6 = "fd01::1"
             mac = "02:00:00:00:00:01"
 
             [[backends]]
@@ -672,15 +705,23 @@ mod tests {
         let config = crate::config::Config::parse(text, "test").expect("valid");
         let state = crate::state::ControlState::from_config(&config);
         let addr = |ip: &str, port| SocketAddr::new(ip.parse().unwrap(), port);
-        let direct = |kind, ip, port| Target {
+        // Each backend's MAC ends in its id, as its addresses do.
+        let direct = |kind, ip: &str, port| Target {
             kind,
             addr: addr(ip, port),
             via_vip: None,
+            http: None,
+            mac: [2, 0, 0, 0, 0, if ip.ends_with('1') { 1 } else { 2 }],
         };
         let one = plan(&state.services, 1, &state.backends[&1]);
+        // An IPv6 VIP's probe is encapsulated to the backend's IPv6 address.
+        let on_data_path6 = Target {
+            via_vip: Some("[fd00::1]:7001".parse().unwrap()),
+            ..direct(ServiceProbe::Udp, "fd01::1", 7001)
+        };
         assert_eq!(
             one.shared,
-            vec![direct(ServiceProbe::Tcp, "10.1.0.1", 8080)]
+            vec![direct(ServiceProbe::Tcp, "10.1.0.1", 8080), on_data_path6]
         );
         let on_data_path = Target {
             via_vip: Some("10.0.0.1:7000".parse().unwrap()),
@@ -688,9 +729,13 @@ mod tests {
         };
         assert_eq!(one.pooled, vec![("kv".to_owned(), on_data_path)]);
         let two = plan(&state.services, 2, &state.backends[&2]);
+        // Without an IPv6 address it is probed directly on its IPv4 one.
         assert_eq!(
             two.shared,
-            vec![direct(ServiceProbe::Tcp, "10.1.0.2", 8080)]
+            vec![
+                direct(ServiceProbe::Tcp, "10.1.0.2", 8080),
+                direct(ServiceProbe::Udp, "10.1.0.2", 7001)
+            ]
         );
         assert!(
             two.pooled.is_empty(),

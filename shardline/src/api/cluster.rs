@@ -80,7 +80,7 @@ pub(super) async fn status(State(api): State<ApiState>) -> Json<StatusView> {
             .values()
             .filter(|e| !e.backends.is_empty())
             .count(),
-        forecast_sessions: api.insights.summaries().len(),
+        forecast_sessions: api.insights.count(),
         dataplane,
     })
 }

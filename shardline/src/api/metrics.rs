@@ -241,6 +241,15 @@ impl Collector for StateCollector {
                 &series,
             )?;
         }
+        if let Ok(Some(untracked)) = maps.new_flows_untracked() {
+            family(
+                &mut encoder,
+                "shardline_dataplane_new_flows_untracked",
+                "New flows routed without a flow-table entry because their CPU was over the new-flow rate (a flood); each still follows the tables",
+                MetricType::Counter,
+                &[([] as [(&str, &str); 0], untracked)],
+            )?;
+        }
         let ids: Vec<u32> = state.backends.keys().copied().collect();
         let counters = maps.backends_counters(&ids).unwrap_or_default();
         let packets: Vec<_> = counters
@@ -369,6 +378,7 @@ pub const FAMILIES: &[&str] = &[
     "shardline_pool_weight",
     "shardline_pool_healthy",
     "shardline_dataplane_packets",
+    "shardline_dataplane_new_flows_untracked",
     "shardline_backend_packets",
     "shardline_backend_bytes",
     "shardline_backend_forwarded_packets",

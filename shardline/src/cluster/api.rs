@@ -2,7 +2,8 @@
 //! a follower forwards to the leader's `/cluster/leader/…` twin, which acts on that node only,
 //! so a request crosses at most one hop); status, metrics and this node's applied state. Not
 //! the public API: every route needs the cluster secret ([`PeerAuth`]), checked before a body
-//! is read, and bodies are strict JSON of at most [`BODY_LIMIT`] bytes. Bind it to the peer
+//! is read, and bodies are strict JSON of at most [`BODY_LIMIT`] bytes (AppendEntries also
+//! comes binary, [`super::codec`], and is refused whole if it does not decode). Bind it to the peer
 //! network anyway.
 
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{network, Cluster, NodeId, TypeConfig};
+use super::{codec, network, Cluster, NodeId, TypeConfig};
 use crate::guard::{peers, PeerAuth, Refusal, Strict};
 use crate::state::{ClusterStatus, Command, Control, ControlError, ControlState, Response};
 
@@ -78,6 +79,7 @@ fn voter() -> bool {
 pub fn router(cluster: Arc<Cluster>, auth: Arc<PeerAuth>) -> Router {
     Router::new()
         .route(network::path::APPEND, post(append))
+        .route(network::path::APPEND_BIN, post(append_binary))
         .route(network::path::VOTE, post(vote))
         .route(network::path::SNAPSHOT, post(snapshot))
         .route(path::WRITE, post(write))
@@ -106,6 +108,20 @@ async fn append(
     Strict(req): Strict<AppendEntriesRequest<TypeConfig>>,
 ) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
     Json(c.raft.append_entries(req).await)
+}
+
+async fn append_binary(
+    State(c): Shared,
+    body: axum::body::Bytes,
+) -> Result<Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>>, Refusal> {
+    let req = codec::decode_append(&body).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_entries",
+            format!("the AppendEntries body does not decode: {e}"),
+        )
+    })?;
+    Ok(Json(c.raft.append_entries(req).await))
 }
 
 async fn vote(

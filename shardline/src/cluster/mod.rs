@@ -4,10 +4,12 @@
 //!
 //! - [`config`]: the `[cluster]` section.
 //! - [`store`]: log, vote and snapshots in redb; the state machine.
+//! - [`codec`]: the binary encoding of log entries, in the store and on the wire.
 //! - `recent`: the newest log entries kept decoded, so reading them back costs no decode.
 //! - [`network`]: raft RPCs to peers over HTTP.
 //! - [`api`]: the peer endpoint (raft RPCs, forwarded writes and reads, status, membership).
 //! - [`batch`]: group commit, so concurrent writes share log entries.
+//! - `writer`: the thread that writes the log, so openraft never waits for an fsync.
 //!
 //! Any node accepts writes: a follower forwards them to the leader. Reads are linearizable (a
 //! read index confirmed by a quorum, on the leader). A daemon without a `[cluster]` section is
@@ -15,9 +17,11 @@
 
 pub mod api;
 pub mod batch;
+pub mod codec;
 pub mod network;
 mod recent;
 pub mod store;
+mod writer;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -144,7 +148,8 @@ impl Cluster {
             cc.node_id,
             Arc::new(raft_config),
             network::Network::new(client.clone()),
-            store::LogStore::new(db),
+            store::LogStore::new(db)
+                .map_err(|e| ClusterError::Raft(format!("starting the raft log writer: {e}")))?,
             sm,
         )
         .await

@@ -2,9 +2,11 @@
 //! [`ControlState`].
 //!
 //! Every log write and vote is committed with redb's immediate durability (fsync) before
-//! openraft is told it is persisted; the fsync runs on a blocking thread, so the runtime's
-//! workers (the peer endpoint, replication, the API) keep running while the disk syncs. The
-//! state machine lives in memory and is rebuilt at start from the last snapshot plus the
+//! openraft is told it is persisted. The log's writes go through one writer thread
+//! ([`super::writer`]): an append returns as soon as its entries are readable, and openraft
+//! hears they are persisted when the fsync is done, so the leader's own fsync overlaps the
+//! replication of the same entries, and appends that queue up meanwhile share the next fsync.
+//! The state machine lives in memory and is rebuilt at start from the last snapshot plus the
 //! committed log entries after it. The committed index is stored too, so a restarted node
 //! serves its state before hearing from a leader, but without an fsync of its own: it reaches
 //! the disk with the next log write, and one that is a little old only means a restarted node
@@ -14,7 +16,7 @@
 use std::{
     fmt::{Debug, Display},
     io::Cursor,
-    ops::{Bound, RangeBounds},
+    ops::RangeBounds,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
@@ -25,24 +27,32 @@ use openraft::{
     RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
     Vote,
 };
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{recent::RecentLog, NodeId, TypeConfig};
+use super::{
+    codec::{decode_entry, encode_entry},
+    recent::RecentLog,
+    writer::LogWriter,
+    NodeId, TypeConfig,
+};
 use crate::state::{ControlState, Response};
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(super) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-const VOTE: &str = "vote";
-const COMMITTED: &str = "committed";
-const PURGED: &str = "last_purged";
+pub(super) const VOTE: &str = "vote";
+pub(super) const COMMITTED: &str = "committed";
+pub(super) const PURGED: &str = "last_purged";
 const SNAPSHOT_META: &str = "snapshot_meta";
 const SNAPSHOT_DATA: &str = "snapshot_data";
 
 /// The file under the data directory.
 pub const FILE: &str = "raft.redb";
+
+/// Bytes of pages redb keeps in memory (its default is 1 GiB; see `open`).
+const STORE_CACHE_BYTES: usize = 16 << 20;
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -101,9 +111,16 @@ pub fn open(data_dir: &Path) -> Result<Arc<Database>, StoreError> {
         problem: e.to_string(),
     };
     // redb can panic on some malformed headers; a daemon must not, so a panic is an error too.
-    let db = std::panic::catch_unwind(|| Database::create(&path))
-        .map_err(|_| open_err(&"redb could not parse the file"))?
-        .map_err(|e| open_err(&e))?;
+    // redb caches up to 1 GiB of pages by default, which a daemon's RSS then carries: the log
+    // and each snapshot (the whole state) pass through it. The log is read back only on
+    // start-up and by a lagging follower, so a small cache costs little.
+    let db = std::panic::catch_unwind(|| {
+        Database::builder()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(&path)
+    })
+    .map_err(|_| open_err(&"redb could not parse the file"))?
+    .map_err(|e| open_err(&e))?;
     let corrupt = |record: &str, problem: &dyn Display| StoreError::Corrupt {
         path: path.clone(),
         record: record.to_owned(),
@@ -132,7 +149,7 @@ pub fn open(data_dir: &Path) -> Result<Arc<Database>, StoreError> {
         let (k, v) = item.map_err(|e| corrupt("log", &e))?;
         let index = k.value();
         let entry: Entry<TypeConfig> =
-            decode(v.value()).map_err(|e| corrupt(&format!("log entry {index}"), &e))?;
+            decode_entry(v.value()).map_err(|e| corrupt(&format!("log entry {index}"), &e))?;
         if entry.log_id.index != index || expected.is_some_and(|e| e != index) {
             return Err(corrupt(
                 &format!("log entry {index}"),
@@ -158,18 +175,7 @@ fn get_meta<T: DeserializeOwned>(db: &Database, key: &str) -> Result<Option<T>, 
 }
 
 fn put_meta(db: &Database, pairs: &[(&str, &[u8])]) -> Result<(), AnyError> {
-    put_meta_with(db, pairs, Durability::Immediate)
-}
-
-/// As [`put_meta`] with the given durability: `None` is visible at once and reaches the disk
-/// with the next durable commit.
-fn put_meta_with(
-    db: &Database,
-    pairs: &[(&str, &[u8])],
-    durability: Durability,
-) -> Result<(), AnyError> {
-    let mut txn = db.begin_write().map_err(any)?;
-    txn.set_durability(durability).map_err(any)?;
+    let txn = db.begin_write().map_err(any)?;
     {
         let mut table = txn.open_table(META).map_err(any)?;
         for (k, v) in pairs {
@@ -179,39 +185,34 @@ fn put_meta_with(
     txn.commit().map_err(any)
 }
 
-/// Writes `entries` in one durable transaction.
-fn write_entries(db: &Database, entries: &[Entry<TypeConfig>]) -> Result<(), AnyError> {
-    let txn = db.begin_write().map_err(any)?;
-    {
-        let mut table = txn.open_table(LOG).map_err(any)?;
-        for entry in entries {
-            table
-                .insert(entry.log_id.index, encode(entry).as_slice())
-                .map_err(any)?;
-        }
-    }
-    txn.commit().map_err(any)
-}
-
 /// The log and the vote.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
-    /// The newest entries, decoded: read back without decoding them again.
+    /// Every write goes through it, in order, off the runtime.
+    writer: LogWriter,
+    /// The newest entries, decoded: read back without decoding them again, and readable
+    /// before the writer made them durable.
     recent: Arc<Mutex<RecentLog>>,
 }
 
 impl LogStore {
-    /// Over an opened store.
-    pub fn new(db: Arc<Database>) -> Self {
-        Self {
+    /// Over an opened store; starts its writer thread.
+    pub fn new(db: Arc<Database>) -> std::io::Result<Self> {
+        Ok(Self {
+            writer: LogWriter::spawn(db.clone())?,
             db,
             recent: Arc::default(),
-        }
+        })
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, RecentLog> {
         self.recent.lock().expect("recent log lock")
+    }
+
+    /// Waits until every write queued so far is in the file.
+    async fn settled(&self) -> Result<(), AnyError> {
+        self.writer.barrier().await.map_err(any)
     }
 
     fn last_entry(&self) -> Result<Option<LogId<NodeId>>, AnyError> {
@@ -220,18 +221,8 @@ impl LogStore {
         let Some((_, v)) = table.last().map_err(any)? else {
             return Ok(None);
         };
-        let entry: Entry<TypeConfig> = decode(v.value()).map_err(any)?;
+        let entry = decode_entry(v.value()).map_err(any)?;
         Ok(Some(entry.log_id))
-    }
-
-    /// Removes entries in `range` (inclusive bounds as openraft gives them).
-    fn remove(&self, from: Bound<u64>, to: Bound<u64>) -> Result<(), AnyError> {
-        let txn = self.db.begin_write().map_err(any)?;
-        {
-            let mut table = txn.open_table(LOG).map_err(any)?;
-            table.retain_in((from, to), |_, _| false).map_err(any)?;
-        }
-        txn.commit().map_err(any)
     }
 }
 
@@ -240,6 +231,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+        if let Some(entries) = self.recent().get(bounds.0, bounds.1) {
+            return Ok(entries);
+        }
+        self.settled().await.map_err(StorageIOError::read_logs)?;
         let read = self
             .db
             .begin_read()
@@ -247,17 +243,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let table = read
             .open_table(LOG)
             .map_err(|e| StorageIOError::read_logs(any(e)))?;
-        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
-        if let Some(entries) = self.recent().get(bounds.0, bounds.1) {
-            return Ok(entries);
-        }
         let mut out = Vec::new();
         for item in table
             .range::<u64>(bounds)
             .map_err(|e| StorageIOError::read_logs(any(e)))?
         {
             let (k, v) = item.map_err(|e| StorageIOError::read_logs(any(e)))?;
-            let entry = decode(v.value())
+            let entry = decode_entry(v.value())
                 .map_err(|e| StorageIOError::read_log_at_index(k.value(), any(e)))?;
             out.push(entry);
         }
@@ -269,6 +261,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        self.settled().await.map_err(StorageIOError::read_logs)?;
         let purged: Option<LogId<NodeId>> =
             get_meta(&self.db, PURGED).map_err(StorageIOError::read_logs)?;
         let last = self.last_entry().map_err(StorageIOError::read_logs)?;
@@ -283,11 +276,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        put_meta(&self.db, &[(VOTE, &encode(vote))]).map_err(StorageIOError::write_vote)?;
+        self.writer
+            .vote(encode(vote))
+            .await
+            .map_err(|e| StorageIOError::write_vote(any(e)))?;
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        self.settled().await.map_err(StorageIOError::read_vote)?;
         Ok(get_meta(&self.db, VOTE).map_err(StorageIOError::read_vote)?)
     }
 
@@ -295,17 +292,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        // No fsync: see the module header.
-        put_meta_with(
-            &self.db,
-            &[(COMMITTED, &encode(&committed))],
-            Durability::None,
-        )
-        .map_err(StorageIOError::write_logs)?;
+        // No fsync of its own: see the module header.
+        self.writer.committed(encode(&committed));
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        self.settled().await.map_err(StorageIOError::read_logs)?;
         Ok(get_meta::<Option<LogId<NodeId>>>(&self.db, COMMITTED)
             .map_err(StorageIOError::read_logs)?
             .flatten())
@@ -320,49 +313,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
-        let db = self.db.clone();
-        // The encoding and the fsync on a blocking thread; openraft waits for this call to end
-        // before its next log I/O, so appends stay in order.
-        let written = tokio::task::spawn_blocking(move || {
-            let result = write_entries(&db, &entries);
-            (entries, result)
-        })
-        .await;
-        let (entries, result) = match written {
-            Ok(done) => done,
-            Err(e) => (Vec::new(), Err(any(format!("the log writer failed: {e}")))),
-        };
-        match result {
-            Ok(()) => {
-                let mut recent = self.recent();
-                for entry in entries {
-                    recent.push(entry);
-                }
-                drop(recent);
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(StorageIOError::write_logs(e).into())
-            }
+        // Readable (from the recent log) when this returns, durable when the writer says so.
+        let mut records = Vec::new();
+        let mut recent = self.recent();
+        for entry in entries {
+            records.push((entry.log_id.index, encode_entry(&entry)));
+            recent.push(entry);
         }
+        drop(recent);
+        self.writer.append(records, callback);
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         self.recent().truncate(log_id.index);
-        self.remove(Bound::Included(log_id.index), Bound::Unbounded)
-            .map_err(StorageIOError::write_logs)?;
+        self.writer
+            .truncate(log_id.index)
+            .await
+            .map_err(|e| StorageIOError::write_logs(any(e)))?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         self.recent().purge(log_id.index);
-        // Record the purge point first: a crash in between leaves entries openraft ignores.
-        put_meta(&self.db, &[(PURGED, &encode(&log_id))]).map_err(StorageIOError::write_logs)?;
-        self.remove(Bound::Unbounded, Bound::Included(log_id.index))
-            .map_err(StorageIOError::write_logs)?;
+        // The purge point and the removal in one transaction.
+        self.writer
+            .purge(encode(&log_id), log_id.index)
+            .await
+            .map_err(|e| StorageIOError::write_logs(any(e)))?;
         Ok(())
     }
 }

@@ -2,15 +2,17 @@
 //! placement commands (with their reasons), an optional hook call and per-session insights.
 //! No threads, no I/O, time passed in. [`season`]: the period detection it runs on each
 //! session's history (`period = "auto"`); `fleet`: the backends' loads as placement sees them
-//! and the fleet-wide shortfall the autoscale hook is told of; [`classes`]: class priors
+//! and the fleet-wide shortfall the autoscale hook is told of; `repair`: re-sharding placed
+//! sessions that lost a backend or hold fewer shards than decided; [`classes`]: class priors
 //! learned from the class's sessions.
 
 pub mod classes;
 mod fleet;
+mod repair;
 pub mod season;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, VecDeque},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -26,6 +28,7 @@ use crate::{
     snapshot::Snapshot,
     state::{Command, ControlState, SessionRef},
 };
+use rustc_hash::{FxHashMap, FxHashSet};
 use season::{PeriodChange, Schedule, Seasons};
 
 use crate::config::control::{ClassPrior, ControlConfig};
@@ -81,24 +84,29 @@ pub struct Core {
     /// Idle time after which a session leaves the loop (`None`: never).
     forget_after: Option<Duration>,
     hook_lead: Option<(Duration, Duration)>,
-    index: HashMap<SessionRef, usize>,
+    index: FxHashMap<SessionRef, usize>,
     refs: Vec<SessionRef>,
     states: Vec<SessionState>,
     samples: Vec<f64>,
     extras: Vec<Extra>,
     reports: BTreeMap<u32, AgentReport>,
-    pending: HashMap<SessionRef, (Vec<u32>, Instant)>,
+    pending: FxHashMap<SessionRef, (Vec<u32>, Instant)>,
     fleet: Option<Selector>,
     last_hook: Option<Instant>,
     decisions: Vec<ShardChange>,
     chosen: Vec<u32>,
     /// Backends passing their health checks this tick (saturated ones included: they keep
     /// what they hold, they only get nothing new).
-    alive: HashSet<u32>,
+    alive: FxHashSet<u32>,
     seasons: Seasons,
     /// Load committed this tick per (service position in the state, backend): what bounds a
     /// service's new shards on a backend whose agent reports a capacity for that service.
-    service_committed: HashMap<(usize, u32), f64>,
+    service_committed: FxHashMap<(usize, u32), f64>,
+    /// Per backend, the forecast packets and bytes of the shards it holds (scratch of
+    /// [`Core::backend_loads`], kept so a tick allocates nothing for it).
+    committed: FxHashMap<u32, (f64, f64)>,
+    /// The backends a grow may pick from (scratch of `grow_or_shrink`).
+    candidates: Vec<BackendLoad>,
 }
 
 impl Core {
@@ -129,20 +137,22 @@ impl Core {
             forget_after: (config.forget_after_secs > 0.0)
                 .then(|| Duration::from_secs_f64(config.forget_after_secs)),
             hook_lead,
-            index: HashMap::new(),
+            index: FxHashMap::default(),
             refs: Vec::new(),
             states: Vec::new(),
             samples: Vec::new(),
             extras: Vec::new(),
             reports: BTreeMap::new(),
-            pending: HashMap::new(),
+            pending: FxHashMap::default(),
             fleet,
             last_hook: None,
             decisions: Vec::new(),
             chosen: Vec::new(),
-            alive: HashSet::new(),
+            alive: FxHashSet::default(),
             seasons: Seasons::new(config.period),
-            service_committed: HashMap::new(),
+            service_committed: FxHashMap::default(),
+            committed: FxHashMap::default(),
+            candidates: Vec::new(),
         }
     }
 
@@ -419,13 +429,7 @@ impl Core {
             .iter()
             .copied()
             .filter(|id| alive.contains(id))
-            .filter(|id| {
-                loads
-                    .iter()
-                    .find(|b| b.id == *id)
-                    .and_then(in_pool)
-                    .is_some_and(|w| w > 0)
-            })
+            .filter(|id| load_of(loads, *id).and_then(in_pool).is_some_and(|w| w > 0))
             .take(to)
             .collect();
         if set.len() < to {
@@ -448,18 +452,21 @@ impl Core {
                 let held = service.and_then(|i| committed.get(&(i, b.id)));
                 b.for_service(reported, held.copied().unwrap_or(0.0))
             };
-            let candidates: Vec<BackendLoad> = loads
-                .iter()
-                .filter(|b| !set.contains(&b.id))
-                .filter_map(|b| {
-                    Some(scoped(BackendLoad {
-                        weight: in_pool(b)?,
-                        ..*b
-                    }))
-                })
-                .collect();
+            let candidates = &mut self.candidates;
+            candidates.clear();
+            candidates.extend(
+                loads
+                    .iter()
+                    .filter(|b| !set.contains(&b.id))
+                    .filter_map(|b| {
+                        Some(scoped(BackendLoad {
+                            weight: in_pool(b)?,
+                            ..*b
+                        }))
+                    }),
+            );
             choose_backends(
-                &candidates,
+                candidates,
                 to - set.len(),
                 per_shard,
                 per_shard_bytes,
@@ -508,95 +515,18 @@ impl Core {
             reason,
         });
     }
+}
 
-    /// Re-shards placed sessions that lost a backend (unhealthy or removed) or hold fewer
-    /// shards than decided (the fleet was short when they grew).
-    fn repair(
-        &mut self,
-        out: &mut TickOutput,
-        state: &ControlState,
-        loads: &mut [BackendLoad],
-        at_ms: u64,
-        now: Instant,
-    ) {
-        let mut candidates: Vec<SessionRef> = state
-            .sessions
-            .iter()
-            .filter(|(_, e)| !e.backends.is_empty())
-            .map(|(s, _)| s.clone())
-            .collect();
-        // Sessions wider than one shard by their class's prior, not yet placed.
-        candidates.extend(
-            (0..self.refs.len())
-                .filter(|&i| self.states[i].shards() > 1)
-                .map(|i| self.refs[i].clone())
-                .filter(|s| state.sessions.get(s).is_none_or(|e| e.backends.is_empty())),
-        );
-        let mut unplaced_tables = None;
-        for session in candidates {
-            if out
-                .placements
-                .iter()
-                .any(|p| matches!(&p.command, Command::Place { session: s, .. } if *s == session))
-            {
-                continue;
-            }
-            let (current, unplaced) =
-                self.current_or_home(&session, state, now, &mut unplaced_tables);
-            let lost: Vec<u32> = current
-                .iter()
-                .copied()
-                .filter(|id| {
-                    // Down, or out of (or drained from) the service's pool.
-                    !self.alive.contains(id)
-                        || state
-                            .pool_weight(&session.service, *id, 1)
-                            .is_none_or(|w| w == 0)
-                })
-                .collect();
-            let index = self.index.get(&session).copied();
-            let wanted = index
-                .map(|i| self.states[i].shards() as usize)
-                .unwrap_or(current.len())
-                .max(1);
-            if lost.is_empty() && (current.len() >= wanted || (unplaced && wanted <= 1)) {
-                continue;
-            }
-            let (upper, packet_bytes) = index
-                .map(|i| {
-                    (
-                        self.states[i].selector().upper(),
-                        self.states[i].packet_bytes(),
-                    )
-                })
-                .unwrap_or((0.0, 0.0));
-            let upper = if upper.is_finite() { upper } else { 0.0 };
-            let load = (upper, upper * packet_bytes);
-            let set = self.grow_or_shrink(&session, state, &current, wanted, load, loads);
-            if set == current || set.is_empty() || set.len() < 2 && unplaced {
-                continue;
-            }
-            let reason = if lost.is_empty() {
-                format!("session {session} {} → {} shards: backends free again for the decided {wanted}", current.len(), set.len())
-            } else {
-                format!("session {session} re-sharded off unhealthy backends {lost:?}: {current:?} → {set:?}")
-            };
-            match index {
-                Some(i) => self.emit(out, i, session, current.len(), set, reason, at_ms, now),
-                None => {
-                    self.pending.insert(session.clone(), (set.clone(), now));
-                    out.placements.push(Placement {
-                        command: Command::Place {
-                            session,
-                            backends: set,
-                        },
-                        reason,
-                    });
-                }
-            }
-        }
-    }
+/// Backend `id` in `loads`, which [`Core::backend_loads`] lists in id order (the state's
+/// backend map's).
+fn load_of(loads: &[BackendLoad], id: u32) -> Option<&BackendLoad> {
+    loads
+        .binary_search_by_key(&id, |b| b.id)
+        .ok()
+        .map(|i| &loads[i])
+}
 
+impl Core {
     fn record_insights(&mut self, at_ms: u64) {
         let h = self.selector.horizon;
         for (i, extra) in self.extras.iter_mut().enumerate() {
@@ -634,21 +564,54 @@ impl Core {
     pub fn insights(&self) -> impl Iterator<Item = SessionInsight> + '_ {
         (0..self.refs.len())
             .filter(|&i| self.samples[i].is_finite())
+            .map(|i| self.insight_of(i, true))
+    }
+
+    /// Each session that had a sample this tick with its shards, load and forecast error:
+    /// what the per-session metrics take, without copying an insight.
+    pub fn tick_rows(&self) -> impl Iterator<Item = (&SessionRef, u8, f64, f64)> + '_ {
+        (0..self.refs.len())
+            .filter(|&i| self.samples[i].is_finite())
             .map(|i| {
-                let selector = self.states[i].selector();
                 let e = &self.extras[i];
-                SessionInsight {
-                    session: self.refs[i].clone(),
-                    shards: self.states[i].shards(),
-                    rate: e.rate,
-                    forecast: selector.forecast(),
-                    upper: selector.upper(),
-                    model: selector.chosen().to_owned(),
-                    error: e.error,
-                    history: e.history.iter().copied().collect(),
-                    events: e.events.clone(),
-                }
+                (&self.refs[i], self.states[i].shards(), e.rate, e.error)
             })
+    }
+
+    /// `session`'s insight with its history, once the loop has a sample of it.
+    pub fn insight(&self, session: &SessionRef) -> Option<SessionInsight> {
+        let i = *self.index.get(session)?;
+        (!self.extras[i].history.is_empty()).then(|| self.insight_of(i, true))
+    }
+
+    /// The insight of every session the loop has a sample of, without its history and with
+    /// its last event only.
+    pub fn summaries(&self) -> impl Iterator<Item = SessionInsight> + '_ {
+        (0..self.refs.len())
+            .filter(|&i| !self.extras[i].history.is_empty())
+            .map(|i| self.insight_of(i, false))
+    }
+
+    fn insight_of(&self, i: usize, full: bool) -> SessionInsight {
+        let selector = self.states[i].selector();
+        let e = &self.extras[i];
+        SessionInsight {
+            session: self.refs[i].clone(),
+            shards: self.states[i].shards(),
+            rate: e.rate,
+            forecast: selector.forecast(),
+            upper: selector.upper(),
+            model: selector.chosen().to_owned(),
+            error: e.error,
+            history: match full {
+                true => e.history.iter().copied().collect(),
+                false => Vec::new(),
+            },
+            events: match full {
+                true => e.events.clone(),
+                false => e.events.last().cloned().into_iter().collect(),
+            },
+        }
     }
 }
 

@@ -37,7 +37,7 @@ pub mod sizing;
 pub mod tick;
 
 use std::{
-    sync::Arc,
+    sync::{Arc, Mutex},
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -149,6 +149,10 @@ pub fn spawn(
             if let Some(history) = &handles.history {
                 warm(&mut core, history, handles.control.as_ref(), start);
             }
+            // The API reads the loop's memory in place: insights are a view, not a copy.
+            let core = Arc::new(Mutex::new(core));
+            handles.insights.attach(core.clone());
+            let lock = || core.lock().unwrap_or_else(|e| e.into_inner());
             let hook_timeout = Duration::from_secs(60);
             let hook_client = crate::http::Client::new();
             let (commits, mut queue) = tokio::sync::mpsc::unbounded_channel::<Vec<Placement>>();
@@ -172,21 +176,27 @@ pub fn spawn(
             loop {
                 select! {
                     recv(reports) -> r => match r {
-                        Ok(r) => core.report(r),
+                        Ok(r) => lock().report(r),
                         Err(_) => return,
                     },
                     recv(samples) -> s => {
                         let Ok(input) = s else { return };
                         let at_ms = unix_ms();
                         let state = handles.control.local();
-                        let began = Instant::now();
-                        for ((session, packets), bytes) in input.rates.iter().zip(&input.bytes) {
-                            core.observe_bytes(session, *packets, *bytes);
-                        }
-                        let out = core.tick(input.at, at_ms, start, &input.rates, &state);
-                        handles.telemetry.tick_seconds.observe(began.elapsed().as_secs_f64());
+                        let out = {
+                            let mut core = lock();
+                            let began = Instant::now();
+                            for ((session, packets), bytes) in input.rates.iter().zip(&input.bytes) {
+                                core.observe_bytes(session, *packets, *bytes);
+                            }
+                            let out = core.tick(input.at, at_ms, start, &input.rates, &state);
+                            handles.telemetry.tick_seconds.observe(began.elapsed().as_secs_f64());
+                            publish(&core, &handles);
+                            out
+                        };
+                        // Not under the lock: an API call reading insights may hold the
+                        // runtime's only worker.
                         let leader = handles.runtime.block_on(handles.control.status()).role == "leader";
-                        publish(&core, &handles);
                         for change in &out.periods {
                             info!("{change}");
                         }
@@ -252,19 +262,20 @@ fn warm(core: &mut Core, history: &History, control: &dyn Control, now: Instant)
     }
 }
 
+/// The per-session metric families from this tick's insights (the API's insights read the
+/// loop's memory in place: nothing to publish for them).
 fn publish(core: &Core, handles: &LoopHandles) {
     let mut rows = Vec::new();
-    for insight in core.insights() {
+    for (session, shards, rate, error) in core.tick_rows() {
         rows.push(SessionRow {
             labels: SessionLabels {
-                service: insight.session.service.clone(),
-                session: insight.session.session.to_string(),
+                service: session.service.clone(),
+                session: session.session.to_string(),
             },
-            rate: insight.rate,
-            shards: insight.shards,
-            error: insight.error,
+            rate,
+            shards,
+            error,
         });
-        handles.insights.publish(insight);
     }
     // Bounded: the top K sessions by load and one aggregate (`[api] metrics_top_sessions`).
     handles.telemetry.publish_sessions(rows);

@@ -68,15 +68,30 @@ pub fn choose_backends(
     out: &mut Vec<u32>,
 ) {
     out.clear();
-    let mut eligible: Vec<(f64, u32)> = backends
+    if count == 0 {
+        return;
+    }
+    // The best `count` so far, best first: one pass, no sort of the whole fleet (a decision
+    // costs O(backends × count), and `count` is a handful of shards).
+    let mut best: Vec<(f64, u32)> = Vec::with_capacity(count.min(backends.len()) + 1);
+    let better = |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).is_lt();
+    for b in backends
         .iter()
         .filter(|b| b.healthy && b.weight > 0 && b.free() > 0.0 && b.free() >= per_shard_load)
         .filter(|b| b.net_capacity.is_infinite() || b.net_free() >= per_shard_bytes)
-        .map(|b| (b.free() * f64::from(b.weight), b.id))
-        .collect();
-    eligible.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    eligible.dedup_by_key(|e| e.1);
-    out.extend(eligible.iter().take(count).map(|e| e.1));
+    {
+        let e = (b.free() * f64::from(b.weight), b.id);
+        if best.len() == count && !better(&e, &best[count - 1]) || best.iter().any(|x| x.1 == e.1) {
+            continue;
+        }
+        let at = best
+            .iter()
+            .position(|x| better(&e, x))
+            .unwrap_or(best.len());
+        best.insert(at, e);
+        best.truncate(count);
+    }
+    out.extend(best.iter().map(|e| e.1));
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //! changed sessions are visited and written (the persistent maps share the rest). Each map
 //! write is atomic and the swap stage orders them, so no packet meets a half-written table.
 //! What a change moved is logged: per re-placed session its previous owners (the handoff), and
-//! the default table's slot moves.
+//! the default table's slot moves. Between states, it closes the handoff windows the
+//! dataplane still flags as they end (`Resharder::close_windows`).
 
 use std::{
     sync::{Arc, Mutex},
@@ -85,8 +86,26 @@ pub async fn run(
                 }
             }
         }
-        if states.changed().await.is_err() {
-            return;
+        // The next state, or the end of a handoff window the dataplane still flags.
+        let next_close = resharder.next_close();
+        let closing = async move {
+            match next_close {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = states.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = closing => {
+                let mut maps = maps.lock().expect("maps lock");
+                if let Err(e) = resharder.close_windows(&mut *maps, Instant::now()) {
+                    error!("closing handoff windows: {e:#}");
+                }
+            }
         }
     }
 }
@@ -124,7 +143,7 @@ pub fn write<W: TableWriter>(
         telemetry.placements_refused.inc_by(refused as u64);
         warn!(
             refused,
-            placed = resharder.tables().sessions.len(),
+            placed = resharder.placed().len(),
             capacity = shardline_common::consts::MAX_SESSIONS,
             first = ?swap.placements_refused.first(),
             "SESSIONS map full: these sessions stay on the default table until there is room"

@@ -34,6 +34,22 @@ use crate::{
     telemetry::Telemetry,
 };
 
+/// glibc malloc arenas the daemon's threads share. By default each thread that allocates
+/// while another holds an arena gets its own (up to 8 per core), and each keeps the memory its
+/// frees leave behind: measured with 100,000 sessions placed through the API, one arena saved
+/// 15 MiB of 118 (docs in README, `memory.daemon_rss_mib_1m_sessions`). Two leave the control
+/// loop's thread one of its own.
+pub const MALLOC_ARENAS: i32 = 2;
+
+/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`] (`MALLOC_ARENA_MAX`, when set, wins). Call
+/// it first thing, before the runtime's threads exist: arenas already made stay.
+pub fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a tunable of the allocator; it returns 0 when refused.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
+    }
+}
+
 /// Runs the daemon until SIGINT or SIGTERM; SIGHUP reloads `config_path`.
 pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;

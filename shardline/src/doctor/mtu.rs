@@ -8,27 +8,54 @@ use shardline_common::mtu::next_hop_mtu;
 use super::{check, Check, Status, MAX_SINGLE_BUFFER_MTU};
 use crate::config::{Config, ForwardMode};
 
+/// Drivers whose native XDP takes multi-buffer frames (`BPF_F_XDP_HAS_FRAGS`, mainline 5.18 to
+/// 6.4): with an MTU over a page, native mode attaches on these only.
+const MULTI_BUFFER_DRIVERS: &[&str] = &[
+    "veth",
+    "mvneta",
+    "bnxt_en",
+    "i40e",
+    "ice",
+    "mlx5_core",
+    "virtio_net",
+];
+
 /// Warns when the MTU leaves no room for the outer header of an encapsulating service (with no
-/// configuration, assume one), saying what clients then get; a single-buffer program cannot
-/// attach above a page.
-pub(super) fn mtu_check(iface: &str, mtu: u32, config: Option<&Config>) -> Check {
+/// configuration, assume one), saying what clients then get. An MTU over a page (jumbo frames)
+/// is fine for the programs, which are multi-buffer aware, but warns on a driver (`driver`, when
+/// known) without multi-buffer XDP, which refuses native mode there.
+pub(super) fn mtu_check(
+    iface: &str,
+    mtu: u32,
+    driver: Option<&str>,
+    config: Option<&Config>,
+) -> Check {
     let encaps = config.is_none_or(|c| c.services.iter().any(|s| s.forward == ForwardMode::Encap));
-    if mtu > MAX_SINGLE_BUFFER_MTU {
+    let jumbo = mtu > MAX_SINGLE_BUFFER_MTU;
+    if jumbo && !driver.is_some_and(|d| MULTI_BUFFER_DRIVERS.contains(&d)) {
         return check(
             "mtu",
             Status::Warn,
             format!(
-                "{iface}: MTU {mtu} is over {MAX_SINGLE_BUFFER_MTU}: a single-buffer XDP program \
-                 may not attach in native mode"
+                "{iface}: MTU {mtu} is over {MAX_SINGLE_BUFFER_MTU}, so frames arrive in several \
+                 buffers; driver {} is not known to take multi-buffer XDP in native mode",
+                driver.unwrap_or("unknown")
             ),
-            "lower the MTU, or use generic mode until the program is multi-buffer aware",
+            "use generic mode (xdp_mode = \"generic\"), a driver with multi-buffer XDP (veth, \
+             mlx5, ice, i40e, bnxt, virtio_net; kernel 6.4 or later), or an MTU of at most \
+             3498",
         );
     }
+    let frags = if jumbo {
+        " (jumbo: frames arrive in several buffers, which the programs take)"
+    } else {
+        ""
+    };
     if !encaps {
         return check(
             "mtu",
             Status::Pass,
-            format!("{iface}: MTU {mtu}; l2dsr adds no header"),
+            format!("{iface}: MTU {mtu}{frags}; l2dsr adds no header"),
             "",
         );
     }
@@ -46,7 +73,7 @@ pub(super) fn mtu_check(iface: &str, mtu: u32, config: Option<&Config>) -> Check
         "mtu",
         Status::Warn,
         format!(
-            "{iface}: MTU {mtu} leaves no room for the outer header: once encapsulated, a client \
+            "{iface}: MTU {mtu}{frags} leaves no room for the outer header: once encapsulated, a client \
              packet over {v4} octets (IPv4, IPIP) or {v6} (IPv6, IP6IP6) does not fit; a client \
              sending {mtu}-octet packets over a {mtu}-octet path cannot be carried as they are; \
              {outcome}"
@@ -87,7 +114,7 @@ mac = "02:00:00:00:00:11"
 
     #[test]
     fn an_mtu_without_room_for_the_outer_header_warns_with_what_clients_get() {
-        let on = mtu_check("eth0", 1500, Some(&config("encap", "")));
+        let on = mtu_check("eth0", 1500, Some("veth"), Some(&config("encap", "")));
         assert_eq!(on.status, Status::Warn, "{on:?}");
         assert!(on.detail.contains("over 1480 octets (IPv4"), "{on:?}");
         assert!(on.detail.contains("1460 (IPv6"), "{on:?}");
@@ -98,19 +125,36 @@ mac = "02:00:00:00:00:11"
         assert!(on.fix.contains("40 octets"), "{on:?}");
 
         let off = config("encap", "[icmp]\ntoo_big_reply = false\n");
-        let off = mtu_check("eth0", 1500, Some(&off));
+        let off = mtu_check("eth0", 1500, None, Some(&off));
         assert_eq!(off.status, Status::Warn);
         assert!(off.detail.contains("forwarded and lost"), "{off:?}");
 
         // No configuration: assume encapsulation, as the daemon's default forward mode.
-        assert_eq!(mtu_check("eth0", 9000, None).status, Status::Warn);
-        assert!(mtu_check("eth0", 1500, None).detail.contains("1480"));
+        assert_eq!(mtu_check("eth0", 9000, None, None).status, Status::Warn);
+        assert!(mtu_check("eth0", 1500, None, None).detail.contains("1480"));
     }
 
     #[test]
     fn l2dsr_alone_adds_no_header_and_passes() {
-        let c = mtu_check("eth0", 1500, Some(&config("l2dsr", "")));
+        let c = mtu_check("eth0", 1500, None, Some(&config("l2dsr", "")));
         assert_eq!(c.status, Status::Pass, "{c:?}");
         assert!(c.fix.is_empty());
+    }
+
+    #[test]
+    fn a_jumbo_mtu_passes_on_a_multi_buffer_driver_and_warns_on_others() {
+        let l2dsr = config("l2dsr", "");
+        let veth = mtu_check("eth0", 9000, Some("veth"), Some(&l2dsr));
+        assert_eq!(veth.status, Status::Pass, "{veth:?}");
+        assert!(veth.detail.contains("several buffers"), "{veth:?}");
+        // With encapsulation the outer-header warning still applies, at the jumbo MTU.
+        let encap = mtu_check("eth0", 9000, Some("ice"), Some(&config("encap", "")));
+        assert!(encap.detail.contains("over 8980 octets"), "{encap:?}");
+        for driver in [Some("ixgbe"), None] {
+            let c = mtu_check("eth0", 9000, driver, Some(&l2dsr));
+            assert_eq!(c.status, Status::Warn, "{c:?}");
+            assert!(c.detail.contains("not known to take multi-buffer"), "{c:?}");
+            assert!(c.fix.contains("generic"), "{c:?}");
+        }
     }
 }

@@ -54,6 +54,17 @@ impl BackendCounters {
 }
 
 impl DataplaneMaps {
+    /// New flows the dataplane routed without remembering them in `FLOWS` (over the per-CPU
+    /// new-flow rate: a flood), summed over CPUs since the map was created; `None` for pins
+    /// made before the limiter was pinned.
+    pub fn new_flows_untracked(&self) -> Result<Option<u64>, MapsError> {
+        let Some(map) = &self.new_flow_rate else {
+            return Ok(None);
+        };
+        let per_cpu = map.get(&0, 0).map_err(op("read", "NEW_FLOW_RATE"))?;
+        Ok(Some(per_cpu.iter().map(|r| r.untracked).sum()))
+    }
+
     /// Packets per reason, summed over CPUs: one batched read.
     pub fn reason_counts(&self) -> Result<Vec<(Reason, u64)>, MapsError> {
         let mut counts = vec![None; REASON_COUNT as usize];

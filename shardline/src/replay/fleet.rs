@@ -9,13 +9,14 @@
 //!   its home.
 //! - A backend is overloaded in a tick when the demand it receives exceeds its capacity; the
 //!   excess is the overloaded demand.
-//! - Keys moved by a re-shard are counted with the dataplane's own [`pick_shard`] over
-//!   [`SAMPLE_KEYS`] sample keys, old set against new.
+//! - Keys moved by a re-shard are counted with the dataplane's own rendezvous scores
+//!   ([`pick_shard`]'s rule) over [`SAMPLE_KEYS`] sample keys, old set against new.
+//!
+//! [`pick_shard`]: shardline_common::partition::pick_shard
 
 use shardline_common::{
-    hash::mix64,
-    maps::scheme,
-    partition::{pick_shard, shard_set},
+    consts::{MAX_SHARDS, NO_BACKEND},
+    hash::{mix64, rendezvous_score},
 };
 
 /// Sample keys a re-shard's moved fraction is measured over.
@@ -30,11 +31,44 @@ pub enum Owners<'a> {
     Set(&'a [u32]),
 }
 
+/// The sample keys, hashed once at build time.
+static KEYS: [u64; SAMPLE_KEYS as usize] = {
+    let mut keys = [0; SAMPLE_KEYS as usize];
+    let mut i = 0;
+    while i < keys.len() {
+        keys[i] = mix64(i as u64 + 1);
+        i += 1;
+    }
+    keys
+};
+
 impl Owners<'_> {
-    fn owner(&self, key: u64) -> Option<u32> {
-        match self {
-            Owners::Home(home) => *home,
-            Owners::Set(set) => pick_shard(&shard_set(set, scheme::HASH, 0), key),
+    /// Every sample key's owner into `out` (`NO_BACKEND`: none). Members outer, keys inner,
+    /// so the scoring loop vectorises; a later member takes a key only with a strictly higher
+    /// score, as [`shardline_common::partition::rendezvous_owner`] decides it.
+    fn owners(&self, best: &mut [u64], out: &mut [u32]) {
+        match *self {
+            Owners::Home(home) => out.fill(home.unwrap_or(NO_BACKEND)),
+            Owners::Set(set) => {
+                let members = &set[..set.len().min(MAX_SHARDS)];
+                let Some((&first, rest)) = members.split_first() else {
+                    out.fill(NO_BACKEND);
+                    return;
+                };
+                for ((b, o), &key) in best.iter_mut().zip(out.iter_mut()).zip(&KEYS) {
+                    *b = rendezvous_score(key, first);
+                    *o = first;
+                }
+                for &member in rest {
+                    for ((b, o), &key) in best.iter_mut().zip(out.iter_mut()).zip(&KEYS) {
+                        let score = rendezvous_score(key, member);
+                        if score > *b {
+                            *b = score;
+                            *o = member;
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -42,10 +76,12 @@ impl Owners<'_> {
 /// The fraction of a session's keys whose owner differs between `from` and `to`, as the
 /// dataplane's default table and partition decide them.
 pub fn moved_fraction(from: Owners<'_>, to: Owners<'_>) -> f64 {
-    let moved = (1..=SAMPLE_KEYS)
-        .map(mix64)
-        .filter(|&key| from.owner(key) != to.owner(key))
-        .count();
+    let n = SAMPLE_KEYS as usize;
+    let mut best = vec![0u64; n];
+    let (mut a, mut b) = (vec![0u32; n], vec![0u32; n]);
+    from.owners(&mut best, &mut a);
+    to.owners(&mut best, &mut b);
+    let moved = a.iter().zip(&b).filter(|(x, y)| x != y).count();
     moved as f64 / SAMPLE_KEYS as f64
 }
 
@@ -97,6 +133,31 @@ mod tests {
         let widened = moved_fraction(Owners::Home(Some(1)), set(&[1, 2]));
         assert!((0.4..0.6).contains(&widened), "{widened}");
         assert_eq!(moved_fraction(Owners::Home(Some(3)), set(&[1, 2])), 1.0);
+    }
+
+    /// The member-major scoring picks every sample key's owner as the dataplane does.
+    #[test]
+    fn owners_match_the_dataplane_partition() {
+        use shardline_common::{
+            maps::scheme,
+            partition::{pick_shard, shard_set},
+        };
+        let n = SAMPLE_KEYS as usize;
+        let (mut best, mut out) = (vec![0u64; n], vec![0u32; n]);
+        for set in [
+            &[7u32][..],
+            &[1, 2],
+            &[9, 3, 4000, 12, 5],
+            &[8, 1, 2, 3, 4, 5, 6, 7],
+        ] {
+            Owners::Set(set).owners(&mut best, &mut out);
+            let table = shard_set(set, scheme::HASH, 0);
+            for (key, owner) in KEYS.iter().zip(&out) {
+                assert_eq!(pick_shard(&table, *key), Some(*owner), "set {set:?}");
+            }
+        }
+        Owners::Home(None).owners(&mut best, &mut out);
+        assert!(out.iter().all(|o| *o == NO_BACKEND));
     }
 
     #[test]

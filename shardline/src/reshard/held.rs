@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use aya::maps::MapError;
+use shardline_common::{handoff::Handoff, maps::SessionKey};
 
 use super::TableWriter;
 use crate::{
@@ -79,5 +80,17 @@ impl TableWriter for Held {
             t.backends.remove(id);
         }
         Ok(out)
+    }
+
+    fn write_handoff(
+        &mut self,
+        session: &SessionKey,
+        handoff: Option<&Handoff>,
+    ) -> Result<bool, MapsError> {
+        match handoff {
+            Some(h) => self.tables.handoffs.insert(*session, *h),
+            None => self.tables.handoffs.remove(session),
+        };
+        Ok(true)
     }
 }

@@ -59,7 +59,7 @@ fn a_moved_placement_publishes_its_previous_owners_for_the_window() {
     let mut r = Resharder::adopt(&maps, WINDOW).expect("adopt");
     assert_eq!(r.generation(), 3, "starts above the placements it found");
     let t0 = Instant::now();
-    let mut target = r.tables().clone();
+    let mut target = r.tables();
     target
         .sessions
         .insert(key(1), shard_set(&[2, 3], scheme::HASH, 1));
@@ -114,7 +114,7 @@ fn refused_placements_stay_out_of_the_tables_in_force_and_are_tried_again() {
 fn a_failed_write_reads_the_maps_back_before_the_next() {
     let mut maps = held(10);
     let mut r = Resharder::adopt(&maps, WINDOW).expect("adopt");
-    let mut target = r.tables().clone();
+    let mut target = r.tables();
     target.backends.remove(&4);
     maps.fail = true;
     assert!(r.apply(&mut maps, &target, Instant::now()).is_err());
@@ -182,7 +182,7 @@ fn applying_only_the_changed_sessions_writes_what_a_whole_apply_writes() {
     let (mut whole_maps, mut part_maps) = (held(10), held(10));
     let mut whole = Resharder::adopt(&whole_maps, WINDOW).expect("adopt");
     let mut part = Resharder::adopt(&part_maps, WINDOW).expect("adopt");
-    let mut target = whole.tables().clone();
+    let mut target = whole.tables();
     target
         .sessions
         .insert(key(1), shard_set(&[3, 4], scheme::HASH, 1));
@@ -214,7 +214,7 @@ fn applying_only_the_changed_sessions_writes_what_a_whole_apply_writes() {
 fn moved_with(window: Duration, t0: Instant) -> (Resharder, board::HandoffBoard) {
     let mut maps = held(10);
     let mut r = Resharder::adopt(&maps, window).expect("adopt");
-    let mut target = r.tables().clone();
+    let mut target = r.tables();
     target
         .sessions
         .insert(key(1), shard_set(&[2, 3], scheme::HASH, 1));
@@ -281,4 +281,61 @@ fn a_header_session_s_first_placement_publishes_its_home_as_the_previous_owner()
         .place(&mut maps, key(8), &[1, 2], scheme::HASH, t0)
         .expect("place");
     assert_eq!((swap.placed.len(), swap.handoffs.len()), (1, 0));
+}
+
+#[test]
+fn a_moved_header_session_is_flagged_in_the_maps_until_its_window_closes() {
+    use shardline_common::{
+        handoff::WINDOW_OPEN,
+        maps::{session_mode, Service, ServiceKey},
+    };
+    let mut maps = held(10);
+    let kv = ServiceKey::new("10.100.0.1".parse().unwrap(), 7000, 17);
+    let header = Service {
+        id: 1,
+        mode: session_mode::HEADER,
+        ..Service::default()
+    };
+    maps.tables.services.insert(kv, header);
+    let mut r = Resharder::adopt(&maps, WINDOW).expect("adopt");
+    let t0 = Instant::now();
+    r.place(&mut maps, key(1), &[1, 2, 3], scheme::HASH, t0)
+        .expect("grow");
+    assert_eq!(maps.tables.sessions[&key(1)].handoff, WINDOW_OPEN);
+    let published = maps.tables.handoffs[&key(1)];
+    assert_eq!(published.previous.backends[..2], [1, 2]);
+    assert_eq!(published.previous.count, 2);
+    assert_eq!(
+        r.tables().sessions[&key(1)].handoff,
+        0,
+        "the tables carry no flag"
+    );
+    assert_eq!(r.next_close(), Some(t0 + WINDOW));
+
+    r.close_windows(&mut maps, t0 + WINDOW / 2)
+        .expect("nothing closes");
+    assert_eq!(maps.tables.sessions[&key(1)].handoff, WINDOW_OPEN);
+    r.close_windows(&mut maps, t0 + WINDOW).expect("close");
+    assert_eq!(maps.tables.sessions[&key(1)].handoff, 0);
+    assert_eq!(
+        maps.tables.sessions[&key(1)].count,
+        3,
+        "the placement stays"
+    );
+    assert!(maps.tables.handoffs.is_empty());
+    assert_eq!(r.next_close(), None);
+
+    // Only header mode is marked: a flow service's move publishes nothing in the maps.
+    maps.tables.services.insert(
+        kv,
+        Service {
+            mode: session_mode::FLOW,
+            ..header
+        },
+    );
+    let mut r = Resharder::adopt(&maps, WINDOW).expect("adopt");
+    r.place(&mut maps, key(1), &[1], scheme::HASH, t0)
+        .expect("shrink");
+    assert_eq!(maps.tables.sessions[&key(1)].handoff, 0);
+    assert!(maps.tables.handoffs.is_empty());
 }

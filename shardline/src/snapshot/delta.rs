@@ -40,11 +40,36 @@ pub struct TableDelta {
     pub removed_backends: Vec<u32>,
 }
 
+/// The placements in force a delta is computed against: a snapshot's `sessions`, or a compact
+/// copy of them (the swap stage keeps one for a million sessions).
+pub trait Placements {
+    /// Session `key`'s shard set, if placed.
+    fn placement(&self, key: &SessionKey) -> Option<ShardSet>;
+    /// Every placed session.
+    fn placed(&self) -> Vec<SessionKey>;
+}
+
+impl Placements for HashMap<SessionKey, ShardSet> {
+    fn placement(&self, key: &SessionKey) -> Option<ShardSet> {
+        self.get(key).copied()
+    }
+
+    fn placed(&self) -> Vec<SessionKey> {
+        self.keys().copied().collect()
+    }
+}
+
 impl TableDelta {
     /// The writes from `before` (what the maps hold) to `after`. A placement that differs only
     /// in its generation or counters slot is unchanged; a changed one gets the generation
     /// `after` gives it, or the one after `before`'s if that is not higher.
     pub fn between(before: &Snapshot, after: &Snapshot) -> Self {
+        Self::between_placed(before, &before.sessions, after)
+    }
+
+    /// [`TableDelta::between`] with the placements in force taken from `placed` (and
+    /// `before.sessions` ignored).
+    pub fn between_placed(before: &Snapshot, placed: &impl Placements, after: &Snapshot) -> Self {
         let mut backends: Vec<(u32, Backend)> = after
             .backends
             .iter()
@@ -64,8 +89,8 @@ impl TableDelta {
                 stats_slot: 0,
                 ..*set
             };
-            if let Some(old) = before.sessions.get(key) {
-                if same_placement(old, set) {
+            if let Some(old) = placed.placement(key) {
+                if same_placement(&old, set) {
                     continue;
                 }
                 next.generation = next.generation.max(old.generation + 1);
@@ -116,7 +141,13 @@ impl TableDelta {
             services,
             rings,
             removed_services: missing(&before.services, &after.services),
-            removed_sessions: sorted(missing(&before.sessions, &after.sessions)),
+            removed_sessions: sorted(
+                placed
+                    .placed()
+                    .into_iter()
+                    .filter(|k| !after.sessions.contains_key(k))
+                    .collect(),
+            ),
             removed_backends: sorted(missing(&before.backends, &after.backends)),
         }
     }
@@ -124,10 +155,13 @@ impl TableDelta {
     /// The writes for `changes` alone (each session's new shard set, `None`: back to the
     /// default table) against `before`: what [`TableDelta::between`] gives for `before` with
     /// those changes made, without walking every session.
-    pub fn of_sessions(before: &Snapshot, changes: &[(SessionKey, Option<ShardSet>)]) -> Self {
+    pub fn of_sessions(
+        before: &impl Placements,
+        changes: &[(SessionKey, Option<ShardSet>)],
+    ) -> Self {
         let mut delta = Self::default();
         for (key, set) in changes {
-            let old = before.sessions.get(key);
+            let old = before.placement(key);
             match (set, old) {
                 (Some(set), old) => {
                     let mut next = ShardSet {
@@ -135,7 +169,7 @@ impl TableDelta {
                         ..*set
                     };
                     if let Some(old) = old {
-                        if same_placement(old, set) {
+                        if same_placement(&old, set) {
                             continue;
                         }
                         next.generation = next.generation.max(old.generation + 1);
@@ -276,14 +310,14 @@ mod tests {
             };
         }
         assert_eq!(
-            TableDelta::of_sessions(&before, &changes),
+            TableDelta::of_sessions(&before.sessions, &changes),
             TableDelta::between(&before, &after)
         );
         let same = [(key(1), Some(shard_set(&[1, 2], scheme::HASH, 99)))];
-        assert!(TableDelta::of_sessions(&before, &same).is_empty());
+        assert!(TableDelta::of_sessions(&before.sessions, &same).is_empty());
         let gone = [(key(1), None)];
         assert_eq!(
-            TableDelta::of_sessions(&before, &gone).removed_sessions,
+            TableDelta::of_sessions(&before.sessions, &gone).removed_sessions,
             [key(1)]
         );
     }

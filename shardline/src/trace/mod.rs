@@ -5,6 +5,11 @@
 //! - [`capture`]: pcap / pcapng reading, link-type normalization, hex input.
 //! - [`retarget`]: pointing captured packets at a configured service.
 //!
+//! The replay reads each frame as the kernel hands it to the program
+//! ([`XdpView::test_run`]): a frame longer than a page (a jumbo frame) is a linear part, where
+//! headers are read, and fragments that only count towards its length. When the two disagree,
+//! the line carries the replay's verdict, reason and backend beside the kernel's.
+//!
 //! The program runs on a private copy of the tables (its own maps, never attached): from the
 //! live pinned maps when a daemon has pinned them, else from the configuration. So tracing has
 //! no side effect on a running dataplane (its flow table is not copied: established flows are
@@ -18,6 +23,7 @@ use std::path::Path;
 use serde::Serialize;
 use shardline_common::{
     consts::NO_BACKEND,
+    frame::XdpView,
     route::decide,
     verdict::{Action, Reason},
 };
@@ -52,6 +58,57 @@ pub struct TraceLine {
     pub reason: &'static str,
     /// Whether the userspace replay decided the same action, reason and backend.
     pub agree: bool,
+    /// Whether the frame is longer than the linear part the program's loads reach (a
+    /// multi-buffer frame, as a jumbo frame is).
+    pub multi_buffer: bool,
+    /// What the replay decided: printed beside the kernel's verdict when they disagree.
+    pub replay: ReplayVerdict,
+}
+
+/// The userspace replay's verdict for one traced packet.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ReplayVerdict {
+    /// The action: `tx`, `pass` or `drop`.
+    pub verdict: &'static str,
+    /// The backend it sends the packet to.
+    pub backend: Option<u32>,
+    /// The reason it counts.
+    pub reason: &'static str,
+}
+
+impl TraceLine {
+    /// The header row of [`Self::text`]'s columns.
+    pub const TEXT_HEADER: &'static str = "packet  verdict   backend  reason                 agree";
+
+    /// The line as text: the kernel's verdict, backend, reason and whether the replay agrees;
+    /// when it does not, a second line under it with the replay's.
+    pub fn text(&self) -> String {
+        let backend = |b: Option<u32>| b.map_or_else(|| "-".into(), |b| b.to_string());
+        let mut out = format!(
+            "{:>6}  {:<8} {:>8}  {:<22} {}\n",
+            self.index,
+            self.verdict,
+            backend(self.backend),
+            self.reason,
+            if self.agree { "yes" } else { "NO" }
+        );
+        if !self.agree {
+            let r = &self.replay;
+            out.push_str(&format!(
+                "{:>6}  {:<8} {:>8}  {:<22} (replay{})\n",
+                "",
+                r.verdict,
+                backend(r.backend),
+                r.reason,
+                if self.multi_buffer {
+                    "; a multi-buffer frame"
+                } else {
+                    ""
+                }
+            ));
+        }
+        out
+    }
 }
 
 /// Traces frames through a [`PrivateDataplane`] and its replay.
@@ -93,7 +150,8 @@ impl Tracer {
             .zip(&backends_before)
             .find(|(a, b)| a.1 > b.1)
             .map(|(a, _)| a.0);
-        let replay = decide(frame, &self.dataplane.tables);
+        let view = XdpView::test_run(frame);
+        let replay = decide(&view, &self.dataplane.tables);
         let replay_backend = (replay.backend_id != NO_BACKEND && replay.reason.forwards())
             .then_some(replay.backend_id);
         let agree = replay.action() == run.action
@@ -111,6 +169,12 @@ impl Tracer {
                     "uncounted"
                 }),
             agree,
+            multi_buffer: view.has_frags(),
+            replay: ReplayVerdict {
+                verdict: replay.action().name(),
+                backend: replay_backend,
+                reason: replay.reason.name(),
+            },
         })
     }
 
@@ -142,4 +206,44 @@ pub fn tables_for(
         return Ok((live.read_snapshot()?, true));
     }
     Ok((Snapshot::from_config(config), false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(agree: bool) -> TraceLine {
+        TraceLine {
+            index: 3,
+            verdict: "pass",
+            backend: None,
+            reason: "malformed_ip",
+            agree,
+            multi_buffer: true,
+            replay: ReplayVerdict {
+                verdict: "tx",
+                backend: Some(2),
+                reason: "forwarded",
+            },
+        }
+    }
+
+    #[test]
+    fn a_disagreement_prints_both_verdicts_and_reasons() {
+        let text = line(false).text();
+        let rows: Vec<&str> = text.lines().collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        assert!(
+            rows[0].contains("pass") && rows[0].contains("malformed_ip") && rows[0].ends_with("NO"),
+            "{text}"
+        );
+        assert!(
+            rows[1].contains("tx") && rows[1].contains(" 2 ") && rows[1].contains("forwarded"),
+            "{text}"
+        );
+        assert!(rows[1].contains("(replay; a multi-buffer frame)"), "{text}");
+        assert_eq!(line(true).text().lines().count(), 1, "agreement: one line");
+        // The header names the columns the rows fill.
+        assert!(TraceLine::TEXT_HEADER.starts_with("packet"));
+    }
 }

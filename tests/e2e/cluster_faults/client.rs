@@ -12,7 +12,7 @@ use std::{
 use rand::Rng;
 use shardline_common::packet::encode_header;
 use shardline_lab::{
-    echo::{ID_LEN, TCP_REQUEST_LEN},
+    echo::{ID_LEN, MARK_SHIFT, TCP_REQUEST_LEN},
     netns::Netns,
     traffic::{Observation, Session, SessionKind},
     HEADER_PORT, TCP_FLOW_PORT, UDP_FLOW_PORT,
@@ -63,6 +63,7 @@ impl Sent {
             destination: self.destination,
             key: self.key,
             backend: self.answer.unwrap_or(0),
+            mark: 0,
         }
     }
 }
@@ -139,7 +140,9 @@ fn udp(sent: &mut Sent, payload: &[u8]) -> Result<u32, Lost> {
     while Instant::now() < deadline {
         match socket.recv(&mut buf) {
             Ok(n) if n == ID_LEN + payload.len() && buf[ID_LEN..n] == *payload => {
-                return Ok(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+                // The backend, without the handoff mark a moved key's answer carries.
+                let prefix = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                return Ok(prefix & !(0xff << MARK_SHIFT));
             }
             Ok(_) => continue,
             Err(_) => break,

@@ -6,10 +6,11 @@
 use std::path::PathBuf;
 
 use aya::{
-    programs::{ProgramError, Xdp},
+    programs::{Program, ProgramError},
     EbpfLoader, VerifierLogLevel,
 };
 use shardline::{
+    agent::health::datapath::steer::PROBE_ENCAP_PROGRAM,
     loader::{teardown, LB_PROGRAM},
     objects::{AUX_OBJECT, LB_OBJECT},
 };
@@ -45,9 +46,22 @@ fn load_all(object: &[u8], pin_dir: Option<&PinDir>) -> (Vec<String>, Vec<String
     let mut loaded = Vec::new();
     let mut failed = Vec::new();
     for (name, program) in ebpf.programs_mut() {
-        let result = <&mut Xdp>::try_from(program).and_then(|xdp| xdp.load());
+        let result = match program {
+            Program::Xdp(xdp) => xdp.load().and_then(|()| xdp.info()),
+            Program::SchedClassifier(tc) => tc.load().and_then(|()| tc.info()),
+            other => panic!(
+                "{name}: a program of an unexpected type: {:?}",
+                other.prog_type()
+            ),
+        };
         match result {
-            Ok(()) => loaded.push(name.to_owned()),
+            Ok(info) => {
+                // The verifier's instruction count, against its 1,000,000 limit (see
+                // `cargo test ... dataplane::programs -- --nocapture`).
+                let insns = info.verified_instruction_count().unwrap_or(0);
+                eprintln!("{name}: {insns} instructions verified");
+                loaded.push(name.to_owned());
+            }
             Err(e) => failed.push(format!("{name}: {}", verdict(&e))),
         }
     }
@@ -101,6 +115,7 @@ fn every_program_of_both_objects_loads() {
         "shardline_pass",
         "shardline_tx_baseline",
         "shardline_tx_baseline_restoring",
+        PROBE_ENCAP_PROGRAM,
     ] {
         assert!(
             loaded.iter().any(|l| l == name),

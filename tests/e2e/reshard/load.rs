@@ -11,7 +11,10 @@ use std::{
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use shardline_common::packet::encode_header;
-use shardline_lab::{echo::ID_LEN, HEADER_PORT, TCP_FLOW_PORT, UDP_FLOW_PORT};
+use shardline_lab::{
+    echo::{ID_LEN, ID_MASK},
+    HEADER_PORT, TCP_FLOW_PORT, UDP_FLOW_PORT,
+};
 
 /// Requests sent back to back before waiting for their answers.
 pub const BURST: usize = 32;
@@ -113,7 +116,7 @@ pub fn header_sender(
                 destination,
                 epoch_sent: u64_at(body, 28),
                 epoch_answered: epoch.load(Ordering::SeqCst),
-                backend: u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")),
+                backend: u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) & ID_MASK,
             });
         }
         tally.lost += outstanding.len() as u64;
@@ -162,7 +165,8 @@ pub fn flow_sender(
                         destination,
                         epoch_sent: u64_at(&buf[ID_LEN..n], 28),
                         epoch_answered: epoch.load(Ordering::SeqCst),
-                        backend: u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")),
+                        backend: u32::from_be_bytes(buf[..4].try_into().expect("4 bytes"))
+                            & ID_MASK,
                     }),
                     _ => tally.lost += 1,
                 }

@@ -1,6 +1,9 @@
 //! Shared test harness: a load balancer loaded (not attached) into its own pin directory, with
 //! a test configuration applied; cleaned up on drop, even on panic.
 //!
+//! - [`cli`]: the `shardline` CLI run in a lab, as an operator runs it.
+//! - [`client`]: code run in a lab's client namespace, and an echo backend's answer.
+//! - [`cluster`]: waiting on in-process Raft clusters.
 //! - [`frames`]: building test frames (etherparse) and breaking them on purpose.
 //! - [`icmp`]: ICMP errors quoting a backend's packet, and the echo-reply oracle.
 //! - [`outer`]: reading a forwarded frame back: backend, rewrite, every outer field.
@@ -10,6 +13,9 @@
 //!   run against a replay decision) and [`expect`] (both, for one fixture).
 #![allow(dead_code)]
 
+pub mod cli;
+pub mod client;
+pub mod cluster;
 pub mod frames;
 pub mod icmp;
 pub mod outer;
@@ -20,6 +26,7 @@ use shardline::{
     config::Config, private::PrivateDataplane, snapshot::Snapshot, testrun::KernelRun,
 };
 use shardline_common::{
+    handoff::{udp_checksum_after, FLAGS_OFFSET},
     maps::forward_mode,
     route::{decide, Decision},
     verdict::{Action, Reason, REASON_COUNT},
@@ -36,6 +43,19 @@ pub fn bins() -> shardline_lab::Binaries {
 /// The `shardline` binary's path, as a string for `Command::new` and `Netns::command`.
 pub fn shardline_bin() -> String {
     bins().shardline.to_string_lossy().into_owned()
+}
+
+/// A lab tag no other lab of this test process (nor, by the pid, of another run) uses:
+/// `prefix`, the pid modulo 100,000 and a process-wide counter. One counter serves every test
+/// file, so two files with the same prefix never start labs with the same tag.
+pub fn unique_tag(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}{}{}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Panics with the reason unless this process can use BPF: these tests must never be skipped.
@@ -252,7 +272,8 @@ pub fn hex(bytes: &[u8]) -> String {
 /// frame not forwarded left untouched; an answered echo request turned into its reply (see
 /// [`icmp::check_echo_reply`]); a packet too big to encapsulate answered (see
 /// [`icmp::check_too_big`]); a forwarded one correctly rewritten (see [`check_forwarded`])
-/// for the backend `d` chose.
+/// for the backend `d` chose, its inner packet carrying the handoff mark `d` names
+/// ([`with_mark`]).
 pub fn agrees(want: &Expected, frame: &[u8], k: &KernelRun, d: &Decision) -> Result<(), String> {
     if k.action != d.action() {
         return Err(format!(
@@ -270,8 +291,10 @@ pub fn agrees(want: &Expected, frame: &[u8], k: &KernelRun, d: &Decision) -> Res
         return icmp::check_too_big(frame, &k.output, want.egress_mtu)
             .map_err(|e| format!("bad too-big answer: {e}; output {}", hex(&k.output)));
     }
+    // A mark is written as soon as the owner is known: a dropped packet may carry it too.
+    let marked = with_mark(frame, d);
     if k.action != Action::Tx {
-        return if k.output == frame {
+        return if k.output == marked {
             Ok(())
         } else {
             Err(format!(
@@ -281,7 +304,7 @@ pub fn agrees(want: &Expected, frame: &[u8], k: &KernelRun, d: &Decision) -> Res
             ))
         };
     }
-    let fwd = check_forwarded(want, frame, &k.output)
+    let fwd = check_forwarded(want, &marked, &k.output)
         .map_err(|e| format!("bad rewrite: {e}; output {}", hex(&k.output)))?;
     if fwd.backend_id != d.backend_id {
         return Err(format!(
@@ -291,7 +314,9 @@ pub fn agrees(want: &Expected, frame: &[u8], k: &KernelRun, d: &Decision) -> Res
     }
     let rewrite = match (d.service.forward, d.v6) {
         (forward_mode::L2DSR, _) => Rewrite::L2Dsr,
-        (_, false) => Rewrite::Ipip,
+        (_, false) => Rewrite::Ipip {
+            source: want.ipip_source(d),
+        },
         // The outer flow label carries the request key's low 20 bits, for ECMP entropy.
         (_, true) => Rewrite::Ip6ip6 {
             flow_label: (d.key as u32) & 0x000f_ffff,
@@ -301,6 +326,22 @@ pub fn agrees(want: &Expected, frame: &[u8], k: &KernelRun, d: &Decision) -> Res
         return Err(format!("rewrite {:?}, want {rewrite:?}", fwd.rewrite));
     }
     Ok(())
+}
+
+/// `frame` as the replay decision `d` says the kernel leaves it before the rewrite: with the
+/// handoff mark in the shardline header's flags byte and the UDP checksum updated, if `d` has
+/// a mark (`shardline_common::handoff`).
+pub fn with_mark(frame: &[u8], d: &Decision) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    if d.mark == 0 {
+        return out;
+    }
+    let at = d.header_off as usize;
+    let checksum = u16::from_be_bytes([out[at - 2], out[at - 1]]);
+    let updated = udp_checksum_after(checksum, out[at + 2], out[at + FLAGS_OFFSET], d.mark);
+    out[at - 2..at].copy_from_slice(&updated.to_be_bytes());
+    out[at + FLAGS_OFFSET] = d.mark;
+    out
 }
 
 /// Runs `frame`; asserts the kernel counted `reason` (and took its action), that the replay

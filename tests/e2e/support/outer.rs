@@ -6,9 +6,11 @@ use std::collections::HashMap;
 
 use shardline::snapshot::Snapshot;
 use shardline_common::{
+    checksum::ones_complement_sum,
     consts::{ETH_P_IPV4, ETH_P_IPV6, IPV4_HLEN, IPV6_HLEN},
-    maps::backend_flags,
+    maps::{backend_flags, Globals},
     packet::parse_l2,
+    route::Decision,
 };
 
 use super::frames::get_u16;
@@ -25,6 +27,8 @@ pub struct Peer {
 #[derive(Clone, Debug)]
 pub struct Expected {
     pub src4: [u8; 4],
+    /// The IPIP source's bits the packet's hash fills (`encap.source_v4_prefix`); zero: fixed.
+    pub src4_hash_mask: [u8; 4],
     pub src6: [u8; 16],
     pub backends: HashMap<u32, Peer>,
     /// The egress MTU the dataplane was given (0: none), which a too-big answer reports less
@@ -44,6 +48,7 @@ impl Expected {
         };
         Self {
             src4: [10, 0, 0, 2],
+            src4_hash_mask: [0; 4],
             src6: v6(0x02),
             backends: HashMap::from([
                 peer(1, [10, 0, 0, 11], Some(v6(0x11)), 0x11),
@@ -60,6 +65,7 @@ impl Expected {
         let has = |flags: u32, bit: u32| flags & bit != 0;
         Self {
             src4: snap.globals.src4,
+            src4_hash_mask: snap.globals.src4_hash_mask,
             src6: snap.globals.src6,
             backends: snap
                 .backends
@@ -75,6 +81,17 @@ impl Expected {
                 .collect(),
             egress_mtu: snap.globals.egress_mtu,
         }
+    }
+
+    /// The IPIP source of the packet the replay decided `d`: computed by the common code the
+    /// kernel runs ([`shardline_common::encap::outer_src4`]) from these sources.
+    pub fn ipip_source(&self, d: &Decision) -> [u8; 4] {
+        let g = Globals {
+            src4: self.src4,
+            src4_hash_mask: self.src4_hash_mask,
+            ..Globals::default()
+        };
+        shardline_common::encap::outer_src4(&g, d.session.session, d.key).to_ne_bytes()
     }
 
     /// The backend `id`; panics if there is none.
@@ -104,8 +121,8 @@ impl Expected {
 /// How a forwarded frame was rewritten.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rewrite {
-    /// IPv4-in-IPv4.
-    Ipip,
+    /// IPv4-in-IPv4, from `source`.
+    Ipip { source: [u8; 4] },
     /// IPv6-in-IPv6, with the outer flow label.
     Ip6ip6 { flow_label: u32 },
     /// Destination MAC rewrite only.
@@ -159,7 +176,8 @@ pub fn check_forwarded(want: &Expected, input: &[u8], output: &[u8]) -> Result<F
             check_ipv4_outer(want, inner, outer)?;
             let dst = &outer[16..20];
             let (id, peer) = want.find(|p| p.addr4.is_some_and(|a| a == dst), "IPv4")?;
-            (id, peer, Rewrite::Ipip)
+            let source = [outer[12], outer[13], outer[14], outer[15]];
+            (id, peer, Rewrite::Ipip { source })
         }
         (40, ETH_P_IPV6) => {
             let outer = &output[l2..l2 + IPV6_HLEN];
@@ -203,18 +221,6 @@ fn compare(header: &str, fields: &[(&str, u32, u32)]) -> Result<(), String> {
     Ok(())
 }
 
-/// RFC 1071: the ones' complement sum of a header with a valid checksum is 0xffff.
-fn ones_complement_sum(bytes: &[u8]) -> u32 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum
-}
-
 fn check_ipv4_outer(want: &Expected, inner: &[u8], o: &[u8]) -> Result<(), String> {
     compare(
         "IPv4",
@@ -231,13 +237,20 @@ fn check_ipv4_outer(want: &Expected, inner: &[u8], o: &[u8]) -> Result<(), Strin
             ("flags and fragment offset", get_u16(o, 6).into(), 0),
             ("TTL", o[8].into(), 64),
             ("protocol (IPIP)", o[9].into(), 4),
-            ("checksum sum", ones_complement_sum(o), 0xffff),
+            ("checksum sum", u32::from(ones_complement_sum(o)), 0xffff),
         ],
     )?;
-    if o[12..16] != want.src4 {
+    // The source lies in the configured prefix (or is the fixed source); which address of it
+    // is the replay's to say (`Rewrite::Ipip`).
+    let network = |a: &[u8]| {
+        u32::from_be_bytes([a[0], a[1], a[2], a[3]]) & !u32::from_be_bytes(want.src4_hash_mask)
+    };
+    if network(&o[12..16]) != network(&want.src4) {
         return Err(format!(
-            "outer IPv4 source {:?} is not the encap source",
-            &o[12..16]
+            "outer IPv4 source {:?} is not the encap source {:?} (host mask {:?})",
+            &o[12..16],
+            want.src4,
+            want.src4_hash_mask
         ));
     }
     Ok(())

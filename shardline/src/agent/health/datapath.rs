@@ -1,68 +1,157 @@
 //! Service probes on the data path, as Katran's healthcheck forwarding sends them: the probe is
-//! encapsulated (IPIP) to the backend with the VIP as the inner destination, exactly as the
-//! balancer forwards the service's packets, so passing proves the backend decapsulates and
-//! serves that VIP, not only that its host answers on its own address.
+//! encapsulated to the backend with the VIP as the inner destination, exactly as the balancer
+//! forwards the service's packets (IPIP for an IPv4 VIP, IPv6-in-IPv6 for an IPv6 one), so
+//! passing proves the backend decapsulates and serves that VIP, not only that its host answers
+//! on its own address.
 //!
 //! The inner source is this node's own address towards the backend, so the backend answers it
 //! directly from the VIP (direct server return, as it answers clients):
 //! - `udp`: one datagram; any answer from the VIP and port passes.
 //! - `tcp`: a SYN; a SYN-ACK from the VIP and port passes, and an encapsulated RST then closes
 //!   the half-open connection on the backend (a RST back means nothing listens: it fails).
+//! - `http`: a whole TCP connection, so not through raw sockets (the host's kernel would reset
+//!   the connection it never opened): an ordinary socket to the VIP carries a probe mark, and
+//!   the tc egress program [`steer`] attaches encapsulates its packets to the backend. The
+//!   inner source is this node's address on its route to the VIP, which it must have (a
+//!   default route does); the connection then leaves by that route's interface.
 //!
-//! Sending needs a raw socket (`CAP_NET_RAW`, which the daemon has for XDP); the error says so
-//! when it is missing. Packets are built by [`udp_probe`] and [`tcp_segment`], pure functions
-//! tested below; the socket work runs on a blocking thread, bounded by the probe's limit.
+//! `tcp` and `udp` need a raw socket (`CAP_NET_RAW`, which the daemon has for XDP), `http`
+//! `CAP_BPF` and `CAP_NET_ADMIN` (the mark and the tc program); the errors say so when they are
+//! missing. Packets are built and read by [`inner`], pure functions tested there; the socket
+//! work runs on a blocking thread, bounded by the probe's limit.
+
+mod inner;
+pub mod steer;
 
 use std::{
     io,
     mem::size_of,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::{Duration, Instant},
 };
 
+use self::inner::{answer_to, ipv4_tcp_payload, tcp_segment, udp_probe, Answer, Inner, RST, SYN};
+use super::{
+    get::HttpCheck,
+    service::{Target, UDP_PAYLOAD},
+};
 use crate::config::ServiceProbe;
 
-use super::service::UDP_PAYLOAD;
+/// Probes `vip` on `target`'s backend (its address, of the VIP's family) through the data path
+/// as its kind says, within `limit`; the error says what failed.
+pub async fn probe(target: &Target, vip: SocketAddr, limit: Duration) -> Result<(), String> {
+    let (kind, backend) = (target.kind, target.addr.ip());
+    let what = format!("data-path {kind:?} probe of {vip} on {backend}").to_lowercase();
+    let outcome = match kind {
+        ServiceProbe::Http => {
+            let check = target.http.clone().unwrap_or_default();
+            probe_http(backend, target.mac, vip, check, limit).await
+        }
+        ServiceProbe::Udp | ServiceProbe::Tcp => {
+            let run = move || match kind {
+                ServiceProbe::Udp => probe_udp(backend, vip, limit),
+                _ => probe_tcp(backend, vip, limit),
+            };
+            tokio::task::spawn_blocking(run)
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+        }
+    };
+    outcome.map_err(|e| format!("{what}: {e}"))
+}
 
-/// IP protocol numbers used here.
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-/// TCP flags.
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const ACK: u8 = 0x10;
-/// TTL of the inner packets (the backend's stack sees them after decapsulation).
-const INNER_TTL: u8 = 64;
-
-/// Probes `vip` on the backend at `backend` through the data path as `kind` says, within
-/// `limit`; the error says what failed.
-pub async fn probe(
-    kind: ServiceProbe,
-    backend: Ipv4Addr,
-    vip: SocketAddrV4,
+/// A GET of `check`'s path from the VIP, on a marked connection the tc program encapsulates
+/// to `backend` through the next hop `mac`.
+async fn probe_http(
+    backend: IpAddr,
+    mac: [u8; 6],
+    vip: SocketAddr,
+    check: HttpCheck,
     limit: Duration,
 ) -> Result<(), String> {
-    let what = format!("data-path {kind:?} probe of {vip} on {backend}").to_lowercase();
-    let run = move || match kind {
-        ServiceProbe::Udp => probe_udp(backend, vip, limit),
-        ServiceProbe::Tcp => probe_tcp(backend, vip, limit),
-        ServiceProbe::Http => Err("http probes do not travel the data path".to_owned()),
-    };
-    match tokio::task::spawn_blocking(run).await {
-        Ok(outcome) => outcome.map_err(|e| format!("{what}: {e}")),
-        Err(e) => Err(format!("{what}: {e}")),
+    let deadline = tokio::time::Instant::now() + limit;
+    let mark = tokio::task::spawn_blocking(move || {
+        let source = source_towards(vip.ip()).map_err(|e| {
+            format!(
+                "{e}: an http probe leaves by this host's route to the VIP (a default route does)"
+            )
+        })?;
+        if source == vip.ip() {
+            return Err(format!(
+                "{vip} is an address of this host: its probes would never leave it"
+            ));
+        }
+        let interface = interface_of(source)?;
+        steer::prepare(&interface, backend, mac).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()))?;
+    let socket = match vip {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
     }
+    .map_err(|e| format!("opening a socket: {e}"))?;
+    set_mark(&socket, mark)?;
+    let exchange = async {
+        let mut stream = socket
+            .connect(vip)
+            .await
+            .map_err(|e| format!("connecting: {e}"))?;
+        check.exchange(&mut stream, vip).await
+    };
+    tokio::time::timeout_at(deadline, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
+}
+
+/// Marks every packet of `socket` with `mark` (`SO_MARK`, which needs `CAP_NET_ADMIN`).
+fn set_mark(socket: &impl AsRawFd, mark: u32) -> Result<(), String> {
+    // SAFETY: setsockopt(2) reads a u32 of the length given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mark as *const u32).cast(),
+            size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(format!(
+            "marking the probe's socket needs CAP_NET_ADMIN: {e}"
+        ));
+    }
+    Ok(())
+}
+
+/// The interface holding `addr` (where this host's packets from it leave).
+fn interface_of(addr: IpAddr) -> Result<String, String> {
+    let all = nix::ifaddrs::getifaddrs().map_err(|e| format!("listing interfaces: {e}"))?;
+    for ifa in all {
+        let Some(a) = ifa.address else { continue };
+        let ip: Option<IpAddr> = match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+            (Some(v4), _) => Some(v4.ip().into()),
+            (_, Some(v6)) => Some(v6.ip().into()),
+            _ => None,
+        };
+        if ip == Some(addr) {
+            return Ok(ifa.interface_name);
+        }
+    }
+    Err(format!("no interface holds {addr}"))
 }
 
 /// One datagram to the VIP; passes on any answer from it.
-fn probe_udp(backend: Ipv4Addr, vip: SocketAddrV4, limit: Duration) -> Result<(), String> {
+fn probe_udp(backend: IpAddr, vip: SocketAddr, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     let source = source_towards(backend)?;
+    let inner = Inner::new(source, vip.ip())?;
     let socket = UdpSocket::bind((source, 0)).map_err(|e| format!("binding a port: {e}"))?;
     let sport = socket.local_addr().map_err(|e| e.to_string())?.port();
-    let raw = RawSocket::ipip()?;
-    raw.send_to(&udp_probe(source, sport, vip, UDP_PAYLOAD), backend)?;
+    let raw = RawSocket::tunnel(backend)?;
+    raw.send_to(&udp_probe(inner, sport, vip.port(), UDP_PAYLOAD), backend)?;
     let mut buf = [0u8; 1500];
     loop {
         let left = remaining(deadline).ok_or_else(|| format!("no answer within {limit:?}"))?;
@@ -70,7 +159,7 @@ fn probe_udp(backend: Ipv4Addr, vip: SocketAddrV4, limit: Duration) -> Result<()
             .set_read_timeout(Some(left))
             .map_err(|e| e.to_string())?;
         match socket.recv_from(&mut buf) {
-            Ok((_, SocketAddr::V4(from))) if from == vip => return Ok(()),
+            Ok((_, from)) if from == vip => return Ok(()),
             Ok(_) => continue,
             Err(e) if is_timeout(&e) => return Err(format!("no answer within {limit:?}")),
             Err(e) => return Err(e.to_string()),
@@ -79,27 +168,33 @@ fn probe_udp(backend: Ipv4Addr, vip: SocketAddrV4, limit: Duration) -> Result<()
 }
 
 /// A SYN to the VIP; passes on its SYN-ACK, then resets the half-open connection.
-fn probe_tcp(backend: Ipv4Addr, vip: SocketAddrV4, limit: Duration) -> Result<(), String> {
+fn probe_tcp(backend: IpAddr, vip: SocketAddr, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     let source = source_towards(backend)?;
+    let inner = Inner::new(source, vip.ip())?;
     // Holds the source port while the probe runs, so no local connection takes it.
     let held = TcpListener::bind((source, 0)).map_err(|e| format!("binding a port: {e}"))?;
     let sport = held.local_addr().map_err(|e| e.to_string())?.port();
-    let answers = RawSocket::tcp_receiver()?;
-    let raw = RawSocket::ipip()?;
+    let answers = RawSocket::tcp_receiver(backend)?;
+    let raw = RawSocket::tunnel(backend)?;
     let isn = initial_sequence(sport, vip);
-    raw.send_to(&tcp_segment(source, sport, vip, isn, 0, SYN), backend)?;
+    raw.send_to(&tcp_segment(inner, sport, vip.port(), isn, 0, SYN), backend)?;
     let mut buf = [0u8; 1500];
     loop {
         let left = remaining(deadline).ok_or_else(|| format!("no SYN-ACK within {limit:?}"))?;
-        let n = answers.recv(&mut buf, left)?;
-        let Some(n) = n else {
+        let Some((n, from)) = answers.recv_from(&mut buf, left)? else {
             return Err(format!("no SYN-ACK within {limit:?}"));
         };
-        match answer_to(&buf[..n], source, sport, vip) {
+        // A raw IPv4 socket hands over the IP header too, a raw IPv6 one the segment alone.
+        let tcp = match source {
+            IpAddr::V4(to) => ipv4_tcp_payload(&buf[..n], to),
+            IpAddr::V6(_) => Some(&buf[..n]),
+        };
+        match tcp.and_then(|tcp| answer_to(tcp, from, sport, vip)) {
             Some(Answer::SynAck { seq, ack }) if ack == isn.wrapping_add(1) => {
                 // Close the backend's half-open connection, through the data path too.
-                let _ = raw.send_to(&tcp_segment(source, sport, vip, ack, seq, RST), backend);
+                let rst = tcp_segment(inner, sport, vip.port(), ack, seq, RST);
+                let _ = raw.send_to(&rst, backend);
                 return Ok(());
             }
             Some(Answer::Reset) => return Err("reset: nothing listens on the VIP".to_owned()),
@@ -110,14 +205,15 @@ fn probe_tcp(backend: Ipv4Addr, vip: SocketAddrV4, limit: Duration) -> Result<()
 
 /// This node's address towards `backend`, as routing picks it (the source a connected UDP
 /// socket gets; nothing is sent).
-fn source_towards(backend: Ipv4Addr) -> Result<Ipv4Addr, String> {
-    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| e.to_string())?;
+fn source_towards(backend: IpAddr) -> Result<IpAddr, String> {
+    let any: IpAddr = match backend {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let s = UdpSocket::bind((any, 0)).map_err(|e| e.to_string())?;
     s.connect((backend, 9))
         .map_err(|e| format!("no route to {backend}: {e}"))?;
-    match s.local_addr().map_err(|e| e.to_string())? {
-        SocketAddr::V4(a) => Ok(*a.ip()),
-        SocketAddr::V6(a) => Err(format!("an IPv6 source {a} towards an IPv4 backend")),
-    }
+    Ok(s.local_addr().map_err(|e| e.to_string())?.ip())
 }
 
 fn remaining(deadline: Instant) -> Option<Duration> {
@@ -134,148 +230,49 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// An initial sequence number that differs per probe.
-fn initial_sequence(sport: u16, vip: SocketAddrV4) -> u32 {
+fn initial_sequence(sport: u16, vip: SocketAddr) -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    nanos ^ (u32::from(sport) << 16) ^ u32::from(*vip.ip()) ^ u32::from(vip.port())
-}
-
-/// What came back to a TCP probe.
-#[derive(Debug, PartialEq, Eq)]
-enum Answer {
-    /// The VIP accepted: its sequence number and what it acknowledged.
-    SynAck { seq: u32, ack: u32 },
-    /// The VIP refused.
-    Reset,
-}
-
-/// Reads an IPv4 packet (as a raw TCP socket hands it over) as the VIP's answer to the probe
-/// from `source:sport`, if it is one.
-fn answer_to(packet: &[u8], source: Ipv4Addr, sport: u16, vip: SocketAddrV4) -> Option<Answer> {
-    let ihl = usize::from(*packet.first()? & 0x0f) * 4;
-    if packet[0] >> 4 != 4 || ihl < 20 || packet.get(9) != Some(&IPPROTO_TCP) {
-        return None;
-    }
-    let addr = |at: usize| -> Option<Ipv4Addr> {
-        Some(Ipv4Addr::from(
-            <[u8; 4]>::try_from(packet.get(at..at + 4)?).ok()?,
-        ))
+    let ip = match vip.ip() {
+        IpAddr::V4(a) => u32::from(a),
+        IpAddr::V6(a) => a
+            .octets()
+            .chunks(4)
+            .fold(0, |h, c| h ^ u32::from_be_bytes([c[0], c[1], c[2], c[3]])),
     };
-    if addr(12)? != *vip.ip() || addr(16)? != source {
-        return None;
-    }
-    let tcp = packet.get(ihl..ihl + 20)?;
-    let word16 = |at: usize| u16::from_be_bytes([tcp[at], tcp[at + 1]]);
-    let word32 = |at: usize| u32::from_be_bytes([tcp[at], tcp[at + 1], tcp[at + 2], tcp[at + 3]]);
-    if word16(0) != vip.port() || word16(2) != sport {
-        return None;
-    }
-    let flags = tcp[13];
-    if flags & RST != 0 {
-        Some(Answer::Reset)
-    } else if flags & (SYN | ACK) == SYN | ACK {
-        Some(Answer::SynAck {
-            seq: word32(4),
-            ack: word32(8),
-        })
-    } else {
-        None
-    }
+    nanos ^ (u32::from(sport) << 16) ^ ip ^ u32::from(vip.port())
 }
 
-/// The inner packet of a UDP probe: IPv4 `source:sport` → `vip`, carrying `payload` (UDP
-/// checksum 0, which IPv4 allows).
-pub fn udp_probe(source: Ipv4Addr, sport: u16, vip: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
-    let udp_len = 8 + payload.len();
-    let mut p = ipv4_header(source, *vip.ip(), IPPROTO_UDP, udp_len);
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&vip.port().to_be_bytes());
-    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(payload);
-    p
-}
-
-/// The inner packet of a TCP probe segment: IPv4 `source:sport` → `vip` with `flags`, its
-/// sequence and acknowledgement numbers, and a valid checksum.
-pub fn tcp_segment(
-    source: Ipv4Addr,
-    sport: u16,
-    vip: SocketAddrV4,
-    seq: u32,
-    ack: u32,
-    flags: u8,
-) -> Vec<u8> {
-    let mut tcp = Vec::with_capacity(20);
-    tcp.extend_from_slice(&sport.to_be_bytes());
-    tcp.extend_from_slice(&vip.port().to_be_bytes());
-    tcp.extend_from_slice(&seq.to_be_bytes());
-    tcp.extend_from_slice(&ack.to_be_bytes());
-    tcp.push(5 << 4);
-    tcp.push(flags);
-    tcp.extend_from_slice(&64240u16.to_be_bytes());
-    tcp.extend_from_slice(&[0, 0, 0, 0]);
-    let mut pseudo = Vec::with_capacity(12 + tcp.len());
-    pseudo.extend_from_slice(&source.octets());
-    pseudo.extend_from_slice(&vip.ip().octets());
-    pseudo.extend_from_slice(&[0, IPPROTO_TCP]);
-    pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
-    pseudo.extend_from_slice(&tcp);
-    let sum = internet_checksum(&pseudo);
-    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
-    let mut p = ipv4_header(source, *vip.ip(), IPPROTO_TCP, tcp.len());
-    p.extend_from_slice(&tcp);
-    p
-}
-
-/// A 20-byte IPv4 header with its checksum, for a payload of `len` octets.
-fn ipv4_header(source: Ipv4Addr, dest: Ipv4Addr, protocol: u8, len: usize) -> Vec<u8> {
-    let mut h = Vec::with_capacity(20 + len);
-    h.extend_from_slice(&[0x45, 0]);
-    h.extend_from_slice(&((20 + len) as u16).to_be_bytes());
-    h.extend_from_slice(&[0, 0, 0x40, 0]); // id 0, don't fragment
-    h.extend_from_slice(&[INNER_TTL, protocol, 0, 0]);
-    h.extend_from_slice(&source.octets());
-    h.extend_from_slice(&dest.octets());
-    let sum = internet_checksum(&h);
-    h[10..12].copy_from_slice(&sum.to_be_bytes());
-    h
-}
-
-/// The RFC 1071 checksum of `bytes`.
-fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// A raw IPv4 socket.
+/// A raw socket of the backend's family.
 struct RawSocket(OwnedFd);
 
 impl RawSocket {
-    /// Sends IPIP: the kernel writes the outer header (this node → the backend), the caller
-    /// the inner packet.
-    fn ipip() -> Result<Self, String> {
-        Self::open(libc::IPPROTO_IPIP)
+    /// Sends the balancer's encapsulation towards `backend`: the kernel writes the outer header
+    /// (this node → the backend: IPv4 protocol 4, or IPv6 next header 41), the caller the inner
+    /// packet.
+    fn tunnel(backend: IpAddr) -> Result<Self, String> {
+        match backend {
+            IpAddr::V4(_) => Self::open(libc::AF_INET, libc::IPPROTO_IPIP),
+            IpAddr::V6(_) => Self::open(libc::AF_INET6, libc::IPPROTO_IPV6),
+        }
     }
 
-    /// Receives a copy of every TCP segment addressed to this host (the kernel keeps handling
-    /// them as usual).
-    fn tcp_receiver() -> Result<Self, String> {
-        Self::open(libc::IPPROTO_TCP)
+    /// Receives a copy of every TCP segment of `backend`'s family addressed to this host (the
+    /// kernel keeps handling them as usual).
+    fn tcp_receiver(backend: IpAddr) -> Result<Self, String> {
+        let family = if backend.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        Self::open(family, libc::IPPROTO_TCP)
     }
 
-    fn open(protocol: libc::c_int) -> Result<Self, String> {
+    fn open(family: libc::c_int, protocol: libc::c_int) -> Result<Self, String> {
         // SAFETY: plain socket(2); the descriptor is owned at once.
-        let fd =
-            unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+        let fd = unsafe { libc::socket(family, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
         if fd < 0 {
             let e = io::Error::last_os_error();
             return Err(if e.kind() == io::ErrorKind::PermissionDenied {
@@ -289,15 +286,8 @@ impl RawSocket {
     }
 
     /// Sends `inner` to `to` (the outer destination).
-    fn send_to(&self, inner: &[u8], to: Ipv4Addr) -> Result<(), String> {
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(to).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
+    fn send_to(&self, inner: &[u8], to: IpAddr) -> Result<(), String> {
+        let (storage, len) = sockaddr(to);
         // SAFETY: the buffer and the address outlive the call; lengths are theirs.
         let sent = unsafe {
             libc::sendto(
@@ -305,8 +295,8 @@ impl RawSocket {
                 inner.as_ptr().cast(),
                 inner.len(),
                 0,
-                (&addr as *const libc::sockaddr_in).cast(),
-                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                (&storage as *const libc::sockaddr_storage).cast(),
+                len,
             )
         };
         if sent < 0 {
@@ -315,8 +305,12 @@ impl RawSocket {
         Ok(())
     }
 
-    /// Receives one packet within `limit`; `None` when none came.
-    fn recv(&self, buf: &mut [u8], limit: Duration) -> Result<Option<usize>, String> {
+    /// Receives one packet and its sender within `limit`; `None` when none came.
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+        limit: Duration,
+    ) -> Result<Option<(usize, IpAddr)>, String> {
         let mut pfd = libc::pollfd {
             fd: self.0.as_raw_fd(),
             events: libc::POLLIN,
@@ -331,24 +325,92 @@ impl RawSocket {
         if ready == 0 {
             return Ok(None);
         }
-        // SAFETY: the buffer is valid for its length.
+        // SAFETY: zeroed sockaddr_storage is a valid (unspecified) address.
+        let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut from_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: the buffer and the address are valid for their lengths.
         let n = unsafe {
-            libc::recv(
+            libc::recvfrom(
                 self.0.as_raw_fd(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
                 libc::MSG_DONTWAIT,
+                (&mut from as *mut libc::sockaddr_storage).cast(),
+                &mut from_len,
             )
         };
         if n < 0 {
             let e = io::Error::last_os_error();
             return if is_timeout(&e) {
-                Ok(Some(0))
+                Ok(Some((0, Ipv4Addr::UNSPECIFIED.into())))
             } else {
                 Err(format!("receiving: {e}"))
             };
         }
-        Ok(Some(n as usize))
+        Ok(Some((n as usize, peer(&from))))
+    }
+}
+
+/// `addr` as a socket address for sendto(2) (port 0: raw sockets have none), with its length.
+fn sockaddr(addr: IpAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: zeroed sockaddr_storage is valid; each arm writes a smaller sockaddr into it.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        IpAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(a).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe {
+                (&mut storage as *mut libc::sockaddr_storage)
+                    .cast::<libc::sockaddr_in>()
+                    .write(sin)
+            };
+            size_of::<libc::sockaddr_in>()
+        }
+        IpAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: 0,
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe {
+                (&mut storage as *mut libc::sockaddr_storage)
+                    .cast::<libc::sockaddr_in6>()
+                    .write(sin6)
+            };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// The address recvfrom(2) wrote (unspecified for a family other than IPv4 and IPv6).
+fn peer(from: &libc::sockaddr_storage) -> IpAddr {
+    match libc::c_int::from(from.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin =
+                unsafe { &*(from as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into()
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6 =
+                unsafe { &*(from as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Ipv6Addr::from(sin6.sin6_addr.s6_addr).into()
+        }
+        _ => Ipv4Addr::UNSPECIFIED.into(),
     }
 }
 
@@ -356,80 +418,13 @@ impl RawSocket {
 mod tests {
     use super::*;
 
-    const SRC: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
-    const VIP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 77, 100, 1), 7000);
-
     #[test]
-    fn a_udp_probe_is_a_valid_ipv4_datagram_to_the_vip() {
-        let p = udp_probe(SRC, 40000, VIP, b"hi");
-        assert_eq!(p.len(), 20 + 8 + 2);
-        assert_eq!(
-            internet_checksum(&p[..20]),
-            0,
-            "the IPv4 header checksum holds"
-        );
-        assert_eq!(&p[12..16], &SRC.octets());
-        assert_eq!(&p[16..20], &VIP.ip().octets());
-        assert_eq!(p[9], IPPROTO_UDP);
-        assert_eq!(u16::from_be_bytes([p[2], p[3]]), 30, "total length");
-        assert_eq!(u16::from_be_bytes([p[20], p[21]]), 40000);
-        assert_eq!(u16::from_be_bytes([p[22], p[23]]), 7000);
-        assert_eq!(u16::from_be_bytes([p[24], p[25]]), 10, "UDP length");
-        assert_eq!(&p[28..], b"hi");
-    }
-
-    #[test]
-    fn a_tcp_segment_carries_a_checksum_its_receiver_accepts() {
-        let p = tcp_segment(SRC, 40000, VIP, 0x0102_0304, 7, SYN);
-        assert_eq!(p.len(), 40);
-        assert_eq!(internet_checksum(&p[..20]), 0);
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(&SRC.octets());
-        pseudo.extend_from_slice(&VIP.ip().octets());
-        pseudo.extend_from_slice(&[0, IPPROTO_TCP, 0, 20]);
-        pseudo.extend_from_slice(&p[20..]);
-        assert_eq!(internet_checksum(&pseudo), 0, "the TCP checksum holds");
-        assert_eq!(p[20 + 13], SYN);
-        assert_eq!(&p[24..28], &[1, 2, 3, 4]);
-    }
-
-    /// The VIP's answer to the probe as the raw socket hands it over: IPv4, VIP → source.
-    fn answer(flags: u8, sport: u16, from: SocketAddrV4) -> Vec<u8> {
-        let mut p = tcp_segment(
-            *from.ip(),
-            from.port(),
-            SocketAddrV4::new(SRC, sport),
-            9,
-            43,
-            flags,
-        );
-        p[20 + 13] = flags;
-        p
-    }
-
-    #[test]
-    fn only_the_vip_s_answer_to_this_probe_counts() {
-        let syn_ack = answer(SYN | ACK, 40000, VIP);
-        assert_eq!(
-            answer_to(&syn_ack, SRC, 40000, VIP),
-            Some(Answer::SynAck { seq: 9, ack: 43 })
-        );
-        assert_eq!(
-            answer_to(&answer(RST | ACK, 40000, VIP), SRC, 40000, VIP),
-            Some(Answer::Reset)
-        );
-        assert_eq!(answer_to(&syn_ack, SRC, 40001, VIP), None, "another port's");
-        let other = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 11), 7000);
-        assert_eq!(
-            answer_to(&answer(SYN | ACK, 40000, other), SRC, 40000, VIP),
-            None
-        );
-        assert_eq!(answer_to(&answer(ACK, 40000, VIP), SRC, 40000, VIP), None);
-        assert_eq!(
-            answer_to(&syn_ack[..30], SRC, 40000, VIP),
-            None,
-            "cut short"
-        );
-        assert_eq!(answer_to(&[], SRC, 40000, VIP), None);
+    fn a_socket_address_reads_back_as_it_was_written() {
+        for (ip, len) in [("10.77.0.12", 16), ("fd77::12", 28)] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let (storage, got) = sockaddr(ip);
+            assert_eq!(got as usize, len, "{ip}");
+            assert_eq!(peer(&storage), ip);
+        }
     }
 }

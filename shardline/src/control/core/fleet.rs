@@ -1,7 +1,7 @@
 //! The fleet as the loop sees it: each backend's committed load (packets and bytes, per service
 //! where agents report a capacity for it) and the shortfall the autoscale hook is told of.
 
-use std::{collections::HashMap, time::Instant};
+use std::time::Instant;
 
 use super::Core;
 use crate::{
@@ -16,25 +16,39 @@ impl Core {
     /// draining and not reporting saturation; committed load (packets, and bytes where its
     /// agent reports the network's capacity) is the larger of what it reports serving and
     /// this loop's forecasts of the shards it holds. Also fills `service_committed`, those
-    /// forecasts per service.
+    /// forecasts per service. Listed in id order (the state's backend map's), which
+    /// `load_of` relies on.
     pub(super) fn backend_loads(&mut self, state: &ControlState) -> Vec<BackendLoad> {
         // Per backend: forecast packets and bytes of the shards it holds.
-        let mut committed: HashMap<u32, (f64, f64)> = HashMap::new();
+        let mut committed = std::mem::take(&mut self.committed);
+        committed.clear();
         self.service_committed.clear();
+        // The last session's service and its position (sessions come in service order).
+        let mut last: Option<(&str, Option<usize>)> = None;
         for (session, entry) in &state.sessions {
+            if entry.backends.is_empty() {
+                continue;
+            }
             let Some(&i) = self.index.get(session) else {
                 continue;
             };
             let upper = self.states[i].selector().upper();
-            if entry.backends.is_empty() || !upper.is_finite() {
+            if !upper.is_finite() {
                 continue;
             }
             let share = 1.0 / entry.backends.len() as f64;
             let bytes = upper * self.states[i].packet_bytes();
-            let service = state
-                .services
-                .iter()
-                .position(|s| s.name == session.service);
+            let service = match last {
+                Some((name, position)) if name == session.service => position,
+                _ => {
+                    let position = state
+                        .services
+                        .iter()
+                        .position(|s| s.name == session.service);
+                    last = Some((&session.service, position));
+                    position
+                }
+            };
             for id in &entry.backends {
                 let c = committed.entry(*id).or_default();
                 c.0 += upper * share;
@@ -44,7 +58,7 @@ impl Core {
                 }
             }
         }
-        state
+        let loads = state
             .backends
             .iter()
             .map(|(id, b)| {
@@ -71,7 +85,9 @@ impl Core {
                     net_committed: bytes.max(report.map_or(0.0, AgentReport::net_load)),
                 }
             })
-            .collect()
+            .collect();
+        self.committed = committed;
+        loads
     }
 
     pub(super) fn fleet_check(

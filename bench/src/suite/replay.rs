@@ -1,0 +1,157 @@
+//! `replay`: issue 20's goal on each shipped trace, and the replay's speed.
+//!
+//! Each trace of `shared/data/traces` (or `$SHARDLINE_TRACES`) is replayed with every default
+//! (one session; `--quick`: its first [`QUICK_ROWS`] rows) and reported with whether the goal
+//! is met — predictive at most ½ the reactive `overload_seconds` at no more than 1.1 × its
+//! `shard_seconds`, within 1.3 × the oracle's — and, where it misses, why (the replay's own
+//! reason). The speed figure replays many phase-shifted sessions of one trace under all four
+//! controllers and projects the time of 100,000 sessions over 86,400 one-second ticks.
+
+use std::{path::PathBuf, time::Instant};
+
+use serde_json::{json, Value};
+use shardline::replay::{self, report::Report, Options, Series};
+
+use super::{round, BenchError};
+
+/// Rows of each trace a quick run replays.
+pub const QUICK_ROWS: usize = 1_000;
+
+/// Sessions of the speed run (quick: fewer, on [`QUICK_ROWS`] rows).
+const SPEED_SESSIONS: (usize, usize) = (1_000, 200);
+
+/// The projection the speed figure is stated for: issue 20's scale target.
+const TARGET_SESSION_TICKS: f64 = 100_000.0 * 86_400.0;
+
+fn traces_dir() -> PathBuf {
+    std::env::var_os("SHARDLINE_TRACES").map_or_else(
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/data/traces"
+            ))
+        },
+        PathBuf::from,
+    )
+}
+
+fn failed(what: String) -> BenchError {
+    BenchError::Check(what)
+}
+
+/// Replays every shipped trace and the speed case: `{"traces": {name: {...}}, "speed": {...}}`.
+pub fn run(quick: bool) -> Result<Value, BenchError> {
+    let dir = traces_dir();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| failed(format!("reading {}: {e}", dir.display())))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(failed(format!("no *.csv trace in {}", dir.display())));
+    }
+    let read = |path: &PathBuf| -> Result<Series, BenchError> {
+        let mut s = Series::read(path).map_err(|e| failed(e.to_string()))?;
+        if quick {
+            s.values.truncate(QUICK_ROWS);
+        }
+        Ok(s)
+    };
+    let mut traces = serde_json::Map::new();
+    let mut met = 0;
+    for path in &paths {
+        let series = read(path)?;
+        let outcome = replay::run(std::slice::from_ref(&series), &Options::default())
+            .map_err(|e| failed(format!("{}: {e}", series.name)))?;
+        let report = Report::of(&outcome);
+        let missed = report.goal_missed();
+        met += usize::from(missed.is_none());
+        let mut entry = serde_json::to_value(&report).expect("reports serialise");
+        entry["goal_met"] = json!(missed.is_none());
+        entry["why_missed"] = json!(missed);
+        traces.insert(series.name.clone(), entry);
+    }
+    // Speed: the first trace, many sessions.
+    let series = read(&paths[0])?;
+    let sessions = if quick {
+        SPEED_SESSIONS.1
+    } else {
+        SPEED_SESSIONS.0
+    };
+    let options = Options {
+        sessions: Some(sessions),
+        ..Options::default()
+    };
+    let started = Instant::now();
+    let outcome = replay::run(std::slice::from_ref(&series), &options)
+        .map_err(|e| failed(format!("{}: {e}", series.name)))?;
+    let secs = started.elapsed().as_secs_f64();
+    let rate = (outcome.sessions * outcome.ticks) as f64 / secs;
+    Ok(json!({
+        "rows": if quick { format!("first {QUICK_ROWS}") } else { "all".into() },
+        "goal_met": met,
+        "traces_replayed": paths.len(),
+        "traces": traces,
+        "speed": {
+            "trace": series.name,
+            "sessions": outcome.sessions,
+            "ticks": outcome.ticks,
+            "controllers": 4,
+            "seconds": round(secs, 2),
+            "session_ticks_per_sec": round(rate, 0),
+            "projected_secs_100k_sessions_86400_ticks": round(TARGET_SESSION_TICKS / rate, 0),
+        },
+    }))
+}
+
+/// The summary lines: one per trace, then the speed.
+pub fn summary(results: &Value) -> String {
+    let mut out = format!(
+        "replay goal (predictive ≤ ½ reactive overload, ≤ 1.1 × its shard-s, ≤ 1.3 × oracle's): met on {} of {} traces ({} rows)\n",
+        results["goal_met"], results["traces_replayed"], results["rows"].as_str().unwrap_or("?")
+    );
+    if let Some(traces) = results["traces"].as_object() {
+        for (name, t) in traces {
+            match t["why_missed"].as_str() {
+                None => out += &format!("  {name}: met\n"),
+                Some(why) => out += &format!("  {name}: missed: {why}\n"),
+            }
+        }
+    }
+    let s = &results["speed"];
+    out += &format!(
+        "replay speed: {} sessions × {} ticks × 4 controllers in {} s = {} session-ticks/s; 100k sessions × 86,400 ticks: {} s projected\n",
+        s["sessions"], s["ticks"], s["seconds"], s["session_ticks_per_sec"],
+        s["projected_secs_100k_sessions_86400_ticks"]
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A quick run reports every shipped trace with its goal verdict and the speed figure.
+    #[test]
+    fn a_quick_run_reports_the_goal_per_trace_and_the_speed() {
+        if !traces_dir().is_dir() {
+            eprintln!("no traces at {}: skipped", traces_dir().display());
+            return;
+        }
+        let results = run(true).expect("the shipped traces replay");
+        let traces = results["traces"].as_object().expect("traces");
+        assert_eq!(traces.len() as u64, results["traces_replayed"]);
+        for (name, t) in traces {
+            let met = t["goal_met"].as_bool().expect("goal_met");
+            assert_eq!(met, t["why_missed"].is_null(), "{name}");
+            assert!(t["controllers"]["oracle"]["shard_seconds"].as_f64() > Some(0.0));
+        }
+        let speed = &results["speed"];
+        assert!(speed["session_ticks_per_sec"].as_f64() > Some(0.0));
+        assert!(speed["projected_secs_100k_sessions_86400_ticks"].as_f64() > Some(0.0));
+        let summary = summary(&results);
+        assert_eq!(summary.lines().count(), traces.len() + 2, "{summary}");
+    }
+}

@@ -1,0 +1,153 @@
+//! Repair: placed sessions that lost a backend (unhealthy, removed, out of their pool) or hold
+//! fewer shards than decided are re-sharded. Every placed session is looked at each tick, so
+//! the common case (nothing to do) is checked without allocating; only a session that needs
+//! work is cloned and resized.
+
+use std::time::Instant;
+
+use rustc_hash::FxHashSet;
+
+use super::{Core, Placement, TickOutput};
+use crate::{
+    control::placement::BackendLoad,
+    snapshot::Snapshot,
+    state::{Command, ControlState, SessionRef},
+};
+
+impl Core {
+    /// Re-shards placed sessions that lost a backend (unhealthy or removed) or hold fewer
+    /// shards than decided (the fleet was short when they grew).
+    pub(super) fn repair(
+        &mut self,
+        out: &mut TickOutput,
+        state: &ControlState,
+        loads: &mut [BackendLoad],
+        at_ms: u64,
+        now: Instant,
+    ) {
+        // Sessions this tick's decisions placed already.
+        let decided: FxHashSet<SessionRef> = out
+            .placements
+            .iter()
+            .filter_map(|p| match &p.command {
+                Command::Place { session, .. } => Some(session.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut unplaced_tables = None;
+        for (session, entry) in state.sessions.iter() {
+            if entry.backends.is_empty()
+                || decided.contains(session)
+                || !self.pending.contains_key(session)
+                    && self.intact(session, &entry.backends, state)
+            {
+                continue;
+            }
+            let session = session.clone();
+            self.repair_one(out, state, loads, session, &mut unplaced_tables, at_ms, now);
+        }
+        // Sessions wider than one shard by their class's prior, not yet placed.
+        for i in 0..self.refs.len() {
+            if self.states[i].shards() <= 1
+                || state
+                    .sessions
+                    .get(&self.refs[i])
+                    .is_some_and(|e| !e.backends.is_empty())
+                || decided.contains(&self.refs[i])
+            {
+                continue;
+            }
+            let session = self.refs[i].clone();
+            self.repair_one(out, state, loads, session, &mut unplaced_tables, at_ms, now);
+        }
+    }
+
+    /// Whether placed session `session`, with no placement of this loop in flight (so its
+    /// current set is the applied `backends`), needs no repair: every member alive and in its
+    /// service's pool, and as many as decided. The common case, checked without allocating.
+    fn intact(&self, session: &SessionRef, backends: &[u32], state: &ControlState) -> bool {
+        let lost = backends.iter().any(|id| {
+            !self.alive.contains(id)
+                || state
+                    .pool_weight(&session.service, *id, 1)
+                    .is_none_or(|w| w == 0)
+        });
+        let wanted = self
+            .index
+            .get(session)
+            .map(|&i| self.states[i].shards() as usize)
+            .unwrap_or(backends.len())
+            .max(1);
+        !lost && backends.len() >= wanted
+    }
+
+    /// Re-shards one session if it lost a backend or holds fewer shards than decided.
+    #[allow(clippy::too_many_arguments)]
+    fn repair_one(
+        &mut self,
+        out: &mut TickOutput,
+        state: &ControlState,
+        loads: &mut [BackendLoad],
+        session: SessionRef,
+        unplaced_tables: &mut Option<Snapshot>,
+        at_ms: u64,
+        now: Instant,
+    ) {
+        let (current, unplaced) = self.current_or_home(&session, state, now, unplaced_tables);
+        let lost: Vec<u32> = current
+            .iter()
+            .copied()
+            .filter(|id| {
+                // Down, or out of (or drained from) the service's pool.
+                !self.alive.contains(id)
+                    || state
+                        .pool_weight(&session.service, *id, 1)
+                        .is_none_or(|w| w == 0)
+            })
+            .collect();
+        let index = self.index.get(&session).copied();
+        let wanted = index
+            .map(|i| self.states[i].shards() as usize)
+            .unwrap_or(current.len())
+            .max(1);
+        if lost.is_empty() && (current.len() >= wanted || (unplaced && wanted <= 1)) {
+            return;
+        }
+        let (upper, packet_bytes) = index
+            .map(|i| {
+                (
+                    self.states[i].selector().upper(),
+                    self.states[i].packet_bytes(),
+                )
+            })
+            .unwrap_or((0.0, 0.0));
+        let upper = if upper.is_finite() { upper } else { 0.0 };
+        let load = (upper, upper * packet_bytes);
+        let set = self.grow_or_shrink(&session, state, &current, wanted, load, loads);
+        if set == current || set.is_empty() || set.len() < 2 && unplaced {
+            return;
+        }
+        let reason = if lost.is_empty() {
+            format!(
+                "session {session} {} → {} shards: backends free again for the decided {wanted}",
+                current.len(),
+                set.len()
+            )
+        } else {
+            format!("session {session} re-sharded off unhealthy backends {lost:?}: {current:?} → {set:?}")
+        };
+        match index {
+            Some(i) => self.emit(out, i, session, current.len(), set, reason, at_ms, now),
+            None => {
+                self.pending.insert(session.clone(), (set.clone(), now));
+                out.placements.push(Placement {
+                    command: Command::Place {
+                        session,
+                        backends: set,
+                    },
+                    reason,
+                });
+            }
+        }
+    }
+}

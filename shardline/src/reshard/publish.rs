@@ -1,0 +1,135 @@
+//! Publishing handoffs to the dataplane, so it marks a moved key's packets with the previous
+//! owner (`shardline_common::handoff`): before the `SESSIONS` update that moves a header-mode
+//! session, its previous placement goes into `HANDOFFS` and the update itself carries the
+//! window flag; once the window closes, one more `SESSIONS` update clears the flag and the
+//! entry is removed. Sessions never moved, and those whose window has closed, carry no flag:
+//! the dataplane does not look them up.
+
+use std::time::{Duration, Instant};
+
+use shardline_common::{
+    handoff::{Handoff, WINDOW_OPEN},
+    maps::{session_mode, ShardSet},
+    plan::{session_plan, SessionPlan},
+};
+
+use super::{home_set, ReshardError, Resharder, TableWriter};
+use crate::{maps::monotonic_ns, snapshot::delta::TableDelta};
+
+impl Resharder {
+    /// Before `delta` is written: publishes the previous placement of every header-mode
+    /// session it moves and sets the window flag on its placement in `delta` (the tables in
+    /// force keep sets without it). A placement rewritten without a move keeps an open window.
+    pub(super) fn flag_moves(
+        &mut self,
+        maps: &mut impl TableWriter,
+        delta: &mut TableDelta,
+        now: Instant,
+    ) -> Result<(), ReshardError> {
+        if delta.sessions.is_empty() || self.handoff_window.is_zero() {
+            return Ok(());
+        }
+        let header: std::collections::HashSet<u32> = self
+            .tables
+            .services
+            .values()
+            .filter(|s| s.mode == session_mode::HEADER)
+            .map(|s| s.id)
+            .collect();
+        let until = now + self.handoff_window;
+        let until_ns = monotonic_ns().saturating_add(nanos(self.handoff_window));
+        for (key, set) in delta.sessions.iter_mut() {
+            if !header.contains(&key.service) {
+                continue;
+            }
+            let previous = match self.placed.get(key) {
+                Some(previous) => previous,
+                None => match home_set(&self.tables, key) {
+                    Some(home) => home,
+                    None => continue,
+                },
+            };
+            if session_plan(Some(&previous), set) == SessionPlan::Unchanged {
+                if self.flagged.contains_key(key) {
+                    set.handoff = WINDOW_OPEN;
+                }
+                continue;
+            }
+            let handoff = Handoff {
+                until_ns,
+                previous: ShardSet {
+                    stats_slot: 0,
+                    handoff: 0,
+                    ..previous
+                },
+            };
+            if maps.write_handoff(key, Some(&handoff))? {
+                set.handoff = WINDOW_OPEN;
+                self.flagged.insert(*key, until);
+            } else if self.flagged.remove(key).is_some() {
+                // A full map refused it: the entry of an earlier move must not stay behind
+                // (the placement about to be written carries no flag).
+                maps.write_handoff(key, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a delta removing `removed` placements: their entries go too.
+    pub(super) fn forget_removed(
+        &mut self,
+        maps: &mut impl TableWriter,
+        removed: &[shardline_common::maps::SessionKey],
+    ) -> Result<(), ReshardError> {
+        for key in removed {
+            if self.flagged.remove(key).is_some() {
+                maps.write_handoff(key, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every window that ended by `now` in the dataplane: one `SESSIONS` update per
+    /// session clears its flag, then its `HANDOFFS` entry is removed. The kernel already stops
+    /// marking at the window's end by its own clock; this saves the lookup and the room.
+    pub fn close_windows(
+        &mut self,
+        maps: &mut impl TableWriter,
+        now: Instant,
+    ) -> Result<(), ReshardError> {
+        let closed: Vec<_> = self
+            .flagged
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(key, _)| *key)
+            .collect();
+        if closed.is_empty() {
+            return Ok(());
+        }
+        self.refresh(maps)?;
+        let sessions = closed
+            .iter()
+            .filter_map(|key| self.placed.get(key).map(|set| (*key, set)))
+            .collect();
+        let clear = TableDelta {
+            sessions,
+            ..TableDelta::default()
+        };
+        maps.write_delta(&clear)
+            .inspect_err(|_| self.stale = true)?;
+        for key in closed {
+            maps.write_handoff(&key, None)?;
+            self.flagged.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// When the next window closes in the dataplane ([`Resharder::close_windows`]).
+    pub fn next_close(&self) -> Option<Instant> {
+        self.flagged.values().min().copied()
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

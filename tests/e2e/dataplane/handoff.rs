@@ -1,0 +1,191 @@
+//! Handoff marking under `BPF_PROG_TEST_RUN`: in an open window, a moved key's packet reaches
+//! its new owner with the previous owner in the shardline header's flags byte and a valid UDP
+//! checksum; keys that stayed, expired windows and placements without the window flag are
+//! never marked; the replay (snapshot and live maps) names the same mark.
+
+use etherparse::{SlicedPacket, TransportSlice};
+use shardline_common::{
+    handoff::{previous_of, Handoff, FLAGS_OFFSET, WINDOW_OPEN},
+    maps::{scheme, SessionKey, ShardSet},
+    route::{decide, pick_shard},
+    verdict::Reason,
+};
+
+use super::tunnelled;
+use crate::support::{expect, frames::FrameSpec, hex, Loaded, TEST_CONFIG};
+
+/// `kv`'s session 42 (service id 1) and `kv6`'s session 7 (service id 3) of `TEST_CONFIG`.
+const KV42: SessionKey = SessionKey {
+    service: 1,
+    _pad: 0,
+    session: 42,
+};
+const KV6_7: SessionKey = SessionKey {
+    service: 3,
+    _pad: 0,
+    session: 7,
+};
+
+fn set(members: &[u32], generation: u64) -> ShardSet {
+    ShardSet::from_members(members, scheme::HASH, generation).expect("a shard set")
+}
+
+/// Places `session` on `current` with the window flag `flag` and publishes `previous` until
+/// `until_ns` in the maps; the snapshot holds the handoff only if `open` (its handoffs are
+/// those open now).
+fn publish(
+    lb: &mut Loaded,
+    session: SessionKey,
+    previous: &[u32],
+    current: &[u32],
+    flag: u32,
+    until_ns: u64,
+    open: bool,
+) -> Handoff {
+    let current = set(current, 11);
+    lb.maps
+        .place_session(
+            &session,
+            &ShardSet {
+                handoff: flag,
+                ..current
+            },
+        )
+        .expect("write SESSIONS");
+    lb.tables.sessions.insert(session, current);
+    let h = Handoff {
+        until_ns,
+        previous: set(previous, 10),
+    };
+    lb.maps
+        .handoffs()
+        .publish(&session, &h)
+        .expect("write HANDOFFS");
+    lb.tables.handoffs.remove(&session);
+    if open {
+        lb.tables.handoffs.insert(session, h);
+    }
+    h
+}
+
+/// The flags byte of the shardline header inside a tunnelled frame, and whether the inner UDP
+/// checksum is valid (etherparse recomputes it over the inner packet).
+fn inner_flags(output: &[u8], v6: bool) -> (u8, bool) {
+    let outer = if v6 { 40 } else { 20 };
+    let inner = SlicedPacket::from_ip(&output[14 + outer..]).expect("an inner IP packet");
+    let Some(TransportSlice::Udp(udp)) = inner.transport else {
+        panic!("inner packet is not UDP");
+    };
+    let payload = udp.payload();
+    let valid = match &inner.net {
+        Some(etherparse::NetSlice::Ipv4(ip)) => {
+            let h = udp.to_header();
+            h.checksum == 0
+                || h.calc_checksum_ipv4(&ip.header().to_header(), payload)
+                    .map(|c| c == h.checksum)
+                    .unwrap_or(false)
+        }
+        Some(etherparse::NetSlice::Ipv6(ip)) => {
+            let h = udp.to_header();
+            h.calc_checksum_ipv6(&ip.header().to_header(), payload)
+                .map(|c| c == h.checksum)
+                .unwrap_or(false)
+        }
+        _ => panic!("inner packet is not IP"),
+    };
+    (payload[FLAGS_OFFSET], valid)
+}
+
+/// Runs keys `0..n` of `session` and checks every one: forwarded as the replay says, marked
+/// with its previous owner exactly when it moved. Returns (moved, stayed).
+fn run_keys(
+    lb: &mut Loaded,
+    session: SessionKey,
+    h: &Handoff,
+    marking: bool,
+    n: u64,
+) -> (u32, u32) {
+    let v6 = session == KV6_7;
+    let (mut moved, mut stayed) = (0, 0);
+    for key in 0..n {
+        let spec = if v6 {
+            FrameSpec::kv6(session.session, key)
+        } else {
+            FrameSpec::kv4(session.session, key)
+        };
+        let frame = spec.build();
+        let name = format!("session {} key {key}", session.session);
+        let (run, d) = expect(lb, &name, &frame, Reason::Forwarded);
+        let live = decide(&frame[..], &lb.maps);
+        assert_eq!(live, d, "{name}: live-map replay");
+        let before = pick_shard(&h.previous, key).expect("previous owner");
+        let (flags, checksum_ok) = inner_flags(&run.output, v6);
+        assert!(
+            checksum_ok,
+            "{name}: inner UDP checksum; output {}",
+            hex(&run.output)
+        );
+        if marking && before != d.backend_id {
+            moved += 1;
+            assert_eq!(
+                previous_of(flags),
+                Some(Some(before)),
+                "{name}: moved from {before}"
+            );
+            // The whole frame: the client's request with the mark, checksum recomputed by
+            // etherparse, tunnelled to the new owner.
+            let mut want = spec.clone();
+            want.payload[FLAGS_OFFSET] = flags;
+            let flow_label = (d.key as u32) & 0xf_ffff;
+            let want = tunnelled(&want.build(), 14, d.backend_id, flow_label);
+            assert_eq!(hex(&run.output), hex(&want), "{name}: output bytes");
+        } else {
+            stayed += 1;
+            assert_eq!(flags, 0, "{name}: not moved (or no window), not marked");
+            assert_eq!(d.mark, 0, "{name}: replay mark");
+        }
+    }
+    (moved, stayed)
+}
+
+#[test]
+fn moved_keys_reach_their_new_owner_marked_with_the_previous_one() {
+    let mut lb = Loaded::new(TEST_CONFIG);
+    // 42 grows from [1, 2] to [1, 2, 3]: keys move onto 3 only.
+    let h = publish(
+        &mut lb,
+        KV42,
+        &[1, 2],
+        &[1, 2, 3],
+        WINDOW_OPEN,
+        u64::MAX,
+        true,
+    );
+    let (moved, stayed) = run_keys(&mut lb, KV42, &h, true, 300);
+    assert!(moved > 50 && stayed > 100, "moved {moved}, stayed {stayed}");
+    // IPv6 (checksum mandatory), 7 shrinks from [1, 2, 3] to [2, 3]: keys move off 1.
+    let h = publish(
+        &mut lb,
+        KV6_7,
+        &[1, 2, 3],
+        &[2, 3],
+        WINDOW_OPEN,
+        u64::MAX,
+        true,
+    );
+    let (moved, stayed) = run_keys(&mut lb, KV6_7, &h, true, 300);
+    assert!(moved > 50 && stayed > 100, "moved {moved}, stayed {stayed}");
+}
+
+#[test]
+fn no_mark_past_the_window_or_without_the_flag() {
+    let mut lb = Loaded::new(TEST_CONFIG);
+    // The window closed (the daemon has not cleared it yet): the kernel reads the clock.
+    let h = publish(&mut lb, KV42, &[1, 2], &[1, 2, 3], WINDOW_OPEN, 1, false);
+    let (moved, _) = run_keys(&mut lb, KV42, &h, false, 100);
+    assert_eq!(moved, 0);
+    // An entry without the flag on the placement is never looked up.
+    let h = publish(&mut lb, KV42, &[1, 2], &[1, 2, 3], 0, u64::MAX, false);
+    let (moved, _) = run_keys(&mut lb, KV42, &h, false, 100);
+    assert_eq!(moved, 0);
+}
