@@ -8,8 +8,8 @@
 //! - [`board`]: the probe records, shared with the API (`shardline backends` shows them).
 //! - [`service`]: the per-service probes (`services[].probe`: TCP, UDP or HTTP), sent to the
 //!   backend's address and the service port, or through the data path ([`datapath`]: to the
-//!   VIP, encapsulated to the backend; [`get`] is the HTTP exchange either way). A backend passes when its agent and every probed
-//!   service *without a pool* answer (the default table they share cannot drop it for one of
+//!   VIP, encapsulated to the backend; [`get`] is the HTTP exchange either way). A backend
+//!   passes when its agent and every probed service *without a pool* answer (the default table they share cannot drop it for one of
 //!   them). A pooled service is probed on its pool's members only, each verdict through its own
 //!   fall/rise thresholds: failing takes the backend out of that service's pool alone, and it
 //!   keeps serving every other service.

@@ -1,8 +1,9 @@
 //! The health checker's probe records, one per backend and one per (pooled service, member),
 //! shared with the API so that `GET /v1/backends` (and `shardline backends`) shows each
 //! backend's probe verdict, since when, and its current run of failures, and
-//! `GET /v1/services` each pool member's verdict for that service. Only the node that probes
-//! (the leader) fills it; on other nodes nothing has a probe record.
+//! `GET /v1/services` each pool member's verdict for that service. Every LB node probes and
+//! fills its own board: it shows what *this* node sees, while the committed health (what
+//! routes) is the vote of the nodes' verdicts (see [`super`]).
 
 use std::{collections::BTreeMap, sync::Mutex};
 
