@@ -115,8 +115,19 @@ pub trait Entry {
     /// Whether the entry was filled for `key` under `stamp`. Without branches (one test for
     /// the verifier to walk, not one per field).
     fn hit(&self, stamp: u64, key: &Self::Key) -> bool;
+    /// The entry's stamp, key, presence word and value, for [`Entry::fill`].
+    fn fields(&mut self) -> (&mut u64, &mut Self::Key, &mut u32, &mut Self::Value);
     /// Fills the entry for `key` under `stamp` with the map's answer.
-    fn fill(&mut self, stamp: u64, key: &Self::Key, value: Option<&Self::Value>);
+    #[inline(always)]
+    fn fill(&mut self, stamp: u64, key: &Self::Key, value: Option<&Self::Value>) {
+        let (entry_stamp, entry_key, present, entry_value) = self.fields();
+        if let Some(found) = value {
+            *entry_value = *found;
+        }
+        *present = value.is_some() as u32;
+        *entry_key = *key;
+        *entry_stamp = stamp;
+    }
     /// The cached value, `None` if cached as absent.
     fn value(&self) -> Option<&Self::Value>;
 }
@@ -139,13 +150,13 @@ impl Entry for ServiceEntry {
     }
 
     #[inline(always)]
-    fn fill(&mut self, stamp: u64, key: &ServiceKey, value: Option<&Service>) {
-        if let Some(v) = value {
-            self.value = *v;
-        }
-        self.present = value.is_some() as u32;
-        self.key = *key;
-        self.stamp = stamp;
+    fn fields(&mut self) -> (&mut u64, &mut ServiceKey, &mut u32, &mut Service) {
+        (
+            &mut self.stamp,
+            &mut self.key,
+            &mut self.present,
+            &mut self.value,
+        )
     }
 
     #[inline(always)]
@@ -170,13 +181,13 @@ impl Entry for SessionEntry {
     }
 
     #[inline(always)]
-    fn fill(&mut self, stamp: u64, key: &SessionKey, value: Option<&ShardSet>) {
-        if let Some(v) = value {
-            self.value = *v;
-        }
-        self.present = value.is_some() as u32;
-        self.key = *key;
-        self.stamp = stamp;
+    fn fields(&mut self) -> (&mut u64, &mut SessionKey, &mut u32, &mut ShardSet) {
+        (
+            &mut self.stamp,
+            &mut self.key,
+            &mut self.present,
+            &mut self.value,
+        )
     }
 
     #[inline(always)]
