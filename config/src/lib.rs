@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 pub mod api;
 pub mod cluster;
 pub mod control;
+pub mod name;
 pub mod prefix;
 pub mod reference;
 pub mod services;
 
 pub use self::{
     api::ApiConfig,
+    name::ServiceName,
     prefix::Ipv4Prefix,
     services::{
         default_ring_size, parse_mac, session_number, BackendConfig, ConfigTables, Encap,

@@ -18,7 +18,7 @@ use shardline_common::{
     quic::CidLayout,
 };
 
-use super::{invalid, Config, ConfigError};
+use super::{invalid, name::ServiceName, Config, ConfigError};
 
 /// How a service finds sessions and request keys.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -407,8 +407,8 @@ pub enum SessionId {
 /// (header mode: the session id; flow and quic mode: the client address's hash).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionRef {
-    /// Service name.
-    pub service: String,
+    /// Service name (shared with every other reference to the service: see [`ServiceName`]).
+    pub service: ServiceName,
     /// Session number.
     pub session: u64,
 }

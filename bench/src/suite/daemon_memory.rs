@@ -74,6 +74,12 @@ fn mib(kib: Option<u64>) -> Option<f64> {
     kib.map(|k| round(k as f64 / 1024.0, 1))
 }
 
+/// Bytes a session adds to the RSS of a ready daemon: (`kib` − `ready`) / `sessions`.
+fn per_session(kib: Option<u64>, ready: Option<u64>, sessions: u64) -> Option<f64> {
+    let grown = kib?.checked_sub(ready?)?;
+    Some((grown as f64 * 1024.0 / sessions.max(1) as f64).round())
+}
+
 fn config(dir: &Path, pin_dir: &Path, token: &Path) -> String {
     let mut text = format!(
         "interface = \"lo\"\nxdp_mode = \"generic\"\npin_dir = \"{}\"\n\
@@ -257,6 +263,10 @@ pub fn run(opts: &Options, sessions: u64) -> Result<Value, BenchError> {
             "placements_per_second": (sessions as f64 / placing_s).round(),
             "writers": WRITERS,
             "rss_mib": { "ready": mib(ready_rss), "after_placing": mib(now), "peak": mib(peak) },
+            "bytes_per_session": {
+                "after_placing": per_session(now, ready_rss, sessions),
+                "peak": per_session(peak, ready_rss, sessions),
+            },
             "target_mib": 256,
             "setup": "a `shardline daemon` process (generic XDP on the loopback of a namespace of its own; cluster of one, redb store; no [control] loop), sessions placed by PUT /v1/sessions/kv/{id}/placement from 64 concurrent connections; peak = VmHWM of its /proc/PID/status, the kernel's map memory not included (see bpf_maps)",
         },

@@ -151,7 +151,7 @@ pub fn run(sessions: u64, ticks: usize) -> Result<Value, BenchError> {
                 Some((
                     (
                         SessionRef {
-                            service: service.name.clone(),
+                            service: service.name.as_str().into(),
                             session: k.session,
                         },
                         rate.packets,

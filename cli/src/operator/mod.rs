@@ -301,7 +301,7 @@ pub fn parse_session(text: &str) -> Result<SessionRef, String> {
         return Err(format!("{text:?}: the service name is empty"));
     }
     Ok(SessionRef {
-        service: service.to_owned(),
+        service: service.into(),
         session,
     })
 }

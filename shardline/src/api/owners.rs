@@ -124,7 +124,7 @@ pub fn owners_of(
         .as_ref()
         .is_some_and(|p| p.owner.backend != current.backend);
     Owners {
-        service: r.service.clone(),
+        service: r.service.to_string(),
         session: r.session,
         key,
         current,

@@ -254,7 +254,7 @@ impl RatesReport {
             };
             sessions.push((
                 SessionRef {
-                    service: s.service,
+                    service: s.service.into(),
                     session: s.session,
                 },
                 rate,
@@ -272,7 +272,7 @@ impl RatesReport {
         let mut sessions: Vec<SessionRate> = rates
             .iter()
             .map(|(s, r)| SessionRate {
-                service: s.service.clone(),
+                service: s.service.to_string(),
                 session: s.session,
                 packets: r.packets,
                 bytes: r.bytes,

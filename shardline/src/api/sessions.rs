@@ -68,11 +68,11 @@ fn session_view(
 ) -> SessionView {
     let entry = entry.cloned().unwrap_or_default();
     SessionView {
-        service: r.service.clone(),
+        service: r.service.to_string(),
         session: r.session,
-        backends: entry.backends,
+        backends: entry.backends.to_vec(),
         generation: entry.generation,
-        meta: entry.meta,
+        meta: (*entry.meta).clone(),
         insight: insight.map(summary),
     }
 }
@@ -80,7 +80,7 @@ fn session_view(
 fn known_service(state: &ControlState, r: &SessionRef) -> Result<(), ApiError> {
     match state.service_id(&r.service) {
         Some(_) => Ok(()),
-        None => Err(StateError::UnknownService(r.service.clone()).into()),
+        None => Err(StateError::UnknownService(r.service.to_string()).into()),
     }
 }
 
@@ -153,7 +153,10 @@ pub(super) async fn show(
     State(api): State<ApiState>,
     Param((service, session)): Param<(String, u64)>,
 ) -> Result<Json<SessionDetail>, ApiError> {
-    let r = SessionRef { service, session };
+    let r = SessionRef {
+        service: service.into(),
+        session,
+    };
     let state = api.control.local();
     known_service(&state, &r)?;
     let entry = state.sessions.get(&r);
@@ -190,7 +193,10 @@ pub(super) async fn place(
     Param((service, session)): Param<(String, u64)>,
     Body(Placement { backends }): Body<Placement>,
 ) -> Result<Json<Response>, ApiError> {
-    let session = SessionRef { service, session };
+    let session = SessionRef {
+        service: service.into(),
+        session,
+    };
     write(&api, Command::Place { session, backends }).await
 }
 
@@ -199,7 +205,10 @@ pub(super) async fn unplace(
     State(api): State<ApiState>,
     Param((service, session)): Param<(String, u64)>,
 ) -> Result<Json<Response>, ApiError> {
-    let session = SessionRef { service, session };
+    let session = SessionRef {
+        service: service.into(),
+        session,
+    };
     write(&api, Command::Unplace { session }).await
 }
 
@@ -209,7 +218,10 @@ pub(super) async fn set_meta(
     Param((service, session)): Param<(String, u64)>,
     Body(meta): Body<SessionMeta>,
 ) -> Result<Json<Response>, ApiError> {
-    let session = SessionRef { service, session };
+    let session = SessionRef {
+        service: service.into(),
+        session,
+    };
     write(&api, Command::SetMeta { session, meta }).await
 }
 
@@ -218,7 +230,10 @@ pub(super) async fn get_state(
     State(api): State<ApiState>,
     Param((service, session, key)): Param<(String, u64, String)>,
 ) -> Result<Json<StateValue>, ApiError> {
-    let r = SessionRef { service, session };
+    let r = SessionRef {
+        service: service.into(),
+        session,
+    };
     // Linearizable: applications read back what they wrote, from any node.
     let state = api.control.read().await?;
     known_service(&state, &r)?;
@@ -259,7 +274,10 @@ pub(super) async fn put_state(
             ))
         }
     };
-    let session = SessionRef { service, session };
+    let session = SessionRef {
+        service: service.into(),
+        session,
+    };
     write(
         &api,
         Command::PutState {
@@ -276,7 +294,10 @@ pub(super) async fn delete_state(
     State(api): State<ApiState>,
     Param((service, session, key)): Param<(String, u64, String)>,
 ) -> Result<Json<Response>, ApiError> {
-    let session = SessionRef { service, session };
+    let session = SessionRef {
+        service: service.into(),
+        session,
+    };
     known_service(&api.control.local(), &session)?;
     write(&api, Command::DeleteState { session, key }).await
 }
@@ -322,7 +343,10 @@ pub(super) async fn owners(
             format!("key {key:?} is not an unsigned 64-bit integer"),
         )
     })?;
-    let r = SessionRef { service, session };
+    let r = SessionRef {
+        service: service.into(),
+        session,
+    };
     let state = api.control.local();
     known_service(&state, &r)?;
     Ok(Json(owners_of(

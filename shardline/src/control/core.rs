@@ -380,7 +380,7 @@ impl Core {
         let applied = state
             .sessions
             .get(session)
-            .map(|e| e.backends.clone())
+            .map(|e| e.backends.to_vec())
             .unwrap_or_default();
         match self.pending.get(session) {
             Some((set, _)) if *set == applied => {

@@ -269,7 +269,7 @@ fn publish(core: &Core, handles: &LoopHandles) {
     for (session, shards, rate, error) in core.tick_rows() {
         rows.push(SessionRow {
             labels: SessionLabels {
-                service: session.service.clone(),
+                service: session.service.to_string(),
                 session: session.session.to_string(),
             },
             rate,

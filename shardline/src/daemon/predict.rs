@@ -147,7 +147,7 @@ pub async fn start(
                 named.extend(rates.iter().filter_map(|(k, rate)| {
                     let service = state.services.get((k.service as usize).checked_sub(1)?)?;
                     let session = SessionRef {
-                        service: service.name.clone(),
+                        service: service.name.as_str().into(),
                         session: k.session,
                     };
                     Some((session, *rate))

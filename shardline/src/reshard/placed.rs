@@ -1,9 +1,10 @@
 //! The placements in force, as the swap stage remembers them: one entry per placed session,
 //! a million of them on a large node. A [`ShardSet`] is the kernel's map value, 208 bytes (16
 //! members and 15 split points, nearly all unused); kept as is, the copy of a million-session
-//! `SESSIONS` map cost the daemon about 450 MiB. Here the common set (at most 4
-//! members with ids below 65,536, no split points) is 16 bytes inline and every other
-//! set is boxed, so the copy is exact either way.
+//! `SESSIONS` map cost the daemon about 450 MiB. Here the common set (at most 3 members, a
+//! generation below 2^24, no split points) is packed into a `u64` beside its session number,
+//! 16 bytes a session in a hash table by service, and every other set is kept whole aside, so
+//! the copy is exact either way.
 
 use std::collections::HashMap;
 
@@ -14,105 +15,137 @@ use shardline_common::{
 
 use crate::snapshot::delta::Placements;
 
-/// Members a set keeps inline.
-const INLINE: usize = 4;
+/// Members a packed set holds.
+const PACKED_MEMBERS: usize = 3;
+/// Bits of a packed generation, count, scheme and each member id.
+const GENERATION_BITS: u32 = 24;
+const COUNT_BITS: u32 = 2;
+const SCHEME_BITS: u32 = 1;
+const ID_BITS: u32 = 12;
+/// Where the count, the scheme and the first member start.
+const COUNT_AT: u32 = GENERATION_BITS;
+const SCHEME_AT: u32 = COUNT_AT + COUNT_BITS;
+const IDS_AT: u32 = SCHEME_AT + SCHEME_BITS;
+/// The value of a session whose set is kept whole in [`PlacedSets::whole`]: no packed set
+/// has the top bit.
+const WHOLE: u64 = 1 << 63;
+const _: () = assert!(IDS_AT + PACKED_MEMBERS as u32 * ID_BITS <= 63);
 
-/// One placement in force.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Packed {
-    /// A set [`Packed::Inline`] holds exactly (see [`Packed::of`]).
-    Inline {
-        generation: u32,
-        count: u8,
-        scheme: u8,
-        backends: [u16; INLINE],
-    },
-    /// Any other set.
-    Boxed(Box<ShardSet>),
+fn mask(bits: u32) -> u64 {
+    (1 << bits) - 1
 }
 
-impl Packed {
-    /// `set` inline when that loses nothing, else boxed.
-    fn of(set: &ShardSet) -> Self {
-        let inline = (|| {
-            let count = usize::try_from(set.count).ok().filter(|c| *c <= INLINE)?;
-            let mut backends = [0; INLINE];
-            for (slot, id) in backends.iter_mut().zip(&set.backends[..count]) {
-                *slot = u16::try_from(*id).ok()?;
-            }
-            Some(Packed::Inline {
-                generation: u32::try_from(set.generation).ok()?,
-                count: count as u8,
-                scheme: u8::try_from(set.scheme).ok()?,
-                backends,
-            })
-        })();
-        match inline {
-            // Padding members, split points, counters slot and window flag as a fresh set has
-            // them; a set that differs anywhere is kept whole.
-            Some(packed) if packed.set() == *set => packed,
-            _ => Packed::Boxed(Box::new(*set)),
+/// `set` as a `u64`, if that loses nothing.
+fn pack(set: &ShardSet) -> Option<u64> {
+    let count = usize::try_from(set.count)
+        .ok()
+        .filter(|c| *c <= PACKED_MEMBERS)?;
+    let mut v = set.generation;
+    v |= (count as u64) << COUNT_AT;
+    v |= u64::from(set.scheme) << SCHEME_AT;
+    for (i, id) in set.backends[..count].iter().enumerate() {
+        let id = u64::from(*id);
+        if id > mask(ID_BITS) {
+            return None;
         }
+        v |= id << (IDS_AT + i as u32 * ID_BITS);
     }
+    // Fields too wide for their bits, split points, counters slot and window flag as a fresh
+    // set has them: a set that differs anywhere is kept whole.
+    (set.generation <= mask(GENERATION_BITS)
+        && u64::from(set.scheme) <= mask(SCHEME_BITS)
+        && unpack(v) == *set)
+        .then_some(v)
+}
 
-    /// The set it holds.
-    fn set(&self) -> ShardSet {
-        match self {
-            Packed::Inline {
-                generation,
-                count,
-                scheme,
-                backends,
-            } => {
-                let mut set = ShardSet {
-                    generation: u64::from(*generation),
-                    count: u32::from(*count),
-                    scheme: u32::from(*scheme),
-                    ..ShardSet::default()
-                };
-                for (slot, id) in set.backends.iter_mut().zip(&backends[..*count as usize]) {
-                    *slot = u32::from(*id);
-                }
-                debug_assert!(set.backends[*count as usize..]
-                    .iter()
-                    .all(|b| *b == NO_BACKEND));
-                set
-            }
-            Packed::Boxed(set) => **set,
-        }
+/// The set a [`pack`]ed value holds.
+fn unpack(v: u64) -> ShardSet {
+    let count = ((v >> COUNT_AT) & mask(COUNT_BITS)) as usize;
+    let mut set = ShardSet {
+        generation: v & mask(GENERATION_BITS),
+        count: count as u32,
+        scheme: ((v >> SCHEME_AT) & mask(SCHEME_BITS)) as u32,
+        ..ShardSet::default()
+    };
+    for (i, slot) in set.backends[..count].iter_mut().enumerate() {
+        *slot = ((v >> (IDS_AT + i as u32 * ID_BITS)) & mask(ID_BITS)) as u32;
     }
+    debug_assert!(set.backends[count..].iter().all(|b| *b == NO_BACKEND));
+    set
 }
 
 /// Placed sessions' shard sets by session, compact (see the module header).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PlacedSets {
-    sets: HashMap<SessionKey, Packed>,
+    /// By service id, then session number: a packed set, or [`WHOLE`]. A service without
+    /// placements has no table.
+    sets: HashMap<u32, HashMap<u64, u64>>,
+    /// The sets [`pack`] cannot hold.
+    whole: HashMap<SessionKey, ShardSet>,
 }
 
 impl PlacedSets {
+    fn set(&self, key: &SessionKey, v: u64) -> ShardSet {
+        if v == WHOLE {
+            *self.whole.get(key).expect("a set kept whole is in `whole`")
+        } else {
+            unpack(v)
+        }
+    }
+
     /// Session `key`'s set, if placed.
     pub fn get(&self, key: &SessionKey) -> Option<ShardSet> {
-        self.sets.get(key).map(Packed::set)
+        let v = *self.sets.get(&key.service)?.get(&key.session)?;
+        Some(self.set(key, v))
     }
 
     /// Whether `key` is placed.
     pub fn contains_key(&self, key: &SessionKey) -> bool {
-        self.sets.contains_key(key)
+        self.sets
+            .get(&key.service)
+            .is_some_and(|s| s.contains_key(&key.session))
     }
 
     /// Places `key` on `set`, returning the set it had.
     pub fn insert(&mut self, key: SessionKey, set: ShardSet) -> Option<ShardSet> {
-        self.sets.insert(key, Packed::of(&set)).map(|p| p.set())
+        let packed = pack(&set);
+        let old = self
+            .sets
+            .entry(key.service)
+            .or_default()
+            .insert(key.session, packed.unwrap_or(WHOLE));
+        let old = old.map(|v| match v {
+            WHOLE => self
+                .whole
+                .remove(&key)
+                .expect("a set kept whole is in `whole`"),
+            v => unpack(v),
+        });
+        if packed.is_none() {
+            self.whole.insert(key, set);
+        }
+        old
     }
 
     /// Unplaces `key`, returning the set it had.
     pub fn remove(&mut self, key: &SessionKey) -> Option<ShardSet> {
-        self.sets.remove(key).map(|p| p.set())
+        let sets = self.sets.get_mut(&key.service)?;
+        let v = sets.remove(&key.session)?;
+        if sets.is_empty() {
+            self.sets.remove(&key.service);
+        }
+        Some(match v {
+            WHOLE => self
+                .whole
+                .remove(key)
+                .expect("a set kept whole is in `whole`"),
+            v => unpack(v),
+        })
     }
 
     /// Placed sessions.
     pub fn len(&self) -> usize {
-        self.sets.len()
+        self.sets.values().map(HashMap::len).sum()
     }
 
     /// Whether no session is placed.
@@ -122,7 +155,16 @@ impl PlacedSets {
 
     /// Every placement, in no order.
     pub fn iter(&self) -> impl Iterator<Item = (SessionKey, ShardSet)> + '_ {
-        self.sets.iter().map(|(k, p)| (*k, p.set()))
+        self.sets.iter().flat_map(move |(service, sets)| {
+            sets.iter().map(move |(session, v)| {
+                let key = SessionKey {
+                    service: *service,
+                    _pad: 0,
+                    session: *session,
+                };
+                (key, self.set(&key, *v))
+            })
+        })
     }
 
     /// Every placement as a plain map (what [`crate::snapshot::Snapshot::sessions`] holds).
@@ -137,18 +179,17 @@ impl Placements for PlacedSets {
     }
 
     fn placed(&self) -> Vec<SessionKey> {
-        self.sets.keys().copied().collect()
+        self.iter().map(|(k, _)| k).collect()
     }
 }
 
 impl FromIterator<(SessionKey, ShardSet)> for PlacedSets {
     fn from_iter<I: IntoIterator<Item = (SessionKey, ShardSet)>>(pairs: I) -> Self {
-        Self {
-            sets: pairs
-                .into_iter()
-                .map(|(k, s)| (k, Packed::of(&s)))
-                .collect(),
+        let mut placed = Self::default();
+        for (key, set) in pairs {
+            placed.insert(key, set);
         }
+        placed
     }
 }
 
@@ -167,25 +208,27 @@ mod tests {
     }
 
     #[test]
-    fn a_placement_in_force_costs_16_bytes_inline() {
-        assert_eq!(std::mem::size_of::<Packed>(), 16);
+    fn a_common_placement_in_force_is_packed_in_a_u64() {
         assert!(std::mem::size_of::<ShardSet>() >= 200, "what it replaces");
         let set = ShardSet::from_members(&[3, 1, 2], scheme::HASH, 7).unwrap();
-        assert!(matches!(Packed::of(&set), Packed::Inline { .. }));
+        assert_eq!(pack(&set).map(unpack), Some(set));
+        let mut placed = PlacedSets::default();
+        placed.insert(key(1), set);
+        assert!(placed.whole.is_empty());
     }
 
     #[test]
-    fn every_set_comes_back_exactly_inline_or_boxed() {
+    fn every_set_comes_back_exactly_packed_or_whole() {
         let mut range = ShardSet::from_members(&[1, 2], scheme::RANGE, 3).unwrap();
         range.splits[0] = 1 << 40;
         let sets = [
             ShardSet::from_members(&[1], scheme::HASH, 1).unwrap(),
-            ShardSet::from_members(&[1, 2, 3, 4], scheme::HASH, u64::from(u32::MAX)).unwrap(),
-            // Each one reason to box: five members, a wide id, a wide generation, split
-            // points, a window flag, a counters slot.
-            ShardSet::from_members(&[1, 2, 3, 4, 5], scheme::HASH, 1).unwrap(),
-            ShardSet::from_members(&[70_000], scheme::HASH, 1).unwrap(),
-            ShardSet::from_members(&[1], scheme::HASH, 1 << 33).unwrap(),
+            ShardSet::from_members(&[1, 2, 4095], scheme::HASH, (1 << 24) - 1).unwrap(),
+            // Each one reason to keep it whole: four members, a wide id, a wide generation,
+            // split points, a window flag, a counters slot.
+            ShardSet::from_members(&[1, 2, 3, 4], scheme::HASH, 1).unwrap(),
+            ShardSet::from_members(&[4096], scheme::HASH, 1).unwrap(),
+            ShardSet::from_members(&[1], scheme::HASH, 1 << 24).unwrap(),
             range,
             ShardSet {
                 handoff: 1,
@@ -200,13 +243,23 @@ mod tests {
         for (i, set) in sets.iter().enumerate() {
             assert_eq!(placed.insert(key(i as u64), *set), None);
         }
+        assert_eq!(placed.len(), sets.len());
         for (i, set) in sets.iter().enumerate() {
             assert_eq!(placed.get(&key(i as u64)), Some(*set), "set {i}");
-            let boxed = matches!(placed.sets[&key(i as u64)], Packed::Boxed(_));
-            assert_eq!(boxed, i >= 2, "set {i} boxed");
+            let whole = placed.whole.contains_key(&key(i as u64));
+            assert_eq!(whole, i >= 2, "set {i} kept whole");
         }
         assert_eq!(placed.to_map().len(), sets.len());
-        assert_eq!(placed.remove(&key(0)), Some(sets[0]));
+        // Replaced whole by packed and back, then removed: nothing is left behind.
+        assert_eq!(placed.insert(key(2), sets[0]), Some(sets[2]));
+        assert_eq!(placed.insert(key(2), sets[3]), Some(sets[0]));
+        assert_eq!(placed.get(&key(2)), Some(sets[3]));
+        for i in 0..sets.len() {
+            assert!(placed.remove(&key(i as u64)).is_some());
+        }
         assert!(!placed.contains_key(&key(0)));
+        assert!(placed.is_empty());
+        assert!(placed.whole.is_empty());
+        assert_eq!(placed, PlacedSets::default());
     }
 }

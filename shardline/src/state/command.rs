@@ -357,7 +357,7 @@ fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, St
             pools::check(state, &session.service, backends)?;
             let entry = state.sessions.entry(session.clone()).or_default();
             if entry.backends != *backends {
-                entry.backends = backends.clone();
+                entry.backends = backends[..].into();
                 entry.generation += 1;
             }
             placement = Some(entry.generation);
@@ -373,7 +373,7 @@ fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, St
         }
         Command::SetMeta { session, meta } => {
             known_service(state, session)?;
-            state.sessions.entry(session.clone()).or_default().meta = meta.clone();
+            state.sessions.entry(session.clone()).or_default().meta = meta.into();
         }
         Command::PutState {
             session,
@@ -431,7 +431,7 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
         }
         sessions.insert(
             SessionRef {
-                service: s.service.clone(),
+                service: s.service.as_str().into(),
                 session: session_number(&s.session),
             },
             s.backends.clone(),
@@ -504,7 +504,7 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
             .find(|id| !service.is_some_and(|s| s.served_by(**id)))
         {
             return Err(StateError::OutsidePool {
-                service: session.service.clone(),
+                service: session.service.to_string(),
                 id: *id,
             });
         }
@@ -531,7 +531,7 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
     for (session, set) in sessions {
         let entry = state.sessions.entry(session).or_default();
         if entry.backends != set {
-            entry.backends = set;
+            entry.backends = set.into();
             entry.generation += 1;
         }
     }
@@ -619,7 +619,7 @@ fn known_service(state: &ControlState, session: &SessionRef) -> Result<(), State
     state
         .service_id(&session.service)
         .map(|_| ())
-        .ok_or_else(|| StateError::UnknownService(session.service.clone()))
+        .ok_or_else(|| StateError::UnknownService(session.service.to_string()))
 }
 
 fn check_backend(config: &BackendConfig) -> Result<(), StateError> {

@@ -10,6 +10,7 @@
 //! - [`control`]: the [`Control`] handle the API, the CLI and the control loop write through
 //!   (a Raft cluster, or [`LocalControl`] in memory).
 //! - [`persistent`]: the maps of the state, shared between versions instead of copied.
+//! - [`session`]: a session entry's compact fields (a million entries on a large node).
 //! - `pools`: the pool commands (join, leave, weight, a service probe's verdict), each
 //!   confined to one service.
 //! - `votes`: backend health by majority of the LB nodes' probes.
@@ -18,6 +19,7 @@ pub mod command;
 pub mod control;
 pub mod persistent;
 mod pools;
+pub mod session;
 mod votes;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,6 +35,7 @@ use shardline_common::{
 pub use command::{Command, Response, StateError};
 pub use control::{ClusterStatus, Control, ControlError, LocalControl, Member};
 pub use persistent::Map;
+pub use session::{Members, Meta};
 
 pub use crate::config::{session_number, ConfigTables, SessionRef};
 use crate::{
@@ -116,12 +119,12 @@ pub struct PoolMemberState {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionEntry {
     /// Its shard set: backend ids, 1 to 16 (empty: not placed, the default table routes it).
-    pub backends: Vec<u32>,
+    pub backends: Members,
     /// Placement generation: bumped by every change of `backends`.
     pub generation: u64,
     /// Class and labels.
     #[serde(default)]
-    pub meta: SessionMeta,
+    pub meta: Meta,
 }
 
 /// The replicated control state. Its maps are persistent ([`Map`]): cloning a state is cheap

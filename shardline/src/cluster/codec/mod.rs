@@ -12,6 +12,8 @@
 //! which start with `{`: those are still read ([`decode_entry`]). Anything else is refused
 //! with an error naming the byte, never guessed at.
 
+pub mod image;
+
 use openraft::{raft::AppendEntriesRequest, CommittedLeaderId, Entry, EntryPayload, LogId};
 
 use super::TypeConfig;
@@ -318,7 +320,7 @@ impl<'a> Reader<'a> {
 
     fn session(&mut self) -> Result<SessionRef, CodecError> {
         Ok(SessionRef {
-            service: self.string()?,
+            service: self.string()?.into(),
             session: self.uint()?,
         })
     }

@@ -205,7 +205,7 @@ impl History {
                 let (k, v) = entry?;
                 let (at, service, session) = k.value();
                 out.entry(SessionRef {
-                    service: service.to_owned(),
+                    service: service.into(),
                     session,
                 })
                 .or_default()

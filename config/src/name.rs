@@ -1,0 +1,229 @@
+//! [`ServiceName`]: a service's name as a session reference carries it, shared rather than
+//! copied.
+//!
+//! The control state keys a million sessions by [`SessionRef`](crate::SessionRef); with the
+//! name as a `String` each key owned a heap copy of `"kv"`. Names are interned: every
+//! reference to a service shares one allocation, so a key is a pointer, a length and the
+//! session number. The interner is bounded ([`INTERNED`] names, far above the services a
+//! daemon serves), so names from hostile requests cannot grow it without limit; past the
+//! bound a name is simply allocated on its own.
+
+use std::{
+    borrow::Borrow,
+    collections::HashSet,
+    fmt,
+    ops::Deref,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Names the interner keeps at most.
+pub const INTERNED: usize = 4096;
+
+/// A service name: reads as a `str`, serializes as a string, clones without allocating.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceName(Arc<str>);
+
+/// Shared names, at most `cap` of them.
+struct Interner {
+    names: Mutex<HashSet<Arc<str>>>,
+    cap: usize,
+}
+
+impl Interner {
+    fn intern(&self, name: &str) -> Arc<str> {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = names.get(name) {
+            return shared.clone();
+        }
+        let name: Arc<str> = Arc::from(name);
+        if names.len() < self.cap {
+            names.insert(name.clone());
+        }
+        name
+    }
+}
+
+fn interner() -> &'static Interner {
+    static NAMES: OnceLock<Interner> = OnceLock::new();
+    NAMES.get_or_init(|| Interner {
+        names: Mutex::default(),
+        cap: INTERNED,
+    })
+}
+
+impl ServiceName {
+    /// The name, shared with every other reference to it while the interner has room.
+    pub fn new(name: &str) -> Self {
+        ServiceName(interner().intern(name))
+    }
+
+    /// The name as a `str`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ServiceName {
+    fn default() -> Self {
+        ServiceName::new("")
+    }
+}
+
+impl Deref for ServiceName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for ServiceName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for ServiceName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for ServiceName {
+    fn from(name: &str) -> Self {
+        ServiceName::new(name)
+    }
+}
+
+impl From<String> for ServiceName {
+    fn from(name: String) -> Self {
+        ServiceName::new(&name)
+    }
+}
+
+impl From<&String> for ServiceName {
+    fn from(name: &String) -> Self {
+        ServiceName::new(name)
+    }
+}
+
+impl From<ServiceName> for String {
+    fn from(name: ServiceName) -> Self {
+        name.0.to_string()
+    }
+}
+
+impl PartialEq<str> for ServiceName {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for ServiceName {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<String> for ServiceName {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<ServiceName> for str {
+    fn eq(&self, other: &ServiceName) -> bool {
+        *self == *other.0
+    }
+}
+
+impl PartialEq<ServiceName> for &str {
+    fn eq(&self, other: &ServiceName) -> bool {
+        **self == *other.0
+    }
+}
+
+impl PartialEq<ServiceName> for String {
+    fn eq(&self, other: &ServiceName) -> bool {
+        **self == *other.0
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for ServiceName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ServiceName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = ServiceName;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a service name")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ServiceName, E> {
+                Ok(ServiceName::new(v))
+            }
+        }
+        d.deserialize_str(Name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_name_shares_one_allocation_and_reads_as_a_str() {
+        let a = ServiceName::from("kv-interned");
+        let b = ServiceName::from(String::from("kv-interned"));
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(a, "kv-interned");
+        assert_eq!("kv-interned", a);
+        assert_eq!(a.len(), 11);
+        assert_eq!(a.to_string(), "kv-interned");
+        assert_eq!(format!("{a:?}"), "\"kv-interned\"");
+        assert_eq!(std::mem::size_of::<ServiceName>(), 16);
+    }
+
+    #[test]
+    fn it_serializes_as_a_string() {
+        let a = ServiceName::from("web");
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(json, "\"web\"");
+        assert_eq!(serde_json::from_str::<ServiceName>(&json).unwrap(), a);
+        assert!(serde_json::from_str::<ServiceName>("7").is_err());
+    }
+
+    #[test]
+    fn the_interner_stays_bounded() {
+        let small = Interner {
+            names: Mutex::default(),
+            cap: 4,
+        };
+        for i in 0..10 {
+            let _ = small.intern(&format!("bounded-{i}"));
+        }
+        assert_eq!(small.names.lock().unwrap().len(), 4);
+        assert!(Arc::ptr_eq(&small.intern("bounded-0"), &small.intern("bounded-0")));
+        assert_eq!(&*small.intern("bounded-past-the-end"), "bounded-past-the-end");
+    }
+}
