@@ -170,7 +170,48 @@ pub fn autocorrelations(series: &[f64], max_lag: usize) -> Vec<f64> {
 ///
 /// Periods from [`MIN_PERIOD`] up to a third of the series (three full cycles) or
 /// [`MAX_PERIOD`], whichever is shorter, are considered.
+///
+/// Two views propose a period: the series itself ([`strongest_period`] of its detrended
+/// values) and its steps `yₜ − yₜ₋₁`. A slowly wandering level (a year's swell under a daily
+/// series' weekly pattern) fills the values' autocorrelation at every short lag, so the short
+/// season there has no trough to stand above and the slow cycle wins; the steps drop the
+/// level, and there the short season shows. When the two disagree, the one whose season
+/// best predicts the next step wins: the smaller mean `|Δyₜ − Δyₜ₋ₚ|` (the one-step error of
+/// "the step the season took last time", which is what the seasonal models use a period for).
 pub fn detect_period(series: &[f64]) -> Option<usize> {
+    if series.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let steps: Vec<f64> = series.windows(2).map(|w| w[1] - w[0]).collect();
+    match (strongest_period(series), strongest_period(&steps)) {
+        (Some(a), Some(b)) if a != b => {
+            // Both compared over the same steps.
+            let start = a.max(b) + 1;
+            let error = |p: usize| seasonal_step_error(&steps, p, start);
+            Some(if error(b) < error(a) { b } else { a })
+        }
+        (a, b) => a.or(b),
+    }
+}
+
+/// The mean `|Δyₜ − Δyₜ₋ₚ|` over `t ≥ start` of the steps `Δy` (infinite when there is none).
+fn seasonal_step_error(steps: &[f64], period: usize, start: usize) -> f64 {
+    let errors = steps
+        .iter()
+        .skip(start)
+        .zip(steps.iter().skip(start - period))
+        .map(|(now, before)| (now - before).abs());
+    let (sum, n) = errors.fold((0.0, 0usize), |(s, n), e| (s + e, n + 1));
+    if n == 0 {
+        f64::INFINITY
+    } else {
+        sum / n as f64
+    }
+}
+
+/// The period of the highest confirmed autocorrelation peak of detrended `series` (see the
+/// module header), reduced to its shortest whole fraction that peaks almost as high.
+pub fn strongest_period(series: &[f64]) -> Option<usize> {
     let max_period = (series.len() / 3).min(MAX_PERIOD);
     if max_period <= MIN_PERIOD || series.iter().any(|v| !v.is_finite()) {
         return None;
@@ -317,6 +358,23 @@ mod tests {
                 "period {period}: found {found}"
             );
         }
+    }
+
+    /// A weekly pattern on a slow swell (daily page views, daily transactions): the swell fills
+    /// the values' autocorrelation at every short lag, so the values alone miss the week; the
+    /// steps find it.
+    #[test]
+    fn finds_a_short_season_under_a_slow_swell() {
+        let week = [0.0, 3.0, 4.0, 4.0, 3.5, 1.0, -6.0];
+        let series: Vec<f64> = (0..1200)
+            .map(|t| {
+                let swell = 40.0 * (std::f64::consts::TAU * t as f64 / 500.0).sin();
+                let noise = (splitmix64(t as u64) >> 11) as f64 / (1u64 << 53) as f64;
+                100.0 + swell + week[t % 7] + 2.0 * noise
+            })
+            .collect();
+        assert_ne!(strongest_period(&series), Some(7), "the values alone");
+        assert_eq!(detect_period(&series), Some(7));
     }
 
     #[test]
