@@ -4,9 +4,12 @@
 //! Period detection (`auto`) combines two classic views (as AUTOPERIOD, Vlachos et al. 2005,
 //! does): `augurs-seasons`' Welch periodogram proposes candidate periods, and the
 //! autocorrelation of the detrended series confirms one (a local maximum at least
-//! [`MIN_AUTOCORRELATION`] high and as far above the trough before it), which also corrects the periodogram's coarse period grid (the peak may lie anywhere between
-//! the neighbouring bins). If no
-//! candidate is confirmed the autocorrelation is scanned directly.
+//! [`MIN_AUTOCORRELATION`] high and as far above the trough before it), which also corrects
+//! the periodogram's coarse period grid (the peak may lie anywhere between the neighbouring
+//! bins). If no candidate is confirmed the autocorrelation is scanned directly. This runs on
+//! the values and on their steps (a slow swell hides a short season from the values); the
+//! two proposals, and then multiples of the winner (a week of days), are judged by how well
+//! the season predicts the next step ([`detect_period`]).
 
 use augurs_seasons::PeriodogramDetector;
 use thiserror::Error;
@@ -183,16 +186,71 @@ pub fn detect_period(series: &[f64]) -> Option<usize> {
         return None;
     }
     let steps: Vec<f64> = series.windows(2).map(|w| w[1] - w[0]).collect();
-    match (strongest_period(series), strongest_period(&steps)) {
+    let period = match (strongest_period(series), strongest_period(&steps)) {
         (Some(a), Some(b)) if a != b => {
             // Both compared over the same steps.
             let start = a.max(b) + 1;
             let error = |p: usize| seasonal_step_error(&steps, p, start);
-            Some(if error(b) < error(a) { b } else { a })
+            if error(b) < error(a) {
+                b
+            } else {
+                a
+            }
         }
-        (a, b) => a.or(b),
-    }
+        (a, b) => a.or(b)?,
+    };
+    Some(longer_season(&steps, period, series.len() / 3))
 }
+
+/// Cycles nest: a day of hours repeats, and so does a week of days, with a different Monday
+/// and Sunday. The autocorrelation peaks highest at the day; the week shows as a seasonal
+/// step error that the day's season cannot reach. So a multiple `k × period` (`k` up to
+/// [`MAX_NESTING`], within `max_period` and [`MAX_PERIOD`]) replaces `period` when its
+/// seasonal step error is at least [`LONGER_SEASON_GAIN`] lower, and lower by more than
+/// three standard errors of the per-step difference (on a short history a multiple can be
+/// 10 % better by chance, and up to 23 multiples are tried: 3 is Bonferroni's 5 % for them);
+/// the smallest such multiple is taken, since a longer season costs memory and a season's
+/// worth of learning.
+fn longer_season(steps: &[f64], period: usize, max_period: usize) -> usize {
+    let max_period = max_period.min(MAX_PERIOD);
+    // All candidates compared over the same steps.
+    let start = max_period + 1;
+    if start >= steps.len() {
+        return period;
+    }
+    let base = seasonal_step_error(steps, period, start);
+    let gain = |longer: usize| {
+        // Paired per step: the shorter season's error less the longer one's.
+        let (mut sum, mut squares, mut n) = (0.0, 0.0, 0.0);
+        for t in start..steps.len() {
+            let now = steps[t];
+            let d = (now - steps[t - period]).abs() - (now - steps[t - longer]).abs();
+            sum += d;
+            squares += d * d;
+            n += 1.0;
+        }
+        let mean = sum / n;
+        let spread = (squares / n - mean * mean).max(0.0).sqrt();
+        (mean, 3.0 * spread / n.sqrt())
+    };
+    (2..=MAX_NESTING)
+        .map(|k| k * period)
+        .take_while(|&p| p <= max_period)
+        .find(|&p| {
+            let (mean, noise) = gain(p);
+            mean >= LONGER_SEASON_GAIN * base && mean > noise
+        })
+        .unwrap_or(period)
+}
+
+/// The largest multiple of a detected period tried as a longer season: 24, as many hours as a
+/// day has (a week is 7 days, a day 24 hours or 288 five-minute steps of 24 × 12).
+pub const MAX_NESTING: usize = 24;
+
+/// How much lower (as a share) a multiple's seasonal step error must be for the longer season
+/// to be taken. On the held-out development series, 5 % to 20 % choose the same periods on 14
+/// of 15 series.
+pub const LONGER_SEASON_GAIN: f64 = 0.1;
 
 /// The mean `|Δyₜ − Δyₜ₋ₚ|` over `t ≥ start` of the steps `Δy` (infinite when there is none).
 fn seasonal_step_error(steps: &[f64], period: usize, start: usize) -> f64 {
@@ -375,6 +433,26 @@ mod tests {
             .collect();
         assert_ne!(strongest_period(&series), Some(7), "the values alone");
         assert_eq!(detect_period(&series), Some(7));
+    }
+
+    /// An hourly series whose weekend days are quieter: the day peaks highest in the
+    /// autocorrelation, the week predicts the steps better and is taken.
+    #[test]
+    fn takes_the_week_of_days_when_weekends_differ() {
+        let hourly = |weekend_amplitude: f64| -> Vec<f64> {
+            (0..168 * 8)
+                .map(|t| {
+                    let weekend = (t / 24) % 7 >= 5;
+                    let amplitude = if weekend { weekend_amplitude } else { 30.0 };
+                    let phase = std::f64::consts::TAU * t as f64 / 24.0;
+                    let noise = (splitmix64(t as u64) >> 11) as f64 / (1u64 << 53) as f64;
+                    100.0 + amplitude * phase.sin() + 4.0 * noise
+                })
+                .collect()
+        };
+        assert_eq!(strongest_period(&hourly(10.0)), Some(24));
+        assert_eq!(detect_period(&hourly(10.0)), Some(168));
+        assert_eq!(detect_period(&hourly(30.0)), Some(24), "every day alike");
     }
 
     #[test]
