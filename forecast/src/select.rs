@@ -190,12 +190,14 @@ impl Selector {
     /// Gives the seasonal models season length `period` (0 or 1: none), as the loop's period
     /// detection found it; a no-op when it is the current one.
     ///
-    /// The two seasonal models are rebuilt (the only allocation: `8 × period` bytes) and fed
+    /// The seasonal naive and Holt-Winters models are rebuilt (the only allocation: `8 ×
+    /// period` bytes; the seasonal step reads the seasonal naive's season) and fed
     /// `recent`, the series' latest values oldest first (the history the period was found
     /// in), so they forecast from the season at once rather than after one more season
     /// (without any, they start from the last value).
-    /// Their running errors restart at naive's: they earn their weight and their choice from
-    /// here. The other models, the bound and the forecasts in flight are kept.
+    /// The three seasonal models' running errors restart at naive's: they earn their weight
+    /// and their choice from here. The other models, the bound and the forecasts in flight
+    /// are kept.
     pub fn set_period(&mut self, period: usize, recent: impl IntoIterator<Item = f64>) {
         let period = if period >= 2 { period } else { 0 };
         if period == self.period() {
