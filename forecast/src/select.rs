@@ -10,7 +10,7 @@
 //! series' own step size until the residuals are known.
 
 use super::{
-    quantile::EwQuantile, Drift, Ewma, Forecaster, Holt, HoltWinters, Median, Naive, SeasonalNaive,
+    quantile::EwQuantile, Drift, Ewma, Forecaster, Holt, HoltWinters, Median, SeasonalNaive,
 };
 
 /// Number of base models in the bank.
@@ -100,12 +100,13 @@ struct Pending {
 /// The online selector over the eight base models and the mix of seven of them, for one
 /// session.
 ///
-/// Memory: the fixed part is 356 bytes; on top, `8 × period` bytes for the seasonal models
+/// Memory: the fixed part is 344 bytes; on top, `8 × period` bytes for the seasonal models
 /// (the seasonal step reads the seasonal naive's season) and `52 × horizon` bytes of forecasts waiting for their actuals. Each update is O(1)
 /// in the series length and allocation-free; allocation happens once, in [`Selector::new`].
 #[derive(Debug, Clone)]
 pub struct Selector {
-    naive: Naive,
+    // No `Naive`: its forecast, the last value, is drift's (`Drift::last`), and a session's
+    // state keeps it once.
     seasonal_naive: SeasonalNaive,
     ewma: Ewma,
     holt: Holt,
@@ -151,7 +152,6 @@ impl Selector {
         // A ring slot is a u16: a horizon of 65,535 steps is beyond any lead time.
         let horizon = config.horizon.clamp(1, usize::from(u16::MAX));
         Self {
-            naive: Naive::default(),
             seasonal_naive: SeasonalNaive::new(config.period),
             ewma: Ewma::default(),
             holt: Holt::default(),
@@ -213,7 +213,7 @@ impl Selector {
         }
         if fed == 0 && self.seen > 0 {
             // No history given: start from the last value, as naive does, not from 0.
-            let last = self.naive.forecast(1);
+            let last = self.drift.last();
             self.seasonal_naive.update(last);
             self.holt_winters.update(last);
         }
@@ -248,7 +248,6 @@ impl Selector {
         if let Some(p) = &matured {
             self.score(p, value);
         }
-        self.naive.update(value);
         self.seasonal_naive.update(value);
         self.ewma.update(value);
         self.holt.update(value);
@@ -360,7 +359,7 @@ impl Selector {
     pub fn model_forecasts(&self) -> [f64; MODELS] {
         let h = self.pending.len();
         [
-            self.naive.forecast(h),
+            self.drift.last(),
             self.seasonal_naive.forecast(h),
             self.ewma.forecast(h),
             self.holt.forecast(h),
