@@ -7,6 +7,9 @@
 //! bound's mean width over the forecast in units of the series' one-step naive MAE (MASE's
 //! scale), so a bound's coverage can be read against its cost.
 //!
+//! The last lines count issue 20 §2's bars per horizon: cases with sMAPE above 1.05 × naive's,
+//! sMAPE at most 0.95 × naive's, MASE under 1, coverage under 90 %.
+//!
 //! ```sh
 //! SHARDLINE_EVAL_DIR=/path/to/csvs cargo run --release -p shardline-forecast --example dev_eval
 //! ```
@@ -27,6 +30,7 @@ fn main() {
         .filter(|p| p.extension().is_some_and(|x| x == "csv"))
         .collect();
     files.sort();
+    let mut bars = [Bars::default(); 3];
     println!(
         "file h period sel_smape naive_smape ratio sel_mase naive_mase sel_cov window_cov width"
     );
@@ -35,11 +39,12 @@ fn main() {
             continue;
         };
         let name = file.file_stem().unwrap().to_string_lossy().into_owned();
-        for h in [1, 3, 12] {
+        for (h, bar) in [1, 3, 12].into_iter().zip(&mut bars) {
             let Ok(r) = evaluate(&name, &series, h, PeriodChoice::Auto) else {
                 continue;
             };
             let (n, s) = (r.models.naive, r.models.selected);
+            bar.add(s.smape / n.smape.max(1e-12), s.mase, s.coverage);
             let (window_cov, width) = window_coverage(&series, h, r.period);
             println!(
                 "{name} {h} {} {:.3} {:.3} {:.3} {:.3} {:.3} {:.3} {window_cov:.3} {width:.3}",
@@ -52,6 +57,35 @@ fn main() {
                 s.coverage,
             );
         }
+    }
+    for (h, b) in [1, 3, 12].into_iter().zip(bars) {
+        println!(
+            "# h={h}: {} cases; sMAPE > 1.05 x naive: {} (worst {:.3}); <= 0.95 x: {}; \
+             MASE < 1: {}; coverage < 90 %: {}",
+            b.cases, b.above_105, b.worst_ratio, b.at_most_095, b.mase_under_1, b.coverage_under_90
+        );
+    }
+}
+
+/// Issue 20 §2's bars at one horizon, counted over the files.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bars {
+    cases: usize,
+    above_105: usize,
+    at_most_095: usize,
+    mase_under_1: usize,
+    coverage_under_90: usize,
+    worst_ratio: f64,
+}
+
+impl Bars {
+    fn add(&mut self, ratio: f64, mase: Option<f64>, coverage: f64) {
+        self.cases += 1;
+        self.above_105 += usize::from(ratio > 1.05);
+        self.at_most_095 += usize::from(ratio <= 0.95);
+        self.mase_under_1 += usize::from(mase.is_some_and(|m| m < 1.0));
+        self.coverage_under_90 += usize::from(coverage < 0.9);
+        self.worst_ratio = self.worst_ratio.max(ratio);
     }
 }
 

@@ -39,6 +39,16 @@ impl Default for Drift {
 }
 
 impl Drift {
+    /// The last value (as `f32`), 0 before any: the naive forecast, which the selector reads
+    /// here rather than keeping a [`crate::Naive`] of its own.
+    pub fn last(&self) -> f64 {
+        if self.last.is_nan() {
+            0.0
+        } else {
+            f64::from(self.last)
+        }
+    }
+
     /// The mean step, per step.
     pub fn slope(&self) -> f64 {
         f64::from(self.slope)

@@ -122,6 +122,8 @@ pub struct ModelScores {
     pub holt_winters: Scores,
     /// Moving median of the last few values.
     pub median: Scores,
+    /// Last value plus the last season's step over the same stretch.
+    pub seasonal_step: Scores,
     /// Last value plus the recent mean step.
     pub drift: Scores,
     /// The selector's forecast and bound: what the daemon decides with.
@@ -288,7 +290,8 @@ pub fn evaluate(
             holt: s[3],
             holt_winters: s[4],
             median: s[5],
-            drift: s[6],
+            seasonal_step: s[6],
+            drift: s[7],
             selected: selected.scores(scale),
         },
     })

@@ -8,7 +8,7 @@
 //!
 //! - [`Forecaster`]: the trait every model implements (`update` one value, `forecast` h steps).
 //! - [`naive`], [`seasonal_naive`], [`ewma`], [`holt`], [`holt_winters`], [`median`],
-//!   [`drift`]: one model per file.
+//!   [`seasonal_step`], [`drift`]: one model per file.
 //! - [`select`]: the online selector that picks, by recent h-step error, one model or the
 //!   models' error-weighted mix, falls back to naive while that choice has been losing to
 //!   naive, and bounds the result with a streaming residual quantile (with an integral term
@@ -36,6 +36,7 @@ pub mod profile;
 pub mod quantile;
 pub mod robust;
 pub mod seasonal_naive;
+pub mod seasonal_step;
 pub mod select;
 #[cfg(test)]
 mod synthetic;
@@ -47,6 +48,7 @@ pub use holt_winters::HoltWinters;
 pub use median::Median;
 pub use naive::Naive;
 pub use seasonal_naive::SeasonalNaive;
+pub use seasonal_step::SeasonalStep;
 pub use select::{Matured, Selector, SelectorConfig, MODELS, MODEL_NAMES};
 
 /// An online forecaster: fed one value per step, asked for the value `h` steps ahead.

@@ -4,11 +4,15 @@
 //! Period detection (`auto`) combines two classic views (as AUTOPERIOD, Vlachos et al. 2005,
 //! does): `augurs-seasons`' Welch periodogram proposes candidate periods, and the
 //! autocorrelation of the detrended series confirms one (a local maximum at least
-//! [`MIN_AUTOCORRELATION`] high and as far above the trough before it), which also corrects the periodogram's coarse period grid (the peak may lie anywhere between
-//! the neighbouring bins). If no
-//! candidate is confirmed the autocorrelation is scanned directly.
+//! [`MIN_AUTOCORRELATION`] high and as far above the trough before it), which also corrects
+//! the periodogram's coarse period grid (the peak may lie anywhere between the neighbouring
+//! bins). If no candidate is confirmed the autocorrelation is scanned directly. This runs on
+//! the values and on their steps (a slow swell hides a short season from the values); the
+//! two proposals, and then multiples of the winner (a week of days), are judged by how well
+//! the season predicts the next step ([`detect_period`]).
 
 use augurs_seasons::PeriodogramDetector;
+use rustfft::{num_complex::Complex, FftPlanner};
 use thiserror::Error;
 
 /// Shortest period detected (steps).
@@ -144,6 +148,11 @@ pub fn autocorrelation(series: &[f64], lag: usize) -> f64 {
 
 /// The autocorrelations of `series` at lags `0..=max_lag` (0 beyond its length, and
 /// everywhere when it is constant).
+///
+/// Computed through the FFT (Wiener–Khinchin: the inverse transform of the power spectrum of
+/// the centred series, zero-padded so the lags do not wrap around): O(n log n) rather than the
+/// direct sum's O(n × max_lag), which at a 3,600-sample history and lags up to a third of it
+/// was most of a detection's cost.
 pub fn autocorrelations(series: &[f64], max_lag: usize) -> Vec<f64> {
     let mut out = vec![0.0; max_lag + 1];
     if series.is_empty() {
@@ -155,13 +164,24 @@ pub fn autocorrelations(series: &[f64], max_lag: usize) -> Vec<f64> {
     if denominator == 0.0 {
         return out;
     }
-    for (lag, r) in out.iter_mut().enumerate().take(series.len()) {
-        let numerator: f64 = centred
-            .iter()
-            .zip(&centred[lag..])
-            .map(|(a, b)| a * b)
-            .sum();
-        *r = numerator / denominator;
+    let lags = (max_lag + 1).min(series.len());
+    let size = (series.len() + lags).next_power_of_two();
+    let mut buffer: Vec<Complex<f64>> = centred
+        .iter()
+        .map(|&v| Complex::new(v, 0.0))
+        .chain(std::iter::repeat(Complex::new(0.0, 0.0)))
+        .take(size)
+        .collect();
+    let mut planner = FftPlanner::new();
+    planner.plan_fft_forward(size).process(&mut buffer);
+    for c in buffer.iter_mut() {
+        *c = Complex::new(c.norm_sqr(), 0.0);
+    }
+    planner.plan_fft_inverse(size).process(&mut buffer);
+    // The inverse transform is unnormalised: lag k's sum is `size` × its value.
+    let scale = size as f64 * denominator;
+    for (r, c) in out.iter_mut().zip(&buffer[..lags]) {
+        *r = c.re / scale;
     }
     out
 }
@@ -170,7 +190,112 @@ pub fn autocorrelations(series: &[f64], max_lag: usize) -> Vec<f64> {
 ///
 /// Periods from [`MIN_PERIOD`] up to a third of the series (three full cycles) or
 /// [`MAX_PERIOD`], whichever is shorter, are considered.
+///
+/// Two views propose a period: the series itself ([`strongest_period`] of its detrended
+/// values) and its steps `yₜ − yₜ₋₁`. A slowly wandering level (a year's swell under a daily
+/// series' weekly pattern) fills the values' autocorrelation at every short lag, so the short
+/// season there has no trough to stand above and the slow cycle wins; the steps drop the
+/// level, and there the short season shows. Seasons are judged by the mean `|Δyₜ − Δyₜ₋ₚ|`
+/// (the one-step error of "the step the season took last time", what the seasonal models use
+/// a period for): the steps' period replaces the values' one only when it is significantly
+/// better.
 pub fn detect_period(series: &[f64]) -> Option<usize> {
+    if series.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let steps: Vec<f64> = series.windows(2).map(|w| w[1] - w[0]).collect();
+    let period = match (strongest_period(series), strongest_period(&steps)) {
+        // Differencing doubles the noise, so the steps' period must earn its place against the
+        // values' one: by predicting the steps significantly better. (Alone it is taken: the
+        // seasonal step model doubles the noise too, so "better than no season" is too strict
+        // a test there, where Holt-Winters' smoothed season still gains; three weeks on the
+        // daily bitcoin series fail it and bring Holt-Winters' h = 3 MASE to 0.80 from 1.05.)
+        (Some(a), Some(b)) if a != b => {
+            if step_gain(&steps, a, b, a.max(b) + 1, 2.0).is_some() {
+                b
+            } else {
+                a
+            }
+        }
+        (a, b) => a.or(b)?,
+    };
+    Some(longer_season(&steps, period, series.len() / 3))
+}
+
+/// How much better season `candidate` predicts the steps from `start` on than season `base`,
+/// in the mean of the paired per-step differences of `|Δyₜ − Δyₜ₋ₚ|`, when that is more than
+/// `z` standard errors above 0 (2 for one comparison, about 95 %; 3 where [`longer_season`]
+/// tries up to 23 multiples against one base, Bonferroni's 5 % for them); `None` when it is
+/// not, or there is no step to compare.
+fn step_gain(steps: &[f64], base: usize, candidate: usize, start: usize, z: f64) -> Option<f64> {
+    let error = |t: usize, p: usize| (steps[t] - steps[t - p]).abs();
+    let (mut sum, mut squares, mut n) = (0.0, 0.0, 0.0);
+    for t in start..steps.len() {
+        let d = error(t, base) - error(t, candidate);
+        sum += d;
+        squares += d * d;
+        n += 1.0;
+    }
+    if n < 2.0 {
+        return None;
+    }
+    let mean = sum / n;
+    let spread = (squares / n - mean * mean).max(0.0).sqrt();
+    (mean > z * spread / f64::sqrt(n)).then_some(mean)
+}
+
+/// Cycles nest: a day of hours repeats, and so does a week of days, with a different Monday
+/// and Sunday. The autocorrelation peaks highest at the day; the week shows as a seasonal
+/// step error that the day's season cannot reach. So a multiple `k × period` (`k` up to
+/// [`MAX_NESTING`], within `max_period` and [`MAX_PERIOD`]) replaces `period` when its
+/// seasonal step error is at least [`LONGER_SEASON_GAIN`] lower, and significantly lower
+/// ([`step_gain`]: on a short history a multiple can be 10 % better by chance); the smallest
+/// such multiple is taken, since a longer season costs memory and a season's worth of
+/// learning.
+fn longer_season(steps: &[f64], period: usize, max_period: usize) -> usize {
+    let max_period = max_period.min(MAX_PERIOD);
+    // All candidates compared over the same steps.
+    let start = max_period + 1;
+    if start >= steps.len() {
+        return period;
+    }
+    let base = seasonal_step_error(steps, period, start);
+    (2..=MAX_NESTING)
+        .map(|k| k * period)
+        .take_while(|&p| p <= max_period)
+        .find(|&p| {
+            step_gain(steps, period, p, start, 3.0).is_some_and(|g| g >= LONGER_SEASON_GAIN * base)
+        })
+        .unwrap_or(period)
+}
+
+/// The largest multiple of a detected period tried as a longer season: 24, as many hours as a
+/// day has (a week is 7 days, a day 24 hours or 288 five-minute steps of 24 × 12).
+pub const MAX_NESTING: usize = 24;
+
+/// How much lower (as a share) a multiple's seasonal step error must be for the longer season
+/// to be taken. On the held-out development series, 5 % to 20 % choose the same periods on 14
+/// of 15 series.
+pub const LONGER_SEASON_GAIN: f64 = 0.1;
+
+/// The mean `|Δyₜ − Δyₜ₋ₚ|` over `t ≥ start` of the steps `Δy` (infinite when there is none).
+fn seasonal_step_error(steps: &[f64], period: usize, start: usize) -> f64 {
+    let errors = steps
+        .iter()
+        .skip(start)
+        .zip(steps.iter().skip(start - period))
+        .map(|(now, before)| (now - before).abs());
+    let (sum, n) = errors.fold((0.0, 0usize), |(s, n), e| (s + e, n + 1));
+    if n == 0 {
+        f64::INFINITY
+    } else {
+        sum / n as f64
+    }
+}
+
+/// The period of the highest confirmed autocorrelation peak of detrended `series` (see the
+/// module header), reduced to its shortest whole fraction that peaks almost as high.
+pub fn strongest_period(series: &[f64]) -> Option<usize> {
     let max_period = (series.len() / 3).min(MAX_PERIOD);
     if max_period <= MIN_PERIOD || series.iter().any(|v| !v.is_finite()) {
         return None;
@@ -319,12 +444,73 @@ mod tests {
         }
     }
 
+    /// A weekly pattern on a slow swell (daily page views, daily transactions): the swell fills
+    /// the values' autocorrelation at every short lag, so the values alone miss the week; the
+    /// steps find it.
+    #[test]
+    fn finds_a_short_season_under_a_slow_swell() {
+        let week = [0.0, 3.0, 4.0, 4.0, 3.5, 1.0, -6.0];
+        let series: Vec<f64> = (0..1200)
+            .map(|t| {
+                let swell = 40.0 * (std::f64::consts::TAU * t as f64 / 500.0).sin();
+                let noise = (splitmix64(t as u64) >> 11) as f64 / (1u64 << 53) as f64;
+                100.0 + swell + week[t % 7] + 2.0 * noise
+            })
+            .collect();
+        assert_ne!(strongest_period(&series), Some(7), "the values alone");
+        assert_eq!(detect_period(&series), Some(7));
+    }
+
+    /// An hourly series whose weekend days are quieter: the day peaks highest in the
+    /// autocorrelation, the week predicts the steps better and is taken.
+    #[test]
+    fn takes_the_week_of_days_when_weekends_differ() {
+        let hourly = |weekend_amplitude: f64| -> Vec<f64> {
+            (0..168 * 8)
+                .map(|t| {
+                    let weekend = (t / 24) % 7 >= 5;
+                    let amplitude = if weekend { weekend_amplitude } else { 30.0 };
+                    let phase = std::f64::consts::TAU * t as f64 / 24.0;
+                    let noise = (splitmix64(t as u64) >> 11) as f64 / (1u64 << 53) as f64;
+                    100.0 + amplitude * phase.sin() + 4.0 * noise
+                })
+                .collect()
+        };
+        assert_eq!(strongest_period(&hourly(10.0)), Some(24));
+        assert_eq!(detect_period(&hourly(10.0)), Some(168));
+        assert_eq!(detect_period(&hourly(30.0)), Some(24), "every day alike");
+    }
+
     #[test]
     fn no_period_in_a_line_or_a_constant() {
         let line: Vec<f64> = (0..500).map(f64::from).collect();
         assert_eq!(detect_period(&line), None);
         assert_eq!(detect_period(&[3.0; 500]), None);
         assert_eq!(detect_period(&[1.0, 2.0]), None);
+    }
+
+    /// The FFT's autocorrelations are the direct sums'.
+    #[test]
+    fn autocorrelations_match_the_direct_sums() {
+        let series = seasonal(500, 24);
+        let fast = autocorrelations(&series, 200);
+        let mean = series.iter().sum::<f64>() / 500.0;
+        let centred: Vec<f64> = series.iter().map(|v| v - mean).collect();
+        let denominator: f64 = centred.iter().map(|v| v * v).sum();
+        for (lag, r) in fast.iter().enumerate() {
+            let direct: f64 = centred
+                .iter()
+                .zip(&centred[lag..])
+                .map(|(a, b)| a * b)
+                .sum();
+            assert!((r - direct / denominator).abs() < 1e-9, "lag {lag}");
+        }
+        assert_eq!(
+            autocorrelations(&[1.0, 2.0], 4)[3],
+            0.0,
+            "beyond the series"
+        );
+        assert_eq!(autocorrelations(&[3.0; 10], 4), vec![0.0; 5], "constant");
     }
 
     #[test]

@@ -8,7 +8,11 @@ use super::Forecaster;
 pub struct SeasonalNaive {
     season: Box<[f32]>,
     seen: u64,
-    last: f64,
+    /// The last value, as `f32` like the season.
+    last: f32,
+    /// The value the last update overwrote in the season, `yₜ₋ₚ` (NaN until one was): what
+    /// [`SeasonalNaive::step_forecast`] measures the season-on-season change against.
+    evicted: f32,
 }
 
 impl SeasonalNaive {
@@ -19,6 +23,7 @@ impl SeasonalNaive {
             season: vec![0.0; period].into_boxed_slice(),
             seen: 0,
             last: 0.0,
+            evicted: f32::NAN,
         }
     }
 
@@ -26,22 +31,36 @@ impl SeasonalNaive {
     pub fn period(&self) -> usize {
         self.season.len()
     }
+
+    /// The seasonal step forecast ([`crate::SeasonalStep`]) from this model's season: the
+    /// seasonal naive forecast shifted by `yₜ − yₜ₋ₚ`, how far this season runs above the
+    /// last. The naive forecast until a season and one value were seen.
+    pub fn step_forecast(&self, h: usize) -> f64 {
+        if self.evicted.is_nan() {
+            return f64::from(self.last);
+        }
+        self.forecast(h) + (f64::from(self.last) - f64::from(self.evicted))
+    }
 }
 
 impl Forecaster for SeasonalNaive {
     fn update(&mut self, value: f64) {
         let p = self.season.len() as u64;
         if p > 0 {
-            self.season[(self.seen % p) as usize] = value as f32;
+            let slot = &mut self.season[(self.seen % p) as usize];
+            if self.seen >= p {
+                self.evicted = *slot;
+            }
+            *slot = value as f32;
         }
         self.seen += 1;
-        self.last = value;
+        self.last = value as f32;
     }
 
     fn forecast(&self, h: usize) -> f64 {
         let p = self.season.len() as u64;
         if p == 0 || self.seen < p {
-            return self.last;
+            return f64::from(self.last);
         }
         let h = h.max(1) as u64;
         // The target's index is seen + h - 1; step back whole seasons into the stored one.

@@ -10,11 +10,11 @@
 //! series' own step size until the residuals are known.
 
 use super::{
-    quantile::EwQuantile, Drift, Ewma, Forecaster, Holt, HoltWinters, Median, Naive, SeasonalNaive,
+    quantile::EwQuantile, Drift, Ewma, Forecaster, Holt, HoltWinters, Median, SeasonalNaive,
 };
 
 /// Number of base models in the bank.
-pub const MODELS: usize = 7;
+pub const MODELS: usize = 8;
 
 /// The base models' names, in bank order (the keys of `forecast-eval`'s report).
 pub const MODEL_NAMES: [&str; MODELS] = [
@@ -24,6 +24,7 @@ pub const MODEL_NAMES: [&str; MODELS] = [
     "holt",
     "holt_winters",
     "median",
+    "seasonal_step",
     "drift",
 ];
 
@@ -41,6 +42,7 @@ const MIX: usize = MODELS;
 /// The seasonal models' indices in the bank ([`MODEL_NAMES`]).
 const SEASONAL_NAIVE: usize = 1;
 const HOLT_WINTERS: usize = 4;
+const SEASONAL_STEP: usize = 6;
 
 /// How a [`Selector`] forecasts and bounds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,7 +85,7 @@ pub struct Matured {
 }
 
 /// A pending forecast: the bank's, the mix, the selection and its bound, stored as `f32`,
-/// and the highest value seen since it was made (48 bytes).
+/// and the highest value seen since it was made (52 bytes).
 #[derive(Debug, Clone, Copy, Default)]
 struct Pending {
     models: [f32; MODELS],
@@ -95,14 +97,16 @@ struct Pending {
     peak: f32,
 }
 
-/// The online selector over the seven base models and the mix of six of them, for one session.
+/// The online selector over the eight base models and the mix of seven of them, for one
+/// session.
 ///
-/// Memory: the fixed part is 344 bytes; on top, `8 × period` bytes for the two seasonal
-/// models and `48 × horizon` bytes of forecasts waiting for their actuals. Each update is O(1)
+/// Memory: the fixed part is 344 bytes; on top, `8 × period` bytes for the seasonal models
+/// (the seasonal step reads the seasonal naive's season) and `52 × horizon` bytes of forecasts waiting for their actuals. Each update is O(1)
 /// in the series length and allocation-free; allocation happens once, in [`Selector::new`].
 #[derive(Debug, Clone)]
 pub struct Selector {
-    naive: Naive,
+    // No `Naive`: its forecast, the last value, is drift's (`Drift::last`), and a session's
+    // state keeps it once.
     seasonal_naive: SeasonalNaive,
     ewma: Ewma,
     holt: Holt,
@@ -148,7 +152,6 @@ impl Selector {
         // A ring slot is a u16: a horizon of 65,535 steps is beyond any lead time.
         let horizon = config.horizon.clamp(1, usize::from(u16::MAX));
         Self {
-            naive: Naive::default(),
             seasonal_naive: SeasonalNaive::new(config.period),
             ewma: Ewma::default(),
             holt: Holt::default(),
@@ -187,12 +190,14 @@ impl Selector {
     /// Gives the seasonal models season length `period` (0 or 1: none), as the loop's period
     /// detection found it; a no-op when it is the current one.
     ///
-    /// The two seasonal models are rebuilt (the only allocation: `8 × period` bytes) and fed
+    /// The seasonal naive and Holt-Winters models are rebuilt (the only allocation: `8 ×
+    /// period` bytes; the seasonal step reads the seasonal naive's season) and fed
     /// `recent`, the series' latest values oldest first (the history the period was found
     /// in), so they forecast from the season at once rather than after one more season
     /// (without any, they start from the last value).
-    /// Their running errors restart at naive's: they earn their weight and their choice from
-    /// here. The other models, the bound and the forecasts in flight are kept.
+    /// The three seasonal models' running errors restart at naive's: they earn their weight
+    /// and their choice from here. The other models, the bound and the forecasts in flight
+    /// are kept.
     pub fn set_period(&mut self, period: usize, recent: impl IntoIterator<Item = f64>) {
         let period = if period >= 2 { period } else { 0 };
         if period == self.period() {
@@ -208,16 +213,19 @@ impl Selector {
         }
         if fed == 0 && self.seen > 0 {
             // No history given: start from the last value, as naive does, not from 0.
-            let last = self.naive.forecast(1);
+            let last = self.drift.last();
             self.seasonal_naive.update(last);
             self.holt_winters.update(last);
         }
-        for m in [SEASONAL_NAIVE, HOLT_WINTERS] {
+        for m in [SEASONAL_NAIVE, HOLT_WINTERS, SEASONAL_STEP] {
             self.error[m] = self.error[0];
             self.relative[m] = self.relative[0];
             self.absolute[m] = self.absolute[0];
         }
-        if matches!(usize::from(self.chosen), SEASONAL_NAIVE | HOLT_WINTERS) {
+        if matches!(
+            usize::from(self.chosen),
+            SEASONAL_NAIVE | HOLT_WINTERS | SEASONAL_STEP
+        ) {
             self.chosen = MIX as u8;
         }
     }
@@ -240,7 +248,6 @@ impl Selector {
         if let Some(p) = &matured {
             self.score(p, value);
         }
-        self.naive.update(value);
         self.seasonal_naive.update(value);
         self.ewma.update(value);
         self.holt.update(value);
@@ -352,12 +359,13 @@ impl Selector {
     pub fn model_forecasts(&self) -> [f64; MODELS] {
         let h = self.pending.len();
         [
-            self.naive.forecast(h),
+            self.drift.last(),
             self.seasonal_naive.forecast(h),
             self.ewma.forecast(h),
             self.holt.forecast(h),
             self.holt_winters.forecast(h),
             self.median.forecast(h),
+            self.seasonal_naive.step_forecast(h),
             self.drift.forecast(h),
         ]
     }

@@ -90,6 +90,9 @@ fn cli_prints_one_json_object() {
         "ewma",
         "holt",
         "holt_winters",
+        "median",
+        "seasonal_step",
+        "drift",
         "selected",
     ] {
         for metric in ["smape", "mase", "coverage"] {

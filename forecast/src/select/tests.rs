@@ -28,7 +28,10 @@ fn prefers_the_model_that_fits() {
         s.update(wave(t));
     }
     let w = s.weights();
-    assert!(w[1] + w[4] > 0.9, "seasonal models should lead: {w:?}");
+    assert!(
+        w[SEASONAL_NAIVE] + w[HOLT_WINTERS] + w[SEASONAL_STEP] > 0.9,
+        "seasonal models should lead: {w:?}"
+    );
     assert!((s.forecast() - wave(601)).abs() < 3.0, "{}", s.forecast());
 }
 
@@ -63,7 +66,8 @@ fn upper_bound_covers_noise() {
 
 /// The loop's detection switches the seasons on mid-stream: warmed with the recent
 /// history, the seasonal models lead at once; switched off, they are naive and Holt again.
-/// The selector stays as small as it was (344 bytes on x86_64).
+/// The selector stays as small as it was (344 bytes on x86_64: the seasonal step model's
+/// running errors are paid for by reading the naive forecast off drift's last value).
 #[test]
 fn a_period_set_mid_stream_turns_the_seasonal_models_on_and_off() {
     assert!(
@@ -93,7 +97,7 @@ fn a_period_set_mid_stream_turns_the_seasonal_models_on_and_off() {
     }
     let w = s.weights();
     assert!(
-        w[SEASONAL_NAIVE] + w[HOLT_WINTERS] > 0.9,
+        w[SEASONAL_NAIVE] + w[HOLT_WINTERS] + w[SEASONAL_STEP] > 0.9,
         "before {before:?}, after {w:?}"
     );
     assert!((s.forecast() - wave(601)).abs() < 3.0, "{}", s.forecast());
@@ -248,4 +252,47 @@ fn upper_bound_covers_short_growing_series_from_the_start() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Issue 20 §2: on a random walk (the household-power and wind series of the held-out set
+/// move like one) no model beats naive, and the selector publishes naive most of the time:
+/// its sMAPE stays within 1.05 × naive's at horizons 1, 3 and 12, with a period the walk
+/// does not have switched on too (so the seasonal models are in the bank and lose). Without
+/// the guard, seed 1 reaches 1.060 × at h = 12 and publishes naive 68 % of the time at h = 3.
+#[test]
+fn publishes_naive_on_a_random_walk() {
+    use crate::eval::{evaluate, PeriodChoice};
+    for seed in 1..=3 {
+        let mut rng = crate::synthetic::Rng::new(seed);
+        let mut level = 1000.0;
+        let series: Vec<f64> = (0..3000)
+            .map(|_| {
+                level += 10.0 * rng.normal();
+                level
+            })
+            .collect();
+        for h in [1, 3, 12] {
+            let r = evaluate("walk", &series, h, PeriodChoice::Fixed(24)).unwrap();
+            let ratio = r.models.selected.smape / r.models.naive.smape;
+            assert!(
+                ratio <= 1.05,
+                "seed {seed} h={h}: {ratio:.3} × naive's sMAPE"
+            );
+            let mut s = Selector::new(SelectorConfig {
+                horizon: h,
+                period: 24,
+                ..SelectorConfig::default()
+            });
+            let mut naive = 0;
+            for &v in &series {
+                s.update(v);
+                naive += usize::from(s.chosen() == "naive");
+            }
+            let share = naive as f64 / series.len() as f64;
+            assert!(
+                share >= 0.75,
+                "seed {seed} h={h}: naive published {share:.2} of the time"
+            );
+        }
+    }
 }
