@@ -22,9 +22,13 @@ fn the_json_has_exactly_the_documented_shape() {
         k.sort();
         k
     };
-    assert_eq!(keys(&json), ["controllers", "ticks", "trace"]);
+    assert_eq!(
+        keys(&json),
+        ["controllers", "ticks", "trace", "warmup_ticks"]
+    );
     assert_eq!(json["trace"], "waves");
     assert_eq!(json["ticks"], 300);
+    assert_eq!(json["warmup_ticks"], 30);
     assert_eq!(
         keys(&json["controllers"]),
         ["oracle", "predictive", "reactive", "static"]
@@ -132,4 +136,72 @@ fn bad_input_is_refused_with_what_is_wrong() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("--tick-secs"), "{err}");
+}
+
+/// The warm-up is history, not test: a session that starts at three shards' demand overloads
+/// its home at the first tick under every controller that has to see it first, and that tick
+/// is scored only when no warm-up is asked for. Every controller runs through the warm-up, so
+/// after it the reactive one holds the shards it decided there.
+#[test]
+fn the_warm_up_is_run_but_not_scored() {
+    let steady = Series {
+        name: "steady".into(),
+        values: vec![300.0; 200],
+    };
+    let options = |warmup_ticks| Options {
+        peak_shards: 3,
+        warmup_ticks,
+        ..Options::default()
+    };
+    let cold = Report::of(&run(&[steady.clone()], &options(Some(0))).unwrap());
+    assert_eq!(cold.warmup_ticks, 0);
+    assert!(
+        cold.controllers.reactive.overload_seconds > 0.0,
+        "{}",
+        cold.table()
+    );
+    let warm = Report::of(&run(&[steady], &options(None)).unwrap());
+    assert_eq!(warm.warmup_ticks, 20, "a tenth of the run by default");
+    for (name, s) in warm.rows() {
+        assert_eq!(s.overload_seconds, 0.0, "{name}\n{}", warm.table());
+        // 180 scored ticks at 3 shards: every controller carries the steady load on 3 (the
+        // predictive loop's headroom aside).
+        assert!(s.shard_seconds >= 180.0 * 3.0, "{name}\n{}", warm.table());
+        assert_eq!(s.reshards, 0, "{name}: its re-shards were in the warm-up");
+    }
+    let err = run(
+        &[waves(10)],
+        &Options {
+            warmup_ticks: Some(10),
+            ..Options::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("--warmup-ticks"), "{err}");
+}
+
+/// A test a purely reactive loop fails: on steep ramps the daemon's default loop keeps every
+/// backend out of overload after the warm-up, and the same replay with the loop switched to
+/// the HPA rule (`controller = "reactive"`, which the predictive slot then runs) does not.
+#[test]
+fn on_ramps_the_default_loop_never_overloads_and_a_reactive_loop_does() {
+    use crate::config::control::Controller;
+    let overloads = |controller| {
+        let options = Options {
+            control: ControlConfig {
+                controller,
+                ..ControlConfig::default()
+            },
+            ..Options::default()
+        };
+        let r = Report::of(&run(&[ramps(1200)], &options).unwrap());
+        (r.controllers.predictive.overload_seconds, r.table())
+    };
+    let (predictive, table) = overloads(Controller::Predictive);
+    assert_eq!(predictive, 0.0, "{table}");
+    let (reactive, table) = overloads(Controller::Reactive);
+    assert!(
+        reactive > 0.0,
+        "the HPA rule kept up: the test shows nothing\n{table}"
+    );
 }
