@@ -119,7 +119,9 @@ pub struct ControlConfig {
     /// unset (default): shard counts follow packets alone. Set, a session gets the larger of
     /// the shard counts its packets and its bytes need.
     pub per_shard_bytes: Option<f64>,
-    /// Spare capacity over the upper forecast (default 0.2).
+    /// Spare capacity on the session's expected load, added to the upper bound over the lead
+    /// window (default 0.25: a steady load is sized at 1.25 × itself, as the HPA rule's 0.8
+    /// target sizes it).
     #[serde(default = "d_headroom")]
     pub headroom: f64,
     /// Extra margin a scale-in must leave (default 0.1).
@@ -226,7 +228,7 @@ fn d_capacity() -> f64 {
     1000.0
 }
 fn d_headroom() -> f64 {
-    0.2
+    0.25
 }
 fn d_hysteresis() -> f64 {
     0.1

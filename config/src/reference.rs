@@ -110,7 +110,12 @@ pub const KEYS: &[Key] = &[
     key("control.period", Code, Int(0, 2016), "Season length in ticks for the seasonal models: `\"auto\"` detects it on each session's history (redone as it grows), a number fixes it (0: none)."),
     key("control.per_shard_capacity", Code, Text("> 0"), "Load (packets per second) one shard carries at full use."),
     key("control.per_shard_bytes", Code, Text("> 0, bytes per second"), "Bytes per second one shard carries at full use; set, a session gets the larger of the shard counts its packets and its bytes need. Unset: packets alone."),
-    key("control.headroom", Code, Text("0 to < 1"), "Spare capacity over the upper forecast."),
+    key(
+        "control.headroom",
+        Code,
+        Text("0 to < 1"),
+        "Spare capacity on the session's expected load (its forecast or measured rate, whichever is higher), added to the upper bound over the lead window: `ceil((upper + headroom × level) / per_shard_capacity)` shards.",
+    ),
     key("control.hysteresis", Code, Text("0 to < 1"), "Extra margin a scale-in must leave."),
     key("control.min_dwell_secs", Code, Text(">= 0"), "Least seconds after a change before a scale-in (scale-out never waits)."),
     key("control.scale_in_delay_secs", Code, Text(">= 0"), "Seconds the forecast must stay low before a scale-in."),

@@ -1,7 +1,8 @@
 //! `replay`: issue 20's goal on each shipped trace, and the replay's speed.
 //!
 //! Each trace of `shared/data/traces` (or `$SHARDLINE_TRACES`) is replayed with every default
-//! (one session; `--quick`: its first [`QUICK_ROWS`] rows) and reported with whether the goal
+//! (one session, the first tenth of the rows a warm-up every controller runs on and none is
+//! scored on; `--quick`: its first [`QUICK_ROWS`] rows) and reported with whether the goal
 //! is met — predictive at most ½ the reactive `overload_seconds` at no more than 1.1 × its
 //! `shard_seconds`, within 1.3 × the oracle's — and, where it misses, why (the replay's own
 //! reason). The speed figure replays many phase-shifted sessions of one trace under all four

@@ -43,6 +43,10 @@ pub struct ReplayArgs {
     /// Capacity of one backend, in the series' unit after scaling (default: one shard's).
     #[arg(long)]
     backend_capacity: Option<f64>,
+    /// Leading rows every controller runs on but none is scored on: history, as a running
+    /// daemon has seen its sessions before (default: the first tenth of the run).
+    #[arg(long)]
+    warmup_ticks: Option<usize>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -75,6 +79,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<()> {
         backends: a.backends,
         backend_capacity: a.backend_capacity,
         timeline: a.plot.is_some(),
+        warmup_ticks: a.warmup_ticks,
     };
     let outcome = replay::run(&series, &options)?;
     let report = Report::of(&outcome);

@@ -4,10 +4,13 @@
 //! session's history (`period = "auto"`); `fleet`: the backends' loads as placement sees them
 //! and the fleet-wide shortfall the autoscale hook is told of; `repair`: re-sharding placed
 //! sessions that lost a backend or hold fewer shards than decided; [`classes`]: class priors
-//! learned from the class's sessions.
+//! learned from the class's sessions; `place`: a session's new shard set and the command that
+//! writes it; `insights`: each session's recorded samples, error and events.
 
 pub mod classes;
 mod fleet;
+mod insights;
+mod place;
 mod repair;
 pub mod season;
 
@@ -21,11 +24,10 @@ use crate::{
     agent::AgentReport,
     control::forecast::{Selector, SelectorConfig},
     control::hook::Shortfall,
-    control::insight::{ReshardEvent, Sample, SessionInsight, HISTORY_SAMPLES},
-    control::placement::{choose_backends, BackendLoad},
+    control::insight::{ReshardEvent, Sample, HISTORY_SAMPLES},
+    control::placement::BackendLoad,
     control::sizing::SizingConfig,
     control::tick::{tick, SessionState, ShardChange},
-    snapshot::Snapshot,
     state::{Command, ControlState, SessionRef},
 };
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -373,245 +375,6 @@ impl Core {
         self.repair(&mut out, state, &mut loads, at_ms, now);
         out.shortfall = self.fleet_check(now, at_ms, rates, &loads, state);
         out
-    }
-
-    /// The session's shard set as this loop last wrote it, or as the state says.
-    fn current(&mut self, session: &SessionRef, state: &ControlState, now: Instant) -> Vec<u32> {
-        let applied = state
-            .sessions
-            .get(session)
-            .map(|e| e.backends.to_vec())
-            .unwrap_or_default();
-        match self.pending.get(session) {
-            Some((set, _)) if *set == applied => {
-                self.pending.remove(session);
-                applied
-            }
-            Some((set, at)) if now.saturating_duration_since(*at) < PENDING_FOR => set.clone(),
-            _ => applied,
-        }
-    }
-
-    /// [`Self::current`], or for an unplaced header session its home (and `true`: unplaced).
-    /// Such a session's new set keeps the home and widens from there, so its keys there stay.
-    /// `tables` holds [`ControlState::unplaced_tables`] once built.
-    fn current_or_home(
-        &mut self,
-        session: &SessionRef,
-        state: &ControlState,
-        now: Instant,
-        tables: &mut Option<Snapshot>,
-    ) -> (Vec<u32>, bool) {
-        let mut current = self.current(session, state, now);
-        let unplaced = current.is_empty();
-        if unplaced {
-            let tables = tables.get_or_insert_with(|| state.unplaced_tables());
-            current.extend(state.home(tables, session));
-        }
-        (current, unplaced)
-    }
-
-    /// The session's shard set resized to `to`: the live members of `current` its service's
-    /// pool still holds, then new ones from the pool (at their weights in it) with room for
-    /// their share of `(upper, bytes)`, the session's packets and bytes per second.
-    fn grow_or_shrink(
-        &mut self,
-        session: &SessionRef,
-        state: &ControlState,
-        current: &[u32],
-        to: usize,
-        (upper, bytes): (f64, f64),
-        loads: &mut [BackendLoad],
-    ) -> Vec<u32> {
-        let alive = &self.alive;
-        let in_pool = |b: &BackendLoad| state.pool_weight(&session.service, b.id, b.weight);
-        let mut set: Vec<u32> = current
-            .iter()
-            .copied()
-            .filter(|id| alive.contains(id))
-            .filter(|id| load_of(loads, *id).and_then(in_pool).is_some_and(|w| w > 0))
-            .take(to)
-            .collect();
-        if set.len() < to {
-            let per_shard = upper.max(0.0) / to as f64;
-            let per_shard_bytes = if bytes.is_finite() {
-                bytes.max(0.0) / to as f64
-            } else {
-                0.0
-            };
-            let service = state
-                .services
-                .iter()
-                .position(|s| s.name == session.service);
-            let (reports, committed) = (&self.reports, &self.service_committed);
-            // The host's free capacity, or the service's where the agent reports one.
-            let scoped = |b: BackendLoad| {
-                let reported = reports
-                    .get(&b.id)
-                    .and_then(|r| r.service_capacity(&session.service));
-                let held = service.and_then(|i| committed.get(&(i, b.id)));
-                b.for_service(reported, held.copied().unwrap_or(0.0))
-            };
-            let candidates = &mut self.candidates;
-            candidates.clear();
-            candidates.extend(
-                loads
-                    .iter()
-                    .filter(|b| !set.contains(&b.id))
-                    .filter_map(|b| {
-                        Some(scoped(BackendLoad {
-                            weight: in_pool(b)?,
-                            ..*b
-                        }))
-                    }),
-            );
-            choose_backends(
-                candidates,
-                to - set.len(),
-                per_shard,
-                per_shard_bytes,
-                &mut self.chosen,
-            );
-            set.extend(self.chosen.iter().copied());
-            for b in loads.iter_mut().filter(|b| self.chosen.contains(&b.id)) {
-                b.committed += per_shard;
-                b.net_committed += per_shard_bytes;
-                if let Some(i) = service {
-                    *self.service_committed.entry((i, b.id)).or_default() += per_shard;
-                }
-            }
-        }
-        set
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn emit(
-        &mut self,
-        out: &mut TickOutput,
-        index: usize,
-        session: SessionRef,
-        from: usize,
-        set: Vec<u32>,
-        reason: String,
-        at_ms: u64,
-        now: Instant,
-    ) {
-        let events = &mut self.extras[index].events;
-        if events.len() >= EVENTS_KEPT {
-            events.remove(0);
-        }
-        events.push(ReshardEvent {
-            at_ms,
-            from: from.max(1) as u8,
-            to: set.len() as u8,
-            reason: reason.clone(),
-        });
-        self.pending.insert(session.clone(), (set.clone(), now));
-        out.placements.push(Placement {
-            command: Command::Place {
-                session,
-                backends: set,
-            },
-            reason,
-        });
-    }
-}
-
-/// Backend `id` in `loads`, which [`Core::backend_loads`] lists in id order (the state's
-/// backend map's).
-fn load_of(loads: &[BackendLoad], id: u32) -> Option<&BackendLoad> {
-    loads
-        .binary_search_by_key(&id, |b| b.id)
-        .ok()
-        .map(|i| &loads[i])
-}
-
-impl Core {
-    fn record_insights(&mut self, at_ms: u64) {
-        let h = self.selector.horizon;
-        for (i, extra) in self.extras.iter_mut().enumerate() {
-            let actual = self.samples[i];
-            if !actual.is_finite() {
-                continue;
-            }
-            let selector = self.states[i].selector();
-            extra.rate = actual;
-            // The forecast made `horizon` ticks ago was for now.
-            if extra.history.len() >= h {
-                let then = extra.history[extra.history.len() - h].forecast;
-                let denom = (actual.abs() + then.abs()) / 2.0;
-                let e = if denom > 0.0 {
-                    (actual - then).abs() / denom
-                } else {
-                    0.0
-                };
-                extra.error = 0.9 * extra.error + 0.1 * e;
-            }
-            if extra.history.len() >= HISTORY_SAMPLES {
-                extra.history.pop_front();
-            }
-            extra.history.push_back(Sample {
-                at_ms,
-                actual,
-                forecast: selector.forecast(),
-                upper: selector.upper(),
-            });
-            extra.schedule.record();
-        }
-    }
-
-    /// The insight of every session that had a sample this tick.
-    pub fn insights(&self) -> impl Iterator<Item = SessionInsight> + '_ {
-        (0..self.refs.len())
-            .filter(|&i| self.samples[i].is_finite())
-            .map(|i| self.insight_of(i, true))
-    }
-
-    /// Each session that had a sample this tick with its shards, load and forecast error:
-    /// what the per-session metrics take, without copying an insight.
-    pub fn tick_rows(&self) -> impl Iterator<Item = (&SessionRef, u8, f64, f64)> + '_ {
-        (0..self.refs.len())
-            .filter(|&i| self.samples[i].is_finite())
-            .map(|i| {
-                let e = &self.extras[i];
-                (&self.refs[i], self.states[i].shards(), e.rate, e.error)
-            })
-    }
-
-    /// `session`'s insight with its history, once the loop has a sample of it.
-    pub fn insight(&self, session: &SessionRef) -> Option<SessionInsight> {
-        let i = *self.index.get(session)?;
-        (!self.extras[i].history.is_empty()).then(|| self.insight_of(i, true))
-    }
-
-    /// The insight of every session the loop has a sample of, without its history and with
-    /// its last event only.
-    pub fn summaries(&self) -> impl Iterator<Item = SessionInsight> + '_ {
-        (0..self.refs.len())
-            .filter(|&i| !self.extras[i].history.is_empty())
-            .map(|i| self.insight_of(i, false))
-    }
-
-    fn insight_of(&self, i: usize, full: bool) -> SessionInsight {
-        let selector = self.states[i].selector();
-        let e = &self.extras[i];
-        SessionInsight {
-            session: self.refs[i].clone(),
-            shards: self.states[i].shards(),
-            rate: e.rate,
-            forecast: selector.forecast(),
-            upper: selector.upper(),
-            model: selector.chosen().to_owned(),
-            error: e.error,
-            history: match full {
-                true => e.history.iter().copied().collect(),
-                false => Vec::new(),
-            },
-            events: match full {
-                true => e.events.clone(),
-                false => e.events.last().cloned().into_iter().collect(),
-            },
-        }
     }
 }
 

@@ -1,8 +1,11 @@
 //! The *sizing* stage: how many shards a session needs.
 //!
 //! Pure and clock-free: every function takes `now`. The shard count follows the selector's
-//! upper forecast, `ceil(upper / per-shard capacity × (1 + headroom))` clamped to
-//! 1..=[`MAX_SHARDS`]. With a per-shard byte capacity, bandwidth counts too: the forecast's
+//! upper bound over the lead window with headroom on the session's level, `ceil((upper +
+//! headroom × level) / per-shard capacity)` clamped to 1..=[`MAX_SHARDS`] ([`SizingConfig::plan`]):
+//! the bound already covers the window's peak at its quantile, so the headroom is spare
+//! capacity in proportion to the load, not a widening of the bound (`shardline replay` showed
+//! `upper × (1 + headroom)` paying for a wide bound twice). With a per-shard byte capacity, bandwidth counts too: the forecast's
 //! bytes (packets × the session's mean packet size) need `ceil(bytes / per-shard bytes ×
 //! (1 + headroom))` shards, and the session gets the larger count ([`SizingConfig::shard_load`]
 //! turns the bytes into the packet rate that needs as many shards, so one set of brakes serves
@@ -80,7 +83,7 @@ impl Default for SizingConfig {
             rule: Rule::Predictive,
             per_shard_capacity: 1.0,
             per_shard_bytes: f64::INFINITY,
-            headroom: 0.2,
+            headroom: 0.25,
             hysteresis: 0.1,
             min_dwell: Duration::from_secs(60),
             scale_in_delay: Duration::from_secs(600),
@@ -113,6 +116,22 @@ impl SizingConfig {
         } else {
             packets
         }
+    }
+
+    /// The load a predictive count is sized for, as the `upper` that [`Self::shards_for`]
+    /// turns into the same count: the bound plus the headroom's share of `level` (the
+    /// session's expected load, its forecast or what it measures now, whichever is higher),
+    /// `(upper + headroom × level) / (1 + headroom)`. Equal to `upper` when the bound is the
+    /// level; below it as the bound widens, since the bound's width already is its margin
+    /// for the lead window.
+    pub fn plan(&self, upper: f64, level: f64) -> f64 {
+        if !upper.is_finite() {
+            return upper; // NaN or infinite: the maximum, as `shards_for` decides.
+        }
+        if !level.is_finite() {
+            return upper.max(level);
+        }
+        (upper + self.headroom * level.min(upper)) / (1.0 + self.headroom)
     }
 
     /// Shards needed for `upper` with the headroom: `ceil(upper / capacity × (1 + headroom))`,
@@ -249,6 +268,27 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    /// The headroom is spare capacity on the level, not a widening of the bound: a bound at
+    /// the level is sized as before (`upper × (1 + headroom)`), a wider one gets the headroom
+    /// on the level only, never more than the old rule and never less than the bound.
+    #[test]
+    fn headroom_goes_on_the_level_not_on_the_bound_s_width() {
+        let c = config(); // 100 per shard, 20 % headroom
+                          // A bound at the level: 240 × 1.2 = 288 → 3 shards, as before.
+        assert_eq!(c.shards_for(c.plan(240.0, 240.0)), 3);
+        // A bound of 450 over a level of 100: 450 + 20 = 470 → 5 shards, where 450 × 1.2 =
+        // 540 asked for 6.
+        assert_eq!(c.shards_for(c.plan(450.0, 100.0)), 5);
+        assert_eq!(c.shards_for(450.0), 6);
+        for (upper, level) in [(0.0, 0.0), (10.0, 50.0), (400.0, 100.0), (1e6, 1.0)] {
+            let p = c.plan(upper, level);
+            assert!(p <= upper + 1e-9, "{upper} {level}: {p}");
+            assert!(p * 1.2 >= upper - 1e-9, "{upper} {level}: {p}");
+        }
+        assert_eq!(c.plan(f64::INFINITY, 1.0), f64::INFINITY);
+        assert!(c.plan(f64::NAN, 1.0).is_nan());
     }
 
     /// Issue 20 §3: bandwidth counts. 100 pps and 100 kB/s per shard, 20 % headroom: 150 pps

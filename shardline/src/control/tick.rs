@@ -144,7 +144,8 @@ pub fn tick<'a>(
                     // Never planned below what is measured now: a forecast that lags a ramp
                     // must not size the set under the load it already carries.
                     let upper = state.selector.upper().max(sample);
-                    let load = config.shard_load(upper, packet_bytes);
+                    let level = state.selector.forecast().max(sample);
+                    let load = config.shard_load(config.plan(upper, level), packet_bytes);
                     (state.shards.decide(config, load, now), upper)
                 }
                 Rule::Reactive(hpa) => {

@@ -61,9 +61,13 @@ pub struct Controllers {
 pub struct Report {
     /// The series replayed, `+`-joined.
     pub trace: String,
-    /// Ticks replayed.
+    /// Ticks replayed, the warm-up included.
     pub ticks: usize,
-    /// Scores per controller.
+    /// Leading ticks every controller ran on but none is scored on (absent in reports of
+    /// replays before the warm-up existed: 0).
+    #[serde(default)]
+    pub warmup_ticks: usize,
+    /// Scores per controller, over the ticks after the warm-up.
     pub controllers: Controllers,
 }
 
@@ -81,6 +85,7 @@ impl Report {
         Self {
             trace: outcome.trace.clone(),
             ticks: outcome.ticks,
+            warmup_ticks: outcome.warmup_ticks,
             controllers: Controllers {
                 predictive: scores(Kind::Predictive),
                 reactive: scores(Kind::Reactive),
@@ -131,7 +136,10 @@ impl Report {
 
     /// The human-readable table.
     pub fn table(&self) -> String {
-        let mut out = format!("trace {} ({} ticks)\n", self.trace, self.ticks);
+        let mut out = format!(
+            "trace {} ({} ticks, the first {} warm-up, not scored)\n",
+            self.trace, self.ticks, self.warmup_ticks
+        );
         out += &format!(
             "{:<11} {:>16} {:>11} {:>14} {:>9} {:>11}\n",
             "controller", "overload (s)", "overloaded", "shard-seconds", "reshards", "keys moved"

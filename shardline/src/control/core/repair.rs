@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rustc_hash::FxHashSet;
 
-use super::{Core, Placement, TickOutput};
+use super::{Core, TickOutput};
 use crate::{
     control::placement::BackendLoad,
     snapshot::Snapshot,
@@ -138,16 +138,7 @@ impl Core {
         };
         match index {
             Some(i) => self.emit(out, i, session, current.len(), set, reason, at_ms, now),
-            None => {
-                self.pending.insert(session.clone(), (set.clone(), now));
-                out.placements.push(Placement {
-                    command: Command::Place {
-                        session,
-                        backends: set,
-                    },
-                    reason,
-                });
-            }
+            None => self.commit(out, session, set, reason, now),
         }
     }
 }
