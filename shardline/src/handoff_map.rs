@@ -20,6 +20,11 @@ impl HandoffMap {
         Self { map }
     }
 
+    /// The map itself, for batched writes (`crate::maps`).
+    pub(crate) fn map(&self) -> &HashMap<MapData, SessionKey, Handoff> {
+        &self.map
+    }
+
     /// The mark request `key` of `session`, now owned by `owner`, gets at `now_ns`
     /// (`CLOCK_MONOTONIC`): as the kernel, 0 without an entry or past its window.
     pub fn mark(&self, session: &SessionKey, key: u64, owner: u32, now_ns: u64) -> u8 {

@@ -1,10 +1,11 @@
 //! Typed access to the load balancer's pinned maps: writing a [`TableDelta`] (build-then-flip
-//! for the Maglev table, one update per placement), reading the per-CPU counters, and a
+//! for the Maglev table, placements in batches of atomic updates), reading the per-CPU counters, and a
 //! [`Tables`] view that replays the kernel's decision against the live maps.
 //!
 //! - `counters`: the per-CPU counters read back, summed over CPUs.
 //! - `batch`: `BPF_MAP_LOOKUP_BATCH` reads (many entries per syscall).
 //! - `front`: the fronts' epoch, bumped after every `SERVICES` / `SESSIONS` write.
+//! - `placements`: a delta's placements and the handoffs, written in batches.
 
 use std::{
     collections::BTreeMap,
@@ -25,6 +26,7 @@ use shardline_common::{
 mod batch;
 mod counters;
 mod front;
+mod placements;
 
 pub use self::{
     counters::BackendCounters,
@@ -83,7 +85,7 @@ pub struct WriteOutcome {
     /// Placed sessions left out because SESSIONS is full: their packets keep routing as before
     /// (by the default table for a new placement) until a later write finds room.
     pub placements_refused: Vec<SessionKey>,
-    /// Placements written, one SESSIONS update each.
+    /// Placements written (one SESSIONS entry each, most of them in batches).
     pub placements_written: usize,
     /// Time of those updates, together.
     pub placement_writes: Duration,
@@ -193,8 +195,10 @@ impl DataplaneMaps {
     /// Writes `delta` in its order, which never routes to a missing entry: new backends first,
     /// then the default table (built in the idle half, flipped with one globals write), then
     /// session placements, then services (which turn routing on), and only then the removals.
-    /// Each element update is atomic, and each `SERVICES` / `SESSIONS` write is followed by a
-    /// bump of the fronts' epoch ([`FrontEpoch`]) before the next.
+    /// Each element update is atomic (placements go in batches, each entry of a batch updated
+    /// as a single update would), and each `SERVICES` write, `SESSIONS` batch or single
+    /// `SESSIONS` write is followed by a bump of the fronts' epoch ([`FrontEpoch`]) before
+    /// the next.
     ///
     /// A full SESSIONS map refuses the placements that do not fit: those sessions keep routing
     /// as before (returned in [`WriteOutcome`]), everything else is still written, and the room
@@ -225,12 +229,7 @@ impl DataplaneMaps {
                 out.maglev_flip = Some(start.elapsed());
             }
         }
-        let mut refused = Vec::new();
-        for (key, set) in &delta.sessions {
-            if !self.write_counted(key, set, &mut out)? {
-                refused.push((*key, *set));
-            }
-        }
+        let refused = self.write_placements(&delta.sessions, &mut out)?;
         for (id, pool) in &delta.pools {
             self.write_pool(*id, pool)?;
         }
@@ -525,10 +524,15 @@ impl DataplaneMaps {
     /// The slot allocator, built from the slots SESSIONS names on first use.
     fn free_slots(&mut self) -> Result<&mut StatsSlots, MapError> {
         if self.slots.is_none() {
+            // One read per few thousand sessions: a million placements are read in a few
+            // hundred syscalls, not two million.
             let mut used = Vec::new();
-            for entry in self.sessions.iter() {
-                used.push(entry?.1.stats_slot);
-            }
+            batch::read::<SessionKey, ShardSet>(
+                batch::fd(&self.sessions),
+                batch::Span::All,
+                |_, set| used.push(set.stats_slot),
+            )
+            .map_err(|e| syscall_error("bpf_map_lookup_batch", e))?;
             self.slots = Some(StatsSlots::new(used));
         }
         Ok(self.slots.as_mut().expect("built above"))

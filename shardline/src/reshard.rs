@@ -55,6 +55,24 @@ pub trait TableWriter {
         session: &SessionKey,
         handoff: Option<&MapHandoff>,
     ) -> Result<bool, MapsError>;
+    /// Writes several sessions' `HANDOFFS` entries (a tick's moves at once); per entry,
+    /// whether it was written (`false`: a full map refused it).
+    fn write_handoffs(
+        &mut self,
+        entries: &[(SessionKey, MapHandoff)],
+    ) -> Result<Vec<bool>, MapsError> {
+        entries
+            .iter()
+            .map(|(session, h)| self.write_handoff(session, Some(h)))
+            .collect()
+    }
+    /// Removes several sessions' `HANDOFFS` entries; absent ones are skipped.
+    fn remove_handoffs(&mut self, sessions: &[SessionKey]) -> Result<(), MapsError> {
+        for session in sessions {
+            self.write_handoff(session, None)?;
+        }
+        Ok(())
+    }
 }
 
 impl TableWriter for DataplaneMaps {
@@ -85,6 +103,17 @@ impl TableWriter for DataplaneMaps {
                 source,
             }),
         }
+    }
+
+    fn write_handoffs(
+        &mut self,
+        entries: &[(SessionKey, MapHandoff)],
+    ) -> Result<Vec<bool>, MapsError> {
+        DataplaneMaps::write_handoffs(self, entries)
+    }
+
+    fn remove_handoffs(&mut self, sessions: &[SessionKey]) -> Result<(), MapsError> {
+        DataplaneMaps::remove_handoffs(self, sessions)
     }
 }
 

@@ -7,9 +7,10 @@
 //! as the newest state. When only placements changed since the last state written, only the
 //! changed sessions are visited and written (the persistent maps share the rest). Each map
 //! write is atomic and the swap stage orders them, so no packet meets a half-written table.
-//! What a change moved is logged: per re-placed session its previous owners (the handoff), and
-//! the default table's slot moves. Between states, it closes the handoff windows the
-//! dataplane still flags as they end (`Resharder::close_windows`).
+//! What a change moved is logged: per re-placed session its previous owners (the handoff; the
+//! first few of a swap one by one, then a count), and the default table's slot moves. Between
+//! states, it closes the handoff windows the dataplane still flags as they end
+//! (`Resharder::close_windows`).
 
 use std::{
     sync::{Arc, Mutex},
@@ -153,8 +154,13 @@ pub fn write<W: TableWriter>(
     Ok(swap)
 }
 
+/// Sessions of one swap logged a line each; beyond that, one line counts the rest (a tick
+/// moving 10,000 sessions would otherwise format 10,000 lines on every node, tens of ms; the
+/// API's owners query answers for every one of them).
+const LOGGED_PER_SWAP: usize = 32;
+
 fn log_moves(swap: &Swap) {
-    for h in &swap.handoffs {
+    for h in swap.handoffs.iter().take(LOGGED_PER_SWAP) {
         info!(
             service = h.session.service,
             session = h.session.session,
@@ -164,11 +170,36 @@ fn log_moves(swap: &Swap) {
             "session re-sharded; previous owners hand their keys over"
         );
     }
-    for key in &swap.placed {
+    if let Some(more) = swap
+        .handoffs
+        .len()
+        .checked_sub(LOGGED_PER_SWAP)
+        .filter(|n| *n > 0)
+    {
+        info!(
+            more,
+            generation = swap.generation,
+            "more sessions re-sharded in this swap (not logged one by one; the owners query \
+             answers for each)"
+        );
+    }
+    for key in swap.placed.iter().take(LOGGED_PER_SWAP) {
         info!(
             service = key.service,
             session = key.session,
             "session placed; it leaves the default table"
+        );
+    }
+    if let Some(more) = swap
+        .placed
+        .len()
+        .checked_sub(LOGGED_PER_SWAP)
+        .filter(|n| *n > 0)
+    {
+        info!(
+            more,
+            generation = swap.generation,
+            "more sessions placed in this swap (not logged one by one)"
         );
     }
     if !swap.maglev_moves.is_empty() {

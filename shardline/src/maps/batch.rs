@@ -1,15 +1,18 @@
-//! Whole-map and range reads with `BPF_MAP_LOOKUP_BATCH` (Linux 5.6+; aya 0.14 has no wrapper):
-//! one syscall returns thousands of entries, where aya's iterator makes two per entry
-//! (`get_next_key`, then `lookup`). A per-CPU value comes back as every possible CPU's copy,
-//! each padded to 8 bytes, exactly as a single lookup returns it.
+//! Whole-map and range reads with `BPF_MAP_LOOKUP_BATCH`, and keyed writes and deletes with
+//! `BPF_MAP_UPDATE_BATCH` / `BPF_MAP_DELETE_BATCH` (Linux 5.6+; aya 0.14 has no wrapper): one
+//! syscall reads or writes thousands of entries, where aya's iterator makes two per entry
+//! (`get_next_key`, then `lookup`) and its `insert` one per entry. A per-CPU value comes back
+//! as every possible CPU's copy, each padded to 8 bytes, exactly as a single lookup returns it.
+//! A batch write changes each entry exactly as a single update does (atomically, one at a
+//! time), so what a packet can see is what it could see between single updates.
 
 use std::{
     io,
     mem::{size_of, MaybeUninit},
-    os::fd::{AsRawFd, BorrowedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
 };
 
-use aya::Pod;
+use aya::{maps::IterableMap, Pod};
 
 /// `BPF_MAP_LOOKUP_BATCH` (`enum bpf_cmd` in `include/uapi/linux/bpf.h`).
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -30,6 +33,11 @@ struct BatchAttr {
     map_fd: u32,
     elem_flags: u64,
     flags: u64,
+}
+
+/// The descriptor of a map, for the batched calls.
+pub(super) fn fd<K: Pod, V>(map: &impl IterableMap<K, V>) -> BorrowedFd<'_> {
+    map.map().fd().as_fd()
 }
 
 /// Where a batch read starts and what it stops at.
@@ -139,4 +147,78 @@ fn read_raw<K: Pod, V: Pod>(
         token = Some(next_token);
     }
     Ok(())
+}
+
+/// `BPF_MAP_UPDATE_BATCH` (`enum bpf_cmd`).
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// `BPF_MAP_DELETE_BATCH` (`enum bpf_cmd`).
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+/// How far a batch write got: the entries written before it stopped, and why it stopped early
+/// (`None`: every entry was written).
+pub(super) struct Written {
+    /// Entries written, from the first.
+    pub done: usize,
+    /// The error of entry `done`, if the batch stopped there.
+    pub error: Option<io::Error>,
+}
+
+/// Writes `keys[i]` → `values[i]` into the map behind `fd` (a map with one value per key), in
+/// order, with `BPF_MAP_UPDATE_BATCH`: the kernel updates each entry as a single update does
+/// (each one atomic on its own), one syscall for up to [`CHUNK`] of them. It stops at the
+/// first entry the map refuses; the caller decides whether to go on after it.
+pub(super) fn update<K: Pod, V: Pod>(fd: BorrowedFd<'_>, keys: &[K], values: &[V]) -> Written {
+    assert_eq!(keys.len(), values.len(), "one value per key");
+    write_raw(fd, BPF_MAP_UPDATE_BATCH, keys, Some(values))
+}
+
+/// Deletes `keys` from the map behind `fd` with `BPF_MAP_DELETE_BATCH`; stops at the first
+/// key that cannot be deleted (ENOENT for one that is absent).
+pub(super) fn delete<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> Written {
+    write_raw::<K, u8>(fd, BPF_MAP_DELETE_BATCH, keys, None)
+}
+
+fn write_raw<K: Pod, V: Pod>(
+    fd: BorrowedFd<'_>,
+    cmd: libc::c_long,
+    keys: &[K],
+    values: Option<&[V]>,
+) -> Written {
+    let mut done = 0;
+    while done < keys.len() {
+        let want = (keys.len() - done).min(CHUNK as usize);
+        let mut attr = BatchAttr {
+            keys: keys[done..].as_ptr() as u64,
+            values: values.map_or(0, |v| v[done..].as_ptr() as u64),
+            count: want as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` points at `want` keys (and as many values) that the kernel only
+        // reads; it writes back `count`, the entries it processed.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        // On an error `count` is the entries processed before the one that failed, unless
+        // the kernel refused the call before any entry (then it is `want` still, unchanged).
+        let processed = attr.count as usize;
+        if rc >= 0 {
+            done += want;
+        } else if processed < want {
+            done += processed;
+        }
+        if rc < 0 {
+            return Written {
+                done,
+                error: Some(io::Error::last_os_error()),
+            };
+        }
+    }
+    Written { done, error: None }
 }

@@ -2,16 +2,9 @@
 //! session, in batches ([`super::batch`]): a tick's or a scrape's read is a few syscalls per
 //! map, not one or two per entry.
 
-use std::{
-    collections::HashMap as StdHashMap,
-    os::fd::{AsFd, BorrowedFd},
-};
+use std::collections::HashMap as StdHashMap;
 
-use aya::{
-    maps::{IterableMap, MapError},
-    sys::SyscallError,
-    Pod,
-};
+use aya::{maps::MapError, sys::SyscallError};
 use shardline_common::{
     consts::{MAX_BACKENDS, MAX_SESSION_SLOTS, SERVICE_STATS_ROWS},
     maps::{backend_stats_index, stats_row, Counter, SessionKey, ShardSet, SlotCounter},
@@ -19,7 +12,7 @@ use shardline_common::{
 };
 
 use super::{
-    batch::{self, Span},
+    batch::{self, fd, Span},
     op, DataplaneMaps, MapsError,
 };
 
@@ -280,11 +273,6 @@ fn runs(sorted: &[u32]) -> Vec<(u32, u32)> {
         }
     }
     out
-}
-
-/// The descriptor of a map, for the batched reads.
-fn fd<K: Pod, V>(map: &impl IterableMap<K, V>) -> BorrowedFd<'_> {
-    map.map().fd().as_fd()
 }
 
 /// Possible CPUs: how many copies a per-CPU value has.

@@ -38,7 +38,9 @@ impl Resharder {
             .collect();
         let until = now + self.handoff_window;
         let until_ns = monotonic_ns().saturating_add(nanos(self.handoff_window));
-        for (key, set) in delta.sessions.iter_mut() {
+        // The moves' entries, all written before any placement that flags them (one batch).
+        let (mut moved, mut entries) = (Vec::new(), Vec::new());
+        for (i, (key, set)) in delta.sessions.iter_mut().enumerate() {
             if !header.contains(&key.service) {
                 continue;
             }
@@ -63,15 +65,25 @@ impl Resharder {
                     ..previous
                 },
             };
-            if maps.write_handoff(key, Some(&handoff))? {
-                set.handoff = WINDOW_OPEN;
+            moved.push(i);
+            entries.push((*key, handoff));
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let written = maps.write_handoffs(&entries)?;
+        let mut stale = Vec::new();
+        for ((i, (key, _)), written) in moved.into_iter().zip(&entries).zip(written) {
+            if written {
+                delta.sessions[i].1.handoff = WINDOW_OPEN;
                 self.flagged.insert(*key, until);
             } else if self.flagged.remove(key).is_some() {
                 // A full map refused it: the entry of an earlier move must not stay behind
                 // (the placement about to be written carries no flag).
-                maps.write_handoff(key, None)?;
+                stale.push(*key);
             }
         }
+        maps.remove_handoffs(&stale)?;
         Ok(())
     }
 
@@ -81,16 +93,17 @@ impl Resharder {
         maps: &mut impl TableWriter,
         removed: &[shardline_common::maps::SessionKey],
     ) -> Result<(), ReshardError> {
-        for key in removed {
-            if self.flagged.remove(key).is_some() {
-                maps.write_handoff(key, None)?;
-            }
-        }
+        let flagged: Vec<_> = removed
+            .iter()
+            .filter(|key| self.flagged.remove(key).is_some())
+            .copied()
+            .collect();
+        maps.remove_handoffs(&flagged)?;
         Ok(())
     }
 
-    /// Closes every window that ended by `now` in the dataplane: one `SESSIONS` update per
-    /// session clears its flag, then its `HANDOFFS` entry is removed. The kernel already stops
+    /// Closes every window that ended by `now` in the dataplane: a `SESSIONS` update per
+    /// session clears its flag (in batches), then its `HANDOFFS` entry is removed. The kernel already stops
     /// marking at the window's end by its own clock; this saves the lookup and the room.
     pub fn close_windows(
         &mut self,
@@ -117,8 +130,8 @@ impl Resharder {
         };
         maps.write_delta(&clear)
             .inspect_err(|_| self.stale = true)?;
+        maps.remove_handoffs(&closed)?;
         for key in closed {
-            maps.write_handoff(&key, None)?;
             self.flagged.remove(&key);
         }
         Ok(())

@@ -1,0 +1,126 @@
+//! Many placements and handoffs written at once: a tick re-places thousands of sessions, and a
+//! syscall per `SESSIONS` update (and per `HANDOFFS` entry) made the write take hundreds of ms
+//! on a million-session map. Here they go through `BPF_MAP_UPDATE_BATCH` /
+//! `BPF_MAP_DELETE_BATCH` ([`super::batch`]), a few thousand entries per syscall. Each entry is
+//! still updated atomically on its own, as by a single update, so no packet meets a
+//! half-written shard set; the fronts' epoch is bumped after each batch returns, so the batch
+//! counts as written only then.
+
+use std::time::Instant;
+
+use shardline_common::{
+    handoff::Handoff,
+    maps::{SessionKey, ShardSet},
+};
+
+use super::{
+    batch::{self, fd},
+    is_full, op, syscall_error, DataplaneMaps, MapsError, WriteOutcome,
+};
+
+impl DataplaneMaps {
+    /// Writes `placements` (distinct sessions), returning those a full map refused (their
+    /// packets keep routing as before). A session keeps the counters slot the map names for
+    /// it; one that has none while a slot is free takes the one-by-one path
+    /// ([`Self::write_counted`]), which seeds the slot before the session names it. The rest
+    /// (the re-placements of a tick, and every placement once the slots run out) are written
+    /// in batches.
+    pub(super) fn write_placements(
+        &mut self,
+        placements: &[(SessionKey, ShardSet)],
+        out: &mut WriteOutcome,
+    ) -> Result<Vec<(SessionKey, ShardSet)>, MapsError> {
+        let mut refused = Vec::new();
+        let mut keys = Vec::with_capacity(placements.len());
+        let mut values = Vec::with_capacity(placements.len());
+        for (key, set) in placements {
+            let kept = self.sessions.get(key, 0).map_or(0, |old| old.stats_slot);
+            if kept == 0 && self.free_slots().map_err(op("read", "SESSIONS"))?.free() > 0 {
+                if !self.write_counted(key, set, out)? {
+                    refused.push((*key, *set));
+                }
+                continue;
+            }
+            keys.push(*key);
+            values.push(ShardSet {
+                stats_slot: kept,
+                ..*set
+            });
+        }
+        let start = Instant::now();
+        let mut at = 0;
+        while at < keys.len() {
+            let written = batch::update(fd(&self.sessions), &keys[at..], &values[at..]);
+            self.epoch.bump();
+            out.placements_written += written.done;
+            at += written.done;
+            if let Some(e) = written.error {
+                let e = syscall_error("bpf_map_update_batch", e);
+                if !is_full(&e) {
+                    return Err(op("write", "SESSIONS")(e));
+                }
+                // A new session the full map has no room for: the rest may still be updates.
+                if let Some((key, set)) = keys.get(at).zip(values.get(at)) {
+                    refused.push((
+                        *key,
+                        ShardSet {
+                            stats_slot: 0,
+                            ..*set
+                        },
+                    ));
+                }
+                at += 1;
+            }
+        }
+        out.placement_writes += start.elapsed();
+        Ok(refused)
+    }
+
+    /// Writes each session's `HANDOFFS` entry; per entry, whether it was written (`false`: the
+    /// full map refused a new session, whose move is then published by the API only).
+    pub fn write_handoffs(
+        &mut self,
+        entries: &[(SessionKey, Handoff)],
+    ) -> Result<Vec<bool>, MapsError> {
+        let (keys, values): (Vec<SessionKey>, Vec<Handoff>) = entries.iter().copied().unzip();
+        let mut ok = vec![true; keys.len()];
+        let map = self.handoffs.map();
+        let mut at = 0;
+        while at < keys.len() {
+            let written = batch::update(fd(map), &keys[at..], &values[at..]);
+            at += written.done;
+            if let Some(e) = written.error {
+                let e = syscall_error("bpf_map_update_batch", e);
+                if !is_full(&e) {
+                    return Err(op("write", "HANDOFFS")(e));
+                }
+                if let Some(refused) = ok.get_mut(at) {
+                    *refused = false;
+                }
+                at += 1;
+            }
+        }
+        Ok(ok)
+    }
+
+    /// Removes the sessions' `HANDOFFS` entries; an absent one is skipped.
+    pub fn remove_handoffs(&mut self, sessions: &[SessionKey]) -> Result<(), MapsError> {
+        let map = self.handoffs.map();
+        let mut at = 0;
+        while at < sessions.len() {
+            let removed = batch::delete(fd(map), &sessions[at..]);
+            at += removed.done;
+            match removed.error {
+                None => {}
+                Some(e) if e.raw_os_error() == Some(libc::ENOENT) => at += 1,
+                Some(e) => {
+                    return Err(op("delete", "HANDOFFS")(syscall_error(
+                        "bpf_map_delete_batch",
+                        e,
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
