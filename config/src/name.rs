@@ -223,7 +223,13 @@ mod tests {
             let _ = small.intern(&format!("bounded-{i}"));
         }
         assert_eq!(small.names.lock().unwrap().len(), 4);
-        assert!(Arc::ptr_eq(&small.intern("bounded-0"), &small.intern("bounded-0")));
-        assert_eq!(&*small.intern("bounded-past-the-end"), "bounded-past-the-end");
+        assert!(Arc::ptr_eq(
+            &small.intern("bounded-0"),
+            &small.intern("bounded-0")
+        ));
+        assert_eq!(
+            &*small.intern("bounded-past-the-end"),
+            "bounded-past-the-end"
+        );
     }
 }

@@ -170,7 +170,7 @@ fn the_warm_up_is_run_but_not_scored() {
         warmup_ticks,
         ..Options::default()
     };
-    let cold = Report::of(&run(&[steady.clone()], &options(Some(0))).unwrap());
+    let cold = Report::of(&run(std::slice::from_ref(&steady), &options(Some(0))).unwrap());
     assert_eq!(cold.warmup_ticks, 0);
     assert!(
         cold.controllers.reactive.overload_seconds > 0.0,
