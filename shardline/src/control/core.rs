@@ -75,6 +75,23 @@ struct Extra {
     class: Option<Arc<str>>,
 }
 
+impl Extra {
+    /// Appends a sample with the forecast and bound `selector` holds after it (dropping the
+    /// oldest past [`HISTORY_SAMPLES`]) and counts it towards the next period search.
+    fn record(&mut self, at_ms: u64, actual: f64, selector: &Selector) {
+        if self.history.len() >= HISTORY_SAMPLES {
+            self.history.pop_front();
+        }
+        self.history.push_back(Sample {
+            at_ms,
+            actual,
+            forecast: selector.forecast(),
+            upper: selector.upper(),
+        });
+        self.schedule.record();
+    }
+}
+
 /// The control loop's memory.
 pub struct Core {
     decide: SizingConfig,
@@ -182,18 +199,7 @@ impl Core {
         let i = self.session(session, state, now);
         for &(at_ms, actual) in points.iter().filter(|p| p.1.is_finite()) {
             self.states[i].warm(actual);
-            let selector = self.states[i].selector();
-            let extra = &mut self.extras[i];
-            if extra.history.len() >= HISTORY_SAMPLES {
-                extra.history.pop_front();
-            }
-            extra.history.push_back(Sample {
-                at_ms,
-                actual,
-                forecast: selector.forecast(),
-                upper: selector.upper(),
-            });
-            extra.schedule.record();
+            self.extras[i].record(at_ms, actual, self.states[i].selector());
         }
     }
 

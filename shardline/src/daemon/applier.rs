@@ -160,7 +160,7 @@ pub fn write<W: TableWriter>(
 const LOGGED_PER_SWAP: usize = 32;
 
 fn log_moves(swap: &Swap) {
-    for h in swap.handoffs.iter().take(LOGGED_PER_SWAP) {
+    log_capped(&swap.handoffs, swap.generation, "re-sharded", |h| {
         info!(
             service = h.session.service,
             session = h.session.session,
@@ -168,43 +168,34 @@ fn log_moves(swap: &Swap) {
             current = ?members(&h.current),
             plan = ?h.plan,
             "session re-sharded; previous owners hand their keys over"
-        );
-    }
-    if let Some(more) = swap
-        .handoffs
-        .len()
-        .checked_sub(LOGGED_PER_SWAP)
-        .filter(|n| *n > 0)
-    {
-        info!(
-            more,
-            generation = swap.generation,
-            "more sessions re-sharded in this swap (not logged one by one; the owners query \
-             answers for each)"
-        );
-    }
-    for key in swap.placed.iter().take(LOGGED_PER_SWAP) {
+        )
+    });
+    log_capped(&swap.placed, swap.generation, "placed", |key| {
         info!(
             service = key.service,
             session = key.session,
             "session placed; it leaves the default table"
-        );
-    }
-    if let Some(more) = swap
-        .placed
-        .len()
-        .checked_sub(LOGGED_PER_SWAP)
-        .filter(|n| *n > 0)
-    {
-        info!(
-            more,
-            generation = swap.generation,
-            "more sessions placed in this swap (not logged one by one)"
-        );
-    }
+        )
+    });
     if !swap.maglev_moves.is_empty() {
         let slots: u32 = swap.maglev_moves.iter().map(|m| m.slots).sum();
         info!(slots, moves = ?swap.maglev_moves, "default table re-sharded");
+    }
+}
+
+/// Logs the first [`LOGGED_PER_SWAP`] of `items` a line each with `each`, then one line
+/// counting the rest, sessions `what` (re-sharded, placed) in the swap of `generation`.
+fn log_capped<T>(items: &[T], generation: u64, what: &'static str, each: impl Fn(&T)) {
+    items.iter().take(LOGGED_PER_SWAP).for_each(each);
+    let more = items.len().saturating_sub(LOGGED_PER_SWAP);
+    if more > 0 {
+        info!(
+            more,
+            generation,
+            what,
+            "more sessions in this swap than are logged one by one (the owners query answers \
+             for each)"
+        );
     }
 }
 

@@ -3,10 +3,7 @@
 //! the metrics.
 
 use super::Core;
-use crate::{
-    control::insight::{Sample, SessionInsight, HISTORY_SAMPLES},
-    state::SessionRef,
-};
+use crate::{control::insight::SessionInsight, state::SessionRef};
 
 impl Core {
     pub(super) fn record_insights(&mut self, at_ms: u64) {
@@ -29,16 +26,7 @@ impl Core {
                 };
                 extra.error = 0.9 * extra.error + 0.1 * e;
             }
-            if extra.history.len() >= HISTORY_SAMPLES {
-                extra.history.pop_front();
-            }
-            extra.history.push_back(Sample {
-                at_ms,
-                actual,
-                forecast: selector.forecast(),
-                upper: selector.upper(),
-            });
-            extra.schedule.record();
+            extra.record(at_ms, actual, selector);
         }
     }
 
