@@ -146,6 +146,7 @@ pub fn serve(
     for addr in bind {
         for port in udp {
             let socket = UdpSocket::bind(SocketAddr::new(*addr, *port))?;
+            crate::sockbuf::grow_receive_buffer(&socket, crate::sockbuf::BUSY_UDP_RCVBUF)?;
             let limit = limit.clone();
             handles.push(thread::spawn(move || udp_loop(id, socket, limit)));
         }

@@ -11,6 +11,7 @@
 //! - [`replay`]: what the tables say each observed request should have reached.
 //! - [`cluster_lab`]: three load balancers in a Raft cluster behind an ECMP route, for fault
 //!   tests.
+//! - [`sockbuf`]: receive buffers for the busy UDP sockets.
 //! - [`load`]: rate-shaped sessions (a ramp, a periodic wave) for the predictive loop.
 //! - [`predict`]: the control loop's lab settings, the backends' agents and capacity limits,
 //!   and the autoscale hook's new backend.
@@ -27,6 +28,7 @@ pub mod predict;
 pub mod quic;
 pub mod replay;
 pub mod run;
+pub mod sockbuf;
 pub mod topology;
 pub mod traffic;
 
@@ -341,6 +343,25 @@ impl Lab {
     /// The tables the daemon was configured with, for replaying its decisions.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::from_config(&self.config)
+    }
+
+    /// Per namespace of this lab (the hook's backends included): its UDP drop counters when
+    /// any is non-zero, or why they could not be read. Where a lost datagram died inside a host.
+    pub fn udp_drops(&self) -> std::collections::BTreeMap<String, String> {
+        let suffix = format!("-{}", self.topology.tag);
+        let names = std::fs::read_dir("/var/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(&suffix));
+        names
+            .filter_map(|name| match netns::udp_drops(&name) {
+                Ok(d) if d.is_zero() => None,
+                Ok(d) => Some((name, format!("{d:?}"))),
+                Err(e) => Some((name, e.to_string())),
+            })
+            .collect()
     }
 }
 

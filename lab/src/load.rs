@@ -91,6 +91,10 @@ pub struct LoadReport {
     pub per_second: Vec<BTreeMap<u32, u64>>,
     /// Per session id: requests a backend refused over its capacity limit (not in `answers`).
     pub refused: BTreeMap<u64, u64>,
+    /// Per error: requests the client's socket failed to send (counted in `sent`, so in
+    /// [`LoadReport::lost`] too). A connected UDP socket fails its next send after an ICMP
+    /// error comes back (`ConnectionRefused` for a port unreachable): this names the cause.
+    pub send_errors: BTreeMap<String, u64>,
 }
 
 impl LoadReport {
@@ -121,6 +125,7 @@ pub fn run(
         .map(|_| {
             let s = UdpSocket::bind(SocketAddr::new(CLIENT4.into(), 0))?;
             s.connect(destination)?;
+            crate::sockbuf::grow_receive_buffer(&s, crate::sockbuf::BUSY_UDP_RCVBUF)?;
             s.set_read_timeout(Some(Duration::from_millis(50)))?;
             Ok(s)
         })
@@ -133,6 +138,7 @@ pub fn run(
             scope.spawn(move || receive(session.id, socket, start, done, report));
         }
         let mut sent = vec![0u64; sessions.len()];
+        let mut send_errors: BTreeMap<String, u64> = BTreeMap::new();
         let mut key: u64 = 0x5eed;
         let mut owed = vec![0f64; sessions.len()];
         let step = Duration::from_millis(5);
@@ -150,7 +156,9 @@ pub fn run(
                     key = shardline_common::hash::mix64(key);
                     let mut payload = encode_header(session.id, key).to_vec();
                     payload.extend_from_slice(b"shardline load");
-                    let _ = sockets[i].send(&payload);
+                    if let Err(e) = sockets[i].send(&payload) {
+                        *send_errors.entry(format!("{:?}", e.kind())).or_default() += 1;
+                    }
                     sent[i] += 1;
                 }
             }
@@ -158,6 +166,7 @@ pub fn run(
             for (i, session) in sessions.iter().enumerate() {
                 r.sent.insert(session.id, sent[i]);
             }
+            r.send_errors.clone_from(&send_errors);
         }
         // The last requests' answers are still on their way: wait for them as a request
         // session would, so none counts as lost for having been sent last.

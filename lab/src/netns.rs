@@ -153,3 +153,76 @@ impl Drop for Netns {
         let _ = run("ip", &["netns", "del", &self.name]);
     }
 }
+
+/// A namespace's UDP drop counters (`/proc/net/snmp`): where datagrams were lost inside a host
+/// (no socket on the port, a full receive or send buffer, a bad checksum).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpDrops {
+    /// Datagrams to a port nothing listens on.
+    pub no_ports: u64,
+    /// Datagrams dropped on receipt for any reason (buffers included).
+    pub in_errors: u64,
+    /// Datagrams dropped because the socket's receive buffer was full.
+    pub rcvbuf_errors: u64,
+    /// Datagrams dropped because the socket's send buffer was full.
+    pub sndbuf_errors: u64,
+}
+
+impl UdpDrops {
+    /// Whether nothing was dropped.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Parses the two `Udp:` lines of `/proc/net/snmp` (names, then values).
+    pub fn parse(snmp: &str) -> Option<Self> {
+        let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+        let names: Vec<&str> = lines.next()?.split_whitespace().collect();
+        let values: Vec<&str> = lines.next()?.split_whitespace().collect();
+        let field = |name: &str| -> Option<u64> {
+            let i = names.iter().position(|n| *n == name)?;
+            values.get(i)?.parse().ok()
+        };
+        Some(Self {
+            no_ports: field("NoPorts")?,
+            in_errors: field("InErrors")?,
+            rcvbuf_errors: field("RcvbufErrors")?,
+            sndbuf_errors: field("SndbufErrors")?,
+        })
+    }
+}
+
+/// The UDP drop counters of namespace `name` (which this call neither creates nor removes).
+pub fn udp_drops(name: &str) -> Result<UdpDrops, NetnsError> {
+    let net = format!("--net={}", Netns::path_of(name).display());
+    let out = run("nsenter", &[net.as_str(), "--", "cat", "/proc/net/snmp"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    UdpDrops::parse(&text).ok_or_else(|| NetnsError::Failed {
+        command: format!("cat /proc/net/snmp in {name}"),
+        stderr: "no Udp counters in its output".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_drops_are_read_by_name_not_position() {
+        let snmp = "Ip: Forwarding\nIp: 1\n\
+            Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors\n\
+            Udp: 318527 4 7 318596 5 1 0\n";
+        let drops = UdpDrops::parse(snmp).expect("parsed");
+        assert_eq!(
+            drops,
+            UdpDrops {
+                no_ports: 4,
+                in_errors: 7,
+                rcvbuf_errors: 5,
+                sndbuf_errors: 1
+            }
+        );
+        assert!(!drops.is_zero());
+        assert_eq!(UdpDrops::parse("Ip: 1\n"), None);
+    }
+}

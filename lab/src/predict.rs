@@ -245,22 +245,26 @@ pub fn add_backend(
     for service in HOOK_BACKEND_SERVICES {
         agent.extend(["--service".to_string(), service.to_string()]);
     }
-    let ready = work_dir.join(format!("ready-extra-{id}"));
-    agent.extend(["--ready-file".into(), ready.display().to_string()]);
     let (v4, v6) = (VIP4.to_string(), VIP6.to_string());
     let decap: Vec<String> = ["decap", "--iface", "eth0", "--vip", &v4, "--vip", &v6]
         .iter()
         .map(|s| s.to_string())
         .collect();
     let mut pids = Vec::new();
-    for (what, exe, args) in [
+    // In order, each ready before the next starts: the decapsulator's program attached before
+    // the echo binds, and both before the agent registers the backend (from then on the daemon
+    // may place keys on it: a packet that arrived before would find no decapsulation or no
+    // socket and be lost).
+    for (what, exe, mut args) in [
         ("decap", &bins.shardline, decap),
         ("echo", &bins.lab, echo),
         ("agent", &bins.shardline, agent),
     ] {
         let log = work_dir.join(format!("extra-{id}-{what}.log"));
+        let ready = work_dir.join(format!("ready-extra-{id}-{what}"));
+        args.extend(["--ready-file".into(), ready.display().to_string()]);
         let file = std::fs::File::create(&log).map_err(|e| io(&log, e))?;
-        let child = ns
+        let mut child = ns
             .command(&exe.to_string_lossy())
             .args(&args)
             .stdin(std::process::Stdio::null())
@@ -269,8 +273,7 @@ pub fn add_backend(
             .spawn()
             .map_err(|e| io(&log, e))?;
         pids.push(child.id());
-        // Give the decapsulator its XDP program before the echo binds.
-        std::thread::sleep(Duration::from_millis(200));
+        wait_ready(&mut child, &ready, &log)?;
     }
     let line = format!(
         "{id} {}\n",
@@ -284,11 +287,33 @@ pub fn add_backend(
     let _ = std::fs::write(extras_file(work_dir), all);
     // The namespace outlives this process: the lab removes it.
     std::mem::forget(ns);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
     Ok(id)
+}
+
+/// How long a new backend's process may take to write its ready file.
+const EXTRA_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until `child` writes `ready`; fails, naming its log, if it exits first or takes
+/// longer than [`EXTRA_READY_TIMEOUT`].
+fn wait_ready(child: &mut std::process::Child, ready: &Path, log: &Path) -> Result<(), NetnsError> {
+    let deadline = Instant::now() + EXTRA_READY_TIMEOUT;
+    while !ready.exists() {
+        let why = match child.try_wait() {
+            Ok(Some(status)) => format!("exited ({status}) before it was ready"),
+            _ if Instant::now() >= deadline => {
+                format!("not ready within {} s", EXTRA_READY_TIMEOUT.as_secs())
+            }
+            _ => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+        };
+        return Err(NetnsError::Failed {
+            command: format!("a new backend's process (log {})", log.display()),
+            stderr: why,
+        });
+    }
+    Ok(())
 }
 
 /// The connection-id layout of the lab's quic services, read from the daemon's configuration

@@ -68,8 +68,11 @@ fn the_default_lab_run_loses_no_request_without_a_reason() {
     assert_eq!(
         report.load_lost(),
         0,
-        "shaped requests neither answered nor refused: {:?}",
-        report.load.lost()
+        "shaped requests neither answered nor refused: {:?}; the client's send errors: {:?}; \
+         UDP drops by namespace: {:?}",
+        report.load.lost(),
+        report.load.send_errors,
+        lab.udp_drops()
     );
     assert_eq!(report.quic.error, None, "the QUIC connection stopped early");
     assert!(
