@@ -249,8 +249,12 @@ pub fn run(duration: u64, sessions: u32, backends: u32, mtu: Option<u32>) -> any
         print_decisions();
     })?;
     print_decisions();
+    let drops = lab.udp_drops();
     drop(lab);
     print_final(&report);
+    if report.unexplained() > 0 && !drops.is_empty() {
+        println!("lab: UDP datagrams dropped inside the lab's hosts, by namespace: {drops:?}");
+    }
     anyhow::ensure!(
         !report.requests.observations.is_empty(),
         "no request was answered: see the logs above"
