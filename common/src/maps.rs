@@ -177,6 +177,17 @@ pub struct SessionKey {
     pub session: u64,
 }
 
+impl SessionKey {
+    /// The key of session `session` of service `service`, padding zeroed.
+    pub const fn new(service: u32, session: u64) -> Self {
+        Self {
+            service,
+            _pad: 0,
+            session,
+        }
+    }
+}
+
 /// How a session's keys are partitioned across its shard set.
 pub mod scheme {
     /// Rendezvous hashing of the request key over the shard set.

@@ -69,11 +69,7 @@ mod tests {
     use super::*;
 
     fn key(session: u64) -> SessionKey {
-        SessionKey {
-            service: 1,
-            _pad: 0,
-            session,
-        }
+        SessionKey::new(1, session)
     }
 
     fn counters(pairs: &[(u64, u64)]) -> HashMap<SessionKey, Counter> {

@@ -200,11 +200,7 @@ mod tests {
     use super::*;
 
     fn key(session: u64) -> SessionKey {
-        SessionKey {
-            service: 1,
-            _pad: 0,
-            session,
-        }
+        SessionKey::new(1, session)
     }
 
     #[test]
