@@ -23,14 +23,24 @@ fn prefers_the_model_that_fits() {
         period: 6,
         ..SelectorConfig::default()
     });
-    let wave = |t: usize| [1.0, 9.0, 3.0, 7.0, 2.0, 8.0][t % 6] * 10.0;
     for t in 0..600 {
         s.update(wave(t));
     }
+    assert_the_seasonal_models_lead(&s, "from the start");
+}
+
+/// A wave of period 6 the seasonal models fit exactly.
+fn wave(t: usize) -> f64 {
+    [1.0, 9.0, 3.0, 7.0, 2.0, 8.0][t % 6] * 10.0
+}
+
+/// After [`wave`]'s first 600 samples: the seasonal models carry the weight and the
+/// forecast of the next-but-one sample is right.
+fn assert_the_seasonal_models_lead(s: &Selector, when: &str) {
     let w = s.weights();
     assert!(
         w[SEASONAL_NAIVE] + w[HOLT_WINTERS] + w[SEASONAL_STEP] > 0.9,
-        "seasonal models should lead: {w:?}"
+        "seasonal models should lead ({when}): {w:?}"
     );
     assert!((s.forecast() - wave(601)).abs() < 3.0, "{}", s.forecast());
 }
@@ -75,7 +85,6 @@ fn a_period_set_mid_stream_turns_the_seasonal_models_on_and_off() {
         "{}",
         std::mem::size_of::<Selector>()
     );
-    let wave = |t: usize| [1.0, 9.0, 3.0, 7.0, 2.0, 8.0][t % 6] * 10.0;
     let mut s = Selector::new(SelectorConfig {
         horizon: 2,
         ..SelectorConfig::default()
@@ -95,12 +104,7 @@ fn a_period_set_mid_stream_turns_the_seasonal_models_on_and_off() {
     for t in 300..600 {
         s.update(wave(t));
     }
-    let w = s.weights();
-    assert!(
-        w[SEASONAL_NAIVE] + w[HOLT_WINTERS] + w[SEASONAL_STEP] > 0.9,
-        "before {before:?}, after {w:?}"
-    );
-    assert!((s.forecast() - wave(601)).abs() < 3.0, "{}", s.forecast());
+    assert_the_seasonal_models_lead(&s, &format!("after the period was set; before {before:?}"));
     // The same period again changes nothing; none turns them off.
     let kept = s.weights();
     s.set_period(6, std::iter::empty());
@@ -130,7 +134,6 @@ fn falls_back_to_naive_where_the_models_lose_to_it() {
         period: 6,
         ..SelectorConfig::default()
     });
-    let wave = |t: usize| [1.0, 9.0, 3.0, 7.0, 2.0, 8.0][t % 6] * 10.0;
     for t in 0..600 {
         s.update(wave(t));
     }
