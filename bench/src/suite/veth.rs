@@ -10,11 +10,16 @@
 //! - CPU per forwarded packet ([`cpu`]): at one fixed rate that every forwarder forwards in
 //!   full, each forwarder's run against a baseline run (the client sending to a backend
 //!   directly) in the same topology and round; the CPU of every task of the lab is summed
-//!   ([`cputime`]) and the difference is the load balancer's side.
+//!   ([`cputime`]) and the difference is the load balancer's side; a profiled run per
+//!   forwarder ([`profile`]) splits it by stage of the path ([`stages`]) and times the lab's XDP
+//!   programs; [`summary`] writes the JSON of it.
 //! - [`traffic`]: the client's side of a run, flat out or paced.
 
 mod cpu;
 mod cputime;
+mod profile;
+mod stages;
+mod summary;
 mod traffic;
 
 use std::{
@@ -24,7 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 pub use traffic::PAYLOAD;
 use traffic::{blast, wait_answering, Pace, Traffic};
 
@@ -85,7 +90,7 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
         _ => None,
     };
     let ratio_nginx = ratio(pps(&shardline), pps(&nginx));
-    let (cpu_ns, cpu_detail) = cpu_json(&plan, &shardline_cpu, &proxies_cpu);
+    let (cpu_ns, cpu_detail) = summary::cpu_json(&plan, &shardline_cpu, &proxies_cpu);
     let cpu_ratio = ratio(cpu_ns["nginx"].as_f64(), cpu_ns["shardline"].as_f64());
     Ok(json!({
         "shardline_pps": pps(&shardline).map(|x| x as u64),
@@ -121,86 +126,40 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
                   runtime) proxy both ways. All on one 2-core VM shared with other work. \
                   cpu_ns_per_pkt: CPU per forwarded packet of the load balancer's side at one fixed \
                   offered rate (cpu.offered_pps, 16 datagrams per sendmmsg call, paced; answers drained every 2 ms) that all three \
-                  forward in full (cpu.all_forwarded): the runtime (schedstat, ns) of every thread of \
-                  every process in the lab's namespaces, of ksoftirqd and of the bench's own client and \
-                  proxy threads, summed over the run, per forwarded packet, minus the same for a \
-                  baseline run in the same round and topology in which the client sends to a backend \
-                  directly (shardline's lab: the client's route to the VIP switched to backend 1, so the same \
-                  echo answers from the VIP; the proxies' topology: backend 1's address), so the \
-                  sender's, the backends' and the answers' work cancels. Softirq work \
-                  is counted where the kernel ran it (on veth, inside the sending task: this kernel \
-                  accounts by ticks, so /proc/stat's softirq column, kept per run as a cross-check, \
-                  would count it twice if added to process time). Median over rounds; per-run \
-                  figures and the per-namespace split in cpu.runs and cpu.by_role_ns_per_pkt. \
-                  shardline's side includes its XDP, the XDP_TX to the bridge, the extra bridge hop \
-                  and the IPIP decap at the backend; the proxies' includes both directions through \
-                  their namespace and process. cpu_ratio = nginx / shardline.",
+                  forward in full (cpu.all_forwarded). It starts from cpu.whole_lab_ns_per_pkt: the runtime \
+                  (schedstat, ns) of every thread of every process in the lab's namespaces, of ksoftirqd and \
+                  of the bench's own client and proxy threads, summed over the run, per forwarded packet, \
+                  minus the same for a baseline run in the same round and topology in which the client \
+                  sends to a backend directly (shardline's lab: the client's route to the VIP switched to \
+                  backend 1, so the same echo answers from the VIP; the proxies' topology: backend 1's \
+                  address), median over rounds; so the sender's, the backends' and the answers' work \
+                  cancels and everything that runs because the load balancer is there is counted, wherever \
+                  the kernel ran it (on veth a packet's softirq work, the receiving side's XDP included, runs \
+                  inside the sending task: this kernel accounts by ticks, so /proc/stat's softirq column, \
+                  kept per run as a cross-check, would count it twice if added to process time). From \
+                  shardline's whole-lab figure the backends' decapsulation is taken out and reported in \
+                  cpu.backend_decap_ns_per_pkt: the run time (kernel BPF statistics) of the backends' \
+                  decap XDP program per packet minus the same in the baseline, where it passes packets \
+                  untouched. Nothing else is taken out: shardline's figure includes its XDP program, \
+                  native XDP on veth (the copy of each skb into a page-pool buffer, the NAPI poll, XDP_TX \
+                  into the switch port, that port's XDP_PASS, the skb built around the frame, GRO), the \
+                  extra bridge hop and the scheduling effects on the echo; the proxies' includes both \
+                  directions through their namespace, their process and their two extra bridge hops. \
+                  The bridge in the lab stands for a switch and runs no netfilter hooks (see the README). \
+                  cpu.by_stage_ns_per_pkt: one profiled run per case after the rounds (perf record -a -g, \
+                  cpu-clock every 250 us of CPU, samples of the same tasks plus softirq run in the idle \
+                  task, each sample given the stage of the innermost frame of its call chain that names \
+                  one), case minus its topology's baseline, ns per forwarded packet (the baselines \
+                  themselves are given whole). cpu.topology_hop_ns_per_pkt = the bridge_hop stage's \
+                  difference: the hops any load balancer in this one-arm topology adds (shardline one, \
+                  the proxies two); cpu.without_hop_ns_per_pkt = cpu_ns_per_pkt minus it, and \
+                  cpu.ratio_without_hop nginx over shardline on those. cpu.bpf_programs: run time per \
+                  forwarded packet of the lab's XDP programs from the kernel's BPF statistics (on only \
+                  during the profiled runs). Per-run figures and the per-namespace split in cpu.runs and \
+                  cpu.by_role_ns_per_pkt (by namespace, which on veth is not by cause). \
+                  cpu_ratio = nginx / shardline on cpu_ns_per_pkt; cpu.whole_lab_ratio on the whole-lab \
+                  figures.",
     }))
-}
-
-/// `cpu_ns_per_pkt` (`{shardline, nginx, tokio_proxy}`) and the `cpu` detail section.
-fn cpu_json(
-    plan: &cpu::Plan,
-    shardline: &Outcome<Vec<cpu::Run>>,
-    proxies: &Outcome<Vec<cpu::Run>>,
-) -> (Value, Value) {
-    let mut ns = Map::new();
-    let mut by_role = Map::new();
-    let mut errors = Map::new();
-    for (case, runs) in [
-        ("shardline", shardline),
-        ("nginx", proxies),
-        ("tokio_proxy", proxies),
-    ] {
-        match runs {
-            Ok(runs) if runs.iter().any(|r| r.case == case) => {
-                let cost = cpu::cost(runs, case);
-                ns.insert(case.into(), json!(cost.ns_per_pkt.map(|x| round(x, 0))));
-                let roles: Map<String, Value> = cost
-                    .by_role
-                    .iter()
-                    .map(|(r, v)| ((*r).to_owned(), json!(v.map(|x| round(x, 0)))))
-                    .collect();
-                by_role.insert(case.into(), Value::Object(roles));
-            }
-            Ok(_) => {
-                ns.insert(case.into(), Value::Null);
-                errors.insert(
-                    case.into(),
-                    json!("not measured: the forwarder did not start"),
-                );
-            }
-            Err(e) => {
-                ns.insert(case.into(), Value::Null);
-                errors.insert(case.into(), json!(e));
-            }
-        }
-    }
-    let all_runs: Vec<&cpu::Run> = [shardline, proxies]
-        .into_iter()
-        .filter_map(|r| r.as_ref().ok())
-        .flatten()
-        .collect();
-    let baseline = |runs: &Outcome<Vec<cpu::Run>>| {
-        runs.as_ref()
-            .ok()
-            .and_then(|r| cpu::baseline_ns_per_pkt(r))
-            .map(|x| round(x, 0))
-    };
-    let detail = json!({
-        "offered_pps": plan.rate.round() as u64,
-        "seconds_per_run": plan.duration.as_secs(),
-        "rounds": plan.rounds,
-        "all_forwarded": !all_runs.is_empty() && all_runs.iter().all(|r| r.fully_forwarded()),
-        "baseline_ns_per_pkt": {
-            "shardline_lab": baseline(shardline),
-            "proxies_topology": baseline(proxies),
-        },
-        "by_role_ns_per_pkt": by_role,
-        "errors": errors,
-        "runs": all_runs.iter().map(|r| r.json()).collect::<Vec<_>>(),
-    });
-    (Value::Object(ns), detail)
 }
 
 /// A throughput run (flat out), printed.
@@ -226,7 +185,7 @@ fn shardline_run(
     tag: &str,
     duration: Duration,
     plan: &cpu::Plan,
-) -> Result<(Traffic, Outcome<Vec<cpu::Run>>), BenchError> {
+) -> Result<(Traffic, Outcome<cpu::Measured>), BenchError> {
     let lab = Lab::start(&LabOptions {
         tag: format!("{tag}x"),
         backends: BACKENDS,
@@ -291,7 +250,7 @@ fn spawn_echo(opts: &Options, ns: &Netns, id: u32, dir: &Path) -> Result<Child, 
     Ok(child.into_inner())
 }
 
-type ProxyResults = (Outcome<Traffic>, Outcome<Traffic>, Outcome<Vec<cpu::Run>>);
+type ProxyResults = (Outcome<Traffic>, Outcome<Traffic>, Outcome<cpu::Measured>);
 
 /// nginx's and the tokio proxy's throughput, then their CPU rounds, in one topology with both
 /// proxies running throughout (each idle while the other or the baseline runs).

@@ -4,7 +4,8 @@
 //! ([`super::cputime`]). A forwarder's cost per packet is its run's total minus the baseline's
 //! of the same round, the median over rounds: what the sender, the backends and the answers
 //! cost cancels, what is left is the load balancer's side (its softirq work, which runs in the
-//! sender's task on veth, and its processes).
+//! sender's task on veth, and its processes). After the rounds, one profiled run per case
+//! ([`super::profile`]) splits that cost by stage of the path and times the lab's XDP programs.
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
@@ -13,6 +14,7 @@ use shardline_lab::topology::Topology;
 
 use super::{
     cputime::{lb_cost, per_packet, Role, Tasks},
+    profile::{self, BpfStats, Profile, Recording},
     traffic::{blast, Pace, Traffic},
 };
 use crate::suite::{median, round, BenchError};
@@ -94,16 +96,27 @@ pub fn fully_forwarded(sent: u64, forwarded: u64) -> bool {
     sent > 0 && forwarded as f64 >= FORWARDED_SHARE * sent as f64
 }
 
+/// The runs of one topology and, by case (the baseline among them), its profiled run or why
+/// there is none.
+#[derive(Debug)]
+pub struct Measured {
+    /// The measured runs, every round.
+    pub runs: Vec<Run>,
+    /// The profiled run of each case.
+    pub profiles: Result<BTreeMap<String, Profile>, String>,
+}
+
 /// Runs `plan.rounds` rounds through `topo`: in each, the baseline (`baseline`, a backend
-/// reached directly) and then every case, one after the other at `plan.rate`. `prepare` runs
-/// before each run with its case name (outside the measured time), e.g. to route the client.
+/// reached directly) and then every case, one after the other at `plan.rate`; then one
+/// profiled run of each. `prepare` runs before each run with its case name (outside the
+/// measured time), e.g. to route the client.
 pub fn measure(
     topo: &Topology,
     baseline: SocketAddr,
     cases: &[(&str, SocketAddr)],
     prepare: &dyn Fn(&str) -> Result<(), BenchError>,
     plan: &Plan,
-) -> Result<Vec<Run>, BenchError> {
+) -> Result<Measured, BenchError> {
     let mut namespaces = vec![
         (topo.client.name(), Role::Client),
         (topo.lb.name(), Role::Lb),
@@ -140,7 +153,39 @@ pub fn measure(
             runs.push(run);
         }
     }
-    Ok(runs)
+    let profiles = profiled(topo, &namespaces, &all, prepare, plan).map_err(|e| e.to_string());
+    Ok(Measured { runs, profiles })
+}
+
+/// One profiled run of every case in `all`, at the plan's rate and duration.
+fn profiled(
+    topo: &Topology,
+    namespaces: &[(&str, Role)],
+    all: &[(&str, SocketAddr)],
+    prepare: &dyn Fn(&str) -> Result<(), BenchError>,
+    plan: &Plan,
+) -> Result<BTreeMap<String, Profile>, BenchError> {
+    let programs = profile::lab_programs(topo);
+    let _stats = BpfStats::enable()?;
+    let data = std::env::temp_dir().join(format!("shardline-bench-{}.perf", std::process::id()));
+    let mut profiles = BTreeMap::new();
+    for (case, target) in all {
+        prepare(case)?;
+        let pids = Tasks::find(namespaces).pids();
+        let before = profile::program_stats(&programs);
+        let recording = Recording::start(&data)?;
+        let traffic = blast(topo, *target, plan.duration, Pace::Rate(plan.rate), None)?;
+        let script = recording.finish()?;
+        let after = profile::program_stats(&programs);
+        let p = profile::profile(&script, &pids, &before, &after, traffic.forwarded());
+        println!(
+            "bench:   cpu profiled {case}: {:.0} ns/packet sampled over {} forwarded",
+            p.stages.values().sum::<f64>(),
+            traffic.forwarded()
+        );
+        profiles.insert((*case).to_owned(), p);
+    }
+    Ok(profiles)
 }
 
 /// The median over rounds of `case`'s value minus the baseline's value of the same round

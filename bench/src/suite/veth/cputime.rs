@@ -21,7 +21,11 @@
 //! is kept as a cross-check ([`softirq_ticks`]). Parsing and arithmetic are pure functions,
 //! tested below; [`Tasks`] does the reading.
 
-use std::{collections::HashMap, os::unix::fs::MetadataExt, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    os::unix::fs::MetadataExt,
+    path::Path,
+};
 
 /// Where CPU time was spent, by network namespace (or `ksoftirqd`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -195,6 +199,15 @@ impl Tasks {
     /// Processes found (besides this one).
     pub fn processes(&self) -> usize {
         self.procs.len()
+    }
+
+    /// The process ids whose CPU a run counts: those found and this one.
+    pub fn pids(&self) -> HashSet<u32> {
+        self.procs
+            .iter()
+            .map(|(pid, _)| *pid)
+            .chain([std::process::id()])
+            .collect()
     }
 
     /// Reads every counter now. Tasks that have gone are left out (a delta skips them).
