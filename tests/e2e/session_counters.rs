@@ -295,3 +295,50 @@ fn a_batch_of_re_placements_keeps_every_slot_without_reading_each_one() {
     assert_eq!(after[..5], held[..], "kept through a second batch");
     assert_eq!(after[5], new, "the new session keeps the slot it was given");
 }
+
+/// Placements of `sessions` on `backends` at `generation`, as one delta.
+fn replace(
+    sessions: std::ops::Range<u64>,
+    backends: &[u32],
+    generation: u64,
+) -> shardline::snapshot::delta::TableDelta {
+    shardline::snapshot::delta::TableDelta {
+        sessions: sessions
+            .map(|s| {
+                (
+                    kv(s),
+                    ShardSet {
+                        generation,
+                        ..shard_set(backends)
+                    },
+                )
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn with_no_slot_free_a_restarted_handle_re_places_sessions_on_the_slots_they_hold() {
+    let lb = Loaded::new(TEST_CONFIG);
+    // Every slot taken (the configuration's session holds one, so the last of these has none).
+    let all = u64::from(shardline_common::consts::MAX_SESSION_SLOTS);
+    let mut first = DataplaneMaps::open(&lb.pin_dir).expect("open the pins");
+    first
+        .write_delta(&replace(1000..1000 + all, &[1], 1))
+        .expect("take every slot");
+    let held: Vec<u32> = (1000..1010)
+        .map(|s| slot_of(&lb, &kv(s)).expect("placed"))
+        .collect();
+    assert!(held.iter().all(|s| *s != 0), "{held:?}");
+
+    // Nothing is free, so these go out in one batch, each with the slot the handle read.
+    let mut again = DataplaneMaps::open(&lb.pin_dir).expect("reopen the pins");
+    again
+        .write_delta(&replace(1000..1010, &[2, 3], 2))
+        .expect("re-place");
+    let kept: Vec<u32> = (1000..1010)
+        .map(|s| slot_of(&lb, &kv(s)).expect("placed"))
+        .collect();
+    assert_eq!(kept, held, "re-placed sessions keep their slots");
+}
