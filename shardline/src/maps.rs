@@ -130,6 +130,10 @@ pub struct DataplaneMaps {
     handoffs: HandoffMap,
     /// Free counters slots, built from SESSIONS on first use.
     slots: Option<StatsSlots>,
+    /// The counters slot each placed session holds, read with `slots` and kept as this handle
+    /// writes: a batch of re-placements keeps every session's slot without a lookup syscall
+    /// per session. At most `MAX_SESSION_SLOTS` entries.
+    slot_of: std::collections::HashMap<SessionKey, u32>,
 }
 
 fn open(dir: &Path, name: &str) -> Result<Map, MapsError> {
@@ -169,6 +173,7 @@ impl DataplaneMaps {
             epoch: FrontEpoch::open(dir)?,
             handoffs: HandoffMap::new(typed!(dir, "HANDOFFS")),
             slots: None,
+            slot_of: std::collections::HashMap::new(),
         })
     }
 
@@ -446,11 +451,15 @@ impl DataplaneMaps {
         let kept = old.map_or(0, |o| o.stats_slot);
         if kept != 0 {
             set.stats_slot = kept;
-            return self.sessions.insert(key, set, 0);
+            self.sessions.insert(key, set, 0)?;
+            self.slot_of.insert(*key, kept);
+            return Ok(());
         }
         let Some(slot) = self.free_slots()?.take() else {
             set.stats_slot = 0;
-            return self.sessions.insert(key, set, 0);
+            self.sessions.insert(key, set, 0)?;
+            self.slot_of.remove(key);
+            return Ok(());
         };
         let seed = match self.session_stats.get(key, 0) {
             Ok(per_cpu) => Some(per_cpu.to_vec()),
@@ -469,6 +478,7 @@ impl DataplaneMaps {
             let _ = self.free_slot(slot);
             return Err(e);
         }
+        self.slot_of.insert(*key, slot);
         if seed.is_some() {
             match self.session_stats.remove(key) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
@@ -492,6 +502,7 @@ impl DataplaneMaps {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(op("delete", "SESSIONS")(e)),
         }
+        self.slot_of.remove(key);
         if slot == 0 {
             return Ok(());
         }
@@ -526,14 +537,20 @@ impl DataplaneMaps {
         if self.slots.is_none() {
             // One read per few thousand sessions: a million placements are read in a few
             // hundred syscalls, not two million.
-            let mut used = Vec::new();
+            let (mut used, mut held) = (Vec::new(), std::collections::HashMap::new());
             batch::read::<SessionKey, ShardSet>(
                 batch::fd(&self.sessions),
                 batch::Span::All,
-                |_, set| used.push(set.stats_slot),
+                |key, set| {
+                    used.push(set.stats_slot);
+                    if set.stats_slot != 0 {
+                        held.insert(*key, set.stats_slot);
+                    }
+                },
             )
             .map_err(|e| syscall_error("bpf_map_lookup_batch", e))?;
             self.slots = Some(StatsSlots::new(used));
+            self.slot_of = held;
         }
         Ok(self.slots.as_mut().expect("built above"))
     }

@@ -362,26 +362,22 @@ impl Resharder {
         for (key, set) in &delta.sessions {
             // The tables in force carry no window flag (see `refresh`).
             let set = &ShardSet { handoff: 0, ..*set };
-            let previous = self.placed.get(key);
             if refused.contains(key) {
                 // The map kept what it had.
                 continue;
             }
-            let previous = match previous {
+            // One hash lookup: the insert answers what was placed before.
+            let previous = match self.placed.insert(*key, *set) {
                 Some(previous) => previous,
                 None => {
                     swap.placed.push(*key);
                     // A header session's first placement moves keys off its home.
                     match home_set(before.as_ref().unwrap_or(&self.tables), key) {
                         Some(home) => home,
-                        None => {
-                            self.placed.insert(*key, *set);
-                            continue;
-                        }
+                        None => continue,
                     }
                 }
             };
-            self.placed.insert(*key, *set);
             let plan = session_plan(Some(&previous), set);
             if plan != SessionPlan::Unchanged {
                 swap.handoffs.push(Handoff {

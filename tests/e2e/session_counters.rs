@@ -231,3 +231,114 @@ fn a_restarted_daemon_does_not_hand_out_slots_that_are_in_use() {
     given.dedup();
     assert_eq!(given.len(), 10, "every session its own slot");
 }
+
+#[test]
+fn a_batch_of_re_placements_keeps_every_slot_without_reading_each_one() {
+    let lb = Loaded::new(TEST_CONFIG);
+    let mut first = DataplaneMaps::open(&lb.pin_dir).expect("open the pins");
+    for session in 600..605 {
+        first
+            .place_session(&kv(session), &shard_set(&[1]))
+            .expect("place");
+    }
+    let held: Vec<u32> = (600..605)
+        .map(|s| slot_of(&lb, &kv(s)).expect("placed"))
+        .collect();
+    assert!(held.iter().all(|s| *s != 0), "{held:?}");
+
+    // A restarted daemon's handle re-places them in one delta (the batched path), with a new
+    // session among them: each placed one keeps its slot, the new one gets a free slot.
+    let mut again = DataplaneMaps::open(&lb.pin_dir).expect("reopen the pins");
+    let delta = shardline::snapshot::delta::TableDelta {
+        sessions: (600..606)
+            .map(|s| {
+                (
+                    kv(s),
+                    ShardSet {
+                        generation: 2,
+                        ..shard_set(&[2, 3])
+                    },
+                )
+            })
+            .collect(),
+        ..Default::default()
+    };
+    again.write_delta(&delta).expect("write the re-placements");
+    let kept: Vec<u32> = (600..605)
+        .map(|s| slot_of(&lb, &kv(s)).expect("placed"))
+        .collect();
+    assert_eq!(kept, held, "re-placed sessions keep their slots");
+    let new = slot_of(&lb, &kv(605)).expect("placed");
+    assert!(new != 0 && !held.contains(&new), "{new} vs {held:?}");
+
+    // The same handle again (what it wrote, not a read): the slots still hold.
+    let delta = shardline::snapshot::delta::TableDelta {
+        sessions: (600..606)
+            .map(|s| {
+                (
+                    kv(s),
+                    ShardSet {
+                        generation: 3,
+                        ..shard_set(&[1, 3])
+                    },
+                )
+            })
+            .collect(),
+        ..Default::default()
+    };
+    again
+        .write_delta(&delta)
+        .expect("write the re-placements again");
+    let after: Vec<u32> = (600..606)
+        .map(|s| slot_of(&lb, &kv(s)).expect("placed"))
+        .collect();
+    assert_eq!(after[..5], held[..], "kept through a second batch");
+    assert_eq!(after[5], new, "the new session keeps the slot it was given");
+}
+
+/// Placements of `sessions` on `backends` at `generation`, as one delta.
+fn replace(
+    sessions: std::ops::Range<u64>,
+    backends: &[u32],
+    generation: u64,
+) -> shardline::snapshot::delta::TableDelta {
+    shardline::snapshot::delta::TableDelta {
+        sessions: sessions
+            .map(|s| {
+                (
+                    kv(s),
+                    ShardSet {
+                        generation,
+                        ..shard_set(backends)
+                    },
+                )
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn with_no_slot_free_a_restarted_handle_re_places_sessions_on_the_slots_they_hold() {
+    let lb = Loaded::new(TEST_CONFIG);
+    // Every slot taken (the configuration's session holds one, so the last of these has none).
+    let all = u64::from(shardline_common::consts::MAX_SESSION_SLOTS);
+    let mut first = DataplaneMaps::open(&lb.pin_dir).expect("open the pins");
+    first
+        .write_delta(&replace(1000..1000 + all, &[1], 1))
+        .expect("take every slot");
+    let held: Vec<u32> = (1000..1010)
+        .map(|s| slot_of(&lb, &kv(s)).expect("placed"))
+        .collect();
+    assert!(held.iter().all(|s| *s != 0), "{held:?}");
+
+    // Nothing is free, so these go out in one batch, each with the slot the handle read.
+    let mut again = DataplaneMaps::open(&lb.pin_dir).expect("reopen the pins");
+    again
+        .write_delta(&replace(1000..1010, &[2, 3], 2))
+        .expect("re-place");
+    let kept: Vec<u32> = (1000..1010)
+        .map(|s| slot_of(&lb, &kv(s)).expect("placed"))
+        .collect();
+    assert_eq!(kept, held, "re-placed sessions keep their slots");
+}

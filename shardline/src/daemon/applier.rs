@@ -49,29 +49,16 @@ pub async fn run(
         let state = states.borrow_and_update().clone();
         if state.generation != applied {
             resharder.set_handoff_window(*handoff_window.borrow());
-            // Thousands of map writes (a tick's re-placements) take tens of ms: off the
-            // runtime, whose one worker also answers the raft peers (a follower that answers
-            // AppendEntries late is sent the entry again). Its log lines go where this task's
-            // go.
-            let job = {
-                let (maps, state, last, telemetry) =
-                    (maps.clone(), state.clone(), last.clone(), telemetry.clone());
-                let mut resharder = resharder;
-                let logs = tracing::dispatcher::get_default(|d| d.clone());
-                tokio::task::spawn_blocking(move || {
-                    let result = tracing::dispatcher::with_default(&logs, || {
-                        write(&maps, &mut resharder, &state, last.as_deref(), &telemetry)
-                    });
-                    (resharder, result)
-                })
+            let job = (maps.clone(), state.clone(), last.clone(), telemetry.clone());
+            let Some((back, result)) = off_runtime(resharder, move |resharder| {
+                let (maps, state, last, telemetry) = job;
+                write(&maps, resharder, &state, last.as_deref(), &telemetry)
+            })
+            .await
+            else {
+                return;
             };
-            let result;
-            (resharder, result) = match job.await {
-                Ok(done) => done,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                // Cancelled: the runtime is shutting down.
-                Err(_) => return,
-            };
+            resharder = back;
             match result {
                 Ok(swap) => {
                     board.publish(&swap.handoffs, Instant::now());
@@ -102,12 +89,44 @@ pub async fn run(
                 }
             }
             () = closing => {
-                let mut maps = maps.lock().expect("maps lock");
-                if let Err(e) = resharder.close_windows(&mut *maps, Instant::now()) {
+                // A window closing rewrites every session it flagged (a tick's 10,000).
+                let maps = maps.clone();
+                let Some((back, result)) = off_runtime(resharder, move |resharder| {
+                    let mut maps = maps.lock().expect("maps lock");
+                    resharder.close_windows(&mut *maps, Instant::now())
+                })
+                .await
+                else {
+                    return;
+                };
+                resharder = back;
+                if let Err(e) = result {
                     error!("closing handoff windows: {e:#}");
                 }
             }
         }
+    }
+}
+
+/// Runs `job` on the swap stage on a blocking thread and hands the stage back with the
+/// outcome; `None` when the runtime is shutting down. Thousands of map writes (a tick's
+/// re-placements, or the end of their handoff window) take tens of ms: off the runtime, whose
+/// workers also answer the raft peers (a follower that answers AppendEntries late is sent the
+/// entry again). The job's log lines go where this task's go.
+async fn off_runtime<R: Send + 'static>(
+    mut resharder: Resharder,
+    job: impl FnOnce(&mut Resharder) -> R + Send + 'static,
+) -> Option<(Resharder, R)> {
+    let logs = tracing::dispatcher::get_default(|d| d.clone());
+    let done = tokio::task::spawn_blocking(move || {
+        let result = tracing::dispatcher::with_default(&logs, || job(&mut resharder));
+        (resharder, result)
+    });
+    match done.await {
+        Ok(done) => Some(done),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled: the runtime is shutting down.
+        Err(_) => None,
     }
 }
 

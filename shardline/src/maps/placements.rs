@@ -20,8 +20,10 @@ use super::{
 
 impl DataplaneMaps {
     /// Writes `placements` (distinct sessions), returning those a full map refused (their
-    /// packets keep routing as before). A session keeps the counters slot the map names for
-    /// it; one that has none while a slot is free takes the one-by-one path
+    /// packets keep routing as before). A session keeps the counters slot it holds (as this
+    /// handle read the map at its first write and wrote it since: a second writer of
+    /// `SESSIONS` is not seen, as the slot allocator does not see it either); one that has
+    /// none while a slot is free takes the one-by-one path
     /// ([`Self::write_counted`]), which seeds the slot before the session names it. The rest
     /// (the re-placements of a tick, and every placement once the slots run out) are written
     /// in batches.
@@ -33,8 +35,14 @@ impl DataplaneMaps {
         let mut refused = Vec::new();
         let mut keys = Vec::with_capacity(placements.len());
         let mut values = Vec::with_capacity(placements.len());
+        if !placements.is_empty() {
+            // Reads which session holds which slot, once per handle (see `slot_of`).
+            self.free_slots().map_err(op("read", "SESSIONS"))?;
+        }
         for (key, set) in placements {
-            let kept = self.sessions.get(key, 0).map_or(0, |old| old.stats_slot);
+            // The slot this handle knows the session holds: no lookup syscall per session
+            // (10,000 of them made half of a tick's write).
+            let kept = self.slot_of.get(key).copied().unwrap_or(0);
             if kept == 0 && self.free_slots().map_err(op("read", "SESSIONS"))?.free() > 0 {
                 if !self.write_counted(key, set, out)? {
                     refused.push((*key, *set));
