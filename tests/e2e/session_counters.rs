@@ -249,21 +249,9 @@ fn a_batch_of_re_placements_keeps_every_slot_without_reading_each_one() {
     // A restarted daemon's handle re-places them in one delta (the batched path), with a new
     // session among them: each placed one keeps its slot, the new one gets a free slot.
     let mut again = DataplaneMaps::open(&lb.pin_dir).expect("reopen the pins");
-    let delta = shardline::snapshot::delta::TableDelta {
-        sessions: (600..606)
-            .map(|s| {
-                (
-                    kv(s),
-                    ShardSet {
-                        generation: 2,
-                        ..shard_set(&[2, 3])
-                    },
-                )
-            })
-            .collect(),
-        ..Default::default()
-    };
-    again.write_delta(&delta).expect("write the re-placements");
+    again
+        .write_delta(&replace(600..606, &[2, 3], 2))
+        .expect("write the re-placements");
     let kept: Vec<u32> = (600..605)
         .map(|s| slot_of(&lb, &kv(s)).expect("placed"))
         .collect();
@@ -272,22 +260,8 @@ fn a_batch_of_re_placements_keeps_every_slot_without_reading_each_one() {
     assert!(new != 0 && !held.contains(&new), "{new} vs {held:?}");
 
     // The same handle again (what it wrote, not a read): the slots still hold.
-    let delta = shardline::snapshot::delta::TableDelta {
-        sessions: (600..606)
-            .map(|s| {
-                (
-                    kv(s),
-                    ShardSet {
-                        generation: 3,
-                        ..shard_set(&[1, 3])
-                    },
-                )
-            })
-            .collect(),
-        ..Default::default()
-    };
     again
-        .write_delta(&delta)
+        .write_delta(&replace(600..606, &[1, 3], 3))
         .expect("write the re-placements again");
     let after: Vec<u32> = (600..606)
         .map(|s| slot_of(&lb, &kv(s)).expect("placed"))
