@@ -241,9 +241,7 @@ fn a_batch_of_re_placements_keeps_every_slot_without_reading_each_one() {
             .place_session(&kv(session), &shard_set(&[1]))
             .expect("place");
     }
-    let held: Vec<u32> = (600..605)
-        .map(|s| slot_of(&lb, &kv(s)).expect("placed"))
-        .collect();
+    let held = slots_of(&lb, 600..605);
     assert!(held.iter().all(|s| *s != 0), "{held:?}");
 
     // A restarted daemon's handle re-places them in one delta (the batched path), with a new
@@ -252,9 +250,7 @@ fn a_batch_of_re_placements_keeps_every_slot_without_reading_each_one() {
     again
         .write_delta(&replace(600..606, &[2, 3], 2))
         .expect("write the re-placements");
-    let kept: Vec<u32> = (600..605)
-        .map(|s| slot_of(&lb, &kv(s)).expect("placed"))
-        .collect();
+    let kept = slots_of(&lb, 600..605);
     assert_eq!(kept, held, "re-placed sessions keep their slots");
     let new = slot_of(&lb, &kv(605)).expect("placed");
     assert!(new != 0 && !held.contains(&new), "{new} vs {held:?}");
@@ -263,11 +259,16 @@ fn a_batch_of_re_placements_keeps_every_slot_without_reading_each_one() {
     again
         .write_delta(&replace(600..606, &[1, 3], 3))
         .expect("write the re-placements again");
-    let after: Vec<u32> = (600..606)
-        .map(|s| slot_of(&lb, &kv(s)).expect("placed"))
-        .collect();
+    let after = slots_of(&lb, 600..606);
     assert_eq!(after[..5], held[..], "kept through a second batch");
     assert_eq!(after[5], new, "the new session keeps the slot it was given");
+}
+
+/// The counters slots `sessions` hold, in order; panics naming one that is not placed.
+fn slots_of(lb: &Loaded, sessions: std::ops::Range<u64>) -> Vec<u32> {
+    sessions
+        .map(|s| slot_of(lb, &kv(s)).unwrap_or_else(|| panic!("session {s} is not placed")))
+        .collect()
 }
 
 /// Placements of `sessions` on `backends` at `generation`, as one delta.
@@ -301,9 +302,7 @@ fn with_no_slot_free_a_restarted_handle_re_places_sessions_on_the_slots_they_hol
     first
         .write_delta(&replace(1000..1000 + all, &[1], 1))
         .expect("take every slot");
-    let held: Vec<u32> = (1000..1010)
-        .map(|s| slot_of(&lb, &kv(s)).expect("placed"))
-        .collect();
+    let held = slots_of(&lb, 1000..1010);
     assert!(held.iter().all(|s| *s != 0), "{held:?}");
 
     // Nothing is free, so these go out in one batch, each with the slot the handle read.
@@ -311,8 +310,6 @@ fn with_no_slot_free_a_restarted_handle_re_places_sessions_on_the_slots_they_hol
     again
         .write_delta(&replace(1000..1010, &[2, 3], 2))
         .expect("re-place");
-    let kept: Vec<u32> = (1000..1010)
-        .map(|s| slot_of(&lb, &kv(s)).expect("placed"))
-        .collect();
+    let kept = slots_of(&lb, 1000..1010);
     assert_eq!(kept, held, "re-placed sessions keep their slots");
 }
