@@ -273,18 +273,21 @@ pub fn add_backend(
             .spawn()
             .map_err(|e| io(&log, e))?;
         pids.push(child.id());
-        wait_ready(&mut child, &ready, &log)?;
+        // Recorded before waiting, so the lab stops what started even if this one never
+        // becomes ready ([`remove_extras`]).
+        let line = format!(
+            "{id} {}\n",
+            pids.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let _ = std::fs::write(extras_file(work_dir), format!("{existing}{line}"));
+        if let Err(e) = wait_ready(&mut child, &ready, &log) {
+            std::mem::forget(ns);
+            return Err(e);
+        }
     }
-    let line = format!(
-        "{id} {}\n",
-        pids.iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let mut all = existing;
-    all.push_str(&line);
-    let _ = std::fs::write(extras_file(work_dir), all);
     // The namespace outlives this process: the lab removes it.
     std::mem::forget(ns);
     Ok(id)
