@@ -110,10 +110,7 @@ impl Netns {
 
     /// Runs `program args…` inside the namespace and waits for it.
     pub fn exec(&self, program: &str, args: &[&str]) -> Result<Output, NetnsError> {
-        let net = format!("--net={}", Self::path_of(&self.name).display());
-        let mut all = vec![net.as_str(), "--", program];
-        all.extend_from_slice(args);
-        run("nsenter", &all)
+        exec_in(&self.name, program, args)
     }
 
     /// A command that runs `program` inside the namespace, for the caller to configure and spawn.
@@ -192,10 +189,18 @@ impl UdpDrops {
     }
 }
 
+/// Runs `program args…` inside namespace `name` (which this call neither creates nor removes)
+/// and waits for it.
+fn exec_in(name: &str, program: &str, args: &[&str]) -> Result<Output, NetnsError> {
+    let net = format!("--net={}", Netns::path_of(name).display());
+    let mut all = vec![net.as_str(), "--", program];
+    all.extend_from_slice(args);
+    run("nsenter", &all)
+}
+
 /// The UDP drop counters of namespace `name` (which this call neither creates nor removes).
 pub fn udp_drops(name: &str) -> Result<UdpDrops, NetnsError> {
-    let net = format!("--net={}", Netns::path_of(name).display());
-    let out = run("nsenter", &[net.as_str(), "--", "cat", "/proc/net/snmp"])?;
+    let out = exec_in(name, "cat", &["/proc/net/snmp"])?;
     let text = String::from_utf8_lossy(&out.stdout);
     UdpDrops::parse(&text).ok_or_else(|| NetnsError::Failed {
         command: format!("cat /proc/net/snmp in {name}"),
