@@ -53,7 +53,7 @@ pub use select::{Matured, Selector, SelectorConfig, MODELS, MODEL_NAMES};
 
 /// An online forecaster: fed one value per step, asked for the value `h` steps ahead.
 ///
-/// Implementations keep O(1) state (at most one season of values for seasonal models) and do
+/// Implementations keep O(1) state (at most three seasons of values for seasonal models) and do
 /// O(1) work per call, so a daemon can run one per session.
 pub trait Forecaster {
     /// Ingests the next value of the series.

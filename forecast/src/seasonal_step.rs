@@ -1,19 +1,22 @@
-//! The seasonal step forecaster: the last value plus the step the last season took over the
-//! same stretch.
+//! The seasonal step forecaster: the last value plus the step the last seasons took over the
+//! same stretch, averaged.
 
 use super::{Forecaster, SeasonalNaive};
 
-/// Forecasts `yₜ + (yₜ₊ₕ₋ₚ − yₜ₋ₚ)`: the path of the last season from the same point on,
-/// started from today's value. It is the forecast of the seasonal random walk
-/// `(1 − B)(1 − Bᵖ) yₜ = εₜ` (Box & Jenkins' ARIMA(0,1,0)(0,1,0)ₚ), written as the seasonal
-/// naive forecast shifted by how far this season runs above the last (`yₜ − yₜ₋ₚ`). Where the
+/// Forecasts `yₜ + (yₜ₊ₕ₋ₚ − yₜ₋ₚ)`, the step averaged over the last three seasons (`k p`
+/// back for k = 1, 2, 3; fewer while fewer were seen): the path of the recent seasons from
+/// the same point on, started from today's value. With one season it is the forecast of the
+/// seasonal random walk `(1 − B)(1 − Bᵖ) yₜ = εₜ` (Box & Jenkins' ARIMA(0,1,0)(0,1,0)ₚ),
+/// the seasonal naive forecast shifted by how far this season runs above the last. Where the
 /// seasonal naive forecast repeats last season's *level* and naive ignores the season, this
 /// keeps today's level and takes the season's *shape*: a daily cycle on a level that moves
-/// from day to day (temperatures, traffic, demand). No parameter; with a period below 2, or
-/// before a season and one value were seen, it is the naive forecast.
+/// from day to day (temperatures, traffic, demand); averaging the shape over three seasons
+/// cuts its noise (see [`SeasonalNaive::step_forecast`]). No parameter; with a period below
+/// 2, or before a season and one value were seen, it is the naive forecast.
 ///
 /// The selector does not run this type: it reads the same forecast off its seasonal naive
-/// model's season ([`SeasonalNaive::step_forecast`]), so the model costs a session no memory.
+/// model's seasons ([`SeasonalNaive::step_forecast`]), so the model costs a session no memory
+/// of its own.
 #[derive(Debug, Clone)]
 pub struct SeasonalStep(SeasonalNaive);
 

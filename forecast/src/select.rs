@@ -100,9 +100,11 @@ struct Pending {
 /// The online selector over the eight base models and the mix of seven of them, for one
 /// session.
 ///
-/// Memory: the fixed part is 344 bytes; on top, `8 × period` bytes for the seasonal models
-/// (the seasonal step reads the seasonal naive's season) and `52 × horizon` bytes of forecasts waiting for their actuals. Each update is O(1)
-/// in the series length and allocation-free; allocation happens once, in [`Selector::new`].
+/// Memory: the fixed part is 344 bytes; on top, `16 × period + 4` bytes for the seasonal
+/// models (the seasonal naive's last three seasons and one value, which the seasonal step
+/// reads too, and Holt-Winters' indices) and `52 × horizon` bytes of forecasts waiting for
+/// their actuals. Each update is O(1) in the series length and allocation-free; allocation
+/// happens once, in [`Selector::new`].
 #[derive(Debug, Clone)]
 pub struct Selector {
     // No `Naive`: its forecast, the last value, is drift's (`Drift::last`), and a session's

@@ -4,9 +4,9 @@
 //! and touches each state once. Per session, [`SessionState`] is `size_of::<SessionState>()`
 //! bytes inline (400 on x86_64, checked by a test; the mean packet size sits in what was
 //! padding) plus two heap blocks sized once at creation (and again when the loop's period
-//! detection changes the season): `8 × period` bytes of seasonal state and `44 × horizon`
-//! bytes of forecasts awaiting their actuals. Non-seasonal sessions at horizon 1 thus cost about 430 bytes
-//! (≈ 430 MB per million); a daily season of 5-minute steps (288) adds 2.3 KB.
+//! detection changes the season): `16 × period + 4` bytes of seasonal state and `52 × horizon`
+//! bytes of forecasts awaiting their actuals. Non-seasonal sessions at horizon 1 thus cost about 450 bytes
+//! (≈ 450 MB per million); a daily season of 5-minute steps (288) adds 4.6 KB.
 
 use std::time::Instant;
 
