@@ -17,7 +17,7 @@
 use std::path::PathBuf;
 
 use shardline_forecast::{
-    eval::{evaluate, read_csv, PeriodChoice},
+    eval::{evaluate, read_csv, refit_due, PeriodChoice, REFIT_HISTORY},
     Selector, SelectorConfig,
 };
 
@@ -99,6 +99,9 @@ fn window_coverage(series: &[f64], h: usize, period: usize) -> (f64, f64) {
     });
     let (mut covered, mut width, mut windows) = (0usize, 0.0, 0usize);
     for (t, &v) in series.iter().enumerate() {
+        if refit_due(t) {
+            selector.fit(&series[t.saturating_sub(REFIT_HISTORY)..t]);
+        }
         selector.update(v);
         if t + h < series.len() {
             let peak = series[t + 1..=t + h]

@@ -14,7 +14,9 @@
 //!   the selector uses).
 //!
 //! The period (`--period auto`) is detected on the first half of the series only, so the
-//! second half is scored with a period chosen without it.
+//! second half is scored with a period chosen without it. Holt-Winters' weights are refitted
+//! as the loop's profile stage refits them ([`refit_due`]), each time on the values before
+//! the tick only.
 
 use std::{collections::VecDeque, fs, path::Path};
 
@@ -258,7 +260,10 @@ pub fn evaluate(
     let mut uppers: VecDeque<[f64; MODELS]> = VecDeque::with_capacity(horizon + 1);
     let mut tallies = [Tally::default(); MODELS];
     let mut selected = Tally::default();
-    for &actual in series {
+    for (t, &actual) in series.iter().enumerate() {
+        if refit_due(t) {
+            selector.fit(&series[t.saturating_sub(REFIT_HISTORY)..t]);
+        }
         if let Some(m) = selector.update(actual) {
             let upper = uppers.pop_front().unwrap_or([f64::INFINITY; MODELS]);
             for i in 0..MODELS {
@@ -296,6 +301,20 @@ pub fn evaluate(
         },
     })
 }
+
+/// Whether a replay refits its selector ([`Selector::fit`]) on the values before the
+/// `seen`-th, as the loop's profile stage does: after 64 values, each time the history has
+/// doubled, then every 600 values on the last [`REFIT_HISTORY`].
+pub fn refit_due(seen: usize) -> bool {
+    if seen < REFIT_HISTORY {
+        seen >= 64 && seen.is_power_of_two()
+    } else {
+        (seen - REFIT_HISTORY).is_multiple_of(600)
+    }
+}
+
+/// The most recent values a replay's refit looks at (the loop's history: 3,600 samples).
+pub const REFIT_HISTORY: usize = 3600;
 
 /// Reads `path` and evaluates its column `column` (what the CLI runs).
 pub fn evaluate_file(

@@ -3,6 +3,22 @@
 
 use super::{damped_sum, robust::Cleaner, Forecaster, Unit};
 
+/// The weights [`HoltWinters::fit`] tries: the ranges exponential smoothing's weights are
+/// usually fitted in (Hyndman & Athanasopoulos, *FPP3* §8), four or three points each.
+struct Grid {
+    alpha: [f64; 4],
+    beta: [f64; 4],
+    gamma: [f64; 4],
+    phi: [f64; 3],
+}
+
+const GRID: Grid = Grid {
+    alpha: [0.1, 0.3, 0.6, 1.0],
+    beta: [0.0, 0.01, 0.1, 0.3],
+    gamma: [0.05, 0.1, 0.3, 0.5],
+    phi: [0.8, 0.9, 0.98],
+};
+
 /// Additive seasonal exponential smoothing with a damped trend.
 ///
 /// Holds one season of indices (as `f32`). The first season is stored raw in those slots and
@@ -44,6 +60,50 @@ impl HoltWinters {
     /// that follows, a trend that barely moves and fades, a season learnt over ~10 cycles).
     pub fn with_period(period: usize) -> Self {
         Self::new(period, 0.3, 0.01, 0.1, 0.9)
+    }
+
+    /// Sets the level, trend and season weights and the damping to the grid point whose
+    /// `horizon`-step forecasts erred least on `history` (mean absolute error, each forecast
+    /// made from the values before it), keeping the model's state: a batch fit, run where the
+    /// history is at hand (the loop's profile stage), while each update stays O(1).
+    ///
+    /// The grid spans the usual ranges of exponential smoothing's weights, α ∈ {0.1, 0.3,
+    /// 0.6, 1}, β ∈ {0, 0.01, 0.1, 0.3}, γ ∈ {0.05, 0.1, 0.3, 0.5}, φ ∈ {0.8, 0.9, 0.98} (the
+    /// defaults among them): 192 runs over the history, O(192 × n) updates. Fewer than two seasons (or,
+    /// without a period, 20 values) plus the horizon keep the defaults: too little to score a
+    /// season's weight on.
+    pub fn fit(&mut self, horizon: usize, history: &[f64]) {
+        let period = self.season.len();
+        let horizon = horizon.max(1);
+        let warm_up = (2 * period).max(20);
+        if history.len() < warm_up + horizon + 1 {
+            return;
+        }
+        let mut ahead = vec![0.0; horizon];
+        let mut best = (f64::INFINITY, [self.alpha, self.beta, self.gamma, self.phi]);
+        for &alpha in &GRID.alpha {
+            for &beta in &GRID.beta {
+                for &gamma in &GRID.gamma {
+                    for &phi in &GRID.phi {
+                        let mut m = Self::new(period, alpha, beta, gamma, phi);
+                        let mut error = 0.0;
+                        for (t, &v) in history.iter().enumerate() {
+                            // The forecast made `horizon` values ago sits in the ring.
+                            let slot = t % horizon;
+                            if t >= warm_up + horizon {
+                                error += (ahead[slot] - v).abs();
+                            }
+                            m.update(v);
+                            ahead[slot] = m.forecast(horizon);
+                        }
+                        if error < best.0 {
+                            best = (error, [m.alpha, m.beta, m.gamma, m.phi]);
+                        }
+                    }
+                }
+            }
+        }
+        [self.alpha, self.beta, self.gamma, self.phi] = best.1;
     }
 
     fn period(&self) -> u64 {
@@ -144,6 +204,51 @@ mod tests {
         m.update(1.0);
         m.update(4.0);
         assert_eq!(m.forecast(3), 4.0);
+    }
+
+    /// A season on a level that jumps now and then: the defaults' level weight (0.3) lags each
+    /// jump for several steps; the fit, on the first half, picks weights that follow it, and
+    /// they forecast the second half better at horizon 3.
+    #[test]
+    fn a_fit_on_the_history_forecasts_better_than_the_defaults() {
+        let series: Vec<f64> = (0..2000)
+            .map(|t| wave(t) + 40.0 * ((t / 37) % 3) as f64 + ((t * 7919) % 11) as f64 * 0.1)
+            .collect();
+        let (history, rest) = series.split_at(1000);
+        let error = |m: &mut HoltWinters| {
+            for &v in history {
+                m.update(v);
+            }
+            let mut ahead = [0.0; 3];
+            let mut total = 0.0;
+            for (t, &v) in rest.iter().enumerate() {
+                if t >= 3 {
+                    total += (ahead[t % 3] - v).abs();
+                }
+                m.update(v);
+                ahead[t % 3] = m.forecast(3);
+            }
+            total / (rest.len() - 3) as f64
+        };
+        let default = error(&mut HoltWinters::with_period(4));
+        let mut fitted = HoltWinters::with_period(4);
+        fitted.fit(3, history);
+        let fitted = error(&mut fitted);
+        assert!(
+            fitted < 0.8 * default,
+            "fitted {fitted:.3}, default {default:.3}"
+        );
+    }
+
+    #[test]
+    fn a_fit_on_too_short_a_history_keeps_the_defaults() {
+        let mut m = HoltWinters::with_period(10);
+        m.fit(3, &[1.0, 5.0, 2.0, 8.0]);
+        let d = HoltWinters::with_period(10);
+        assert_eq!(
+            [m.alpha, m.beta, m.gamma, m.phi],
+            [d.alpha, d.beta, d.gamma, d.phi]
+        );
     }
 
     #[test]

@@ -23,7 +23,10 @@
 //! series and refit to add data; none offers a per-value online update, so the recursions here
 //! are the textbook ones (Brown, Holt, Gardner's damped trend, Holt-Winters additive) written
 //! out. Period *detection*, which runs once over a history, does use `augurs-seasons` (see
-//! [`profile`]). Everything is deterministic: no clocks, no randomness.
+//! [`profile`]); the batch step beside it, [`Selector::fit`], fits Holt-Winters' weights by a
+//! grid search over the same history (an MSTL(AutoETS) model from `augurs-mstl` refitted there
+//! was tried instead: 40–120 ms a fit, and worse than the online bank at h = 3, see
+//! docs/predict.md). Everything is deterministic: no clocks, no randomness.
 
 pub mod drift;
 pub mod eval;

@@ -232,6 +232,15 @@ impl Selector {
         }
     }
 
+    /// Fits Holt-Winters' weights to `history` (the series' values, oldest first) at this
+    /// selector's horizon and period ([`HoltWinters::fit`]); its state, the other models and
+    /// the running errors are kept. A batch step for where a history is at hand; it allocates
+    /// and costs O(192 × history) model updates.
+    pub fn fit(&mut self, history: &[f64]) {
+        let h = self.horizon();
+        self.holt_winters.fit(h, history);
+    }
+
     /// Ingests the next value; returns the forecasts that were made for it `horizon` steps ago
     /// (none during the first `horizon` steps). A non-finite value is ignored (a missing
     /// sample), so one bad reading cannot poison the session's state.

@@ -88,6 +88,12 @@ impl SessionState {
     pub fn set_period(&mut self, period: usize, recent: impl IntoIterator<Item = f64>) {
         self.selector.set_period(period, recent);
     }
+
+    /// Refits the forecaster's Holt-Winters weights to `history`, the session's recent values
+    /// oldest first ([`Selector::fit`]).
+    pub fn fit(&mut self, history: &[f64]) {
+        self.selector.fit(history);
+    }
 }
 
 /// Weight of a tick's mean packet size in a session's running mean (a memory of about 10

@@ -19,6 +19,12 @@
 //!   forecast path does not: a selector's seasonal buffers are allocated only when its
 //!   period changes.
 //!
+//! - each time a series is looked at, its selector's Holt-Winters weights are refitted to the
+//!   same history at its horizon ([`Selector::fit`](crate::control::forecast::Selector::fit):
+//!   a grid of 192 weight sets, each run over the history; about 10 ms over 3,600 samples,
+//!   see docs/predict.md), so at most [`PROFILES_PER_TICK`] fits run per tick too. The
+//!   per-tick path keeps its O(1) updates: the fit only sets four weights.
+//!
 //! A period within 5 % (at least one tick) of the current one keeps the current one, so the
 //! warmed seasonal state is not thrown away for detection noise. The season is counted in
 //! samples: a session's history holds one sample per tick it had traffic.
@@ -177,6 +183,7 @@ impl Core {
                     samples: seasons.scratch.len(),
                 });
             }
+            fleet.fit(&seasons.scratch);
         }
         let n = self.refs.len();
         let mut visited = 0;
@@ -207,6 +214,7 @@ impl Core {
                     samples: seasons.scratch.len(),
                 });
             }
+            self.states[i].fit(&seasons.scratch);
         }
         seasons.cursor = (seasons.cursor + visited) % n.max(1);
     }
