@@ -479,6 +479,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut out = Vec::new();
         let state = Arc::make_mut(&mut self.state);
+        // The applier writes the sessions these entries re-place from the journal.
+        state.start_journal();
         for entry in entries {
             self.applied = Some(entry.log_id);
             let response = match entry.payload {

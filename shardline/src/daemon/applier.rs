@@ -5,7 +5,9 @@
 //!
 //! States arrive on the control handle's `watch` channel; a burst of commits is written once,
 //! as the newest state. When only placements changed since the last state written, only the
-//! changed sessions are visited and written (the persistent maps share the rest). Each map
+//! changed sessions are visited and written: the sessions the applied entries named (the
+//! state's [`journal`](crate::state::journal)) when the state follows the last one written,
+//! else those a diff of the persistent maps finds (it skips the nodes they share). Each map
 //! write is atomic and the swap stage orders them, so no packet meets a half-written table.
 //! What a change moved is logged: per re-placed session its previous owners (the handoff; the
 //! first few of a swap one by one, then a count), and the default table's slot moves. Between
@@ -64,8 +66,15 @@ pub async fn run(
                     board.publish(&swap.handoffs, Instant::now());
                     applied = state.generation;
                     // Refused placements are retried by the next whole write.
-                    last = swap.placements_refused.is_empty().then(|| state.clone());
+                    let next = swap.placements_refused.is_empty().then(|| state.clone());
+                    let previous = std::mem::replace(&mut last, next);
                     written.send_replace(applied);
+                    // Freeing the nodes only the previous state held (a tick's re-placements
+                    // copied thousands) takes ms: after the generation is announced, and off
+                    // the runtime.
+                    if previous.is_some() {
+                        tokio::task::spawn_blocking(move || drop(previous));
+                    }
                 }
                 Err(e) => {
                     // The maps are read back and the next state written whole.
@@ -142,7 +151,12 @@ pub fn write<W: TableWriter>(
     last: Option<&ControlState>,
     telemetry: &Telemetry,
 ) -> anyhow::Result<Swap> {
-    let changes = last.and_then(|last| state.placement_changes(last));
+    // The entry's own sessions when the journal covers the step from `last`; else a diff.
+    let changes = last.and_then(|last| {
+        state
+            .journaled_changes(last)
+            .or_else(|| state.placement_changes(last))
+    });
     let swap = match changes {
         Some(changes) => {
             let mut maps = maps.lock().expect("maps lock");
@@ -304,5 +318,60 @@ mod tests {
         }
         let writes = maps.lock().unwrap().writes;
         assert_eq!(writes, 4, "one delta per swap");
+    }
+
+    #[test]
+    fn the_journaled_write_leaves_the_maps_a_whole_write_leaves() {
+        let config = Config::parse(CONFIG, "test").unwrap();
+        let telemetry = Telemetry::default();
+        let mut state = ControlState::from_config(&config);
+        let maps = Mutex::new(Held::empty(1024));
+        let mut resharder = Resharder::new(DEFAULT_HANDOFF_WINDOW);
+        write(&maps, &mut resharder, &state, None, &telemetry).unwrap();
+        let kv = |session| SessionRef {
+            service: "kv".into(),
+            session,
+        };
+        let place = |session, backends: &[u32]| Command::Place {
+            session: kv(session),
+            backends: backends.to_vec(),
+        };
+        let last = state.clone();
+        state.start_journal();
+        state
+            .apply(&Command::Batch {
+                commands: vec![
+                    place(7, &[2]),
+                    place(7, &[2, 3]),
+                    Command::Unplace { session: kv(42) },
+                    place(8, &[3]),
+                ],
+            })
+            .unwrap();
+        assert!(state.journaled_changes(&last).is_some(), "the journal path");
+        let swap = write(&maps, &mut resharder, &state, Some(&last), &telemetry).unwrap();
+        assert_eq!(swap.kind, SwapKind::Session);
+        let whole = Mutex::new(Held::empty(1024));
+        let mut fresh = Resharder::new(DEFAULT_HANDOFF_WINDOW);
+        write(&whole, &mut fresh, &state, None, &telemetry).unwrap();
+        let routes = |maps: &Mutex<Held>| {
+            let tables = &maps.lock().unwrap().tables;
+            let mut placed: Vec<_> = tables
+                .sessions
+                .iter()
+                .map(|(k, s)| (*k, members(s).to_vec()))
+                .collect();
+            placed.sort_unstable();
+            placed
+        };
+        assert_eq!(routes(&maps), routes(&whole));
+        assert_eq!(
+            routes(&maps)
+                .iter()
+                .map(|(k, _)| k.session)
+                .collect::<Vec<_>>(),
+            [7, 8],
+            "42 is back on the default table"
+        );
     }
 }

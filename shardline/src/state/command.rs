@@ -412,6 +412,7 @@ fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, St
     if command.routes() {
         state.generation += 1;
     }
+    state.journal.record(command);
     Ok(Response {
         generation: state.generation,
         placement,

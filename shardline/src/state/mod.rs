@@ -9,6 +9,7 @@
 //! - [`command`]: what can be written, and what a write answers.
 //! - [`control`]: the [`Control`] handle the API, the CLI and the control loop write through
 //!   (a Raft cluster, or [`LocalControl`] in memory).
+//! - [`journal`]: which sessions the last applied entries re-placed (the applier's delta).
 //! - [`persistent`]: the maps of the state, shared between versions instead of copied.
 //! - [`session`]: a session entry's compact fields (a million entries on a large node).
 //! - `pools`: the pool commands (join, leave, weight, a service probe's verdict), each
@@ -17,6 +18,7 @@
 
 pub mod command;
 pub mod control;
+pub mod journal;
 pub mod persistent;
 mod pools;
 pub mod session;
@@ -34,6 +36,7 @@ use shardline_common::{
 
 pub use command::{Command, Response, StateError};
 pub use control::{ClusterStatus, Control, ControlError, LocalControl, Member};
+pub use journal::Journal;
 pub use persistent::Map;
 pub use session::{Members, Meta};
 
@@ -150,6 +153,10 @@ pub struct ControlState {
     pub kv: Map<SessionRef, BTreeMap<String, Vec<u8>>>,
     /// Count of applied commands that changed routing (the tables' generation).
     pub generation: u64,
+    /// Which sessions the commands applied since the journal started re-placed (not state:
+    /// never serialized, ignored by `==`).
+    #[serde(skip)]
+    pub journal: Journal,
 }
 
 impl ControlState {
@@ -311,7 +318,7 @@ impl ControlState {
     }
 
     /// A session's key in the tables, if its service exists.
-    fn key_of(&self, session: &SessionRef) -> Option<SessionKey> {
+    pub(crate) fn key_of(&self, session: &SessionRef) -> Option<SessionKey> {
         Some(SessionKey {
             service: self.service_id(&session.service)?,
             _pad: 0,
