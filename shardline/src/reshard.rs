@@ -37,7 +37,7 @@ use shardline_common::{
 
 use crate::{
     maps::{DataplaneMaps, MapsError, WriteOutcome},
-    reshard::placed::PlacedSets,
+    reshard::placed::{CompactSet, PlacedSets},
     snapshot::{delta::TableDelta, Snapshot},
 };
 
@@ -194,6 +194,42 @@ pub struct Handoff {
     pub until: Instant,
 }
 
+/// A [`Handoff`] as the swap stage keeps it while its window is open: the two sets compact,
+/// the plan recomputed when asked (it follows from them). A burst of placements keeps
+/// rate x window of them open (tens of thousands): 64 bytes each where a [`Handoff`] takes
+/// about 460.
+#[derive(Clone, Debug)]
+struct OpenHandoff {
+    session: SessionKey,
+    previous: CompactSet,
+    current: CompactSet,
+    until: Instant,
+}
+
+impl From<&Handoff> for OpenHandoff {
+    fn from(h: &Handoff) -> Self {
+        Self {
+            session: h.session,
+            previous: CompactSet::from(&h.previous),
+            current: CompactSet::from(&h.current),
+            until: h.until,
+        }
+    }
+}
+
+impl OpenHandoff {
+    fn handoff(&self) -> Handoff {
+        let (previous, current) = (self.previous.get(), self.current.get());
+        Handoff {
+            session: self.session,
+            plan: session_plan(Some(&previous), &current),
+            previous,
+            current,
+            until: self.until,
+        }
+    }
+}
+
 /// Applies routing changes to one dataplane's maps and tracks the tables in force.
 pub struct Resharder {
     /// What the maps hold (as a snapshot: live half 0, no counters slots) but the placements,
@@ -205,7 +241,7 @@ pub struct Resharder {
     stale: bool,
     generation: u64,
     handoff_window: Duration,
-    handoffs: Vec<Handoff>,
+    handoffs: Vec<OpenHandoff>,
     /// Sessions whose placement in the maps carries the window flag, with the window's end.
     flagged: HashMap<SessionKey, Instant>,
     last_maglev_plan: Vec<SlotMove>,
@@ -396,7 +432,8 @@ impl Resharder {
         // A zero window keeps no record: nothing is published, nothing is asked of the old
         // owners (the moves are still in the swap, for the log).
         if !self.handoff_window.is_zero() {
-            self.handoffs.extend(swap.handoffs.iter().cloned());
+            self.handoffs
+                .extend(swap.handoffs.iter().map(OpenHandoff::from));
         }
         if let (Some(before), Some(_)) = (&before, &delta.maglev) {
             self.last_maglev_plan = maglev_plan(&before.maglev, &self.tables.maglev);
@@ -487,8 +524,11 @@ impl Resharder {
     }
 
     /// Moved placements whose previous owners are still published at `now`.
-    pub fn handoffs(&self, now: Instant) -> impl Iterator<Item = &Handoff> {
-        self.handoffs.iter().filter(move |h| h.until > now)
+    pub fn handoffs(&self, now: Instant) -> impl Iterator<Item = Handoff> + '_ {
+        self.handoffs
+            .iter()
+            .filter(move |h| h.until > now)
+            .map(OpenHandoff::handoff)
     }
 }
 

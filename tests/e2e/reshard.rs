@@ -272,7 +272,7 @@ fn reshards_under_load_send_every_packet_to_the_replayed_backend() {
     let after = drops(&maps);
     // Taken as traffic stops: checking a few hundred thousand answers below can outlast the
     // handoff window on a loaded machine.
-    let live: Vec<_> = resharder.handoffs(Instant::now()).cloned().collect();
+    let live: Vec<_> = resharder.handoffs(Instant::now()).collect();
 
     // Check every answer against the replay of the generations in force while it was in flight.
     let header_session = |id: u64, v6: bool| Session {

@@ -13,7 +13,7 @@ use std::{
 
 use shardline_common::maps::{SessionKey, ShardSet};
 
-use super::Handoff;
+use super::{placed::CompactSet, Handoff};
 
 /// A moved placement's previous shard set, published until the window closes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,10 +26,19 @@ pub struct Published {
     pub until_unix_ms: u64,
 }
 
+/// A [`Published`] as the board holds it: the previous set compact (40 bytes an entry where
+/// the set whole took 232; a burst of placements keeps rate x window of them).
+#[derive(Debug)]
+struct Open {
+    previous: CompactSet,
+    until: Instant,
+    until_unix_ms: u64,
+}
+
 /// The open handoffs by session. Cheap to share (`Arc`); every method takes `&self`.
 #[derive(Debug, Default)]
 pub struct HandoffBoard {
-    open: Mutex<HashMap<SessionKey, Published>>,
+    open: Mutex<HashMap<SessionKey, Open>>,
 }
 
 impl HandoffBoard {
@@ -41,8 +50,8 @@ impl HandoffBoard {
         for h in handoffs.iter().filter(|h| h.until > now) {
             open.insert(
                 h.session,
-                Published {
-                    previous: h.previous,
+                Open {
+                    previous: CompactSet::from(&h.previous),
                     until: h.until,
                     until_unix_ms: unix_ms(h.until.saturating_duration_since(now)),
                 },
@@ -53,7 +62,13 @@ impl HandoffBoard {
     /// The session's open handoff at `now`, if its window has not closed.
     pub fn get(&self, session: &SessionKey, now: Instant) -> Option<Published> {
         let open = self.open.lock().expect("handoff board lock");
-        open.get(session).copied().filter(|p| p.until > now)
+        open.get(session)
+            .filter(|p| p.until > now)
+            .map(|p| Published {
+                previous: p.previous.get(),
+                until: p.until,
+                until_unix_ms: p.until_unix_ms,
+            })
     }
 
     /// Number of handoffs held (closed ones included until the next publish).

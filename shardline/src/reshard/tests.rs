@@ -77,7 +77,15 @@ fn a_moved_placement_publishes_its_previous_owners_for_the_window() {
         h.current,
         "and it is in force"
     );
-    assert_eq!(r.handoffs(t0 + WINDOW / 2).count(), 1);
+    // Kept compact, it reads back as the swap's own.
+    let open: Vec<_> = r.handoffs(t0 + WINDOW / 2).collect();
+    assert_eq!(open.len(), 1);
+    let o = &open[0];
+    assert_eq!(
+        (o.session, o.previous, o.current),
+        (h.session, h.previous, h.current)
+    );
+    assert_eq!((&o.plan, o.until), (&h.plan, h.until));
     assert_eq!(r.handoffs(t0 + WINDOW).count(), 0, "the window closed");
 }
 
