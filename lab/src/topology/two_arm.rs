@@ -154,7 +154,7 @@ pub fn resolve_backends(lb: &Netns, backends: u32) -> Result<(), NetnsError> {
             Ok(())
         })
         .join()
-        .unwrap_or_else(|_| Ok(()))
+        .unwrap_or(Ok(()))
     });
     sent?;
     let deadline = Instant::now() + RESOLVE_TIMEOUT;
