@@ -29,24 +29,50 @@ pub fn pick_shard(set: &ShardSet, key: u64) -> Option<u32> {
 }
 
 /// Rendezvous hashing over the first `count` members.
+///
+/// The leader is replaced by arithmetic, not a branch: in the eBPF program a branch per member
+/// (LLVM turned `best == NO_BACKEND || score > best_score` into two compare-and-set diamonds)
+/// split the verifier's states four ways per member, and it walks this loop once for every
+/// path that reaches a placed session: half of the `shardline` program's verified
+/// instructions (see the README's verifier budget). The first member leads without a compare
+/// (the loop would take it over `NO_BACKEND` anyway), which keeps the per-packet price of the
+/// arithmetic to the other members.
 #[inline(always)]
 pub fn rendezvous_owner(set: &ShardSet, key: u64) -> u32 {
-    let mut best = NO_BACKEND;
-    let mut best_score = 0u64;
-    let mut i = 0;
+    if set.count == 0 {
+        return NO_BACKEND;
+    }
+    // Ids held zero-extended in 64 bits, so `leaderless` needs no extension of its own.
+    let mut best = u64::from(set.backends[0]);
+    let mut best_score = rendezvous_score(key, set.backends[0]);
+    let mut i = 1;
     while i < MAX_SHARDS {
         if i as u32 >= set.count {
             break;
         }
         let b = set.backends[i];
         let score = rendezvous_score(key, b);
-        if best == NO_BACKEND || score > best_score {
-            best = b;
-            best_score = score;
-        }
+        // `best == NO_BACKEND || score > best_score`, as a mask.
+        let take = (leaderless(best) | below(best_score, score)).wrapping_neg();
+        best ^= (best ^ u64::from(b)) & take;
+        best_score ^= (best_score ^ score) & take;
         i += 1;
     }
-    best
+    best as u32
+}
+
+/// 1 if `best` (an id, zero-extended) is [`NO_BACKEND`] (`u32::MAX`), else 0, without a branch.
+#[inline(always)]
+const fn leaderless(best: u64) -> u64 {
+    (best + 1) >> 32
+}
+
+/// 1 if `a < b`, else 0, without a branch: the sign of `a / 2 - b / 2 - borrow`, where the
+/// borrow is 1 when the low bits the halving dropped make `a` the smaller (`a` even, `b` odd).
+/// Both halves are below 2^63, so the difference cannot overflow.
+#[inline(always)]
+const fn below(a: u64, b: u64) -> u64 {
+    ((a >> 1) as i64 - (b >> 1) as i64 - (!a & b & 1) as i64) as u64 >> 63
 }
 
 /// Binary search of the split points: the first member whose split is above `key`, else the
@@ -222,6 +248,80 @@ mod tests {
         assert_eq!((one.count, one.backends[0], one.generation), (1, 9, 3));
         let full = ShardSet::from_members(&all[..MAX_SHARDS], scheme::RANGE, 1).expect("full");
         assert_eq!(full, shard_set(&all[..MAX_SHARDS], scheme::RANGE, 1));
+    }
+
+    #[test]
+    fn the_branchless_compares_match_the_plain_ones() {
+        let edges = [
+            0,
+            1,
+            2,
+            3,
+            u64::MAX / 2,
+            u64::MAX / 2 + 1,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut values = edges.to_vec();
+        for _ in 0..200 {
+            x = crate::hash::mix64(x);
+            values.push(x);
+            values.push(x >> 40);
+        }
+        for &a in &values {
+            for &b in &values {
+                assert_eq!(below(a, b), u64::from(a < b), "below({a:#x}, {b:#x})");
+            }
+            let id = a as u32;
+            let want = u64::from(id == NO_BACKEND);
+            assert_eq!(leaderless(u64::from(id)), want, "leaderless({id:#x})");
+        }
+        assert_eq!(leaderless(u64::from(NO_BACKEND)), 1);
+    }
+
+    /// The owner the loop gave before it was made branchless, as the specification.
+    fn plain_rendezvous_owner(set: &ShardSet, key: u64) -> u32 {
+        let mut best = NO_BACKEND;
+        let mut best_score = 0u64;
+        for &b in &set.backends[..set.count as usize] {
+            let score = rendezvous_score(key, b);
+            if best == NO_BACKEND || score > best_score {
+                best = b;
+                best_score = score;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn rendezvous_owner_picks_the_highest_score() {
+        let mut x = 7u64;
+        for n in 0..=MAX_SHARDS {
+            // A member named NO_BACKEND (no valid set has one) is still replaced, as before.
+            let ids: Vec<u32> = (0..n as u32)
+                .map(|i| {
+                    if i == 1 || (n % 3 == 0 && i == 0) {
+                        NO_BACKEND
+                    } else {
+                        i * 37 + 3
+                    }
+                })
+                .collect();
+            let mut set = ShardSet {
+                count: n as u32,
+                ..ShardSet::default()
+            };
+            set.backends[..n].copy_from_slice(&ids);
+            for _ in 0..500 {
+                x = crate::hash::mix64(x);
+                assert_eq!(
+                    rendezvous_owner(&set, x),
+                    plain_rendezvous_owner(&set, x),
+                    "n={n} key={x:#x}"
+                );
+            }
+        }
     }
 
     #[test]
