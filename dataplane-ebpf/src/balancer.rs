@@ -1,6 +1,6 @@
 //! The `shardline` program's body: parse → decide → rewrite (or answer: echo reply, too big)
-//! → next hop (static MAC; a tail call to `shardline_nexthop` for FIB-routed backends, gated by
-//! `nexthop::HAND_OFF`) → forward → count.
+//! → next hop (static MAC; a tail call to `shardline_nexthop` for FIB-routed backends) →
+//! forward → count.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use aya_log_ebpf::error;
@@ -70,7 +70,7 @@ pub fn run_with<const RINGS_AOM: bool, const BENCH: bool>(ctx: &XdpContext) -> u
             );
             // A FIB-routed backend's packet leaves through the next-hop program (a tail call
             // that counts the reason and returns the action), or its counted fallback.
-            if nexthop::HAND_OFF && nexthop::is_fib(d.backend_id) {
+            if nexthop::is_fib(d.backend_id) {
                 return nexthop::hand_off(ctx, d.backend_id, d.v6, reason);
             }
         }

@@ -30,14 +30,6 @@ use crate::{
     packet::XdpPacket,
 };
 
-/// Whether the balancer hands FIB-routed packets over ([`hand_off`]). Off: any early exit at
-/// the balancer's decision point takes `shardline` (905,772 verified instructions on main) and
-/// every bench program past the verifier's 1,000,000 (measured with `if fib { return XDP_TX }`
-/// alone, with the flag from the rewrite or re-read from `BACKENDS`, before or after the
-/// counters), so the tail call itself is not the cost; `docs/nexthop.md`, "Status". The
-/// next-hop program is built, verified (317 instructions) and put in `TAIL_CALLS` regardless.
-pub const HAND_OFF: bool = false;
-
 /// Whether backend `backend_id`'s next hop comes from the FIB (`backend_flags::FIB`).
 #[inline(always)]
 pub fn is_fib(backend_id: u32) -> bool {

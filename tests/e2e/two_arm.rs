@@ -10,7 +10,6 @@ use shardline_lab::{Lab, LabOptions};
 use crate::netns::{assert_routed_as_replayed, drive};
 
 #[test]
-#[ignore = "the balancer's hand-off to the next-hop program is gated off (nexthop::HAND_OFF): an early exit there exceeds the verifier budget"]
 fn backends_behind_the_second_arm_are_reached_through_the_fib_and_the_devmap() {
     crate::support::require_root();
     let opts = LabOptions {

@@ -281,24 +281,36 @@ fn assert_forwarded_via(
 }
 
 #[test]
-#[ignore = "the balancer's hand-off to the next-hop program is gated off (nexthop::HAND_OFF): an early exit there exceeds the verifier budget"]
 fn the_fib_answer_gives_the_next_hop_mac_out_of_the_receiving_interface() {
     let net = FibNet::new();
     let mut lb = Loaded::new(&fib_config());
     for (name, frame) in [
         ("kv4", FrameSpec::kv4(1_234, 5).build()),
-        ("kv6", FrameSpec::kv6(1_234, 5).build()),
+        // Not session 1 234: its IPv6 packet goes to backend 4, which has no IPv6 address.
+        ("kv6", FrameSpec::kv6(4_321, 9).build()),
     ] {
         let d = decide(&frame[..], &lb.tables);
+        assert_eq!(
+            d.reason,
+            Reason::Forwarded,
+            "{name}: the replay forwards it"
+        );
         net.neighbour(&backend_addr(&lb, &d), NEIGH_MAC);
         let ran = run_on(&net, &mut lb, &frame);
-        assert_eq!(ran.outcome, Some(NextHopOutcome::Fib), "{name}: outcome");
+        assert_eq!(
+            ran.outcome,
+            Some(NextHopOutcome::Fib),
+            "{name}: outcome (reason {:?}, action {:?}, backend {}, output {})",
+            ran.reason,
+            ran.run.action,
+            d.backend_id,
+            hex(&ran.run.output)
+        );
         assert_forwarded_via(&lb, name, &frame, &ran, Action::Tx, (NEIGH_MAC, LB_MAC));
     }
 }
 
 #[test]
-#[ignore = "the balancer's hand-off to the next-hop program is gated off (nexthop::HAND_OFF): an early exit there exceeds the verifier budget"]
 fn without_a_fib_answer_the_static_mac_is_used_and_the_reason_counted() {
     let net = FibNet::new();
     let mut lb = Loaded::new(&fib_config());
@@ -333,7 +345,6 @@ fn without_a_fib_answer_the_static_mac_is_used_and_the_reason_counted() {
 }
 
 #[test]
-#[ignore = "the balancer's hand-off to the next-hop program is gated off (nexthop::HAND_OFF): an early exit there exceeds the verifier budget"]
 fn without_a_fib_answer_or_a_static_mac_the_packet_is_dropped_and_counted() {
     let net = FibNet::new();
     let mut lb = Loaded::new(&fib_config_without_macs());
@@ -352,7 +363,6 @@ fn without_a_fib_answer_or_a_static_mac_the_packet_is_dropped_and_counted() {
 }
 
 #[test]
-#[ignore = "the balancer's hand-off to the next-hop program is gated off (nexthop::HAND_OFF): an early exit there exceeds the verifier budget"]
 fn a_next_hop_out_of_another_listed_interface_is_redirected_through_the_devmap() {
     let net = FibNet::new();
     let mut lb = Loaded::new(&fib_config());
@@ -414,7 +424,6 @@ fn unload_next_hop_program(lb: &Loaded) {
 }
 
 #[test]
-#[ignore = "the balancer's hand-off to the next-hop program is gated off (nexthop::HAND_OFF): an early exit there exceeds the verifier budget"]
 fn without_the_next_hop_program_the_static_mac_is_used_and_counted() {
     let net = FibNet::new();
     let mut lb = Loaded::new(&fib_config());
