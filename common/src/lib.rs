@@ -17,6 +17,8 @@
 //!   shardline header.
 //! - [`icmp`]: ICMP and ICMPv6 to a VIP: echo requests to answer, and the flow an error quotes,
 //!   turned round so the decision routes it as that flow's packet.
+//! - [`nexthop`]: how a forwarded packet leaves: the static next-hop MAC, or the kernel's FIB
+//!   (`bpf_fib_lookup`) and the `TX_PORTS` devmap, and the counted outcomes of the latter.
 //! - [`mtu`]: whether a packet fits the egress link once encapsulated, and what the
 //!   "fragmentation needed" / "packet too big" answer to one that does not carries.
 //! - [`partition`]: how a placed session's keys split over its shard set (hash, range), and
@@ -47,6 +49,7 @@ pub mod icmp;
 pub mod maglev;
 pub mod maps;
 pub mod mtu;
+pub mod nexthop;
 pub mod packet;
 pub mod partition;
 #[cfg(feature = "user")]

@@ -33,6 +33,10 @@ pub mod backend_flags {
     /// Down (failing its health checks): configured, but nothing is sent to it. Flow entries
     /// and QUIC connection ids naming it are re-decided by the tables, which leave it out.
     pub const DOWN: u32 = 8;
+    /// Next hop from the kernel's FIB (`nexthop = "fib"`): the dataplane looks the outer
+    /// destination up with `bpf_fib_lookup` and uses [`super::Backend::mac`] only when the FIB
+    /// has no answer (`crate::nexthop`). Clear, the static MAC as always.
+    pub const FIB: u32 = 16;
 }
 
 /// An IPv6 address (IPv4 addresses IPv4-mapped, `::ffff:a.b.c.d`) as four native-endian
@@ -159,7 +163,8 @@ pub struct Backend {
     pub flags: u32,
     /// IPv6 address (outer destination of IP6IP6).
     pub addr6: [u8; 16],
-    /// MAC of the next hop towards the backend (the backend itself on a shared segment).
+    /// MAC of the next hop towards the backend (the backend itself on a shared segment); with
+    /// [`backend_flags::FIB`], the fallback when the FIB has no answer (all zero: none).
     pub mac: [u8; 6],
     /// Explicit padding, always zero.
     pub _pad: [u8; 2],

@@ -100,10 +100,15 @@ pub enum Reason {
     /// outer header is added: answered with ICMP "fragmentation needed" / ICMPv6 "packet too
     /// big" carrying the usable MTU (`icmp.too_big_reply`), sent back.
     IcmpTooBig = 22,
+    /// Routed to a backend whose next hop comes from the FIB (`nexthop = "fib"`), but the FIB
+    /// had no usable answer and the backend has no static MAC to fall back to: dropped (the
+    /// `NEXTHOPS` counters say why, `crate::nexthop`). The replay, which does not read the
+    /// FIB, calls such a packet forwarded.
+    NoNextHop = 23,
 }
 
 /// Number of [`Reason`]s: the length of the per-reason counter array.
-pub const REASON_COUNT: u32 = 23;
+pub const REASON_COUNT: u32 = 24;
 
 impl Reason {
     /// Every reason, in counter order.
@@ -131,6 +136,7 @@ impl Reason {
         Self::IcmpForwardedByClient,
         Self::IcmpMalformed,
         Self::IcmpTooBig,
+        Self::NoNextHop,
     ];
 
     /// Whether the packet was sent to a backend ([`Self::Forwarded`], [`Self::Rerouted`], or
@@ -182,6 +188,7 @@ impl Reason {
             Self::IcmpForwardedByClient => "icmp_forwarded_by_client",
             Self::IcmpMalformed => "icmp_malformed",
             Self::IcmpTooBig => "icmp_too_big",
+            Self::NoNextHop => "no_next_hop",
         }
     }
 }

@@ -17,8 +17,8 @@ pub use self::{
     prefix::Ipv4Prefix,
     services::{
         default_ring_size, parse_mac, session_number, BackendConfig, ConfigTables, Encap,
-        ForwardMode, IcmpConfig, PoolMember, ProbePath, Protocol, ServiceConfig, ServiceProbe,
-        SessionConfig, SessionId, SessionMode, SessionRef,
+        ForwardMode, IcmpConfig, NextHop, PoolMember, ProbePath, Protocol, ServiceConfig,
+        ServiceProbe, SessionConfig, SessionId, SessionMode, SessionRef,
     },
 };
 
@@ -83,6 +83,10 @@ pub struct Config {
     /// Attach mode (default `auto`).
     #[serde(default)]
     pub xdp_mode: XdpAttachMode,
+    /// Interfaces besides `interface` that packets to FIB-routed backends may leave by
+    /// (`XDP_REDIRECT` through the `TX_PORTS` devmap) when the FIB's next hop is out of them.
+    #[serde(default)]
+    pub egress_interfaces: Vec<String>,
     /// Directory on bpffs for pinned maps and the program link.
     #[serde(default = "default_pin_dir")]
     pub pin_dir: PathBuf,
@@ -164,6 +168,23 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.interface.is_empty() {
             return Err(invalid("interface", "must name a network interface"));
+        }
+        for (i, name) in self.egress_interfaces.iter().enumerate() {
+            if name.is_empty() || name.len() >= 16 {
+                return Err(invalid(
+                    format!("egress_interfaces[{i}]"),
+                    format!("{name:?} is not an interface name (1 to 15 characters)"),
+                ));
+            }
+        }
+        if self.egress_interfaces.len() > shardline_common::nexthop::MAX_TX_PORTS as usize {
+            return Err(invalid(
+                "egress_interfaces",
+                format!(
+                    "at most {} interfaces",
+                    shardline_common::nexthop::MAX_TX_PORTS
+                ),
+            ));
         }
         if self.handoff_window_secs > MAX_HANDOFF_WINDOW_SECS {
             return Err(invalid(

@@ -71,6 +71,7 @@ const fn key(key: &'static str, default: Source, range: Range, doc: &'static str
 #[rustfmt::skip]
 pub const KEYS: &[Key] = &[
     key("interface", Required, Text("an interface name"), "Interface the XDP program attaches to."),
+    key("egress_interfaces", Code, Text("interface names, at most 64"), "Interfaces besides `interface` that packets to `nexthop = \"fib\"` backends may leave by: when the FIB's next hop is out of one of them the packet is redirected there (`XDP_REDIRECT` through the `TX_PORTS` devmap); a next hop out of any other interface falls back to the static MAC. Read at start. See docs/nexthop.md."),
     key("xdp_mode", Code, Text("`auto`, `native` or `generic`"), "`auto` tries native (driver) XDP and falls back to generic with a warning."),
     key("pin_dir", Code, Text("a directory on bpffs"), "Where the maps and the program link are pinned; they survive daemon restarts."),
     key("flow_idle_secs", Code, Text("0 to 4294967295 (0: no stickiness)"), "Seconds a flow-mode connection keeps its backend after its last packet, across table changes."),
@@ -97,7 +98,8 @@ pub const KEYS: &[Key] = &[
     key("backends[].id", Required, Text("0 to 4095, unique"), "Unique backend id."),
     key("backends[].ipv4", Unset, Text("an IPv4 address"), "IPIP destination."),
     key("backends[].ipv6", Code, Text("an IPv6 address"), "IP6IP6 destination."),
-    key("backends[].mac", Required, Text("`aa:bb:cc:dd:ee:ff`"), "MAC of the next hop towards the backend."),
+    key("backends[].mac", Derived("required unless `nexthop = \"fib\"`"), Text("`aa:bb:cc:dd:ee:ff`"), "MAC of the next hop towards the backend; with `nexthop = \"fib\"` the fallback used when the FIB has no answer (left out, such packets are dropped, counted `no_next_hop`)."),
+    key("backends[].nexthop", Code, Text("`static` or `fib`"), "Where the next hop's MAC comes from: `static` uses `mac`; `fib` looks the backend's address up in the kernel's FIB per packet (`bpf_fib_lookup`: routes and neighbours, so a backend behind a router needs no hand-written MAC), sends out of the receiving interface or redirects to one of `egress_interfaces`, and falls back to `mac` when the FIB has no answer (counted in `shardline_dataplane_nexthop_packets`). Needs forwarding enabled on `interface` (`net.ipv4.conf.IFACE.forwarding=1`, and the IPv6 one for IPv6 backends). See docs/nexthop.md."),
     key("backends[].weight", Code, Text("0 to 4294967295 (0 drains it)"), "Relative weight in the default table."),
     key("backends[].agent", Unset, Text("`host:port`"), "Its agent's `/health` address, probed by the health checker."),
     key("backends[].capacity", Unset, Text("> 0, packets per second"), "Load it can carry; overrides what its agent reports."),

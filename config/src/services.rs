@@ -44,6 +44,17 @@ pub enum ForwardMode {
     L2dsr,
 }
 
+/// Where a backend's next-hop MAC comes from.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NextHop {
+    /// The configured `mac`.
+    #[default]
+    Static,
+    /// `bpf_fib_lookup` on the backend's address (`mac`, if set, as the fallback).
+    Fib,
+}
+
 /// Transport protocol of a service.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -87,6 +98,7 @@ macro_rules! named {
 
 named!(SessionMode { Header => "header", Flow => "flow", Quic => "quic" });
 named!(ForwardMode { Encap => "encap", L2dsr => "l2dsr" });
+named!(NextHop { Static => "static", Fib => "fib" });
 named!(Protocol { Udp => "udp", Tcp => "tcp" });
 
 /// Outer source addresses of encapsulated packets.
@@ -364,8 +376,14 @@ pub struct BackendConfig {
     pub ipv4: Option<Ipv4Addr>,
     /// IPv6 address (IP6IP6 destination).
     pub ipv6: Option<Ipv6Addr>,
-    /// MAC of the next hop towards it, `aa:bb:cc:dd:ee:ff`.
+    /// MAC of the next hop towards it, `aa:bb:cc:dd:ee:ff`; with `nexthop = "fib"`, the
+    /// fallback when the FIB has no answer, and optional (empty: none, such packets drop).
+    #[serde(default)]
     pub mac: String,
+    /// Where the next hop's MAC comes from: `static` (`mac`, the default) or `fib` (the
+    /// kernel's routing table and neighbours, looked up per packet).
+    #[serde(default)]
+    pub nexthop: NextHop,
     /// Relative weight in the default table (0 drains it). Default 1.
     #[serde(default = "default_weight")]
     pub weight: u32,
@@ -561,7 +579,14 @@ pub fn validate(
                 format!("duplicate id {}", b.id),
             ));
         }
-        parse_mac(&b.mac).map_err(|p| invalid(format!("backends[{i}].mac"), p))?;
+        if !(b.mac.is_empty() && b.nexthop == NextHop::Fib) {
+            parse_mac(&b.mac).map_err(|p| {
+                invalid(
+                    format!("backends[{i}].mac"),
+                    format!("{p} (only a backend with nexthop = \"fib\" may leave it out)"),
+                )
+            })?;
+        }
         if b.ipv4.is_none() && b.ipv6.is_none() {
             return Err(invalid(
                 format!("backends[{i}]"),

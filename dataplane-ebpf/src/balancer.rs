@@ -1,5 +1,6 @@
 //! The `shardline` program's body: parse → decide → rewrite (or answer: echo reply, too big)
-//! → forward → count.
+//! → next hop (static MAC; a tail call to `shardline_nexthop` for FIB-routed backends) →
+//! forward → count.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use aya_log_ebpf::error;
@@ -14,6 +15,7 @@ use crate::{
     counters::{count_forwarded, count_reason},
     echo,
     maps::GLOBALS,
+    nexthop,
     packet::{LinearPacket, XdpPacket},
     rewrite::rewrite,
     tables::MapTables,
@@ -66,6 +68,11 @@ pub fn run_with<const RINGS_AOM: bool, const BENCH: bool>(ctx: &XdpContext) -> u
                 bytes,
                 flow_mode,
             );
+            // A FIB-routed backend's packet leaves through the next-hop program (a tail call
+            // that counts the reason and returns the action), or its counted fallback.
+            if nexthop::is_fib(d.backend_id) {
+                return nexthop::hand_off(ctx, d.backend_id, d.v6, reason);
+            }
         }
     } else if reason == Reason::IcmpEchoReply && echo::reply(ctx, &d).is_err() {
         reason = Reason::IcmpMalformed;
@@ -117,4 +124,5 @@ const _: () = {
     assert!(Action::Tx as u32 == xdp_action::XDP_TX);
     assert!(Action::Pass as u32 == xdp_action::XDP_PASS);
     assert!(Action::Drop as u32 == xdp_action::XDP_DROP);
+    assert!(Action::Redirect as u32 == xdp_action::XDP_REDIRECT);
 };

@@ -5,7 +5,7 @@ use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     btf_maps,
     macros::{btf_map, map},
-    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray},
 };
 use shardline_common::{
     consts::{
@@ -18,6 +18,7 @@ use shardline_common::{
         Backend, Counter, FlowEntry, FlowKey, Globals, NewFlowRate, Service, ServiceKey,
         SessionKey, ShardSet, SlotCounter,
     },
+    nexthop::{NextHopArgs, MAX_TX_PORTS, NEXTHOP_OUTCOMES, TAIL_CALL_SLOTS},
     verdict::REASON_COUNT,
 };
 
@@ -105,6 +106,29 @@ pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowEntry> = LruPerCpuHashMap::pinne
 /// `untracked` (`shardline_dataplane_new_flows_untracked`), which then counts since the pin.
 #[map]
 pub static NEW_FLOW_RATE: PerCpuArray<NewFlowRate> = PerCpuArray::pinned(1, 0);
+
+/// The egress interfaces a FIB answer may redirect to (`egress_interfaces`), keyed by ifindex:
+/// a FIB-routed backend's packet whose next hop is out of one of these leaves by
+/// `bpf_redirect_map`. Filled by the daemon at attach; pinned, so a restart keeps it.
+#[map]
+pub static TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_TX_PORTS, 0);
+
+/// Packets of FIB-routed backends per [`shardline_common::nexthop::NextHopOutcome`], per CPU.
+#[map]
+pub static NEXTHOPS: PerCpuArray<u64> = PerCpuArray::pinned(NEXTHOP_OUTCOMES, 0);
+
+/// The programs the balancer tail-calls: the next-hop program in slot
+/// [`shardline_common::nexthop::NEXTHOP_SLOT`], put there by the loader. Pinned, so the
+/// attached balancer keeps reaching it while no daemon runs (an unpinned program array is
+/// emptied when its last user-space reference closes).
+#[map]
+pub static TAIL_CALLS: ProgramArray = ProgramArray::pinned(TAIL_CALL_SLOTS, 0);
+
+/// The balancer's hand-over to the next-hop program, one per CPU (a tail call keeps the CPU).
+/// Pinned, so during a daemon restart the attached balancer and the new next-hop program it
+/// may already reach share it.
+#[map]
+pub static NEXTHOP_ARGS: PerCpuArray<NextHopArgs> = PerCpuArray::pinned(1, 0);
 
 /// Bench only (`shardline-bench`'s `pool_table_aom_v4` case; `shardline` never reads it, and
 /// nothing is pinned): the pools' rings laid out as an array of maps, one inner array of

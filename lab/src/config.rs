@@ -8,8 +8,8 @@
 use std::{net::IpAddr, path::Path};
 
 use shardline::config::{
-    ApiConfig, BackendConfig, Config, Encap, ForwardMode, IcmpConfig, PoolMember, Protocol,
-    ServiceConfig, SessionConfig, SessionId, SessionMode, XdpAttachMode,
+    ApiConfig, BackendConfig, Config, Encap, ForwardMode, IcmpConfig, NextHop, PoolMember,
+    Protocol, ServiceConfig, SessionConfig, SessionId, SessionMode, XdpAttachMode,
 };
 use shardline_common::consts::DEFAULT_FLOW_IDLE_SECS;
 
@@ -98,9 +98,11 @@ pub fn lab_config(backends: u32, sessions: &[Session], pin_dir: &Path) -> Config
         weight: 1,
         agent: None,
         capacity: None,
+        nexthop: Default::default(),
     };
     Config {
         interface: "eth0".into(),
+        egress_interfaces: Vec::new(),
         xdp_mode: XdpAttachMode::Auto,
         pin_dir: pin_dir.to_owned(),
         flow_idle_secs: DEFAULT_FLOW_IDLE_SECS,
@@ -181,6 +183,19 @@ pub fn daemon_config(
         ));
     }
     config
+}
+
+/// Turns `config` into the two-arm lab's ([`crate::topology::two_arm`]): every backend at its
+/// backend-segment address, `nexthop = "fib"` and no MAC; the backend arm an egress interface.
+pub fn two_arm(config: &mut Config) {
+    use crate::topology::two_arm::{arm_backend4, arm_backend6, ARM_IFACE};
+    config.egress_interfaces = vec![ARM_IFACE.to_owned()];
+    for b in &mut config.backends {
+        b.ipv4 = Some(arm_backend4(b.id));
+        b.ipv6 = Some(arm_backend6(b.id));
+        b.mac = String::new();
+        b.nexthop = NextHop::Fib;
+    }
 }
 
 #[cfg(test)]

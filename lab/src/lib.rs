@@ -153,6 +153,24 @@ impl Lab {
         mtu: Option<u32>,
     ) -> Result<Self, LabError> {
         let topology = Topology::build_with_mtu(&opts.tag, opts.backends, opts.sessions, mtu)?;
+        Self::start_in(opts, predict, topology, false)
+    }
+
+    /// As [`Self::start`], in the two-arm topology ([`topology::two_arm`]): clients on the
+    /// balancer's `eth0`, backends behind its `eth1`, configured `nexthop = "fib"` without
+    /// MACs and reached by `XDP_REDIRECT` through the `TX_PORTS` devmap.
+    pub fn start_two_arm(opts: &LabOptions) -> Result<Self, LabError> {
+        let topology = Topology::build_two_arm(&opts.tag, opts.backends, opts.sessions)?;
+        topology::two_arm::resolve_backends(&topology.lb, opts.backends)?;
+        Self::start_in(opts, None, topology, true)
+    }
+
+    fn start_in(
+        opts: &LabOptions,
+        predict: Option<predict::PredictOptions>,
+        topology: Topology,
+        two_arm: bool,
+    ) -> Result<Self, LabError> {
         let work_dir = std::env::temp_dir().join(format!("shardline-lab-{}", opts.tag));
         let _ = std::fs::remove_dir_all(&work_dir);
         std::fs::create_dir_all(&work_dir).map_err(|source| LabError::Io {
@@ -173,6 +191,10 @@ impl Lab {
             &api_token,
             predict.as_ref(),
         );
+        let mut config = config;
+        if two_arm {
+            config::two_arm(&mut config);
+        }
         config.validate()?;
         if let Some(seed) = predict.as_ref().and_then(|p| p.history_seed.as_ref()) {
             let path = predict::history_path(&work_dir);
@@ -208,6 +230,15 @@ impl Lab {
             &exe,
             &["decap", "--iface", "p-lb", "--pass"],
         )?;
+        // So is a redirect into the backend arm's veth.
+        if two_arm {
+            lab.children.spawn(
+                "backend arm port XDP_PASS",
+                &lab.topology.switch,
+                &exe,
+                &["decap", "--iface", topology::two_arm::ARM_PORT, "--pass"],
+            )?;
+        }
         let quic = echo::QuicFiles {
             cert: &quic_cert,
             key: &quic_key,

@@ -1,10 +1,13 @@
 //! The lab's network: a client, a load balancer and N backends, each in its own namespace,
 //! joined by a bridge in a switch namespace (one L2 segment, so `XDP_TX` out of the load
-//! balancer reaches the backends and the backends answer the client directly).
+//! balancer reaches the backends and the backends answer the client directly). The two-arm
+//! variant is in [`two_arm`].
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::netns::{Netns, NetnsError};
+
+pub mod two_arm;
 
 /// The VIP every backend holds on its loopback.
 pub const VIP4: Ipv4Addr = Ipv4Addr::new(10, 77, 100, 1);
@@ -214,6 +217,19 @@ fn plug(
     mac: &str,
     mtu: Option<u32>,
 ) -> Result<(), NetnsError> {
+    plug_into(switch, "br0", ns, (port, "eth0"), mac, mtu)
+}
+
+/// Connects `ns` to `bridge` in `switch` by a veth: `ends.1` (with `mac`) inside `ns`, `ends.0`
+/// in the switch, both at `mtu` when given.
+pub(crate) fn plug_into(
+    switch: &Netns,
+    bridge: &str,
+    ns: &Netns,
+    (port, inner): (&str, &str),
+    mac: &str,
+    mtu: Option<u32>,
+) -> Result<(), NetnsError> {
     switch.ip(&[
         "link",
         "add",
@@ -222,17 +238,17 @@ fn plug(
         "veth",
         "peer",
         "name",
-        "eth0",
+        inner,
         "netns",
         ns.name(),
     ])?;
     if let Some(mtu) = mtu {
         let mtu = mtu.to_string();
         switch.ip(&["link", "set", port, "mtu", &mtu])?;
-        ns.ip(&["link", "set", "eth0", "mtu", &mtu])?;
+        ns.ip(&["link", "set", inner, "mtu", &mtu])?;
     }
-    switch.ip(&["link", "set", port, "master", "br0", "up"])?;
-    ns.ip(&["link", "set", "eth0", "address", mac, "up"])?;
+    switch.ip(&["link", "set", port, "master", bridge, "up"])?;
+    ns.ip(&["link", "set", inner, "address", mac, "up"])?;
     Ok(())
 }
 

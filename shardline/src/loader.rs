@@ -9,6 +9,7 @@ use std::{
 };
 
 use aya::{
+    maps::{MapError, ProgramArray},
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
@@ -16,6 +17,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
+use shardline_common::nexthop::NEXTHOP_SLOT;
 use tracing::{info, warn};
 
 use crate::{config::XdpAttachMode, objects};
@@ -44,6 +46,15 @@ pub enum LoaderError {
         #[source]
         source: ProgramError,
     },
+    /// The next-hop program could not be put in the `TAIL_CALLS` program array.
+    #[error("cannot put {program} in the TAIL_CALLS program array: {source}")]
+    TailCall {
+        /// The program.
+        program: &'static str,
+        /// The cause.
+        #[source]
+        source: MapError,
+    },
     /// The link could not be pinned or unpinned.
     #[error("cannot pin the XDP link at {path}: {source}")]
     Pin {
@@ -63,8 +74,16 @@ fn prog_err(what: impl Into<String>) -> impl FnOnce(ProgramError) -> LoaderError
 /// Name of the XDP program in the load-balancer object.
 pub const LB_PROGRAM: &str = "shardline";
 
+/// Name of the next-hop program in the load-balancer object: never attached, reached by the
+/// balancer's tail call for FIB-routed backends (`docs/nexthop.md`).
+pub const NEXTHOP_PROGRAM: &str = "shardline_nexthop";
+
+/// Name of the program array the balancer tail-calls through.
+const TAIL_CALLS_MAP: &str = "TAIL_CALLS";
+
 /// Loads the load-balancer object with its maps pinned in (or adopted from) `pin_dir`, and
-/// loads its program into the kernel (not attached).
+/// loads its program into the kernel (not attached), with the next-hop program loaded and put
+/// in its `TAIL_CALLS` slot.
 pub fn load_balancer(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
     load_balancer_sized(pin_dir, &[])
 }
@@ -86,7 +105,42 @@ pub fn load_balancer_sized(pin_dir: &Path, sizes: &[(&str, u32)]) -> Result<Ebpf
     xdp_program(&mut ebpf, LB_PROGRAM)?
         .load()
         .map_err(prog_err("verifier rejected the program"))?;
+    fill_tail_calls(&mut ebpf)?;
     Ok(ebpf)
+}
+
+/// Loads the next-hop program and puts it in the (pinned) `TAIL_CALLS` slot, replacing what an
+/// earlier daemon left there. Done before the balancer is attached: the balancer already
+/// attached by that daemon may then jump to the new program, which reads the same pinned
+/// hand-over slot, so a FIB-routed packet is never without a next hop during a restart.
+fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
+    let program = xdp_program(ebpf, NEXTHOP_PROGRAM)?;
+    program
+        .load()
+        .map_err(prog_err(format!("verifier rejected {NEXTHOP_PROGRAM}")))?;
+    let fd = program
+        .fd()
+        .and_then(|fd| {
+            fd.try_clone().map_err(|io_error| {
+                ProgramError::SyscallError(aya::sys::SyscallError {
+                    call: "dup",
+                    io_error,
+                })
+            })
+        })
+        .map_err(prog_err(format!("the descriptor of {NEXTHOP_PROGRAM}")))?;
+    let tail_call = |source| LoaderError::TailCall {
+        program: NEXTHOP_PROGRAM,
+        source,
+    };
+    let map = ebpf.map_mut(TAIL_CALLS_MAP).ok_or_else(|| {
+        tail_call(MapError::InvalidName {
+            name: TAIL_CALLS_MAP.into(),
+        })
+    })?;
+    ProgramArray::try_from(map)
+        .and_then(|mut slots| slots.set(NEXTHOP_SLOT, &fd, 0))
+        .map_err(tail_call)
 }
 
 /// Loads the auxiliary object (decap and pass programs), no pinning.

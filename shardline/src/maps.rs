@@ -6,6 +6,7 @@
 //! - `batch`: `BPF_MAP_LOOKUP_BATCH` reads (many entries per syscall).
 //! - `front`: the fronts' epoch, bumped after every `SERVICES` / `SESSIONS` write.
 //! - `placements`: a delta's placements and the handoffs, written in batches.
+//! - `nexthop`: the `TX_PORTS` devmap of egress interfaces and the `NEXTHOPS` counters.
 
 use std::{
     collections::BTreeMap,
@@ -26,11 +27,13 @@ use shardline_common::{
 mod batch;
 mod counters;
 mod front;
+mod nexthop;
 mod placements;
 
 pub use self::{
     counters::BackendCounters,
     front::{FrontEpoch, FrontEpochError},
+    nexthop::{fill_tx_ports, ifindex, TxPortsError},
 };
 use crate::{
     handoff_map::HandoffMap,
@@ -124,6 +127,8 @@ pub struct DataplaneMaps {
     flows: PerCpuHashMap<MapData, FlowKey, FlowEntry>,
     /// The new-flow rate limiter, `None` in pins made before it was pinned.
     new_flow_rate: Option<PerCpuArray<MapData, NewFlowRate>>,
+    /// Packets of FIB-routed backends per next-hop outcome, `None` in pins made before it.
+    nexthops: Option<PerCpuArray<MapData, u64>>,
     /// Bumped after every SERVICES / SESSIONS write (the dataplane's fronts).
     epoch: FrontEpoch,
     /// The previous placements of sessions in a handoff window.
@@ -168,6 +173,10 @@ impl DataplaneMaps {
             flows: typed!(dir, "FLOWS"),
             new_flow_rate: match dir.join("NEW_FLOW_RATE").exists() {
                 true => Some(typed!(dir, "NEW_FLOW_RATE")),
+                false => None,
+            },
+            nexthops: match dir.join("NEXTHOPS").exists() {
+                true => Some(typed!(dir, "NEXTHOPS")),
                 false => None,
             },
             epoch: FrontEpoch::open(dir)?,

@@ -19,7 +19,9 @@ use shardline_common::{
     route::{pick_shard, Tables},
 };
 
-use crate::config::{parse_mac, Config, ConfigTables, ForwardMode, SessionId, SessionMode};
+use crate::config::{
+    parse_mac, Config, ConfigTables, ForwardMode, NextHop, SessionId, SessionMode,
+};
 
 /// Every table the dataplane reads, as plain collections.
 #[derive(Clone, Debug, Default)]
@@ -113,6 +115,9 @@ impl Snapshot {
                 flags: backend_flags::PRESENT,
                 ..Default::default()
             };
+            if b.nexthop == NextHop::Fib {
+                backend.flags |= backend_flags::FIB;
+            }
             if let Some(a) = b.ipv4 {
                 backend.addr4 = a.octets();
                 backend.flags |= backend_flags::HAS_V4;

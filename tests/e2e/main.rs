@@ -28,6 +28,8 @@
 //! - [`cluster_faults`]: faults under traffic in a 3-node XDP cluster behind an ECMP route.
 //! - [`cluster_rates`]: the leader forecasts a session's load summed over the nodes it hits.
 //! - [`cluster_learners`]: 3 voters and 20 learners in one process on loopback.
+//! - [`two_arm`]: backends behind the balancer's second interface, found through the FIB and
+//!   reached by `XDP_REDIRECT`.
 
 mod api;
 mod cluster;
@@ -56,3 +58,4 @@ mod session_counters;
 mod support;
 mod tick;
 mod trace;
+mod two_arm;

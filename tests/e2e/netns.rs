@@ -24,14 +24,14 @@ pub(crate) fn start_lab(sessions: u32) -> Lab {
     Lab::start(&opts).unwrap_or_else(|e| panic!("starting the lab: {e}"))
 }
 
-fn drive(lab: &Lab, seconds: u64) -> Report {
+pub(crate) fn drive(lab: &Lab, seconds: u64) -> Report {
     lab.drive(Duration::from_secs(seconds), &|| false, &mut |_, _| {})
         .unwrap_or_else(|e| panic!("driving traffic: {e}"))
 }
 
 /// Asserts every answer came from the backend the daemon's tables name, and nearly nothing
 /// was lost; returns the number of answers.
-fn assert_routed_as_replayed(lab: &Lab, report: &Report) -> usize {
+pub(crate) fn assert_routed_as_replayed(lab: &Lab, report: &Report) -> usize {
     let snapshot = lab.snapshot();
     let mut wrong = Vec::new();
     for obs in &report.observations {

@@ -84,6 +84,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<()> {
             weight: a.weight,
             agent: None,
             capacity: a.capacity,
+            nexthop: Default::default(),
         },
         services: a.services,
     });

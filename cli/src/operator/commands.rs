@@ -148,6 +148,7 @@ fn backends(api: &ApiArgs, action: BackendAction) -> Result<(), CliError> {
                 weight,
                 agent: None,
                 capacity: None,
+                nexthop: Default::default(),
             };
             let added = client.send(Method::POST, "/v1/backends", Some(&body))?;
             for service in &services {

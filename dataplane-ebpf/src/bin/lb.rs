@@ -8,6 +8,10 @@
 //! - `handoff`: the previous placements of sessions in a handoff window, and the mark a moved
 //!   key's packet carries to its new owner.
 //! - `rewrite`: IPIP / IP6IP6 encapsulation and the L2 DSR MAC rewrite.
+//! - `nexthop`: for FIB-routed backends, the hand-over to the `shardline_nexthop` program (a
+//!   tail call through `TAIL_CALLS`) and that program: the next hop from `bpf_fib_lookup`,
+//!   `XDP_TX` or `XDP_REDIRECT` through the `TX_PORTS` devmap, the static MAC as the counted
+//!   fallback.
 //! - `echo`: ICMP / ICMPv6 echo replies written in place over the request.
 //! - `too_big`: ICMP "fragmentation needed" / ICMPv6 "packet too big" answers to packets that
 //!   would not fit the egress link once encapsulated.
@@ -35,6 +39,9 @@ mod handoff;
 #[cfg(target_arch = "bpf")]
 #[path = "../maps.rs"]
 mod maps;
+#[cfg(target_arch = "bpf")]
+#[path = "../nexthop.rs"]
+mod nexthop;
 #[cfg(target_arch = "bpf")]
 #[path = "../packet.rs"]
 mod packet;
@@ -67,6 +74,15 @@ mod program {
     #[inline(always)]
     pub fn shardline(ctx: XdpContext) -> u32 {
         crate::balancer::run(&ctx)
+    }
+
+    /// The next hop of a FIB-routed backend's packet (`crate::nexthop`): never attached,
+    /// reached only by `shardline`'s tail call through `TAIL_CALLS`, which the loader fills.
+    /// A program of its own so the verifier walks it once, not once per balancer state.
+    #[xdp(frags)]
+    #[inline(always)]
+    pub fn shardline_nexthop(ctx: XdpContext) -> u32 {
+        crate::nexthop::run(&ctx)
     }
 
     /// Bench only (`shardline-bench`, never attached): `shardline` with its rewrite

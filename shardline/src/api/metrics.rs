@@ -241,6 +241,19 @@ impl Collector for StateCollector {
                 &series,
             )?;
         }
+        if let Ok(Some(counts)) = maps.nexthop_counts() {
+            let series: Vec<_> = counts
+                .iter()
+                .map(|(o, n)| ([("outcome", o.name())], *n))
+                .collect();
+            family(
+                &mut encoder,
+                "shardline_dataplane_nexthop_packets",
+                "Packets to backends with nexthop = \"fib\" by how they left: fib (FIB's next hop, XDP_TX), fib_redirect (FIB's next hop out of an egress interface, XDP_REDIRECT), fallback_* (no usable FIB answer: the static MAC, or dropped as no_next_hop without one)",
+                MetricType::Counter,
+                &series,
+            )?;
+        }
         if let Ok(Some(untracked)) = maps.new_flows_untracked() {
             family(
                 &mut encoder,

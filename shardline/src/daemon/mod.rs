@@ -72,6 +72,11 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     });
     dataplane.set_egress_mtu(mtu)?;
     info!(interface = %config.interface, mtu, "egress MTU recorded for the too-big check");
+    // Where FIB-routed backends' packets may be redirected (empty: out of `interface` only).
+    let ports = crate::maps::fill_tx_ports(&config.pin_dir, &config.egress_interfaces)?;
+    if !ports.is_empty() {
+        info!(?ports, "egress interfaces for FIB next hops (TX_PORTS)");
+    }
     let maps = Arc::new(Mutex::new(dataplane));
     // The replicated state as this node last applied it (empty on first start: the pinned
     // maps keep routing until the configuration or the leader's state arrives).

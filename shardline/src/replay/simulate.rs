@@ -39,6 +39,7 @@ fn add_backend(state: &mut ControlState, id: u32, capacity: f64) {
         weight: 1,
         agent: None,
         capacity: Some(capacity),
+        nexthop: Default::default(),
     };
     state
         .apply(&Command::UpsertBackend(config))

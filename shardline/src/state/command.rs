@@ -633,6 +633,10 @@ fn check_backend(config: &BackendConfig) -> Result<(), StateError> {
             problem: "needs an ipv4 or ipv6 address".into(),
         });
     }
+    // A FIB-routed backend may go without a static MAC (its fallback).
+    if config.mac.is_empty() && config.nexthop == crate::config::NextHop::Fib {
+        return Ok(());
+    }
     crate::config::parse_mac(&config.mac).map_err(|problem| StateError::BadBackend {
         id: config.id,
         problem,

@@ -252,6 +252,7 @@ fn a_registration_cannot_take_over_an_id_or_an_address() {
         weight: 50,
         agent: None,
         capacity: None,
+        nexthop: Default::default(),
     };
     // The attack: backend 1's id at another address; a new id at backend 2's address.
     for bad in [backend(1, "10.77.0.250"), backend(9, "10.0.0.12")] {
