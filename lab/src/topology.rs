@@ -252,6 +252,22 @@ pub(crate) fn plug_into(
     Ok(())
 }
 
+/// Puts both VIPs on a backend namespace's loopback, so it answers for them (direct server
+/// return: the decapsulated packet is addressed to a VIP).
+pub(crate) fn add_vips(ns: &Netns) -> Result<(), NetnsError> {
+    ns.ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"])?;
+    ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{VIP6}/128"),
+        "dev",
+        "lo",
+        "nodad",
+    ])?;
+    Ok(())
+}
+
 /// Gives backend `id`'s namespace its addresses, the VIPs, static neighbours for the client's
 /// `aliases` addresses and loose reverse-path filtering.
 pub fn configure_backend(ns: &Netns, id: u32, aliases: u32) -> Result<(), NetnsError> {
@@ -271,16 +287,7 @@ pub fn configure_backend(ns: &Netns, id: u32, aliases: u32) -> Result<(), NetnsE
         "eth0",
         "nodad",
     ])?;
-    ns.ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"])?;
-    ns.ip(&[
-        "-6",
-        "addr",
-        "add",
-        &format!("{VIP6}/128"),
-        "dev",
-        "lo",
-        "nodad",
-    ])?;
+    add_vips(ns)?;
     let mut clients = vec![CLIENT4.to_string(), CLIENT6.to_string()];
     clients.extend((1..=aliases).map(|i| client_alias4(i).to_string()));
     for addr in &clients {
