@@ -252,9 +252,10 @@ pub(crate) fn plug_into(
     Ok(())
 }
 
-/// Puts both VIPs on a backend namespace's loopback, so it answers for them (direct server
-/// return: the decapsulated packet is addressed to a VIP).
-pub(crate) fn add_vips(ns: &Netns) -> Result<(), NetnsError> {
+/// Makes a backend namespace answer for both VIPs (direct server return: the decapsulated
+/// packet is addressed to a VIP): the VIPs on its loopback, and reverse-path filtering off, as
+/// its replies leave from a VIP that is not on `eth0`.
+pub(crate) fn serve_vips(ns: &Netns) -> Result<(), NetnsError> {
     ns.ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"])?;
     ns.ip(&[
         "-6",
@@ -265,6 +266,14 @@ pub(crate) fn add_vips(ns: &Netns) -> Result<(), NetnsError> {
         "lo",
         "nodad",
     ])?;
+    ns.exec(
+        "sysctl",
+        &[
+            "-qw",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.eth0.rp_filter=0",
+        ],
+    )?;
     Ok(())
 }
 
@@ -287,7 +296,7 @@ pub fn configure_backend(ns: &Netns, id: u32, aliases: u32) -> Result<(), NetnsE
         "eth0",
         "nodad",
     ])?;
-    add_vips(ns)?;
+    serve_vips(ns)?;
     let mut clients = vec![CLIENT4.to_string(), CLIENT6.to_string()];
     clients.extend((1..=aliases).map(|i| client_alias4(i).to_string()));
     for addr in &clients {
@@ -303,15 +312,6 @@ pub fn configure_backend(ns: &Netns, id: u32, aliases: u32) -> Result<(), NetnsE
             "permanent",
         ])?;
     }
-    // Replies leave from the VIP towards a client the backend reaches directly.
-    ns.exec(
-        "sysctl",
-        &[
-            "-qw",
-            "net.ipv4.conf.all.rp_filter=0",
-            "net.ipv4.conf.eth0.rp_filter=0",
-        ],
-    )?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{add_vips, backend_mac, backend_ns_name, plug_into, Topology};
+use super::{backend_mac, backend_ns_name, plug_into, serve_vips, Topology};
 use crate::netns::{Netns, NetnsError};
 
 /// The balancer's backend-facing interface (in `egress_interfaces`).
@@ -101,17 +101,9 @@ fn configure_arm_backend(ns: &Netns, id: u32) -> Result<(), NetnsError> {
     let v6 = format!("{}/64", arm_backend6(id));
     ns.ip(&["addr", "add", &v4, "dev", "eth0"])?;
     ns.ip(&["-6", "addr", "add", &v6, "dev", "eth0", "nodad"])?;
-    add_vips(ns)?;
+    serve_vips(ns)?;
     ns.ip(&["route", "add", "default", "via", &ARM_LB4.to_string()])?;
     ns.ip(&["-6", "route", "add", "default", "via", &ARM_LB6.to_string()])?;
-    ns.exec(
-        "sysctl",
-        &[
-            "-qw",
-            "net.ipv4.conf.all.rp_filter=0",
-            "net.ipv4.conf.eth0.rp_filter=0",
-        ],
-    )?;
     Ok(())
 }
 
