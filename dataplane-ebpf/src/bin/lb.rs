@@ -3,7 +3,8 @@
 //! The packet path reads top to bottom:
 //! - `maps`: every BPF map, one comment each, sizes from `shardline_common::consts`.
 //! - `packet`: the XDP frame as `PacketBytes`, plus bounds-checked stores.
-//! - `clock`: the flow table's clock, read with a helper call once per tick and CPU.
+//! - `clock`: the flow table's clock, a BPF-to-BPF call that reads `bpf_ktime_get_ns` once per
+//!   tick and CPU.
 //! - `tables`: the maps as `Tables`, so the routing decision is `shardline_common::route::decide`,
 //!   the very code userspace replays.
 //! - `handoff`: the previous placements of sessions in a handoff window, and the mark a moved
