@@ -22,6 +22,8 @@ use shardline_common::{
     verdict::REASON_COUNT,
 };
 
+use crate::clock::Reading;
+
 /// Virtual services by (VIP, port, protocol), plus one VIP marker per address. No
 /// preallocation: an update (a pool's ring flip rewrites its service) swaps in a new element
 /// freed after an RCU grace period, so a reader never sees a half-written service.
@@ -100,6 +102,11 @@ pub static SESSION_STATS: LruPerCpuHashMap<SessionKey, Counter> =
 /// contention; RSS keeps a flow on one CPU). Least recently used flows are evicted when full.
 #[map]
 pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowEntry> = LruPerCpuHashMap::pinned(MAX_FLOWS, 0);
+
+/// Each CPU's last reading of the flow table's clock (`clock::now`, one entry). Not pinned: a
+/// new program starts it empty and reads the time on its first packet.
+#[map]
+pub static CLOCK: PerCpuArray<Reading> = PerCpuArray::with_max_entries(1, 0);
 
 /// The new-flow rate limiter, per CPU (one entry): above its limit a CPU routes the second's
 /// remaining new flows without inserting them into `FLOWS`. Pinned so the daemon exports

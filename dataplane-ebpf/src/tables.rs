@@ -18,9 +18,12 @@ use shardline_common::{
     route::{pick_shard, Tables},
 };
 
-use crate::maps::{
-    BACKENDS, BENCH_RINGS, FLOWS, FRONT_EPOCH, MAGLEV, NEW_FLOW_RATE, POOL_MEMBERS, SERVICES,
-    SERVICE_FRONT, SESSIONS, SESSION_FRONT,
+use crate::{
+    clock,
+    maps::{
+        BACKENDS, BENCH_RINGS, FLOWS, FRONT_EPOCH, MAGLEV, NEW_FLOW_RATE, POOL_MEMBERS, SERVICES,
+        SERVICE_FRONT, SESSIONS, SESSION_FRONT,
+    },
 };
 
 /// Whether services and sessions are read through the per-CPU fronts
@@ -176,8 +179,7 @@ impl<const RINGS_AOM: bool, const BENCH: bool> Tables for MapTables<'_, RINGS_AO
             return None;
         }
         let entry = FLOWS.get_ptr_mut(flow)?;
-        // SAFETY: helper without arguments.
-        let now = unsafe { bpf_ktime_get_ns() };
+        let now = clock::now();
         // SAFETY: this CPU's value of a per-CPU map; only this CPU writes it now.
         unsafe {
             if !(*entry).is_live(now, idle_secs) {
@@ -198,8 +200,7 @@ impl<const RINGS_AOM: bool, const BENCH: bool> Tables for MapTables<'_, RINGS_AO
         if !flows_stick(self.globals.flow_idle_secs) {
             return;
         }
-        // SAFETY: helper without arguments.
-        let now = unsafe { bpf_ktime_get_ns() };
+        let now = clock::now();
         let entry = FlowEntry {
             backend,
             stats_slot: self.stats_slot.get(),

@@ -3,6 +3,8 @@
 //! The packet path reads top to bottom:
 //! - `maps`: every BPF map, one comment each, sizes from `shardline_common::consts`.
 //! - `packet`: the XDP frame as `PacketBytes`, plus bounds-checked stores.
+//! - `clock`: the flow table's clock, a BPF-to-BPF call that reads `bpf_ktime_get_ns` once per
+//!   tick and CPU.
 //! - `tables`: the maps as `Tables`, so the routing decision is `shardline_common::route::decide`,
 //!   the very code userspace replays.
 //! - `handoff`: the previous placements of sessions in a handoff window, and the mark a moved
@@ -27,6 +29,9 @@
 #[cfg(target_arch = "bpf")]
 #[path = "../balancer.rs"]
 mod balancer;
+#[cfg(target_arch = "bpf")]
+#[path = "../clock.rs"]
+mod clock;
 #[cfg(target_arch = "bpf")]
 #[path = "../counters.rs"]
 mod counters;
