@@ -138,7 +138,7 @@ pub struct DataplaneMaps {
     /// The counters slot each placed session holds, read with `slots` and kept as this handle
     /// writes: a batch of re-placements keeps every session's slot without a lookup syscall
     /// per session. At most `MAX_SESSION_SLOTS` entries.
-    slot_of: std::collections::HashMap<SessionKey, u32>,
+    slot_of: rustc_hash::FxHashMap<SessionKey, u32>,
 }
 
 fn open(dir: &Path, name: &str) -> Result<Map, MapsError> {
@@ -182,7 +182,7 @@ impl DataplaneMaps {
             epoch: FrontEpoch::open(dir)?,
             handoffs: HandoffMap::new(typed!(dir, "HANDOFFS")),
             slots: None,
-            slot_of: std::collections::HashMap::new(),
+            slot_of: rustc_hash::FxHashMap::default(),
         })
     }
 
@@ -546,7 +546,7 @@ impl DataplaneMaps {
         if self.slots.is_none() {
             // One read per few thousand sessions: a million placements are read in a few
             // hundred syscalls, not two million.
-            let (mut used, mut held) = (Vec::new(), std::collections::HashMap::new());
+            let (mut used, mut held) = (Vec::new(), rustc_hash::FxHashMap::default());
             batch::read::<SessionKey, ShardSet>(
                 batch::fd(&self.sessions),
                 batch::Span::All,

@@ -21,10 +21,11 @@ pub mod placed;
 mod publish;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     time::{Duration, Instant},
 };
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use shardline_common::{
     consts::{MAGLEV_SIZE, NO_BACKEND},
     handoff::Handoff as MapHandoff,
@@ -243,7 +244,7 @@ pub struct Resharder {
     handoff_window: Duration,
     handoffs: Vec<OpenHandoff>,
     /// Sessions whose placement in the maps carries the window flag, with the window's end.
-    flagged: HashMap<SessionKey, Instant>,
+    flagged: FxHashMap<SessionKey, Instant>,
     last_maglev_plan: Vec<SlotMove>,
 }
 
@@ -257,7 +258,7 @@ impl Resharder {
             generation: 0,
             handoff_window,
             handoffs: Vec::new(),
-            flagged: HashMap::new(),
+            flagged: FxHashMap::default(),
             last_maglev_plan: Vec::new(),
         }
     }
@@ -394,7 +395,7 @@ impl Resharder {
         for key in &delta.removed_sessions {
             self.placed.remove(key);
         }
-        let refused: HashSet<&SessionKey> = written.placements_refused.iter().collect();
+        let refused: FxHashSet<&SessionKey> = written.placements_refused.iter().collect();
         for (key, set) in &delta.sessions {
             // The tables in force carry no window flag (see `refresh`).
             let set = &ShardSet { handoff: 0, ..*set };
@@ -427,7 +428,7 @@ impl Resharder {
         }
         // A session moved again drops its earlier handoff: one pass over those published, not
         // one per moved session (a tick may move thousands while thousands are published).
-        let moved: HashSet<&SessionKey> = swap.handoffs.iter().map(|h| &h.session).collect();
+        let moved: FxHashSet<&SessionKey> = swap.handoffs.iter().map(|h| &h.session).collect();
         self.handoffs.retain(|h| !moved.contains(&h.session));
         // A zero window keeps no record: nothing is published, nothing is asked of the old
         // owners (the moves are still in the swap, for the log).

@@ -412,7 +412,14 @@ fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, St
     if command.routes() {
         state.generation += 1;
     }
-    state.journal.record(command);
+    // A placement's entry as it is now, read while its path is still in cache.
+    let entry = match command {
+        Command::Place { session, .. } | Command::Unplace { session } => {
+            state.sessions.get(session)
+        }
+        _ => None,
+    };
+    state.journal.record(command, entry);
     Ok(Response {
         generation: state.generation,
         placement,

@@ -339,19 +339,22 @@ impl ControlState {
         entry: &SessionEntry,
     ) -> Option<(SessionKey, ShardSet)> {
         let key = self.key_of(session)?;
-        let live: Vec<u32> = entry
-            .backends
+        let set = self.shard_set(&session.service, &entry.backends, entry.generation)?;
+        Some((key, set))
+    }
+
+    /// The shard set in the tables of a session of `service` (known to exist) whose entry
+    /// holds `members` at placement `generation`: the members that serve the service (none
+    /// left: unplaced).
+    fn shard_set(&self, service: &str, members: &[u32], generation: u64) -> Option<ShardSet> {
+        // Inline for the common few members: no heap block per session of a tick.
+        let live: Members = members
             .iter()
             .copied()
-            .filter(|id| {
-                self.backends
-                    .get(id)
-                    .is_some_and(|b| b.serves(&session.service))
-            })
+            .filter(|id| self.backends.get(id).is_some_and(|b| b.serves(service)))
             .collect();
         // None left (or, never for a committed placement, not a shard set): unplaced.
-        let set = ShardSet::from_members(&live, scheme::HASH, entry.generation.max(1)).ok()?;
-        Some((key, set))
+        ShardSet::from_members(&live, scheme::HASH, generation.max(1)).ok()
     }
 
     /// The placements that differ from `before`'s, if nothing else in the tables does (same
