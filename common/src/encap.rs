@@ -1,8 +1,21 @@
-//! The outer IPv4 source of an IPIP packet: fixed, or taken from a prefix by the packet's hash
-//! (Katran's `IPIP_V4_PREFIX`), so a backend's RSS spreads encapsulated flows over its queues.
-//! The kernel writes it and the replay checks it with this one function.
+//! The outer header of an encapsulated packet: its family ([`outer_v6`]: IPv4-in-IPv6 for an
+//! IPv4 packet to a backend with only IPv6) and the IPv4 source of an IPIP packet, fixed or
+//! taken from a prefix by the packet's hash (Katran's `IPIP_V4_PREFIX`), so a backend's RSS
+//! spreads encapsulated flows over its queues. The kernel writes them and the replay checks
+//! them with these functions.
 
-use crate::{hash::encap_source_hash, maps::Globals};
+use crate::{
+    hash::encap_source_hash,
+    maps::{backend_flags, Globals},
+};
+
+/// Whether a packet of the family `v6` to a backend with `flags` ([`backend_flags`]) leaves
+/// with an IPv6 outer header: an IPv6 packet (IP6IP6), or an IPv4 one to a backend without an
+/// IPv4 address (IPv4-in-IPv6). Also the family the FIB is asked for the backend's address.
+#[inline(always)]
+pub const fn outer_v6(v6: bool, flags: u32) -> bool {
+    v6 | (flags & backend_flags::HAS_V4 == 0)
+}
 
 /// The outer IPv4 source of a packet of session `session` with request key `key`, as the
 /// native word of its wire bytes: `g.src4`, its [`Globals::src4_hash_mask`] bits replaced by

@@ -16,7 +16,8 @@ pub mod session_mode {
 
 /// How a service's packets reach the chosen backend.
 pub mod forward_mode {
-    /// IPIP / IP6IP6 encapsulation to the backend's address, then `XDP_TX`.
+    /// IPIP / IP6IP6 encapsulation to the backend's address, then `XDP_TX`; an IPv4 packet to
+    /// a backend with only an IPv6 address goes IPv4-in-IPv6.
     pub const ENCAP: u8 = 0;
     /// Destination MAC rewrite only, for backends on the same L2 segment holding the VIP.
     pub const L2DSR: u8 = 1;
@@ -161,7 +162,7 @@ pub struct Backend {
     pub addr4: [u8; 4],
     /// [`backend_flags`] bits.
     pub flags: u32,
-    /// IPv6 address (outer destination of IP6IP6).
+    /// IPv6 address (outer destination of IP6IP6, and of IPv4-in-IPv6 when `addr4` is unset).
     pub addr6: [u8; 16],
     /// MAC of the next hop towards the backend (the backend itself on a shared segment); with
     /// [`backend_flags::FIB`], the fallback when the FIB has no answer (all zero: none).
@@ -363,6 +364,12 @@ pub mod options {
     /// "fragmentation needed" / ICMPv6 "packet too big" (`icmp.too_big_reply`); off, it is
     /// forwarded as it is.
     pub const TOO_BIG_REPLY: u32 = 2;
+    /// Some backend has only an IPv6 address, so IPv4 packets may leave IPv4-in-IPv6 with a
+    /// 40-octet outer header: the IPv4 too-big limit and answer allow for it, whatever the
+    /// backend (the check runs before the lookups, where one compare against one value keeps
+    /// the program verifiable; a check after them cost the verifier about 190,000
+    /// instructions). Set by the table builder from the backends.
+    pub const FOUR_IN_SIX: u32 = 4;
 }
 
 /// The single entry of the globals array: which Maglev half is live, the encap source, the
@@ -378,14 +385,15 @@ pub struct Globals {
     pub src4: [u8; 4],
     /// [`options`] bits.
     pub options: u32,
-    /// Source address of IP6IP6 outer headers.
+    /// Source address of IPv6 outer headers (IP6IP6 and IPv4-in-IPv6).
     pub src6: [u8; 16],
     /// MTU of the interface the dataplane is attached to (0: unknown), for
     /// [`crate::mtu::too_big`]. Set by the daemon when it attaches, not by the tables: table
     /// writes keep the value in force ([`Globals::with_egress_mtu`]).
     pub egress_mtu: u32,
     /// The longest IPv4 packet not answered as too big ([`crate::mtu::answer_limit`] of the
-    /// MTU and the options), kept in step by [`Globals::with_egress_mtu`].
+    /// MTU and the options: a 40-octet outer header with [`options::FOUR_IN_SIX`]), kept in
+    /// step by [`Globals::with_egress_mtu`].
     pub too_big_limit4: u32,
     /// The same for IPv6.
     pub too_big_limit6: u32,
@@ -419,8 +427,13 @@ impl Globals {
         let answering = self.options & options::TOO_BIG_REPLY != 0;
         Self {
             egress_mtu: mtu,
-            too_big_limit4: crate::mtu::answer_limit(mtu, false, answering),
-            too_big_limit6: crate::mtu::answer_limit(mtu, true, answering),
+            too_big_limit4: crate::mtu::answer_limit(
+                mtu,
+                false,
+                self.too_big_outer_v6(false),
+                answering,
+            ),
+            too_big_limit6: crate::mtu::answer_limit(mtu, true, true, answering),
             ..self
         }
     }
@@ -433,6 +446,14 @@ impl Globals {
         } else {
             self.too_big_limit4
         }
+    }
+
+    /// The outer header the too-big limit and answer allow for, for a packet of the family
+    /// `v6`: IPv6 for IPv6, and for IPv4 too when some backend has only IPv6
+    /// ([`options::FOUR_IN_SIX`]).
+    #[inline(always)]
+    pub const fn too_big_outer_v6(&self, v6: bool) -> bool {
+        v6 | (self.options & options::FOUR_IN_SIX != 0)
     }
 
     /// These globals with `half` live: written as one update, the flip.

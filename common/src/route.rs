@@ -276,12 +276,14 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
         }
     };
     d.backend_id = backend_id;
-    let family = if l3.v6 {
+    // An IPv6 packet needs the backend's IPv6 address; an IPv4 one goes IPIP to its IPv4
+    // address or, to a backend with only IPv6, IPv4-in-IPv6 (`crate::encap::outer_v6`).
+    let usable = if l3.v6 {
         backend_flags::HAS_V6
     } else {
-        backend_flags::HAS_V4
+        backend_flags::HAS_V4 | backend_flags::HAS_V6
     };
-    d.reason = if service.forward == forward_mode::ENCAP && backend.flags & family == 0 {
+    d.reason = if service.forward == forward_mode::ENCAP && backend.flags & usable == 0 {
         Reason::NoBackendAddress
     } else if icmp_error {
         if by_client {

@@ -70,7 +70,9 @@ pub enum Reason {
     ShortPayload = 10,
     /// No backend for the request (empty table slot, unknown backend id): dropped.
     NoBackend = 11,
-    /// The chosen backend has no address of the packet's family: dropped.
+    /// The chosen backend has no address to encapsulate the packet to (an IPv6 packet to a
+    /// backend with only IPv4; an IPv4 one to a backend with only IPv6 goes IPv4-in-IPv6):
+    /// dropped.
     NoBackendAddress = 12,
     /// Growing the packet for encapsulation failed: dropped.
     EncapFailed = 13,
@@ -98,7 +100,9 @@ pub enum Reason {
     IcmpMalformed = 21,
     /// Client packet to an encapsulating service that would exceed the egress MTU once the
     /// outer header is added: answered with ICMP "fragmentation needed" / ICMPv6 "packet too
-    /// big" carrying the usable MTU (`icmp.too_big_reply`), sent back.
+    /// big" carrying the usable MTU (`icmp.too_big_reply`), sent back. Once some backend has
+    /// only IPv6, every IPv4 packet is checked against IPv4-in-IPv6's 40-octet outer header
+    /// (`crate::maps::options::FOUR_IN_SIX`).
     IcmpTooBig = 22,
     /// Routed to a backend whose next hop comes from the FIB (`nexthop = "fib"`), but the FIB
     /// had no usable answer and the backend has no static MAC to fall back to: dropped (the

@@ -296,6 +296,11 @@ mod tests {
         assert!(err(&GOOD.replace("session = 42", "session = \"10.0.0.1\""))
             .contains("sessions[0].session"));
         assert!(err(&GOOD.replace("source_v4 = \"10.0.0.2\"", "")).contains("encap.source_v4"));
+        // A backend with only IPv6 gets IPv4 clients IPv4-in-IPv6, from the IPv6 source.
+        let v6_only = GOOD.replace("ipv4 = \"10.0.0.11\"", "ipv6 = \"fd00::11\"");
+        assert!(err(&v6_only).contains("encap.source_v6"));
+        let with_source = v6_only.replace("[encap]", "[encap]\nsource_v6 = \"fd00::2\"");
+        assert!(Config::parse(&with_source, "test.toml").is_ok());
         assert!(err(&GOOD.replace("port = 7000", "port = 70000")).contains("port"));
         assert!(err(&format!("{GOOD}\nbogus = 1")).contains("bogus"));
     }

@@ -593,6 +593,19 @@ pub fn validate(
                 "needs ipv4, ipv6 or both",
             ));
         }
+        // IPv4 clients reach a backend with only IPv6 IPv4-in-IPv6, from `encap.source_v6`.
+        let ipv4_encap = services
+            .iter()
+            .any(|s| s.forward == ForwardMode::Encap && s.vip.is_ipv4());
+        if b.ipv4.is_none() && ipv4_encap && encap.source_v6.is_none() {
+            return Err(invalid(
+                "encap.source_v6",
+                format!(
+                    "required by backends[{i}], which has only IPv6: IPv4 services reach it \
+                     IPv4-in-IPv6"
+                ),
+            ));
+        }
     }
     validate_pools(services, &ids)?;
     let by_name: HashMap<&str, &ServiceConfig> =

@@ -76,10 +76,7 @@ pub fn run_with<const RINGS_AOM: bool, const BENCH: bool>(ctx: &XdpContext) -> u
         }
     } else if reason == Reason::IcmpEchoReply && echo::reply(ctx, &d).is_err() {
         reason = Reason::IcmpMalformed;
-    } else if !BENCH
-        && reason == Reason::IcmpTooBig
-        && too_big::reply(ctx, &d, globals.egress_mtu).is_err()
-    {
+    } else if !BENCH && reason == Reason::IcmpTooBig && too_big::reply(ctx, &d, globals).is_err() {
         reason = Reason::EncapFailed;
     }
     count_reason(reason);

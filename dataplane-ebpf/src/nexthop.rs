@@ -20,6 +20,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use shardline_common::{
+    encap::outer_v6,
     maps::{addr_words, backend_flags},
     nexthop::{NextHopArgs, NextHopOutcome, AF_INET, AF_INET6, NEXTHOP_SLOT},
     verdict::Reason,
@@ -104,8 +105,9 @@ pub fn run(ctx: &XdpContext) -> u32 {
     // SAFETY: plain old data; all zeroes is an empty lookup request.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
     p.ifindex = ingress;
-    // The source is left out (zero): the lookup is by destination, as the static path's is.
-    if args.v6 != 0 {
+    // The source is left out (zero): the lookup is by destination, as the static path's is,
+    // in the outer header's family (IPv6 for IPv4-in-IPv6).
+    if outer_v6(args.v6 != 0, backend.flags) {
         p.family = AF_INET6;
         p.__bindgen_anon_4.ipv6_dst = addr_words(backend.addr6);
     } else {

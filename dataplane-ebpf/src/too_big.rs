@@ -23,6 +23,7 @@ use shardline_common::{
         icmp_type, icmpv6_type, ECHO_REPLY_TTL, ETH_HLEN, ICMP_HLEN, IPPROTO_ICMP, IPPROTO_ICMPV6,
         IPV4_HLEN, IPV6_HLEN, VLAN_HLEN,
     },
+    maps::Globals,
     mtu::{next_hop_mtu, quote_len_v4, ICMPV6_QUOTE_MAX, QUOTE_MAX_V4},
     route::Decision,
 };
@@ -37,12 +38,13 @@ pub struct TooBigFailed;
 const FRAG_NEEDED: u8 = 4;
 
 /// Turns the packet `d` describes into its "fragmentation needed" / "packet too big" answer,
-/// reporting what fits `egress_mtu`.
+/// reporting what fits the egress MTU once encapsulated (40 octets for IPv4 when some backend
+/// has only IPv6, `Globals::too_big_outer_v6`).
 #[inline(always)]
-pub fn reply(ctx: &XdpContext, d: &Decision, egress_mtu: u32) -> Result<(), TooBigFailed> {
+pub fn reply(ctx: &XdpContext, d: &Decision, g: &Globals) -> Result<(), TooBigFailed> {
     const PLAIN: u32 = ETH_HLEN as u32;
     const TAGGED: u32 = (ETH_HLEN + VLAN_HLEN) as u32;
-    let mtu = next_hop_mtu(egress_mtu, d.v6);
+    let mtu = next_hop_mtu(g.egress_mtu, g.too_big_outer_v6(d.v6));
     match (d.l3_off, d.v6) {
         (PLAIN, false) => reply_v4::<ETH_HLEN>(ctx, mtu),
         (PLAIN, true) => reply_v6::<ETH_HLEN>(ctx, mtu),

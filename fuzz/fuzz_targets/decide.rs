@@ -59,7 +59,7 @@ impl Tables for Fixed {
         options::ECHO_REPLY | options::TOO_BIG_REPLY
     }
     fn too_big_limit(&self, v6: bool) -> u32 {
-        shardline_common::mtu::answer_limit(1500, v6, true)
+        shardline_common::mtu::answer_limit(1500, v6, v6, true)
     }
 }
 

@@ -166,6 +166,9 @@ impl Snapshot {
         if config.icmp.too_big_reply {
             snap.globals.options |= options::TOO_BIG_REPLY;
         }
+        if config.backends.iter().any(|b| b.ipv4.is_none()) {
+            snap.globals.options |= options::FOUR_IN_SIX;
+        }
         // No MTU yet (the daemon records the interface's when it attaches): nothing too big.
         snap.globals = snap.globals.with_egress_mtu(0);
         if let Some((src, hash_mask)) = config.encap.ipip_source() {

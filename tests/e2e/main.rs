@@ -12,6 +12,7 @@
 //! - [`trace`]: `shardline trace` on captures.
 //! - [`netns`]: real traffic through the attached program in network namespaces.
 //! - [`path_mtu`]: a full-size datagram over a full-size link learns the usable MTU.
+//! - [`four_in_six`]: IPv4 clients answered by backends with only IPv6 (IPv4-in-IPv6, decap).
 //! - [`jumbo`]: datagrams in 9000-octet frames through a jumbo lab.
 //! - [`reshard`]: live re-shards under traffic, zero misrouted.
 //! - [`package`]: the Debian package, unpacked with `dpkg -x`; its binary runs.
@@ -40,6 +41,7 @@ mod cluster_rates;
 mod dataplane;
 mod flow_table;
 mod forecast_eval;
+mod four_in_six;
 mod handoff;
 mod hostile;
 mod jumbo;

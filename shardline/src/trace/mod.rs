@@ -3,6 +3,8 @@
 //! the reason, and whether kernel and replay agree.
 //!
 //! - [`capture`]: pcap / pcapng reading, link-type normalization, hex input.
+//! - [`encap`]: the encapsulation a forwarded packet leaves with (IPIP, IP6IP6, IPv4-in-IPv6,
+//!   L2 DSR), from the kernel's bytes and from the replay's decision.
 //! - [`retarget`]: pointing captured packets at a configured service.
 //!
 //! The replay reads each frame as the kernel hands it to the program
@@ -16,6 +18,7 @@
 //! traced as new ones).
 
 pub mod capture;
+pub mod encap;
 pub mod retarget;
 
 use std::path::Path;
@@ -56,7 +59,10 @@ pub struct TraceLine {
     pub backend: Option<u32>,
     /// The reason the kernel counted.
     pub reason: &'static str,
-    /// Whether the userspace replay decided the same action, reason and backend.
+    /// How the kernel's forwarded frame is encapsulated (`ipip`, `ip6ip6`, `4in6`, `l2dsr`).
+    pub encap: Option<&'static str>,
+    /// Whether the userspace replay decided the same action, reason, backend and
+    /// encapsulation.
     pub agree: bool,
     /// Whether the frame is longer than the linear part the program's loads reach (a
     /// multi-buffer frame, as a jumbo frame is).
@@ -74,6 +80,8 @@ pub struct ReplayVerdict {
     pub backend: Option<u32>,
     /// The reason it counts.
     pub reason: &'static str,
+    /// The encapsulation its decision implies.
+    pub encap: Option<&'static str>,
 }
 
 impl TraceLine {
@@ -154,9 +162,17 @@ impl Tracer {
         let replay = decide(&view, &self.dataplane.tables);
         let replay_backend = (replay.backend_id != NO_BACKEND && replay.reason.forwards())
             .then_some(replay.backend_id);
+        let kernel_encap = reason
+            .filter(|r| r.forwards())
+            .and_then(|_| encap::of_output(frame, &run.output));
+        let replay_encap = encap::of_decision(
+            &replay,
+            self.dataplane.tables.backends.get(&replay.backend_id),
+        );
         let agree = replay.action() == run.action
             && Some(replay.reason) == reason
-            && replay_backend == backend;
+            && replay_backend == backend
+            && replay_encap == kernel_encap;
         Some(TraceLine {
             index,
             verdict: run.action.name(),
@@ -168,12 +184,14 @@ impl Tracer {
                 } else {
                     "uncounted"
                 }),
+            encap: kernel_encap,
             agree,
             multi_buffer: view.has_frags(),
             replay: ReplayVerdict {
                 verdict: replay.action().name(),
                 backend: replay_backend,
                 reason: replay.reason.name(),
+                encap: replay_encap,
             },
         })
     }
@@ -218,12 +236,14 @@ mod tests {
             verdict: "pass",
             backend: None,
             reason: "malformed_ip",
+            encap: None,
             agree,
             multi_buffer: true,
             replay: ReplayVerdict {
                 verdict: "tx",
                 backend: Some(2),
                 reason: "forwarded",
+                encap: Some("ipip"),
             },
         }
     }

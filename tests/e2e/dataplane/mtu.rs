@@ -257,7 +257,7 @@ fn the_oracle_builds_a_valid_answer() {
     // The oracle itself, against hand-checked fields: a lying oracle would pass anything.
     let mut frame = datagram(false, 1500).build();
     fix_ipv4_checksum(&mut frame, 14);
-    let answer = too_big_answer(&frame, MTU).unwrap();
+    let answer = too_big_answer(&frame, MTU, false).unwrap();
     assert_eq!(answer.len(), 14 + 20 + 8 + 28);
     assert_eq!(answer[14 + 2..14 + 4], [0, 56], "total length");
     assert_eq!(answer[14 + 9], 1, "protocol ICMP");

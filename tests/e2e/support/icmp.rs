@@ -166,10 +166,10 @@ pub fn check_echo_reply(input: &[u8], output: &[u8]) -> Result<(), String> {
 /// The answer to `input`, a client packet too big for an `egress_mtu` link once encapsulated,
 /// built independently of the dataplane: back to the sender's MAC (VLAN tag and EtherType
 /// kept), from the VIP to the client, TTL / hop limit 64; ICMP type 3 code 4 with next-hop MTU
-/// `egress_mtu - 20` quoting the IPv4 header and 8 octets, or ICMPv6 type 2 with MTU
-/// `egress_mtu - 40` quoting as much as fits in 1280 octets (rounded down to 4); checksums
-/// computed afresh.
-pub fn too_big_answer(input: &[u8], egress_mtu: u32) -> Result<Vec<u8>, String> {
+/// `egress_mtu - 20` (`- 40` when `four_in_six`: the packet's backend has only IPv6) quoting
+/// the IPv4 header and 8 octets, or ICMPv6 type 2 with MTU `egress_mtu - 40` quoting as much as
+/// fits in 1280 octets (rounded down to 4); checksums computed afresh.
+pub fn too_big_answer(input: &[u8], egress_mtu: u32, four_in_six: bool) -> Result<Vec<u8>, String> {
     let (l2, ethertype) = parse_l2(input).ok_or("input has no Ethernet header")?;
     let ip = &input[l2..];
     let mut out = input[6..12].to_vec();
@@ -187,7 +187,8 @@ pub fn too_big_answer(input: &[u8], egress_mtu: u32) -> Result<Vec<u8>, String> 
             let check = !folded_sum(&header);
             header[10..12].copy_from_slice(&check.to_be_bytes());
             let mut icmp = vec![3, 4, 0, 0, 0, 0];
-            icmp.extend_from_slice(&((egress_mtu - 20) as u16).to_be_bytes());
+            let outer = if four_in_six { 40 } else { 20 };
+            icmp.extend_from_slice(&((egress_mtu - outer) as u16).to_be_bytes());
             icmp.extend_from_slice(quote);
             let check = !folded_sum(&icmp);
             icmp[2..4].copy_from_slice(&check.to_be_bytes());
@@ -214,9 +215,14 @@ pub fn too_big_answer(input: &[u8], egress_mtu: u32) -> Result<Vec<u8>, String> 
     Ok(out)
 }
 
-/// Checks that `output` is exactly [`too_big_answer`]`(input, egress_mtu)`.
-pub fn check_too_big(input: &[u8], output: &[u8], egress_mtu: u32) -> Result<(), String> {
-    let want = too_big_answer(input, egress_mtu)?;
+/// Checks that `output` is exactly [`too_big_answer`]`(input, egress_mtu, four_in_six)`.
+pub fn check_too_big(
+    input: &[u8],
+    output: &[u8],
+    egress_mtu: u32,
+    four_in_six: bool,
+) -> Result<(), String> {
+    let want = too_big_answer(input, egress_mtu, four_in_six)?;
     if output == want {
         return Ok(());
     }

@@ -287,12 +287,13 @@ pub fn agrees(want: &Expected, frame: &[u8], k: &KernelRun, d: &Decision) -> Res
         return icmp::check_echo_reply(frame, &k.output)
             .map_err(|e| format!("bad echo reply: {e}; output {}", hex(&k.output)));
     }
+    // A mark is written as soon as the owner is known: a dropped packet may carry it too, and
+    // so may the quote of a packet too big for IPv4-in-IPv6 (checked once its owner is known).
+    let marked = with_mark(frame, d);
     if d.reason == Reason::IcmpTooBig {
-        return icmp::check_too_big(frame, &k.output, want.egress_mtu)
+        return icmp::check_too_big(&marked, &k.output, want.egress_mtu, want.four_in_six)
             .map_err(|e| format!("bad too-big answer: {e}; output {}", hex(&k.output)));
     }
-    // A mark is written as soon as the owner is known: a dropped packet may carry it too.
-    let marked = with_mark(frame, d);
     if k.action != Action::Tx {
         return if k.output == marked {
             Ok(())
@@ -312,15 +313,16 @@ pub fn agrees(want: &Expected, frame: &[u8], k: &KernelRun, d: &Decision) -> Res
             fwd.backend_id, d.backend_id
         ));
     }
-    let rewrite = match (d.service.forward, d.v6) {
-        (forward_mode::L2DSR, _) => Rewrite::L2Dsr,
-        (_, false) => Rewrite::Ipip {
+    // The outer flow label carries the request key's low 20 bits, for ECMP entropy.
+    let flow_label = (d.key as u32) & 0x000f_ffff;
+    let v6_only = want.backend(d.backend_id).addr4.is_none();
+    let rewrite = match (d.service.forward, d.v6, v6_only) {
+        (forward_mode::L2DSR, _, _) => Rewrite::L2Dsr,
+        (_, false, false) => Rewrite::Ipip {
             source: want.ipip_source(d),
         },
-        // The outer flow label carries the request key's low 20 bits, for ECMP entropy.
-        (_, true) => Rewrite::Ip6ip6 {
-            flow_label: (d.key as u32) & 0x000f_ffff,
-        },
+        (_, false, true) => Rewrite::Ip4in6 { flow_label },
+        (_, true, _) => Rewrite::Ip6ip6 { flow_label },
     };
     if fwd.rewrite != rewrite {
         return Err(format!("rewrite {:?}, want {rewrite:?}", fwd.rewrite));

@@ -8,7 +8,7 @@ use shardline::snapshot::Snapshot;
 use shardline_common::{
     checksum::ones_complement_sum,
     consts::{ETH_P_IPV4, ETH_P_IPV6, IPV4_HLEN, IPV6_HLEN},
-    maps::{backend_flags, Globals},
+    maps::{backend_flags, options, Globals},
     packet::parse_l2,
     route::Decision,
 };
@@ -34,6 +34,9 @@ pub struct Expected {
     /// The egress MTU the dataplane was given (0: none), which a too-big answer reports less
     /// the outer header.
     pub egress_mtu: u32,
+    /// Whether some backend has only IPv6, so the IPv4 too-big answer allows for a 40-octet
+    /// outer header (`options::FOUR_IN_SIX`).
+    pub four_in_six: bool,
 }
 
 impl Expected {
@@ -57,6 +60,7 @@ impl Expected {
                 peer(4, [10, 0, 0, 14], None, 0x14),
             ]),
             egress_mtu: 0,
+            four_in_six: false,
         }
     }
 
@@ -80,6 +84,7 @@ impl Expected {
                 })
                 .collect(),
             egress_mtu: snap.globals.egress_mtu,
+            four_in_six: snap.globals.options & options::FOUR_IN_SIX != 0,
         }
     }
 
@@ -125,6 +130,8 @@ pub enum Rewrite {
     Ipip { source: [u8; 4] },
     /// IPv6-in-IPv6, with the outer flow label.
     Ip6ip6 { flow_label: u32 },
+    /// IPv4-in-IPv6 (a backend with only IPv6), with the outer flow label.
+    Ip4in6 { flow_label: u32 },
     /// Destination MAC rewrite only.
     L2Dsr,
 }
@@ -138,7 +145,8 @@ pub struct Forwarded {
 }
 
 /// Checks that `output` is `input` correctly rewritten for one of `want`'s backends and returns
-/// which. The rewrite follows from the growth: 0 bytes L2 DSR, 20 IPIP, 40 IP6IP6.
+/// which. The rewrite follows from the growth: 0 bytes L2 DSR, 20 IPIP, 40 IP6IP6 (or
+/// IPv4-in-IPv6 for an IPv4 input, whose EtherType becomes IPv6's).
 pub fn check_forwarded(want: &Expected, input: &[u8], output: &[u8]) -> Result<Forwarded, String> {
     let (l2, ethertype) = parse_l2(input).ok_or("input has no Ethernet header")?;
     if output.len() < l2 {
@@ -151,15 +159,23 @@ pub fn check_forwarded(want: &Expected, input: &[u8], output: &[u8]) -> Result<F
             &input[0..6]
         ));
     }
-    if output[12..l2] != input[12..l2] {
+    if output[12..l2 - 2] != input[12..l2 - 2] {
         return Err(format!(
-            "VLAN tag / EtherType changed: {:02x?} -> {:02x?}",
-            &input[12..l2],
-            &output[12..l2]
+            "VLAN tag changed: {:02x?} -> {:02x?}",
+            &input[12..l2 - 2],
+            &output[12..l2 - 2]
         ));
     }
     let inner = &input[l2..];
     let grown = output.len() as isize - input.len() as isize;
+    // The outer header's EtherType: the input's, but for IPv4-in-IPv6.
+    let outer_ethertype = if grown == 40 { ETH_P_IPV6 } else { ethertype };
+    if get_u16(output, l2 - 2) != outer_ethertype {
+        return Err(format!(
+            "EtherType {:#06x}, want {outer_ethertype:#06x}",
+            get_u16(output, l2 - 2)
+        ));
+    }
     let (backend_id, peer, rewrite) = match (grown, ethertype) {
         (0, _) => {
             let (id, _) = want.find(|p| p.mac == output[0..6], "MAC")?;
@@ -186,6 +202,19 @@ pub fn check_forwarded(want: &Expected, input: &[u8], output: &[u8]) -> Result<F
             let (id, peer) = want.find(|p| p.addr6.is_some_and(|a| a == dst), "IPv6")?;
             let flow_label = u32::from_be_bytes([0, outer[1] & 0x0f, outer[2], outer[3]]);
             (id, peer, Rewrite::Ip6ip6 { flow_label })
+        }
+        (40, ETH_P_IPV4) => {
+            let outer = &output[l2..l2 + IPV6_HLEN];
+            check_4in6_outer(want, inner, outer)?;
+            let dst = &outer[24..40];
+            let (id, peer) = want.find(|p| p.addr6.is_some_and(|a| a == dst), "IPv6")?;
+            if peer.addr4.is_some() {
+                return Err(format!(
+                    "IPv4-in-IPv6 to backend {id}, which has an IPv4 address (IPIP)"
+                ));
+            }
+            let flow_label = u32::from_be_bytes([0, outer[1] & 0x0f, outer[2], outer[3]]);
+            (id, peer, Rewrite::Ip4in6 { flow_label })
         }
         _ => {
             return Err(format!(
@@ -256,6 +285,31 @@ fn check_ipv4_outer(want: &Expected, inner: &[u8], o: &[u8]) -> Result<(), Strin
     Ok(())
 }
 
+/// The IPv6 outer header of an IPv4 packet: its TOS as traffic class, its total length as
+/// payload length, next header 4 (IPv4).
+fn check_4in6_outer(want: &Expected, inner: &[u8], o: &[u8]) -> Result<(), String> {
+    let traffic_class = u32::from((o[0] << 4) | (o[1] >> 4));
+    compare(
+        "IPv6 (IPv4-in-IPv6)",
+        &[
+            ("version", (o[0] >> 4).into(), 6),
+            (
+                "traffic class (the inner TOS)",
+                traffic_class,
+                inner[1].into(),
+            ),
+            (
+                "payload length (the inner packet)",
+                get_u16(o, 4).into(),
+                get_u16(inner, 2).into(),
+            ),
+            ("next header (IPv4)", o[6].into(), 4),
+            ("hop limit", o[7].into(), 64),
+        ],
+    )?;
+    check_ipv6_source(want, o)
+}
+
 fn check_ipv6_outer(want: &Expected, inner: &[u8], o: &[u8]) -> Result<(), String> {
     let traffic_class = |h: &[u8]| u32::from((h[0] << 4) | (h[1] >> 4));
     compare(
@@ -276,6 +330,10 @@ fn check_ipv6_outer(want: &Expected, inner: &[u8], o: &[u8]) -> Result<(), Strin
             ("hop limit", o[7].into(), 64),
         ],
     )?;
+    check_ipv6_source(want, o)
+}
+
+fn check_ipv6_source(want: &Expected, o: &[u8]) -> Result<(), String> {
     if o[8..24] != want.src6 {
         return Err(format!(
             "outer IPv6 source {:02x?} is not the encap source",

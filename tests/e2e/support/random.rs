@@ -10,7 +10,7 @@ use shardline_common::{
     consts::{ETH_HLEN, HEADER_LEN, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS},
     hash::addr_hash,
     maps::{
-        addr_words, backend_flags, forward_mode, ip_addr, session_mode, Backend, Service,
+        addr_words, backend_flags, forward_mode, ip_addr, options, session_mode, Backend, Service,
         ServiceKey, SessionKey, ShardSet,
     },
     packet::parse_l2,
@@ -34,6 +34,12 @@ pub const SESSION_OUT_OF_RANGE: u64 = 44;
 pub const SESSION_V4_ONLY: u64 = 45;
 /// Header-mode session of `kv` with an empty shard set (falls back to the default table).
 pub const SESSION_EMPTY: u64 = 46;
+/// Header-mode session of `kv` placed on [`V6_ONLY_BACKEND`]: IPv4-in-IPv6.
+pub const SESSION_V6_ONLY: u64 = 47;
+/// A backend with only an IPv6 address: IPv4 packets reach it IPv4-in-IPv6. The flow-mode
+/// `dns` client [`PLACED_CLIENT4`] is placed on it, whose longest datagrams fit IPIP but not
+/// IPv4-in-IPv6.
+pub const V6_ONLY_BACKEND: u32 = 97;
 /// A backend that is configured but down (in no table): QUIC server ids naming it are
 /// rerouted by the fallback hash.
 pub const DOWN_BACKEND: u32 = 98;
@@ -50,7 +56,8 @@ pub const PLACED_CLIENT6: [u8; 16] = [
 /// Adds to `lb`'s snapshot and maps what `TEST_CONFIG` lacks for the random run: a flow-mode
 /// UDP service over IPv6 (`dns6`, on `DNS_PORT`), and placements that reach the rarer outcomes
 /// (unknown backend, backend without the packet's family, empty shard set, placed flow-mode
-/// clients, a down backend that connection ids name), and a 1500-octet egress MTU.
+/// clients, a down backend that connection ids name, a backend with only IPv6), and a
+/// 1500-octet egress MTU.
 pub fn add_edge_cases(lb: &mut Loaded) {
     let id = |addr: IpAddr, port: u16, proto: u8| {
         lb.tables
@@ -65,7 +72,14 @@ pub fn add_edge_cases(lb: &mut Loaded) {
     let kv6 = id(vip6, KV_PORT, IPPROTO_UDP);
     let web = id(vip4, WEB_PORT, IPPROTO_TCP);
     let web6 = id(vip6, WEB_PORT, IPPROTO_TCP);
+    let dns = id(vip4, DNS_PORT, IPPROTO_UDP);
     let placements = [
+        (kv, SESSION_V6_ONLY, vec![V6_ONLY_BACKEND]),
+        (
+            dns,
+            addr_hash(&ip_addr(IpAddr::V4(Ipv4Addr::from(PLACED_CLIENT4)))),
+            vec![V6_ONLY_BACKEND],
+        ),
         (kv, SESSION_UNKNOWN_BACKEND, vec![99]),
         (kv, SESSION_OUT_OF_RANGE, vec![MAX_BACKENDS + 904]),
         (kv6, SESSION_V4_ONLY, vec![4]),
@@ -112,6 +126,15 @@ pub fn add_edge_cases(lb: &mut Loaded) {
         ..Backend::default()
     };
     lb.tables.backends.insert(DOWN_BACKEND, down);
+    let v6_only = Backend {
+        flags: backend_flags::PRESENT | backend_flags::HAS_V6,
+        addr6: [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x97],
+        mac: [2, 0, 0, 0, 0, 0x97],
+        ..Backend::default()
+    };
+    lb.tables.backends.insert(V6_ONLY_BACKEND, v6_only);
+    // As the table builder marks a fleet with a backend that has only IPv6.
+    lb.tables.globals.options |= options::FOUR_IN_SIX;
     let dataplane: &mut shardline::private::PrivateDataplane = lb;
     dataplane
         .maps
@@ -149,7 +172,8 @@ fn header_mode(rng: &mut StdRng) -> FrameSpec {
         0..=3 => 42,
         4 => SESSION_UNKNOWN_BACKEND,
         5 => SESSION_OUT_OF_RANGE,
-        6 => SESSION_V4_ONLY,
+        6 if v6 => SESSION_V4_ONLY,
+        6 => SESSION_V6_ONLY,
         7 => SESSION_EMPTY,
         _ => rng.gen(),
     };
