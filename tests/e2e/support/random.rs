@@ -103,6 +103,14 @@ pub fn add_edge_cases(lb: &mut Loaded) {
         .services
         .insert(ServiceKey::new(vip6, DNS_PORT, IPPROTO_UDP), dns6);
     for (service, session, backends) in placements {
+        // The control plane places a pooled service's sessions inside its pool only (the
+        // pools test checks every forwarded packet against that): an edge case that would
+        // leave it is not added where the service has a pool.
+        if let Some(pool) = lb.tables.pools.get(&service) {
+            if !backends.iter().all(|b| pool.contains(b)) {
+                continue;
+            }
+        }
         let mut set = ShardSet {
             generation: 1,
             count: backends.len() as u32,
