@@ -412,14 +412,7 @@ fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, St
     if command.routes() {
         state.generation += 1;
     }
-    // A placement's entry as it is now, read while its path is still in cache.
-    let entry = match command {
-        Command::Place { session, .. } | Command::Unplace { session } => {
-            state.sessions.get(session)
-        }
-        _ => None,
-    };
-    state.journal.record(command, entry);
+    state.journal.record(command, &state.sessions);
     Ok(Response {
         generation: state.generation,
         placement,
