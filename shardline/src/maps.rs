@@ -598,6 +598,20 @@ impl DataplaneMaps {
 
     /// The routing tables the maps hold now (the live Maglev half only).
     pub fn read_snapshot(&self) -> Result<Snapshot, MapsError> {
+        let mut sessions = std::collections::HashMap::new();
+        let mut snap = self.read_tables_with(&mut |key, set| {
+            sessions.insert(key, set);
+        })?;
+        snap.sessions = sessions;
+        Ok(snap)
+    }
+
+    /// [`Self::read_snapshot`] but the placements, which go to `each` one at a time (counters
+    /// slot 0) as `BPF_MAP_LOOKUP_BATCH` reads them: a million of them are never held here.
+    pub fn read_tables_with(
+        &self,
+        each: &mut dyn FnMut(SessionKey, ShardSet),
+    ) -> Result<Snapshot, MapsError> {
         let globals = self.globals()?;
         let mut snap = Snapshot {
             globals,
@@ -612,10 +626,16 @@ impl DataplaneMaps {
             }
             snap.services.insert(k, v.unplaced());
         }
-        for entry in self.sessions.iter() {
-            let (k, v) = entry.map_err(op("iterate", "SESSIONS"))?;
-            snap.sessions.insert(k, ShardSet { stats_slot: 0, ..v });
-        }
+        batch::read::<SessionKey, ShardSet>(batch::fd(&self.sessions), batch::Span::All, |k, v| {
+            each(
+                *k,
+                ShardSet {
+                    stats_slot: 0,
+                    ..*v
+                },
+            )
+        })
+        .map_err(|e| op("iterate", "SESSIONS")(syscall_error("bpf_map_lookup_batch", e)))?;
         for id in 0..shardline_common::consts::MAX_BACKENDS {
             let b = self.backends.get(&id, 0).map_err(op("read", "BACKENDS"))?;
             if b != Backend::default() {

@@ -15,10 +15,13 @@
 //! - [`board`]: the handoffs in force, shared with the API's owners query.
 //! - `publish`: the same handoffs in the dataplane (`HANDOFFS` and the placements' window
 //!   flag), so packets of moved keys reach their new owner marked with the previous one.
+//! - `whole`: the whole write (a start, a backend or service change), the target's placements
+//!   visited and written a chunk at a time rather than built into one table.
 
 pub mod board;
 pub mod placed;
 mod publish;
+mod whole;
 
 use std::{
     collections::HashMap,
@@ -42,11 +45,17 @@ use crate::{
     snapshot::{delta::TableDelta, Snapshot},
 };
 
+pub use whole::WHOLE_WRITE_CHUNK;
+
 /// The maps as the swap stage sees them: read back whole (at the start, or after a failed
 /// write), written as deltas. [`DataplaneMaps`] in production; an in-memory fake in tests.
 pub trait TableWriter {
-    /// The tables the maps hold now (live half 0, no counters slots).
-    fn read_tables(&self) -> Result<Snapshot, MapsError>;
+    /// The tables the maps hold now (live half 0, no counters slots) but the placements, which
+    /// go to `each` one at a time (a million on a large node: never gathered in one table).
+    fn read_tables(
+        &self,
+        each: &mut dyn FnMut(SessionKey, ShardSet),
+    ) -> Result<Snapshot, MapsError>;
     /// Writes `delta` in its order (see [`DataplaneMaps::write_delta`]).
     fn write_delta(&mut self, delta: &TableDelta) -> Result<WriteOutcome, MapsError>;
     /// Writes (`Some`) or removes (`None`) `session`'s entry in `HANDOFFS`; `false` when a
@@ -77,8 +86,11 @@ pub trait TableWriter {
 }
 
 impl TableWriter for DataplaneMaps {
-    fn read_tables(&self) -> Result<Snapshot, MapsError> {
-        self.read_snapshot()
+    fn read_tables(
+        &self,
+        each: &mut dyn FnMut(SessionKey, ShardSet),
+    ) -> Result<Snapshot, MapsError> {
+        self.read_tables_with(each)
     }
 
     fn write_delta(&mut self, delta: &TableDelta) -> Result<WriteOutcome, MapsError> {
@@ -180,6 +192,25 @@ pub struct Swap {
     pub maglev_moves: Vec<SlotMove>,
 }
 
+/// What a swap's writes change, known before they are made (a whole write makes them in
+/// parts).
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    /// Nothing but placements (each one atomic SESSIONS update or delete).
+    only_placements: bool,
+    /// The default table.
+    maglev: bool,
+}
+
+impl Shape {
+    fn of(delta: &TableDelta) -> Self {
+        Self {
+            only_placements: delta.only_placements(),
+            maglev: delta.maglev.is_some(),
+        }
+    }
+}
+
 /// A moved placement whose previous owners stay known until `until`.
 #[derive(Clone, Debug)]
 pub struct Handoff {
@@ -279,19 +310,22 @@ impl Resharder {
     /// Reads the tables in force back from `maps` if they are not known.
     fn refresh(&mut self, maps: &impl TableWriter) -> Result<(), MapsError> {
         if self.stale {
-            let mut tables = maps.read_tables()?;
             // The window flag is the dataplane's, not a placement's: a window found open (a
             // restart) stays open one more window, then closes.
             let reopened = Instant::now() + self.handoff_window;
-            for (key, set) in tables.sessions.iter_mut() {
+            let (mut placed, mut generation) = (PlacedSets::default(), self.generation);
+            let flagged = &mut self.flagged;
+            // Straight into the compact table, a placement at a time.
+            let tables = maps.read_tables(&mut |key, mut set| {
                 if set.handoff != 0 {
                     set.handoff = 0;
-                    self.flagged.entry(*key).or_insert(reopened);
+                    flagged.entry(key).or_insert(reopened);
                 }
-            }
-            let placed = tables.sessions.values().map(|s| s.generation);
-            self.generation = self.generation.max(placed.max().unwrap_or(0));
-            self.placed = std::mem::take(&mut tables.sessions).into_iter().collect();
+                generation = generation.max(set.generation);
+                placed.insert(key, set);
+            })?;
+            self.generation = generation;
+            self.placed = placed;
             self.tables = tables;
             self.stale = false;
         }
@@ -320,15 +354,14 @@ impl Resharder {
 
     /// Makes `maps` hold `target`, writing only what differs from the tables in force, and
     /// publishes the previous owners of every moved placement until `now` + the handoff window.
+    /// [`Resharder::apply_placements`] with the target's placements in `target.sessions`.
     pub fn apply(
         &mut self,
         maps: &mut impl TableWriter,
         target: &Snapshot,
         now: Instant,
     ) -> Result<Swap, ReshardError> {
-        self.refresh(maps)?;
-        let delta = TableDelta::between_placed(&self.tables, &self.placed, target);
-        self.write(maps, delta, Some(target), now)
+        self.apply_placements(maps, target, &target.sessions, now)
     }
 
     /// Makes the placements of `changes` (a session's new shard set, or `None` for the
@@ -342,21 +375,31 @@ impl Resharder {
     ) -> Result<Swap, ReshardError> {
         self.refresh(maps)?;
         let delta = TableDelta::of_sessions(&self.placed, changes);
-        self.write(maps, delta, None, now)
+        self.write(maps, delta, now)
     }
 
-    /// Writes `delta` and records what the maps now hold: `target` whole, or (`None`) the
-    /// tables in force with the delta's placements made.
+    /// Writes `delta` (placements only) and records the placements the maps now hold.
     fn write(
         &mut self,
         maps: &mut impl TableWriter,
         mut delta: TableDelta,
-        target: Option<&Snapshot>,
         now: Instant,
     ) -> Result<Swap, ReshardError> {
+        let mut swap = self.begin(maps, now)?;
+        if delta.is_empty() {
+            return Ok(swap);
+        }
+        let shape = Shape::of(&delta);
+        let written = self.write_part(maps, &mut delta, now, &mut swap)?;
+        Ok(self.finish(swap, written, shape, None))
+    }
+
+    /// Before a swap's first write: forgets the handoffs whose window ended and closes the
+    /// dataplane's; the swap as nothing written yet.
+    fn begin(&mut self, maps: &mut impl TableWriter, now: Instant) -> Result<Swap, ReshardError> {
         self.handoffs.retain(|h| h.until > now);
         self.close_windows(maps, now)?;
-        let mut swap = Swap {
+        Ok(Swap {
             generation: self.generation,
             kind: SwapKind::Unchanged,
             build: Duration::ZERO,
@@ -365,33 +408,24 @@ impl Resharder {
             placed: Vec::new(),
             handoffs: Vec::new(),
             maglev_moves: Vec::new(),
-        };
-        if delta.is_empty() {
-            return Ok(swap);
-        }
-        self.flag_moves(maps, &mut delta, now)?;
-        let written = maps
-            .write_delta(&delta)
-            .inspect_err(|_| self.stale = true)?;
+        })
+    }
+
+    /// Writes `delta` (its placements flagged as `flag_moves` does), one swap's writes or a
+    /// part of them, and records its placements: in
+    /// `placed`, and in `swap` the sessions it placed and the moves it made. The tables but the
+    /// placements stay the ones before the swap until [`Resharder::finish`] (a header
+    /// session's home under them is the previous owner of its first placement).
+    fn write_part(
+        &mut self,
+        maps: &mut impl TableWriter,
+        delta: &mut TableDelta,
+        now: Instant,
+        swap: &mut Swap,
+    ) -> Result<WriteOutcome, ReshardError> {
+        self.flag_moves(maps, delta, now)?;
+        let written = maps.write_delta(delta).inspect_err(|_| self.stale = true)?;
         self.forget_removed(maps, &delta.removed_sessions)?;
-        self.generation += 1;
-        // A whole write: the tables but the placements are the target's; the placements are
-        // made below, from the delta (which lists every one that differs).
-        let before = target.map(|target| {
-            let tables = Snapshot {
-                services: target.services.clone(),
-                backends: target.backends.clone(),
-                sessions: HashMap::new(),
-                maglev: target.maglev.clone(),
-                rings: target.rings.clone(),
-                pools: target.pools.clone(),
-                globals: target.globals,
-                handoffs: target.handoffs.clone(),
-            };
-            let before = std::mem::replace(&mut self.tables, tables);
-            self.tables.globals = target.globals.with_live_half(0);
-            before
-        });
         for key in &delta.removed_sessions {
             self.placed.remove(key);
         }
@@ -409,7 +443,7 @@ impl Resharder {
                 None => {
                     swap.placed.push(*key);
                     // A header session's first placement moves keys off its home.
-                    match home_set(before.as_ref().unwrap_or(&self.tables), key) {
+                    match home_set(&self.tables, key) {
                         Some(home) => home,
                         None => continue,
                     }
@@ -426,6 +460,37 @@ impl Resharder {
                 });
             }
         }
+        Ok(written)
+    }
+
+    /// After a swap's last write (`written`, its parts' outcomes together): one generation
+    /// more, the handoffs it opened kept for their window, and (`target`, a whole write) the
+    /// tables but the placements are the target's.
+    fn finish(
+        &mut self,
+        mut swap: Swap,
+        written: WriteOutcome,
+        shape: Shape,
+        target: Option<&Snapshot>,
+    ) -> Swap {
+        self.generation += 1;
+        // A whole write: the tables but the placements are the target's (the placements were
+        // made part by part, from the deltas, which list every one that differs).
+        let before = target.map(|target| {
+            let tables = Snapshot {
+                services: target.services.clone(),
+                backends: target.backends.clone(),
+                sessions: HashMap::new(),
+                maglev: target.maglev.clone(),
+                rings: target.rings.clone(),
+                pools: target.pools.clone(),
+                globals: target.globals,
+                handoffs: target.handoffs.clone(),
+            };
+            let before = std::mem::replace(&mut self.tables, tables);
+            self.tables.globals = target.globals.with_live_half(0);
+            before
+        });
         // A session moved again drops its earlier handoff: one pass over those published, not
         // one per moved session (a tick may move thousands while thousands are published).
         let moved: FxHashSet<&SessionKey> = swap.handoffs.iter().map(|h| &h.session).collect();
@@ -436,7 +501,7 @@ impl Resharder {
             self.handoffs
                 .extend(swap.handoffs.iter().map(OpenHandoff::from));
         }
-        if let (Some(before), Some(_)) = (&before, &delta.maglev) {
+        if let (Some(before), true) = (&before, shape.maglev) {
             self.last_maglev_plan = maglev_plan(&before.maglev, &self.tables.maglev);
             swap.maglev_moves = self.last_maglev_plan.clone();
         }
@@ -444,11 +509,11 @@ impl Resharder {
         swap.build = written.maglev_build;
         (swap.kind, swap.flip) = match written.maglev_flip {
             Some(flip) => (SwapKind::Maglev, flip),
-            None if delta.only_placements() => (SwapKind::Session, written.placement_writes),
+            None if shape.only_placements => (SwapKind::Session, written.placement_writes),
             None => (SwapKind::Tables, written.placement_writes),
         };
         swap.placements_refused = written.placements_refused;
-        Ok(swap)
+        swap
     }
 
     /// Places `session` on `backends` (1 to 16 distinct, configured) under `scheme` (see

@@ -7,6 +7,13 @@
 //! with `PUT /v1/sessions/kv/{id}/placement` from [`WRITERS`] concurrent connections, as an
 //! operator's tooling would; the daemon group-commits them into raft entries and its applier
 //! writes each into the SESSIONS map. Its log goes to a file, as under systemd to journald.
+//!
+//! Then the two writes that compare every session with the maps (the applier's whole write):
+//! a backend is added through the API (`POST /v1/backends`: a new default table, so the
+//! applier writes the state whole; the peak across it is read after resetting `VmHWM` through
+//! `/proc/PID/clear_refs`), and the daemon is restarted on the same store and pins, as
+//! systemd restarts it (its peak until it is ready, which is once it has written the state it
+//! loaded to the maps).
 
 use std::{
     path::{Path, PathBuf},
@@ -15,13 +22,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{HashMap, MapData};
+use aya::maps::{Array, HashMap, MapData};
 use serde_json::{json, Value};
 use shardline::{
     guard::Token,
     http::{Answer, Client},
 };
-use shardline_common::maps::{SessionKey, ShardSet};
+use shardline_common::maps::{backend_flags, Backend, SessionKey, ShardSet};
 use shardline_lab::netns::Netns;
 
 use super::{io, open_pinned, round, BenchError, Options};
@@ -35,6 +42,9 @@ const BACKENDS: u64 = 8;
 /// The daemon's API address inside its namespace.
 const API: &str = "127.0.0.1:7900";
 
+/// The backend the backend change adds (the configuration has `1..=BACKENDS`).
+const ADDED: u32 = BACKENDS as u32 + 1;
+
 /// The daemon process and its namespace, stopped and removed when dropped (the process first).
 struct Daemon {
     child: Child,
@@ -43,16 +53,50 @@ struct Daemon {
     netns: Option<Netns>,
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
+impl Daemon {
+    /// Stops the process: SIGTERM, then SIGKILL after 30 s (a daemon that loaded a million
+    /// sessions takes a while to free them). The pins and the store stay.
+    fn stop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Stops the process and starts it again on the same configuration, store and pins; waits
+    /// until it routes again.
+    fn restart(&mut self, opts: &Options) -> Result<(), BenchError> {
+        self.stop();
+        let netns = self.netns.as_ref().expect("running");
+        self.child = launch(opts, netns, &self.dir)?;
+        self.wait_ready(Duration::from_secs(300))
+    }
+
+    /// Waits until the daemon wrote its ready file (it routes by a committed state).
+    fn wait_ready(&mut self, patience: Duration) -> Result<(), BenchError> {
+        let ready = self.dir.join("ready");
+        let deadline = Instant::now() + patience;
+        while !ready.exists() {
+            if Instant::now() > deadline || self.child.try_wait().ok().flatten().is_some() {
+                let log = std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
+                let tail = &log[log.len().saturating_sub(4000)..];
+                return Err(BenchError::Check(format!(
+                    "the daemon did not become ready within {patience:?}:\n{tail}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
         // The pins (the link's included: the program leaves the loopback), then the namespace.
         let _ = shardline::loader::teardown(&self.pin_dir, Some("lo"));
         let _ = std::fs::remove_dir_all(&self.pin_dir);
@@ -112,44 +156,48 @@ fn start(opts: &Options) -> Result<Daemon, BenchError> {
     std::fs::write(&config_path, config(&dir, &pin_dir, &token))
         .map_err(io("writing the daemon's configuration"))?;
     let netns = Netns::create(&tag)?;
-    let log = std::fs::File::create(dir.join("daemon.log")).map_err(io("creating the log"))?;
-    let err = log.try_clone().map_err(io("sharing the log"))?;
-    let ready = dir.join("ready");
-    // `nsenter --net` enters the namespace and execs: the child's pid is the daemon's.
-    let child = netns
-        .command(&opts.bins.shardline.to_string_lossy())
-        .arg("daemon")
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err)
-        .spawn()
-        .map_err(io("starting shardline daemon"))?;
+    let child = launch(opts, &netns, &dir)?;
     let mut daemon = Daemon {
         child,
         pin_dir,
         dir,
         netns: Some(netns),
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready.exists() {
-        if Instant::now() > deadline || daemon.child.try_wait().ok().flatten().is_some() {
-            let log = std::fs::read_to_string(daemon.dir.join("daemon.log")).unwrap_or_default();
-            return Err(BenchError::Check(format!(
-                "the daemon did not become ready within 30 s:\n{log}"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.wait_ready(Duration::from_secs(30))?;
     Ok(daemon)
 }
 
-/// Places sessions `0..sessions` through the API from [`WRITERS`] connections, from a thread in
-/// the daemon's namespace.
-fn place_all(netns: &Netns, token: Token, sessions: u64) -> Result<(), BenchError> {
+/// Starts `shardline daemon` in `netns` on the configuration in `dir` (its log appended to
+/// `dir/daemon.log`), its ready file removed first.
+fn launch(opts: &Options, netns: &Netns, dir: &Path) -> Result<Child, BenchError> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("daemon.log"))
+        .map_err(io("opening the log"))?;
+    let err = log.try_clone().map_err(io("sharing the log"))?;
+    let ready = dir.join("ready");
+    let _ = std::fs::remove_file(&ready);
+    // `nsenter --net` enters the namespace and execs: the child's pid is the daemon's.
+    netns
+        .command(&opts.bins.shardline.to_string_lossy())
+        .arg("daemon")
+        .arg("--config")
+        .arg(dir.join("shardline.toml"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(io("starting shardline daemon"))
+}
+
+/// Runs `job` (API calls) on a thread in the daemon's namespace.
+fn in_netns<F>(netns: &Netns, job: F) -> Result<(), BenchError>
+where
+    F: std::future::Future<Output = Result<(), BenchError>> + Send,
+{
     std::thread::scope(|scope| {
         scope
             .spawn(move || {
@@ -158,11 +206,58 @@ fn place_all(netns: &Netns, token: Token, sessions: u64) -> Result<(), BenchErro
                     .enable_all()
                     .build()
                     .map_err(io("building a tokio runtime"))?
-                    .block_on(writers(token, sessions))
+                    .block_on(job)
             })
             .join()
             .map_err(|_| BenchError::Check("the API client thread panicked".into()))?
     })
+}
+
+/// Adds backend [`ADDED`] through the API.
+async fn add_backend(token: Token) -> Result<(), BenchError> {
+    let client = Client::new().with_bearer(Some(token));
+    let body = json!({
+        "id": ADDED,
+        "ipv4": format!("10.0.1.{ADDED}"),
+        "mac": format!("02:00:00:00:01:{ADDED:02x}"),
+    });
+    let answer = client
+        .post_json(
+            &format!("http://{API}/v1/backends"),
+            &body,
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| BenchError::Check(format!("adding backend {ADDED}: {e}")))?;
+    match answer.status {
+        200 | 201 => Ok(()),
+        status => Err(BenchError::Check(format!(
+            "adding backend {ADDED}: HTTP {status}: {}",
+            String::from_utf8_lossy(&answer.body)
+        ))),
+    }
+}
+
+/// Resets the process's `VmHWM` to its RSS now (`clear_refs` 5, Linux 4.0+), so a later read
+/// is the peak since.
+fn reset_peak(pid: u32) -> Result<(), BenchError> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").map_err(io("resetting VmHWM"))
+}
+
+/// Waits until `done` holds, polling every 100 ms, at most `patience`.
+fn wait_until(
+    what: &str,
+    patience: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Result<(), BenchError> {
+    let deadline = Instant::now() + patience;
+    while !done() {
+        if Instant::now() > deadline {
+            return Err(BenchError::Check(format!("{what} not within {patience:?}")));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 async fn writers(token: Token, sessions: u64) -> Result<(), BenchError> {
@@ -204,7 +299,7 @@ fn check(i: u64, answer: &Answer) -> Result<(), BenchError> {
 
 /// Runs the daemon, places `sessions` through its API and reads its memory.
 pub fn run(opts: &Options, sessions: u64) -> Result<Value, BenchError> {
-    let daemon = start(opts)?;
+    let mut daemon = start(opts)?;
     let pid = daemon.child.id();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     if comm.trim() != "shardline" {
@@ -218,7 +313,8 @@ pub fn run(opts: &Options, sessions: u64) -> Result<Value, BenchError> {
     let token = Token::new(&token_text, "api token")
         .map_err(|e| BenchError::Check(format!("API token: {e}")))?;
     let t = Instant::now();
-    place_all(daemon.netns.as_ref().expect("running"), token, sessions)?;
+    let netns = daemon.netns.as_ref().expect("running");
+    in_netns(netns, writers(token.clone(), sessions))?;
     let placing_s = t.elapsed().as_secs_f64();
     // Every placement answered is committed; wait until the applier wrote the last of them.
     let map: HashMap<MapData, SessionKey, ShardSet> = open_pinned(&daemon.pin_dir, "SESSIONS")?;
@@ -254,6 +350,14 @@ pub fn run(opts: &Options, sessions: u64) -> Result<Value, BenchError> {
             "the daemon's SESSIONS map holds {in_map} of the {sessions} sessions placed"
         )));
     }
+    let (change, change_s) = backend_change(&daemon, token)?;
+    let (restart, restart_s) = restart_peak(&mut daemon, opts, sessions)?;
+    let peak_any = [peak, change, restart].into_iter().flatten().max();
+    println!(
+        "bench:   the same daemon adding backend {ADDED} ({change_s:.1} s): peak {:?} MiB; restarted on its store ({restart_s:.1} s to ready): peak {:?} MiB",
+        mib(change),
+        mib(restart)
+    );
     Ok(json!({
         "daemon_rss_mib_1m_sessions": mib(peak),
         "daemon": {
@@ -262,13 +366,80 @@ pub fn run(opts: &Options, sessions: u64) -> Result<Value, BenchError> {
             "placing_seconds": round(placing_s, 1),
             "placements_per_second": (sessions as f64 / placing_s).round(),
             "writers": WRITERS,
-            "rss_mib": { "ready": mib(ready_rss), "after_placing": mib(now), "peak": mib(peak) },
+            "rss_mib": {
+                "ready": mib(ready_rss),
+                "after_placing": mib(now),
+                "peak": mib(peak),
+                "peak_backend_change": mib(change),
+                "peak_restart": mib(restart),
+                "peak_any": mib(peak_any),
+            },
             "bytes_per_session": {
                 "after_placing": per_session(now, ready_rss, sessions),
                 "peak": per_session(peak, ready_rss, sessions),
+                "peak_backend_change": per_session(change, ready_rss, sessions),
+                "peak_restart": per_session(restart, ready_rss, sessions),
             },
+            "backend_change_seconds": round(change_s, 1),
+            "restart_seconds": round(restart_s, 1),
             "target_mib": 256,
-            "setup": "a `shardline daemon` process (generic XDP on the loopback of a namespace of its own; cluster of one, redb store; no [control] loop), sessions placed by PUT /v1/sessions/kv/{id}/placement from 64 concurrent connections; peak = VmHWM of its /proc/PID/status, the kernel's map memory not included (see bpf_maps)",
+            "setup": "a `shardline daemon` process (generic XDP on the loopback of a namespace of its own; cluster of one, redb store; no [control] loop), sessions placed by PUT /v1/sessions/kv/{id}/placement from 64 concurrent connections; peak = VmHWM of its /proc/PID/status, the kernel's map memory not included (see bpf_maps); peak_backend_change: VmHWM reset, then POST /v1/backends (a whole write: every session compared) until the backend is in BACKENDS, plus 3 s; peak_restart: SIGTERM, the same daemon started on its store and pins, VmHWM once ready (the loaded state written) plus 3 s",
         },
     }))
+}
+
+/// Adds a backend through the API and reads the peak RSS from just before it until the
+/// applier wrote it (and 3 s more); the peak (KiB) and the seconds until it was in the maps.
+fn backend_change(daemon: &Daemon, token: Token) -> Result<(Option<u64>, f64), BenchError> {
+    let pid = daemon.child.id();
+    let backends: Array<MapData, Backend> = open_pinned(&daemon.pin_dir, "BACKENDS")?;
+    let present = || {
+        backends
+            .get(&ADDED, 0)
+            .is_ok_and(|b| b.flags & backend_flags::PRESENT != 0)
+    };
+    if present() {
+        return Err(BenchError::Check(format!(
+            "backend {ADDED} is already in BACKENDS"
+        )));
+    }
+    reset_peak(pid)?;
+    let t = Instant::now();
+    in_netns(daemon.netns.as_ref().expect("running"), add_backend(token))?;
+    // Only a whole write writes BACKENDS: the applier went through every session.
+    wait_until(
+        &format!("backend {ADDED} in BACKENDS"),
+        Duration::from_secs(300),
+        present,
+    )?;
+    let took = t.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(3));
+    Ok((status_kib(pid, "VmHWM"), took))
+}
+
+/// Restarts the daemon on its store and pins and reads the new process's peak RSS once it is
+/// ready (it wrote the state it loaded: every session compared with the maps) and 3 s more;
+/// the peak (KiB) and the seconds from the restart to ready.
+fn restart_peak(
+    daemon: &mut Daemon,
+    opts: &Options,
+    sessions: u64,
+) -> Result<(Option<u64>, f64), BenchError> {
+    let t = Instant::now();
+    daemon.restart(opts)?;
+    let took = t.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = daemon.child.id();
+    let peak = status_kib(pid, "VmHWM");
+    let map: HashMap<MapData, SessionKey, ShardSet> = open_pinned(&daemon.pin_dir, "SESSIONS")?;
+    let in_map = map
+        .keys()
+        .filter(|k| k.as_ref().is_ok_and(|k| k.service == 1))
+        .count();
+    if (in_map as u64) < sessions {
+        return Err(BenchError::Check(format!(
+            "after the restart the SESSIONS map holds {in_map} of the {sessions} sessions"
+        )));
+    }
+    Ok((peak, took))
 }

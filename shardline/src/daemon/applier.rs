@@ -163,9 +163,11 @@ pub fn write<W: TableWriter>(
             resharder.apply_sessions(&mut *maps, &changes, Instant::now())?
         }
         None => {
-            let target = state.tables();
+            // The placements are visited from the state, a chunk at a time, never built whole
+            // (a million sessions' shard sets took about 470 bytes a session).
+            let target = state.unplaced_tables();
             let mut maps = maps.lock().expect("maps lock");
-            resharder.apply(&mut *maps, &target, Instant::now())?
+            resharder.apply_placements(&mut *maps, &target, state, Instant::now())?
         }
     };
     // Every swap that made a change visible is observed, whichever kind of write it was.
@@ -241,7 +243,7 @@ mod tests {
     use super::*;
     use crate::{
         config::Config,
-        reshard::{held::Held, DEFAULT_HANDOFF_WINDOW},
+        reshard::{held::Held, TableWriter, DEFAULT_HANDOFF_WINDOW, WHOLE_WRITE_CHUNK},
         state::{Command, SessionRef},
     };
 
@@ -373,5 +375,82 @@ mod tests {
             [7, 8],
             "42 is back on the default table"
         );
+    }
+
+    /// Routes of every placement `maps` hold: members by session, sorted.
+    fn routes(maps: &Mutex<Held>) -> Vec<(shardline_common::maps::SessionKey, Vec<u32>)> {
+        let tables = &maps.lock().unwrap().tables;
+        let mut placed: Vec<_> = tables
+            .sessions
+            .iter()
+            .map(|(k, s)| (*k, members(s).to_vec()))
+            .collect();
+        placed.sort_unstable();
+        placed
+    }
+
+    /// Maps holding `state`'s tables written as one delta (what a whole write did before it
+    /// went in parts).
+    fn one_delta(state: &ControlState) -> Mutex<Held> {
+        let mut held = Held::empty(1 << 20);
+        let delta = crate::snapshot::delta::TableDelta::between(&held.tables, &state.tables());
+        held.write_delta(&delta).unwrap();
+        Mutex::new(held)
+    }
+
+    #[test]
+    fn a_whole_write_of_more_sessions_than_a_part_leaves_what_one_delta_leaves() {
+        let config = Config::parse(CONFIG, "test").unwrap();
+        let telemetry = Telemetry::default();
+        let mut state = ControlState::from_config(&config);
+        let sessions = 2 * WHOLE_WRITE_CHUNK as u64 + 1_000;
+        let commands = (0..sessions)
+            .map(|session| Command::Place {
+                session: SessionRef {
+                    service: "kv".into(),
+                    session,
+                },
+                backends: match session % 3 {
+                    0 => vec![1],
+                    1 => vec![2, 3],
+                    _ => vec![3, 1, 2],
+                },
+            })
+            .collect();
+        state.apply(&Command::Batch { commands }).unwrap();
+        // A start: every session written, in parts.
+        let maps = Mutex::new(Held::empty(1 << 20));
+        let mut resharder = Resharder::new(DEFAULT_HANDOFF_WINDOW);
+        let swap = write(&maps, &mut resharder, &state, None, &telemetry).unwrap();
+        assert_eq!(
+            maps.lock().unwrap().writes,
+            3,
+            "{sessions} sessions in 3 parts"
+        );
+        assert_eq!(swap.placed.len() as u64, sessions);
+        assert_eq!(routes(&maps).len() as u64, sessions);
+        assert_eq!(routes(&maps), routes(&one_delta(&state)));
+        // A backend change: every session compared, those on backend 3 re-placed, those on it
+        // alone back to the default table.
+        let last = state.clone();
+        state.apply(&Command::RemoveBackend { id: 1 }).unwrap();
+        let swap = write(&maps, &mut resharder, &state, Some(&last), &telemetry).unwrap();
+        assert_eq!(
+            swap.kind,
+            SwapKind::Maglev,
+            "the default table lost backend 1"
+        );
+        assert_eq!(routes(&maps), routes(&one_delta(&state)));
+        let left = routes(&maps);
+        assert!(
+            left.iter().all(|(_, m)| !m.contains(&1)),
+            "backend 1 is in no set"
+        );
+        assert_eq!(
+            left.len() as u64,
+            sessions - sessions.div_ceil(3),
+            "those on 1 alone left"
+        );
+        assert_eq!(resharder.placed().len(), left.len());
     }
 }

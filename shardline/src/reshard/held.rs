@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use aya::maps::MapError;
-use shardline_common::{handoff::Handoff, maps::SessionKey};
+use shardline_common::{
+    handoff::Handoff,
+    maps::{SessionKey, ShardSet},
+};
 
 use super::TableWriter;
 use crate::{
@@ -38,8 +41,17 @@ impl Held {
 }
 
 impl TableWriter for Held {
-    fn read_tables(&self) -> Result<Snapshot, MapsError> {
-        Ok(self.tables.clone())
+    fn read_tables(
+        &self,
+        each: &mut dyn FnMut(SessionKey, ShardSet),
+    ) -> Result<Snapshot, MapsError> {
+        for (key, set) in &self.tables.sessions {
+            each(*key, *set);
+        }
+        Ok(Snapshot {
+            sessions: Default::default(),
+            ..self.tables.clone()
+        })
     }
 
     fn write_delta(&mut self, delta: &TableDelta) -> Result<WriteOutcome, MapsError> {

@@ -59,6 +59,26 @@ impl Placements for HashMap<SessionKey, ShardSet> {
     }
 }
 
+/// A target's placements, visited rather than held: a whole write goes through them a chunk at
+/// a time ([`crate::reshard::Resharder::apply_placements`]), where a `HashMap` of 208-byte
+/// shard sets took about 470 bytes a session (a million on a large node).
+pub trait TargetPlacements {
+    /// Every placement of the target, each session once, in no order.
+    fn target_placements(&self) -> Box<dyn Iterator<Item = (SessionKey, ShardSet)> + '_>;
+    /// Whether the target places `key`.
+    fn places(&self, key: &SessionKey) -> bool;
+}
+
+impl TargetPlacements for HashMap<SessionKey, ShardSet> {
+    fn target_placements(&self) -> Box<dyn Iterator<Item = (SessionKey, ShardSet)> + '_> {
+        Box::new(self.iter().map(|(k, s)| (*k, *s)))
+    }
+
+    fn places(&self, key: &SessionKey) -> bool {
+        self.contains_key(key)
+    }
+}
+
 impl TableDelta {
     /// The writes from `before` (what the maps hold) to `after`. A placement that differs only
     /// in its generation or counters slot is unchanged; a changed one gets the generation
@@ -70,6 +90,26 @@ impl TableDelta {
     /// [`TableDelta::between`] with the placements in force taken from `placed` (and
     /// `before.sessions` ignored).
     pub fn between_placed(before: &Snapshot, placed: &impl Placements, after: &Snapshot) -> Self {
+        let mut delta = Self::between_tables(before, after);
+        delta.sessions = after
+            .sessions
+            .iter()
+            .filter_map(|(key, set)| Some((*key, placement_over(placed.placement(key), set)?)))
+            .collect();
+        delta.sessions.sort_unstable_by_key(|(key, _)| *key);
+        delta.removed_sessions = sorted(
+            placed
+                .placed()
+                .into_iter()
+                .filter(|k| !after.sessions.contains_key(k))
+                .collect(),
+        );
+        delta
+    }
+
+    /// [`TableDelta::between`] but the placements (`after.sessions` and `before.sessions` are
+    /// ignored): the writes of a whole write that are not per session.
+    pub fn between_tables(before: &Snapshot, after: &Snapshot) -> Self {
         let mut backends: Vec<(u32, Backend)> = after
             .backends
             .iter()
@@ -83,21 +123,6 @@ impl TableDelta {
             .globals
             .with_live_half(0)
             .with_egress_mtu(before.globals.egress_mtu);
-        let mut sessions = Vec::new();
-        for (key, set) in &after.sessions {
-            let mut next = ShardSet {
-                stats_slot: 0,
-                ..*set
-            };
-            if let Some(old) = placed.placement(key) {
-                if same_placement(&old, set) {
-                    continue;
-                }
-                next.generation = next.generation.max(old.generation + 1);
-            }
-            sessions.push((*key, next));
-        }
-        sessions.sort_unstable_by_key(|(key, _)| *key);
         let mut pools: Vec<(u32, Vec<u32>)> = after
             .pools
             .iter()
@@ -136,18 +161,12 @@ impl TableDelta {
                     .with_live_half(0)
                     .with_egress_mtu(before.globals.egress_mtu))
             .then_some(globals),
-            sessions,
+            sessions: Vec::new(),
             pools,
             services,
             rings,
             removed_services: missing(&before.services, &after.services),
-            removed_sessions: sorted(
-                placed
-                    .placed()
-                    .into_iter()
-                    .filter(|k| !after.sessions.contains_key(k))
-                    .collect(),
-            ),
+            removed_sessions: Vec::new(),
             removed_backends: sorted(missing(&before.backends, &after.backends)),
         }
     }
@@ -164,17 +183,9 @@ impl TableDelta {
             let old = before.placement(key);
             match (set, old) {
                 (Some(set), old) => {
-                    let mut next = ShardSet {
-                        stats_slot: 0,
-                        ..*set
-                    };
-                    if let Some(old) = old {
-                        if same_placement(&old, set) {
-                            continue;
-                        }
-                        next.generation = next.generation.max(old.generation + 1);
+                    if let Some(next) = placement_over(old, set) {
+                        delta.sessions.push((*key, next));
                     }
-                    delta.sessions.push((*key, next));
                 }
                 (None, Some(_)) => delta.removed_sessions.push(*key),
                 (None, None) => {}
@@ -185,6 +196,46 @@ impl TableDelta {
         delta.removed_sessions.sort_unstable();
         delta.removed_sessions.dedup();
         delta
+    }
+
+    /// Splits a delta into the writes made before any placement (backends, the default table,
+    /// the globals) and the rest: the first and the last part of a whole write made in parts
+    /// (`write_delta` writes the groups in this order).
+    pub fn split_at_placements(self) -> (Self, Self) {
+        let Self {
+            backends,
+            maglev,
+            globals,
+            ..
+        } = self;
+        let head = Self {
+            backends,
+            maglev,
+            globals,
+            ..Self::default()
+        };
+        let tail = Self {
+            backends: Vec::new(),
+            maglev: None,
+            globals: None,
+            ..self
+        };
+        (head, tail)
+    }
+
+    /// Adds `later`'s writes to these, group by group (a part of a whole write joined to the
+    /// next; `later`'s default table and globals win).
+    pub fn extend(&mut self, later: Self) {
+        self.backends.extend(later.backends);
+        self.maglev = later.maglev.or(self.maglev.take());
+        self.globals = later.globals.or(self.globals);
+        self.sessions.extend(later.sessions);
+        self.pools.extend(later.pools);
+        self.services.extend(later.services);
+        self.rings.extend(later.rings);
+        self.removed_services.extend(later.removed_services);
+        self.removed_sessions.extend(later.removed_sessions);
+        self.removed_backends.extend(later.removed_backends);
     }
 
     /// Whether there is nothing to write.
@@ -216,6 +267,23 @@ fn missing<K: Copy + Eq + Hash, V>(before: &HashMap<K, V>, after: &HashMap<K, V>
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort_unstable();
     v
+}
+
+/// The shard set to write for a session placed on `set` in the target that the maps hold as
+/// `old`: `None` when they route alike already, else `set` without a counters slot and with
+/// a generation above `old`'s.
+pub fn placement_over(old: Option<ShardSet>, set: &ShardSet) -> Option<ShardSet> {
+    let mut next = ShardSet {
+        stats_slot: 0,
+        ..*set
+    };
+    if let Some(old) = old {
+        if same_placement(&old, set) {
+            return None;
+        }
+        next.generation = next.generation.max(old.generation + 1);
+    }
+    Some(next)
 }
 
 /// Whether two shard sets route alike (generation and counters slot aside).

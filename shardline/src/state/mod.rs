@@ -42,8 +42,8 @@ pub use session::{Members, Meta};
 
 pub use crate::config::{session_number, ConfigTables, SessionRef};
 use crate::{
-    config::{BackendConfig, Config, Encap, IcmpConfig, ServiceConfig},
-    snapshot::Snapshot,
+    config::{BackendConfig, Config, Encap, IcmpConfig, ServiceConfig, ServiceName},
+    snapshot::{delta::TargetPlacements, Snapshot},
 };
 
 pub use shardline_wire::bodies::SessionMeta;
@@ -388,6 +388,32 @@ impl ControlState {
             }
         }
         Some(changes)
+    }
+}
+
+/// The placements of [`ControlState::tables`], computed as they are visited: the applier's
+/// whole write goes through a million of them a chunk at a time instead of building the table.
+impl TargetPlacements for ControlState {
+    fn target_placements(&self) -> Box<dyn Iterator<Item = (SessionKey, ShardSet)> + '_> {
+        Box::new(
+            self.sessions
+                .iter()
+                .filter_map(|(session, entry)| self.placement(session, entry)),
+        )
+    }
+
+    fn places(&self, key: &SessionKey) -> bool {
+        let Some(service) = (key.service as usize)
+            .checked_sub(1)
+            .and_then(|i| self.services.get(i))
+        else {
+            return false;
+        };
+        self.placed_set(&SessionRef {
+            service: ServiceName::new(&service.name),
+            session: key.session,
+        })
+        .is_some()
     }
 }
 

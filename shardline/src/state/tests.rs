@@ -428,3 +428,28 @@ fn placement_changes_name_only_the_sessions_that_moved() {
     .unwrap();
     assert!(sick.placement_changes(&after).is_none());
 }
+
+#[test]
+fn the_target_placements_are_the_tables_placements() {
+    use crate::snapshot::delta::TargetPlacements;
+    let mut state = ControlState::from_config(&config());
+    state
+        .apply(&Command::Place {
+            session: kv(7),
+            backends: vec![2, 1],
+        })
+        .unwrap();
+    let tables = state.tables();
+    assert!(!tables.sessions.is_empty());
+    let visited: std::collections::HashMap<_, _> = state.target_placements().collect();
+    assert_eq!(visited, tables.sessions);
+    for key in tables.sessions.keys() {
+        assert!(state.places(key), "{key:?}");
+    }
+    let unplaced = shardline_common::maps::SessionKey::new(1, 999);
+    assert!(!state.places(&unplaced));
+    assert!(
+        !state.places(&shardline_common::maps::SessionKey::new(9, 7)),
+        "no service 9"
+    );
+}
