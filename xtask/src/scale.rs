@@ -80,6 +80,14 @@ pub fn markdown(md: &mut String, results: &Value) {
         "MiB",
         "< 256 MiB",
     );
+    row(
+        md,
+        "the same daemon's peak RSS across a backend change and a restart on its store",
+        &daemon["rss_mib"]["peak_any"],
+        daemon,
+        "MiB",
+        "< 256 MiB",
+    );
     let _ = writeln!(
         md,
         "\nStages of the tick (median ms): {}. {}\n\n{}\n\n{}\n",
