@@ -133,6 +133,12 @@ pub struct ControlConfig {
     /// Seconds the forecast must stay low before a scale-in (default 60).
     #[serde(default = "d_scale_in")]
     pub scale_in_delay_secs: f64,
+    /// Seconds a session with a detected season looks ahead on a scale-in instead of waiting
+    /// `scale_in_delay_secs` (default 0: off, every session waits): it scales in at once to
+    /// what the bound, raised by the rise the season's shape forecasts within that window,
+    /// still needs. See docs/replay.md.
+    #[serde(default)]
+    pub scale_in_lookahead_secs: f64,
     /// CPU core the loop's thread is pinned to (default: the last core).
     pub core: Option<usize>,
     /// Address of the agents' endpoint (`/v1/agents`), e.g. `0.0.0.0:7070`.
@@ -328,6 +334,7 @@ impl ControlConfig {
         for (name, v) in [
             ("min_dwell_secs", self.min_dwell_secs),
             ("scale_in_delay_secs", self.scale_in_delay_secs),
+            ("scale_in_lookahead_secs", self.scale_in_lookahead_secs),
             ("drain_timeout_secs", self.drain_timeout_secs),
             ("forget_after_secs", self.forget_after_secs),
         ] {

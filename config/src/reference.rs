@@ -121,6 +121,7 @@ pub const KEYS: &[Key] = &[
     key("control.hysteresis", Code, Text("0 to < 1"), "Extra margin a scale-in must leave."),
     key("control.min_dwell_secs", Code, Text(">= 0"), "Least seconds after a change before a scale-in (scale-out never waits)."),
     key("control.scale_in_delay_secs", Code, Text(">= 0"), "Seconds the forecast must stay low before a scale-in."),
+    key("control.scale_in_lookahead_secs", Code, Text(">= 0"), "Seconds a session with a detected season looks ahead on a scale-in instead of waiting `scale_in_delay_secs`: it scales in at once to what the bound, raised by the rise its season's shape forecasts within the window, needs. 0 (default): off (see docs/replay.md)."),
     key("control.core", Derived("the last core"), Text("a CPU number"), "Core the loop's thread is pinned to (see docs/deploy.md)."),
     key("control.listen", Code, Text("`host:port`"), "Address of the agents' endpoint (`/v1/agents`); unset: no endpoint."),
     key("control.agent_token_dir", Code, Text("a directory"), "Agents' bearer tokens, one file per backend (`ID.token`, one token a line for rotation); read per request. See docs/security.md."),

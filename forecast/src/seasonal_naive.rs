@@ -65,6 +65,33 @@ impl SeasonalNaive {
             .sum();
         last + step / seasons as f64
     }
+
+    /// How far the season's averaged shape (the seasonal step's, [`Self::step_forecast`])
+    /// rises beyond the point `h` steps ahead within the next `window` steps: the largest
+    /// `step_forecast(k) − step_forecast(h)` for `h < k ≤ window`, at least 0. `None` without
+    /// a period or before a season and one value were seen (no shape to read yet).
+    ///
+    /// A window past a season repeats its phases, so at most one season is read: O(`period`
+    /// × [`SEASONS`]) in the worst case, no allocation.
+    pub fn shape_rise(&self, h: usize, window: usize) -> Option<f64> {
+        let p = self.period() as u64;
+        if p == 0 || self.seen <= p {
+            return None;
+        }
+        let t = self.seen - 1;
+        let seasons = (t / p).min(SEASONS as u64);
+        // The point `k` steps ahead's phase, 1..=p steps after today's, and the shape there
+        // summed over the seasons kept (the mean's divisor is common to every point).
+        let shape = |k: u64| -> f64 {
+            let ahead = (k - 1) % p + 1;
+            (1..=seasons).map(|s| self.at(t + ahead - s * p)).sum()
+        };
+        let h = h.max(1) as u64;
+        let base = shape(h);
+        let last = (window as u64).min(h + p - 1);
+        let rise = (h + 1..=last).map(|k| shape(k) - base).fold(0.0, f64::max);
+        Some(rise / seasons as f64)
+    }
 }
 
 impl Forecaster for SeasonalNaive {
@@ -133,6 +160,35 @@ mod tests {
             7.0,
             "the seasonal naive forecast reads the last season"
         );
+    }
+
+    #[test]
+    fn the_shape_rise_is_the_largest_step_ahead_of_the_lead_window() {
+        let mut m = SeasonalNaive::new(4);
+        assert_eq!(m.shape_rise(1, 8), None, "no season");
+        // Two seasons of 0, 0, 6, 2 (the second one higher by 2) and today's 1.
+        for v in [0.0, 0.0, 6.0, 2.0, 2.0, 2.0, 8.0, 4.0, 1.0] {
+            m.update(v);
+        }
+        // Today is phase 0; one step ahead is phase 1 (mean 1), the peak phase 2 (mean 7).
+        assert_eq!(
+            m.shape_rise(1, 1),
+            Some(0.0),
+            "a window within the lead window"
+        );
+        assert_eq!(m.shape_rise(1, 2), Some(6.0));
+        assert_eq!(
+            m.shape_rise(1, 100),
+            Some(6.0),
+            "past a season the phases repeat"
+        );
+        for k in 2..=4 {
+            let expected = m.step_forecast(k) - m.step_forecast(1);
+            assert!(m.shape_rise(1, k).unwrap() >= expected - 1e-9);
+        }
+        // From the peak nothing rises further.
+        assert_eq!(m.shape_rise(2, 5), Some(0.0));
+        assert_eq!(SeasonalNaive::new(0).shape_rise(1, 10), None);
     }
 
     #[test]

@@ -299,6 +299,15 @@ impl Selector {
         f64::from(self.latest().upper)
     }
 
+    /// How far the season's shape rises beyond the lead window within the next `window`
+    /// steps ([`SeasonalNaive::shape_rise`] from this selector's horizon): what a bound over
+    /// that longer window needs on top of [`Self::upper`] for the ramps the season repeats.
+    /// `None` without a season (or before one was seen): the selector knows of no shape to
+    /// look ahead with.
+    pub fn season_rise(&self, window: usize) -> Option<f64> {
+        self.seasonal_naive.shape_rise(self.horizon(), window)
+    }
+
     /// How far the bound lies above the forecast: the residual quantile, plus the coverage
     /// debt in units of the residuals' own scale (while the bound has been missing more often
     /// than its quantile allows), and, until the quantile has seen `1 / (1 − quantile)` lead

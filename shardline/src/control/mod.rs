@@ -80,6 +80,8 @@ impl StageConfigs for ControlConfig {
             hysteresis: self.hysteresis,
             min_dwell: Duration::from_secs_f64(self.min_dwell_secs.max(0.0)),
             scale_in_delay: Duration::from_secs_f64(self.scale_in_delay_secs.max(0.0)),
+            lookahead: (self.scale_in_lookahead_secs.max(0.0) / self.tick().as_secs_f64()).ceil()
+                as usize,
         }
     }
 

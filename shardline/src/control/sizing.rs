@@ -16,7 +16,13 @@
 //!   (it is computed with the capacity reduced by that fraction), so a forecast hovering at a
 //!   boundary does not bounce between two counts;
 //! - **scale-in delay**: a lower count is taken only after the forecast stayed low for
-//!   `scale_in_delay`, and then the highest count asked for during that time.
+//!   `scale_in_delay`, and then the highest count asked for during that time;
+//! - **scale-in look-ahead** (off by default, `lookahead` ticks): for a session whose season
+//!   is known, the delay is replaced by the season's forecast. A scale-in is taken at once
+//!   (dwell permitting) down to the count that carries the bound raised by the largest rise
+//!   the season's averaged shape forecasts within the next `lookahead` ticks: scale in now
+//!   when no ramp is forecast within the window, not 60 s after the last high ask.
+//!   Sessions without a season keep the delay.
 //!
 //! Scale-out is taken at once, dwell or not: the forecast already looks ahead, and a ramp
 //! that outgrows one step must not wait out the dwell of the step before (`shardline replay`
@@ -75,6 +81,9 @@ pub struct SizingConfig {
     pub min_dwell: Duration,
     /// How long the forecast must stay low before scaling in.
     pub scale_in_delay: Duration,
+    /// Ticks a seasonal session's scale-in looks ahead instead of waiting `scale_in_delay`
+    /// ([`ShardState::decide_ahead`]); 0: off, every session waits.
+    pub lookahead: usize,
 }
 
 impl Default for SizingConfig {
@@ -87,6 +96,7 @@ impl Default for SizingConfig {
             hysteresis: 0.1,
             min_dwell: Duration::from_secs(60),
             scale_in_delay: Duration::from_secs(600),
+            lookahead: 0,
         }
     }
 }
@@ -183,8 +193,24 @@ impl ShardState {
     }
 
     /// Decides the shard count at `now` for the upper forecast `upper`; returns the new count
-    /// if it changed.
+    /// if it changed. Every scale-in waits out the delay ([`Self::decide_ahead`] without a
+    /// look-ahead).
     pub fn decide(&mut self, config: &SizingConfig, upper: f64, now: Instant) -> Option<u8> {
+        self.decide_ahead(config, upper, || None, now)
+    }
+
+    /// As [`Self::decide`], with `ahead` giving, when asked, the load the bound over the
+    /// look-ahead window comes to (in `upper`'s terms), or `None` when the session has no
+    /// forecast that far (no season). It is asked only when a scale-in is in question and
+    /// `config.lookahead` is on; given, it replaces the delay: the count goes down at once,
+    /// dwell permitting, to what `ahead` (and `upper`) still need with the hysteresis.
+    pub fn decide_ahead(
+        &mut self,
+        config: &SizingConfig,
+        upper: f64,
+        ahead: impl FnOnce() -> Option<f64>,
+        now: Instant,
+    ) -> Option<u8> {
         let wanted = config.shards_for(upper);
         if self.shards == 0 {
             // First decision: nothing to flap from.
@@ -202,6 +228,16 @@ impl ShardState {
         let shrink_to = config.shards_to_shrink_to(upper);
         if shrink_to >= self.shards {
             self.low_since = None;
+            return None;
+        }
+        if let Some(ahead) = (config.lookahead > 0).then(ahead).flatten() {
+            // The season says what the next window needs: no running maximum of past asks.
+            self.low_since = None;
+            let target = config.shards_to_shrink_to(ahead.max(upper));
+            if dwelt && target < self.shards {
+                self.apply(target, now);
+                return Some(target);
+            }
             return None;
         }
         let since = *self.low_since.get_or_insert(now);
@@ -247,6 +283,7 @@ mod tests {
             hysteresis: 0.1,
             min_dwell: Duration::from_secs(30),
             scale_in_delay: Duration::from_secs(120),
+            lookahead: 0,
         }
     }
 
@@ -357,6 +394,67 @@ mod tests {
         assert_eq!(s.decide(&c, 100.0, at(200)), None);
         assert_eq!(s.decide(&c, 100.0, at(319)), None);
         assert_eq!(s.decide(&c, 100.0, at(320)), Some(2));
+    }
+
+    /// The look-ahead brake: a seasonal session in a forecast trough scales in as soon as the
+    /// dwell allows, where today's delay holds the count for `scale_in_delay`.
+    #[test]
+    fn a_forecast_trough_allows_a_scale_in_the_delay_holds_back() {
+        let c = SizingConfig {
+            lookahead: 60,
+            ..config()
+        };
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        // Today's rule: low since 30 s, still 8 shards until 150 s.
+        let mut waiting = ShardState::new(8, t0);
+        assert_eq!(waiting.decide(&c, 100.0, at(30)), None);
+        assert_eq!(waiting.decide(&c, 100.0, at(149)), None);
+        // No rise forecast within the window: 2 shards at 30 s, when the dwell has passed.
+        let mut ahead = ShardState::new(8, t0);
+        assert_eq!(ahead.decide_ahead(&c, 100.0, || Some(100.0), at(10)), None);
+        assert_eq!(
+            ahead.decide_ahead(&c, 100.0, || Some(100.0), at(30)),
+            Some(2)
+        );
+        // Off (`lookahead` 0) or without a season (`None`), the delay rules as before.
+        let off = SizingConfig { lookahead: 0, ..c };
+        let mut s = ShardState::new(8, t0);
+        assert_eq!(s.decide_ahead(&off, 100.0, || Some(100.0), at(30)), None);
+        let mut s = ShardState::new(8, t0);
+        assert_eq!(s.decide_ahead(&c, 100.0, || None, at(30)), None);
+        assert_eq!(s.decide_ahead(&c, 100.0, || None, at(150)), Some(2));
+    }
+
+    /// The look-ahead brake: a ramp the season forecasts within the window holds the count
+    /// the ramp needs, however long the forecast over the lead window has been low, where
+    /// today's delay lets it go.
+    #[test]
+    fn a_forecast_ramp_forbids_the_scale_in_the_delay_lets_through() {
+        let c = SizingConfig {
+            lookahead: 60,
+            ..config()
+        };
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let mut waiting = ShardState::new(8, t0);
+        assert_eq!(waiting.decide(&c, 100.0, at(30)), None);
+        assert_eq!(waiting.decide(&c, 100.0, at(150)), Some(2));
+        // A ramp to 650 forecast within the window: 8 shards stay, at every tick.
+        let mut ahead = ShardState::new(8, t0);
+        for secs in (30..400).step_by(10) {
+            assert_eq!(
+                ahead.decide_ahead(&c, 100.0, || Some(650.0), at(secs)),
+                None,
+                "at {secs} s"
+            );
+        }
+        assert_eq!(ahead.shards(), 8);
+        // A smaller one (250) lets it go only to what that ramp needs: 4 shards.
+        assert_eq!(
+            ahead.decide_ahead(&c, 100.0, || Some(250.0), at(400)),
+            Some(4)
+        );
     }
 
     #[test]

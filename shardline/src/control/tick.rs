@@ -152,7 +152,14 @@ pub fn tick<'a>(
                     let upper = state.selector.upper().max(sample);
                     let level = state.selector.forecast().max(sample);
                     let load = config.shard_load(config.plan(upper, level), packet_bytes);
-                    (state.shards.decide(config, load, now), upper)
+                    // The bound over the look-ahead window: this one raised by the rise the
+                    // season forecasts beyond the lead window (asked for only on a scale-in).
+                    let selector = &state.selector;
+                    let ahead = || {
+                        let rise = selector.season_rise(config.lookahead)?;
+                        Some(config.shard_load(config.plan(upper + rise, level), packet_bytes))
+                    };
+                    (state.shards.decide_ahead(config, load, ahead, now), upper)
                 }
                 Rule::Reactive(hpa) => {
                     let to = state.hpa.get_or_insert_with(Box::default).decide(
