@@ -164,7 +164,7 @@ async fn concurrent(
 }
 
 /// CPU seconds this process has used (user and system): the three nodes' work together.
-fn cpu_seconds() -> f64 {
+pub(super) fn cpu_seconds() -> f64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
         .map_or(0.0, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
 }

@@ -278,17 +278,18 @@ async fn bench(nodes: &[Node], sessions: u64, rounds: usize) -> Result<Value, Be
     println!("bench:   {sessions} sessions placed on 3 nodes' maps in {load_s:.1} s");
     // The measured decisions: MOVED sessions spread over the whole range, one entry each.
     let stride = (sessions / MOVED).max(1);
-    let (mut all_maps, mut all_applied, mut commits, mut per_round) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut all_maps, mut all_applied, mut commits, mut cpus, mut per_round) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds {
         let chosen: Vec<u64> = (0..MOVED.min(sessions))
             .map(|j| j * stride + (r as u64 % stride))
             .collect();
         let commands = chosen.iter().map(|&i| place(i, moved(i, r))).collect();
-        let t0 = Instant::now();
+        let (t0, cpu0) = (Instant::now(), super::raft::cpu_seconds());
         let generation = commit(nodes, commands).await?;
         let committed = t0.elapsed().as_secs_f64() * 1e3;
         let (maps, applied) = arrivals(nodes, generation, t0).await?;
+        let cpu = (super::raft::cpu_seconds() - cpu0) * 1e3;
         let sample: Vec<(u64, Vec<u32>)> = chosen
             .iter()
             .step_by(997)
@@ -297,16 +298,18 @@ async fn bench(nodes: &[Node], sessions: u64, rounds: usize) -> Result<Value, Be
         check_maps(nodes, &sample)?;
         let slowest = maps.iter().copied().fold(0.0, f64::max);
         println!(
-            "bench:   round {r}: committed in {committed:.1} ms, every node's maps in {slowest:.1} ms"
+            "bench:   round {r}: committed in {committed:.1} ms, every node's maps in {slowest:.1} ms, {cpu:.0} ms of CPU"
         );
         per_round.push(json!({
             "commit_ms": round(committed, 2),
+            "cpu_ms": round(cpu, 1),
             "maps_ms_by_node": maps.iter().map(|m| round(*m, 2)).collect::<Vec<_>>(),
             "applied_ms_by_node": applied.iter().map(|m| round(*m, 2)).collect::<Vec<_>>(),
         }));
         all_maps.push(slowest);
         all_applied.push(applied.iter().copied().fold(0.0, f64::max));
         commits.push(committed);
+        cpus.push(cpu);
     }
     let worst = all_maps.iter().copied().fold(0.0, f64::max);
     Ok(json!({
@@ -321,9 +324,10 @@ async fn bench(nodes: &[Node], sessions: u64, rounds: usize) -> Result<Value, Be
             "maps_ms_max": round(worst, 1),
             "applied_ms_median": round(median(&mut all_applied), 1),
             "commit_ms_median": round(median(&mut commits), 1),
+            "cpu_ms_median": round(median(&mut cpus), 1),
             "per_round": per_round,
             "target_ms": 100,
-            "note": "maps: from the leader's write of the batch until every node's applier wrote the generation into its SESSIONS map (checked by reading sampled sessions back); applied: until every node's state machine applied it; commit: until the leader's write returned",
+            "note": "maps: from the leader's write of the batch until every node's applier wrote the generation into its SESSIONS map (checked by reading sampled sessions back); applied: until every node's state machine applied it; commit: until the leader's write returned; cpu: this process's CPU time (the 3 nodes and their appliers together, user and system) from the write until every node's maps hold it, which a loaded machine does not inflate as it does the wall-clock figures",
         },
     }))
 }

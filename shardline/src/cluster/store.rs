@@ -477,22 +477,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut out = Vec::new();
-        let state = Arc::make_mut(&mut self.state);
-        // The applier writes the sessions these entries re-place from the journal.
-        state.start_journal();
-        for entry in entries {
-            self.applied = Some(entry.log_id);
-            let response = match entry.payload {
-                EntryPayload::Blank => Ok(unchanged(state)),
-                EntryPayload::Normal(command) => state.apply(&command),
-                EntryPayload::Membership(m) => {
-                    self.membership = StoredMembership::new(Some(entry.log_id), m);
-                    Ok(unchanged(state))
-                }
-            };
-            out.push(response);
-        }
+        let entries: Vec<_> = entries.into_iter().collect();
+        // A tick's entry (10,000 placements) takes tens of ms to apply: this worker hands its
+        // other tasks (the raft peers' messages, the API) to another meanwhile.
+        let commands: usize = entries.iter().map(|e| commands(&e.payload)).sum();
+        let out = if commands >= BLOCKING_COMMANDS {
+            blocking(|| self.apply_entries(entries))
+        } else {
+            self.apply_entries(entries)
+        };
         self.publish.send_replace(self.state.clone());
         Ok(out)
     }
@@ -541,6 +534,53 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+impl StateMachine {
+    fn apply_entries(
+        &mut self,
+        entries: Vec<Entry<TypeConfig>>,
+    ) -> Vec<Result<Response, crate::state::StateError>> {
+        let mut out = Vec::with_capacity(entries.len());
+        let state = Arc::make_mut(&mut self.state);
+        // The applier writes the sessions these entries re-place from the journal.
+        state.start_journal();
+        for entry in entries {
+            self.applied = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => Ok(unchanged(state)),
+                EntryPayload::Normal(command) => state.apply(&command),
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Ok(unchanged(state))
+                }
+            };
+            out.push(response);
+        }
+        out
+    }
+}
+
+/// Commands in entries applied at once from which the apply leaves the runtime worker
+/// ([`blocking`]): below, the hand-over costs more than it saves.
+const BLOCKING_COMMANDS: usize = 256;
+
+/// The commands an entry carries (a batch's each).
+fn commands(payload: &EntryPayload<TypeConfig>) -> usize {
+    match payload {
+        EntryPayload::Normal(crate::state::Command::Batch { commands }) => commands.len(),
+        _ => 1,
+    }
+}
+
+/// Runs `f` without holding up the other tasks of this runtime worker: on a multi-thread
+/// runtime the worker hands them to another first (`block_in_place`); on any other, in place.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::{
     sync::Mutex,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use rustc_hash::FxHashMap;
@@ -48,13 +48,18 @@ impl HandoffBoard {
     pub fn publish(&self, handoffs: &[Handoff], now: Instant) {
         let mut open = self.open.lock().expect("handoff board lock");
         open.retain(|_, p| p.until > now);
+        // The wall clock read once for the whole swap (a tick publishes 10,000).
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         for h in handoffs.iter().filter(|h| h.until > now) {
             open.insert(
                 h.session,
                 Open {
                     previous: CompactSet::from(&h.previous),
                     until: h.until,
-                    until_unix_ms: unix_ms(h.until.saturating_duration_since(now)),
+                    until_unix_ms: (wall + h.until.saturating_duration_since(now)).as_millis()
+                        as u64,
                 },
             );
         }
@@ -83,16 +88,10 @@ impl HandoffBoard {
     }
 }
 
-/// Unix milliseconds `after` from the wall clock's now.
-fn unix_ms(after: Duration) -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    (now + after).as_millis() as u64
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use shardline_common::{consts::NO_BACKEND, plan::SessionPlan};
 
     use super::*;

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use shardline_common::{
     handoff::{Handoff, WINDOW_OPEN},
     maps::{session_mode, ShardSet},
-    plan::{session_plan, SessionPlan},
 };
 
-use super::{home_set, ReshardError, Resharder, TableWriter};
+use super::{home_set, moves_keys, ReshardError, Resharder, TableWriter};
 use crate::{maps::monotonic_ns, snapshot::delta::TableDelta};
 
 impl Resharder {
@@ -51,7 +50,7 @@ impl Resharder {
                     None => continue,
                 },
             };
-            if session_plan(Some(&previous), set) == SessionPlan::Unchanged {
+            if !moves_keys(&previous, set) {
                 if self.flagged.contains_key(key) {
                     set.handoff = WINDOW_OPEN;
                 }

@@ -283,6 +283,9 @@ pub(super) fn apply(state: &mut ControlState, command: &Command) -> Result<Respo
 /// One plain command; a batch here is nested (the outer one is unpacked by [`apply`]).
 fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, StateError> {
     let mut placement = None;
+    // What a `Place` or an `Unplace` left in its session's entry (members, generation), for
+    // the journal: read from the entry it just changed, not looked up again.
+    let mut left = None;
     match command {
         Command::Batch { .. } => return Err(StateError::NestedBatch),
         Command::LoadConfig(tables) => load_config(state, tables)?,
@@ -355,12 +358,26 @@ fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, St
             known_service(state, session)?;
             check_shard_set(state, backends)?;
             pools::check(state, &session.service, backends)?;
-            let entry = state.sessions.entry(session.clone()).or_default();
-            if entry.backends != *backends {
-                entry.backends = backends[..].into();
-                entry.generation += 1;
-            }
-            placement = Some(entry.generation);
+            let place = |entry: &mut SessionEntry| {
+                if entry.backends != *backends {
+                    entry.backends = backends[..].into();
+                    entry.generation += 1;
+                }
+                (entry.backends.clone(), entry.generation)
+            };
+            // One walk down the million-entry map for a session it holds (a tick's
+            // re-placements), where `entry` walks it twice; a new session is inserted.
+            let (members, generation) = match state.sessions.get_mut(session) {
+                Some(entry) => place(entry),
+                None => {
+                    let mut entry = SessionEntry::default();
+                    let placed = place(&mut entry);
+                    state.sessions.insert(session.clone(), entry);
+                    placed
+                }
+            };
+            placement = Some(generation);
+            left = Some((members, generation));
         }
         Command::Unplace { session } => {
             known_service(state, session)?;
@@ -369,6 +386,7 @@ fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, St
                     entry.backends.clear();
                     entry.generation += 1;
                 }
+                left = Some((entry.backends.clone(), entry.generation));
             }
         }
         Command::SetMeta { session, meta } => {
@@ -412,7 +430,7 @@ fn apply_one(state: &mut ControlState, command: &Command) -> Result<Response, St
     if command.routes() {
         state.generation += 1;
     }
-    state.journal.record(command, &state.sessions);
+    state.journal.record(command, left);
     Ok(Response {
         generation: state.generation,
         placement,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use shardline_common::maps::{SessionKey, ShardSet};
 
-use super::{Command, ControlState, Map, Members, SessionEntry, SessionRef};
+use super::{Command, ControlState, Members, SessionRef};
 
 /// The sessions whose placements may have changed since the state of generation `since`, or
 /// nothing known. Bookkeeping, not content: two states compare equal whatever their journals
@@ -41,18 +41,15 @@ impl PartialEq for Journal {
 
 impl Journal {
     /// Records what an applied (accepted) plain command may have changed; a `Place` or an
-    /// `Unplace` with its session's entry in `sessions` after it (none: the session has none),
-    /// looked up only while a journal is open.
-    pub(super) fn record(&mut self, command: &Command, sessions: &Map<SessionRef, SessionEntry>) {
+    /// `Unplace` with the members and placement generation it `left` in its session's entry
+    /// (none: the session has no entry).
+    pub(super) fn record(&mut self, command: &Command, left: Option<(Members, u64)>) {
         let Some(touched) = &mut self.0 else {
             return;
         };
         match command {
             Command::Place { session, .. } | Command::Unplace { session } => {
-                // Read right after the command, while its path in the map is still in cache.
-                let (members, generation) = sessions
-                    .get(session)
-                    .map_or_else(Default::default, |e| (e.backends.clone(), e.generation));
+                let (members, generation) = left.unwrap_or_default();
                 // Unique unless a clone of the state was taken meanwhile (then it is copied).
                 Arc::make_mut(touched)
                     .sessions
