@@ -10,7 +10,7 @@
 
 use crate::{
     checksum::ipv4_header_checksum,
-    consts::{ENCAP_TTL, IPPROTO_IPIP, IPPROTO_IPV6},
+    consts::{ENCAP_TTL, IPPROTO_IPIP},
 };
 
 /// The high half of every probe mark (`"SP"`): the program ignores other marks, so a host's
@@ -23,7 +23,8 @@ pub const MAX_PROBE_TARGETS: u32 = 4096;
 
 /// Address family of a [`ProbeTarget`]: IPv4, so IPIP.
 pub const PROBE_FAMILY_V4: u8 = 4;
-/// Address family of a [`ProbeTarget`]: IPv6, so IPv6-in-IPv6.
+/// Address family of a [`ProbeTarget`]: IPv6, so IPv6-in-IPv6, or IPv4-in-IPv6 for an IPv4
+/// VIP's probe (a backend with only IPv6, as the balancer encapsulates its packets).
 pub const PROBE_FAMILY_V6: u8 = 6;
 
 /// Whether `mark` is a probe's (the program looks it up only then).
@@ -42,10 +43,14 @@ pub struct ProbeTarget {
     /// The next hop's MAC towards the backend (the backend's own on a shared segment), as the
     /// balancer's `backends[].mac`.
     pub mac: [u8; 6],
-    /// [`PROBE_FAMILY_V4`] or [`PROBE_FAMILY_V6`]: the inner packet must be of this family.
+    /// [`PROBE_FAMILY_V4`] (the inner packet must be IPv4) or [`PROBE_FAMILY_V6`] (either).
     pub family: u8,
     /// Explicit padding.
     pub _pad: u8,
+    /// The outer IPv6 source of an IPv4-in-IPv6 probe: this node's IPv6 address towards the
+    /// backend (the inner source is IPv4). All zero: none known, and such a probe is dropped.
+    /// IPIP and IPv6-in-IPv6 probes take their inner source as the outer one.
+    pub source6: [u8; 16],
 }
 
 /// The outer IPv4 header of an IPIP probe packet: `inner_len` octets of inner packet from
@@ -81,16 +86,17 @@ pub fn outer_ipv4(inner_len: u16, source: [u8; 4], backend: [u8; 4]) -> [u8; 20]
     h
 }
 
-/// The outer IPv6 header of an IPv6-in-IPv6 probe packet carrying `inner_len` octets (the
-/// inner header included) from `source` to `backend`.
+/// The outer IPv6 header of a probe packet carrying `inner_len` octets (the inner header
+/// included) from `source` to `backend`: IPv6-in-IPv6 (`next` [`crate::consts::IPPROTO_IPV6`])
+/// or IPv4-in-IPv6 (`next` [`IPPROTO_IPIP`]), as the balancer's.
 #[inline(always)]
-pub fn outer_ipv6(inner_len: u16, source: &[u8; 16], backend: &[u8; 16]) -> [u8; 40] {
+pub fn outer_ipv6(inner_len: u16, next: u8, source: &[u8; 16], backend: &[u8; 16]) -> [u8; 40] {
     let len = inner_len.to_be_bytes();
     let mut h = [0u8; 40];
     h[0] = 0x60;
     h[4] = len[0];
     h[5] = len[1];
-    h[6] = IPPROTO_IPV6;
+    h[6] = next;
     h[7] = ENCAP_TTL;
     let mut i = 0;
     while i < 16 {
@@ -112,7 +118,7 @@ mod user {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checksum::internet_checksum;
+    use crate::{checksum::internet_checksum, consts::IPPROTO_IPV6};
 
     #[test]
     fn the_outer_ipv4_header_verifies_and_carries_the_inner_packet() {
@@ -132,12 +138,14 @@ mod tests {
     #[test]
     fn the_outer_ipv6_header_carries_the_whole_inner_packet() {
         let (src, dst) = ([0xfd; 16], [0x12; 16]);
-        let h = outer_ipv6(100, &src, &dst);
+        let h = outer_ipv6(100, IPPROTO_IPV6, &src, &dst);
         assert_eq!(h[0] >> 4, 6);
         assert_eq!(u16::from_be_bytes([h[4], h[5]]), 100);
         assert_eq!((h[6], h[7]), (IPPROTO_IPV6, ENCAP_TTL));
         assert_eq!(&h[8..24], &src);
         assert_eq!(&h[24..40], &dst);
+        let h = outer_ipv6(60, IPPROTO_IPIP, &src, &dst);
+        assert_eq!(h[6], IPPROTO_IPIP, "IPv4-in-IPv6");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The prober host's tc egress program for data-path HTTP probes (Katran's healthcheck
 //! forwarding): a packet whose socket mark is a probe mark ([`is_probe_mark`]) is encapsulated
-//! to the backend [`PROBE_TARGETS`] names for that mark (IPIP, or IPv6-in-IPv6), its inner
-//! destination left as the VIP, and sent to the backend's MAC. Every other packet passes
+//! to the backend [`PROBE_TARGETS`] names for that mark (IPIP, IPv6-in-IPv6, or IPv4-in-IPv6
+//! for an IPv4 VIP's probe to a backend with only IPv6, as the balancer forwards its packets),
+//! its inner destination left as the VIP, and sent to the backend's MAC. Every other packet passes
 //! untouched. The health checker's ordinary TCP socket thus carries a whole connection to the
 //! VIP on one chosen backend; the backend answers from the VIP straight back.
 
@@ -15,7 +16,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use shardline_common::{
-    consts::{ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPV4_HLEN, IPV6_HLEN},
+    consts::{ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_HLEN, IPV6_HLEN},
     probe::{
         is_probe_mark, outer_ipv4, outer_ipv6, ProbeTarget, MAX_PROBE_TARGETS, PROBE_FAMILY_V4,
         PROBE_FAMILY_V6,
@@ -75,6 +76,7 @@ fn encap(ctx: &TcContext, target: &ProbeTarget) -> Option<()> {
             let source: [u8; 16] = ctx.load(ETH_HLEN + 8).ok()?;
             let outer = outer_ipv6(
                 payload.wrapping_add(IPV6_HLEN as u16),
+                IPPROTO_IPV6,
                 &source,
                 &target.addr,
             );
@@ -82,6 +84,17 @@ fn encap(ctx: &TcContext, target: &ProbeTarget) -> Option<()> {
             ctx.adjust_room(IPV6_HLEN as i32, BPF_ADJ_ROOM_MAC, flags)
                 .ok()?;
             ctx.store(ETH_HLEN, &outer, 0).ok()?;
+        }
+        // IPv4-in-IPv6: the outer source is this node's IPv6 address the checker wrote, and the
+        // frame's EtherType becomes IPv6's (the kernel switches the skb's protocol with it).
+        (ETH_P_IPV4, PROBE_FAMILY_V6) if target.source6 != [0; 16] => {
+            let inner_len = u16::from_be(ctx.load::<u16>(ETH_HLEN + 2).ok()?);
+            let outer = outer_ipv6(inner_len, IPPROTO_IPIP, &target.source6, &target.addr);
+            let flags = u64::from(BPF_F_ADJ_ROOM_ENCAP_L3_IPV6);
+            ctx.adjust_room(IPV6_HLEN as i32, BPF_ADJ_ROOM_MAC, flags)
+                .ok()?;
+            ctx.store(ETH_HLEN, &outer, 0).ok()?;
+            ctx.store(12, &ETH_P_IPV6.to_be(), 0).ok()?;
         }
         _ => return None,
     }

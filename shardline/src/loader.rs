@@ -114,10 +114,17 @@ pub fn load_balancer_sized(pin_dir: &Path, sizes: &[(&str, u32)]) -> Result<Ebpf
 /// attached by that daemon may then jump to the new program, which reads the same pinned
 /// hand-over slot, so a FIB-routed packet is never without a next hop during a restart.
 fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
-    let program = xdp_program(ebpf, NEXTHOP_PROGRAM)?;
+    set_next_hop_program(ebpf, NEXTHOP_PROGRAM)
+}
+
+/// Loads the XDP program `name` of `ebpf` and puts it in the `TAIL_CALLS` slot the balancer
+/// jumps to for FIB-routed backends: [`NEXTHOP_PROGRAM`] everywhere but in the bench, which
+/// puts its restoring variant there.
+pub fn set_next_hop_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), LoaderError> {
+    let program = xdp_program(ebpf, name)?;
     program
         .load()
-        .map_err(prog_err(format!("verifier rejected {NEXTHOP_PROGRAM}")))?;
+        .map_err(prog_err(format!("verifier rejected {name}")))?;
     let fd = program
         .fd()
         .and_then(|fd| {
@@ -128,9 +135,9 @@ fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
                 })
             })
         })
-        .map_err(prog_err(format!("the descriptor of {NEXTHOP_PROGRAM}")))?;
+        .map_err(prog_err(format!("the descriptor of {name}")))?;
     let tail_call = |source| LoaderError::TailCall {
-        program: NEXTHOP_PROGRAM,
+        program: name,
         source,
     };
     let map = ebpf.map_mut(TAIL_CALLS_MAP).ok_or_else(|| {

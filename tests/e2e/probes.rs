@@ -3,8 +3,10 @@
 //! encapsulated to the backend with the VIP as inner destination can pass. A backend whose
 //! decapsulator stops fails its probes and leaves the probed services' pools (every lab
 //! service has a pool), while its agent's `/health` still answers. [`http`] does the same for
-//! `http` probes, whose whole TCP connection the daemon's tc program encapsulates.
+//! `http` probes, whose whole TCP connection the daemon's tc program encapsulates, and
+//! [`four_in_six`] for an IPv4 VIP's backends with only IPv6 (IPv4-in-IPv6).
 
+mod four_in_six;
 mod http;
 
 use std::time::{Duration, Instant};
@@ -102,9 +104,9 @@ fn id(m: &Value) -> Option<u64> {
 
 /// Checks `view` once the victim left: on each of its services its last probe error names
 /// `path` (how the probe travelled), its address on the VIP's family (an IPv6 VIP's probe goes
-/// to the backend's IPv6 address) and each of `also`, and it carries no weight; every other
-/// member is healthy with no failure counted.
-fn only_the_victim_left(view: &[(String, Value)], path: &str, also: &[&str]) {
+/// to the backend's IPv6 address, as every probe does with `ipv6_only` backends) and each of
+/// `also`, and it carries no weight; every other member is healthy with no failure counted.
+fn only_the_victim_left(view: &[(String, Value)], path: &str, also: &[&str], ipv6_only: bool) {
     for (service, m) in view {
         if id(m) != Some(VICTIM) {
             assert!(healthy(m), "{service}: only the victim leaves: {m}");
@@ -116,7 +118,7 @@ fn only_the_victim_left(view: &[(String, Value)], path: &str, also: &[&str]) {
             continue;
         }
         let error = m["probe"]["last_error"].as_str().unwrap_or("");
-        let backend = if service.ends_with('6') {
+        let backend = if service.ends_with('6') || ipv6_only {
             backend6(VICTIM as u32).to_string()
         } else {
             backend4(VICTIM as u32).to_string()
@@ -189,7 +191,7 @@ fn data_path_probes_pass_through_decapsulation_and_take_down_a_backend_that_stop
         },
     );
     let took = started.elapsed();
-    only_the_victim_left(&view, "data-path", &[]);
+    only_the_victim_left(&view, "data-path", &[], false);
     // Its agent still answers: it serves the services it is not probed for.
     let backends = list(&lab, &["backends", "list"]);
     let victim = backends

@@ -2,6 +2,7 @@
 //!
 //! - [`per_packet`]: nanoseconds per packet of the XDP program under `BPF_PROG_TEST_RUN`,
 //!   against trivial `XDP_PASS` / `XDP_TX` baselines measured in the same run.
+//! - [`fib`]: the per-packet case of a FIB-routed backend, run in a namespace of its own.
 //! - [`flow_rate`]: the new-flow rate limiter's setting for the per-packet flow cases.
 //! - [`live`]: whether `BPF_F_TEST_XDP_LIVE_FRAMES` could time the balancer (a check).
 //! - [`swap`]: the cost of a re-sharding swap: Maglev build, idle-half write, the flip, and
@@ -28,6 +29,7 @@
 //! results into the same file and writes the Markdown summary.
 
 pub mod daemon_memory;
+pub mod fib;
 pub mod flow_rate;
 pub mod live;
 pub mod machine;

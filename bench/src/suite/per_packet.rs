@@ -24,7 +24,7 @@ use shardline_common::{
 };
 
 use super::{
-    flow_rate, loaded_balancer, median,
+    fib, flow_rate, loaded_balancer, median,
     million::{self, ROTATE_SESSION, ROTATE_SOURCE},
     program_err, rings_aom, round, BenchError,
 };
@@ -148,10 +148,22 @@ fn cases() -> Vec<Case> {
             name: "header_hit_v4",
             object: Object::Balancer,
             program: BALANCER,
-            frame: header_placed,
+            frame: header_placed.clone(),
             action: Action::Tx,
             reason: Some(Reason::Forwarded),
             what: "header mode, IPv4, placed session (SESSIONS hit, rendezvous over 3 shards), IPIP encap",
+        },
+        Case {
+            name: fib::CASE,
+            object: Object::Balancer,
+            program: BALANCER,
+            frame: header_placed,
+            action: Action::Tx,
+            reason: Some(Reason::Forwarded),
+            what: "header_hit_v4 with the backends' next hop from the FIB (nexthop = \"fib\"): \
+                   the tail call to the next-hop program, bpf_fib_lookup from a receiving \
+                   interface in a namespace of its own, the FIB's MACs, XDP_TX; every repeat \
+                   counted as the FIB's answer, none a fallback (see bench/src/suite/fib.rs)",
         },
         Case {
             name: "flow_hit_v4",
@@ -349,6 +361,10 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
         }
         cases.retain(|c| c.object == Object::Aux || only.iter().any(|n| n == c.name));
     }
+    let fib = match cases.iter().any(|c| c.name == fib::CASE) {
+        true => Some(fib::FibNet::new(&mut lb)?),
+        false => None,
+    };
     let mut big = match cases.iter().any(|c| c.object == Object::Million) {
         true => Some(warmed_million(&cases)?),
         false => None,
@@ -374,13 +390,18 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
                 Object::Aux => xdp_program(&mut aux, case.program)?,
                 Object::Balancer | Object::Million => xdp_program(&mut dp.ebpf, case.program)?,
             };
-            let result = program
-                .test_run(TestRunOptions {
-                    data_in: Some(&case.frame),
-                    repeat: REPEAT,
-                    ..TestRunOptions::new()
-                })
-                .map_err(program_err(case.program))?;
+            let result = match (case.name, &fib) {
+                (fib::CASE, Some(net)) => {
+                    net.run(program, &mut dp.maps, &dp.tables, &case.frame, REPEAT)?
+                }
+                _ => program
+                    .test_run(TestRunOptions {
+                        data_in: Some(&case.frame),
+                        repeat: REPEAT,
+                        ..TestRunOptions::new()
+                    })
+                    .map_err(program_err(case.program))?,
+            };
             if Action::from_code(result.return_value) != case.action {
                 return Err(BenchError::Check(format!(
                     "{}: {} returned {:?}, expected {:?}",
@@ -455,11 +476,19 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
             obj.insert("target_vs_xdp_tx".into(), json!(t));
             obj.insert("meets_target".into(), json!(tx > 0.0 && net / tx <= t));
         }
-        // A million-entry case beside its hot-entry case.
-        if let (Some(hot), Some(obj)) = (case.name.strip_suffix("_1m"), v.as_object_mut()) {
-            let hot_net = (by_name(hot) - wrapper).max(0.0);
-            if hot_net > 0.0 {
-                obj.insert("vs_hot_entry".into(), json!(round(net / hot_net, 2)));
+        // A million-entry case beside its hot-entry case, the FIB's beside the static MAC's.
+        let beside = match (
+            case.name.strip_suffix("_1m"),
+            case.name.strip_suffix("_fib"),
+        ) {
+            (Some(hot), _) => Some((hot, "vs_hot_entry")),
+            (_, Some(static_mac)) => Some((static_mac, "vs_static_mac")),
+            _ => None,
+        };
+        if let (Some((base, field)), Some(obj)) = (beside, v.as_object_mut()) {
+            let base_net = (by_name(base) - wrapper).max(0.0);
+            if base_net > 0.0 {
+                obj.insert(field.into(), json!(round(net / base_net, 2)));
             }
         }
         if case.name.starts_with("diag_") {

@@ -273,11 +273,12 @@ struct Plan {
     pooled: Vec<(String, Target)>,
 }
 
-/// Which service probes backend `id` gets. A service's probe goes to the backend's address of
-/// the VIP's family when it travels the data path (an IPv6 VIP's probe is encapsulated in
-/// IPv6, as the balancer forwards its packets), else straight to the backend's IPv4 address
-/// (its IPv6 one when it has no IPv4); a backend without a usable address is not probed for
-/// the service.
+/// Which service probes backend `id` gets. A service's probe goes to the backend's address the
+/// balancer encapsulates the VIP's packets to when it travels the data path (an IPv6 VIP's
+/// probe is encapsulated in IPv6; an IPv4 VIP's in IPv4, or in IPv6 to a backend with only
+/// IPv6, as `shardline_common::encap::outer_v6` picks), else straight to the backend's IPv4
+/// address (its IPv6 one when it has no IPv4); a backend without a usable address is not
+/// probed for the service.
 fn plan(services: &[ServiceConfig], id: u32, backend: &BackendEntry) -> Plan {
     let mut plan = Plan::default();
     let (v4, v6) = (backend.config.ipv4, backend.config.ipv6);
@@ -287,7 +288,7 @@ fn plan(services: &[ServiceConfig], id: u32, backend: &BackendEntry) -> Plan {
         let Some(kind) = s.probe else { continue };
         let http = (kind == ServiceProbe::Http).then(|| HttpCheck::of(s));
         let on_data_path = match s.vip {
-            IpAddr::V4(_) if s.probes_on_data_path() => v4.map(IpAddr::V4),
+            IpAddr::V4(_) if s.probes_on_data_path() => v4.map(IpAddr::V4).or(v6.map(IpAddr::V6)),
             IpAddr::V6(_) if s.probes_on_data_path() => v6.map(IpAddr::V6),
             _ => None,
         };
@@ -655,6 +656,39 @@ mod tests {
         );
         two.abort();
         three.abort();
+    }
+
+    #[test]
+    fn an_ipv4_vips_data_path_probe_goes_in_ipv6_to_a_backend_with_only_ipv6() {
+        let text = r#"
+            interface = "eth0"
+            [encap]
+            source_v4 = "10.0.0.2"
+            source_v6 = "fd00::2"
+            [[services]]
+            name = "kv"
+            vip = "10.0.0.1"
+            port = 7000
+            protocol = "udp"
+            mode = "header"
+            probe = "udp"
+            [[backends]]
+            id = 1
+            ipv6 = "fd01::1"
+            mac = "02:00:00:00:00:01"
+        "#;
+        let config = crate::config::Config::parse(text, "test").expect("valid");
+        let state = crate::state::ControlState::from_config(&config);
+        let one = plan(&state.services, 1, &state.backends[&1]);
+        // As the balancer forwards the VIP's packets: IPv4-in-IPv6 to the IPv6 address.
+        let want = Target {
+            kind: ServiceProbe::Udp,
+            addr: "[fd01::1]:7000".parse().unwrap(),
+            via_vip: Some("10.0.0.1:7000".parse().unwrap()),
+            http: None,
+            mac: [2, 0, 0, 0, 0, 1],
+        };
+        assert_eq!(one.shared, vec![want]);
     }
 
     #[test]

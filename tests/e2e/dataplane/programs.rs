@@ -14,7 +14,10 @@ use shardline::{
     loader::{teardown, LB_PROGRAM, NEXTHOP_PROGRAM},
     objects::{AUX_OBJECT, LB_OBJECT},
 };
-use shardline_bench::suite::million::{ROTATE_SESSION, ROTATE_SOURCE};
+use shardline_bench::suite::{
+    fib::BENCH_NEXTHOP,
+    million::{ROTATE_SESSION, ROTATE_SOURCE},
+};
 
 use crate::support::require_root;
 
@@ -120,6 +123,7 @@ fn every_program_of_both_objects_loads() {
         "shardline_bench",
         "shardline_bench_new_flow",
         "shardline_bench_rings_aom",
+        BENCH_NEXTHOP,
         ROTATE_SOURCE,
         ROTATE_SESSION,
         "shardline_decap",

@@ -16,11 +16,12 @@ use std::{
 };
 
 use serde_json::Value;
-use shardline::config::{ProbePath, ServiceProbe};
+use shardline::config::{Config, ProbePath, ServiceConfig, ServiceProbe};
 use shardline_lab::{
     netns::Netns,
     predict::PredictOptions,
     topology::{CLIENT4, CLIENT6, VIP4, VIP6},
+    Lab,
 };
 
 use super::{
@@ -113,12 +114,19 @@ fn answer(conn: &mut std::net::TcpStream, r: &Responder, v4: bool) {
     );
 }
 
-#[test]
-fn http_probes_on_the_data_path_pass_through_decapsulation_and_take_down_a_500_or_a_backend_that_stops_it(
-) {
-    let mut lab = start_lab();
-    // The probe's connection leaves by this host's route to the VIP, as on a real LB host with
-    // a default route: the tc program then sends its frames to the backend itself.
+/// Stops the responders when dropped.
+struct Stop(Arc<AtomicBool>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Gives the load balancer a default route (the probe's connection leaves by this host's route
+/// to the VIP, as on a real LB host: the tc program then sends its frames to the backend
+/// itself) and starts every backend's responder, answering 200.
+fn serve_all(lab: &Lab) -> (Vec<Arc<Responder>>, Stop) {
     for (family, via) in [("-4", CLIENT4.to_string()), ("-6", CLIENT6.to_string())] {
         lab.topology
             .lb
@@ -126,7 +134,7 @@ fn http_probes_on_the_data_path_pass_through_decapsulation_and_take_down_a_500_o
             .unwrap_or_else(|e| panic!("a default route on the load balancer: {e}"));
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let responders: Vec<Arc<Responder>> = lab
+    let responders = lab
         .topology
         .backends
         .iter()
@@ -141,31 +149,75 @@ fn http_probes_on_the_data_path_pass_through_decapsulation_and_take_down_a_500_o
             r
         })
         .collect();
-    struct Stop(Arc<AtomicBool>);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
-    let _stop = Stop(stop);
+    (responders, Stop(stop))
+}
 
-    let mut config = lab.config.clone();
-    let web = config
+/// The `web` service of `config` as an `http`-probed service `name` on `vip`, probed on the data
+/// path.
+fn http_check(config: &Config, name: &str, vip: IpAddr) -> ServiceConfig {
+    let mut s = config
         .services
         .iter()
         .find(|s| s.name == "web")
         .expect("the lab's tcp service")
         .clone();
+    s.name = name.into();
+    s.vip = vip;
+    s.port = HTTP_PORT;
+    s.probe = Some(ServiceProbe::Http);
+    s.probe_path = ProbePath::Datapath;
+    s.probe_http_path = Some(PATH.into());
+    assert!(s.probes_on_data_path(), "{name}");
+    s
+}
+
+/// The victim's members in `v`.
+fn victim_of(v: &[(String, Value)]) -> Vec<Value> {
+    v.iter()
+        .filter(|(_, m)| id(m) == Some(VICTIM))
+        .map(|(_, m)| m.clone())
+        .collect()
+}
+
+/// Stops the victim's decapsulator and waits until it left the `probed` pools for want of an
+/// answer; returns how long that took.
+fn kill_decap_and_see_the_victim_leave(lab: &mut Lab, probed: &[String]) -> Duration {
+    let interval = Duration::from_millis(PredictOptions::default().tick_ms);
+    lab.kill(&format!("decap on backend {VICTIM}"));
+    let started = Instant::now();
+    let view = until(
+        lab,
+        probed,
+        "the backend without decapsulation leaves the http-probed pools",
+        interval * 10,
+        |v| {
+            victim_of(v)
+                .iter()
+                .all(|m| !healthy(m) && m["probe_failing"].as_bool() == Some(true))
+        },
+    );
+    let took = started.elapsed();
+    for m in victim_of(&view) {
+        let error = m["probe"]["last_error"].as_str().unwrap_or("");
+        assert!(
+            error.contains("data-path http") && !error.contains("status"),
+            "no answer at all without decapsulation: {error:?}\n{}",
+            tail(&lab.daemon_log(), 20)
+        );
+    }
+    took
+}
+
+#[test]
+fn http_probes_on_the_data_path_pass_through_decapsulation_and_take_down_a_500_or_a_backend_that_stops_it(
+) {
+    let mut lab = start_lab();
+    let (responders, _stop) = serve_all(&lab);
+
+    let mut config = lab.config.clone();
     let mut probed = Vec::new();
     for (name, vip) in [("check", IpAddr::V4(VIP4)), ("check6", IpAddr::V6(VIP6))] {
-        let mut s = web.clone();
-        s.name = name.into();
-        s.vip = vip;
-        s.port = HTTP_PORT;
-        s.probe = Some(ServiceProbe::Http);
-        s.probe_path = ProbePath::Datapath;
-        s.probe_http_path = Some(PATH.into());
-        assert!(s.probes_on_data_path(), "{name}");
+        let s = http_check(&config, name, vip);
         config.services.push(s);
         probed.push(name.to_owned());
     }
@@ -173,12 +225,6 @@ fn http_probes_on_the_data_path_pass_through_decapsulation_and_take_down_a_500_o
         .unwrap_or_else(|e| panic!("reloading with http probes: {e}"));
 
     let interval = Duration::from_millis(PredictOptions::default().tick_ms);
-    let victim_of = |v: &[(String, Value)]| -> Vec<Value> {
-        v.iter()
-            .filter(|(_, m)| id(m) == Some(VICTIM))
-            .map(|(_, m)| m.clone())
-            .collect()
-    };
     until(
         &lab,
         &probed,
@@ -223,6 +269,7 @@ fn http_probes_on_the_data_path_pass_through_decapsulation_and_take_down_a_500_o
         &view,
         "data-path http",
         &["status 500, expected 2xx or 3xx"],
+        false,
     );
 
     // Serving again, it comes back.
@@ -240,30 +287,46 @@ fn http_probes_on_the_data_path_pass_through_decapsulation_and_take_down_a_500_o
     );
 
     // Without its decapsulator no GET reaches it: down again, now for want of an answer.
-    lab.kill(&format!("decap on backend {VICTIM}"));
-    let started = Instant::now();
-    let view = until(
-        &lab,
-        &probed,
-        "the backend without decapsulation leaves the http-probed pools",
-        interval * 10,
-        |v| {
-            victim_of(v)
-                .iter()
-                .all(|m| !healthy(m) && m["probe_failing"].as_bool() == Some(true))
-        },
-    );
-    let took_decap = started.elapsed();
-    for m in victim_of(&view) {
-        let error = m["probe"]["last_error"].as_str().unwrap_or("");
-        assert!(
-            error.contains("data-path http") && !error.contains("status"),
-            "no answer at all without decapsulation: {error:?}\n{}",
-            tail(&lab.daemon_log(), 20)
-        );
-    }
+    let took_decap = kill_decap_and_see_the_victim_leave(&mut lab, &probed);
     eprintln!(
         "backend {VICTIM} left the http-probed pools {took_500:?} after answering 500 and \
          {took_decap:?} after its decapsulator stopped"
     );
+}
+
+/// An IPv4 VIP's `http` probes to backends with only IPv6: the tc program encapsulates the
+/// connection IPv4-in-IPv6, as the balancer forwards the VIP's packets. Before, it dropped them
+/// (and a direct GET of the backend's own address finds nothing here): every backend would
+/// have been marked dead.
+#[test]
+fn http_probes_of_an_ipv4_vip_reach_backends_with_only_ipv6_in_ipv6() {
+    let mut lab = start_lab();
+    let (responders, _stop) = serve_all(&lab);
+    let mut config = lab.config.clone();
+    for b in &mut config.backends {
+        b.ipv4 = None;
+    }
+    let s = http_check(&config, "check", IpAddr::V4(VIP4));
+    config.services.push(s);
+    let probed = vec!["check".to_owned()];
+    lab.reload_config(&config)
+        .unwrap_or_else(|e| panic!("reloading with IPv6-only backends and http probes: {e}"));
+    let interval = Duration::from_millis(PredictOptions::default().tick_ms);
+    until(
+        &lab,
+        &probed,
+        "every IPv6-only member passes its IPv4 VIP's http probes",
+        interval * 20,
+        |v| {
+            v.len() == BACKENDS as usize
+                && v.iter().all(|(_, m)| healthy(m) && probes_passed(m, 10))
+        },
+    );
+    for (i, r) in responders.iter().enumerate() {
+        let four = r.served4.load(Ordering::Relaxed);
+        assert!(four >= 10, "backend {} served {four} GETs on {VIP4}", i + 1);
+        assert_eq!(r.misnamed.load(Ordering::Relaxed), 0, "backend {}", i + 1);
+    }
+    let took = kill_decap_and_see_the_victim_leave(&mut lab, &probed);
+    eprintln!("IPv6-only backend {VICTIM} left the IPv4 VIP's http pool {took:?} after its decapsulator stopped");
 }

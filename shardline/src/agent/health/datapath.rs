@@ -1,11 +1,12 @@
 //! Service probes on the data path, as Katran's healthcheck forwarding sends them: the probe is
 //! encapsulated to the backend with the VIP as the inner destination, exactly as the balancer
-//! forwards the service's packets (IPIP for an IPv4 VIP, IPv6-in-IPv6 for an IPv6 one), so
-//! passing proves the backend decapsulates and serves that VIP, not only that its host answers
-//! on its own address.
+//! forwards the service's packets (IPIP for an IPv4 VIP, IPv6-in-IPv6 for an IPv6 one, and
+//! IPv4-in-IPv6 for an IPv4 VIP's backend with only IPv6: `shardline_common::encap::outer_v6`),
+//! so passing proves the backend decapsulates and serves that VIP, not only that its host
+//! answers on its own address.
 //!
-//! The inner source is this node's own address towards the backend, so the backend answers it
-//! directly from the VIP (direct server return, as it answers clients):
+//! The inner source is this node's own address towards the backend ([`inner_source`]), so the
+//! backend answers it directly from the VIP (direct server return, as it answers clients):
 //! - `udp`: one datagram; any answer from the VIP and port passes.
 //! - `tcp`: a SYN; a SYN-ACK from the VIP and port passes, and an encapsulated RST then closes
 //!   the half-open connection on the backend (a RST back means nothing listens: it fails).
@@ -38,8 +39,9 @@ use super::{
 };
 use crate::config::ServiceProbe;
 
-/// Probes `vip` on `target`'s backend (its address, of the VIP's family) through the data path
-/// as its kind says, within `limit`; the error says what failed.
+/// Probes `vip` on `target`'s backend (its address of the VIP's family, or its IPv6 one for an
+/// IPv4 VIP when it has no IPv4) through the data path as its kind says, within `limit`; the
+/// error says what failed.
 pub async fn probe(target: &Target, vip: SocketAddr, limit: Duration) -> Result<(), String> {
     let (kind, backend) = (target.kind, target.addr.ip());
     let what = format!("data-path {kind:?} probe of {vip} on {backend}").to_lowercase();
@@ -83,7 +85,14 @@ async fn probe_http(
             ));
         }
         let interface = interface_of(source)?;
-        steer::prepare(&interface, backend, mac).map_err(|e| e.to_string())
+        // The outer source of IPv4-in-IPv6 (an IPv4 VIP, a backend with only IPv6): required
+        // then, written for every IPv6 backend, whose mark both kinds of probe share.
+        let source6 = match (backend, source_towards(backend)) {
+            (IpAddr::V6(_), Ok(IpAddr::V6(s))) => Some(s),
+            (IpAddr::V6(_), Err(e)) if vip.is_ipv4() => return Err(e),
+            _ => None,
+        };
+        steer::prepare(&interface, backend, mac, source6).map_err(|e| e.to_string())
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()))?;
@@ -146,11 +155,11 @@ fn interface_of(addr: IpAddr) -> Result<String, String> {
 /// One datagram to the VIP; passes on any answer from it.
 fn probe_udp(backend: IpAddr, vip: SocketAddr, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
-    let source = source_towards(backend)?;
+    let source = inner_source(backend, vip.ip())?;
     let inner = Inner::new(source, vip.ip())?;
     let socket = UdpSocket::bind((source, 0)).map_err(|e| format!("binding a port: {e}"))?;
     let sport = socket.local_addr().map_err(|e| e.to_string())?.port();
-    let raw = RawSocket::tunnel(backend)?;
+    let raw = RawSocket::tunnel(backend, vip.ip())?;
     raw.send_to(&udp_probe(inner, sport, vip.port(), UDP_PAYLOAD), backend)?;
     let mut buf = [0u8; 1500];
     loop {
@@ -170,13 +179,13 @@ fn probe_udp(backend: IpAddr, vip: SocketAddr, limit: Duration) -> Result<(), St
 /// A SYN to the VIP; passes on its SYN-ACK, then resets the half-open connection.
 fn probe_tcp(backend: IpAddr, vip: SocketAddr, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
-    let source = source_towards(backend)?;
+    let source = inner_source(backend, vip.ip())?;
     let inner = Inner::new(source, vip.ip())?;
     // Holds the source port while the probe runs, so no local connection takes it.
     let held = TcpListener::bind((source, 0)).map_err(|e| format!("binding a port: {e}"))?;
     let sport = held.local_addr().map_err(|e| e.to_string())?.port();
-    let answers = RawSocket::tcp_receiver(backend)?;
-    let raw = RawSocket::tunnel(backend)?;
+    let answers = RawSocket::tcp_receiver(vip.ip())?;
+    let raw = RawSocket::tunnel(backend, vip.ip())?;
     let isn = initial_sequence(sport, vip);
     raw.send_to(&tcp_segment(inner, sport, vip.port(), isn, 0, SYN), backend)?;
     let mut buf = [0u8; 1500];
@@ -201,6 +210,32 @@ fn probe_tcp(backend: IpAddr, vip: SocketAddr, limit: Duration) -> Result<(), St
             _ => continue,
         }
     }
+}
+
+/// The inner source of a probe of `vip` on `backend`: this node's address the backend answers
+/// at, of the VIP's family. Its address towards the backend when the families agree; for
+/// IPv4-in-IPv6 (an IPv4 VIP, a backend with only IPv6) the IPv4 address of the interface the
+/// backend is reached by, as the backend's answer goes back over IPv4.
+fn inner_source(backend: IpAddr, vip: IpAddr) -> Result<IpAddr, String> {
+    let towards = source_towards(backend)?;
+    if towards.is_ipv4() == vip.is_ipv4() {
+        return Ok(towards);
+    }
+    let interface = interface_of(towards)?;
+    ipv4_of(&interface)?.map(IpAddr::V4).ok_or_else(|| {
+        format!(
+            "IPv4-in-IPv6 to {backend} leaves by {interface}, which has no IPv4 address for \
+             the backend to answer the IPv4 VIP's probe at"
+        )
+    })
+}
+
+/// The first IPv4 address of `interface`, if it has one.
+fn ipv4_of(interface: &str) -> Result<Option<Ipv4Addr>, String> {
+    let all = nix::ifaddrs::getifaddrs().map_err(|e| format!("listing interfaces: {e}"))?;
+    Ok(all
+        .filter(|ifa| ifa.interface_name == interface)
+        .find_map(|ifa| ifa.address?.as_sockaddr_in().map(|a| a.ip())))
 }
 
 /// This node's address towards `backend`, as routing picks it (the source a connected UDP
@@ -249,20 +284,21 @@ fn initial_sequence(sport: u16, vip: SocketAddr) -> u32 {
 struct RawSocket(OwnedFd);
 
 impl RawSocket {
-    /// Sends the balancer's encapsulation towards `backend`: the kernel writes the outer header
-    /// (this node → the backend: IPv4 protocol 4, or IPv6 next header 41), the caller the inner
-    /// packet.
-    fn tunnel(backend: IpAddr) -> Result<Self, String> {
-        match backend {
-            IpAddr::V4(_) => Self::open(libc::AF_INET, libc::IPPROTO_IPIP),
-            IpAddr::V6(_) => Self::open(libc::AF_INET6, libc::IPPROTO_IPV6),
+    /// Sends the balancer's encapsulation of `vip`'s packets towards `backend`: the kernel
+    /// writes the outer header (this node → the backend: IPv4 protocol 4, IPv6 next header 41,
+    /// or IPv6 next header 4 for an IPv4 VIP), the caller the inner packet.
+    fn tunnel(backend: IpAddr, vip: IpAddr) -> Result<Self, String> {
+        match (backend, vip) {
+            (IpAddr::V4(_), _) => Self::open(libc::AF_INET, libc::IPPROTO_IPIP),
+            (IpAddr::V6(_), IpAddr::V6(_)) => Self::open(libc::AF_INET6, libc::IPPROTO_IPV6),
+            (IpAddr::V6(_), IpAddr::V4(_)) => Self::open(libc::AF_INET6, libc::IPPROTO_IPIP),
         }
     }
 
-    /// Receives a copy of every TCP segment of `backend`'s family addressed to this host (the
-    /// kernel keeps handling them as usual).
-    fn tcp_receiver(backend: IpAddr) -> Result<Self, String> {
-        let family = if backend.is_ipv4() {
+    /// Receives a copy of every TCP segment of `vip`'s family (the inner packets', which the
+    /// backend answers in) addressed to this host (the kernel keeps handling them as usual).
+    fn tcp_receiver(vip: IpAddr) -> Result<Self, String> {
+        let family = if vip.is_ipv4() {
             libc::AF_INET
         } else {
             libc::AF_INET6

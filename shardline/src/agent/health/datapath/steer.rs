@@ -10,7 +10,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::IpAddr,
+    net::{IpAddr, Ipv6Addr},
     sync::Mutex,
 };
 
@@ -83,8 +83,10 @@ impl Marks {
     }
 }
 
-/// The map value that sends a marked packet to `backend` through the next hop `mac`.
-pub fn target(backend: IpAddr, mac: [u8; 6]) -> ProbeTarget {
+/// The map value that sends a marked packet to `backend` through the next hop `mac`, from
+/// `source6` (this node's IPv6 address towards an IPv6 backend, the outer source of an IPv4
+/// VIP's probe to it; `None`: such probes are dropped).
+pub fn target(backend: IpAddr, mac: [u8; 6], source6: Option<Ipv6Addr>) -> ProbeTarget {
     let mut addr = [0u8; 16];
     let family = match backend {
         IpAddr::V4(a) => {
@@ -101,6 +103,7 @@ pub fn target(backend: IpAddr, mac: [u8; 6]) -> ProbeTarget {
         mac,
         family,
         _pad: 0,
+        source6: source6.map_or([0; 16], |a| a.octets()),
     }
 }
 
@@ -116,9 +119,15 @@ struct Steer {
 static STEER: Mutex<Option<Steer>> = Mutex::new(None);
 
 /// Makes sure the program encapsulates on `interface`, writes `backend`'s entry (next hop
-/// `mac`) and returns the mark a probe socket must carry to reach it. Blocking (bpf and
-/// netlink calls): run it off the async threads.
-pub fn prepare(interface: &str, backend: IpAddr, mac: [u8; 6]) -> Result<u32, SteerError> {
+/// `mac`, IPv4-in-IPv6 outer source `source6`, see [`target`]) and returns the mark a probe
+/// socket must carry to reach it. Blocking (bpf and netlink calls): run it off the async
+/// threads.
+pub fn prepare(
+    interface: &str,
+    backend: IpAddr,
+    mac: [u8; 6],
+    source6: Option<Ipv6Addr>,
+) -> Result<u32, SteerError> {
     let mut guard = STEER.lock().unwrap_or_else(|p| p.into_inner());
     if guard.is_none() {
         let mut ebpf = loader::load_aux()?;
@@ -154,7 +163,7 @@ pub fn prepare(interface: &str, backend: IpAddr, mac: [u8; 6]) -> Result<u32, St
         .ok_or(SteerError::Missing(PROBE_TARGETS_MAP))?;
     let mut map: BpfHashMap<_, u32, ProbeTarget> =
         BpfHashMap::try_from(map).map_err(|source| SteerError::Map { mark, source })?;
-    map.insert(mark, target(backend, mac), 0)
+    map.insert(mark, target(backend, mac, source6), 0)
         .map_err(|source| SteerError::Map { mark, source })?;
     Ok(mark)
 }
@@ -203,14 +212,21 @@ mod tests {
     #[test]
     fn the_target_carries_the_backend_of_its_family_and_the_next_hop() {
         let mac = [2, 0x77, 0, 0, 0, 0x12];
-        let t4 = target("10.77.0.12".parse().unwrap(), mac);
+        let t4 = target("10.77.0.12".parse().unwrap(), mac, None);
         assert_eq!(t4.family, PROBE_FAMILY_V4);
         assert_eq!(&t4.addr[..4], &[10, 77, 0, 12]);
         assert_eq!(&t4.addr[4..], &[0; 12]);
         assert_eq!(t4.mac, mac);
-        let t6 = target("fd77::12".parse().unwrap(), mac);
+        assert_eq!(t4.source6, [0; 16]);
+        let source: Ipv6Addr = "fd77::2".parse().unwrap();
+        let t6 = target("fd77::12".parse().unwrap(), mac, Some(source));
         assert_eq!(t6.family, PROBE_FAMILY_V6);
         assert_eq!(t6.addr[15], 0x12);
         assert_eq!(t6.addr[0], 0xfd);
+        assert_eq!(
+            t6.source6,
+            source.octets(),
+            "an IPv4 VIP's probe leaves from it"
+        );
     }
 }
