@@ -52,7 +52,10 @@ pub trait Tables {
     /// The backend an established flow sticks to, if the flow table has a live entry.
     fn sticky_backend(&self, flow: &FlowKey) -> Option<u32>;
     /// Records that `flow` was routed to `backend` (the kernel's flow table; replays ignore it).
-    fn remember_flow(&self, flow: &FlowKey, backend: u32);
+    /// `held`: the flow table has a live entry for the flow, naming a backend that no longer
+    /// serves it (the packet was rerouted), which is rewritten even over the new-flow rate; a
+    /// flow without one (new, or idle) is then left unremembered, with no update at all.
+    fn remember_flow(&self, flow: &FlowKey, backend: u32, held: bool);
     /// The dataplane's [`options`] bits ([`crate::maps::Globals::options`]); only asked for
     /// ICMP to a VIP and for a packet too big to encapsulate.
     fn options(&self) -> u32;
@@ -298,7 +301,8 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
     };
     // An ICMP error never starts a flow: it may be forged, and it is not the client's packet.
     if let (Some(f), None, true) = (&flow, sticky, !icmp_error && d.reason.forwards()) {
-        t.remember_flow(f, backend_id);
+        // In flow mode `rerouted` says the flow table named a backend that no longer serves it.
+        t.remember_flow(f, backend_id, rerouted);
     }
     d
 }

@@ -196,26 +196,16 @@ impl<const RINGS_AOM: bool, const BENCH: bool> Tables for MapTables<'_, RINGS_AO
     }
 
     #[inline(always)]
-    fn remember_flow(&self, flow: &FlowKey, backend: u32) {
+    fn remember_flow(&self, flow: &FlowKey, backend: u32, held: bool) {
         if !flows_stick(self.globals.flow_idle_secs) {
             return;
         }
-        let now = clock::now();
         let entry = FlowEntry {
             backend,
             stats_slot: self.stats_slot.get(),
-            last_seen_ns: now,
+            last_seen_ns: clock::now(),
         };
-        // Counted against the rate either way (a flow re-routed after its entry went idle, or
-        // off a backend that no longer serves it, is new to the tables as well).
-        let admitted = admit_new_flow(now);
-        // A flow the table holds is rewritten whatever the rate; a new one is inserted under
-        // the rate (a full table evicts its least recently used flow), and over it offered with
-        // `BPF_EXIST`, which inserts nothing: no insert, no eviction. (One call either way: a
-        // branch around the call has LLVM duplicate the rest of the program behind it, and the
-        // verifier walks both copies, past its million instructions with handoff marking.)
-        let flags = if admitted { BPF_ANY } else { BPF_EXIST };
-        let _ = FLOWS.insert(flow, &entry, u64::from(flags));
+        offer_flow(flow, &entry, u64::from(held));
     }
 
     #[inline(always)]
@@ -232,6 +222,38 @@ impl<const RINGS_AOM: bool, const BENCH: bool> Tables for MapTables<'_, RINGS_AO
             return u32::MAX;
         }
         self.globals.too_big_limit(v6)
+    }
+}
+
+/// Records `entry` for `flow` in `FLOWS` as the new-flow rate allows, with at most one call.
+///
+/// Counted against the rate either way (a flow re-routed after its entry went idle, or off a
+/// backend that no longer serves it, is new to the tables as well). Under the rate the flow is
+/// inserted or rewritten (a full table evicts its least recently used flow). Over it, only a
+/// `held` flow (a live entry naming a backend that no longer serves it) is rewritten, with
+/// `BPF_EXIST`, so the entry does not pull the flow back when that backend returns; any other
+/// flow (new, or its entry idle, which pins nothing) makes no call at all: the `BPF_EXIST`
+/// update it used to get inserted nothing, yet hashed the key and walked a cold bucket under
+/// its lock (the flood path).
+///
+/// A BPF-to-BPF call, not inlined, as `clock::now`: the branch around the update stays inside
+/// it, so LLVM does not copy the rest of the program behind it, and the verifier's states
+/// meet again at the return. The entry is built on the caller's stack (its frame held it
+/// already), so this frame is only the array key: the bench programs' stack is within 16
+/// bytes of the verifier's 512. Returns the update's result (0 without one), so the
+/// function's exit leaves a scalar in R0. (Telling a held flow from a new one by the lookup
+/// itself, a note in per-CPU scratch written beside it, took every program past the
+/// verifier's million instructions; written from an out-of-line call it fit but cost the hit
+/// path a call. `held` comes from the decision's `rerouted` flag, which the verifier's states
+/// already tell apart.)
+#[inline(never)]
+fn offer_flow(flow: &FlowKey, entry: &FlowEntry, held: u64) -> i64 {
+    let Some(flags) = flow_update_flags(held != 0, entry.last_seen_ns) else {
+        return 0;
+    };
+    match FLOWS.insert(flow, entry, flags) {
+        Ok(()) => 0,
+        Err(e) => e.into(),
     }
 }
 
@@ -300,15 +322,16 @@ extern "C" fn adopt_on(cpu: u64, ctx: *mut c_void) -> i64 {
     }
 }
 
-/// Whether this CPU may remember one more new flow at `now`: yes while it has remembered
-/// fewer new flows than its limit in the current one-second window (Katran's
-/// `MAX_CONN_RATE`); above it the flow is routed by the tables alone, as its first packet was,
-/// and counted in `untracked`, and `refused` tells the counters not to count its session in
-/// the LRU counters either. One inlined array access.
+/// The `FLOWS` update flags for a flow routed at `now`, or `None` for no update: under this
+/// CPU's new-flow limit for the current one-second window (Katran's `MAX_CONN_RATE`)
+/// `BPF_ANY`; over it `BPF_EXIST` for a `held` flow (see [`offer_flow`]), else none. Over the
+/// limit the flow is routed by the tables alone, as its first packet was, and counted in
+/// `untracked`, and `refused` tells the counters not to count its session in the LRU counters
+/// either. One inlined array access.
 #[inline(always)]
-fn admit_new_flow(now: u64) -> bool {
+fn flow_update_flags(held: bool, now: u64) -> Option<u64> {
     let Some(rate) = NEW_FLOW_RATE.get_ptr_mut(0) else {
-        return true;
+        return Some(u64::from(BPF_ANY));
     };
     // SAFETY: this CPU's value of a per-CPU array; only this CPU writes it now.
     unsafe {
@@ -323,10 +346,14 @@ fn admit_new_flow(now: u64) -> bool {
         if (*rate).admitted >= limit {
             (*rate).untracked += 1;
             (*rate).refused = 1;
-            return false;
+            return if held {
+                Some(u64::from(BPF_EXIST))
+            } else {
+                None
+            };
         }
         (*rate).admitted += 1;
         (*rate).refused = 0;
     }
-    true
+    Some(u64::from(BPF_ANY))
 }

@@ -343,3 +343,136 @@ fn new_flows_over_the_rate_are_routed_but_not_remembered() {
         "the unremembered flow moves"
     );
 }
+
+/// Over the new-flow rate, a flow whose live entry names a backend gone down is still rewritten
+/// (its entry re-pointed and its time refreshed, by the one update the refused path keeps, so
+/// it does not move back when the backend returns), while a new flow makes no update and leaves
+/// no entry: the kernel and the replay against the live flow table agree on both, packet after
+/// packet.
+#[test]
+fn over_the_rate_held_flows_are_rewritten_and_new_ones_leave_no_entry() {
+    use shardline_bench::suite::flow_rate;
+    use std::collections::BTreeMap;
+    pin_to_cpu0();
+    let mut lb = Loaded::new(TEST_CONFIG);
+    flow_rate::set_limit(&mut lb, 1).expect("set the new-flow limit");
+    let held = flow(46_000);
+    let a = kernel_backend(&mut lb, &held);
+    let remembered = |lb: &Loaded| lb.maps.live_flows().expect("live flows");
+    assert_eq!(
+        remembered(&lb),
+        BTreeMap::from([(a, 1)]),
+        "the first flow is admitted"
+    );
+
+    // A new flow over the limit: routed as the tables say, and not in the table after.
+    let fresh = flow(46_001);
+    for round in 0..2 {
+        assert_eq!(
+            kernel_backend(&mut lb, &fresh),
+            decide(&fresh[..], &lb.maps).backend_id,
+            "round {round}: the refused flow follows the tables, as the live replay reads them"
+        );
+        assert_eq!(
+            remembered(&lb),
+            BTreeMap::from([(a, 1)]),
+            "round {round}: a refused flow leaves no entry"
+        );
+    }
+
+    // The held flow's backend goes down: its packet is rerouted and, though over the limit,
+    // rewrites its entry, so its next packet is a plain hit where the live replay sends it.
+    let weights: Vec<(u32, u32)> = (1..=4).map(|id| (id, u32::from(id != a))).collect();
+    lb.reweight(&weights);
+    set_down(&mut lb, a, true);
+    let b = replay(&lb, &held);
+    assert_ne!(a, b, "a down backend owns no slot");
+    let (_, reason) = lb.run_counted(&held);
+    assert_eq!(reason, Reason::Rerouted, "the entry named a down backend");
+    assert_eq!(
+        remembered(&lb),
+        BTreeMap::from([(b, 1)]),
+        "the held flow's entry now names {b}, refreshed (live)"
+    );
+    let (_, reason) = lb.run_counted(&held);
+    assert_eq!(
+        reason,
+        Reason::Forwarded,
+        "the rewritten entry is a plain hit"
+    );
+    assert_eq!(
+        decide(&held[..], &lb.maps).backend_id,
+        b,
+        "the live replay reads the rewritten entry"
+    );
+    // The refused flow after the held one's hit still leaves no entry.
+    assert_eq!(
+        kernel_backend(&mut lb, &fresh),
+        decide(&fresh[..], &lb.maps).backend_id
+    );
+    assert_eq!(
+        remembered(&lb),
+        BTreeMap::from([(b, 1)]),
+        "still one remembered flow"
+    );
+    assert_eq!(
+        flow_rate::untracked(&mut lb).expect("untracked"),
+        4,
+        "three refused packets of the new flow and the held flow's rerouted one"
+    );
+    // Its old backend comes back: the rewritten flow stays where it went.
+    set_down(&mut lb, a, false);
+    lb.reweight(&[(1, 1), (2, 1), (3, 1), (4, 1)]);
+    assert_eq!(
+        kernel_backend(&mut lb, &held),
+        b,
+        "the rewritten entry sticks"
+    );
+    assert_eq!(
+        decide(&held[..], &lb.maps).backend_id,
+        b,
+        "and so says the replay"
+    );
+}
+
+/// Over the new-flow rate, a flow whose entry went idle is routed as a new flow: no update
+/// (the entry stays idle and pins nothing), the tables' backend, as the live replay reads it.
+#[test]
+fn over_the_rate_an_idle_flow_is_routed_as_new() {
+    use shardline_bench::suite::flow_rate;
+    pin_to_cpu0();
+    let mut lb = Loaded::new(TEST_CONFIG);
+    let mut globals = lb.maps.globals().expect("globals");
+    globals.flow_idle_secs = 1;
+    lb.maps.publish_globals(&globals).expect("globals");
+    let idle = flow(47_000);
+    let a = kernel_backend(&mut lb, &idle);
+    let weights: Vec<(u32, u32)> = (1..=4).map(|id| (id, u32::from(id != a))).collect();
+    lb.reweight(&weights);
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    // A fresh window: one new flow takes the limit of 1, so the idle flow is over it.
+    flow_rate::set_limit(&mut lb, 1).expect("set the new-flow limit");
+    let other = flow(47_001);
+    assert_eq!(kernel_backend(&mut lb, &other), replay(&lb, &other));
+    let b = replay(&lb, &idle);
+    assert_ne!(a, b, "a drained backend owns no slot");
+    for round in 0..2 {
+        assert_eq!(
+            kernel_backend(&mut lb, &idle),
+            b,
+            "round {round}: routed afresh by the tables"
+        );
+        assert_eq!(
+            decide(&idle[..], &lb.maps).backend_id,
+            b,
+            "round {round}: the live replay sees no live entry either"
+        );
+    }
+    let flows = lb.maps.live_flows().expect("live flows");
+    assert_eq!(
+        flows.values().sum::<u64>(),
+        1,
+        "only the admitted flow is live; the idle one was not refreshed: {flows:?}"
+    );
+    assert_eq!(flow_rate::untracked(&mut lb).expect("untracked"), 2);
+}
