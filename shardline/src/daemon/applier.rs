@@ -356,16 +356,6 @@ mod tests {
         let whole = Mutex::new(Held::empty(1024));
         let mut fresh = Resharder::new(DEFAULT_HANDOFF_WINDOW);
         write(&whole, &mut fresh, &state, None, &telemetry).unwrap();
-        let routes = |maps: &Mutex<Held>| {
-            let tables = &maps.lock().unwrap().tables;
-            let mut placed: Vec<_> = tables
-                .sessions
-                .iter()
-                .map(|(k, s)| (*k, members(s).to_vec()))
-                .collect();
-            placed.sort_unstable();
-            placed
-        };
         assert_eq!(routes(&maps), routes(&whole));
         assert_eq!(
             routes(&maps)
