@@ -209,10 +209,6 @@ impl Placements for PlacedSets {
     fn placement(&self, key: &SessionKey) -> Option<ShardSet> {
         self.get(key)
     }
-
-    fn placed(&self) -> Vec<SessionKey> {
-        self.iter().map(|(k, _)| k).collect()
-    }
 }
 
 impl FromIterator<(SessionKey, ShardSet)> for PlacedSets {

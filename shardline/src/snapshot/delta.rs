@@ -45,17 +45,11 @@ pub struct TableDelta {
 pub trait Placements {
     /// Session `key`'s shard set, if placed.
     fn placement(&self, key: &SessionKey) -> Option<ShardSet>;
-    /// Every placed session.
-    fn placed(&self) -> Vec<SessionKey>;
 }
 
 impl Placements for HashMap<SessionKey, ShardSet> {
     fn placement(&self, key: &SessionKey) -> Option<ShardSet> {
         self.get(key).copied()
-    }
-
-    fn placed(&self) -> Vec<SessionKey> {
-        self.keys().copied().collect()
     }
 }
 
@@ -84,24 +78,21 @@ impl TableDelta {
     /// in its generation or counters slot is unchanged; a changed one gets the generation
     /// `after` gives it, or the one after `before`'s if that is not higher.
     pub fn between(before: &Snapshot, after: &Snapshot) -> Self {
-        Self::between_placed(before, &before.sessions, after)
-    }
-
-    /// [`TableDelta::between`] with the placements in force taken from `placed` (and
-    /// `before.sessions` ignored).
-    pub fn between_placed(before: &Snapshot, placed: &impl Placements, after: &Snapshot) -> Self {
         let mut delta = Self::between_tables(before, after);
         delta.sessions = after
             .sessions
             .iter()
-            .filter_map(|(key, set)| Some((*key, placement_over(placed.placement(key), set)?)))
+            .filter_map(|(key, set)| {
+                Some((*key, placement_over(before.sessions.placement(key), set)?))
+            })
             .collect();
         delta.sessions.sort_unstable_by_key(|(key, _)| *key);
         delta.removed_sessions = sorted(
-            placed
-                .placed()
-                .into_iter()
+            before
+                .sessions
+                .keys()
                 .filter(|k| !after.sessions.contains_key(k))
+                .copied()
                 .collect(),
         );
         delta
