@@ -178,6 +178,11 @@ impl ShardSet {
         }
         Ok(shard_set(members, scheme_id, generation))
     }
+
+    /// The set's members, in order (`count` of them, at most [`MAX_SHARDS`]).
+    pub fn members(&self) -> &[u32] {
+        &self.backends[..(self.count as usize).min(MAX_SHARDS)]
+    }
 }
 
 /// A shard set over `backends` with scheme `scheme` and, for ranges, even split points,

@@ -2,10 +2,7 @@
 //! daemon publishes a plan with every swap so backends can hand data over (header mode keeps
 //! the previous owner known for a handoff window; see the README).
 
-use crate::{
-    consts::MAX_SHARDS,
-    maps::{scheme, ShardSet},
-};
+use crate::maps::{scheme, ShardSet};
 
 /// Maglev slots that change owner, grouped by (from, to).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,14 +88,10 @@ pub fn session_plan(old: Option<&ShardSet>, new: &ShardSet) -> SessionPlan {
     }
 }
 
-fn members(set: &ShardSet) -> &[u32] {
-    &set.backends[..(set.count as usize).min(MAX_SHARDS)]
-}
-
 /// Rendezvous owner changes: a removed member's keys spread over the new set; a surviving
 /// member loses keys only to added members. Nothing else moves.
 pub fn owner_plan(old: &ShardSet, new: &ShardSet) -> Vec<OwnerMove> {
-    let (o, n) = (members(old), members(new));
+    let (o, n) = (old.members(), new.members());
     let added: Vec<u32> = n.iter().copied().filter(|b| !o.contains(b)).collect();
     let mut moves = Vec::new();
     for from in o {
@@ -120,7 +113,7 @@ pub fn owner_plan(old: &ShardSet, new: &ShardSet) -> Vec<OwnerMove> {
 
 /// The ranges each member owns: `(start, end inclusive, owner)`, covering the key space.
 pub fn ranges(set: &ShardSet) -> Vec<(u64, u64, u32)> {
-    let m = members(set);
+    let m = set.members();
     let mut out = Vec::with_capacity(m.len());
     let mut start = 0u64;
     for (i, owner) in m.iter().enumerate() {
@@ -178,7 +171,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        consts::{MAGLEV_SIZE, NO_BACKEND},
+        consts::{MAGLEV_SIZE, MAX_SHARDS, NO_BACKEND},
         hash::mix64,
         maglev::{build, Weighted},
         partition::{pick_shard, shard_set},

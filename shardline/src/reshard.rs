@@ -608,12 +608,8 @@ fn moves_keys(previous: &ShardSet, current: &ShardSet) -> bool {
     if current.scheme == scheme::RANGE {
         return session_plan(Some(previous), current) != SessionPlan::Unchanged;
     }
-    let (old, new) = (members(previous), members(current));
+    let (old, new) = (previous.members(), current.members());
     !(new.iter().all(|b| old.contains(b)) && old.iter().all(|b| new.contains(b)))
-}
-
-fn members(set: &ShardSet) -> &[u32] {
-    &set.backends[..(set.count as usize).min(shardline_common::consts::MAX_SHARDS)]
 }
 
 #[cfg(test)]

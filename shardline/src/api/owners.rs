@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use shardline_common::{
-    consts::{MAX_SHARDS, NO_BACKEND},
+    consts::NO_BACKEND,
     maps::{SessionKey, ShardSet},
     route::{pick_shard, unplaced_backend},
 };
@@ -137,7 +137,7 @@ fn placed_owner(set: &ShardSet, key: u64) -> Owner {
     Owner {
         backend: pick_shard(set, key),
         generation: set.generation,
-        backends: set.backends[..(set.count as usize).min(MAX_SHARDS)].to_vec(),
+        backends: set.members().to_vec(),
         table: OwnerTable::Placed,
     }
 }

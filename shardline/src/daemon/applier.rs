@@ -19,7 +19,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shardline_common::{consts::MAX_SHARDS, maps::ShardSet};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -199,8 +198,8 @@ fn log_moves(swap: &Swap) {
         info!(
             service = h.session.service,
             session = h.session.session,
-            previous = ?members(&h.previous),
-            current = ?members(&h.current),
+            previous = ?h.previous.members(),
+            current = ?h.current.members(),
             plan = ?h.plan,
             "session re-sharded; previous owners hand their keys over"
         )
@@ -232,10 +231,6 @@ fn log_capped<T>(items: &[T], generation: u64, what: &'static str, each: impl Fn
              for each)"
         );
     }
-}
-
-fn members(set: &ShardSet) -> &[u32] {
-    &set.backends[..(set.count as usize).min(MAX_SHARDS)]
 }
 
 #[cfg(test)]
@@ -373,7 +368,7 @@ mod tests {
         let mut placed: Vec<_> = tables
             .sessions
             .iter()
-            .map(|(k, s)| (*k, members(s).to_vec()))
+            .map(|(k, s)| (*k, s.members().to_vec()))
             .collect();
         placed.sort_unstable();
         placed
