@@ -122,11 +122,9 @@ pub struct Selector {
     /// candidate (models, then the mix): the choice.
     relative: [f32; CANDIDATES],
     absolute: [f32; CANDIDATES],
-    /// Running mean relative and absolute error of the chosen candidate's forecasts as they
-    /// were chosen (switches included), on the choice's memory: the guard's evidence, scored
-    /// as the choice is ([`Self::choose`]).
+    /// Running mean relative error of the chosen candidate's forecasts as they were chosen
+    /// (switches included), on the choice's memory: the guard's evidence.
     choice_relative: f32,
-    choice_absolute: f32,
     /// The candidate chosen by the scores.
     chosen: u8,
     /// Whether the guard publishes naive instead of `chosen` (the choice has been losing to
@@ -146,9 +144,8 @@ pub struct Selector {
     pending: Box<[Pending]>,
     /// The pending slot the next value's forecast goes to (the oldest pending forecast).
     next: u16,
-    /// Values ingested, saturating (only the first `horizon` steps count them, and a horizon
-    /// is at most 65,535: 16 bits keep the selector at 344 bytes).
-    seen: u16,
+    /// Values ingested, saturating (only the first `horizon` and the warm-ups count them).
+    seen: u32,
 }
 
 impl Selector {
@@ -167,7 +164,6 @@ impl Selector {
             relative: [0.0; CANDIDATES],
             absolute: [0.0; CANDIDATES],
             choice_relative: 0.0,
-            choice_absolute: 0.0,
             chosen: MIX as u8,
             // Naive until the choice has shown it does better: a short series is not
             // judged on a mix's warm-up.
@@ -259,7 +255,7 @@ impl Selector {
         for p in self.pending.iter_mut() {
             p.peak = p.peak.max(value as f32);
         }
-        let matured = (usize::from(self.seen) >= h).then(|| self.pending[slot]);
+        let matured = (self.seen as usize >= h).then(|| self.pending[slot]);
         if let Some(p) = &matured {
             self.score(p, value);
         }
@@ -421,27 +417,18 @@ impl Selector {
             self.absolute[c] = ewm(self.absolute[c], lw, (f64::from(f) - actual).abs());
         }
         self.choice_relative = ewm(self.choice_relative, lw, relative(p.choice));
-        self.choice_absolute = ewm(
-            self.choice_absolute,
-            lw,
-            (f64::from(p.choice) - actual).abs(),
-        );
         self.chosen = self.choose() as u8;
         // The guard: the choice, as it was actually made (its switches and their timing
         // included), is held against naive on the same forecasts. Scores of single candidates
         // can each look better than naive while the sequence of choices is not; when the
         // choices have been losing to naive it publishes naive, until they win again. (A
-        // hysteresis margin was tried: it did no better on the development series.) It scores
-        // the choice as the choice scores candidates, relative and absolute error together
-        // against naive's 2: judged on the relative error alone, a choice that wins on the
-        // absolute error (MASE's) and loses a little on the relative one was replaced by naive.
-        let choice = versus_naive(f64::from(self.choice_relative), f64::from(self.relative[0]))
-            + versus_naive(f64::from(self.choice_absolute), f64::from(self.absolute[0]));
+        // hysteresis margin was tried: it did no better on the development series.)
+        let (choice, naive) = (f64::from(self.choice_relative), f64::from(self.relative[0]));
         // Not before one horizon of the choice's forecasts has matured: at horizon h the
         // guard hears of a bad choice h steps late, and a short series' first few scores
         // (a trend's start, say) are no evidence for a model that extrapolates.
         let evidence = usize::from(self.scored) >= self.pending.len();
-        self.fallback = choice > 2.0 || !evidence;
+        self.fallback = choice > naive || !evidence;
         // The bound covers the whole lead window: its residual is the window's highest value
         // over the forecast (at horizon 1, the value itself).
         self.residual
@@ -462,8 +449,17 @@ impl Selector {
     /// unless a single model beats it by [`SWITCH_MARGIN`]: a mix that is good on both errors
     /// is not given up for a model that is slightly better on one of them for a while.
     fn choose(&self) -> usize {
+        let ratio = |x: f64, naive: f64| {
+            if naive > 0.0 {
+                x / naive
+            } else if x > 0.0 {
+                f64::INFINITY
+            } else {
+                1.0
+            }
+        };
         let (rel, abs) = (self.relative.map(f64::from), self.absolute.map(f64::from));
-        let score = |c: usize| versus_naive(rel[c], rel[0]) + versus_naive(abs[c], abs[0]);
+        let score = |c: usize| ratio(rel[c], rel[0]) + ratio(abs[c], abs[0]);
         let mix = score(MIX);
         let mut best = MIX;
         let mut best_score = mix - SWITCH_MARGIN;
@@ -477,17 +473,6 @@ impl Selector {
     }
 }
 
-/// An error `x` over naive's `naive` (1 when both are 0): one half of a candidate's score.
-fn versus_naive(x: f64, naive: f64) -> f64 {
-    if naive > 0.0 {
-        x / naive
-    } else if x > 0.0 {
-        f64::INFINITY
-    } else {
-        1.0
-    }
-}
-
 /// One step of an exponentially weighted mean stored as `f32`: `mean + w × (x − mean)`.
 fn ewm(mean: f32, w: f64, x: f64) -> f32 {
     let mean = f64::from(mean);
@@ -498,11 +483,9 @@ fn ewm(mean: f32, w: f64, x: f64) -> f32 {
 /// naive's score (2).
 const SWITCH_MARGIN: f64 = 0.1;
 
-/// Weight of the newest error in each candidate's running errors for the choice and the guard
-/// (a memory of about 400 matured forecasts; a running mean until then). Chosen among 100,
-/// 200, 400 and 1,000 on fold A of the held-out series (docs/predict.md, sixth round): the
-/// longer memories were all better at h = 3 than 100, 400 the most.
-const CHOICE_DECAY: f64 = 0.0025;
+/// Weight of the newest error in each candidate's running errors for the choice (a memory of
+/// about 100 matured forecasts).
+const CHOICE_DECAY: f64 = 0.01;
 
 #[cfg(test)]
 mod tests;
