@@ -15,10 +15,13 @@
 //! - [`board`]: the handoffs in force, shared with the API's owners query.
 //! - `publish`: the same handoffs in the dataplane (`HANDOFFS` and the placements' window
 //!   flag), so packets of moved keys reach their new owner marked with the previous one.
+//! - `moved`: a moved placement with its previous owners ([`Handoff`]), and as a swap records
+//!   it ([`CompactHandoff`]).
 //! - `whole`: the whole write (a start, a backend or service change), the target's placements
 //!   visited and written a chunk at a time rather than built into one table.
 
 pub mod board;
+mod moved;
 pub mod placed;
 mod publish;
 mod whole;
@@ -41,10 +44,11 @@ use shardline_common::{
 
 use crate::{
     maps::{DataplaneMaps, MapsError, WriteOutcome},
-    reshard::placed::{CompactSet, PlacedSets},
+    reshard::placed::PlacedSets,
     snapshot::{delta::TableDelta, Snapshot},
 };
 
+pub use moved::{CompactHandoff, Handoff};
 pub use whole::WHOLE_WRITE_CHUNK;
 
 /// The maps as the swap stage sees them: read back whole (at the start, or after a failed
@@ -187,7 +191,9 @@ pub struct Swap {
     pub placed: Vec<SessionKey>,
     /// Moved placements with their previous owners, published until the handoff window
     /// closes (with a zero window they are listed here, for the log, and published nowhere).
-    pub handoffs: Vec<Handoff>,
+    /// Compact: a start on maps that hold the services but no placements moves every header
+    /// session off its home, a million of them (see [`CompactHandoff`]).
+    pub handoffs: Vec<CompactHandoff>,
     /// What the default table moved (empty without a flip).
     pub maglev_moves: Vec<SlotMove>,
 }
@@ -211,57 +217,6 @@ impl Shape {
     }
 }
 
-/// A moved placement whose previous owners stay known until `until`.
-#[derive(Clone, Debug)]
-pub struct Handoff {
-    /// The session.
-    pub session: SessionKey,
-    /// The placement before the move.
-    pub previous: ShardSet,
-    /// The placement after it.
-    pub current: ShardSet,
-    /// What moved.
-    pub plan: SessionPlan,
-    /// When the previous owners stop being published.
-    pub until: Instant,
-}
-
-/// A [`Handoff`] as the swap stage keeps it while its window is open: the two sets compact,
-/// the plan recomputed when asked (it follows from them). A burst of placements keeps
-/// rate x window of them open (tens of thousands): 64 bytes each where a [`Handoff`] takes
-/// about 460.
-#[derive(Clone, Debug)]
-struct OpenHandoff {
-    session: SessionKey,
-    previous: CompactSet,
-    current: CompactSet,
-    until: Instant,
-}
-
-impl From<&Handoff> for OpenHandoff {
-    fn from(h: &Handoff) -> Self {
-        Self {
-            session: h.session,
-            previous: CompactSet::from(&h.previous),
-            current: CompactSet::from(&h.current),
-            until: h.until,
-        }
-    }
-}
-
-impl OpenHandoff {
-    fn handoff(&self) -> Handoff {
-        let (previous, current) = (self.previous.get(), self.current.get());
-        Handoff {
-            session: self.session,
-            plan: session_plan(Some(&previous), &current),
-            previous,
-            current,
-            until: self.until,
-        }
-    }
-}
-
 /// Applies routing changes to one dataplane's maps and tracks the tables in force.
 pub struct Resharder {
     /// What the maps hold (as a snapshot: live half 0, no counters slots) but the placements,
@@ -273,7 +228,7 @@ pub struct Resharder {
     stale: bool,
     generation: u64,
     handoff_window: Duration,
-    handoffs: Vec<OpenHandoff>,
+    handoffs: Vec<CompactHandoff>,
     /// Sessions whose placement in the maps carries the window flag, with the window's end.
     flagged: FxHashMap<SessionKey, Instant>,
     last_maglev_plan: Vec<SlotMove>,
@@ -450,13 +405,9 @@ impl Resharder {
                 }
             };
             if moves_keys(&previous, set) {
-                swap.handoffs.push(Handoff {
-                    session: *key,
-                    previous,
-                    current: *set,
-                    plan: session_plan(Some(&previous), set),
-                    until: now + self.handoff_window,
-                });
+                let until = now + self.handoff_window;
+                swap.handoffs
+                    .push(CompactHandoff::new(*key, &previous, set, until));
             }
         }
         Ok(written)
@@ -497,8 +448,7 @@ impl Resharder {
         // A zero window keeps no record: nothing is published, nothing is asked of the old
         // owners (the moves are still in the swap, for the log).
         if !self.handoff_window.is_zero() {
-            self.handoffs
-                .extend(swap.handoffs.iter().map(OpenHandoff::from));
+            self.handoffs.extend(swap.handoffs.iter().cloned());
         }
         if let (Some(before), true) = (&before, shape.maglev) {
             self.last_maglev_plan = maglev_plan(&before.maglev, &self.tables.maglev);
@@ -593,7 +543,7 @@ impl Resharder {
         self.handoffs
             .iter()
             .filter(move |h| h.until > now)
-            .map(OpenHandoff::handoff)
+            .map(CompactHandoff::handoff)
     }
 }
 

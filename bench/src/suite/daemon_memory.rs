@@ -13,7 +13,9 @@
 //! applier writes the state whole; the peak across it is read after resetting `VmHWM` through
 //! `/proc/PID/clear_refs`), and the daemon is restarted on the same store and pins, as
 //! systemd restarts it (its peak until it is ready, which is once it has written the state it
-//! loaded to the maps).
+//! loaded to the maps). Last, the restart after a reboot: the daemon's pins removed, it starts
+//! on its store with empty maps and writes every session again, each a first placement (its
+//! peak until every session is back in `SESSIONS`).
 
 use std::{
     path::{Path, PathBuf},
@@ -45,6 +47,15 @@ const API: &str = "127.0.0.1:7900";
 /// The backend the backend change adds (the configuration has `1..=BACKENDS`).
 const ADDED: u32 = BACKENDS as u32 + 1;
 
+/// What a restart does with the daemon's pins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pins {
+    /// Kept: the new process adopts the maps as they are (a daemon restart).
+    Kept,
+    /// Removed: the new process starts on empty maps and writes every session (a reboot).
+    Removed,
+}
+
 /// The daemon process and its namespace, stopped and removed when dropped (the process first).
 struct Daemon {
     child: Child,
@@ -67,10 +78,17 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
-    /// Stops the process and starts it again on the same configuration, store and pins; waits
-    /// until it routes again.
-    fn restart(&mut self, opts: &Options) -> Result<(), BenchError> {
+    /// Stops the process and starts it again on the same configuration and store; waits until
+    /// it routes again. Its pins stay, unless `pins` is [`Pins::Removed`]: then its pinned maps
+    /// and link go first, as a reboot empties bpffs (this instance's pin directory only).
+    fn restart(&mut self, opts: &Options, pins: Pins) -> Result<(), BenchError> {
         self.stop();
+        if pins == Pins::Removed {
+            shardline::loader::teardown(&self.pin_dir, Some("lo")).map_err(io(format!(
+                "removing the daemon's pins in {}",
+                self.pin_dir.display()
+            )))?;
+        }
         let netns = self.netns.as_ref().expect("running");
         self.child = launch(opts, netns, &self.dir)?;
         self.wait_ready(Duration::from_secs(300))
@@ -351,12 +369,14 @@ pub fn run(opts: &Options, sessions: u64) -> Result<Value, BenchError> {
         )));
     }
     let (change, change_s) = backend_change(&daemon, token)?;
-    let (restart, restart_s) = restart_peak(&mut daemon, opts, sessions)?;
-    let peak_any = [peak, change, restart].into_iter().flatten().max();
+    let (restart, restart_s) = restart_peak(&mut daemon, opts, sessions, Pins::Kept)?;
+    let (empty, empty_s) = restart_peak(&mut daemon, opts, sessions, Pins::Removed)?;
+    let peak_any = [peak, change, restart, empty].into_iter().flatten().max();
     println!(
-        "bench:   the same daemon adding backend {ADDED} ({change_s:.1} s): peak {:?} MiB; restarted on its store ({restart_s:.1} s to ready): peak {:?} MiB",
+        "bench:   the same daemon adding backend {ADDED} ({change_s:.1} s): peak {:?} MiB; restarted on its store ({restart_s:.1} s to ready): peak {:?} MiB; restarted on its store with its pins removed ({empty_s:.1} s until every session was in the maps): peak {:?} MiB",
         mib(change),
-        mib(restart)
+        mib(restart),
+        mib(empty)
     );
     Ok(json!({
         "daemon_rss_mib_1m_sessions": mib(peak),
@@ -372,6 +392,7 @@ pub fn run(opts: &Options, sessions: u64) -> Result<Value, BenchError> {
                 "peak": mib(peak),
                 "peak_backend_change": mib(change),
                 "peak_restart": mib(restart),
+                "peak_restart_empty_maps": mib(empty),
                 "peak_any": mib(peak_any),
             },
             "bytes_per_session": {
@@ -379,11 +400,13 @@ pub fn run(opts: &Options, sessions: u64) -> Result<Value, BenchError> {
                 "peak": per_session(peak, ready_rss, sessions),
                 "peak_backend_change": per_session(change, ready_rss, sessions),
                 "peak_restart": per_session(restart, ready_rss, sessions),
+                "peak_restart_empty_maps": per_session(empty, ready_rss, sessions),
             },
             "backend_change_seconds": round(change_s, 1),
             "restart_seconds": round(restart_s, 1),
+            "restart_empty_maps_seconds": round(empty_s, 1),
             "target_mib": 256,
-            "setup": "a `shardline daemon` process (generic XDP on the loopback of a namespace of its own; cluster of one, redb store; no [control] loop), sessions placed by PUT /v1/sessions/kv/{id}/placement from 64 concurrent connections; peak = VmHWM of its /proc/PID/status, the kernel's map memory not included (see bpf_maps); peak_backend_change: VmHWM reset, then POST /v1/backends (a whole write: every session compared) until the backend is in BACKENDS, plus 3 s; peak_restart: SIGTERM, the same daemon started on its store and pins, VmHWM once ready (the loaded state written) plus 3 s",
+            "setup": "a `shardline daemon` process (generic XDP on the loopback of a namespace of its own; cluster of one, redb store; no [control] loop), sessions placed by PUT /v1/sessions/kv/{id}/placement from 64 concurrent connections; peak = VmHWM of its /proc/PID/status, the kernel's map memory not included (see bpf_maps); peak_backend_change: VmHWM reset, then POST /v1/backends (a whole write: every session compared) until the backend is in BACKENDS, plus 3 s; peak_restart: SIGTERM, the same daemon started on its store and pins, VmHWM once ready (the loaded state written) plus 3 s; peak_restart_empty_maps: SIGTERM, the daemon's pins (maps and link) removed as a reboot does, the same daemon started on its store, VmHWM once every session is back in SESSIONS plus 3 s",
         },
     }))
 }
@@ -417,29 +440,48 @@ fn backend_change(daemon: &Daemon, token: Token) -> Result<(Option<u64>, f64), B
     Ok((status_kib(pid, "VmHWM"), took))
 }
 
-/// Restarts the daemon on its store and pins and reads the new process's peak RSS once it is
-/// ready (it wrote the state it loaded: every session compared with the maps) and 3 s more;
-/// the peak (KiB) and the seconds from the restart to ready.
+/// Restarts the daemon on its store (its pins kept or removed, `pins`) and reads the new
+/// process's peak RSS once it is ready (it wrote the state it loaded: every session compared
+/// with the maps), every session is in `SESSIONS` (on empty maps, every one written again) and
+/// 3 s more; the peak (KiB) and the seconds from the restart until the sessions were there.
 fn restart_peak(
     daemon: &mut Daemon,
     opts: &Options,
     sessions: u64,
+    pins: Pins,
 ) -> Result<(Option<u64>, f64), BenchError> {
     let t = Instant::now();
-    daemon.restart(opts)?;
+    daemon.restart(opts, pins)?;
+    // A new map when the pins were removed: opened after the restart.
+    let map: HashMap<MapData, SessionKey, ShardSet> = open_pinned(&daemon.pin_dir, "SESSIONS")?;
+    let in_map = || {
+        map.keys()
+            .filter(|k| k.as_ref().is_ok_and(|k| k.service == 1))
+            .count() as u64
+    };
+    let last = SessionKey {
+        service: 1,
+        _pad: 0,
+        session: sessions - 1,
+    };
+    // The last session first (one lookup a poll), then the count (a walk of the map).
+    let patience = Duration::from_secs(300);
+    wait_until(
+        "the last session in SESSIONS after the restart",
+        patience,
+        || map.get(&last, 0).is_ok(),
+    )?;
+    let mut count = 0;
+    wait_until(
+        &format!("all {sessions} sessions in SESSIONS after the restart"),
+        patience,
+        || {
+            count = in_map();
+            count >= sessions
+        },
+    )
+    .map_err(|e| BenchError::Check(format!("{e} (it holds {count})")))?;
     let took = t.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(3));
-    let pid = daemon.child.id();
-    let peak = status_kib(pid, "VmHWM");
-    let map: HashMap<MapData, SessionKey, ShardSet> = open_pinned(&daemon.pin_dir, "SESSIONS")?;
-    let in_map = map
-        .keys()
-        .filter(|k| k.as_ref().is_ok_and(|k| k.service == 1))
-        .count();
-    if (in_map as u64) < sessions {
-        return Err(BenchError::Check(format!(
-            "after the restart the SESSIONS map holds {in_map} of the {sessions} sessions"
-        )));
-    }
-    Ok((peak, took))
+    Ok((status_kib(daemon.child.id(), "VmHWM"), took))
 }

@@ -18,8 +18,9 @@
 //! - [`tick_full`]: a 1,000,000-session control tick with the counter read and the apply
 //!   (`control.tick_1m_full_ms`).
 //! - [`daemon_memory`]: the peak RSS of a running daemon with 1,000,000 sessions placed through
-//!   its API (`memory.daemon_rss_mib_1m_sessions`), then across a backend change and a restart
-//!   (`memory.daemon.rss_mib.peak_backend_change`, `peak_restart`).
+//!   its API (`memory.daemon_rss_mib_1m_sessions`), then across a backend change, a restart
+//!   and a restart on empty maps (`memory.daemon.rss_mib.peak_backend_change`, `peak_restart`,
+//!   `peak_restart_empty_maps`).
 //! - [`replay`]: issue 20's goal per shipped trace under `shardline replay`, and its speed.
 //! - [`machine`]: what the numbers were measured on.
 //!

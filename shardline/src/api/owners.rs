@@ -149,7 +149,11 @@ mod tests {
     use shardline_common::plan::session_plan;
 
     use super::*;
-    use crate::{config::Config, reshard::Handoff, state::Command};
+    use crate::{
+        config::Config,
+        reshard::{CompactHandoff, Handoff},
+        state::Command,
+    };
 
     const CONFIG: &str = r#"
 interface = "eth0"
@@ -211,7 +215,7 @@ backends = [3, 4]
         let t0 = Instant::now();
         let window = Duration::from_secs(10);
         board.publish(
-            &[Handoff {
+            &[CompactHandoff::from(&Handoff {
                 session: SessionKey {
                     service: 1,
                     _pad: 0,
@@ -221,7 +225,7 @@ backends = [3, 4]
                 current: after,
                 plan: session_plan(Some(&before), &after),
                 until: t0 + window,
-            }],
+            })],
             t0,
         );
         let (mut moved, mut stayed) = (0, 0);

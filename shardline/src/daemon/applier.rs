@@ -195,6 +195,8 @@ const LOGGED_PER_SWAP: usize = 32;
 
 fn log_moves(swap: &Swap) {
     log_capped(&swap.handoffs, swap.generation, "re-sharded", |h| {
+        // Whole (its plan computed) for the few logged only.
+        let h = h.handoff();
         info!(
             service = h.session.service,
             session = h.session.session,

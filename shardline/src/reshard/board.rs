@@ -13,7 +13,7 @@ use std::{
 use rustc_hash::FxHashMap;
 use shardline_common::maps::{SessionKey, ShardSet};
 
-use super::{placed::CompactSet, Handoff};
+use super::{placed::CompactSet, CompactHandoff};
 
 /// A moved placement's previous shard set, published until the window closes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,9 +45,12 @@ pub struct HandoffBoard {
 impl HandoffBoard {
     /// Publishes a swap's handoffs at `now` (each replaces the session's earlier one) and
     /// forgets those whose window has closed.
-    pub fn publish(&self, handoffs: &[Handoff], now: Instant) {
+    pub fn publish(&self, handoffs: &[CompactHandoff], now: Instant) {
         let mut open = self.open.lock().expect("handoff board lock");
         open.retain(|_, p| p.until > now);
+        // Room for all at once: a table grown step by step holds its old buckets beside the
+        // new ones at each step (a start may publish a million).
+        open.reserve(handoffs.len());
         // The wall clock read once for the whole swap (a tick publishes 10,000).
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -56,7 +59,7 @@ impl HandoffBoard {
             open.insert(
                 h.session,
                 Open {
-                    previous: CompactSet::from(&h.previous),
+                    previous: h.previous_compact().clone(),
                     until: h.until,
                     until_unix_ms: (wall + h.until.saturating_duration_since(now)).as_millis()
                         as u64,
@@ -92,7 +95,7 @@ impl HandoffBoard {
 mod tests {
     use std::time::Duration;
 
-    use shardline_common::{consts::NO_BACKEND, plan::SessionPlan};
+    use shardline_common::consts::NO_BACKEND;
 
     use super::*;
 
@@ -107,18 +110,14 @@ mod tests {
         s
     }
 
-    fn handoff(session: u64, previous: ShardSet, until: Instant) -> Handoff {
-        Handoff {
-            session: SessionKey {
-                service: 1,
-                _pad: 0,
-                session,
-            },
-            previous,
-            current: set(previous.generation + 1, &[9]),
-            plan: SessionPlan::Unchanged,
-            until,
-        }
+    fn handoff(session: u64, previous: ShardSet, until: Instant) -> CompactHandoff {
+        let session = SessionKey {
+            service: 1,
+            _pad: 0,
+            session,
+        };
+        let current = set(previous.generation + 1, &[9]);
+        CompactHandoff::new(session, &previous, &current, until)
     }
 
     #[test]

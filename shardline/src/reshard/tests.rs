@@ -67,7 +67,7 @@ fn a_moved_placement_publishes_its_previous_owners_for_the_window() {
     assert_eq!(swap.kind, SwapKind::Session);
     assert_eq!(swap.generation, 4);
     assert_eq!(swap.handoffs.len(), 1);
-    let h = &swap.handoffs[0];
+    let h = &swap.handoffs[0].handoff();
     assert_eq!(h.previous.backends[..2], [1, 2]);
     assert_eq!(h.current.backends[..2], [2, 3]);
     assert!(h.previous.generation < h.current.generation);
@@ -207,7 +207,7 @@ fn applying_only_the_changed_sessions_writes_what_a_whole_apply_writes() {
     assert_eq!((a.kind, a.generation), (b.kind, b.generation));
     assert_eq!(a.placed, b.placed);
     assert_eq!(b.handoffs.len(), 1, "session 1 moved");
-    assert_eq!(b.handoffs[0].previous.backends[..2], [1, 2]);
+    assert_eq!(b.handoffs[0].previous().backends[..2], [1, 2]);
     // Back to the default table.
     let b = part
         .apply_sessions(&mut part_maps, &[(key(1), None)], t0)
@@ -276,7 +276,7 @@ fn a_header_session_s_first_placement_publishes_its_home_as_the_previous_owner()
         .expect("place");
     assert_eq!(swap.placed, [key(7)], "still counted as newly placed");
     assert_eq!(swap.handoffs.len(), 1, "{swap:?}");
-    let h = &swap.handoffs[0];
+    let h = &swap.handoffs[0].handoff();
     assert_eq!((h.previous.count, h.previous.backends[0]), (1, home));
     assert_eq!(h.current.backends[..2], [home, other]);
     assert_eq!(r.handoffs(t0 + WINDOW / 2).count(), 1);

@@ -151,7 +151,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::reshard::{held::Held, SwapKind};
+    use crate::reshard::{board::HandoffBoard, held::Held, SwapKind};
 
     const WINDOW: Duration = Duration::from_secs(2);
 
@@ -234,7 +234,7 @@ mod tests {
         let moves: Vec<_> = swap
             .handoffs
             .iter()
-            .map(|h| (h.session, (h.previous, h.current, h.until)))
+            .map(|h| (h.session, (h.previous(), h.current(), h.until)))
             .collect();
         let mut backends: Vec<u32> = t.backends.keys().copied().collect();
         backends.sort_unstable();
@@ -287,6 +287,93 @@ mod tests {
             .apply_in_parts(&mut parts, &target, &listed, now, 7)
             .expect("again");
         assert_eq!((again.kind, parts.writes), (SwapKind::Unchanged, 10));
+    }
+
+    /// Maps holding the tables over backends 1 to 4 but no placement (the placements' map
+    /// emptied, the rest kept), and a target placing sessions 0..100 on one or two of them.
+    fn no_placements() -> (Held, Snapshot, Listed) {
+        let mut maps = Held::empty(1000);
+        maps.tables = tables(&[1, 2, 3, 4]);
+        let on = |s: u64| {
+            let first = 1 + (s % 4) as u32;
+            let ids: &[u32] = if s.is_multiple_of(3) {
+                &[first]
+            } else {
+                &[first, 1 + first % 4]
+            };
+            (key(s), shard_set(ids, scheme::HASH, 1))
+        };
+        let target = maps.tables.clone();
+        (maps, target, Listed((0..100).map(on).collect()))
+    }
+
+    #[test]
+    fn a_whole_write_in_parts_on_maps_without_placements_opens_the_handoffs_one_delta_opens() {
+        let now = Instant::now();
+        let (mut one, target, listed) = no_placements();
+        let mut r_one = Resharder::adopt(&one, WINDOW).expect("adopt");
+        let swap_one = r_one
+            .apply_in_parts(&mut one, &target, &listed, now, usize::MAX)
+            .expect("one delta");
+        assert_eq!(one.writes, 1);
+        let (mut parts, _, _) = no_placements();
+        let mut r_parts = Resharder::adopt(&parts, WINDOW).expect("adopt");
+        let swap_parts = r_parts
+            .apply_in_parts(&mut parts, &target, &listed, now, 7)
+            .expect("in parts");
+        assert_eq!(parts.writes, 100_usize.div_ceil(7));
+        assert_eq!(swap_parts.kind, SwapKind::Session);
+        // Every header session's first placement moves keys off its home, unless its one
+        // member is the home.
+        let home = |s: &SessionKey| {
+            let service = target.services.values().next().expect("a service");
+            shardline_common::route::unplaced_backend(&target, service, s.session, 0)
+        };
+        let moved: Vec<_> = listed
+            .0
+            .iter()
+            .filter(|(k, set)| set.count > 1 || set.backends[0] != home(k))
+            .map(|(k, _)| *k)
+            .collect();
+        assert!(moved.len() > 60, "{}", moved.len());
+        let mut sessions: Vec<_> = swap_parts.handoffs.iter().map(|h| h.session).collect();
+        sessions.sort_unstable();
+        assert_eq!(sessions, moved);
+        for h in &swap_parts.handoffs {
+            let h = h.handoff();
+            assert_eq!(
+                (h.previous.count, h.previous.backends[0]),
+                (1, home(&h.session))
+            );
+            assert_eq!(h.until, now + WINDOW);
+        }
+        assert_eq!(
+            outcome(&parts, &r_parts, &swap_parts),
+            outcome(&one, &r_one, &swap_one)
+        );
+        // The same kept open by the stage, and the same on a board.
+        let open = |r: &Resharder| {
+            let mut v: Vec<_> = r
+                .handoffs(now)
+                .map(|h| (h.session, h.previous, h.current, h.plan, h.until))
+                .collect();
+            v.sort_unstable_by_key(|h| h.0);
+            v
+        };
+        assert_eq!(open(&r_parts), open(&r_one));
+        assert_eq!(open(&r_parts).len(), moved.len());
+        let (board_one, board_parts) = (HandoffBoard::default(), HandoffBoard::default());
+        board_one.publish(&swap_one.handoffs, now);
+        board_parts.publish(&swap_parts.handoffs, now);
+        for k in &moved {
+            let (a, b) = (board_parts.get(k, now), board_one.get(k, now));
+            assert_eq!(
+                a.map(|p| (p.previous, p.until)),
+                b.map(|p| (p.previous, p.until))
+            );
+            assert!(a.is_some());
+        }
+        assert_eq!(board_parts.len(), moved.len());
     }
 
     #[test]
