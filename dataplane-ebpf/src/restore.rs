@@ -6,9 +6,12 @@
 //! own cost is what `shardline-bench` measures by wrapping the trivial `XDP_TX`
 //! baseline the same way. Never attached to an interface.
 //!
-//! A FIB-routed backend's packet ends in the next-hop program (a tail call), so the balancer's
-//! [`restoring`] never resumes: the bench's next-hop program undoes the encapsulation with
-//! [`strip_outer`] instead, from the frame alone.
+//! A FIB-routed backend's packet goes on to the next-hop program (a tail call), and the bench's
+//! next-hop program undoes the encapsulation with [`strip_outer`], from the frame alone. The
+//! wrapper still resumes after it: the body it takes is a BPF-to-BPF subprogram, and a tail
+//! call from a subprogram replaces that subprogram's frame only, so the next-hop program's
+//! action returns to [`restoring`], which finds the frame at its length and writes the Ethernet
+//! header back (`XDP_TX` and `XDP_REDIRECT` alike).
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use shardline_common::{

@@ -4,6 +4,7 @@
 //! The reason a packet was counted under is read from the `REASONS` per-CPU counters: per
 //! packet for fixtures (a delta of exactly one), as totals for the random run.
 
+mod bench_fib;
 mod encap_source;
 mod four_in_six;
 mod handoff;

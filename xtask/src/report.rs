@@ -73,6 +73,20 @@ fn cell(v: &Value) -> String {
     }
 }
 
+/// A per-packet case's ratio to `XDP_TX`, then those to a related case of the same run
+/// (`per_packet.rs`'s beside fields: hot entry, static MAC, the FIB's `XDP_TX`).
+fn vs_xdp_tx(case: &Value) -> String {
+    let beside = [
+        ("vs_hot_entry", "hot entry"),
+        ("vs_static_mac", "`header_hit_v4`"),
+        ("vs_fib_tx", "`header_hit_v4_fib`"),
+    ];
+    beside
+        .iter()
+        .filter_map(|(f, base)| Some(format!("; {} × {base}", case[*f].as_f64()?)))
+        .fold(cell(&case["vs_xdp_tx"]), |out, b| out + &b)
+}
+
 /// A number without its fraction, or [`cell`] of anything else.
 fn whole(v: &Value) -> String {
     v.as_f64().map_or_else(|| cell(v), |x| format!("{x:.0}"))
@@ -133,7 +147,7 @@ pub fn markdown(results: &Value) -> String {
             "| `{}` | {} | {} | {} | {} | {} | {} B | {} |",
             cell(&case["case"]),
             cell(&case["ns_per_pkt"]),
-            cell(&case["vs_xdp_tx"]),
+            vs_xdp_tx(case),
             cell(&case["mpps_per_core"]),
             cell(&case["vs_10gbe_64b_line_rate"]),
             target,
@@ -590,6 +604,15 @@ mod tests {
         assert!(md.contains("20160 session-ticks/s"), "{md}");
         let none = markdown(&json!({}));
         assert!(none.contains("## Prediction against reaction"), "{none}");
+    }
+
+    #[test]
+    fn a_per_packet_row_carries_its_ratios_to_related_cases() {
+        let case = json!({ "case": "header_hit_v4_redirect", "vs_xdp_tx": 9.64,
+            "vs_static_mac": 2.14, "vs_fib_tx": 1.02 });
+        let md = markdown(&json!({ "dataplane": [case] }));
+        let want = "| 9.64; 2.14 × `header_hit_v4`; 1.02 × `header_hit_v4_fib` |";
+        assert!(md.contains(want), "{md}");
     }
 
     #[test]

@@ -6,14 +6,19 @@
 //! (`CPUs` x 1.25 million entries, so no LRU list runs short on the CPU the bench is pinned to),
 //! so the hot-entry cases keep the production sizes they always had.
 
-use aya::maps::{HashMap, MapData};
-use shardline::{config::Config, private::PrivateDataplane, snapshot::Snapshot};
+use aya::{
+    maps::{HashMap, MapData},
+    programs::{TestRun, TestRunOptions},
+};
+use shardline::{
+    config::Config, loader::xdp_program, private::PrivateDataplane, snapshot::Snapshot,
+};
 use shardline_common::{
     consts::{BENCH_ROTATION, BENCH_SESSION_BASE},
     maps::{SessionKey, ShardSet},
 };
 
-use super::{open_pinned, BenchError, BENCH_CONFIG};
+use super::{flow_rate, open_pinned, program_err, BenchError, BENCH_CONFIG};
 
 /// Programs that step the frame's key on after every repeat.
 pub const ROTATE_SOURCE: &str = "shardline_bench_rotate_source";
@@ -70,6 +75,28 @@ pub fn balancer() -> Result<PrivateDataplane, BenchError> {
     // As the daemon does after its writes: retire what the dataplane's fronts hold.
     lb.maps.front_epoch().bump();
     Ok(lb)
+}
+
+/// The million-entry [`balancer`] with `programs` loaded and one pass of each over its frame
+/// run unmeasured: the flow case's pass fills the flow table (each repeat a miss and an
+/// insert), so the measured passes are hits.
+pub fn warmed<'a>(
+    programs: impl IntoIterator<Item = (&'static str, &'a [u8])>,
+) -> Result<PrivateDataplane, BenchError> {
+    let mut big = balancer()?;
+    flow_rate::set_limit(&mut big, flow_rate::UNLIMITED)?;
+    for (name, frame) in programs {
+        let program = xdp_program(&mut big.ebpf, name)?;
+        program.load().map_err(program_err(name))?;
+        program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: BENCH_ROTATION,
+                ..TestRunOptions::new()
+            })
+            .map_err(program_err(name))?;
+    }
+    Ok(big)
 }
 
 /// Fails unless the flow table holds at least the cycle's flows: the flow case would otherwise

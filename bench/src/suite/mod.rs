@@ -2,7 +2,8 @@
 //!
 //! - [`per_packet`]: nanoseconds per packet of the XDP program under `BPF_PROG_TEST_RUN`,
 //!   against trivial `XDP_PASS` / `XDP_TX` baselines measured in the same run.
-//! - [`fib`]: the per-packet case of a FIB-routed backend, run in a namespace of its own.
+//! - [`fib`]: the per-packet cases of a FIB-routed backend (out of the receiving interface, and
+//!   redirected to a second one through `TX_PORTS`), each run in a namespace of its own.
 //! - [`flow_rate`]: the new-flow rate limiter's setting for the per-packet flow cases.
 //! - [`live`]: whether `BPF_F_TEST_XDP_LIVE_FRAMES` could time the balancer (a check).
 //! - [`swap`]: the cost of a re-sharding swap: Maglev build, idle-half write, the flip, and
@@ -91,6 +92,9 @@ pub enum BenchError {
     /// Building namespaces or running a command in one failed.
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    /// Listing an egress interface in the `TX_PORTS` devmap failed.
+    #[error(transparent)]
+    TxPorts(#[from] shardline::maps::TxPortsError),
     /// The netns lab failed.
     #[error(transparent)]
     Lab(#[from] shardline_lab::LabError),

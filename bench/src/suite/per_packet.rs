@@ -18,7 +18,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use etherparse::PacketBuilder;
 use serde_json::{json, Value};
 use shardline_common::{
-    consts::{BENCH_ROTATION, BENCH_SESSION_BASE, BENCH_SOURCE_BASE_V4},
+    consts::{BENCH_SESSION_BASE, BENCH_SOURCE_BASE_V4},
     packet::encode_header,
     verdict::{Action, Reason, REASON_COUNT},
 };
@@ -71,10 +71,16 @@ struct Case {
     what: &'static str,
 }
 
+/// The JSON fields of a case's ratio to a related case of the same run: a million-entry case
+/// to its hot-entry case, a FIB case to the static MAC's (`header_hit_v4`), the redirect to the
+/// FIB's `XDP_TX` (`header_hit_v4_fib`).
+const BESIDE_FIELDS: [&str; 3] = ["vs_hot_entry", "vs_static_mac", "vs_fib_tx"];
+
 const PASS: &str = "shardline_pass";
 const TX: &str = "shardline_tx_baseline";
 const TX_RESTORING: &str = "shardline_tx_baseline_restoring";
-const BALANCER: &str = "shardline_bench";
+/// The balancer's bench program: `shardline` inside the restoring wrapper.
+pub const BALANCER: &str = "shardline_bench";
 const NEW_FLOW: &str = "shardline_bench_new_flow";
 const RINGS_AOM: &str = "shardline_bench_rings_aom";
 
@@ -157,13 +163,25 @@ fn cases() -> Vec<Case> {
             name: fib::CASE,
             object: Object::Balancer,
             program: BALANCER,
-            frame: header_placed,
+            frame: header_placed.clone(),
             action: Action::Tx,
             reason: Some(Reason::Forwarded),
             what: "header_hit_v4 with the backends' next hop from the FIB (nexthop = \"fib\"): \
                    the tail call to the next-hop program, bpf_fib_lookup from a receiving \
                    interface in a namespace of its own, the FIB's MACs, XDP_TX; every repeat \
                    counted as the FIB's answer, none a fallback (see bench/src/suite/fib.rs)",
+        },
+        Case {
+            name: fib::REDIRECT_CASE,
+            object: Object::Balancer,
+            program: BALANCER,
+            frame: header_placed,
+            action: Action::Redirect,
+            reason: Some(Reason::Forwarded),
+            what: "header_hit_v4_fib with the backends behind a second interface listed in the \
+                   TX_PORTS devmap (two arms): the FIB's MACs, bpf_redirect_map, XDP_REDIRECT \
+                   returned (under BPF_PROG_TEST_RUN the redirect itself is not performed); \
+                   every repeat counted as fib_redirect",
         },
         Case {
             name: "flow_hit_v4",
@@ -312,19 +330,24 @@ pub struct DataplaneResults {
 }
 
 /// The cases and diagnostics as a plain-text table: ns/packet (measured and net of the
-/// wrapper) and the ratio to the `XDP_TX` baseline.
+/// wrapper), the ratio to the `XDP_TX` baseline and those to a related case measured beside it.
 pub fn table(results: &DataplaneResults) -> String {
     let mut out = format!(
-        "{:<24} {:>10} {:>10} {:>8}\n",
+        "{:<24} {:>10} {:>10} {:>8}  beside\n",
         "case", "ns/pkt", "measured", "x XDP_TX"
     );
     for v in results.cases.iter().chain(&results.diagnostics) {
+        let beside: Vec<String> = BESIDE_FIELDS
+            .iter()
+            .filter_map(|f| Some(format!("{f} {}", v[*f].as_f64()?)))
+            .collect();
         out += &format!(
-            "{:<24} {:>10.1} {:>10.1} {:>8.2}\n",
+            "{:<24} {:>10.1} {:>10.1} {:>8.2}  {}\n",
             v["case"].as_str().unwrap_or("?"),
             v["ns_per_pkt"].as_f64().unwrap_or(f64::NAN),
             v["ns_per_pkt_measured"].as_f64().unwrap_or(f64::NAN),
             v["vs_xdp_tx"].as_f64().unwrap_or(f64::NAN),
+            beside.join(", "),
         );
     }
     out + &format!(
@@ -361,12 +384,14 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
         }
         cases.retain(|c| c.object == Object::Aux || only.iter().any(|n| n == c.name));
     }
-    let fib = match cases.iter().any(|c| c.name == fib::CASE) {
-        true => Some(fib::FibNet::new(&mut lb)?),
-        false => None,
-    };
+    let fib = fib::FibCases::new(&mut lb, |name| cases.iter().any(|c| c.name == name))?;
     let mut big = match cases.iter().any(|c| c.object == Object::Million) {
-        true => Some(warmed_million(&cases)?),
+        true => Some(million::warmed(
+            cases
+                .iter()
+                .filter(|c| c.object == Object::Million)
+                .map(|c| (c.program, &c.frame[..])),
+        )?),
         false => None,
     };
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
@@ -390,11 +415,11 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
                 Object::Aux => xdp_program(&mut aux, case.program)?,
                 Object::Balancer | Object::Million => xdp_program(&mut dp.ebpf, case.program)?,
             };
-            let result = match (case.name, &fib) {
-                (fib::CASE, Some(net)) => {
-                    net.run(program, &mut dp.maps, &dp.tables, &case.frame, REPEAT)?
+            let result = match fib.net(case.name) {
+                Some(net) => {
+                    net.run(program, &mut dp.maps, &dp.tables, &case.frame, REPEAT, None)?
                 }
-                _ => program
+                None => program
                     .test_run(TestRunOptions {
                         data_in: Some(&case.frame),
                         repeat: REPEAT,
@@ -476,19 +501,18 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
             obj.insert("target_vs_xdp_tx".into(), json!(t));
             obj.insert("meets_target".into(), json!(tx > 0.0 && net / tx <= t));
         }
-        // A million-entry case beside its hot-entry case, the FIB's beside the static MAC's.
-        let beside = match (
-            case.name.strip_suffix("_1m"),
-            case.name.strip_suffix("_fib"),
-        ) {
-            (Some(hot), _) => Some((hot, "vs_hot_entry")),
-            (_, Some(static_mac)) => Some((static_mac, "vs_static_mac")),
-            _ => None,
+        // A million-entry case beside its hot-entry case, the FIB's beside the static MAC's and
+        // the redirect beside the FIB's XDP_TX.
+        let beside: &[(&str, &str)] = match case.name {
+            name if name.ends_with("_1m") => &[(&name[..name.len() - 3], "vs_hot_entry")],
+            fib::CASE => &[("header_hit_v4", "vs_static_mac")],
+            fib::REDIRECT_CASE => &[("header_hit_v4", "vs_static_mac"), (fib::CASE, "vs_fib_tx")],
+            _ => &[],
         };
-        if let (Some((base, field)), Some(obj)) = (beside, v.as_object_mut()) {
+        for (base, field) in beside {
             let base_net = (by_name(base) - wrapper).max(0.0);
-            if base_net > 0.0 {
-                obj.insert(field.into(), json!(round(net / base_net, 2)));
+            if let (true, Some(obj)) = (base_net > 0.0, v.as_object_mut()) {
+                obj.insert((*field).into(), json!(round(net / base_net, 2)));
             }
         }
         if case.name.starts_with("diag_") {
@@ -523,26 +547,6 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
         cases: out,
         diagnostics,
     })
-}
-
-/// The million-entry balancer with its programs loaded and one pass of every selected
-/// million-entry case run unmeasured: the flow case's pass fills the flow table (each repeat a
-/// miss and an insert), so the measured passes are hits.
-fn warmed_million(cases: &[Case]) -> Result<PrivateDataplane, BenchError> {
-    let mut big = million::balancer()?;
-    flow_rate::set_limit(&mut big, flow_rate::UNLIMITED)?;
-    for case in cases.iter().filter(|c| c.object == Object::Million) {
-        let program = xdp_program(&mut big.ebpf, case.program)?;
-        program.load().map_err(program_err(case.program))?;
-        program
-            .test_run(TestRunOptions {
-                data_in: Some(&case.frame),
-                repeat: BENCH_ROTATION,
-                ..TestRunOptions::new()
-            })
-            .map_err(program_err(case.program))?;
-    }
-    Ok(big)
 }
 
 fn reasons(lb: &PrivateDataplane) -> Result<[u64; REASON_COUNT as usize], BenchError> {

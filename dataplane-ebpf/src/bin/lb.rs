@@ -97,11 +97,12 @@ mod program {
         crate::restore::restoring(&ctx, crate::balancer::run_bench)
     }
 
-    /// Bench only (`shardline-bench`'s `header_hit_v4_fib`, never attached): `shardline_nexthop`
-    /// with the balancer's encapsulation undone afterwards ([`crate::restore::strip_outer`]).
-    /// The bench puts it in `TAIL_CALLS` instead of `shardline_nexthop`, so a FIB-routed
-    /// backend's packet, whose tail call never returns to `shardline_bench`'s wrapper, is
-    /// restored here and every repeat routes the same input.
+    /// Bench only (`shardline-bench`'s `header_hit_v4_fib` and `header_hit_v4_redirect`, never
+    /// attached): `shardline_nexthop` with the balancer's encapsulation undone afterwards
+    /// ([`crate::restore::strip_outer`]), whatever the action. The bench puts it in
+    /// `TAIL_CALLS` instead of `shardline_nexthop`; its action returns to `shardline_bench`'s
+    /// wrapper (see `crate::restore`), which writes the Ethernet header back, so every repeat
+    /// routes the same input.
     #[xdp(frags)]
     pub fn shardline_bench_nexthop(ctx: XdpContext) -> u32 {
         let action = crate::nexthop::run(&ctx);
