@@ -43,7 +43,12 @@ impl Resharder {
             if !header.contains(&key.service) {
                 continue;
             }
-            let previous = match self.placed.get(key) {
+            // What the delta's own computation found in force, else looked up again.
+            let in_force = match delta.replaced.at(i, key) {
+                Some(in_force) => in_force,
+                None => self.placed.get(key),
+            };
+            let previous = match in_force {
                 Some(previous) => previous,
                 None => match home_set(&self.tables, key) {
                     Some(home) => home,
@@ -144,4 +149,131 @@ impl Resharder {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use shardline_common::{
+        consts::MAGLEV_SIZE,
+        maglev::{build, Weighted},
+        maps::{backend_flags, scheme, session_mode, Backend, Service, ServiceKey, SessionKey},
+        partition::shard_set,
+    };
+
+    use super::*;
+    use crate::reshard::{held::Held, Swap};
+
+    const WINDOW: Duration = Duration::from_secs(2);
+
+    fn key(session: u64) -> SessionKey {
+        SessionKey::new(1, session)
+    }
+
+    /// Backends 1 to 4 and a header service (id 1) with sessions 1 to 3 placed on [1, 2].
+    fn header_maps() -> Held {
+        let mut maps = Held::empty(100);
+        let t = &mut maps.tables;
+        for id in 1..=4 {
+            let backend = Backend {
+                flags: backend_flags::PRESENT | backend_flags::HAS_V4,
+                addr4: [10, 0, 0, id as u8],
+                ..Backend::default()
+            };
+            t.backends.insert(id, backend);
+        }
+        let even: Vec<Weighted> = (1..=4).map(|id| Weighted { id, weight: 1 }).collect();
+        t.maglev = build(&even, MAGLEV_SIZE);
+        let kv = ServiceKey::new("10.100.0.1".parse().unwrap(), 7000, 17);
+        let header = Service {
+            id: 1,
+            mode: session_mode::HEADER,
+            ..Service::default()
+        };
+        t.services.insert(kv, header);
+        for session in 1..=3 {
+            t.sessions
+                .insert(key(session), shard_set(&[1, 2], scheme::HASH, 3));
+        }
+        maps
+    }
+
+    /// The `HANDOFFS` entries by session, their end aside (each write reads the clock).
+    fn published(maps: &Held) -> HashMap<SessionKey, ShardSet> {
+        let h = &maps.tables.handoffs;
+        h.iter().map(|(k, h)| (*k, h.previous)).collect()
+    }
+
+    /// A tick's delta carries what was in force (`TableDelta::replaced`); a whole write's
+    /// parts do not, and `flag_moves` looks each session up. Both must flag and publish alike:
+    /// moved, first placed (its home is the previous owner), rewritten without a move while
+    /// its window is open, and unchanged, named in no order and one twice.
+    #[test]
+    fn a_tick_flags_and_publishes_the_moves_a_whole_write_does() {
+        let t0 = Instant::now();
+        let (mut tick_maps, mut whole_maps) = (header_maps(), header_maps());
+        let mut tick = Resharder::adopt(&tick_maps, WINDOW).expect("adopt");
+        let mut whole = Resharder::adopt(&whole_maps, WINDOW).expect("adopt");
+        let set = |backends: &[u32]| Some(shard_set(backends, scheme::HASH, 1));
+        let ticks = [
+            vec![
+                (key(3), set(&[3, 4])),
+                (key(9), set(&[2, 3])),
+                (key(1), set(&[1, 3])),
+                (key(3), set(&[3, 4])),
+                (key(2), set(&[1, 2])),
+            ],
+            // Session 1 again in other order (no key moves, its window is open), 3 moved
+            // back, 9 unplaced.
+            vec![
+                (key(1), set(&[3, 1])),
+                (key(9), None),
+                (key(3), set(&[1, 2])),
+            ],
+        ];
+        for (n, changes) in ticks.iter().enumerate() {
+            let delta = TableDelta::of_sessions(tick.placed(), changes);
+            assert_eq!(delta.replaced.0.len(), delta.sessions.len(), "tick {n}");
+            let a = tick
+                .apply_sessions(&mut tick_maps, changes, t0)
+                .expect("apply_sessions");
+            let mut target = whole.tables();
+            for (k, set) in changes {
+                match set {
+                    Some(set) => target.sessions.insert(*k, *set),
+                    None => target.sessions.remove(k),
+                };
+            }
+            let b = whole
+                .apply(&mut whole_maps, &target, t0)
+                .expect("whole apply");
+            assert_eq!(
+                tick_maps.tables.sessions, whole_maps.tables.sessions,
+                "tick {n}: placements and their window flags"
+            );
+            assert_eq!(published(&tick_maps), published(&whole_maps), "tick {n}");
+            let moves = |s: &Swap| -> Vec<_> {
+                let mut m: Vec<_> = s.handoffs.iter().map(|h| (h.session, h.previous)).collect();
+                m.sort_unstable_by_key(|(k, _)| *k);
+                m
+            };
+            assert_eq!(moves(&a), moves(&b), "tick {n}");
+            assert_eq!(tick.next_close(), whole.next_close(), "tick {n}");
+        }
+        let flags = |maps: &Held| -> Vec<_> {
+            let mut f: Vec<_> = maps
+                .tables
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.handoff == WINDOW_OPEN)
+                .map(|(k, _)| k.session)
+                .collect();
+            f.sort_unstable();
+            f
+        };
+        // 1 (moved, then rewritten in its window) and 3 (moved twice); 2 never changed.
+        assert_eq!(flags(&tick_maps), [1, 3]);
+        assert_eq!(published(&tick_maps)[&key(3)].backends[..2], [3, 4]);
+    }
 }

@@ -38,6 +38,34 @@ pub struct TableDelta {
     pub removed_sessions: Vec<SessionKey>,
     /// Backends the target no longer has, cleared last (nothing routes to them by then).
     pub removed_backends: Vec<u32>,
+    /// What [`TableDelta::of_sessions`] found in force for each of `sessions`: not a write.
+    pub replaced: Replaced,
+}
+
+/// For each placement of a delta's `sessions`, at the same index and with its key, the
+/// placement in force it replaces (`None`: the session was not placed), as
+/// [`TableDelta::of_sessions`] looked it up: the swap stage needs it again to publish moves
+/// (`flag_moves`), and a second lookup in a million-session table cost as much as the first.
+/// Bookkeeping, not content: empty when not known (another delta's, or a delta built by
+/// hand), and two deltas compare equal whatever theirs hold. An entry whose key is not its
+/// placement's (a delta reordered or extended since) is not to be used.
+#[derive(Clone, Debug, Default)]
+pub struct Replaced(pub Vec<(SessionKey, Option<ShardSet>)>);
+
+impl PartialEq for Replaced {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Replaced {
+    /// The placement in force that `sessions[at]` replaces, if known.
+    pub fn at(&self, at: usize, key: &SessionKey) -> Option<Option<ShardSet>> {
+        self.0
+            .get(at)
+            .filter(|(replaced, _)| replaced == key)
+            .map(|(_, set)| *set)
+    }
 }
 
 /// The placements in force a delta is computed against: a snapshot's `sessions`, or a compact
@@ -159,31 +187,40 @@ impl TableDelta {
             removed_services: missing(&before.services, &after.services),
             removed_sessions: Vec::new(),
             removed_backends: sorted(missing(&before.backends, &after.backends)),
+            replaced: Replaced::default(),
         }
     }
 
     /// The writes for `changes` alone (each session's new shard set, `None`: back to the
     /// default table) against `before`: what [`TableDelta::between`] gives for `before` with
-    /// those changes made, without walking every session.
+    /// those changes made, without walking every session. A session named twice is written
+    /// as its first change says (the journal names one with the same set every time). Each
+    /// placement's predecessor in `before` is kept in `replaced`.
     pub fn of_sessions(
         before: &impl Placements,
         changes: &[(SessionKey, Option<ShardSet>)],
     ) -> Self {
         let mut delta = Self::default();
+        let replaced = &mut delta.replaced.0;
         for (key, set) in changes {
             let old = before.placement(key);
             match (set, old) {
                 (Some(set), old) => {
                     if let Some(next) = placement_over(old, set) {
                         delta.sessions.push((*key, next));
+                        replaced.push((*key, old));
                     }
                 }
                 (None, Some(_)) => delta.removed_sessions.push(*key),
                 (None, None) => {}
             }
         }
-        delta.sessions.sort_unstable_by_key(|(key, _)| *key);
+        // Stable, so both lists are put in the same order (a tick's sessions come sorted:
+        // nothing moves).
+        delta.sessions.sort_by_key(|(key, _)| *key);
         delta.sessions.dedup_by_key(|(key, _)| *key);
+        replaced.sort_by_key(|(key, _)| *key);
+        replaced.dedup_by_key(|(key, _)| *key);
         delta.removed_sessions.sort_unstable();
         delta.removed_sessions.dedup();
         delta
@@ -217,6 +254,10 @@ impl TableDelta {
     /// Adds `later`'s writes to these, group by group (a part of a whole write joined to the
     /// next; `later`'s default table and globals win).
     pub fn extend(&mut self, later: Self) {
+        // `later`'s predecessors land at their placements' indices only after a full list.
+        if self.replaced.0.len() == self.sessions.len() {
+            self.replaced.0.extend(later.replaced.0);
+        }
         self.backends.extend(later.backends);
         self.maglev = later.maglev.or(self.maglev.take());
         self.globals = later.globals.or(self.globals);
@@ -236,13 +277,30 @@ impl TableDelta {
 
     /// Whether the only writes are placements (each one atomic SESSIONS update or delete).
     pub fn only_placements(&self) -> bool {
-        !self.is_empty()
-            && Self {
-                sessions: Vec::new(),
-                removed_sessions: Vec::new(),
-                ..self.clone()
-            }
-            .is_empty()
+        // Destructured, not compared with a copy: a tick's delta holds 10,000 placements
+        // (2 MiB), and a new field must be placed on one side or the other here.
+        let Self {
+            backends,
+            maglev,
+            globals,
+            sessions,
+            pools,
+            services,
+            rings,
+            removed_services,
+            removed_sessions,
+            removed_backends,
+            replaced: _,
+        } = self;
+        !(sessions.is_empty() && removed_sessions.is_empty())
+            && backends.is_empty()
+            && maglev.is_none()
+            && globals.is_none()
+            && pools.is_empty()
+            && services.is_empty()
+            && rings.is_empty()
+            && removed_services.is_empty()
+            && removed_backends.is_empty()
     }
 }
 
@@ -378,6 +436,46 @@ mod tests {
         assert_eq!(
             TableDelta::of_sessions(&before.sessions, &gone).removed_sessions,
             [key(1)]
+        );
+    }
+
+    #[test]
+    fn the_writes_of_some_sessions_keep_what_each_replaces() {
+        let before = tables();
+        // Out of order, one session twice, one re-placed, one never placed sent back to the
+        // default table (nothing to write).
+        let changes = vec![
+            (key(5), Some(shard_set(&[3], scheme::HASH, 1))),
+            (key(1), Some(shard_set(&[2, 3], scheme::HASH, 1))),
+            (key(5), Some(shard_set(&[3], scheme::HASH, 1))),
+            (key(4), Some(shard_set(&[1, 3], scheme::RANGE, 2))),
+            (key(3), None),
+        ];
+        let delta = TableDelta::of_sessions(&before.sessions, &changes);
+        let keys: Vec<_> = delta.sessions.iter().map(|(k, _)| k.session).collect();
+        assert_eq!(keys, [1, 4, 5]);
+        for (i, (k, _)) in delta.sessions.iter().enumerate() {
+            assert_eq!(delta.replaced.at(i, k), Some(before.sessions.placement(k)));
+            assert_eq!(
+                delta.replaced.at(i, &key(99)),
+                None,
+                "another key's is not used"
+            );
+        }
+        // Joined to a part that knows nothing, or after one: what is kept still matches.
+        let (mut head, mut tail) = (TableDelta::default(), delta.clone());
+        head.sessions
+            .push((key(7), shard_set(&[1], scheme::HASH, 1)));
+        head.extend(delta.clone());
+        assert_eq!(head.replaced.at(1, &key(1)), None);
+        tail.extend(TableDelta::of_sessions(&before.sessions, &changes[..1]));
+        assert_eq!(tail.replaced.at(3, &key(5)), Some(None));
+        assert_eq!(
+            delta,
+            TableDelta {
+                replaced: Replaced::default(),
+                ..delta.clone()
+            }
         );
     }
 
