@@ -254,7 +254,11 @@ mod tests {
             );
             assert_eq!(published(&tick_maps), published(&whole_maps), "tick {n}");
             let moves = |s: &Swap| -> Vec<_> {
-                let mut m: Vec<_> = s.handoffs.iter().map(|h| (h.session, h.previous)).collect();
+                let mut m: Vec<_> = s
+                    .handoffs
+                    .iter()
+                    .map(|h| (h.session, h.previous()))
+                    .collect();
                 m.sort_unstable_by_key(|(k, _)| *k);
                 m
             };
