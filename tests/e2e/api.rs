@@ -1,7 +1,8 @@
 //! The operator surface against a daemon in the netns lab: every CLI command (tables, --json,
 //! exit codes), the API's refusals (no or wrong token, bad JSON, wrong types, oversized bodies,
 //! unknown backends → a JSON 4xx and no state change), `/metrics` through a Prometheus text
-//! parser, and the OpenAPI description.
+//! parser, the OpenAPI description, and a restart that keeps the API's changes unless the
+//! configuration file was edited.
 
 use serde_json::Value;
 
@@ -421,4 +422,77 @@ fn the_api_refuses_bad_requests_without_changing_state_and_serves_metrics() {
         .join()
         .expect("the HTTP checks panicked");
     });
+}
+
+/// Restarts the lab's daemon on its store and waits (at most 20 s) for its log to say what it
+/// did with the configuration file at start; returns that line.
+fn restart_daemon(lab: &mut Lab) -> String {
+    lab.kill_daemon();
+    lab.start_daemon()
+        .unwrap_or_else(|e| panic!("restarting the daemon: {e}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let log = lab.daemon_log();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("replicated state kept") || l.contains("replicated state loaded"))
+        {
+            return line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted daemon never said whether it loaded its file:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Backend `id` as `shardline backends --json` lists it.
+fn backend(lab: &Lab, id: u64) -> Option<Value> {
+    json(lab, &["backends"])
+        .as_array()
+        .expect("a list of backends")
+        .iter()
+        .find(|b| b["id"] == id)
+        .cloned()
+}
+
+#[test]
+fn a_restart_keeps_api_changes_and_applies_an_edited_file() {
+    let mut lab = start_lab();
+    let add = [
+        "backends",
+        "add",
+        "--id",
+        "9",
+        "--ipv4",
+        "10.1.0.9",
+        "--mac",
+        "02:00:00:00:00:09",
+    ];
+    ok(&lab, &add);
+    ok(&lab, &["backends", "weight", "2", "4"]);
+
+    // The same file: the API's changes stay.
+    let line = restart_daemon(&mut lab);
+    assert!(line.contains("replicated state kept"), "{line}");
+    assert!(backend(&lab, 9).is_some(), "backend 9 lost by a restart");
+    assert_eq!(backend(&lab, 2).expect("backend 2")["weight"], 4);
+
+    // An edited file (a backend added to it): it is loaded, and replaces the API's backends.
+    let path = shardline_lab::daemon_config_path(lab.work_dir());
+    let mut text = std::fs::read_to_string(&path).expect("reading the daemon's config");
+    text += "\n[[backends]]\nid = 7\nipv4 = \"10.1.0.7\"\nmac = \"02:00:00:00:00:07\"\n";
+    std::fs::write(&path, text).expect("writing the daemon's config");
+    let line = restart_daemon(&mut lab);
+    assert!(
+        line.contains("replicated state loaded") && line.contains("changed"),
+        "{line}"
+    );
+    assert!(
+        backend(&lab, 7).is_some(),
+        "the file's new backend 7 not loaded"
+    );
+    assert_eq!(backend(&lab, 2).expect("backend 2")["weight"], 1);
+    assert!(backend(&lab, 9).is_none(), "the file has no backend 9");
 }

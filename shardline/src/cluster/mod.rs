@@ -6,6 +6,7 @@
 //! - [`store`]: log, vote and snapshots in redb; the state machine.
 //! - [`codec`]: the binary encoding of log entries, in the store and on the wire.
 //! - `recent`: the newest log entries kept decoded, so reading them back costs no decode.
+//! - [`seed`]: whether a starting leader loads its configuration file into the state.
 //! - [`network`]: raft RPCs to peers over HTTP.
 //! - [`api`]: the peer endpoint (raft RPCs, forwarded writes and reads, status, membership).
 //! - [`batch`]: group commit, so concurrent writes share log entries.
@@ -20,6 +21,7 @@ pub mod batch;
 pub mod codec;
 pub mod network;
 mod recent;
+pub mod seed;
 pub mod store;
 mod writer;
 
@@ -433,8 +435,9 @@ impl Cluster {
         }
     }
 
-    /// Seeds an empty replicated state (or, for a cluster of one, any state) with the
-    /// configuration file's tables once this node leads. A follower leaves it to the leader.
+    /// Seeds the replicated state with the configuration file's tables once this node leads,
+    /// when [`seed::should_seed`] says so: an empty state, or for a cluster of one a file that
+    /// changed since it was last loaded. A follower leaves it to the leader.
     pub async fn seed(&self, config: &Config) -> Result<(), ControlError> {
         let alone = self.voters() == BTreeSet::from([self.id]);
         let mut metrics = self.raft.metrics();
@@ -458,13 +461,22 @@ impl Cluster {
             if self.raft.current_leader().await != Some(self.id) {
                 return Ok(());
             }
+            let tables = ConfigTables::of(config);
             let seeded = match self.read_here().await {
-                Ok(state) if alone || (state.services.is_empty() && state.backends.is_empty()) => {
-                    self.write_here(Command::LoadConfig(ConfigTables::of(config)))
-                        .await
-                        .map(|_| info!("replicated state loaded from the configuration file"))
-                }
-                other => other.map(|_| ()),
+                Ok(state) => match seed::should_seed(alone, &state, &tables) {
+                    Some(reason) => self.write_here(Command::LoadConfig(tables)).await.map(
+                        |_| info!(%reason, "replicated state loaded from the configuration file"),
+                    ),
+                    None if alone => {
+                        info!(
+                            "replicated state kept: the configuration file is unchanged since it \
+                             was last loaded, so the changes made through the API since stay"
+                        );
+                        Ok(())
+                    }
+                    None => Ok(()),
+                },
+                Err(e) => Err(e),
             };
             match seeded {
                 Err(ControlError::NotLeader { .. }) if tokio::time::Instant::now() < deadline => {

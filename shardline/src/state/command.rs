@@ -533,6 +533,7 @@ fn load_config(state: &mut ControlState, tables: &ConfigTables) -> Result<(), St
     state.icmp = tables.icmp.clone();
     state.services = tables.services.clone();
     state.backends = backends;
+    state.loaded = Some(super::tables_digest(tables));
     persistent::retain(&mut state.sessions, |s, _| {
         names.contains(&s.service.as_str())
     });

@@ -153,10 +153,24 @@ pub struct ControlState {
     pub kv: Map<SessionRef, BTreeMap<String, Vec<u8>>>,
     /// Count of applied commands that changed routing (the tables' generation).
     pub generation: u64,
+    /// [`tables_digest`] of the configuration tables last loaded ([`Command::LoadConfig`]):
+    /// a cluster of one reloads its file at start only when the file changed since, so the
+    /// API's changes survive a restart. Absent from states written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded: Option<u64>,
     /// Which sessions the commands applied since the journal started re-placed (not state:
     /// never serialized, ignored by `==`).
     #[serde(skip)]
     pub journal: Journal,
+}
+
+/// A digest of `tables` that is the same in every process and version that serializes them
+/// alike (64-bit FNV-1a of their JSON): what [`ControlState::loaded`] records.
+pub fn tables_digest(tables: &ConfigTables) -> u64 {
+    let json = serde_json::to_vec(tables).expect("configuration tables serialize");
+    json.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl ControlState {
