@@ -11,6 +11,18 @@ use shardline_lab::{lab_config, Lab, LabOptions};
 
 const API: &str = "http://127.0.0.1:7900";
 
+/// `shardline backends add` for backend 9 (10.1.0.9), which the lab's file does not list.
+const ADD_BACKEND_9: [&str; 8] = [
+    "backends",
+    "add",
+    "--id",
+    "9",
+    "--ipv4",
+    "10.1.0.9",
+    "--mac",
+    "02:00:00:00:00:09",
+];
+
 fn start_lab() -> Lab {
     crate::support::require_root();
     let opts = LabOptions {
@@ -43,21 +55,7 @@ fn cli_commands_work_against_the_lab_daemon() {
         json(&lab, &["backends", "list"]).as_array().map(Vec::len),
         Some(3)
     );
-    ok(
-        &lab,
-        &[
-            "backends",
-            "add",
-            "--id",
-            "9",
-            "--ipv4",
-            "10.1.0.9",
-            "--mac",
-            "02:00:00:00:00:09",
-            "--weight",
-            "2",
-        ],
-    );
+    ok(&lab, &[&ADD_BACKEND_9[..], &["--weight", "2"]].concat());
     ok(&lab, &["backends", "weight", "9", "5"]);
     let out = ok(&lab, &["backends", "drain", "9"]);
     assert!(out.starts_with("ok: generation"), "{out}");
@@ -460,17 +458,7 @@ fn backend(lab: &Lab, id: u64) -> Option<Value> {
 #[test]
 fn a_restart_keeps_api_changes_and_applies_an_edited_file() {
     let mut lab = start_lab();
-    let add = [
-        "backends",
-        "add",
-        "--id",
-        "9",
-        "--ipv4",
-        "10.1.0.9",
-        "--mac",
-        "02:00:00:00:00:09",
-    ];
-    ok(&lab, &add);
+    ok(&lab, &ADD_BACKEND_9);
     ok(&lab, &["backends", "weight", "2", "4"]);
 
     // The same file: the API's changes stay.

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use aya::maps::MapError;
 use shardline_common::{
+    consts::MAGLEV_SIZE,
     handoff::Handoff,
-    maps::{SessionKey, ShardSet},
+    maglev::{build, Weighted},
+    maps::{backend_flags, Backend, SessionKey, ShardSet},
 };
 
 use super::TableWriter;
@@ -37,6 +39,24 @@ impl Held {
             fail: false,
             writes: 0,
         }
+    }
+
+    /// Maps with room for `capacity` placements holding backends 1 to 4 (IPv4 10.0.0.id),
+    /// evenly weighted in the default table, and nothing else.
+    pub fn four_backends(capacity: usize) -> Self {
+        let mut maps = Self::empty(capacity);
+        let t = &mut maps.tables;
+        for id in 1..=4 {
+            let backend = Backend {
+                flags: backend_flags::PRESENT | backend_flags::HAS_V4,
+                addr4: [10, 0, 0, id as u8],
+                ..Backend::default()
+            };
+            t.backends.insert(id, backend);
+        }
+        let even: Vec<Weighted> = (1..=4).map(|id| Weighted { id, weight: 1 }).collect();
+        t.maglev = build(&even, MAGLEV_SIZE);
+        maps
     }
 }
 

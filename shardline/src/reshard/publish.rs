@@ -156,9 +156,7 @@ mod tests {
     use std::collections::HashMap;
 
     use shardline_common::{
-        consts::MAGLEV_SIZE,
-        maglev::{build, Weighted},
-        maps::{backend_flags, scheme, session_mode, Backend, Service, ServiceKey, SessionKey},
+        maps::{scheme, session_mode, Service, ServiceKey, SessionKey},
         partition::shard_set,
     };
 
@@ -173,18 +171,8 @@ mod tests {
 
     /// Backends 1 to 4 and a header service (id 1) with sessions 1 to 3 placed on [1, 2].
     fn header_maps() -> Held {
-        let mut maps = Held::empty(100);
+        let mut maps = Held::four_backends(100);
         let t = &mut maps.tables;
-        for id in 1..=4 {
-            let backend = Backend {
-                flags: backend_flags::PRESENT | backend_flags::HAS_V4,
-                addr4: [10, 0, 0, id as u8],
-                ..Backend::default()
-            };
-            t.backends.insert(id, backend);
-        }
-        let even: Vec<Weighted> = (1..=4).map(|id| Weighted { id, weight: 1 }).collect();
-        t.maglev = build(&even, MAGLEV_SIZE);
         let kv = ServiceKey::new("10.100.0.1".parse().unwrap(), 7000, 17);
         let header = Service {
             id: 1,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use shardline_common::{
     consts::MAGLEV_SIZE,
     maglev::{build, Weighted},
-    maps::{backend_flags, scheme, Backend, SessionKey},
+    maps::{scheme, SessionKey},
     partition::{shard_set, ShardSetError},
 };
 
@@ -32,25 +32,11 @@ fn even(ids: &[u32]) -> Vec<u32> {
 
 /// Backends 1 to 4, session 1 on [1, 2] (generation 3).
 fn held(capacity: usize) -> Held {
-    let mut tables = Snapshot::default();
-    for id in 1..=4 {
-        let backend = Backend {
-            flags: backend_flags::PRESENT | backend_flags::HAS_V4,
-            addr4: [10, 0, 0, id as u8],
-            ..Backend::default()
-        };
-        tables.backends.insert(id, backend);
-    }
-    tables.maglev = even(&[1, 2, 3, 4]);
-    tables
+    let mut maps = Held::four_backends(capacity);
+    maps.tables
         .sessions
         .insert(key(1), shard_set(&[1, 2], scheme::HASH, 3));
-    Held {
-        tables,
-        capacity,
-        fail: false,
-        writes: 0,
-    }
+    maps
 }
 
 #[test]
