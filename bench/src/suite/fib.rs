@@ -122,7 +122,7 @@ pub fn neighbour_mac(id: u32) -> [u8; 6] {
 }
 
 /// `mac` as `ip` writes it.
-fn mac_text(mac: [u8; 6]) -> String {
+pub fn mac_text(mac: [u8; 6]) -> String {
     mac.map(|b| format!("{b:02x}")).join(":")
 }
 

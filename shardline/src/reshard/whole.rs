@@ -326,8 +326,9 @@ mod tests {
         // Every header session's first placement moves keys off its home, unless its one
         // member is the home.
         let home = |s: &SessionKey| {
-            let service = target.services.values().next().expect("a service");
-            shardline_common::route::unplaced_backend(&target, service, s.session, 0)
+            crate::reshard::home_set(&target, s)
+                .expect("a header session's home")
+                .backends[0]
         };
         let moved: Vec<_> = listed
             .0

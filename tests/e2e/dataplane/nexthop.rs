@@ -16,6 +16,7 @@ use shardline::{
     maps::fill_tx_ports,
     testrun::KernelRun,
 };
+use shardline_bench::suite::fib::mac_text;
 use shardline_common::{
     maps::backend_flags,
     nexthop::{NextHopOutcome, NEXTHOP_OUTCOMES, NEXTHOP_SLOT},
@@ -54,13 +55,6 @@ fn fib_config_without_macs() -> String {
         }
     }
     out
-}
-
-fn mac_text(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// The test namespace: `lb0` (10.0.0.2/24, fd00::2/64, the backends' subnets) and `arm1`
