@@ -1,4 +1,5 @@
-//! Applying a large entry while it replicates, instead of after it commits.
+//! Applying a large entry while it replicates, instead of after it commits; and how the state
+//! machine runs the apply of one ([`blocking`]).
 //!
 //! A tick's entry (10,000 placements) takes tens of ms to apply to a million-session state,
 //! and every node used to start only once it learned the entry committed: after the quorum's
@@ -118,10 +119,32 @@ impl Ahead {
 }
 
 /// The commands `command` carries (a batch's each).
-pub fn commands(command: &Command) -> usize {
+fn commands(command: &Command) -> usize {
     match command {
         Command::Batch { commands } => commands.len(),
         _ => 1,
+    }
+}
+
+/// Commands in entries applied at once from which the state machine's apply leaves the
+/// runtime worker ([`blocking`]): below, the hand-over costs more than it saves.
+pub(super) const BLOCKING_COMMANDS: usize = 256;
+
+/// The commands an entry carries (a batch's each).
+pub(super) fn entry_commands(payload: &EntryPayload<TypeConfig>) -> usize {
+    match payload {
+        EntryPayload::Normal(command) => commands(command),
+        _ => 1,
+    }
+}
+
+/// Runs `f` without holding up the other tasks of this runtime worker: on a multi-thread
+/// runtime the worker hands them to another first (`block_in_place`); on any other, in place.
+pub(super) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

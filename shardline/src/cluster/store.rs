@@ -36,7 +36,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{
-    ahead::Ahead,
+    ahead::{blocking, entry_commands, Ahead, BLOCKING_COMMANDS},
     codec::{
         decode_entry, encode_entry,
         image::{check_image, decode_image, encode_image},
@@ -513,7 +513,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         // A tick's entry (10,000 placements) takes tens of ms to apply: this worker hands its
         // other tasks (the raft peers' messages, the API) to another meanwhile.
-        let commands: usize = entries.iter().map(|e| commands(&e.payload)).sum();
+        let commands: usize = entries.iter().map(|e| entry_commands(&e.payload)).sum();
         if commands >= BLOCKING_COMMANDS {
             blocking(|| self.apply_entries(entries, journal, &mut out));
         } else if !entries.is_empty() {
@@ -598,28 +598,6 @@ impl StateMachine {
             };
             out.push(response);
         }
-    }
-}
-
-/// Commands in entries applied at once from which the apply leaves the runtime worker
-/// ([`blocking`]): below, the hand-over costs more than it saves.
-const BLOCKING_COMMANDS: usize = 256;
-
-/// The commands an entry carries (a batch's each).
-fn commands(payload: &EntryPayload<TypeConfig>) -> usize {
-    match payload {
-        EntryPayload::Normal(command) => super::ahead::commands(command),
-        _ => 1,
-    }
-}
-
-/// Runs `f` without holding up the other tasks of this runtime worker: on a multi-thread
-/// runtime the worker hands them to another first (`block_in_place`); on any other, in place.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }
 
