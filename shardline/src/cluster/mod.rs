@@ -11,11 +11,13 @@
 //! - [`api`]: the peer endpoint (raft RPCs, forwarded writes and reads, status, membership).
 //! - [`batch`]: group commit, so concurrent writes share log entries.
 //! - `writer`: the thread that writes the log, so openraft never waits for an fsync.
+//! - [`ahead`]: a large entry applied while it replicates, taken at its commit.
 //!
 //! Any node accepts writes: a follower forwards them to the leader. Reads are linearizable (a
 //! read index confirmed by a quorum, on the leader). A daemon without a `[cluster]` section is
 //! a cluster of one and needs no set-up.
 
+pub mod ahead;
 pub mod api;
 pub mod batch;
 pub mod codec;
@@ -123,6 +125,7 @@ impl Cluster {
             problem: e.to_string(),
         })?;
         let states = sm.publisher();
+        let ahead = sm.ahead();
         let [min, max] = cc.election_timeout_ms;
         let raft_config = openraft::Config {
             cluster_name: "shardline".into(),
@@ -150,7 +153,7 @@ impl Cluster {
             cc.node_id,
             Arc::new(raft_config),
             network::Network::new(client.clone()),
-            store::LogStore::new(db)
+            store::LogStore::new(db, ahead)
                 .map_err(|e| ClusterError::Raft(format!("starting the raft log writer: {e}")))?,
             sm,
         )

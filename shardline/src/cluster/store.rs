@@ -14,7 +14,8 @@
 //! fsync of its own: it reaches the disk with the next log write, and one that is a little old
 //! only means a restarted node applies fewer entries until the leader tells it more (openraft
 //! treats it as optional). Each applied batch is published on a `watch` channel for the
-//! dataplane applier.
+//! dataplane applier. A large entry is applied ahead, while it replicates, and the state
+//! machine takes that result at its commit ([`super::ahead`]).
 
 use std::{
     fmt::{Debug, Display},
@@ -35,6 +36,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{
+    ahead::{blocking, entry_commands, Ahead, BLOCKING_COMMANDS},
     codec::{
         decode_entry, encode_entry,
         image::{check_image, decode_image, encode_image},
@@ -200,15 +202,19 @@ pub struct LogStore {
     /// The newest entries, decoded: read back without decoding them again, and readable
     /// before the writer made them durable.
     recent: Arc<Mutex<RecentLog>>,
+    /// Where a large entry appended is applied ahead of its commit (the state machine's).
+    ahead: Ahead,
 }
 
 impl LogStore {
-    /// Over an opened store; starts its writer thread.
-    pub fn new(db: Arc<Database>) -> std::io::Result<Self> {
+    /// Over an opened store; starts its writer thread. Large entries appended are applied
+    /// ahead through `ahead` ([`StateMachine::ahead`]).
+    pub fn new(db: Arc<Database>, ahead: Ahead) -> std::io::Result<Self> {
         Ok(Self {
             writer: LogWriter::spawn(db.clone())?,
             db,
             recent: Arc::default(),
+            ahead,
         })
     }
 
@@ -324,6 +330,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut recent = self.recent();
         for entry in entries {
             records.push((entry.log_id.index, encode_entry(&entry)));
+            self.ahead.start(&entry);
             recent.push(entry);
         }
         drop(recent);
@@ -359,6 +366,8 @@ pub struct StateMachine {
     state: Arc<ControlState>,
     publish: watch::Sender<Arc<ControlState>>,
     snapshots: u64,
+    /// Told where the state machine stands after each change; holds an entry applied ahead.
+    ahead: Ahead,
 }
 
 /// A stored snapshot: its metadata and the serialized state.
@@ -379,6 +388,7 @@ impl StateMachine {
             state: Arc::new(ControlState::default()),
             publish: watch::channel(Arc::new(ControlState::default())).0,
             snapshots: 0,
+            ahead: Ahead::default(),
         };
         if let Some((meta, data)) = sm.stored_snapshot()? {
             sm.applied = meta.last_log_id;
@@ -386,7 +396,13 @@ impl StateMachine {
             sm.state = Arc::new(decode_image(&data).map_err(any)?);
             sm.publish.send_replace(sm.state.clone());
         }
+        sm.ahead.settled(sm.applied, sm.state.clone());
         Ok(sm)
+    }
+
+    /// Where the log store applies large entries ahead for this state machine.
+    pub fn ahead(&self) -> Ahead {
+        self.ahead.clone()
     }
 
     /// The channel every applied state is published on.
@@ -477,16 +493,34 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<_> = entries.into_iter().collect();
+        let mut entries: Vec<_> = entries.into_iter().collect();
+        let mut out = Vec::with_capacity(entries.len());
+        // The first entry may have been applied ahead ([`super::ahead`]) from exactly where
+        // this stands; its journal started here, so the entries after it extend it.
+        let mut journal = true;
+        let ahead = entries
+            .first()
+            .and_then(|e| self.ahead.take(e.log_id, self.applied, &self.state));
+        if let Some(rx) = ahead {
+            // No result (the thread failed): applied below as usual.
+            if let Ok((state, response)) = rx.await {
+                let entry = entries.remove(0);
+                self.state = Arc::new(state);
+                self.applied = Some(entry.log_id);
+                out.push(response);
+                journal = false;
+            }
+        }
         // A tick's entry (10,000 placements) takes tens of ms to apply: this worker hands its
         // other tasks (the raft peers' messages, the API) to another meanwhile.
-        let commands: usize = entries.iter().map(|e| commands(&e.payload)).sum();
-        let out = if commands >= BLOCKING_COMMANDS {
-            blocking(|| self.apply_entries(entries))
-        } else {
-            self.apply_entries(entries)
-        };
+        let commands: usize = entries.iter().map(|e| entry_commands(&e.payload)).sum();
+        if commands >= BLOCKING_COMMANDS {
+            blocking(|| self.apply_entries(entries, journal, &mut out));
+        } else if !entries.is_empty() {
+            self.apply_entries(entries, journal, &mut out);
+        }
         self.publish.send_replace(self.state.clone());
+        self.ahead.settled(self.applied, self.state.clone());
         Ok(out)
     }
 
@@ -521,6 +555,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.membership = meta.last_membership.clone();
         self.state = Arc::new(state);
         self.publish.send_replace(self.state.clone());
+        self.ahead.settled(self.applied, self.state.clone());
         Ok(())
     }
 
@@ -538,14 +573,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 impl StateMachine {
+    /// Applies `entries` in order, their responses pushed to `out`; starts the journal unless
+    /// told the state's journal already covers the entries applied in this call.
     fn apply_entries(
         &mut self,
         entries: Vec<Entry<TypeConfig>>,
-    ) -> Vec<Result<Response, crate::state::StateError>> {
-        let mut out = Vec::with_capacity(entries.len());
+        journal: bool,
+        out: &mut Vec<Result<Response, crate::state::StateError>>,
+    ) {
         let state = Arc::make_mut(&mut self.state);
         // The applier writes the sessions these entries re-place from the journal.
-        state.start_journal();
+        if journal {
+            state.start_journal();
+        }
         for entry in entries {
             self.applied = Some(entry.log_id);
             let response = match entry.payload {
@@ -558,29 +598,6 @@ impl StateMachine {
             };
             out.push(response);
         }
-        out
-    }
-}
-
-/// Commands in entries applied at once from which the apply leaves the runtime worker
-/// ([`blocking`]): below, the hand-over costs more than it saves.
-const BLOCKING_COMMANDS: usize = 256;
-
-/// The commands an entry carries (a batch's each).
-fn commands(payload: &EntryPayload<TypeConfig>) -> usize {
-    match payload {
-        EntryPayload::Normal(crate::state::Command::Batch { commands }) => commands.len(),
-        _ => 1,
-    }
-}
-
-/// Runs `f` without holding up the other tasks of this runtime worker: on a multi-thread
-/// runtime the worker hands them to another first (`block_in_place`); on any other, in place.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }
 

@@ -17,7 +17,10 @@ pub mod image;
 use openraft::{raft::AppendEntriesRequest, CommittedLeaderId, Entry, EntryPayload, LogId};
 
 use super::TypeConfig;
-use crate::state::{Command, SessionRef};
+use crate::{
+    config::ServiceName,
+    state::{Command, SessionRef},
+};
 
 /// The first byte of a binary record (version 1). JSON records start with `{` (0x7b).
 pub const FORMAT: u8 = 0xb1;
@@ -87,7 +90,7 @@ pub fn encode_entry(entry: &Entry<TypeConfig>) -> Vec<u8> {
 pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, CodecError> {
     match bytes.first() {
         Some(&FORMAT) => {
-            let mut r = Reader { bytes, at: 1 };
+            let mut r = Reader::new(bytes, 1);
             let entry = r.entry()?;
             r.end()?;
             Ok(entry)
@@ -200,12 +203,19 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 pub struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// The service name read last: a tick's placements all name one service, which is then
+    /// shared rather than allocated and looked up in the interner per command.
+    service: Option<ServiceName>,
 }
 
 impl<'a> Reader<'a> {
     /// Reads `bytes` from `at`.
     pub fn new(bytes: &'a [u8], at: usize) -> Self {
-        Self { bytes, at }
+        Self {
+            bytes,
+            at,
+            service: None,
+        }
     }
 
     /// Fails unless every byte was read.
@@ -319,8 +329,22 @@ impl<'a> Reader<'a> {
     }
 
     fn session(&mut self) -> Result<SessionRef, CodecError> {
+        let at = self.at;
+        let name = self.bytes()?;
+        let service = match &self.service {
+            Some(last) if last.as_bytes() == name => last.clone(),
+            _ => {
+                let text = std::str::from_utf8(name).map_err(|_| CodecError::Malformed {
+                    at,
+                    problem: "a string is not UTF-8",
+                })?;
+                let service = ServiceName::new(text);
+                self.service = Some(service.clone());
+                service
+            }
+        };
         Ok(SessionRef {
-            service: self.string()?.into(),
+            service,
             session: self.uint()?,
         })
     }
