@@ -139,6 +139,9 @@ pub struct DataplaneMaps {
     /// writes: a batch of re-placements keeps every session's slot without a lookup syscall
     /// per session. At most `MAX_SESSION_SLOTS` entries.
     slot_of: rustc_hash::FxHashMap<SessionKey, u32>,
+    /// The keys and values of the last placements batch, kept for the next (a tick's 10,000
+    /// values are 2 MiB, which glibc gave back to the kernel at every free).
+    batch: (Vec<SessionKey>, Vec<ShardSet>),
 }
 
 fn open(dir: &Path, name: &str) -> Result<Map, MapsError> {
@@ -183,6 +186,7 @@ impl DataplaneMaps {
             handoffs: HandoffMap::new(typed!(dir, "HANDOFFS")),
             slots: None,
             slot_of: rustc_hash::FxHashMap::default(),
+            batch: (Vec::new(), Vec::new()),
         })
     }
 

@@ -14,13 +14,15 @@
 //!   owner knows whom to fetch state from (see the README for why).
 //! - [`board`]: the handoffs in force, shared with the API's owners query.
 //! - `publish`: the same handoffs in the dataplane (`HANDOFFS` and the placements' window
-//!   flag), so packets of moved keys reach their new owner marked with the previous one.
+//!   flag), so packets of moved keys reach their new owner marked with the previous one;
+//!   `flagged`: the flagged sessions in the order their windows end.
 //! - `moved`: a moved placement with its previous owners ([`Handoff`]), and as a swap records
 //!   it ([`CompactHandoff`]).
 //! - `whole`: the whole write (a start, a backend or service change), the target's placements
 //!   visited and written a chunk at a time rather than built into one table.
 
 pub mod board;
+mod flagged;
 mod moved;
 pub mod placed;
 mod publish;
@@ -31,7 +33,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use shardline_common::{
     consts::{MAGLEV_SIZE, NO_BACKEND},
     handoff::Handoff as MapHandoff,
@@ -44,11 +46,12 @@ use shardline_common::{
 
 use crate::{
     maps::{DataplaneMaps, MapsError, WriteOutcome},
-    reshard::placed::PlacedSets,
+    reshard::{flagged::Flagged, placed::PlacedSets},
     snapshot::{delta::TableDelta, Snapshot},
 };
 
 pub use moved::{CompactHandoff, Handoff};
+pub use publish::CLOSE_CHUNK;
 pub use whole::WHOLE_WRITE_CHUNK;
 
 /// The maps as the swap stage sees them: read back whole (at the start, or after a failed
@@ -69,14 +72,15 @@ pub trait TableWriter {
         session: &SessionKey,
         handoff: Option<&MapHandoff>,
     ) -> Result<bool, MapsError>;
-    /// Writes several sessions' `HANDOFFS` entries (a tick's moves at once); per entry,
-    /// whether it was written (`false`: a full map refused it).
+    /// Writes several sessions' `HANDOFFS` entries (a tick's moves at once), `keys[i]` →
+    /// `values[i]`; per entry, whether it was written (`false`: a full map refused it).
     fn write_handoffs(
         &mut self,
-        entries: &[(SessionKey, MapHandoff)],
+        keys: &[SessionKey],
+        values: &[MapHandoff],
     ) -> Result<Vec<bool>, MapsError> {
-        entries
-            .iter()
+        keys.iter()
+            .zip(values)
             .map(|(session, h)| self.write_handoff(session, Some(h)))
             .collect()
     }
@@ -124,9 +128,10 @@ impl TableWriter for DataplaneMaps {
 
     fn write_handoffs(
         &mut self,
-        entries: &[(SessionKey, MapHandoff)],
+        keys: &[SessionKey],
+        values: &[MapHandoff],
     ) -> Result<Vec<bool>, MapsError> {
-        DataplaneMaps::write_handoffs(self, entries)
+        DataplaneMaps::write_handoffs(self, keys, values)
     }
 
     fn remove_handoffs(&mut self, sessions: &[SessionKey]) -> Result<(), MapsError> {
@@ -230,7 +235,9 @@ pub struct Resharder {
     handoff_window: Duration,
     handoffs: Vec<CompactHandoff>,
     /// Sessions whose placement in the maps carries the window flag, with the window's end.
-    flagged: FxHashMap<SessionKey, Instant>,
+    flagged: Flagged,
+    /// `flag_moves`' buffers, kept between swaps.
+    moves: publish::Moves,
     last_maglev_plan: Vec<SlotMove>,
 }
 
@@ -244,7 +251,8 @@ impl Resharder {
             generation: 0,
             handoff_window,
             handoffs: Vec::new(),
-            flagged: FxHashMap::default(),
+            flagged: Flagged::default(),
+            moves: publish::Moves::default(),
             last_maglev_plan: Vec::new(),
         }
     }
@@ -274,7 +282,7 @@ impl Resharder {
             let tables = maps.read_tables(&mut |key, mut set| {
                 if set.handoff != 0 {
                     set.handoff = 0;
-                    flagged.entry(key).or_insert(reopened);
+                    flagged.insert_new(key, reopened);
                 }
                 generation = generation.max(set.generation);
                 placed.insert(key, set);
@@ -349,11 +357,13 @@ impl Resharder {
         Ok(self.finish(swap, written, shape, None))
     }
 
-    /// Before a swap's first write: forgets the handoffs whose window ended and closes the
-    /// dataplane's; the swap as nothing written yet.
+    /// Before a swap's first write: forgets the handoffs whose window ended and closes up to
+    /// [`CLOSE_CHUNK`] of the dataplane's (the daemon's applier closes the rest between
+    /// swaps, a chunk at a time: a swap waits for no backlog of them); the swap as nothing
+    /// written yet.
     fn begin(&mut self, maps: &mut impl TableWriter, now: Instant) -> Result<Swap, ReshardError> {
         self.handoffs.retain(|h| h.until > now);
-        self.close_windows(maps, now)?;
+        self.close_due(maps, now, CLOSE_CHUNK)?;
         Ok(Swap {
             generation: self.generation,
             kind: SwapKind::Unchanged,

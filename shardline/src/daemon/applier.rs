@@ -12,7 +12,10 @@
 //! What a change moved is logged: per re-placed session its previous owners (the handoff; the
 //! first few of a swap one by one, then a count), and the default table's slot moves. Between
 //! states, it closes the handoff windows the dataplane still flags as they end
-//! (`Resharder::close_windows`).
+//! (`Resharder::close_due`), [`CLOSE_CHUNK`] at a time: a state committed meanwhile is
+//! written before the next chunk (a burst of placements ends tens of thousands of windows at
+//! once, and the kernel keeps marking only until each window's end whether it is closed or
+//! not).
 
 use std::{
     sync::{Arc, Mutex},
@@ -24,7 +27,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     maps::DataplaneMaps,
-    reshard::{board::HandoffBoard, Resharder, Swap, SwapKind, TableWriter},
+    reshard::{board::HandoffBoard, Resharder, Swap, SwapKind, TableWriter, CLOSE_CHUNK},
     state::ControlState,
     telemetry::Telemetry,
 };
@@ -91,17 +94,20 @@ pub async fn run(
             }
         };
         tokio::select! {
+            // A newer state first: windows left open a little longer cost nothing but room.
+            biased;
             changed = states.changed() => {
                 if changed.is_err() {
                     return;
                 }
             }
             () = closing => {
-                // A window closing rewrites every session it flagged (a tick's 10,000).
+                // A window closing rewrites every session it flagged (a tick's 10,000), a chunk
+                // at a time; windows still due wake the loop again at once.
                 let maps = maps.clone();
                 let Some((back, result)) = off_runtime(resharder, move |resharder| {
                     let mut maps = maps.lock().expect("maps lock");
-                    resharder.close_windows(&mut *maps, Instant::now())
+                    resharder.close_due(&mut *maps, Instant::now(), CLOSE_CHUNK)
                 })
                 .await
                 else {

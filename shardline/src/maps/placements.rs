@@ -33,8 +33,11 @@ impl DataplaneMaps {
         out: &mut WriteOutcome,
     ) -> Result<Vec<(SessionKey, ShardSet)>, MapsError> {
         let mut refused = Vec::new();
-        let mut keys = Vec::with_capacity(placements.len());
-        let mut values = Vec::with_capacity(placements.len());
+        let (mut keys, mut values) = std::mem::take(&mut self.batch);
+        keys.clear();
+        values.clear();
+        keys.reserve(placements.len());
+        values.reserve(placements.len());
         if !placements.is_empty() {
             // Reads which session holds which slot, once per handle (see `slot_of`).
             self.free_slots().map_err(op("read", "SESSIONS"))?;
@@ -81,16 +84,18 @@ impl DataplaneMaps {
             }
         }
         out.placement_writes += start.elapsed();
+        self.batch = (keys, values);
         Ok(refused)
     }
 
-    /// Writes each session's `HANDOFFS` entry; per entry, whether it was written (`false`: the
-    /// full map refused a new session, whose move is then published by the API only).
+    /// Writes each session's `HANDOFFS` entry, `keys[i]` → `values[i]`; per entry, whether it
+    /// was written (`false`: the full map refused a new session, whose move is then published
+    /// by the API only).
     pub fn write_handoffs(
         &mut self,
-        entries: &[(SessionKey, Handoff)],
+        keys: &[SessionKey],
+        values: &[Handoff],
     ) -> Result<Vec<bool>, MapsError> {
-        let (keys, values): (Vec<SessionKey>, Vec<Handoff>) = entries.iter().copied().unzip();
         let mut ok = vec![true; keys.len()];
         let map = self.handoffs.map();
         let mut at = 0;

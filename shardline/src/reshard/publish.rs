@@ -9,11 +9,21 @@ use std::time::{Duration, Instant};
 
 use shardline_common::{
     handoff::{Handoff, WINDOW_OPEN},
-    maps::{session_mode, ShardSet},
+    maps::{session_mode, SessionKey, ShardSet},
 };
 
 use super::{home_set, moves_keys, ReshardError, Resharder, TableWriter};
 use crate::{maps::monotonic_ns, snapshot::delta::TableDelta};
+
+/// A swap's moves as `flag_moves` writes them to `HANDOFFS`: each one's index in the delta,
+/// its session and its entry, in three lists (the keys and the entries are the batch write's
+/// two arrays). Kept by the swap stage from one swap to the next, emptied.
+#[derive(Debug, Default)]
+pub(super) struct Moves {
+    at: Vec<usize>,
+    keys: Vec<SessionKey>,
+    values: Vec<Handoff>,
+}
 
 impl Resharder {
     /// Before `delta` is written: publishes the previous placement of every header-mode
@@ -37,8 +47,18 @@ impl Resharder {
             .collect();
         let until = now + self.handoff_window;
         let until_ns = monotonic_ns().saturating_add(nanos(self.handoff_window));
-        // The moves' entries, all written before any placement that flags them (one batch).
-        let (mut moved, mut entries) = (Vec::new(), Vec::new());
+        // The moves' entries, all written before any placement that flags them (one batch),
+        // into buffers kept from the last swap (a tick's 10,000 are 2 MiB of values: glibc
+        // handed such blocks back to the kernel at every free, and the next swap faulted them
+        // in again).
+        let Moves {
+            mut at,
+            mut keys,
+            mut values,
+        } = std::mem::take(&mut self.moves);
+        at.clear();
+        keys.clear();
+        values.clear();
         for (i, (key, set)) in delta.sessions.iter_mut().enumerate() {
             if !header.contains(&key.service) {
                 continue;
@@ -69,24 +89,26 @@ impl Resharder {
                     ..previous
                 },
             };
-            moved.push(i);
-            entries.push((*key, handoff));
+            at.push(i);
+            keys.push(*key);
+            values.push(handoff);
         }
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let written = maps.write_handoffs(&entries)?;
+        let written = match keys.is_empty() {
+            true => Vec::new(),
+            false => maps.write_handoffs(&keys, &values)?,
+        };
         let mut stale = Vec::new();
-        for ((i, (key, _)), written) in moved.into_iter().zip(&entries).zip(written) {
+        for ((i, key), written) in at.iter().zip(&keys).zip(written) {
             if written {
-                delta.sessions[i].1.handoff = WINDOW_OPEN;
+                delta.sessions[*i].1.handoff = WINDOW_OPEN;
                 self.flagged.insert(*key, until);
-            } else if self.flagged.remove(key).is_some() {
+            } else if self.flagged.remove(key) {
                 // A full map refused it: the entry of an earlier move must not stay behind
                 // (the placement about to be written carries no flag).
                 stale.push(*key);
             }
         }
+        self.moves = Moves { at, keys, values };
         maps.remove_handoffs(&stale)?;
         Ok(())
     }
@@ -95,11 +117,11 @@ impl Resharder {
     pub(super) fn forget_removed(
         &mut self,
         maps: &mut impl TableWriter,
-        removed: &[shardline_common::maps::SessionKey],
+        removed: &[SessionKey],
     ) -> Result<(), ReshardError> {
         let flagged: Vec<_> = removed
             .iter()
-            .filter(|key| self.flagged.remove(key).is_some())
+            .filter(|key| self.flagged.remove(key))
             .copied()
             .collect();
         maps.remove_handoffs(&flagged)?;
@@ -107,22 +129,47 @@ impl Resharder {
     }
 
     /// Closes every window that ended by `now` in the dataplane: a `SESSIONS` update per
-    /// session clears its flag (in batches), then its `HANDOFFS` entry is removed. The kernel already stops
-    /// marking at the window's end by its own clock; this saves the lookup and the room.
+    /// session clears its flag (in batches), then its `HANDOFFS` entry is removed. The kernel
+    /// already stops marking at the window's end by its own clock; this saves the lookup and
+    /// the room.
     pub fn close_windows(
         &mut self,
         maps: &mut impl TableWriter,
         now: Instant,
     ) -> Result<(), ReshardError> {
-        let closed: Vec<_> = self
-            .flagged
-            .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(key, _)| *key)
-            .collect();
+        self.close_due(maps, now, usize::MAX).map(drop)
+    }
+
+    /// [`Resharder::close_windows`] for at most `limit` sessions, the earliest ends first;
+    /// whether windows that ended by `now` are left open (the caller closes them next, once
+    /// what waits on the maps is written: a burst of placements ends its windows together).
+    pub fn close_due(
+        &mut self,
+        maps: &mut impl TableWriter,
+        now: Instant,
+        limit: usize,
+    ) -> Result<bool, ReshardError> {
+        let closed = self.flagged.take_due(now, limit);
         if closed.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
+        let written = self.write_closed(maps, &closed);
+        if written.is_err() {
+            // Flagged again, due at once: the next close writes them again.
+            for key in &closed {
+                self.flagged.insert(*key, now);
+            }
+        }
+        written?;
+        Ok(self.flagged.next_end().is_some_and(|end| end <= now))
+    }
+
+    /// The writes closing the windows of `closed`: flags cleared, then entries removed.
+    fn write_closed(
+        &mut self,
+        maps: &mut impl TableWriter,
+        closed: &[SessionKey],
+    ) -> Result<(), ReshardError> {
         self.refresh(maps)?;
         let sessions = closed
             .iter()
@@ -134,18 +181,22 @@ impl Resharder {
         };
         maps.write_delta(&clear)
             .inspect_err(|_| self.stale = true)?;
-        maps.remove_handoffs(&closed)?;
-        for key in closed {
-            self.flagged.remove(&key);
-        }
+        maps.remove_handoffs(closed)?;
         Ok(())
     }
 
-    /// When the next window closes in the dataplane ([`Resharder::close_windows`]).
+    /// When the next window closes in the dataplane ([`Resharder::close_windows`]); a past
+    /// instant while windows due are left open.
     pub fn next_close(&self) -> Option<Instant> {
-        self.flagged.values().min().copied()
+        self.flagged.next_end()
     }
 }
+
+/// Windows closed per write: a swap closes at most this many before its own writes, and the
+/// daemon's applier closes the rest this many at a time, writing any newer state in between
+/// (a burst of placements ends tens of thousands of windows at once, 2 µs of kernel work
+/// each).
+pub const CLOSE_CHUNK: usize = 2_048;
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
@@ -267,5 +318,40 @@ mod tests {
         // 1 (moved, then rewritten in its window) and 3 (moved twice); 2 never changed.
         assert_eq!(flags(&tick_maps), [1, 3]);
         assert_eq!(published(&tick_maps)[&key(3)].backends[..2], [3, 4]);
+    }
+
+    /// Windows due close a chunk at a time, each session's flag cleared and its entry
+    /// removed; the rest stay due, and a session moved again closes at its later end.
+    #[test]
+    fn windows_due_close_a_chunk_at_a_time_each_at_its_latest_end() {
+        let t0 = Instant::now();
+        let mut maps = header_maps();
+        let mut r = Resharder::adopt(&maps, WINDOW).expect("adopt");
+        let set = |backends: &[u32]| Some(shard_set(backends, scheme::HASH, 1));
+        let moves: Vec<_> = (1..=3).map(|s| (key(s), set(&[3, 4]))).collect();
+        r.apply_sessions(&mut maps, &moves, t0).expect("move");
+        let again = [(key(3), set(&[1, 4]))];
+        r.apply_sessions(&mut maps, &again, t0 + WINDOW / 2)
+            .expect("move again");
+        let open = |maps: &Held| {
+            let flagged = maps.tables.sessions.values();
+            let flagged = flagged.filter(|s| s.handoff == WINDOW_OPEN).count();
+            (flagged, maps.tables.handoffs.len())
+        };
+        assert_eq!(open(&maps), (3, 3));
+        let end = t0 + WINDOW;
+        assert!(
+            r.close_due(&mut maps, end, 1).expect("close"),
+            "one more due"
+        );
+        assert_eq!(open(&maps), (2, 2));
+        assert_eq!(r.next_close(), Some(end));
+        assert!(!r.close_due(&mut maps, end, 1).expect("close"), "none due");
+        assert_eq!(open(&maps), (1, 1));
+        assert!(maps.tables.handoffs.contains_key(&key(3)));
+        assert_eq!(r.next_close(), Some(t0 + WINDOW / 2 + WINDOW));
+        r.close_windows(&mut maps, t0 + 2 * WINDOW).expect("close");
+        assert_eq!((open(&maps), r.next_close()), ((0, 0), None));
+        assert_eq!(maps.tables.sessions.len(), 3, "the placements stay");
     }
 }
