@@ -73,10 +73,17 @@ impl Topology {
     /// gets transmit checksums computed in software (a redirected frame has lost the skb's
     /// offload state) and, unless an XDP program already runs on it, GRO on, which enables the
     /// veth's NAPI ring that `xdp_frame`s are delivered to. Any XDP program already on a switch
-    /// port must be gone first. One way: the lab stays wired by XDP until it is dropped.
+    /// port must be gone first. One way: the lab stays wired by XDP until it is dropped. The
+    /// one-arm lab only (an error for the two-arm lab).
     pub fn wire_by_xdp(&self) -> Result<(), WireError> {
         if self.wired_by_xdp() {
             return Ok(());
+        }
+        // The two-arm lab's backends sit on a second bridge, a segment of their own.
+        if self.switch.ip(&["link", "show", "br1"]).is_ok() {
+            return Err(xdp_err("the two-arm lab")(
+                "only the one-arm segment (br0) can be wired by XDP".into(),
+            ));
         }
         let mut ports = vec![
             Port {
