@@ -48,6 +48,9 @@ use crate::{
     topology::{Topology, VIP4, VIP6},
 };
 
+/// The lab's process holding the `XDP_PASS` on the switch port facing the load balancer.
+const SWITCH_PASS: &str = "switch port XDP_PASS";
+
 /// UDP port of the header-mode service.
 pub const HEADER_PORT: u16 = 7000;
 /// UDP port of the flow-mode UDP service.
@@ -88,6 +91,9 @@ pub enum LabError {
     /// The generated configuration cannot be written as TOML (a bug).
     #[error("writing the lab config as TOML: {0}")]
     ConfigToml(#[from] toml::ser::Error),
+    /// Wiring the segment by XDP failed.
+    #[error(transparent)]
+    Wire(#[from] topology::wire::WireError),
     /// The QUIC service's certificate could not be made.
     #[error("lab QUIC service: {0}")]
     Quic(#[from] quic::QuicLabError),
@@ -225,7 +231,7 @@ impl Lab {
 
         // Native XDP_TX on a veth reaches the peer only if the peer runs XDP too.
         lab.children.spawn(
-            "switch port XDP_PASS",
+            SWITCH_PASS,
             &lab.topology.switch,
             &exe,
             &["decap", "--iface", "p-lb", "--pass"],
@@ -282,6 +288,31 @@ impl Lab {
         let args = ["daemon", "--config", &config];
         self.children
             .spawn("daemon", &self.topology.lb, &exe, &args)
+    }
+
+    /// Wires the lab's segment by XDP instead of the bridge ([`Topology::wire_by_xdp`]): the
+    /// switch port facing the load balancer trades its `XDP_PASS` for the forwarder, which
+    /// takes the balancer's `XDP_TX`ed frames on to their backend's port as `xdp_frame`s.
+    pub fn wire_by_xdp(&self) -> Result<(), LabError> {
+        if self.topology.wired_by_xdp() {
+            return Ok(());
+        }
+        // Reaped when the lab stops; the pass program detaches as soon as its process is gone
+        // (its link's descriptor closed), and the forwarder cannot attach before.
+        self.children.kill(SWITCH_PASS);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while topology::wire::xdp_prog_id(&self.topology.switch, "p-lb").is_some() {
+            if Instant::now() > deadline {
+                return Err(LabError::NotReady {
+                    what: "the switch port's XDP_PASS to detach".into(),
+                    seconds: 5,
+                    log: String::new(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.topology.wire_by_xdp()?;
+        Ok(())
     }
 
     /// Kills the daemon with SIGKILL (no chance to clean up) and reaps it.

@@ -1,13 +1,15 @@
 //! The lab's network: a client, a load balancer and N backends, each in its own namespace,
 //! joined by a bridge in a switch namespace (one L2 segment, so `XDP_TX` out of the load
 //! balancer reaches the backends and the backends answer the client directly). The two-arm
-//! variant is in [`two_arm`].
+//! variant is in [`two_arm`]; [`wire`] swaps the bridge for an XDP forwarder, so every
+//! interface is fed as a NIC feeds its driver.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::netns::{Netns, NetnsError};
 
 pub mod two_arm;
+pub mod wire;
 
 /// The VIP every backend holds on its loopback.
 pub const VIP4: Ipv4Addr = Ipv4Addr::new(10, 77, 100, 1);
@@ -59,6 +61,9 @@ pub fn client_alias4(i: u32) -> Ipv4Addr {
 pub struct Topology {
     /// Unique tag of this lab (namespace names end with it).
     pub tag: String,
+    /// The XDP forwarder when the segment is wired by XDP ([`Self::wire_by_xdp`]); dropped
+    /// first (fields drop in order), before the namespaces.
+    pub(crate) wire: std::sync::OnceLock<wire::XdpWire>,
     /// The switch namespace holding the bridge.
     pub switch: Netns,
     /// The client.
@@ -109,6 +114,7 @@ impl Topology {
             client,
             lb,
             backends: Vec::new(),
+            wire: std::sync::OnceLock::new(),
         };
         plug(&topo.switch, &topo.client, "p-client", CLIENT_MAC, mtu)?;
         plug(&topo.switch, &topo.lb, "p-lb", LB_MAC, mtu)?;

@@ -193,3 +193,44 @@ fn sighup_reload_re_shards_a_session_without_dropping_traffic() {
     assert!(lab.daemon_log().contains("reload refused"));
     assert_routed_as_replayed(&lab, &drive(&lab, 1));
 }
+
+/// The lab wired by XDP (`Lab::wire_by_xdp`, what the veth bench's headline CPU figure runs
+/// on): the switch's ports leave the bridge and forward by destination MAC through the
+/// `shardline_wire` devmap redirect; the balancer's `XDP_TX`ed frames still reach the right
+/// backend, the backends' answers still reach the client, address resolution (flooded) works.
+#[test]
+fn traffic_is_routed_as_replayed_through_the_lab_wired_by_xdp() {
+    let lab = start_lab(8);
+    assert!(!lab.topology.wired_by_xdp());
+    lab.wire_by_xdp()
+        .unwrap_or_else(|e| panic!("wiring the lab by XDP: {e}"));
+    assert!(lab.topology.wired_by_xdp());
+    let switch = &lab.topology.switch;
+    let port = |dev: &str| {
+        let out = switch
+            .ip(&["-j", "link", "show", dev])
+            .unwrap_or_else(|e| panic!("ip link show {dev}: {e}"));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("ip -j output")[0].clone()
+    };
+    let prog = |dev: &str| port(dev)["xdp"]["prog"]["name"].as_str().map(str::to_owned);
+    for dev in ["p-client", "p-lb", "p-b1", "p-b4"] {
+        assert_eq!(
+            prog(dev).as_deref(),
+            Some("shardline_wire"),
+            "{dev} runs the forwarder"
+        );
+        assert!(port(dev)["master"].is_null(), "{dev} left the bridge");
+    }
+    let report = drive(&lab, 3);
+    let answered = assert_routed_as_replayed(&lab, &report);
+    assert!(answered > 100, "only {answered} answers in 3 s");
+    // Nothing else delivers frames now: the bridge has no port left.
+    let bridged = switch
+        .ip(&["link", "show", "master", "br0"])
+        .expect("ip link show master br0");
+    assert!(
+        String::from_utf8_lossy(&bridged.stdout).trim().is_empty(),
+        "ports still on the bridge: {}",
+        String::from_utf8_lossy(&bridged.stdout)
+    );
+}

@@ -12,7 +12,10 @@
 //!   directly) in the same topology and round; the CPU of every task of the lab is summed
 //!   ([`cputime`]) and the difference is the load balancer's side; a profiled run per
 //!   forwarder ([`profile`]) splits it by stage of the path ([`stages`]) and times the lab's XDP
-//!   programs; [`summary`] writes the JSON of it.
+//!   programs; [`summary`] writes the JSON of it. The CPU rounds run twice per topology: first
+//!   through the bridge (the load balancer's veth fed the skbs the senders' sockets built:
+//!   `*_bridge_fed`), then with the segment wired by XDP (`topology::wire`: the load balancer
+//!   fed `xdp_frame`s as from a NIC, the switch's work counted as the wire's): the headline.
 //! - [`traffic`]: the client's side of a run, flat out or paced.
 
 mod cpu;
@@ -30,6 +33,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
+use summary::Delivery;
 pub use traffic::PAYLOAD;
 use traffic::{blast, wait_answering, Pace, Traffic};
 
@@ -67,16 +71,20 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
         rounds: if opts.quick { 4 } else { 7 },
     };
     let tag = format!("bn{}", std::process::id() % 100_000);
+    let not_run = |what: &str| Cpu {
+        bridge: Err(format!("not run: see {what}")),
+        wire: Err(format!("not run: see {what}")),
+    };
     let (shardline, shardline_cpu) = match shardline_run(opts, &tag, duration, &plan) {
         Ok((t, c)) => (Ok(t), c),
-        Err(e) => (Err(e.to_string()), Err("not run: see shardline".to_owned())),
+        Err(e) => (Err(e.to_string()), not_run("shardline")),
     };
     let (nginx, tokio, proxies_cpu) = match proxies_run(opts, &tag, duration, &plan) {
         Ok(r) => r,
         Err(e) => (
             Err(e.to_string()),
             Err("not run: see nginx_error".to_owned()),
-            Err("not run: see nginx".to_owned()),
+            not_run("nginx"),
         ),
     };
     let pps = |r: &Outcome<Traffic>| r.as_ref().ok().map(|t| t.pps().round());
@@ -90,7 +98,18 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
         _ => None,
     };
     let ratio_nginx = ratio(pps(&shardline), pps(&nginx));
-    let (cpu_ns, cpu_detail) = summary::cpu_json(&plan, &shardline_cpu, &proxies_cpu);
+    let (cpu_ns, cpu_detail) = summary::cpu_json(
+        &plan,
+        Delivery::XdpWire,
+        &shardline_cpu.wire,
+        &proxies_cpu.wire,
+    );
+    let (bridge_ns, bridge_detail) = summary::cpu_json(
+        &plan,
+        Delivery::Bridge,
+        &shardline_cpu.bridge,
+        &proxies_cpu.bridge,
+    );
     let cpu_ratio = ratio(cpu_ns["nginx"].as_f64(), cpu_ns["shardline"].as_f64());
     Ok(json!({
         "shardline_pps": pps(&shardline).map(|x| x as u64),
@@ -113,6 +132,11 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
         "cpu_target_ratio": CPU_TARGET_RATIO,
         "cpu_meets_target": cpu_ratio.map(|r| r >= CPU_TARGET_RATIO),
         "cpu": cpu_detail,
+        "cpu_delivery": Delivery::XdpWire.name(),
+        "cpu_ns_per_pkt_bridge_fed": bridge_ns,
+        "cpu_ratio_bridge_fed": ratio(bridge_ns["nginx"].as_f64(), bridge_ns["shardline"].as_f64()),
+        "cpu_ratio_vs_tokio_proxy_bridge_fed": ratio(bridge_ns["tokio_proxy"].as_f64(), bridge_ns["shardline"].as_f64()),
+        "cpu_bridge_fed": bridge_detail,
         "notes": "*_pps (and ratio) = packets received on the backends' interfaces per second of \
                   sending (forwarded by the load balancer); answered_pps = echo answers the client \
                   received per second (both count what arrives within 200 ms after sending stops). \
@@ -140,19 +164,34 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
                   shardline's whole-lab figure the backends' decapsulation is taken out and reported in \
                   cpu.backend_decap_ns_per_pkt: the run time (kernel BPF statistics) of the backends' \
                   decap XDP program per packet minus the same in the baseline, where it passes packets \
-                  untouched. Nothing else is taken out: shardline's figure includes its XDP program, \
-                  native XDP on veth (the copy of each skb into a page-pool buffer, the NAPI poll, XDP_TX \
-                  into the switch port, that port's XDP_PASS, the skb built around the frame, GRO), the \
-                  extra bridge hop and the scheduling effects on the echo; the proxies' includes both \
-                  directions through their namespace, their process and their two extra bridge hops. \
-                  The bridge in the lab stands for a switch and runs no netfilter hooks (see the README). \
+                  untouched. Delivery (cpu_delivery, cpu.delivery = xdp_wire): for these runs the \
+                  lab's switch is not the bridge but an XDP L2 forwarder on its veth ports \
+                  (shardline_wire: devmap redirect by destination MAC, broadcast flooded), so every \
+                  interface receives xdp_frames (pages with headroom) as a NIC's driver receives DMA \
+                  buffers: the load balancer's XDP runs on them without the copy native XDP on veth \
+                  makes of every socket-built skb, and an interface without XDP builds skbs around the \
+                  pages (GRO on); the one copy left is of each skb a sender transmits, made on the \
+                  switch port it enters (the wire's work). Senders compute checksums in software (tx \
+                  offload off on every eth0: a redirected frame loses the skb's offload state). Nothing \
+                  else is taken out: shardline's figure includes its XDP program, the NAPI poll, XDP_TX \
+                  into the switch port, the extra switch hop (the forwarder and its redirect) and the \
+                  scheduling effects on the echo; the proxies' includes both directions through their \
+                  namespace (the skbs built around the frames, GRO, IP, UDP), their process and their \
+                  two extra switch hops with the copies of what they send. cpu_bridge_fed, \
+                  cpu_ns_per_pkt_bridge_fed and cpu_ratio_bridge_fed: the same rounds, before the \
+                  wiring, through the bridge (no netfilter hooks, see the README), where the load \
+                  balancer's veth receives the skbs the senders' sockets built and native XDP copies \
+                  each into a page-pool buffer first (a veth artifact), and the switch port facing it \
+                  runs an XDP_PASS. \
                   cpu.by_stage_ns_per_pkt: one profiled run per case after the rounds (perf record -a -g, \
                   cpu-clock every 250 us of CPU, samples of the same tasks plus softirq run in the idle \
                   task, each sample given the stage of the innermost frame of its call chain that names \
                   one), case minus its topology's baseline, ns per forwarded packet (the baselines \
-                  themselves are given whole). cpu.topology_hop_ns_per_pkt = the bridge_hop stage's \
-                  difference: the hops any load balancer in this one-arm topology adds (shardline one, \
-                  the proxies two); cpu.without_hop_ns_per_pkt = cpu_ns_per_pkt minus it, and \
+                  themselves are given whole). cpu.topology_hop_ns_per_pkt = the difference of the \
+                  switch's stages, the hops any load balancer in this one-arm topology adds (shardline \
+                  one, the proxies two): wired by XDP the switch stage (the forwarder, the devmap \
+                  redirect and its flush) plus veth_skb_to_xdp_copy (every copy is made on a switch \
+                  port), through the bridge bridge_hop; cpu.without_hop_ns_per_pkt = cpu_ns_per_pkt minus it, and \
                   cpu.ratio_without_hop nginx over shardline on those. cpu.bpf_programs: run time per \
                   forwarded packet of the lab's XDP programs from the kernel's BPF statistics (on only \
                   during the profiled runs). Per-run figures and the per-namespace split in cpu.runs and \
@@ -160,6 +199,14 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
                   cpu_ratio = nginx / shardline on cpu_ns_per_pkt; cpu.whole_lab_ratio on the whole-lab \
                   figures.",
     }))
+}
+
+/// A topology's CPU rounds, through the bridge and wired by XDP.
+struct Cpu {
+    /// Through the bridge (the load balancer fed socket-built skbs).
+    bridge: Outcome<cpu::Measured>,
+    /// Wired by XDP (the load balancer fed `xdp_frame`s, as from a NIC).
+    wire: Outcome<cpu::Measured>,
 }
 
 /// A throughput run (flat out), printed.
@@ -179,13 +226,14 @@ fn throughput(
     Ok(traffic)
 }
 
-/// shardline's throughput, then its CPU rounds, in one lab.
+/// shardline's throughput, then its CPU rounds through the bridge, then wired by XDP, in one
+/// lab.
 fn shardline_run(
     opts: &Options,
     tag: &str,
     duration: Duration,
     plan: &cpu::Plan,
-) -> Result<(Traffic, Outcome<cpu::Measured>), BenchError> {
+) -> Result<(Traffic, Cpu), BenchError> {
     let lab = Lab::start(&LabOptions {
         tag: format!("{tag}x"),
         backends: BACKENDS,
@@ -214,19 +262,30 @@ fn shardline_run(
         ])?;
         wait_answering(client, target)
     };
-    let cpu = cpu::measure(
-        &lab.topology,
-        target,
-        &[("shardline", target)],
-        &route,
-        plan,
-    );
-    let restored = route("shardline");
-    Ok((
-        traffic,
+    let measure = |topo: &Topology| {
+        println!("bench:   shardline, {}:", delivery_of(topo).name());
+        let cpu = cpu::measure(topo, target, &[("shardline", target)], &route, plan);
+        let restored = route("shardline");
         cpu.and_then(|c| restored.map(|()| c))
-            .map_err(|e| e.to_string()),
-    ))
+            .map_err(|e| e.to_string())
+    };
+    let bridge = measure(&lab.topology);
+    let wire = lab
+        .wire_by_xdp()
+        .map_err(BenchError::from)
+        .and_then(|()| wait_answering(&lab.topology.client, target))
+        .map_err(|e| e.to_string())
+        .and_then(|()| measure(&lab.topology));
+    Ok((traffic, Cpu { bridge, wire }))
+}
+
+/// How `topo` delivers frames to the load balancer.
+fn delivery_of(topo: &Topology) -> Delivery {
+    if topo.wired_by_xdp() {
+        Delivery::XdpWire
+    } else {
+        Delivery::Bridge
+    }
 }
 
 /// Starts `shardline-lab echo` as backend `id` on its own address, UDP port [`ECHO_PORT`], and
@@ -250,10 +309,11 @@ fn spawn_echo(opts: &Options, ns: &Netns, id: u32, dir: &Path) -> Result<Child, 
     Ok(child.into_inner())
 }
 
-type ProxyResults = (Outcome<Traffic>, Outcome<Traffic>, Outcome<cpu::Measured>);
+type ProxyResults = (Outcome<Traffic>, Outcome<Traffic>, Cpu);
 
-/// nginx's and the tokio proxy's throughput, then their CPU rounds, in one topology with both
-/// proxies running throughout (each idle while the other or the baseline runs).
+/// nginx's and the tokio proxy's throughput, then their CPU rounds through the bridge, then
+/// wired by XDP, in one topology with both proxies running throughout (each idle while the
+/// other or the baseline runs).
 fn proxies_run(
     opts: &Options,
     tag: &str,
@@ -291,9 +351,23 @@ fn proxies_run(
             if tokio_traffic.is_ok() {
                 cases.push(("tokio_proxy", SocketAddr::new(LB4.into(), TOKIO_PORT)));
             }
-            let cpu = cpu::measure(&topo, backends[0], &cases, &|_| Ok(()), plan)
-                .map_err(|e| e.to_string());
-            (nginx_traffic, tokio_traffic, cpu)
+            let measure = || {
+                println!("bench:   proxies, {}:", delivery_of(&topo).name());
+                cpu::measure(&topo, backends[0], &cases, &|_| Ok(()), plan)
+                    .map_err(|e| e.to_string())
+            };
+            let bridge = measure();
+            let wire = topo
+                .wire_by_xdp()
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    cases
+                        .iter()
+                        .try_for_each(|(_, t)| wait_answering(&topo.client, *t))
+                        .map_err(|e| e.to_string())
+                })
+                .and_then(|()| measure());
+            (nginx_traffic, tokio_traffic, Cpu { bridge, wire })
         });
     drop(nginx);
     drop(children);

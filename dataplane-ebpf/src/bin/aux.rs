@@ -1,5 +1,6 @@
 //! The auxiliary object, with no pinned maps: the backend-side decapsulator, a plain
-//! `XDP_PASS` (what a veth peer needs attached for native `XDP_TX` to reach it), the trivial
+//! `XDP_PASS` (what a veth peer needs attached for native `XDP_TX` to reach it), the lab's
+//! wire (an L2 forwarder by `XDP_REDIRECT` between the switch's ports, `wire.rs`), the trivial
 //! baselines `shardline-bench` measures the balancer against, and the prober host's tc egress
 //! program for data-path HTTP probes. The XDP programs are multi-buffer aware
 //! (`#[xdp(frags)]`): a veth refuses XDP on its peer when the peer's MTU exceeds a page unless
@@ -19,6 +20,9 @@ mod probe_encap;
 #[cfg(target_arch = "bpf")]
 #[path = "../restore.rs"]
 mod restore;
+#[cfg(target_arch = "bpf")]
+#[path = "../wire.rs"]
+mod wire;
 
 #[cfg(target_arch = "bpf")]
 mod program {
@@ -47,6 +51,12 @@ mod program {
     #[xdp(frags)]
     pub fn shardline_pass(_ctx: XdpContext) -> u32 {
         xdp_action::XDP_PASS
+    }
+
+    /// The lab's wire: forwards frames between the switch's ports by destination MAC.
+    #[xdp(frags)]
+    pub fn shardline_wire(ctx: XdpContext) -> u32 {
+        crate::wire::run(&ctx)
     }
 
     /// Bench baseline: the least a forwarder does, swap the MACs and send the frame back out.

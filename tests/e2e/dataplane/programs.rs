@@ -128,6 +128,7 @@ fn every_program_of_both_objects_loads() {
         ROTATE_SESSION,
         "shardline_decap",
         "shardline_pass",
+        "shardline_wire",
         "shardline_tx_baseline",
         "shardline_tx_baseline_restoring",
         PROBE_ENCAP_PROGRAM,

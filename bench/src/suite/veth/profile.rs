@@ -14,7 +14,10 @@ use std::{
 };
 
 use serde_json::Value;
-use shardline_lab::{netns::Netns, topology::Topology};
+use shardline_lab::{
+    netns::Netns,
+    topology::{wire::xdp_prog_id, Topology},
+};
 
 use super::stages::{count, ns_per_packet, Stage};
 use crate::suite::{io, BenchError};
@@ -33,6 +36,8 @@ pub enum Program {
     Lb,
     /// The `XDP_PASS` on the switch's port facing the load balancer.
     SwitchPass,
+    /// The switch's forwarder when the lab is wired by XDP (one program on every port).
+    SwitchWire,
     /// The backends' decapsulators, summed.
     BackendDecap,
 }
@@ -43,6 +48,7 @@ impl Program {
         match self {
             Program::Lb => "lb_xdp_program",
             Program::SwitchPass => "switch_pass_program",
+            Program::SwitchWire => "switch_wire_program",
             Program::BackendDecap => "backend_decap_program",
         }
     }
@@ -147,7 +153,8 @@ impl Drop for BpfStats {
 }
 
 /// The ids of the XDP programs attached in `topo`, by role: the load balancer's interface, the
-/// switch's port facing it, the backends' interfaces (the proxies' topology has none).
+/// switch's port facing it (the forwarder on every port when wired by XDP), the backends'
+/// interfaces (the proxies' topology has none).
 pub fn lab_programs(topo: &Topology) -> Vec<(Program, u32)> {
     let mut found = Vec::new();
     let mut add = |role, ns: &Netns, dev| {
@@ -156,18 +163,16 @@ pub fn lab_programs(topo: &Topology) -> Vec<(Program, u32)> {
         }
     };
     add(Program::Lb, &topo.lb, "eth0");
-    add(Program::SwitchPass, &topo.switch, "p-lb");
+    let switch = if topo.wired_by_xdp() {
+        Program::SwitchWire
+    } else {
+        Program::SwitchPass
+    };
+    add(switch, &topo.switch, "p-lb");
     for b in &topo.backends {
         add(Program::BackendDecap, b, "eth0");
     }
     found
-}
-
-/// The id of the XDP program attached to `dev` in `ns`, from `ip -j link show`.
-fn xdp_prog_id(ns: &Netns, dev: &str) -> Option<u32> {
-    let out = ns.ip(&["-j", "link", "show", dev]).ok()?;
-    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    v[0]["xdp"]["prog"]["id"].as_u64().map(|id| id as u32)
 }
 
 /// `(run_time_ns, run_cnt)` of each program, summed by role, from `bpftool prog show`.

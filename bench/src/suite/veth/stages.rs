@@ -27,6 +27,9 @@ pub enum Stage {
     VethNapi,
     /// The bridge: one switch hop (the topology's cost, paid per hop).
     Bridge,
+    /// The switch wired by XDP (`topology::wire`): its forwarder program and the devmap
+    /// redirect and flush into the next port: the wire's work, per hop.
+    Switch,
     /// IP and UDP receive up to the socket's queue (and the reader's wakeup).
     IpUdpReceive,
     /// The sending side of UDP: `sendmsg` / `sendmmsg`, IP output, the device's transmit.
@@ -44,7 +47,7 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in report order.
-    pub const ALL: [Stage; 14] = [
+    pub const ALL: [Stage; 15] = [
         Stage::LbProgram,
         Stage::DecapProgram,
         Stage::PassProgram,
@@ -53,6 +56,7 @@ impl Stage {
         Stage::FrameToSkb,
         Stage::VethNapi,
         Stage::Bridge,
+        Stage::Switch,
         Stage::IpUdpReceive,
         Stage::UdpSend,
         Stage::UdpReceiveCalls,
@@ -72,6 +76,7 @@ impl Stage {
             Stage::FrameToSkb => "xdp_frame_to_skb",
             Stage::VethNapi => "veth_napi_gro",
             Stage::Bridge => "bridge_hop",
+            Stage::Switch => "switch",
             Stage::IpUdpReceive => "ip_udp_receive",
             Stage::UdpSend => "udp_send",
             Stage::UdpReceiveCalls => "udp_receive_calls",
@@ -90,13 +95,14 @@ impl Stage {
                 "shardline" => Some(Stage::LbProgram),
                 "shardline_decap" => Some(Stage::DecapProgram),
                 "shardline_pass" => Some(Stage::PassProgram),
+                "shardline_wire" => Some(Stage::Switch),
                 _ => None,
             };
         }
         let stage = match sym {
             "skb_pp_cow_data" | "veth_convert_skb_to_xdp_buff" => Stage::VethSkbCopy,
             "veth_xdp_flush" | "veth_xdp_flush_bq" | "veth_xdp_xmit" | "veth_ndo_xdp_xmit"
-            | "veth_xdp_tx" | "xdp_do_flush" | "bq_xmit_all" | "xdp_do_redirect" => Stage::XdpTx,
+            | "veth_xdp_tx" => Stage::XdpTx,
             "veth_xdp_rcv_one"
             | "veth_xdp_rcv_bulk_skb"
             | "veth_xdp_rcv_bulk_skb.isra.0"
@@ -136,8 +142,30 @@ impl Stage {
         Some(stage)
     }
 
-    /// The stage of a call chain, innermost frame first: the first frame that names one.
-    pub fn of_chain<'a>(chain: impl IntoIterator<Item = &'a str>) -> Stage {
+    /// Whether `sym` is the devmap redirect or its flush. In the lab only the switch wired by
+    /// XDP redirects through a devmap (the one-arm balancer sends by `XDP_TX`), so a chain
+    /// holding one of these is the wire's wherever its innermost frame is (the flush ends in
+    /// the same `veth_xdp_xmit` as the balancer's `XDP_TX`).
+    fn is_devmap_redirect(sym: &str) -> bool {
+        matches!(
+            sym,
+            "xdp_do_redirect"
+                | "dev_map_enqueue"
+                | "dev_map_enqueue_multi"
+                | "dev_map_redirect"
+                | "bq_enqueue"
+                | "xdp_do_flush"
+                | "__dev_flush"
+                | "bq_xmit_all"
+        )
+    }
+
+    /// The stage of a call chain, innermost frame first: the wire's if any frame is a devmap
+    /// redirect, else the first frame that names one.
+    pub fn of_chain<'a>(chain: impl IntoIterator<Item = &'a str> + Clone) -> Stage {
+        if chain.clone().into_iter().any(Stage::is_devmap_redirect) {
+            return Stage::Switch;
+        }
         chain
             .into_iter()
             .find_map(Stage::of_symbol)
@@ -255,6 +283,19 @@ nginx 300/300 \n\
             Some(Stage::PassProgram)
         );
         assert_eq!(Stage::of_symbol("bpf_prog_614b434cd8324ecc_other"), None);
+        // The switch's redirect flush ends in the same transmit as the balancer's XDP_TX.
+        assert_eq!(
+            Stage::of_chain(["veth_xdp_xmit", "bq_xmit_all", "xdp_do_flush", "veth_poll"]),
+            Stage::Switch
+        );
+        assert_eq!(
+            Stage::of_chain(["veth_xdp_xmit", "veth_xdp_flush_bq", "veth_poll"]),
+            Stage::XdpTx
+        );
+        assert_eq!(
+            Stage::of_symbol("bpf_prog_614b434cd8324ecc_shardline_wire"),
+            Some(Stage::Switch)
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The CPU part of the veth JSON: `cpu_ns_per_pkt` (the load balancer's side per forwarded
 //! packet) and the `cpu` section that shows how it was reached: the whole-lab difference it
 //! starts from, the backends' decapsulation taken out of it and reported on its own, the
-//! topology's switch hop, the split by stage and the XDP programs' own run time.
+//! topology's switch hop, the split by stage and the XDP programs' own run time. Once per
+//! [`Delivery`]: the lab wired by XDP (the load balancer fed as a NIC feeds it: the headline)
+//! and through the bridge (socket-fed skbs, kept as `*_bridge_fed`).
 
 use std::collections::BTreeMap;
 
@@ -21,9 +23,43 @@ const CASES: [(&str, usize); 3] = [("shardline", 0), ("nginx", 1), ("tokio_proxy
 /// The baselines' names in `by_stage_ns_per_pkt`, by topology.
 const BASELINES: [&str; 2] = ["baseline_shardline_lab", "baseline_proxies_topology"];
 
-/// `cpu_ns_per_pkt` (`{shardline, nginx, tokio_proxy}`) and the `cpu` detail section.
+/// How frames reached the load balancer in a measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Through the bridge: the load balancer's veth receives the skbs the senders' stacks
+    /// built (native XDP on veth copies each into a page first).
+    Bridge,
+    /// Wired by XDP (`topology::wire`): the load balancer's veth receives `xdp_frame`s, as
+    /// from a NIC; the switch's work (its forwarder, its redirects, the copy of each skb
+    /// entering a port) is the wire's, reported as the topology's hop.
+    XdpWire,
+}
+
+impl Delivery {
+    /// The name in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Delivery::Bridge => "bridge",
+            Delivery::XdpWire => "xdp_wire",
+        }
+    }
+
+    /// The stages that are the switch's work (the hops the topology adds) under this delivery.
+    /// Wired by XDP, every skb-to-page copy happens on a switch port (no other interface
+    /// receives skbs with an XDP program on it), where a NIC would have DMAed the frame.
+    fn hop_stages(self) -> &'static [Stage] {
+        match self {
+            Delivery::Bridge => &[Stage::Bridge],
+            Delivery::XdpWire => &[Stage::Switch, Stage::VethSkbCopy, Stage::Bridge],
+        }
+    }
+}
+
+/// `cpu_ns_per_pkt` (`{shardline, nginx, tokio_proxy}`) and the `cpu` detail section of the
+/// runs made with `delivery`.
 pub fn cpu_json(
     plan: &cpu::Plan,
+    delivery: Delivery,
     shardline: &Outcome<Measured>,
     proxies: &Outcome<Measured>,
 ) -> (Value, Value) {
@@ -92,12 +128,16 @@ pub fn cpu_json(
         ns.insert(case.into(), json!(lb_side.map(|x| round(x, 0))));
         if let Some((p, b)) = profiled {
             let diff = stage_diff(&p.stages, &b.stages);
-            let hop_ns = diff.get(&Stage::Bridge).copied();
-            hop.insert(case.into(), json!(hop_ns.map(|x| round(x, 0))));
-            without_hop.insert(
-                case.into(),
-                json!(lb_side.zip(hop_ns).map(|(l, h)| round(l - h, 0))),
-            );
+            // The switch's work beyond the baseline's (the hops this one-arm topology adds):
+            // left in `lb_side` (a conservative figure: shardline adds one hop, the proxies two
+            // and their copies), taken out in `without_hop`.
+            let hop_ns: f64 = delivery
+                .hop_stages()
+                .iter()
+                .map(|s| diff.get(s).copied().unwrap_or(0.0))
+                .sum();
+            hop.insert(case.into(), json!(round(hop_ns, 0)));
+            without_hop.insert(case.into(), json!(lb_side.map(|l| round(l - hop_ns, 0))));
             by_stage.insert(case.into(), stages_json(&diff));
             programs.insert(case.into(), programs_json(p));
         }
@@ -118,6 +158,7 @@ pub fn cpu_json(
         (s > 0.0).then(|| round(n / s, 2))
     };
     let detail = json!({
+        "delivery": delivery.name(),
         "offered_pps": plan.rate.round() as u64,
         "seconds_per_run": plan.duration.as_secs(),
         "rounds": plan.rounds,
@@ -179,6 +220,15 @@ fn programs_json(p: &Profile) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hop_is_the_bridge_or_the_whole_wire() {
+        assert_eq!(Delivery::Bridge.hop_stages(), &[Stage::Bridge]);
+        // Wired by XDP the copies of skbs entering the switch's ports are the wire's too.
+        assert!(Delivery::XdpWire.hop_stages().contains(&Stage::VethSkbCopy));
+        assert!(Delivery::XdpWire.hop_stages().contains(&Stage::Switch));
+        assert!(!Delivery::XdpWire.hop_stages().contains(&Stage::LbProgram));
+    }
 
     #[test]
     fn stages_differ_stage_by_stage_and_total() {
