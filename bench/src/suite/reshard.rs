@@ -8,6 +8,13 @@
 //! the leader's write of the batch until every node's applier has written the generation that
 //! carries it (`maps`), and until every node's state machine applied it (`applied`). The
 //! appliers log as the daemon does, into a sink: formatting is paid, the terminal is not.
+//!
+//! Every decision moves sessions, and each move opens a handoff window (`HANDOFFS` entry and a
+//! flagged placement) that the applier closes when it ends, a chunk at a time between states.
+//! The load opens up to the map's 65,536 of them: the rounds start only once every node's
+//! `HANDOFFS` map is empty again (`settle_seconds`), and each round after the last one's
+//! windows closed, so a round measures one tick in a steady state, not the closing of earlier
+//! windows.
 
 use std::{
     sync::{Arc, Mutex},
@@ -27,7 +34,10 @@ use shardline::{
     state::{Command, Control, SessionRef},
     telemetry::Telemetry,
 };
-use shardline_common::maps::{SessionKey, ShardSet};
+use shardline_common::{
+    handoff::Handoff,
+    maps::{SessionKey, ShardSet},
+};
 use tokio::sync::watch;
 use tracing::instrument::WithSubscriber;
 
@@ -44,6 +54,9 @@ const KV: u32 = 1;
 
 /// How long a node may take to reach a generation before the benchmark gives up.
 const PATIENCE: Duration = Duration::from_secs(120);
+
+/// How often the settle wait looks at the nodes' `HANDOFFS` maps.
+const SETTLE_POLL: Duration = Duration::from_millis(100);
 
 /// One header-mode service and [`BACKENDS`] backends (L2 DSR: no encapsulation source needed).
 fn seed() -> String {
@@ -233,6 +246,42 @@ async fn arrivals(
     Ok((maps, applied))
 }
 
+/// Waits until every node's `HANDOFFS` map is empty: every handoff window opened so far has
+/// ended and its applier closed it (flags cleared, then entries removed; a move only flags a
+/// placement whose entry was written). Returns the seconds waited; fails after the window plus
+/// [`PATIENCE`].
+async fn settle(nodes: &[Node]) -> Result<f64, BenchError> {
+    let maps = nodes
+        .iter()
+        .map(|node| {
+            super::open_pinned::<HashMap<MapData, SessionKey, Handoff>>(
+                &node.dataplane.pin_dir,
+                "HANDOFFS",
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let t = Instant::now();
+    let limit = DEFAULT_HANDOFF_WINDOW + PATIENCE;
+    loop {
+        let open: Vec<_> = nodes
+            .iter()
+            .zip(&maps)
+            .filter(|(_, map)| map.keys().next().is_some())
+            .map(|(node, _)| node.cluster.id())
+            .collect();
+        if open.is_empty() {
+            return Ok(t.elapsed().as_secs_f64());
+        }
+        if t.elapsed() > limit {
+            return Err(BenchError::Check(format!(
+                "handoff windows still open on nodes {open:?} after {limit:?} (window \
+                 {DEFAULT_HANDOFF_WINDOW:?}): their appliers did not close them"
+            )));
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+}
+
 /// Fails unless every node's SESSIONS map holds `want` for the sampled sessions.
 fn check_maps(nodes: &[Node], sample: &[(u64, Vec<u32>)]) -> Result<(), BenchError> {
     for node in nodes {
@@ -276,11 +325,18 @@ async fn bench(nodes: &[Node], sessions: u64, rounds: usize) -> Result<Value, Be
     arrivals(nodes, generation, t).await?;
     let load_s = t.elapsed().as_secs_f64();
     println!("bench:   {sessions} sessions placed on 3 nodes' maps in {load_s:.1} s");
+    let settle_s = settle(nodes).await?;
+    println!("bench:   the load's handoff windows closed on every node {settle_s:.1} s later");
     // The measured decisions: MOVED sessions spread over the whole range, one entry each.
     let stride = (sessions / MOVED).max(1);
     let (mut all_maps, mut all_applied, mut commits, mut cpus, mut per_round) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds {
+        // The previous round's windows closed first (the load's were, above).
+        let settled = match r {
+            0 => settle_s,
+            _ => settle(nodes).await?,
+        };
         let chosen: Vec<u64> = (0..MOVED.min(sessions))
             .map(|j| j * stride + (r as u64 % stride))
             .collect();
@@ -301,6 +357,7 @@ async fn bench(nodes: &[Node], sessions: u64, rounds: usize) -> Result<Value, Be
             "bench:   round {r}: committed in {committed:.1} ms, every node's maps in {slowest:.1} ms, {cpu:.0} ms of CPU"
         );
         per_round.push(json!({
+            "settle_seconds": round(settled, 1),
             "commit_ms": round(committed, 2),
             "cpu_ms": round(cpu, 1),
             "maps_ms_by_node": maps.iter().map(|m| round(*m, 2)).collect::<Vec<_>>(),
@@ -319,6 +376,8 @@ async fn bench(nodes: &[Node], sessions: u64, rounds: usize) -> Result<Value, Be
             "sessions_loaded": sessions,
             "sessions_moved": MOVED.min(sessions),
             "load_seconds": round(load_s, 1),
+            "settle_seconds": round(settle_s, 1),
+            "handoff_window_seconds": DEFAULT_HANDOFF_WINDOW.as_secs_f64(),
             "rounds": rounds,
             "maps_ms_median": round(median(&mut all_maps), 1),
             "maps_ms_max": round(worst, 1),
@@ -327,7 +386,7 @@ async fn bench(nodes: &[Node], sessions: u64, rounds: usize) -> Result<Value, Be
             "cpu_ms_median": round(median(&mut cpus), 1),
             "per_round": per_round,
             "target_ms": 100,
-            "note": "maps: from the leader's write of the batch until every node's applier wrote the generation into its SESSIONS map (checked by reading sampled sessions back); applied: until every node's state machine applied it; commit: until the leader's write returned; cpu: this process's CPU time (the 3 nodes and their appliers together, user and system) from the write until every node's maps hold it, which a loaded machine does not inflate as it does the wall-clock figures",
+            "note": "maps: from the leader's write of the batch until every node's applier wrote the generation into its SESSIONS map (checked by reading sampled sessions back); applied: until every node's state machine applied it; commit: until the leader's write returned; cpu: this process's CPU time (the 3 nodes and their appliers together, user and system) from the write until every node's maps hold it, which a loaded machine does not inflate as it does the wall-clock figures; settle_seconds: after the load's last write reached every node's maps, the wait until every node's HANDOFFS map was empty (the load's handoff windows ended and closed by the appliers), before the first round; each round starts likewise only once the previous round's windows closed (per_round settle_seconds, the wait before that round), so no round overlaps the closing of earlier windows",
         },
     }))
 }
