@@ -25,8 +25,9 @@ use super::{NodeId, TypeConfig};
 use crate::state::{Command, ControlState, Response, StateError};
 
 /// Commands an entry carries from which it is applied ahead: smaller ones apply in less time
-/// than the hand-over to a thread costs.
-pub const AHEAD_COMMANDS: usize = 256;
+/// than the hand-over to a thread costs (the threshold of the blocking apply, for the same
+/// reason).
+pub const AHEAD_COMMANDS: usize = BLOCKING_COMMANDS;
 
 /// What an entry applied ahead left: the state after it (its journal started at the copy) and
 /// the entry's response.
