@@ -14,15 +14,16 @@
 //!   owner knows whom to fetch state from (see the README for why).
 //! - [`board`]: the handoffs in force, shared with the API's owners query.
 //! - `publish`: the same handoffs in the dataplane (`HANDOFFS` and the placements' window
-//!   flag), so packets of moved keys reach their new owner marked with the previous one;
-//!   `flagged`: the flagged sessions in the order their windows end.
+//!   flag), so packets of moved keys reach their new owner marked with the previous one.
+//! - `by_end`: sessions indexed by the end of their window, for the flagged sessions and the
+//!   board's handoffs alike.
 //! - `moved`: a moved placement with its previous owners ([`Handoff`]), and as a swap records
 //!   it ([`CompactHandoff`]).
 //! - `whole`: the whole write (a start, a backend or service change), the target's placements
 //!   visited and written a chunk at a time rather than built into one table.
 
 pub mod board;
-mod flagged;
+mod by_end;
 mod moved;
 pub mod placed;
 mod publish;
@@ -46,7 +47,7 @@ use shardline_common::{
 
 use crate::{
     maps::{DataplaneMaps, MapsError, WriteOutcome},
-    reshard::{flagged::Flagged, placed::PlacedSets},
+    reshard::{by_end::ByEnd, placed::PlacedSets},
     snapshot::{delta::TableDelta, Snapshot},
 };
 
@@ -235,7 +236,7 @@ pub struct Resharder {
     handoff_window: Duration,
     handoffs: Vec<CompactHandoff>,
     /// Sessions whose placement in the maps carries the window flag, with the window's end.
-    flagged: Flagged,
+    flagged: ByEnd<()>,
     /// `flag_moves`' buffers, kept between swaps.
     moves: publish::Moves,
     last_maglev_plan: Vec<SlotMove>,
@@ -251,7 +252,7 @@ impl Resharder {
             generation: 0,
             handoff_window,
             handoffs: Vec::new(),
-            flagged: Flagged::default(),
+            flagged: ByEnd::default(),
             moves: publish::Moves::default(),
             last_maglev_plan: Vec::new(),
         }
@@ -280,10 +281,10 @@ impl Resharder {
             let flagged = &mut self.flagged;
             // Straight into the compact table, a placement at a time.
             let tables = maps.read_tables(&mut |key, mut set| {
-                if set.handoff != 0 {
-                    set.handoff = 0;
-                    flagged.insert_new(key, reopened);
+                if set.handoff != 0 && !flagged.contains_key(&key) {
+                    flagged.insert(key, reopened, ());
                 }
+                set.handoff = 0;
                 generation = generation.max(set.generation);
                 placed.insert(key, set);
             })?;

@@ -6,15 +6,13 @@
 //! owner while the handoff window is open (docs/handoff.md).
 
 use std::{
-    collections::BTreeMap,
     sync::Mutex,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use rustc_hash::FxHashMap;
 use shardline_common::maps::{SessionKey, ShardSet};
 
-use super::{placed::CompactSet, CompactHandoff};
+use super::{by_end::ByEnd, placed::CompactSet, CompactHandoff};
 
 /// A moved placement's previous shard set, published until the window closes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,49 +25,21 @@ pub struct Published {
     pub until_unix_ms: u64,
 }
 
-/// A [`Published`] as the board holds it: the previous set compact (40 bytes an entry where
-/// the set whole took 232; a burst of placements keeps rate x window of them).
+/// A [`Published`] as the board holds it, its end aside: the previous set compact (40 bytes
+/// an entry where the set whole took 232; a burst of placements keeps rate x window of them).
 #[derive(Debug)]
 struct Open {
     previous: CompactSet,
-    until: Instant,
     until_unix_ms: u64,
 }
 
 /// The open handoffs by session. Cheap to share (`Arc`); every method takes `&self`.
 #[derive(Debug, Default)]
 pub struct HandoffBoard {
-    open: Mutex<Board>,
-}
-
-/// The board's contents, under its lock.
-#[derive(Debug, Default)]
-struct Board {
-    /// Fx-hashed: each tick publishes 10,000 here on every node, before it counts as written.
-    by_session: FxHashMap<SessionKey, Open>,
-    /// The sessions published with each window end, in the order the windows close (a
-    /// swap's handoffs share one end): a publish forgets the closed ones without visiting the
-    /// open ones (tens of thousands after a burst of placements, on every node, before the
-    /// swap counts as written). A session published again is listed under both ends; the
-    /// earlier listing forgets nothing (its entry's end is the later one).
-    ends: BTreeMap<Instant, Vec<SessionKey>>,
-}
-
-impl Board {
-    /// Forgets the handoffs whose window closed by `now`.
-    fn forget_closed(&mut self, now: Instant) {
-        while let Some(first) = self.ends.first_entry() {
-            let end = *first.key();
-            if end > now {
-                break;
-            }
-            for key in first.remove() {
-                if self.by_session.get(&key).is_some_and(|p| p.until == end) {
-                    self.by_session.remove(&key);
-                }
-            }
-        }
-    }
+    /// By session and by end: a publish forgets the closed ones without visiting the open ones
+    /// (tens of thousands after a burst of placements, on every node, before the swap counts
+    /// as written).
+    open: Mutex<ByEnd<Open>>,
 }
 
 impl HandoffBoard {
@@ -77,56 +47,36 @@ impl HandoffBoard {
     /// forgets those whose window has closed.
     pub fn publish(&self, handoffs: &[CompactHandoff], now: Instant) {
         let mut board = self.open.lock().expect("handoff board lock");
-        board.forget_closed(now);
-        let Board { by_session, ends } = &mut *board;
-        // Room for all at once: a table grown step by step holds its old buckets beside the
-        // new ones at each step (a start may publish a million).
-        by_session.reserve(handoffs.len());
+        board.forget_due(now);
         // The wall clock read once for the whole swap (a tick publishes 10,000).
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        // Listed by end, a run of handoffs with one end at a time (a swap's share one).
-        for run in handoffs.chunk_by(|a, b| a.until == b.until) {
-            if run[0].until > now {
-                let listed = ends.entry(run[0].until).or_default();
-                listed.extend(run.iter().map(|h| h.session));
-            }
-        }
-        for h in handoffs.iter().filter(|h| h.until > now) {
-            by_session.insert(
-                h.session,
-                Open {
-                    previous: h.previous_compact().clone(),
-                    until: h.until,
-                    until_unix_ms: (wall + h.until.saturating_duration_since(now)).as_millis()
-                        as u64,
-                },
-            );
-        }
+        board.extend(handoffs.iter().filter(|h| h.until > now).map(|h| {
+            let open = Open {
+                previous: h.previous_compact().clone(),
+                until_unix_ms: (wall + h.until.saturating_duration_since(now)).as_millis() as u64,
+            };
+            (h.session, h.until, open)
+        }));
     }
 
     /// The session's open handoff at `now`, if its window has not closed.
     pub fn get(&self, session: &SessionKey, now: Instant) -> Option<Published> {
         let board = self.open.lock().expect("handoff board lock");
         board
-            .by_session
             .get(session)
-            .filter(|p| p.until > now)
-            .map(|p| Published {
+            .filter(|(until, _)| *until > now)
+            .map(|(until, p)| Published {
                 previous: p.previous.get(),
-                until: p.until,
+                until: *until,
                 until_unix_ms: p.until_unix_ms,
             })
     }
 
     /// Number of handoffs held (closed ones included until the next publish).
     pub fn len(&self) -> usize {
-        self.open
-            .lock()
-            .expect("handoff board lock")
-            .by_session
-            .len()
+        self.open.lock().expect("handoff board lock").len()
     }
 
     /// Whether no handoff is held.

@@ -101,7 +101,7 @@ impl Resharder {
         for ((i, key), written) in at.iter().zip(&keys).zip(written) {
             if written {
                 delta.sessions[*i].1.handoff = WINDOW_OPEN;
-                self.flagged.insert(*key, until);
+                self.flagged.insert(*key, until, ());
             } else if self.flagged.remove(key) {
                 // A full map refused it: the entry of an earlier move must not stay behind
                 // (the placement about to be written carries no flag).
@@ -157,7 +157,7 @@ impl Resharder {
         if written.is_err() {
             // Flagged again, due at once: the next close writes them again.
             for key in &closed {
-                self.flagged.insert(*key, now);
+                self.flagged.insert(*key, now, ());
             }
         }
         written?;
