@@ -6,7 +6,8 @@
 //! is deterministic and a rejected command changes nothing, so every node that applied the same
 //! log holds the same state and routes every packet identically.
 //!
-//! - [`command`]: what can be written, and what a write answers.
+//! - [`command`]: what can be written, and what a write answers; `apply`: how each
+//!   command changes the state.
 //! - [`control`]: the [`Control`] handle the API, the CLI and the control loop write through
 //!   (a Raft cluster, or [`LocalControl`] in memory).
 //! - [`journal`]: which sessions the last applied entries re-placed (the applier's delta).
@@ -16,6 +17,7 @@
 //!   confined to one service.
 //! - `votes`: backend health by majority of the LB nodes' probes.
 
+mod apply;
 pub mod command;
 pub mod control;
 pub mod journal;
@@ -183,7 +185,7 @@ impl ControlState {
 
     /// Applies one command: either all of it or, with an error, nothing.
     pub fn apply(&mut self, command: &Command) -> Result<Response, StateError> {
-        command::apply(self, command)
+        apply::apply(self, command)
     }
 
     /// The service id (1-based) of a service name.

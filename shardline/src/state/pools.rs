@@ -2,7 +2,7 @@
 //! or passes or fails that service's probe. Each touches one service's pool (and the
 //! placements of that service's sessions), never another's.
 
-use super::{command::backend_mut, ControlState, SessionEntry, SessionRef, StateError};
+use super::{apply::backend_mut, ControlState, SessionEntry, SessionRef, StateError};
 use crate::config::{PoolMember, ServiceConfig};
 
 /// [`super::Command::JoinPool`]: puts `id` in `service`'s pool at `weight` (`None`: its own),

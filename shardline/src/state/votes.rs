@@ -4,7 +4,7 @@
 //! overload) takes nothing out. A node that cannot probe a backend (it knows no agent address
 //! for it) does not vote, and a single node is its own majority, as before votes existed.
 
-use super::{command::backend_mut, ControlState, StateError};
+use super::{apply::backend_mut, ControlState, StateError};
 
 /// Records node `node`'s verdict on backend `id`, forgets the votes of nodes no longer among
 /// `members` (the cluster's LB nodes as the voter sees them), and derives the backend's
