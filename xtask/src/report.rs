@@ -512,6 +512,24 @@ fn replay_markdown(md: &mut String, replay: &Value) {
             whole(&speed["session_ticks_per_sec"]),
             whole(&speed["projected_secs_100k_sessions_86400_ticks"])
         );
+        let day = &speed["day_5min_rows"];
+        if day.is_object() {
+            let _ = writeln!(
+                md,
+                "A simulated day of the traces' 5-minute rows: {} sessions × {} ticks of {} s × 4 \
+                 controllers on one thread took {} s of CPU, {} s wall (target: 60 s){}: `{}`.",
+                whole(&day["sessions"]),
+                whole(&day["ticks"]),
+                cell(&day["tick_secs"]),
+                cell(&day["cpu_seconds"]),
+                cell(&day["wall_seconds"]),
+                day["note"]
+                    .as_str()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default(),
+                cell(&day["command"])
+            );
+        }
     }
     let _ = writeln!(md);
 }
@@ -595,13 +613,16 @@ mod tests {
                 "static": scores, "oracle": scores }, "goal_met": false, "why_missed": "why" } },
             "speed": { "sessions": 1000, "ticks": 4032, "seconds": 200.0,
                 "session_ticks_per_sec": 20160.0,
-                "projected_secs_100k_sessions_86400_ticks": 428571.0 } } }));
+                "projected_secs_100k_sessions_86400_ticks": 428571.0,
+                "day_5min_rows": { "sessions": 100000, "ticks": 288, "tick_secs": 300.0,
+                    "cpu_seconds": 42.5, "wall_seconds": 43.5, "command": "shardline replay" } } } }));
         assert!(
             md.contains("| taxi | 7 / 7 | 100 / 100 / 100 / 100 | missed: why |"),
             "{md}"
         );
         assert!(md.contains("met on 0 of 1"), "{md}");
         assert!(md.contains("20160 session-ticks/s"), "{md}");
+        assert!(md.contains("took 42.5 s of CPU, 43.5 s wall"), "{md}");
         let none = markdown(&json!({}));
         assert!(none.contains("## Prediction against reaction"), "{none}");
     }

@@ -47,6 +47,10 @@ pub struct ReplayArgs {
     /// daemon has seen its sessions before (default: the first tenth of the run).
     #[arg(long)]
     warmup_ticks: Option<usize>,
+    /// Rows to replay (default: the longest series'): each session reads its series from its
+    /// phase offset, wrapping round, so `--ticks 288 --tick-secs 300` is a day of 5-minute rows.
+    #[arg(long)]
+    ticks: Option<usize>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -80,6 +84,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<()> {
         backend_capacity: a.backend_capacity,
         timeline: a.plot.is_some(),
         warmup_ticks: a.warmup_ticks,
+        ticks: a.ticks,
     };
     let outcome = replay::run(&series, &options)?;
     let report = Report::of(&outcome);

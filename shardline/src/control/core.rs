@@ -25,7 +25,7 @@ use crate::{
     control::forecast::{Selector, SelectorConfig},
     control::hook::Shortfall,
     control::insight::{ReshardEvent, Sample, HISTORY_SAMPLES},
-    control::placement::BackendLoad,
+    control::placement::{BackendLoad, Ranked},
     control::sizing::SizingConfig,
     control::tick::{tick, SessionState, ShardChange},
     state::{Command, ControlState, SessionRef},
@@ -126,6 +126,13 @@ pub struct Core {
     committed: FxHashMap<u32, (f64, f64)>,
     /// The backends a grow may pick from (scratch of `grow_or_shrink`).
     candidates: Vec<BackendLoad>,
+    /// This tick's loads ranked for placement, built on the first grow that can use it.
+    ranked: Ranked,
+    /// Whether `ranked` is still to be built from this tick's loads.
+    ranked_stale: bool,
+    /// Whether some agent reports a capacity per service (then a grow ranks its service's
+    /// view of each backend, not the fleet's `ranked`).
+    per_service_reports: bool,
 }
 
 impl Core {
@@ -172,6 +179,9 @@ impl Core {
             service_committed: FxHashMap::default(),
             committed: FxHashMap::default(),
             candidates: Vec::new(),
+            ranked: Ranked::default(),
+            ranked_stale: true,
+            per_service_reports: false,
         }
     }
 
@@ -378,7 +388,14 @@ impl Core {
             );
         }
         self.decisions = decisions;
-        self.repair(&mut out, state, &mut loads, at_ms, now);
+        self.repair(
+            &mut out,
+            state,
+            &mut loads,
+            &mut unplaced_tables,
+            at_ms,
+            now,
+        );
         out.shortfall = self.fleet_check(now, at_ms, rates, &loads, state);
         out
     }

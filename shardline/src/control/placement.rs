@@ -5,6 +5,8 @@
 //! already too full for one more shard: by its packets (CPU) or, where its agent reports the
 //! network's capacity, by its bytes.
 
+use std::{cmp::Ordering, collections::BTreeSet};
+
 /// A backend as the placement sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BackendLoad {
@@ -94,6 +96,112 @@ pub fn choose_backends(
     out.extend(best.iter().map(|e| e.1));
 }
 
+/// A backend's place in [`Ranked`]: weighted free capacity, highest first, ties by id, the
+/// order [`choose_backends`] ranks in.
+#[derive(Debug, Clone, Copy)]
+struct Rank {
+    key: f64,
+    id: u32,
+}
+
+impl Rank {
+    fn of(b: &BackendLoad) -> Self {
+        Self {
+            key: b.free() * f64::from(b.weight),
+            id: b.id,
+        }
+    }
+}
+
+impl PartialEq for Rank {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Rank {}
+
+impl PartialOrd for Rank {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Rank {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.key.total_cmp(&self.key).then(self.id.cmp(&other.id))
+    }
+}
+
+/// The healthy, undrained backends of a fleet ranked as [`choose_backends`] ranks them, kept
+/// in order as shards are committed to them, so a decision walks the best few instead of the
+/// whole fleet. Holds for candidates that are the fleet's loads as they are (a service
+/// without a pool or per-service capacities); others go through [`choose_backends`].
+#[derive(Debug, Default)]
+pub struct Ranked {
+    ranks: BTreeSet<Rank>,
+}
+
+impl Ranked {
+    fn ranks(b: &BackendLoad) -> bool {
+        b.healthy && b.weight > 0
+    }
+
+    /// Ranks `backends` afresh.
+    pub fn rebuild(&mut self, backends: &[BackendLoad]) {
+        self.ranks.clear();
+        self.ranks
+            .extend(backends.iter().filter(|b| Self::ranks(b)).map(Rank::of));
+    }
+
+    /// Re-ranks a backend whose load changed from `before` to `after`.
+    pub fn update(&mut self, before: &BackendLoad, after: &BackendLoad) {
+        if Self::ranks(before) {
+            self.ranks.remove(&Rank::of(before));
+        }
+        if Self::ranks(after) {
+            self.ranks.insert(Rank::of(after));
+        }
+    }
+
+    /// [`choose_backends`] over the ranked backends but those in `exclude`: what it picks from
+    /// every backend of `backends` (the ranked fleet's loads, in id order) not in `exclude`.
+    pub fn choose(
+        &self,
+        backends: &[BackendLoad],
+        exclude: &[u32],
+        count: usize,
+        per_shard_load: f64,
+        per_shard_bytes: f64,
+        out: &mut Vec<u32>,
+    ) {
+        out.clear();
+        for rank in &self.ranks {
+            if out.len() >= count {
+                break;
+            }
+            // A taker has free ≥ the shard's load and free > 0, so its key (free × a weight
+            // of at least 1) is at least both: nothing ranked lower can take it.
+            if rank.key < per_shard_load || rank.key <= 0.0 {
+                break;
+            }
+            if exclude.contains(&rank.id) {
+                continue;
+            }
+            let Ok(at) = backends.binary_search_by_key(&rank.id, |b| b.id) else {
+                continue;
+            };
+            let b = &backends[at];
+            if b.free() > 0.0
+                && b.free() >= per_shard_load
+                && (b.net_capacity.is_infinite() || b.net_free() >= per_shard_bytes)
+            {
+                out.push(b.id);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +257,46 @@ mod tests {
         assert_eq!(out, vec![2, 3]);
         choose_backends(&fleet, 3, 100.0, 1e6, &mut out);
         assert_eq!(out, vec![1, 2, 3]);
+    }
+
+    /// The ranked walk picks what the full pass picks, as shards are committed one by one.
+    #[test]
+    fn ranked_choice_equals_the_full_pass() {
+        let mut r = 7u64;
+        let mut draw = |n: u64| {
+            r = shardline_common::hash::mix64(r);
+            r % n
+        };
+        let mut fleet: Vec<BackendLoad> = (1..=60)
+            .map(|id| BackendLoad {
+                net_capacity: if draw(4) == 0 { 1e6 } else { f64::INFINITY },
+                net_committed: draw(1_000_000) as f64,
+                ..backend(id, draw(3) as u32, draw(8) > 0, 1000.0, draw(1100) as f64)
+            })
+            .collect();
+        let mut ranked = Ranked::default();
+        ranked.rebuild(&fleet);
+        let (mut full, mut walked) = (Vec::new(), Vec::new());
+        for _ in 0..300 {
+            let exclude: Vec<u32> = (0..draw(4)).map(|_| draw(60) as u32 + 1).collect();
+            let count = draw(6) as usize;
+            let (load, bytes) = (draw(300) as f64, draw(200_000) as f64);
+            let candidates: Vec<BackendLoad> = fleet
+                .iter()
+                .filter(|b| !exclude.contains(&b.id))
+                .copied()
+                .collect();
+            choose_backends(&candidates, count, load, bytes, &mut full);
+            ranked.choose(&fleet, &exclude, count, load, bytes, &mut walked);
+            assert_eq!(walked, full, "count {count}, load {load}, bytes {bytes}");
+            for id in &full {
+                let b = &mut fleet[*id as usize - 1];
+                let before = *b;
+                b.committed += load;
+                b.net_committed += bytes;
+                ranked.update(&before, b);
+            }
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub enum Owners<'a> {
 }
 
 /// The sample keys, hashed once at build time.
-static KEYS: [u64; SAMPLE_KEYS as usize] = {
+pub(super) static KEYS: [u64; SAMPLE_KEYS as usize] = {
     let mut keys = [0; SAMPLE_KEYS as usize];
     let mut i = 0;
     while i < keys.len() {
@@ -46,7 +46,7 @@ impl Owners<'_> {
     /// Every sample key's owner into `out` (`NO_BACKEND`: none). Members outer, keys inner,
     /// so the scoring loop vectorises; a later member takes a key only with a strictly higher
     /// score, as [`shardline_common::partition::rendezvous_owner`] decides it.
-    fn owners(&self, best: &mut [u64], out: &mut [u32]) {
+    pub(super) fn owners(&self, best: &mut [u64], out: &mut [u32]) {
         match *self {
             Owners::Home(home) => out.fill(home.unwrap_or(NO_BACKEND)),
             Owners::Set(set) => {

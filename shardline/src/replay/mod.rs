@@ -18,6 +18,7 @@
 //! [`report`] turns the totals into the `--json` shape.
 
 pub mod fleet;
+mod moved;
 pub mod report;
 mod simulate;
 
@@ -91,6 +92,10 @@ pub struct Options {
     /// Leading ticks every controller runs on but none is scored on (default: a tenth of the
     /// run, [`default_warmup`]).
     pub warmup_ticks: Option<usize>,
+    /// Ticks replayed (default: the longest series' rows). Each session reads its series
+    /// from its phase offset on, wrapping round at the end, so a run shorter than the series
+    /// (a simulated day of a month-long trace) sees a different window per session.
+    pub ticks: Option<usize>,
 }
 
 /// The warm-up of a run of `ticks` ticks when none is given: its first tenth (rounded down),
@@ -114,6 +119,7 @@ impl Default for Options {
             backend_capacity: None,
             timeline: false,
             warmup_ticks: None,
+            ticks: None,
         }
     }
 }
@@ -388,7 +394,11 @@ fn setup<'a>(series: &'a [Series], options: &Options) -> Result<Setup<'a>, Repla
         lead_secs: options.provision_secs,
         cooldown_secs: options.provision_secs,
     });
-    let ticks = series.iter().map(|s| s.values.len()).max().unwrap_or(0);
+    let ticks = match options.ticks {
+        Some(0) => return Err(bad("--ticks", "must be at least 1")),
+        Some(n) => n,
+        None => series.iter().map(|s| s.values.len()).max().unwrap_or(0),
+    };
     let warmup = options
         .warmup_ticks
         .unwrap_or_else(|| default_warmup(ticks));

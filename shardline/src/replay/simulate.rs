@@ -7,7 +7,8 @@
 use std::{collections::VecDeque, time::Instant};
 
 use super::{
-    fleet::{moved_fraction, Owners, Tally},
+    fleet::{Owners, Tally},
+    moved::KeyOwners,
     Kind, Setup, MAX_REPLAY_BACKENDS, SERVICE,
 };
 use crate::{
@@ -81,6 +82,8 @@ pub(super) fn simulate(
     };
     let mut homes = homes_in(&state);
     let mut placed: Vec<Vec<u32>> = vec![Vec::new(); sessions];
+    // Who owns each placed session's sample keys, kept through the warm-up too.
+    let mut keys = KeyOwners::new(sessions);
     let mut pending: Vec<Command> = Vec::new();
     let mut arrivals: VecDeque<(usize, u32)> = VecDeque::new();
     let mut tally = Tally::default();
@@ -119,7 +122,9 @@ pub(super) fn simulate(
         for p in core.tick(t0, 0, t0, &rates, &state).placements {
             if let Command::Place { session, backends } = &p.command {
                 if state.apply(&p.command).is_ok() {
-                    placed[session.session as usize].clone_from(backends);
+                    let i = session.session as usize;
+                    keys.reshard(i, owners(&placed[i], homes[i]), backends);
+                    placed[i].clone_from(backends);
                 }
             }
         }
@@ -137,10 +142,10 @@ pub(super) fn simulate(
             if state.apply(&command).is_err() || placed[i] == *backends {
                 continue;
             }
+            let moved = keys.reshard(i, owners(&placed[i], homes[i]), backends);
             if scored {
-                let before = owners(&placed[i], homes[i]);
                 tally.reshards += 1;
-                tally.keys_moved += moved_fraction(before, Owners::Set(backends));
+                tally.keys_moved += moved;
             }
             placed[i].clone_from(backends);
         }

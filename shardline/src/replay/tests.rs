@@ -217,3 +217,28 @@ fn on_ramps_after_idle_spells_the_loop_overloads_at_most_half_as_long_as_the_hpa
         r.table()
     );
 }
+
+/// `--ticks` replays that many rows, each session reading its series from its phase offset and
+/// wrapping round: a run as long as the series is the default, a longer one repeats it, and
+/// zero ticks is refused.
+#[test]
+fn ticks_bound_the_run_and_wrap_the_series() {
+    let with = |ticks| Options {
+        ticks,
+        sessions: Some(3),
+        ..Options::default()
+    };
+    let full = run(&[waves(240)], &with(None)).unwrap();
+    let same = run(&[waves(240)], &with(Some(240))).unwrap();
+    assert_eq!(full.ticks, 240);
+    assert_eq!(Report::of(&full), Report::of(&same));
+    let day = run(&[waves(240)], &with(Some(60))).unwrap();
+    assert_eq!((day.ticks, day.warmup_ticks), (60, 6));
+    let twice = run(&[waves(240)], &with(Some(480))).unwrap();
+    assert_eq!(twice.ticks, 480);
+    for (_, tally) in &twice.tallies {
+        assert!(tally.demand > 0.0);
+    }
+    let err = run(&[waves(240)], &with(Some(0))).unwrap_err();
+    assert!(err.to_string().contains("--ticks"), "{err}");
+}

@@ -87,6 +87,11 @@ impl Core {
             })
             .collect();
         self.committed = committed;
+        self.ranked_stale = true;
+        self.per_service_reports = self
+            .reports
+            .values()
+            .any(|r| r.app.as_ref().is_some_and(|a| !a.services.is_empty()));
         loads
     }
 

@@ -86,45 +86,99 @@ impl Core {
                 .services
                 .iter()
                 .position(|s| s.name == session.service);
-            let (reports, committed) = (&self.reports, &self.service_committed);
-            // The host's free capacity, or the service's where the agent reports one.
-            let scoped = |b: BackendLoad| {
-                let reported = reports
-                    .get(&b.id)
-                    .and_then(|r| r.service_capacity(&session.service));
-                let held = service.and_then(|i| committed.get(&(i, b.id)));
-                b.for_service(reported, held.copied().unwrap_or(0.0))
-            };
-            let candidates = &mut self.candidates;
-            candidates.clear();
-            candidates.extend(
-                loads
-                    .iter()
-                    .filter(|b| !set.contains(&b.id))
-                    .filter_map(|b| {
-                        Some(scoped(BackendLoad {
-                            weight: in_pool(b)?,
-                            ..*b
-                        }))
-                    }),
-            );
-            choose_backends(
-                candidates,
-                to - set.len(),
-                per_shard,
-                per_shard_bytes,
-                &mut self.chosen,
-            );
+            // A service without a pool or per-service capacities sees the fleet's loads as
+            // they are: the ranked walk picks what the pass below would, in O(picked).
+            let plain = !self.per_service_reports
+                && service.is_some_and(|i| state.services[i].backends.is_none());
+            if plain {
+                if self.ranked_stale {
+                    self.ranked.rebuild(loads);
+                    self.ranked_stale = false;
+                }
+                self.ranked.choose(
+                    loads,
+                    &set,
+                    to - set.len(),
+                    per_shard,
+                    per_shard_bytes,
+                    &mut self.chosen,
+                );
+            } else {
+                self.choose_scoped(
+                    session,
+                    state,
+                    service,
+                    &set,
+                    loads,
+                    to - set.len(),
+                    (per_shard, per_shard_bytes),
+                );
+            }
             set.extend(self.chosen.iter().copied());
-            for b in loads.iter_mut().filter(|b| self.chosen.contains(&b.id)) {
+            // `loads` is in id order (see `load_of`): find each pick, not scan the fleet.
+            for id in &self.chosen {
+                let Ok(at) = loads.binary_search_by_key(id, |b| b.id) else {
+                    continue;
+                };
+                let b = &mut loads[at];
+                let before = *b;
                 b.committed += per_shard;
                 b.net_committed += per_shard_bytes;
+                if !self.ranked_stale {
+                    self.ranked.update(&before, b);
+                }
                 if let Some(i) = service {
                     *self.service_committed.entry((i, b.id)).or_default() += per_shard;
                 }
             }
         }
         set
+    }
+
+    /// Picks `count` backends into `self.chosen` from every backend of `loads` not in `set`,
+    /// each seen as `session`'s service sees it: at its weight in the service's pool, its free
+    /// capacity bounded by what its agent reports it can carry of the service.
+    #[allow(clippy::too_many_arguments)]
+    fn choose_scoped(
+        &mut self,
+        session: &SessionRef,
+        state: &ControlState,
+        service: Option<usize>,
+        set: &[u32],
+        loads: &[BackendLoad],
+        count: usize,
+        (per_shard, per_shard_bytes): (f64, f64),
+    ) {
+        let in_pool = |b: &BackendLoad| state.pool_weight(&session.service, b.id, b.weight);
+        let (reports, committed) = (&self.reports, &self.service_committed);
+        // The host's free capacity, or the service's where the agent reports one.
+        let scoped = |b: BackendLoad| {
+            let reported = reports
+                .get(&b.id)
+                .and_then(|r| r.service_capacity(&session.service));
+            let held = service.and_then(|i| committed.get(&(i, b.id)));
+            b.for_service(reported, held.copied().unwrap_or(0.0))
+        };
+        let candidates = &mut self.candidates;
+        candidates.clear();
+        candidates.extend(
+            loads
+                .iter()
+                .filter(|b| !set.contains(&b.id))
+                .filter_map(|b| {
+                    Some(scoped(BackendLoad {
+                        weight: in_pool(b)?,
+                        ..*b
+                    }))
+                }),
+        );
+        choose_backends(
+            candidates,
+            count,
+            per_shard,
+            per_shard_bytes,
+            &mut self.chosen,
+        );
     }
 
     /// Records the re-shard of session `index` (from `from` shards to `set`) among its events

@@ -16,12 +16,15 @@ use crate::{
 
 impl Core {
     /// Re-shards placed sessions that lost a backend (unhealthy or removed) or hold fewer
-    /// shards than decided (the fleet was short when they grew).
+    /// shards than decided (the fleet was short when they grew). `unplaced_tables` holds the
+    /// tick's [`ControlState::unplaced_tables`] once built (the state does not change within a
+    /// tick, so the decisions' copy serves here too).
     pub(super) fn repair(
         &mut self,
         out: &mut TickOutput,
         state: &ControlState,
         loads: &mut [BackendLoad],
+        unplaced_tables: &mut Option<Snapshot>,
         at_ms: u64,
         now: Instant,
     ) {
@@ -34,7 +37,6 @@ impl Core {
                 _ => None,
             })
             .collect();
-        let mut unplaced_tables = None;
         for (session, entry) in state.sessions.iter() {
             if entry.backends.is_empty()
                 || decided.contains(session)
@@ -44,7 +46,7 @@ impl Core {
                 continue;
             }
             let session = session.clone();
-            self.repair_one(out, state, loads, session, &mut unplaced_tables, at_ms, now);
+            self.repair_one(out, state, loads, session, unplaced_tables, at_ms, now);
         }
         // Sessions wider than one shard by their class's prior, not yet placed.
         for i in 0..self.refs.len() {
@@ -58,7 +60,7 @@ impl Core {
                 continue;
             }
             let session = self.refs[i].clone();
-            self.repair_one(out, state, loads, session, &mut unplaced_tables, at_ms, now);
+            self.repair_one(out, state, loads, session, unplaced_tables, at_ms, now);
         }
     }
 
