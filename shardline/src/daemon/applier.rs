@@ -12,12 +12,14 @@
 //! What a change moved is logged: per re-placed session its previous owners (the handoff; the
 //! first few of a swap one by one, then a count), and the default table's slot moves. Between
 //! states, it closes the handoff windows the dataplane still flags as they end
-//! (`Resharder::close_due`), [`CLOSE_CHUNK`] at a time: a state committed meanwhile is
-//! written before the next chunk (a burst of placements ends tens of thousands of windows at
-//! once, and the kernel keeps marking only until each window's end whether it is closed or
-//! not).
+//! (`Resharder::close_due`), [`CLOSE_CHUNK`] at a time, and the handoff board forgets the
+//! handoffs whose window ended (not at the next swap, which waits for it): a state committed
+//! meanwhile is written before the next chunk (a burst of placements ends tens of thousands of
+//! windows at once, and the kernel keeps marking only until each window's end whether it is
+//! closed or not).
 
 use std::{
+    collections::BTreeSet,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -49,14 +51,25 @@ pub async fn run(
     let mut applied = 0;
     // The state last written whole or in part: the next one is written as its delta.
     let mut last: Option<Arc<ControlState>> = None;
+    // When the handoffs each swap published on the board end (a swap's share one end): the
+    // board forgets them then, between states. A swap's moves the full `HANDOFFS` map refused
+    // flag no window, so the dataplane's window ends alone miss them (a load of a million
+    // placements publishes a million, of which the map holds 65,536).
+    let mut board_ends: BTreeSet<Instant> = BTreeSet::new();
     loop {
         let state = states.borrow_and_update().clone();
         if state.generation != applied {
             resharder.set_handoff_window(*handoff_window.borrow());
             let job = (maps.clone(), state.clone(), last.clone(), telemetry.clone());
+            let board = board.clone();
             let Some((back, result)) = off_runtime(resharder, move |resharder| {
                 let (maps, state, last, telemetry) = job;
-                write(&maps, resharder, &state, last.as_deref(), &telemetry)
+                let swap = write(&maps, resharder, &state, last.as_deref(), &telemetry)?;
+                // On this thread too, before the generation counts as written: a tick's
+                // 10,000 inserts take ms, which on the runtime waited for its worker behind
+                // the raft peers' messages (and held that worker from them).
+                board.publish(&swap.handoffs, Instant::now());
+                anyhow::Ok(swap)
             })
             .await
             else {
@@ -65,7 +78,9 @@ pub async fn run(
             resharder = back;
             match result {
                 Ok(swap) => {
-                    board.publish(&swap.handoffs, Instant::now());
+                    // (A zero window publishes none: no end to wake for.)
+                    let end = swap.handoffs.iter().map(|h| h.until).max();
+                    board_ends.extend(end.filter(|end| *end > Instant::now()));
                     applied = state.generation;
                     // Refused placements are retried by the next whole write.
                     let next = swap.placements_refused.is_empty().then(|| state.clone());
@@ -85,8 +100,12 @@ pub async fn run(
                 }
             }
         }
-        // The next state, or the end of a handoff window the dataplane still flags.
-        let next_close = resharder.next_close();
+        // The next state, or the end of a handoff window the dataplane still flags or the
+        // board holds.
+        let next_close = [resharder.next_close(), board_ends.first().copied()]
+            .into_iter()
+            .flatten()
+            .min();
         let closing = async move {
             match next_close {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -104,10 +123,15 @@ pub async fn run(
             () = closing => {
                 // A window closing rewrites every session it flagged (a tick's 10,000), a chunk
                 // at a time; windows still due wake the loop again at once.
-                let maps = maps.clone();
+                let (maps, board, now) = (maps.clone(), board.clone(), Instant::now());
+                board_ends.retain(|end| *end > now);
                 let Some((back, result)) = off_runtime(resharder, move |resharder| {
+                    // The board forgets the handoffs whose window ended: here, between
+                    // states, not at the next swap's publish, which the generation waits for
+                    // (a tick's 10,000 each time, a million after a load of placements).
+                    board.publish(&[], now);
                     let mut maps = maps.lock().expect("maps lock");
-                    resharder.close_due(&mut *maps, Instant::now(), CLOSE_CHUNK)
+                    resharder.close_due(&mut *maps, now, CLOSE_CHUNK)
                 })
                 .await
                 else {
