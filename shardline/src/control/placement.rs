@@ -38,6 +38,17 @@ impl BackendLoad {
         self.net_capacity - self.net_committed
     }
 
+    /// Whether a new shard bringing `load` (packets) and `bytes` may go here: healthy, not
+    /// drained, with free capacity for it (and some at all), and free network capacity for
+    /// its bytes where the network's capacity is known.
+    fn takes(&self, load: f64, bytes: f64) -> bool {
+        self.healthy
+            && self.weight > 0
+            && self.free() > 0.0
+            && self.free() >= load
+            && (self.net_capacity.is_infinite() || self.net_free() >= bytes)
+    }
+
     /// This backend as one service's new shards see it, given what its agent reports it can
     /// carry of that service (`capacity`, if it reports one) and the load of that service's
     /// shards already committed to it (`committed`): whichever free capacity is smaller, the
@@ -75,29 +86,24 @@ pub fn choose_backends(
     }
     // The best `count` so far, best first: one pass, no sort of the whole fleet (a decision
     // costs O(backends × count), and `count` is a handful of shards).
-    let mut best: Vec<(f64, u32)> = Vec::with_capacity(count.min(backends.len()) + 1);
-    let better = |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).is_lt();
+    let mut best: Vec<Rank> = Vec::with_capacity(count.min(backends.len()) + 1);
     for b in backends
         .iter()
-        .filter(|b| b.healthy && b.weight > 0 && b.free() > 0.0 && b.free() >= per_shard_load)
-        .filter(|b| b.net_capacity.is_infinite() || b.net_free() >= per_shard_bytes)
+        .filter(|b| b.takes(per_shard_load, per_shard_bytes))
     {
-        let e = (b.free() * f64::from(b.weight), b.id);
-        if best.len() == count && !better(&e, &best[count - 1]) || best.iter().any(|x| x.1 == e.1) {
+        let e = Rank::of(b);
+        if best.len() == count && e >= best[count - 1] || best.iter().any(|x| x.id == e.id) {
             continue;
         }
-        let at = best
-            .iter()
-            .position(|x| better(&e, x))
-            .unwrap_or(best.len());
+        let at = best.iter().position(|x| e < *x).unwrap_or(best.len());
         best.insert(at, e);
         best.truncate(count);
     }
-    out.extend(best.iter().map(|e| e.1));
+    out.extend(best.iter().map(|e| e.id));
 }
 
-/// A backend's place in [`Ranked`]: weighted free capacity, highest first, ties by id, the
-/// order [`choose_backends`] ranks in.
+/// A backend's place in the ranking of [`choose_backends`] and [`Ranked`]: weighted free
+/// capacity, highest first, ties by id.
 #[derive(Debug, Clone, Copy)]
 struct Rank {
     key: f64,
@@ -191,12 +197,8 @@ impl Ranked {
             let Ok(at) = backends.binary_search_by_key(&rank.id, |b| b.id) else {
                 continue;
             };
-            let b = &backends[at];
-            if b.free() > 0.0
-                && b.free() >= per_shard_load
-                && (b.net_capacity.is_infinite() || b.net_free() >= per_shard_bytes)
-            {
-                out.push(b.id);
+            if backends[at].takes(per_shard_load, per_shard_bytes) {
+                out.push(rank.id);
             }
         }
     }

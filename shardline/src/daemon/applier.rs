@@ -19,7 +19,6 @@
 //! closed or not).
 
 use std::{
-    collections::BTreeSet,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -51,11 +50,6 @@ pub async fn run(
     let mut applied = 0;
     // The state last written whole or in part: the next one is written as its delta.
     let mut last: Option<Arc<ControlState>> = None;
-    // When the handoffs each swap published on the board end (a swap's share one end): the
-    // board forgets them then, between states. A swap's moves the full `HANDOFFS` map refused
-    // flag no window, so the dataplane's window ends alone miss them (a load of a million
-    // placements publishes a million, of which the map holds 65,536).
-    let mut board_ends: BTreeSet<Instant> = BTreeSet::new();
     loop {
         let state = states.borrow_and_update().clone();
         if state.generation != applied {
@@ -78,9 +72,6 @@ pub async fn run(
             resharder = back;
             match result {
                 Ok(swap) => {
-                    // (A zero window publishes none: no end to wake for.)
-                    let end = swap.handoffs.iter().map(|h| h.until).max();
-                    board_ends.extend(end.filter(|end| *end > Instant::now()));
                     applied = state.generation;
                     // Refused placements are retried by the next whole write.
                     let next = swap.placements_refused.is_empty().then(|| state.clone());
@@ -101,8 +92,10 @@ pub async fn run(
             }
         }
         // The next state, or the end of a handoff window the dataplane still flags or the
-        // board holds.
-        let next_close = [resharder.next_close(), board_ends.first().copied()]
+        // board holds (the board's own ends: a swap's moves the full `HANDOFFS` map refused
+        // flag no window, so the dataplane's ends alone miss them; a load of a million
+        // placements publishes a million, of which the map holds 65,536).
+        let next_close = [resharder.next_close(), board.next_end()]
             .into_iter()
             .flatten()
             .min();
@@ -124,7 +117,6 @@ pub async fn run(
                 // A window closing rewrites every session it flagged (a tick's 10,000), a chunk
                 // at a time; windows still due wake the loop again at once.
                 let (maps, board, now) = (maps.clone(), board.clone(), Instant::now());
-                board_ends.retain(|end| *end > now);
                 let Some((back, result)) = off_runtime(resharder, move |resharder| {
                     // The board forgets the handoffs whose window ended: here, between
                     // states, not at the next swap's publish, which the generation waits for

@@ -74,6 +74,12 @@ impl HandoffBoard {
             })
     }
 
+    /// The earliest window end it holds: when to forget the handoffs that closed (or, a
+    /// handoff published again since, a wake-up that finds nothing to forget).
+    pub fn next_end(&self) -> Option<Instant> {
+        self.open.lock().expect("handoff board lock").next_end()
+    }
+
     /// Number of handoffs held (closed ones included until the next publish).
     pub fn len(&self) -> usize {
         self.open.lock().expect("handoff board lock").len()
