@@ -20,6 +20,7 @@
 pub mod fleet;
 mod moved;
 pub mod report;
+mod score;
 mod simulate;
 
 use std::{path::Path, time::Duration};
