@@ -133,6 +133,12 @@ pub struct Core {
     /// Whether some agent reports a capacity per service (then a grow ranks its service's
     /// view of each backend, not the fleet's `ranked`).
     per_service_reports: bool,
+    /// Per known session (by index), whether the state places it, as of this tick's
+    /// [`Core::backend_loads`].
+    placed: Vec<bool>,
+    /// Each placed session of the state, in the state's order, with its index here
+    /// (`u32::MAX`: unknown to the loop), as of this tick's [`Core::backend_loads`].
+    placed_index: Vec<u32>,
 }
 
 impl Core {
@@ -182,6 +188,8 @@ impl Core {
             ranked: Ranked::default(),
             ranked_stale: true,
             per_service_reports: false,
+            placed: Vec::new(),
+            placed_index: Vec::new(),
         }
     }
 

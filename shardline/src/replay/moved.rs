@@ -19,8 +19,13 @@ use super::{
 // An owner's position in its set fits in a nibble.
 const _: () = assert!(MAX_SHARDS <= 16);
 
-/// Per sample key, its owner's position in the session's set, two keys a byte.
-type Positions = Box<[u8; N / 2]>;
+/// Keys a half of [`Positions`] holds.
+const HALF: usize = N / 2;
+
+/// Per sample key, its owner's position in the session's set, two keys a byte: key `k` of
+/// the first half in the low nibble of byte `k`, key `HALF + k` in its high nibble (so packing
+/// and comparing are plain loops over bytes, which vectorise).
+type Positions = Box<[u8; HALF]>;
 
 /// Each session's sample-key owners under its current set (`None`: unplaced, or not scored
 /// yet).
@@ -33,13 +38,33 @@ fn members(set: &[u32]) -> &[u32] {
     &set[..set.len().min(MAX_SHARDS)]
 }
 
-/// Two positions a byte, the even key's in the low nibble.
+/// Two positions a byte, as [`Positions`] lays them out.
 fn pack(positions: &[u8; N]) -> Positions {
-    let mut p: Positions = Box::new([0; N / 2]);
-    for (byte, pair) in p.iter_mut().zip(positions.chunks_exact(2)) {
-        *byte = pair[0] | pair[1] << 4;
+    let (low, high) = positions.split_at(HALF);
+    let mut p: Positions = Box::new([0; HALF]);
+    for ((byte, lo), hi) in p.iter_mut().zip(low).zip(high) {
+        *byte = lo | hi << 4;
     }
     p
+}
+
+/// How many keys owned at position `from` in `old` are not owned at position `to` in `next`.
+fn leaving(old: &[u8; HALF], next: &[u8; N], from: u8, to: u8) -> usize {
+    let (low, high) = next.split_at(HALF);
+    // Counted in bytes over chunks of 128 keys (no byte overflows), so the loop vectorises.
+    let count = |half: &[u8], shift: u32| -> usize {
+        old.chunks_exact(128)
+            .zip(half.chunks_exact(128))
+            .map(|(bytes, ats)| {
+                let leaving = bytes.iter().zip(ats).fold(0u8, |n, (byte, at)| {
+                    // `&`, not `&&`: a branch would keep the loop scalar.
+                    n + (u8::from((byte >> shift) & 0xf == from) & u8::from(*at != to))
+                });
+                usize::from(leaving)
+            })
+            .sum()
+    };
+    count(low, 0) + count(high, 4)
 }
 
 impl KeyOwners {
@@ -92,16 +117,11 @@ impl KeyOwners {
         };
         let mut next = [0u8; N];
         owner_positions(to, &mut next);
-        let moved = match &old {
-            None => next.iter().filter(|at| **at != kept[0]).count(),
-            Some(p) => p
-                .iter()
-                .zip(next.chunks_exact(2))
-                .map(|(byte, pair)| {
-                    usize::from(kept[usize::from(byte & 0xf)] != pair[0])
-                        + usize::from(kept[usize::from(byte >> 4)] != pair[1])
-                })
+        let moved = match (&old, from) {
+            (Some(p), Ok(set)) => (0..set.len())
+                .map(|j| leaving(p, &next, j as u8, kept[j]))
                 .sum(),
+            _ => next.iter().filter(|at| **at != kept[0]).count(),
         };
         self.sessions[i] = Some(pack(&next));
         moved as f64 / N as f64

@@ -16,22 +16,29 @@ impl Core {
     /// draining and not reporting saturation; committed load (packets, and bytes where its
     /// agent reports the network's capacity) is the larger of what it reports serving and
     /// this loop's forecasts of the shards it holds. Also fills `service_committed`, those
-    /// forecasts per service. Listed in id order (the state's backend map's), which
-    /// `load_of` relies on.
+    /// forecasts per service, and `placed` and `placed_index`, which the tick's repair reads
+    /// instead of looking every session up again. Listed in id order (the state's backend
+    /// map's), which `load_of` relies on.
     pub(super) fn backend_loads(&mut self, state: &ControlState) -> Vec<BackendLoad> {
         // Per backend: forecast packets and bytes of the shards it holds.
         let mut committed = std::mem::take(&mut self.committed);
         committed.clear();
         self.service_committed.clear();
+        self.placed.clear();
+        self.placed.resize(self.refs.len(), false);
+        self.placed_index.clear();
         // The last session's service and its position (sessions come in service order).
         let mut last: Option<(&str, Option<usize>)> = None;
         for (session, entry) in &state.sessions {
             if entry.backends.is_empty() {
                 continue;
             }
-            let Some(&i) = self.index.get(session) else {
+            let index = self.index.get(session).copied();
+            self.placed_index.push(index.map_or(u32::MAX, |i| i as u32));
+            let Some(i) = index else {
                 continue;
             };
+            self.placed[i] = true;
             let upper = self.states[i].selector().upper();
             if !upper.is_finite() {
                 continue;

@@ -37,24 +37,37 @@ impl Core {
                 _ => None,
             })
             .collect();
+        // The placed sessions' indices, found by `backend_loads` on the same state.
+        let placed_index = std::mem::take(&mut self.placed_index);
+        let mut indices = placed_index.iter();
         for (session, entry) in state.sessions.iter() {
-            if entry.backends.is_empty()
-                || decided.contains(session)
+            if entry.backends.is_empty() {
+                continue;
+            }
+            let index = indices
+                .next()
+                .filter(|i| **i != u32::MAX)
+                .map(|i| *i as usize);
+            if decided.contains(session)
                 || !self.pending.contains_key(session)
-                    && self.intact(session, &entry.backends, state)
+                    && self.intact(index, session, &entry.backends, state)
             {
                 continue;
             }
             let session = session.clone();
             self.repair_one(out, state, loads, session, unplaced_tables, at_ms, now);
         }
+        debug_assert!(indices.next().is_none(), "backend_loads saw another state");
+        self.placed_index = placed_index;
         // Sessions wider than one shard by their class's prior, not yet placed.
         for i in 0..self.refs.len() {
             if self.states[i].shards() <= 1
-                || state
-                    .sessions
-                    .get(&self.refs[i])
-                    .is_some_and(|e| !e.backends.is_empty())
+                || self.placed.get(i).copied().unwrap_or_else(|| {
+                    state
+                        .sessions
+                        .get(&self.refs[i])
+                        .is_some_and(|e| !e.backends.is_empty())
+                })
                 || decided.contains(&self.refs[i])
             {
                 continue;
@@ -67,17 +80,22 @@ impl Core {
     /// Whether placed session `session`, with no placement of this loop in flight (so its
     /// current set is the applied `backends`), needs no repair: every member alive and in its
     /// service's pool, and as many as decided. The common case, checked without allocating.
-    fn intact(&self, session: &SessionRef, backends: &[u32], state: &ControlState) -> bool {
+    /// `index` is the session's here, if the loop knows it.
+    fn intact(
+        &self,
+        index: Option<usize>,
+        session: &SessionRef,
+        backends: &[u32],
+        state: &ControlState,
+    ) -> bool {
         let lost = backends.iter().any(|id| {
             !self.alive.contains(id)
                 || state
                     .pool_weight(&session.service, *id, 1)
                     .is_none_or(|w| w == 0)
         });
-        let wanted = self
-            .index
-            .get(session)
-            .map(|&i| self.states[i].shards() as usize)
+        let wanted = index
+            .map(|i| self.states[i].shards() as usize)
             .unwrap_or(backends.len())
             .max(1);
         !lost && backends.len() >= wanted
