@@ -84,7 +84,7 @@ impl KeyOwners {
         // The old owners: one backend for every key, or a member of the old set per key.
         let from = match from {
             Owners::Home(home) => Err(home.unwrap_or(NO_BACKEND)),
-            Owners::Set(s) if s.is_empty() => Err(NO_BACKEND),
+            Owners::Set([]) => Err(NO_BACKEND),
             Owners::Set(s) => Ok(members(s)),
         };
         // The first position of `id` in the new set: where its keys' owner is found.
