@@ -16,7 +16,7 @@ impl Core {
     /// draining and not reporting saturation; committed load (packets, and bytes where its
     /// agent reports the network's capacity) is the larger of what it reports serving and
     /// this loop's forecasts of the shards it holds. Also fills `service_committed`, those
-    /// forecasts per service, and `placed` and `placed_index`, which the tick's repair reads
+    /// forecasts per service (only while some agent reports a capacity per service), and `placed` and `placed_index`, which the tick's repair reads
     /// instead of looking every session up again. Listed in id order (the state's backend
     /// map's), which `load_of` relies on.
     pub(super) fn backend_loads(&mut self, state: &ControlState) -> Vec<BackendLoad> {
@@ -27,6 +27,13 @@ impl Core {
         self.placed.clear();
         self.placed.resize(self.refs.len(), false);
         self.placed_index.clear();
+        // Only a capacity an agent reports for a service makes its committed load count
+        // (`BackendLoad::for_service`): without one, the per-service sums are not kept.
+        self.per_service_reports = self
+            .reports
+            .values()
+            .any(|r| r.app.as_ref().is_some_and(|a| !a.services.is_empty()));
+        let per_service = self.per_service_reports;
         // The last session's service and its position (sessions come in service order).
         let mut last: Option<(&str, Option<usize>)> = None;
         for (session, entry) in &state.sessions {
@@ -46,6 +53,7 @@ impl Core {
             let share = 1.0 / entry.backends.len() as f64;
             let bytes = upper * self.states[i].packet_bytes();
             let service = match last {
+                _ if !per_service => None,
                 Some((name, position)) if name == session.service => position,
                 _ => {
                     let position = state
@@ -95,10 +103,6 @@ impl Core {
             .collect();
         self.committed = committed;
         self.ranked_stale = true;
-        self.per_service_reports = self
-            .reports
-            .values()
-            .any(|r| r.app.as_ref().is_some_and(|a| !a.services.is_empty()));
         loads
     }
 

@@ -127,7 +127,7 @@ impl Core {
                 if !self.ranked_stale {
                     self.ranked.update(&before, b);
                 }
-                if let Some(i) = service {
+                if let (Some(i), true) = (service, self.per_service_reports) {
                     *self.service_committed.entry((i, b.id)).or_default() += per_shard;
                 }
             }
