@@ -16,9 +16,10 @@ impl Core {
     /// draining and not reporting saturation; committed load (packets, and bytes where its
     /// agent reports the network's capacity) is the larger of what it reports serving and
     /// this loop's forecasts of the shards it holds. Also fills `service_committed`, those
-    /// forecasts per service (only while some agent reports a capacity per service), and `placed` and `placed_index`, which the tick's repair reads
-    /// instead of looking every session up again. Listed in id order (the state's backend
-    /// map's), which `load_of` relies on.
+    /// forecasts per service (only while some agent reports a capacity per service), and
+    /// `placed` and `placed_index`, which the tick's repair reads instead of looking every
+    /// session up again. Listed in id order (the state's backend map's), which `load_of`
+    /// relies on.
     pub(super) fn backend_loads(&mut self, state: &ControlState) -> Vec<BackendLoad> {
         // Per backend: forecast packets and bytes of the shards it holds.
         let mut committed = std::mem::take(&mut self.committed);
