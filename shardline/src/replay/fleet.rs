@@ -14,10 +14,9 @@
 //!
 //! [`pick_shard`]: shardline_common::partition::pick_shard
 
-use shardline_common::{
-    consts::{MAX_SHARDS, NO_BACKEND},
-    hash::{mix64, rendezvous_score},
-};
+use shardline_common::{consts::NO_BACKEND, hash::mix64};
+
+use super::score::{owner_positions, N};
 
 /// Sample keys a re-shard's moved fraction is measured over.
 pub const SAMPLE_KEYS: u64 = 4096;
@@ -43,30 +42,18 @@ pub(super) static KEYS: [u64; SAMPLE_KEYS as usize] = {
 };
 
 impl Owners<'_> {
-    /// Every sample key's owner into `out` (`NO_BACKEND`: none). Members outer, keys inner,
-    /// so the scoring loop vectorises; a later member takes a key only with a strictly higher
-    /// score, as [`shardline_common::partition::rendezvous_owner`] decides it.
-    pub(super) fn owners(&self, best: &mut [u64], out: &mut [u32]) {
+    /// Every sample key's owner into `out` (`NO_BACKEND`: none), scored by the replay's
+    /// vectorised kernel ([`owner_positions`]): the earlier member keeps a key on a tie, as
+    /// [`shardline_common::partition::rendezvous_owner`] decides it.
+    pub(super) fn owners(&self, out: &mut [u32; N]) {
         match *self {
             Owners::Home(home) => out.fill(home.unwrap_or(NO_BACKEND)),
+            Owners::Set([]) => out.fill(NO_BACKEND),
             Owners::Set(set) => {
-                let members = &set[..set.len().min(MAX_SHARDS)];
-                let Some((&first, rest)) = members.split_first() else {
-                    out.fill(NO_BACKEND);
-                    return;
-                };
-                for ((b, o), &key) in best.iter_mut().zip(out.iter_mut()).zip(&KEYS) {
-                    *b = rendezvous_score(key, first);
-                    *o = first;
-                }
-                for &member in rest {
-                    for ((b, o), &key) in best.iter_mut().zip(out.iter_mut()).zip(&KEYS) {
-                        let score = rendezvous_score(key, member);
-                        if score > *b {
-                            *b = score;
-                            *o = member;
-                        }
-                    }
+                let mut positions = [0u8; N];
+                owner_positions(set, &mut positions);
+                for (owner, at) in out.iter_mut().zip(positions) {
+                    *owner = set[usize::from(at)];
                 }
             }
         }
@@ -76,11 +63,9 @@ impl Owners<'_> {
 /// The fraction of a session's keys whose owner differs between `from` and `to`, as the
 /// dataplane's default table and partition decide them.
 pub fn moved_fraction(from: Owners<'_>, to: Owners<'_>) -> f64 {
-    let n = SAMPLE_KEYS as usize;
-    let mut best = vec![0u64; n];
-    let (mut a, mut b) = (vec![0u32; n], vec![0u32; n]);
-    from.owners(&mut best, &mut a);
-    to.owners(&mut best, &mut b);
+    let (mut a, mut b) = ([0u32; N], [0u32; N]);
+    from.owners(&mut a);
+    to.owners(&mut b);
     let moved = a.iter().zip(&b).filter(|(x, y)| x != y).count();
     moved as f64 / SAMPLE_KEYS as f64
 }
@@ -135,28 +120,27 @@ mod tests {
         assert_eq!(moved_fraction(Owners::Home(Some(3)), set(&[1, 2])), 1.0);
     }
 
-    /// The member-major scoring picks every sample key's owner as the dataplane does.
+    /// The kernel's owners are every sample key's owner as the dataplane picks it.
     #[test]
     fn owners_match_the_dataplane_partition() {
         use shardline_common::{
             maps::scheme,
             partition::{pick_shard, shard_set},
         };
-        let n = SAMPLE_KEYS as usize;
-        let (mut best, mut out) = (vec![0u64; n], vec![0u32; n]);
+        let mut out = [0u32; N];
         for set in [
             &[7u32][..],
             &[1, 2],
             &[9, 3, 4000, 12, 5],
             &[8, 1, 2, 3, 4, 5, 6, 7],
         ] {
-            Owners::Set(set).owners(&mut best, &mut out);
+            Owners::Set(set).owners(&mut out);
             let table = shard_set(set, scheme::HASH, 0);
             for (key, owner) in KEYS.iter().zip(&out) {
                 assert_eq!(pick_shard(&table, *key), Some(*owner), "set {set:?}");
             }
         }
-        Owners::Home(None).owners(&mut best, &mut out);
+        Owners::Home(None).owners(&mut out);
         assert!(out.iter().all(|o| *o == NO_BACKEND));
     }
 

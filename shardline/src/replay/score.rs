@@ -78,7 +78,6 @@ unsafe fn avx512(set: &[u32], out: &mut [u8; N]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::fleet::Owners;
 
     const SETS: [&[u32]; 6] = [
         &[7],
@@ -91,16 +90,20 @@ mod tests {
         ],
     ];
 
-    /// The positions name the owners the fleet model's reference scoring picks.
+    /// The positions name every sample key's owner as the dataplane's partition picks it.
     #[test]
-    fn positions_name_the_reference_owners() {
-        let (mut best, mut owners) = (vec![0u64; N], vec![0u32; N]);
+    fn positions_name_the_dataplane_owners() {
+        use shardline_common::{
+            maps::scheme,
+            partition::{pick_shard, shard_set},
+        };
         let mut out = [0u8; N];
         for set in SETS {
             owner_positions(set, &mut out);
-            Owners::Set(set).owners(&mut best, &mut owners);
-            for (at, owner) in out.iter().zip(&owners) {
-                assert_eq!(set[usize::from(*at)], *owner, "set {set:?}");
+            let table = shard_set(set, scheme::HASH, 0);
+            for (key, at) in KEYS.iter().zip(&out) {
+                let owner = set[usize::from(*at)];
+                assert_eq!(pick_shard(&table, *key), Some(owner), "set {set:?}");
             }
             // A repeated member owns its keys at its first position.
             if set == [5, 5, 6] {
