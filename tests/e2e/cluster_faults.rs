@@ -45,6 +45,9 @@ const HELD: usize = 6;
 enum Verdict {
     /// Answered by a backend a state in force names.
     Routed,
+    /// Answered by a backend no state in force names but a flow entry an earlier request of
+    /// the same 5-tuple left (see [`judge`]).
+    Held,
     /// Answered by a backend no state in force names.
     Misrouted,
     /// Lost, but a state in force sent it to the backend killed on purpose.
@@ -152,6 +155,10 @@ fn a_three_node_cluster_under_traffic_survives_faults_without_misrouting() {
             .sum::<usize>()
     );
     print_table(&phases, &tallies);
+    println!(
+        "answered by a backend only a flow entry of an earlier request explains: {}",
+        verdicts.iter().filter(|v| **v == Verdict::Held).count()
+    );
     let spread = forwarded_per_node(&lab);
     println!("forwarded per node (XDP counters): {spread:?}");
 
@@ -189,8 +196,14 @@ fn a_three_node_cluster_under_traffic_survives_faults_without_misrouting() {
             .filter(|(_, v)| **v == want)
             .take(5)
             .map(|(r, _)| {
+                // Earlier requests of the same 5-tuple: a flow entry any of them left.
+                let earlier: Vec<String> = sent
+                    .iter()
+                    .filter(|e| e.at < r.at && (e.source, e.destination) == (r.source, r.destination))
+                    .map(|e| format!("{:?}..{:?}: {:?}", e.at, e.done, e.answer))
+                    .collect();
                 format!(
-                    "{} at {:?} from {}: {:?}, replay says {:?}",
+                    "{} at {:?} from {}: {:?}, replay says {:?}; earlier uses of its 5-tuple: {earlier:?}",
                     lab.sessions[r.session].label,
                     r.at,
                     r.source,
@@ -223,6 +236,13 @@ fn a_three_node_cluster_under_traffic_survives_faults_without_misrouting() {
 /// Each request's verdict. A flow-mode request may also reach a backend an earlier request of
 /// the same 5-tuple reached within the flow idle time: the load balancer's flow table holding
 /// it. The table is per CPU, so a reused source port may meet the entry of any earlier use.
+///
+/// An entry lives for the idle time after its flow's last packet, so a pin dates from when
+/// the earlier request was answered or given up on, not from when it was sent. A request
+/// lost to the killed backend pins its 5-tuple too: its SYN or datagram went through the
+/// load balancer, which remembered the backend it chose. The client binds port 0, so a later
+/// request may draw that port again and, once the backend is back, reach it while the tables
+/// name another.
 fn judge(lab: &ClusterLab, timeline: &Timeline, phases: &[Phase], sent: &[Sent]) -> Vec<Verdict> {
     let idle = Duration::from_secs(u64::from(lab.config.flow_idle_secs));
     type Tuple = (std::net::SocketAddr, std::net::SocketAddr);
@@ -236,16 +256,12 @@ fn judge(lab: &ClusterLab, timeline: &Timeline, phases: &[Phase], sent: &[Sent])
                 flow && pinned
                     .get(&tuple)
                     .and_then(|m| m.get(&b))
-                    .is_some_and(|at| r.at.saturating_sub(*at) < idle)
+                    .is_some_and(|last| r.at.saturating_sub(*last) < idle)
             };
-            match r.answer {
-                Ok(b) if expected.contains(&b) || held(b) => {
-                    if flow {
-                        pinned.entry(tuple).or_default().insert(b, r.at);
-                    }
-                    Verdict::Routed
-                }
-                Ok(_) => Verdict::Misrouted,
+            let (verdict, reached) = match r.answer {
+                Ok(b) if expected.contains(&b) => (Verdict::Routed, Some(b)),
+                Ok(b) if held(b) => (Verdict::Held, Some(b)),
+                Ok(_) => (Verdict::Misrouted, None),
                 Err(_) => {
                     // The backend killed while the request was in flight: in the phase in force
                     // when it was sent, or one that began before its answer was due.
@@ -258,14 +274,16 @@ fn judge(lab: &ClusterLab, timeline: &Timeline, phases: &[Phase], sent: &[Sent])
                                 .filter(|p| p.at > r.at && p.at <= due)
                                 .find_map(|p| p.killed)
                         });
-                    let owned = |k: u32| expected.contains(&k) || held(k);
-                    if killed.is_some_and(owned) {
-                        Verdict::LostToKilled
-                    } else {
-                        Verdict::Lost
+                    match killed.filter(|k| expected.contains(k) || held(*k)) {
+                        Some(k) => (Verdict::LostToKilled, Some(k)),
+                        None => (Verdict::Lost, None),
                     }
                 }
+            };
+            if let Some(b) = reached.filter(|_| flow) {
+                pinned.entry(tuple).or_default().insert(b, r.done);
             }
+            verdict
         })
         .collect()
 }
@@ -309,7 +327,7 @@ fn tally(phases: &[Phase], sent: &[Sent], verdicts: &[Verdict]) -> Vec<Tally> {
         let t = &mut out[i];
         t.sent += 1;
         match v {
-            Verdict::Routed => t.answered += 1,
+            Verdict::Routed | Verdict::Held => t.answered += 1,
             Verdict::Misrouted => {
                 t.answered += 1;
                 t.misrouted += 1;
