@@ -13,6 +13,7 @@ mod insights;
 mod place;
 mod repair;
 pub mod season;
+mod unplaced;
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -139,6 +140,8 @@ pub struct Core {
     /// Each placed session of the state, in the state's order, with its index here
     /// (`u32::MAX`: unknown to the loop), as of this tick's [`Core::backend_loads`].
     placed_index: Vec<u32>,
+    /// The unplaced tables of an earlier tick, while the state still builds the same ones.
+    unplaced: unplaced::UnplacedCache,
 }
 
 impl Core {
@@ -190,6 +193,7 @@ impl Core {
             per_service_reports: false,
             placed: Vec::new(),
             placed_index: Vec::new(),
+            unplaced: unplaced::UnplacedCache::default(),
         }
     }
 
@@ -348,8 +352,9 @@ impl Core {
         let t = now.saturating_duration_since(start).as_secs_f64();
         let horizon = self.tick_len.as_secs_f64() * self.selector.horizon as f64;
         let decisions = std::mem::take(&mut self.decisions);
-        // Built on the first scale-out of an unplaced session this tick, if any.
-        let mut unplaced_tables = None;
+        // Kept from an earlier tick, or built on the first scale-out of an unplaced session
+        // this tick, if any.
+        let mut unplaced_tables = self.unplaced.take(state);
         for d in &decisions {
             let session = self.refs[d.session].clone();
             if d.to <= 1 && self.current(&session, state, now).is_empty() {
@@ -405,6 +410,9 @@ impl Core {
             now,
         );
         out.shortfall = self.fleet_check(now, at_ms, rates, &loads, state);
+        if let Some(tables) = unplaced_tables {
+            self.unplaced.keep(state, tables);
+        }
         out
     }
 }
