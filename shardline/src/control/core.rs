@@ -28,7 +28,7 @@ use crate::{
     control::insight::{ReshardEvent, Sample, HISTORY_SAMPLES},
     control::placement::{BackendLoad, Ranked},
     control::sizing::SizingConfig,
-    control::tick::{tick, SessionState, ShardChange},
+    control::tick::{tick_with, SessionState, ShardChange},
     state::{Command, ControlState, SessionRef},
 };
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -142,6 +142,9 @@ pub struct Core {
     placed_index: Vec<u32>,
     /// The unplaced tables of an earlier tick, while the state still builds the same ones.
     unplaced: unplaced::UnplacedCache,
+    /// The positions this tick's forgetting removed sessions at, in order: a loop following
+    /// this one ([`Core::tick_following`]) removes the same.
+    forgotten: Vec<usize>,
 }
 
 impl Core {
@@ -194,6 +197,7 @@ impl Core {
             placed: Vec::new(),
             placed_index: Vec::new(),
             unplaced: unplaced::UnplacedCache::default(),
+            forgotten: Vec::new(),
         }
     }
 
@@ -289,6 +293,7 @@ impl Core {
     /// A forgotten session's placement stays in the state; traffic brings it back, warmed by
     /// nothing but its class prior and its placed shard count.
     fn forget_idle(&mut self, now: Instant) {
+        self.forgotten.clear();
         let Some(after) = self.forget_after else {
             return;
         };
@@ -301,14 +306,20 @@ impl Core {
                 i += 1;
                 continue;
             }
-            let gone = self.refs.swap_remove(i);
-            self.index.remove(&gone);
-            self.states.swap_remove(i);
-            self.samples.swap_remove(i);
-            self.extras.swap_remove(i);
-            if let Some(moved) = self.refs.get(i) {
-                self.index.insert(moved.clone(), i);
-            }
+            self.forget_at(i);
+            self.forgotten.push(i);
+        }
+    }
+
+    /// Drops the session at position `i` (the last one takes its place).
+    fn forget_at(&mut self, i: usize) {
+        let gone = self.refs.swap_remove(i);
+        self.index.remove(&gone);
+        self.states.swap_remove(i);
+        self.samples.swap_remove(i);
+        self.extras.swap_remove(i);
+        if let Some(moved) = self.refs.get(i) {
+            self.index.insert(moved.clone(), i);
         }
     }
 
@@ -316,6 +327,49 @@ impl Core {
     /// messages): `rates` are this tick's loads, `state` the control state as applied.
     pub fn tick(
         &mut self,
+        now: Instant,
+        at_ms: u64,
+        start: Instant,
+        rates: &[(SessionRef, f64)],
+        state: &ControlState,
+    ) -> TickOutput {
+        self.tick_with(None, now, at_ms, start, rates, state)
+    }
+
+    /// [`Core::tick`] for a loop that decides by another rule on `leader`'s forecasts:
+    /// `leader` has just ticked at the same instant on the same `rates`, and has been fed
+    /// exactly what this loop was since both began (the same sessions, rates, warm-ups and
+    /// given counts, in the same order), so its forecasters are the ones this loop's own would
+    /// be. This loop then runs none of its own: it forgets the sessions `leader` forgot,
+    /// records no insights and searches no periods (its forecasters are `leader`'s); it keeps
+    /// its own shard counts, placements, reports and events. The replay's baselines follow
+    /// the predictive loop or each other so a day of 100,000 sessions forecasts each session
+    /// once per pair of controllers.
+    ///
+    /// A follower deciding by the predictive rule would see a season `leader` found this tick
+    /// one tick early (its decision comes after `leader`'s period search), so it is refused.
+    ///
+    /// # Panics
+    /// If this loop decides by the predictive rule, or its sessions are not `leader`'s.
+    pub fn tick_following(
+        &mut self,
+        leader: &Core,
+        now: Instant,
+        at_ms: u64,
+        start: Instant,
+        rates: &[(SessionRef, f64)],
+        state: &ControlState,
+    ) -> TickOutput {
+        assert!(
+            !matches!(self.decide.rule, crate::control::sizing::Rule::Predictive),
+            "a loop following another's forecasts decides by another rule"
+        );
+        self.tick_with(Some(leader), now, at_ms, start, rates, state)
+    }
+
+    fn tick_with(
+        &mut self,
+        leader: Option<&Core>,
         now: Instant,
         at_ms: u64,
         start: Instant,
@@ -334,12 +388,35 @@ impl Core {
                 self.extras[i].active = Some(now);
             }
         }
-        self.forget_idle(now);
+        match leader {
+            None => self.forget_idle(now),
+            Some(leader) => {
+                self.forgotten.clear();
+                for &i in &leader.forgotten {
+                    self.forget_at(i);
+                }
+                assert!(
+                    self.refs.len() == leader.refs.len() && self.refs.last() == leader.refs.last(),
+                    "a following loop holds the sessions its leader holds"
+                );
+                debug_assert!(self.refs == leader.refs, "the sessions in the same order");
+            }
+        }
+        let forecasts = leader.map(|l| l.states.as_slice());
         self.decisions.clear();
-        self.decisions
-            .extend(tick(&mut self.states, &self.samples, &self.decide, now));
-        self.record_insights(at_ms);
-        self.detect_periods(&mut out.periods);
+        self.decisions.extend(tick_with(
+            &mut self.states,
+            forecasts,
+            &self.samples,
+            &self.decide,
+            now,
+        ));
+        if leader.is_none() {
+            self.record_insights(at_ms);
+            self.detect_periods(&mut out.periods);
+        } else {
+            self.detect_fleet_period(&mut out.periods);
+        }
         self.alive.clear();
         self.alive.extend(
             state
@@ -348,7 +425,7 @@ impl Core {
                 .filter(|(_, b)| b.healthy)
                 .map(|(id, _)| *id),
         );
-        let mut loads = self.backend_loads(state);
+        let mut loads = self.backend_loads(state, forecasts);
         let t = now.saturating_duration_since(start).as_secs_f64();
         let horizon = self.tick_len.as_secs_f64() * self.selector.horizon as f64;
         let decisions = std::mem::take(&mut self.decisions);
@@ -406,10 +483,11 @@ impl Core {
             state,
             &mut loads,
             &mut unplaced_tables,
+            forecasts,
             at_ms,
             now,
         );
-        out.shortfall = self.fleet_check(now, at_ms, rates, &loads, state);
+        out.shortfall = self.fleet_check(now, at_ms, rates, &loads, state, forecasts);
         if let Some(tables) = unplaced_tables {
             self.unplaced.keep(state, tables);
         }

@@ -626,3 +626,76 @@ fn a_backend_with_a_full_network_gets_no_byte_heavy_shard() {
     set.sort_unstable();
     assert_eq!(set, vec![2, 3, 4]);
 }
+
+/// The replay's lockstep: a reactive loop deciding on a predictive loop's forecasts
+/// ([`Core::tick_following`]) writes, tick by tick, exactly what a reactive loop with its own
+/// forecasters writes on the same rates: the forecasts it reads (the committed loads that pick
+/// its backends, the hook's shortfall) are the ones its own would have made. Sessions come and
+/// go idle (some forgotten, some back), and two backends are few enough for placements to
+/// depend on the forecasts.
+#[test]
+fn a_loop_following_anothers_forecasts_decides_as_it_would_alone() {
+    let text = |controller: &str| {
+        format!(
+            "controller = \"{controller}\"\nper_shard_capacity = 400.0\nmin_dwell_secs = 2.0\nscale_in_delay_secs = 10.0\nforget_after_secs = 6.0\nhorizon = 3\n[hook]\ncommand = [\"true\"]\nlead_secs = 10.0\ncooldown_secs = 20.0\n"
+        )
+    };
+    let cfg = |controller: &str| -> ControlConfig { toml::from_str(&text(controller)).unwrap() };
+    let mut leader = Core::new(&cfg("predictive"));
+    let mut follower = Core::new(&cfg("reactive"));
+    let mut alone = Core::new(&cfg("reactive"));
+    let (mut lead_state, mut follow_state, mut alone_state) = (state(6), state(6), state(6));
+    let t0 = Instant::now();
+    let (mut placements, mut fewest) = (0, usize::MAX);
+    for step in 0..240u64 {
+        let now = t0 + Duration::from_secs(step);
+        // Session n ramps and falls on its own phase; odd sessions fall silent (rate 0) for
+        // 20 s of every 80, long enough to be forgotten; session 9 is only sometimes sent.
+        let mut rates: Vec<(SessionRef, f64)> = (1..=8u64)
+            .map(|n| {
+                let phase = (step + 13 * n) % 80;
+                let silent = n % 2 == 1 && phase >= 60;
+                let rate = if silent {
+                    0.0
+                } else {
+                    40.0 * phase as f64 * (1.0 + 0.3 * noise(step * 31 + n))
+                };
+                (kv(n), rate)
+            })
+            .collect();
+        if step % 50 < 25 {
+            rates.push((kv(9), 300.0 + 200.0 * noise(step)));
+        }
+        let lead = leader.tick(now, step * 1000, t0, &rates, &lead_state);
+        commit(&mut lead_state, &lead);
+        let follow = follower.tick_following(&leader, now, step * 1000, t0, &rates, &follow_state);
+        let own = alone.tick(now, step * 1000, t0, &rates, &alone_state);
+        assert_eq!(follow.placements, own.placements, "step {step}");
+        assert_eq!(follow.shortfall, own.shortfall, "step {step}");
+        assert_eq!(follower.sessions(), alone.sessions(), "step {step}");
+        placements += own.placements.len();
+        if step > 100 {
+            fewest = fewest.min(follower.sessions());
+        }
+        commit(&mut follow_state, &follow);
+        commit(&mut alone_state, &own);
+    }
+    assert!(
+        placements > 10,
+        "only {placements} placements: nothing was compared"
+    );
+    assert!(fewest < 9, "no session was ever forgotten");
+    // It recorded no insights of its own: its leader's forecasters carry them.
+    assert!(follower.summaries().next().is_none());
+    assert!(leader.summaries().next().is_some());
+}
+
+#[test]
+#[should_panic(expected = "decides by another rule")]
+fn a_loop_deciding_by_the_predictive_rule_cannot_follow_another() {
+    let st = state(2);
+    let (mut leader, mut follower) = (Core::new(&config()), Core::new(&config()));
+    let t0 = Instant::now();
+    leader.tick(t0, 0, t0, &[(kv(1), 5.0)], &st);
+    follower.tick_following(&leader, t0, 0, t0, &[(kv(1), 5.0)], &st);
+}

@@ -129,11 +129,28 @@ pub fn tick<'a>(
     config: &'a SizingConfig,
     now: Instant,
 ) -> impl Iterator<Item = ShardChange> + 'a {
+    tick_with(states, None, samples, config, now)
+}
+
+/// [`tick`], deciding with `forecasts[i]`'s forecaster instead of `states[i]`'s when given:
+/// the states of another loop fed the same samples this tick (the replay's baselines share
+/// the predictive loop's forecasts). `states`' own forecasters are then left as they are.
+/// Panics if the slices' lengths differ.
+pub fn tick_with<'a>(
+    states: &'a mut [SessionState],
+    forecasts: Option<&'a [SessionState]>,
+    samples: &'a [f64],
+    config: &'a SizingConfig,
+    now: Instant,
+) -> impl Iterator<Item = ShardChange> + 'a {
     assert_eq!(
         states.len(),
         samples.len(),
         "tick needs one sample per session"
     );
+    if let Some(f) = forecasts {
+        assert_eq!(f.len(), states.len(), "one forecaster per session");
+    }
     states
         .iter_mut()
         .zip(samples)
@@ -142,43 +159,55 @@ pub fn tick<'a>(
             if !sample.is_finite() {
                 return None;
             }
-            state.selector.update(sample);
-            let from = state.shards.shards();
-            let packet_bytes = f64::from(state.packet_bytes);
+            let SessionState {
+                selector: own,
+                shards,
+                given,
+                hpa: recommendations,
+                packet_bytes,
+            } = state;
+            let selector: &Selector = match forecasts {
+                Some(f) => &f[session].selector,
+                None => {
+                    own.update(sample);
+                    own
+                }
+            };
+            let from = shards.shards();
+            let packet_bytes = f64::from(*packet_bytes);
             let (changed, upper) = match config.rule {
                 Rule::Predictive => {
                     // Never planned below what is measured now: a forecast that lags a ramp
                     // must not size the set under the load it already carries.
-                    let upper = state.selector.upper().max(sample);
-                    let level = state.selector.forecast().max(sample);
+                    let upper = selector.upper().max(sample);
+                    let level = selector.forecast().max(sample);
                     let load = config.shard_load(config.plan(upper, level), packet_bytes);
                     // The bound over the look-ahead window: this one raised by the rise the
                     // season forecasts beyond the lead window (asked for only on a scale-in).
-                    let selector = &state.selector;
                     let ahead = || {
                         let rise = selector.season_rise(config.lookahead)?;
                         Some(config.shard_load(config.plan(upper + rise, level), packet_bytes))
                     };
-                    (state.shards.decide_ahead(config, load, ahead, now), upper)
+                    (shards.decide_ahead(config, load, ahead, now), upper)
                 }
                 Rule::Reactive(hpa) => {
-                    let to = state.hpa.get_or_insert_with(Box::default).decide(
+                    let to = recommendations.get_or_insert_with(Box::default).decide(
                         &hpa,
                         config.per_shard_capacity,
                         from,
                         config.shard_load(sample, packet_bytes),
                         now,
                     );
-                    (state.shards.set(to, now), sample)
+                    (shards.set(to, now), sample)
                 }
-                Rule::Given if state.given > 0 => (state.shards.set(state.given, now), sample),
+                Rule::Given if *given > 0 => (shards.set(*given, now), sample),
                 Rule::Given => (None, sample),
             };
             changed.map(|to| ShardChange {
                 session,
                 from,
                 to,
-                forecast: state.selector.forecast(),
+                forecast: selector.forecast(),
                 upper,
                 bytes: upper * packet_bytes,
             })

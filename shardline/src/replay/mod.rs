@@ -28,7 +28,7 @@ use std::{path::Path, time::Duration};
 use shardline_common::hash::mix64;
 use thiserror::Error;
 
-use self::{fleet::Tally, simulate::simulate};
+use self::{fleet::Tally, simulate::simulate_pair};
 use crate::{
     config::control::{ControlConfig, HookConfig, MAX_SHARDS},
     control::forecast::eval::read_csv,
@@ -271,12 +271,20 @@ pub fn run(series: &[Series], options: &Options) -> Result<Outcome, ReplayError>
             .collect(),
         ..Timeline::default()
     });
-    for kind in Kind::ALL {
-        let (tally, capacity, overloaded) = simulate(&setup, kind, timeline.is_some());
-        tallies.push((kind, tally));
-        if let Some(t) = &mut timeline {
-            t.capacity.push(capacity);
-            t.overloaded.push(overloaded);
+    // Each baseline is fed the demand its leader is, so it decides on its leader's forecasts:
+    // the reactive rule the predictive loop's, the oracle static's (both are told their counts
+    // before the first tick, which feeds the first demand to their forecasters once more).
+    for pair in [
+        (Kind::Predictive, Kind::Reactive),
+        (Kind::Static, Kind::Oracle),
+    ] {
+        let runs = simulate_pair(&setup, pair, timeline.is_some());
+        for (kind, (tally, capacity, overloaded)) in [pair.0, pair.1].into_iter().zip(runs) {
+            tallies.push((kind, tally));
+            if let Some(t) = &mut timeline {
+                t.capacity.push(capacity);
+                t.overloaded.push(overloaded);
+            }
         }
     }
     Ok(Outcome {

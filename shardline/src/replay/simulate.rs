@@ -14,7 +14,7 @@ use super::{
 use crate::{
     agent::AgentReport,
     config::{control::Controller, BackendConfig, Config},
-    control::{sizing::Rule, Core},
+    control::{sizing::Rule, Core, TickOutput},
     state::{Command, ControlState, SessionRef},
 };
 
@@ -47,194 +47,289 @@ fn add_backend(state: &mut ControlState, id: u32, capacity: f64) {
         .expect("replay backends are valid");
 }
 
-/// One controller over the whole run: its totals over the ticks after the warm-up and, if
-/// asked, its per-tick capacity and overload flags (every tick, the warm-up included).
-pub(super) fn simulate(
+/// Two controllers over the whole run in lockstep, `follower` deciding on `leader`'s
+/// forecasts ([`Core::tick_following`]: both are fed the same demand, so one forecaster per
+/// session serves both): each one's totals over the ticks after the warm-up and, if asked,
+/// its per-tick capacity and overload flags (every tick, the warm-up included).
+pub(super) fn simulate_pair(
     setup: &Setup<'_>,
-    kind: Kind,
+    (leader, follower): (Kind, Kind),
     timeline: bool,
-) -> (Tally, Vec<f64>, Vec<bool>) {
-    let mut control = setup.control.clone();
-    control.controller = match kind {
-        Kind::Reactive => Controller::Reactive,
-        _ => Controller::Predictive,
-    };
-    let mut core = Core::new(&control);
-    if matches!(kind, Kind::Static | Kind::Oracle) {
-        core.set_rule(Rule::Given);
-    }
-    let mut state = fleet_state(setup.backends, setup.backend_capacity);
-    let mut next_id = setup.backends + 1;
-    let mut capacities = vec![setup.backend_capacity; setup.backends as usize];
-    let mut loads = vec![0.0; setup.backends as usize];
-    let sessions = setup.demands.len();
-    let refs: Vec<SessionRef> = (0..sessions)
-        .map(|i| SessionRef {
-            service: SERVICE.into(),
-            session: i as u64,
-        })
-        .collect();
-    let mut rates: Vec<(SessionRef, f64)> = refs.iter().map(|r| (r.clone(), 0.0)).collect();
-    // Each session's home while unplaced, redone when backends arrive.
-    let homes_in = |state: &ControlState| -> Vec<Option<u32>> {
-        let tables = state.unplaced_tables();
-        refs.iter().map(|r| state.home(&tables, r)).collect()
-    };
-    let mut homes = homes_in(&state);
-    let mut placed: Vec<Vec<u32>> = vec![Vec::new(); sessions];
-    // Who owns each placed session's sample keys, kept through the warm-up too.
-    let mut keys = KeyOwners::new(sessions);
-    let mut pending: Vec<Command> = Vec::new();
-    let mut arrivals: VecDeque<(usize, u32)> = VecDeque::new();
-    let mut tally = Tally::default();
-    let mut saturated: Vec<bool> = Vec::new();
-    let (mut held, mut flags) = (Vec::new(), Vec::new());
-    let secs = setup.tick.as_secs_f64();
-    let trace = std::env::var_os("SHARDLINE_REPLAY_TRACE").is_some();
+) -> [(Tally, Vec<f64>, Vec<bool>); 2] {
     let t0 = Instant::now();
-    // Static and the oracle are told the shard counts their rule gives.
-    let give = |core: &mut Core, state: &ControlState, t: usize, now: Instant| match kind {
-        Kind::Static if t == 0 => {
-            for (i, r) in refs.iter().enumerate() {
-                let peak = setup.demands[i].peak;
-                core.give(r, setup.shards_for(peak), state, now);
+    let mut lead = Run::new(setup, leader, timeline, t0);
+    let mut follow = Run::new(setup, follower, timeline, t0);
+    lead.start(None);
+    follow.start(Some(&lead.core));
+    for t in 0..setup.ticks {
+        lead.step(t, None);
+        follow.step(t, Some(&lead.core));
+    }
+    [lead.finish(), follow.finish()]
+}
+
+/// One controller's run: the fleet, its placements and its totals so far.
+struct Run<'s, 'a> {
+    setup: &'s Setup<'a>,
+    kind: Kind,
+    core: Core,
+    state: ControlState,
+    next_id: u32,
+    capacities: Vec<f64>,
+    loads: Vec<f64>,
+    refs: Vec<SessionRef>,
+    rates: Vec<(SessionRef, f64)>,
+    /// Each session's home while unplaced, redone when backends arrive.
+    homes: Vec<Option<u32>>,
+    placed: Vec<Vec<u32>>,
+    /// Who owns each placed session's sample keys, kept through the warm-up too.
+    keys: KeyOwners,
+    pending: Vec<Command>,
+    arrivals: VecDeque<(usize, u32)>,
+    tally: Tally,
+    saturated: Vec<bool>,
+    timeline: bool,
+    held: Vec<f64>,
+    flags: Vec<bool>,
+    trace: bool,
+    t0: Instant,
+}
+
+impl<'s, 'a> Run<'s, 'a> {
+    fn new(setup: &'s Setup<'a>, kind: Kind, timeline: bool, t0: Instant) -> Self {
+        let mut control = setup.control.clone();
+        control.controller = match kind {
+            Kind::Reactive => Controller::Reactive,
+            _ => Controller::Predictive,
+        };
+        let mut core = Core::new(&control);
+        if matches!(kind, Kind::Static | Kind::Oracle) {
+            core.set_rule(Rule::Given);
+        }
+        let state = fleet_state(setup.backends, setup.backend_capacity);
+        let sessions = setup.demands.len();
+        let refs: Vec<SessionRef> = (0..sessions)
+            .map(|i| SessionRef {
+                service: SERVICE.into(),
+                session: i as u64,
+            })
+            .collect();
+        let rates = refs.iter().map(|r| (r.clone(), 0.0)).collect();
+        let homes = homes_in(&state, &refs);
+        Self {
+            setup,
+            kind,
+            core,
+            state,
+            next_id: setup.backends + 1,
+            capacities: vec![setup.backend_capacity; setup.backends as usize],
+            loads: vec![0.0; setup.backends as usize],
+            refs,
+            rates,
+            homes,
+            placed: vec![Vec::new(); sessions],
+            keys: KeyOwners::new(sessions),
+            pending: Vec::new(),
+            arrivals: VecDeque::new(),
+            tally: Tally::default(),
+            saturated: Vec::new(),
+            timeline,
+            held: Vec::new(),
+            flags: Vec::new(),
+            trace: std::env::var_os("SHARDLINE_REPLAY_TRACE").is_some(),
+            t0,
+        }
+    }
+
+    /// The core's tick, on its own forecasts or `leader`'s.
+    fn tick(&mut self, leader: Option<&Core>, now: Instant, at_ms: u64) -> TickOutput {
+        let (core, rates, state, t0) = (&mut self.core, &self.rates, &self.state, self.t0);
+        match leader {
+            None => core.tick(now, at_ms, t0, rates, state),
+            Some(leader) => core.tick_following(leader, now, at_ms, t0, rates, state),
+        }
+    }
+
+    /// Static and the oracle are told the shard counts their rule gives.
+    fn give(&mut self, t: usize, now: Instant) {
+        let setup = self.setup;
+        match self.kind {
+            Kind::Static if t == 0 => {
+                for (i, r) in self.refs.iter().enumerate() {
+                    let peak = setup.demands[i].peak;
+                    self.core.give(r, setup.shards_for(peak), &self.state, now);
+                }
             }
-        }
-        Kind::Oracle => {
-            for (i, r) in refs.iter().enumerate() {
-                // The series ends where the run does: nothing is known past it.
-                let ahead = (t + 1..=t + setup.lead_ticks)
-                    .filter(|&u| u < setup.ticks)
-                    .map(|u| setup.demand(i, u))
-                    .fold(setup.demand(i, t), f64::max);
-                core.give(r, setup.shards_for(ahead), state, now);
+            Kind::Oracle => {
+                for (i, r) in self.refs.iter().enumerate() {
+                    // The series ends where the run does: nothing is known past it.
+                    let ahead = (t + 1..=t + setup.lead_ticks)
+                        .filter(|&u| u < setup.ticks)
+                        .map(|u| setup.demand(i, u))
+                        .fold(setup.demand(i, t), f64::max);
+                    self.core.give(r, setup.shards_for(ahead), &self.state, now);
+                }
             }
+            _ => {}
         }
-        _ => {}
-    };
-    if matches!(kind, Kind::Static | Kind::Oracle) && setup.ticks > 0 {
-        // A fixed configuration, and perfect knowledge, are in force from the first tick: an
-        // unplaced session would put all its demand on its home before either could act.
-        for (i, rate) in rates.iter_mut().enumerate() {
-            rate.1 = setup.demand(i, 0);
+    }
+
+    /// Before the first tick: a fixed configuration, and perfect knowledge, are in force from
+    /// the first tick (an unplaced session would put all its demand on its home before either
+    /// could act).
+    fn start(&mut self, leader: Option<&Core>) {
+        if !matches!(self.kind, Kind::Static | Kind::Oracle) || self.setup.ticks == 0 {
+            return;
         }
-        give(&mut core, &state, 0, t0);
-        for p in core.tick(t0, 0, t0, &rates, &state).placements {
+        for (i, rate) in self.rates.iter_mut().enumerate() {
+            rate.1 = self.setup.demand(i, 0);
+        }
+        self.give(0, self.t0);
+        for p in self.tick(leader, self.t0, 0).placements {
             if let Command::Place { session, backends } = &p.command {
-                if state.apply(&p.command).is_ok() {
+                if self.state.apply(&p.command).is_ok() {
                     let i = session.session as usize;
-                    keys.reshard(i, owners(&placed[i], homes[i]), backends);
-                    placed[i].clone_from(backends);
+                    let from = owners(&self.placed[i], self.homes[i]);
+                    self.keys.reshard(i, from, backends);
+                    self.placed[i].clone_from(backends);
                 }
             }
         }
     }
-    for t in 0..setup.ticks {
-        let now = t0 + setup.tick * t as u32;
+
+    /// Tick `t`: last tick's decisions take effect, backends arrive, the demand lands on the
+    /// backends and is scored, the agents report, and the controller decides.
+    fn step(&mut self, t: usize, leader: Option<&Core>) {
+        let setup = self.setup;
+        let now = self.t0 + setup.tick * t as u32;
         // The warm-up is history: what happens in it is not the controller's score.
         let scored = t >= setup.warmup;
         // What was decided last tick is in force now.
-        for command in pending.drain(..) {
+        for command in self.pending.drain(..) {
             let Command::Place { session, backends } = &command else {
                 continue;
             };
             let i = session.session as usize;
-            if state.apply(&command).is_err() || placed[i] == *backends {
+            if self.state.apply(&command).is_err() || self.placed[i] == *backends {
                 continue;
             }
-            let moved = keys.reshard(i, owners(&placed[i], homes[i]), backends);
+            let moved = self
+                .keys
+                .reshard(i, owners(&self.placed[i], self.homes[i]), backends);
             if scored {
-                tally.reshards += 1;
-                tally.keys_moved += moved;
+                self.tally.reshards += 1;
+                self.tally.keys_moved += moved;
             }
-            placed[i].clone_from(backends);
+            self.placed[i].clone_from(backends);
         }
-        while arrivals.front().is_some_and(|(at, _)| *at <= t) {
-            let (_, count) = arrivals.pop_front().expect("just checked");
+        while self.arrivals.front().is_some_and(|(at, _)| *at <= t) {
+            let (_, count) = self.arrivals.pop_front().expect("just checked");
             for _ in 0..count {
-                add_backend(&mut state, next_id, setup.backend_capacity);
-                capacities.push(setup.backend_capacity);
-                loads.push(0.0);
-                next_id += 1;
+                add_backend(&mut self.state, self.next_id, setup.backend_capacity);
+                self.capacities.push(setup.backend_capacity);
+                self.loads.push(0.0);
+                self.next_id += 1;
             }
-            homes = homes_in(&state);
+            self.homes = homes_in(&self.state, &self.refs);
         }
         // Demand onto the backends.
-        loads.fill(0.0);
+        self.loads.fill(0.0);
         let mut shards = 0usize;
-        for (i, rate) in rates.iter_mut().enumerate() {
+        for (i, rate) in self.rates.iter_mut().enumerate() {
             let d = setup.demand(i, t);
             rate.1 = d;
-            let set = &placed[i];
+            let set = &self.placed[i];
             if set.is_empty() {
                 // Unplaced: all of it on its home.
                 shards += 1;
-                if let Some(home) = homes[i] {
-                    loads[home as usize - 1] += d;
+                if let Some(home) = self.homes[i] {
+                    self.loads[home as usize - 1] += d;
                 }
             } else {
                 shards += set.len();
                 for id in set {
-                    loads[*id as usize - 1] += d / set.len() as f64;
+                    self.loads[*id as usize - 1] += d / set.len() as f64;
                 }
             }
         }
+        let secs = setup.tick.as_secs_f64();
         // During the warm-up a scratch tally only tells whether a backend overloaded.
         let mut unscored = Tally::default();
-        let counted = if scored { &mut tally } else { &mut unscored };
+        let counted = if scored {
+            &mut self.tally
+        } else {
+            &mut unscored
+        };
         let overloaded_before = counted.overload_seconds;
-        counted.tick(secs, &loads, &capacities);
+        counted.tick(secs, &self.loads, &self.capacities);
         counted.shard_seconds += shards as f64 * secs;
         let overloaded = counted.overload_seconds > overloaded_before;
-        if overloaded && trace {
-            let over = loads.iter().zip(&capacities).filter(|(l, c)| l > c).count();
+        if overloaded && self.trace {
+            let over = self
+                .loads
+                .iter()
+                .zip(&self.capacities)
+                .filter(|(l, c)| l > c)
+                .count();
             eprintln!(
                 "{} t={t}: {over} backends overloaded, demand {:.0} on {shards} shards",
-                kind.name(),
-                rates.iter().map(|r| r.1).sum::<f64>()
+                self.kind.name(),
+                self.rates.iter().map(|r| r.1).sum::<f64>()
             );
         }
-        if timeline {
-            held.push(shards as f64 * setup.per_shard);
-            flags.push(overloaded);
+        if self.timeline {
+            self.held.push(shards as f64 * setup.per_shard);
+            self.flags.push(overloaded);
         }
         // The agents report saturation (not their load: the placement then counts the
         // forecasts of the shards each backend holds, as a daemon whose applications report
         // no load does).
         // Only changes are sent: a report replaces the previous one.
-        for (index, load) in loads.iter().enumerate() {
-            let now_saturated = *load > capacities[index];
-            if saturated.get(index) == Some(&now_saturated) {
+        for (index, load) in self.loads.iter().enumerate() {
+            let now_saturated = *load > self.capacities[index];
+            if self.saturated.get(index) == Some(&now_saturated) {
                 continue;
             }
-            if index >= saturated.len() {
-                saturated.resize(index + 1, false);
+            if index >= self.saturated.len() {
+                self.saturated.resize(index + 1, false);
             }
-            saturated[index] = now_saturated;
-            core.report(AgentReport {
+            self.saturated[index] = now_saturated;
+            self.core.report(AgentReport {
                 backend: index as u32 + 1,
                 saturated: now_saturated,
                 ..AgentReport::default()
             });
         }
-        give(&mut core, &state, t, now);
+        self.give(t, now);
         let at_ms = (t as f64 * secs * 1000.0) as u64;
-        let out = core.tick(now, at_ms, t0, &rates, &state);
-        if trace {
+        let out = self.tick(leader, now, at_ms);
+        if self.trace {
             for p in &out.placements {
-                eprintln!("{} t={t}: {}", kind.name(), p.reason);
+                eprintln!("{} t={t}: {}", self.kind.name(), p.reason);
             }
         }
-        pending.extend(out.placements.into_iter().map(|p| p.command));
+        self.pending
+            .extend(out.placements.into_iter().map(|p| p.command));
         if let Some(short) = out.shortfall {
             let wanted = (short.shortfall / setup.backend_capacity).ceil().max(1.0) as u32;
-            let room = MAX_REPLAY_BACKENDS.saturating_sub(next_id - 1 + queued(&arrivals));
+            let room =
+                MAX_REPLAY_BACKENDS.saturating_sub(self.next_id - 1 + queued(&self.arrivals));
             if room > 0 {
-                arrivals.push_back((t + setup.provision_ticks.max(1), wanted.min(room)));
+                self.arrivals
+                    .push_back((t + setup.provision_ticks.max(1), wanted.min(room)));
             }
         }
     }
-    (tally, held, flags)
+
+    fn finish(self) -> (Tally, Vec<f64>, Vec<bool>) {
+        (self.tally, self.held, self.flags)
+    }
+}
+
+/// Each session's home while unplaced under `state`'s tables.
+fn homes_in(state: &ControlState, refs: &[SessionRef]) -> Vec<Option<u32>> {
+    let tables = state.unplaced_tables();
+    refs.iter().map(|r| state.home(&tables, r)).collect()
 }
 
 fn queued(arrivals: &VecDeque<(usize, u32)>) -> u32 {

@@ -8,6 +8,7 @@ use crate::{
     agent::AgentReport,
     control::hook::{ServiceShortfall, Shortfall},
     control::placement::BackendLoad,
+    control::tick::SessionState,
     state::{ControlState, SessionRef},
 };
 
@@ -19,8 +20,12 @@ impl Core {
     /// forecasts per service (only while some agent reports a capacity per service), and
     /// `placed` and `placed_index`, which the tick's repair reads instead of looking every
     /// session up again. Listed in id order (the state's backend map's), which `load_of`
-    /// relies on.
-    pub(super) fn backend_loads(&mut self, state: &ControlState) -> Vec<BackendLoad> {
+    /// relies on. `forecasts`: a leader's forecasters, if this loop follows one.
+    pub(super) fn backend_loads(
+        &mut self,
+        state: &ControlState,
+        forecasts: Option<&[SessionState]>,
+    ) -> Vec<BackendLoad> {
         // Per backend: forecast packets and bytes of the shards it holds.
         let mut committed = std::mem::take(&mut self.committed);
         committed.clear();
@@ -37,6 +42,7 @@ impl Core {
         let per_service = self.per_service_reports;
         // The last session's service and its position (sessions come in service order).
         let mut last: Option<(&str, Option<usize>)> = None;
+        let forecasters = forecasts.unwrap_or(&self.states);
         for (session, entry) in &state.sessions {
             if entry.backends.is_empty() {
                 continue;
@@ -47,7 +53,7 @@ impl Core {
                 continue;
             };
             self.placed[i] = true;
-            let upper = self.states[i].selector().upper();
+            let upper = forecasters[i].selector().upper();
             if !upper.is_finite() {
                 continue;
             }
@@ -114,6 +120,7 @@ impl Core {
         rates: &[(SessionRef, f64)],
         loads: &[BackendLoad],
         state: &ControlState,
+        forecasts: Option<&[SessionState]>,
     ) -> Option<Shortfall> {
         let (lead, cooldown) = self.hook_lead?;
         let fleet = self.fleet.as_mut()?;
@@ -129,7 +136,7 @@ impl Core {
         let capacity: f64 = healthy.iter().map(|b| b.capacity).sum();
         let demand = fleet.upper() * (1.0 + self.decide.headroom);
         let fleet_short = capacity.is_finite() && demand.is_finite() && demand > capacity;
-        let services = self.pools_short(state, &healthy);
+        let services = self.pools_short(state, &healthy, forecasts);
         if !fleet_short && services.is_empty() {
             return None;
         }
@@ -159,12 +166,18 @@ impl Core {
     /// The services with a pool whose healthy members cannot carry the upper forecasts of the
     /// service's sessions, headroom included; a member counts the capacity its agent reports
     /// for the service where it reports one (at most its host's).
-    fn pools_short(&self, state: &ControlState, healthy: &[&BackendLoad]) -> Vec<ServiceShortfall> {
+    fn pools_short(
+        &self,
+        state: &ControlState,
+        healthy: &[&BackendLoad],
+        forecasts: Option<&[SessionState]>,
+    ) -> Vec<ServiceShortfall> {
         let mut out = Vec::new();
+        let forecasters = forecasts.unwrap_or(&self.states);
         for s in state.services.iter().filter(|s| s.backends.is_some()) {
             let upper: f64 = (0..self.refs.len())
                 .filter(|&i| self.refs[i].service == s.name)
-                .map(|i| self.states[i].selector().upper())
+                .map(|i| forecasters[i].selector().upper())
                 .filter(|u| u.is_finite())
                 .sum();
             let demand = upper * (1.0 + self.decide.headroom);

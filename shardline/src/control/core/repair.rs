@@ -10,6 +10,7 @@ use rustc_hash::FxHashSet;
 use super::{Core, TickOutput};
 use crate::{
     control::placement::BackendLoad,
+    control::tick::SessionState,
     snapshot::Snapshot,
     state::{Command, ControlState, SessionRef},
 };
@@ -18,13 +19,16 @@ impl Core {
     /// Re-shards placed sessions that lost a backend (unhealthy or removed) or hold fewer
     /// shards than decided (the fleet was short when they grew). `unplaced_tables` holds the
     /// tick's [`ControlState::unplaced_tables`] once built (the state does not change within a
-    /// tick, so the decisions' copy serves here too).
+    /// tick, so the decisions' copy serves here too). `forecasts`: a leader's forecasters, if
+    /// this loop follows one.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn repair(
         &mut self,
         out: &mut TickOutput,
         state: &ControlState,
         loads: &mut [BackendLoad],
         unplaced_tables: &mut Option<Snapshot>,
+        forecasts: Option<&[SessionState]>,
         at_ms: u64,
         now: Instant,
     ) {
@@ -55,7 +59,16 @@ impl Core {
                 continue;
             }
             let session = session.clone();
-            self.repair_one(out, state, loads, session, unplaced_tables, at_ms, now);
+            self.repair_one(
+                out,
+                state,
+                loads,
+                session,
+                unplaced_tables,
+                forecasts,
+                at_ms,
+                now,
+            );
         }
         debug_assert!(indices.next().is_none(), "backend_loads saw another state");
         self.placed_index = placed_index;
@@ -73,7 +86,16 @@ impl Core {
                 continue;
             }
             let session = self.refs[i].clone();
-            self.repair_one(out, state, loads, session, unplaced_tables, at_ms, now);
+            self.repair_one(
+                out,
+                state,
+                loads,
+                session,
+                unplaced_tables,
+                forecasts,
+                at_ms,
+                now,
+            );
         }
     }
 
@@ -110,6 +132,7 @@ impl Core {
         loads: &mut [BackendLoad],
         session: SessionRef,
         unplaced_tables: &mut Option<Snapshot>,
+        forecasts: Option<&[SessionState]>,
         at_ms: u64,
         now: Instant,
     ) {
@@ -136,7 +159,7 @@ impl Core {
         let (upper, packet_bytes) = index
             .map(|i| {
                 (
-                    self.states[i].selector().upper(),
+                    forecasts.unwrap_or(&self.states)[i].selector().upper(),
                     self.states[i].packet_bytes(),
                 )
             })

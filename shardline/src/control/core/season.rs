@@ -167,9 +167,23 @@ impl Core {
             return;
         }
         let mut budget = PROFILES_PER_TICK;
-        let seasons = &mut self.seasons;
-        if let (Some(fleet), true) = (self.fleet.as_mut(), seasons.fleet_schedule.due()) {
+        if self.detect_fleet_period(changes) {
             budget -= 1;
+        }
+        self.detect_session_periods(budget, changes);
+    }
+
+    /// The fleet's part of [`Self::detect_periods`] (all a loop following another's
+    /// forecasts runs: the fleet's forecaster is its own): whether a search was due and run.
+    pub(super) fn detect_fleet_period(&mut self, changes: &mut Vec<PeriodChange>) -> bool {
+        let seasons = &mut self.seasons;
+        if !seasons.auto {
+            return false;
+        }
+        let (Some(fleet), true) = (self.fleet.as_mut(), seasons.fleet_schedule.due()) else {
+            return false;
+        };
+        {
             seasons.scratch.clear();
             seasons.scratch.extend(seasons.fleet.iter().copied());
             seasons.fleet_schedule.done(seasons.scratch.len());
@@ -185,6 +199,12 @@ impl Core {
             }
             fleet.fit(&seasons.scratch);
         }
+        true
+    }
+
+    /// The sessions' part of [`Self::detect_periods`]: at most `budget` searches, round-robin.
+    fn detect_session_periods(&mut self, mut budget: usize, changes: &mut Vec<PeriodChange>) {
+        let seasons = &mut self.seasons;
         let n = self.refs.len();
         let mut visited = 0;
         while budget > 0 && visited < n {
