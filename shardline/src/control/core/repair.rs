@@ -110,11 +110,18 @@ impl Core {
         backends: &[u32],
         state: &ControlState,
     ) -> bool {
+        // A service without a pool takes every live backend: no pool to look members up in.
+        let pooled = state
+            .services
+            .iter()
+            .find(|s| s.name == session.service)
+            .is_none_or(|s| s.backends.is_some());
         let lost = backends.iter().any(|id| {
             !self.alive.contains(id)
-                || state
-                    .pool_weight(&session.service, *id, 1)
-                    .is_none_or(|w| w == 0)
+                || pooled
+                    && state
+                        .pool_weight(&session.service, *id, 1)
+                        .is_none_or(|w| w == 0)
         });
         let wanted = index
             .map(|i| self.states[i].shards() as usize)
