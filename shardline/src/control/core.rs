@@ -122,9 +122,10 @@ pub struct Core {
     /// Load committed this tick per (service position in the state, backend): what bounds a
     /// service's new shards on a backend whose agent reports a capacity for that service.
     service_committed: FxHashMap<(usize, u32), f64>,
-    /// Per backend, the forecast packets and bytes of the shards it holds (scratch of
-    /// [`Core::backend_loads`], kept so a tick allocates nothing for it).
-    committed: FxHashMap<u32, (f64, f64)>,
+    /// Per backend id (ids are below `MAX_BACKENDS`), the forecast packets and bytes of the
+    /// shards it holds (scratch of [`Core::backend_loads`], kept so a tick allocates nothing
+    /// for it).
+    committed: Vec<(f64, f64)>,
     /// The backends a grow may pick from (scratch of `grow_or_shrink`).
     candidates: Vec<BackendLoad>,
     /// This tick's loads ranked for placement, built on the first grow that can use it.
@@ -189,7 +190,7 @@ impl Core {
             alive: FxHashSet::default(),
             seasons: Seasons::new(config.period),
             service_committed: FxHashMap::default(),
-            committed: FxHashMap::default(),
+            committed: Vec::new(),
             candidates: Vec::new(),
             ranked: Ranked::default(),
             ranked_stale: true,

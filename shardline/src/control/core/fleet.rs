@@ -28,7 +28,7 @@ impl Core {
     ) -> Vec<BackendLoad> {
         // Per backend: forecast packets and bytes of the shards it holds.
         let mut committed = std::mem::take(&mut self.committed);
-        committed.clear();
+        committed.fill((0.0, 0.0));
         self.service_committed.clear();
         self.placed.clear();
         self.placed.resize(self.refs.len(), false);
@@ -43,11 +43,18 @@ impl Core {
         // The last session's service and its position (sessions come in service order).
         let mut last: Option<(&str, Option<usize>)> = None;
         let forecasters = forecasts.unwrap_or(&self.states);
+        // The index after the last one found: sessions the loop learned in the state's order
+        // (the replay's, a sampler's sorted by session) are found there without hashing.
+        let mut next = 0;
         for (session, entry) in &state.sessions {
             if entry.backends.is_empty() {
                 continue;
             }
-            let index = self.index.get(session).copied();
+            let index = match self.refs.get(next) {
+                Some(known) if known == session => Some(next),
+                _ => self.index.get(session).copied(),
+            };
+            next = index.map_or(next, |i| i + 1);
             self.placed_index.push(index.map_or(u32::MAX, |i| i as u32));
             let Some(i) = index else {
                 continue;
@@ -72,7 +79,11 @@ impl Core {
                 }
             };
             for id in &entry.backends {
-                let c = committed.entry(*id).or_default();
+                let at = *id as usize;
+                if at >= committed.len() {
+                    committed.resize(at + 1, (0.0, 0.0));
+                }
+                let c = &mut committed[at];
                 c.0 += upper * share;
                 c.1 += bytes * share;
                 if let Some(s) = service {
@@ -94,7 +105,7 @@ impl Core {
                     .and_then(|r| r.app.as_ref())
                     .map(|a| a.load)
                     .unwrap_or(0.0);
-                let (packets, bytes) = committed.get(id).copied().unwrap_or_default();
+                let (packets, bytes) = committed.get(*id as usize).copied().unwrap_or_default();
                 BackendLoad {
                     id: *id,
                     weight: b.config.weight,
