@@ -15,6 +15,16 @@ use crate::{
     state::{Command, ControlState, SessionRef},
 };
 
+/// What one tick's repairs share: the state, its unplaced tables once built, the forecasters
+/// (a leader's, if this loop follows one) and the tick's time.
+struct Context<'a> {
+    state: &'a ControlState,
+    unplaced_tables: &'a mut Option<Snapshot>,
+    forecasts: Option<&'a [SessionState]>,
+    at_ms: u64,
+    now: Instant,
+}
+
 impl Core {
     /// Re-shards placed sessions that lost a backend (unhealthy or removed) or hold fewer
     /// shards than decided (the fleet was short when they grew). `unplaced_tables` holds the
@@ -32,6 +42,13 @@ impl Core {
         at_ms: u64,
         now: Instant,
     ) {
+        let mut cx = Context {
+            state,
+            unplaced_tables,
+            forecasts,
+            at_ms,
+            now,
+        };
         // Sessions this tick's decisions placed already.
         let decided: FxHashSet<SessionRef> = out
             .placements
@@ -59,16 +76,7 @@ impl Core {
                 continue;
             }
             let session = session.clone();
-            self.repair_one(
-                out,
-                state,
-                loads,
-                session,
-                unplaced_tables,
-                forecasts,
-                at_ms,
-                now,
-            );
+            self.repair_one(out, &mut cx, loads, session);
         }
         debug_assert!(indices.next().is_none(), "backend_loads saw another state");
         self.placed_index = placed_index;
@@ -86,16 +94,7 @@ impl Core {
                 continue;
             }
             let session = self.refs[i].clone();
-            self.repair_one(
-                out,
-                state,
-                loads,
-                session,
-                unplaced_tables,
-                forecasts,
-                at_ms,
-                now,
-            );
+            self.repair_one(out, &mut cx, loads, session);
         }
     }
 
@@ -131,18 +130,20 @@ impl Core {
     }
 
     /// Re-shards one session if it lost a backend or holds fewer shards than decided.
-    #[allow(clippy::too_many_arguments)]
     fn repair_one(
         &mut self,
         out: &mut TickOutput,
-        state: &ControlState,
+        cx: &mut Context<'_>,
         loads: &mut [BackendLoad],
         session: SessionRef,
-        unplaced_tables: &mut Option<Snapshot>,
-        forecasts: Option<&[SessionState]>,
-        at_ms: u64,
-        now: Instant,
     ) {
+        let Context {
+            state,
+            ref mut unplaced_tables,
+            forecasts,
+            at_ms,
+            now,
+        } = *cx;
         let (current, unplaced) = self.current_or_home(&session, state, now, unplaced_tables);
         let lost: Vec<u32> = current
             .iter()
