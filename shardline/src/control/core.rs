@@ -143,6 +143,9 @@ pub struct Core {
     placed_index: Vec<u32>,
     /// The unplaced tables of an earlier tick, while the state still builds the same ones.
     unplaced: unplaced::UnplacedCache,
+    /// The index [`Core::session`] last found or made (`usize::MAX`: none yet): the next
+    /// session asked for is tried after it before hashing.
+    last_found: usize,
     /// The positions this tick's forgetting removed sessions at, in order: a loop following
     /// this one ([`Core::tick_following`]) removes the same.
     forgotten: Vec<usize>,
@@ -198,6 +201,7 @@ impl Core {
             placed: Vec::new(),
             placed_index: Vec::new(),
             unplaced: unplaced::UnplacedCache::default(),
+            last_found: usize::MAX,
             forgotten: Vec::new(),
         }
     }
@@ -252,7 +256,15 @@ impl Core {
     }
 
     fn session(&mut self, session: &SessionRef, state: &ControlState, now: Instant) -> usize {
+        // Callers mostly name the sessions in the order the loop learned them (a tick's rates,
+        // the replay's given counts): the one after the last found is tried before hashing.
+        let next = self.last_found.wrapping_add(1);
+        if self.refs.get(next) == Some(session) {
+            self.last_found = next;
+            return next;
+        }
         if let Some(&i) = self.index.get(session) {
+            self.last_found = i;
             return i;
         }
         let entry = state.sessions.get(session);
@@ -276,6 +288,7 @@ impl Core {
         }
         let class = class.map(Arc::from);
         let i = self.refs.len();
+        self.last_found = i;
         self.index.insert(session.clone(), i);
         self.refs.push(session.clone());
         self.states.push(s);
@@ -379,13 +392,8 @@ impl Core {
     ) -> TickOutput {
         let mut out = TickOutput::default();
         self.samples.fill(f64::NAN);
-        for (k, (session, rate)) in rates.iter().enumerate() {
-            // A caller that sends its sessions in the same order every tick (the daemon's
-            // sampler, the replay) finds each where the last tick left it, without hashing.
-            let i = match self.refs.get(k) {
-                Some(known) if known == session => k,
-                _ => self.session(session, state, now),
-            };
+        for (session, rate) in rates {
+            let i = self.session(session, state, now);
             self.samples[i] = *rate;
             if let Some(class) = &self.extras[i].class {
                 self.learned.observe(class, *rate);
