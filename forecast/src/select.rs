@@ -279,7 +279,8 @@ impl Selector {
             upper: (selected + self.width()) as f32,
             peak: f32::NEG_INFINITY,
         };
-        self.next = ((slot + 1) % h) as u16;
+        // The ring's next slot, without a division (this runs per session per tick).
+        self.next = if slot + 1 == h { 0 } else { slot as u16 + 1 };
         matured.map(|p| Matured {
             models: p.models.map(f64::from),
             selected: f64::from(p.selected),
@@ -331,7 +332,9 @@ impl Selector {
     /// and bound live there only, so a session's state does not hold them twice.
     fn latest(&self) -> &Pending {
         let h = self.pending.len();
-        &self.pending[(usize::from(self.next) + h - 1) % h]
+        let next = usize::from(self.next);
+        // The slot before `next` on the ring, without a division (read several times a tick).
+        &self.pending[if next == 0 { h - 1 } else { next - 1 }]
     }
 
     /// The name of the candidate the forecast comes from: a model's ([`MODEL_NAMES`]) or
