@@ -1,5 +1,6 @@
-//! One controller over a whole replay: the fleet's backends and the sessions' placements in
-//! virtual time, driven by the daemon's [`Core`]. The first [`Setup::warmup`] ticks run like
+//! The controllers over a whole replay, two at a time in lockstep (the second on the first's
+//! forecasts): each one's fleet backends and sessions' placements in virtual time, driven by
+//! the daemon's [`Core`]. The first [`Setup::warmup`] ticks run like
 //! any other (every controller decides, placements take effect, backends arrive) but are not
 //! scored: a running daemon has seen its sessions before, and a replay that scored its first
 //! tick would score every controller on a session none of them has seen.
