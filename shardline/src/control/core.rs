@@ -255,15 +255,19 @@ impl Core {
         self.refs.len()
     }
 
-    fn session(&mut self, session: &SessionRef, state: &ControlState, now: Instant) -> usize {
-        // Callers mostly name the sessions in the order the loop learned them (a tick's rates,
-        // the replay's given counts): the one after the last found is tried before hashing.
-        let next = self.last_found.wrapping_add(1);
+    /// `session`'s index, if the loop knows it: the index after `after` is tried before hashing
+    /// (`usize::MAX`: index 0), since callers mostly name the sessions in the order the loop
+    /// learned them (a tick's rates, the replay's given counts, the state's placed sessions).
+    fn find_after(&self, session: &SessionRef, after: usize) -> Option<usize> {
+        let next = after.wrapping_add(1);
         if self.refs.get(next) == Some(session) {
-            self.last_found = next;
-            return next;
+            return Some(next);
         }
-        if let Some(&i) = self.index.get(session) {
+        self.index.get(session).copied()
+    }
+
+    fn session(&mut self, session: &SessionRef, state: &ControlState, now: Instant) -> usize {
+        if let Some(i) = self.find_after(session, self.last_found) {
             self.last_found = i;
             return i;
         }

@@ -43,18 +43,14 @@ impl Core {
         // The last session's service and its position (sessions come in service order).
         let mut last: Option<(&str, Option<usize>)> = None;
         let forecasters = forecasts.unwrap_or(&self.states);
-        // The index after the last one found: sessions the loop learned in the state's order
-        // (the replay's, a sampler's sorted by session) are found there without hashing.
-        let mut next = 0;
+        // The last placed session found: the next is tried right after it.
+        let mut last_found = usize::MAX;
         for (session, entry) in &state.sessions {
             if entry.backends.is_empty() {
                 continue;
             }
-            let index = match self.refs.get(next) {
-                Some(known) if known == session => Some(next),
-                _ => self.index.get(session).copied(),
-            };
-            next = index.map_or(next, |i| i + 1);
+            let index = self.find_after(session, last_found);
+            last_found = index.unwrap_or(last_found);
             self.placed_index.push(index.map_or(u32::MAX, |i| i as u32));
             let Some(i) = index else {
                 continue;

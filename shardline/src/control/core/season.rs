@@ -183,22 +183,20 @@ impl Core {
         let (Some(fleet), true) = (self.fleet.as_mut(), seasons.fleet_schedule.due()) else {
             return false;
         };
-        {
-            seasons.scratch.clear();
-            seasons.scratch.extend(seasons.fleet.iter().copied());
-            seasons.fleet_schedule.done(seasons.scratch.len());
-            let from = fleet.period();
-            if let Some(to) = switch(from, profile::detect_period(&seasons.scratch)) {
-                fleet.set_period(to, seasons.scratch.iter().copied());
-                changes.push(PeriodChange {
-                    session: None,
-                    from,
-                    to,
-                    samples: seasons.scratch.len(),
-                });
-            }
-            fleet.fit(&seasons.scratch);
+        seasons.scratch.clear();
+        seasons.scratch.extend(seasons.fleet.iter().copied());
+        seasons.fleet_schedule.done(seasons.scratch.len());
+        let from = fleet.period();
+        if let Some(to) = switch(from, profile::detect_period(&seasons.scratch)) {
+            fleet.set_period(to, seasons.scratch.iter().copied());
+            changes.push(PeriodChange {
+                session: None,
+                from,
+                to,
+                samples: seasons.scratch.len(),
+            });
         }
+        fleet.fit(&seasons.scratch);
         true
     }
 
