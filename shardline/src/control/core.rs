@@ -7,6 +7,7 @@
 //! learned from the class's sessions; `place`: a session's new shard set and the command that
 //! writes it; `insights`: each session's recorded samples, error and events.
 
+mod backend_set;
 pub mod classes;
 mod fleet;
 mod insights;
@@ -31,7 +32,7 @@ use crate::{
     control::tick::{tick_with, SessionState, ShardChange},
     state::{Command, ControlState, SessionRef},
 };
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use season::{PeriodChange, Schedule, Seasons};
 
 use crate::config::control::{ClassPrior, ControlConfig};
@@ -117,7 +118,7 @@ pub struct Core {
     chosen: Vec<u32>,
     /// Backends passing their health checks this tick (saturated ones included: they keep
     /// what they hold, they only get nothing new).
-    alive: FxHashSet<u32>,
+    alive: backend_set::BackendSet,
     seasons: Seasons,
     /// Load committed this tick per (service position in the state, backend): what bounds a
     /// service's new shards on a backend whose agent reports a capacity for that service.
@@ -138,9 +139,10 @@ pub struct Core {
     /// Per known session (by index), whether the state places it, as of this tick's
     /// [`Core::backend_loads`].
     placed: Vec<bool>,
-    /// Each placed session of the state, in the state's order, with its index here
-    /// (`u32::MAX`: unknown to the loop), as of this tick's [`Core::backend_loads`].
-    placed_index: Vec<u32>,
+    /// The placed sessions whose applied set needs a repair (a member down or out of its
+    /// pool, or fewer members than decided), in the state's order, as of this tick's
+    /// [`Core::backend_loads`].
+    broken: Vec<SessionRef>,
     /// The unplaced tables of an earlier tick, while the state still builds the same ones.
     unplaced: unplaced::UnplacedCache,
     /// The index [`Core::session`] last found or made (`usize::MAX`: none yet): the next
@@ -190,7 +192,7 @@ impl Core {
             last_hook: None,
             decisions: Vec::new(),
             chosen: Vec::new(),
-            alive: FxHashSet::default(),
+            alive: backend_set::BackendSet::default(),
             seasons: Seasons::new(config.period),
             service_committed: FxHashMap::default(),
             committed: Vec::new(),
@@ -199,7 +201,7 @@ impl Core {
             ranked_stale: true,
             per_service_reports: false,
             placed: Vec::new(),
-            placed_index: Vec::new(),
+            broken: Vec::new(),
             unplaced: unplaced::UnplacedCache::default(),
             last_found: usize::MAX,
             forgotten: Vec::new(),

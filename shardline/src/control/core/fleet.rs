@@ -18,8 +18,8 @@ impl Core {
     /// agent reports the network's capacity) is the larger of what it reports serving and
     /// this loop's forecasts of the shards it holds. Also fills `service_committed`, those
     /// forecasts per service (only while some agent reports a capacity per service), and
-    /// `placed` and `placed_index`, which the tick's repair reads instead of looking every
-    /// session up again. Listed in id order (the state's backend map's), which `load_of`
+    /// `placed` and `broken`, which the tick's repair reads instead of walking every placed
+    /// session again (so call it after the tick's shard counts and `alive` are set). Listed in id order (the state's backend map's), which `load_of`
     /// relies on. `forecasts`: a leader's forecasters, if this loop follows one.
     pub(super) fn backend_loads(
         &mut self,
@@ -32,7 +32,7 @@ impl Core {
         self.service_committed.clear();
         self.placed.clear();
         self.placed.resize(self.refs.len(), false);
-        self.placed_index.clear();
+        self.broken.clear();
         // Only a capacity an agent reports for a service makes its committed load count
         // (`BackendLoad::for_service`): without one, the per-service sums are not kept.
         self.per_service_reports = self
@@ -42,6 +42,8 @@ impl Core {
         let per_service = self.per_service_reports;
         // The last session's service and its position (sessions come in service order).
         let mut last: Option<(&str, Option<usize>)> = None;
+        // The last session's service and whether it has a pool, for the intact check.
+        let mut last_pooled: Option<(&str, bool)> = None;
         let forecasters = forecasts.unwrap_or(&self.states);
         // The last placed session found: the next is tried right after it.
         let mut last_found = usize::MAX;
@@ -51,7 +53,22 @@ impl Core {
             }
             let index = self.find_after(session, last_found);
             last_found = index.unwrap_or(last_found);
-            self.placed_index.push(index.map_or(u32::MAX, |i| i as u32));
+            let pooled = match last_pooled {
+                Some((name, pooled)) if name == session.service => pooled,
+                _ => {
+                    // A service without a pool takes every live backend.
+                    let pooled = state
+                        .services
+                        .iter()
+                        .find(|s| s.name == session.service)
+                        .is_none_or(|s| s.backends.is_some());
+                    last_pooled = Some((&session.service, pooled));
+                    pooled
+                }
+            };
+            if !self.intact(index, session, &entry.backends, pooled, state) {
+                self.broken.push(session.clone());
+            }
             let Some(i) = index else {
                 continue;
             };
@@ -138,7 +155,7 @@ impl Core {
         // not loss of capacity).
         let healthy: Vec<&BackendLoad> = loads
             .iter()
-            .filter(|b| self.alive.contains(&b.id) && b.weight > 0)
+            .filter(|b| self.alive.contains(b.id) && b.weight > 0)
             .collect();
         let capacity: f64 = healthy.iter().map(|b| b.capacity).sum();
         let demand = fleet.upper() * (1.0 + self.decide.headroom);

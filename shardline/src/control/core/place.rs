@@ -71,7 +71,7 @@ impl Core {
         let mut set: Vec<u32> = current
             .iter()
             .copied()
-            .filter(|id| alive.contains(id))
+            .filter(|id| alive.contains(*id))
             .filter(|id| load_of(loads, *id).and_then(in_pool).is_some_and(|w| w > 0))
             .take(to)
             .collect();

@@ -58,28 +58,32 @@ impl Core {
                 _ => None,
             })
             .collect();
-        // The placed sessions' indices, found by `backend_loads` on the same state.
-        let placed_index = std::mem::take(&mut self.placed_index);
-        let mut indices = placed_index.iter();
-        for (session, entry) in state.sessions.iter() {
-            if entry.backends.is_empty() {
-                continue;
-            }
-            let index = indices
-                .next()
-                .filter(|i| **i != u32::MAX)
-                .map(|i| *i as usize);
-            if decided.contains(session)
-                || !self.pending.contains_key(session)
-                    && self.intact(index, session, &entry.backends, state)
-            {
-                continue;
-            }
-            let session = session.clone();
-            self.repair_one(out, &mut cx, loads, session);
+        // The placed sessions to look at, in the state's order: those `backend_loads` found
+        // broken on the same state, and those with a placement of this loop in flight (their
+        // current set is not the applied one). Usually none are in flight.
+        let mut look = std::mem::take(&mut self.broken);
+        let before = look.len();
+        look.extend(
+            self.pending
+                .keys()
+                .filter(|s| {
+                    state
+                        .sessions
+                        .get(*s)
+                        .is_some_and(|e| !e.backends.is_empty())
+                })
+                .cloned(),
+        );
+        if look.len() > before {
+            look.sort_unstable();
+            look.dedup();
         }
-        debug_assert!(indices.next().is_none(), "backend_loads saw another state");
-        self.placed_index = placed_index;
+        for session in look.drain(..) {
+            if !decided.contains(&session) {
+                self.repair_one(out, &mut cx, loads, session);
+            }
+        }
+        self.broken = look;
         // Sessions wider than one shard by their class's prior, not yet placed.
         for i in 0..self.refs.len() {
             if self.states[i].shards() <= 1
@@ -98,25 +102,21 @@ impl Core {
         }
     }
 
-    /// Whether placed session `session`, with no placement of this loop in flight (so its
-    /// current set is the applied `backends`), needs no repair: every member alive and in its
-    /// service's pool, and as many as decided. The common case, checked without allocating.
-    /// `index` is the session's here, if the loop knows it.
-    fn intact(
+    /// Whether placed session `session`, were its current set the applied `backends`, needs
+    /// no repair: every member alive and in its service's pool, and as many as decided. The
+    /// common case, checked without allocating. `index` is the session's here, if the loop
+    /// knows it; `pooled`: whether its service has a pool (one without takes every live
+    /// backend, so there is no pool to look members up in).
+    pub(super) fn intact(
         &self,
         index: Option<usize>,
         session: &SessionRef,
         backends: &[u32],
+        pooled: bool,
         state: &ControlState,
     ) -> bool {
-        // A service without a pool takes every live backend: no pool to look members up in.
-        let pooled = state
-            .services
-            .iter()
-            .find(|s| s.name == session.service)
-            .is_none_or(|s| s.backends.is_some());
         let lost = backends.iter().any(|id| {
-            !self.alive.contains(id)
+            !self.alive.contains(*id)
                 || pooled
                     && state
                         .pool_weight(&session.service, *id, 1)
@@ -150,7 +150,7 @@ impl Core {
             .copied()
             .filter(|id| {
                 // Down, or out of (or drained from) the service's pool.
-                !self.alive.contains(id)
+                !self.alive.contains(*id)
                     || state
                         .pool_weight(&session.service, *id, 1)
                         .is_none_or(|w| w == 0)
