@@ -28,7 +28,7 @@ use std::{path::Path, time::Duration};
 use shardline_common::hash::mix64;
 use thiserror::Error;
 
-use self::{fleet::Tally, simulate::simulate_pair};
+use self::{fleet::Tally, simulate::simulate};
 use crate::{
     config::control::{ControlConfig, HookConfig, MAX_SHARDS},
     control::forecast::eval::read_csv,
@@ -271,20 +271,15 @@ pub fn run(series: &[Series], options: &Options) -> Result<Outcome, ReplayError>
             .collect(),
         ..Timeline::default()
     });
-    // Each baseline is fed the demand its leader is, so it decides on its leader's forecasts:
-    // the reactive rule the predictive loop's, the oracle static's (both are told their counts
-    // before the first tick, which feeds the first demand to their forecasters once more).
-    for pair in [
-        (Kind::Predictive, Kind::Reactive),
-        (Kind::Static, Kind::Oracle),
-    ] {
-        let runs = simulate_pair(&setup, pair, timeline.is_some());
-        for (kind, (tally, capacity, overloaded)) in [pair.0, pair.1].into_iter().zip(runs) {
-            tallies.push((kind, tally));
-            if let Some(t) = &mut timeline {
-                t.capacity.push(capacity);
-                t.overloaded.push(overloaded);
-            }
+    // Every baseline is fed the demand the predictive loop is, so it decides on the predictive
+    // loop's forecasts (static and the oracle, in force before the first tick, decide that
+    // once on forecasters of their own).
+    let runs = simulate(&setup, timeline.is_some());
+    for (kind, (tally, capacity, overloaded)) in Kind::ALL.into_iter().zip(runs) {
+        tallies.push((kind, tally));
+        if let Some(t) = &mut timeline {
+            t.capacity.push(capacity);
+            t.overloaded.push(overloaded);
         }
     }
     Ok(Outcome {

@@ -1,5 +1,5 @@
-//! The controllers over a whole replay, two at a time in lockstep (the second on the first's
-//! forecasts): each one's fleet backends and sessions' placements in virtual time, driven by
+//! The controllers over a whole replay in lockstep, the baselines on the predictive loop's
+//! forecasts: each one's fleet backends and sessions' placements in virtual time, driven by
 //! the daemon's [`Core`]. The first [`Setup::warmup`] ticks run like
 //! any other (every controller decides, placements take effect, backends arrive) but are not
 //! scored: a running daemon has seen its sessions before, and a replay that scored its first
@@ -48,25 +48,27 @@ fn add_backend(state: &mut ControlState, id: u32, capacity: f64) {
         .expect("replay backends are valid");
 }
 
-/// Two controllers over the whole run in lockstep, `follower` deciding on `leader`'s
-/// forecasts ([`Core::tick_following`]: both are fed the same demand, so one forecaster per
-/// session serves both): each one's totals over the ticks after the warm-up and, if asked,
-/// its per-tick capacity and overload flags (every tick, the warm-up included).
-pub(super) fn simulate_pair(
-    setup: &Setup<'_>,
-    (leader, follower): (Kind, Kind),
-    timeline: bool,
-) -> [(Tally, Vec<f64>, Vec<bool>); 2] {
+/// Every controller over the whole run in lockstep, in [`Kind::ALL`] order, the baselines
+/// deciding on the predictive loop's forecasts ([`Core::tick_following`]: all are fed the same
+/// demand, so one forecaster per session serves all four): each one's totals over the ticks
+/// after the warm-up and, if asked, its per-tick capacity and overload flags (every tick, the
+/// warm-up included).
+pub(super) fn simulate(setup: &Setup<'_>, timeline: bool) -> [(Tally, Vec<f64>, Vec<bool>); 4] {
     let t0 = Instant::now();
+    let [leader, followers @ ..] = Kind::ALL;
     let mut lead = Run::new(setup, leader, timeline, t0);
-    let mut follow = Run::new(setup, follower, timeline, t0);
-    lead.start(None);
-    follow.start(Some(&lead.core));
+    let mut follow = followers.map(|kind| Run::new(setup, kind, timeline, t0));
+    for run in &mut follow {
+        run.start();
+    }
     for t in 0..setup.ticks {
         lead.step(t, None);
-        follow.step(t, Some(&lead.core));
+        for run in &mut follow {
+            run.step(t, Some(&lead.core));
+        }
     }
-    [lead.finish(), follow.finish()]
+    let [a, b, c] = follow.map(Run::finish);
+    [lead.finish(), a, b, c]
 }
 
 /// One controller's run: the fleet, its placements and its totals so far.
@@ -177,8 +179,9 @@ impl<'s, 'a> Run<'s, 'a> {
 
     /// Before the first tick: a fixed configuration, and perfect knowledge, are in force from
     /// the first tick (an unplaced session would put all its demand on its home before either
-    /// could act).
-    fn start(&mut self, leader: Option<&Core>) {
+    /// could act). Decided on this run's own forecasters, fed the first demand: the leader it
+    /// follows from the first tick on has none yet.
+    fn start(&mut self) {
         if !matches!(self.kind, Kind::Static | Kind::Oracle) || self.setup.ticks == 0 {
             return;
         }
@@ -186,7 +189,7 @@ impl<'s, 'a> Run<'s, 'a> {
             rate.1 = self.setup.demand(i, 0);
         }
         self.give(0, self.t0);
-        for p in self.tick(leader, self.t0, 0).placements {
+        for p in self.tick(None, self.t0, 0).placements {
             if let Command::Place { session, backends } = &p.command {
                 if self.state.apply(&p.command).is_ok() {
                     let i = session.session as usize;
