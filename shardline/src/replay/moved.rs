@@ -13,7 +13,7 @@ use shardline_common::consts::{MAX_SHARDS, NO_BACKEND};
 
 use super::{
     fleet::Owners,
-    score::{owner_positions, N},
+    score::{extend_owner_positions, owner_positions, N},
 };
 
 // An owner's position in its set fits in a nibble.
@@ -46,6 +46,17 @@ fn pack(positions: &[u8; N]) -> Positions {
         *byte = lo | hi << 4;
     }
     p
+}
+
+/// The positions [`pack`] packed.
+fn unpack(packed: &[u8; HALF]) -> [u8; N] {
+    let mut positions = [0u8; N];
+    let (low, high) = positions.split_at_mut(HALF);
+    for ((byte, lo), hi) in packed.iter().zip(low).zip(high) {
+        *lo = byte & 0xf;
+        *hi = byte >> 4;
+    }
+    positions
 }
 
 /// How many keys owned at position `from` in `old` are not owned at position `to` in `next`.
@@ -115,8 +126,20 @@ impl KeyOwners {
                 Some(pack(&scratch))
             }
         };
-        let mut next = [0u8; N];
-        owner_positions(to, &mut next);
+        let next = match (&old, from) {
+            // A grow keeps the members in order and appends: only the owners' and the new
+            // members' scores are needed.
+            (Some(p), Ok(set)) if to.len() > set.len() && to.starts_with(set) => {
+                let mut next = unpack(p);
+                extend_owner_positions(to, set.len(), &mut next);
+                next
+            }
+            _ => {
+                let mut next = [0u8; N];
+                owner_positions(to, &mut next);
+                next
+            }
+        };
         let moved = match (&old, from) {
             (Some(p), Ok(set)) => (0..set.len())
                 .map(|j| leaving(p, &next, j as u8, kept[j]))

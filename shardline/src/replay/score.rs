@@ -22,33 +22,56 @@ pub(super) const N: usize = SAMPLE_KEYS as usize;
 /// never tie). Only the first [`MAX_SHARDS`] members count, as in the dataplane's partition.
 /// Panics on an empty set.
 pub(super) fn owner_positions(set: &[u32], out: &mut [u8; N]) {
+    extend_owner_positions(set, 0, out);
+}
+
+/// [`owner_positions`] for a set that extends one whose owners are known: `set[..known]` is
+/// that set and `out` holds its owners' positions on entry (`known` 0: nothing is known, as
+/// [`owner_positions`]). A key keeps its owner unless a later member scores higher, so only
+/// the owner's and the new members' scores are computed: a grow of 6 members to 8 scores 3
+/// members' worth of keys instead of 8. Panics on an empty set or if `known` is more than the
+/// members that count.
+pub(super) fn extend_owner_positions(set: &[u32], known: usize, out: &mut [u8; N]) {
     let set = &set[..set.len().min(MAX_SHARDS)];
     assert!(!set.is_empty(), "an empty set owns no key");
+    assert!(known <= set.len(), "{known} known members of {}", set.len());
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
         if has!("avx512f") && has!("avx512dq") && has!("avx512bw") && has!("avx512vl") {
             // SAFETY: the CPU has every feature `avx512` is compiled for.
-            return unsafe { avx512(set, out) };
+            return unsafe { avx512(set, known, out) };
         }
         if has!("avx2") {
             // SAFETY: the CPU has AVX2, all `avx2` is compiled for.
-            return unsafe { avx2(set, out) };
+            return unsafe { avx2(set, known, out) };
         }
     }
-    baseline(set, out);
+    baseline(set, known, out);
 }
 
 /// The scoring loop every path compiles: branch-free selects, members outer, keys inner.
 #[inline(always)]
-fn positions(set: &[u32], out: &mut [u8; N]) {
+fn positions(set: &[u32], known: usize, out: &mut [u8; N]) {
     let mut best = [0u64; N];
-    let first = set[0];
-    for ((b, o), &key) in best.iter_mut().zip(out.iter_mut()).zip(&KEYS) {
-        *b = rendezvous_score(key, first);
-        *o = 0;
-    }
-    for (at, &member) in set.iter().enumerate().skip(1) {
+    let start = if known == 0 {
+        let first = set[0];
+        for ((b, o), &key) in best.iter_mut().zip(out.iter_mut()).zip(&KEYS) {
+            *b = rendezvous_score(key, first);
+            *o = 0;
+        }
+        1
+    } else {
+        // The known owners' scores (a position is below `MAX_SHARDS`, so the mask keeps
+        // the lookup in bounds without a branch).
+        let mut ids = [0u32; MAX_SHARDS];
+        ids[..known].copy_from_slice(&set[..known]);
+        for ((b, o), &key) in best.iter_mut().zip(out.iter()).zip(&KEYS) {
+            *b = rendezvous_score(key, ids[usize::from(*o) & (MAX_SHARDS - 1)]);
+        }
+        known
+    };
+    for (at, &member) in set.iter().enumerate().skip(start) {
         let at = at as u8;
         for ((b, o), &key) in best.iter_mut().zip(out.iter_mut()).zip(&KEYS) {
             let score = rendezvous_score(key, member);
@@ -59,20 +82,20 @@ fn positions(set: &[u32], out: &mut [u8; N]) {
     }
 }
 
-fn baseline(set: &[u32], out: &mut [u8; N]) {
-    positions(set, out);
+fn baseline(set: &[u32], known: usize, out: &mut [u8; N]) {
+    positions(set, known, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn avx2(set: &[u32], out: &mut [u8; N]) {
-    positions(set, out);
+unsafe fn avx2(set: &[u32], known: usize, out: &mut [u8; N]) {
+    positions(set, known, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
-unsafe fn avx512(set: &[u32], out: &mut [u8; N]) {
-    positions(set, out);
+unsafe fn avx512(set: &[u32], known: usize, out: &mut [u8; N]) {
+    positions(set, known, out);
 }
 
 #[cfg(test)]
@@ -112,6 +135,42 @@ mod tests {
         }
     }
 
+    /// Extending the owners of any prefix of a set gives the set's owners, on every path the
+    /// CPU runs (the dispatched one included).
+    #[test]
+    fn extending_a_prefixs_owners_gives_the_whole_sets() {
+        let (mut expected, mut prefix) = ([0u8; N], [0u8; N]);
+        for set in SETS {
+            let set = &set[..set.len().min(MAX_SHARDS)];
+            baseline(set, 0, &mut expected);
+            for known in 1..=set.len() {
+                baseline(&set[..known], 0, &mut prefix);
+                let mut got = prefix;
+                baseline(set, known, &mut got);
+                assert_eq!(got, expected, "baseline, {known} of {set:?}");
+                #[cfg(target_arch = "x86_64")]
+                {
+                    use std::arch::is_x86_feature_detected as has;
+                    if has!("avx2") {
+                        let mut got = prefix;
+                        // SAFETY: checked just above.
+                        unsafe { avx2(set, known, &mut got) };
+                        assert_eq!(got, expected, "avx2, {known} of {set:?}");
+                    }
+                    if has!("avx512f") && has!("avx512dq") && has!("avx512bw") && has!("avx512vl") {
+                        let mut got = prefix;
+                        // SAFETY: checked just above.
+                        unsafe { avx512(set, known, &mut got) };
+                        assert_eq!(got, expected, "avx512, {known} of {set:?}");
+                    }
+                }
+                let mut got = prefix;
+                extend_owner_positions(set, known, &mut got);
+                assert_eq!(got, expected, "dispatched, {known} of {set:?}");
+            }
+        }
+    }
+
     /// Every vector path this CPU can run computes what the baseline does. A CPU without them
     /// checks fewer paths, and says so.
     #[test]
@@ -121,19 +180,19 @@ mod tests {
         let mut checked = 0;
         for set in SETS {
             let set = &set[..set.len().min(MAX_SHARDS)];
-            baseline(set, &mut expected);
+            baseline(set, 0, &mut expected);
             #[cfg(target_arch = "x86_64")]
             {
                 use std::arch::is_x86_feature_detected as has;
                 if has!("avx2") {
                     // SAFETY: checked just above.
-                    unsafe { avx2(set, &mut got) };
+                    unsafe { avx2(set, 0, &mut got) };
                     assert_eq!(got, expected, "avx2, set {set:?}");
                     checked += 1;
                 }
                 if has!("avx512f") && has!("avx512dq") && has!("avx512bw") && has!("avx512vl") {
                     // SAFETY: checked just above.
-                    unsafe { avx512(set, &mut got) };
+                    unsafe { avx512(set, 0, &mut got) };
                     assert_eq!(got, expected, "avx512, set {set:?}");
                     checked += 1;
                 }
