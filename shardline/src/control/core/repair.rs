@@ -60,17 +60,19 @@ impl Core {
             .collect();
         // The placed sessions to look at, in the state's order: those `backend_loads` found
         // broken on the same state, and those with a placement of this loop in flight (their
-        // current set is not the applied one). Usually none are in flight.
+        // current set may not be the applied one; this tick's decisions are in flight too,
+        // but skipped, so they are not looked up).
         let mut look = std::mem::take(&mut self.broken);
         let before = look.len();
         look.extend(
             self.pending
                 .keys()
                 .filter(|s| {
-                    state
-                        .sessions
-                        .get(*s)
-                        .is_some_and(|e| !e.backends.is_empty())
+                    !decided.contains(*s)
+                        && state
+                            .sessions
+                            .get(*s)
+                            .is_some_and(|e| !e.backends.is_empty())
                 })
                 .cloned(),
         );
