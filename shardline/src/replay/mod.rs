@@ -21,6 +21,7 @@ pub mod fleet;
 mod moved;
 pub mod report;
 mod score;
+mod sets;
 mod simulate;
 
 use std::{path::Path, time::Duration};

@@ -10,6 +10,7 @@ use std::{collections::VecDeque, time::Instant};
 use super::{
     fleet::{Owners, Tally},
     moved::KeyOwners,
+    sets::ShardSets,
     Kind, Setup, MAX_REPLAY_BACKENDS, SERVICE,
 };
 use crate::{
@@ -84,7 +85,7 @@ struct Run<'s, 'a> {
     rates: Vec<(SessionRef, f64)>,
     /// Each session's home while unplaced, redone when backends arrive.
     homes: Vec<Option<u32>>,
-    placed: Vec<Vec<u32>>,
+    placed: ShardSets,
     /// Who owns each placed session's sample keys, kept through the warm-up too.
     keys: KeyOwners,
     pending: Vec<Command>,
@@ -130,7 +131,7 @@ impl<'s, 'a> Run<'s, 'a> {
             refs,
             rates,
             homes,
-            placed: vec![Vec::new(); sessions],
+            placed: ShardSets::new(sessions),
             keys: KeyOwners::new(sessions),
             pending: Vec::new(),
             arrivals: VecDeque::new(),
@@ -193,9 +194,9 @@ impl<'s, 'a> Run<'s, 'a> {
             if let Command::Place { session, backends } = &p.command {
                 if self.state.apply(&p.command).is_ok() {
                     let i = session.session as usize;
-                    let from = owners(&self.placed[i], self.homes[i]);
+                    let from = owners(self.placed.get(i), self.homes[i]);
                     self.keys.reshard(i, from, backends);
-                    self.placed[i].clone_from(backends);
+                    self.placed.set(i, backends);
                 }
             }
         }
@@ -214,17 +215,17 @@ impl<'s, 'a> Run<'s, 'a> {
                 continue;
             };
             let i = session.session as usize;
-            if self.state.apply(&command).is_err() || self.placed[i] == *backends {
+            if self.state.apply(&command).is_err() || self.placed.get(i) == backends {
                 continue;
             }
             let moved = self
                 .keys
-                .reshard(i, owners(&self.placed[i], self.homes[i]), backends);
+                .reshard(i, owners(self.placed.get(i), self.homes[i]), backends);
             if scored {
                 self.tally.reshards += 1;
                 self.tally.keys_moved += moved;
             }
-            self.placed[i].clone_from(backends);
+            self.placed.set(i, backends);
         }
         while self.arrivals.front().is_some_and(|(at, _)| *at <= t) {
             let (_, count) = self.arrivals.pop_front().expect("just checked");
@@ -242,7 +243,7 @@ impl<'s, 'a> Run<'s, 'a> {
         for (i, rate) in self.rates.iter_mut().enumerate() {
             let d = setup.demand(i, t);
             rate.1 = d;
-            let set = &self.placed[i];
+            let set = self.placed.get(i);
             if set.is_empty() {
                 // Unplaced: all of it on its home.
                 shards += 1;
@@ -251,8 +252,9 @@ impl<'s, 'a> Run<'s, 'a> {
                 }
             } else {
                 shards += set.len();
+                let share = d / set.len() as f64;
                 for id in set {
-                    self.loads[*id as usize - 1] += d / set.len() as f64;
+                    self.loads[*id as usize - 1] += share;
                 }
             }
         }
