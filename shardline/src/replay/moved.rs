@@ -126,25 +126,28 @@ impl KeyOwners {
                 Some(pack(&scratch))
             }
         };
-        let next = match (&old, from) {
+        let (next, moved) = match (&old, from) {
             // A grow keeps the members in order and appends: only the owners' and the new
-            // members' scores are needed.
+            // members' scores are needed, and a key moves exactly when a new member wins it
+            // (a repeat of an old member never does: the earlier position keeps a tie).
             (Some(p), Ok(set)) if to.len() > set.len() && to.starts_with(set) => {
                 let mut next = unpack(p);
                 extend_owner_positions(to, set.len(), &mut next);
-                next
+                let known = set.len() as u8;
+                let moved = next.iter().filter(|at| **at >= known).count();
+                (next, moved)
             }
             _ => {
                 let mut next = [0u8; N];
                 owner_positions(to, &mut next);
-                next
+                let moved = match (&old, from) {
+                    (Some(p), Ok(set)) => (0..set.len())
+                        .map(|j| leaving(p, &next, j as u8, kept[j]))
+                        .sum(),
+                    _ => next.iter().filter(|at| **at != kept[0]).count(),
+                };
+                (next, moved)
             }
-        };
-        let moved = match (&old, from) {
-            (Some(p), Ok(set)) => (0..set.len())
-                .map(|j| leaving(p, &next, j as u8, kept[j]))
-                .sum(),
-            _ => next.iter().filter(|at| **at != kept[0]).count(),
         };
         self.sessions[i] = Some(pack(&next));
         moved as f64 / N as f64
