@@ -41,16 +41,20 @@ use shardline_common::{
     maglev::{self, Weighted},
     maps::{scheme, session_mode, Backend, SessionKey, ShardSet},
     partition::ShardSetError,
-    plan::{maglev_plan, session_plan, SessionPlan, SlotMove},
+    plan::{maglev_plan, SlotMove},
     route::unplaced_backend,
 };
 
 use crate::{
     maps::{DataplaneMaps, MapsError, WriteOutcome},
     reshard::{by_end::ByEnd, placed::PlacedSets},
-    snapshot::{delta::TableDelta, Snapshot},
+    snapshot::{
+        delta::{PlacementsMut, TableDelta},
+        Snapshot,
+    },
 };
 
+use moved::moves_keys;
 pub use moved::{CompactHandoff, Handoff};
 pub use publish::CLOSE_CHUNK;
 pub use whole::WHOLE_WRITE_CHUNK;
@@ -223,6 +227,14 @@ impl Shape {
     }
 }
 
+/// Whether a delta's placements are in `Resharder::placed` before it is written: put there
+/// as it was computed (`Ahead`, [`TableDelta::of_sessions_placing`]) or once written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placed {
+    Ahead,
+    After,
+}
+
 /// Applies routing changes to one dataplane's maps and tracks the tables in force.
 pub struct Resharder {
     /// What the maps hold (as a snapshot: live half 0, no counters slots) but the placements,
@@ -338,23 +350,18 @@ impl Resharder {
         now: Instant,
     ) -> Result<Swap, ReshardError> {
         self.refresh(maps)?;
-        let delta = TableDelta::of_sessions(&self.placed, changes);
-        self.write(maps, delta, now)
-    }
-
-    /// Writes `delta` (placements only) and records the placements the maps now hold.
-    fn write(
-        &mut self,
-        maps: &mut impl TableWriter,
-        mut delta: TableDelta,
-        now: Instant,
-    ) -> Result<Swap, ReshardError> {
+        // Windows due close first, from the placements in force: the delta then updates them
+        // as it is computed (see `TableDelta::of_sessions_placing`), so from here on any
+        // failure reads the maps again.
         let mut swap = self.begin(maps, now)?;
+        let mut delta = TableDelta::of_sessions_placing(&mut self.placed, changes);
         if delta.is_empty() {
             return Ok(swap);
         }
         let shape = Shape::of(&delta);
-        let written = self.write_part(maps, &mut delta, now, &mut swap)?;
+        let written = self
+            .write_part(maps, &mut delta, now, &mut swap, Placed::Ahead)
+            .inspect_err(|_| self.stale = true)?;
         Ok(self.finish(swap, written, shape, None))
     }
 
@@ -378,33 +385,47 @@ impl Resharder {
     }
 
     /// Writes `delta` (its placements flagged as `flag_moves` does), one swap's writes or a
-    /// part of them, and records its placements: in
-    /// `placed`, and in `swap` the sessions it placed and the moves it made. The tables but the
-    /// placements stay the ones before the swap until [`Resharder::finish`] (a header
-    /// session's home under them is the previous owner of its first placement).
+    /// part of them, and records its placements: in `placed` (unless they are there already,
+    /// `Placed::Ahead`), and in `swap` the sessions it placed and the moves it made. The
+    /// tables but the placements stay the ones before the swap until [`Resharder::finish`] (a
+    /// header session's home under them is the previous owner of its first placement).
     fn write_part(
         &mut self,
         maps: &mut impl TableWriter,
         delta: &mut TableDelta,
         now: Instant,
         swap: &mut Swap,
+        placed: Placed,
     ) -> Result<WriteOutcome, ReshardError> {
         self.flag_moves(maps, delta, now)?;
         let written = maps.write_delta(delta).inspect_err(|_| self.stale = true)?;
         self.forget_removed(maps, &delta.removed_sessions)?;
-        for key in &delta.removed_sessions {
-            self.placed.remove(key);
+        if placed == Placed::After {
+            for key in &delta.removed_sessions {
+                self.placed.remove(key);
+            }
         }
         let refused: FxHashSet<&SessionKey> = written.placements_refused.iter().collect();
-        for (key, set) in &delta.sessions {
+        swap.handoffs.reserve(delta.sessions.len());
+        for (i, (key, set)) in delta.sessions.iter().enumerate() {
             // The tables in force carry no window flag (see `refresh`).
             let set = &ShardSet { handoff: 0, ..*set };
+            let in_force = match placed {
+                // What the delta found in force as it placed the session.
+                Placed::Ahead => delta
+                    .replaced
+                    .at(i, key)
+                    .expect("a delta computed ahead lists what each placement replaced"),
+                Placed::After if refused.contains(key) => continue,
+                // One hash lookup: the insert answers what was placed before.
+                Placed::After => self.placed.insert(*key, *set),
+            };
             if refused.contains(key) {
-                // The map kept what it had.
+                // The map kept what it had: what was placed ahead goes back.
+                self.placed.update(key, |_| in_force);
                 continue;
             }
-            // One hash lookup: the insert answers what was placed before.
-            let previous = match self.placed.insert(*key, *set) {
+            let previous = match in_force {
                 Some(previous) => previous,
                 None => {
                     swap.placed.push(*key);
@@ -556,21 +577,6 @@ impl Resharder {
             .filter(move |h| h.until > now)
             .map(CompactHandoff::handoff)
     }
-}
-
-/// Whether going from `previous` to `current` moves any key: whether [`session_plan`] is
-/// anything but [`SessionPlan::Unchanged`], without building the plan (two heap blocks, for
-/// each of a tick's 10,000 sessions). Under rendezvous hashing no key moves exactly when the
-/// members are the same (in any order); a range set's plan is built.
-fn moves_keys(previous: &ShardSet, current: &ShardSet) -> bool {
-    if previous.scheme != current.scheme {
-        return true;
-    }
-    if current.scheme == scheme::RANGE {
-        return session_plan(Some(previous), current) != SessionPlan::Unchanged;
-    }
-    let (old, new) = (previous.members(), current.members());
-    !(new.iter().all(|b| old.contains(b)) && old.iter().all(|b| new.contains(b)))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! 16 bytes a session in a hash table by service, and every other set is kept whole aside, so
 //! the copy is exact either way.
 
-use std::collections::HashMap;
+use std::collections::{hash_map::Entry, HashMap};
 
 use rustc_hash::FxHashMap;
 use shardline_common::{
@@ -14,7 +14,7 @@ use shardline_common::{
     maps::{SessionKey, ShardSet},
 };
 
-use crate::snapshot::delta::Placements;
+use crate::snapshot::delta::{Placements, PlacementsMut};
 
 /// Members a packed set holds.
 const PACKED_MEMBERS: usize = 3;
@@ -211,6 +211,69 @@ impl Placements for PlacedSets {
     }
 }
 
+impl PlacementsMut for PlacedSets {
+    fn update(
+        &mut self,
+        key: &SessionKey,
+        decide: impl FnOnce(Option<ShardSet>) -> Option<ShardSet>,
+    ) -> Option<ShardSet> {
+        let Self { sets, whole } = self;
+        let service = sets.entry(key.service).or_default();
+        let old = match service.entry(key.session) {
+            Entry::Occupied(mut entry) => {
+                let v = *entry.get();
+                let old = match v {
+                    WHOLE => *whole.get(key).expect("a set kept whole is in `whole`"),
+                    v => unpack(v),
+                };
+                match decide(Some(old)) {
+                    Some(set) => *entry.get_mut() = hold(whole, key, v, &set),
+                    None => {
+                        entry.remove();
+                        if v == WHOLE {
+                            whole.remove(key);
+                        }
+                    }
+                }
+                Some(old)
+            }
+            Entry::Vacant(entry) => {
+                if let Some(set) = decide(None) {
+                    entry.insert(hold(whole, key, 0, &set));
+                }
+                None
+            }
+        };
+        if service.is_empty() {
+            sets.remove(&key.service);
+        }
+        old
+    }
+}
+
+/// The value a session's table entry takes for `set`, its entry having been `was` (0: none):
+/// packed, or [`WHOLE`] with the set kept in `whole` (and a set kept whole before forgotten
+/// once it packs).
+fn hold(
+    whole: &mut FxHashMap<SessionKey, ShardSet>,
+    key: &SessionKey,
+    was: u64,
+    set: &ShardSet,
+) -> u64 {
+    match pack(set) {
+        Some(v) => {
+            if was == WHOLE {
+                whole.remove(key);
+            }
+            v
+        }
+        None => {
+            whole.insert(*key, *set);
+            WHOLE
+        }
+    }
+}
+
 impl FromIterator<(SessionKey, ShardSet)> for PlacedSets {
     fn from_iter<I: IntoIterator<Item = (SessionKey, ShardSet)>>(pairs: I) -> Self {
         let mut placed = Self::default();
@@ -296,5 +359,32 @@ mod tests {
         assert!(placed.is_empty());
         assert!(placed.whole.is_empty());
         assert_eq!(placed, PlacedSets::default());
+    }
+
+    #[test]
+    fn an_update_holds_what_it_decides_and_gives_back_what_was_held() {
+        let packed = ShardSet::from_members(&[1, 2], scheme::HASH, 3).unwrap();
+        let wide = ShardSet::from_members(&[1, 2, 3, 4], scheme::HASH, 4).unwrap();
+        let mut placed = PlacedSets::default();
+        // Placed, kept, re-placed whole and back, unplaced; and a session left unplaced.
+        assert_eq!(placed.update(&key(1), |_| Some(packed)), None);
+        assert_eq!(placed.update(&key(1), |old| old), Some(packed));
+        assert_eq!(placed.update(&key(1), |_| Some(wide)), Some(packed));
+        assert_eq!(placed.get(&key(1)), Some(wide));
+        assert_eq!(placed.update(&key(1), |_| Some(packed)), Some(wide));
+        assert!(
+            placed.whole.is_empty(),
+            "a set that packs again is not kept whole"
+        );
+        assert_eq!(placed.update(&key(2), |_| None), None);
+        assert_eq!(placed.update(&key(1), |_| None), Some(packed));
+        assert_eq!(placed, PlacedSets::default());
+        // As inserts and removals leave it.
+        let mut inserted = PlacedSets::default();
+        for (i, set) in [packed, wide, packed].iter().enumerate() {
+            placed.update(&key(i as u64), |_| Some(*set));
+            inserted.insert(key(i as u64), *set);
+        }
+        assert_eq!(placed, inserted);
     }
 }

@@ -8,6 +8,7 @@ use shardline_common::{
     maglev::{build, Weighted},
     maps::{scheme, SessionKey},
     partition::{shard_set, ShardSetError},
+    plan::{session_plan, SessionPlan},
 };
 
 use super::{held::Held, *};
@@ -201,6 +202,57 @@ fn applying_only_the_changed_sessions_writes_what_a_whole_apply_writes() {
     assert_eq!(b.kind, SwapKind::Session);
     assert!(!part_maps.tables.sessions.contains_key(&key(1)));
     assert!(!part.tables().sessions.contains_key(&key(1)));
+}
+
+/// A tick's delta updates the placements in force as it is computed: what a full map refused
+/// is put back, and a failed write reads the maps again, so the stage keeps what the maps
+/// hold either way.
+#[test]
+fn a_tick_refused_or_failed_leaves_in_force_what_the_maps_hold() {
+    let t0 = Instant::now();
+    let mut maps = held(2);
+    let mut r = Resharder::adopt(&maps, WINDOW).expect("adopt");
+    let set = |backends: &[u32]| Some(shard_set(backends, scheme::HASH, 1));
+    let changes = [
+        (key(1), set(&[3])),
+        (key(2), set(&[3, 4])),
+        (key(3), set(&[4])),
+    ];
+    let swap = r
+        .apply_sessions(&mut maps, &changes, t0)
+        .expect("apply_sessions");
+    assert_eq!(swap.placements_refused, [key(3)]);
+    assert_eq!(swap.placed, [key(2)]);
+    let members = |sessions: &HashMap<SessionKey, ShardSet>| {
+        let mut m: Vec<_> = sessions
+            .iter()
+            .map(|(k, s)| (k.session, s.members().to_vec()))
+            .collect();
+        m.sort_unstable();
+        m
+    };
+    assert_eq!(
+        members(&r.tables().sessions),
+        members(&maps.tables.sessions)
+    );
+    assert_eq!(
+        members(&maps.tables.sessions),
+        [(1, vec![3]), (2, vec![3, 4])]
+    );
+    // A write that fails: the next one starts from the maps, which did not change.
+    let changes = [(key(1), set(&[4])), (key(2), None)];
+    maps.fail = true;
+    assert!(r.apply_sessions(&mut maps, &changes, t0).is_err());
+    maps.fail = false;
+    let swap = r
+        .apply_sessions(&mut maps, &changes, t0)
+        .expect("apply_sessions");
+    assert_eq!(swap.kind, SwapKind::Session);
+    assert_eq!(members(&maps.tables.sessions), [(1, vec![4])]);
+    assert_eq!(
+        members(&r.tables().sessions),
+        members(&maps.tables.sessions)
+    );
 }
 
 /// Session 1 moved from [1, 2] to [2, 3] at `t0` by a stage with `window`; its handoffs and

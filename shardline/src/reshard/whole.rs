@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use shardline_common::maps::{SessionKey, ShardSet};
 
-use super::{ReshardError, Resharder, Shape, Swap, TableWriter};
+use super::{Placed, ReshardError, Resharder, Shape, Swap, TableWriter};
 use crate::{
     maps::WriteOutcome,
     snapshot::{
@@ -103,7 +103,7 @@ impl Resharder {
             }
             part.sessions.sort_unstable_by_key(|(key, _)| *key);
             if !part.is_empty() {
-                let mut out = self.write_part(maps, &mut part, now, &mut swap)?;
+                let mut out = self.write_part(maps, &mut part, now, &mut swap, Placed::After)?;
                 wrote = true;
                 if !last {
                     for key in std::mem::take(&mut out.placements_refused) {
