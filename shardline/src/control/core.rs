@@ -362,12 +362,12 @@ impl Core {
     /// the same order), so its forecasters are the ones this loop's own would be. Ticks this
     /// loop ran on its own before `leader`'s first (the replay's static and oracle are put in
     /// force before the first tick) are the exception: from the first followed tick on, only
-    /// `leader`'s forecasters are read. This loop
-    /// then runs none of its own: it forgets the sessions `leader` forgot, records no insights
-    /// and searches no session's period (its forecasters are `leader`'s); it keeps its own
-    /// shard counts, placements, reports, events and fleet forecaster (whose period it
-    /// searches as usual). The replay's three baselines follow the predictive loop, so a day of
-    /// 100,000 sessions forecasts each session once a tick, not once per controller.
+    /// `leader`'s forecasters are read. This loop then runs none of its own: it forgets the
+    /// sessions `leader` forgot, records no insights and searches no session's period (its
+    /// forecasters are `leader`'s); it keeps its own shard counts, placements, reports,
+    /// events and fleet forecaster (whose period it searches as usual). The replay's three
+    /// baselines follow the predictive loop, so a day of 100,000 sessions forecasts each
+    /// session once a tick, not once per controller.
     ///
     /// A follower deciding by the predictive rule would see a season `leader` found this tick
     /// one tick early (its decision comes after `leader`'s period search), so it is refused.

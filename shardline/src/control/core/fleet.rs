@@ -19,8 +19,9 @@ impl Core {
     /// this loop's forecasts of the shards it holds. Also fills `service_committed`, those
     /// forecasts per service (only while some agent reports a capacity per service), and
     /// `placed` and `broken`, which the tick's repair reads instead of walking every placed
-    /// session again (so call it after the tick's shard counts and `alive` are set). Listed in id order (the state's backend map's), which `load_of`
-    /// relies on. `forecasts`: a leader's forecasters, if this loop follows one.
+    /// session again (so call it after the tick's shard counts and `alive` are set). Listed
+    /// in id order (the state's backend map's), which `load_of` relies on. `forecasts`: a
+    /// leader's forecasters, if this loop follows one.
     pub(super) fn backend_loads(
         &mut self,
         state: &ControlState,
