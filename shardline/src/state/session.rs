@@ -2,7 +2,10 @@
 //! placed session, a million of them on a large node, so each costs what it holds and no more.
 //!
 //! As a `Vec<u32>` and a [`SessionMeta`] the entry took 80 bytes plus a heap block for even a
-//! single member; [`Members`] keeps up to [`INLINE`] ids inline (any longer list boxed) and
+//! single member; [`Members`] keeps up to [`INLINE`] ids inline, up to [`MAX_SHARDS`] in one
+//! fixed heap block (a valid shard set's most: one hop from the entry, where a boxed `Vec` took
+//! two, and the control loop reads every placed session's members each tick) and any longer
+//! list boxed, and
 //! [`Meta`] is one pointer, null for the default metadata nearly every session has. Both read
 //! as what they replace (a `[u32]`, a `SessionMeta`) and serialize as it, so the API's JSON and
 //! stored states are unchanged.
@@ -13,6 +16,8 @@ use std::{
 };
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use shardline_common::consts::MAX_SHARDS;
 
 use super::SessionMeta;
 
@@ -29,11 +34,29 @@ pub enum Members {
         /// The members, then zeros.
         ids: [u32; INLINE],
     },
-    /// A longer list.
+    /// More than [`INLINE`], at most [`MAX_SHARDS`] ids: the first `len` of `ids`.
+    Wide {
+        /// How many of `ids` are members.
+        len: u8,
+        /// The members, then zeros.
+        ids: Box<[u32; MAX_SHARDS]>,
+    },
+    /// A longer list (no valid shard set: a command or stored state may carry one all the
+    /// same, and is refused where it is checked).
     Boxed(Box<Vec<u32>>),
 }
 
 impl Members {
+    /// `ids`, at least [`INLINE`] + 1 and at most [`MAX_SHARDS`] of them, in a fixed block.
+    fn wide(ids: &[u32]) -> Self {
+        let mut block = Box::new([0; MAX_SHARDS]);
+        block[..ids.len()].copy_from_slice(ids);
+        Members::Wide {
+            len: ids.len() as u8,
+            ids: block,
+        }
+    }
+
     /// Keeps the members for which `keep` holds, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&u32) -> bool) {
         *self = self.iter().copied().filter(|id| keep(id)).collect();
@@ -60,6 +83,7 @@ impl Deref for Members {
     fn deref(&self) -> &[u32] {
         match self {
             Members::Inline { len, ids } => &ids[..usize::from(*len)],
+            Members::Wide { len, ids } => &ids[..usize::from(*len)],
             Members::Boxed(ids) => ids,
         }
     }
@@ -69,6 +93,7 @@ impl DerefMut for Members {
     fn deref_mut(&mut self) -> &mut [u32] {
         match self {
             Members::Inline { len, ids } => &mut ids[..usize::from(*len)],
+            Members::Wide { len, ids } => &mut ids[..usize::from(*len)],
             Members::Boxed(ids) => ids,
         }
     }
@@ -83,6 +108,8 @@ impl From<&[u32]> for Members {
                 len: ids.len() as u8,
                 ids: inline,
             }
+        } else if ids.len() <= MAX_SHARDS {
+            Self::wide(ids)
         } else {
             Members::Boxed(Box::new(ids.to_vec()))
         }
@@ -91,7 +118,7 @@ impl From<&[u32]> for Members {
 
 impl From<Vec<u32>> for Members {
     fn from(ids: Vec<u32>) -> Self {
-        if ids.len() <= INLINE {
+        if ids.len() <= MAX_SHARDS {
             Self::from(&ids[..])
         } else {
             Members::Boxed(Box::new(ids))
@@ -109,7 +136,7 @@ impl FromIterator<u32> for Members {
                 let mut all = inline.to_vec();
                 all.push(id);
                 all.extend(ids);
-                return Members::Boxed(Box::new(all));
+                return Members::from(all);
             }
             inline[len] = id;
             len += 1;
@@ -254,6 +281,8 @@ mod tests {
             vec![1, 2, 3],
             vec![1, 2, 3, 4],
             (0..16).collect(),
+            (0..17).collect(),
+            (0..40).collect(),
         ] {
             let members = Members::from(ids.clone());
             assert_eq!(members, ids);
@@ -277,8 +306,16 @@ mod tests {
         assert_eq!(sorted, [1, 2, 3]);
         // A boxed list that shrinks is inline again.
         let mut long = Members::from(vec![1, 2, 3, 4]);
+        assert!(matches!(long, Members::Wide { len: 4, .. }));
         long.retain(|id| *id != 4);
         assert!(matches!(long, Members::Inline { len: 3, .. }));
+        // A shard set's most take one fixed block; only a longer list takes a `Vec`.
+        let widest: Members = (0..16).collect();
+        assert!(matches!(widest, Members::Wide { len: 16, .. }));
+        let mut longer: Members = (0..17).collect();
+        assert!(matches!(longer, Members::Boxed(_)));
+        longer.retain(|id| *id < 16);
+        assert!(matches!(longer, Members::Wide { len: 16, .. }));
     }
 
     #[test]
