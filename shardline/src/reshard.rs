@@ -30,7 +30,7 @@ mod publish;
 mod whole;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -246,7 +246,12 @@ pub struct Resharder {
     stale: bool,
     generation: u64,
     handoff_window: Duration,
-    handoffs: Vec<CompactHandoff>,
+    /// Moves whose previous owners are published, in the order they were made; a session's
+    /// last record hides its earlier ones. The ends follow that order while the window stays
+    /// the same (a shorter one keeps the records after a longer one's a little longer), so
+    /// the ended records leave from the front, not in a pass over every one (a load of a
+    /// million placements keeps a million, and a tick's moves used to walk them all twice).
+    handoffs: VecDeque<CompactHandoff>,
     /// Sessions whose placement in the maps carries the window flag, with the window's end.
     flagged: ByEnd<()>,
     /// `flag_moves`' buffers, kept between swaps.
@@ -263,7 +268,7 @@ impl Resharder {
             stale: true,
             generation: 0,
             handoff_window,
-            handoffs: Vec::new(),
+            handoffs: VecDeque::new(),
             flagged: ByEnd::default(),
             moves: publish::Moves::default(),
             last_maglev_plan: Vec::new(),
@@ -370,7 +375,10 @@ impl Resharder {
     /// swaps, a chunk at a time: a swap waits for no backlog of them); the swap as nothing
     /// written yet.
     fn begin(&mut self, maps: &mut impl TableWriter, now: Instant) -> Result<Swap, ReshardError> {
-        self.handoffs.retain(|h| h.until > now);
+        // The oldest records first (see `handoffs`): a look at the front, not a pass.
+        while self.handoffs.front().is_some_and(|h| h.until <= now) {
+            self.handoffs.pop_front();
+        }
         self.close_due(maps, now, CLOSE_CHUNK)?;
         Ok(Swap {
             generation: self.generation,
@@ -473,14 +481,15 @@ impl Resharder {
             self.tables.globals = target.globals.with_live_half(0);
             before
         });
-        // A session moved again drops its earlier handoff: one pass over those published, not
-        // one per moved session (a tick may move thousands while thousands are published).
-        let moved: FxHashSet<&SessionKey> = swap.handoffs.iter().map(|h| &h.session).collect();
-        self.handoffs.retain(|h| !moved.contains(&h.session));
-        // A zero window keeps no record: nothing is published, nothing is asked of the old
-        // owners (the moves are still in the swap, for the log).
+        // A session moved again drops its earlier handoff: the newer record hides it (see
+        // `handoffs`). A zero window keeps no record: nothing is published, nothing is asked
+        // of the old owners (the moves are still in the swap, for the log), and the earlier
+        // records of the moved sessions go (one pass; only with handoffs turned off).
         if !self.handoff_window.is_zero() {
             self.handoffs.extend(swap.handoffs.iter().cloned());
+        } else if !swap.handoffs.is_empty() && !self.handoffs.is_empty() {
+            let moved: FxHashSet<&SessionKey> = swap.handoffs.iter().map(|h| &h.session).collect();
+            self.handoffs.retain(|h| !moved.contains(&h.session));
         }
         if let (Some(before), true) = (&before, shape.maglev) {
             self.last_maglev_plan = maglev_plan(&before.maglev, &self.tables.maglev);
@@ -572,8 +581,11 @@ impl Resharder {
 
     /// Moved placements whose previous owners are still published at `now`.
     pub fn handoffs(&self, now: Instant) -> impl Iterator<Item = Handoff> + '_ {
+        let mut seen = FxHashSet::default();
         self.handoffs
             .iter()
+            .rev()
+            .filter(move |h| seen.insert(h.session))
             .filter(move |h| h.until > now)
             .map(CompactHandoff::handoff)
     }

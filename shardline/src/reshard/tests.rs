@@ -295,6 +295,59 @@ fn a_shorter_handoff_window_closes_earlier_and_zero_keeps_no_record() {
 }
 
 #[test]
+fn a_session_moved_again_publishes_only_its_last_move_and_ended_records_leave() {
+    let mut maps = held(10);
+    let mut r = Resharder::adopt(&maps, WINDOW).expect("adopt");
+    let t0 = Instant::now();
+    // Sessions 2 and 3 placed first: off no home (not header mode), so nothing is published.
+    for (session, members) in [(2, [1, 2]), (3, [3, 4])] {
+        let swap = r
+            .place(&mut maps, key(session), &members, scheme::HASH, t0)
+            .expect("place");
+        assert!(swap.handoffs.is_empty(), "{swap:?}");
+    }
+    let step = WINDOW / 4;
+    let moves: [&[u32]; 3] = [&[2, 3], &[3, 4], &[1, 4]];
+    for (i, members) in moves.into_iter().enumerate() {
+        let at = t0 + step * i as u32;
+        let swap = r
+            .place(&mut maps, key(1), members, scheme::HASH, at)
+            .expect("place");
+        assert_eq!(swap.handoffs.len(), 1, "move {i}");
+        let open: Vec<_> = r.handoffs(at).collect();
+        assert_eq!(
+            open.len(),
+            1,
+            "one record answers for the session after move {i}"
+        );
+        assert_eq!(open[0].current.members(), members, "the last move's");
+        assert_eq!(open[0].until, at + WINDOW);
+    }
+    // Another session moved later: session 1's last window ends first.
+    let later = t0 + WINDOW;
+    r.place(&mut maps, key(2), &[2, 3], scheme::HASH, later)
+        .expect("place");
+    let last_end = t0 + step * 2 + WINDOW;
+    let open = |r: &Resharder, at| {
+        let mut v: Vec<_> = r.handoffs(at).map(|h| h.session.session).collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(open(&r, last_end - step / 2), [1, 2]);
+    assert_eq!(open(&r, last_end), [2], "session 1's last window ended");
+    // The next swap drops the ended records, the hidden ones included, and keeps the open one.
+    r.place(&mut maps, key(3), &[1, 2], scheme::HASH, last_end)
+        .expect("place");
+    let kept: Vec<_> = r.handoffs.iter().map(|h| h.session.session).collect();
+    assert_eq!(kept, [2, 3], "session 1's three records left, oldest first");
+    // Turned off: a move drops the session's earlier record and keeps none.
+    r.set_handoff_window(Duration::ZERO);
+    r.place(&mut maps, key(2), &[3], scheme::HASH, last_end)
+        .expect("place");
+    assert_eq!(open(&r, last_end), [3]);
+}
+
+#[test]
 fn a_header_session_s_first_placement_publishes_its_home_as_the_previous_owner() {
     let mut maps = held(10);
     maps.tables.services.insert(
