@@ -3,7 +3,6 @@
 //! list; `cargo xtask cycles` checks that the top-level modules form no import cycle):
 //!
 //! - [`logging`], [`signals`]: log output and SIGINT / SIGTERM, for every binary; leaves.
-//! - [`reclaim`]: large values freed on an idle CPU, off the paths that wait; a leaf.
 //! - [`guard`]: who may use the control channels and what they may send: bearer tokens
 //!   (operator, per agent), the cluster secret, strict JSON bodies; a leaf over `config`.
 //! - [`http`]: the one HTTP client (reqwest) for agent reports, health probes and the webhook.
@@ -56,7 +55,6 @@ pub mod maglev_table;
 pub mod maps;
 pub mod objects;
 pub mod private;
-pub mod reclaim;
 pub mod replay;
 pub mod reshard;
 pub mod signals;

@@ -78,10 +78,10 @@ pub async fn run(
                     let previous = std::mem::replace(&mut last, next);
                     written.send_replace(applied);
                     // Freeing the nodes only the previous state held (a tick's re-placements
-                    // copied thousands) takes ms: after the generation is announced, on an
-                    // idle CPU (the other nodes' writes do not wait for it).
-                    if let Some(previous) = previous {
-                        crate::reclaim::later(previous);
+                    // copied thousands) takes ms: after the generation is announced, and off
+                    // the runtime.
+                    if previous.is_some() {
+                        tokio::task::spawn_blocking(move || drop(previous));
                     }
                 }
                 Err(e) => {
