@@ -118,11 +118,7 @@ pub struct PlacedSets {
 
 impl PlacedSets {
     fn set(&self, key: &SessionKey, v: u64) -> ShardSet {
-        if v == WHOLE {
-            *self.whole.get(key).expect("a set kept whole is in `whole`")
-        } else {
-            unpack(v)
-        }
+        read(&self.whole, key, v)
     }
 
     /// Session `key`'s set, if placed.
@@ -140,39 +136,12 @@ impl PlacedSets {
 
     /// Places `key` on `set`, returning the set it had.
     pub fn insert(&mut self, key: SessionKey, set: ShardSet) -> Option<ShardSet> {
-        let packed = pack(&set);
-        let old = self
-            .sets
-            .entry(key.service)
-            .or_default()
-            .insert(key.session, packed.unwrap_or(WHOLE));
-        let old = old.map(|v| match v {
-            WHOLE => self
-                .whole
-                .remove(&key)
-                .expect("a set kept whole is in `whole`"),
-            v => unpack(v),
-        });
-        if packed.is_none() {
-            self.whole.insert(key, set);
-        }
-        old
+        self.update(&key, |_| Some(set))
     }
 
     /// Unplaces `key`, returning the set it had.
     pub fn remove(&mut self, key: &SessionKey) -> Option<ShardSet> {
-        let sets = self.sets.get_mut(&key.service)?;
-        let v = sets.remove(&key.session)?;
-        if sets.is_empty() {
-            self.sets.remove(&key.service);
-        }
-        Some(match v {
-            WHOLE => self
-                .whole
-                .remove(key)
-                .expect("a set kept whole is in `whole`"),
-            v => unpack(v),
-        })
+        self.update(key, |_| None)
     }
 
     /// Placed sessions.
@@ -222,10 +191,7 @@ impl PlacementsMut for PlacedSets {
         let old = match service.entry(key.session) {
             Entry::Occupied(mut entry) => {
                 let v = *entry.get();
-                let old = match v {
-                    WHOLE => *whole.get(key).expect("a set kept whole is in `whole`"),
-                    v => unpack(v),
-                };
+                let old = read(whole, key, v);
                 match decide(Some(old)) {
                     Some(set) => *entry.get_mut() = hold(whole, key, v, &set),
                     None => {
@@ -248,6 +214,15 @@ impl PlacementsMut for PlacedSets {
             sets.remove(&key.service);
         }
         old
+    }
+}
+
+/// The set a session's table entry `v` stands for: packed in it, or kept in `whole`.
+fn read(whole: &FxHashMap<SessionKey, ShardSet>, key: &SessionKey, v: u64) -> ShardSet {
+    if v == WHOLE {
+        *whole.get(key).expect("a set kept whole is in `whole`")
+    } else {
+        unpack(v)
     }
 }
 
