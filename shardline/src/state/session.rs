@@ -6,9 +6,8 @@
 //! fixed heap block (a valid shard set's most: one hop from the entry, where a boxed `Vec` took
 //! two, and the control loop reads every placed session's members each tick) and any longer
 //! list boxed, and [`Meta`] is one pointer, null for the default metadata nearly every session
-//! has. Both read
-//! as what they replace (a `[u32]`, a `SessionMeta`) and serialize as it, so the API's JSON and
-//! stored states are unchanged.
+//! has. Both read as what they replace (a `[u32]`, a `SessionMeta`) and serialize as it, so
+//! the API's JSON and stored states are unchanged.
 
 use std::{
     fmt,
