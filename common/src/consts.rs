@@ -37,8 +37,9 @@ pub const MAX_SESSION_STATS: u32 = 262_144;
 /// slot 0 is never assigned (it means "none"), so this many less one sessions count by slot and
 /// the rest in the LRU counters.
 pub const MAX_SESSION_SLOTS: u32 = 65_536;
-/// Entries of the handoffs hash map: sessions whose handoff window is open at once
-/// (`crate::handoff`); a move beyond them is published by the API only, unmarked.
+/// Slots of the handoffs array (`crate::handoff`): sessions whose handoff window is open at
+/// once, with those closed in the last quarantine; a move beyond them is published by the API
+/// only, unmarked.
 pub const MAX_HANDOFFS: u32 = 65_536;
 /// Entries of the kernel's per-CPU services front (`crate::front`): a power of two.
 pub const SERVICE_FRONT_ENTRIES: u32 = 256;

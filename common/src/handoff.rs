@@ -2,10 +2,16 @@
 //! its new owner with the previous owner named in the shardline header's flags byte, so the
 //! backend knows, without asking anyone, that it must pull the key's data and from whom.
 //!
-//! A session with an open window has [`ShardSet::handoff`] set and a [`Handoff`] (its placement
-//! before the move and the window's end) in the `HANDOFFS` map. A session without one pays one
-//! compare of a word the placement lookup has already loaded; only with the flag set does the
-//! dataplane look the previous placement up and run [`pick_shard`] over it.
+//! A session with an open window has [`ShardSet::handoff`] naming a slot of the `HANDOFF_SLOTS`
+//! array ([`flag_of_slot`]), which holds a [`Handoff`] (its placement before the move and the
+//! window's end). A session without one pays one compare of a word the placement lookup has
+//! already loaded; only with the flag set does the dataplane read the slot (an array lookup the
+//! verifier inlines: no helper call) and run [`pick_shard`] over the previous placement.
+//!
+//! Slots are written in place, so the daemon never writes a slot a packet may be reading: a
+//! slot is written only while no placement names it, and one a placement stopped naming is
+//! not written again for a quarantine far longer than any packet's run (the daemon's swap
+//! stage keeps the rule).
 //!
 //! The mark ([`mark_for`]), on the wire (byte 3 of the shardline header, docs/handoff.md):
 //!
@@ -29,12 +35,22 @@ pub const PREVIOUS_UNKNOWN: u8 = PREVIOUS_MASK;
 /// Offset of the flags byte in the shardline header.
 pub const FLAGS_OFFSET: usize = 3;
 
-/// [`ShardSet::handoff`] of a session whose window is open: the dataplane looks its
-/// [`Handoff`] up.
-pub const WINDOW_OPEN: u32 = 1;
+/// [`ShardSet::handoff`] of a session whose window is open, its [`Handoff`] in `slot` of the
+/// `HANDOFF_SLOTS` array (0 means no window).
+#[inline(always)]
+pub const fn flag_of_slot(slot: u32) -> u32 {
+    slot + 1
+}
 
-/// Value of the `HANDOFFS` map (key: [`SessionKey`]): a moved session's placement before its
-/// last move, and when its window closes.
+/// The `HANDOFF_SLOTS` slot a [`ShardSet::handoff`] names; `None` without a window.
+#[inline(always)]
+pub const fn slot_of_flag(flag: u32) -> Option<u32> {
+    flag.checked_sub(1)
+}
+
+/// Value of the `HANDOFF_SLOTS` array (index: a slot, [`slot_of_flag`]): a moved session's
+/// placement before its last move, and when its window closes. A slot no window uses holds
+/// `until_ns` 0 (closed).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Handoff {

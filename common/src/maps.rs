@@ -222,8 +222,8 @@ pub struct ShardSet {
     /// Dataplane bookkeeping the daemon assigns when it writes the map; not part of a placement,
     /// so snapshots and replicated state carry 0.
     pub stats_slot: u32,
-    /// [`crate::handoff::WINDOW_OPEN`] while the session's handoff window is open (its
-    /// previous placement is in the `HANDOFFS` map), else 0. Dataplane bookkeeping like
+    /// While the session's handoff window is open, [`crate::handoff::flag_of_slot`] of the
+    /// `HANDOFF_SLOTS` slot holding its previous placement; else 0. Dataplane bookkeeping like
     /// `stats_slot`: written by the daemon with the placement, carried as 0 by snapshots.
     pub handoff: u32,
 }

@@ -7,46 +7,37 @@
 //! the same subprogram, so the rest of the program never branches on it (a branch there
 //! doubles the verifier's states for everything after it).
 
-use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC, helpers::bpf_ktime_get_ns, macros::map, maps::HashMap,
-    programs::XdpContext,
-};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::Array, programs::XdpContext};
 use shardline_common::{
     consts::{MAX_HANDOFFS, UDP_HLEN},
-    handoff::{mark_for, udp_checksum_after, Handoff, FLAGS_OFFSET},
-    maps::SessionKey,
+    handoff::{mark_for, slot_of_flag, udp_checksum_after, Handoff, FLAGS_OFFSET},
 };
 
 use crate::packet::XdpPacket;
 
-/// Previous placements of moved sessions whose handoff window is open, by session: written by
-/// the daemon before the `SESSIONS` update that sets the window flag, deleted after the one
-/// that clears it. No preallocation: an update swaps in a new element freed after an RCU grace
-/// period, so a reader never sees a half-written value.
+/// Previous placements of moved sessions whose handoff window is open, by slot (the
+/// placement's `handoff` flag names it): the daemon writes a slot before the `SESSIONS` update
+/// that names it, and writes it again only after a quarantine since the last placement naming
+/// it was replaced, so no packet reads a slot while it is written. An array: the verifier
+/// inlines its lookup (no helper call), and the daemon writes a tick's slots in place, with
+/// none of a hash map's element allocation and freeing per write.
 #[map]
-pub static HANDOFFS: HashMap<SessionKey, Handoff> =
-    HashMap::pinned(MAX_HANDOFFS, BPF_F_NO_PREALLOC);
+pub static HANDOFF_SLOTS: Array<Handoff> = Array::pinned(MAX_HANDOFFS, 0);
 
 /// Bound on the offset of the UDP header a mark is written behind: far below the verifier's
 /// 64 KiB packet-offset limit (a bounds check on a pointer that may reach it gives the
 /// pointer no range), far above any real header's.
 const MAX_UDP_OFF: usize = 16_384;
 
-/// The mark of request `key` of `session`, now owned by `owner` (`Tables::handoff_mark`),
-/// written into the shardline header at `at`; `flag` is the placement's window flag: 0
-/// without it, and no lookup.
+/// The mark of request `key`, now owned by `owner` (`Tables::handoff_mark`), written into
+/// the shardline header at `at`; `flag` is the placement's window flag: 0 without a window,
+/// and no lookup.
 #[inline(always)]
-pub fn mark(
-    ctx: &XdpContext,
-    flag: u32,
-    session: &SessionKey,
-    (key, owner): (u64, u32),
-    at: usize,
-) -> u8 {
-    if flag == 0 {
+pub fn mark(ctx: &XdpContext, flag: u32, (key, owner): (u64, u32), at: usize) -> u8 {
+    let Some(slot) = slot_of_flag(flag) else {
         return 0;
-    }
-    mark_in_window(ctx, session, key, u64::from(owner) | (at as u64) << 32)
+    };
+    mark_in_window(ctx, slot, key, u64::from(owner) | (at as u64) << 32)
 }
 
 /// The lookup, the clock, the previous placement's owner and the write: a subprogram of its
@@ -54,9 +45,9 @@ pub fn mark(
 /// header's offset (a packet offset, far below 2^32) in its high word: one register fewer live
 /// across the shard pick keeps this frame at 32 bytes, which with the program's own stays
 /// within the verifier's 512 (a 40-byte frame here made 528).
-fn mark_in_window(ctx: &XdpContext, session: &SessionKey, key: u64, owner_at: u64) -> u8 {
-    // SAFETY: a no-prealloc hash map; the value is read in place, never reused under readers.
-    let Some(h) = (unsafe { HANDOFFS.get(session) }) else {
+fn mark_in_window(ctx: &XdpContext, slot: u32, key: u64, owner_at: u64) -> u8 {
+    // An index past the array finds nothing.
+    let Some(h) = HANDOFF_SLOTS.get(slot) else {
         return 0;
     };
     // SAFETY: helper without arguments.

@@ -123,11 +123,11 @@ impl<const RINGS_AOM: bool, const BENCH: bool> Tables for MapTables<'_, RINGS_AO
     /// The bench programs leave marking out, as the too-big answer: with it, their restore
     /// wrapper takes the verifier past a million instructions. Their cases never open a window.
     #[inline(always)]
-    fn handoff_mark(&self, key: &SessionKey, request_key: u64, owner: u32, at: usize) -> u8 {
+    fn handoff_mark(&self, _key: &SessionKey, request_key: u64, owner: u32, at: usize) -> u8 {
         if BENCH {
             return 0;
         }
-        crate::handoff::mark(self.ctx, self.handoff.get(), key, (request_key, owner), at)
+        crate::handoff::mark(self.ctx, self.handoff.get(), (request_key, owner), at)
     }
 
     #[inline(always)]

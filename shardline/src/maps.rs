@@ -183,7 +183,7 @@ impl DataplaneMaps {
                 false => None,
             },
             epoch: FrontEpoch::open(dir)?,
-            handoffs: HandoffMap::new(typed!(dir, "HANDOFFS")),
+            handoffs: HandoffMap::new(typed!(dir, "HANDOFF_SLOTS")),
             slots: None,
             slot_of: rustc_hash::FxHashMap::default(),
             batch: (Vec::new(), Vec::new()),
@@ -439,9 +439,9 @@ impl DataplaneMaps {
         self.remove_placement(key)
     }
 
-    /// The previous placements of sessions in a handoff window (`HANDOFFS`).
-    pub fn handoffs(&mut self) -> &mut HandoffMap {
-        &mut self.handoffs
+    /// The previous placements of sessions in a handoff window (`HANDOFF_SLOTS`).
+    pub fn handoffs(&self) -> &HandoffMap {
+        &self.handoffs
     }
 
     /// The fronts' epoch, for writers of `SESSIONS` or `SERVICES` outside this type (benches):
@@ -681,10 +681,10 @@ impl Tables for DataplaneMaps {
     /// As the kernel: only a placement with the window flag, a handoff open by the clock.
     fn handoff_mark(&self, key: &SessionKey, request_key: u64, owner: u32, _at: usize) -> u8 {
         match self.sessions.get(key, 0) {
-            Ok(set) if set.handoff != 0 => {
-                self.handoffs.mark(key, request_key, owner, monotonic_ns())
-            }
-            _ => 0,
+            Ok(set) => self
+                .handoffs
+                .mark(set.handoff, request_key, owner, monotonic_ns()),
+            Err(_) => 0,
         }
     }
 

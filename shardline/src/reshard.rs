@@ -13,10 +13,11 @@
 //!   while packets already go to the new owner: one owner per key at any instant, and the new
 //!   owner knows whom to fetch state from (see the README for why).
 //! - [`board`]: the handoffs in force, shared with the API's owners query.
-//! - `publish`: the same handoffs in the dataplane (`HANDOFFS` and the placements' window
+//! - `publish`: the same handoffs in the dataplane (`HANDOFF_SLOTS` and the placements' window
 //!   flag), so packets of moved keys reach their new owner marked with the previous one.
 //! - `by_end`: sessions indexed by the end of their window, for the flagged sessions and the
 //!   board's handoffs alike.
+//! - `slots`: which handoff slot each open window uses, and when a slot may be written again.
 //! - `moved`: a moved placement with its previous owners ([`Handoff`]), and as a swap records
 //!   it ([`CompactHandoff`]).
 //! - `whole`: the whole write (a start, a backend or service change), the target's placements
@@ -27,6 +28,7 @@ mod by_end;
 mod moved;
 pub mod placed;
 mod publish;
+mod slots;
 mod whole;
 
 use std::{
@@ -37,7 +39,7 @@ use std::{
 use rustc_hash::FxHashSet;
 use shardline_common::{
     consts::{MAGLEV_SIZE, NO_BACKEND},
-    handoff::Handoff as MapHandoff,
+    handoff::{slot_of_flag, Handoff as MapHandoff},
     maglev::{self, Weighted},
     maps::{scheme, session_mode, Backend, SessionKey, ShardSet},
     partition::ShardSetError,
@@ -57,6 +59,7 @@ use crate::{
 use moved::moves_keys;
 pub use moved::{CompactHandoff, Handoff};
 pub use publish::CLOSE_CHUNK;
+pub use slots::QUARANTINE as HANDOFF_QUARANTINE;
 pub use whole::WHOLE_WRITE_CHUNK;
 
 /// The maps as the swap stage sees them: read back whole (at the start, or after a failed
@@ -70,32 +73,15 @@ pub trait TableWriter {
     ) -> Result<Snapshot, MapsError>;
     /// Writes `delta` in its order (see [`DataplaneMaps::write_delta`]).
     fn write_delta(&mut self, delta: &TableDelta) -> Result<WriteOutcome, MapsError>;
-    /// Writes (`Some`) or removes (`None`) `session`'s entry in `HANDOFFS`; `false` when a
-    /// full map refused a new entry.
-    fn write_handoff(
+    /// Writes `values[i]` into handoff slot `slots[i]`, in place: only slots no packet can be
+    /// reading (see `slots`).
+    fn write_handoff_slots(
         &mut self,
-        session: &SessionKey,
-        handoff: Option<&MapHandoff>,
-    ) -> Result<bool, MapsError>;
-    /// Writes several sessions' `HANDOFFS` entries (a tick's moves at once), `keys[i]` →
-    /// `values[i]`; per entry, whether it was written (`false`: a full map refused it).
-    fn write_handoffs(
-        &mut self,
-        keys: &[SessionKey],
+        slots: &[u32],
         values: &[MapHandoff],
-    ) -> Result<Vec<bool>, MapsError> {
-        keys.iter()
-            .zip(values)
-            .map(|(session, h)| self.write_handoff(session, Some(h)))
-            .collect()
-    }
-    /// Removes several sessions' `HANDOFFS` entries; absent ones are skipped.
-    fn remove_handoffs(&mut self, sessions: &[SessionKey]) -> Result<(), MapsError> {
-        for session in sessions {
-            self.write_handoff(session, None)?;
-        }
-        Ok(())
-    }
+    ) -> Result<(), MapsError>;
+    /// Clears handoff slots (`until_ns` 0) that left their quarantine.
+    fn clear_handoff_slots(&mut self, slots: &[u32]) -> Result<(), MapsError>;
 }
 
 impl TableWriter for DataplaneMaps {
@@ -110,37 +96,16 @@ impl TableWriter for DataplaneMaps {
         DataplaneMaps::write_delta(self, delta)
     }
 
-    fn write_handoff(
+    fn write_handoff_slots(
         &mut self,
-        session: &SessionKey,
-        handoff: Option<&MapHandoff>,
-    ) -> Result<bool, MapsError> {
-        let map = self.handoffs();
-        let written = match handoff {
-            Some(h) => map.publish(session, h),
-            None => map.remove(session),
-        };
-        match written {
-            Ok(()) => Ok(true),
-            Err(e) if crate::maps::is_full(&e) => Ok(false),
-            Err(source) => Err(MapsError::Op {
-                op: "write",
-                map: "HANDOFFS",
-                source,
-            }),
-        }
-    }
-
-    fn write_handoffs(
-        &mut self,
-        keys: &[SessionKey],
+        slots: &[u32],
         values: &[MapHandoff],
-    ) -> Result<Vec<bool>, MapsError> {
-        DataplaneMaps::write_handoffs(self, keys, values)
+    ) -> Result<(), MapsError> {
+        DataplaneMaps::write_handoff_slots(self, slots, values)
     }
 
-    fn remove_handoffs(&mut self, sessions: &[SessionKey]) -> Result<(), MapsError> {
-        DataplaneMaps::remove_handoffs(self, sessions)
+    fn clear_handoff_slots(&mut self, slots: &[u32]) -> Result<(), MapsError> {
+        DataplaneMaps::clear_handoff_slots(self, slots)
     }
 }
 
@@ -254,6 +219,8 @@ pub struct Resharder {
     handoffs: VecDeque<CompactHandoff>,
     /// Sessions whose placement in the maps carries the window flag, with the window's end.
     flagged: ByEnd<()>,
+    /// The handoff slot each flagged session's placement names, and the slots free to write.
+    slots: slots::Slots,
     /// `flag_moves`' buffers, kept between swaps.
     moves: publish::Moves,
     last_maglev_plan: Vec<SlotMove>,
@@ -270,6 +237,7 @@ impl Resharder {
             handoff_window,
             handoffs: VecDeque::new(),
             flagged: ByEnd::default(),
+            slots: slots::Slots::default(),
             moves: publish::Moves::default(),
             last_maglev_plan: Vec::new(),
         }
@@ -293,18 +261,23 @@ impl Resharder {
         if self.stale {
             // The window flag is the dataplane's, not a placement's: a window found open (a
             // restart) stays open one more window, then closes.
-            let reopened = Instant::now() + self.handoff_window;
+            let now = Instant::now();
+            let reopened = now + self.handoff_window;
             let (mut placed, mut generation) = (PlacedSets::default(), self.generation);
-            let flagged = &mut self.flagged;
+            let (flagged, mut named) = (&mut self.flagged, Vec::new());
             // Straight into the compact table, a placement at a time.
             let tables = maps.read_tables(&mut |key, mut set| {
-                if set.handoff != 0 && !flagged.contains_key(&key) {
-                    flagged.insert(key, reopened, ());
+                if let Some(slot) = slot_of_flag(set.handoff) {
+                    if !flagged.contains_key(&key) {
+                        flagged.insert(key, reopened, ());
+                    }
+                    named.push((key, slot));
                 }
                 set.handoff = 0;
                 generation = generation.max(set.generation);
                 placed.insert(key, set);
             })?;
+            self.slots.rebuild(named, now);
             self.generation = generation;
             self.placed = placed;
             self.tables = tables;
@@ -407,7 +380,15 @@ impl Resharder {
     ) -> Result<WriteOutcome, ReshardError> {
         self.flag_moves(maps, delta, now)?;
         let written = maps.write_delta(delta).inspect_err(|_| self.stale = true)?;
-        self.forget_removed(maps, &delta.removed_sessions)?;
+        self.forget_removed(&delta.removed_sessions);
+        for key in &written.placements_refused {
+            // Its slot was written, but no placement names it.
+            self.flagged.remove(key);
+            self.slots.release(key);
+        }
+        // The placements that named the retiring slots are replaced now (or at the swap's
+        // instant, if a caller gave one ahead of the clock).
+        self.slots.retired(Instant::now().max(now));
         if placed == Placed::After {
             for key in &delta.removed_sessions {
                 self.placed.remove(key);

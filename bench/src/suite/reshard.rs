@@ -9,12 +9,12 @@
 //! carries it (`maps`), and until every node's state machine applied it (`applied`). The
 //! appliers log as the daemon does, into a sink: formatting is paid, the terminal is not.
 //!
-//! Every decision moves sessions, and each move opens a handoff window (`HANDOFFS` entry and a
-//! flagged placement) that the applier closes when it ends, a chunk at a time between states.
-//! The load opens up to the map's 65,536 of them: the rounds start only once every node's
-//! `HANDOFFS` map is empty again (`settle_seconds`), and each round after the last one's
-//! windows closed, so a round measures one tick in a steady state, not the closing of earlier
-//! windows.
+//! Every decision moves sessions, and each move opens a handoff window (a `HANDOFF_SLOTS` slot
+//! and a placement naming it) that the applier closes when it ends, a chunk at a time between
+//! states, clearing each slot a quarantine later. The load opens up to the array's 65,536 of
+//! them: the rounds start only once every node's slots are all cleared again
+//! (`settle_seconds`), and each round after the last one's windows closed, so a round measures
+//! one tick in a steady state, not the closing of earlier windows.
 
 use std::{
     sync::{Arc, Mutex},
@@ -29,15 +29,12 @@ use shardline::{
     daemon::applier,
     maps::DataplaneMaps,
     private::PrivateDataplane,
-    reshard::{board::HandoffBoard, DEFAULT_HANDOFF_WINDOW},
+    reshard::{board::HandoffBoard, DEFAULT_HANDOFF_WINDOW, HANDOFF_QUARANTINE},
     snapshot::Snapshot,
     state::{Command, Control, SessionRef},
     telemetry::Telemetry,
 };
-use shardline_common::{
-    handoff::Handoff,
-    maps::{SessionKey, ShardSet},
-};
+use shardline_common::maps::{SessionKey, ShardSet};
 use tokio::sync::watch;
 use tracing::instrument::WithSubscriber;
 
@@ -55,7 +52,7 @@ const KV: u32 = 1;
 /// How long a node may take to reach a generation before the benchmark gives up.
 const PATIENCE: Duration = Duration::from_secs(120);
 
-/// How often the settle wait looks at the nodes' `HANDOFFS` maps.
+/// How often the settle wait looks at the nodes' handoff slots.
 const SETTLE_POLL: Duration = Duration::from_millis(100);
 
 /// One header-mode service and [`BACKENDS`] backends (L2 DSR: no encapsulation source needed).
@@ -246,35 +243,30 @@ async fn arrivals(
     Ok((maps, applied))
 }
 
-/// Waits until every node's `HANDOFFS` map is empty: every handoff window opened so far has
-/// ended and its applier closed it (flags cleared, then entries removed; a move only flags a
-/// placement whose entry was written). Returns the seconds waited; fails after the window plus
-/// [`PATIENCE`].
+/// Waits until every node's handoff slots are all cleared: every handoff window opened so far
+/// has ended, its applier closed it (flags cleared) and its slot's quarantine passed (a move
+/// only flags a placement whose slot was written). Returns the seconds waited; fails after the
+/// window, the quarantine and [`PATIENCE`].
 async fn settle(nodes: &[Node]) -> Result<f64, BenchError> {
     let maps = nodes
         .iter()
-        .map(|node| {
-            super::open_pinned::<HashMap<MapData, SessionKey, Handoff>>(
-                &node.dataplane.pin_dir,
-                "HANDOFFS",
-            )
-        })
+        .map(|node| DataplaneMaps::open(&node.dataplane.pin_dir))
         .collect::<Result<Vec<_>, _>>()?;
     let t = Instant::now();
-    let limit = DEFAULT_HANDOFF_WINDOW + PATIENCE;
+    let limit = DEFAULT_HANDOFF_WINDOW + HANDOFF_QUARANTINE + PATIENCE;
     loop {
-        let open: Vec<_> = nodes
-            .iter()
-            .zip(&maps)
-            .filter(|(_, map)| map.keys().next().is_some())
-            .map(|(node, _)| node.cluster.id())
-            .collect();
+        let mut open = Vec::new();
+        for (node, maps) in nodes.iter().zip(&maps) {
+            if maps.handoff_slots_in_use()? > 0 {
+                open.push(node.cluster.id());
+            }
+        }
         if open.is_empty() {
             return Ok(t.elapsed().as_secs_f64());
         }
         if t.elapsed() > limit {
             return Err(BenchError::Check(format!(
-                "handoff windows still open on nodes {open:?} after {limit:?} (window \
+                "handoff slots still in use on nodes {open:?} after {limit:?} (window \
                  {DEFAULT_HANDOFF_WINDOW:?}): their appliers did not close them"
             )));
         }
@@ -386,7 +378,7 @@ async fn bench(nodes: &[Node], sessions: u64, rounds: usize) -> Result<Value, Be
             "cpu_ms_median": round(median(&mut cpus), 1),
             "per_round": per_round,
             "target_ms": 100,
-            "note": "maps: from the leader's write of the batch until every node's applier wrote the generation into its SESSIONS map (checked by reading sampled sessions back); applied: until every node's state machine applied it; commit: until the leader's write returned; cpu: this process's CPU time (the 3 nodes and their appliers together, user and system) from the write until every node's maps hold it, which a loaded machine does not inflate as it does the wall-clock figures; settle_seconds: after the load's last write reached every node's maps, the wait until every node's HANDOFFS map was empty (the load's handoff windows ended and closed by the appliers), before the first round; each round starts likewise only once the previous round's windows closed (per_round settle_seconds, the wait before that round), so no round overlaps the closing of earlier windows (a loop moving 10,000 sessions every tick would also close the windows opened one window earlier in the same period: not in these figures)",
+            "note": "maps: from the leader's write of the batch until every node's applier wrote the generation into its SESSIONS map (checked by reading sampled sessions back); applied: until every node's state machine applied it; commit: until the leader's write returned; cpu: this process's CPU time (the 3 nodes and their appliers together, user and system) from the write until every node's maps hold it, which a loaded machine does not inflate as it does the wall-clock figures; settle_seconds: after the load's last write reached every node's maps, the wait until every node's handoff slots were all cleared (the load's handoff windows ended and closed by the appliers, and the slots' quarantine passed), before the first round; each round starts likewise only once the previous round's windows closed (per_round settle_seconds, the wait before that round), so no round overlaps the closing of earlier windows (a loop moving 10,000 sessions every tick would also close the windows opened one window earlier in the same period: not in these figures)",
         },
     }))
 }

@@ -92,9 +92,10 @@ pub async fn run(
             }
         }
         // The next state, or the end of a handoff window the dataplane still flags or the
-        // board holds (the board's own ends: a swap's moves the full `HANDOFFS` map refused
+        // board holds (the board's own ends: a swap's moves beyond the free handoff slots
         // flag no window, so the dataplane's ends alone miss them; a load of a million
-        // placements publishes a million, of which the map holds 65,536).
+        // placements publishes a million, of which 65,536 take a slot), or of a slot's
+        // quarantine (then it is cleared).
         let next_close = [resharder.next_close(), board.next_end()]
             .into_iter()
             .flatten()

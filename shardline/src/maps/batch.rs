@@ -1,5 +1,5 @@
-//! Whole-map and range reads with `BPF_MAP_LOOKUP_BATCH`, and keyed writes and deletes with
-//! `BPF_MAP_UPDATE_BATCH` / `BPF_MAP_DELETE_BATCH` (Linux 5.6+; aya 0.14 has no wrapper): one
+//! Whole-map and range reads with `BPF_MAP_LOOKUP_BATCH`, and keyed writes with
+//! `BPF_MAP_UPDATE_BATCH` (Linux 5.6+; aya 0.14 has no wrapper): one
 //! syscall reads or writes thousands of entries, where aya's iterator makes two per entry
 //! (`get_next_key`, then `lookup`) and its `insert` one per entry. A per-CPU value comes back
 //! as every possible CPU's copy, each padded to 8 bytes, exactly as a single lookup returns it.
@@ -152,9 +152,6 @@ fn read_raw<K: Pod, V: Pod>(
 /// `BPF_MAP_UPDATE_BATCH` (`enum bpf_cmd`).
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 
-/// `BPF_MAP_DELETE_BATCH` (`enum bpf_cmd`).
-const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
-
 /// How far a batch write got: the entries written before it stopped, and why it stopped early
 /// (`None`: every entry was written).
 pub(super) struct Written {
@@ -170,27 +167,21 @@ pub(super) struct Written {
 /// first entry the map refuses; the caller decides whether to go on after it.
 pub(super) fn update<K: Pod, V: Pod>(fd: BorrowedFd<'_>, keys: &[K], values: &[V]) -> Written {
     assert_eq!(keys.len(), values.len(), "one value per key");
-    write_raw(fd, BPF_MAP_UPDATE_BATCH, keys, Some(values))
-}
-
-/// Deletes `keys` from the map behind `fd` with `BPF_MAP_DELETE_BATCH`; stops at the first
-/// key that cannot be deleted (ENOENT for one that is absent).
-pub(super) fn delete<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> Written {
-    write_raw::<K, u8>(fd, BPF_MAP_DELETE_BATCH, keys, None)
+    write_raw(fd, BPF_MAP_UPDATE_BATCH, keys, values)
 }
 
 fn write_raw<K: Pod, V: Pod>(
     fd: BorrowedFd<'_>,
     cmd: libc::c_long,
     keys: &[K],
-    values: Option<&[V]>,
+    values: &[V],
 ) -> Written {
     let mut done = 0;
     while done < keys.len() {
         let want = (keys.len() - done).min(CHUNK as usize);
         let mut attr = BatchAttr {
             keys: keys[done..].as_ptr() as u64,
-            values: values.map_or(0, |v| v[done..].as_ptr() as u64),
+            values: values[done..].as_ptr() as u64,
             count: want as u32,
             map_fd: fd.as_raw_fd() as u32,
             ..BatchAttr::default()

@@ -1,10 +1,10 @@
 //! Many placements and handoffs written at once: a tick re-places thousands of sessions, and a
-//! syscall per `SESSIONS` update (and per `HANDOFFS` entry) made the write take hundreds of ms
-//! on a million-session map. Here they go through `BPF_MAP_UPDATE_BATCH` /
-//! `BPF_MAP_DELETE_BATCH` ([`super::batch`]), a few thousand entries per syscall. Each entry is
-//! still updated atomically on its own, as by a single update, so no packet meets a
-//! half-written shard set; the fronts' epoch is bumped after each batch returns, so the batch
-//! counts as written only then.
+//! syscall per `SESSIONS` update (and per handoff slot) made the write take hundreds of ms
+//! on a million-session map. Here they go through `BPF_MAP_UPDATE_BATCH` ([`super::batch`]), a
+//! few thousand entries per syscall. Each `SESSIONS` entry is still updated atomically on its
+//! own, as by a single update, so no packet meets a half-written shard set; the fronts' epoch
+//! is bumped after each batch returns, so the batch counts as written only then. Handoff slots
+//! are array entries written in place: only slots no packet can be reading (`reshard::slots`).
 
 use std::time::Instant;
 
@@ -88,52 +88,37 @@ impl DataplaneMaps {
         Ok(refused)
     }
 
-    /// Writes each session's `HANDOFFS` entry, `keys[i]` → `values[i]`; per entry, whether it
-    /// was written (`false`: the full map refused a new session, whose move is then published
-    /// by the API only).
-    pub fn write_handoffs(
+    /// Writes `values[i]` into handoff slot `slots[i]`, in place (the swap stage writes only
+    /// slots no packet can be reading: `reshard::slots`).
+    pub fn write_handoff_slots(
         &mut self,
-        keys: &[SessionKey],
+        slots: &[u32],
         values: &[Handoff],
-    ) -> Result<Vec<bool>, MapsError> {
-        let mut ok = vec![true; keys.len()];
-        let map = self.handoffs.map();
-        let mut at = 0;
-        while at < keys.len() {
-            let written = batch::update(fd(map), &keys[at..], &values[at..]);
-            at += written.done;
-            if let Some(e) = written.error {
-                let e = syscall_error("bpf_map_update_batch", e);
-                if !is_full(&e) {
-                    return Err(op("write", "HANDOFFS")(e));
-                }
-                if let Some(refused) = ok.get_mut(at) {
-                    *refused = false;
-                }
-                at += 1;
-            }
+    ) -> Result<(), MapsError> {
+        let written = batch::update(fd(self.handoffs.map()), slots, values);
+        match written.error {
+            None => Ok(()),
+            Some(e) => Err(op("write", "HANDOFF_SLOTS")(syscall_error(
+                "bpf_map_update_batch",
+                e,
+            ))),
         }
-        Ok(ok)
     }
 
-    /// Removes the sessions' `HANDOFFS` entries; an absent one is skipped.
-    pub fn remove_handoffs(&mut self, sessions: &[SessionKey]) -> Result<(), MapsError> {
-        let map = self.handoffs.map();
-        let mut at = 0;
-        while at < sessions.len() {
-            let removed = batch::delete(fd(map), &sessions[at..]);
-            at += removed.done;
-            match removed.error {
-                None => {}
-                Some(e) if e.raw_os_error() == Some(libc::ENOENT) => at += 1,
-                Some(e) => {
-                    return Err(op("delete", "HANDOFFS")(syscall_error(
-                        "bpf_map_delete_batch",
-                        e,
-                    )))
-                }
-            }
-        }
-        Ok(())
+    /// Marks handoff slots `slots` closed (`until_ns` 0): placements no longer name them.
+    pub fn clear_handoff_slots(&mut self, slots: &[u32]) -> Result<(), MapsError> {
+        let closed = vec![Handoff::default(); slots.len()];
+        self.write_handoff_slots(slots, &closed)
+    }
+
+    /// How many handoff slots hold a window not yet closed by the swap stage (`until_ns` not 0;
+    /// one whose end has passed still counts until it is cleared).
+    pub fn handoff_slots_in_use(&self) -> Result<usize, MapsError> {
+        let mut in_use = 0;
+        batch::read::<u32, Handoff>(fd(self.handoffs.map()), batch::Span::All, |_, h| {
+            in_use += usize::from(h.until_ns != 0);
+        })
+        .map_err(|e| op("read", "HANDOFF_SLOTS")(syscall_error("bpf_map_lookup_batch", e)))?;
+        Ok(in_use)
     }
 }

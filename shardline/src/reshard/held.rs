@@ -1,12 +1,12 @@
 //! Maps held in memory for tests of the swap stage and its callers (the daemon's applier): each
 //! delta is applied as the real writer applies it.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use aya::maps::MapError;
 use shardline_common::{
     consts::MAGLEV_SIZE,
-    handoff::Handoff,
+    handoff::{slot_of_flag, Handoff},
     maglev::{build, Weighted},
     maps::{backend_flags, Backend, SessionKey, ShardSet},
 };
@@ -28,6 +28,8 @@ pub(crate) struct Held {
     pub fail: bool,
     /// Deltas written.
     pub writes: usize,
+    /// The handoff slots written, by slot (a slot never written reads as closed).
+    pub slots: HashMap<u32, Handoff>,
 }
 
 impl Held {
@@ -38,6 +40,7 @@ impl Held {
             capacity,
             fail: false,
             writes: 0,
+            slots: HashMap::new(),
         }
     }
 
@@ -57,6 +60,25 @@ impl Held {
         let even: Vec<Weighted> = (1..=4).map(|id| Weighted { id, weight: 1 }).collect();
         t.maglev = build(&even, MAGLEV_SIZE);
         maps
+    }
+}
+
+impl Held {
+    /// The handoff of every placement naming a slot, by session, as the dataplane reads it.
+    pub fn handoffs(&self) -> HashMap<SessionKey, Handoff> {
+        self.tables
+            .sessions
+            .iter()
+            .filter_map(|(k, set)| {
+                let slot = slot_of_flag(set.handoff)?;
+                Some((*k, self.slots.get(&slot).copied().unwrap_or_default()))
+            })
+            .collect()
+    }
+
+    /// Slots not cleared (`until_ns` not 0).
+    pub fn slots_in_use(&self) -> usize {
+        self.slots.values().filter(|h| h.until_ns != 0).count()
     }
 }
 
@@ -114,15 +136,35 @@ impl TableWriter for Held {
         Ok(out)
     }
 
-    fn write_handoff(
-        &mut self,
-        session: &SessionKey,
-        handoff: Option<&Handoff>,
-    ) -> Result<bool, MapsError> {
-        match handoff {
-            Some(h) => self.tables.handoffs.insert(*session, *h),
-            None => self.tables.handoffs.remove(session),
-        };
-        Ok(true)
+    fn write_handoff_slots(&mut self, slots: &[u32], values: &[Handoff]) -> Result<(), MapsError> {
+        if self.fail {
+            return Err(MapsError::Op {
+                op: "write",
+                map: "HANDOFF_SLOTS",
+                source: MapError::KeyNotFound,
+            });
+        }
+        for (slot, h) in slots.iter().zip(values) {
+            self.slots.insert(*slot, *h);
+        }
+        Ok(())
     }
+
+    fn clear_handoff_slots(&mut self, slots: &[u32]) -> Result<(), MapsError> {
+        self.write_handoff_slots(slots, &vec![Handoff::default(); slots.len()])
+    }
+}
+
+/// The placements of `sessions` with any window flag as 1: what two writers that took other
+/// slots for the same windows both hold.
+pub(crate) fn flagged_as_one(
+    sessions: &HashMap<SessionKey, ShardSet>,
+) -> Vec<(SessionKey, ShardSet)> {
+    sessions
+        .iter()
+        .map(|(k, s)| {
+            let handoff = u32::from(s.handoff != 0);
+            (*k, ShardSet { handoff, ..*s })
+        })
+        .collect()
 }

@@ -1,27 +1,26 @@
 //! Publishing handoffs to the dataplane, so it marks a moved key's packets with the previous
 //! owner (`shardline_common::handoff`): before the `SESSIONS` update that moves a header-mode
-//! session, its previous placement goes into `HANDOFFS` and the update itself carries the
-//! window flag; once the window closes, one more `SESSIONS` update clears the flag and the
-//! entry is removed. Sessions never moved, and those whose window has closed, carry no flag:
-//! the dataplane does not look them up.
+//! session, its previous placement goes into a free `HANDOFF_SLOTS` slot (`super::slots`) and
+//! the update itself names the slot (the window flag); once the window closes, one more
+//! `SESSIONS` update clears the flag and the slot goes into quarantine, then is cleared.
+//! Sessions never moved, and those whose window has closed, carry no flag: the dataplane does
+//! not look them up.
 
 use std::time::{Duration, Instant};
 
 use shardline_common::{
-    handoff::{Handoff, WINDOW_OPEN},
+    handoff::{flag_of_slot, Handoff},
     maps::{session_mode, SessionKey, ShardSet},
 };
 
 use super::{home_set, moves_keys, ReshardError, Resharder, TableWriter};
 use crate::{maps::monotonic_ns, snapshot::delta::TableDelta};
 
-/// A swap's moves as `flag_moves` writes them to `HANDOFFS`: each one's index in the delta,
-/// its session and its entry, in three lists (the keys and the entries are the batch write's
-/// two arrays). Kept by the swap stage from one swap to the next, emptied.
+/// A swap's moves as `flag_moves` writes them to `HANDOFF_SLOTS`: each one's slot and entry
+/// (the batch write's two arrays). Kept by the swap stage from one swap to the next, emptied.
 #[derive(Debug, Default)]
 pub(super) struct Moves {
-    at: Vec<usize>,
-    keys: Vec<SessionKey>,
+    slots: Vec<u32>,
     values: Vec<Handoff>,
 }
 
@@ -47,17 +46,15 @@ impl Resharder {
             .collect();
         let until = now + self.handoff_window;
         let until_ns = monotonic_ns().saturating_add(nanos(self.handoff_window));
-        // The moves' entries, all written before any placement that flags them (one batch),
+        // The moves' slots, all written before any placement that names them (one batch),
         // into buffers kept from the last swap (a tick's 10,000 are 2 MiB of values: glibc
         // handed such blocks back to the kernel at every free, and the next swap faulted them
         // in again).
         let Moves {
-            mut at,
-            mut keys,
+            mut slots,
             mut values,
         } = std::mem::take(&mut self.moves);
-        at.clear();
-        keys.clear();
+        slots.clear();
         values.clear();
         for (i, (key, set)) in delta.sessions.iter_mut().enumerate() {
             if !header.contains(&key.service) {
@@ -76,11 +73,17 @@ impl Resharder {
                 },
             };
             if !moves_keys(&previous, set) {
-                if self.flagged.contains_key(key) {
-                    set.handoff = WINDOW_OPEN;
+                if let Some(slot) = self.slots.of(key) {
+                    set.handoff = flag_of_slot(slot);
                 }
                 continue;
             }
+            let Some(slot) = self.slots.take(*key) else {
+                // No slot free: this move is published by the API only, and the window of an
+                // earlier move (if any) ends with the placement about to be written.
+                self.flagged.remove(key);
+                continue;
+            };
             let handoff = Handoff {
                 until_ns,
                 previous: ShardSet {
@@ -89,49 +92,33 @@ impl Resharder {
                     ..previous
                 },
             };
-            at.push(i);
-            keys.push(*key);
+            set.handoff = flag_of_slot(slot);
+            self.flagged.insert(*key, until, ());
+            slots.push(slot);
             values.push(handoff);
         }
-        let written = match keys.is_empty() {
-            true => Vec::new(),
-            false => maps.write_handoffs(&keys, &values)?,
+        // Every slot written before any placement that names it (one batch).
+        let written = match slots.is_empty() {
+            true => Ok(()),
+            false => maps.write_handoff_slots(&slots, &values),
         };
-        let mut stale = Vec::new();
-        for ((i, key), written) in at.iter().zip(&keys).zip(written) {
-            if written {
-                delta.sessions[*i].1.handoff = WINDOW_OPEN;
-                self.flagged.insert(*key, until, ());
-            } else if self.flagged.remove(key) {
-                // A full map refused it: the entry of an earlier move must not stay behind
-                // (the placement about to be written carries no flag).
-                stale.push(*key);
-            }
-        }
-        self.moves = Moves { at, keys, values };
-        maps.remove_handoffs(&stale)?;
+        self.moves = Moves { slots, values };
+        written.inspect_err(|_| self.stale = true)?;
         Ok(())
     }
 
-    /// After a delta removing `removed` placements: their entries go too.
-    pub(super) fn forget_removed(
-        &mut self,
-        maps: &mut impl TableWriter,
-        removed: &[SessionKey],
-    ) -> Result<(), ReshardError> {
-        let flagged: Vec<_> = removed
-            .iter()
-            .filter(|key| self.flagged.remove(key))
-            .copied()
-            .collect();
-        maps.remove_handoffs(&flagged)?;
-        Ok(())
+    /// After a delta removing `removed` placements: their windows end and their slots retire.
+    pub(super) fn forget_removed(&mut self, removed: &[SessionKey]) {
+        for key in removed {
+            self.flagged.remove(key);
+            self.slots.release(key);
+        }
     }
 
     /// Closes every window that ended by `now` in the dataplane: a `SESSIONS` update per
-    /// session clears its flag (in batches), then its `HANDOFFS` entry is removed. The kernel
-    /// already stops marking at the window's end by its own clock; this saves the lookup and
-    /// the room.
+    /// session clears its flag (in batches), and its slot goes into quarantine; slots whose
+    /// quarantine ended are cleared. The kernel already stops marking at the window's end by
+    /// its own clock; this saves the lookup and frees the slot.
     pub fn close_windows(
         &mut self,
         maps: &mut impl TableWriter,
@@ -149,11 +136,12 @@ impl Resharder {
         now: Instant,
         limit: usize,
     ) -> Result<bool, ReshardError> {
+        self.clear_quarantined(maps, now)?;
         let closed = self.flagged.take_due(now, limit);
         if closed.is_empty() {
             return Ok(false);
         }
-        let written = self.write_closed(maps, &closed);
+        let written = self.write_closed(maps, &closed, now);
         if written.is_err() {
             // Flagged again, due at once: the next close writes them again.
             for key in &closed {
@@ -164,11 +152,12 @@ impl Resharder {
         Ok(self.flagged.next_end().is_some_and(|end| end <= now))
     }
 
-    /// The writes closing the windows of `closed`: flags cleared, then entries removed.
+    /// The writes closing the windows of `closed`: flags cleared, then their slots retire.
     fn write_closed(
         &mut self,
         maps: &mut impl TableWriter,
         closed: &[SessionKey],
+        now: Instant,
     ) -> Result<(), ReshardError> {
         self.refresh(maps)?;
         let sessions = closed
@@ -181,14 +170,43 @@ impl Resharder {
         };
         maps.write_delta(&clear)
             .inspect_err(|_| self.stale = true)?;
-        maps.remove_handoffs(closed)?;
+        for key in closed {
+            self.slots.release(key);
+        }
+        self.slots.retired(Instant::now().max(now));
         Ok(())
     }
 
-    /// When the next window closes in the dataplane ([`Resharder::close_windows`]); a past
-    /// instant while windows due are left open.
+    /// Clears the slots whose quarantine ended by `now`, which are then free.
+    fn clear_quarantined(
+        &mut self,
+        maps: &mut impl TableWriter,
+        now: Instant,
+    ) -> Result<(), ReshardError> {
+        let due = self.slots.due(now);
+        if due.is_empty() {
+            return Ok(());
+        }
+        // On failure the maps are read again, and every slot no placement names waits a
+        // quarantine once more before it is cleared.
+        maps.clear_handoff_slots(&due)
+            .inspect_err(|_| self.stale = true)?;
+        self.slots.cleared(due);
+        Ok(())
+    }
+
+    /// When the next window closes in the dataplane, or the next slot leaves its quarantine
+    /// ([`Resharder::close_windows`]); a past instant while windows due are left open.
     pub fn next_close(&self) -> Option<Instant> {
-        self.flagged.next_end()
+        [self.flagged.next_end(), self.slots.next_due()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Sessions whose placement names a handoff slot.
+    pub fn windows_open(&self) -> usize {
+        self.slots.len()
     }
 }
 
@@ -212,7 +230,11 @@ mod tests {
     };
 
     use super::*;
-    use crate::reshard::{held::Held, Swap};
+    use crate::reshard::{
+        held::{flagged_as_one, Held},
+        slots::QUARANTINE,
+        Swap,
+    };
 
     const WINDOW: Duration = Duration::from_secs(2);
 
@@ -238,9 +260,10 @@ mod tests {
         maps
     }
 
-    /// The `HANDOFFS` entries by session, their end aside (each write reads the clock).
+    /// The handoffs the flagged placements name, by session, their end aside (each write
+    /// reads the clock).
     fn published(maps: &Held) -> HashMap<SessionKey, ShardSet> {
-        let h = &maps.tables.handoffs;
+        let h = maps.handoffs();
         h.iter().map(|(k, h)| (*k, h.previous)).collect()
     }
 
@@ -287,8 +310,13 @@ mod tests {
             let b = whole
                 .apply(&mut whole_maps, &target, t0)
                 .expect("whole apply");
+            let mut placements =
+                [&tick_maps, &whole_maps].map(|m| flagged_as_one(&m.tables.sessions));
+            placements
+                .iter_mut()
+                .for_each(|p| p.sort_unstable_by_key(|(k, _)| *k));
             assert_eq!(
-                tick_maps.tables.sessions, whole_maps.tables.sessions,
+                placements[0], placements[1],
                 "tick {n}: placements and their window flags"
             );
             assert_eq!(published(&tick_maps), published(&whole_maps), "tick {n}");
@@ -302,14 +330,18 @@ mod tests {
                 m
             };
             assert_eq!(moves(&a), moves(&b), "tick {n}");
-            assert_eq!(tick.next_close(), whole.next_close(), "tick {n}");
+            assert_eq!(
+                tick.flagged.next_end(),
+                whole.flagged.next_end(),
+                "tick {n}"
+            );
         }
         let flags = |maps: &Held| -> Vec<_> {
             let mut f: Vec<_> = maps
                 .tables
                 .sessions
                 .iter()
-                .filter(|(_, s)| s.handoff == WINDOW_OPEN)
+                .filter(|(_, s)| s.handoff != 0)
                 .map(|(k, _)| k.session)
                 .collect();
             f.sort_unstable();
@@ -320,8 +352,9 @@ mod tests {
         assert_eq!(published(&tick_maps)[&key(3)].backends[..2], [3, 4]);
     }
 
-    /// Windows due close a chunk at a time, each session's flag cleared and its entry
-    /// removed; the rest stay due, and a session moved again closes at its later end.
+    /// Windows due close a chunk at a time, each session's flag cleared and its slot put in
+    /// quarantine, then cleared; the rest stay due, and a session moved again closes at its
+    /// later end, its first slot cleared a quarantine after the second move.
     #[test]
     fn windows_due_close_a_chunk_at_a_time_each_at_its_latest_end() {
         let t0 = Instant::now();
@@ -333,25 +366,64 @@ mod tests {
         let again = [(key(3), set(&[1, 4]))];
         r.apply_sessions(&mut maps, &again, t0 + WINDOW / 2)
             .expect("move again");
+        // Placements flagged, their handoffs, and slots written but not cleared.
         let open = |maps: &Held| {
             let flagged = maps.tables.sessions.values();
-            let flagged = flagged.filter(|s| s.handoff == WINDOW_OPEN).count();
-            (flagged, maps.tables.handoffs.len())
+            let flagged = flagged.filter(|s| s.handoff != 0).count();
+            (flagged, maps.handoffs().len(), maps.slots_in_use())
         };
-        assert_eq!(open(&maps), (3, 3));
+        assert_eq!(open(&maps), (3, 3, 4), "session 3's first slot waits");
         let end = t0 + WINDOW;
         assert!(
             r.close_due(&mut maps, end, 1).expect("close"),
             "one more due"
         );
-        assert_eq!(open(&maps), (2, 2));
+        assert_eq!(open(&maps), (2, 2, 3), "the first slot cleared");
         assert_eq!(r.next_close(), Some(end));
         assert!(!r.close_due(&mut maps, end, 1).expect("close"), "none due");
-        assert_eq!(open(&maps), (1, 1));
-        assert!(maps.tables.handoffs.contains_key(&key(3)));
+        assert_eq!(open(&maps), (1, 1, 3));
+        assert!(maps.handoffs().contains_key(&key(3)));
+        // Session 3's window ends at t0 + 3/2 WINDOW, and so do the quarantines begun at end.
         assert_eq!(r.next_close(), Some(t0 + WINDOW / 2 + WINDOW));
         r.close_windows(&mut maps, t0 + 2 * WINDOW).expect("close");
-        assert_eq!((open(&maps), r.next_close()), ((0, 0), None));
+        assert_eq!(open(&maps), (0, 0, 1));
+        assert_eq!(r.next_close(), Some(t0 + 2 * WINDOW + QUARANTINE));
+        r.close_windows(&mut maps, t0 + 2 * WINDOW + QUARANTINE)
+            .expect("clear");
+        assert_eq!((open(&maps), r.next_close()), ((0, 0, 0), None));
         assert_eq!(maps.tables.sessions.len(), 3, "the placements stay");
+    }
+
+    /// A move finds no free slot once every slot is named or in quarantine: it is published
+    /// by the API only, its placement unflagged, and a slot freed by a closed window is used
+    /// again only a quarantine after the close.
+    #[test]
+    fn moves_beyond_the_slots_go_unflagged_and_a_slot_is_reused_only_after_its_quarantine() {
+        let t0 = Instant::now();
+        let mut maps = header_maps();
+        let mut r = Resharder::adopt(&maps, WINDOW).expect("adopt");
+        r.slots = crate::reshard::slots::Slots::with_capacity(2);
+        let set = |backends: &[u32]| Some(shard_set(backends, scheme::HASH, 1));
+        let moves: Vec<_> = (1..=3).map(|s| (key(s), set(&[3, 4]))).collect();
+        let swap = r.apply_sessions(&mut maps, &moves, t0).expect("move");
+        assert_eq!(swap.handoffs.len(), 3, "every move is published to the API");
+        let flags: Vec<u32> = (1..=3)
+            .map(|s| maps.tables.sessions[&key(s)].handoff)
+            .collect();
+        assert_eq!(flags, [1, 2, 0], "slots 0 and 1, then none");
+        r.close_windows(&mut maps, t0 + WINDOW).expect("close");
+        let again = [(key(3), set(&[1, 2]))];
+        r.apply_sessions(&mut maps, &again, t0 + WINDOW + QUARANTINE / 2)
+            .expect("move in quarantine");
+        assert_eq!(maps.tables.sessions[&key(3)].handoff, 0, "both slots wait");
+        r.apply_sessions(
+            &mut maps,
+            &[(key(3), set(&[3, 4]))],
+            t0 + WINDOW + QUARANTINE,
+        )
+        .expect("move after it");
+        let flag = maps.tables.sessions[&key(3)].handoff;
+        assert!(flag == 1 || flag == 2, "a slot again, not {flag}");
+        assert_eq!(maps.handoffs()[&key(3)].previous.members(), [1, 2]);
     }
 }

@@ -11,7 +11,7 @@ use shardline_common::{
     plan::{session_plan, SessionPlan},
 };
 
-use super::{held::Held, *};
+use super::{held::Held, slots::QUARANTINE, *};
 
 const WINDOW: Duration = Duration::from_secs(2);
 
@@ -385,7 +385,7 @@ fn a_header_session_s_first_placement_publishes_its_home_as_the_previous_owner()
 #[test]
 fn a_moved_header_session_is_flagged_in_the_maps_until_its_window_closes() {
     use shardline_common::{
-        handoff::WINDOW_OPEN,
+        handoff::slot_of_flag,
         maps::{session_mode, Service, ServiceKey},
     };
     let mut maps = held(10);
@@ -400,8 +400,8 @@ fn a_moved_header_session_is_flagged_in_the_maps_until_its_window_closes() {
     let t0 = Instant::now();
     r.place(&mut maps, key(1), &[1, 2, 3], scheme::HASH, t0)
         .expect("grow");
-    assert_eq!(maps.tables.sessions[&key(1)].handoff, WINDOW_OPEN);
-    let published = maps.tables.handoffs[&key(1)];
+    assert_eq!(slot_of_flag(maps.tables.sessions[&key(1)].handoff), Some(0));
+    let published = maps.handoffs()[&key(1)];
     assert_eq!(published.previous.backends[..2], [1, 2]);
     assert_eq!(published.previous.count, 2);
     assert_eq!(
@@ -413,7 +413,7 @@ fn a_moved_header_session_is_flagged_in_the_maps_until_its_window_closes() {
 
     r.close_windows(&mut maps, t0 + WINDOW / 2)
         .expect("nothing closes");
-    assert_eq!(maps.tables.sessions[&key(1)].handoff, WINDOW_OPEN);
+    assert_eq!(slot_of_flag(maps.tables.sessions[&key(1)].handoff), Some(0));
     r.close_windows(&mut maps, t0 + WINDOW).expect("close");
     assert_eq!(maps.tables.sessions[&key(1)].handoff, 0);
     assert_eq!(
@@ -421,7 +421,11 @@ fn a_moved_header_session_is_flagged_in_the_maps_until_its_window_closes() {
         3,
         "the placement stays"
     );
-    assert!(maps.tables.handoffs.is_empty());
+    assert!(maps.handoffs().is_empty());
+    assert_eq!(maps.slots_in_use(), 1, "the slot waits out its quarantine");
+    r.close_windows(&mut maps, t0 + WINDOW + QUARANTINE)
+        .expect("clear");
+    assert_eq!(maps.slots_in_use(), 0);
     assert_eq!(r.next_close(), None);
 
     // Only header mode is marked: a flow service's move publishes nothing in the maps.
@@ -436,7 +440,8 @@ fn a_moved_header_session_is_flagged_in_the_maps_until_its_window_closes() {
     r.place(&mut maps, key(1), &[1], scheme::HASH, t0)
         .expect("shrink");
     assert_eq!(maps.tables.sessions[&key(1)].handoff, 0);
-    assert!(maps.tables.handoffs.is_empty());
+    assert!(maps.handoffs().is_empty());
+    assert_eq!(maps.slots_in_use(), 0);
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! Handoff marking under `BPF_PROG_TEST_RUN`: in an open window, a moved key's packet reaches
-//! its new owner with the previous owner in the shardline header's flags byte and a valid UDP
-//! checksum; keys that stayed, expired windows and placements without the window flag are
-//! never marked; the replay (snapshot and live maps) names the same mark.
+//! its new owner with the previous owner (read from the handoff slot its placement names) in
+//! the shardline header's flags byte and a valid UDP checksum; keys that stayed, expired
+//! windows, placements without the window flag and flags naming a slot past the array are never
+//! marked; the replay (snapshot and live maps) names the same mark.
 
 use etherparse::{SlicedPacket, TransportSlice};
 use shardline_common::{
-    handoff::{previous_of, Handoff, FLAGS_OFFSET, WINDOW_OPEN},
+    consts::MAX_HANDOFFS,
+    handoff::{flag_of_slot, previous_of, Handoff, FLAGS_OFFSET},
     maps::{scheme, SessionKey, ShardSet},
     route::{decide, pick_shard},
     verdict::Reason,
@@ -30,37 +32,33 @@ fn set(members: &[u32], generation: u64) -> ShardSet {
     ShardSet::from_members(members, scheme::HASH, generation).expect("a shard set")
 }
 
-/// Places `session` on `current` with the window flag `flag` and publishes `previous` until
-/// `until_ns` in the maps; the snapshot holds the handoff only if `open` (its handoffs are
-/// those open now).
+/// Writes `previous` until `until_ns` into handoff slot `slot` and places `session` on
+/// `current`, its window flag naming the slot if `flagged` (else 0: the slot is written all
+/// the same); the snapshot holds the handoff only if `open` (its handoffs are those open now).
 fn publish(
     lb: &mut Loaded,
     session: SessionKey,
-    previous: &[u32],
-    current: &[u32],
-    flag: u32,
+    (previous, current): (&[u32], &[u32]),
+    (slot, flagged): (u32, bool),
     until_ns: u64,
     open: bool,
 ) -> Handoff {
-    let current = set(current, 11);
-    lb.maps
-        .place_session(
-            &session,
-            &ShardSet {
-                handoff: flag,
-                ..current
-            },
-        )
-        .expect("write SESSIONS");
-    lb.tables.sessions.insert(session, current);
     let h = Handoff {
         until_ns,
         previous: set(previous, 10),
     };
+    // A flag past the array names no slot: nothing to write.
+    if slot < MAX_HANDOFFS {
+        lb.maps
+            .write_handoff_slots(&[slot], &[h])
+            .expect("write HANDOFF_SLOTS");
+    }
+    let current = set(current, 11);
+    let handoff = if flagged { flag_of_slot(slot) } else { 0 };
     lb.maps
-        .handoffs()
-        .publish(&session, &h)
-        .expect("write HANDOFFS");
+        .place_session(&session, &ShardSet { handoff, ..current })
+        .expect("write SESSIONS");
+    lb.tables.sessions.insert(session, current);
     lb.tables.handoffs.remove(&session);
     if open {
         lb.tables.handoffs.insert(session, h);
@@ -152,40 +150,63 @@ fn run_keys(
 fn moved_keys_reach_their_new_owner_marked_with_the_previous_one() {
     let mut lb = Loaded::new(TEST_CONFIG);
     // 42 grows from [1, 2] to [1, 2, 3]: keys move onto 3 only.
-    let h = publish(
+    let h42 = publish(
         &mut lb,
         KV42,
-        &[1, 2],
-        &[1, 2, 3],
-        WINDOW_OPEN,
+        (&[1, 2], &[1, 2, 3]),
+        (7, true),
         u64::MAX,
         true,
     );
-    let (moved, stayed) = run_keys(&mut lb, KV42, &h, true, 300);
+    let (moved, stayed) = run_keys(&mut lb, KV42, &h42, true, 300);
     assert!(moved > 50 && stayed > 100, "moved {moved}, stayed {stayed}");
-    // IPv6 (checksum mandatory), 7 shrinks from [1, 2, 3] to [2, 3]: keys move off 1.
+    // IPv6 (checksum mandatory), 7 shrinks from [1, 2, 3] to [2, 3]: keys move off 1. Its
+    // handoff is in the array's last slot.
+    let last = MAX_HANDOFFS - 1;
     let h = publish(
         &mut lb,
         KV6_7,
-        &[1, 2, 3],
-        &[2, 3],
-        WINDOW_OPEN,
+        (&[1, 2, 3], &[2, 3]),
+        (last, true),
         u64::MAX,
         true,
     );
     let (moved, stayed) = run_keys(&mut lb, KV6_7, &h, true, 300);
     assert!(moved > 50 && stayed > 100, "moved {moved}, stayed {stayed}");
+    // 42's slot is its own: 7's write left it as it was.
+    let slot7 = lb.maps.handoffs().get(7).expect("read HANDOFF_SLOTS");
+    assert_eq!(slot7, h42);
+    let (moved, _) = run_keys(&mut lb, KV42, &slot7, true, 100);
+    assert!(moved > 10, "42 still marked from slot 7: {moved}");
 }
 
 #[test]
-fn no_mark_past_the_window_or_without_the_flag() {
+fn no_mark_past_the_window_without_the_flag_or_past_the_array() {
     let mut lb = Loaded::new(TEST_CONFIG);
     // The window closed (the daemon has not cleared it yet): the kernel reads the clock.
-    let h = publish(&mut lb, KV42, &[1, 2], &[1, 2, 3], WINDOW_OPEN, 1, false);
+    let h = publish(&mut lb, KV42, (&[1, 2], &[1, 2, 3]), (3, true), 1, false);
     let (moved, _) = run_keys(&mut lb, KV42, &h, false, 100);
     assert_eq!(moved, 0);
-    // An entry without the flag on the placement is never looked up.
-    let h = publish(&mut lb, KV42, &[1, 2], &[1, 2, 3], 0, u64::MAX, false);
+    // A slot without the flag on the placement is never read.
+    let h = publish(
+        &mut lb,
+        KV42,
+        (&[1, 2], &[1, 2, 3]),
+        (3, false),
+        u64::MAX,
+        false,
+    );
+    let (moved, _) = run_keys(&mut lb, KV42, &h, false, 100);
+    assert_eq!(moved, 0);
+    // A flag naming a slot past the array (maps an earlier writer left) finds nothing.
+    let h = publish(
+        &mut lb,
+        KV42,
+        (&[1, 2], &[1, 2, 3]),
+        (MAX_HANDOFFS, true),
+        u64::MAX,
+        false,
+    );
     let (moved, _) = run_keys(&mut lb, KV42, &h, false, 100);
     assert_eq!(moved, 0);
 }
