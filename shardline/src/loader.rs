@@ -106,8 +106,17 @@ pub fn load_balancer_sized(pin_dir: &Path, sizes: &[(&str, u32)]) -> Result<Ebpf
         .load()
         .map_err(prog_err("verifier rejected the program"))?;
     fill_tail_calls(&mut ebpf)?;
+    // Pins of maps an earlier version used and this one does not: the old program keeps its
+    // maps until it is replaced, the pin would only keep them after.
+    for stale in RETIRED_PINS {
+        let _ = std::fs::remove_file(pin_dir.join(stale));
+    }
     Ok(ebpf)
 }
+
+/// Maps earlier versions pinned that this one no longer has (`HANDOFFS`: the handoffs by
+/// session, now `HANDOFF_SLOTS`).
+const RETIRED_PINS: &[&str] = &["HANDOFFS"];
 
 /// Loads the next-hop program and puts it in the (pinned) `TAIL_CALLS` slot, replacing what an
 /// earlier daemon left there. Done before the balancer is attached: the balancer already
