@@ -203,11 +203,6 @@ impl Resharder {
             .flatten()
             .min()
     }
-
-    /// Sessions whose placement names a handoff slot.
-    pub fn windows_open(&self) -> usize {
-        self.slots.len()
-    }
 }
 
 /// Windows closed per write: a swap closes at most this many before its own writes, and the

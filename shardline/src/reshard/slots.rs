@@ -124,6 +124,7 @@ impl Slots {
     }
 
     /// Sessions with a slot.
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.of.len()
     }
