@@ -183,30 +183,18 @@ fn moved_keys_reach_their_new_owner_marked_with_the_previous_one() {
 #[test]
 fn no_mark_past_the_window_without_the_flag_or_past_the_array() {
     let mut lb = Loaded::new(TEST_CONFIG);
-    // The window closed (the daemon has not cleared it yet): the kernel reads the clock.
-    let h = publish(&mut lb, KV42, (&[1, 2], &[1, 2, 3]), (3, true), 1, false);
-    let (moved, _) = run_keys(&mut lb, KV42, &h, false, 100);
-    assert_eq!(moved, 0);
-    // A slot without the flag on the placement is never read.
-    let h = publish(
-        &mut lb,
-        KV42,
-        (&[1, 2], &[1, 2, 3]),
-        (3, false),
-        u64::MAX,
-        false,
-    );
-    let (moved, _) = run_keys(&mut lb, KV42, &h, false, 100);
-    assert_eq!(moved, 0);
-    // A flag naming a slot past the array (maps an earlier writer left) finds nothing.
-    let h = publish(
-        &mut lb,
-        KV42,
-        (&[1, 2], &[1, 2, 3]),
-        (MAX_HANDOFFS, true),
-        u64::MAX,
-        false,
-    );
-    let (moved, _) = run_keys(&mut lb, KV42, &h, false, 100);
-    assert_eq!(moved, 0);
+    let cases = [
+        // The daemon has not cleared it yet: the kernel reads the clock.
+        ("the window closed", (3, true), 1),
+        // A slot is read only through the placement's flag.
+        ("no flag on the placement", (3, false), u64::MAX),
+        // Maps an earlier writer left: the lookup finds nothing.
+        ("a flag past the array", (MAX_HANDOFFS, true), u64::MAX),
+    ];
+    for (case, slot, until_ns) in cases {
+        let h = publish(&mut lb, KV42, (&[1, 2], &[1, 2, 3]), slot, until_ns, false);
+        // Every key: forwarded as the replay says, unmarked, the replay's mark 0.
+        let (moved, stayed) = run_keys(&mut lb, KV42, &h, false, 100);
+        assert_eq!((moved, stayed), (0, 100), "{case}");
+    }
 }
