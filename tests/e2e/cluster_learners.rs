@@ -127,7 +127,7 @@ async fn burst(via: &Arc<Cluster>, round: u64) {
         })
         .collect();
     let r = via
-        .write(Command::Batch { commands })
+        .write(Command::batch(commands))
         .await
         .expect("one tick's placements");
     assert_eq!(r.each.len(), 200);

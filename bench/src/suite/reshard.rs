@@ -168,7 +168,7 @@ fn place(i: u64, backends: Vec<u32>) -> Command {
 /// placements is idempotent, so a retry of one whose outcome is unknown is safe.
 async fn commit(nodes: &[Node], commands: Vec<Command>) -> Result<u64, BenchError> {
     let n = commands.len();
-    let batch = Command::Batch { commands };
+    let batch = Command::batch(commands);
     let mut last = String::new();
     for _ in 0..5 {
         let leader = nodes[0].cluster.status().await.leader;

@@ -172,7 +172,7 @@ pub fn run(sessions: u64, ticks: usize) -> Result<Value, BenchError> {
         if placements > 0 {
             let commands = out.placements.into_iter().map(|p| p.command).collect();
             let mut next = state.clone();
-            next.apply(&Command::Batch { commands })
+            next.apply(&Command::batch(commands))
                 .map_err(|e| BenchError::Check(format!("applying the tick's placements: {e}")))?;
             with_default(&sink, || {
                 applier::write(&maps, &mut resharder, &next, Some(&state), &telemetry)

@@ -175,7 +175,7 @@ async fn register(
                 })
                 .collect();
             if !joins.is_empty() {
-                match hub.control.write(Command::Batch { commands: joins }).await {
+                match hub.control.write(Command::batch(joins)).await {
                     Ok(joined) => r.generation = joined.generation,
                     Err(e) => {
                         warn!(backend = id, "joining its services' pools: {e}");

@@ -192,9 +192,7 @@ mod tests {
                 vec![1 + (i % 3) as u32]
             },
         };
-        Command::Batch {
-            commands: (0..n).map(place).collect(),
-        }
+        Command::batch((0..n).map(place).collect())
     }
 
     fn load() -> Command {

@@ -124,7 +124,7 @@ async fn commit(sink: &Sink, mut batch: Vec<(Command, Reply)>) {
     }
     let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
     let n = commands.len();
-    match sink(Command::Batch { commands }).await {
+    match sink(Command::batch(commands)).await {
         Ok(response) if response.each.len() == n => {
             for (reply, each) in replies.into_iter().zip(response.each) {
                 let _ = reply.send(each.map_err(ControlError::Rejected));

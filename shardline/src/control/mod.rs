@@ -163,7 +163,7 @@ pub fn spawn(
                 // One tick's placements travel as one log entry.
                 while let Some(batch) = queue.recv().await {
                     let commands = batch.iter().map(|p| p.command.clone()).collect();
-                    match control.write(Command::Batch { commands }).await {
+                    match control.write(Command::batch(commands)).await {
                         Ok(r) => {
                             for (p, each) in batch.iter().zip(&r.each) {
                                 if let Err(e) = each {

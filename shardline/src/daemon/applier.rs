@@ -361,14 +361,12 @@ mod tests {
         let last = state.clone();
         state.start_journal();
         state
-            .apply(&Command::Batch {
-                commands: vec![
-                    place(7, &[2]),
-                    place(7, &[2, 3]),
-                    Command::Unplace { session: kv(42) },
-                    place(8, &[3]),
-                ],
-            })
+            .apply(&Command::batch(vec![
+                place(7, &[2]),
+                place(7, &[2, 3]),
+                Command::Unplace { session: kv(42) },
+                place(8, &[3]),
+            ]))
             .unwrap();
         assert!(state.journaled_changes(&last).is_some(), "the journal path");
         let swap = write(&maps, &mut resharder, &state, Some(&last), &telemetry).unwrap();
@@ -427,7 +425,7 @@ mod tests {
                 },
             })
             .collect();
-        state.apply(&Command::Batch { commands }).unwrap();
+        state.apply(&Command::batch(commands)).unwrap();
         // A start: every session written, in parts.
         let maps = Mutex::new(Held::empty(1 << 20));
         let mut resharder = Resharder::new(DEFAULT_HANDOFF_WINDOW);

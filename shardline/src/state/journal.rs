@@ -137,7 +137,7 @@ mod tests {
     fn after(before: &ControlState, commands: Vec<Command>) -> ControlState {
         let mut after = before.clone();
         after.start_journal();
-        after.apply(&Command::Batch { commands }).unwrap();
+        after.apply(&Command::batch(commands)).unwrap();
         after
     }
 
@@ -207,9 +207,7 @@ mod tests {
         let mut rejected = before.clone();
         rejected.start_journal();
         let response = rejected
-            .apply(&Command::Batch {
-                commands: vec![place(7, &[3]), place(8, &[99])],
-            })
+            .apply(&Command::batch(vec![place(7, &[3]), place(8, &[99])]))
             .unwrap();
         assert!(response.each[1].is_err());
         assert_eq!(

@@ -299,23 +299,21 @@ fn commands_with_unknown_fields_do_not_decode() {
 fn a_batch_applies_in_order_and_answers_each_command() {
     let mut state = ControlState::from_config(&config());
     let before = state.generation;
-    let batch = Command::Batch {
-        commands: vec![
-            Command::Place {
-                session: kv(7),
-                backends: vec![1],
-            },
-            Command::Place {
-                session: kv(7),
-                backends: vec![2, 3],
-            },
-            Command::PutState {
-                session: kv(7),
-                key: "k".into(),
-                value: b"v".to_vec(),
-            },
-        ],
-    };
+    let batch = Command::batch(vec![
+        Command::Place {
+            session: kv(7),
+            backends: vec![1],
+        },
+        Command::Place {
+            session: kv(7),
+            backends: vec![2, 3],
+        },
+        Command::PutState {
+            session: kv(7),
+            key: "k".into(),
+            value: b"v".to_vec(),
+        },
+    ]);
     let r = state.apply(&batch).unwrap();
     assert_eq!(r.each.len(), 3);
     assert_eq!(r.each[0].as_ref().unwrap().placement, Some(1));
@@ -332,23 +330,21 @@ fn a_batch_applies_in_order_and_answers_each_command() {
 #[test]
 fn a_rejected_command_in_a_batch_changes_nothing_and_the_rest_apply() {
     let mut state = ControlState::from_config(&config());
-    let batch = Command::Batch {
-        commands: vec![
-            Command::Place {
-                session: kv(1),
-                backends: vec![1],
-            },
-            Command::Place {
-                session: kv(2),
-                backends: vec![99],
-            },
-            Command::Batch { commands: vec![] },
-            Command::Place {
-                session: kv(3),
-                backends: vec![2],
-            },
-        ],
-    };
+    let batch = Command::batch(vec![
+        Command::Place {
+            session: kv(1),
+            backends: vec![1],
+        },
+        Command::Place {
+            session: kv(2),
+            backends: vec![99],
+        },
+        Command::batch(vec![]),
+        Command::Place {
+            session: kv(3),
+            backends: vec![2],
+        },
+    ]);
     let r = state.apply(&batch).unwrap();
     assert!(r.each[0].is_ok());
     assert_eq!(r.each[1], Err(StateError::UnknownBackend(99)));
@@ -361,12 +357,10 @@ fn a_rejected_command_in_a_batch_changes_nothing_and_the_rest_apply() {
 
 #[test]
 fn a_batch_of_state_writes_does_not_route() {
-    let batch = Command::Batch {
-        commands: vec![Command::DeleteState {
-            session: kv(1),
-            key: "k".into(),
-        }],
-    };
+    let batch = Command::batch(vec![Command::DeleteState {
+        session: kv(1),
+        key: "k".into(),
+    }]);
     assert!(!batch.routes());
     let mut state = ControlState::from_config(&config());
     let before = state.generation;
@@ -376,9 +370,7 @@ fn a_batch_of_state_writes_does_not_route() {
 
 #[test]
 fn a_batch_round_trips_through_json_and_a_plain_response_keeps_its_shape() {
-    let batch = Command::Batch {
-        commands: vec![Command::Unplace { session: kv(1) }],
-    };
+    let batch = Command::batch(vec![Command::Unplace { session: kv(1) }]);
     let text = serde_json::to_string(&batch).unwrap();
     assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), batch);
     let plain = Response {
@@ -397,20 +389,18 @@ fn placement_changes_name_only_the_sessions_that_moved() {
     let before = ControlState::from_config(&config());
     let mut after = before.clone();
     after
-        .apply(&Command::Batch {
-            commands: vec![
-                Command::Place {
-                    session: kv(7),
-                    backends: vec![3],
-                },
-                Command::Unplace { session: kv(42) },
-                Command::PutState {
-                    session: kv(8),
-                    key: "k".into(),
-                    value: vec![1],
-                },
-            ],
-        })
+        .apply(&Command::batch(vec![
+            Command::Place {
+                session: kv(7),
+                backends: vec![3],
+            },
+            Command::Unplace { session: kv(42) },
+            Command::PutState {
+                session: kv(8),
+                key: "k".into(),
+                value: vec![1],
+            },
+        ]))
         .unwrap();
     let changes = after.placement_changes(&before).expect("only placements");
     let tables = after.tables();

@@ -166,7 +166,7 @@ fn put_command(out: &mut Vec<u8>, command: &Command) {
         Command::Batch { commands } => {
             out.push(BATCH);
             put_uint(out, commands.len() as u64);
-            for c in commands {
+            for c in commands.iter() {
                 put_command(out, c);
             }
         }
@@ -379,7 +379,7 @@ impl<'a> Reader<'a> {
                 for _ in 0..n {
                     commands.push(self.command(depth + 1)?);
                 }
-                Command::Batch { commands }
+                Command::batch(commands)
             }
             BATCH => return Err(self.malformed("batches nested too deep")),
             JSON => serde_json::from_slice(self.bytes()?)?,

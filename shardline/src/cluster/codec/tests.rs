@@ -149,8 +149,8 @@ fn every_command() -> Vec<Command> {
         },
     ];
     let mut all = singles.clone();
-    all.push(Command::Batch { commands: singles });
-    all.push(Command::Batch { commands: vec![] });
+    all.push(Command::batch(singles));
+    all.push(Command::batch(vec![]));
     all
 }
 
@@ -200,14 +200,14 @@ fn every_command_variant_round_trips() {
 
 #[test]
 fn hot_commands_are_far_smaller_than_their_json() {
-    let batch = Command::Batch {
-        commands: (0..10_000)
+    let batch = Command::batch(
+        (0..10_000)
             .map(|i| Command::Place {
                 session: kv(i * 7919),
                 backends: vec![1 + (i % 8) as u32, 5],
             })
             .collect(),
-    };
+    );
     let e = entry(10, EntryPayload::Normal(batch));
     let binary = encode_entry(&e).len();
     let json = serde_json::to_vec(&e).unwrap().len();
@@ -306,11 +306,9 @@ fn forged_counts_and_nesting_are_refused_without_allocating() {
         Err(CodecError::Malformed { .. })
     ));
     // Batches nested past the limit.
-    let mut deep = Command::Batch { commands: vec![] };
+    let mut deep = Command::batch(vec![]);
     for _ in 0..MAX_DEPTH {
-        deep = Command::Batch {
-            commands: vec![deep],
-        };
+        deep = Command::batch(vec![deep]);
     }
     let bytes = encode_entry(&entry(1, EntryPayload::Normal(deep)));
     assert!(matches!(
