@@ -127,19 +127,21 @@ impl Resharder {
         self.close_due(maps, now, usize::MAX).map(drop)
     }
 
-    /// [`Resharder::close_windows`] for at most `limit` sessions, the earliest ends first;
-    /// whether windows that ended by `now` are left open (the caller closes them next, once
-    /// what waits on the maps is written: a burst of placements ends its windows together).
+    /// [`Resharder::close_windows`] for at most `limit` sessions and `limit` slots, the
+    /// earliest ends first; whether windows that ended by `now` are left open or slots left
+    /// to clear (the caller closes them next, once what waits on the maps is written: a burst
+    /// of placements ends its windows together).
     pub fn close_due(
         &mut self,
         maps: &mut impl TableWriter,
         now: Instant,
         limit: usize,
     ) -> Result<bool, ReshardError> {
-        self.clear_quarantined(maps, now)?;
+        self.clear_quarantined(maps, now, limit)?;
         let closed = self.flagged.take_due(now, limit);
+        let left = |r: &Self| r.next_close().is_some_and(|at| at <= now);
         if closed.is_empty() {
-            return Ok(false);
+            return Ok(left(self));
         }
         let written = self.write_closed(maps, &closed, now);
         if written.is_err() {
@@ -149,7 +151,7 @@ impl Resharder {
             }
         }
         written?;
-        Ok(self.flagged.next_end().is_some_and(|end| end <= now))
+        Ok(left(self))
     }
 
     /// The writes closing the windows of `closed`: flags cleared, then their slots retire.
@@ -177,13 +179,14 @@ impl Resharder {
         Ok(())
     }
 
-    /// Clears the slots whose quarantine ended by `now`, which are then free.
+    /// Clears up to `limit` slots whose quarantine ended by `now`, which are then free.
     fn clear_quarantined(
         &mut self,
         maps: &mut impl TableWriter,
         now: Instant,
+        limit: usize,
     ) -> Result<(), ReshardError> {
-        let due = self.slots.due(now);
+        let due = self.slots.due(now, limit);
         if due.is_empty() {
             return Ok(());
         }

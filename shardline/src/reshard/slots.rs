@@ -97,12 +97,12 @@ impl Slots {
             .extend(self.retiring.drain(..).map(|slot| (now, slot)));
     }
 
-    /// Takes the slots whose quarantine ended by `now`, for the caller to clear and then give
-    /// back ([`Slots::cleared`]).
-    pub(super) fn due(&mut self, now: Instant) -> Vec<u32> {
+    /// Takes up to `limit` slots whose quarantine ended by `now`, the oldest first, for the
+    /// caller to clear and then give back ([`Slots::cleared`]).
+    pub(super) fn due(&mut self, now: Instant, limit: usize) -> Vec<u32> {
         let mut due = Vec::new();
         while let Some(&(since, slot)) = self.quarantined.front() {
-            if since + QUARANTINE > now {
+            if since + QUARANTINE > now || due.len() >= limit {
                 break;
             }
             self.quarantined.pop_front();
@@ -200,16 +200,16 @@ mod tests {
         assert_eq!(slots.take(key(1)), None);
         assert_eq!(slots.of(&key(1)), None);
         slots.retired(t0);
-        assert_eq!(slots.due(t0 + QUARANTINE / 2), Vec::<u32>::new());
+        assert_eq!(slots.due(t0 + QUARANTINE / 2, 8), Vec::<u32>::new());
         assert_eq!(slots.next_due(), Some(t0 + QUARANTINE));
-        let due = slots.due(t0 + QUARANTINE);
+        let due = slots.due(t0 + QUARANTINE, 8);
         assert_eq!(due, [a]);
         slots.cleared(due);
         // Session 2 moves again: the freed slot, and its own one waits in turn.
         assert_eq!(slots.take(key(2)), Some(a));
         slots.retired(t0 + QUARANTINE);
         assert_eq!(slots.take(key(4)), None, "b is in quarantine");
-        assert_eq!(slots.due(t0 + 2 * QUARANTINE), [b]);
+        assert_eq!(slots.due(t0 + 2 * QUARANTINE, 1), [b]);
         assert_eq!(slots.len(), 1);
     }
 
@@ -232,6 +232,7 @@ mod tests {
         assert_eq!(slots.of(&key(8)), None, "past the array");
         assert_eq!(slots.take(key(5)), Some(2), "the one slot never used");
         assert_eq!(slots.take(key(6)), None);
-        assert_eq!(slots.due(t0 + QUARANTINE), [first]);
+        assert!(slots.due(t0 + QUARANTINE, 0).is_empty(), "a limit of 0");
+        assert_eq!(slots.due(t0 + QUARANTINE, 8), [first]);
     }
 }
