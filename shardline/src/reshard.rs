@@ -81,7 +81,9 @@ pub trait TableWriter {
         values: &[MapHandoff],
     ) -> Result<(), MapsError>;
     /// Clears handoff slots (`until_ns` 0) that left their quarantine.
-    fn clear_handoff_slots(&mut self, slots: &[u32]) -> Result<(), MapsError>;
+    fn clear_handoff_slots(&mut self, slots: &[u32]) -> Result<(), MapsError> {
+        self.write_handoff_slots(slots, &vec![MapHandoff::default(); slots.len()])
+    }
 }
 
 impl TableWriter for DataplaneMaps {
@@ -102,10 +104,6 @@ impl TableWriter for DataplaneMaps {
         values: &[MapHandoff],
     ) -> Result<(), MapsError> {
         DataplaneMaps::write_handoff_slots(self, slots, values)
-    }
-
-    fn clear_handoff_slots(&mut self, slots: &[u32]) -> Result<(), MapsError> {
-        DataplaneMaps::clear_handoff_slots(self, slots)
     }
 }
 
@@ -381,11 +379,8 @@ impl Resharder {
         self.flag_moves(maps, delta, now)?;
         let written = maps.write_delta(delta).inspect_err(|_| self.stale = true)?;
         self.forget_removed(&delta.removed_sessions);
-        for key in &written.placements_refused {
-            // Its slot was written, but no placement names it.
-            self.flagged.remove(key);
-            self.slots.release(key);
-        }
+        // A refused placement's slot was written, but no placement names it.
+        self.forget_removed(&written.placements_refused);
         // The placements that named the retiring slots are replaced now (or at the swap's
         // instant, if a caller gave one ahead of the clock).
         self.slots.retired(Instant::now().max(now));

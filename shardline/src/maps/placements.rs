@@ -105,12 +105,6 @@ impl DataplaneMaps {
         }
     }
 
-    /// Marks handoff slots `slots` closed (`until_ns` 0): placements no longer name them.
-    pub fn clear_handoff_slots(&mut self, slots: &[u32]) -> Result<(), MapsError> {
-        let closed = vec![Handoff::default(); slots.len()];
-        self.write_handoff_slots(slots, &closed)
-    }
-
     /// How many handoff slots hold a window not yet closed by the swap stage (`until_ns` not 0;
     /// one whose end has passed still counts until it is cleared).
     pub fn handoff_slots_in_use(&self) -> Result<usize, MapsError> {

@@ -61,9 +61,7 @@ impl Held {
         t.maglev = build(&even, MAGLEV_SIZE);
         maps
     }
-}
 
-impl Held {
     /// The handoff of every placement naming a slot, by session, as the dataplane reads it.
     pub fn handoffs(&self) -> HashMap<SessionKey, Handoff> {
         self.tables
@@ -148,10 +146,6 @@ impl TableWriter for Held {
             self.slots.insert(*slot, *h);
         }
         Ok(())
-    }
-
-    fn clear_handoff_slots(&mut self, slots: &[u32]) -> Result<(), MapsError> {
-        self.write_handoff_slots(slots, &vec![Handoff::default(); slots.len()])
     }
 }
 

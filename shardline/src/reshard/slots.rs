@@ -152,18 +152,14 @@ impl Slots {
             }
         }
         let refs = &self.refs;
+        // The quarantined slots no placement names keep waiting, from when they began.
+        let mut waiting = vec![false; capacity];
         let mut quarantined: VecDeque<(Instant, u32)> = self
             .quarantined
             .drain(..)
             .filter(|(_, slot)| refs[*slot as usize] == 0)
+            .inspect(|(_, slot)| waiting[*slot as usize] = true)
             .collect();
-        let waiting: Vec<bool> = {
-            let mut w = vec![false; capacity];
-            for (_, slot) in &quarantined {
-                w[*slot as usize] = true;
-            }
-            w
-        };
         self.retiring.clear();
         self.free.clear();
         for slot in (0..capacity as u32).rev() {
