@@ -4,8 +4,8 @@
 //! The control state keys a million sessions by [`SessionRef`](crate::SessionRef); with the
 //! name as a `String` each key owned a heap copy of `"kv"`. Names are interned: every
 //! reference to a service shares one allocation, and a reference is one thin pointer (to the
-//! shared `Box<str>`), not a pointer and a length: a session key is 16 bytes, so a node of the
-//! control state's session map holds a third more sessions than with a 24-byte key. The
+//! shared `Box<str>`), not a pointer and a length: a session key is 16 bytes, not 24, in every
+//! entry of the control state's session map and every copy a path copy makes. The
 //! interner is bounded ([`INTERNED`] names, far above the services a daemon serves), so names
 //! from hostile requests cannot grow it without limit; past the bound a name is simply
 //! allocated on its own.
