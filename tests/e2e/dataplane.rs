@@ -5,6 +5,7 @@
 //! packet for fixtures (a delta of exactly one), as totals for the random run.
 
 mod bench_fib;
+mod bench_katran;
 mod encap_source;
 mod four_in_six;
 mod handoff;

@@ -74,12 +74,15 @@ fn cell(v: &Value) -> String {
 }
 
 /// A per-packet case's ratio to `XDP_TX`, then those to a related case of the same run
-/// (`per_packet.rs`'s beside fields: hot entry, static MAC, the FIB's `XDP_TX`).
+/// (`per_packet.rs`'s beside fields: hot entry, static MAC, the FIB's `XDP_TX`, Katran's
+/// counterpart paths).
 fn vs_xdp_tx(case: &Value) -> String {
     let beside = [
         ("vs_hot_entry", "hot entry"),
         ("vs_static_mac", "`header_hit_v4`"),
         ("vs_fib_tx", "`header_hit_v4_fib`"),
+        ("vs_katran", "Katran"),
+        ("vs_katran_new_flow", "Katran's new flow"),
     ];
     beside
         .iter()
@@ -161,10 +164,14 @@ pub fn markdown(results: &Value) -> String {
         "\nThe balancer grows the frame, and repeat mode reuses one buffer, so shardline's cases \
          run inside a bench-only wrapper that undoes the rewrite after every repeat. Its cost, \
          {} ns/pkt ({}), is subtracted: {}. Every shardline repeat was checked to be counted as \
-         `forwarded`. Published anchors (as quoted in issue 7): Katran {}; XDP paper {}.\n",
+         `forwarded`. The `katran_` cases: {}. Katran's wrapper cost {} ns/pkt ({}). Published \
+         anchors (as quoted in issue 7): Katran {}; XDP paper {}.\n",
         cell(&wrapper["ns_per_pkt"]),
         cell(&wrapper["measured_as"]),
         cell(&method["ns_per_pkt"]),
+        cell(&method["katran"]),
+        cell(&wrapper["katran_ns_per_pkt"]),
+        cell(&wrapper["katran_measured_as"]),
         cell(&method["anchors_quoted_in_issue_7"]["katran"]),
         cell(&method["anchors_quoted_in_issue_7"]["xdp_paper"]),
     );

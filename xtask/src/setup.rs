@@ -19,13 +19,16 @@ const LAB_PACKAGES: &[&str] = &["iproute2", "ethtool", "util-linux"];
 
 /// Debian packages only the tests and the benchmarks call out to: nginx with its stream module
 /// as a TCP/UDP backend (and the benchmarks' comparison point), the DejaVu fonts the benchmark
-/// chart is labelled with, and bpftool (`prog dump jited` / `prog profile`: where the XDP
-/// program's time goes).
+/// chart is labelled with, bpftool (`prog dump jited` / `prog profile`: where the XDP
+/// program's time goes), and clang with LLVM's `llc`, which build Katran's balancer for the
+/// per-packet comparison (`bench/build.rs`).
 const TEST_PACKAGES: &[&str] = &[
     "nginx",
     "libnginx-mod-stream",
     "fonts-dejavu-core",
     "bpftool",
+    "clang-14",
+    "llvm-14",
 ];
 
 /// What the machine is being prepared for: the lab needs less than the tests.

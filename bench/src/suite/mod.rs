@@ -33,6 +33,7 @@
 pub mod daemon_memory;
 pub mod fib;
 pub mod flow_rate;
+pub mod katran;
 pub mod live;
 pub mod machine;
 pub mod memory;

@@ -24,7 +24,9 @@ use shardline_common::{
 };
 
 use super::{
-    fib, flow_rate, loaded_balancer, median,
+    fib, flow_rate,
+    katran::{self, Katran},
+    loaded_balancer, median,
     million::{self, ROTATE_SESSION, ROTATE_SOURCE},
     program_err, rings_aom, round, BenchError,
 };
@@ -59,6 +61,8 @@ enum Object {
     Balancer,
     /// The balancer with a million sessions and room for a million flows ([`million`]).
     Million,
+    /// Katran's balancer, for the comparison in the same run ([`katran`]).
+    Katran,
 }
 
 struct Case {
@@ -73,8 +77,31 @@ struct Case {
 
 /// The JSON fields of a case's ratio to a related case of the same run: a million-entry case
 /// to its hot-entry case, a FIB case to the static MAC's (`header_hit_v4`), the redirect to the
-/// FIB's `XDP_TX` (`header_hit_v4_fib`).
-const BESIDE_FIELDS: [&str; 3] = ["vs_hot_entry", "vs_static_mac", "vs_fib_tx"];
+/// FIB's `XDP_TX` (`header_hit_v4_fib`), a hit or new-flow path to Katran's counterpart
+/// ([`KATRAN_PAIRS`]).
+const BESIDE_FIELDS: [&str; 5] = [
+    "vs_hot_entry",
+    "vs_static_mac",
+    "vs_fib_tx",
+    "vs_katran",
+    "vs_katran_new_flow",
+];
+
+/// Shardline's cases and the Katran path each is compared with, as issue 19 pairs them: a
+/// session hit with Katran's ring lookup (its LRU bypassed), a flow-table hit with its LRU hit,
+/// a new flow with its TCP SYN (Katran's SYN repeats one 5-tuple, so its LRU write never
+/// evicts, while `flow_miss_v4` is a new flow every repeat) and, as `vs_katran_new_flow`, with
+/// its UDP new flow, which does the same work as `flow_miss_v4`.
+pub const KATRAN_PAIRS: [(&str, &str, &str); 4] = [
+    ("header_hit_v4", "katran_udp_ring_v4", "vs_katran"),
+    ("flow_hit_v4", "katran_lru_hit_v4", "vs_katran"),
+    ("flow_miss_v4", "katran_tcp_syn_v4", "vs_katran"),
+    (
+        "flow_miss_v4",
+        "katran_udp_new_flow_v4",
+        "vs_katran_new_flow",
+    ),
+];
 
 const PASS: &str = "shardline_pass";
 const TX: &str = "shardline_tx_baseline";
@@ -95,6 +122,18 @@ fn udp4(src: [u8; 4], dport: u16, header: Option<(u64, u64)>) -> Vec<u8> {
         .ipv4(src, VIP4, 64)
         .udp(40_000, dport)
         .write(&mut out, &payload)
+        .expect("etherparse writes the frame");
+    out
+}
+
+/// A 64-byte TCP SYN from `src` to the VIP's `dport`.
+fn tcp4_syn(src: [u8; 4], dport: u16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FRAME_LEN);
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(src, VIP4, 64)
+        .tcp(40_000, dport, 1, 65_535)
+        .syn()
+        .write(&mut out, &[0u8; FRAME_LEN - 14 - 20 - 20])
         .expect("etherparse writes the frame");
     out
 }
@@ -306,6 +345,59 @@ fn cases() -> Vec<Case> {
                    header check, count, drop (no session lookup, no encap)",
         },
         Case {
+            name: "katran_udp_ring_v4",
+            object: Object::Katran,
+            program: katran::BENCH,
+            frame: udp4(CLIENT4_PLACED, katran::PORT_RING, None),
+            action: Action::Tx,
+            reason: None,
+            what: "Katran's balancer (unmodified, same run): IPv4 UDP to a VIP with F_LRU_BYPASS, \
+                   a Maglev ring lookup every packet, IPIP encap (compare header_hit_v4)",
+        },
+        Case {
+            name: "katran_lru_hit_v4",
+            object: Object::Katran,
+            program: katran::BENCH,
+            frame: udp4(CLIENT4_PLACED, katran::PORT_LRU, None),
+            action: Action::Tx,
+            reason: None,
+            what: "Katran's balancer: IPv4 UDP, the flow found in the per-CPU LRU connection \
+                   table (its UDP timeout refreshed), IPIP encap (compare flow_hit_v4)",
+        },
+        Case {
+            name: "katran_tcp_syn_v4",
+            object: Object::Katran,
+            program: katran::BENCH,
+            frame: tcp4_syn(CLIENT4_PLACED, katran::PORT_TCP),
+            action: Action::Tx,
+            reason: None,
+            what: "Katran's balancer: IPv4 TCP SYN, no LRU lookup, ring lookup and LRU write \
+                   (one 5-tuple repeated, so no eviction), IPIP encap (compare flow_miss_v4, \
+                   a new flow every repeat)",
+        },
+        Case {
+            name: "katran_udp_new_flow_v4",
+            object: Object::Katran,
+            program: katran::NEW_FLOW,
+            frame: udp4(CLIENT4_PLACED, katran::PORT_LRU, None),
+            action: Action::Tx,
+            reason: None,
+            what: "Katran's balancer: IPv4 UDP, a new flow every repeat (the source address moves \
+                   on by one, as in flow_miss_v4): LRU miss, ring lookup, LRU insert under its \
+                   new-connection rate limit (MAX_CONN_RATE, 125,000/s per CPU), evicting once \
+                   the table is full (compare flow_miss_v4)",
+        },
+        Case {
+            name: "katran_tx_baseline_restoring",
+            object: Object::Katran,
+            program: katran::TX_RESTORING,
+            frame: placed_header_frame(),
+            action: Action::Tx,
+            reason: None,
+            what: "the XDP_TX baseline inside Katran's bench wrapper: that wrapper's cost = this - \
+                   xdp_tx_baseline",
+        },
+        Case {
             name: "xdp_tx_baseline_restoring",
             object: Object::Aux,
             program: TX_RESTORING,
@@ -351,8 +443,9 @@ pub fn table(results: &DataplaneResults) -> String {
         );
     }
     out + &format!(
-        "wrapper cost {} ns/pkt (subtracted from the shardline cases)\n",
-        results.wrapper["ns_per_pkt"]
+        "wrapper cost {} ns/pkt (subtracted from the shardline cases), Katran's wrapper {} ns/pkt \
+         (from the katran_ cases)\n",
+        results.wrapper["ns_per_pkt"], results.wrapper["katran_ns_per_pkt"]
     )
 }
 
@@ -374,6 +467,7 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
             .load()
             .map_err(program_err(name))?;
     }
+    let all = cases();
     let mut cases = cases();
     if !only.is_empty() {
         if let Some(unknown) = only.iter().find(|n| !cases.iter().any(|c| c.name == **n)) {
@@ -383,6 +477,13 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
             )));
         }
         cases.retain(|c| c.object == Object::Aux || only.iter().any(|n| n == c.name));
+        if cases.iter().any(|c| c.object == Object::Katran) {
+            // Katran's cases need its wrapper's cost, as shardline's need theirs.
+            cases.extend(
+                all.into_iter()
+                    .filter(|c| c.program == katran::TX_RESTORING),
+            );
+        }
     }
     let fib = fib::FibCases::new(&mut lb, |name| cases.iter().any(|c| c.name == name))?;
     let mut big = match cases.iter().any(|c| c.object == Object::Million) {
@@ -394,6 +495,15 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
         )?),
         false => None,
     };
+    let mut kat = match cases.iter().any(|c| c.object == Object::Katran) {
+        true => Some(katran::load()?),
+        false => None,
+    };
+    if let Some(k) = kat.as_mut() {
+        for case in cases.iter().filter(|c| katran_path(c.name).is_some()) {
+            check_katran_output(k, case)?;
+        }
+    }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut untracked = vec![0u64; cases.len()];
     for round in 0..rounds {
@@ -411,17 +521,22 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
                 untracked[i] = untracked[i].wrapping_sub(flow_rate::untracked(dp)?);
             }
             let before = reasons(dp)?;
-            let program = match case.object {
-                Object::Aux => xdp_program(&mut aux, case.program)?,
-                Object::Balancer | Object::Million => xdp_program(&mut dp.ebpf, case.program)?,
+            let katran_before = match (case.object, kat.as_ref()) {
+                (Object::Katran, Some(k)) => Some(katran::counts(k)?),
+                _ => None,
             };
+            let program = match (case.object, kat.as_mut()) {
+                (Object::Aux, _) => xdp_program(&mut aux, case.program)?,
+                (Object::Katran, Some(k)) => xdp_program(&mut k.ebpf, case.program)?,
+                (Object::Katran, None) => unreachable!("loaded above for every Katran case"),
+                (Object::Balancer | Object::Million, _) => xdp_program(&mut dp.ebpf, case.program)?,
+            };
+            let frame = round_frame(case, round);
             let result = match fib.net(case.name) {
-                Some(net) => {
-                    net.run(program, &mut dp.maps, &dp.tables, &case.frame, REPEAT, None)?
-                }
+                Some(net) => net.run(program, &mut dp.maps, &dp.tables, &frame, REPEAT, None)?,
                 None => program
                     .test_run(TestRunOptions {
-                        data_in: Some(&case.frame),
+                        data_in: Some(&frame),
                         repeat: REPEAT,
                         ..TestRunOptions::new()
                     })
@@ -436,8 +551,19 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
                     case.action
                 )));
             }
-            if case.object != Object::Aux {
-                check_counted(case, &before, &reasons(dp)?)?;
+            match (
+                case.object,
+                katran_path(case.name),
+                kat.as_ref(),
+                katran_before,
+            ) {
+                (Object::Katran, Some(path), Some(k), Some(before)) => {
+                    katran::check(path, REPEAT, before, katran::counts(k)?)?;
+                }
+                (Object::Balancer | Object::Million, ..) => {
+                    check_counted(case, &before, &reasons(dp)?)?;
+                }
+                _ => {}
             }
             if case.program == NEW_FLOW {
                 untracked[i] = untracked[i].wrapping_add(flow_rate::untracked(dp)?);
@@ -461,15 +587,20 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
     };
     let tx = by_name("xdp_tx_baseline");
     let wrapper = (by_name("xdp_tx_baseline_restoring") - tx).max(0.0);
+    let katran_wrapper = (by_name("katran_tx_baseline_restoring") - tx).max(0.0);
+    let net_of = |name: &str, raw: f64| match name.starts_with("katran_") {
+        true => (raw - katran_wrapper).max(0.0),
+        false => (raw - wrapper).max(0.0),
+    };
     let mut out = Vec::new();
     let mut diagnostics = Vec::new();
     for (i, case) in cases.iter().enumerate() {
-        if case.program == TX_RESTORING {
+        if case.program == TX_RESTORING || case.program == katran::TX_RESTORING {
             continue;
         }
         let raw = medians[i];
         let net = if case.object != Object::Aux {
-            (raw - wrapper).max(0.0)
+            net_of(case.name, raw)
         } else {
             raw
         };
@@ -509,10 +640,14 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
             fib::REDIRECT_CASE => &[("header_hit_v4", "vs_static_mac"), (fib::CASE, "vs_fib_tx")],
             _ => &[],
         };
-        for (base, field) in beside {
-            let base_net = (by_name(base) - wrapper).max(0.0);
+        let katran_pair = KATRAN_PAIRS
+            .iter()
+            .filter(|(ours, kat, _)| *ours == case.name && cases.iter().any(|c| c.name == *kat))
+            .map(|(_, kat, field)| (*kat, *field));
+        for (base, field) in beside.iter().copied().chain(katran_pair) {
+            let base_net = net_of(base, by_name(base));
             if let (true, Some(obj)) = (base_net > 0.0, v.as_object_mut()) {
-                obj.insert((*field).into(), json!(round(net / base_net, 2)));
+                obj.insert(field.into(), json!(round(net / base_net, 2)));
             }
         }
         if case.name.starts_with("diag_") {
@@ -534,6 +669,15 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
             "verified": "every shardline repeat counted exactly once as `forwarded` in the per-CPU \
                          reason counters",
             "line_rate": format!("10 GbE, 64-byte frames: {LINE_RATE_MPPS:.2} Mpps, {LINE_RATE_NS} ns/pkt"),
+            "katran": "Katran's balancer.bpf.c (facebookincubator/katran 19f08fec, unmodified, \
+                       GPL-2.0, bench/katran/) built as its Makefile-bpf builds it (clang -O2 \
+                       -emit-llvm | llc -march=bpf) and run in the same rounds inside a restoring \
+                       wrapper of the same shape (bench/katran/katran_bench.c), whose cost is \
+                       measured on the XDP_TX forwarder inside it and subtracted; its maps filled \
+                       as its userspace fills them (3 VIPs, 3 IPv4 reals, Maglev rings of 65,537 \
+                       slots, one 262,144-flow LRU per CPU in lru_mapping); every run checked \
+                       through Katran's own counters. vs_katran on a shardline case: its ns per \
+                       packet over its Katran counterpart's (below 1: shardline is faster)",
             "anchors_quoted_in_issue_7": {
                 "katran": "about 5.1x and 6.7x the XDP_TX baseline, about 100 ns/pkt",
                 "xdp_paper": "24 Mpps per core XDP_DROP, 16-17 Mpps XDP_TX",
@@ -543,6 +687,8 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
             "ns_per_pkt": round(wrapper, 1),
             "measured_as": "median(xdp_tx_baseline_restoring) - median(xdp_tx_baseline)",
             "xdp_tx_baseline_restoring_ns": by_name("xdp_tx_baseline_restoring"),
+            "katran_ns_per_pkt": round(katran_wrapper, 1),
+            "katran_measured_as": "median(katran_tx_baseline_restoring) - median(xdp_tx_baseline)",
         }),
         cases: out,
         diagnostics,
@@ -573,6 +719,63 @@ fn check_counted(case: &Case, before: &[u64], after: &[u64]) -> Result<(), Bench
             REPEAT,
             case.reason
         ))),
+    }
+}
+
+/// The frame a case's round starts from. The new-flow programs move the source address on by
+/// one per repeat, so a round walks [`REPEAT`] sources from its frame's: each round starts
+/// [`REPEAT`] further on (the first one beyond the case's own frame, whose client other cases
+/// use), so no round meets a flow an earlier one left in the flow table (entries stay for
+/// 30 s of idleness, in shardline and in Katran alike) and every repeat is a new flow.
+fn round_frame(case: &Case, round: usize) -> Vec<u8> {
+    let mut frame = case.frame.clone();
+    if case.program == NEW_FLOW || case.program == katran::NEW_FLOW {
+        let at = 14 + 12;
+        let src = u32::from_be_bytes(frame[at..at + 4].try_into().expect("4 bytes"));
+        let start = src.wrapping_add((round as u32 + 1).wrapping_mul(REPEAT));
+        frame[at..at + 4].copy_from_slice(&start.to_be_bytes());
+    }
+    frame
+}
+
+/// Katran's measured cases as the benchmark runs them: name, path, program and the frame of
+/// its first round.
+pub fn katran_cases() -> Vec<(&'static str, katran::Path, &'static str, Vec<u8>)> {
+    cases()
+        .into_iter()
+        .filter_map(|c| Some((c.name, katran_path(c.name)?, c.program, round_frame(&c, 0))))
+        .collect()
+}
+
+/// The Katran path a case measures (none for shardline's cases and the wrapper baseline).
+fn katran_path(name: &str) -> Option<katran::Path> {
+    match name {
+        "katran_udp_ring_v4" => Some(katran::Path::UdpRing),
+        "katran_lru_hit_v4" => Some(katran::Path::LruHit),
+        "katran_tcp_syn_v4" => Some(katran::Path::TcpSyn),
+        "katran_udp_new_flow_v4" => Some(katran::Path::NewFlow),
+        _ => None,
+    }
+}
+
+/// Fails unless Katran, run once on the case's frame without the wrapper, sends it IPIP to
+/// one of its reals through the configured next hop: the path measured forwards for real.
+fn check_katran_output(k: &mut Katran, case: &Case) -> Result<(), BenchError> {
+    let out = katran::forward_once(k, &case.frame)?;
+    let ok = out.len() == case.frame.len() + 20
+        && out[..6] == katran::NEXT_HOP_MAC
+        && out[12..14] == [0x08, 0x00]
+        && out[14 + 9] == 4
+        && katran::REALS.iter().any(|r| out[14 + 16..14 + 20] == r[..])
+        && out[34..] == case.frame[14..];
+    if ok {
+        Ok(())
+    } else {
+        Err(BenchError::Check(format!(
+            "{}: Katran's output is not the frame IPIP-encapsulated to a real via the next hop: \
+             {out:02x?}",
+            case.name
+        )))
     }
 }
 
