@@ -28,7 +28,7 @@
 use std::path::PathBuf;
 
 use aya::{
-    maps::{Array, ArrayOfMaps, HashMap, MapData, PerCpuArray},
+    maps::{Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray},
     programs::{TestRun, TestRunOptions},
     Ebpf, EbpfLoader, Pod,
 };
@@ -115,12 +115,39 @@ pub struct LbStats {
 // SAFETY: plain integers, no padding.
 unsafe impl Pod for LbStats {}
 
+/// `struct flow_key`: a connection table's key.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FlowKey {
+    src: [u32; 4],
+    dst: [u32; 4],
+    ports: [u16; 2],
+    proto: u8,
+    _pad: [u8; 3],
+}
+// SAFETY: plain integers, explicit zeroed padding.
+unsafe impl Pod for FlowKey {}
+
+/// `struct real_pos_lru`: a connection table's value.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RealPosLru {
+    pos: u32,
+    _pad: u32,
+    atime: u64,
+}
+// SAFETY: plain integers, explicit zeroed padding.
+unsafe impl Pod for RealPosLru {}
+
+/// A per-CPU connection table as this module opens it.
+type ConnectionTable = HashMap<MapData, FlowKey, RealPosLru>;
+
 /// Katran's loaded programs and filled maps, and the per-CPU connection tables it reaches
 /// through `lru_mapping` (kept open for the object's life).
 pub struct Katran {
     /// The loaded object.
     pub ebpf: Ebpf,
-    _lru: Vec<MapData>,
+    _lru: Vec<ConnectionTable>,
 }
 
 /// The counters a Katran path is checked by, read before and after a run.
@@ -256,11 +283,13 @@ fn fill_vips(ebpf: &mut Ebpf) -> Result<(), BenchError> {
 }
 
 /// One LRU hash per possible CPU ([`LRU_ENTRIES`] flows each), set in `lru_mapping` as
-/// Katran's userspace does.
-fn fill_lru(ebpf: &mut Ebpf) -> Result<Vec<MapData>, BenchError> {
+/// Katran's userspace does, and filled with [`LRU_ENTRIES`] flows of other clients (source
+/// addresses from 172.16.0.0 on): a new flow then misses a full table and its insert evicts,
+/// as in shardline's `flow_miss_v4`, whose flow table the cases before it have filled.
+fn fill_lru(ebpf: &mut Ebpf) -> Result<Vec<ConnectionTable>, BenchError> {
     let cpus =
         aya::util::nr_cpus().map_err(|(what, e)| BenchError::Check(format!("{what}: {e}")))?;
-    let mut outer: ArrayOfMaps<&mut MapData, MapData> = ArrayOfMaps::try_from(
+    let mut outer: ArrayOfMaps<&mut MapData, ConnectionTable> = ArrayOfMaps::try_from(
         ebpf.map_mut("lru_mapping")
             .ok_or_else(|| missing("lru_mapping"))?,
     )
@@ -275,8 +304,29 @@ fn fill_lru(ebpf: &mut Ebpf) -> Result<Vec<MapData>, BenchError> {
             LRU_ENTRIES,
             0,
         );
-        let table = MapData::create(def, "katran_lru", None)
+        let data = MapData::create(def, "katran_lru", None)
             .map_err(map_err("creating a per-CPU connection table"))?;
+        let mut table: ConnectionTable = Map::from_map_data(data)
+            .and_then(TryInto::try_into)
+            .map_err(map_err("opening a per-CPU connection table"))?;
+        let first = u32::from_be_bytes([172, 16, 0, 0]);
+        for i in 0..LRU_ENTRIES {
+            let key = FlowKey {
+                src: [(first + i).to_be(), 0, 0, 0],
+                dst: [be32(VIP4), 0, 0, 0],
+                ports: [40_000u16.to_be(), PORT_LRU.to_be()],
+                proto: 17,
+                _pad: [0; 3],
+            };
+            let value = RealPosLru {
+                pos: 1 + i % 3,
+                _pad: 0,
+                atime: 0,
+            };
+            table
+                .insert(key, value, 0)
+                .map_err(map_err("filling a per-CPU connection table"))?;
+        }
         outer
             .set(cpu, &table, 0)
             .map_err(map_err("setting a connection table in lru_mapping"))?;
