@@ -133,6 +133,17 @@ pub fn markdown(results: &Value) -> String {
         cell(&method["rounds"]),
         cell(&method["statistic"])
     );
+    if let Some(by) = method["measured_by"].as_str() {
+        // A section re-measured on its own and merged into this file says how and where.
+        let m = &method["machine"];
+        let _ = writeln!(
+            md,
+            "Measured: {by} Machine: {} ({} cores), Linux {}.\n",
+            cell(&m["cpu"]),
+            cell(&m["cores"]),
+            cell(&m["kernel"]),
+        );
+    }
     let _ = writeln!(
         md,
         "| case | ns/pkt | × XDP_TX | Mpps/core | × 10 GbE 64 B line rate (67.2 ns) | target | frame | what |"
@@ -567,9 +578,13 @@ pub fn finish(json_path: &Path, criterion_dir: &Path, quick: bool) -> Result<()>
         .with_context(|| format!("reading {}", json_path.display()))?;
     let mut results: Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not JSON", json_path.display()))?;
-    results["control"] =
-        crate::scale::control(&results["control"], criterion_results(criterion_dir, quick));
-    results["forecast_tick"] = forecast_tick(&results["control"]);
+    // A report-only run where criterion's output is absent (another machine, a clean target
+    // directory) keeps the criterion figures the JSON already holds instead of blanking them.
+    if criterion_dir.exists() || results["control"]["benchmarks"].is_null() {
+        results["control"] =
+            crate::scale::control(&results["control"], criterion_results(criterion_dir, quick));
+        results["forecast_tick"] = forecast_tick(&results["control"]);
+    }
     fs::write(
         json_path,
         serde_json::to_string_pretty(&results).context("serialising results")? + "\n",
