@@ -63,17 +63,24 @@ __attribute__((__always_inline__)) static inline void restore(
   *(__u16*)(data + 12) = s->proto;
 }
 
+// Runs `body(ctx)` and evaluates to its action, the frame restored afterwards (a frame too
+// short for an Ethernet header is left as the body made it).
+#define RESTORING(ctx, body)        \
+  ({                                \
+    struct saved_eth s;             \
+    __u64 before = frame_len(ctx);  \
+    int saved = save_eth(ctx, &s);  \
+    int action = body(ctx);         \
+    if (saved) {                    \
+      restore(ctx, before, &s);     \
+    }                               \
+    action;                         \
+  })
+
 // Katran's balancer, its frame restored after every repeat.
 SEC("xdp")
 int katran_bench(struct xdp_md* ctx) {
-  struct saved_eth s;
-  __u64 before = frame_len(ctx);
-  if (!save_eth(ctx, &s)) {
-    return balancer_ingress(ctx);
-  }
-  int action = balancer_ingress(ctx);
-  restore(ctx, before, &s);
-  return action;
+  return RESTORING(ctx, balancer_ingress);
 }
 
 // The trivial `XDP_TX` forwarder (swap the MACs) as a subprogram of its own, so the wrapper
@@ -96,14 +103,7 @@ __attribute__((noinline)) int katran_tx_body(struct xdp_md* ctx) {
 // That forwarder inside this wrapper: its cost minus the bare forwarder's is the wrapper's.
 SEC("xdp")
 int katran_tx_baseline_restoring(struct xdp_md* ctx) {
-  struct saved_eth s;
-  __u64 before = frame_len(ctx);
-  if (!save_eth(ctx, &s)) {
-    return katran_tx_body(ctx);
-  }
-  int action = katran_tx_body(ctx);
-  restore(ctx, before, &s);
-  return action;
+  return RESTORING(ctx, katran_tx_body);
 }
 
 // Katran's balancer alone, for one run whose output frame the bench checks (the wrappers
