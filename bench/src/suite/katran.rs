@@ -54,7 +54,7 @@ const LRU_CNTRS: u32 = MAX_VIPS;
 const LRU_MISS_CNTR: u32 = MAX_VIPS + 1;
 const F_LRU_BYPASS: u32 = 1 << 1;
 
-/// Entries of each CPU's connection table: the size of shardline's per-CPU `FLOWS`.
+/// Entries of each CPU's connection table: the size of shardline's `FLOWS` (`MAX_FLOWS`).
 pub const LRU_ENTRIES: u32 = 262_144;
 
 /// The VIP address (shardline's bench VIP) and the three services on it.
