@@ -295,7 +295,7 @@ fn write_results(out: &Path, results: &Value) -> Result<(), BenchError> {
 }
 
 /// The configuration the kernel benchmarks route with: header-mode services over IPv4 and
-/// IPv6 and a flow-mode UDP service, four dual-stack backends, and placed sessions for the
+/// IPv6, flow-mode UDP and TCP services, four dual-stack backends, and placed sessions for the
 /// "hit" cases (header session 42, IPv6 header session 7, flow client 192.0.2.10).
 pub const BENCH_CONFIG: &str = r#"
 interface = "lo"
@@ -322,6 +322,13 @@ name = "dns"
 vip = "10.100.0.1"
 port = 5353
 protocol = "udp"
+mode = "flow"
+
+[[services]]
+name = "web"
+vip = "10.100.0.1"
+port = 8080
+protocol = "tcp"
 mode = "flow"
 
 [[services]]

@@ -91,11 +91,13 @@ const BESIDE_FIELDS: [&str; 5] = [
 /// session hit with Katran's ring lookup (its LRU bypassed), a flow-table hit with its LRU hit,
 /// a new flow with its TCP SYN (Katran's SYN repeats one 5-tuple, so its LRU write never
 /// evicts, while `flow_miss_v4` is a new flow every repeat) and, as `vs_katran_new_flow`, with
-/// its UDP new flow, which does the same work as `flow_miss_v4`.
-pub const KATRAN_PAIRS: [(&str, &str, &str); 4] = [
+/// its UDP new flow, which does the same work as `flow_miss_v4`; and the like-for-like of that
+/// SYN, shardline's TCP SYN of one repeated 5-tuple.
+pub const KATRAN_PAIRS: [(&str, &str, &str); 5] = [
     ("header_hit_v4", "katran_udp_ring_v4", "vs_katran"),
     ("flow_hit_v4", "katran_lru_hit_v4", "vs_katran"),
     ("flow_miss_v4", "katran_tcp_syn_v4", "vs_katran"),
+    ("flow_syn_v4", "katran_tcp_syn_v4", "vs_katran"),
     (
         "flow_miss_v4",
         "katran_udp_new_flow_v4",
@@ -343,6 +345,17 @@ fn cases() -> Vec<Case> {
             reason: Some(Reason::BadMagic),
             what: "diagnostic: header-mode service, payload without the magic: parse, SERVICES hit, \
                    header check, count, drop (no session lookup, no encap)",
+        },
+        Case {
+            name: "flow_syn_v4",
+            object: Object::Balancer,
+            program: BALANCER,
+            frame: tcp4_syn(CLIENT4_PLACED, 8080),
+            action: Action::Tx,
+            reason: Some(Reason::Forwarded),
+            what: "flow mode, IPv4 TCP: one client's SYN repeated (one 5-tuple, as in \
+                   katran_tcp_syn_v4): a flow-table (FLOWS) hit from the second repeat on, the \
+                   client's session unplaced for this service",
         },
         Case {
             name: "katran_udp_ring_v4",
