@@ -480,23 +480,27 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
             .load()
             .map_err(program_err(name))?;
     }
-    let all = cases();
     let mut cases = cases();
     if !only.is_empty() {
-        if let Some(unknown) = only.iter().find(|n| !cases.iter().any(|c| c.name == **n)) {
+        let all = std::mem::take(&mut cases);
+        if let Some(unknown) = only.iter().find(|n| !all.iter().any(|c| c.name == **n)) {
             return Err(BenchError::Check(format!(
                 "no per-packet case named {unknown:?}; cases: {}",
-                cases.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+                all.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
             )));
         }
-        cases.retain(|c| c.object == Object::Aux || only.iter().any(|n| n == c.name));
-        if cases.iter().any(|c| c.object == Object::Katran) {
-            // Katran's cases need its wrapper's cost, as shardline's need theirs.
-            cases.extend(
-                all.into_iter()
-                    .filter(|c| c.program == katran::TX_RESTORING),
-            );
-        }
+        // Katran's cases need its wrapper's cost, as shardline's need theirs.
+        let katran = all
+            .iter()
+            .any(|c| c.object == Object::Katran && only.iter().any(|n| n == c.name));
+        cases = all
+            .into_iter()
+            .filter(|c| {
+                c.object == Object::Aux
+                    || only.iter().any(|n| n == c.name)
+                    || (katran && c.program == katran::TX_RESTORING)
+            })
+            .collect();
     }
     let fib = fib::FibCases::new(&mut lb, |name| cases.iter().any(|c| c.name == name))?;
     let mut big = match cases.iter().any(|c| c.object == Object::Million) {
