@@ -200,7 +200,7 @@ pub fn object_path() -> Result<PathBuf, BenchError> {
     }
 }
 
-/// Loads Katran's object, its three programs, and fills its maps (see the module docs).
+/// Loads Katran's object and its four programs, and fills its maps (see the module docs).
 pub fn load() -> Result<Katran, BenchError> {
     let path = object_path()?;
     let bytes = std::fs::read(&path).map_err(super::io(format!("reading {}", path.display())))?;
