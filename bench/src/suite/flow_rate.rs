@@ -6,17 +6,10 @@ use aya::maps::{MapData, PerCpuArray, PerCpuValues};
 use shardline::private::PrivateDataplane;
 use shardline_common::maps::NewFlowRate;
 
-use super::BenchError;
+use super::{map_err, BenchError};
 
 /// A `limit` that remembers every new flow.
 pub const UNLIMITED: u32 = u32::MAX;
-
-fn map_err(what: &'static str) -> impl Fn(aya::maps::MapError) -> BenchError {
-    move |source| BenchError::Map {
-        what: what.to_owned(),
-        source,
-    }
-}
 
 fn open(dp: &mut PrivateDataplane) -> Result<PerCpuArray<&mut MapData, NewFlowRate>, BenchError> {
     let map = dp

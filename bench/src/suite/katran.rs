@@ -35,7 +35,7 @@ use aya::{
 use aya_obj::generated::bpf_map_type;
 use shardline::loader::xdp_program;
 
-use super::{program_err, BenchError};
+use super::{map_err, program_err, BenchError};
 
 /// Katran's balancer inside the restoring wrapper.
 pub const BENCH: &str = "katran_bench";
@@ -176,13 +176,6 @@ pub enum Path {
 
 fn be32(a: [u8; 4]) -> u32 {
     u32::from_ne_bytes(a)
-}
-
-fn map_err(what: &'static str) -> impl Fn(aya::maps::MapError) -> BenchError {
-    move |source| BenchError::Map {
-        what: what.to_owned(),
-        source,
-    }
 }
 
 /// The compiled object's path: `SHARDLINE_KATRAN_OBJECT` at run time, else the one `build.rs`

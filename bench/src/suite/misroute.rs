@@ -18,9 +18,9 @@ use shardline_common::{
 };
 
 use super::{
-    loaded_balancer,
+    loaded_balancer, map_err,
     per_packet::header_frame_v4,
-    swap::{map_err, placement, table_over, write_half},
+    swap::{placement, table_over, write_half},
     BenchError,
 };
 use shardline::snapshot::Snapshot;

@@ -119,6 +119,14 @@ pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Benc
     move |source| BenchError::Io { what, source }
 }
 
+/// A map error with what was being done.
+pub(crate) fn map_err(what: &'static str) -> impl Fn(aya::maps::MapError) -> BenchError {
+    move |source| BenchError::Map {
+        what: what.into(),
+        source,
+    }
+}
+
 /// A program error with the program's name.
 pub(crate) fn program_err(program: &str) -> impl FnOnce(aya::programs::ProgramError) -> BenchError {
     let program = program.to_owned();

@@ -5,17 +5,11 @@ use aya::maps::{Array, ArrayOfMaps, MapData};
 use shardline::private::PrivateDataplane;
 use shardline_common::consts::MAX_RING_SIZE;
 
-use super::BenchError;
+use super::{map_err, BenchError};
 
 /// Copies every pool's live ring into an inner array of `BENCH_RINGS` at its service id, for
 /// `pool_table_aom_v4`: the same ring the `MAGLEV` array holds, in the other layout.
 pub fn fill(lb: &mut PrivateDataplane) -> Result<(), BenchError> {
-    let map_err = |what: &'static str| {
-        move |source| BenchError::Map {
-            what: what.to_owned(),
-            source,
-        }
-    };
     let map = lb
         .ebpf
         .map_mut("BENCH_RINGS")

@@ -13,7 +13,7 @@ use shardline_common::{
     maps::{maglev_index, scheme, Globals, SessionKey, ShardSet},
 };
 
-use super::{loaded_balancer, median, open_pinned, round, BenchError};
+use super::{loaded_balancer, map_err, median, open_pinned, round, BenchError};
 
 /// Backends of the table the swap benchmark builds.
 pub const SWAP_BACKENDS: u32 = 100;
@@ -21,14 +21,6 @@ pub const SWAP_BACKENDS: u32 = 100;
 pub const SESSION_UPDATES: u64 = 10_000;
 /// Flips timed one by one for the distribution.
 pub const FLIPS: usize = 1_000;
-
-/// A map error with what was being done (shared with [`super::misroute`]).
-pub(super) fn map_err(what: &'static str) -> impl Fn(aya::maps::MapError) -> BenchError {
-    move |source| BenchError::Map {
-        what: what.into(),
-        source,
-    }
-}
 
 fn millis(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
