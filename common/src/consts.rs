@@ -29,6 +29,15 @@ pub const BACKEND_STATS_ENTRIES: u32 = SERVICE_STATS_ROWS * MAX_BACKENDS;
 /// Entries of the pool-membership bitmap array: 64 words of 64 bits (backend ids) for each
 /// service id `0..=MAX_SERVICES`.
 pub const POOL_MEMBER_WORDS: u32 = (MAX_SERVICES + 1) * (MAX_BACKENDS / 64);
+/// Words of one service's block in the sessions filter (`SESSION_FILTER`): 64 words, 4,096
+/// positions a session hashes to ([`crate::maps::session_filter_position`]).
+pub const SESSION_FILTER_WORDS: u32 = 64;
+/// Service blocks of the sessions filter: a power of two above [`MAX_SERVICES`], so a block is
+/// found by a mask (every service id `0..=MAX_SERVICES` has its own) and the array read needs
+/// no bounds branch.
+pub const SESSION_FILTER_SERVICES: u32 = 2_048;
+/// Entries of the sessions filter.
+pub const SESSION_FILTER_ENTRIES: u32 = SESSION_FILTER_SERVICES * SESSION_FILTER_WORDS;
 /// Entries of the per-session shard-set hash map (placed sessions).
 pub const MAX_SESSIONS: u32 = 1_048_576;
 /// Entries of the per-session per-CPU counters (LRU: the least recently seen are evicted).

@@ -466,6 +466,22 @@ impl Globals {
     }
 }
 
+/// Where `key` falls in the sessions filter (`SESSION_FILTER`): the word's index in the array
+/// (in the block of the key's service) and the bit's index in the word. A bit set in the map
+/// means no placed session of that service falls there, so the dataplane need not look the
+/// session up. Fibonacci hashing of the session id, so flow mode's hashed client addresses and
+/// header mode's sequential ids alike spread over a block's 4,096 positions; masks only, so
+/// the index is in range without a branch.
+#[inline(always)]
+pub const fn session_filter_position(key: &SessionKey) -> (u32, u32) {
+    use crate::consts::{SESSION_FILTER_SERVICES, SESSION_FILTER_WORDS};
+    let h = (key.session.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as u32;
+    (
+        (key.service & (SESSION_FILTER_SERVICES - 1)) * SESSION_FILTER_WORDS + (h >> 6),
+        h & 63,
+    )
+}
+
 /// Index in the `MAGLEV` array of slot `slot` of half `half`; `None` for a slot past a half's
 /// end (a lookup there finds no backend, whichever side runs it).
 #[inline(always)]

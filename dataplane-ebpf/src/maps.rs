@@ -11,7 +11,7 @@ use shardline_common::{
     consts::{
         BACKEND_STATS_ENTRIES, BENCH_RING_SERVICES, MAGLEV_ENTRIES, MAX_BACKENDS, MAX_FLOWS,
         MAX_RING_SIZE, MAX_SERVICES, MAX_SESSIONS, MAX_SESSION_SLOTS, MAX_SESSION_STATS,
-        POOL_MEMBER_WORDS, SERVICE_FRONT_ENTRIES, SESSION_FRONT_ENTRIES,
+        POOL_MEMBER_WORDS, SERVICE_FRONT_ENTRIES, SESSION_FILTER_ENTRIES, SESSION_FRONT_ENTRIES,
     },
     front::{ServiceEntry, SessionEntry},
     maps::{
@@ -58,6 +58,15 @@ pub static BACKENDS: Array<Backend> = Array::pinned(MAX_BACKENDS, 0);
 #[map]
 pub static SESSIONS: HashMap<SessionKey, ShardSet> =
     HashMap::pinned(MAX_SESSIONS, BPF_F_NO_PREALLOC);
+
+/// The sessions filter: a block of words per service id in which a session's bit
+/// (`maps::session_filter_position`) is set when no placed session of the service falls there,
+/// so a sessions-front miss answers "not placed" without the `SESSIONS` lookup (for a new
+/// client, a helper call and a cold bucket). The daemon sets the bits from a walk of `SESSIONS`
+/// at start and clears a session's bit before it places the session; all clear (a fresh pin,
+/// or one from before this map) looks up as before.
+#[map]
+pub static SESSION_FILTER: Array<u64> = Array::pinned(SESSION_FILTER_ENTRIES, 0);
 
 /// The default Maglev table, double-buffered: `maps::maglev_index` places a half's slots and
 /// `GLOBALS` names the live half (`Globals::live_half`), so a swap is one word write. After it,

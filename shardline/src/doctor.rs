@@ -9,7 +9,7 @@ use serde::Serialize;
 use shardline_common::{
     consts::{
         MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_SERVICES, MAX_SESSIONS, MAX_SESSION_SLOTS,
-        MAX_SESSION_STATS, SERVICE_FRONT_ENTRIES, SESSION_FRONT_ENTRIES,
+        MAX_SESSION_STATS, SERVICE_FRONT_ENTRIES, SESSION_FILTER_ENTRIES, SESSION_FRONT_ENTRIES,
     },
     front::{ServiceEntry, SessionEntry},
     maps::{
@@ -447,6 +447,8 @@ pub fn map_bytes(cpus: u64) -> u64 {
         // The per-CPU fronts before SERVICES and SESSIONS.
         + u64::from(SERVICE_FRONT_ENTRIES) * sz(size_of::<ServiceEntry>()) * cpus
         + u64::from(SESSION_FRONT_ENTRIES) * sz(size_of::<SessionEntry>()) * cpus
+        // The sessions filter: one word per position block.
+        + u64::from(SESSION_FILTER_ENTRIES) * 8
 }
 
 fn memory(host: &Host) -> Check {

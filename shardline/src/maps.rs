@@ -7,6 +7,7 @@
 //! - `front`: the fronts' epoch, bumped after every `SERVICES` / `SESSIONS` write.
 //! - `placements`: a delta's placements and the handoffs, written in batches.
 //! - `nexthop`: the `TX_PORTS` devmap of egress interfaces and the `NEXTHOPS` counters.
+//! - `session_filter`: the bits that let a session no placement falls near skip `SESSIONS`.
 
 use std::{
     collections::BTreeMap,
@@ -29,6 +30,7 @@ mod counters;
 mod front;
 mod nexthop;
 mod placements;
+mod session_filter;
 
 pub use self::{
     counters::BackendCounters,
@@ -133,6 +135,10 @@ pub struct DataplaneMaps {
     epoch: FrontEpoch,
     /// The previous placements of sessions in a handoff window.
     handoffs: HandoffMap,
+    /// The sessions filter (`SESSION_FILTER`), `None` in pins made before it.
+    session_filter: Option<Array<MapData, u64>>,
+    /// The sessions filter's words as this handle last read or wrote them.
+    filter: Option<Vec<u64>>,
     /// Free counters slots, built from SESSIONS on first use.
     slots: Option<StatsSlots>,
     /// The counters slot each placed session holds, read with `slots` and kept as this handle
@@ -184,6 +190,11 @@ impl DataplaneMaps {
             },
             epoch: FrontEpoch::open(dir)?,
             handoffs: HandoffMap::new(typed!(dir, "HANDOFF_SLOTS")),
+            session_filter: match dir.join("SESSION_FILTER").exists() {
+                true => Some(typed!(dir, "SESSION_FILTER")),
+                false => None,
+            },
+            filter: None,
             slots: None,
             slot_of: rustc_hash::FxHashMap::default(),
             batch: (Vec::new(), Vec::new()),
@@ -461,6 +472,7 @@ impl DataplaneMaps {
         mut set: ShardSet,
         old: Option<ShardSet>,
     ) -> Result<(), MapError> {
+        self.clear_session_filter([key])?;
         let kept = old.map_or(0, |o| o.stats_slot);
         if kept != 0 {
             set.stats_slot = kept;

@@ -57,6 +57,7 @@ mod quic;
 mod replay;
 mod reshard;
 mod session_counters;
+mod session_filter;
 mod support;
 mod tick;
 mod trace;

@@ -503,6 +503,9 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
             .collect();
     }
     let fib = fib::FibCases::new(&mut lb, |name| cases.iter().any(|c| c.name == name))?;
+    // As the daemon does at start: new clients of a service no placement falls near skip the
+    // SESSIONS lookup (the million-session cases' balancer is left unmarked).
+    lb.maps.mark_session_filter()?;
     let mut big = match cases.iter().any(|c| c.object == Object::Million) {
         true => Some(million::warmed(
             cases

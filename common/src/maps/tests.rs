@@ -160,3 +160,23 @@ fn layouts_have_no_implicit_padding() {
     assert_eq!(size_of::<Counter>(), 16);
     assert_eq!(size_of::<SlotCounter>(), 32);
 }
+
+#[test]
+fn session_filter_positions_stay_in_their_service_block() {
+    use crate::consts::{MAX_SERVICES, SESSION_FILTER_ENTRIES, SESSION_FILTER_WORDS};
+    for service in [0, 1, 2, 63, 64, MAX_SERVICES - 1, MAX_SERVICES] {
+        let mut seen = std::collections::HashSet::new();
+        for session in (0..20_000u64).chain([u64::MAX, 1 << 63]) {
+            let (word, bit) = session_filter_position(&SessionKey::new(service, session));
+            assert!(word < SESSION_FILTER_ENTRIES && bit < 64);
+            assert_eq!(word / SESSION_FILTER_WORDS, service, "service {service}");
+            seen.insert((word, bit));
+        }
+        // Sequential ids (header mode) spread over the block's 4,096 positions.
+        assert!(
+            seen.len() > 4_000,
+            "service {service}: {} positions",
+            seen.len()
+        );
+    }
+}

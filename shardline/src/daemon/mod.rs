@@ -65,6 +65,12 @@ pub async fn run(config_path: &Path, ready_file: Option<PathBuf>) -> anyhow::Res
     )
     .with_context(|| format!("attaching to interface {:?}", config.interface))?;
     let mut dataplane = DataplaneMaps::open(&config.pin_dir)?;
+    // Before the applier's first write: from here on only this daemon writes SESSIONS.
+    let walked = dataplane.mark_session_filter()?;
+    info!(
+        placed = walked,
+        "sessions filter set: new clients no placement falls near skip the SESSIONS lookup"
+    );
     // What the too-big check compares packets with; unknown (0) turns it off.
     let mtu = interface_mtu(&config.interface).unwrap_or_else(|e| {
         warn!(interface = %config.interface, error = %e, "cannot read the interface MTU; packets too big to encapsulate will not be answered");

@@ -58,6 +58,9 @@ impl DataplaneMaps {
                 ..*set
             });
         }
+        // The dataplane must look these sessions up once they are written.
+        self.clear_session_filter(&keys)
+            .map_err(op("write", "SESSION_FILTER"))?;
         let start = Instant::now();
         let mut at = 0;
         while at < keys.len() {
