@@ -13,7 +13,7 @@ use shardline_common::{
 };
 
 /// BPF_PROG_TEST_RUN runs on the calling CPU and the flow table is per CPU: stay on one.
-fn pin_to_cpu0() {
+pub(crate) fn pin_to_cpu0() {
     pin_to_cpu(0);
 }
 
@@ -26,7 +26,7 @@ fn pin_to_cpu(cpu: usize) {
 }
 
 /// The backend the kernel sent `frame` to, read from the per-backend counters.
-fn kernel_backend(lb: &mut Loaded, frame: &[u8]) -> u32 {
+pub(crate) fn kernel_backend(lb: &mut Loaded, frame: &[u8]) -> u32 {
     let ids: Vec<u32> = (1..=4).collect();
     let before: Vec<u64> = ids
         .iter()

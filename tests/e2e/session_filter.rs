@@ -11,12 +11,14 @@ use shardline_common::{
     hash::addr_hash,
     maps::{ip_addr, session_filter_position, ServiceKey, SessionKey, ShardSet},
     route::decide,
-    verdict::Action,
 };
 
-use crate::support::{
-    frames::{net4, FrameSpec, VIP4, WEB_PORT},
-    Loaded, TEST_CONFIG,
+use crate::{
+    flow_table::{kernel_backend, pin_to_cpu0},
+    support::{
+        frames::{net4, FrameSpec, VIP4, WEB_PORT},
+        Loaded, TEST_CONFIG,
+    },
 };
 
 /// New clients of `web` the test routes.
@@ -29,32 +31,9 @@ fn web_syn(client: [u8; 4], sport: u16) -> Vec<u8> {
     spec.build()
 }
 
-/// The backend the kernel sent `frame` to, from the per-backend counters.
-fn kernel_backend(lb: &mut Loaded, frame: &[u8]) -> u32 {
-    let before: Vec<u64> = (1..=4)
-        .map(|id| lb.maps.backend_counter(id).expect("counter").packets)
-        .collect();
-    let run = lb.run(frame);
-    assert_eq!(run.action, Action::Tx, "flow packet not forwarded");
-    let moved: Vec<u32> = (1..=4)
-        .filter(|id| {
-            lb.maps.backend_counter(*id).expect("counter").packets > before[*id as usize - 1]
-        })
-        .collect();
-    assert_eq!(
-        moved.len(),
-        1,
-        "exactly one backend counts the packet: {moved:?}"
-    );
-    moved[0]
-}
-
 #[test]
 fn the_sessions_filter_rules_out_only_sessions_no_placement_falls_on() {
-    // BPF_PROG_TEST_RUN runs on the calling CPU and the flow table is per CPU.
-    let mut set = nix::sched::CpuSet::new();
-    set.set(0).expect("CPU 0");
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin to CPU 0");
+    pin_to_cpu0();
     let mut lb = Loaded::new(TEST_CONFIG);
     let vip = IpAddr::V4(Ipv4Addr::from(VIP4));
     let web = lb.tables.services[&ServiceKey::new(vip, WEB_PORT, IPPROTO_TCP)].id;

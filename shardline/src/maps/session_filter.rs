@@ -1,7 +1,7 @@
 //! `SESSION_FILTER`: per service, 4,096 bits of which a session's
 //! ([`session_filter_position`]) is set while no placed session of the service falls there, so
-//! the dataplane routes the packet without the sessions front and the `SESSIONS` lookup (for a
-//! flood of new clients, a cold hash walk each). A set bit is a promise to the dataplane, so
+//! a sessions-front miss answers "not placed" without the `SESSIONS` lookup (for a flood of new
+//! clients, a helper call and a cold bucket each). A set bit is a promise to the dataplane, so
 //! bits are set only from a walk of `SESSIONS` ([`DataplaneMaps::mark_session_filter`], at the
 //! daemon's start), and a session's bit is cleared before the `SESSIONS` write that places it
 //! ([`DataplaneMaps::clear_session_filter`]). Removing sessions sets nothing until the next
