@@ -24,6 +24,10 @@ pub use crate::partition::pick_shard;
 /// Where the routing tables live: BPF maps in the kernel, a snapshot or the pinned maps in
 /// userspace.
 pub trait Tables {
+    /// Whether QUIC services' connection ids are parsed; without, their packets are refused as
+    /// [`Reason::QuicMalformed`]. Only the kernel's bench programs leave it out (they have no
+    /// QUIC case, and its loops are half their verification).
+    const QUIC: bool = true;
     /// The service for a destination (or the VIP marker, see [`ServiceKey::vip_marker`]).
     fn service(&self, key: &ServiceKey) -> Option<Service>;
     /// For a placed session, the member of its shard set that owns `request_key` (see
@@ -204,7 +208,7 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
         by_client = guessed;
         Ok(id)
     } else {
-        request_identity(p, l3, l4, &service)
+        request_identity::<P, T>(p, l3, l4, &service)
     };
     let (session, key, server_id) = match identity {
         Ok(id) => id,
@@ -389,7 +393,7 @@ fn quoted_identity<P: PacketBytes + ?Sized>(
 
 /// The (session, request key, server id the packet is pinned to) of a packet for `service`.
 #[inline(always)]
-fn request_identity<P: PacketBytes + ?Sized>(
+fn request_identity<P: PacketBytes + ?Sized, T: Tables>(
     p: &P,
     l3: &L3,
     l4: &L4,
@@ -409,6 +413,9 @@ fn request_identity<P: PacketBytes + ?Sized>(
     if service.mode == session_mode::QUIC {
         if l3.proto != IPPROTO_UDP {
             return Err(Reason::MalformedL4);
+        }
+        if !T::QUIC {
+            return Err(Reason::QuicMalformed);
         }
         let layout = CidLayout {
             rotation: service.rotation,

@@ -74,6 +74,10 @@ impl<'a, const RINGS_AOM: bool, const BENCH: bool> MapTables<'a, RINGS_AOM, BENC
 }
 
 impl<const RINGS_AOM: bool, const BENCH: bool> Tables for MapTables<'_, RINGS_AOM, BENCH> {
+    /// The bench programs leave QUIC out, as the too-big answer: they have no QUIC case, and
+    /// the connection-id parsing is half their verification, room the flow paths need.
+    const QUIC: bool = !BENCH;
+
     /// The bench programs hash an unplaced session's requests by their key, as before header
     /// sessions had a home: the restore wrapper's frame beside the home's pushes them past
     /// the verifier's 512-byte stack (528). Their cases never route an unplaced header
