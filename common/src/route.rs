@@ -24,10 +24,16 @@ pub use crate::partition::pick_shard;
 /// Where the routing tables live: BPF maps in the kernel, a snapshot or the pinned maps in
 /// userspace.
 pub trait Tables {
-    /// Whether QUIC services' connection ids are parsed; without, their packets are refused as
-    /// [`Reason::QuicMalformed`]. Only the kernel's bench programs leave it out (they have no
-    /// QUIC case, and its loops are half their verification).
+    /// Whether QUIC services' connection ids are parsed here. Without, a QUIC service's UDP
+    /// packet is decided [`Reason::QuicMalformed`] with [`Decision::service`] set: the kernel's
+    /// balancer hands such a packet to a program of its own ([`Decision::quic_elsewhere`]),
+    /// which decides it with [`Tables::HEADER_AND_FLOW`] off; the bench programs, which have
+    /// no QUIC case, refuse it. The connection-id loops were half the balancer's verification.
     const QUIC: bool = true;
+    /// Whether header- and flow-mode services (and ICMP to a VIP) are decided here. Off only in
+    /// the kernel's QUIC program, which is handed nothing else: there a packet that is not UDP
+    /// or TCP is [`Reason::NotL4`], and a service of another mode [`Reason::NotService`].
+    const HEADER_AND_FLOW: bool = true;
     /// The service for a destination (or the VIP marker, see [`ServiceKey::vip_marker`]).
     fn service(&self, key: &ServiceKey) -> Option<Service>;
     /// For a placed session, the member of its shard set that owns `request_key` (see
@@ -124,6 +130,13 @@ impl Decision {
     pub fn action(&self) -> Action {
         self.reason.action()
     }
+
+    /// Whether this decision, made without QUIC ([`Tables::QUIC`] off), leaves a QUIC
+    /// service's packet to be decided elsewhere: the kernel's QUIC program.
+    #[inline(always)]
+    pub fn quic_elsewhere(&self) -> bool {
+        self.reason == Reason::QuicMalformed && self.service.mode == session_mode::QUIC
+    }
 }
 
 /// Routes one packet. Never panics and never reads outside the packet.
@@ -146,6 +159,9 @@ pub fn decide<P: PacketBytes + ?Sized, T: Tables>(p: &P, t: &T) -> Decision {
             });
         };
         return route_flow::<false, P, T>(p, t, &l3, &l4);
+    }
+    if !T::HEADER_AND_FLOW {
+        return Decision::not_routed(Reason::NotL4);
     }
     match other_protocol(p, &l3, t) {
         Next::Route(flow, ports) => route_flow::<true, P, T>(p, t, &flow, &ports),
@@ -212,7 +228,14 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
     };
     let (session, key, server_id) = match identity {
         Ok(id) => id,
-        Err(reason) => return Decision::not_routed(reason),
+        Err(reason) => {
+            let mut d = Decision::not_routed(reason);
+            if !T::QUIC {
+                // For `Decision::quic_elsewhere`.
+                d.service = service.unplaced();
+            }
+            return d;
+        }
     };
     let session = SessionKey {
         service: service.id,
@@ -228,7 +251,7 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
     d.v6 = l3.v6;
 
     // An established flow keeps its backend across table changes while that backend exists.
-    let flow = (service.mode == session_mode::FLOW).then_some(FlowKey {
+    let flow = (T::HEADER_AND_FLOW && service.mode == session_mode::FLOW).then_some(FlowKey {
         src: l3.src,
         dst: l3.dst,
         sport: l4.sport,
@@ -268,7 +291,7 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
             let id = match t.placed_backend(&session, key) {
                 Some(id) => {
                     // Header mode, the packet's own request: mark a key that moved.
-                    if !icmp_error && service.mode == session_mode::HEADER {
+                    if T::HEADER_AND_FLOW && !icmp_error && service.mode == session_mode::HEADER {
                         d.mark = t.handoff_mark(&session, key, id, l4.payload_off);
                         d.header_off = l4.payload_off as u16;
                     }
@@ -399,7 +422,7 @@ fn request_identity<P: PacketBytes + ?Sized, T: Tables>(
     l4: &L4,
     service: &Service,
 ) -> Result<(u64, u64, Option<u32>), Reason> {
-    if service.mode == session_mode::HEADER {
+    if T::HEADER_AND_FLOW && service.mode == session_mode::HEADER {
         if l3.proto != IPPROTO_UDP {
             return Err(Reason::MalformedL4);
         }
@@ -426,6 +449,9 @@ fn request_identity<P: PacketBytes + ?Sized, T: Tables>(
             Err(QuicError::ServerOnly) => Err(Reason::QuicServerOnly),
             Err(_) => Err(Reason::QuicMalformed),
         };
+    }
+    if !T::HEADER_AND_FLOW {
+        return Err(Reason::NotService);
     }
     Ok((
         addr_hash(&l3.src),

@@ -14,7 +14,7 @@ use shardline_common::{
 use crate::{
     counters::{count_forwarded, count_reason},
     echo,
-    maps::GLOBALS,
+    maps::{GLOBALS, QUIC_PROGRAM},
     nexthop,
     packet::{LinearPacket, XdpPacket},
     rewrite::rewrite,
@@ -25,28 +25,49 @@ use crate::{
 /// Routes one frame and returns its XDP action.
 #[inline(always)]
 pub fn run(ctx: &XdpContext) -> u32 {
-    run_with::<false, false>(ctx)
+    run_with::<false, false, false>(ctx)
 }
 
 /// [`run`] as the bench programs run it (see `MapTables`'s `BENCH`).
 #[inline(always)]
 pub fn run_bench(ctx: &XdpContext) -> u32 {
-    run_with::<false, true>(ctx)
+    run_with::<false, true, false>(ctx)
 }
 
-/// [`run`] with the ring layout chosen (`RINGS_AOM` is the bench-only array-of-maps one) and
-/// `BENCH` set for the bench programs, which also leave the too-big answer out (see
-/// `MapTables::too_big_limit`).
+/// The `shardline_quic` program's body: [`run`] for the QUIC services' packets `shardline`
+/// hands over (see [`run_with`]).
 #[inline(always)]
-pub fn run_with<const RINGS_AOM: bool, const BENCH: bool>(ctx: &XdpContext) -> u32 {
+pub fn run_quic(ctx: &XdpContext) -> u32 {
+    run_with::<false, false, true>(ctx)
+}
+
+/// [`run`] with the ring layout chosen (`RINGS_AOM` is the bench-only array-of-maps one),
+/// `BENCH` set for the bench programs, which also leave the too-big answer out (see
+/// `MapTables::too_big_limit`), and `QUIC_ONLY` for the QUIC program.
+///
+/// Without `QUIC_ONLY`, a QUIC service's packet is not decided here: `shardline` tail-calls the
+/// QUIC program (`QUIC_PROGRAM`), which decides it from the start (parse, service, connection
+/// id) and counts it, so the verifier walks the connection-id loops once, in that program,
+/// instead of in every state of the balancer's other paths (they were half its processed
+/// instructions). The replay decides in one pass (`Tables::QUIC` on): the same decision. If the
+/// slot is empty (no QUIC program loaded) the packet is counted `quic_malformed` and dropped,
+/// never routed undecided. The bench programs, which have no QUIC case, refuse it so.
+#[inline(always)]
+pub fn run_with<const RINGS_AOM: bool, const BENCH: bool, const QUIC_ONLY: bool>(
+    ctx: &XdpContext,
+) -> u32 {
     let Some(globals) = GLOBALS.get(0) else {
         // Unreachable for an array of one entry; pass rather than disturb traffic.
         log_no_globals(ctx);
         return xdp_action::XDP_PASS;
     };
     let frame_len = XdpPacket(ctx).len() as u64;
-    let tables = MapTables::<RINGS_AOM, BENCH>::new(globals, ctx);
+    let tables = MapTables::<RINGS_AOM, BENCH, QUIC_ONLY>::new(globals, ctx);
     let d = route(ctx, &tables);
+    if !BENCH && !QUIC_ONLY && d.quic_elsewhere() {
+        // SAFETY: the context is this program's own; a tail call ends this program on success.
+        unsafe { QUIC_PROGRAM.tail_call(ctx, 0) };
+    }
     let mut reason = d.reason;
     if reason.forwards() {
         if rewrite(ctx, &d, globals).is_err() {
@@ -90,9 +111,9 @@ pub fn run_with<const RINGS_AOM: bool, const BENCH: bool>(ctx: &XdpContext) -> u
 /// bytes, under the verifier's 512 (checked with the stack probe in the README's benchmark
 /// section).
 #[inline(always)]
-fn route<const RINGS_AOM: bool, const BENCH: bool>(
+fn route<const RINGS_AOM: bool, const BENCH: bool, const QUIC_ONLY: bool>(
     ctx: &XdpContext,
-    tables: &MapTables<RINGS_AOM, BENCH>,
+    tables: &MapTables<RINGS_AOM, BENCH, QUIC_ONLY>,
 ) -> Decision {
     if BENCH {
         decide(&LinearPacket(XdpPacket(ctx)), tables)

@@ -140,6 +140,12 @@ pub static NEXTHOPS: PerCpuArray<u64> = PerCpuArray::pinned(NEXTHOP_OUTCOMES, 0)
 #[map]
 pub static TAIL_CALLS: ProgramArray = ProgramArray::pinned(TAIL_CALL_SLOTS, 0);
 
+/// The QUIC program (`shardline_quic`), which `shardline` tail-calls for a QUIC service's
+/// packet, in slot 0, put there by the loader. Pinned, as `TAIL_CALLS`; a map of its own, so
+/// `TAIL_CALLS` pinned by an earlier version keeps its size.
+#[map]
+pub static QUIC_PROGRAM: ProgramArray = ProgramArray::pinned(1, 0);
+
 /// The balancer's hand-over to the next-hop program, one per CPU (a tail call keeps the CPU).
 /// Pinned, so during a daemon restart the attached balancer and the new next-hop program it
 /// may already reach share it.

@@ -48,8 +48,15 @@ const WINDOW_NS: u64 = 1_000_000_000;
 
 /// Lookups into the pinned maps, with the globals entry read once per packet. `RINGS_AOM`
 /// (bench only) reads the pools' rings from `BENCH_RINGS`, the array-of-maps layout, instead
-/// of the `MAGLEV` array; a constant, so `shardline` carries no branch for it.
-pub struct MapTables<'a, const RINGS_AOM: bool = false, const BENCH: bool = false> {
+/// of the `MAGLEV` array; a constant, so `shardline` carries no branch for it. `QUIC_ONLY`:
+/// the `shardline_quic` program's tables, which decide QUIC services' packets and nothing
+/// else (`Tables::QUIC`, `Tables::HEADER_AND_FLOW`).
+pub struct MapTables<
+    'a,
+    const RINGS_AOM: bool = false,
+    const BENCH: bool = false,
+    const QUIC_ONLY: bool = false,
+> {
     /// The globals entry for this packet.
     pub globals: &'a Globals,
     /// The session's counters slot, as the shard set or flow entry looked up names it (0: none).
@@ -60,7 +67,9 @@ pub struct MapTables<'a, const RINGS_AOM: bool = false, const BENCH: bool = fals
     ctx: &'a XdpContext,
 }
 
-impl<'a, const RINGS_AOM: bool, const BENCH: bool> MapTables<'a, RINGS_AOM, BENCH> {
+impl<'a, const RINGS_AOM: bool, const BENCH: bool, const QUIC_ONLY: bool>
+    MapTables<'a, RINGS_AOM, BENCH, QUIC_ONLY>
+{
     /// Tables for one packet.
     #[inline(always)]
     pub fn new(globals: &'a Globals, ctx: &'a XdpContext) -> Self {
@@ -73,10 +82,15 @@ impl<'a, const RINGS_AOM: bool, const BENCH: bool> MapTables<'a, RINGS_AOM, BENC
     }
 }
 
-impl<const RINGS_AOM: bool, const BENCH: bool> Tables for MapTables<'_, RINGS_AOM, BENCH> {
-    /// The bench programs leave QUIC out, as the too-big answer: they have no QUIC case, and
-    /// the connection-id parsing is half their verification, room the flow paths need.
-    const QUIC: bool = !BENCH;
+impl<const RINGS_AOM: bool, const BENCH: bool, const QUIC_ONLY: bool> Tables
+    for MapTables<'_, RINGS_AOM, BENCH, QUIC_ONLY>
+{
+    /// Only the QUIC program parses connection ids: `shardline` hands a QUIC service's packet
+    /// to it (`balancer::run_with`), and the bench programs, which have no QUIC case, refuse it.
+    /// The connection-id loops were half of each program's verification.
+    const QUIC: bool = QUIC_ONLY;
+    /// The QUIC program is handed QUIC services' packets only.
+    const HEADER_AND_FLOW: bool = !QUIC_ONLY;
 
     /// The bench programs hash an unplaced session's requests by their key, as before header
     /// sessions had a home: the restore wrapper's frame beside the home's pushes them past

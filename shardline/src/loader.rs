@@ -46,11 +46,13 @@ pub enum LoaderError {
         #[source]
         source: ProgramError,
     },
-    /// The next-hop program could not be put in the `TAIL_CALLS` program array.
-    #[error("cannot put {program} in the TAIL_CALLS program array: {source}")]
+    /// A tail-called program (next hop, QUIC) could not be put in its program array.
+    #[error("cannot put {program} in the {map} program array: {source}")]
     TailCall {
         /// The program.
         program: &'static str,
+        /// The program array.
+        map: &'static str,
         /// The cause.
         #[source]
         source: MapError,
@@ -78,8 +80,15 @@ pub const LB_PROGRAM: &str = "shardline";
 /// balancer's tail call for FIB-routed backends (`docs/nexthop.md`).
 pub const NEXTHOP_PROGRAM: &str = "shardline_nexthop";
 
+/// Name of the QUIC program in the load-balancer object: never attached, reached by the
+/// balancer's tail call for a QUIC service's packet (`QUIC_PROGRAM`).
+pub const QUIC_PROGRAM: &str = "shardline_quic";
+
 /// Name of the program array the balancer tail-calls through.
 const TAIL_CALLS_MAP: &str = "TAIL_CALLS";
+
+/// Name of the program array holding the QUIC program.
+const QUIC_PROGRAM_MAP: &str = "QUIC_PROGRAM";
 
 /// Loads the load-balancer object with its maps pinned in (or adopted from) `pin_dir`, and
 /// loads its program into the kernel (not attached), with the next-hop program loaded and put
@@ -119,17 +128,31 @@ pub fn load_balancer_sized(pin_dir: &Path, sizes: &[(&str, u32)]) -> Result<Ebpf
 const RETIRED_PINS: &[&str] = &["HANDOFFS"];
 
 /// Loads the next-hop program and puts it in the (pinned) `TAIL_CALLS` slot, replacing what an
-/// earlier daemon left there. Done before the balancer is attached: the balancer already
-/// attached by that daemon may then jump to the new program, which reads the same pinned
-/// hand-over slot, so a FIB-routed packet is never without a next hop during a restart.
+/// earlier daemon left there, and the QUIC program in `QUIC_PROGRAM`. Done before the balancer
+/// is attached: the balancer already attached by that daemon may then jump to the new next-hop
+/// program, which reads the same pinned hand-over slot, so a FIB-routed packet is never
+/// without a next hop during a restart (that balancer decides QUIC itself and never jumps to
+/// the QUIC program; the new one finds it in place).
 fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
-    set_next_hop_program(ebpf, NEXTHOP_PROGRAM)
+    set_next_hop_program(ebpf, NEXTHOP_PROGRAM)?;
+    set_program_slot(ebpf, QUIC_PROGRAM, QUIC_PROGRAM_MAP, 0)
 }
 
 /// Loads the XDP program `name` of `ebpf` and puts it in the `TAIL_CALLS` slot the balancer
 /// jumps to for FIB-routed backends: [`NEXTHOP_PROGRAM`] everywhere but in the bench, which
 /// puts its restoring variant there.
 pub fn set_next_hop_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), LoaderError> {
+    set_program_slot(ebpf, name, TAIL_CALLS_MAP, NEXTHOP_SLOT)
+}
+
+/// Loads the XDP program `name` of `ebpf` and puts it in slot `slot` of the program array
+/// `map`.
+fn set_program_slot(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    map: &'static str,
+    slot: u32,
+) -> Result<(), LoaderError> {
     let program = xdp_program(ebpf, name)?;
     program
         .load()
@@ -147,15 +170,14 @@ pub fn set_next_hop_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), L
         .map_err(prog_err(format!("the descriptor of {name}")))?;
     let tail_call = |source| LoaderError::TailCall {
         program: name,
+        map,
         source,
     };
-    let map = ebpf.map_mut(TAIL_CALLS_MAP).ok_or_else(|| {
-        tail_call(MapError::InvalidName {
-            name: TAIL_CALLS_MAP.into(),
-        })
-    })?;
-    ProgramArray::try_from(map)
-        .and_then(|mut slots| slots.set(NEXTHOP_SLOT, &fd, 0))
+    let slots = ebpf
+        .map_mut(map)
+        .ok_or_else(|| tail_call(MapError::InvalidName { name: map.into() }))?;
+    ProgramArray::try_from(slots)
+        .and_then(|mut slots| slots.set(slot, &fd, 0))
         .map_err(tail_call)
 }
 

@@ -6,6 +6,8 @@ mod lab;
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use aya::maps::{MapData, ProgramArray};
+
 use crate::support::{
     expect,
     frames::{FrameSpec, CLIENT4, VIP4, VIP6},
@@ -21,7 +23,7 @@ use shardline_common::{
     maps::{backend_flags, ip_addr},
     quic::cid_hash,
     route::{Decision, Tables},
-    verdict::Reason,
+    verdict::{Action, Reason},
 };
 
 /// Runs the QUIC `payload` from `CLIENT4:sport` to the IPv4 quic service; asserts the kernel
@@ -301,5 +303,36 @@ fn a_reshard_moves_hashed_packets_but_not_pinned_ones() {
     assert_ne!(
         d.backend_id, 2,
         "backend 2 is drained from the default table"
+    );
+}
+
+/// `shardline` hands a QUIC service's packet to the `shardline_quic` program (a tail call
+/// through `QUIC_PROGRAM`). With that slot empty the packet is counted `quic_malformed` and
+/// dropped, never routed undecided; other services' packets are still decided by the balancer.
+#[test]
+fn without_the_quic_program_quic_packets_are_dropped_and_counted_and_other_traffic_flows() {
+    let mut lb = Loaded::new(TEST_CONFIG);
+    let initial = FrameSpec::udp4(VIP4, 50_000, QUIC_PORT, long(0, &CLIENT_DCID, 1200)).build();
+    let header = FrameSpec::kv4(99, 7).build();
+    // With the program in its slot: decided there, as the replay decides in one pass.
+    expect_frame(
+        &mut lb,
+        "Initial, the QUIC program loaded",
+        &initial,
+        Reason::Forwarded,
+    );
+    expect_frame(&mut lb, "header mode", &header, Reason::Forwarded);
+
+    let mut slot: ProgramArray<MapData> = lb.open_map("QUIC_PROGRAM").expect("open QUIC_PROGRAM");
+    slot.clear_index(&0).expect("empty the QUIC program's slot");
+    let (run, counted) = lb.run_counted(&initial);
+    assert_eq!(counted, Reason::QuicMalformed, "counted {}", counted.name());
+    assert_eq!(run.action, Action::Drop);
+    assert_eq!(run.output, initial, "the frame is left as it came");
+    expect_frame(
+        &mut lb,
+        "header mode, no QUIC program",
+        &header,
+        Reason::Forwarded,
     );
 }

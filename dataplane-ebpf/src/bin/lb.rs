@@ -18,7 +18,9 @@
 //! - `too_big`: ICMP "fragmentation needed" / ICMPv6 "packet too big" answers to packets that
 //!   would not fit the egress link once encapsulated.
 //! - `counters`: per-CPU counters per reason, per backend and per session.
-//! - `balancer`: parse → decide → rewrite → count.
+//! - `balancer`: parse → decide → rewrite → count; a QUIC service's packet is decided by the
+//!   `shardline_quic` program instead (a tail call through `QUIC_PROGRAM`), so the verifier
+//!   walks the connection-id parsing once.
 //! - `restore` (bench only): undoes a rewrite so `BPF_PROG_TEST_RUN` repeats see one input.
 //!
 //! Every program is loaded with `BPF_F_XDP_HAS_FRAGS` (`#[xdp(frags)]`, section `xdp.frags`):
@@ -90,6 +92,15 @@ mod program {
         crate::nexthop::run(&ctx)
     }
 
+    /// The decision for a QUIC service's packet (`crate::balancer::run_quic`): never attached,
+    /// reached only by `shardline`'s tail call through `QUIC_PROGRAM`, which the loader fills.
+    /// A program of its own so the verifier walks the connection-id parsing once.
+    #[xdp(frags)]
+    #[inline(always)]
+    pub fn shardline_quic(ctx: XdpContext) -> u32 {
+        crate::balancer::run_quic(&ctx)
+    }
+
     /// Bench only (`shardline-bench`, never attached): `shardline` with its rewrite
     /// undone afterwards, so every `BPF_PROG_TEST_RUN` repeat routes the same input frame.
     #[xdp(frags)]
@@ -115,7 +126,7 @@ mod program {
     /// comparison in `docs/pools.md`.
     #[xdp(frags)]
     pub fn shardline_bench_rings_aom(ctx: XdpContext) -> u32 {
-        crate::restore::restoring(&ctx, crate::balancer::run_with::<true, true>)
+        crate::restore::restoring(&ctx, crate::balancer::run_with::<true, true, false>)
     }
 
     /// Bench only, like `shardline_bench`, and then the frame's source address moves on by one:

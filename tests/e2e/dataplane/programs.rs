@@ -11,7 +11,7 @@ use aya::{
 };
 use shardline::{
     agent::health::datapath::steer::PROBE_ENCAP_PROGRAM,
-    loader::{teardown, LB_PROGRAM, NEXTHOP_PROGRAM},
+    loader::{teardown, LB_PROGRAM, NEXTHOP_PROGRAM, QUIC_PROGRAM},
     objects::{AUX_OBJECT, LB_OBJECT},
 };
 use shardline_bench::suite::{
@@ -120,6 +120,7 @@ fn every_program_of_both_objects_loads() {
     for name in [
         LB_PROGRAM,
         NEXTHOP_PROGRAM,
+        QUIC_PROGRAM,
         "shardline_bench",
         "shardline_bench_new_flow",
         "shardline_bench_rings_aom",
