@@ -120,6 +120,12 @@ pub const IPV6_HLEN: usize = 40;
 pub const UDP_HLEN: usize = 8;
 /// Minimal TCP header length.
 pub const TCP_HLEN: usize = 20;
+/// Offset of the flags byte in the TCP header.
+pub const TCP_FLAGS_OFF: usize = 13;
+/// The TCP flags byte's SYN bit.
+pub const TCP_SYN: u8 = 0x02;
+/// The TCP flags byte's ACK bit.
+pub const TCP_ACK: u8 = 0x10;
 
 /// IP protocol number of TCP.
 pub const IPPROTO_TCP: u8 = 6;

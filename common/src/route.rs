@@ -7,7 +7,7 @@
 //! a VIP sent, routed as that flow's own packet ([`crate::icmp`]).
 
 use crate::{
-    consts::{IPPROTO_TCP, IPPROTO_UDP, MAGLEV_SIZE, NO_BACKEND},
+    consts::{IPPROTO_TCP, IPPROTO_UDP, MAGLEV_SIZE, NO_BACKEND, TCP_ACK, TCP_FLAGS_OFF, TCP_SYN},
     hash::{addr_hash, flow_hash, ring_hash},
     icmp::{classify, is_icmp, Icmp},
     maps::{
@@ -263,8 +263,15 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
     // service's pool, is re-decided by the tables (which leave such backends out) and counted
     // as rerouted. The check is one flag test on the backend entry the hit path loads anyway,
     // and for a service with a pool one bit of an array the verifier inlines.
+    //
+    // A TCP SYN without ACK opens a connection, so it has none to keep: it is routed by the
+    // tables without the flow-table lookup, and its entry is written afresh (under the
+    // new-flow rate; over it, none, and its session is not counted outside a slot), as Katran
+    // routes a SYN by its ring. A retransmitted SYN follows the tables too, and a reused
+    // 5-tuple does not inherit its last connection's backend.
     let mut rerouted = false;
     let sticky = match &flow {
+        Some(_) if !icmp_error && opens_connection(p, l3) => None,
         Some(f) => match t.sticky_backend(f) {
             Some(id) => {
                 let found = serves(t, &service, id).map(|b| (id, b));
@@ -332,6 +339,15 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
         t.remember_flow(f, backend_id, rerouted);
     }
     d
+}
+
+/// Whether `l3`'s packet is a TCP SYN without ACK: a client opening a connection. The
+/// transport header was checked whole by [`parse_l4`].
+#[inline(always)]
+fn opens_connection<P: PacketBytes + ?Sized>(p: &P, l3: &L3) -> bool {
+    l3.proto == IPPROTO_TCP
+        && p.u8_at(l3.l4_off + TCP_FLAGS_OFF)
+            .is_some_and(|flags| flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
 }
 
 /// The request key an unplaced session's request is hashed by into the default table or its

@@ -56,7 +56,14 @@ fn replay(lb: &Loaded, frame: &[u8]) -> u32 {
     decide(frame, &lb.tables).backend_id
 }
 
+/// A segment of an established connection from `sport` (ACK, no SYN): a SYN is routed by the
+/// tables, never by the flow table (`syn_is_routed_by_the_tables_and_rewrites_the_entry`).
 fn flow(sport: u16) -> Vec<u8> {
+    FrameSpec::tcp4(VIP4, sport, WEB_PORT).established().build()
+}
+
+/// The SYN opening a connection from `sport`.
+fn syn(sport: u16) -> Vec<u8> {
     FrameSpec::tcp4(VIP4, sport, WEB_PORT).build()
 }
 
@@ -475,4 +482,70 @@ fn over_the_rate_an_idle_flow_is_routed_as_new() {
         "only the admitted flow is live; the idle one was not refreshed: {flows:?}"
     );
     assert_eq!(flow_rate::untracked(&mut lb).expect("untracked"), 2);
+}
+
+/// A TCP SYN (without ACK) opens a connection: it is routed by the tables without the flow-table
+/// lookup (as Katran routes a SYN by its ring), so neither a retransmitted SYN nor a reused
+/// 5-tuple inherits a backend the tables no longer give it, and (under the new-flow rate) it
+/// writes the flow's entry afresh, which the connection's next segments then follow. The replay
+/// decides the same on every packet.
+#[test]
+fn syn_is_routed_by_the_tables_and_rewrites_the_entry() {
+    pin_to_cpu0();
+    let mut lb = Loaded::new(TEST_CONFIG);
+    let (open, segment) = (syn(48_000), flow(48_000));
+    let a = kernel_backend(&mut lb, &open);
+    assert_eq!(a, replay(&lb, &open), "a SYN follows the tables");
+    assert_eq!(
+        kernel_backend(&mut lb, &segment),
+        a,
+        "its connection sticks"
+    );
+
+    // Drain A: the tables now give the 5-tuple another backend.
+    let weights: Vec<(u32, u32)> = (1..=4).map(|id| (id, u32::from(id != a))).collect();
+    lb.reweight(&weights);
+    let b = replay(&lb, &open);
+    assert_ne!(a, b, "a drained backend owns no slot");
+    assert_eq!(replay(&lb, &segment), b, "the replay keeps no flow table");
+    assert_eq!(
+        kernel_backend(&mut lb, &segment),
+        a,
+        "an established segment keeps its drained backend"
+    );
+    // The same 5-tuple's SYN: a new connection, routed by the tables, the entry rewritten.
+    assert_eq!(
+        kernel_backend(&mut lb, &open),
+        b,
+        "a SYN ignores the flow table"
+    );
+    let flows = lb.maps.live_flows().expect("count live flows");
+    assert_eq!(
+        flows.get(&a),
+        None,
+        "the entry no longer names A: {flows:?}"
+    );
+    assert_eq!(flows.get(&b), Some(&1), "{flows:?}");
+    assert_eq!(
+        kernel_backend(&mut lb, &segment),
+        b,
+        "the new connection's segments follow its SYN"
+    );
+    // Drain B too: segments keep B, the next SYN goes where the tables say.
+    let weights: Vec<(u32, u32)> = (1..=4)
+        .map(|id| (id, u32::from(id != a && id != b)))
+        .collect();
+    lb.reweight(&weights);
+    let c = replay(&lb, &open);
+    assert!(c != a && c != b, "neither drained backend owns a slot");
+    assert_eq!(
+        kernel_backend(&mut lb, &segment),
+        b,
+        "the entry still names B"
+    );
+    assert_eq!(
+        kernel_backend(&mut lb, &open),
+        c,
+        "a SYN follows the tables"
+    );
 }

@@ -149,6 +149,15 @@ impl FrameSpec {
         Self::new(net6(CLIENT6, dst), tcp_syn(sport, dport), Vec::new())
     }
 
+    /// This TCP frame as a segment of an established connection: ACK set, SYN clear (the
+    /// flow table's case; a SYN is routed by the tables, see `Tables::sticky_backend`).
+    pub fn established(mut self) -> Self {
+        if let Transport::Tcp { syn, .. } = &mut self.transport {
+            *syn = false;
+        }
+        self
+    }
+
     /// A header-mode request over IPv4 to `kv` (session, key).
     pub fn kv4(session: u64, key: u64) -> Self {
         Self::udp4(VIP4, 40_000, KV_PORT, header_payload(session, key, b"GET"))
