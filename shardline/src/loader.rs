@@ -92,7 +92,7 @@ const QUIC_PROGRAM_MAP: &str = "QUIC_PROGRAM";
 
 /// Loads the load-balancer object with its maps pinned in (or adopted from) `pin_dir`, and
 /// loads its program into the kernel (not attached), with the next-hop program loaded and put
-/// in its `TAIL_CALLS` slot.
+/// in its `TAIL_CALLS` slot and the QUIC program in `QUIC_PROGRAM`.
 pub fn load_balancer(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
     load_balancer_sized(pin_dir, &[])
 }

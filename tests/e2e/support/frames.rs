@@ -150,7 +150,7 @@ impl FrameSpec {
     }
 
     /// This TCP frame as a segment of an established connection: ACK set, SYN clear (the
-    /// flow table's case; a SYN is routed by the tables, see `Tables::sticky_backend`).
+    /// flow table's case; a SYN is routed by the tables, see `route::decide`'s flow path).
     pub fn established(mut self) -> Self {
         if let Transport::Tcp { syn, .. } = &mut self.transport {
             *syn = false;

@@ -3,15 +3,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use shardline_common::checksum::internet_checksum;
+pub use shardline_common::consts::{IPPROTO_TCP, TCP_SYN as SYN};
+use shardline_common::{
+    checksum::internet_checksum,
+    consts::{IPPROTO_UDP, TCP_ACK as ACK, TCP_FLAGS_OFF},
+};
 
-/// IP protocol numbers used here.
-pub const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-/// TCP flags.
-pub const SYN: u8 = 0x02;
+/// The TCP flags byte's RST bit (SYN and ACK: `shardline_common::consts`).
 pub const RST: u8 = 0x04;
-const ACK: u8 = 0x10;
 /// TTL (hop limit) of the inner packets (the backend's stack sees them after decapsulation).
 const INNER_TTL: u8 = 64;
 
@@ -160,7 +159,7 @@ pub fn answer_to(tcp: &[u8], from: IpAddr, sport: u16, vip: SocketAddr) -> Optio
     if from != vip.ip() || word16(0) != vip.port() || word16(2) != sport {
         return None;
     }
-    let flags = tcp[13];
+    let flags = tcp[TCP_FLAGS_OFF];
     if flags & RST != 0 {
         Some(Answer::Reset)
     } else if flags & (SYN | ACK) == SYN | ACK {
