@@ -65,7 +65,9 @@ pub trait Tables {
     /// `held`: the flow table has a live entry for the flow, naming a backend that no longer
     /// serves it (the packet was rerouted), which is rewritten even over the new-flow rate; a
     /// flow without one (new, or idle) is then left unremembered, with no update at all.
-    fn remember_flow(&self, flow: &FlowKey, backend: u32, held: bool);
+    /// `opened`: a TCP SYN, routed without the flow-table lookup, so its entry may exist (a
+    /// retransmission): the kernel looks it up and rewrites it in place before it inserts one.
+    fn remember_flow(&self, flow: &FlowKey, backend: u32, held: bool, opened: bool);
     /// The dataplane's [`options`] bits ([`crate::maps::Globals::options`]); only asked for
     /// ICMP to a VIP and for a packet too big to encapsulate.
     fn options(&self) -> u32;
@@ -270,8 +272,9 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
     // routes a SYN by its ring. A retransmitted SYN follows the tables too, and a reused
     // 5-tuple does not inherit its last connection's backend.
     let mut rerouted = false;
+    let opened = !icmp_error && flow.is_some() && opens_connection(p, l3);
     let sticky = match &flow {
-        Some(_) if !icmp_error && opens_connection(p, l3) => None,
+        Some(_) if opened => None,
         Some(f) => match t.sticky_backend(f) {
             Some(id) => {
                 let found = serves(t, &service, id).map(|b| (id, b));
@@ -336,7 +339,7 @@ fn route_flow<const ICMP_ERROR: bool, P: PacketBytes + ?Sized, T: Tables>(
     // An ICMP error never starts a flow: it may be forged, and it is not the client's packet.
     if let (Some(f), None, true) = (&flow, sticky, !icmp_error && d.reason.forwards()) {
         // In flow mode `rerouted` says the flow table named a backend that no longer serves it.
-        t.remember_flow(f, backend_id, rerouted);
+        t.remember_flow(f, backend_id, rerouted, opened);
     }
     d
 }

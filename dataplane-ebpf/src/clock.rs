@@ -34,6 +34,14 @@ pub struct Reading {
 /// million (README, "Flow clock").
 #[inline(never)]
 pub fn now() -> u64 {
+    now_inline()
+}
+
+/// [`now`] inlined into its caller: for a caller that is itself a BPF-to-BPF call
+/// (`tables::offer_flow`), where it costs no second call and leaves the balancer's register
+/// allocation alone.
+#[inline(always)]
+pub fn now_inline() -> u64 {
     // SAFETY: helper without arguments; the verifier replaces the call by a load of `jiffies`.
     let jiffies = unsafe { bpf_jiffies64() };
     let Some(reading) = CLOCK.get_ptr_mut(0) else {

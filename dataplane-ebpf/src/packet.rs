@@ -181,6 +181,26 @@ impl Span {
         self.0 + at
     }
 
+    /// The native-endian `u64` at `at`.
+    ///
+    /// # Safety
+    /// `at + 8` must not exceed the span's checked length.
+    #[allow(dead_code)] // only the bench programs' restoring wrapper reads words of 8
+    #[inline(always)]
+    pub unsafe fn u64(self, at: usize) -> u64 {
+        unsafe { ((self.0 + at) as *const u64).read() }
+    }
+
+    /// Writes the native-endian `u64` `v` at `at`.
+    ///
+    /// # Safety
+    /// `at + 8` must not exceed the span's checked length.
+    #[allow(dead_code)] // as `u64`
+    #[inline(always)]
+    pub unsafe fn set_u64(self, at: usize, v: u64) {
+        unsafe { ((self.0 + at) as *mut u64).write(v) }
+    }
+
     /// The native-endian `u32` at `at`.
     ///
     /// # Safety

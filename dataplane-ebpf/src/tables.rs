@@ -222,16 +222,15 @@ impl<const RINGS_AOM: bool, const BENCH: bool, const QUIC_ONLY: bool> Tables
     }
 
     #[inline(always)]
-    fn remember_flow(&self, flow: &FlowKey, backend: u32, held: bool) {
+    fn remember_flow(&self, flow: &FlowKey, backend: u32, held: bool, opened: bool) {
         if !flows_stick(self.globals.flow_idle_secs) {
             return;
         }
-        let entry = FlowEntry {
-            backend,
-            stats_slot: self.stats_slot.get(),
-            last_seen_ns: clock::now(),
-        };
-        offer_flow(flow, &entry, u64::from(held));
+        offer_flow(
+            flow,
+            u64::from(backend) | u64::from(self.stats_slot.get()) << 32,
+            u64::from(held) * FLOW_HELD | u64::from(opened) * FLOW_OPENED,
+        );
     }
 
     #[inline(always)]
@@ -251,7 +250,8 @@ impl<const RINGS_AOM: bool, const BENCH: bool, const QUIC_ONLY: bool> Tables
     }
 }
 
-/// Records `entry` for `flow` in `FLOWS` as the new-flow rate allows, with at most one call.
+/// Records `flow` in `FLOWS`, routed to the backend in `routed`'s low half with the counters
+/// slot in its high half, stamped now, as the new-flow rate allows, with at most one update.
 ///
 /// Counted against the rate either way (a flow re-routed after its entry went idle, or off a
 /// backend that no longer serves it, is new to the tables as well). Under the rate the flow is
@@ -260,28 +260,54 @@ impl<const RINGS_AOM: bool, const BENCH: bool, const QUIC_ONLY: bool> Tables
 /// `BPF_EXIST`, so the entry does not pull the flow back when that backend returns; any other
 /// flow (new, or its entry idle, which pins nothing) makes no call at all: the `BPF_EXIST`
 /// update it used to get inserted nothing, yet hashed the key and walked a cold bucket under
-/// its lock (the flood path).
+/// its lock (the flood path). A SYN under the rate is looked up first (see the body).
 ///
-/// A BPF-to-BPF call, not inlined, as `clock::now`: the branch around the update stays inside
-/// it, so LLVM does not copy the rest of the program behind it, and the verifier's states
-/// meet again at the return. The entry is built on the caller's stack (its frame held it
-/// already), so this frame is only the array key: the bench programs' stack is within 16
-/// bytes of the verifier's 512. Returns the update's result (0 without one), so the
-/// function's exit leaves a scalar in R0. (Telling a held flow from a new one by the lookup
-/// itself, a note in per-CPU scratch written beside it, took every program past the
-/// verifier's million instructions; written from an out-of-line call it fit but cost the hit
-/// path a call. `held` comes from the decision's `rerouted` flag, which the verifier's states
-/// already tell apart.)
+/// A BPF-to-BPF call, not inlined: the branch around the update stays inside it, so LLVM does
+/// not copy the rest of the program behind it, and the verifier's states meet again at the
+/// return. It reads the clock itself (inlined here, out of line everywhere else: see
+/// `clock::now`), so a flow refused by the rate costs this one call and no other; the caller
+/// passed the time in from a second call before. The entry is built here (its 16 bytes and
+/// the array key are this frame: the bench programs' combined stack is at the verifier's 512
+/// since their restoring wrapper keeps no stack). Returns the update's result (0 without
+/// one), so the function's exit leaves a scalar in R0. (Telling a held flow from a new one by
+/// the lookup itself, a note in per-CPU scratch written beside it, took every program past
+/// the verifier's million instructions; written from an out-of-line call it fit but cost the
+/// hit path a call. `held` comes from the decision's `rerouted` flag, which the verifier's
+/// states already tell apart.)
 #[inline(never)]
-fn offer_flow(flow: &FlowKey, entry: &FlowEntry, held: u64) -> i64 {
-    let Some(flags) = flow_update_flags(held != 0, entry.last_seen_ns) else {
+fn offer_flow(flow: &FlowKey, routed: u64, how: u64) -> i64 {
+    let now = clock::now_inline();
+    let Some(flags) = flow_update_flags(how & FLOW_HELD != 0, now) else {
         return 0;
     };
-    match FLOWS.insert(flow, entry, flags) {
+    let entry = FlowEntry {
+        backend: routed as u32,
+        stats_slot: (routed >> 32) as u32,
+        last_seen_ns: now,
+    };
+    // A SYN's entry may exist (a retransmission, or a reused 5-tuple): found by a lookup and
+    // rewritten in place, this CPU's value, as the update would. The LRU update takes a free
+    // node before it looks for the key, so on a full table it took one even to rewrite an
+    // entry. A new connection's SYN pays the lookup's miss before its insert, as every new
+    // flow but a SYN does; over the rate a SYN makes neither call.
+    if how & FLOW_OPENED != 0 {
+        if let Some(slot) = FLOWS.get_ptr_mut(flow) {
+            // SAFETY: this CPU's value of a per-CPU map; only this CPU writes it now.
+            unsafe { *slot = entry };
+            return 0;
+        }
+    }
+    match FLOWS.insert(flow, &entry, flags) {
         Ok(()) => 0,
         Err(e) => e.into(),
     }
 }
+
+/// [`offer_flow`]'s `how` bit: the flow is `held` (see there).
+const FLOW_HELD: u64 = 1;
+/// [`offer_flow`]'s `how` bit: a TCP SYN opened the flow, routed without the flow-table
+/// lookup, so its entry may exist.
+const FLOW_OPENED: u64 = 2;
 
 /// What [`adopt_on`] needs, on the caller's stack. /// Three words: the bench programs' stack is within 16 bytes of the verifier's 512.
 #[repr(C)]

@@ -731,7 +731,7 @@ impl Tables for DataplaneMaps {
     }
 
     /// A replay observes; it never records flows.
-    fn remember_flow(&self, _flow: &FlowKey, _backend: u32, _held: bool) {}
+    fn remember_flow(&self, _flow: &FlowKey, _backend: u32, _held: bool, _opened: bool) {}
 
     fn options(&self) -> u32 {
         self.globals().map(|g| g.options).unwrap_or(0)

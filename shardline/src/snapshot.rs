@@ -224,7 +224,7 @@ impl Tables for Snapshot {
         None
     }
 
-    fn remember_flow(&self, _flow: &FlowKey, _backend: u32, _held: bool) {}
+    fn remember_flow(&self, _flow: &FlowKey, _backend: u32, _held: bool, _opened: bool) {}
 
     fn options(&self) -> u32 {
         self.globals.options
