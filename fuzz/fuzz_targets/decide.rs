@@ -54,7 +54,7 @@ impl Tables for Fixed {
     fn sticky_backend(&self, _flow: &FlowKey) -> Option<u32> {
         None
     }
-    fn remember_flow(&self, _flow: &FlowKey, _backend: u32, _held: bool) {}
+    fn remember_flow(&self, _flow: &FlowKey, _backend: u32, _held: bool, _opened: bool) {}
     fn options(&self) -> u32 {
         options::ECHO_REPLY | options::TOO_BIG_REPLY
     }

@@ -355,9 +355,10 @@ fn cases() -> Vec<Case> {
             reason: Some(Reason::Forwarded),
             what: "flow mode, IPv4 TCP: one client's SYN repeated (one 5-tuple, as in \
                    katran_tcp_syn_v4), the client's session unplaced for this service: no \
-                   flow-table lookup (a SYN is routed by the tables), SESSIONS filtered, \
-                   Maglev, and the FLOWS entry written under the new-flow rate (over it, as \
-                   Katran's SYN over its flood limit, none, nor the LRU counters)",
+                   flow-table lookup for routing (a SYN is routed by the tables), SESSIONS \
+                   filtered, Maglev, and under the default new-flow rate the FLOWS entry looked \
+                   up and rewritten in place (over it, as Katran's SYN over its flood limit, no \
+                   FLOWS call, nor the LRU counters)",
         },
         Case {
             name: "katran_udp_ring_v4",
