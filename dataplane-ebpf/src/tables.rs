@@ -309,7 +309,8 @@ const FLOW_HELD: u64 = 1;
 /// lookup, so its entry may exist.
 const FLOW_OPENED: u64 = 2;
 
-/// What [`adopt_on`] needs, on the caller's stack. /// Three words: the bench programs' stack is within 16 bytes of the verifier's 512.
+/// What [`adopt_on`] needs, on the caller's stack: three words, no more, since the flow path's
+/// deepest chain is at the verifier's 512 bytes (see [`offer_flow`]).
 #[repr(C)]
 struct AdoptCtx {
     flow: *const FlowKey,
