@@ -44,6 +44,24 @@ use crate::{
     stats_slots::StatsSlots,
 };
 
+/// What the counters-slot allocator learns from a walk of `SESSIONS`: every slot named (0
+/// included, as [`StatsSlots::new`] takes them) and the slot each placed session holds.
+#[derive(Default)]
+struct SlotsSeen {
+    used: Vec<u32>,
+    held: rustc_hash::FxHashMap<SessionKey, u32>,
+}
+
+impl SlotsSeen {
+    /// Notes one entry of the walk.
+    fn see(&mut self, key: &SessionKey, set: &ShardSet) {
+        self.used.push(set.stats_slot);
+        if set.stats_slot != 0 {
+            self.held.insert(*key, set.stats_slot);
+        }
+    }
+}
+
 /// Errors opening or writing the maps.
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -557,27 +575,28 @@ impl DataplaneMaps {
             .map_err(op("write", "SESSION_SLOT_STATS"))
     }
 
-    /// The slot allocator, built from the slots SESSIONS names on first use.
+    /// The slot allocator, built from the slots SESSIONS names on first use (at the daemon's
+    /// start, from [`Self::mark_session_filter`]'s walk, so SESSIONS is walked once).
     fn free_slots(&mut self) -> Result<&mut StatsSlots, MapError> {
         if self.slots.is_none() {
             // One read per few thousand sessions: a million placements are read in a few
             // hundred syscalls, not two million.
-            let (mut used, mut held) = (Vec::new(), rustc_hash::FxHashMap::default());
+            let mut seen = SlotsSeen::default();
             batch::read::<SessionKey, ShardSet>(
                 batch::fd(&self.sessions),
                 batch::Span::All,
-                |key, set| {
-                    used.push(set.stats_slot);
-                    if set.stats_slot != 0 {
-                        held.insert(*key, set.stats_slot);
-                    }
-                },
+                |key, set| seen.see(key, set),
             )
             .map_err(|e| syscall_error("bpf_map_lookup_batch", e))?;
-            self.slots = Some(StatsSlots::new(used));
-            self.slot_of = held;
+            self.install_slots(seen);
         }
         Ok(self.slots.as_mut().expect("built above"))
+    }
+
+    /// Builds the slot allocator and `slot_of` from a whole walk of SESSIONS.
+    fn install_slots(&mut self, seen: SlotsSeen) {
+        self.slots = Some(StatsSlots::new(seen.used));
+        self.slot_of = seen.held;
     }
 
     /// Marks `slot` free in the map (no owner) and in the allocator.

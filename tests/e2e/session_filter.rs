@@ -1,11 +1,13 @@
 //! The sessions filter (`SESSION_FILTER`) under `BPF_PROG_TEST_RUN`: after the daemon's walk of
 //! `SESSIONS`, a new client of a flow-mode service no placement falls near is routed without
 //! the sessions lookup, exactly as the replay (which looks it up) routes it; placing one of
-//! those clients clears its bit first, so the kernel follows the placement at once.
+//! those clients clears its bit first, so the kernel follows the placement at once, and takes
+//! a counters slot no placed session holds (the walk built the slot allocator too).
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use aya::maps::{Array, MapData};
+use aya::maps::{Array, HashMap, MapData};
+use shardline::maps::DataplaneMaps;
 use shardline_common::{
     consts::IPPROTO_TCP,
     hash::addr_hash,
@@ -41,7 +43,17 @@ fn the_sessions_filter_rules_out_only_sessions_no_placement_falls_on() {
         SessionKey::new(web, addr_hash(&ip_addr(IpAddr::V4(Ipv4Addr::from(client)))))
     };
 
-    let walked = lb.maps.mark_session_filter().expect("the walk of SESSIONS");
+    // The configuration's placements are written without counters slots; placed again
+    // through the loaded handle, each takes one, for the walk below to find.
+    for (key, set) in lb.tables.sessions.clone() {
+        lb.maps
+            .place_session(&key, &set)
+            .expect("re-placing a session");
+    }
+    // A handle of its own on the pinned maps, as the daemon opens them at its start: the walk
+    // is the first thing it reads SESSIONS with.
+    let mut maps = DataplaneMaps::open(&lb.pin_dir).expect("opening the pinned maps");
+    let walked = maps.mark_session_filter().expect("the walk of SESSIONS");
     assert_eq!(
         walked,
         lb.tables.sessions.len(),
@@ -92,9 +104,27 @@ fn the_sessions_filter_rules_out_only_sessions_no_placement_falls_on() {
         ..ShardSet::default()
     };
     placement.backends[0] = target;
-    lb.maps
-        .place_session(&key, &placement)
+    maps.place_session(&key, &placement)
         .expect("place the client");
+    // The slots as SESSIONS holds them (a snapshot reads them as 0).
+    let sessions: HashMap<MapData, SessionKey, ShardSet> =
+        lb.open_map("SESSIONS").expect("SESSIONS");
+    let placed: std::collections::HashMap<SessionKey, ShardSet> = sessions
+        .iter()
+        .map(|entry| entry.expect("reading SESSIONS"))
+        .collect();
+    let slot = placed[&key].stats_slot;
+    assert!(
+        placed.iter().all(|(k, s)| *k == key || s.stats_slot != 0),
+        "the configuration's placements hold counters slots: {placed:?}"
+    );
+    assert!(
+        slot != 0
+            && placed
+                .iter()
+                .all(|(k, s)| *k == key || s.stats_slot != slot),
+        "the new placement's counters slot {slot} is free: {placed:?}"
+    );
     lb.tables.sessions.insert(key, placement);
     assert!(!ruled_out(&key), "placing the session clears its bit");
     assert_eq!(decide(&frame[..], &lb.tables).backend_id, target);

@@ -15,13 +15,14 @@ use shardline_common::{
 
 use super::{
     batch::{self, Span},
-    op, syscall_error, DataplaneMaps, MapsError,
+    op, syscall_error, DataplaneMaps, MapsError, SlotsSeen,
 };
 
 impl DataplaneMaps {
     /// Sets every bit of the sessions filter no session in `SESSIONS` falls on and clears the
-    /// rest, from one walk of `SESSIONS`; returns the sessions walked. Pins made before
-    /// `SESSION_FILTER` existed have no filter: nothing is done (0). From here on this handle
+    /// rest, from one walk of `SESSIONS`, which also builds the counters-slot allocator if this
+    /// handle has not yet; returns the sessions walked. Pins made before `SESSION_FILTER`
+    /// existed have no filter: nothing is done (0). From here on this handle
     /// must be the only writer of `SESSIONS`, as the counters slots assume: a session another
     /// writer places on a set bit is not looked up.
     pub fn mark_session_filter(&mut self) -> Result<usize, MapsError> {
@@ -30,10 +31,16 @@ impl DataplaneMaps {
         };
         let mut words = vec![u64::MAX; SESSION_FILTER_ENTRIES as usize];
         let mut sessions = 0;
-        batch::read::<SessionKey, ShardSet>(batch::fd(&self.sessions), Span::All, |key, _| {
+        // The counters-slot allocator is built from the same walk, if not built yet: at a
+        // million sessions the start then reads SESSIONS once, not twice.
+        let mut slots = self.slots.is_none().then(SlotsSeen::default);
+        batch::read::<SessionKey, ShardSet>(batch::fd(&self.sessions), Span::All, |key, set| {
             sessions += 1;
             let (word, bit) = session_filter_position(key);
             words[word as usize] &= !(1 << bit);
+            if let Some(slots) = slots.as_mut() {
+                slots.see(key, set);
+            }
         })
         .map_err(|e| op("iterate", "SESSIONS")(syscall_error("bpf_map_lookup_batch", e)))?;
         let indices: Vec<u32> = (0..SESSION_FILTER_ENTRIES).collect();
@@ -45,6 +52,9 @@ impl DataplaneMaps {
             )));
         }
         self.filter = Some(words);
+        if let Some(slots) = slots {
+            self.install_slots(slots);
+        }
         Ok(sessions)
     }
 
