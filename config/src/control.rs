@@ -298,6 +298,36 @@ impl Default for ControlConfig {
 }
 
 impl ControlConfig {
+    /// The `[control]` section of the TOML file at `path`, validated: a whole daemon
+    /// configuration (only its `[control]` is read; the rest is neither needed nor checked) or
+    /// a file holding that section alone, for tools that run the loop without a dataplane
+    /// (`shardline replay`). A file without the section is an error, not the defaults: a
+    /// misspelt `[control]` would otherwise run the loop with settings nobody chose.
+    pub fn load_section(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse_section(&text, &path.display().to_string())
+    }
+
+    /// [`Self::load_section`] on TOML text; `origin` names it in errors.
+    pub fn parse_section(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let parse = |message: String| ConfigError::Parse {
+            path: origin.to_owned(),
+            message,
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| parse(e.to_string()))?;
+        let section = table.remove("control").ok_or_else(|| {
+            parse("no [control] section (the loop's settings are read from it)".to_owned())
+        })?;
+        let control: Self = section
+            .try_into()
+            .map_err(|e: toml::de::Error| parse(format!("in [control]: {e}")))?;
+        control.validate()?;
+        Ok(control)
+    }
+
     /// Checks every field's range; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(10..=3_600_000).contains(&self.tick_ms) {
@@ -439,6 +469,29 @@ pub fn parse_http_url(url: &str) -> Result<url::Url, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `shardline replay --config`: a daemon configuration or the section alone; a file
+    /// without the section, a misspelt key and a value out of range are refused by name.
+    #[test]
+    fn the_control_section_is_read_alone_or_from_a_whole_configuration() {
+        let alone = ControlConfig::parse_section("[control]\nheadroom = 0.1\n", "a").unwrap();
+        assert_eq!(alone.headroom, 0.1);
+        assert_eq!(alone.horizon, ControlConfig::default().horizon);
+        let whole = "interface = \"eth0\"\n[[backends]]\nid = 1\n[control]\nhorizon = 5\n";
+        assert_eq!(ControlConfig::parse_section(whole, "w").unwrap().horizon, 5);
+        for (text, says) in [
+            ("[contrl]\nheadroom = 0.1\n", "no [control] section"),
+            ("interface = \"eth0\"\n", "no [control] section"),
+            ("[control]\nhead_room = 0.1\n", "unknown field `head_room`"),
+            ("[control]\nheadroom = 3.0\n", "control.headroom"),
+            ("[control\n", "invalid config"),
+        ] {
+            let e = ControlConfig::parse_section(text, "f.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
+    }
 
     #[test]
     fn defaults_validate_and_errors_name_the_field() {

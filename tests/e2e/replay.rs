@@ -114,3 +114,45 @@ fn bad_input_is_refused_naming_the_problem() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+/// `--config` takes a file holding the `[control]` section alone, and the loop runs with it:
+/// a scale-in delay of 300 s instead of 60 changes the loop's column (and only that one). A file
+/// without the section (misspelt) is refused, and says so.
+#[test]
+fn a_control_section_alone_configures_the_loop_and_a_missing_one_is_refused() {
+    let file = trace("ec2_cpu_utilization_24ae8d.csv");
+    let file = file.to_str().unwrap();
+    let dir = std::env::temp_dir().join(crate::support::unique_tag("shardline-replay-config-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+
+    let defaults = report(&["--csv", file, "--json"]);
+    let slow = write("slow.toml", "[control]\nscale_in_delay_secs = 300.0\n");
+    let r = report(&["--csv", file, "--json", "--config", &slow]);
+    assert_ne!(
+        r.controllers.predictive,
+        defaults.controllers.predictive,
+        "the section was not used\n{}",
+        r.table()
+    );
+    assert!(
+        r.controllers.predictive.shard_seconds > defaults.controllers.predictive.shard_seconds,
+        "a longer scale-in delay holds more shards\n{}\n{}",
+        defaults.table(),
+        r.table()
+    );
+    // The HPA rule and the oracle have brakes of their own (or none).
+    assert_eq!(r.controllers.reactive, defaults.controllers.reactive);
+    assert_eq!(r.controllers.oracle, defaults.controllers.oracle);
+
+    let misspelt = write("misspelt.toml", "[contrl]\nscale_in_delay_secs = 300.0\n");
+    let out = replay(&["--csv", file, "--json", "--config", &misspelt]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a file without [control] ran");
+    assert!(stderr.contains("no [control] section"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use shardline::{
-    config::Config,
+    config::control::ControlConfig,
     replay::{self, report::Report, Options, Series},
 };
 
@@ -17,8 +17,8 @@ pub struct ReplayArgs {
     /// A `timestamp,value` CSV file: one session's demand, one row per tick (repeatable).
     #[arg(long, required = true)]
     csv: Vec<PathBuf>,
-    /// A daemon configuration whose `[control]` section the loop runs with (default: the
-    /// daemon's defaults).
+    /// A TOML file whose `[control]` section the loop runs with: a daemon configuration, or
+    /// that section alone (default: the daemon's defaults).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Seconds one row lasts (default: the control tick).
@@ -67,10 +67,8 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<()> {
         .map(|p| Series::read(p))
         .collect::<Result<Vec<_>, _>>()?;
     let control = match &a.config {
-        Some(path) => Config::load(path)
-            .with_context(|| format!("loading {}", path.display()))?
-            .control
-            .unwrap_or_default(),
+        Some(path) => ControlConfig::load_section(path)
+            .with_context(|| format!("loading [control] from {}", path.display()))?,
         None => Default::default(),
     };
     let options = Options {
