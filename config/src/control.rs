@@ -304,11 +304,7 @@ impl ControlConfig {
     /// (`shardline replay`). A file without the section is an error, not the defaults: a
     /// misspelt `[control]` would otherwise run the loop with settings nobody chose.
     pub fn load_section(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse_section(&text, &path.display().to_string())
+        crate::load_with(path, Self::parse_section)
     }
 
     /// [`Self::load_section`] on TOML text; `origin` names it in errors.
