@@ -6,6 +6,7 @@
 
 mod bench_fib;
 mod bench_katran;
+mod bench_quic;
 mod encap_source;
 mod four_in_six;
 mod handoff;

@@ -303,7 +303,8 @@ fn write_results(out: &Path, results: &Value) -> Result<(), BenchError> {
 }
 
 /// The configuration the kernel benchmarks route with: header-mode services over IPv4 and
-/// IPv6, flow-mode UDP and TCP services, four dual-stack backends, and placed sessions for the
+/// IPv6, flow-mode UDP and TCP services, a QUIC-LB service (server ids of 2 octets,
+/// rotation 0), four dual-stack backends, and placed sessions for the
 /// "hit" cases (header session 42, IPv6 header session 7, flow client 192.0.2.10).
 pub const BENCH_CONFIG: &str = r#"
 interface = "lo"
@@ -338,6 +339,13 @@ vip = "10.100.0.1"
 port = 8080
 protocol = "tcp"
 mode = "flow"
+
+[[services]]
+name = "quic"
+vip = "10.100.0.1"
+port = 4433
+protocol = "udp"
+mode = "quic"
 
 [[services]]
 name = "kvpool"

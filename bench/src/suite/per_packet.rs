@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use shardline_common::{
     consts::{BENCH_SESSION_BASE, BENCH_SOURCE_BASE_V4},
     packet::encode_header,
+    quic::{encode_cid, CidLayout},
     verdict::{Action, Reason, REASON_COUNT},
 };
 
@@ -112,6 +113,8 @@ const TX_RESTORING: &str = "shardline_tx_baseline_restoring";
 pub const BALANCER: &str = "shardline_bench";
 const NEW_FLOW: &str = "shardline_bench_new_flow";
 const RINGS_AOM: &str = "shardline_bench_rings_aom";
+/// The QUIC program's bench twin: `shardline_quic` inside the restoring wrapper.
+pub const QUIC_BENCH: &str = "shardline_bench_quic";
 
 /// A UDP/IPv4 frame padded (in the UDP payload) to [`FRAME_LEN`] bytes.
 fn udp4(src: [u8; 4], dport: u16, header: Option<(u64, u64)>) -> Vec<u8> {
@@ -123,6 +126,41 @@ fn udp4(src: [u8; 4], dport: u16, header: Option<(u64, u64)>) -> Vec<u8> {
     PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
         .ipv4(src, VIP4, 64)
         .udp(40_000, dport)
+        .write(&mut out, &payload)
+        .expect("etherparse writes the frame");
+    out
+}
+
+/// UDP port of the bench's `quic` service.
+pub const QUIC_PORT: u16 = 4433;
+/// Its connection-id layout (the config's defaults: rotation 0, server ids of 2 octets).
+const QUIC_LAYOUT: CidLayout = CidLayout {
+    rotation: 0,
+    server_id_len: 2,
+};
+
+/// A 64-byte QUIC short-header datagram from the placed client to the `quic` service whose
+/// destination connection id is `server_id`'s in the service's layout (an 8-octet nonce), or,
+/// for `None`, 11 octets that name no server (a rotation the service does not use).
+pub fn quic_short_frame(server_id: Option<u32>) -> Vec<u8> {
+    let mut cid = [0u8; shardline_common::consts::QUIC_MAX_CID_LEN];
+    let len = match server_id {
+        Some(id) => encode_cid(QUIC_LAYOUT, id, &[0x5e; 8], &mut cid).expect("the id fits"),
+        None => {
+            cid[..11].copy_from_slice(&[
+                0x8a, 0x93, 0x1f, 0x2e, 0x3d, 0x4c, 0x5b, 0x6a, 0x79, 0x88, 0x97,
+            ]);
+            11
+        }
+    };
+    let mut payload = vec![0x40];
+    payload.extend_from_slice(&cid[..len]);
+    payload.push(0x17); // the packet number
+    payload.resize(FRAME_LEN - 14 - 20 - 8, 0x3c);
+    let mut out = Vec::with_capacity(FRAME_LEN);
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT4_PLACED, VIP4, 64)
+        .udp(40_000, QUIC_PORT)
         .write(&mut out, &payload)
         .expect("etherparse writes the frame");
     out
@@ -287,6 +325,30 @@ fn cases() -> Vec<Case> {
             reason: Some(Reason::Forwarded),
             what: "header mode, IPv6 (82-byte frame, the smallest carrying the header), placed \
                    session, IP6IP6 encap",
+        },
+        Case {
+            name: "quic_sid_v4",
+            object: Object::Balancer,
+            program: QUIC_BENCH,
+            frame: quic_short_frame(Some(2)),
+            action: Action::Tx,
+            reason: Some(Reason::Forwarded),
+            what: "quic mode, IPv4, a short header whose connection id carries backend 2's \
+                   server id (QUIC-LB, plaintext), measured in the QUIC program alone \
+                   (shardline_bench_quic; attached, shardline's parse and tail call come \
+                   first): routed to that backend without a table lookup, IPIP encap",
+        },
+        Case {
+            name: "quic_no_sid_v4",
+            object: Object::Balancer,
+            program: QUIC_BENCH,
+            frame: quic_short_frame(None),
+            action: Action::Tx,
+            reason: Some(Reason::Forwarded),
+            what: "quic mode, IPv4, a short header whose connection id names no server (another \
+                   config rotation), in the QUIC program alone as quic_sid_v4: the client's \
+                   session, unplaced for this service, routed by the connection id's hash \
+                   through the default Maglev table, IPIP encap",
         },
         Case {
             name: "default_table_v4",
@@ -471,7 +533,7 @@ pub fn run(quick: bool, only: &[String]) -> Result<DataplaneResults, BenchError>
     let rounds = if quick { 3 } else { 9 };
     million::stay_on_this_cpu()?;
     let mut lb = loaded_balancer()?;
-    for name in [BALANCER, NEW_FLOW, RINGS_AOM] {
+    for name in [BALANCER, NEW_FLOW, RINGS_AOM, QUIC_BENCH] {
         xdp_program(&mut lb.ebpf, name)?
             .load()
             .map_err(program_err(name))?;

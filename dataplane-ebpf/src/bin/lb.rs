@@ -121,6 +121,15 @@ mod program {
         action
     }
 
+    /// Bench only (`shardline-bench`'s `quic_` cases, never attached): `shardline_quic` with
+    /// its rewrite undone afterwards, as `shardline_bench` is `shardline`. The attached path
+    /// of a QUIC packet is `shardline`'s parse and service lookup, then its tail call to
+    /// `shardline_quic`; this measures the second program alone.
+    #[xdp(frags)]
+    pub fn shardline_bench_quic(ctx: XdpContext) -> u32 {
+        crate::restore::restoring(&ctx, crate::balancer::run_with::<false, true, true>)
+    }
+
     /// Bench only, like `shardline_bench` with the pools' rings read from `BENCH_RINGS` (an
     /// array of maps, one inner array per service) instead of the `MAGLEV` array: the layout
     /// comparison in `docs/pools.md`.

@@ -17,6 +17,7 @@ use shardline::{
 use shardline_bench::suite::{
     fib::BENCH_NEXTHOP,
     million::{ROTATE_SESSION, ROTATE_SOURCE},
+    per_packet::QUIC_BENCH,
 };
 
 use crate::support::require_root;
@@ -124,6 +125,7 @@ fn every_program_of_both_objects_loads() {
         "shardline_bench",
         "shardline_bench_new_flow",
         "shardline_bench_rings_aom",
+        QUIC_BENCH,
         BENCH_NEXTHOP,
         ROTATE_SOURCE,
         ROTATE_SESSION,
