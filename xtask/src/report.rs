@@ -207,6 +207,16 @@ pub fn markdown(results: &Value) -> String {
         }
         let _ = writeln!(md);
     }
+    let walk = &results["dataplane_start_walk_1m"];
+    if !walk.is_null() {
+        let _ = writeln!(
+            md,
+            "Start-up walk of `SESSIONS` over {} sessions: {} ms ({}).\n",
+            cell(&walk["sessions_walked"]),
+            cell(&walk["ms"]),
+            cell(&walk["what"])
+        );
+    }
     let live = &results["dataplane_live_frames_check"];
     if !live.is_null() {
         let counted = live["counted"]
@@ -656,6 +666,15 @@ mod tests {
         let md = markdown(&json!({ "dataplane": [case] }));
         let want = "| 9.64; 2.14 × `header_hit_v4`; 1.02 × `header_hit_v4_fib` |";
         assert!(md.contains(want), "{md}");
+    }
+
+    #[test]
+    fn the_start_walk_renders_when_measured() {
+        let walk = json!({ "sessions_walked": 1_000_003, "ms": 663.2, "what": "the walk" });
+        let md = markdown(&json!({ "dataplane": [], "dataplane_start_walk_1m": walk }));
+        assert!(md.contains("over 1000003 sessions: 663.2 ms (the walk)"), "{md}");
+        let md = markdown(&json!({ "dataplane": [] }));
+        assert!(!md.contains("Start-up walk"), "{md}");
     }
 
     #[test]

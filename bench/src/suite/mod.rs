@@ -210,6 +210,7 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
             "dataplane_wrapper": dataplane.wrapper,
             "dataplane": dataplane.cases,
             "dataplane_diagnostics": dataplane.diagnostics,
+            "dataplane_start_walk_1m": dataplane.start_walk,
         });
         write_results(&opts.out, &results)?;
         return Ok(results);
@@ -244,6 +245,7 @@ pub fn run(opts: &Options) -> Result<Value, BenchError> {
         "dataplane_wrapper": dataplane.wrapper,
         "dataplane": dataplane.cases,
         "dataplane_diagnostics": dataplane.diagnostics,
+        "dataplane_start_walk_1m": dataplane.start_walk,
         "dataplane_live_frames_check": live,
         "veth": veth,
         "swap": swap,
