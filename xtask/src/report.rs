@@ -672,7 +672,10 @@ mod tests {
     fn the_start_walk_renders_when_measured() {
         let walk = json!({ "sessions_walked": 1_000_003, "ms": 663.2, "what": "the walk" });
         let md = markdown(&json!({ "dataplane": [], "dataplane_start_walk_1m": walk }));
-        assert!(md.contains("over 1000003 sessions: 663.2 ms (the walk)"), "{md}");
+        assert!(
+            md.contains("over 1000003 sessions: 663.2 ms (the walk)"),
+            "{md}"
+        );
         let md = markdown(&json!({ "dataplane": [] }));
         assert!(!md.contains("Start-up walk"), "{md}");
     }

@@ -122,11 +122,16 @@ fn udp4(src: [u8; 4], dport: u16, header: Option<(u64, u64)>) -> Vec<u8> {
     if let Some((session, key)) = header {
         payload[..20].copy_from_slice(&encode_header(session, key));
     }
+    udp4_carrying(src, dport, &payload)
+}
+
+/// A UDP/IPv4 frame from `src` to the VIP's `dport` carrying `payload`.
+fn udp4_carrying(src: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(FRAME_LEN);
     PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
         .ipv4(src, VIP4, 64)
         .udp(40_000, dport)
-        .write(&mut out, &payload)
+        .write(&mut out, payload)
         .expect("etherparse writes the frame");
     out
 }
@@ -157,13 +162,7 @@ pub fn quic_short_frame(server_id: Option<u32>) -> Vec<u8> {
     payload.extend_from_slice(&cid[..len]);
     payload.push(0x17); // the packet number
     payload.resize(FRAME_LEN - 14 - 20 - 8, 0x3c);
-    let mut out = Vec::with_capacity(FRAME_LEN);
-    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-        .ipv4(CLIENT4_PLACED, VIP4, 64)
-        .udp(40_000, QUIC_PORT)
-        .write(&mut out, &payload)
-        .expect("etherparse writes the frame");
-    out
+    udp4_carrying(CLIENT4_PLACED, QUIC_PORT, &payload)
 }
 
 /// A 64-byte TCP SYN from `src` to the VIP's `dport`.
