@@ -27,8 +27,8 @@ pub trait Tables {
     /// Whether QUIC services' connection ids are parsed here. Without, a QUIC service's UDP
     /// packet is decided [`Reason::QuicMalformed`] with [`Decision::service`] set: the kernel's
     /// balancer hands such a packet to a program of its own ([`Decision::quic_elsewhere`]),
-    /// which decides it with [`Tables::HEADER_AND_FLOW`] off; the bench programs, which have
-    /// no QUIC case, refuse it. The connection-id loops were half the balancer's verification.
+    /// which decides it with [`Tables::HEADER_AND_FLOW`] off (the bench programs hand it over
+    /// alike). The connection-id loops were half the balancer's verification.
     const QUIC: bool = true;
     /// Whether header- and flow-mode services (and ICMP to a VIP) are decided here. Off only in
     /// the kernel's QUIC program, which is handed nothing else: there a packet that is not UDP

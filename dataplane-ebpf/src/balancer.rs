@@ -51,7 +51,9 @@ pub fn run_quic(ctx: &XdpContext) -> u32 {
 /// instead of in every state of the balancer's other paths (they were half its processed
 /// instructions). The replay decides in one pass (`Tables::QUIC` on): the same decision. If the
 /// slot is empty (no QUIC program loaded) the packet is counted `quic_malformed` and dropped,
-/// never routed undecided. The bench programs, which have no QUIC case, refuse it so.
+/// never routed undecided. The bench programs hand it over too: their body is a BPF-to-BPF
+/// subprogram (see `crate::restore`), so the QUIC program's action returns to their wrapper,
+/// which undoes its rewrite, and `quic_sid_v4_attached` measures the attached path whole.
 #[inline(always)]
 pub fn run_with<const RINGS_AOM: bool, const BENCH: bool, const QUIC_ONLY: bool>(
     ctx: &XdpContext,
@@ -64,7 +66,7 @@ pub fn run_with<const RINGS_AOM: bool, const BENCH: bool, const QUIC_ONLY: bool>
     let frame_len = XdpPacket(ctx).len() as u64;
     let tables = MapTables::<RINGS_AOM, BENCH, QUIC_ONLY>::new(globals, ctx);
     let d = route(ctx, &tables);
-    if !BENCH && !QUIC_ONLY && d.quic_elsewhere() {
+    if !QUIC_ONLY && d.quic_elsewhere() {
         // SAFETY: the context is this program's own; a tail call ends this program on success.
         unsafe { QUIC_PROGRAM.tail_call(ctx, 0) };
     }

@@ -11,7 +11,9 @@
 //! wrapper still resumes after it: the body it takes is a BPF-to-BPF subprogram, and a tail
 //! call from a subprogram replaces that subprogram's frame only, so the next-hop program's
 //! action returns to [`restoring`], which finds the frame at its length and writes the Ethernet
-//! header back (`XDP_TX` and `XDP_REDIRECT` alike).
+//! header back (`XDP_TX` and `XDP_REDIRECT` alike). A QUIC service's packet leaves the same
+//! subprogram for the QUIC program (`QUIC_PROGRAM`, holding `shardline_quic` itself), whose
+//! action and encapsulation come back to [`restoring`] likewise: the attached path whole.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use shardline_common::{

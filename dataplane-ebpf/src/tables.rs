@@ -86,7 +86,7 @@ impl<const RINGS_AOM: bool, const BENCH: bool, const QUIC_ONLY: bool> Tables
     for MapTables<'_, RINGS_AOM, BENCH, QUIC_ONLY>
 {
     /// Only the QUIC program parses connection ids: `shardline` hands a QUIC service's packet
-    /// to it (`balancer::run_with`), and the bench programs, which have no QUIC case, refuse it.
+    /// to it (`balancer::run_with`), and the bench programs hand it over alike.
     /// The connection-id loops were half of each program's verification.
     const QUIC: bool = QUIC_ONLY;
     /// The QUIC program is handed QUIC services' packets only.

@@ -18,7 +18,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use etherparse::PacketBuilder;
 use serde_json::{json, Value};
 use shardline_common::{
-    consts::{BENCH_ROTATION, BENCH_SESSION_BASE, BENCH_SOURCE_BASE_V4},
+    consts::{BENCH_ROTATION, BENCH_SESSION_BASE, BENCH_SOURCE_BASE_V4, QUIC_MAX_CID_LEN},
     packet::encode_header,
     quic::{encode_cid, CidLayout},
     verdict::{Action, Reason, REASON_COUNT},
@@ -113,7 +113,9 @@ const TX_RESTORING: &str = "shardline_tx_baseline_restoring";
 pub const BALANCER: &str = "shardline_bench";
 const NEW_FLOW: &str = "shardline_bench_new_flow";
 const RINGS_AOM: &str = "shardline_bench_rings_aom";
-/// The QUIC program's bench twin: `shardline_quic` inside the restoring wrapper.
+/// The QUIC program's bench twin: `shardline_quic` inside the restoring wrapper, the QUIC
+/// program alone (`shardline_bench` runs the attached path: its tail call reaches
+/// `shardline_quic` itself).
 pub const QUIC_BENCH: &str = "shardline_bench_quic";
 
 /// A UDP/IPv4 frame padded (in the UDP payload) to [`FRAME_LEN`] bytes.
@@ -137,27 +139,28 @@ fn udp4_carrying(src: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
 }
 
 /// UDP port of the bench's `quic` service.
-pub const QUIC_PORT: u16 = 4433;
+const QUIC_PORT: u16 = 4433;
 /// Its connection-id layout (the config's defaults: rotation 0, server ids of 2 octets).
 const QUIC_LAYOUT: CidLayout = CidLayout {
     rotation: 0,
     server_id_len: 2,
 };
+/// A layout the `quic` service does not use (another config rotation): its ids name no server.
+const QUIC_OTHER_ROTATION: CidLayout = CidLayout {
+    rotation: 4,
+    ..QUIC_LAYOUT
+};
 
 /// A 64-byte QUIC short-header datagram from the placed client to the `quic` service whose
 /// destination connection id is `server_id`'s in the service's layout (an 8-octet nonce), or,
-/// for `None`, 11 octets that name no server (a rotation the service does not use).
+/// for `None`, an id of the same length in [`QUIC_OTHER_ROTATION`], which names no server.
 pub fn quic_short_frame(server_id: Option<u32>) -> Vec<u8> {
-    let mut cid = [0u8; shardline_common::consts::QUIC_MAX_CID_LEN];
-    let len = match server_id {
-        Some(id) => encode_cid(QUIC_LAYOUT, id, &[0x5e; 8], &mut cid).expect("the id fits"),
-        None => {
-            cid[..11].copy_from_slice(&[
-                0x8a, 0x93, 0x1f, 0x2e, 0x3d, 0x4c, 0x5b, 0x6a, 0x79, 0x88, 0x97,
-            ]);
-            11
-        }
+    let mut cid = [0u8; QUIC_MAX_CID_LEN];
+    let (layout, id) = match server_id {
+        Some(id) => (QUIC_LAYOUT, id),
+        None => (QUIC_OTHER_ROTATION, 0x931f),
     };
+    let len = encode_cid(layout, id, &[0x5e; 8], &mut cid).expect("the id fits");
     let mut payload = vec![0x40];
     payload.extend_from_slice(&cid[..len]);
     payload.push(0x17); // the packet number
@@ -335,7 +338,8 @@ fn cases() -> Vec<Case> {
             what: "quic mode, IPv4, a short header whose connection id carries backend 2's \
                    server id (QUIC-LB, plaintext), measured in the QUIC program alone \
                    (shardline_bench_quic; attached, shardline's parse and tail call come \
-                   first): routed to that backend without a table lookup, IPIP encap",
+                   first: quic_sid_v4_attached): routed to that backend without a table \
+                   lookup, IPIP encap",
         },
         Case {
             name: "quic_no_sid_v4",
@@ -348,6 +352,26 @@ fn cases() -> Vec<Case> {
                    config rotation), in the QUIC program alone as quic_sid_v4: the client's \
                    session, unplaced for this service, routed by the connection id's hash \
                    through the default Maglev table, IPIP encap",
+        },
+        Case {
+            name: "quic_sid_v4_attached",
+            object: Object::Balancer,
+            program: BALANCER,
+            frame: quic_short_frame(Some(2)),
+            action: Action::Tx,
+            reason: Some(Reason::Forwarded),
+            what: "quic_sid_v4's packet on the attached path whole: shardline's parse and \
+                   service lookup, its tail call to shardline_quic (QUIC_PROGRAM), then that \
+                   program's parse, decision and IPIP encap",
+        },
+        Case {
+            name: "quic_no_sid_v4_attached",
+            object: Object::Balancer,
+            program: BALANCER,
+            frame: quic_short_frame(None),
+            action: Action::Tx,
+            reason: Some(Reason::Forwarded),
+            what: "quic_no_sid_v4's packet on the attached path whole, as quic_sid_v4_attached",
         },
         Case {
             name: "default_table_v4",
