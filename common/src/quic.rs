@@ -12,7 +12,9 @@
 //! ```
 //!
 //! Parsing follows RFC 9000 (v1) and the version-independent invariants of RFC 8999. It is
-//! bounded and allocation-free: two fixed-size loads per packet, no loop over packet length.
+//! bounded and allocation-free: fixed-size loads, no loop over packet length. The connection id
+//! is held as three big-endian words, masked past its length ([`CidWords`]): in the kernel a
+//! byte array is a load and a store per byte, and the hash and the server id read words.
 //! What a packet becomes:
 //!
 //! - long header, any version but 0, and short header: routed by its DCID;
@@ -65,10 +67,72 @@ pub struct QuicHeader {
     pub kind: PacketKind,
     /// Version of a long header, 0 for a short header.
     pub version: u32,
-    /// The DCID, zero-padded past `dcid_len`.
-    pub dcid: [u8; QUIC_MAX_CID_LEN],
+    /// The DCID's bytes, zero past `dcid_len`.
+    pub dcid: CidWords,
     /// Length of the DCID.
     pub dcid_len: usize,
+}
+
+/// A connection id's 20-byte window as big-endian words: bytes 0..8, 8..16 and 16..20, every
+/// byte past the id's length zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CidWords {
+    /// Bytes 0..8.
+    pub a: u64,
+    /// Bytes 8..16.
+    pub b: u64,
+    /// Bytes 16..20.
+    pub t: u32,
+}
+
+impl CidWords {
+    /// The words of `cid`'s first `len` bytes (the rest read as zero).
+    pub fn from_bytes(cid: &[u8; QUIC_MAX_CID_LEN], len: usize) -> Self {
+        let c = cid;
+        Self {
+            a: u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+            b: u64::from_be_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]),
+            t: u32::from_be_bytes([c[16], c[17], c[18], c[19]]),
+        }
+        .masked(len)
+    }
+
+    /// These words with every byte from `len` on zeroed.
+    #[inline(always)]
+    pub fn masked(self, len: usize) -> Self {
+        Self {
+            a: self.a & be_mask64(len),
+            b: self.b & be_mask64(len.saturating_sub(8)),
+            t: (u64::from(self.t) & (be_mask64(len.saturating_sub(16)) >> 32)) as u32,
+        }
+    }
+
+    /// The window's bytes.
+    pub fn bytes(&self) -> [u8; QUIC_MAX_CID_LEN] {
+        let mut out = [0; QUIC_MAX_CID_LEN];
+        out[..8].copy_from_slice(&self.a.to_be_bytes());
+        out[8..16].copy_from_slice(&self.b.to_be_bytes());
+        out[16..].copy_from_slice(&self.t.to_be_bytes());
+        out
+    }
+
+    /// The first byte: config rotation and length.
+    #[inline(always)]
+    fn first(&self) -> u8 {
+        (self.a >> 56) as u8
+    }
+}
+
+/// A mask keeping the first `n` bytes of a big-endian `u64` (all of it from 8 on).
+#[inline(always)]
+const fn be_mask64(n: usize) -> u64 {
+    if n >= 8 {
+        u64::MAX
+    } else if n == 0 {
+        0
+    } else {
+        u64::MAX << (64 - 8 * n)
+    }
 }
 
 /// Why a datagram to a `quic` service is not a routable QUIC packet.
@@ -143,43 +207,47 @@ pub fn parse_quic<P: PacketBytes + ?Sized>(
     if dcid_off + QUIC_CID_WINDOW > end {
         return Err(QuicError::Truncated);
     }
-    let mut dcid: [u8; QUIC_CID_WINDOW] = p.load(dcid_off).ok_or(QuicError::Truncated)?;
+    // The window as three words (inside the bytes checked just above).
+    let a = p.u64_at(dcid_off).ok_or(QuicError::Truncated)?;
+    let b = p.u64_at(dcid_off + 8).ok_or(QuicError::Truncated)?;
+    let t = p.word_at(dcid_off + 16).ok_or(QuicError::Truncated)?;
+    let window = CidWords {
+        a,
+        b,
+        t: u32::from_be(t),
+    };
     let dcid_len = if kind == PacketKind::Short {
         // Short headers carry no length: shardline's servers describe it in the first octet.
-        (dcid[0] & 0x1f) as usize + 1
+        (window.first() & 0x1f) as usize + 1
     } else {
         head[5] as usize
     };
     if dcid_len > QUIC_MAX_CID_LEN {
         return Err(QuicError::CidTooLong);
     }
-    let mut i = 0;
-    while i < QUIC_CID_WINDOW {
-        if i >= dcid_len {
-            dcid[i] = 0;
-        }
-        i += 1;
-    }
     Ok(QuicHeader {
         kind,
         version,
-        dcid,
+        dcid: window.masked(dcid_len),
         dcid_len,
     })
 }
+
+/// [`CidWords`] cover the whole window, which is the longest id.
+const _: () = assert!(QUIC_CID_WINDOW == 20 && QUIC_MAX_CID_LEN == 20);
 
 impl QuicHeader {
     /// Hash of the DCID's bytes and length.
     #[inline(always)]
     pub fn cid_hash(&self) -> u64 {
-        cid_hash(&self.dcid, self.dcid_len)
+        cid_words_hash(self.dcid, self.dcid_len)
     }
 
     /// The server id the DCID carries under `layout`: its rotation bits name the current config,
     /// its self-described length is its real length, and it is long enough to hold the id.
     #[inline(always)]
     pub fn server_id(&self, layout: CidLayout) -> Option<u32> {
-        let first = self.dcid[0];
+        let first = self.dcid.first();
         let sid_len = layout.server_id_len as usize;
         if layout.rotation >= QUIC_ROTATION_UNROUTABLE
             || sid_len == 0
@@ -190,36 +258,25 @@ impl QuicHeader {
         {
             return None;
         }
-        let mut id = 0u32;
-        let mut i = 0;
-        while i < QUIC_MAX_SERVER_ID_LEN {
-            if i < sid_len {
-                id = (id << 8) | u32::from(self.dcid[1 + i]);
-            }
-            i += 1;
-        }
-        Some(id)
+        // Octets 1 ..= sid_len (at most 4): bits 55..24 of the first word, then the unused
+        // low octets shifted out.
+        let octets = (self.dcid.a >> 24) as u32;
+        Some(octets >> (8 * (QUIC_MAX_SERVER_ID_LEN - sid_len)))
     }
 }
 
 /// Hash of a connection id (`len` bytes of `cid`, the rest ignored).
-#[inline(always)]
 pub fn cid_hash(cid: &[u8; QUIC_MAX_CID_LEN], len: usize) -> u64 {
-    let mut c = [0u8; QUIC_MAX_CID_LEN];
-    let mut i = 0;
-    while i < QUIC_MAX_CID_LEN {
-        if i < len {
-            c[i] = cid[i];
-        }
-        i += 1;
-    }
-    let a = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-    let b = u64::from_be_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]);
-    let t = u64::from(u32::from_be_bytes([c[16], c[17], c[18], c[19]])) | ((len as u64) << 32);
-    mix64(t ^ mix64(b ^ mix64(a ^ CID_SEED)))
+    cid_words_hash(CidWords::from_bytes(cid, len), len)
 }
 
-/// The routing identity of the QUIC packet in the UDP payload `off..end`.
+/// [`cid_hash`] of an id already in words, zero past `len`.
+#[inline(always)]
+fn cid_words_hash(w: CidWords, len: usize) -> u64 {
+    let t = u64::from(w.t) | ((len as u64) << 32);
+    mix64(t ^ mix64(w.b ^ mix64(w.a ^ CID_SEED)))
+}
+
 #[inline(always)]
 pub fn quic_identity<P: PacketBytes + ?Sized>(
     p: &P,

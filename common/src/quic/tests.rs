@@ -57,11 +57,9 @@ fn rfc9001_initial_yields_its_dcid() {
     assert_eq!(h.kind, PacketKind::Initial);
     assert_eq!(h.version, 1);
     assert_eq!(h.dcid_len, 8);
-    assert_eq!(
-        h.dcid[..8],
-        [0x83, 0x94, 0xc8, 0xf0, 0x3e, 0x51, 0x57, 0x08]
-    );
-    assert!(h.dcid[8..].iter().all(|b| *b == 0), "padding is zeroed");
+    let dcid = h.dcid.bytes();
+    assert_eq!(dcid[..8], [0x83, 0x94, 0xc8, 0xf0, 0x3e, 0x51, 0x57, 0x08]);
+    assert!(dcid[8..].iter().all(|b| *b == 0), "padding is zeroed");
     // A client's random id carries no server id (rotation 0b100, not 3).
     assert_eq!(h.server_id(LAYOUT), None);
 }
@@ -210,4 +208,63 @@ fn the_key_is_the_whole_cid_and_nothing_else() {
     // Trailing zero bytes count through the length.
     assert_ne!(cid_hash(&[0; 20], 4), cid_hash(&[0; 20], 5));
     assert_ne!(cid_hash(&[0; 20], 0), 0);
+}
+
+/// The hash as it was written byte by byte (before the words): the words must give the same
+/// key for every id, so a connection keeps its shard across the change and the replay agrees.
+fn bytewise_cid_hash(cid: &[u8; QUIC_MAX_CID_LEN], len: usize) -> u64 {
+    let mut c = [0u8; QUIC_MAX_CID_LEN];
+    for (i, b) in cid.iter().enumerate() {
+        if i < len {
+            c[i] = *b;
+        }
+    }
+    let a = u64::from_be_bytes(c[..8].try_into().unwrap());
+    let b = u64::from_be_bytes(c[8..16].try_into().unwrap());
+    let t = u64::from(u32::from_be_bytes(c[16..].try_into().unwrap())) | ((len as u64) << 32);
+    crate::hash::mix64(t ^ crate::hash::mix64(b ^ crate::hash::mix64(a ^ 0x5155_4943_2d4c_4221)))
+}
+
+#[test]
+fn the_word_hash_and_server_id_match_the_bytewise_ones() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..400 {
+        let mut cid = [0u8; QUIC_MAX_CID_LEN];
+        for b in cid.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let len = round % (QUIC_MAX_CID_LEN + 1);
+        assert_eq!(
+            cid_hash(&cid, len),
+            bytewise_cid_hash(&cid, len),
+            "len {len}, {cid:02x?}"
+        );
+        // Through the parser: a long header with this id and bytes after it that are not zero.
+        let mut id = cid[..len].to_vec();
+        if len > 0 {
+            id[0] = (id[0] & 0xe0) | (len as u8 - 1);
+        }
+        let packet = long(0xc0, 1, &id);
+        let h = parse(&packet).unwrap();
+        assert_eq!(h.dcid.bytes()[..len], id[..]);
+        assert!(h.dcid.bytes()[len..].iter().all(|b| *b == 0), "len {len}");
+        let mut padded = [0u8; QUIC_MAX_CID_LEN];
+        padded[..len].copy_from_slice(&id);
+        assert_eq!(h.cid_hash(), bytewise_cid_hash(&padded, len), "len {len}");
+        for sid_len in 1..=QUIC_MAX_SERVER_ID_LEN as u8 {
+            let layout = CidLayout {
+                rotation: id.first().map_or(0, |f| f >> 5).min(6),
+                server_id_len: sid_len,
+            };
+            let want = (len > usize::from(sid_len) && id[0] >> 5 == layout.rotation).then(|| {
+                id[1..=usize::from(sid_len)]
+                    .iter()
+                    .fold(0u32, |acc, b| (acc << 8) | u32::from(*b))
+            });
+            assert_eq!(h.server_id(layout), want, "len {len}, sid {sid_len}");
+        }
+    }
 }
