@@ -277,6 +277,7 @@ fn cid_words_hash(w: CidWords, len: usize) -> u64 {
     mix64(t ^ mix64(w.b ^ mix64(w.a ^ CID_SEED)))
 }
 
+/// The routing identity of the QUIC packet in the UDP payload `off..end`.
 #[inline(always)]
 pub fn quic_identity<P: PacketBytes + ?Sized>(
     p: &P,
